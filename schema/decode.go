@@ -1,0 +1,344 @@
+package schema
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// MaxFileSize is the largest state file (tenant, fleet or template) that is
+// read. Larger files are rejected before parsing so a hostile file cannot make
+// the decoder use unbounded memory.
+const MaxFileSize = 1 << 20
+
+// Duration is a time.Duration written in YAML as a Go duration string
+// ("72h", "30m").
+type Duration time.Duration
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalYAML writes d the way it is read.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+var durationType = reflect.TypeOf(Duration(0))
+
+// positions records where each field path ("spec.droplet.region",
+// "spec.credentials[1].name") stands in its file: the value for scalars, the
+// key for mappings and sequences (so "missing field" errors point at the
+// parent's key).
+type positions map[string]Pos
+
+// at returns the position of path, or of its nearest recorded ancestor.
+func (p positions) at(path string) Pos {
+	for {
+		if pos, ok := p[path]; ok {
+			return pos
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return Pos{Line: 1, Col: 1}
+		}
+		path = path[:i]
+	}
+}
+
+// decoder is a strict YAML-to-struct decoder: unknown and duplicate fields are
+// errors, each error carries its line and column, and every field's position
+// is recorded for later validation messages.
+type decoder struct {
+	errorf
+	pos positions
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// decodeYAML parses data as a single YAML document into out (a pointer to a
+// struct) and returns the field positions. Parse errors are returned as
+// Errors for file; nothing panics on hostile input.
+func decodeYAML(file string, data []byte, out any) (positions, Errors) {
+	d := &decoder{errorf: errorf{file: file}, pos: positions{}}
+	if len(data) > MaxFileSize {
+		d.at(Pos{}, "file is %d bytes, larger than the %d-byte limit", len(data), MaxFileSize)
+		return d.pos, d.errs
+	}
+	root, err := parseYAML(data)
+	if err != nil {
+		p := Pos{Line: 1, Col: 1}
+		msg := err.Error()
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			p.Line, _ = strconv.Atoi(m[1])
+			msg = m[2]
+		} else {
+			msg = strings.TrimPrefix(msg, "yaml: ")
+		}
+		d.at(p, "invalid YAML: %s", msg)
+		return d.pos, d.errs
+	}
+	if root == nil {
+		d.at(Pos{}, "file is empty")
+		return d.pos, d.errs
+	}
+	d.pos[""] = Pos{Line: root.Line, Col: root.Column}
+	d.value(root, reflect.ValueOf(out).Elem(), "")
+	return d.pos, d.errs
+}
+
+// parseYAML returns the root node of the only document in data, nil for an
+// empty file. The YAML library is third-party code fed hostile input, so a
+// panic inside it becomes an error.
+func parseYAML(data []byte) (root *yaml.Node, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			root, err = nil, fmt.Errorf("yaml: %v", r)
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("yaml: line %d: a file holds one YAML document; found a second", extra.Line)
+	}
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		return doc.Content[0], nil
+	}
+	return &doc, nil
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			return "nothing"
+		}
+		return strconv.Quote(n.Value)
+	default:
+		return "an alias"
+	}
+}
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
+func (d *decoder) record(n *yaml.Node, key *yaml.Node, path string) {
+	p := Pos{Line: n.Line, Col: n.Column}
+	if key != nil && n.Kind != yaml.ScalarNode {
+		p = Pos{Line: key.Line, Col: key.Column}
+	}
+	d.pos[path] = p
+}
+
+func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
+	p := Pos{Line: n.Line, Col: n.Column}
+	name := path
+	if name == "" {
+		name = "document"
+	}
+	if n.Kind == yaml.AliasNode || n.Kind == yaml.DocumentNode {
+		d.at(p, "%s: YAML aliases and nested documents are not allowed", name)
+		return
+	}
+	if n.Tag != "" && strings.HasPrefix(n.Tag, "!") && !strings.HasPrefix(n.Tag, "!!") {
+		d.at(p, "%s: custom YAML tag %s is not allowed", name, n.Tag)
+		return
+	}
+	if v.Kind() == reflect.Pointer {
+		if isNull(n) {
+			return
+		}
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		d.value(n, v.Elem(), path)
+		return
+	}
+	if v.Type() == durationType {
+		if n.Kind != yaml.ScalarNode {
+			d.at(p, "%s: want a duration such as 72h, got %s", name, kindName(n))
+			return
+		}
+		if isNull(n) {
+			return
+		}
+		dur, err := time.ParseDuration(n.Value)
+		if err != nil {
+			d.at(p, "%s: %q is not a duration (use a number with a unit: 30m, 72h)", name, n.Value)
+			return
+		}
+		v.SetInt(int64(dur))
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		d.structure(n, v, path, name)
+	case reflect.Map:
+		d.mapping(n, v, path, name)
+	case reflect.Slice:
+		if isNull(n) {
+			return
+		}
+		if n.Kind != yaml.SequenceNode {
+			d.at(p, "%s: want a list, got %s", name, kindName(n))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			ip := fmt.Sprintf("%s[%d]", path, i)
+			d.record(item, item, ip)
+			d.value(item, s.Index(i), ip)
+		}
+		v.Set(s)
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			d.at(p, "%s: want a string, got %s", name, kindName(n))
+			return
+		}
+		if !isNull(n) {
+			v.SetString(n.Value)
+		}
+	case reflect.Int, reflect.Int64:
+		if n.Kind != yaml.ScalarNode || isNull(n) {
+			d.at(p, "%s: want an integer, got %s", name, kindName(n))
+			return
+		}
+		i, err := strconv.ParseInt(n.Value, 10, 64)
+		if err != nil || n.Tag != "!!int" {
+			d.at(p, "%s: want an integer, got %s", name, kindName(n))
+			return
+		}
+		v.SetInt(i)
+	case reflect.Float64:
+		if n.Kind != yaml.ScalarNode || isNull(n) || (n.Tag != "!!int" && n.Tag != "!!float") {
+			d.at(p, "%s: want a number, got %s", name, kindName(n))
+			return
+		}
+		f, err := strconv.ParseFloat(n.Value, 64)
+		if err != nil {
+			d.at(p, "%s: want a number, got %s", name, kindName(n))
+			return
+		}
+		v.SetFloat(f)
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+			d.at(p, "%s: want true or false, got %s", name, kindName(n))
+			return
+		}
+		v.SetBool(n.Value == "true")
+	default:
+		d.at(p, "%s: cannot decode into %s", name, v.Type())
+	}
+}
+
+// structure decodes a mapping into a struct whose fields carry yaml tags.
+func (d *decoder) structure(n *yaml.Node, v reflect.Value, path, name string) {
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.at(Pos{n.Line, n.Column}, "%s: want a mapping, got %s", name, kindName(n))
+		return
+	}
+	fields := map[string]int{}
+	var known []string
+	t := v.Type()
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fields[tag] = i
+		known = append(known, tag)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		kp := Pos{k.Line, k.Column}
+		if k.Kind != yaml.ScalarNode {
+			d.at(kp, "%s: field names must be plain strings", name)
+			continue
+		}
+		fi, ok := fields[k.Value]
+		if !ok {
+			if path == "" {
+				d.at(kp, "unknown field %q (known: %s)", k.Value, strings.Join(known, ", "))
+			} else {
+				d.at(kp, "unknown field %q in %s (known: %s)", k.Value, path, strings.Join(known, ", "))
+			}
+			continue
+		}
+		if seen[k.Value] {
+			d.at(kp, "duplicate field %q in %s", k.Value, name)
+			continue
+		}
+		seen[k.Value] = true
+		fp := join(path, k.Value)
+		d.record(val, k, fp)
+		d.value(val, v.Field(fi), fp)
+	}
+}
+
+// mapping decodes a YAML mapping into a Go map with string keys.
+func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path, name string) {
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.at(Pos{n.Line, n.Column}, "%s: want a mapping, got %s", name, kindName(n))
+		return
+	}
+	if v.Type().Key().Kind() != reflect.String {
+		d.at(Pos{n.Line, n.Column}, "%s: cannot decode into %s", name, v.Type())
+		return
+	}
+	m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		kp := Pos{k.Line, k.Column}
+		if k.Kind != yaml.ScalarNode || isNull(k) {
+			d.at(kp, "%s: keys must be plain strings", name)
+			continue
+		}
+		key := reflect.ValueOf(k.Value).Convert(v.Type().Key())
+		if m.MapIndex(key).IsValid() {
+			d.at(kp, "duplicate key %q in %s", k.Value, name)
+			continue
+		}
+		ep := join(path, k.Value)
+		d.record(val, k, ep)
+		// Keys themselves are validated by callers; remember where they are.
+		d.pos[ep+"#key"] = kp
+		elem := reflect.New(v.Type().Elem()).Elem()
+		d.value(val, elem, ep)
+		m.SetMapIndex(key, elem)
+	}
+	v.Set(m)
+}

@@ -1,0 +1,247 @@
+package schema
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"time"
+
+	"filippo.io/age"
+)
+
+// APIVersion is the only apiVersion this release reads.
+const APIVersion = "genesis.dev/v1"
+
+// DefaultSnapshotRetention is how long superseded snapshots are kept when
+// genesis.yaml does not say.
+const DefaultSnapshotRetention = 720 * time.Hour
+
+// Fleet is genesis.yaml: the account pool, defaults, recipients and limits
+// that every tenant is validated and reconciled against.
+type Fleet struct {
+	APIVersion string    `yaml:"apiVersion" json:"apiVersion"`
+	Kind       string    `yaml:"kind" json:"kind"`
+	Metadata   FleetMeta `yaml:"metadata" json:"metadata"`
+	Spec       FleetSpec `yaml:"spec" json:"spec"`
+
+	pos positions
+}
+
+// FleetMeta names the fleet (optional).
+type FleetMeta struct {
+	Name string `yaml:"name" json:"name,omitempty"`
+}
+
+// FleetSpec is the body of genesis.yaml.
+type FleetSpec struct {
+	Accounts          []Account       `yaml:"accounts" json:"accounts"`
+	Defaults          Defaults        `yaml:"defaults" json:"defaults"`
+	Recipients        []string        `yaml:"recipients" json:"recipients"`
+	Safety            Safety          `yaml:"safety" json:"safety"`
+	SnapshotRetention Duration        `yaml:"snapshotRetention" json:"snapshotRetention"`
+	Sizes             map[string]Size `yaml:"sizes" json:"sizes"`
+}
+
+// Account is one DigitalOcean account of the pool (seed 3.1).
+type Account struct {
+	Name        string   `yaml:"name" json:"name"`
+	Regions     []string `yaml:"regions" json:"regions"`
+	MaxDroplets int      `yaml:"maxDroplets" json:"maxDroplets"`
+	// TokenEnv names the environment variable that holds the account's API
+	// token; the token itself never appears in the state repository.
+	TokenEnv string `yaml:"tokenEnv" json:"tokenEnv"`
+}
+
+// Defaults fill tenant fields that a tenant leaves out.
+type Defaults struct {
+	Size       string `yaml:"size" json:"size"`
+	Image      string `yaml:"image" json:"image"`
+	N8NVersion string `yaml:"n8nVersion" json:"n8nVersion"`
+}
+
+// Safety bounds how much one plan may take away.
+type Safety struct {
+	MaxDestroyPerRun    int     `yaml:"maxDestroyPerRun" json:"maxDestroyPerRun"`
+	MaxHibernatePercent float64 `yaml:"maxHibernatePercent" json:"maxHibernatePercent"`
+}
+
+// Size is what a droplet size costs.
+type Size struct {
+	MonthlyUSD float64 `yaml:"monthlyUSD" json:"monthlyUSD"`
+}
+
+var (
+	accountName = regexp.MustCompile(`^[a-z0-9-]{1,40}$`)
+	regionSlug  = regexp.MustCompile(`^[a-z]{3}[0-9]$`)
+	envName     = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
+	sizeSlug    = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
+	imageSlug   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	semver      = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
+)
+
+// DecodeFleet reads and validates genesis.yaml. file is the name used in
+// errors. On any error the returned fleet is nil.
+func DecodeFleet(file string, data []byte) (*Fleet, Errors) {
+	var f Fleet
+	pos, errs := decodeYAML(file, data, &f)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	f.pos = pos
+	c := &errorf{file: file}
+	f.validate(c)
+	if len(c.errs) > 0 {
+		return nil, c.errs
+	}
+	if f.Spec.SnapshotRetention == 0 {
+		f.Spec.SnapshotRetention = Duration(DefaultSnapshotRetention)
+	}
+	return &f, nil
+}
+
+func (f *Fleet) validate(c *errorf) {
+	at := func(path, format string, args ...any) { c.at(f.pos.at(path), format, args...) }
+	if f.APIVersion != APIVersion {
+		at("apiVersion", "apiVersion: want %q, got %q", APIVersion, f.APIVersion)
+	}
+	if f.Kind != "Fleet" {
+		at("kind", "kind: want \"Fleet\", got %q", f.Kind)
+	}
+	s := &f.Spec
+	if len(s.Accounts) == 0 {
+		at("spec.accounts", "spec.accounts: at least one account is required")
+	}
+	names := map[string]bool{}
+	for i, a := range s.Accounts {
+		p := fmt.Sprintf("spec.accounts[%d]", i)
+		switch {
+		case a.Name == "":
+			at(p, "%s.name is required", p)
+		case !accountName.MatchString(a.Name):
+			at(p+".name", "%s.name: %q must be 1-40 characters of a-z, 0-9 and -", p, a.Name)
+		case names[a.Name]:
+			at(p+".name", "%s.name: account %q is declared twice", p, a.Name)
+		}
+		names[a.Name] = true
+		if len(a.Regions) == 0 {
+			at(p, "%s.regions: at least one region is required", p)
+		}
+		for j, r := range a.Regions {
+			if !regionSlug.MatchString(r) {
+				at(fmt.Sprintf("%s.regions[%d]", p, j), "%s.regions[%d]: %q is not a region slug such as nyc3", p, j, r)
+			}
+		}
+		if a.MaxDroplets < 1 {
+			at(p+".maxDroplets", "%s.maxDroplets: must be at least 1", p)
+		}
+		switch {
+		case a.TokenEnv == "":
+			at(p, "%s.tokenEnv is required (the name of the environment variable holding the token)", p)
+		case !envName.MatchString(a.TokenEnv):
+			at(p+".tokenEnv", "%s.tokenEnv: %q is not an environment variable name (A-Z, 0-9, _); put the token in the environment, never in this file", p, a.TokenEnv)
+		}
+	}
+	if len(s.Sizes) == 0 {
+		at("spec.sizes", "spec.sizes: at least one size is required")
+	}
+	for _, slug := range sortedKeys(s.Sizes) {
+		p := "spec.sizes." + slug
+		if !sizeSlug.MatchString(slug) {
+			at(p+"#key", "spec.sizes: %q is not a size slug", slug)
+		}
+		if s.Sizes[slug].MonthlyUSD < 0 {
+			at(p+".monthlyUSD", "%s.monthlyUSD: must not be negative", p)
+		}
+	}
+	d := s.Defaults
+	switch {
+	case d.Size == "":
+		at("spec.defaults", "spec.defaults.size is required")
+	case !hasKey(s.Sizes, d.Size):
+		at("spec.defaults.size", "spec.defaults.size: %q is not in spec.sizes", d.Size)
+	}
+	switch {
+	case d.Image == "":
+		at("spec.defaults", "spec.defaults.image is required")
+	case !imageSlug.MatchString(d.Image):
+		at("spec.defaults.image", "spec.defaults.image: %q is not an image slug", d.Image)
+	}
+	switch {
+	case d.N8NVersion == "":
+		at("spec.defaults", "spec.defaults.n8nVersion is required")
+	case !semver.MatchString(d.N8NVersion):
+		at("spec.defaults.n8nVersion", "spec.defaults.n8nVersion: %q is not a semantic version such as 1.123.81", d.N8NVersion)
+	}
+	if len(s.Recipients) == 0 {
+		at("spec.recipients", "spec.recipients: at least one age recipient is required")
+	}
+	seen := map[string]bool{}
+	for i, r := range s.Recipients {
+		p := fmt.Sprintf("spec.recipients[%d]", i)
+		if _, err := age.ParseX25519Recipient(r); err != nil {
+			at(p, "%s: not an age X25519 recipient (age1...)", p)
+		} else if seen[r] {
+			at(p, "%s: recipient listed twice", p)
+		}
+		seen[r] = true
+	}
+	if s.Safety.MaxDestroyPerRun < 0 {
+		at("spec.safety.maxDestroyPerRun", "spec.safety.maxDestroyPerRun: must not be negative")
+	}
+	if s.Safety.MaxHibernatePercent < 0 || s.Safety.MaxHibernatePercent > 100 {
+		at("spec.safety.maxHibernatePercent", "spec.safety.maxHibernatePercent: must be between 0 and 100")
+	}
+	if s.SnapshotRetention < 0 {
+		at("spec.snapshotRetention", "spec.snapshotRetention: must not be negative")
+	}
+}
+
+// Account returns the account named name.
+func (f *Fleet) Account(name string) (Account, bool) {
+	for _, a := range f.Spec.Accounts {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Account{}, false
+}
+
+// ServesRegion reports whether some account of the pool serves region.
+func (f *Fleet) ServesRegion(region string) bool {
+	for _, a := range f.Spec.Accounts {
+		for _, r := range a.Regions {
+			if r == region {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Regions lists every region some account serves, sorted.
+func (f *Fleet) Regions() []string {
+	set := map[string]bool{}
+	for _, a := range f.Spec.Accounts {
+		for _, r := range a.Regions {
+			set[r] = true
+		}
+	}
+	return sortedKeys(set)
+}
+
+// MonthlyUSD is the monthly price of a size, 0 when unknown.
+func (f *Fleet) MonthlyUSD(size string) float64 { return f.Spec.Sizes[size].MonthlyUSD }
+
+func hasKey[V any](m map[string]V, k string) bool {
+	_, ok := m[k]
+	return ok
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
