@@ -138,10 +138,13 @@ func kindName(n *yaml.Node) string {
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
+		switch n.Tag {
+		case "!!null":
 			return "nothing"
+		case "!!str":
+			return strconv.Quote(n.Value)
 		}
-		return strconv.Quote(n.Value)
+		return n.Value
 	default:
 		return "an alias"
 	}
@@ -218,13 +221,18 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.Set(s)
 	case reflect.String:
+		if isNull(n) {
+			return
+		}
 		if n.Kind != yaml.ScalarNode {
 			d.at(p, "%s: want a string, got %s", name, kindName(n))
 			return
 		}
-		if !isNull(n) {
-			v.SetString(n.Value)
+		if n.Tag != "!!str" {
+			d.at(p, "%s: want a string, got %s (quote it to make it a string)", name, kindName(n))
+			return
 		}
+		v.SetString(n.Value)
 	case reflect.Int, reflect.Int64:
 		if n.Kind != yaml.ScalarNode || isNull(n) {
 			d.at(p, "%s: want an integer, got %s", name, kindName(n))
@@ -337,7 +345,13 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path, name string) {
 		// Keys themselves are validated by callers; remember where they are.
 		d.pos[ep+"#key"] = kp
 		elem := reflect.New(v.Type().Elem()).Elem()
-		d.value(val, elem, ep)
+		if elem.Kind() == reflect.String && val.Kind == yaml.ScalarNode && !isNull(val) {
+			// Map values are free-form text (template params): a number
+			// or a boolean reads as its text.
+			elem.SetString(val.Value)
+		} else {
+			d.value(val, elem, ep)
+		}
 		m.SetMapIndex(key, elem)
 	}
 	v.Set(m)

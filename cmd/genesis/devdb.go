@@ -1,0 +1,28 @@
+package main
+
+import (
+	"context"
+
+	"genesis.dev/fleet/internal/pgserver"
+)
+
+const devDBUsage = `Usage: genesis dev-db [--dir DIR]
+
+Starts a throwaway Postgres cluster from the system's binaries (initdb and
+pg_ctl from PATH or /usr/lib/postgresql/*/bin), listening on 127.0.0.1 on a
+free port, prints DATABASE_URL=... and runs until interrupted, then stops it.
+With --dir the data directory is kept in DIR; otherwise it is a temporary
+directory removed on exit. For development and the demo only.`
+
+func runDevDB(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "dev-db", devDBUsage)
+	dir := fs.String("dir", "", "keep the cluster's data in this directory (default: a temporary one)")
+	pos, err := parse(e, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError("dev-db takes no arguments, got %q", pos)
+	}
+	return pgserver.RunDev(ctx, e.stdout, *dir)
+}
