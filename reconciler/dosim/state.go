@@ -124,7 +124,7 @@ type state struct {
 	NextSnap  int                 `json:"next_snapshot"`
 	NextIP    uint32              `json:"next_ip"`
 
-	pending map[int]struct{} // in-progress action ids (derived)
+	pending map[int]struct{}  // in-progress action ids (derived)
 	tokens  map[string]string // token -> account name (derived)
 }
 

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"github.com/google/go-cmp/cmp"
+
+	"genesis.dev/fleet/reconciler/dosim"
+	"genesis.dev/fleet/reconciler/dosim/dosimtest"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server goroutine to write while
+// the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func noEnv(string) string { return "" }
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"--account", "a:b"}, `want NAME:TOKEN:DROPLET_LIMIT, got "a:…"`},
+		{[]string{"--account", "a:s3cr3t:x"}, `droplet limit "x" is not a non-negative integer`},
+		{[]string{"extra"}, "unexpected arguments: [extra]"},
+		{[]string{"--log-format", "xml"}, "--log-format: want text or json"},
+		{[]string{"--rate-per-minute", "0"}, "must not be 0"},
+		{[]string{"--public-url", "http://x"}, "--public-url must end in /"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stderr bytes.Buffer
+			err := run(context.Background(), tc.args, noEnv, &bytes.Buffer{}, &stderr)
+			if !errors.Is(err, errUsage) {
+				t.Fatalf("err = %v, want a usage error", err)
+			}
+			if !strings.Contains(stderr.String(), tc.want) || !strings.Contains(stderr.String(), "Usage: genesis-dosim") {
+				t.Errorf("stderr lacks %q:\n%s", tc.want, stderr.String())
+			}
+			if strings.Contains(stderr.String(), "s3cr3t") {
+				t.Errorf("token leaked into stderr:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+func TestHelpDocumentsEveryFlag(t *testing.T) {
+	var stderr bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, noEnv, &bytes.Buffer{}, &stderr); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, f := range []string{"listen", "account", "rate-per-minute", "rate-per-hour", "boot-delay", "action-delay",
+		"fault-rate", "latency", "seed", "state", "disk-root", "boot-cmd", "DOSIM_DROPLET_IP", "DOSIM_USER_DATA_FILE", "/_sim/"} {
+		if !strings.Contains(stderr.String(), f) {
+			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}
+
+// serve runs the binary's run function until the returned stop is called.
+func serve(t *testing.T, args ...string) (string, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, append([]string{"--listen", "127.0.0.1:0"}, args...), noEnv, stdout, stderr) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.HasSuffix(stdout.String(), "/\n") {
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no URL printed; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v\n%s", err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), `msg=listening`) {
+			t.Errorf("no structured listening log:\n%s", stderr.String())
+		}
+	}
+	t.Cleanup(stop)
+	return strings.TrimSpace(stdout.String()), stop
+}
+
+func TestServesGodoAndKeepsStateAcrossRestarts(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "dosim.json")
+	args := []string{"--account", "ops:secret:token:3", "--boot-delay", "0s", "--state", state}
+	url, stop := serve(t, args...)
+	if !strings.HasPrefix(url, "http://127.0.0.1:") || !strings.HasSuffix(url, "/") {
+		t.Fatalf("url %q", url)
+	}
+	ctx := context.Background()
+	c := dosimtest.NewClient(url, "secret:token")
+	acct, _, err := c.Account.Get(ctx)
+	if err != nil || acct.DropletLimit != 3 {
+		t.Fatalf("account: %+v %v", acct, err)
+	}
+	d, _, err := c.Droplets.Create(ctx, &godo.DropletCreateRequest{Name: "persist", Region: "ams3", Size: "s-1vcpu-1gb",
+		Image: godo.DropletCreateImage{Slug: "ubuntu-24-04-x64"}, Tags: []string{"genesis:ws:p"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	url2, _ := serve(t, args...)
+	c2 := dosimtest.NewClient(url2, "secret:token")
+	ds, _, err := c2.Droplets.ListByTag(ctx, "genesis:ws:p", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, x := range ds {
+		got = append(got, x.Name+" "+x.Status)
+	}
+	if diff := cmp.Diff(got, []string{"persist active"}); diff != "" || ds[0].ID != d.ID {
+		t.Errorf("after restart (-got +want):\n%s", diff)
+	}
+	// The default rate limits are DigitalOcean's.
+	_, resp, err := c2.Account.Get(ctx)
+	if err != nil || resp.Rate.Limit != dosim.DefaultRatePerHour {
+		t.Errorf("rate limit %+v %v", resp.Rate, err)
+	}
+}
