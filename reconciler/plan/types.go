@@ -1,0 +1,237 @@
+package plan
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"genesis.dev/fleet/schema"
+)
+
+// Desired is the state repository at one commit, as the planner needs it.
+type Desired struct {
+	Commit string
+	Fleet  *schema.Fleet
+	// Tenants holds every tenant in git at its last valid version: a tenant
+	// whose file is currently invalid is still here (and still reconciled
+	// at that version); one whose file was removed is not.
+	Tenants map[string]*schema.Tenant
+	// Hashes is each tenant's content identity (its file's blob hash); a
+	// change means its manifest must be rendered again.
+	Hashes map[string]string
+}
+
+// Observed is what the reconciler saw of the world: DigitalOcean droplets and
+// snapshots carrying the genesis tag, and its own records in Postgres.
+type Observed struct {
+	// Incomplete names each account whose listing failed or stopped part
+	// way, with the reason. Nothing is destroyed or hibernated from an
+	// incomplete view.
+	Incomplete map[string]string
+	Droplets   []Droplet
+	Snapshots  []Snapshot
+	// Status is fleet_status by workspace id.
+	Status map[string]Status
+	// InFlight holds the workspaces with an operation pending or running;
+	// the planner leaves them alone until it ends.
+	InFlight map[string]string
+}
+
+// Complete reports whether every account was listed in full.
+func (o *Observed) Complete() bool { return len(o.Incomplete) == 0 }
+
+// Droplet is a droplet seen on DigitalOcean.
+type Droplet struct {
+	ID        int
+	Name      string
+	Account   string
+	Region    string
+	Size      string
+	Status    string // new, active, off, archive
+	Workspace string // from the genesis:ws:<id> tag; "" if none
+	Created   time.Time
+}
+
+// Snapshot is a droplet snapshot seen on DigitalOcean.
+type Snapshot struct {
+	ID        string
+	Name      string
+	Account   string
+	Region    string
+	Workspace string
+	SizeGB    float64
+	Created   time.Time
+}
+
+// Status is the reconciler's record of one workspace (fleet_status).
+type Status struct {
+	Lifecycle  string
+	Account    string
+	DropletID  int
+	Generation int
+	SnapshotID string
+	// HibernatedByPolicy is set when the idle policy hibernated the tenant
+	// while git still says running: it stays hibernated until woken.
+	HibernatedByPolicy bool
+	// WakeRequested is set by the API's wake fast path.
+	WakeRequested bool
+	LastActivity  time.Time
+	// TenantHash is the tenant content its current manifest was rendered
+	// from.
+	TenantHash string
+}
+
+// Kind is what an action does.
+type Kind string
+
+// The actions, in the order of their priority (lower runs first).
+const (
+	Wake           Kind = "wake"            // create a droplet from the tenant's latest snapshot
+	Create         Kind = "create"          // create a fresh droplet
+	Adopt          Kind = "adopt"           // record a tagged droplet we have no record of
+	Resize         Kind = "resize"          // snapshot, destroy, recreate at the new size
+	UpdateManifest Kind = "update_manifest" // render and sign the tenant's manifest again
+	Hibernate      Kind = "hibernate"       // snapshot, then destroy
+	Destroy        Kind = "destroy"         // state: absent
+	DeleteSnapshot Kind = "delete_snapshot" // retention expired
+)
+
+// Priority orders work in the scheduler: wake > create > reboot > hibernate
+// > cleanup. Lower is sooner.
+func (k Kind) Priority() int {
+	switch k {
+	case Wake:
+		return 0
+	case Create, Adopt:
+		return 1
+	case Resize, UpdateManifest:
+		return 2
+	case Hibernate:
+		return 3
+	case Destroy:
+		return 4
+	default:
+		return 5
+	}
+}
+
+// Destructive reports whether the action removes a droplet or a snapshot.
+func (k Kind) Destructive() bool {
+	return k == Hibernate || k == Destroy || k == DeleteSnapshot || k == Resize
+}
+
+// Action is one thing to do for one workspace.
+type Action struct {
+	Kind      Kind    `json:"kind"`
+	Workspace string  `json:"workspace"`
+	Account   string  `json:"account,omitempty"`
+	Region    string  `json:"region,omitempty"`
+	Size      string  `json:"size,omitempty"`
+	Image     string  `json:"image,omitempty"`
+	Tier      string  `json:"tier,omitempty"`
+	Droplet   string  `json:"droplet,omitempty"` // deterministic name
+	DropletID int     `json:"droplet_id,omitempty"`
+	Snapshot  string  `json:"snapshot,omitempty"` // snapshot id (wake, delete_snapshot)
+	Gen       int     `json:"generation,omitempty"`
+	Reason    string  `json:"reason"`
+	APICalls  int     `json:"api_calls"`
+	CostDelta float64 `json:"monthly_usd_delta"`
+	// Alternates are other accounts to try, in order, when a create fails
+	// for capacity or limit reasons.
+	Alternates []string `json:"alternates,omitempty"`
+}
+
+func (a Action) String() string {
+	s := fmt.Sprintf("%s %s", a.Kind, a.Workspace)
+	if a.Droplet != "" {
+		s += " droplet=" + a.Droplet
+	}
+	if a.Account != "" {
+		s += " account=" + a.Account
+	}
+	return s
+}
+
+// Orphan is a droplet or snapshot tagged for a workspace that git no longer
+// declares, or a second droplet for one workspace. It is reported, never
+// destroyed automatically.
+type Orphan struct {
+	Workspace string `json:"workspace"`
+	Account   string `json:"account"`
+	Droplet   string `json:"droplet,omitempty"`
+	DropletID int    `json:"droplet_id,omitempty"`
+	Snapshot  string `json:"snapshot,omitempty"`
+	Reason    string `json:"reason"`
+}
+
+// Refusal is a safety limit a plan broke.
+type Refusal struct {
+	Reason string `json:"reason"` // max_destroy, max_hibernate_percent
+	Detail string `json:"detail"`
+}
+
+// Plan is what Compute decided.
+type Plan struct {
+	Actions []Action `json:"actions"`
+	// Withheld are the actions not run: everything when the plan is
+	// refused, or destructive actions deferred by an incomplete view.
+	Withheld   []Action  `json:"withheld,omitempty"`
+	Refused    []Refusal `json:"refused,omitempty"`
+	Orphans    []Orphan  `json:"orphans,omitempty"`
+	NoCapacity []string  `json:"no_capacity,omitempty"`
+	// Deferred explains why Withheld actions wait (incomplete view).
+	Deferred []string `json:"deferred,omitempty"`
+}
+
+// Empty reports whether there is nothing to do.
+func (p Plan) Empty() bool { return len(p.Actions) == 0 }
+
+// Tag values. Every droplet the reconciler makes carries all of them, so it
+// can be found again by tag after a crash.
+const TagFleet = "genesis"
+
+// Tags are the tags of a workspace's droplet.
+func Tags(workspace, account, tier string) []string {
+	return []string{TagFleet, "genesis:ws:" + workspace, "genesis:account:" + account, "genesis:tier:" + tier}
+}
+
+// WorkspaceTag is the tag naming a droplet's workspace.
+func WorkspaceTag(workspace string) string { return "genesis:ws:" + workspace }
+
+// WorkspaceFromTags returns the workspace of a droplet's tags, or "".
+func WorkspaceFromTags(tags []string) string {
+	for _, t := range tags {
+		if ws, ok := strings.CutPrefix(t, "genesis:ws:"); ok {
+			return ws
+		}
+	}
+	return ""
+}
+
+// DropletName is the deterministic name of a workspace's droplet of one
+// generation: a retried create finds the droplet the last try made.
+func DropletName(workspace string, gen int) string {
+	return fmt.Sprintf("genesis-%s-%d", workspace, gen)
+}
+
+// SnapshotName is the deterministic name of the snapshot taken of a
+// generation's droplet.
+func SnapshotName(workspace string, gen int) string {
+	return fmt.Sprintf("genesis-%s-%d-snap", workspace, gen)
+}
+
+// ParseGeneration returns the generation in a droplet or snapshot name of
+// workspace, or 0.
+func ParseGeneration(workspace, name string) int {
+	rest, ok := strings.CutPrefix(name, "genesis-"+workspace+"-")
+	if !ok {
+		return 0
+	}
+	rest = strings.TrimSuffix(rest, "-snap")
+	n, err := strconv.Atoi(rest)
+	if err != nil || n < 1 {
+		return 0
+	}
+	return n
+}
