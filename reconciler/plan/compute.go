@@ -78,7 +78,9 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 		ds := drops[id]
 		sort.Slice(ds, func(i, j int) bool { return ds[i].ID < ds[j].ID })
 		ss := snaps[id]
-		sort.Slice(ss, func(i, j int) bool { return ss[i].Created.Before(ss[j].Created) || (ss[i].Created.Equal(ss[j].Created) && ss[i].ID < ss[j].ID) })
+		sort.Slice(ss, func(i, j int) bool {
+			return ss[i].Created.Before(ss[j].Created) || (ss[i].Created.Equal(ss[j].Created) && ss[i].ID < ss[j].ID)
+		})
 		st := o.Status[id]
 		planTenant(&p, d, o, acct, t, st, ds, ss, now)
 	}
