@@ -1,0 +1,45 @@
+// Package tenants is the desired-state repository as a Go value: it reads
+// genesis.yaml, the golden templates and every tenants/<id>.yaml at one git
+// commit and hands the reconciler a Snapshot of what should exist.
+//
+// # Incremental index
+//
+// Reading is incremental. The index remembers, per file path, the git blob
+// hash it last saw and what parsing that blob produced. At a new commit it
+// walks the commit's tree (cheap: hashes only, and the whole tenants/ tree is
+// skipped when its own hash has not moved) and decodes only the blobs that
+// are new or changed, so a commit touching one tenant costs one parse however
+// large the fleet. Decoding (schema.DecodeTenant) is the expensive step, so
+// the decoded *schema.Tenant is kept per blob; the cheaper rules that depend
+// on genesis.yaml and the templates (schema.Tenant.Check) are re-run for
+// every tenant only when the fleet or a template changed, and the rules that
+// span tenants (schema.CheckUnique) run over the whole set on every sync.
+//
+// # Bad files never delete anything
+//
+// A tenant whose file fails validation keeps the last version that was valid
+// and is reported with status invalid and its errors: the reconciler keeps
+// acting on the old version and never reads the failure as "tenant removed".
+// An invalid genesis.yaml likewise keeps the last valid fleet, and a broken
+// template keeps its last valid version for the tenants still pinned to it.
+// A tenant whose file is deleted is simply absent from the next Snapshot; the
+// planner reports it as an orphan and destroys nothing (only state: absent
+// destroys).
+//
+// # Sources
+//
+// Source reads a git repository: either a URL, cloned (bare) into a cache
+// directory and fetched on every Sync, or a local path opened in place. Both
+// read the committed head of the configured branch, never uncommitted edits.
+// A new head that does not descend from the last reconciled commit (a
+// force-push to older or unrelated history) is refused with ErrNotDescendant
+// and the previous Snapshot stays current until a person resolves it.
+//
+// DirSource reads a folder's files directly, committed or not, for the demo
+// and for "genesis plan --state DIR" on a pull request's checkout; its
+// snapshots carry no commit.
+//
+// Watcher drives either: it syncs at start, then on a jittered poll interval,
+// on Trigger (the push webhook, after VerifySignature), and, for a DirSource,
+// shortly after fsnotify reports a saved file (events are debounced).
+package tenants

@@ -1,0 +1,446 @@
+package tenants
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+
+	"genesis.dev/fleet/schema"
+)
+
+// DefaultBranch is the branch read when Config.Branch is empty.
+const DefaultBranch = "main"
+
+// ErrNotDescendant is the kind of a new head that does not descend from the
+// last reconciled commit: history was rewritten (a force-push to an older or
+// unrelated history). It is bad input: retrying does not help; a person
+// must restore the branch or accept the new history with MarkReconciled.
+var ErrNotDescendant = errors.New("new head does not descend from the last reconciled commit")
+
+// HistoryError reports a refused head. errors.Is(err, ErrNotDescendant)
+// holds for it.
+type HistoryError struct {
+	Branch string
+	// Head is the refused commit; Base the commit it should descend from.
+	Head, Base string
+}
+
+func (e *HistoryError) Error() string {
+	return fmt.Sprintf("branch %s: head %s does not descend from last reconciled commit %s (force-push?); refusing it", e.Branch, short(e.Head), short(e.Base))
+}
+
+// Unwrap returns ErrNotDescendant.
+func (e *HistoryError) Unwrap() error { return ErrNotDescendant }
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// Config says where the state repository is and how to read it.
+type Config struct {
+	// Repo is a URL (https://, ssh://, file://, or user@host:path), cloned
+	// into CacheDir and fetched on every Sync, or the path of a local
+	// repository, read in place.
+	Repo string
+	// Branch is the branch to read; DefaultBranch when empty.
+	Branch string
+	// CacheDir holds the bare clones of URL repositories; when empty,
+	// "genesis/state" under os.UserCacheDir.
+	CacheDir string
+	// Auth authenticates fetches from a URL (nil for none).
+	Auth transport.AuthMethod
+	// LastReconciled is the commit the reconciler last acted on, as it
+	// persisted it (hex; empty for none). Sync refuses a head that does not
+	// descend from it.
+	LastReconciled string
+	// Logger receives the source's logs; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Source reads the committed head of a branch of a git state repository.
+// Its methods are safe for concurrent use; Syncs run one at a time.
+//
+// Uncommitted edits in a local repository's work tree are never read: the
+// reconciler acts on commits only, so what it does can be traced to one.
+// Use DirSource to read a folder as it is.
+type Source struct {
+	log    *slog.Logger
+	repo   string // as configured
+	branch string
+	url    bool
+	gitDir string // the clone (URL) or the repository (local path)
+	auth   transport.AuthMethod
+
+	mu     sync.Mutex // serializes Sync; guards ix, cloned and head
+	ix     *index
+	cloned *git.Repository // URL mode: the cache clone, kept open
+	head   plumbing.Hash   // commit of the last Snapshot
+
+	stateMu    sync.Mutex // guards current and reconciled
+	current    Snapshot
+	reconciled plumbing.Hash
+}
+
+// Open prepares a Source: for a URL it opens or creates the bare clone in
+// the cache directory (the first fetch happens in Sync); for a local path it
+// checks that a repository is there. It reads no state yet.
+func Open(ctx context.Context, cfg Config) (*Source, error) {
+	if cfg.Repo == "" {
+		return nil, errors.New("open state repository: no repository given")
+	}
+	s := &Source{
+		log:    cfg.Logger,
+		repo:   cfg.Repo,
+		branch: cfg.Branch,
+		url:    IsURL(cfg.Repo),
+		auth:   cfg.Auth,
+		ix:     newIndex(),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.log = s.log.With("component", "tenants", "repo", redactURL(cfg.Repo))
+	if s.branch == "" {
+		s.branch = DefaultBranch
+	}
+	if cfg.LastReconciled != "" {
+		if err := s.MarkReconciled(cfg.LastReconciled); err != nil {
+			return nil, err
+		}
+	}
+	if !s.url {
+		s.gitDir = cfg.Repo
+		if _, err := s.openLocal(); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	dir := cfg.CacheDir
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("open state repository: no cache directory: %w", err)
+		}
+		dir = filepath.Join(base, "genesis", "state")
+	}
+	sum := sha256.Sum256([]byte(cfg.Repo))
+	s.gitDir = filepath.Join(dir, hex.EncodeToString(sum[:8])+".git")
+	repo, err := openClone(s.gitDir, cfg.Repo)
+	if err != nil {
+		return nil, fmt.Errorf("open state repository cache %s: %w", s.gitDir, err)
+	}
+	s.cloned = repo
+	return s, nil
+}
+
+// IsURL reports whether repo names a remote repository rather than a local
+// path: it has a scheme (https://, ssh://, file://) or is scp-like
+// (git@github.com:org/state.git).
+func IsURL(repo string) bool {
+	if strings.Contains(repo, "://") {
+		return true
+	}
+	i := strings.Index(repo, ":")
+	return i > 0 && strings.Contains(repo[:i], "@") && !strings.ContainsAny(repo[:i], `/\`)
+}
+
+// redactURL drops a password from a URL so it never reaches a log line.
+func redactURL(repo string) string {
+	i := strings.Index(repo, "://")
+	if i < 0 {
+		return repo
+	}
+	rest := repo[i+3:]
+	at := strings.Index(rest, "@")
+	if slash := strings.Index(rest, "/"); at < 0 || (slash >= 0 && slash < at) {
+		return repo
+	}
+	user := rest[:at]
+	if c := strings.Index(user, ":"); c >= 0 {
+		user = user[:c] + ":REDACTED"
+	}
+	return repo[:i+3] + user + rest[at:]
+}
+
+// openClone opens the bare cache clone at dir, creating it with an origin
+// remote for url when it does not exist.
+func openClone(dir, url string) (*git.Repository, error) {
+	repo, err := git.PlainOpen(dir)
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return nil, err
+		}
+		repo, err = git.PlainInit(dir, true)
+		if err != nil {
+			return nil, fmt.Errorf("init: %w", err)
+		}
+		_, err = repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}})
+		if err != nil {
+			return nil, fmt.Errorf("add remote: %w", err)
+		}
+		return repo, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := repo.Config()
+	if err != nil {
+		return nil, err
+	}
+	if rc, ok := cfg.Remotes["origin"]; !ok || len(rc.URLs) != 1 || rc.URLs[0] != url {
+		cfg.Remotes["origin"] = &config.RemoteConfig{Name: "origin", URLs: []string{url}, Fetch: []config.RefSpec{"+refs/heads/*:refs/remotes/origin/*"}}
+		if err := repo.SetConfig(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return repo, nil
+}
+
+// openLocal opens the local repository afresh, so objects and refs written
+// by other git processes since the last Sync (commits, gc) are seen.
+func (s *Source) openLocal() (*git.Repository, error) {
+	repo, err := git.PlainOpenWithOptions(s.gitDir, &git.PlainOpenOptions{EnableDotGitCommonDir: true})
+	if err != nil {
+		return nil, fmt.Errorf("open state repository %s: %w", s.gitDir, err)
+	}
+	return repo, nil
+}
+
+// GitDir is where the repository's objects are read from: the cache clone of
+// a URL, or the local repository.
+func (s *Source) GitDir() string { return s.gitDir }
+
+// Branch is the branch the Source reads.
+func (s *Source) Branch() string { return s.branch }
+
+// Stats counts the parsing work done so far.
+func (s *Source) Stats() Stats { return s.ix.stats() }
+
+// Current is the last Snapshot Sync returned (the zero Snapshot before the
+// first success).
+func (s *Source) Current() Snapshot {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	return s.current
+}
+
+// MarkReconciled records that the reconciler has acted on commit (hex), so
+// later heads must descend from it. The reconciler persists the same value
+// and passes it back as Config.LastReconciled after a restart. Marking a
+// refused head accepts its history.
+func (s *Source) MarkReconciled(commit string) error {
+	h := plumbing.NewHash(commit)
+	if !plumbing.IsHash(commit) || h.IsZero() {
+		return fmt.Errorf("mark reconciled: %q is not a commit hash", commit)
+	}
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	s.reconciled = h
+	return nil
+}
+
+// Sync fetches (for a URL), resolves the branch head and returns the desired
+// state at that commit, re-parsing only the files that changed since the
+// previous Sync. When the head has not moved it returns the current
+// Snapshot with no changes. Problems in the files are reported inside the
+// Snapshot; Sync fails only when the state cannot be read at all or the head
+// is refused (ErrNotDescendant). After a failure, Current is unchanged.
+func (s *Source) Sync(ctx context.Context) (Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	repo := s.cloned
+	var refName plumbing.ReferenceName
+	if s.url {
+		if err := s.fetch(ctx); err != nil {
+			return Snapshot{}, err
+		}
+		refName = plumbing.NewRemoteReferenceName("origin", s.branch)
+	} else {
+		var err error
+		if repo, err = s.openLocal(); err != nil {
+			return Snapshot{}, err
+		}
+		refName = plumbing.NewBranchReferenceName(s.branch)
+	}
+	ref, err := repo.Reference(refName, true)
+	if errors.Is(err, plumbing.ErrReferenceNotFound) {
+		return Snapshot{}, fmt.Errorf("branch %s not found in %s", s.branch, redactURL(s.repo))
+	}
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("resolve branch %s: %w", s.branch, err)
+	}
+	head := ref.Hash()
+	if head == s.head && s.ix.loaded {
+		snap := s.Current()
+		snap.Changed, snap.FleetChanged = nil, false
+		return snap, nil
+	}
+	commit, err := repo.CommitObject(head)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("read commit %s: %w", head, err)
+	}
+	if err := s.checkHistory(repo, commit); err != nil {
+		s.log.Error("refused new head", "branch", s.branch, "commit", head.String(), "err", err)
+		return Snapshot{}, err
+	}
+	tree, err := commit.Tree()
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("read tree of %s: %w", head, err)
+	}
+	l, err := gitListing(repo, tree)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("list commit %s: %w", head, err)
+	}
+	before := s.ix.stats()
+	snap, err := s.ix.update(ctx, l, gitReader(repo))
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("load commit %s: %w", head, err)
+	}
+	snap.Commit, snap.Time = head.String(), commit.Committer.When
+	s.head = head
+	s.stateMu.Lock()
+	s.current = snap
+	s.stateMu.Unlock()
+	after := s.ix.stats()
+	s.log.Info("loaded desired state", "commit", head.String(), "tenants", len(snap.Tenants),
+		"invalid", len(snap.Invalid()), "changed", len(snap.Changed), "parses", after.Parses-before.Parses,
+		"errors", len(snap.Errors))
+	return snap, nil
+}
+
+func (s *Source) fetch(ctx context.Context) error {
+	spec := config.RefSpec(fmt.Sprintf("+refs/heads/%[1]s:refs/remotes/origin/%[1]s", s.branch))
+	err := s.cloned.FetchContext(ctx, &git.FetchOptions{
+		RemoteName: "origin",
+		RefSpecs:   []config.RefSpec{spec},
+		Auth:       s.auth,
+		Tags:       git.NoTags,
+		// Take whatever the remote has; checkHistory judges it.
+		Force: true,
+	})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return fmt.Errorf("fetch %s: %w", redactURL(s.repo), err)
+	}
+	return nil
+}
+
+// checkHistory refuses a head that does not descend from the last
+// reconciled commit or, when none was marked, from the last loaded one.
+func (s *Source) checkHistory(repo *git.Repository, head *object.Commit) error {
+	s.stateMu.Lock()
+	base := s.reconciled
+	s.stateMu.Unlock()
+	if base.IsZero() {
+		base = s.head
+	}
+	if base.IsZero() || base == head.Hash {
+		return nil
+	}
+	refused := &HistoryError{Branch: s.branch, Head: head.Hash.String(), Base: base.String()}
+	bc, err := repo.CommitObject(base)
+	if errors.Is(err, plumbing.ErrObjectNotFound) {
+		return refused // the base is not even in this history
+	}
+	if err != nil {
+		return fmt.Errorf("read commit %s: %w", base, err)
+	}
+	ok, err := bc.IsAncestor(head)
+	if err != nil {
+		return fmt.Errorf("walk history of %s: %w", head.Hash, err)
+	}
+	if !ok {
+		return refused
+	}
+	return nil
+}
+
+// gitListing lists the state files of a commit's tree. The tenants folder is
+// listed lazily: the index skips it when its tree hash has not moved.
+func gitListing(repo *git.Repository, root *object.Tree) (listing, error) {
+	var l listing
+	e, err := root.FindEntry(schema.FleetFile)
+	switch {
+	case err == nil && e.Mode.IsFile():
+		l.fleet = &file{path: schema.FleetFile, blob: e.Hash, link: e.Mode == filemode.Symlink}
+	case err != nil && !notFound(err):
+		return l, err
+	}
+	tpl, err := root.Tree(schema.TemplatesDir)
+	switch {
+	case err == nil:
+		for _, e := range tpl.Entries {
+			if e.Mode.IsFile() && strings.HasSuffix(e.Name, ".json") {
+				l.templates = append(l.templates, file{path: schema.TemplatesDir + "/" + e.Name, blob: e.Hash, link: e.Mode == filemode.Symlink})
+			}
+		}
+	case !notFound(err):
+		return l, err
+	}
+	l.tenants = func() ([]file, error) { return nil, nil }
+	e, err = root.FindEntry(schema.TenantsDir)
+	switch {
+	case err == nil && e.Mode == filemode.Dir:
+		l.tenantsKey = e.Hash
+		l.tenants = func() ([]file, error) {
+			t, err := repo.TreeObject(e.Hash)
+			if err != nil {
+				return nil, err
+			}
+			files := make([]file, 0, len(t.Entries))
+			for _, e := range t.Entries {
+				if e.Mode.IsFile() && isTenantFile(e.Name) {
+					files = append(files, file{path: schema.TenantsDir + "/" + e.Name, blob: e.Hash, link: e.Mode == filemode.Symlink})
+				}
+			}
+			return files, nil
+		}
+	case err != nil && !notFound(err):
+		return l, err
+	}
+	return l, nil
+}
+
+func notFound(err error) bool {
+	return errors.Is(err, object.ErrEntryNotFound) || errors.Is(err, object.ErrDirectoryNotFound) || errors.Is(err, object.ErrFileNotFound)
+}
+
+// gitReader reads blobs, refusing symbolic links (their target is outside
+// the commit's reviewed content) and files over schema.MaxFileSize.
+func gitReader(repo *git.Repository) readFunc {
+	return func(f file) ([]byte, error) {
+		if f.link {
+			return nil, &fileError{"file is a symbolic link; links are not followed"}
+		}
+		blob, err := repo.BlobObject(f.blob)
+		if err != nil {
+			return nil, err
+		}
+		if blob.Size > schema.MaxFileSize {
+			return nil, tooLarge(blob.Size)
+		}
+		r, err := blob.Reader()
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		return io.ReadAll(r)
+	}
+}
