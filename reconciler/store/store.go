@@ -1,0 +1,497 @@
+// Package store is the reconciler's Postgres state: fleet_status (one row per
+// workspace), the operations journal, the audit log, the account table and
+// leader election.
+//
+// The journal is what makes execution crash-safe. An action is written as a
+// running operation, with the action itself, before any DigitalOcean call;
+// each step is recorded as it completes; the outcome and the workspace's new
+// status are written in one transaction with the audit entry. After a crash
+// the new leader finds the operations still running and executes them again:
+// execution is idempotent (creates find their droplet by name and tag), so a
+// resumed operation finishes instead of repeating. The partial unique index
+// operations_one_in_flight keeps one operation in flight per workspace.
+//
+// Leader election is a session advisory lock held on a dedicated
+// connection: whoever holds it plans and executes; if its process or
+// connection dies, Postgres releases the lock and another replica takes it.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"genesis.dev/fleet/migrations"
+	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/schema"
+)
+
+// LeaderLockKey is the advisory lock the leader holds ("genesis" 0x02).
+const LeaderLockKey int64 = 0x67656e6573697302
+
+// Store is the reconciler's database.
+type Store struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+}
+
+// Open connects to url, applies the migrations and returns the store.
+func Open(ctx context.Context, url string, log *slog.Logger) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	applied, err := migrations.Apply(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("apply migrations: %w", err)
+	}
+	if len(applied) > 0 {
+		log.Info("applied migrations", "component", "store", "files", applied)
+	}
+	return &Store{pool: pool, log: log}, nil
+}
+
+// Pool is the connection pool, for packages that keep their own tables.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Close closes the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks the database answers (readiness).
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// SyncAccounts upserts the fleet's accounts into do_accounts.
+func (s *Store) SyncAccounts(ctx context.Context, f *schema.Fleet) error {
+	batch := &pgx.Batch{}
+	for _, a := range f.Spec.Accounts {
+		batch.Queue(`INSERT INTO do_accounts (name, regions, max_droplets) VALUES ($1, $2, $3)
+			ON CONFLICT (name) DO UPDATE SET regions = EXCLUDED.regions, max_droplets = EXCLUDED.max_droplets, updated_at = now()
+			WHERE do_accounts.regions IS DISTINCT FROM EXCLUDED.regions OR do_accounts.max_droplets <> EXCLUDED.max_droplets`,
+			a.Name, a.Regions, a.MaxDroplets)
+	}
+	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("sync accounts: %w", err)
+	}
+	return nil
+}
+
+// LoadStatus reads fleet_status as the planner sees it.
+func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) {
+	rows, err := s.pool.Query(ctx, `SELECT workspace, state, coalesce(account, ''), coalesce(droplet_id, 0), generation,
+		coalesce(snapshot_id, ''), hibernated_by_policy, wake_requested, coalesce(last_activity_at, 'epoch'), coalesce(tenant_hash, '')
+		FROM fleet_status`)
+	if err != nil {
+		return nil, fmt.Errorf("load fleet status: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]plan.Status{}
+	for rows.Next() {
+		var ws string
+		var st plan.Status
+		var droplet int64
+		if err := rows.Scan(&ws, &st.Lifecycle, &st.Account, &droplet, &st.Generation, &st.SnapshotID,
+			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash); err != nil {
+			return nil, fmt.Errorf("load fleet status: %w", err)
+		}
+		if st.LastActivity.Equal(time.Unix(0, 0)) {
+			st.LastActivity = time.Time{}
+		}
+		st.DropletID = int(droplet)
+		out[ws] = st
+	}
+	return out, rows.Err()
+}
+
+// Operation is a journaled action.
+type Operation struct {
+	ID        int64
+	Workspace string
+	Kind      string
+	State     string
+	Step      string
+	Attempts  int
+	Action    plan.Action
+	Commit    string
+	Error     string
+}
+
+// opKind is the journal's name for an action kind.
+func opKind(k plan.Kind) string {
+	if k == plan.DeleteSnapshot {
+		return "snapshot_delete"
+	}
+	return string(k)
+}
+
+// InFlight lists the operations pending or running, oldest first.
+func (s *Store) InFlight(ctx context.Context) ([]Operation, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, workspace, kind, state, coalesce(step, ''), attempts, coalesce(action, '{}'), coalesce(commit, '')
+		FROM operations WHERE state IN ('pending', 'running') ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list in-flight operations: %w", err)
+	}
+	defer rows.Close()
+	var out []Operation
+	for rows.Next() {
+		var op Operation
+		var action []byte
+		if err := rows.Scan(&op.ID, &op.Workspace, &op.Kind, &op.State, &op.Step, &op.Attempts, &action, &op.Commit); err != nil {
+			return nil, fmt.Errorf("list in-flight operations: %w", err)
+		}
+		if err := json.Unmarshal(action, &op.Action); err != nil {
+			return nil, fmt.Errorf("operation %d: decode action: %w", op.ID, err)
+		}
+		out = append(out, op)
+	}
+	return out, rows.Err()
+}
+
+// ErrBusy means the workspace already has an operation in flight.
+var ErrBusy = errors.New("workspace has an operation in flight")
+
+// nullIfEmpty maps "" to SQL NULL.
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullIfZero(n int) any {
+	if n == 0 {
+		return nil
+	}
+	return n
+}
+
+// Begin journals a as running before anything is done for it, and moves the
+// workspace into the state the action starts in. ErrBusy when the workspace
+// already has an operation in flight.
+func (s *Store) Begin(ctx context.Context, a plan.Action, desired schema.State, commit string) (int64, error) {
+	action, err := json.Marshal(a)
+	if err != nil {
+		return 0, err
+	}
+	var id int64
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `INSERT INTO operations (workspace, kind, state, account, droplet_name, droplet_id, action, commit, started_at, attempts)
+			VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, now(), 1) RETURNING id`,
+			a.Workspace, opKind(a.Kind), nullIfEmpty(a.Account), nullIfEmpty(a.Droplet), nullIfZero(a.DropletID), action, nullIfEmpty(commit)).Scan(&id)
+		if err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.ConstraintName == "operations_one_in_flight" {
+				return ErrBusy
+			}
+			return err
+		}
+		if state := startState(a.Kind); state != "" {
+			_, err = tx.Exec(ctx, `INSERT INTO fleet_status (workspace, state, desired_state, region, size)
+				VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (workspace) DO UPDATE SET state = $2, state_since = now(), desired_state = $3, updated_at = now()`,
+				a.Workspace, state, string(desired), nullIfEmpty(a.Region), nullIfEmpty(a.Size))
+		}
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrBusy) {
+			return 0, ErrBusy
+		}
+		return 0, fmt.Errorf("journal %s: %w", a, err)
+	}
+	return id, nil
+}
+
+// startState is the lifecycle state a workspace enters when an action of
+// kind starts ("" for no change).
+func startState(k plan.Kind) string {
+	switch k {
+	case plan.Create:
+		return "PROVISIONING"
+	case plan.Wake:
+		return "WAKING"
+	case plan.Hibernate, plan.Resize:
+		return "HIBERNATING"
+	case plan.Destroy:
+		return "DESTROYING"
+	}
+	return ""
+}
+
+// Step records progress of a running operation (and the droplet it now
+// concerns, if known).
+func (s *Store) Step(ctx context.Context, id int64, step string, dropletID int) error {
+	_, err := s.pool.Exec(ctx, `UPDATE operations SET step = $2, droplet_id = coalesce($3, droplet_id), updated_at = now() WHERE id = $1`,
+		id, step, nullIfZero(dropletID))
+	if err != nil {
+		return fmt.Errorf("journal step of operation %d: %w", id, err)
+	}
+	return nil
+}
+
+// Retry counts another attempt at a resumed operation.
+func (s *Store) Retry(ctx context.Context, id int64) error {
+	_, err := s.pool.Exec(ctx, `UPDATE operations SET attempts = attempts + 1, updated_at = now() WHERE id = $1`, id)
+	return err
+}
+
+// Outcome is what an action achieved.
+type Outcome struct {
+	Account     string
+	DropletID   int
+	DropletName string
+	IP          string
+	SnapshotID  string
+	SnapshotGB  float64
+	TenantHash  string
+	Desired     schema.State
+	ByPolicy    bool // a hibernation the idle policy decided
+	Actor       string
+	Commit      string
+}
+
+// Finish ends operation id. With runErr nil it succeeded: the workspace's
+// status is updated for the action in the same transaction, with an audit
+// entry. Otherwise it failed: the error is journaled and audited, and the
+// workspace keeps its status with last_error set.
+func (s *Store) Finish(ctx context.Context, id int64, a plan.Action, out Outcome, runErr error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		detail := map[string]any{"action": a, "droplet_id": out.DropletID}
+		if runErr != nil {
+			msg := runErr.Error()
+			detail["error"] = msg
+			if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'failed', error = $2, finished_at = now(), updated_at = now() WHERE id = $1`, id, msg); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE fleet_status SET last_error = $2, updated_at = now() WHERE workspace = $1`, a.Workspace, msg); err != nil {
+				return err
+			}
+			return audit(ctx, tx, out.Actor, string(a.Kind)+".failed", a.Workspace, id, detail, out.Commit)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'succeeded', droplet_id = coalesce($2, droplet_id), finished_at = now(), updated_at = now() WHERE id = $1`,
+			id, nullIfZero(out.DropletID)); err != nil {
+			return err
+		}
+		if err := applyOutcome(ctx, tx, a, out); err != nil {
+			return fmt.Errorf("record outcome of %s: %w", a, err)
+		}
+		return audit(ctx, tx, out.Actor, string(a.Kind), a.Workspace, id, detail, out.Commit)
+	})
+}
+
+func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) error {
+	var err error
+	switch a.Kind {
+	case plan.Create, plan.Wake, plan.Resize, plan.Adopt:
+		gen := a.Gen
+		// A droplet id moves between rows only through this update; clear
+		// it from any stale row first so the unique constraint holds.
+		if _, err = tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, updated_at = now() WHERE droplet_id = $1 AND workspace <> $2`, out.DropletID, a.Workspace); err != nil {
+			return err
+		}
+		state := "INITIALIZING"
+		_, err = tx.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation, tenant_hash, last_commit)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			ON CONFLICT (workspace) DO UPDATE SET droplet_id = $2, droplet_name = $3, account = $4, region = $5, size = $6, ip = $7,
+				state = $8, state_since = now(), desired_state = $9, generation = $10, tenant_hash = $11, last_commit = $12,
+				hibernated_by_policy = false, wake_requested = false, last_error = NULL, updated_at = now()`,
+			a.Workspace, out.DropletID, out.DropletName, out.Account, nullIfEmpty(a.Region), nullIfEmpty(a.Size), nullIfEmpty(out.IP),
+			state, string(out.Desired), gen, nullIfEmpty(out.TenantHash), nullIfEmpty(out.Commit))
+	case plan.UpdateManifest:
+		_, err = tx.Exec(ctx, `UPDATE fleet_status SET tenant_hash = $2, last_commit = $3, desired_state = $4, updated_at = now() WHERE workspace = $1`,
+			a.Workspace, nullIfEmpty(out.TenantHash), nullIfEmpty(out.Commit), string(out.Desired))
+	case plan.Hibernate:
+		_, err = tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, ip = NULL, state = 'HIBERNATED', state_since = now(),
+			snapshot_id = $2, snapshot_size_gb = $3, snapshot_at = now(), hibernated_by_policy = $4, wake_requested = false,
+			desired_state = $5, last_error = NULL, updated_at = now() WHERE workspace = $1`,
+			a.Workspace, out.SnapshotID, out.SnapshotGB, out.ByPolicy, string(out.Desired))
+	case plan.Destroy:
+		_, err = tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, ip = NULL, state = 'DESTROYED', state_since = now(),
+			desired_state = 'absent', last_error = NULL, updated_at = now() WHERE workspace = $1 AND (droplet_id IS NULL OR droplet_id = $2)`,
+			a.Workspace, a.DropletID)
+	case plan.DeleteSnapshot:
+		_, err = tx.Exec(ctx, `UPDATE fleet_status SET snapshot_id = NULL, snapshot_size_gb = NULL, snapshot_at = NULL, updated_at = now()
+			WHERE workspace = $1 AND snapshot_id = $2 AND state <> 'HIBERNATED'`, a.Workspace, a.Snapshot)
+	}
+	return err
+}
+
+// Audit appends to audit_log.
+func (s *Store) Audit(ctx context.Context, actor, action, workspace string, detail map[string]any, commit string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return audit(ctx, tx, actor, action, workspace, 0, detail, commit)
+	})
+}
+
+func audit(ctx context.Context, tx pgx.Tx, actor, action, workspace string, opID int64, detail map[string]any, commit string) error {
+	if actor == "" {
+		actor = "reconciler"
+	}
+	d, err := json.Marshal(detail)
+	if err != nil {
+		return err
+	}
+	var op any
+	if opID != 0 {
+		op = opID
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO audit_log (actor, action, workspace, operation_id, detail, commit) VALUES ($1, $2, $3, $4, $5, $6)`,
+		actor, action, nullIfEmpty(workspace), op, d, nullIfEmpty(commit))
+	return err
+}
+
+// SetDesired records the declared state of every tenant (creating rows for
+// new tenants as PENDING), so /v1/fleet shows desired vs actual.
+func (s *Store) SetDesired(ctx context.Context, desired map[string]schema.State, commit string) error {
+	batch := &pgx.Batch{}
+	for ws, st := range desired {
+		batch.Queue(`INSERT INTO fleet_status (workspace, desired_state) VALUES ($1, $2)
+			ON CONFLICT (workspace) DO UPDATE SET desired_state = $2, updated_at = now() WHERE fleet_status.desired_state <> $2`,
+			ws, string(st))
+	}
+	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("record desired states: %w", err)
+	}
+	return s.SetState(ctx, "desired_commit", commit)
+}
+
+// SetState and GetState keep small named values (the last reconciled
+// commit).
+func (s *Store) SetState(ctx context.Context, key, value string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO reconciler_state (key, value) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET value = $2, updated_at = now()`, key, value)
+	return err
+}
+
+// GetState returns the value of key, "" when unset.
+func (s *Store) GetState(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.pool.QueryRow(ctx, `SELECT value FROM reconciler_state WHERE key = $1`, key).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return v, err
+}
+
+// FleetRow is one workspace as GET /v1/fleet shows it.
+type FleetRow struct {
+	Workspace       string    `json:"workspace"`
+	Desired         string    `json:"desired_state"`
+	Lifecycle       string    `json:"lifecycle"`
+	Health          string    `json:"health"`
+	DropletID       int64     `json:"droplet_id,omitempty"`
+	DropletName     string    `json:"droplet_name,omitempty"`
+	Account         string    `json:"account,omitempty"`
+	Region          string    `json:"region,omitempty"`
+	Size            string    `json:"size,omitempty"`
+	IP              string    `json:"ip,omitempty"`
+	SnapshotID      string    `json:"snapshot_id,omitempty"`
+	SnapshotGB      float64   `json:"snapshot_size_gb,omitempty"`
+	HibernatedByPol bool      `json:"hibernated_by_policy,omitempty"`
+	LastCommit      string    `json:"last_commit,omitempty"`
+	LastError       string    `json:"last_error,omitempty"`
+	LastHeartbeat   time.Time `json:"last_heartbeat,omitzero"`
+	UpdatedAt       time.Time `json:"updated_at"`
+}
+
+// Fleet lists every workspace's status, by id.
+func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
+	rows, err := s.pool.Query(ctx, `SELECT workspace, desired_state, state, health, coalesce(droplet_id, 0), coalesce(droplet_name, ''),
+		coalesce(account, ''), coalesce(region, ''), coalesce(size, ''), coalesce(host(ip), ''), coalesce(snapshot_id, ''),
+		coalesce(snapshot_size_gb, 0), hibernated_by_policy, coalesce(last_commit, ''), coalesce(last_error, ''),
+		coalesce(last_heartbeat_at, 'epoch'), updated_at
+		FROM fleet_status ORDER BY workspace`)
+	if err != nil {
+		return nil, fmt.Errorf("list fleet: %w", err)
+	}
+	defer rows.Close()
+	var out []FleetRow
+	for rows.Next() {
+		var r FleetRow
+		if err := rows.Scan(&r.Workspace, &r.Desired, &r.Lifecycle, &r.Health, &r.DropletID, &r.DropletName, &r.Account, &r.Region, &r.Size,
+			&r.IP, &r.SnapshotID, &r.SnapshotGB, &r.HibernatedByPol, &r.LastCommit, &r.LastError, &r.LastHeartbeat, &r.UpdatedAt); err != nil {
+			return nil, err
+		}
+		if r.LastHeartbeat.Equal(time.Unix(0, 0)) {
+			r.LastHeartbeat = time.Time{}
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Leader is a held leadership. Lost is closed when the lock's connection
+// fails (another replica may then lead).
+type Leader struct {
+	conn *pgxpool.Conn
+	Lost chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+// TryLead takes the leader lock if it is free. It returns nil, nil when
+// another replica leads.
+func (s *Store) TryLead(ctx context.Context, check time.Duration) (*Leader, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("leader election: %w", err)
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, LeaderLockKey).Scan(&got); err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("leader election: %w", err)
+	}
+	if !got {
+		conn.Release()
+		return nil, nil
+	}
+	l := &Leader{conn: conn, Lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	go l.watch(check)
+	return l, nil
+}
+
+// watch pings the lock's connection; a failed ping means the session (and
+// so the lock) may be gone.
+func (l *Leader) watch(every time.Duration) {
+	defer close(l.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), every)
+			err := l.conn.Ping(ctx)
+			cancel()
+			if err != nil {
+				close(l.Lost)
+				return
+			}
+		}
+	}
+}
+
+// Release gives up leadership.
+func (l *Leader) Release() {
+	close(l.stop)
+	<-l.done
+	select {
+	case <-l.Lost:
+		l.conn.Conn().Close(context.Background())
+	default:
+		_, _ = l.conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, LeaderLockKey)
+	}
+	l.conn.Release()
+}

@@ -1,0 +1,191 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/schema"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const commit = "0123456789abcdef0123456789abcdef01234567"
+
+func open(t *testing.T) (*Store, string) {
+	t.Helper()
+	url := pgtest.New(t)
+	s, err := Open(t.Context(), url, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	f := &schema.Fleet{Spec: schema.FleetSpec{Accounts: []schema.Account{{Name: "acct-a", Regions: []string{"nyc3"}, MaxDroplets: 5}}}}
+	if err := s.SyncAccounts(t.Context(), f); err != nil {
+		t.Fatal(err)
+	}
+	return s, url
+}
+
+func TestJournalLifecycle(t *testing.T) {
+	s, _ := open(t)
+	ctx := t.Context()
+	create := plan.Action{Kind: plan.Create, Workspace: "ws-a", Account: "acct-a", Region: "nyc3", Size: "s-1vcpu-1gb", Droplet: "genesis-ws-a-1", Gen: 1}
+	id, err := s.Begin(ctx, create, schema.StateRunning, commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At most one operation in flight per workspace.
+	if _, err := s.Begin(ctx, plan.Action{Kind: plan.Destroy, Workspace: "ws-a"}, schema.StateAbsent, commit); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second Begin: err = %v, want ErrBusy", err)
+	}
+	if err := s.Step(ctx, id, "created", 77); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := s.InFlight(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 1 || ops[0].Step != "created" || ops[0].Commit != commit {
+		t.Fatalf("in flight = %+v", ops)
+	}
+	if diff := cmp.Diff(create, ops[0].Action); diff != "" {
+		t.Errorf("journaled action (-want +got):\n%s", diff)
+	}
+	st, _ := s.LoadStatus(ctx)
+	if st["ws-a"].Lifecycle != "PROVISIONING" {
+		t.Errorf("lifecycle during create = %q, want PROVISIONING", st["ws-a"].Lifecycle)
+	}
+	out := Outcome{Account: "acct-a", DropletID: 77, DropletName: "genesis-ws-a-1", IP: "127.1.0.1", TenantHash: "h1", Desired: schema.StateRunning, Commit: commit}
+	if err := s.Finish(ctx, id, create, out, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ops, _ := s.InFlight(ctx); len(ops) != 0 {
+		t.Errorf("in flight after finish = %v", ops)
+	}
+	st, _ = s.LoadStatus(ctx)
+	want := plan.Status{Lifecycle: "INITIALIZING", Account: "acct-a", DropletID: 77, Generation: 1, TenantHash: "h1"}
+	if diff := cmp.Diff(want, st["ws-a"]); diff != "" {
+		t.Errorf("status after create (-want +got):\n%s", diff)
+	}
+
+	// Hibernate records the snapshot and drops the droplet.
+	hib := plan.Action{Kind: plan.Hibernate, Workspace: "ws-a", Account: "acct-a", Droplet: "genesis-ws-a-1", DropletID: 77}
+	id, err = s.Begin(ctx, hib, schema.StateRunning, commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(ctx, id, hib, Outcome{SnapshotID: "900", SnapshotGB: 2.5, ByPolicy: true, Desired: schema.StateRunning, Commit: commit}, nil); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = s.LoadStatus(ctx)
+	want = plan.Status{Lifecycle: "HIBERNATED", Account: "acct-a", Generation: 1, SnapshotID: "900", HibernatedByPolicy: true, TenantHash: "h1"}
+	if diff := cmp.Diff(want, st["ws-a"]); diff != "" {
+		t.Errorf("status after hibernate (-want +got):\n%s", diff)
+	}
+
+	// A failure is journaled and audited; the status keeps its state.
+	wake := plan.Action{Kind: plan.Wake, Workspace: "ws-a", Account: "acct-a", Snapshot: "900", Droplet: "genesis-ws-a-2", Gen: 2}
+	id, err = s.Begin(ctx, wake, schema.StateRunning, commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(ctx, id, wake, Outcome{Commit: commit}, errors.New("create droplet: 422 region unavailable")); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := s.Fleet(ctx)
+	if len(rows) != 1 || rows[0].LastError != "create droplet: 422 region unavailable" || rows[0].Lifecycle != "WAKING" {
+		t.Errorf("fleet after failed wake = %+v", rows)
+	}
+	var audits []string
+	r, err := s.pool.Query(ctx, `SELECT action FROM audit_log ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r.Next() {
+		var a string
+		r.Scan(&a)
+		audits = append(audits, a)
+	}
+	if diff := cmp.Diff([]string{"create", "hibernate", "wake.failed"}, audits); diff != "" {
+		t.Errorf("audit log (-want +got):\n%s", diff)
+	}
+}
+
+func TestLeaderElection(t *testing.T) {
+	a, url := open(t)
+	b, err := Open(t.Context(), url, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	la, err := a.TryLead(t.Context(), 50*time.Millisecond)
+	if err != nil || la == nil {
+		t.Fatalf("first replica did not lead: %v", err)
+	}
+	if lb, err := b.TryLead(t.Context(), 50*time.Millisecond); err != nil || lb != nil {
+		t.Fatalf("second replica leads too (%v)", err)
+	}
+	la.Release()
+	lb, err := b.TryLead(t.Context(), 50*time.Millisecond)
+	if err != nil || lb == nil {
+		t.Fatalf("second replica could not take over after release: %v", err)
+	}
+	// Killing the leader's session (as a crash would) frees the lock.
+	var pid int
+	if err := lb.conn.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.pool.Exec(t.Context(), `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lb.Lost:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the leader never noticed its session died")
+	}
+	lb.Release()
+	var la2 *Leader
+	for la2 == nil {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		la2, err = a.TryLead(ctx, 50*time.Millisecond)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	la2.Release()
+}
+
+func TestSetDesiredAndState(t *testing.T) {
+	s, _ := open(t)
+	ctx := t.Context()
+	if err := s.SetDesired(ctx, map[string]schema.State{"ws-a": schema.StateRunning, "ws-b": schema.StateAbsent}, commit); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Fleet(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][2]string{}
+	for _, r := range rows {
+		got[r.Workspace] = [2]string{r.Desired, r.Lifecycle}
+	}
+	if diff := cmp.Diff(map[string][2]string{"ws-a": {"running", "PENDING"}, "ws-b": {"absent", "PENDING"}}, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("fleet (-want +got):\n%s", diff)
+	}
+	if v, _ := s.GetState(ctx, "desired_commit"); v != commit {
+		t.Errorf("desired_commit = %q", v)
+	}
+	if v, _ := s.GetState(ctx, "nothing"); v != "" {
+		t.Errorf("unset key = %q", v)
+	}
+}
