@@ -7,6 +7,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -356,5 +358,75 @@ func TestJSONErrorsAreSchemaErrors(t *testing.T) {
 	var errs schema.Errors
 	if err := json.Unmarshal([]byte(out), &errs); err != nil || len(errs) != 1 || errs[0].File != "tenants/ws-bad.yaml" {
 		t.Errorf("--json output %q does not decode as the errors (%v)", out, err)
+	}
+}
+
+func TestPlan(t *testing.T) {
+	absent := strings.Replace(strings.Replace(goodTenant, "ws-good", "ws-gone", 1), "state: running", "state: absent", 1)
+	absent = strings.Replace(absent, "track.good.example.com", "track.gone.example.com", 1)
+	repo := testRepo(t, map[string]string{"tenants/ws-good.yaml": goodTenant, "tenants/ws-gone.yaml": absent})
+
+	code, out, errOut := cli(t, "", "plan", "--state", repo)
+	if code != 0 {
+		t.Fatalf("plan: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"ws-good", "create", "genesis-ws-good-1", "acct-a", "+$6.00", "$0.00 → $6.00"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text plan lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Against a running reconciler's observed fleet: ws-gone's droplet is
+	// destroyed, an undeclared droplet is an orphan, ws-good exists.
+	observed := `{"Droplets": [
+		{"ID": 1, "Name": "genesis-ws-good-1", "Account": "acct-a", "Region": "nyc3", "Size": "s-1vcpu-1gb", "Workspace": "ws-good"},
+		{"ID": 2, "Name": "genesis-ws-gone-1", "Account": "acct-a", "Region": "nyc3", "Size": "s-1vcpu-2gb", "Workspace": "ws-gone"},
+		{"ID": 3, "Name": "genesis-ws-old-1", "Account": "acct-a", "Region": "nyc3", "Size": "s-1vcpu-1gb", "Workspace": "ws-old"}],
+		"Status": {"ws-good": {"DropletID": 1, "Generation": 1}, "ws-gone": {"DropletID": 2, "Generation": 1}}}`
+	var gotAuth string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotAuth = r.Header.Get("Authorization")
+		if r.URL.Path != "/v1/observed" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte(observed))
+	}))
+	defer srv.Close()
+	code, out, errOut = cli(t, "", "plan", "--state", repo, "--reconciler", srv.URL, "--token", "t0k", "--format", "markdown")
+	if code != 0 {
+		t.Fatalf("plan --reconciler: exit %d: %s", code, errOut)
+	}
+	if gotAuth != "Bearer t0k" {
+		t.Errorf("Authorization = %q", gotAuth)
+	}
+	for _, want := range []string{"<!-- genesis-plan -->", "| `ws-gone` | destroy | `genesis-ws-gone-1`", "**Orphans**", "`genesis-ws-old-1`", "$18.00 → $6.00", "-$12.00"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("markdown plan lacks %q:\n%s", want, out)
+		}
+	}
+
+	code, out, _ = cli(t, "", "plan", "--state", repo, "--format", "json")
+	var doc struct {
+		Plan struct {
+			Actions []struct{ Kind, Workspace string }
+		}
+		Summary struct {
+			CostDelta float64 `json:"monthly_usd_delta"`
+		}
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || len(doc.Plan.Actions) != 1 || doc.Summary.CostDelta != 6 {
+		t.Errorf("json plan: exit %d, %s", code, out)
+	}
+
+	// Invalid files: their errors on stderr, the valid tenants still
+	// planned, exit 1.
+	bad := testRepo(t, map[string]string{"tenants/ws-good.yaml": goodTenant, "tenants/ws-bad.yaml": badTenant})
+	code, out, errOut = cli(t, "", "plan", "--state", bad)
+	if code != 1 || !strings.Contains(errOut, "tenants/ws-bad.yaml:5:10") || !strings.Contains(out, "ws-good") {
+		t.Errorf("plan with an invalid file: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	if code, _, _ := cli(t, "", "plan", "--state", repo, "--format", "yaml"); code != 2 {
+		t.Errorf("--format yaml: exit %d, want 2", code)
 	}
 }

@@ -27,6 +27,7 @@ func commands() []command {
 	return []command{
 		{"validate", "check a state repository: every file, every rule, file:line:col errors", runValidate},
 		{"seal", "encrypt a credential (stdin) to the fleet's age recipients", runSeal},
+		{"plan", "show what merging a state repository would do: actions, cost, API calls", runPlan},
 		{"keygen", "make an age identity or an ed25519 manifest-signing key", runKeygen},
 		{"demo", "run the local demo on a state repository", runDemo},
 		{"dev-db", "start a throwaway local Postgres for development (make db)", runDevDB},

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"genesis.dev/fleet/reconciler"
+	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/tenants"
+)
+
+const planUsage = `Usage: genesis plan --state DIR [--reconciler URL] [--format text|markdown|json] [--allow-mass-change]
+
+Prints what would happen if the state repository in DIR were merged: per
+tenant the DigitalOcean actions (create, wake, hibernate, destroy, resize,
+adopt, snapshot cleanup), the monthly cost change (from genesis.yaml
+spec.sizes), the API calls they spend, orphans, and refusals by the fleet's
+safety limits. DIR is read as it is on disk (a pull request's checkout).
+
+With --reconciler, the fleet as the running reconciler observes it (its
+GET /v1/observed) is planned against; without it, an empty fleet.
+--format markdown prints a pull-request comment (the example state
+repository's CI posts it). Exit status 1 when DIR has invalid files (their
+errors go to stderr; the plan of the valid tenants is still printed) or the
+plan is refused by the safety limits.`
+
+func runPlan(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "plan", planUsage)
+	dir := fs.String("state", ".", "state repository folder to plan")
+	url := fs.String("reconciler", "", "base URL of the running reconciler to read the observed fleet from")
+	format := fs.String("format", "text", "output format: text, markdown or json")
+	allow := fs.Bool("allow-mass-change", false, "plan as the reconciler would with --allow-mass-change")
+	token := fs.String("token", "", "bearer token for the reconciler API (default $GENESIS_TOKEN)")
+	pos, err := parse(e, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError("plan takes no arguments (use --state DIR), got %q", pos)
+	}
+	switch *format {
+	case "text", "markdown", "json":
+	default:
+		return usageError("plan: --format must be text, markdown or json, not %q", *format)
+	}
+	if _, err := loadRepo(*dir); err != nil {
+		return err
+	}
+	src := tenants.NewDirSource(*dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	snap, err := src.Sync(ctx)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", *dir, err)
+	}
+	if snap.Fleet == nil {
+		for _, er := range snap.Errors {
+			fmt.Fprintln(e.stderr, er.Error())
+		}
+		return fmt.Errorf("no valid genesis.yaml in %s: nothing to plan", *dir)
+	}
+	var observed plan.Observed
+	if *url != "" {
+		tok := *token
+		if tok == "" {
+			tok = e.getenv("GENESIS_TOKEN")
+		}
+		if observed, err = fetchObserved(ctx, *url, tok); err != nil {
+			return err
+		}
+	}
+	d := reconciler.Desired(snap)
+	p := plan.Compute(d, observed, time.Now(), plan.Options{AllowMassChange: *allow})
+	sum := plan.Summarize(p, d, observed)
+	switch *format {
+	case "json":
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(struct {
+			Plan    plan.Plan    `json:"plan"`
+			Summary plan.Summary `json:"summary"`
+			Errors  any          `json:"errors"`
+		}{p, sum, snap.Errors}); err != nil {
+			return err
+		}
+	case "markdown":
+		plan.WriteMarkdown(e.stdout, p, sum, snap.Commit)
+		if len(snap.Errors) > 0 {
+			fmt.Fprintf(e.stdout, "\n**%d validation error(s)** — the tenants concerned are left out of this plan:\n\n```\n%s\n```\n", len(snap.Errors), snap.Errors.Error())
+		}
+	default:
+		plan.WriteText(e.stdout, p, sum, snap.Commit)
+	}
+	for _, er := range snap.Errors {
+		fmt.Fprintln(e.stderr, er.Error())
+	}
+	if len(snap.Errors) > 0 {
+		return &exitError{code: 1, msg: fmt.Sprintf("%d validation error(s) in %s", len(snap.Errors), *dir)}
+	}
+	if len(p.Refused) > 0 && !*allow {
+		return &exitError{code: 1, msg: "the plan is refused by the fleet's safety limits"}
+	}
+	return nil
+}
+
+// fetchObserved reads the observed fleet from a running reconciler.
+func fetchObserved(ctx context.Context, base, token string) (plan.Observed, error) {
+	var o plan.Observed
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/observed", nil)
+	if err != nil {
+		return o, usageError("plan: bad --reconciler URL: %v", err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return o, fmt.Errorf("read the observed fleet: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return o, fmt.Errorf("read the observed fleet: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 256<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&o); err != nil {
+		return o, fmt.Errorf("read the observed fleet: %w", err)
+	}
+	return o, nil
+}
