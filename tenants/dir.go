@@ -152,8 +152,8 @@ func (d *DirSource) Sync(ctx context.Context) (Snapshot, error) {
 	}
 	l.tenants = func() ([]file, error) { return tenants, nil }
 	read := func(f file) ([]byte, error) {
-		if st := seen[f.path]; st.size > schema.MaxFileSize {
-			return nil, tooLarge(st.size)
+		if seen[f.path].size > schema.MaxFileSize {
+			return nil, tooLarge()
 		}
 		if b, ok := data[f.path]; ok {
 			return b, nil

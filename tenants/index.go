@@ -47,8 +47,10 @@ type fileError struct{ msg string }
 
 func (e *fileError) Error() string { return e.msg }
 
-func tooLarge(size int64) error {
-	return &fileError{fmt.Sprintf("file is %d bytes, larger than the %d-byte limit", size, schema.MaxFileSize)}
+// tooLarge is the error of a file over schema.MaxFileSize, worded as
+// schema.LoadDir words it.
+func tooLarge() error {
+	return &fileError{fmt.Sprintf("file is larger than the %d-byte limit", schema.MaxFileSize)}
 }
 
 // isTenantFile reports whether name, a file directly in tenants/, is a tenant.

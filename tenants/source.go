@@ -434,7 +434,7 @@ func gitReader(repo *git.Repository) readFunc {
 			return nil, err
 		}
 		if blob.Size > schema.MaxFileSize {
-			return nil, tooLarge(blob.Size)
+			return nil, tooLarge()
 		}
 		r, err := blob.Reader()
 		if err != nil {
