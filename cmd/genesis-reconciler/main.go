@@ -1,0 +1,242 @@
+// Command genesis-reconciler is the control plane: it makes DigitalOcean and
+// Postgres match the state repository, and serves the HTTP API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"genesis.dev/fleet/reconciler"
+	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/tenants"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			if ue.msg != "" {
+				fmt.Fprintln(os.Stderr, "genesis-reconciler:", ue.msg)
+			}
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "genesis-reconciler:", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+const usage = `Usage: genesis-reconciler [flags]
+
+The Genesis control plane. It reads the state repository (a git URL or local
+path; or, with --state-dir, a plain folder), observes DigitalOcean and
+Postgres, plans with the pure planner and executes through a rate-aware,
+journaled scheduler. Only the replica holding the Postgres leader lock plans
+and executes; every replica serves HTTP:
+
+  GET  /healthz      liveness
+  GET  /readyz       database reachable and state repository read
+  GET  /metrics      Prometheus metrics
+  GET  /v1/fleet     every tenant: desired vs actual, droplet, account, errors
+  GET  /v1/observed  the last observation (genesis plan --reconciler reads it)
+  POST /hooks/git    push webhook (X-Hub-Signature-256): fetch now
+
+Every flag can also be set by the environment variable shown. DigitalOcean
+tokens come from the variables genesis.yaml names (spec.accounts[].tokenEnv).
+Migrations are applied at start.
+
+Flags:
+`
+
+type config struct {
+	stateRepo, stateDir, branch, cacheDir, databaseURL, doAPIURL, listen string
+	ageIdentity, signingKey, webhookSecret, logFormat, logLevel          string
+	pollInterval, resync                                                 time.Duration
+	allowMassChange                                                      bool
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("genesis-reconciler", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	str := func(p *string, name, env, def, help string) {
+		if v := getenv(env); v != "" {
+			def = v
+		}
+		fs.StringVar(p, name, def, help+" ($"+env+")")
+	}
+	dur := func(p *time.Duration, name, env string, def time.Duration, help string) {
+		if v := getenv(env); v != "" {
+			if d, err := time.ParseDuration(v); err == nil {
+				def = d
+			}
+		}
+		fs.DurationVar(p, name, def, help+" ($"+env+")")
+	}
+	str(&c.stateRepo, "state-repo", "GENESIS_STATE_REPO", "", "state repository: a git URL (cloned and fetched) or a local repository path")
+	str(&c.stateDir, "state-dir", "GENESIS_STATE_DIR", "", "read a plain folder instead of git commits (demo and development; watched with fsnotify)")
+	str(&c.branch, "branch", "GENESIS_BRANCH", tenants.DefaultBranch, "branch of the state repository")
+	str(&c.cacheDir, "cache-dir", "GENESIS_CACHE_DIR", "", "where URL repositories are cloned (default: the user cache dir)")
+	str(&c.databaseURL, "database-url", "DATABASE_URL", "", "Postgres connection URL (required)")
+	str(&c.doAPIURL, "do-api-url", "GENESIS_DO_API_URL", "https://api.digitalocean.com/", "DigitalOcean API base URL (the simulator's in tests)")
+	str(&c.listen, "listen", "GENESIS_LISTEN", "127.0.0.1:8080", "HTTP listen address")
+	str(&c.ageIdentity, "age-identity", "GENESIS_AGE_IDENTITY", "", "file holding the age identity that opens sealed credentials")
+	str(&c.signingKey, "signing-key", "GENESIS_SIGNING_KEY", "", "file holding the ed25519 manifest-signing key (PKCS#8 PEM)")
+	str(&c.webhookSecret, "webhook-secret", "GENESIS_WEBHOOK_SECRET", "", "secret of the push webhook's HMAC (empty refuses every hook)")
+	str(&c.logFormat, "log-format", "GENESIS_LOG_FORMAT", "json", "log format: json or text")
+	str(&c.logLevel, "log-level", "GENESIS_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	dur(&c.pollInterval, "poll-interval", "GENESIS_POLL_INTERVAL", tenants.DefaultPollInterval, "how often the state repository is fetched (±10% jitter)")
+	dur(&c.resync, "resync", "GENESIS_RESYNC", 30*time.Second, "how often the leader re-plans without a new commit, to catch drift")
+	allow := getenv("GENESIS_ALLOW_MASS_CHANGE") == "true"
+	fs.BoolVar(&c.allowMassChange, "allow-mass-change", allow, "let plans past the fleet's safety limits run ($GENESIS_ALLOW_MASS_CHANGE=true)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, usageError{}
+	}
+	switch {
+	case fs.NArg() > 0:
+		return c, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	case c.databaseURL == "":
+		return c, usageError{"--database-url (or DATABASE_URL) is required"}
+	case (c.stateRepo == "") == (c.stateDir == ""):
+		return c, usageError{"give exactly one of --state-repo and --state-dir"}
+	case !strings.HasSuffix(c.doAPIURL, "/"):
+		c.doAPIURL += "/"
+	}
+	return c, nil
+}
+
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Sprintf("bad --log-level %q", level)}
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, usageError{fmt.Sprintf("bad --log-format %q (json or text)", format)}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c.logFormat, c.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	st, err := store.Open(ctx, c.databaseURL, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	var src tenants.Syncer
+	watchDir := ""
+	last, err := st.GetState(ctx, "reconciled_commit")
+	if err != nil {
+		return err
+	}
+	var gitSrc *tenants.Source
+	if c.stateDir != "" {
+		src, watchDir = tenants.NewDirSource(c.stateDir, log), c.stateDir
+	} else {
+		gitSrc, err = tenants.Open(ctx, tenants.Config{Repo: c.stateRepo, Branch: c.branch, CacheDir: c.cacheDir, LastReconciled: last, Logger: log})
+		if err != nil {
+			return err
+		}
+		src = gitSrc
+		if !tenants.IsURL(c.stateRepo) {
+			watchDir = c.stateRepo
+		}
+	}
+	pools := newCloudFactory(c.doAPIURL, getenv, log, reg)
+	rec := reconciler.New(reconciler.Config{
+		Store: st, NewCloud: pools.build, Logger: log, Metrics: reconciler.NewMetrics(reg),
+		AllowMassChange: c.allowMassChange, Resync: c.resync,
+		Reconciled: func(commit string) {
+			if gitSrc == nil || commit == last {
+				return
+			}
+			if err := gitSrc.MarkReconciled(commit); err != nil {
+				log.Error("mark reconciled", "commit", commit, "err", err)
+				return
+			}
+			if err := st.SetState(context.WithoutCancel(ctx), "reconciled_commit", commit); err != nil {
+				log.Error("persist reconciled commit", "err", err)
+				return
+			}
+			last = commit
+		},
+	})
+	watcher := tenants.NewWatcher(src, tenants.WatchConfig{Interval: c.pollInterval, WatchDir: watchDir, Logger: log})
+
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler: reconciler.Handler(reconciler.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
+			WebhookSecret: []byte(c.webhookSecret), Trigger: watcher.Trigger}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	log.Info("listening", "component", "http", "addr", ln.Addr().String())
+	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return watcher.Run(ctx, rec.Deliver) })
+	g.Go(func() error { return rec.Run(ctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(shut)
+	})
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}

@@ -1,0 +1,210 @@
+package cloud
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/digitalocean/godo"
+
+	"genesis.dev/fleet/reconciler/plan"
+)
+
+// perPage is the largest page DigitalOcean serves.
+const perPage = 200
+
+// Observation is what Observe saw across every account.
+type Observation struct {
+	// At is when the listing started.
+	At        time.Time
+	Droplets  []plan.Droplet
+	Snapshots []plan.Snapshot
+	// Incomplete names each account whose listing failed or stopped part
+	// way, with the reason. The droplets and snapshots of such an account
+	// are still in the lists (whatever pages did arrive) but the view of
+	// that account is partial: pass Incomplete on to plan.Observed so the
+	// planner defers anything destructive.
+	Incomplete map[string]string
+}
+
+// Partial reports whether account's part of the observation is incomplete.
+func (o Observation) Partial(account string) bool {
+	_, ok := o.Incomplete[account]
+	return ok
+}
+
+// Observe lists, in every account at once, the droplets tagged genesis and
+// the droplet snapshots named genesis-*. Every page goes through the
+// account's rate budget (ahead of queued actions) and its retries. An
+// account whose listing fails is recorded in Incomplete; Observe itself
+// never fails.
+func (p *Pool) Observe(ctx context.Context) Observation {
+	ctx = withPriority(ctx, prioObserve)
+	obs := Observation{At: p.now(), Incomplete: map[string]string{}}
+	type part struct {
+		droplets  []plan.Droplet
+		snapshots []plan.Snapshot
+		problems  []string
+	}
+	parts := make([]part, len(p.names))
+	var wg sync.WaitGroup
+	for i, name := range p.names {
+		ac := p.accounts[name]
+		wg.Go(func() {
+			pt := &parts[i]
+			var err error
+			pt.droplets, err = p.listDroplets(ctx, ac, plan.TagFleet)
+			if err != nil {
+				pt.problems = append(pt.problems, err.Error())
+			}
+			pt.snapshots, err = p.listSnapshots(ctx, ac)
+			if err != nil {
+				pt.problems = append(pt.problems, err.Error())
+			}
+		})
+	}
+	wg.Wait()
+	for i, name := range p.names {
+		pt := parts[i]
+		obs.Droplets = append(obs.Droplets, pt.droplets...)
+		obs.Snapshots = append(obs.Snapshots, pt.snapshots...)
+		if len(pt.problems) > 0 {
+			obs.Incomplete[name] = strings.Join(pt.problems, "; ")
+			p.log.Warn("incomplete listing", "account", name, "droplets", len(pt.droplets), "snapshots", len(pt.snapshots), "reason", obs.Incomplete[name])
+		}
+	}
+	return obs
+}
+
+// listDroplets lists the account's droplets carrying tag, every page. On
+// an error it returns what it had with the error.
+func (p *Pool) listDroplets(ctx context.Context, ac *account, tag string) ([]plan.Droplet, error) {
+	var out []plan.Droplet
+	seen := map[int]bool{}
+	for page := 1; ; page++ {
+		var ds []godo.Droplet
+		var resp *godo.Response
+		op := fmt.Sprintf("list droplets tagged %s page %d", tag, page)
+		err := p.call(ctx, ac, op, func(ctx context.Context) (*godo.Response, error) {
+			var err error
+			ds, resp, err = ac.client.Droplets.ListByTag(ctx, tag, &godo.ListOptions{Page: page, PerPage: perPage})
+			return resp, err
+		})
+		if err != nil {
+			return out, err
+		}
+		for i := range ds {
+			// A droplet made between two pages shifts the rest by one:
+			// keep each id once.
+			if !seen[ds[i].ID] {
+				seen[ds[i].ID] = true
+				out = append(out, toDroplet(ac.name, &ds[i]))
+			}
+		}
+		if lastPage(resp) || len(ds) == 0 {
+			return out, nil
+		}
+	}
+}
+
+// listSnapshots lists the account's droplet snapshots named genesis-*.
+func (p *Pool) listSnapshots(ctx context.Context, ac *account) ([]plan.Snapshot, error) {
+	var out []plan.Snapshot
+	seen := map[string]bool{}
+	for page := 1; ; page++ {
+		var ss []godo.Snapshot
+		var resp *godo.Response
+		op := fmt.Sprintf("list snapshots page %d", page)
+		err := p.call(ctx, ac, op, func(ctx context.Context) (*godo.Response, error) {
+			var err error
+			ss, resp, err = ac.client.Snapshots.ListDroplet(ctx, &godo.ListOptions{Page: page, PerPage: perPage})
+			return resp, err
+		})
+		if err != nil {
+			return out, err
+		}
+		for i := range ss {
+			if !strings.HasPrefix(ss[i].Name, "genesis-") || seen[ss[i].ID] {
+				continue
+			}
+			seen[ss[i].ID] = true
+			out = append(out, toSnapshot(ac.name, &ss[i]))
+		}
+		if lastPage(resp) || len(ss) == 0 {
+			return out, nil
+		}
+	}
+}
+
+func lastPage(resp *godo.Response) bool {
+	return resp == nil || resp.Links == nil || resp.Links.IsLastPage()
+}
+
+func toDroplet(account string, d *godo.Droplet) plan.Droplet {
+	out := plan.Droplet{
+		ID:        d.ID,
+		Name:      d.Name,
+		Account:   account,
+		Size:      d.SizeSlug,
+		Status:    d.Status,
+		Workspace: plan.WorkspaceFromTags(d.Tags),
+		Created:   parseTime(d.Created),
+	}
+	if d.Region != nil {
+		out.Region = d.Region.Slug
+	}
+	if out.Size == "" && d.Size != nil {
+		out.Size = d.Size.Slug
+	}
+	return out
+}
+
+func toSnapshot(account string, s *godo.Snapshot) plan.Snapshot {
+	out := plan.Snapshot{
+		ID:        s.ID,
+		Name:      s.Name,
+		Account:   account,
+		Workspace: plan.WorkspaceFromTags(s.Tags),
+		SizeGB:    s.SizeGigaBytes,
+		Created:   parseTime(s.Created),
+	}
+	if len(s.Regions) > 0 {
+		out.Region = s.Regions[0]
+	}
+	if out.Workspace == "" {
+		out.Workspace = workspaceFromSnapshotName(s.Name)
+	}
+	return out
+}
+
+// workspaceFromSnapshotName inverts plan.SnapshotName
+// (genesis-<ws>-<gen>-snap); "" when the name is not one.
+func workspaceFromSnapshotName(name string) string {
+	rest, ok := strings.CutPrefix(name, "genesis-")
+	if !ok {
+		return ""
+	}
+	rest, ok = strings.CutSuffix(rest, "-snap")
+	if !ok {
+		return ""
+	}
+	i := strings.LastIndexByte(rest, '-')
+	if i <= 0 {
+		return ""
+	}
+	ws := rest[:i]
+	if plan.ParseGeneration(ws, name) == 0 {
+		return ""
+	}
+	return ws
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}

@@ -1,0 +1,293 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/oauth2"
+)
+
+// DefaultBaseURL is DigitalOcean's API.
+const DefaultBaseURL = "https://api.digitalocean.com/"
+
+// Account is one DigitalOcean account (team) and its API token.
+type Account struct {
+	Name  string
+	Token string
+	// BaseURL is the API root, ending in "/" (DefaultBaseURL when empty;
+	// the simulator's URL in tests).
+	BaseURL string
+	// Regions the account serves; informational here (the planner picks
+	// accounts).
+	Regions []string
+}
+
+// Limits tune the scheduler. Zero fields take the defaults.
+type Limits struct {
+	// PerMinute and PerHour are DigitalOcean's per-token limits (250 and
+	// 5,000). Negative means unlimited.
+	PerMinute int
+	PerHour   int
+	// MaxInFlight is how many jobs (Execute calls) run at once per
+	// account (10). A job holds its slot while it waits for a boot or an
+	// action.
+	MaxInFlight int
+	// MaxAttempts bounds the tries of one request on transient errors (5).
+	// 429s are waited out by the budget and bounded separately
+	// (MaxRateLimited, 20).
+	MaxAttempts    int
+	MaxRateLimited int
+	// RetryBase and RetryMax shape the jittered exponential backoff
+	// between tries (1s, 30s).
+	RetryBase time.Duration
+	RetryMax  time.Duration
+	// PollMin and PollMax shape the backoff of waits on a boot or an
+	// action (2s doubling up to 15s).
+	PollMin time.Duration
+	PollMax time.Duration
+	// WaitTimeout bounds one wait on a boot or an action (15m).
+	WaitTimeout time.Duration
+	// RequestTimeout bounds one HTTP request in real time (30s).
+	RequestTimeout time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.PerMinute, 250)
+	def(&l.PerHour, 5000)
+	if l.PerMinute < 0 {
+		l.PerMinute = unlimited
+	}
+	if l.PerHour < 0 {
+		l.PerHour = unlimited
+	}
+	def(&l.MaxInFlight, 10)
+	def(&l.MaxAttempts, 5)
+	def(&l.MaxRateLimited, 20)
+	defD(&l.RetryBase, time.Second)
+	defD(&l.RetryMax, 30*time.Second)
+	defD(&l.PollMin, 2*time.Second)
+	defD(&l.PollMax, 15*time.Second)
+	defD(&l.WaitTimeout, 15*time.Minute)
+	defD(&l.RequestTimeout, 30*time.Second)
+	return l
+}
+
+// Config configures a Pool.
+type Config struct {
+	Accounts []Account
+	Limits   Limits
+	// Logger receives structured logs (discarded when nil).
+	Logger *slog.Logger
+	// Registerer receives the genesis_do_* metrics (not registered when
+	// nil).
+	Registerer prometheus.Registerer
+	// Now is the clock of the rate budget and of waits (time.Now when
+	// nil). Sleep waits d or until ctx ends (a timer when nil). Tests run
+	// both on the simulator's clock.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Transport is the HTTP transport under the oauth2 one (a clone of
+	// http.DefaultTransport per account when nil).
+	Transport http.RoundTripper
+}
+
+// Pool holds one godo client, rate budget and job scheduler per account.
+// It is safe for concurrent use.
+type Pool struct {
+	log      *slog.Logger
+	lim      Limits
+	now      func() time.Time
+	sleep    func(context.Context, time.Duration) error
+	accounts map[string]*account
+	names    []string
+	idle     []*http.Transport
+}
+
+// account is one account's client and scheduler.
+type account struct {
+	name    string
+	regions []string
+	client  *godo.Client
+	budget  *budget
+	slots   *slots
+}
+
+// New builds a Pool. It makes no requests.
+func New(cfg Config) (*Pool, error) {
+	if len(cfg.Accounts) == 0 {
+		return nil, errors.New("cloud: no accounts")
+	}
+	p := &Pool{
+		log:      cfg.Logger,
+		lim:      cfg.Limits.withDefaults(),
+		now:      cfg.Now,
+		sleep:    cfg.Sleep,
+		accounts: map[string]*account{},
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	p.log = p.log.With("component", "cloud")
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.sleep == nil {
+		p.sleep = sleepTimer
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: register metrics: %w", err)
+	}
+	for _, a := range cfg.Accounts {
+		if a.Name == "" || a.Token == "" {
+			return nil, fmt.Errorf("cloud: account %q: name and token are required", a.Name)
+		}
+		if _, dup := p.accounts[a.Name]; dup {
+			return nil, fmt.Errorf("cloud: account %q listed twice", a.Name)
+		}
+		base := a.BaseURL
+		if base == "" {
+			base = DefaultBaseURL
+		}
+		if !strings.HasSuffix(base, "/") {
+			base += "/"
+		}
+		rt := cfg.Transport
+		if rt == nil {
+			t := http.DefaultTransport.(*http.Transport).Clone()
+			t.MaxIdleConnsPerHost = p.lim.MaxInFlight + 4
+			p.idle = append(p.idle, t)
+			rt = t
+		}
+		b := newBudget(p.lim.PerMinute, p.lim.PerHour, p.now, p.sleep)
+		hc := &http.Client{
+			Timeout: p.lim.RequestTimeout,
+			Transport: &transport{
+				account: a.Name,
+				base: &oauth2.Transport{
+					Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: a.Token}),
+					Base:   rt,
+				},
+				budget: b,
+				m:      m,
+				now:    p.now,
+			},
+		}
+		// No godo retries: they would send a create again blindly. Our
+		// retries look for the droplet by name before every new POST.
+		client, err := godo.New(hc, godo.SetBaseURL(base), godo.SetUserAgent("genesis-reconciler"))
+		if err != nil {
+			return nil, fmt.Errorf("cloud: account %s: %w", a.Name, err)
+		}
+		p.accounts[a.Name] = &account{
+			name:    a.Name,
+			regions: slices.Clone(a.Regions),
+			client:  client,
+			budget:  b,
+			slots:   newSlots(p.lim.MaxInFlight),
+		}
+		p.names = append(p.names, a.Name)
+	}
+	return p, nil
+}
+
+// Accounts returns the account names in configuration order.
+func (p *Pool) Accounts() []string { return slices.Clone(p.names) }
+
+// Close releases idle connections.
+func (p *Pool) Close() {
+	for _, t := range p.idle {
+		t.CloseIdleConnections()
+	}
+}
+
+func (p *Pool) account(name, op string) (*account, error) {
+	ac := p.accounts[name]
+	if ac == nil {
+		return nil, terminalf(name, op, "unknown account")
+	}
+	return ac, nil
+}
+
+func sleepTimer(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// backoff returns the wait before try n+1 (n ≥ 1): full jitter over an
+// exponential capped at RetryMax.
+func (p *Pool) backoff(n int) time.Duration {
+	d := p.lim.RetryBase << min(n-1, 16)
+	if d <= 0 || d > p.lim.RetryMax {
+		d = p.lim.RetryMax
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// call runs one request through retries: transient errors are tried again
+// after a jittered backoff up to MaxAttempts, 429s as long as the budget
+// keeps waiting them out (MaxRateLimited), anything else returns at once.
+func (p *Pool) call(ctx context.Context, ac *account, op string, fn func(context.Context) (*godo.Response, error)) error {
+	tries, limited := 0, 0
+	for {
+		resp, err := fn(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("account %s: %s: %w", ac.name, op, ctx.Err())
+		}
+		e := classify(ac.name, op, err)
+		if e.Kind != KindTransient {
+			return e
+		}
+		var wait time.Duration
+		if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
+			// The budget is closed until Retry-After; a little jitter
+			// keeps the waiters from arriving at once.
+			limited++
+			if limited > p.lim.MaxRateLimited {
+				return e
+			}
+			wait = rand.N(p.lim.RetryBase/4 + 1)
+		} else {
+			tries++
+			if tries >= p.lim.MaxAttempts {
+				return e
+			}
+			wait = p.backoff(tries)
+		}
+		p.log.Debug("retrying", "account", ac.name, "op", op, "status", e.Status, "wait", wait, "err", err)
+		if err := p.sleep(ctx, wait); err != nil {
+			return fmt.Errorf("account %s: %s: %w", ac.name, op, err)
+		}
+	}
+}

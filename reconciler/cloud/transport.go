@@ -1,0 +1,149 @@
+package cloud
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the DigitalOcean request metrics of one Pool.
+type metrics struct {
+	requests  *prometheus.CounterVec
+	remaining *prometheus.GaugeVec
+	limited   *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "genesis_do_requests_total",
+			Help: "DigitalOcean API requests by account, endpoint and HTTP status (\"error\" when no answer came back).",
+		}, []string{"account", "endpoint", "code"}),
+		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "genesis_do_rate_remaining",
+			Help: "The last RateLimit-Remaining DigitalOcean answered, per account.",
+		}, []string{"account"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "genesis_do_429_total",
+			Help: "DigitalOcean answers of 429 Too Many Requests, per account.",
+		}, []string{"account"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "genesis_do_request_duration_seconds",
+			Help:    "DigitalOcean API request latency (after the rate budget let it go), by account and endpoint.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"account", "endpoint"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.remaining, m.limited, m.duration} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// transport sits between godo and the oauth2 transport of one account:
+// every attempt godo makes waits for the account's budget, and every
+// answer feeds the budget and the metrics.
+type transport struct {
+	account string
+	base    http.RoundTripper
+	budget  *budget
+	m       *metrics
+	now     func() time.Time
+}
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	ep := endpointOf(req.Method, req.URL.Path)
+	done, err := t.budget.acquire(ctx, priorityFrom(ctx))
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	start := t.now()
+	resp, err := t.base.RoundTrip(req)
+	t.m.duration.WithLabelValues(t.account, ep).Observe(t.now().Sub(start).Seconds())
+	done(resp)
+	code := "error"
+	if resp != nil {
+		code = strconv.Itoa(resp.StatusCode)
+		if rem, perr := strconv.Atoi(resp.Header.Get("RateLimit-Remaining")); perr == nil {
+			t.m.remaining.WithLabelValues(t.account).Set(float64(rem))
+		}
+		if resp.StatusCode == http.StatusTooManyRequests {
+			t.m.limited.WithLabelValues(t.account).Inc()
+		}
+	}
+	t.m.requests.WithLabelValues(t.account, ep, code).Inc()
+	return resp, err
+}
+
+// endpointOf names a request for the metrics: a small fixed set.
+func endpointOf(method, path string) string {
+	_, rest, ok := strings.Cut(path, "/v2/")
+	if !ok {
+		return "other"
+	}
+	p := strings.Split(strings.Trim(rest, "/"), "/")
+	switch {
+	case p[0] == "droplets" && len(p) == 1:
+		switch method {
+		case http.MethodGet:
+			return "droplets_list"
+		case http.MethodPost:
+			return "droplet_create"
+		}
+	case p[0] == "droplets" && len(p) == 2:
+		switch method {
+		case http.MethodGet:
+			return "droplet_get"
+		case http.MethodDelete:
+			return "droplet_delete"
+		}
+	case p[0] == "droplets" && len(p) == 3 && p[2] == "actions" && method == http.MethodPost:
+		return "droplet_action"
+	case p[0] == "droplets" && len(p) == 4 && p[2] == "actions" && method == http.MethodGet,
+		p[0] == "actions" && len(p) == 2 && method == http.MethodGet:
+		return "action_get"
+	case p[0] == "snapshots" && len(p) == 1 && method == http.MethodGet:
+		return "snapshots_list"
+	case p[0] == "snapshots" && len(p) == 2:
+		switch method {
+		case http.MethodGet:
+			return "snapshot_get"
+		case http.MethodDelete:
+			return "snapshot_delete"
+		}
+	case p[0] == "account" && len(p) == 1:
+		return "account_get"
+	}
+	return "other"
+}
+
+type prioKey struct{}
+
+// Priorities outside plan.Kind: listing for Observe goes first, since
+// every plan waits for it.
+const prioObserve = -1
+
+// withPriority marks ctx's requests with a scheduling priority (lower is
+// sooner); the transport reads it when it queues for a token.
+func withPriority(ctx context.Context, prio int) context.Context {
+	return context.WithValue(ctx, prioKey{}, prio)
+}
+
+func priorityFrom(ctx context.Context) int {
+	if p, ok := ctx.Value(prioKey{}).(int); ok {
+		return p
+	}
+	return 100
+}

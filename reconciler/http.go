@@ -1,0 +1,146 @@
+package reconciler
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/tenants"
+)
+
+// maxHookBody bounds a push webhook's body.
+const maxHookBody = 1 << 20
+
+// HandlerConfig wires the HTTP API.
+type HandlerConfig struct {
+	Reconciler *Reconciler
+	Store      *store.Store
+	Gatherer   prometheus.Gatherer
+	// WebhookSecret verifies POST /hooks/git (X-Hub-Signature-256); empty
+	// refuses every hook.
+	WebhookSecret []byte
+	// Trigger fetches the state repository now (the tenants watcher's
+	// Trigger).
+	Trigger func()
+}
+
+// Handler serves every replica's HTTP API: health, readiness, metrics, the
+// fleet, the observed state for genesis plan, and the push webhook.
+func Handler(cfg HandlerConfig) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := cfg.Store.Ping(r.Context()); err != nil {
+			httpError(w, http.StatusServiceUnavailable, "database: "+err.Error())
+			return
+		}
+		if _, ok := cfg.Reconciler.Snapshot(); !ok {
+			httpError(w, http.StatusServiceUnavailable, "state repository not read yet")
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
+		rows, err := cfg.Store.Fleet(r.Context())
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		writeJSON(w, fleetView(rows, cfg.Reconciler))
+	})
+	mux.HandleFunc("GET /v1/observed", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, cfg.Reconciler.Observed())
+	})
+	mux.HandleFunc("POST /hooks/git", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxHookBody))
+		if err != nil {
+			httpError(w, http.StatusRequestEntityTooLarge, "body too large")
+			return
+		}
+		if err := tenants.VerifySignature(cfg.WebhookSecret, body, r.Header.Get(tenants.SignatureHeader)); err != nil {
+			httpError(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+		if cfg.Trigger != nil {
+			cfg.Trigger()
+		}
+		w.WriteHeader(http.StatusAccepted)
+		w.Write([]byte("fetching\n"))
+	})
+	return mux
+}
+
+// TenantView is one tenant in GET /v1/fleet: what git declares next to
+// what the reconciler last recorded.
+type TenantView struct {
+	store.FleetRow
+	Declared   bool     `json:"declared"`
+	Valid      bool     `json:"valid"`
+	FileErrors []string `json:"file_errors,omitempty"`
+	Commit     string   `json:"desired_commit,omitempty"`
+}
+
+type fleetDoc struct {
+	Commit   string       `json:"commit"`
+	Leader   bool         `json:"leader"`
+	At       time.Time    `json:"at"`
+	Tenants  []TenantView `json:"tenants"`
+	Orphans  any          `json:"orphans"`
+	Refused  any          `json:"refused,omitempty"`
+	Deferred []string     `json:"deferred,omitempty"`
+}
+
+func fleetView(rows []store.FleetRow, r *Reconciler) fleetDoc {
+	snap, _ := r.Snapshot()
+	p := r.LastPlan()
+	doc := fleetDoc{Commit: snap.Commit, Leader: r.Leading(), At: time.Now().UTC(), Orphans: p.Orphans, Refused: p.Refused, Deferred: p.Deferred}
+	seen := map[string]bool{}
+	for _, row := range rows {
+		v := TenantView{FleetRow: row, Commit: snap.Commit}
+		if ts, ok := snap.Tenants[row.Workspace]; ok {
+			v.Declared, v.Valid = true, ts.Status == tenants.StatusValid
+			for _, e := range ts.Errors {
+				v.FileErrors = append(v.FileErrors, e.Error())
+			}
+		}
+		seen[row.Workspace] = true
+		doc.Tenants = append(doc.Tenants, v)
+	}
+	for _, id := range snap.IDs() {
+		if seen[id] {
+			continue
+		}
+		ts := snap.Tenants[id]
+		v := TenantView{FleetRow: store.FleetRow{Workspace: id, Lifecycle: "PENDING"}, Declared: true, Valid: ts.Status == tenants.StatusValid, Commit: snap.Commit}
+		for _, e := range ts.Errors {
+			v.FileErrors = append(v.FileErrors, e.Error())
+		}
+		doc.Tenants = append(doc.Tenants, v)
+	}
+	return doc
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// errNoSnapshot is returned before the first sync.
+var errNoSnapshot = errors.New("no desired state yet")

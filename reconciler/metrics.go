@@ -1,0 +1,51 @@
+package reconciler
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the reconciler loop's Prometheus series. Per-tenant detail
+// lives in GET /v1/fleet, never in labels.
+type Metrics struct {
+	reconciles       *prometheus.CounterVec
+	reconcileSeconds *prometheus.HistogramVec
+	actions          *prometheus.CounterVec
+	refusals         *prometheus.CounterVec
+	lifecycle        *prometheus.GaugeVec
+	declared         *prometheus.GaugeVec
+	invalid          prometheus.Gauge
+	orphans          prometheus.Gauge
+	noCapacity       prometheus.Gauge
+	leader           prometheus.Gauge
+	lastCommitTime   prometheus.Gauge
+	gitErrors        prometheus.Counter
+}
+
+// NewMetrics makes the metrics and registers them on reg (nil: not
+// registered, for tests that don't scrape).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_reconcile_total",
+			Help: "Reconcile passes by result (ok, refused, error)."}, []string{"result"}),
+		reconcileSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "genesis_reconcile_duration_seconds",
+			Help: "Time to observe, plan and dispatch one pass.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"result"}),
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_actions_total",
+			Help: "Executed actions by kind and result."}, []string{"kind", "result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_plan_refusals_total",
+			Help: "Plans refused by the fleet's safety limits, by reason."}, []string{"reason"}),
+		lifecycle: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_tenants_lifecycle",
+			Help: "Tenants by lifecycle state (fleet_status)."}, []string{"state"}),
+		declared: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_tenants_declared",
+			Help: "Tenants by declared state in git."}, []string{"state"}),
+		invalid:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_tenants_invalid", Help: "Tenants whose file is invalid (acted on at their last valid version)."}),
+		orphans:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_orphans", Help: "Droplets and snapshots git does not explain (never destroyed automatically)."}),
+		noCapacity: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_tenants_no_capacity", Help: "Tenants waiting for an account with room in their region."}),
+		leader:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_leader", Help: "1 when this replica holds the leader lock."}),
+		lastCommitTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_git_last_commit_timestamp_seconds",
+			Help: "Committer time of the state repository commit last read."}),
+		gitErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "genesis_git_sync_errors_total", Help: "Failed syncs of the state repository."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.actions, m.refusals, m.lifecycle, m.declared,
+			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors)
+	}
+	return m
+}

@@ -1,0 +1,496 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"genesis.dev/fleet/reconciler/cloud"
+	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/tenants"
+)
+
+// Config wires a Reconciler.
+type Config struct {
+	Store *store.Store
+	// NewCloud builds the DigitalOcean side for the fleet's accounts, once,
+	// from the first valid genesis.yaml. A later change of accounts needs a
+	// restart (it is logged).
+	NewCloud func(f *schema.Fleet) (*cloud.Pool, error)
+	// UserData renders the cloud-init document of a droplet about to be
+	// created (nil: none).
+	UserData func(ctx context.Context, a plan.Action) (string, error)
+	Logger   *slog.Logger
+	Metrics  *Metrics
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// AllowMassChange lets plans through the safety limits.
+	AllowMassChange bool
+	// Resync is how often the leader re-plans without a new commit, to
+	// catch drift on DigitalOcean (default 30s).
+	Resync time.Duration
+	// LeaderRetry is how often a follower tries to take the lead (default
+	// 2s); it bounds how long a failover takes.
+	LeaderRetry time.Duration
+	// Reconciled is called with each commit the leader has planned from, so
+	// the source can refuse history rewrites below it.
+	Reconciled func(commit string)
+}
+
+// Reconciler is the loop. Deliver hands it desired state; Run leads when it
+// can and plans and executes while it leads.
+type Reconciler struct {
+	cfg  Config
+	log  *slog.Logger
+	kick chan struct{}
+
+	mu       sync.Mutex
+	snap     tenants.Snapshot
+	snapErr  error
+	have     bool
+	cloud    *cloud.Pool
+	accounts string
+	warned   bool
+	observed plan.Observed
+	last     plan.Plan
+	leading  bool
+	running  map[string]bool
+}
+
+// New makes a Reconciler.
+func New(cfg Config) *Reconciler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	if cfg.LeaderRetry == 0 {
+		cfg.LeaderRetry = 2 * time.Second
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Reconciler{cfg: cfg, log: cfg.Logger.With("component", "reconciler"), kick: make(chan struct{}, 1), running: map[string]bool{}}
+}
+
+// Deliver takes a new snapshot from the tenants watcher (or its error) and
+// wakes the loop.
+func (r *Reconciler) Deliver(ctx context.Context, snap tenants.Snapshot, err error) {
+	r.mu.Lock()
+	r.snapErr = err
+	if err == nil {
+		r.snap, r.have = snap, true
+	}
+	r.mu.Unlock()
+	m := r.cfg.Metrics
+	if err != nil {
+		m.gitErrors.Inc()
+		r.log.Error("state repository sync failed", "err", err)
+		return
+	}
+	m.lastCommitTime.Set(float64(snap.Time.Unix()))
+	m.invalid.Set(float64(len(snap.Invalid())))
+	for _, id := range snap.Invalid() {
+		r.log.Warn("tenant file invalid; acting on its last valid version", "tenant", id, "errors", snap.Tenants[id].Errors.Error())
+	}
+	r.Kick()
+}
+
+// Kick asks for a pass soon.
+func (r *Reconciler) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Snapshot is the latest desired state, and whether there is one.
+func (r *Reconciler) Snapshot() (tenants.Snapshot, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.snap, r.have
+}
+
+// Leading reports whether this replica is the leader.
+func (r *Reconciler) Leading() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.leading
+}
+
+// LastPlan is the plan of the last pass.
+func (r *Reconciler) LastPlan() plan.Plan {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
+// Run takes the lead when it is free and reconciles while it holds it,
+// until ctx ends. Followers keep trying every LeaderRetry.
+func (r *Reconciler) Run(ctx context.Context) error {
+	for {
+		leader, err := r.cfg.Store.TryLead(ctx, time.Second)
+		if err != nil && ctx.Err() == nil {
+			r.log.Error("leader election failed", "err", err)
+		}
+		if leader != nil {
+			r.lead(ctx, leader)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(r.cfg.LeaderRetry):
+		}
+	}
+}
+
+// lead runs passes while leader holds; when it is lost (or ctx ends) every
+// job in flight is cancelled and waited for before it returns.
+func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
+	ctx, cancel := context.WithCancel(parent)
+	var jobs sync.WaitGroup
+	defer func() {
+		cancel()
+		jobs.Wait()
+		leader.Release()
+		r.setLeading(false)
+	}()
+	r.setLeading(true)
+	r.log.Info("leading")
+	if err := r.resume(ctx, &jobs); err != nil {
+		r.log.Error("resume journal failed", "err", err)
+	}
+	tick := time.NewTicker(r.cfg.Resync)
+	defer tick.Stop()
+	for {
+		if _, err := r.Pass(ctx, &jobs); err != nil && ctx.Err() == nil {
+			r.log.Error("reconcile pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-leader.Lost:
+			r.log.Warn("leadership lost")
+			return
+		case <-r.kick:
+		case <-tick.C:
+		}
+	}
+}
+
+func (r *Reconciler) setLeading(v bool) {
+	r.mu.Lock()
+	r.leading = v
+	r.mu.Unlock()
+	if v {
+		r.cfg.Metrics.leader.Set(1)
+	} else {
+		r.cfg.Metrics.leader.Set(0)
+	}
+}
+
+// cloudFor returns the DigitalOcean pool, building it on first use.
+func (r *Reconciler) cloudFor(f *schema.Fleet) (*cloud.Pool, error) {
+	key := ""
+	for _, a := range f.Spec.Accounts {
+		key += a.Name + "=" + a.TokenEnv + ";"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cloud != nil {
+		if r.accounts != key && !r.warned {
+			r.warned = true
+			r.log.Warn("genesis.yaml changed its accounts; restart the reconciler to use them")
+		}
+		return r.cloud, nil
+	}
+	c, err := r.cfg.NewCloud(f)
+	if err != nil {
+		return nil, err
+	}
+	r.cloud, r.accounts = c, key
+	return c, nil
+}
+
+// resume finishes the journal's unfinished operations: their actions are
+// idempotent, so running them again completes what a crash interrupted.
+func (r *Reconciler) resume(ctx context.Context, jobs *sync.WaitGroup) error {
+	snap, ok := r.Snapshot()
+	if !ok || snap.Fleet == nil {
+		return nil
+	}
+	c, err := r.cloudFor(snap.Fleet)
+	if err != nil {
+		return err
+	}
+	ops, err := r.cfg.Store.InFlight(ctx)
+	if err != nil {
+		return err
+	}
+	for _, op := range ops {
+		op := op
+		r.log.Info("resuming operation", "op", op.ID, "tenant", op.Workspace, "kind", op.Kind, "step", op.Step)
+		if !r.claim(op.Workspace) {
+			continue
+		}
+		jobs.Add(1)
+		go func() {
+			defer jobs.Done()
+			defer r.release(op.Workspace)
+			if err := r.cfg.Store.Retry(ctx, op.ID); err != nil {
+				r.log.Error("journal retry failed", "op", op.ID, "err", err)
+				return
+			}
+			t := snap.Tenants[op.Workspace].Tenant
+			desired := schema.State("")
+			if t != nil {
+				desired = t.Spec.State
+			}
+			r.run(ctx, c, op.ID, op.Action, desired, snap.Tenants[op.Workspace].ValidBlob, op.Commit, true)
+		}()
+	}
+	return nil
+}
+
+func (r *Reconciler) claim(ws string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running[ws] {
+		return false
+	}
+	r.running[ws] = true
+	return true
+}
+
+func (r *Reconciler) release(ws string) {
+	r.mu.Lock()
+	delete(r.running, ws)
+	r.mu.Unlock()
+	r.Kick()
+}
+
+// Pass is one reconcile: observe, plan, dispatch. Actions run in the
+// background (one job per tenant, its actions in order); the next pass
+// leaves tenants with a job in flight alone.
+func (r *Reconciler) Pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan, error) {
+	start := r.cfg.Now()
+	m := r.cfg.Metrics
+	p, err := r.pass(ctx, jobs)
+	result := "ok"
+	switch {
+	case err != nil:
+		result = "error"
+	case len(p.Refused) > 0:
+		result = "refused"
+	}
+	m.reconciles.WithLabelValues(result).Inc()
+	m.reconcileSeconds.WithLabelValues(result).Observe(r.cfg.Now().Sub(start).Seconds())
+	return p, err
+}
+
+func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan, error) {
+	snap, ok := r.Snapshot()
+	if !ok {
+		return plan.Plan{}, errNoSnapshot
+	}
+	if snap.Fleet == nil {
+		return plan.Plan{}, fmt.Errorf("no valid genesis.yaml at %s: %v", snap.Commit, snap.FleetErrors)
+	}
+	c, err := r.cloudFor(snap.Fleet)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	if err := r.cfg.Store.SyncAccounts(ctx, snap.Fleet); err != nil {
+		return plan.Plan{}, err
+	}
+	d := Desired(snap)
+	declared := map[string]schema.State{}
+	for id, t := range d.Tenants {
+		declared[id] = t.Spec.State
+	}
+	if err := r.cfg.Store.SetDesired(ctx, declared, snap.Commit); err != nil {
+		return plan.Plan{}, err
+	}
+	obs := c.Observe(ctx)
+	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete}
+	if o.Status, err = r.cfg.Store.LoadStatus(ctx); err != nil {
+		return plan.Plan{}, err
+	}
+	ops, err := r.cfg.Store.InFlight(ctx)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	o.InFlight = map[string]string{}
+	for _, op := range ops {
+		o.InFlight[op.Workspace] = op.Kind
+	}
+	r.mu.Lock()
+	for ws := range r.running {
+		if o.InFlight[ws] == "" {
+			o.InFlight[ws] = "running"
+		}
+	}
+	r.mu.Unlock()
+	p := plan.Compute(d, o, r.cfg.Now(), plan.Options{AllowMassChange: r.cfg.AllowMassChange})
+	r.record(o, p, snap)
+	if len(p.Refused) > 0 {
+		for _, ref := range p.Refused {
+			r.log.Warn("plan refused by safety limits", "reason", ref.Reason, "detail", ref.Detail, "withheld", len(p.Withheld))
+		}
+	}
+	byTenant := map[string][]plan.Action{}
+	var order []string
+	for _, a := range p.Actions {
+		if _, ok := byTenant[a.Workspace]; !ok {
+			order = append(order, a.Workspace)
+		}
+		byTenant[a.Workspace] = append(byTenant[a.Workspace], a)
+	}
+	for _, ws := range order {
+		if !r.claim(ws) {
+			continue
+		}
+		actions := byTenant[ws]
+		desired, hash := d.Tenants[ws].Spec.State, d.Hashes[ws]
+		jobs.Add(1)
+		go func() {
+			defer jobs.Done()
+			defer r.release(ws)
+			for _, a := range actions {
+				id, err := r.cfg.Store.Begin(ctx, a, desired, snap.Commit)
+				if errors.Is(err, store.ErrBusy) {
+					return
+				}
+				if err != nil {
+					r.log.Error("journal failed", "tenant", ws, "action", a.Kind, "err", err)
+					return
+				}
+				if !r.run(ctx, c, id, a, desired, hash, snap.Commit, false) {
+					return
+				}
+			}
+		}()
+	}
+	if snap.Commit != "" && r.cfg.Reconciled != nil {
+		r.cfg.Reconciled(snap.Commit)
+	}
+	return p, nil
+}
+
+// run executes one journaled action and records its outcome; it reports
+// whether the action succeeded. A create that fails after its droplet
+// exists is rolled back: the half-made droplet is destroyed, freeing the
+// account's slot, and the failure recorded.
+func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.Action, desired schema.State, hash, commit string, resume bool) bool {
+	log := r.log.With("op", opID, "tenant", a.Workspace, "action", a.Kind)
+	log.Info("action started", "droplet", a.Droplet, "account", a.Account, "reason", a.Reason, "resume", resume)
+	start := r.cfg.Now()
+	opt := cloud.ExecOptions{Resume: resume, Progress: func(step string, res cloud.Result) {
+		if err := r.cfg.Store.Step(ctx, opID, step, res.DropletID); err != nil {
+			log.Error("journal step failed", "step", step, "err", err)
+		}
+	}}
+	if r.cfg.UserData != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Resize) {
+		ud, err := r.cfg.UserData(ctx, a)
+		if err != nil {
+			log.Error("render user data failed", "err", err)
+			if ferr := r.cfg.Store.Finish(ctx, opID, a, store.Outcome{Desired: desired, Commit: commit}, fmt.Errorf("render user data: %w", err)); ferr != nil {
+				log.Error("journal finish failed", "err", ferr)
+			}
+			return false
+		}
+		opt.UserData = ud
+	}
+	res, err := c.Execute(ctx, a, opt)
+	if ctx.Err() != nil {
+		// Leadership ended mid-action: the journal keeps it in flight
+		// and the next leader resumes it.
+		log.Info("action interrupted; left for resume")
+		return false
+	}
+	if err != nil && (a.Kind == plan.Create || a.Kind == plan.Wake) && res.DropletID != 0 {
+		rb := plan.Action{Kind: plan.Destroy, Workspace: a.Workspace, Account: res.Account, Droplet: a.Droplet, DropletID: res.DropletID}
+		if _, rbErr := c.Execute(ctx, rb, cloud.ExecOptions{}); rbErr != nil {
+			err = fmt.Errorf("%w (rollback of droplet %d failed: %v)", err, res.DropletID, rbErr)
+		} else {
+			err = fmt.Errorf("%w (rolled back: droplet %d destroyed)", err, res.DropletID)
+		}
+	}
+	out := store.Outcome{Account: res.Account, DropletID: res.DropletID, DropletName: a.Droplet, IP: res.IP,
+		SnapshotID: res.SnapshotID, SnapshotGB: res.SnapshotSizeGB, TenantHash: hash, Desired: desired, Commit: commit,
+		ByPolicy: a.Kind == plan.Hibernate && desired == schema.StateRunning}
+	if out.Account == "" {
+		out.Account = a.Account
+	}
+	if a.Kind == plan.Resize {
+		out.DropletName = plan.DropletName(a.Workspace, a.Gen)
+	}
+	if out.DropletID == 0 {
+		out.DropletID = a.DropletID
+	}
+	result := "succeeded"
+	if err != nil {
+		result = "failed"
+	}
+	r.cfg.Metrics.actions.WithLabelValues(string(a.Kind), result).Inc()
+	if ferr := r.cfg.Store.Finish(ctx, opID, a, out, err); ferr != nil {
+		log.Error("journal finish failed", "err", ferr)
+		return false
+	}
+	if err != nil {
+		log.Error("action failed", "err", err, "seconds", r.cfg.Now().Sub(start).Seconds())
+		return false
+	}
+	log.Info("action succeeded", "droplet_id", out.DropletID, "seconds", r.cfg.Now().Sub(start).Seconds())
+	return true
+}
+
+// record keeps the last observation and plan, and updates the gauges.
+func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot) {
+	r.mu.Lock()
+	r.observed, r.last = o, p
+	r.mu.Unlock()
+	m := r.cfg.Metrics
+	m.orphans.Set(float64(len(p.Orphans)))
+	m.noCapacity.Set(float64(len(p.NoCapacity)))
+	for _, ref := range p.Refused {
+		m.refusals.WithLabelValues(ref.Reason).Inc()
+	}
+	states := map[string]int{}
+	for _, st := range o.Status {
+		states[st.Lifecycle]++
+	}
+	m.lifecycle.Reset()
+	for s, n := range states {
+		m.lifecycle.WithLabelValues(s).Set(float64(n))
+	}
+	declared := map[string]int{}
+	for _, ts := range snap.Tenants {
+		if ts.Tenant != nil {
+			declared[string(ts.Tenant.Spec.State)]++
+		}
+	}
+	m.declared.Reset()
+	for s, n := range declared {
+		m.declared.WithLabelValues(s).Set(float64(n))
+	}
+}
+
+// Observed is the last observation (for genesis plan --reconciler).
+func (r *Reconciler) Observed() plan.Observed {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o := r.observed
+	// Copies, so the caller can encode while a pass runs.
+	o.Droplets = append([]plan.Droplet(nil), o.Droplets...)
+	o.Snapshots = append([]plan.Snapshot(nil), o.Snapshots...)
+	sort.Slice(o.Droplets, func(i, j int) bool { return o.Droplets[i].ID < o.Droplets[j].ID })
+	return o
+}
