@@ -45,8 +45,6 @@ type budget struct {
 	capped   bool
 	cap      int
 	capUntil time.Time
-	// remaining is the last RateLimit-Remaining seen, -1 before any.
-	remaining int
 	waiters   waitHeap
 	seq       uint64
 	// changed is closed (and replaced) whenever the state changes.
@@ -65,7 +63,7 @@ type window struct {
 const unlimited = -1
 
 func newBudget(perMinute, perHour int, now func() time.Time, sleep func(context.Context, time.Duration) error) *budget {
-	b := &budget{now: now, sleep: sleep, remaining: -1, changed: make(chan struct{})}
+	b := &budget{now: now, sleep: sleep, changed: make(chan struct{})}
 	if perMinute != unlimited {
 		b.windows = append(b.windows, &window{limit: perMinute, span: time.Minute})
 	}
@@ -217,7 +215,6 @@ func (b *budget) observeLocked(now time.Time, resp *http.Response) {
 		reset = time.Unix(v+1, 0)
 	}
 	if rem, err := strconv.Atoi(resp.Header.Get("RateLimit-Remaining")); err == nil {
-		b.remaining = rem
 		ours := -1
 		for _, w := range b.windows {
 			if w.span == time.Hour {
@@ -245,11 +242,11 @@ func (b *budget) observeLocked(now time.Time, resp *http.Response) {
 	}
 }
 
-// lastRemaining returns the last RateLimit-Remaining seen, -1 before any.
-func (b *budget) lastRemaining() int {
+// active returns how many requests are in flight.
+func (b *budget) active() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.remaining
+	return b.inFlight
 }
 
 // waiter is one goroutine waiting for a token or a job slot.

@@ -220,6 +220,15 @@ func (p *Pool) Close() {
 	}
 }
 
+// inFlight returns how many requests are in flight in every account.
+func (p *Pool) inFlight() int {
+	n := 0
+	for _, ac := range p.accounts {
+		n += ac.budget.active()
+	}
+	return n
+}
+
 func (p *Pool) account(name, op string) (*account, error) {
 	ac := p.accounts[name]
 	if ac == nil {

@@ -1,0 +1,185 @@
+package cloud
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"genesis.dev/fleet/reconciler/dosim"
+	"genesis.dev/fleet/reconciler/dosim/dosimtest"
+	"genesis.dev/fleet/reconciler/plan"
+)
+
+// env is a frozen simulator and a Pool whose clock is the simulator's:
+// Sleep moves simulated time forward instead of waiting, so backoffs, rate
+// windows and boot waits cost no real time.
+type env struct {
+	t    testing.TB
+	srv  *dosimtest.Server
+	sim  *dosim.Sim
+	pool *Pool
+	reg  *prometheus.Registry
+	// tokens by account name.
+	tokens map[string]string
+}
+
+type envOpts struct {
+	accounts []dosim.Account
+	sim      dosim.Limits
+	limits   Limits
+	wrap     func(http.Handler) http.Handler
+}
+
+func unlimitedSim() dosim.Limits { return dosim.Limits{RatePerMinute: -1, RatePerHour: -1} }
+
+func newEnv(t testing.TB, o envOpts) *env {
+	t.Helper()
+	if o.accounts == nil {
+		o.accounts = []dosim.Account{{Name: "a", Token: "tok-a", DropletLimit: 1000}}
+	}
+	var opts []dosimtest.Option
+	if o.wrap != nil {
+		opts = append(opts, dosimtest.WithMiddleware(o.wrap))
+	}
+	srv := dosimtest.Start(t, dosim.Config{Accounts: o.accounts, Limits: o.sim, Seed: 1}, opts...)
+	srv.Sim.Freeze(true)
+	e := &env{t: t, srv: srv, sim: srv.Sim, reg: prometheus.NewRegistry(), tokens: map[string]string{}}
+	var accts []Account
+	for _, a := range o.accounts {
+		accts = append(accts, Account{Name: a.Name, Token: a.Token, BaseURL: srv.URL})
+		e.tokens[a.Name] = a.Token
+	}
+	var err error
+	e.pool, err = New(Config{
+		Accounts:   accts,
+		Limits:     o.limits,
+		Logger:     slog.New(slog.DiscardHandler),
+		Registerer: e.reg,
+		Now:        srv.Sim.Now,
+		Sleep:      simSleep(srv.Sim, func() bool { return e.pool == nil || e.pool.inFlight() == 0 }),
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(e.pool.Close)
+	return e
+}
+
+// simSleep "sleeps" by moving the simulator's clock to now+d (never
+// backwards, so concurrent sleepers end at the latest of their deadlines).
+// Like a real clock, in which a request takes a few milliseconds, simulated
+// time does not move while requests are in flight: it waits (in real time)
+// until quiet says none is.
+func simSleep(sim *dosim.Sim, quiet func() bool) func(context.Context, time.Duration) error {
+	return func(ctx context.Context, d time.Duration) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d > 0 {
+			for !quiet() && ctx.Err() == nil {
+				time.Sleep(20 * time.Microsecond)
+			}
+			sim.SetTime(sim.Now().Add(d))
+		}
+		runtime.Gosched()
+		return ctx.Err()
+	}
+}
+
+// client is a plain godo client on account name, for setting the scene.
+func (e *env) client(name string) *godo.Client { return e.srv.Client(e.tokens[name]) }
+
+// droplets returns the simulator's droplets (all accounts) by name.
+func (e *env) droplets() map[string][]map[string]any {
+	out := map[string][]map[string]any{}
+	for _, d := range e.sim.Snapshot().Droplets {
+		n := d["name"].(string)
+		out[n] = append(out[n], d)
+	}
+	return out
+}
+
+func (e *env) snapshots() []map[string]any { return e.sim.Snapshot().Snapshots }
+
+func num(v any) int {
+	switch x := v.(type) {
+	case int:
+		return x
+	case float64:
+		return int(x)
+	case string:
+		var n int
+		fmt.Sscan(x, &n)
+		return n
+	}
+	return 0
+}
+
+func createAction(ws, account string, alts ...string) plan.Action {
+	return plan.Action{
+		Kind: plan.Create, Workspace: ws, Account: account, Alternates: alts,
+		Region: "nyc3", Size: "s-1vcpu-1gb", Image: "ubuntu-24-04-x64", Tier: "starter",
+		Droplet: plan.DropletName(ws, 1), Gen: 1,
+	}
+}
+
+// counter sums a counter metric's samples whose labels include want.
+func (e *env) counter(name string, want map[string]string) float64 {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatalf("gather: %v", err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if have[k] != v {
+					continue metric
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// steps records Progress calls.
+type steps struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (s *steps) add(step string, _ Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.got = append(s.got, step)
+}
+
+func (s *steps) list() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.got)
+}
