@@ -1,0 +1,365 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"github.com/google/go-cmp/cmp"
+
+	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/reconciler/cloud"
+	"genesis.dev/fleet/reconciler/dosim"
+	"genesis.dev/fleet/reconciler/dosim/dosimtest"
+	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/tenants"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const fleetYAML = `apiVersion: genesis.dev/v1
+kind: Fleet
+spec:
+  accounts:
+    - {name: acct-a, regions: [nyc3], maxDroplets: 20, tokenEnv: TOKEN_A}
+    - {name: acct-b, regions: [nyc3, fra1], maxDroplets: 20, tokenEnv: TOKEN_B}
+  defaults: {size: s-1vcpu-1gb, image: ubuntu-22-04-x64, n8nVersion: 1.123.81}
+  recipients: [age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3]
+  safety: {maxDestroyPerRun: 2, maxHibernatePercent: 50}
+  sizes:
+    s-1vcpu-1gb: {monthlyUSD: 6}
+    s-1vcpu-2gb: {monthlyUSD: 12}
+`
+
+func tenantYAML(id, state, region string) string {
+	return fmt.Sprintf("apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: %s, name: %s, tier: pro}\nspec:\n  state: %s\n  droplet: {region: %s}\n", id, id, state, region)
+}
+
+// harness is a reconciler wired to real parts: a git repository edited with
+// the git CLI, Postgres, and the DigitalOcean simulator through godo.
+type harness struct {
+	t     *testing.T
+	repo  string
+	sim   *dosimtest.Server
+	store *store.Store
+	src   *tenants.Source
+	rec   *Reconciler
+	pool  *cloud.Pool
+	jobs  sync.WaitGroup
+}
+
+var tokens = map[string]string{"acct-a": "tok-a", "acct-b": "tok-b"}
+
+func newHarness(t *testing.T, limits dosim.Limits) *harness {
+	t.Helper()
+	h := &harness{t: t, repo: t.TempDir()}
+	h.git("init", "-q", "-b", "main")
+	h.write("genesis.yaml", fleetYAML)
+	h.commit("fleet")
+	h.sim = dosimtest.Start(t, dosim.Config{Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 50}, {Name: "acct-b", Token: "tok-b", DropletLimit: 50}}, Limits: limits})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	var err error
+	h.store, err = store.Open(t.Context(), pgtest.New(t), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.store.Close)
+	h.src, err = tenants.Open(t.Context(), tenants.Config{Repo: h.repo, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.rec = New(Config{Store: h.store, Logger: log, NewCloud: func(f *schema.Fleet) (*cloud.Pool, error) {
+		var accts []cloud.Account
+		for _, a := range f.Spec.Accounts {
+			accts = append(accts, cloud.Account{Name: a.Name, Token: tokens[a.Name], BaseURL: h.sim.URL})
+		}
+		p, err := cloud.New(cloud.Config{Accounts: accts, Logger: log, Limits: cloud.Limits{PollMin: 5 * time.Millisecond, PollMax: 20 * time.Millisecond, RetryBase: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond}})
+		h.pool = p
+		return p, err
+	}})
+	return h
+}
+
+func (h *harness) git(args ...string) {
+	h.t.Helper()
+	cmd := exec.Command("git", append([]string{"-C", h.repo, "-c", "user.name=test", "-c", "user.email=test@example.com"}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		h.t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+}
+
+func (h *harness) write(name, body string) {
+	h.t.Helper()
+	p := filepath.Join(h.repo, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) commit(msg string) {
+	h.t.Helper()
+	h.git("add", "-A")
+	h.git("commit", "-q", "--allow-empty", "-m", msg)
+}
+
+// converge syncs git and runs passes, waiting for each pass's jobs, until a
+// pass plans nothing (or gives up after a bound); it returns the last plan.
+func (h *harness) converge(ctx context.Context) plan.Plan {
+	h.t.Helper()
+	snap, err := h.src.Sync(ctx)
+	h.rec.Deliver(ctx, snap, err)
+	var p plan.Plan
+	for range 20 {
+		p, err = h.rec.Pass(ctx, &h.jobs)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		h.jobs.Wait()
+		if p.Empty() {
+			return p
+		}
+	}
+	h.t.Fatalf("no convergence after 20 passes; last plan %v", p.Actions)
+	return p
+}
+
+// droplets lists the simulator's droplets through godo: name → account.
+func (h *harness) droplets() map[string]string {
+	h.t.Helper()
+	out := map[string]string{}
+	for acct, tok := range tokens {
+		c := h.sim.Client(tok)
+		ds, _, err := c.Droplets.List(h.t.Context(), &godo.ListOptions{PerPage: 200})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, d := range ds {
+			if prev, dup := out[d.Name]; dup {
+				h.t.Fatalf("droplet %s exists twice (%s and %s)", d.Name, prev, acct)
+			}
+			out[d.Name] = acct
+		}
+	}
+	return out
+}
+
+func names(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (h *harness) lifecycle(ws string) string {
+	h.t.Helper()
+	st, err := h.store.LoadStatus(h.t.Context())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return st[ws].Lifecycle
+}
+
+func TestReconcileStory(t *testing.T) {
+	h := newHarness(t, dosim.Limits{})
+	ctx := t.Context()
+
+	// Onboarding by commit.
+	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
+	h.write("tenants/ws-b.yaml", tenantYAML("ws-b", "running", "fra1"))
+	h.commit("onboard ws-a, ws-b")
+	h.converge(ctx)
+	if diff := cmp.Diff([]string{"genesis-ws-a-1", "genesis-ws-b-1"}, names(h.droplets())); diff != "" {
+		t.Fatalf("droplets after onboarding (-want +got):\n%s", diff)
+	}
+	if got := h.droplets()["genesis-ws-b-1"]; got != "acct-b" {
+		t.Errorf("ws-b (fra1) landed in %s; only acct-b serves fra1", got)
+	}
+	if got := h.lifecycle("ws-a"); got != "INITIALIZING" {
+		t.Errorf("ws-a lifecycle = %s, want INITIALIZING (booted, waiting for its agent)", got)
+	}
+
+	// A broken file leaves its tenant at its last valid version and the
+	// rest reconciling.
+	h.write("tenants/ws-a.yaml", "apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: ws-a}\nspec: {state: bogus}\n")
+	h.write("tenants/ws-c.yaml", tenantYAML("ws-c", "running", "nyc3"))
+	h.commit("break ws-a, add ws-c")
+	h.converge(ctx)
+	if diff := cmp.Diff([]string{"genesis-ws-a-1", "genesis-ws-b-1", "genesis-ws-c-1"}, names(h.droplets())); diff != "" {
+		t.Fatalf("droplets after a broken file (-want +got):\n%s", diff)
+	}
+	snap, _ := h.rec.Snapshot()
+	if snap.Tenants["ws-a"].Status != tenants.StatusInvalid || snap.Tenants["ws-a"].Tenant == nil {
+		t.Errorf("ws-a should be invalid and kept at its last valid version: %+v", snap.Tenants["ws-a"])
+	}
+
+	// Deleting a tenant file reports an orphan and destroys nothing.
+	h.git("rm", "-q", "tenants/ws-c.yaml")
+	h.commit("remove ws-c's file")
+	p := h.converge(ctx)
+	if _, ok := h.droplets()["genesis-ws-c-1"]; !ok {
+		t.Fatalf("removing a tenant file destroyed its droplet")
+	}
+	if len(p.Orphans) != 1 || p.Orphans[0].Droplet != "genesis-ws-c-1" {
+		t.Errorf("orphans = %+v, want genesis-ws-c-1", p.Orphans)
+	}
+
+	// state: absent destroys.
+	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "absent", "nyc3"))
+	h.commit("offboard ws-a")
+	h.converge(ctx)
+	if _, ok := h.droplets()["genesis-ws-a-1"]; ok {
+		t.Fatalf("state: absent did not destroy ws-a's droplet")
+	}
+	if got := h.lifecycle("ws-a"); got != "DESTROYED" {
+		t.Errorf("ws-a lifecycle = %s, want DESTROYED", got)
+	}
+
+	// Mass deletion is refused: three absent against maxDestroyPerRun 2.
+	for _, id := range []string{"ws-d", "ws-e", "ws-f"} {
+		h.write("tenants/"+id+".yaml", tenantYAML(id, "running", "nyc3"))
+	}
+	h.commit("three more")
+	h.converge(ctx)
+	for _, id := range []string{"ws-b", "ws-d", "ws-e"} {
+		region := "nyc3"
+		if id == "ws-b" {
+			region = "fra1"
+		}
+		h.write("tenants/"+id+".yaml", tenantYAML(id, "absent", region))
+	}
+	h.commit("offboard three at once")
+	snap, err := h.src.Sync(ctx)
+	h.rec.Deliver(ctx, snap, err)
+	p, err = h.rec.Pass(ctx, &h.jobs)
+	h.jobs.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Refused) != 1 || len(p.Actions) != 0 || len(p.Withheld) != 3 {
+		t.Fatalf("mass destroy: refused %v, actions %v, withheld %d", p.Refused, p.Actions, len(p.Withheld))
+	}
+	if got := len(h.droplets()); got != 5 {
+		t.Errorf("droplets after a refused plan = %d, want 5 (nothing destroyed)", got)
+	}
+
+	// Every action and its outcome is in the audit log with its commit.
+	var n int
+	if err := h.store.Pool().QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE commit IS NOT NULL`).Scan(&n); err != nil || n < 7 {
+		t.Errorf("audit entries with a commit = %d (%v), want ≥ 7", n, err)
+	}
+}
+
+// TestRateLimitStorm: with DigitalOcean's limit at 20 requests a minute on
+// the simulator, onboarding converges with no duplicate droplets.
+func TestRateLimitStorm(t *testing.T) {
+	h := newHarness(t, dosim.Limits{RatePerMinute: 20, RatePerHour: -1})
+	ctx := t.Context()
+	for i := range 6 {
+		id := fmt.Sprintf("ws-%02d", i)
+		h.write("tenants/"+id+".yaml", tenantYAML(id, "running", "nyc3"))
+	}
+	h.commit("six tenants")
+	// Run the clock fast: every real millisecond is 100 simulated ones.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+				h.sim.Sim.Advance(time.Second)
+			}
+		}
+	}()
+	h.converge(ctx)
+	if got := len(h.droplets()); got != 6 {
+		t.Errorf("droplets = %d, want 6", got)
+	}
+}
+
+func TestResumeAfterCrash(t *testing.T) {
+	h := newHarness(t, dosim.Limits{})
+	ctx := t.Context()
+	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
+	h.commit("onboard")
+	snap, err := h.src.Sync(ctx)
+	h.rec.Deliver(ctx, snap, err)
+	// A crash after the create was journaled and sent, before its outcome
+	// was recorded: journal it, create it by hand as the dead leader did.
+	if err := h.store.SyncAccounts(ctx, snap.Fleet); err != nil {
+		t.Fatal(err)
+	}
+	a := plan.Action{Kind: plan.Create, Workspace: "ws-a", Account: "acct-a", Region: "nyc3", Size: "s-1vcpu-1gb", Image: "ubuntu-22-04-x64", Tier: "pro", Droplet: "genesis-ws-a-1", Gen: 1}
+	if _, err := h.store.Begin(ctx, a, schema.StateRunning, snap.Commit); err != nil {
+		t.Fatal(err)
+	}
+	c := h.sim.Client("tok-a")
+	if _, _, err := c.Droplets.Create(ctx, &godo.DropletCreateRequest{Name: "genesis-ws-a-1", Region: "nyc3", Size: "s-1vcpu-1gb",
+		Image: godo.DropletCreateImage{Slug: "ubuntu-22-04-x64"}, Tags: plan.Tags("ws-a", "acct-a", "pro")}); err != nil {
+		t.Fatal(err)
+	}
+	// The new leader resumes the journal, then plans: one droplet.
+	if _, err := h.rec.cloudFor(snap.Fleet); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.rec.resume(ctx, &h.jobs); err != nil {
+		t.Fatal(err)
+	}
+	h.jobs.Wait()
+	h.converge(ctx)
+	if diff := cmp.Diff([]string{"genesis-ws-a-1"}, names(h.droplets())); diff != "" {
+		t.Errorf("droplets after resume (-want +got):\n%s", diff)
+	}
+	if ops, _ := h.store.InFlight(ctx); len(ops) != 0 {
+		t.Errorf("operations still in flight: %+v", ops)
+	}
+	if got := h.lifecycle("ws-a"); got != "INITIALIZING" {
+		t.Errorf("lifecycle = %s", got)
+	}
+}
+
+func TestObservedHandlerAndFleet(t *testing.T) {
+	h := newHarness(t, dosim.Limits{})
+	ctx := t.Context()
+	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
+	h.write("tenants/ws-bad.yaml", "apiVersion: genesis.dev/v1\nkind: Tenant\n")
+	h.commit("one good, one bad")
+	h.converge(ctx)
+	o := h.rec.Observed()
+	if len(o.Droplets) != 1 || o.Status["ws-a"].DropletID == 0 {
+		t.Errorf("observed = %+v", o)
+	}
+	rows, err := h.store.Fleet(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := fleetView(rows, h.rec)
+	var got []string
+	for _, tv := range doc.Tenants {
+		got = append(got, fmt.Sprintf("%s %s valid=%v errors=%d", tv.Workspace, tv.Lifecycle, tv.Valid, len(tv.FileErrors)))
+	}
+	if diff := cmp.Diff([]string{"ws-a INITIALIZING valid=true errors=0", "ws-bad PENDING valid=false errors=5"}, got); diff != "" {
+		t.Errorf("fleet view (-want +got):\n%s\n%s", diff, strings.Join(got, "\n"))
+	}
+}
