@@ -45,10 +45,12 @@ var adminURL string
 // Main runs the tests of m against a Postgres server and exits with their
 // status. Call it from TestMain.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main without the exit: it returns the tests' exit code, so a
+// TestMain can clean up its own fixtures before exiting.
+func Run(m *testing.M) int {
 	if u := os.Getenv("DATABASE_URL"); u != "" {
 		adminURL = u
 		return m.Run()
