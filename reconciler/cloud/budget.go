@@ -33,8 +33,8 @@ import (
 // Waiters are served by priority (plan.Kind.Priority; lower first), FIFO
 // within one.
 type budget struct {
-	now   func() time.Time
-	sleep func(context.Context, time.Duration) error
+	now        func() time.Time
+	sleepUntil func(context.Context, time.Time) error
 
 	mu       sync.Mutex
 	windows  []*window
@@ -45,8 +45,8 @@ type budget struct {
 	capped   bool
 	cap      int
 	capUntil time.Time
-	waiters   waitHeap
-	seq       uint64
+	waiters  waitHeap
+	seq      uint64
 	// changed is closed (and replaced) whenever the state changes.
 	changed chan struct{}
 }
@@ -62,8 +62,8 @@ type window struct {
 // unlimited is a limit that never binds.
 const unlimited = -1
 
-func newBudget(perMinute, perHour int, now func() time.Time, sleep func(context.Context, time.Duration) error) *budget {
-	b := &budget{now: now, sleep: sleep, changed: make(chan struct{})}
+func newBudget(perMinute, perHour int, now func() time.Time, sleepUntil func(context.Context, time.Time) error) *budget {
+	b := &budget{now: now, sleepUntil: sleepUntil, changed: make(chan struct{})}
 	if perMinute != unlimited {
 		b.windows = append(b.windows, &window{limit: perMinute, span: time.Minute})
 	}
@@ -155,7 +155,7 @@ func (b *budget) acquire(ctx context.Context, prio int) (func(*http.Response), e
 			b.mu.Unlock()
 			var err error
 			if known {
-				err = b.sleep(ctx, at.Sub(now))
+				err = b.sleepUntil(ctx, at)
 			} else {
 				select {
 				case <-changed:

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -20,8 +19,8 @@ import (
 )
 
 // env is a frozen simulator and a Pool whose clock is the simulator's:
-// Sleep moves simulated time forward instead of waiting, so backoffs, rate
-// windows and boot waits cost no real time.
+// sleeps move simulated time forward instead of waiting (vclock), so
+// backoffs, rate windows and boot waits cost (almost) no real time.
 type env struct {
 	t    testing.TB
 	srv  *dosimtest.Server
@@ -65,7 +64,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		Logger:     slog.New(slog.DiscardHandler),
 		Registerer: e.reg,
 		Now:        srv.Sim.Now,
-		Sleep:      simSleep(srv.Sim, func() bool { return e.pool == nil || e.pool.inFlight() == 0 }),
+		SleepUntil: (&vclock{sim: srv.Sim, sleepers: map[*time.Time]struct{}{}, quiet: func() bool { return e.pool.inFlight() == 0 }}).SleepUntil,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -74,24 +73,62 @@ func newEnv(t testing.TB, o envOpts) *env {
 	return e
 }
 
-// simSleep "sleeps" by moving the simulator's clock to now+d (never
-// backwards, so concurrent sleepers end at the latest of their deadlines).
-// Like a real clock, in which a request takes a few milliseconds, simulated
-// time does not move while requests are in flight: it waits (in real time)
-// until quiet says none is.
-func simSleep(sim *dosim.Sim, quiet func() bool) func(context.Context, time.Duration) error {
-	return func(ctx context.Context, d time.Duration) error {
+// vclock is virtual time on the simulator's frozen clock: a sleeper does
+// not wait, the clock jumps to a deadline. To behave like a real clock (in
+// which requests take milliseconds and minutes pass only while everybody
+// waits), it moves only once the pool has settled — no request in flight
+// for a while — and then only to the earliest deadline anybody sleeps for.
+type vclock struct {
+	sim   *dosim.Sim
+	quiet func() bool
+
+	mu       sync.Mutex
+	sleepers map[*time.Time]struct{}
+}
+
+// settle is how long (real time) nothing may be in flight before the
+// clock moves.
+const settle = 2 * time.Millisecond
+
+func (v *vclock) SleepUntil(ctx context.Context, until time.Time) error {
+	if !until.After(v.sim.Now()) {
+		return ctx.Err()
+	}
+	v.mu.Lock()
+	v.sleepers[&until] = struct{}{}
+	v.mu.Unlock()
+	defer func() {
+		v.mu.Lock()
+		delete(v.sleepers, &until)
+		v.mu.Unlock()
+	}()
+	quietSince := time.Time{}
+	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if d > 0 {
-			for !quiet() && ctx.Err() == nil {
-				time.Sleep(20 * time.Microsecond)
-			}
-			sim.SetTime(sim.Now().Add(d))
+		if !until.After(v.sim.Now()) {
+			return nil
 		}
-		runtime.Gosched()
-		return ctx.Err()
+		if !v.quiet() {
+			quietSince = time.Time{}
+		} else if quietSince.IsZero() {
+			quietSince = time.Now()
+		} else if time.Since(quietSince) >= settle {
+			v.mu.Lock()
+			first := true
+			for t := range v.sleepers {
+				first = first && !t.Before(until)
+			}
+			if first {
+				v.sim.SetTime(until)
+			}
+			v.mu.Unlock()
+			if first {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Microsecond)
 	}
 }
 

@@ -101,10 +101,11 @@ type Config struct {
 	// nil).
 	Registerer prometheus.Registerer
 	// Now is the clock of the rate budget and of waits (time.Now when
-	// nil). Sleep waits d or until ctx ends (a timer when nil). Tests run
-	// both on the simulator's clock.
-	Now   func() time.Time
-	Sleep func(ctx context.Context, d time.Duration) error
+	// nil). SleepUntil returns once Now reads until or later, or ctx ends
+	// (a timer when nil). Tests run both on the simulator's clock; an
+	// absolute deadline lets a virtual clock jump straight to it.
+	Now        func() time.Time
+	SleepUntil func(ctx context.Context, until time.Time) error
 	// Transport is the HTTP transport under the oauth2 one (a clone of
 	// http.DefaultTransport per account when nil).
 	Transport http.RoundTripper
@@ -113,13 +114,13 @@ type Config struct {
 // Pool holds one godo client, rate budget and job scheduler per account.
 // It is safe for concurrent use.
 type Pool struct {
-	log      *slog.Logger
-	lim      Limits
-	now      func() time.Time
-	sleep    func(context.Context, time.Duration) error
-	accounts map[string]*account
-	names    []string
-	idle     []*http.Transport
+	log        *slog.Logger
+	lim        Limits
+	now        func() time.Time
+	sleepUntil func(context.Context, time.Time) error
+	accounts   map[string]*account
+	names      []string
+	idle       []*http.Transport
 }
 
 // account is one account's client and scheduler.
@@ -137,11 +138,11 @@ func New(cfg Config) (*Pool, error) {
 		return nil, errors.New("cloud: no accounts")
 	}
 	p := &Pool{
-		log:      cfg.Logger,
-		lim:      cfg.Limits.withDefaults(),
-		now:      cfg.Now,
-		sleep:    cfg.Sleep,
-		accounts: map[string]*account{},
+		log:        cfg.Logger,
+		lim:        cfg.Limits.withDefaults(),
+		now:        cfg.Now,
+		sleepUntil: cfg.SleepUntil,
+		accounts:   map[string]*account{},
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -150,8 +151,9 @@ func New(cfg Config) (*Pool, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	if p.sleep == nil {
-		p.sleep = sleepTimer
+	if p.sleepUntil == nil {
+		now := p.now
+		p.sleepUntil = func(ctx context.Context, t time.Time) error { return sleepTimer(ctx, t.Sub(now())) }
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -178,7 +180,7 @@ func New(cfg Config) (*Pool, error) {
 			p.idle = append(p.idle, t)
 			rt = t
 		}
-		b := newBudget(p.lim.PerMinute, p.lim.PerHour, p.now, p.sleep)
+		b := newBudget(p.lim.PerMinute, p.lim.PerHour, p.now, p.sleepUntil)
 		hc := &http.Client{
 			Timeout: p.lim.RequestTimeout,
 			Transport: &transport{
@@ -235,6 +237,11 @@ func (p *Pool) account(name, op string) (*account, error) {
 		return nil, terminalf(name, op, "unknown account")
 	}
 	return ac, nil
+}
+
+// sleep waits d on the Pool's clock.
+func (p *Pool) sleep(ctx context.Context, d time.Duration) error {
+	return p.sleepUntil(ctx, p.now().Add(d))
 }
 
 func sleepTimer(ctx context.Context, d time.Duration) error {
