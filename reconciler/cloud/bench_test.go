@@ -31,7 +31,18 @@ import (
 //     first minute's burst is free.
 //   - 429s: DigitalOcean refusals (goal 0).
 //   - req/droplet: requests per create (find by name, POST, poll).
+//
+// Sub-benchmarks: boot=0s (droplets active at once: the scheduler against
+// the rate limits alone) and boot=60s (DigitalOcean's usual boot time: a
+// job holds its account slot while it polls, so MaxInFlight, not the rate
+// limit, bounds the run).
 func BenchmarkProvision1000(b *testing.B) {
+	for _, boot := range []time.Duration{0, time.Minute} {
+		b.Run("boot="+boot.String(), func(b *testing.B) { provision(b, boot) })
+	}
+}
+
+func provision(b *testing.B, boot time.Duration) {
 	const droplets, nAccounts = 1000, 4
 	const perMinute, perHour = 250, 5000
 	for b.Loop() {
@@ -45,7 +56,7 @@ func BenchmarkProvision1000(b *testing.B) {
 		}
 		e := newEnv(b, envOpts{
 			accounts: accts,
-			sim:      dosim.Limits{RatePerMinute: perMinute, RatePerHour: perHour},
+			sim:      dosim.Limits{RatePerMinute: perMinute, RatePerHour: perHour, BootDelay: dosim.Duration(boot)},
 			limits:   Limits{PerMinute: perMinute, PerHour: perHour},
 		})
 		start := e.sim.Now()
