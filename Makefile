@@ -51,12 +51,12 @@ bench: deps ## Benchmarks (go test -bench), reported as ratios against in-run ba
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 .PHONY: db
-db: deps ## Start a throwaway local Postgres and print its DATABASE_URL (Ctrl-C stops it).
-	$(GO) run ./cmd/genesis dev-db
+db: deps build ## Start a throwaway local Postgres and print its DATABASE_URL (Ctrl-C stops it).
+	$(BIN)/genesis dev-db
 
 .PHONY: demo
-demo: deps ## Run the demo on state-example/ (DEMO_ARGS=--once to exit after it).
-	$(GO) run ./cmd/genesis demo --state state-example $(DEMO_ARGS)
+demo: deps build ## Run the demo on state-example/ (DEMO_ARGS=--once to exit after it).
+	$(BIN)/genesis demo --bin $(BIN) --state state-example $(DEMO_ARGS)
 
 .PHONY: clean
 clean: ## Remove built binaries and caches.

@@ -330,19 +330,33 @@ func TestSealRefusals(t *testing.T) {
 	}
 }
 
-func TestDemoPrintsFleet(t *testing.T) {
-	repo := testRepo(t, map[string]string{"tenants/ws-good.yaml": goodTenant})
-	code, out, errOut := cli(t, "", "demo", "--state", repo, "--once")
-	if code != 0 {
-		t.Fatalf("demo: exit %d: %s", code, errOut)
+// TestDemoOnce runs the whole demo as make demo DEMO_ARGS=--once does, with
+// the real binaries, Postgres, the simulator and git, at short delays.
+func TestDemoOnce(t *testing.T) {
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "../genesis-dosim", "../genesis-reconciler")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
 	}
-	for _, want := range []string{"ws-good", "running", "nyc3", "s-1vcpu-1gb", "$6.00", "Still to come"} {
+	code, out, errOut := cli(t, "", "demo", "--state", "../../state-example", "--bin", bin, "--once",
+		"--boot-delay", "300ms", "--action-delay", "200ms", "--workdir", t.TempDir())
+	if code != 0 {
+		t.Fatalf("demo --once: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"ws-acme", "$60.00", // the declared fleet and its cost
+		"all 5 running tenants booted",
+		"step 1 done", "step 2 done", "step 3 done", "step 4 done", "step 5 done",
+		"HIBERNATING → HIBERNATED", "HIBERNATED → WAKING",
+		"orphan: ws-stark genesis-ws-stark-1",
+		"/v1/fleet", "/metrics",
+	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
 	bad := testRepo(t, map[string]string{"tenants/ws-bad.yaml": badTenant})
-	if code, _, errOut := cli(t, "", "demo", "--state", bad); code != 1 || !strings.Contains(errOut, "ws-bad.yaml:5:10") {
+	if code, _, errOut := cli(t, "", "demo", "--state", bad, "--bin", bin); code != 1 || !strings.Contains(errOut, "ws-bad.yaml:5:10") {
 		t.Errorf("demo on an invalid repo: exit %d, stderr %q", code, errOut)
 	}
 }

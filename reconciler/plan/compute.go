@@ -177,8 +177,16 @@ func planTenant(p *Plan, d Desired, o Observed, acct *accounts, t *schema.Tenant
 				a.Kind, a.Snapshot = Wake, latest.ID
 				a.Reason = "tenant is running; waking from snapshot " + latest.Name
 			}
-			chosen, alts := acct.pick(t.Spec.Droplet.Region)
-			if chosen == "" {
+			var chosen string
+			var alts []string
+			if a.Kind == Wake {
+				// A snapshot lives in one account: wake there or not at all.
+				if !acct.take(latest.Account) {
+					p.NoCapacity = append(p.NoCapacity, id)
+					break
+				}
+				chosen = latest.Account
+			} else if chosen, alts = acct.pick(t.Spec.Droplet.Region); chosen == "" {
 				p.NoCapacity = append(p.NoCapacity, id)
 				break
 			}
@@ -308,6 +316,17 @@ func newAccounts(f *schema.Fleet, o Observed, load map[string]int) *accounts {
 		l[k] = v
 	}
 	return &accounts{fleet: f, load: l, down: o.Incomplete}
+}
+
+// take counts a new droplet against account name if it is reachable and
+// has room.
+func (a *accounts) take(name string) bool {
+	ac, ok := a.fleet.Account(name)
+	if _, down := a.down[name]; !ok || down || a.load[name] >= ac.MaxDroplets {
+		return false
+	}
+	a.load[name]++
+	return true
 }
 
 // pick returns the least-loaded reachable account serving region with free
