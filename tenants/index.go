@@ -77,6 +77,7 @@ type templateFile struct {
 // the templates change.
 type tenantFile struct {
 	blob       plumbing.Hash
+	blobHex    string
 	tenant     *schema.Tenant // nil when decoding failed
 	decodeErrs schema.Errors
 	checkErrs  schema.Errors
@@ -90,8 +91,8 @@ func (f *tenantFile) errs() schema.Errors {
 }
 
 type validVersion struct {
-	tenant *schema.Tenant
-	blob   plumbing.Hash
+	tenant  *schema.Tenant
+	blobHex string
 }
 
 // index is the incremental parse state behind a Source or a DirSource. It is
@@ -117,6 +118,8 @@ type index struct {
 	valid      map[string]validVersion
 
 	prev Snapshot
+	// prevTenantErrs is the tenants' part of prev.Errors.
+	prevTenantErrs schema.Errors
 }
 
 func newIndex() *index {
@@ -260,10 +263,12 @@ func (ix *index) update(ctx context.Context, l listing, read readFunc) (Snapshot
 		sort.Strings(ix.paths)
 	}
 	ix.ctxFleet, ix.ctxTemplates, ix.ctxBad = effFleet, sctx.Templates, sctx.BadTemplates
+	wasLoaded := ix.loaded
 	ix.loaded = true
 	ix.syncs.Add(1)
 
-	snap := ix.snapshot(fleet, effFleet, sctx, len(removed) > 0)
+	tenantsSame := wasLoaded && len(changed) == 0 && len(removed) == 0 && !contextChanged
+	snap := ix.snapshot(fleet, effFleet, sctx, tenantsSame, len(removed) > 0)
 	ix.prev = snap
 	return snap, nil
 }
@@ -303,7 +308,7 @@ func (ix *index) decodeTenants(ctx context.Context, changed []file, read readFun
 		data, err := read(f)
 		var fe *fileError
 		if errors.As(err, &fe) {
-			out[i] = &tenantFile{blob: f.blob, decodeErrs: schema.Errors{{File: f.path, Message: fe.msg}}}
+			out[i] = &tenantFile{blob: f.blob, blobHex: f.blob.String(), decodeErrs: schema.Errors{{File: f.path, Message: fe.msg}}}
 			return nil, nil
 		}
 		if err != nil {
@@ -315,7 +320,7 @@ func (ix *index) decodeTenants(ctx context.Context, changed []file, read readFun
 		f := changed[i]
 		ix.parses.Add(1)
 		ix.tenantParses.Add(1)
-		tf := &tenantFile{blob: f.blob}
+		tf := &tenantFile{blob: f.blob, blobHex: f.blob.String()}
 		tf.tenant, tf.decodeErrs = schema.DecodeTenant(f.path, data)
 		if tf.tenant != nil {
 			ix.checks.Add(1)
@@ -381,18 +386,28 @@ func (ix *index) decodeTenants(ctx context.Context, changed []file, read readFun
 
 // snapshot builds the Snapshot of the committed index state: it applies the
 // cross-tenant rules, picks the version to act on for each tenant, and
-// compares with the previous Snapshot.
-func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.Context, removed bool) Snapshot {
+// compares with the previous Snapshot. When no tenant file and nothing they
+// are checked against changed (tenantsSame), the previous tenant states are
+// still exact and are shared, not rebuilt.
+func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.Context, tenantsSame, removed bool) Snapshot {
 	snap := Snapshot{
 		Fleet:        effFleet,
 		FleetErrors:  fleet.errs,
 		FleetChanged: effFleet != ix.prev.Fleet,
-		Tenants:      make(map[string]TenantState, len(ix.paths)),
 	}
 	errs := append(schema.Errors(nil), fleet.errs...)
 	for _, tf := range ix.templates {
 		errs = append(errs, tf.errs...)
 	}
+	if tenantsSame {
+		snap.Tenants, snap.Templates = ix.prev.Tenants, ix.prev.Templates
+		errs = append(errs, ix.prevTenantErrs...)
+		errs.Sort()
+		snap.Errors = errs
+		return snap
+	}
+	snap.Tenants = make(map[string]TenantState, len(ix.paths))
+	var tenantErrs schema.Errors
 
 	// The cross-tenant rules see, for each file, the version that will be
 	// acted on: a broken tenant keeps its id and domains through its last
@@ -411,19 +426,19 @@ func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.C
 	for _, p := range ix.paths {
 		f := ix.files[p]
 		id := schema.IDFromPath(p)
-		st := TenantState{ID: id, File: p, Blob: f.blob.String()}
+		st := TenantState{ID: id, File: p, Blob: f.blobHex}
 		fileErrs := f.errs()
 		if fileErrs == nil {
 			fileErrs = conflicts[p]
 		}
 		if len(fileErrs) == 0 {
-			ix.valid[id] = validVersion{tenant: f.tenant, blob: f.blob}
+			ix.valid[id] = validVersion{tenant: f.tenant, blobHex: f.blobHex}
 			st.Status, st.Tenant, st.ValidBlob = StatusValid, f.tenant, st.Blob
 		} else {
 			st.Status, st.Errors = StatusInvalid, fileErrs
-			errs = append(errs, fileErrs...)
+			tenantErrs = append(tenantErrs, fileErrs...)
 			if v, ok := ix.valid[id]; ok {
-				st.Tenant, st.ValidBlob = v.tenant, v.blob.String()
+				st.Tenant, st.ValidBlob = v.tenant, v.blobHex
 			}
 		}
 		// Two files for one id (x.yaml and x.yml): a valid one wins.
@@ -460,6 +475,8 @@ func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.C
 	}
 
 	snap.Changed = changedIDs(ix.prev, snap)
+	ix.prevTenantErrs = tenantErrs
+	errs = append(errs, tenantErrs...)
 	errs.Sort()
 	snap.Errors = errs
 	return snap

@@ -576,3 +576,39 @@ func TestIsURL(t *testing.T) {
 		t.Errorf("redactURL kept the password: %s", got)
 	}
 }
+
+func TestGitFileLimits(t *testing.T) {
+	r := newExampleRepo(t)
+	s := openLocal(t, r.dir)
+	first := mustSync(t, s)
+	r.write("tenants/ws-big.yaml", strings.Repeat("#", schema.MaxFileSize+1))
+	if err := os.Remove(filepath.Join(r.dir, "tenants/ws-stark.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	// A link to a file outside the reviewed tree is never followed.
+	if err := os.Symlink("/etc/hostname", filepath.Join(r.dir, "tenants/ws-stark.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	r.commit("oversized file and a symlink")
+	before := s.Stats()
+	snap := mustSync(t, s)
+	tests := []struct {
+		id, wantErr string
+		wantTenant  bool
+	}{
+		{"ws-big", "tenants/ws-big.yaml: file is larger than the 1048576-byte limit", false},
+		{"ws-stark", "tenants/ws-stark.yaml: file is a symbolic link; links are not followed", true},
+	}
+	for _, tt := range tests {
+		st := snap.Tenants[tt.id]
+		if st.Status != StatusInvalid || st.Errors.Error() != tt.wantErr || (st.Tenant != nil) != tt.wantTenant {
+			t.Errorf("%s: status %q errors %q tenant %v; want %q", tt.id, st.Status, st.Errors.Error(), st.Tenant != nil, tt.wantErr)
+		}
+	}
+	if snap.Tenants["ws-stark"].Tenant != first.Tenants["ws-stark"].Tenant {
+		t.Error("ws-stark does not keep its last valid version")
+	}
+	if got := s.Stats().Parses - before.Parses; got != 0 {
+		t.Errorf("parses: got %d, want 0 (neither file is decoded)", got)
+	}
+}
