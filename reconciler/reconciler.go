@@ -318,26 +318,30 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 	if err := r.cfg.Store.SetDesired(ctx, declared, snap.Commit); err != nil {
 		return plan.Plan{}, err
 	}
-	obs := c.Observe(ctx)
-	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete}
-	if o.Status, err = r.cfg.Store.LoadStatus(ctx); err != nil {
-		return plan.Plan{}, err
-	}
+	// What is in flight is read first: a job that ends while this pass
+	// observes is still skipped, so its outcome (written as it ends) and
+	// the droplet it made (listed by Observe) are never half-seen together.
 	ops, err := r.cfg.Store.InFlight(ctx)
 	if err != nil {
 		return plan.Plan{}, err
 	}
-	o.InFlight = map[string]string{}
+	inFlight := map[string]string{}
 	for _, op := range ops {
-		o.InFlight[op.Workspace] = op.Kind
+		inFlight[op.Workspace] = op.Kind
 	}
 	r.mu.Lock()
 	for ws := range r.running {
-		if o.InFlight[ws] == "" {
-			o.InFlight[ws] = "running"
+		if inFlight[ws] == "" {
+			inFlight[ws] = "running"
 		}
 	}
 	r.mu.Unlock()
+	status, err := r.cfg.Store.LoadStatus(ctx)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	obs := c.Observe(ctx)
+	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete, Status: status, InFlight: inFlight}
 	p := plan.Compute(d, o, r.cfg.Now(), plan.Options{AllowMassChange: r.cfg.AllowMassChange})
 	r.record(o, p, snap)
 	if len(p.Refused) > 0 {

@@ -303,7 +303,8 @@ func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 		state := "INITIALIZING"
 		_, err = tx.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation, tenant_hash, last_commit)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-			ON CONFLICT (workspace) DO UPDATE SET droplet_id = $2, droplet_name = $3, account = $4, region = $5, size = $6, ip = $7,
+			ON CONFLICT (workspace) DO UPDATE SET droplet_id = $2, droplet_name = $3, account = $4, region = $5, size = $6,
+				ip = CASE WHEN fleet_status.droplet_id = $2 THEN coalesce($7, fleet_status.ip) ELSE $7 END,
 				state = $8, state_since = now(), desired_state = $9, generation = $10, tenant_hash = $11, last_commit = $12,
 				hibernated_by_policy = false, wake_requested = false, last_error = NULL, updated_at = now()`,
 			a.Workspace, out.DropletID, out.DropletName, out.Account, nullIfEmpty(a.Region), nullIfEmpty(a.Size), nullIfEmpty(out.IP),
