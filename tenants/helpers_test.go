@@ -78,6 +78,9 @@ func copyTree(tb testing.TB, from, to string) {
 		if err != nil {
 			return err
 		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
 		return os.WriteFile(dst, data, 0o644)
 	})
 	if err != nil {
@@ -165,7 +168,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 func openLocal(tb testing.TB, dir string) *Source {
 	tb.Helper()
-	s, err := Open(context.Background(), Config{Repo: dir, Logger: quietLogger()})
+	s, err := Open(Config{Repo: dir, Logger: quietLogger()})
 	if err != nil {
 		tb.Fatal(err)
 	}

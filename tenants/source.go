@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -62,6 +63,10 @@ type Config struct {
 	Repo string
 	// Branch is the branch to read; DefaultBranch when empty.
 	Branch string
+	// Subdir is the state repository's folder inside the git repository,
+	// slash-separated ("" for its root). A local Repo path inside a work tree
+	// implies it: Repo "mono/state" in the repository "mono" reads "state".
+	Subdir string
 	// CacheDir holds the bare clones of URL repositories; when empty,
 	// "genesis/state" under os.UserCacheDir.
 	CacheDir string
@@ -87,6 +92,7 @@ type Source struct {
 	branch string
 	url    bool
 	gitDir string // the clone (URL) or the repository (local path)
+	subdir string // the state folder inside the repository's tree
 	auth   transport.AuthMethod
 
 	mu     sync.Mutex // serializes Sync; guards ix, cloned and head
@@ -101,8 +107,9 @@ type Source struct {
 
 // Open prepares a Source: for a URL it opens or creates the bare clone in
 // the cache directory (the first fetch happens in Sync); for a local path it
-// checks that a repository is there. It reads no state yet.
-func Open(ctx context.Context, cfg Config) (*Source, error) {
+// finds the repository there or in a parent folder. It reads no state and
+// does no network I/O.
+func Open(cfg Config) (*Source, error) {
 	if cfg.Repo == "" {
 		return nil, errors.New("open state repository: no repository given")
 	}
@@ -112,6 +119,7 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 		branch: cfg.Branch,
 		url:    IsURL(cfg.Repo),
 		auth:   cfg.Auth,
+		subdir: strings.TrimPrefix(path.Clean("/"+cfg.Subdir), "/"),
 		ix:     newIndex(),
 	}
 	if s.log == nil {
@@ -127,9 +135,32 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 		}
 	}
 	if !s.url {
+		repo, err := git.PlainOpenWithOptions(cfg.Repo, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+		if err != nil {
+			return nil, fmt.Errorf("open state repository %s: %w", cfg.Repo, err)
+		}
 		s.gitDir = cfg.Repo
-		if _, err := s.openLocal(); err != nil {
-			return nil, err
+		if wt, err := repo.Worktree(); err == nil {
+			// cfg.Repo may be a folder inside the work tree.
+			root := wt.Filesystem.Root()
+			abs, err := filepath.Abs(cfg.Repo)
+			if err != nil {
+				return nil, fmt.Errorf("open state repository %s: %w", cfg.Repo, err)
+			}
+			if real, err := filepath.EvalSymlinks(abs); err == nil {
+				abs = real
+			}
+			if real, err := filepath.EvalSymlinks(root); err == nil {
+				root = real
+			}
+			rel, err := filepath.Rel(root, abs)
+			if err != nil || strings.HasPrefix(rel, "..") {
+				return nil, fmt.Errorf("open state repository %s: not inside work tree %s", cfg.Repo, root)
+			}
+			s.gitDir = root
+			if s.subdir = path.Join(filepath.ToSlash(rel), s.subdir); s.subdir == "." {
+				s.subdir = ""
+			}
 		}
 		return s, nil
 	}
@@ -224,6 +255,9 @@ func (s *Source) openLocal() (*git.Repository, error) {
 	return repo, nil
 }
 
+// Subdir is the state folder inside the repository ("" for its root).
+func (s *Source) Subdir() string { return s.subdir }
+
 // GitDir is where the repository's objects are read from: the cache clone of
 // a URL, or the local repository.
 func (s *Source) GitDir() string { return s.gitDir }
@@ -304,6 +338,11 @@ func (s *Source) Sync(ctx context.Context) (Snapshot, error) {
 	tree, err := commit.Tree()
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("read tree of %s: %w", head, err)
+	}
+	if s.subdir != "" {
+		if tree, err = tree.Tree(s.subdir); err != nil {
+			return Snapshot{}, fmt.Errorf("read folder %s of %s: %w", s.subdir, head, err)
+		}
 	}
 	l, err := gitListing(repo, tree)
 	if err != nil {

@@ -409,7 +409,7 @@ func TestURLMode(t *testing.T) {
 
 	cache := t.TempDir()
 	ctx := context.Background()
-	s, err := Open(ctx, Config{Repo: "file://" + remote, CacheDir: cache, Logger: quietLogger()})
+	s, err := Open(Config{Repo: "file://" + remote, CacheDir: cache, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +434,7 @@ func TestURLMode(t *testing.T) {
 	}
 
 	// A second Source on the same cache reuses the clone.
-	s2, err := Open(ctx, Config{Repo: "file://" + remote, CacheDir: cache, Logger: quietLogger()})
+	s2, err := Open(Config{Repo: "file://" + remote, CacheDir: cache, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +443,7 @@ func TestURLMode(t *testing.T) {
 	}
 
 	// A branch that does not exist is an error, not an empty fleet.
-	s3, err := Open(ctx, Config{Repo: "file://" + remote, Branch: "nope", CacheDir: cache, Logger: quietLogger()})
+	s3, err := Open(Config{Repo: "file://" + remote, Branch: "nope", CacheDir: cache, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,7 +478,7 @@ func TestForcePushRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			runGit(t, r.dir, "push", "-q", "--force", "origin", newer+":refs/heads/main")
-			s, err := Open(ctx, Config{Repo: "file://" + remote, CacheDir: t.TempDir(), Logger: quietLogger()})
+			s, err := Open(Config{Repo: "file://" + remote, CacheDir: t.TempDir(), Logger: quietLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -514,14 +514,14 @@ func TestForcePushRefused(t *testing.T) {
 
 	// A restart passes the persisted commit back: the guard holds at once.
 	runGit(t, r.dir, "push", "-q", "--force", "origin", older+":refs/heads/main")
-	s, err := Open(ctx, Config{Repo: "file://" + remote, CacheDir: t.TempDir(), LastReconciled: newer, Logger: quietLogger()})
+	s, err := Open(Config{Repo: "file://" + remote, CacheDir: t.TempDir(), LastReconciled: newer, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Sync(ctx); !errors.Is(err, ErrNotDescendant) {
 		t.Errorf("after restart: got %v, want ErrNotDescendant", err)
 	}
-	if _, err := Open(ctx, Config{Repo: r.dir, LastReconciled: "not-a-hash"}); err == nil {
+	if _, err := Open(Config{Repo: r.dir, LastReconciled: "not-a-hash"}); err == nil {
 		t.Error("a bad LastReconciled was accepted")
 	}
 }
@@ -610,5 +610,40 @@ func TestGitFileLimits(t *testing.T) {
 	}
 	if got := s.Stats().Parses - before.Parses; got != 0 {
 		t.Errorf("parses: got %d, want 0 (neither file is decoded)", got)
+	}
+}
+
+func TestStateInSubfolder(t *testing.T) {
+	r := newRepo(t)
+	copyTree(t, "../state-example/genesis.yaml", filepath.Join(r.dir, "state/genesis.yaml"))
+	copyTree(t, "../state-example/tenants", filepath.Join(r.dir, "state/tenants"))
+	copyTree(t, "../state-example/templates", filepath.Join(r.dir, "state/templates"))
+	r.write("tenants/ws-decoy.yaml", tenantYAML("ws-decoy", "nyc1")) // outside the state folder
+	r.commit("monorepo")
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"path inside the work tree", Config{Repo: filepath.Join(r.dir, "state")}},
+		{"explicit subdir", Config{Repo: r.dir, Subdir: "state/"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Logger = quietLogger()
+			s, err := Open(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Subdir() != "state" {
+				t.Errorf("subdir: got %q", s.Subdir())
+			}
+			snap := mustSync(t, s)
+			if diff := cmp.Diff(snap.IDs(), exampleIDs); diff != "" {
+				t.Errorf("ids (-got +want):\n%s", diff)
+			}
+		})
+	}
+	if _, err := Open(Config{Repo: t.TempDir()}); err == nil {
+		t.Error("a folder outside any repository opened as a git source")
 	}
 }
