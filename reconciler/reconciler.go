@@ -61,6 +61,10 @@ type Reconciler struct {
 	last     plan.Plan
 	leading  bool
 	running  map[string]bool
+	// pending holds the tenants to plan in the next scoped pass (changed
+	// in git, or whose job just ended); needFull asks for a full pass.
+	pending  map[string]bool
+	needFull bool
 }
 
 // New makes a Reconciler.
@@ -77,7 +81,8 @@ func New(cfg Config) *Reconciler {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Reconciler{cfg: cfg, log: cfg.Logger.With("component", "reconciler"), kick: make(chan struct{}, 1), running: map[string]bool{}}
+	return &Reconciler{cfg: cfg, log: cfg.Logger.With("component", "reconciler"), kick: make(chan struct{}, 1),
+		running: map[string]bool{}, pending: map[string]bool{}, needFull: true}
 }
 
 // Deliver takes a new snapshot from the tenants watcher (or its error) and
@@ -86,6 +91,12 @@ func (r *Reconciler) Deliver(ctx context.Context, snap tenants.Snapshot, err err
 	r.mu.Lock()
 	r.snapErr = err
 	if err == nil {
+		if !r.have || snap.FleetChanged {
+			r.needFull = true
+		}
+		for _, id := range snap.Changed {
+			r.pending[id] = true
+		}
 		r.snap, r.have = snap, true
 	}
 	r.mu.Unlock()
@@ -164,13 +175,22 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 	}()
 	r.setLeading(true)
 	r.log.Info("leading")
-	if err := r.resume(ctx, &jobs); err != nil {
-		r.log.Error("resume journal failed", "err", err)
-	}
+	resumed := false
 	tick := time.NewTicker(r.cfg.Resync)
 	defer tick.Stop()
+	r.mu.Lock()
+	r.needFull = true
+	r.mu.Unlock()
 	for {
-		if _, err := r.Pass(ctx, &jobs); err != nil && ctx.Err() == nil {
+		// The journal is resumed first, once the desired state is known.
+		if _, ok := r.Snapshot(); ok && !resumed {
+			if err := r.resume(ctx, &jobs); err != nil {
+				r.log.Error("resume journal failed; retrying", "err", err)
+			} else {
+				resumed = true
+			}
+		}
+		if _, err := r.Pass(ctx, &jobs); err != nil && ctx.Err() == nil && !errors.Is(err, errNoSnapshot) {
 			r.log.Error("reconcile pass failed", "err", err)
 		}
 		select {
@@ -181,6 +201,9 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 			return
 		case <-r.kick:
 		case <-tick.C:
+			r.mu.Lock()
+			r.needFull = true
+			r.mu.Unlock()
 		}
 	}
 }
@@ -248,9 +271,16 @@ func (r *Reconciler) resume(ctx context.Context, jobs *sync.WaitGroup) error {
 				r.log.Error("journal retry failed", "op", op.ID, "err", err)
 				return
 			}
-			t := snap.Tenants[op.Workspace].Tenant
-			desired := schema.State("")
-			if t != nil {
+			// The tenant may have left git since: its action says what
+			// was wanted.
+			desired := schema.StateRunning
+			switch op.Action.Kind {
+			case plan.Destroy:
+				desired = schema.StateAbsent
+			case plan.Hibernate:
+				desired = schema.StateHibernated
+			}
+			if t := snap.Tenants[op.Workspace].Tenant; t != nil {
 				desired = t.Spec.State
 			}
 			r.run(ctx, c, op.ID, op.Action, desired, snap.Tenants[op.Workspace].ValidBlob, op.Commit, true)
@@ -272,6 +302,7 @@ func (r *Reconciler) claim(ws string) bool {
 func (r *Reconciler) release(ws string) {
 	r.mu.Lock()
 	delete(r.running, ws)
+	r.pending[ws] = true
 	r.mu.Unlock()
 	r.Kick()
 }
@@ -310,6 +341,21 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 	if err := r.cfg.Store.SyncAccounts(ctx, snap.Fleet); err != nil {
 		return plan.Plan{}, err
 	}
+	// A full pass after start, a fleet change or a resync tick; otherwise
+	// only the tenants that changed or whose job ended.
+	r.mu.Lock()
+	var scope []string
+	if !r.needFull {
+		scope = make([]string, 0, len(r.pending))
+		for id := range r.pending {
+			scope = append(scope, id)
+		}
+	}
+	r.needFull, r.pending = false, map[string]bool{}
+	r.mu.Unlock()
+	if scope != nil && len(scope) == 0 {
+		return plan.Plan{}, nil
+	}
 	d := Desired(snap)
 	declared := map[string]schema.State{}
 	for id, t := range d.Tenants {
@@ -342,8 +388,8 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 	}
 	obs := c.Observe(ctx)
 	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete, Status: status, InFlight: inFlight}
-	p := plan.Compute(d, o, r.cfg.Now(), plan.Options{AllowMassChange: r.cfg.AllowMassChange})
-	r.record(o, p, snap)
+	p := plan.Compute(d, o, r.cfg.Now(), plan.Options{AllowMassChange: r.cfg.AllowMassChange, Scope: scope})
+	r.record(o, p, snap, scope)
 	if len(p.Refused) > 0 {
 		for _, ref := range p.Refused {
 			r.log.Warn("plan refused by safety limits", "reason", ref.Reason, "detail", ref.Detail, "withheld", len(p.Withheld))
@@ -457,9 +503,23 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 }
 
 // record keeps the last observation and plan, and updates the gauges.
-func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot) {
+func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot, scope []string) {
 	r.mu.Lock()
-	r.observed, r.last = o, p
+	r.observed = o
+	if scope != nil {
+		// A scoped plan reports only its scope's orphans: keep the
+		// others from the last report.
+		in := map[string]bool{}
+		for _, id := range scope {
+			in[id] = true
+		}
+		for _, orphan := range r.last.Orphans {
+			if !in[orphan.Workspace] {
+				p.Orphans = append(p.Orphans, orphan)
+			}
+		}
+	}
+	r.last = p
 	r.mu.Unlock()
 	m := r.cfg.Metrics
 	m.orphans.Set(float64(len(p.Orphans)))

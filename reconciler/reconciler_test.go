@@ -79,7 +79,7 @@ func newHarness(t *testing.T, limits dosim.Limits) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.store.Close)
-	h.src, err = tenants.Open(t.Context(), tenants.Config{Repo: h.repo, Logger: log})
+	h.src, err = tenants.Open(tenants.Config{Repo: h.repo, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

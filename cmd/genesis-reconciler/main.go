@@ -179,7 +179,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if c.stateDir != "" {
 		src, watchDir = tenants.NewDirSource(c.stateDir, log), c.stateDir
 	} else {
-		gitSrc, err = tenants.Open(ctx, tenants.Config{Repo: c.stateRepo, Branch: c.branch, CacheDir: c.cacheDir, LastReconciled: last, Logger: log})
+		gitSrc, err = tenants.Open(tenants.Config{Repo: c.stateRepo, Branch: c.branch, CacheDir: c.cacheDir, LastReconciled: last, Logger: log})
 		if err != nil {
 			return err
 		}

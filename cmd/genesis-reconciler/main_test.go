@@ -122,6 +122,9 @@ func (w *world) start(extra ...string) *proc {
 	}
 	p := &proc{cmd: cmd, url: "http://" + addr, logs: logs}
 	w.t.Cleanup(func() {
+		if w.t.Failed() {
+			w.t.Logf("reconciler logs (%s):\n%s", addr, tail(logs.String(), 6000))
+		}
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
 			cmd.Wait()
@@ -333,4 +336,11 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, output %q; want exit %d and %q", tc.args, cmd.ProcessState.ExitCode(), out, tc.code, tc.want)
 		}
 	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
 }

@@ -13,6 +13,11 @@ type Options struct {
 	// AllowMassChange lets a plan through the fleet's safety limits
 	// (genesis-reconciler --allow-mass-change).
 	AllowMassChange bool
+	// Scope, when not nil, plans only these tenants (an incremental plan
+	// after a commit that changed them). A scoped plan reports the orphans
+	// of its scope only (a tenant file just removed); a full plan reports
+	// every orphan.
+	Scope []string
 }
 
 // API calls each kind of action is expected to spend, for genesis plan and
@@ -38,11 +43,36 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 	if d.Fleet == nil {
 		return p
 	}
+	var scope, removed map[string]bool
+	if opt.Scope != nil {
+		scope, removed = make(map[string]bool, len(opt.Scope)), map[string]bool{}
+		for _, id := range opt.Scope {
+			if _, ok := d.Tenants[id]; ok {
+				scope[id] = true
+			} else {
+				removed[id] = true
+			}
+		}
+	}
 	drops := map[string][]Droplet{}
 	load := map[string]int{}
+	fleetSize := 0
 	for _, dr := range o.Droplets {
 		load[dr.Account]++
+		if scope != nil {
+			// Scoped: every droplet still counts for capacity and the
+			// safety limits, but only the scope's are looked at.
+			fleetSize++
+			if scope[dr.Workspace] {
+				drops[dr.Workspace] = append(drops[dr.Workspace], dr)
+			} else if removed[dr.Workspace] {
+				fleetSize--
+				p.Orphans = append(p.Orphans, Orphan{Workspace: dr.Workspace, Account: dr.Account, Droplet: dr.Name, DropletID: dr.ID, Reason: "no tenant file declares this workspace"})
+			}
+			continue
+		}
 		if _, ok := d.Tenants[dr.Workspace]; ok {
+			fleetSize++
 			drops[dr.Workspace] = append(drops[dr.Workspace], dr)
 			continue
 		}
@@ -54,6 +84,14 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 	}
 	snaps := map[string][]Snapshot{}
 	for _, s := range o.Snapshots {
+		if scope != nil {
+			if scope[s.Workspace] {
+				snaps[s.Workspace] = append(snaps[s.Workspace], s)
+			} else if removed[s.Workspace] {
+				p.Orphans = append(p.Orphans, Orphan{Workspace: s.Workspace, Account: s.Account, Snapshot: s.ID, Reason: "snapshot of a workspace no tenant file declares"})
+			}
+			continue
+		}
 		if _, ok := d.Tenants[s.Workspace]; ok {
 			snaps[s.Workspace] = append(snaps[s.Workspace], s)
 			continue
@@ -61,14 +99,11 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 		p.Orphans = append(p.Orphans, Orphan{Workspace: s.Workspace, Account: s.Account, Snapshot: s.ID, Reason: "snapshot of a workspace no tenant file declares"})
 	}
 	acct := newAccounts(d.Fleet, o, load)
-	ids := make([]string, 0, len(d.Tenants))
-	for id := range d.Tenants {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	fleetSize := 0
-	for _, id := range ids {
-		fleetSize += len(drops[id])
+	var ids []string
+	if scope != nil {
+		ids = sortedKeys(scope)
+	} else {
+		ids = sortedKeys(d.Tenants)
 	}
 	for _, id := range ids {
 		if o.InFlight[id] != "" {

@@ -392,3 +392,37 @@ func TestNames(t *testing.T) {
 		t.Errorf("WorkspaceFromTags = %q", got)
 	}
 }
+
+// TestScopedPlanMatchesFull: planning one tenant alone decides what the
+// full plan decides for it (the account aside, which depends on what the
+// full plan placed before it).
+func TestScopedPlanMatchesFull(t *testing.T) {
+	f := testFleet(t)
+	for i := range f.Spec.Accounts {
+		f.Spec.Accounts[i].MaxDroplets = 1000
+	}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for seed := range uint64(200) {
+		r := rand.New(rand.NewPCG(seed, 3))
+		d, w := randomWorld(t, r, f, now)
+		full := Compute(d, w.o, now, Options{AllowMassChange: true})
+		for id := range d.Tenants {
+			var want []Action
+			for _, a := range full.Actions {
+				if a.Workspace == id {
+					want = append(want, a)
+				}
+			}
+			got := Compute(d, w.o, now, Options{AllowMassChange: true, Scope: []string{id}}).Actions
+			ignore := cmp.Transformer("noAccount", func(a Action) Action {
+				if a.Kind == Create {
+					a.Account, a.Alternates = "", nil
+				}
+				return a
+			})
+			if diff := cmp.Diff(want, got, ignore); diff != "" {
+				t.Fatalf("seed %d tenant %s: scoped plan differs (-full +scoped):\n%s", seed, id, diff)
+			}
+		}
+	}
+}
