@@ -436,6 +436,7 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 // fails (another replica may then lead).
 type Leader struct {
 	conn *pgxpool.Conn
+	pid  uint32 // the lock session's backend pid
 	Lost chan struct{}
 	stop chan struct{}
 	done chan struct{}
@@ -457,7 +458,7 @@ func (s *Store) TryLead(ctx context.Context, check time.Duration) (*Leader, erro
 		conn.Release()
 		return nil, nil
 	}
-	l := &Leader{conn: conn, Lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Leader{conn: conn, pid: conn.Conn().PgConn().PID(), Lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	go l.watch(check)
 	return l, nil
 }

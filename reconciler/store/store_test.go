@@ -140,11 +140,7 @@ func TestLeaderElection(t *testing.T) {
 		t.Fatalf("second replica could not take over after release: %v", err)
 	}
 	// Killing the leader's session (as a crash would) frees the lock.
-	var pid int
-	if err := lb.conn.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.pool.Exec(t.Context(), `SELECT pg_terminate_backend($1)`, pid); err != nil {
+	if _, err := a.pool.Exec(t.Context(), `SELECT pg_terminate_backend($1)`, int64(lb.pid)); err != nil {
 		t.Fatal(err)
 	}
 	select {
