@@ -1,0 +1,214 @@
+package schema
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// The agent protocol's wire types. Field names are fixed: other tools read
+// them. The reconciler and the agent both build on these types; strict
+// decoding (unknown fields, duplicate keys and trailing data are errors)
+// lives here so both sides reject the same bytes.
+
+// Manifest payload constants.
+const (
+	// ManifestPayloadType is the DSSE payloadType of a signed manifest.
+	ManifestPayloadType = "application/vnd.genesis.manifest.v1+json"
+	// ManifestType is the payload's _type.
+	ManifestType = "genesis.manifest.v1"
+	// MaxEnvelopeSize bounds a manifest envelope on the wire.
+	MaxEnvelopeSize = 4 << 20
+	// MaxHeartbeatSize bounds a heartbeat body.
+	MaxHeartbeatSize = 64 << 10
+)
+
+// Manifest is what one droplet should run, signed by the reconciler.
+type Manifest struct {
+	Type      string    `json:"_type"`
+	Workspace string    `json:"workspace"`
+	Droplet   string    `json:"droplet"`
+	Version   int64     `json:"version"`
+	IssuedAt  time.Time `json:"issued_at"`
+	Expires   time.Time `json:"expires"`
+	Commit    string    `json:"commit"`
+	N8N       N8NPin    `json:"n8n"`
+	// State is the tenant's declared state; "hibernated" asks the agent to
+	// stop n8n cleanly before its droplet is snapshotted.
+	State       string               `json:"state,omitempty"`
+	Domains     []string             `json:"domains"`
+	Workflows   []ManifestWorkflow   `json:"workflows"`
+	Credentials []ManifestCredential `json:"credentials"`
+	// SigningKeys are PEM public keys the agent should trust from now on
+	// (key rotation); optional.
+	SigningKeys []string `json:"signing_keys,omitempty"`
+}
+
+// N8NPin is the n8n version to run.
+type N8NPin struct {
+	Version string `json:"version"`
+}
+
+// ManifestWorkflow is one rendered workflow: the template with the tenant's
+// params filled; credential placeholders stay for the agent to map.
+type ManifestWorkflow struct {
+	Name   string          `json:"name"`
+	SHA256 string          `json:"sha256"`
+	JSON   json.RawMessage `json:"json"`
+}
+
+// ManifestCredential is one credential sealed to this droplet's age
+// recipient; SHA256 is the hex digest of Sealed.
+type ManifestCredential struct {
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	Sealed string `json:"sealed"`
+	SHA256 string `json:"sha256"`
+}
+
+// SealedCredential is the plaintext inside a ManifestCredential's
+// ciphertext: the data bound to the slot it was sealed for.
+type SealedCredential struct {
+	Workspace string          `json:"workspace"`
+	Droplet   string          `json:"droplet"`
+	Name      string          `json:"name"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// EnrollRequest is POST /v1/enroll: the one-time token and the public
+// halves of the keys the agent made on first boot.
+type EnrollRequest struct {
+	Token        string `json:"token"`
+	Workspace    string `json:"workspace"`
+	DropletID    string `json:"droplet_id"`
+	DropletName  string `json:"droplet_name"`
+	AgeRecipient string `json:"age_recipient"`
+	// SigningKey is the agent's ed25519 public key, PKIX PEM.
+	SigningKey   string `json:"signing_key"`
+	AgentVersion string `json:"agent_version"`
+}
+
+// EnrollResponse returns the per-droplet credential (a bearer token for the
+// agent endpoints), shown once.
+type EnrollResponse struct {
+	Workspace  string `json:"workspace"`
+	DropletID  string `json:"droplet_id"`
+	Credential string `json:"credential"`
+}
+
+// Heartbeat is POST /v1/heartbeat.
+type Heartbeat struct {
+	Workspace      string                     `json:"workspace"`
+	Droplet        string                     `json:"droplet"`
+	Seq            int64                      `json:"seq"`
+	SentAt         time.Time                  `json:"sent_at"`
+	AppliedVersion int64                      `json:"applied_version"`
+	AppliedDigest  string                     `json:"applied_digest,omitempty"`
+	VerifyError    string                     `json:"verify_error,omitempty"`
+	ApplyError     string                     `json:"apply_error,omitempty"`
+	Components     map[string]ComponentHealth `json:"components,omitempty"`
+	MemoryUsed     uint64                     `json:"memory_used_bytes"`
+	MemoryTotal    uint64                     `json:"memory_total_bytes"`
+	DiskUsed       uint64                     `json:"disk_used_bytes"`
+	DiskTotal      uint64                     `json:"disk_total_bytes"`
+	UptimeSeconds  float64                    `json:"uptime_seconds"`
+	LastActivity   time.Time                  `json:"last_activity,omitzero"`
+	AgentVersion   string                     `json:"agent_version"`
+	N8NVersion     string                     `json:"n8n_version,omitempty"`
+	// N8NStopped confirms the agent stopped n8n for a hibernation.
+	N8NStopped bool `json:"n8n_stopped,omitempty"`
+}
+
+// ComponentHealth is one component's state in a heartbeat.
+type ComponentHealth struct {
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// DecodeStrict decodes exactly one JSON value from data into v: unknown
+// fields, duplicate object keys and trailing data are errors. Every
+// decoder of outside JSON in the protocol goes through it.
+func DecodeStrict(data []byte, v any) error {
+	if err := checkJSON(data); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkJSON walks data's tokens: one value, no duplicate key in any object,
+// nothing after it.
+func checkJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	type frame struct {
+		obj  bool
+		keys map[string]bool
+		key  bool // the next token is a key
+	}
+	var stack []*frame
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			if depth != 0 {
+				return errors.New("unexpected end of JSON")
+			}
+			return errors.New("empty JSON")
+		}
+		if err != nil {
+			return err
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		isKey := top != nil && top.obj && top.key
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				if top != nil && top.obj {
+					top.key = true
+				}
+				stack = append(stack, &frame{obj: t == '{', keys: map[string]bool{}, key: t == '{'})
+				depth++
+				if depth > 64 {
+					return errors.New("JSON nested too deeply")
+				}
+			case '}', ']':
+				stack = stack[:len(stack)-1]
+				depth--
+			}
+		case string:
+			if isKey {
+				if top.keys[t] {
+					return fmt.Errorf("duplicate key %q", t)
+				}
+				top.keys[t] = true
+				top.key = false
+				continue
+			}
+			if top != nil && top.obj {
+				top.key = true
+			}
+		default:
+			if top != nil && top.obj {
+				top.key = true
+			}
+		}
+		if depth == 0 {
+			if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+				return errors.New("trailing data after the JSON value")
+			}
+			return nil
+		}
+	}
+}
