@@ -90,8 +90,6 @@ func TestKeyPEM(t *testing.T) {
 }
 
 func FuzzVerify(f *testing.F) {
-	k, _ := ed25519.GenerateKey(rand.Reader)
-	_ = k
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	s := NewSigner(priv)
 	env, _ := s.Sign("t", []byte(`{"a":1}`))

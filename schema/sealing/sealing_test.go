@@ -37,7 +37,7 @@ func TestSealOpen(t *testing.T) {
 		{"another workspace", mc, id, "ws-b", "42", "bound to another slot"},
 		{"another slot name", schema.ManifestCredential{Name: "openai", Sealed: sealed, SHA256: digest}, id, "ws-a", "42", "bound to another slot"},
 		{"digest mismatch", schema.ManifestCredential{Name: "gmail", Sealed: sealed, SHA256: strings.Repeat("0", 64)}, id, "ws-a", "42", "digest"},
-		{"wrong identity", mc, other, "ws-a", "42", "no identity matched"},
+		{"wrong identity", mc, other, "ws-a", "42", "did not match"},
 	}
 	for _, tt := range tests {
 		_, err := Open(tt.id, tt.mc, tt.ws, tt.drop)
