@@ -212,3 +212,19 @@ func checkJSON(data []byte) error {
 		}
 	}
 }
+
+// AgentConfig is what cloud-init gives the agent: cloud-config write_files
+// puts it, as JSON, at AgentConfigPath.
+type AgentConfig struct {
+	// ReconcilerURL is the base URL of the reconciler's agent API.
+	ReconcilerURL string `json:"reconciler_url"`
+	// SigningKeys are the PKIX PEM ed25519 keys manifests are signed with.
+	SigningKeys []string `json:"signing_keys"`
+	Workspace   string   `json:"workspace"`
+	DropletName string   `json:"droplet_name"`
+	// Token is the one-time provisioning token for POST /v1/enroll.
+	Token string `json:"token"`
+}
+
+// AgentConfigPath is where cloud-init writes the agent's config.
+const AgentConfigPath = "/etc/genesis/agent.json"
