@@ -363,3 +363,39 @@ func TestObservedHandlerAndFleet(t *testing.T) {
 		t.Errorf("fleet view (-want +got):\n%s\n%s", diff, strings.Join(got, "\n"))
 	}
 }
+
+// TestProvisioningRollback: a droplet whose create action errors (it ends
+// off, never active) is destroyed again, the account's slot freed, and the
+// failure recorded; the next pass provisions the tenant afresh.
+func TestProvisioningRollback(t *testing.T) {
+	h := newHarness(t, dosim.Limits{})
+	ctx := t.Context()
+	if _, err := h.sim.Sim.InjectFault(dosim.Fault{Kind: "action_error", Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
+	h.commit("onboard")
+	snap, err := h.src.Sync(ctx)
+	h.rec.Deliver(ctx, snap, err)
+	if _, err := h.rec.Pass(ctx, &h.jobs); err != nil {
+		t.Fatal(err)
+	}
+	h.jobs.Wait()
+	if got := h.droplets(); len(got) != 0 {
+		t.Fatalf("droplets after a failed create = %v, want none (rolled back)", got)
+	}
+	rows, _ := h.store.Fleet(ctx)
+	if len(rows) != 1 || !strings.Contains(rows[0].LastError, "rolled back") {
+		t.Fatalf("fleet after the failed create = %+v, want last_error naming the rollback", rows)
+	}
+	var failed int
+	h.store.Pool().QueryRow(ctx, `SELECT count(*) FROM operations WHERE state = 'failed' AND kind = 'create'`).Scan(&failed)
+	if failed != 1 {
+		t.Errorf("failed create operations = %d, want 1", failed)
+	}
+	// The next pass provisions it afresh.
+	h.converge(ctx)
+	if got := names(h.droplets()); len(got) != 1 {
+		t.Errorf("droplets after retry = %v", got)
+	}
+}

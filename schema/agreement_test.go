@@ -17,6 +17,7 @@ var notExpressible = map[string]string{
 	"tenants/id-mismatch.bad.yaml":     "the id must equal the file name, which a schema does not see",
 	"tenants/cred-dup.bad.yaml":        "credential names unique within a list of objects (uniqueItems compares whole items)",
 	"tenants/undeclared-cred.bad.yaml": "a workflow maps a placeholder to a credential declared in a sibling list",
+	"tenants/wf-dup.bad.yaml":          "workflow templates unique within a list of objects",
 }
 
 // TestJSONSchemaAgreesWithGo runs every testdata fixture through both the
