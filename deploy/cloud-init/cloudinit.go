@@ -1,0 +1,159 @@
+// Package cloudinit renders a droplet's cloud-init user data: the shared
+// bootstrap in user-data.yaml (swap, Docker, UFW allowing 22/80/443 only,
+// the agent's systemd unit) plus the per-droplet files.
+//
+// The per-droplet values (the agent's config with its one-time token, the
+// compose stack, the agent download URL) are never pasted into the
+// template's text: the template is parsed as YAML, each file is appended to
+// write_files as a YAML node built from Go values, and the whole document
+// is marshalled again, so no value can change the document's structure.
+// The agent config is encoded with encoding/json and carried as a block
+// scalar. Nothing else secret is ever added: the fleet's age identity, the
+// signing private key and DigitalOcean tokens have no way in.
+package cloudinit
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"gopkg.in/yaml.v3"
+
+	"genesis.dev/fleet/schema"
+)
+
+//go:embed user-data.yaml
+var template []byte
+
+// Template is the shared part of every droplet's user data.
+func Template() []byte { return bytes.Clone(template) }
+
+// MaxSize is DigitalOcean's user_data limit.
+const MaxSize = 64 << 10
+
+// Header is the first line of every cloud-config document.
+const Header = "#cloud-config\n"
+
+// Paths of the files the renderer adds.
+const (
+	ComposePath  = "/opt/genesis/compose.yaml"
+	AgentURLPath = "/etc/genesis/agent.url"
+)
+
+// Input is one droplet's part of its user data.
+type Input struct {
+	// Agent is written as JSON to schema.AgentConfigPath (mode 0600).
+	Agent schema.AgentConfig
+	// Compose is the droplet's compose file (optional).
+	Compose []byte
+	// AgentURL is where the bootstrap downloads the agent binary when the
+	// image lacks it (optional; http or https).
+	AgentURL string
+}
+
+// File is one write_files entry.
+type File struct {
+	Path        string `yaml:"path"`
+	Owner       string `yaml:"owner,omitempty"`
+	Permissions string `yaml:"permissions,omitempty"`
+	Content     string `yaml:"content"`
+}
+
+// Render returns the user data for one droplet.
+func Render(in Input) ([]byte, error) {
+	if err := check(in); err != nil {
+		return nil, fmt.Errorf("render user data: %w", err)
+	}
+	cfg, err := json.MarshalIndent(in.Agent, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("render user data: %w", err)
+	}
+	files := []File{{Path: schema.AgentConfigPath, Owner: "root:root", Permissions: "0600", Content: string(cfg) + "\n"}}
+	if len(in.Compose) > 0 {
+		files = append(files, File{Path: ComposePath, Owner: "root:root", Permissions: "0644", Content: string(in.Compose)})
+	}
+	if in.AgentURL != "" {
+		files = append(files, File{Path: AgentURLPath, Owner: "root:root", Permissions: "0644", Content: in.AgentURL + "\n"})
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(template, &doc); err != nil {
+		return nil, fmt.Errorf("render user data: parse template: %w", err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, errors.New("render user data: the template is not a YAML mapping")
+	}
+	top := doc.Content[0]
+	var list *yaml.Node
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if top.Content[i].Value == "write_files" {
+			list = top.Content[i+1]
+		}
+	}
+	if list == nil || list.Kind != yaml.SequenceNode {
+		return nil, errors.New("render user data: the template has no write_files list")
+	}
+	for _, f := range files {
+		var n yaml.Node
+		if err := n.Encode(f); err != nil {
+			return nil, fmt.Errorf("render user data: %w", err)
+		}
+		for i := 1; i < len(n.Content); i += 2 {
+			if n.Content[i-1].Value == "content" {
+				n.Content[i].Style = yaml.LiteralStyle
+			}
+			if n.Content[i-1].Value == "permissions" {
+				n.Content[i].Style = yaml.DoubleQuotedStyle
+			}
+		}
+		list.Content = append(list.Content, &n)
+	}
+	// The template's comments are for its readers, not for droplets.
+	doc.HeadComment, top.HeadComment = "", ""
+	if len(top.Content) > 0 {
+		top.Content[0].HeadComment = ""
+	}
+	var buf bytes.Buffer
+	buf.WriteString(Header)
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return nil, fmt.Errorf("render user data: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("render user data: %w", err)
+	}
+	if buf.Len() > MaxSize {
+		return nil, fmt.Errorf("render user data: %d bytes, over DigitalOcean's %d-byte limit", buf.Len(), MaxSize)
+	}
+	return buf.Bytes(), nil
+}
+
+func check(in Input) error {
+	a := in.Agent
+	switch {
+	case a.ReconcilerURL == "":
+		return errors.New("no reconciler URL")
+	case len(a.SigningKeys) == 0:
+		return errors.New("no signing public key")
+	case a.Workspace == "" || a.DropletName == "" || a.Token == "":
+		return errors.New("workspace, droplet name and token are required")
+	}
+	for _, u := range []string{a.ReconcilerURL, in.AgentURL} {
+		if u == "" {
+			continue
+		}
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("%q is not an http(s) URL", u)
+		}
+	}
+	for _, k := range a.SigningKeys {
+		if bytes.Contains([]byte(k), []byte("PRIVATE KEY")) {
+			return errors.New("a signing key is a private key; give the public key")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+package cloudinit
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"filippo.io/age"
+	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
+
+	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/schema/dsse"
+)
+
+type cloudConfig struct {
+	PackageUpdate  bool     `yaml:"package_update"`
+	PackageUpgrade bool     `yaml:"package_upgrade"`
+	Packages       []string `yaml:"packages"`
+	Swap           struct {
+		Filename string `yaml:"filename"`
+		Size     int64  `yaml:"size"`
+		MaxSize  int64  `yaml:"maxsize"`
+	} `yaml:"swap"`
+	WriteFiles []File `yaml:"write_files"`
+	RunCmd     []any  `yaml:"runcmd"`
+}
+
+func pubPEM(t *testing.T) string {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(dsse.MarshalPublicKeyPEM(pub))
+}
+
+func TestRender(t *testing.T) {
+	agent := schema.AgentConfig{
+		ReconcilerURL: "https://fleet.example.com",
+		SigningKeys:   []string{pubPEM(t)},
+		Workspace:     "ws-acme",
+		DropletName:   "genesis-ws-acme-1",
+		Token:         "tok-0123456789",
+	}
+	tests := []struct {
+		name      string
+		in        Input
+		wantPaths []string
+	}{
+		{"agent only", Input{Agent: agent}, nil},
+		{"with compose and agent url", Input{Agent: agent, Compose: []byte("services:\n  n8n:\n    image: n8nio/n8n:1.123.81\n"), AgentURL: "https://dl.example.com/genesis-agent"},
+			[]string{ComposePath, AgentURLPath}},
+		// Hostile values cannot change the document's structure.
+		{"hostile values", Input{Agent: schema.AgentConfig{
+			ReconcilerURL: "https://x.example.com/\n- path: /etc/evil",
+			SigningKeys:   []string{"---\n", "key: |\n  x"},
+			Workspace:     "ws: \"x\"\n  - path: /root/.ssh/authorized_keys",
+			DropletName:   "'\"{}[]&*!|>%@`#",
+			Token:         "\x00\t\r\n...",
+		}, Compose: []byte("write_files:\n  - path: /etc/shadow\n"), AgentURL: "http://a.example/#\n"},
+			[]string{ComposePath, AgentURLPath}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "hostile values" {
+				// Render refuses a reconciler URL that is not a URL;
+				// check the YAML encoding itself with a valid one.
+				tc.in.Agent.ReconcilerURL = "https://x.example.com/a%0Ab"
+				tc.in.AgentURL = "http://a.example/#x"
+			}
+			out, err := Render(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(string(out), "#cloud-config\n") {
+				t.Fatalf("user data starts with %q, want #cloud-config", strings.SplitN(string(out), "\n", 2)[0])
+			}
+			var cc cloudConfig
+			dec := yaml.NewDecoder(strings.NewReader(string(out)))
+			dec.KnownFields(true)
+			if err := dec.Decode(&cc); err != nil {
+				t.Fatalf("rendered user data is not the expected cloud-config: %v\n%s", err, out)
+			}
+			if cc.Swap.Size != 4<<30 || cc.Swap.Filename == "" {
+				t.Errorf("swap = %+v, want 4 GiB", cc.Swap)
+			}
+			if len(cc.RunCmd) == 0 {
+				t.Error("no runcmd")
+			}
+			want := append([]string{"/etc/systemd/system/genesis-agent.service", "/usr/local/sbin/genesis-bootstrap", schema.AgentConfigPath}, tc.wantPaths...)
+			var got []string
+			byPath := map[string]File{}
+			for _, f := range cc.WriteFiles {
+				got = append(got, f.Path)
+				byPath[f.Path] = f
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("write_files paths (-want +got):\n%s", diff)
+			}
+			cfgFile := byPath[schema.AgentConfigPath]
+			if cfgFile.Permissions != "0600" || cfgFile.Owner != "root:root" {
+				t.Errorf("agent config file mode %q owner %q, want 0600 root:root", cfgFile.Permissions, cfgFile.Owner)
+			}
+			var cfg schema.AgentConfig
+			if err := schema.DecodeStrict([]byte(cfgFile.Content), &cfg); err != nil {
+				t.Fatalf("agent config: %v", err)
+			}
+			if diff := cmp.Diff(tc.in.Agent, cfg); diff != "" {
+				t.Errorf("agent config (-want +got):\n%s", diff)
+			}
+			if len(tc.in.Compose) > 0 && byPath[ComposePath].Content != string(tc.in.Compose) {
+				t.Errorf("compose = %q, want %q", byPath[ComposePath].Content, tc.in.Compose)
+			}
+			if tc.in.AgentURL != "" && byPath[AgentURLPath].Content != tc.in.AgentURL+"\n" {
+				t.Errorf("agent url = %q", byPath[AgentURLPath].Content)
+			}
+		})
+	}
+}
+
+// TestNoOtherSecret renders user data next to real fleet secrets and checks
+// none of them, nor anything shaped like one, is in it.
+func TestNoOtherSecret(t *testing.T) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	doToken := "dop_v1_" + strings.Repeat("ab", 32)
+	agent := schema.AgentConfig{ReconcilerURL: "http://127.0.0.1:8080", SigningKeys: []string{string(dsse.MarshalPublicKeyPEM(priv.Public().(ed25519.PublicKey)))},
+		Workspace: "ws-acme", DropletName: "genesis-ws-acme-1", Token: "one-time-token"}
+	out, err := Render(Input{Agent: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{id.String(), "AGE-SECRET-KEY-", string(dsse.MarshalPrivateKeyPEM(priv)), "PRIVATE KEY", doToken, "dop_v1_"} {
+		if strings.Contains(string(out), secret) {
+			t.Errorf("user data contains %q", secret)
+		}
+	}
+	// The only secret is the token, and it appears exactly once (in the
+	// agent config).
+	if n := strings.Count(string(out), agent.Token); n != 1 {
+		t.Errorf("token appears %d times, want 1", n)
+	}
+	// A private key given as a signing key is refused.
+	agent.SigningKeys = []string{string(dsse.MarshalPrivateKeyPEM(priv))}
+	if _, err := Render(Input{Agent: agent}); err == nil {
+		t.Error("Render accepted a private key as a signing key")
+	}
+}
+
+func TestRenderRefuses(t *testing.T) {
+	good := schema.AgentConfig{ReconcilerURL: "http://r.example", SigningKeys: []string{"k"}, Workspace: "ws-a", DropletName: "d", Token: "t"}
+	tests := []struct {
+		name string
+		in   Input
+	}{
+		{"no url", Input{Agent: func() schema.AgentConfig { a := good; a.ReconcilerURL = ""; return a }()}},
+		{"not http", Input{Agent: func() schema.AgentConfig { a := good; a.ReconcilerURL = "file:///etc/passwd"; return a }()}},
+		{"no keys", Input{Agent: func() schema.AgentConfig { a := good; a.SigningKeys = nil; return a }()}},
+		{"no token", Input{Agent: func() schema.AgentConfig { a := good; a.Token = ""; return a }()}},
+		{"bad agent url", Input{Agent: good, AgentURL: "ftp://x"}},
+		{"too large", Input{Agent: good, Compose: []byte(strings.Repeat("#", MaxSize))}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Render(tc.in); err == nil {
+				t.Error("Render succeeded")
+			}
+		})
+	}
+}
+
+func TestTemplateIsCloudConfig(t *testing.T) {
+	var v map[string]any
+	if err := yaml.Unmarshal(Template(), &v); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(v["packages"])
+	if !strings.Contains(string(b), "ufw") {
+		t.Errorf("packages = %s, want ufw", b)
+	}
+}
