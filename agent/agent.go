@@ -1,0 +1,517 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/schema/dsse"
+)
+
+// Probe reports one component's health (n8n, Caddy, Postgres). It is called
+// with a deadline for every heartbeat.
+type Probe func(ctx context.Context) schema.ComponentHealth
+
+// Components the heartbeat always reports; without a probe they are
+// reported as unknown.
+var defaultComponents = [...]string{"n8n", "caddy", "postgres"}
+
+// Config configures an Agent. Bootstrap, DropletID and State are required;
+// the rest has defaults.
+type Config struct {
+	// Bootstrap is what cloud-init gave the agent.
+	Bootstrap schema.AgentConfig
+	// DropletID is the DigitalOcean droplet id, in decimal.
+	DropletID string
+	// State is the agent's state directory (owned by the caller).
+	State *State
+
+	// HTTPClient defaults to one without a global timeout.
+	HTTPClient *http.Client
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Applier defaults to AcceptAll.
+	Applier Applier
+	// Probes report component health by component name ("n8n", "caddy",
+	// "postgres"); a missing one is reported as unknown.
+	Probes map[string]Probe
+	// LastActivity reports the time of n8n's last activity (zero when
+	// unknown; nil means unknown).
+	LastActivity func(ctx context.Context) (time.Time, error)
+	// N8NVersion reports the running n8n version (nil: not reported).
+	N8NVersion func(ctx context.Context) (string, error)
+	// Registerer receives the agent's metrics (nil: not registered).
+	Registerer prometheus.Registerer
+
+	// HeartbeatInterval is the time between heartbeats (±10%); default 60s.
+	HeartbeatInterval time.Duration
+	// PollWait is the long-poll ?wait= of manifest requests; default 30s.
+	PollWait time.Duration
+	// MaxClockSkew bounds how far in the future issued_at may be; default
+	// DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
+	// RetryMin and RetryMax bound the jittered exponential backoff after
+	// failures; defaults 1s and 1m.
+	RetryMin, RetryMax time.Duration
+	// RecheckRejected is how long a rejected manifest is not fetched again
+	// (If-None-Match names it) before it is fetched and judged anew, e.g.
+	// after the clock was corrected; default 5m.
+	RecheckRejected time.Duration
+	// Version is the agent's version, sent with enrollment and heartbeats.
+	Version string
+	// Now defaults to time.Now.
+	Now func() time.Time
+	// ProcDir is where meminfo and uptime are read; default /proc.
+	ProcDir string
+}
+
+// Agent runs the droplet side of the protocol: enroll, then pull manifests
+// and send heartbeats until its context ends.
+type Agent struct {
+	cfg     Config
+	client  *Client
+	trusted dsse.Trusted
+	log     *slog.Logger
+	metrics *metrics
+	started time.Time
+	// kick asks the heartbeat loop for a heartbeat now (after a manifest
+	// was accepted or rejected).
+	kick chan struct{}
+
+	mu          sync.Mutex
+	verifyError string
+	applyError  string
+	clockOffset time.Duration
+	haveOffset  bool
+}
+
+// New checks cfg and makes an Agent.
+func New(cfg Config) (*Agent, error) {
+	if cfg.State == nil {
+		return nil, errors.New("agent: no state directory")
+	}
+	if err := CheckDropletID(cfg.DropletID); err != nil {
+		return nil, err
+	}
+	if err := CheckBootstrap(cfg.Bootstrap); err != nil {
+		return nil, err
+	}
+	trusted, err := TrustedKeys(cfg.Bootstrap.SigningKeys)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Applier == nil {
+		cfg.Applier = AcceptAll
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = time.Minute
+	}
+	if cfg.PollWait <= 0 {
+		cfg.PollWait = 30 * time.Second
+	}
+	if cfg.MaxClockSkew <= 0 {
+		cfg.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = time.Second
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = max(time.Minute, cfg.RetryMin)
+	}
+	if cfg.RecheckRejected <= 0 {
+		cfg.RecheckRejected = 5 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ProcDir == "" {
+		cfg.ProcDir = "/proc"
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("agent metrics: %w", err)
+	}
+	return &Agent{
+		cfg:     cfg,
+		client:  &Client{BaseURL: cfg.Bootstrap.ReconcilerURL, HTTP: cfg.HTTPClient},
+		trusted: trusted,
+		log:     cfg.Logger.With("component", "agent", "workspace", cfg.Bootstrap.Workspace, "droplet", cfg.DropletID),
+		metrics: m,
+		started: cfg.Now(),
+		kick:    make(chan struct{}, 1),
+	}, nil
+}
+
+// CheckBootstrap checks what cloud-init gave the agent.
+func CheckBootstrap(c schema.AgentConfig) error {
+	u, err := url.Parse(c.ReconcilerURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("agent config: reconciler_url %q is not an http(s) URL", c.ReconcilerURL)
+	}
+	if c.Workspace == "" {
+		return errors.New("agent config: no workspace")
+	}
+	if len(c.SigningKeys) == 0 {
+		return errors.New("agent config: no signing_keys")
+	}
+	return nil
+}
+
+// CheckDropletID checks a DigitalOcean droplet id: a positive decimal
+// integer.
+func CheckDropletID(id string) error {
+	n, err := strconv.ParseUint(id, 10, 63)
+	if err != nil || n == 0 || strconv.FormatUint(n, 10) != id {
+		return fmt.Errorf("droplet id %q is not a positive decimal integer", id)
+	}
+	return nil
+}
+
+// TrustedKeys parses PKIX PEM ed25519 public keys into a trusted set.
+func TrustedKeys(pems []string) (dsse.Trusted, error) {
+	t := dsse.Trusted{}
+	for i, p := range pems {
+		k, err := dsse.ParsePublicKeyPEM([]byte(p))
+		if err != nil {
+			return nil, fmt.Errorf("signing key %d: %w", i+1, err)
+		}
+		t.Add(k)
+	}
+	return t, nil
+}
+
+// Run enrolls if this droplet has no credential yet, applies the recorded
+// manifest again, then pulls manifests and sends heartbeats until ctx ends
+// (then it returns nil). It returns an error if enrollment is refused
+// (the token is used, expired or foreign: only a new token helps).
+func (a *Agent) Run(ctx context.Context) error {
+	cred, err := a.enroll(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if ok, err := Reapply(ctx, a.cfg.State, a.cfg.Applier); err != nil {
+		a.setApplyError(err)
+		a.log.Error("reapply recorded manifest", "err", err)
+	} else if ok {
+		a.log.Info("reapplied recorded manifest", "version", a.cfg.State.Applied().Version)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.pullLoop(gctx, cred) })
+	g.Go(func() error { return a.heartbeatLoop(gctx, cred) })
+	return g.Wait()
+}
+
+// enroll returns the stored credential for this droplet, or trades the
+// token for one and stores it.
+func (a *Agent) enroll(ctx context.Context) (string, error) {
+	st := a.cfg.State
+	cred, ok, err := st.Credential(a.cfg.DropletID)
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		a.log.Info("enrolled already")
+		return cred, nil
+	}
+	if a.cfg.Bootstrap.Token == "" {
+		return "", fmt.Errorf("enroll droplet %s: no credential stored and no token in the agent config", a.cfg.DropletID)
+	}
+	keys := st.Keys()
+	req := schema.EnrollRequest{
+		Token:        a.cfg.Bootstrap.Token,
+		Workspace:    a.cfg.Bootstrap.Workspace,
+		DropletID:    a.cfg.DropletID,
+		DropletName:  a.cfg.Bootstrap.DropletName,
+		AgeRecipient: keys.Recipient(),
+		SigningKey:   keys.PublicKeyPEM(),
+		AgentVersion: a.cfg.Version,
+	}
+	bo := backoff{min: a.cfg.RetryMin, max: a.cfg.RetryMax}
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		resp, err := a.client.Enroll(rctx, req)
+		cancel()
+		if err == nil {
+			if err := st.SaveCredential(req.Workspace, req.DropletID, resp.Credential); err != nil {
+				return "", err
+			}
+			a.log.Info("enrolled", "age_recipient", req.AgeRecipient)
+			return resp.Credential, nil
+		}
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		if !retryable(err) {
+			return "", fmt.Errorf("enroll droplet %s: %w", a.cfg.DropletID, err)
+		}
+		d := bo.next()
+		a.log.Warn("enroll failed, retrying", "err", err, "retry_in", d)
+		if !sleep(ctx, d) {
+			return "", ctx.Err()
+		}
+	}
+}
+
+// pullLoop long-polls the manifest and accepts each new one.
+func (a *Agent) pullLoop(ctx context.Context, cred string) error {
+	st := a.cfg.State
+	_, etag := st.Floor(a.cfg.Bootstrap.Workspace, a.cfg.DropletID)
+	if v := st.Applied().Version; v > 0 {
+		a.metrics.appliedVersion.Set(float64(v))
+	}
+	var rejected string // digest of the last rejected envelope
+	var rejectedAt time.Time
+	bo := backoff{min: a.cfg.RetryMin, max: a.cfg.RetryMax}
+	for ctx.Err() == nil {
+		inm := etag
+		if rejected != "" && a.cfg.Now().Sub(rejectedAt) < a.cfg.RecheckRejected {
+			// Wait for something other than the manifest just refused.
+			inm = rejected
+		}
+		start := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, a.cfg.PollWait+30*time.Second)
+		resp, err := a.client.Manifest(rctx, cred, inm, a.cfg.PollWait)
+		cancel()
+		a.observeDate(time.Since(start), resp.Date)
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.metrics.requests.WithLabelValues(codeLabel(err, resp.NotModified)).Inc()
+		if err != nil {
+			d := bo.next()
+			var se *StatusError
+			switch {
+			case errors.As(err, &se) && se.Code == http.StatusNotFound:
+				a.log.Info("no manifest yet", "retry_in", d)
+			case errors.As(err, &se) && (se.Code == http.StatusUnauthorized || se.Code == http.StatusForbidden):
+				a.log.Error("manifest request refused: credential not accepted", "code", se.Code, "retry_in", d)
+			default:
+				a.log.Warn("manifest request failed", "err", err, "retry_in", d)
+			}
+			sleep(ctx, d)
+			continue
+		}
+		if resp.NotModified {
+			bo.reset()
+			// A server that does not hold the request still sees one
+			// request per PollWait.
+			if el := time.Since(start); el < a.cfg.PollWait/2 {
+				sleep(ctx, a.cfg.PollWait-el)
+			}
+			continue
+		}
+		var v *Verified
+		if resp.TooLarge {
+			err = reject(ReasonTooLarge, "envelope is over %d bytes", schema.MaxEnvelopeSize)
+			rejected = resp.ETag
+		} else {
+			v, err = Accept(ctx, st, resp.Envelope, Policy{
+				Workspace:    a.cfg.Bootstrap.Workspace,
+				Droplet:      a.cfg.DropletID,
+				Trusted:      a.trusted,
+				Now:          a.cfg.Now(),
+				MaxClockSkew: a.cfg.MaxClockSkew,
+				Applier:      a.cfg.Applier,
+			})
+			rejected = digest(resp.Envelope)
+		}
+		var re *RejectError
+		var ae *ApplyError
+		switch {
+		case err == nil:
+			rejected = ""
+			etag = v.Digest
+			bo.reset()
+			a.mu.Lock()
+			a.verifyError, a.applyError = "", ""
+			a.mu.Unlock()
+			if v.Unchanged {
+				continue
+			}
+			a.metrics.accepted.Inc()
+			a.metrics.appliedVersion.Set(float64(v.Manifest.Version))
+			a.log.Info("manifest applied", "version", v.Manifest.Version, "commit", v.Manifest.Commit, "key_id", v.KeyID, "new_keys", len(v.SigningKeys))
+			a.heartbeatSoon()
+			continue
+		case errors.As(err, &re):
+			rejectedAt = a.cfg.Now()
+			a.mu.Lock()
+			a.verifyError = err.Error()
+			a.mu.Unlock()
+			a.metrics.rejections.WithLabelValues(string(re.Reason)).Inc()
+			a.log.Warn("manifest rejected, keeping the last good one", "reason", re.Reason, "err", err, "applied_version", st.Applied().Version)
+		case errors.As(err, &ae):
+			// Valid but not applied: fetch and try again after a while.
+			rejected = ""
+			a.setApplyError(err)
+			a.metrics.applyErrors.Inc()
+			a.log.Error("apply manifest", "version", ae.Version, "err", err)
+		default:
+			rejected = ""
+			a.setApplyError(err)
+			a.log.Error("accept manifest", "err", err)
+		}
+		a.heartbeatSoon()
+		sleep(ctx, bo.next())
+	}
+	return nil
+}
+
+func (a *Agent) setApplyError(err error) {
+	a.mu.Lock()
+	a.applyError = err.Error()
+	a.mu.Unlock()
+}
+
+func (a *Agent) heartbeatSoon() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// observeDate records the reconciler's clock offset (server minus local,
+// positive when the server is ahead) from a response's Date header, which
+// has one-second resolution. For a short request the Date is taken as
+// stamped at its midpoint; a held long-poll is answered at its end.
+func (a *Agent) observeDate(rtt time.Duration, date time.Time) {
+	if date.IsZero() {
+		return
+	}
+	local := a.cfg.Now()
+	if rtt < 5*time.Second {
+		local = local.Add(-rtt / 2)
+	}
+	off := date.Add(500 * time.Millisecond).Sub(local)
+	a.mu.Lock()
+	a.clockOffset, a.haveOffset = off, true
+	a.mu.Unlock()
+	a.metrics.clockOffset.Set(off.Seconds())
+}
+
+// heartbeatLoop sends a heartbeat now, then every HeartbeatInterval (±10%)
+// and soon after every manifest accepted or rejected.
+func (a *Agent) heartbeatLoop(ctx context.Context, cred string) error {
+	minGap := min(time.Second, a.cfg.HeartbeatInterval/10)
+	for {
+		last := time.Now()
+		a.sendHeartbeat(ctx, cred)
+		t := time.NewTimer(jitter(a.cfg.HeartbeatInterval, 0.1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		case <-a.kick:
+			t.Stop()
+			sleep(ctx, minGap-time.Since(last))
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func (a *Agent) sendHeartbeat(ctx context.Context, cred string) {
+	seq, err := a.cfg.State.NextSeq()
+	if err != nil {
+		a.metrics.heartbeats.WithLabelValues("error").Inc()
+		a.log.Error("heartbeat", "err", err)
+		return
+	}
+	hb := a.heartbeat(ctx, seq)
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	resp, err := a.client.Heartbeat(rctx, cred, hb)
+	a.observeDate(time.Since(start), resp.Date)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		a.metrics.heartbeats.WithLabelValues("error").Inc()
+		a.log.Warn("heartbeat failed", "seq", seq, "err", err)
+		return
+	}
+	a.metrics.heartbeats.WithLabelValues("ok").Inc()
+	a.log.Debug("heartbeat sent", "seq", seq, "applied_version", hb.AppliedVersion)
+}
+
+// heartbeat gathers one heartbeat's fields.
+func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
+	version, dig := a.cfg.State.Floor(a.cfg.Bootstrap.Workspace, a.cfg.DropletID)
+	hb := schema.Heartbeat{
+		Workspace:      a.cfg.Bootstrap.Workspace,
+		Droplet:        a.cfg.DropletID,
+		Seq:            seq,
+		SentAt:         a.cfg.Now().UTC(),
+		AppliedVersion: version,
+		AppliedDigest:  dig,
+		AgentVersion:   a.cfg.Version,
+		Components:     map[string]schema.ComponentHealth{},
+	}
+	a.mu.Lock()
+	hb.VerifyError, hb.ApplyError = a.verifyError, a.applyError
+	offset, haveOffset := a.clockOffset, a.haveOffset
+	a.mu.Unlock()
+	for _, name := range defaultComponents {
+		hb.Components[name] = schema.ComponentHealth{Detail: "unknown"}
+	}
+	for name, p := range a.cfg.Probes {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		hb.Components[name] = p(pctx)
+		cancel()
+	}
+	if haveOffset {
+		// The heartbeat has no field of its own for it: it is reported as
+		// the "clock" component (sent_at lets the reconciler check too).
+		hb.Components["clock"] = schema.ComponentHealth{
+			OK:     offset.Abs() <= a.cfg.MaxClockSkew,
+			Detail: fmt.Sprintf("offset %+.1fs", offset.Seconds()),
+		}
+	}
+	if used, total, err := memory(a.cfg.ProcDir + "/meminfo"); err == nil {
+		hb.MemoryUsed, hb.MemoryTotal = used, total
+	}
+	if used, total, err := disk(a.cfg.State.Dir()); err == nil {
+		hb.DiskUsed, hb.DiskTotal = used, total
+	}
+	if up, err := uptime(a.cfg.ProcDir + "/uptime"); err == nil {
+		hb.UptimeSeconds = up.Seconds()
+	} else {
+		hb.UptimeSeconds = a.cfg.Now().Sub(a.started).Seconds()
+	}
+	if a.cfg.LastActivity != nil {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if t, err := a.cfg.LastActivity(pctx); err == nil {
+			hb.LastActivity = t.UTC()
+		} else {
+			a.log.Warn("last n8n activity", "err", err)
+		}
+		cancel()
+	}
+	if a.cfg.N8NVersion != nil {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if v, err := a.cfg.N8NVersion(pctx); err == nil {
+			hb.N8NVersion = v
+		}
+		cancel()
+	}
+	return hb
+}

@@ -1,0 +1,146 @@
+// Command genesis-agent runs on every droplet: it enrolls with the
+// reconciler, pulls and verifies the droplet's signed manifest, applies it,
+// and sends heartbeats (package agent). Its verify subcommand is the
+// conformance seam of the verifier: it judges one envelope exactly as the
+// running agent does.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitError carries a process exit code and a message (empty if printed
+// already).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// usageError is a mistake in the command line: exit status 2.
+func usageError(format string, args ...any) error {
+	return &exitError{code: 2, msg: fmt.Sprintf(format, args...)}
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(stderr, "genesis-agent:", ee.msg)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "genesis-agent:", err)
+	return 1
+}
+
+const usageText = `Usage: genesis-agent COMMAND [flags]
+
+Commands:
+  run      enroll, then pull and apply manifests and send heartbeats
+  keys     make the droplet's keys in a state directory if missing; print
+           the age recipient and the ed25519 public key
+  verify   judge one manifest envelope (stdin) exactly as run does; record
+           it in the state directory if accepted
+  version  print the agent's version
+
+Run "genesis-agent COMMAND --help" for a command's flags.
+`
+
+// env is what every subcommand gets.
+type env struct {
+	getenv func(string) string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	e := env{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return &exitError{code: 2}
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usageText)
+		return nil
+	case "run":
+		return runAgent(ctx, e, args[1:])
+	case "keys":
+		return runKeys(e, args[1:])
+	case "verify":
+		return runVerify(ctx, e, args[1:])
+	case "version":
+		fmt.Fprintln(stdout, agentVersion())
+		return nil
+	}
+	fmt.Fprint(stderr, usageText)
+	return usageError("unknown command %q", args[0])
+}
+
+// newFlags makes a subcommand's flag set with its usage text.
+func newFlags(e env, name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet("genesis-agent "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), usage)
+		fmt.Fprintln(fs.Output(), "\nFlags:")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses a subcommand's flags; --help prints the usage to stdout.
+func parse(e env, fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(e.stdout)
+			fs.Usage()
+			return flag.ErrHelp
+		}
+		return &exitError{code: 2}
+	}
+	if fs.NArg() > 0 {
+		return usageError("%s: unexpected arguments %q", fs.Name(), fs.Args())
+	}
+	return nil
+}
+
+// agentVersion is the module version and VCS revision the binary was built
+// from.
+func agentVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "genesis-agent/dev"
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "dev"
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += "+" + s.Value[:12]
+		}
+	}
+	return "genesis-agent/" + v
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"genesis.dev/fleet/agent"
+	"genesis.dev/fleet/schema"
+)
+
+const runUsage = `Usage: genesis-agent run [flags]
+
+Enrolls this droplet with the reconciler (once per droplet id), then
+long-polls its signed manifest, verifies and applies each new one, and sends
+a heartbeat every --heartbeat-interval. A rejected manifest leaves the last
+good one running; the reason goes out with the next heartbeat. Logs go to
+stderr. SIGINT/SIGTERM stop it.
+
+The agent config (reconciler URL, signing keys, workspace, droplet name,
+one-time token) is the JSON file --config, or the write_files entry for
+` + schema.AgentConfigPath + ` in the cloud-config file --user-data.
+Without either flag: $GENESIS_AGENT_CONFIG, then $GENESIS_AGENT_USER_DATA,
+then $DOSIM_USER_DATA_FILE (the DigitalOcean simulator's boot hook), then
+` + schema.AgentConfigPath + `.
+
+The droplet id is --droplet-id, else $GENESIS_AGENT_DROPLET_ID, else
+$DOSIM_DROPLET_ID, else the metadata service (--metadata-url).
+
+The state directory is --state-dir, else $GENESIS_AGENT_STATE_DIR, else
+$DOSIM_DISK_DIR/genesis-agent under the simulator (a snapshot keeps it),
+else /var/lib/genesis-agent.`
+
+func runAgent(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "run", runUsage)
+	configPath := fs.String("config", "", "agent config JSON `file` (default "+schema.AgentConfigPath+")")
+	userData := fs.String("user-data", "", "cloud-config `file` holding the agent config in write_files")
+	dropletID := fs.String("droplet-id", "", "this droplet's DigitalOcean `id`")
+	metadataURL := fs.String("metadata-url", agent.DefaultMetadataURL, "`URL` answering the droplet id")
+	stateDir := fs.String("state-dir", "", "state `directory` (keys, credential, applied manifest)")
+	hbInterval := fs.Duration("heartbeat-interval", envDuration(e, "GENESIS_AGENT_HEARTBEAT_INTERVAL", time.Minute), "time between heartbeats (±10% jitter)")
+	pollWait := fs.Duration("poll-wait", 30*time.Second, "long-poll wait of manifest requests")
+	skew := fs.Duration("max-clock-skew", agent.DefaultMaxClockSkew, "how far in the future a manifest's issued_at may be")
+	retryMax := fs.Duration("retry-max", time.Minute, "longest wait between retries")
+	metricsListen := fs.String("metrics-listen", e.getenv("GENESIS_AGENT_METRICS_LISTEN"), "`address` to serve /metrics on (off when empty)")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log `format`: text or json")
+	if err := parse(e, fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(e.stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	if *hbInterval <= 0 || *pollWait <= 0 || *skew <= 0 || *retryMax <= 0 {
+		return usageError("run: durations must be positive")
+	}
+	cfg, err := loadConfig(e, *configPath, *userData)
+	if err != nil {
+		return err
+	}
+	if err := agent.CheckBootstrap(cfg); err != nil {
+		return err
+	}
+	dir := resolveStateDir(e, *stateDir)
+	id := firstNonEmpty(*dropletID, e.getenv("GENESIS_AGENT_DROPLET_ID"), e.getenv("DOSIM_DROPLET_ID"))
+	if id == "" {
+		id, err = agent.DropletIDFromMetadata(ctx, nil, *metadataURL, 10)
+		if err != nil {
+			return err
+		}
+	}
+	if err := agent.CheckDropletID(id); err != nil {
+		return usageError("run: %v", err)
+	}
+	st, err := agent.OpenState(dir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := agent.New(agent.Config{
+		Bootstrap:         cfg,
+		DropletID:         id,
+		State:             st,
+		HTTPClient:        &http.Client{Transport: http.DefaultTransport},
+		Logger:            log,
+		Registerer:        reg,
+		HeartbeatInterval: *hbInterval,
+		PollWait:          *pollWait,
+		MaxClockSkew:      *skew,
+		RetryMax:          *retryMax,
+		Version:           agentVersion(),
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "component", "genesis-agent", "version", agentVersion(), "workspace", cfg.Workspace,
+		"droplet", id, "reconciler", cfg.ReconcilerURL, "state_dir", dir, "age_recipient", st.Keys().Recipient())
+
+	g, gctx := errgroup.WithContext(ctx)
+	if *metricsListen != "" {
+		ln, err := net.Listen("tcp", *metricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		log.Info("serving metrics", "component", "genesis-agent", "addr", ln.Addr().String())
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	g.Go(func() error {
+		err := a.Run(gctx)
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("agent stopped")
+		}
+		return err
+	})
+	err = g.Wait()
+	log.Info("stopped", "component", "genesis-agent")
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// loadConfig reads the agent config from the flag, env or default source.
+func loadConfig(e env, configPath, userData string) (schema.AgentConfig, error) {
+	if configPath != "" && userData != "" {
+		return schema.AgentConfig{}, usageError("run: give --config or --user-data, not both")
+	}
+	if configPath == "" && userData == "" {
+		configPath = e.getenv("GENESIS_AGENT_CONFIG")
+		if configPath == "" {
+			userData = firstNonEmpty(e.getenv("GENESIS_AGENT_USER_DATA"), e.getenv("DOSIM_USER_DATA_FILE"))
+		}
+		if configPath == "" && userData == "" {
+			configPath = schema.AgentConfigPath
+		}
+	}
+	if userData != "" {
+		data, err := os.ReadFile(userData)
+		if err != nil {
+			return schema.AgentConfig{}, fmt.Errorf("read user data: %w", err)
+		}
+		cfg, err := agent.ConfigFromUserData(data)
+		if err != nil {
+			return schema.AgentConfig{}, fmt.Errorf("%s: %w", userData, err)
+		}
+		return cfg, nil
+	}
+	data, err := os.ReadFile(configPath)
+	if err != nil {
+		return schema.AgentConfig{}, fmt.Errorf("read agent config: %w", err)
+	}
+	cfg, err := agent.ParseConfig(data)
+	if err != nil {
+		return schema.AgentConfig{}, fmt.Errorf("%s: %w", configPath, err)
+	}
+	return cfg, nil
+}
+
+func resolveStateDir(e env, flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if d := e.getenv("GENESIS_AGENT_STATE_DIR"); d != "" {
+		return d
+	}
+	if d := e.getenv("DOSIM_DISK_DIR"); d != "" {
+		return filepath.Join(d, "genesis-agent")
+	}
+	return "/var/lib/genesis-agent"
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError("--log-level: %v", err)
+	}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+	}
+	return nil, usageError("--log-format: want text or json, got %q", format)
+}
+
+func envDuration(e env, name string, def time.Duration) time.Duration {
+	if v := e.getenv(name); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
