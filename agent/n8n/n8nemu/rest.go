@@ -11,18 +11,20 @@ import (
 	"unicode"
 )
 
-// ownerScopes is the scope list GET /rest/api-keys/scopes gives an owner.
-var ownerScopes = []string{
-	"credential:create", "credential:delete", "credential:list", "credential:move", "credential:update",
-	"execution:delete", "execution:list", "execution:read", "execution:retry",
-	"project:create", "project:delete", "project:list", "project:update",
-	"securityAudit:generate", "sourceControl:pull",
-	"tag:create", "tag:delete", "tag:list", "tag:read", "tag:update",
-	"user:changeRole", "user:create", "user:delete", "user:enforceMfa", "user:list", "user:read",
-	"variable:create", "variable:delete", "variable:list", "variable:update",
-	"workflow:activate", "workflow:create", "workflow:deactivate", "workflow:delete",
-	"workflow:list", "workflow:move", "workflow:read", "workflow:update",
-	"workflowTags:list", "workflowTags:update",
+// ownerScopes returns the scope list GET /rest/api-keys/scopes gives an owner.
+func ownerScopes() []string {
+	return []string{
+		"credential:create", "credential:delete", "credential:list", "credential:move", "credential:update",
+		"execution:delete", "execution:list", "execution:read", "execution:retry",
+		"project:create", "project:delete", "project:list", "project:update",
+		"securityAudit:generate", "sourceControl:pull",
+		"tag:create", "tag:delete", "tag:list", "tag:read", "tag:update",
+		"user:changeRole", "user:create", "user:delete", "user:enforceMfa", "user:list", "user:read",
+		"variable:create", "variable:delete", "variable:list", "variable:update",
+		"workflow:activate", "workflow:create", "workflow:deactivate", "workflow:delete",
+		"workflow:list", "workflow:move", "workflow:read", "workflow:update",
+		"workflowTags:list", "workflowTags:update",
+	}
 }
 
 const authCookie = "n8n-auth"
@@ -154,7 +156,7 @@ func (s *Server) session(h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (s *Server) apiKeyScopes(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"data": ownerScopes})
+	writeJSON(w, http.StatusOK, map[string]any{"data": ownerScopes()})
 }
 
 func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) {
@@ -176,7 +178,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, sc := range body.Scopes {
-		if !slices.Contains(ownerScopes, sc) {
+		if !slices.Contains(ownerScopes(), sc) {
 			restError(w, http.StatusBadRequest, "Invalid scopes for user role")
 			return
 		}

@@ -29,7 +29,7 @@ type node struct {
 }
 
 // The public API's workflow schema in 1.123: writable fields, read-only
-// fields, and the fields of a node and of settings.
+// fields, and the fields of a node and of settings. Read-only tables.
 var (
 	workflowWritable = []string{"name", "nodes", "connections", "settings", "staticData"}
 	workflowReadOnly = []string{"id", "active", "createdAt", "updatedAt", "tags", "meta", "versionId", "isArchived", "triggerCount", "shared"}
