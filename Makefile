@@ -22,6 +22,10 @@ build: ## Build the four binaries into bin/.
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
+.PHONY: caddy
+caddy: ## Build the pinned Caddy (v2.11.9) from its Go module into .cache/caddy/ (tests do it when missing).
+	@./scripts/build-caddy
+
 .PHONY: vet
 vet: ## go vet every package.
 	$(GO) vet ./...
