@@ -1,0 +1,216 @@
+package agentapi
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"filippo.io/age"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"genesis.dev/fleet/schema/dsse"
+	"genesis.dev/fleet/tenants"
+)
+
+// Defaults of Config.
+const (
+	DefaultTokenTTL      = 30 * time.Minute
+	DefaultManifestTTL   = 24 * time.Hour
+	DefaultSweep         = time.Minute
+	DefaultQueue         = 100_000
+	DefaultBatchSize     = 1000
+	DefaultBatchInterval = 250 * time.Millisecond
+	// MaxWait bounds a manifest long-poll.
+	MaxWait = 60 * time.Second
+)
+
+// Config wires a Service.
+type Config struct {
+	Pool   *pgxpool.Pool
+	Logger *slog.Logger
+	// Registerer receives the metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// Signer signs manifests; Identities open the tenants' sealed
+	// credentials. Without both, enrollment is refused (503) and no user
+	// data is rendered: a droplet could never get a manifest.
+	Signer     *dsse.Signer
+	Identities []age.Identity
+	// PublicURL is the reconciler's base URL as agents reach it.
+	PublicURL string
+	// SigningKeys are the PEM public keys agents trust (default: the
+	// Signer's).
+	SigningKeys []string
+	// Desired is the latest desired state (the reconciler's Snapshot).
+	Desired func() (tenants.Snapshot, bool)
+	// Leading reports whether this replica runs the periodic sweep (nil:
+	// always).
+	Leading func() bool
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// TokenTTL is how long a provisioning token is valid (default 30m).
+	TokenTTL time.Duration
+	// ManifestTTL is a manifest's lifetime (default 24h); it is re-signed
+	// when less than a third remains.
+	ManifestTTL time.Duration
+	// Sweep is how often the leader looks for manifests to render (default
+	// 1m).
+	Sweep time.Duration
+	// Compose and AgentURL go into every droplet's user data (optional).
+	Compose  []byte
+	AgentURL string
+	// Heartbeat queue and batching (defaults 100,000; 1,000; 250ms).
+	Queue         int
+	BatchSize     int
+	BatchInterval time.Duration
+}
+
+// Service is the agent protocol's server side. Make it with New, serve
+// Handler, and Run it for as long as it serves.
+type Service struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	pool    *pgxpool.Pool
+	enabled bool
+
+	queue   chan heartbeat
+	kick    chan struct{}
+	stopped chan struct{}
+	stop    sync.Once
+
+	authMu sync.RWMutex
+	auth   map[[32]byte]*agentRef
+	neg    map[[32]byte]time.Time
+
+	manMu   sync.Mutex
+	man     map[int64]*entry
+	waiters map[int64]chan struct{}
+}
+
+// New makes a Service.
+func New(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = DefaultTokenTTL
+	}
+	if cfg.ManifestTTL <= 0 {
+		cfg.ManifestTTL = DefaultManifestTTL
+	}
+	if cfg.Sweep <= 0 {
+		cfg.Sweep = DefaultSweep
+	}
+	if cfg.Queue <= 0 {
+		cfg.Queue = DefaultQueue
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.BatchInterval <= 0 {
+		cfg.BatchInterval = DefaultBatchInterval
+	}
+	if cfg.Leading == nil {
+		cfg.Leading = func() bool { return true }
+	}
+	if cfg.Desired == nil {
+		cfg.Desired = func() (tenants.Snapshot, bool) { return tenants.Snapshot{}, false }
+	}
+	if cfg.Signer != nil && len(cfg.SigningKeys) == 0 {
+		cfg.SigningKeys = []string{string(dsse.MarshalPublicKeyPEM(cfg.Signer.Public()))}
+	}
+	return &Service{
+		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer), pool: cfg.Pool,
+		enabled: cfg.Signer != nil && len(cfg.Identities) > 0,
+		queue:   make(chan heartbeat, cfg.Queue), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
+		auth: map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{},
+		man: map[int64]*entry{}, waiters: map[int64]chan struct{}{},
+	}
+}
+
+// Enabled reports whether the service has its keys (enrollment and user
+// data work).
+func (s *Service) Enabled() bool { return s.enabled }
+
+// Handler serves POST /v1/enroll, GET /v1/manifest and POST /v1/heartbeat.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/enroll", s.handleEnroll)
+	mux.HandleFunc("GET /v1/manifest", s.handleManifest)
+	mux.HandleFunc("POST /v1/heartbeat", s.handleHeartbeat)
+	return mux
+}
+
+// Kick asks for a sweep soon (a new snapshot arrived).
+func (s *Service) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs the heartbeat batcher, the LISTEN/NOTIFY listener and the
+// periodic sweep until ctx ends; queued heartbeats are written before it
+// returns, and waiting long-polls are answered.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.stop.Do(func() { close(s.stopped) })
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		// The batcher drains with its own context: ctx ending must not
+		// lose what was queued.
+		return s.batcher(gctx)
+	})
+	g.Go(func() error { s.listen(gctx); return nil })
+	g.Go(func() error { s.sweepLoop(gctx); return nil })
+	g.Go(func() error {
+		<-gctx.Done()
+		s.stop.Do(func() { close(s.stopped) })
+		return nil
+	})
+	return g.Wait()
+}
+
+// agentRef is an authenticated droplet.
+type agentRef struct {
+	droplet   int64
+	dropletS  string
+	workspace string
+	// lastSeq is the highest heartbeat sequence number accepted here.
+	mu      sync.Mutex
+	lastSeq int64
+}
+
+// secret makes a random 256-bit token, base64url without padding.
+func secret() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// hash is how tokens and credentials are stored.
+func hash(s string) [32]byte { return sha256.Sum256([]byte(s)) }
+
+// errDisabled is the reason enrollment and user data are refused.
+var errDisabled = errors.New("the agent protocol is disabled: the reconciler has no --signing-key or no --age-identity")
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

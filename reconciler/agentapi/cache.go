@@ -1,0 +1,265 @@
+package agentapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// notifyChannel carries "m <droplet> <version>" and "a <droplet>".
+const notifyChannel = "genesis_agents"
+
+// maxNegative bounds the cache of unknown credentials.
+const maxNegative = 100_000
+
+// negativeTTL is how long an unknown credential is answered 401 from
+// memory.
+const negativeTTL = 30 * time.Second
+
+// authenticate returns the droplet of the request's bearer credential, or
+// nil.
+func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
+	h := r.Header.Get("Authorization")
+	cred, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || cred == "" || len(cred) > 256 {
+		return nil, nil
+	}
+	key := hash(cred)
+	now := s.cfg.Now()
+	s.authMu.RLock()
+	ref, hit := s.auth[key]
+	negAt, neg := s.neg[key]
+	s.authMu.RUnlock()
+	if hit {
+		return ref, nil
+	}
+	if neg && now.Sub(negAt) < negativeTTL {
+		return nil, nil
+	}
+	ref = &agentRef{}
+	err := s.pool.QueryRow(r.Context(), `SELECT droplet_id, workspace, last_heartbeat_seq FROM agents WHERE credential_hash = $1`, key[:]).
+		Scan(&ref.droplet, &ref.workspace, &ref.lastSeq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		s.authMu.Lock()
+		if len(s.neg) >= maxNegative {
+			clear(s.neg)
+		}
+		s.neg[key] = now
+		s.authMu.Unlock()
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	ref.dropletS = strconv.FormatInt(ref.droplet, 10)
+	return s.remember(key, ref), nil
+}
+
+// remember caches an authenticated credential and returns the cached ref
+// (an existing one wins, keeping its sequence number).
+func (s *Service) remember(key [32]byte, ref *agentRef) *agentRef {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	if old, ok := s.auth[key]; ok {
+		return old
+	}
+	delete(s.neg, key)
+	s.auth[key] = ref
+	return ref
+}
+
+// forgetDroplet drops every cached credential of droplet (it enrolled
+// again: its old credential is no longer valid).
+func (s *Service) forgetDroplet(droplet int64) {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	for k, ref := range s.auth {
+		if ref.droplet == droplet {
+			delete(s.auth, k)
+		}
+	}
+}
+
+// entry is the newest manifest of a droplet as served. Entries are never
+// changed once made; a newer version replaces the entry.
+type entry struct {
+	version int64 // 0: no manifest yet
+	etag    string
+	body    []byte
+}
+
+// etagOf is the quoted hex SHA-256 of an envelope.
+func etagOf(envelope []byte) string {
+	sum := sha256.Sum256(envelope)
+	return `"` + hex.EncodeToString(sum[:]) + `"`
+}
+
+// manifestFor returns droplet's cached entry, loading it on a miss.
+func (s *Service) manifestFor(ctx context.Context, droplet int64) (*entry, error) {
+	s.manMu.Lock()
+	e, ok := s.man[droplet]
+	s.manMu.Unlock()
+	if ok {
+		return e, nil
+	}
+	e, err := s.loadManifest(ctx, droplet)
+	if err != nil {
+		return nil, err
+	}
+	return s.install(droplet, e), nil
+}
+
+// loadManifest reads droplet's newest manifest from Postgres.
+func (s *Service) loadManifest(ctx context.Context, droplet int64) (*entry, error) {
+	e := &entry{}
+	err := s.pool.QueryRow(ctx, `SELECT version, envelope FROM manifests WHERE droplet_id = $1 ORDER BY version DESC LIMIT 1`, droplet).
+		Scan(&e.version, &e.body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &entry{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load manifest of droplet %d: %w", droplet, err)
+	}
+	e.etag = etagOf(e.body)
+	return e, nil
+}
+
+// install caches e for droplet unless a newer version is cached, wakes the
+// droplet's long-polls when it changed, and returns the cached entry.
+func (s *Service) install(droplet int64, e *entry) *entry {
+	s.manMu.Lock()
+	defer s.manMu.Unlock()
+	if cur, ok := s.man[droplet]; ok && cur.version >= e.version {
+		return cur
+	}
+	s.man[droplet] = e
+	if ch, ok := s.waiters[droplet]; ok {
+		close(ch)
+		delete(s.waiters, droplet)
+	}
+	return e
+}
+
+// changed returns a channel closed when droplet's cached entry is no longer
+// the one with etag (closed at once if it already is not).
+func (s *Service) changed(droplet int64, etag string) <-chan struct{} {
+	s.manMu.Lock()
+	defer s.manMu.Unlock()
+	if cur, ok := s.man[droplet]; !ok || cur.etag != etag {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	ch, ok := s.waiters[droplet]
+	if !ok {
+		ch = make(chan struct{})
+		s.waiters[droplet] = ch
+	}
+	return ch
+}
+
+// flush empties the caches (the notification stream was interrupted, so
+// they may be stale). Waiting long-polls are woken to re-read.
+func (s *Service) flush() {
+	s.authMu.Lock()
+	clear(s.auth)
+	clear(s.neg)
+	s.authMu.Unlock()
+	s.manMu.Lock()
+	clear(s.man)
+	for d, ch := range s.waiters {
+		close(ch)
+		delete(s.waiters, d)
+	}
+	s.manMu.Unlock()
+}
+
+// listen follows the notification channel on a dedicated connection until
+// ctx ends, reconnecting with backoff.
+func (s *Service) listen(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	first := true
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, first)
+		first = false
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("notification listener lost; caches flushed", "err", err, "retry_in", backoff.String())
+		s.flush()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (s *Service) listenOnce(ctx context.Context, first bool) error {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return err
+	}
+	if !first {
+		// Whatever happened while we were not listening is unknown.
+		s.flush()
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		s.notified(ctx, n.Payload)
+	}
+}
+
+// notified applies one notification.
+func (s *Service) notified(ctx context.Context, payload string) {
+	f := strings.Fields(payload)
+	if len(f) < 2 {
+		return
+	}
+	droplet, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return
+	}
+	switch f[0] {
+	case "a":
+		// Our own enrollment also lands here: the fresh credential is
+		// then read once more from Postgres.
+		s.forgetDroplet(droplet)
+	case "m":
+		if len(f) != 3 {
+			return
+		}
+		v, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			return
+		}
+		s.manMu.Lock()
+		cur, ok := s.man[droplet]
+		s.manMu.Unlock()
+		if !ok || cur.version >= v {
+			return // not cached here (loaded on demand), or already known
+		}
+		e, err := s.loadManifest(ctx, droplet)
+		if err != nil {
+			s.log.Error("load notified manifest failed", "droplet", droplet, "err", err)
+			return
+		}
+		s.install(droplet, e)
+	}
+}

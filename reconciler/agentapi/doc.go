@@ -1,0 +1,78 @@
+// Package agentapi is the reconciler's side of the agent protocol: it
+// provisions droplets with a one-time enrollment token, enrolls agents,
+// renders, signs and serves each droplet's manifest, and ingests heartbeats.
+//
+// # Trust
+//
+// The model is Uptane's director: the reconciler signs per-droplet metadata
+// (a DSSE envelope around a schema.Manifest) that each droplet pulls. A
+// droplet's cloud-init user data carries the reconciler URL, the signing
+// public keys and a one-time token (256 random bits; only its SHA-256 is
+// stored, bound to one workspace and droplet name, single use, expiring
+// after TokenTTL). On first boot the agent makes its own age identity and
+// ed25519 key and POSTs the public halves with the token to /v1/enroll. The
+// token is consumed by one UPDATE ... WHERE used_at IS NULL AND expires_at >
+// now, in the transaction that records the agent, so of two concurrent uses
+// exactly one wins and a failed enrollment stores nothing. The agent gets a
+// per-droplet bearer credential (stored as a SHA-256 only); every later call
+// names its droplet through that credential alone, so an agent can read
+// only its own manifest and write only its own heartbeats. A droplet woken
+// from a snapshot keeps the agent's identity and enrolls again with its new
+// droplet id and a new token: it gets a new agents row whose manifest
+// versions continue from the workspace's highest, so the agent never sees a
+// version go down.
+//
+// # Manifests
+//
+// The renderer builds a droplet's manifest from the tenant at the current
+// desired-state snapshot: workflows rendered with the tenant's params (the
+// TEMPLATE_*_UUID placeholders are kept for the agent to map), the n8n
+// version (tenant or fleet default), tracking domains plus <ip>.sslip.io,
+// the declared state, and every credential opened in memory with the fleet
+// identity and sealed again to the droplet's own age recipient, bound to
+// {workspace, droplet, name}. Plaintext exists only in memory during that
+// call: never in Postgres, logs, errors or on disk. A digest of the inputs
+// is stored with each manifest; a droplet is rendered again only when it
+// changes (tenant blob, templates, fleet defaults, ip, recipient), or when
+// less than a third of the manifest's lifetime remains (re-signed with a new
+// version, so an agent never freezes on an expired manifest while the
+// reconciler lives). Versions come from agents.manifest_version under a row
+// lock and the manifests trigger refuses any that does not grow.
+//
+// Rendering happens at enrollment (any replica), on the loop's
+// update_manifest action, and in a periodic sweep on the leader that
+// renders whatever drifted or nears expiry (kicked on every new snapshot).
+//
+// # Serving
+//
+// GET /v1/manifest answers from memory: each replica caches the newest
+// envelope and ETag per droplet, so a 304 costs a hash lookup and a string
+// compare. With ?wait= (at most 60s) and a matching If-None-Match the
+// request waits on the droplet's notification channel and returns the new
+// envelope as soon as one is stored. Replicas learn of manifests issued
+// elsewhere through Postgres LISTEN/NOTIFY on channel genesis_agents
+// ("m <droplet> <version>" after a manifest commits, "a <droplet>" after an
+// enrollment, which drops cached credentials of that droplet); when the
+// listening connection drops, the caches are flushed and refilled from the
+// tables on demand.
+//
+// # Heartbeats
+//
+// POST /v1/heartbeat is decoded strictly, checked against the credential's
+// workspace and droplet (403 otherwise, nothing stored), and a sequence
+// number at or below the last accepted one is ignored (still 202). Accepted
+// heartbeats go to a bounded in-memory queue (503 when full; 202 once
+// queued: a heartbeat lost in a crash is replaced by the next one a minute
+// later) and a batcher writes every BatchInterval or BatchSize heartbeats in
+// one statement (UPDATE ... FROM unnest(...)) into fleet_status and
+// agents.last_heartbeat_seq, which also refuses a sequence number that does
+// not grow, so replicas racing on one droplet cannot go back.
+//
+// Lifecycle, for a heartbeat from the droplet fleet_status records: a
+// droplet in BOOTING, INITIALIZING, HANDSHAKE, CONFIGURING, DEPLOYING or
+// ACTIVE_* becomes ACTIVE_HEALTHY when its applied manifest version equals
+// the issued one and every component it reports is ok; otherwise BOOTING,
+// INITIALIZING and HANDSHAKE move to CONFIGURING and the rest stay. Health
+// is healthy when every component is ok, else degraded. Enrollment moves
+// INITIALIZING (or BOOTING) to HANDSHAKE.
+package agentapi

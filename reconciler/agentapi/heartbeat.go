@@ -1,0 +1,266 @@
+package agentapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"genesis.dev/fleet/schema"
+)
+
+// heartbeat is one accepted heartbeat, ready for the batch statement.
+type heartbeat struct {
+	droplet      int64
+	workspace    string
+	seq          int64
+	at           time.Time
+	body         []byte
+	applied      int64
+	activity     *time.Time
+	agentVersion string
+	ok           bool
+}
+
+// decodeHeartbeat reads and checks a heartbeat body (outside input: fuzzed).
+func decodeHeartbeat(body []byte) (schema.Heartbeat, error) {
+	var hb schema.Heartbeat
+	if err := schema.DecodeStrict(body, &hb); err != nil {
+		return hb, fmt.Errorf("malformed heartbeat: %w", err)
+	}
+	switch {
+	case hb.Seq <= 0:
+		return hb, errors.New("seq must be positive")
+	case hb.AppliedVersion < 0:
+		return hb, errors.New("applied_version must not be negative")
+	case len(hb.Components) > 32:
+		return hb, errors.New("too many components")
+	case len(hb.AgentVersion) > 100 || len(hb.N8NVersion) > 100:
+		return hb, errors.New("version strings are too long")
+	}
+	if _, err := parseDroplet(hb.Droplet); err != nil {
+		return hb, err
+	}
+	return hb, nil
+}
+
+func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
+	ref, err := s.authenticate(r)
+	if err != nil {
+		s.log.Error("authenticate failed", "err", err)
+		httpError(w, http.StatusInternalServerError, "authentication unavailable")
+		return
+	}
+	if ref == nil {
+		s.m.heartbeats.WithLabelValues("unauthorized").Inc()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="genesis"`)
+		httpError(w, http.StatusUnauthorized, "bad credential")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, schema.MaxHeartbeatSize))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			s.m.heartbeats.WithLabelValues("too_large").Inc()
+			httpError(w, http.StatusRequestEntityTooLarge, "heartbeat too large")
+			return
+		}
+		s.m.heartbeats.WithLabelValues("bad_request").Inc()
+		httpError(w, http.StatusBadRequest, "read body")
+		return
+	}
+	hb, err := decodeHeartbeat(body)
+	if err != nil {
+		s.m.heartbeats.WithLabelValues("bad_request").Inc()
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if hb.Workspace != ref.workspace || hb.Droplet != ref.dropletS {
+		s.m.heartbeats.WithLabelValues("forbidden").Inc()
+		s.log.Warn("heartbeat for another droplet refused", "tenant", ref.workspace, "droplet", ref.droplet,
+			"claimed_tenant", hb.Workspace, "claimed_droplet", hb.Droplet)
+		httpError(w, http.StatusForbidden, "the heartbeat names another workspace or droplet")
+		return
+	}
+	item := heartbeat{droplet: ref.droplet, workspace: ref.workspace, seq: hb.Seq, at: s.cfg.Now(), applied: hb.AppliedVersion,
+		agentVersion: hb.AgentVersion, ok: true}
+	for _, c := range hb.Components {
+		item.ok = item.ok && c.OK
+	}
+	if !hb.LastActivity.IsZero() {
+		t := hb.LastActivity
+		item.activity = &t
+	}
+	// Stored normalized (re-encoded from the checked struct).
+	if item.body, err = json.Marshal(hb); err != nil {
+		httpError(w, http.StatusBadRequest, "heartbeat does not encode")
+		return
+	}
+	ref.mu.Lock()
+	if hb.Seq <= ref.lastSeq {
+		ref.mu.Unlock()
+		s.m.heartbeats.WithLabelValues("replay").Inc()
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	select {
+	case s.queue <- item:
+		ref.lastSeq = hb.Seq
+		ref.mu.Unlock()
+	default:
+		ref.mu.Unlock()
+		s.m.heartbeats.WithLabelValues("queue_full").Inc()
+		w.Header().Set("Retry-After", "5")
+		httpError(w, http.StatusServiceUnavailable, "heartbeat queue full")
+		return
+	}
+	s.m.heartbeats.WithLabelValues("queued").Inc()
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// batcher writes queued heartbeats every BatchInterval or BatchSize, until
+// ctx ends; then it writes what is left.
+func (s *Service) batcher(ctx context.Context) error {
+	batch := make([]heartbeat, 0, s.cfg.BatchSize)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func(fctx context.Context) {
+		if len(batch) == 0 {
+			return
+		}
+		if err := s.writeBatch(fctx, batch); err != nil {
+			s.m.heartbeats.WithLabelValues("dropped").Add(float64(len(batch)))
+			s.log.Error("heartbeat batch lost", "heartbeats", len(batch), "err", err)
+		} else {
+			s.m.heartbeats.WithLabelValues("written").Add(float64(len(batch)))
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			for {
+				select {
+				case hb := <-s.queue:
+					batch = append(batch, hb)
+					if len(batch) >= s.cfg.BatchSize {
+						s.drainFlush(flush)
+					}
+					continue
+				default:
+				}
+				break
+			}
+			s.drainFlush(flush)
+			return nil
+		case hb := <-s.queue:
+			if len(batch) == 0 {
+				timer.Reset(s.cfg.BatchInterval)
+			}
+			batch = append(batch, hb)
+			if len(batch) >= s.cfg.BatchSize {
+				timer.Stop()
+				flush(ctx)
+			}
+		case <-timer.C:
+			flush(ctx)
+		}
+	}
+}
+
+// drainFlush flushes with a short context of its own (the service is
+// stopping).
+func (s *Service) drainFlush(flush func(context.Context)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	flush(ctx)
+}
+
+// batchSQL writes a batch of heartbeats in one statement. A heartbeat whose
+// seq does not exceed agents.last_heartbeat_seq is dropped (replicas racing
+// on one droplet). fleet_status is updated for the droplet it records (or
+// when it records none yet); the lifecycle moves only for the recorded one.
+const batchSQL = `WITH hb AS (
+	SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::jsonb[], $6::bigint[],
+		$7::timestamptz[], $8::text[], $9::boolean[])
+		AS t(droplet_id, workspace, seq, at, body, applied, activity, agent_version, ok)
+), ag AS (
+	UPDATE agents a SET last_heartbeat_seq = hb.seq FROM hb
+	WHERE a.droplet_id = hb.droplet_id AND a.workspace = hb.workspace AND a.last_heartbeat_seq < hb.seq
+	RETURNING a.droplet_id
+), nx AS (
+	SELECT hb.*, (f.droplet_id IS NOT DISTINCT FROM hb.droplet_id) AS current,
+		CASE
+		WHEN f.droplet_id IS DISTINCT FROM hb.droplet_id THEN f.state
+		WHEN f.state IN ('BOOTING', 'INITIALIZING', 'HANDSHAKE', 'CONFIGURING', 'DEPLOYING', 'ACTIVE_HEALTHY', 'ACTIVE_DEGRADED', 'ACTIVE_CRITICAL')
+			AND hb.ok AND f.manifest_version_issued > 0 AND hb.applied >= f.manifest_version_issued THEN 'ACTIVE_HEALTHY'
+		WHEN f.state IN ('BOOTING', 'INITIALIZING', 'HANDSHAKE') THEN 'CONFIGURING'
+		ELSE f.state
+		END AS new_state
+	FROM hb JOIN ag ON ag.droplet_id = hb.droplet_id
+	JOIN fleet_status f ON f.workspace = hb.workspace
+	WHERE f.droplet_id IS NULL OR f.droplet_id = hb.droplet_id
+)
+UPDATE fleet_status f SET
+	last_heartbeat_at = nx.at,
+	heartbeat = nx.body,
+	manifest_version_applied = nx.applied,
+	last_activity_at = GREATEST(f.last_activity_at, nx.activity),
+	agent_version = nx.agent_version,
+	health = CASE WHEN NOT nx.current THEN f.health WHEN nx.ok THEN 'healthy' ELSE 'degraded' END,
+	state = nx.new_state,
+	state_since = CASE WHEN nx.new_state <> f.state THEN now() ELSE f.state_since END,
+	updated_at = now()
+FROM nx WHERE f.workspace = nx.workspace`
+
+// writeBatch writes heartbeats in one statement, keeping the highest seq
+// of each droplet.
+func (s *Service) writeBatch(ctx context.Context, batch []heartbeat) error {
+	idx := make(map[int64]int, len(batch))
+	keep := make([]heartbeat, 0, len(batch))
+	for _, hb := range batch {
+		if i, ok := idx[hb.droplet]; ok {
+			if hb.seq > keep[i].seq {
+				keep[i] = hb
+			}
+			continue
+		}
+		idx[hb.droplet] = len(keep)
+		keep = append(keep, hb)
+	}
+	n := len(keep)
+	var (
+		droplets = make([]int64, n)
+		wss      = make([]string, n)
+		seqs     = make([]int64, n)
+		ats      = make([]time.Time, n)
+		bodies   = make([]string, n)
+		applied  = make([]int64, n)
+		activity = make([]*time.Time, n)
+		versions = make([]string, n)
+		oks      = make([]bool, n)
+	)
+	for i, hb := range keep {
+		droplets[i], wss[i], seqs[i], ats[i], bodies[i] = hb.droplet, hb.workspace, hb.seq, hb.at, string(hb.body)
+		applied[i], activity[i], versions[i], oks[i] = hb.applied, hb.activity, hb.agentVersion, hb.ok
+	}
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+			}
+		}
+		if _, err = s.pool.Exec(ctx, batchSQL, droplets, wss, seqs, ats, bodies, applied, activity, versions, oks); err == nil {
+			s.m.batchSize.Observe(float64(len(batch)))
+			return nil
+		}
+	}
+	return fmt.Errorf("write %d heartbeats: %w", n, err)
+}

@@ -1,0 +1,38 @@
+package agentapi
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the agent protocol's series; labels are bounded (status
+// codes and results, never a workspace or droplet).
+type metrics struct {
+	served      *prometheus.CounterVec
+	longpolls   prometheus.Gauge
+	enrollments *prometheus.CounterVec
+	heartbeats  *prometheus.CounterVec
+	batchSize   prometheus.Histogram
+	issued      prometheus.Counter
+	expiry      prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_manifests_served_total",
+			Help: "GET /v1/manifest responses by status code."}, []string{"code"}),
+		longpolls: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_manifest_longpolls_waiting",
+			Help: "Manifest long-polls waiting for a new version."}),
+		enrollments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_enrollments_total",
+			Help: "Enrollment attempts by result (ok, bad_request, unauthorized, forbidden, disabled, error)."}, []string{"result"}),
+		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_heartbeats_total",
+			Help: "Heartbeats by result (queued, replay, unauthorized, forbidden, bad_request, too_large, queue_full, written, dropped)."}, []string{"result"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "genesis_heartbeat_batch_size",
+			Help: "Heartbeats written per batch statement.", Buckets: prometheus.ExponentialBuckets(1, 4, 7)}),
+		issued: prometheus.NewCounter(prometheus.CounterOpts{Name: "genesis_manifests_issued_total",
+			Help: "Manifests rendered, signed and stored."}),
+		expiry: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_manifest_expiry_seconds",
+			Help: "Seconds until the soonest expiry among the live droplets' newest manifests (as of the last sweep)."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry)
+	}
+	return m
+}
