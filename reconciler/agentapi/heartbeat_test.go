@@ -1,0 +1,221 @@
+package agentapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"genesis.dev/fleet/schema"
+)
+
+func (w *world) beat(cred string, hb schema.Heartbeat) int {
+	w.t.Helper()
+	b, _ := json.Marshal(hb)
+	code, _, _ := w.do("POST", "/v1/heartbeat", cred, nil, b)
+	return code
+}
+
+// status reads the heartbeat columns of ws.
+type statusRow struct {
+	State        string
+	Health       string
+	Applied      int64
+	Issued       int64
+	AgentVersion string
+	LastSeq      int64
+	Beat         bool
+	Activity     time.Time
+}
+
+func (w *world) status(ws string, droplet int64) statusRow {
+	w.t.Helper()
+	var r statusRow
+	err := w.st.Pool().QueryRow(context.Background(), `SELECT f.state, f.health, f.manifest_version_applied, f.manifest_version_issued,
+		coalesce(f.agent_version, ''), a.last_heartbeat_seq, f.last_heartbeat_at IS NOT NULL, coalesce(f.last_activity_at, 'epoch')
+		FROM fleet_status f JOIN agents a ON a.workspace = f.workspace AND a.droplet_id = $2 WHERE f.workspace = $1`, ws, droplet).
+		Scan(&r.State, &r.Health, &r.Applied, &r.Issued, &r.AgentVersion, &r.LastSeq, &r.Beat, &r.Activity)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return r
+}
+
+func hb(ws, droplet string, seq, applied int64, ok bool) schema.Heartbeat {
+	return schema.Heartbeat{Workspace: ws, Droplet: droplet, Seq: seq, SentAt: time.Now().UTC(), AppliedVersion: applied,
+		Components: map[string]schema.ComponentHealth{"n8n": {OK: ok}, "caddy": {OK: true}, "postgres": {OK: true}},
+		MemoryUsed: 1 << 29, MemoryTotal: 1 << 30, DiskUsed: 1 << 33, DiskTotal: 1 << 35, UptimeSeconds: 42, AgentVersion: "0.1.0"}
+}
+
+func TestHeartbeatLifecycle(t *testing.T) {
+	w := newWorld(t)
+	w.setTenant("ws-acme", "blob1", tenantSpec{})
+	a := w.mustEnroll("ws-acme", 1, 1001, "203.0.113.7")
+	if got := w.status("ws-acme", 1001); got.State != "HANDSHAKE" || got.Issued != 1 || got.Beat {
+		t.Fatalf("after enrollment: %+v, want HANDSHAKE with version 1 issued", got)
+	}
+	// First heartbeat, nothing applied yet: CONFIGURING.
+	if code := w.beat(a.cred, hb("ws-acme", "1001", 1, 0, true)); code != http.StatusAccepted {
+		t.Fatalf("heartbeat: %d", code)
+	}
+	eventually(t, "CONFIGURING", func() bool { return w.status("ws-acme", 1001).State == "CONFIGURING" })
+	// Applied, but n8n down: still configuring, degraded.
+	if code := w.beat(a.cred, hb("ws-acme", "1001", 2, 1, false)); code != http.StatusAccepted {
+		t.Fatalf("heartbeat: %d", code)
+	}
+	eventually(t, "seq 2 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 2 })
+	if got := w.status("ws-acme", 1001); got.State != "CONFIGURING" || got.Health != "degraded" || got.Applied != 1 {
+		t.Errorf("applied with n8n down: %+v", got)
+	}
+	// Applied and all ok: ACTIVE_HEALTHY.
+	beat := hb("ws-acme", "1001", 3, 1, true)
+	beat.LastActivity = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if code := w.beat(a.cred, beat); code != http.StatusAccepted {
+		t.Fatalf("heartbeat: %d", code)
+	}
+	eventually(t, "ACTIVE_HEALTHY", func() bool { return w.status("ws-acme", 1001).State == "ACTIVE_HEALTHY" })
+	got := w.status("ws-acme", 1001)
+	if got.Health != "healthy" || got.AgentVersion != "0.1.0" || !got.Activity.Equal(beat.LastActivity) || !got.Beat {
+		t.Errorf("healthy row: %+v", got)
+	}
+	var stored schema.Heartbeat
+	var raw []byte
+	w.st.Pool().QueryRow(t.Context(), `SELECT heartbeat FROM fleet_status WHERE workspace = 'ws-acme'`).Scan(&raw)
+	if err := json.Unmarshal(raw, &stored); err != nil || stored.Seq != 3 || stored.Components["n8n"].OK != true {
+		t.Errorf("stored heartbeat = %s (%v)", raw, err)
+	}
+	if n := testutil.CollectAndCount(w.svc.m.batchSize); n != 1 {
+		t.Errorf("batch size histogram: %d series", n)
+	}
+	if n := testutilCount(t, w.svc.m.heartbeats.WithLabelValues("written")); n != 3 {
+		t.Errorf("heartbeats written = %v, want 3", n)
+	}
+}
+
+func TestHeartbeatRefusals(t *testing.T) {
+	w := newWorld(t)
+	w.setTenant("ws-acme", "blob1", tenantSpec{})
+	w.setTenant("ws-beta", "blob2", tenantSpec{})
+	a := w.mustEnroll("ws-acme", 1, 1001, "203.0.113.7")
+	w.mustEnroll("ws-beta", 1, 2001, "203.0.113.8")
+	if code := w.beat(a.cred, hb("ws-acme", "1001", 5, 0, true)); code != http.StatusAccepted {
+		t.Fatalf("heartbeat: %d", code)
+	}
+	eventually(t, "seq 5 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 5 })
+
+	big := hb("ws-acme", "1001", 10, 0, true)
+	big.VerifyError = strings.Repeat("x", schema.MaxHeartbeatSize)
+	replay := hb("ws-acme", "1001", 3, 7, true)
+	replay.AgentVersion = "replayed"
+	same := hb("ws-acme", "1001", 5, 7, true)
+	same.AgentVersion = "replayed"
+	tests := []struct {
+		name   string
+		cred   string
+		body   any
+		want   int
+		result string
+	}{
+		{"no credential", "", hb("ws-acme", "1001", 6, 0, true), http.StatusUnauthorized, "unauthorized"},
+		{"bad credential", "x" + a.cred, hb("ws-acme", "1001", 6, 0, true), http.StatusUnauthorized, "unauthorized"},
+		{"another droplet", a.cred, hb("ws-beta", "2001", 6, 0, true), http.StatusForbidden, "forbidden"},
+		{"another droplet of the workspace", a.cred, hb("ws-acme", "2001", 6, 0, true), http.StatusForbidden, "forbidden"},
+		{"replayed seq", a.cred, replay, http.StatusAccepted, "replay"},
+		{"same seq", a.cred, same, http.StatusAccepted, "replay"},
+		{"malformed", a.cred, `{"workspace":`, http.StatusBadRequest, "bad_request"},
+		{"unknown field", a.cred, `{"workspace":"ws-acme","droplet":"1001","seq":6,"evil":true}`, http.StatusBadRequest, "bad_request"},
+		{"duplicate key", a.cred, `{"workspace":"ws-acme","workspace":"ws-acme","droplet":"1001","seq":6}`, http.StatusBadRequest, "bad_request"},
+		{"trailing data", a.cred, `{"workspace":"ws-acme","droplet":"1001","seq":6} x`, http.StatusBadRequest, "bad_request"},
+		{"zero seq", a.cred, hb("ws-acme", "1001", 0, 0, true), http.StatusBadRequest, "bad_request"},
+		{"oversized", a.cred, big, http.StatusRequestEntityTooLarge, "too_large"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := testutilCount(t, w.svc.m.heartbeats.WithLabelValues(tc.result))
+			var body []byte
+			if s, ok := tc.body.(string); ok {
+				body = []byte(s)
+			} else {
+				body, _ = json.Marshal(tc.body)
+			}
+			code, _, resp := w.do("POST", "/v1/heartbeat", tc.cred, nil, body)
+			if code != tc.want {
+				t.Fatalf("status = %d (%s), want %d", code, resp, tc.want)
+			}
+			if got := testutilCount(t, w.svc.m.heartbeats.WithLabelValues(tc.result)); got != before+1 {
+				t.Errorf("genesis_heartbeats_total{result=%q} = %v, want %v", tc.result, got, before+1)
+			}
+		})
+	}
+	// Flush whatever might have been queued, then check nothing of the
+	// refused or replayed heartbeats was stored.
+	if code := w.beat(a.cred, hb("ws-acme", "1001", 6, 0, true)); code != http.StatusAccepted {
+		t.Fatal(code)
+	}
+	eventually(t, "seq 6 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 6 })
+	if got := w.status("ws-acme", 1001); got.AgentVersion == "replayed" || got.Applied != 0 {
+		t.Errorf("a replayed heartbeat was stored: %+v", got)
+	}
+	if got := w.status("ws-beta", 2001); got.Beat || got.LastSeq != 0 {
+		t.Errorf("a heartbeat for ws-beta was stored from ws-acme's credential: %+v", got)
+	}
+}
+
+func TestHeartbeatQueueFull(t *testing.T) {
+	w := newWorld(t, func(c *Config) { c.Queue = 1; c.BatchSize = 1 })
+	w.setTenant("ws-acme", "blob1", tenantSpec{})
+	a := w.mustEnroll("ws-acme", 1, 1001, "203.0.113.7")
+	// Postgres stalls: the batcher blocks on its first write.
+	tx, err := w.st.Pool().Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE fleet_status IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	if code := w.beat(a.cred, hb("ws-acme", "1001", 1, 0, true)); code != http.StatusAccepted {
+		t.Fatalf("first heartbeat: %d", code)
+	}
+	eventually(t, "the batcher to take the first heartbeat", func() bool { return len(w.svc.queue) == 0 })
+	if code := w.beat(a.cred, hb("ws-acme", "1001", 2, 0, true)); code != http.StatusAccepted {
+		t.Fatalf("second heartbeat (queued): %d", code)
+	}
+	if code := w.beat(a.cred, hb("ws-acme", "1001", 3, 0, true)); code != http.StatusServiceUnavailable {
+		t.Fatalf("third heartbeat with a full queue: %d, want 503", code)
+	}
+	tx.Rollback(t.Context())
+	// The refused seq was not consumed: the agent's retry is accepted.
+	eventually(t, "the queue to drain", func() bool { return w.status("ws-acme", 1001).LastSeq == 2 })
+	if code := w.beat(a.cred, hb("ws-acme", "1001", 3, 0, true)); code != http.StatusAccepted {
+		t.Fatalf("retried heartbeat: %d, want 202", code)
+	}
+	eventually(t, "seq 3 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 3 })
+}
+
+// TestBatchKeepsHighestSeq: one batch with several heartbeats of one droplet
+// writes the newest; a batch with an older seq than stored changes nothing.
+func TestBatchKeepsHighestSeq(t *testing.T) {
+	w := newWorld(t)
+	w.setTenant("ws-acme", "blob1", tenantSpec{})
+	w.mustEnroll("ws-acme", 1, 1001, "203.0.113.7")
+	mk := func(seq int64, version string) heartbeat {
+		return heartbeat{droplet: 1001, workspace: "ws-acme", seq: seq, at: time.Now(), body: []byte(`{}`), agentVersion: version, ok: true}
+	}
+	if err := w.svc.writeBatch(t.Context(), []heartbeat{mk(7, "seven"), mk(9, "nine"), mk(8, "eight")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.status("ws-acme", 1001); got.LastSeq != 9 || got.AgentVersion != "nine" {
+		t.Errorf("after batch: %+v", got)
+	}
+	// Another replica's older heartbeat loses.
+	if err := w.svc.writeBatch(t.Context(), []heartbeat{mk(8, "stale")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.status("ws-acme", 1001); got.LastSeq != 9 || got.AgentVersion != "nine" {
+		t.Errorf("after a stale batch: %+v", got)
+	}
+}
