@@ -28,12 +28,21 @@ type HandlerConfig struct {
 	// Trigger fetches the state repository now (the tenants watcher's
 	// Trigger).
 	Trigger func()
+	// Agents serves the agent protocol (POST /v1/enroll, GET /v1/manifest,
+	// POST /v1/heartbeat); nil leaves them unserved.
+	Agents http.Handler
 }
 
 // Handler serves every replica's HTTP API: health, readiness, metrics, the
-// fleet, the observed state for genesis plan, and the push webhook.
+// fleet, the observed state for genesis plan, the push webhook and the
+// agent protocol.
 func Handler(cfg HandlerConfig) http.Handler {
 	mux := http.NewServeMux()
+	if cfg.Agents != nil {
+		mux.Handle("POST /v1/enroll", cfg.Agents)
+		mux.Handle("GET /v1/manifest", cfg.Agents)
+		mux.Handle("POST /v1/heartbeat", cfg.Agents)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

@@ -26,6 +26,10 @@ type Config struct {
 	// UserData renders the cloud-init document of a droplet about to be
 	// created (nil: none).
 	UserData func(ctx context.Context, a plan.Action) (string, error)
+	// Manifest renders and signs the manifest of an update_manifest
+	// action's droplet (nil: none). Its failure fails the action, so the
+	// tenant's hash is not recorded and the next pass tries again.
+	Manifest func(ctx context.Context, a plan.Action) error
 	Logger   *slog.Logger
 	Metrics  *Metrics
 	// Now is the clock (time.Now when nil).
@@ -459,6 +463,11 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		opt.UserData = ud
 	}
 	res, err := c.Execute(ctx, a, opt)
+	if err == nil && a.Kind == plan.UpdateManifest && r.cfg.Manifest != nil {
+		if merr := r.cfg.Manifest(ctx, a); merr != nil {
+			err = fmt.Errorf("render manifest: %w", merr)
+		}
+	}
 	if ctx.Err() != nil {
 		// Leadership ended mid-action: the journal keeps it in flight
 		// and the next leader resumes it.

@@ -17,12 +17,16 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"genesis.dev/fleet/reconciler"
+	"genesis.dev/fleet/reconciler/agentapi"
+	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
 )
 
@@ -62,6 +66,18 @@ and executes; every replica serves HTTP:
   GET  /v1/observed  the last observation (genesis plan --reconciler reads it)
   POST /hooks/git    push webhook (X-Hub-Signature-256): fetch now
 
+and the agent protocol (see package reconciler/agentapi):
+
+  POST /v1/enroll     one-time token + the agent's public keys -> credential
+  GET  /v1/manifest   the droplet's signed manifest (Bearer credential;
+                      If-None-Match -> 304; ?wait=30s long-polls, max 60s)
+  POST /v1/heartbeat  the agent's report (Bearer credential) -> 202
+
+Droplets get cloud-init user data carrying --public-url, the public half of
+--signing-key and a one-time enrollment token. Without --signing-key and
+--age-identity the reconciler still runs, but droplets get no user data and
+enrollment answers 503.
+
 Every flag can also be set by the environment variable shown. DigitalOcean
 tokens come from the variables genesis.yaml names (spec.accounts[].tokenEnv).
 Migrations are applied at start.
@@ -72,7 +88,8 @@ Flags:
 type config struct {
 	stateRepo, stateDir, branch, cacheDir, databaseURL, doAPIURL, listen string
 	ageIdentity, signingKey, webhookSecret, logFormat, logLevel          string
-	pollInterval, resync                                                 time.Duration
+	publicURL, dropletCompose, agentBinaryURL                            string
+	pollInterval, resync, tokenTTL, manifestTTL, manifestSweep           time.Duration
 	allowMassChange                                                      bool
 }
 
@@ -103,6 +120,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	str(&c.listen, "listen", "GENESIS_LISTEN", "127.0.0.1:8080", "HTTP listen address")
 	str(&c.ageIdentity, "age-identity", "GENESIS_AGE_IDENTITY", "", "file holding the age identity that opens sealed credentials")
 	str(&c.signingKey, "signing-key", "GENESIS_SIGNING_KEY", "", "file holding the ed25519 manifest-signing key (PKCS#8 PEM)")
+	str(&c.publicURL, "public-url", "GENESIS_PUBLIC_URL", "", "base URL agents reach this reconciler at, written into droplets' user data (default http://<listen address>)")
+	str(&c.dropletCompose, "droplet-compose", "GENESIS_DROPLET_COMPOSE", "", "compose file (deploy/droplet/compose.yaml) written to each new droplet (optional)")
+	str(&c.agentBinaryURL, "agent-binary-url", "GENESIS_AGENT_BINARY_URL", "", "URL a new droplet downloads genesis-agent from when its image lacks it (optional)")
+	dur(&c.tokenTTL, "enroll-token-ttl", "GENESIS_ENROLL_TOKEN_TTL", agentapi.DefaultTokenTTL, "how long a droplet's one-time enrollment token is valid")
+	dur(&c.manifestTTL, "manifest-ttl", "GENESIS_MANIFEST_TTL", agentapi.DefaultManifestTTL, "lifetime of a signed manifest (re-signed when a third remains)")
+	dur(&c.manifestSweep, "manifest-sweep", "GENESIS_MANIFEST_SWEEP", agentapi.DefaultSweep, "how often the leader re-renders drifted or expiring manifests")
 	str(&c.webhookSecret, "webhook-secret", "GENESIS_WEBHOOK_SECRET", "", "secret of the push webhook's HMAC (empty refuses every hook)")
 	str(&c.logFormat, "log-format", "GENESIS_LOG_FORMAT", "json", "log format: json or text")
 	str(&c.logLevel, "log-level", "GENESIS_LOG_LEVEL", "info", "log level: debug, info, warn or error")
@@ -188,9 +211,40 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			watchDir = c.stateRepo
 		}
 	}
+	signer, ids, err := loadKeys(c)
+	if err != nil {
+		return err
+	}
+	var compose []byte
+	if c.dropletCompose != "" {
+		if compose, err = os.ReadFile(c.dropletCompose); err != nil {
+			return fmt.Errorf("read --droplet-compose: %w", err)
+		}
+	}
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	publicURL := c.publicURL
+	if publicURL == "" {
+		publicURL = "http://" + ln.Addr().String()
+	}
+	var rec *reconciler.Reconciler
+	agents := agentapi.New(agentapi.Config{
+		Pool: st.Pool(), Logger: log, Registerer: reg, Signer: signer, Identities: ids, PublicURL: strings.TrimSuffix(publicURL, "/"),
+		Desired: func() (tenants.Snapshot, bool) { return rec.Snapshot() }, Leading: func() bool { return rec.Leading() },
+		TokenTTL: c.tokenTTL, ManifestTTL: c.manifestTTL, Sweep: c.manifestSweep, Compose: compose, AgentURL: c.agentBinaryURL,
+	})
+	var userData func(context.Context, plan.Action) (string, error)
+	if agents.Enabled() {
+		userData = agents.UserData
+	} else {
+		log.Warn("agent protocol disabled: give --signing-key and --age-identity; droplets get no user data and enrollment answers 503", "component", "agentapi")
+	}
 	pools := newCloudFactory(c.doAPIURL, getenv, log, reg)
-	rec := reconciler.New(reconciler.Config{
+	rec = reconciler.New(reconciler.Config{
 		Store: st, NewCloud: pools.build, Logger: log, Metrics: reconciler.NewMetrics(reg),
+		UserData: userData, Manifest: agents.RenderAction,
 		AllowMassChange: c.allowMassChange, Resync: c.resync,
 		Reconciled: func(commit string) {
 			if gitSrc == nil || commit == last {
@@ -209,21 +263,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	watcher := tenants.NewWatcher(src, tenants.WatchConfig{Interval: c.pollInterval, WatchDir: watchDir, Logger: log})
 
-	ln, err := net.Listen("tcp", c.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	srv := &http.Server{
 		Handler: reconciler.Handler(reconciler.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
-			WebhookSecret: []byte(c.webhookSecret), Trigger: watcher.Trigger}),
+			WebhookSecret: []byte(c.webhookSecret), Trigger: watcher.Trigger, Agents: agents.Handler()}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	log.Info("listening", "component", "http", "addr", ln.Addr().String())
 	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return watcher.Run(ctx, rec.Deliver) })
+	g.Go(func() error {
+		return watcher.Run(ctx, func(ctx context.Context, snap tenants.Snapshot, err error) {
+			rec.Deliver(ctx, snap, err)
+			agents.Kick() // templates or fleet defaults may have changed
+		})
+	})
 	g.Go(func() error { return rec.Run(ctx) })
+	g.Go(func() error { return agents.Run(ctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -239,4 +295,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// loadKeys reads the manifest-signing key and the fleet's age identity; a
+// flag left empty yields nil. Errors name the file, never its content.
+func loadKeys(c config) (*dsse.Signer, []age.Identity, error) {
+	var signer *dsse.Signer
+	if c.signingKey != "" {
+		b, err := os.ReadFile(c.signingKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read --signing-key: %w", err)
+		}
+		key, err := dsse.ParsePrivateKeyPEM(b)
+		clear(b)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--signing-key %s: not a PKCS#8 PEM ed25519 private key", c.signingKey)
+		}
+		signer = dsse.NewSigner(key)
+	}
+	var ids []age.Identity
+	if c.ageIdentity != "" {
+		f, err := os.Open(c.ageIdentity)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read --age-identity: %w", err)
+		}
+		defer f.Close()
+		ids, err = age.ParseIdentities(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--age-identity %s: not an age identity file", c.ageIdentity)
+		}
+	}
+	return signer, ids, nil
 }
