@@ -121,7 +121,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	str(&c.ageIdentity, "age-identity", "GENESIS_AGE_IDENTITY", "", "file holding the age identity that opens sealed credentials")
 	str(&c.signingKey, "signing-key", "GENESIS_SIGNING_KEY", "", "file holding the ed25519 manifest-signing key (PKCS#8 PEM)")
 	str(&c.publicURL, "public-url", "GENESIS_PUBLIC_URL", "", "base URL agents reach this reconciler at, written into droplets' user data (default http://<listen address>)")
-	str(&c.dropletCompose, "droplet-compose", "GENESIS_DROPLET_COMPOSE", "", "compose file (deploy/droplet/compose.yaml) written to each new droplet (optional)")
+	str(&c.dropletCompose, "droplet-compose", "GENESIS_DROPLET_COMPOSE", "", "compose file written to each new droplet (default: the release's deploy/droplet/compose.yaml, built in)")
 	str(&c.agentBinaryURL, "agent-binary-url", "GENESIS_AGENT_BINARY_URL", "", "URL a new droplet downloads genesis-agent from when its image lacks it (optional)")
 	dur(&c.tokenTTL, "enroll-token-ttl", "GENESIS_ENROLL_TOKEN_TTL", agentapi.DefaultTokenTTL, "how long a droplet's one-time enrollment token is valid")
 	dur(&c.manifestTTL, "manifest-ttl", "GENESIS_MANIFEST_TTL", agentapi.DefaultManifestTTL, "lifetime of a signed manifest (re-signed when a third remains)")

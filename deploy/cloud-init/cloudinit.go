@@ -1,10 +1,13 @@
 // Package cloudinit renders a droplet's cloud-init user data: the shared
 // bootstrap in user-data.yaml (swap, Docker, UFW allowing 22/80/443 only,
-// the agent's systemd unit) plus the per-droplet files.
+// the stack's .env made on the droplet, the compose stack and the agent
+// started) plus the files: the agent's config, the compose stack and the
+// agent's systemd unit (deploy/droplet's, embedded) and where to download
+// the agent.
 //
 // The per-droplet values (the agent's config with its one-time token, the
-// compose stack, the agent download URL) are never pasted into the
-// template's text: the template is parsed as YAML, each file is appended to
+// agent download URL) and the files are never pasted into the template's
+// text: the template is parsed as YAML, each file is appended to
 // write_files as a YAML node built from Go values, and the whole document
 // is marshalled again, so no value can change the document's structure.
 // The agent config is encoded with encoding/json and carried as a block
@@ -22,6 +25,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"genesis.dev/fleet/deploy/droplet"
 	"genesis.dev/fleet/schema"
 )
 
@@ -39,16 +43,19 @@ const Header = "#cloud-config\n"
 
 // Paths of the files the renderer adds.
 const (
-	ComposePath  = "/opt/genesis/compose.yaml"
-	AgentURLPath = "/etc/genesis/agent.url"
+	ComposePath   = "/opt/genesis/compose.yaml"
+	AgentUnitPath = "/etc/systemd/system/genesis-agent.service"
+	AgentURLPath  = "/etc/genesis/agent.url"
 )
 
 // Input is one droplet's part of its user data.
 type Input struct {
 	// Agent is written as JSON to schema.AgentConfigPath (mode 0600).
 	Agent schema.AgentConfig
-	// Compose is the droplet's compose file (optional).
+	// Compose is the droplet's compose file (default: deploy/droplet's).
 	Compose []byte
+	// AgentUnit is the agent's systemd unit (default: deploy/droplet's).
+	AgentUnit []byte
 	// AgentURL is where the bootstrap downloads the agent binary when the
 	// image lacks it (optional; http or https).
 	AgentURL string
@@ -71,9 +78,16 @@ func Render(in Input) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("render user data: %w", err)
 	}
-	files := []File{{Path: schema.AgentConfigPath, Owner: "root:root", Permissions: "0600", Content: string(cfg) + "\n"}}
-	if len(in.Compose) > 0 {
-		files = append(files, File{Path: ComposePath, Owner: "root:root", Permissions: "0644", Content: string(in.Compose)})
+	if len(in.Compose) == 0 {
+		in.Compose = droplet.Compose()
+	}
+	if len(in.AgentUnit) == 0 {
+		in.AgentUnit = droplet.AgentUnit()
+	}
+	files := []File{
+		{Path: schema.AgentConfigPath, Owner: "root:root", Permissions: "0600", Content: string(cfg) + "\n"},
+		{Path: ComposePath, Owner: "root:root", Permissions: "0644", Content: string(in.Compose)},
+		{Path: AgentUnitPath, Owner: "root:root", Permissions: "0644", Content: string(in.AgentUnit)},
 	}
 	if in.AgentURL != "" {
 		files = append(files, File{Path: AgentURLPath, Owner: "root:root", Permissions: "0644", Content: in.AgentURL + "\n"})

@@ -4,6 +4,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
 
+	"genesis.dev/fleet/deploy/droplet"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
@@ -49,9 +52,9 @@ func TestRender(t *testing.T) {
 		in        Input
 		wantPaths []string
 	}{
-		{"agent only", Input{Agent: agent}, nil},
+		{"defaults", Input{Agent: agent}, nil},
 		{"with compose and agent url", Input{Agent: agent, Compose: []byte("services:\n  n8n:\n    image: n8nio/n8n:1.123.81\n"), AgentURL: "https://dl.example.com/genesis-agent"},
-			[]string{ComposePath, AgentURLPath}},
+			[]string{AgentURLPath}},
 		// Hostile values cannot change the document's structure.
 		{"hostile values", Input{Agent: schema.AgentConfig{
 			ReconcilerURL: "https://x.example.com/\n- path: /etc/evil",
@@ -60,7 +63,7 @@ func TestRender(t *testing.T) {
 			DropletName:   "'\"{}[]&*!|>%@`#",
 			Token:         "\x00\t\r\n...",
 		}, Compose: []byte("write_files:\n  - path: /etc/shadow\n"), AgentURL: "http://a.example/#\n"},
-			[]string{ComposePath, AgentURLPath}},
+			[]string{AgentURLPath}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,7 +92,7 @@ func TestRender(t *testing.T) {
 			if len(cc.RunCmd) == 0 {
 				t.Error("no runcmd")
 			}
-			want := append([]string{"/etc/systemd/system/genesis-agent.service", "/usr/local/sbin/genesis-bootstrap", schema.AgentConfigPath}, tc.wantPaths...)
+			want := append([]string{"/usr/local/sbin/genesis-bootstrap", schema.AgentConfigPath, ComposePath, AgentUnitPath}, tc.wantPaths...)
 			var got []string
 			byPath := map[string]File{}
 			for _, f := range cc.WriteFiles {
@@ -98,6 +101,13 @@ func TestRender(t *testing.T) {
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Fatalf("write_files paths (-want +got):\n%s", diff)
+			}
+			if sh, err := exec.LookPath("sh"); err == nil {
+				cmd := exec.Command(sh, "-n")
+				cmd.Stdin = strings.NewReader(byPath["/usr/local/sbin/genesis-bootstrap"].Content)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Errorf("bootstrap script: sh -n: %v\n%s", err, out)
+				}
 			}
 			cfgFile := byPath[schema.AgentConfigPath]
 			if cfgFile.Permissions != "0600" || cfgFile.Owner != "root:root" {
@@ -110,8 +120,15 @@ func TestRender(t *testing.T) {
 			if diff := cmp.Diff(tc.in.Agent, cfg); diff != "" {
 				t.Errorf("agent config (-want +got):\n%s", diff)
 			}
-			if len(tc.in.Compose) > 0 && byPath[ComposePath].Content != string(tc.in.Compose) {
-				t.Errorf("compose = %q, want %q", byPath[ComposePath].Content, tc.in.Compose)
+			wantCompose := tc.in.Compose
+			if len(wantCompose) == 0 {
+				wantCompose = droplet.Compose()
+			}
+			if byPath[ComposePath].Content != string(wantCompose) {
+				t.Errorf("compose = %q, want %q", byPath[ComposePath].Content, wantCompose)
+			}
+			if byPath[AgentUnitPath].Content != string(droplet.AgentUnit()) {
+				t.Errorf("agent unit is not deploy/droplet's")
 			}
 			if tc.in.AgentURL != "" && byPath[AgentURLPath].Content != tc.in.AgentURL+"\n" {
 				t.Errorf("agent url = %q", byPath[AgentURLPath].Content)
@@ -141,7 +158,10 @@ func TestNoOtherSecret(t *testing.T) {
 		}
 	}
 	// The only secret is the token, and it appears exactly once (in the
-	// agent config).
+	// agent config). The stack's password is made on the droplet.
+	if regexp.MustCompile(`POSTGRES_PASSWORD=[0-9A-Za-z]{8,}`).Match(out) {
+		t.Error("user data carries a database password")
+	}
 	if n := strings.Count(string(out), agent.Token); n != 1 {
 		t.Errorf("token appears %d times, want 1", n)
 	}
