@@ -5,7 +5,9 @@ import "github.com/prometheus/client_golang/prometheus"
 // metrics are the agent protocol's series; labels are bounded (status
 // codes and results, never a workspace or droplet).
 type metrics struct {
-	served      *prometheus.CounterVec
+	served *prometheus.CounterVec
+	// byCode holds served's children, resolved once (the 304 path is hot).
+	byCode      map[string]prometheus.Counter
 	longpolls   prometheus.Gauge
 	enrollments *prometheus.CounterVec
 	heartbeats  *prometheus.CounterVec
@@ -31,8 +33,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		expiry: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_manifest_expiry_seconds",
 			Help: "Seconds until the soonest expiry among the live droplets' newest manifests (as of the last sweep)."}),
 	}
+	m.byCode = map[string]prometheus.Counter{}
+	for _, code := range []string{"200", "304", "400", "401", "404", "500"} {
+		m.byCode[code] = m.served.WithLabelValues(code)
+	}
 	if reg != nil {
 		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry)
 	}
 	return m
 }
+
+// servedInc counts one GET /v1/manifest response.
+func (m *metrics) servedInc(code string) { m.byCode[code].Inc() }

@@ -46,19 +46,19 @@ func matches(header, etag string) bool {
 func (s *Service) handleManifest(w http.ResponseWriter, r *http.Request) {
 	wait, err := parseWait(r.URL.Query().Get("wait"))
 	if err != nil {
-		s.m.served.WithLabelValues("400").Inc()
+		s.m.servedInc("400")
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	ref, err := s.authenticate(r)
 	if err != nil {
-		s.m.served.WithLabelValues("500").Inc()
+		s.m.servedInc("500")
 		s.log.Error("authenticate failed", "err", err)
 		httpError(w, http.StatusInternalServerError, "authentication unavailable")
 		return
 	}
 	if ref == nil {
-		s.m.served.WithLabelValues("401").Inc()
+		s.m.servedInc("401")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="genesis"`)
 		httpError(w, http.StatusUnauthorized, "bad credential")
 		return
@@ -66,7 +66,7 @@ func (s *Service) handleManifest(w http.ResponseWriter, r *http.Request) {
 	// The droplet comes from the credential alone.
 	e, err := s.manifestFor(r.Context(), ref.droplet)
 	if err != nil {
-		s.m.served.WithLabelValues("500").Inc()
+		s.m.servedInc("500")
 		s.log.Error("load manifest failed", "droplet", ref.droplet, "err", err)
 		httpError(w, http.StatusInternalServerError, "manifest unavailable")
 		return
@@ -93,7 +93,7 @@ func (s *Service) handleManifest(w http.ResponseWriter, r *http.Request) {
 		timer.Stop()
 		s.m.longpolls.Dec()
 		if err != nil {
-			s.m.served.WithLabelValues("500").Inc()
+			s.m.servedInc("500")
 			s.log.Error("load manifest failed", "droplet", ref.droplet, "err", err)
 			httpError(w, http.StatusInternalServerError, "manifest unavailable")
 			return
@@ -101,16 +101,16 @@ func (s *Service) handleManifest(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case e.version == 0:
-		s.m.served.WithLabelValues("404").Inc()
+		s.m.servedInc("404")
 		httpError(w, http.StatusNotFound, "no manifest yet")
 	case matches(inm, e.etag):
-		s.m.served.WithLabelValues("304").Inc()
+		s.m.servedInc("304")
 		h := w.Header()
 		h["Etag"] = []string{e.etag}
 		h["Cache-Control"] = []string{"no-cache"}
 		w.WriteHeader(http.StatusNotModified)
 	default:
-		s.m.served.WithLabelValues("200").Inc()
+		s.m.servedInc("200")
 		h := w.Header()
 		h["Etag"] = []string{e.etag}
 		h["Cache-Control"] = []string{"no-cache"}
