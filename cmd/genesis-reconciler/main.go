@@ -236,15 +236,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TokenTTL: c.tokenTTL, ManifestTTL: c.manifestTTL, Sweep: c.manifestSweep, Compose: compose, AgentURL: c.agentBinaryURL,
 	})
 	var userData func(context.Context, plan.Action) (string, error)
+	var manifest func(context.Context, plan.Action) error
 	if agents.Enabled() {
-		userData = agents.UserData
+		userData, manifest = agents.UserData, agents.RenderAction
 	} else {
 		log.Warn("agent protocol disabled: give --signing-key and --age-identity; droplets get no user data and enrollment answers 503", "component", "agentapi")
 	}
 	pools := newCloudFactory(c.doAPIURL, getenv, log, reg)
 	rec = reconciler.New(reconciler.Config{
 		Store: st, NewCloud: pools.build, Logger: log, Metrics: reconciler.NewMetrics(reg),
-		UserData: userData, Manifest: agents.RenderAction,
+		UserData: userData, Manifest: manifest,
 		AllowMassChange: c.allowMassChange, Resync: c.resync,
 		Reconciled: func(commit string) {
 			if gitSrc == nil || commit == last {

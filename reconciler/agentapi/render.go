@@ -125,7 +125,7 @@ func (s *Service) sweepLoop(ctx context.Context) {
 		case <-t.C:
 		case <-s.kick:
 		}
-		if !s.cfg.Leading() {
+		if !s.enabled || !s.cfg.Leading() {
 			continue
 		}
 		if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
