@@ -47,7 +47,9 @@ type RejectError struct {
 	Err    error
 }
 
-func (e *RejectError) Error() string { return "manifest rejected: " + string(e.Reason) + ": " + e.Err.Error() }
+func (e *RejectError) Error() string {
+	return "manifest rejected: " + string(e.Reason) + ": " + e.Err.Error()
+}
 
 func (e *RejectError) Unwrap() error { return e.Err }
 
