@@ -421,7 +421,9 @@ func TestNewChecksConfig(t *testing.T) {
 		{"not http", func(c *Config) { c.Bootstrap.ReconcilerURL = "ftp://x" }},
 		{"no workspace", func(c *Config) { c.Bootstrap.Workspace = "" }},
 		{"no keys", func(c *Config) { c.Bootstrap.SigningKeys = nil }},
-		{"bad key", func(c *Config) { c.Bootstrap.SigningKeys = []string{"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"} }},
+		{"bad key", func(c *Config) {
+			c.Bootstrap.SigningKeys = []string{"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good
