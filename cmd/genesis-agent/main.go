@@ -98,26 +98,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	return usageError("unknown command %q", args[0])
 }
 
-// newFlags makes a subcommand's flag set with its usage text.
-func newFlags(e env, name, usage string) *flag.FlagSet {
+// newFlags makes a subcommand's flag set. The flag package's own usage
+// printing is off: parse prints the usage where it belongs.
+func newFlags(e env, name, usage string) *cmdFlags {
 	fs := flag.NewFlagSet("genesis-agent "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), usage)
-		fmt.Fprintln(fs.Output(), "\nFlags:")
-		fs.PrintDefaults()
-	}
-	return fs
+	fs.Usage = func() {}
+	return &cmdFlags{FlagSet: fs, usage: usage}
 }
 
-// parse parses a subcommand's flags; --help prints the usage to stdout.
-func parse(e env, fs *flag.FlagSet, args []string) error {
+// cmdFlags is a subcommand's flags and usage text.
+type cmdFlags struct {
+	*flag.FlagSet
+	usage string
+}
+
+// printUsage writes the usage text and flags to w.
+func (fs *cmdFlags) printUsage(w io.Writer) {
+	fs.SetOutput(w)
+	fmt.Fprintln(w, fs.usage)
+	fmt.Fprintln(w, "\nFlags:")
+	fs.PrintDefaults()
+}
+
+// parse parses a subcommand's flags; --help prints the usage to stdout, a
+// mistake prints it to stderr (exit status 2).
+func parse(e env, fs *cmdFlags, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(e.stdout)
-			fs.Usage()
+			fs.printUsage(e.stdout)
 			return flag.ErrHelp
 		}
+		fs.printUsage(e.stderr)
 		return &exitError{code: 2}
 	}
 	if fs.NArg() > 0 {

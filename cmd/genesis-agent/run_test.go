@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+
+	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/schema/dsse"
+)
+
+// protocolServer is a minimal reconciler for the process test: one token,
+// one droplet, one manifest rendered once the droplet has enrolled (sealed
+// to the recipient it enrolled with), heartbeats kept.
+type protocolServer struct {
+	t     *testing.T
+	w     *world
+	token string
+
+	mu         sync.Mutex
+	cred       string
+	manifest   []byte
+	heartbeats []schema.Heartbeat
+}
+
+func (p *protocolServer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch r.Method + " " + r.URL.Path {
+	case "POST /v1/enroll":
+		var req schema.EnrollRequest
+		body, _ := io.ReadAll(r.Body)
+		if schema.DecodeStrict(body, &req) != nil {
+			http.Error(rw, "malformed", http.StatusBadRequest)
+			return
+		}
+		if req.Token != p.token || p.cred != "" {
+			http.Error(rw, "token refused", http.StatusUnauthorized)
+			return
+		}
+		if req.Workspace != p.w.workspace || req.DropletID != p.w.droplet || req.DropletName != "genesis-ws-acme" {
+			http.Error(rw, "foreign", http.StatusForbidden)
+			return
+		}
+		rec, err := age.ParseX25519Recipient(req.AgeRecipient)
+		if err != nil {
+			http.Error(rw, "bad recipient", http.StatusBadRequest)
+			return
+		}
+		p.w.recipient = rec
+		m := p.w.manifest(1)
+		m.IssuedAt, m.Expires = time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
+		p.manifest = p.w.sign(m, nil)
+		p.cred = "cred-0123456789"
+		json.NewEncoder(rw).Encode(schema.EnrollResponse{Workspace: req.Workspace, DropletID: req.DropletID, Credential: p.cred})
+	case "GET /v1/manifest":
+		if r.Header.Get("Authorization") != "Bearer "+p.cred || p.cred == "" {
+			http.Error(rw, "unknown credential", http.StatusUnauthorized)
+			return
+		}
+		etag := `"` + sha(p.manifest) + `"`
+		if r.Header.Get("If-None-Match") == etag {
+			p.mu.Unlock()
+			time.Sleep(200 * time.Millisecond) // a short hold
+			p.mu.Lock()
+			rw.Header().Set("ETag", etag)
+			rw.WriteHeader(http.StatusNotModified)
+			return
+		}
+		rw.Header().Set("ETag", etag)
+		rw.Write(p.manifest)
+	case "POST /v1/heartbeat":
+		if r.Header.Get("Authorization") != "Bearer "+p.cred || p.cred == "" {
+			http.Error(rw, "unknown credential", http.StatusUnauthorized)
+			return
+		}
+		var hb schema.Heartbeat
+		body, _ := io.ReadAll(r.Body)
+		if err := schema.DecodeStrict(body, &hb); err != nil {
+			p.t.Errorf("heartbeat: %v", err)
+			http.Error(rw, "malformed", http.StatusBadRequest)
+			return
+		}
+		p.heartbeats = append(p.heartbeats, hb)
+		rw.WriteHeader(http.StatusAccepted)
+	default:
+		http.NotFound(rw, r)
+	}
+}
+
+func (p *protocolServer) beats() []schema.Heartbeat {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]schema.Heartbeat(nil), p.heartbeats...)
+}
+
+// TestRunUnderTheSimulatorHook starts genesis-agent run the way the
+// DigitalOcean simulator's boot hook does (DOSIM_* environment, the
+// cloud-config user data), and checks it enrolls, applies the manifest,
+// heartbeats, serves metrics, and stops cleanly on SIGTERM.
+func TestRunUnderTheSimulatorHook(t *testing.T) {
+	w := newWorld(t)
+	ps := &protocolServer{t: t, w: w, token: "one-time-token-abc"}
+	srv := httptest.NewServer(ps)
+	defer srv.Close()
+
+	cfg, _ := json.Marshal(schema.AgentConfig{
+		ReconcilerURL: srv.URL,
+		SigningKeys:   []string{string(dsse.MarshalPublicKeyPEM(w.signer.Public()))},
+		Workspace:     w.workspace, DropletName: "genesis-ws-acme", Token: ps.token,
+	})
+	disk := t.TempDir()
+	userData := filepath.Join(disk, "user_data")
+	doc := "#cloud-config\nwrite_files:\n  - path: " + schema.AgentConfigPath + "\n    permissions: '0600'\n    content: |\n      " + string(cfg) + "\n"
+	if err := os.WriteFile(userData, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := ln.Addr().String()
+	ln.Close()
+
+	cmd := exec.Command(bin, "run", "--heartbeat-interval", "200ms", "--poll-wait", "1s", "--metrics-listen", metricsAddr, "--log-format", "json")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DOSIM_USER_DATA_FILE=" + userData, "DOSIM_DROPLET_ID=" + w.droplet, "DOSIM_DISK_DIR=" + disk}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+
+	deadline := time.Now().Add(15 * time.Second)
+	var applied *schema.Heartbeat
+	for applied == nil && time.Now().Before(deadline) {
+		for _, hb := range ps.beats() {
+			if hb.AppliedVersion == 1 {
+				applied = &hb
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if applied == nil {
+		t.Fatalf("no heartbeat with version 1 applied; stderr:\n%s", stderr.String())
+	}
+	if applied.Droplet != w.droplet || applied.VerifyError != "" || !strings.HasPrefix(applied.AgentVersion, "genesis-agent/") {
+		t.Errorf("heartbeat %+v", applied)
+	}
+	if _, err := os.Stat(filepath.Join(disk, "genesis-agent", "applied.json")); err != nil {
+		t.Errorf("state not kept on the droplet's disk: %v", err)
+	}
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(body, []byte("genesis_agent_manifest_applied_version 1")) {
+		t.Errorf("metrics lack the applied version:\n%s", body)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	// Logs are structured, carry a component, and never the credential
+	// or the token.
+	sc := bufio.NewScanner(bytes.NewReader(stderr.Bytes()))
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Errorf("log line is not JSON: %s", sc.Text())
+			continue
+		}
+		if rec["component"] == nil {
+			t.Errorf("log line without a component: %s", sc.Text())
+		}
+	}
+	if strings.Contains(stderr.String(), ps.cred) || strings.Contains(stderr.String(), ps.token) || strings.Contains(stderr.String(), "s3cret") {
+		t.Errorf("a secret in the logs:\n%s", stderr.String())
+	}
+}
