@@ -205,14 +205,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	if ok, err := Reapply(ctx, a.cfg.State, a.cfg.Applier); err != nil {
-		a.setApplyError(err)
-		a.log.Error("reapply recorded manifest", "err", err)
-	} else if ok {
-		a.log.Info("reapplied recorded manifest", "version", a.cfg.State.Applied().Version)
-	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.pullLoop(gctx, cred) })
+	g.Go(func() error {
+		// Converge to the recorded manifest first (heartbeats already flow).
+		if ok, err := Reapply(gctx, a.cfg.State, a.cfg.Applier); err != nil {
+			a.setApplyError(err)
+			a.log.Error("reapply recorded manifest", "err", err)
+		} else if ok {
+			a.log.Info("reapplied recorded manifest", "version", a.cfg.State.Applied().Version)
+		}
+		return a.pullLoop(gctx, cred)
+	})
 	g.Go(func() error { return a.heartbeatLoop(gctx, cred) })
 	return g.Wait()
 }
