@@ -28,9 +28,13 @@ func (f ApplyFunc) Apply(ctx context.Context, m *schema.Manifest, credentials ma
 	return f(ctx, m, credentials)
 }
 
-// AcceptAll is the default Applier: it accepts every verified manifest and
-// changes nothing.
-var AcceptAll Applier = ApplyFunc(func(context.Context, *schema.Manifest, map[string]json.RawMessage) error { return nil })
+// acceptAll is the default Applier: it accepts every verified manifest and
+// changes nothing (issue 6 brings the n8n and Caddy convergence).
+type acceptAll struct{}
+
+func (acceptAll) Apply(context.Context, *schema.Manifest, map[string]json.RawMessage) error {
+	return nil
+}
 
 // ApplyError is an Applier's failure: the manifest was valid, the droplet
 // could not be made to match it yet. It is retried.
@@ -54,7 +58,7 @@ type Policy struct {
 	Trusted      dsse.Trusted
 	Now          time.Time
 	MaxClockSkew time.Duration
-	// Applier defaults to AcceptAll.
+	// Applier accepts every manifest when nil.
 	Applier Applier
 }
 
@@ -89,7 +93,7 @@ func Accept(ctx context.Context, s *State, envelope []byte, p Policy) (*Verified
 	}
 	applier := p.Applier
 	if applier == nil {
-		applier = AcceptAll
+		applier = acceptAll{}
 	}
 	if err := applier.Apply(ctx, &v.Manifest, v.Credentials); err != nil {
 		return nil, &ApplyError{Version: v.Manifest.Version, Err: err}
@@ -126,7 +130,7 @@ func Reapply(ctx context.Context, s *State, applier Applier) (bool, error) {
 		creds[c.Name] = data
 	}
 	if applier == nil {
-		applier = AcceptAll
+		applier = acceptAll{}
 	}
 	if err := applier.Apply(ctx, &m, creds); err != nil {
 		return true, &ApplyError{Version: m.Version, Err: err}

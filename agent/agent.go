@@ -22,10 +22,6 @@ import (
 // with a deadline for every heartbeat.
 type Probe func(ctx context.Context) schema.ComponentHealth
 
-// Components the heartbeat always reports; without a probe they are
-// reported as unknown.
-var defaultComponents = [...]string{"n8n", "caddy", "postgres"}
-
 // Config configures an Agent. Bootstrap, DropletID and State are required;
 // the rest has defaults.
 type Config struct {
@@ -40,7 +36,7 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Applier defaults to AcceptAll.
+	// Applier accepts every manifest when nil.
 	Applier Applier
 	// Probes report component health by component name ("n8n", "caddy",
 	// "postgres"); a missing one is reported as unknown.
@@ -114,7 +110,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Applier == nil {
-		cfg.Applier = AcceptAll
+		cfg.Applier = acceptAll{}
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = time.Minute
@@ -473,7 +469,8 @@ func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
 	hb.VerifyError, hb.ApplyError = a.verifyError, a.applyError
 	offset, haveOffset := a.clockOffset, a.haveOffset
 	a.mu.Unlock()
-	for _, name := range defaultComponents {
+	// Always reported; without a probe, as unknown.
+	for _, name := range []string{"n8n", "caddy", "postgres"} {
 		hb.Components[name] = schema.ComponentHealth{Detail: "unknown"}
 	}
 	for name, p := range a.cfg.Probes {
