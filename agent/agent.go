@@ -39,7 +39,7 @@ type Config struct {
 	// Applier accepts every manifest when nil.
 	Applier Applier
 	// Probes report component health by component name ("n8n", "caddy",
-	// "postgres"); a missing one is reported as unknown.
+	// "postgres"); components without a probe are left out of heartbeats.
 	Probes map[string]Probe
 	// LastActivity reports the time of n8n's last activity (zero when
 	// unknown; nil means unknown).
@@ -469,10 +469,9 @@ func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
 	hb.VerifyError, hb.ApplyError = a.verifyError, a.applyError
 	offset, haveOffset := a.clockOffset, a.haveOffset
 	a.mu.Unlock()
-	// Always reported; without a probe, as unknown.
-	for _, name := range []string{"n8n", "caddy", "postgres"} {
-		hb.Components[name] = schema.ComponentHealth{Detail: "unknown"}
-	}
+	// Only probed components are reported: an unprobed one is no evidence
+	// either way, and reporting it failed would keep a droplet from ever
+	// counting as healthy.
 	for name, p := range a.cfg.Probes {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		hb.Components[name] = p(pctx)
