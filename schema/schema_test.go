@@ -3,6 +3,7 @@ package schema
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -318,13 +319,20 @@ func TestTemplateRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"id":"abc123"`, `"id":"def456"`, `"name":"Mail Quote \"and\" <tag>"`, `"sendTo":"={{ $json.to }}"`} {
+	for _, want := range []string{`"id":"abc123"`, `"id":"def456"`, `"name":"Mail Quote \"and\" \u003ctag\u003e"`, `"sendTo":"={{ $json.to }}"`} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("rendered workflow lacks %s:\n%s", want, out)
 		}
 	}
 	if bytes.Contains(out, []byte("TEMPLATE_")) || bytes.Contains(out, []byte("{{param.")) {
 		t.Errorf("rendered workflow still holds a placeholder:\n%s", out)
+	}
+	// Canonical: embedding it in a document leaves its bytes alone.
+	embedded, _ := json.Marshal(struct {
+		W json.RawMessage `json:"w"`
+	}{out})
+	if !bytes.Contains(embedded, out) {
+		t.Errorf("json.Marshal changes the rendered bytes:\n%s\n%s", out, embedded)
 	}
 	if _, err := tpl.Render(map[string]string{"TEMPLATE_GMAIL_UUID": "x"}, nil); err == nil ||
 		!strings.Contains(err.Error(), "TEMPLATE_OPENAI_UUID") || !strings.Contains(err.Error(), "param.senderName") {

@@ -135,10 +135,14 @@ func (t *Template) Render(ids, params map[string]string) ([]byte, error) {
 		sort.Strings(missing)
 		return nil, fmt.Errorf("render template %s: no value for %v", t.Name, missing)
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, out); err != nil {
+	var compact, buf bytes.Buffer
+	if err := json.Compact(&compact, out); err != nil {
 		return nil, fmt.Errorf("render template %s: %w", t.Name, err)
 	}
+	// The canonical form is what encoding/json writes when the result is
+	// embedded in a document (json.RawMessage is compacted with <, > and &
+	// escaped), so a digest of it matches the bytes on the wire.
+	json.HTMLEscape(&buf, compact.Bytes())
 	return buf.Bytes(), nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +23,7 @@ import (
 
 	"genesis.dev/fleet/internal/pgserver"
 	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
 )
 
@@ -33,9 +36,13 @@ Runs the local demo on the state repository in DIR (default state-example):
  2. starts a throwaway Postgres, the DigitalOcean simulator (genesis-dosim)
     with the fleet's accounts and realistic boot and action delays, a local
     git repository initialised from DIR, and genesis-reconciler on it with a
-    push webhook;
+    push webhook, a fresh manifest-signing key and the age identity in
+    DIR/demo-keys/age.key; every droplet the simulator boots runs a real
+    genesis-agent (its disk is the droplet's simulated disk), which enrolls
+    with its one-time token, pulls and verifies its signed manifest and sends
+    heartbeats;
  3. shows, live, each tenant moving through the lifecycle states until every
-    running tenant's droplet has booted;
+    running tenant is ACTIVE_HEALTHY (its agent applied its manifest);
  4. plays a short story, each step with what happened and how long it took:
     commit a new tenant, hibernate one (snapshot, then destroy), wake it
     (new droplet from the snapshot), remove a tenant file (orphan reported,
@@ -51,7 +58,8 @@ func runDemo(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "demo", demoUsage)
 	dir := fs.String("state", "state-example", "state repository to run the demo on")
 	once := fs.Bool("once", false, "run the story once and exit (for CI)")
-	bin := fs.String("bin", "", "directory holding genesis-dosim and genesis-reconciler (default: beside this binary)")
+	bin := fs.String("bin", "", "directory holding genesis-dosim, genesis-reconciler and genesis-agent (default: beside this binary)")
+	heartbeat := fs.Duration("heartbeat", 5*time.Second, "agents' heartbeat interval")
 	work := fs.String("workdir", "", "directory for the demo's files (default: a temporary one, removed at exit)")
 	boot := fs.Duration("boot-delay", 3*time.Second, "simulated droplet boot time")
 	action := fs.Duration("action-delay", 2*time.Second, "simulated DigitalOcean action time (power off, snapshot)")
@@ -82,12 +90,12 @@ func runDemo(ctx context.Context, e env, args []string) error {
 		}
 		*bin = filepath.Dir(exe)
 	}
-	for _, b := range []string{"genesis-dosim", "genesis-reconciler"} {
+	for _, b := range []string{"genesis-dosim", "genesis-reconciler", "genesis-agent"} {
 		if _, err := os.Stat(filepath.Join(*bin, b)); err != nil {
 			return fmt.Errorf("%s not found in %s (run make build, or give --bin)", b, *bin)
 		}
 	}
-	d := &demo{e: e, bin: *bin, stateSrc: *dir, fleet: repo.Fleet, boot: *boot, action: *action, timeout: *timeout, start: time.Now()}
+	d := &demo{e: e, bin: *bin, stateSrc: *dir, fleet: repo.Fleet, boot: *boot, action: *action, timeout: *timeout, heartbeat: *heartbeat, start: time.Now()}
 	if *work == "" {
 		tmp, err := os.MkdirTemp("", "genesis-demo-")
 		if err != nil {
@@ -141,6 +149,7 @@ type demo struct {
 	stateSrc       string
 	fleet          *schema.Fleet
 	boot, action   time.Duration
+	heartbeat      time.Duration
 	timeout        time.Duration
 	start          time.Time
 	pg             *pgserver.Server
@@ -164,8 +173,12 @@ func (d *demo) up(ctx context.Context) error {
 		return err
 	}
 	env := os.Environ()
+	// The agent every simulated droplet boots: cloud-init's user data and
+	// the droplet's id and disk come from the simulator's hook variables.
+	bootCmd := fmt.Sprintf("exec %s run --heartbeat-interval %s --poll-wait 20s --log-format json",
+		shellQuote(filepath.Join(d.bin, "genesis-agent")), d.heartbeat)
 	simArgs := []string{"--listen", "127.0.0.1:0", "--boot-delay", d.boot.String(), "--action-delay", d.action.String(),
-		"--disk-root", filepath.Join(d.work, "disks"), "--log-format", "json"}
+		"--disk-root", filepath.Join(d.work, "disks"), "--log-format", "json", "--boot-cmd", bootCmd, "--hook-grace", "2s"}
 	for _, a := range d.fleet.Spec.Accounts {
 		tok := "demo-token-" + a.Name
 		simArgs = append(simArgs, "--account", fmt.Sprintf("%s:%s:%d", a.Name, tok, a.MaxDroplets))
@@ -191,8 +204,18 @@ func (d *demo) up(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	signing := filepath.Join(d.work, "signing.pem")
+	if err := writeSigningKey(signing); err != nil {
+		return err
+	}
+	ageKey := filepath.Join(d.stateSrc, "demo-keys", "age.key")
+	if _, err := os.Stat(ageKey); err != nil {
+		return fmt.Errorf("the demo opens sealed credentials with %s: %w", ageKey, err)
+	}
 	recArgs := []string{"--state-repo", d.repo, "--database-url", d.pg.URL("genesis"), "--do-api-url", d.sim, "--listen", port,
-		"--poll-interval", "10s", "--resync", "1s", "--webhook-secret", d.secret, "--cache-dir", filepath.Join(d.work, "cache")}
+		"--poll-interval", "10s", "--resync", "1s", "--webhook-secret", d.secret, "--cache-dir", filepath.Join(d.work, "cache"),
+		"--signing-key", signing, "--age-identity", ageKey, "--public-url", "http://" + port}
+	d.say("manifest-signing key: %s (new); credentials open with %s (demo only)", signing, ageKey)
 	d.say("starting genesis-reconciler")
 	if d.api, err = d.spawn(ctx, "genesis-reconciler", recArgs, env); err != nil {
 		return err
@@ -219,19 +242,24 @@ func (d *demo) up(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("onboarding: %w", err)
 	}
-	d.say("all %d running tenants booted in %.1fs", len(want), took.Seconds())
+	d.say("all %d running tenants ACTIVE_HEALTHY in %.1fs: agents enrolled, verified and applied their signed manifests", len(want), took.Seconds())
 	return nil
 }
 
-// booted reports a droplet that exists and has booted: the reconciler is
-// done with it; the agent protocol takes it from INITIALIZING on.
-func booted(state string) bool {
-	switch state {
-	case "INITIALIZING", "HANDSHAKE", "CONFIGURING", "DEPLOYING", "ACTIVE_HEALTHY", "ACTIVE_DEGRADED":
-		return true
+// booted reports a droplet whose agent has applied its current manifest.
+func booted(state string) bool { return state == "ACTIVE_HEALTHY" }
+
+// writeSigningKey makes a fresh ed25519 manifest-signing key for the demo.
+func writeSigningKey(path string) error {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
 	}
-	return false
+	return os.WriteFile(path, dsse.MarshalPrivateKeyPEM(key), 0o600)
 }
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func (d *demo) story(ctx context.Context) error {
 	fmt.Fprintf(d.e.stdout, "\n== The story\n\n")

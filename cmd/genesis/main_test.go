@@ -15,9 +15,11 @@ import (
 	"strings"
 	"testing"
 
+	"filippo.io/age"
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/schema/sealing"
 )
 
 // cli runs genesis in-process and returns its exit status and output.
@@ -330,24 +332,28 @@ func TestSealRefusals(t *testing.T) {
 	}
 }
 
-// TestDemoOnce runs the whole demo as make demo DEMO_ARGS=--once does, with
-// the real binaries, Postgres, the simulator and git, at short delays.
+// TestDemoOnce is the end-to-end test: the whole demo as make demo
+// DEMO_ARGS=--once runs it, with the real binaries, Postgres, the simulator,
+// git, and a real genesis-agent on every simulated droplet, at short delays.
+// Then every process's log is scanned for credential plaintext and secrets.
 func TestDemoOnce(t *testing.T) {
 	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "../genesis-dosim", "../genesis-reconciler")
+	build := exec.Command("go", "build", "-o", bin+"/", "../genesis-dosim", "../genesis-reconciler", "../genesis-agent")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	work := t.TempDir()
 	code, out, errOut := cli(t, "", "demo", "--state", "../../state-example", "--bin", bin, "--once",
-		"--boot-delay", "300ms", "--action-delay", "200ms", "--workdir", t.TempDir())
+		"--boot-delay", "300ms", "--action-delay", "200ms", "--heartbeat", "1s", "--workdir", work)
 	if code != 0 {
-		t.Fatalf("demo --once: exit %d\n%s\n%s", code, out, errOut)
+		logs, _ := exec.Command("sh", "-c", "tail -n 30 "+work+"/*.log").CombinedOutput()
+		t.Fatalf("demo --once: exit %d\n%s\n%s\n%s", code, out, errOut, logs)
 	}
 	for _, want := range []string{
 		"ws-acme", "$60.00", // the declared fleet and its cost
-		"all 5 running tenants booted",
+		"all 5 running tenants ACTIVE_HEALTHY",
 		"step 1 done", "step 2 done", "step 3 done", "step 4 done", "step 5 done",
-		"HIBERNATING → HIBERNATED", "HIBERNATED → WAKING",
+		"HIBERNATING → HIBERNATED", "HIBERNATED → WAKING", "→ DESTROYED",
 		"orphan: ws-stark genesis-ws-stark-1",
 		"/v1/fleet", "/metrics",
 	} {
@@ -355,10 +361,79 @@ func TestDemoOnce(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
+	logs := ""
+	for _, name := range []string{"genesis-dosim.log", "genesis-reconciler.log"} {
+		b, err := os.ReadFile(filepath.Join(work, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs += string(b)
+	}
+	// The woken droplet's agent enrolled again with the identity its disk
+	// kept through the snapshot.
+	var recipients []string
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, `"msg":"enrolled"`) && strings.Contains(line, `"workspace":"ws-demo"`) {
+			var l struct {
+				Recipient string `json:"age_recipient"`
+			}
+			json.Unmarshal([]byte(line), &l)
+			recipients = append(recipients, l.Recipient)
+		}
+	}
+	if len(recipients) != 2 || recipients[0] != recipients[1] || recipients[0] == "" {
+		t.Errorf("ws-demo enrollments (before hibernation, after wake) = %q; want two with one identity", recipients)
+	}
+	// No credential plaintext, signing key or token in any log.
+	for _, secret := range demoSecrets(t) {
+		if strings.Contains(logs, secret) {
+			t.Errorf("a log holds the secret %q", secret)
+		}
+	}
+	if strings.Contains(logs, "PRIVATE KEY") || strings.Contains(logs, "AGE-SECRET-KEY") {
+		t.Errorf("a log holds a private key")
+	}
 	bad := testRepo(t, map[string]string{"tenants/ws-bad.yaml": badTenant})
 	if code, _, errOut := cli(t, "", "demo", "--state", bad, "--bin", bin); code != 1 || !strings.Contains(errOut, "ws-bad.yaml:5:10") {
 		t.Errorf("demo on an invalid repo: exit %d, stderr %q", code, errOut)
 	}
+}
+
+// demoSecrets opens every sealed credential of state-example with its demo
+// key and returns the string values inside.
+func demoSecrets(t *testing.T) []string {
+	t.Helper()
+	keyData, err := os.ReadFile("../../state-example/demo-keys/age.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := age.ParseIdentities(bytes.NewReader(keyData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := schema.LoadDir(os.DirFS("../../state-example"))
+	var out []string
+	for _, id := range repo.IDs() {
+		for _, c := range repo.Tenants[id].Spec.Credentials {
+			plain, err := sealing.Decrypt(c.Sealed, ids...)
+			if err != nil {
+				t.Fatalf("%s/%s: %v", id, c.Name, err)
+			}
+			var data map[string]any
+			if err := json.Unmarshal(plain, &data); err != nil {
+				t.Fatalf("%s/%s: %v", id, c.Name, err)
+			}
+			for _, v := range data {
+				if s, ok := v.(string); ok && len(s) >= 8 {
+					out = append(out, s)
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no secrets found in state-example to look for")
+	}
+	return out
 }
 
 func indent(s, prefix string) string {
