@@ -1,0 +1,458 @@
+package converge
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"genesis.dev/fleet/agent/caddy"
+	"genesis.dev/fleet/agent/n8n"
+	"genesis.dev/fleet/schema"
+)
+
+// DefaultTag marks the n8n workflows the agent manages.
+const DefaultTag = "genesis-managed"
+
+// Runtime runs n8n at a version: the droplet's compose stack in production,
+// a fake in tests.
+type Runtime interface {
+	// Current is the version n8n runs (or was last switched to).
+	Current(ctx context.Context) (string, error)
+	// SwitchTo runs n8n at version, waits until it is ready, and goes back
+	// to the previous version (returning an error) when it doesn't get
+	// ready.
+	SwitchTo(ctx context.Context, version string) error
+}
+
+// Config configures a Converger. Dir, N8N, Caddy and Ask are required.
+type Config struct {
+	// Dir is the agent's state directory.
+	Dir string
+	// N8N is a client for the droplet's n8n (its API key is set by the
+	// converger).
+	N8N *n8n.Client
+	// Caddy loads configs through Caddy's admin API.
+	Caddy *caddy.Client
+	// CaddyConfig is rendered with the manifest's domains as Hosts.
+	CaddyConfig caddy.Config
+	// Ask is the on-demand TLS endpoint; it allows the manifest's domains.
+	Ask *caddy.Ask
+	// Runtime moves n8n to the manifest's version; nil leaves it alone.
+	Runtime Runtime
+	// Logger; default: discard.
+	Logger *slog.Logger
+	// ReadyTimeout bounds the wait for n8n's readiness in an Apply;
+	// default 2 minutes.
+	ReadyTimeout time.Duration
+	// Tag marks our workflows; default DefaultTag.
+	Tag string
+	// OwnerEmail is the n8n owner's e-mail; default agent@genesis.invalid.
+	OwnerEmail string
+}
+
+// Converger is the agent's Applier. Apply calls are serialised.
+type Converger struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	api    *n8n.Client // with the API key, once bootstrapped
+	access n8nAccess
+	rec    record
+}
+
+// New loads what earlier runs recorded in cfg.Dir and returns a Converger.
+func New(cfg Config) (*Converger, error) {
+	if cfg.Dir == "" || cfg.N8N == nil || cfg.Caddy == nil || cfg.Ask == nil {
+		return nil, errors.New("converge: Dir, N8N, Caddy and Ask are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 2 * time.Minute
+	}
+	cfg.Tag = cmp.Or(cfg.Tag, DefaultTag)
+	cfg.OwnerEmail = cmp.Or(cfg.OwnerEmail, "agent@genesis.invalid")
+	c := &Converger{cfg: cfg, log: cfg.Logger.With("component", "converge")}
+	if _, err := loadJSON(cfg.Dir, n8nFile, &c.access); err != nil {
+		return nil, fmt.Errorf("converge: %w", err)
+	}
+	if c.access.APIKey != "" {
+		c.api = cfg.N8N.WithAPIKey(c.access.APIKey)
+	}
+	if _, err := loadJSON(cfg.Dir, stateFile, &c.rec); err != nil {
+		return nil, fmt.Errorf("converge: %w", err)
+	}
+	if c.rec.Credentials == nil {
+		c.rec.Credentials = map[string]credentialRecord{}
+	}
+	if c.rec.Workflows == nil {
+		c.rec.Workflows = map[string]workflowRecord{}
+	}
+	return c, nil
+}
+
+// Apply makes n8n and Caddy match m; credentials holds the plaintext of
+// each manifest credential by name. See the package doc for the order.
+func (c *Converger) Apply(ctx context.Context, m *schema.Manifest, credentials map[string]json.RawMessage) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	start := time.Now()
+	api, err := c.bootstrap(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.createCredentials(ctx, api, m, credentials); err != nil {
+		return err
+	}
+	if err := c.workflows(ctx, api, m); err != nil {
+		return err
+	}
+	if err := c.deleteRetired(ctx, api); err != nil {
+		return err
+	}
+	if err := c.caddy(ctx, m); err != nil {
+		return err
+	}
+	if err := c.version(ctx, m); err != nil {
+		return err
+	}
+	c.log.InfoContext(ctx, "manifest converged", "version", m.Version, "credentials", len(m.Credentials),
+		"workflows", len(m.Workflows), "domains", len(m.Domains), "duration", time.Since(start))
+	return nil
+}
+
+func (c *Converger) save() error {
+	if err := saveJSON(c.cfg.Dir, stateFile, c.rec); err != nil {
+		return fmt.Errorf("converge: %w", err)
+	}
+	return nil
+}
+
+// bootstrap waits for n8n and makes the owner and API key the first time.
+func (c *Converger) bootstrap(ctx context.Context) (*n8n.Client, error) {
+	if err := c.cfg.N8N.Ready(ctx); err != nil {
+		wctx, cancel := context.WithTimeout(ctx, c.cfg.ReadyTimeout)
+		err = c.cfg.N8N.WaitReady(wctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("n8n not ready: %w", err)
+		}
+	}
+	if c.api != nil {
+		return c.api, nil
+	}
+	if c.access.Password == "" {
+		// Recorded before the owner exists: a crash after the setup can
+		// still log in.
+		c.access = n8nAccess{Email: c.cfg.OwnerEmail, Password: newPassword()}
+		if err := saveJSON(c.cfg.Dir, n8nFile, c.access); err != nil {
+			return nil, fmt.Errorf("n8n bootstrap: %w", err)
+		}
+	}
+	key, err := c.cfg.N8N.Bootstrap(ctx, c.access.Email, c.access.Password)
+	if err != nil {
+		return nil, fmt.Errorf("n8n %w", err)
+	}
+	c.access.APIKey = key
+	if err := saveJSON(c.cfg.Dir, n8nFile, c.access); err != nil {
+		return nil, fmt.Errorf("n8n bootstrap: %w", err)
+	}
+	c.api = c.cfg.N8N.WithAPIKey(key)
+	c.log.InfoContext(ctx, "n8n bootstrapped")
+	return c.api, nil
+}
+
+// createCredentials creates new and changed credentials and retires the
+// ids of changed and undeclared ones.
+func (c *Converger) createCredentials(ctx context.Context, api *n8n.Client, m *schema.Manifest, plain map[string]json.RawMessage) error {
+	declared := map[string]bool{}
+	for _, mc := range m.Credentials {
+		declared[mc.Name] = true
+		old, ok := c.rec.Credentials[mc.Name]
+		if ok && old.SHA256 == mc.SHA256 && old.Type == mc.Type {
+			continue
+		}
+		data, have := plain[mc.Name]
+		if !have {
+			return fmt.Errorf("credential %s: no plaintext", mc.Name)
+		}
+		cr, err := api.CreateCredential(ctx, n8n.NewCredential{Name: mc.Name, Type: mc.Type, Data: data})
+		if err != nil {
+			return fmt.Errorf("credential %s: %w", mc.Name, err)
+		}
+		if ok {
+			c.rec.Retired = append(c.rec.Retired, old.ID)
+		}
+		c.rec.Credentials[mc.Name] = credentialRecord{ID: cr.ID, Type: mc.Type, SHA256: mc.SHA256}
+		if err := c.save(); err != nil {
+			return err
+		}
+		c.log.InfoContext(ctx, "n8n credential created", "credential", mc.Name, "type", mc.Type, "id", cr.ID, "rotated", ok)
+	}
+	changed := false
+	for _, name := range slices.Sorted(maps.Keys(c.rec.Credentials)) {
+		if !declared[name] {
+			c.rec.Retired = append(c.rec.Retired, c.rec.Credentials[name].ID)
+			delete(c.rec.Credentials, name)
+			changed = true
+		}
+	}
+	if changed {
+		return c.save()
+	}
+	return nil
+}
+
+// deleteRetired deletes credentials no workflow of ours uses any more.
+func (c *Converger) deleteRetired(ctx context.Context, api *n8n.Client) error {
+	for len(c.rec.Retired) > 0 {
+		id := c.rec.Retired[0]
+		if err := api.DeleteCredential(ctx, id); err != nil && !n8n.IsNotFound(err) {
+			return fmt.Errorf("delete retired credential %s: %w", id, err)
+		}
+		c.rec.Retired = c.rec.Retired[1:]
+		if err := c.save(); err != nil {
+			return err
+		}
+		c.log.InfoContext(ctx, "n8n credential deleted", "id", id)
+	}
+	return nil
+}
+
+// workflows creates, updates and activates the declared workflows and
+// deletes the ones of ours no longer declared.
+func (c *Converger) workflows(ctx context.Context, api *n8n.Client, m *schema.Manifest) error {
+	ids := map[string]string{}
+	for name, cr := range c.rec.Credentials {
+		ids[name] = cr.ID
+	}
+	var desired []desiredWorkflow
+	names := map[string]bool{}
+	for _, w := range m.Workflows {
+		if names[w.Name] {
+			return fmt.Errorf("workflow %s: declared twice", w.Name)
+		}
+		names[w.Name] = true
+		d, err := renderWorkflow(w, m.Credentials, ids)
+		if err != nil {
+			return err
+		}
+		desired = append(desired, d)
+	}
+	tag, err := api.EnsureTag(ctx, c.cfg.Tag)
+	if err != nil {
+		return fmt.Errorf("workflow tag: %w", err)
+	}
+	listed, err := api.ListWorkflows(ctx, n8n.WorkflowFilter{Tags: []string{c.cfg.Tag}})
+	if err != nil {
+		return fmt.Errorf("list workflows: %w", err)
+	}
+	ours := map[string]n8n.Workflow{}
+	for _, wf := range listed {
+		ours[wf.ID] = wf
+	}
+	keep := map[string]bool{}
+	for _, d := range desired {
+		id, err := c.workflow(ctx, api, d, tag, ours)
+		if err != nil {
+			return err
+		}
+		keep[id] = true
+	}
+	for _, wf := range listed {
+		if keep[wf.ID] {
+			continue
+		}
+		if err := api.DeleteWorkflow(ctx, wf.ID); err != nil && !n8n.IsNotFound(err) {
+			return fmt.Errorf("delete workflow %q: %w", wf.Name, err)
+		}
+		c.log.InfoContext(ctx, "n8n workflow deleted", "workflow", wf.Name, "id", wf.ID)
+	}
+	changed := false
+	for name := range c.rec.Workflows {
+		if !names[name] {
+			delete(c.rec.Workflows, name)
+			changed = true
+		}
+	}
+	if changed {
+		return c.save()
+	}
+	return nil
+}
+
+// workflow converges one declared workflow and returns its n8n id.
+func (c *Converger) workflow(ctx context.Context, api *n8n.Client, d desiredWorkflow, tag n8n.Tag, ours map[string]n8n.Workflow) (string, error) {
+	rec := c.rec.Workflows[d.name]
+	wf, found := ours[rec.ID]
+	if rec.ID != "" && !found {
+		// Recorded but not tagged (a crash before tagging, or a user
+		// removed the tag): it is ours by the record.
+		got, err := api.GetWorkflow(ctx, rec.ID)
+		switch {
+		case err == nil:
+			wf, found = got, true
+		case n8n.IsNotFound(err):
+			rec = workflowRecord{}
+		default:
+			return "", fmt.Errorf("workflow %s: %w", d.name, err)
+		}
+	}
+	if !found {
+		adopted, ok, err := c.adopt(ctx, api, d, ours)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			wf, found, rec = adopted, true, workflowRecord{ID: adopted.ID}
+		}
+	}
+	if !found {
+		created, err := api.CreateWorkflow(ctx, d.spec)
+		if err != nil {
+			return "", fmt.Errorf("create workflow %s: %w", d.name, err)
+		}
+		wf, rec = created, workflowRecord{ID: created.ID, Hash: d.hash}
+		c.rec.Workflows[d.name] = rec
+		if err := c.save(); err != nil {
+			return "", err
+		}
+		c.log.InfoContext(ctx, "n8n workflow created", "workflow", d.name, "id", wf.ID)
+	} else if rec != c.rec.Workflows[d.name] {
+		c.rec.Workflows[d.name] = rec
+		if err := c.save(); err != nil {
+			return "", err
+		}
+	}
+	if !slices.ContainsFunc(wf.Tags, func(t n8n.Tag) bool { return t.ID == tag.ID }) {
+		ids := []string{tag.ID}
+		for _, t := range wf.Tags {
+			ids = append(ids, t.ID)
+		}
+		if _, err := api.SetWorkflowTags(ctx, wf.ID, ids); err != nil {
+			return "", fmt.Errorf("tag workflow %s: %w", d.name, err)
+		}
+	}
+	if rec.Hash != d.hash {
+		updated, err := api.UpdateWorkflow(ctx, wf.ID, d.spec)
+		if err != nil {
+			return "", fmt.Errorf("update workflow %s: %w", d.name, err)
+		}
+		wf.Active = updated.Active
+		c.rec.Workflows[d.name] = workflowRecord{ID: wf.ID, Hash: d.hash}
+		if err := c.save(); err != nil {
+			return "", err
+		}
+		c.log.InfoContext(ctx, "n8n workflow updated", "workflow", d.name, "id", wf.ID)
+	}
+	if !wf.Active {
+		if _, err := api.ActivateWorkflow(ctx, wf.ID); err != nil {
+			return "", fmt.Errorf("activate workflow %s: %w", d.name, err)
+		}
+		c.log.InfoContext(ctx, "n8n workflow activated", "workflow", d.name, "id", wf.ID)
+	}
+	return wf.ID, nil
+}
+
+// adopt finds a workflow an earlier run created but did not record: one of
+// ours by name, or an untagged one with our name and exactly our content.
+func (c *Converger) adopt(ctx context.Context, api *n8n.Client, d desiredWorkflow, ours map[string]n8n.Workflow) (n8n.Workflow, bool, error) {
+	recorded := map[string]bool{}
+	for _, r := range c.rec.Workflows {
+		recorded[r.ID] = true
+	}
+	for _, id := range slices.Sorted(maps.Keys(ours)) {
+		if wf := ours[id]; wf.Name == d.spec.Name && !recorded[id] {
+			return wf, true, nil
+		}
+	}
+	same, err := api.ListWorkflows(ctx, n8n.WorkflowFilter{Name: d.spec.Name})
+	if err != nil {
+		return n8n.Workflow{}, false, fmt.Errorf("workflow %s: %w", d.name, err)
+	}
+	for _, wf := range same {
+		if recorded[wf.ID] || len(wf.Tags) > 0 {
+			continue
+		}
+		if jsonEqual(wf.Nodes, d.spec.Nodes) && jsonEqual(wf.Connections, d.spec.Connections) {
+			c.log.InfoContext(ctx, "n8n workflow adopted", "workflow", d.name, "id", wf.ID)
+			return wf, true, nil
+		}
+	}
+	return n8n.Workflow{}, false, nil
+}
+
+func jsonEqual(a, b json.RawMessage) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	ca, _ := json.Marshal(x)
+	cb, _ := json.Marshal(y)
+	return bytes.Equal(ca, cb)
+}
+
+// caddy gives the ask endpoint and Caddy the manifest's domains.
+func (c *Converger) caddy(ctx context.Context, m *schema.Manifest) error {
+	cfg := c.cfg.CaddyConfig
+	cfg.Hosts = m.Domains
+	raw, _, err := caddy.Render(cfg)
+	if err != nil {
+		return err
+	}
+	c.cfg.Ask.Set(m.Domains)
+	if _, err := c.cfg.Caddy.Load(ctx, raw); err != nil {
+		return err
+	}
+	return nil
+}
+
+// version moves n8n to the manifest's version.
+func (c *Converger) version(ctx context.Context, m *schema.Manifest) error {
+	if c.cfg.Runtime == nil || m.N8N.Version == "" {
+		return nil
+	}
+	cur, err := c.cfg.Runtime.Current(ctx)
+	if err != nil {
+		return fmt.Errorf("n8n version: %w", err)
+	}
+	if cur == m.N8N.Version {
+		return nil
+	}
+	c.log.InfoContext(ctx, "switching n8n version", "from", cur, "to", m.N8N.Version)
+	if err := c.cfg.Runtime.SwitchTo(ctx, m.N8N.Version); err != nil {
+		return fmt.Errorf("n8n version %s: %w", m.N8N.Version, err)
+	}
+	return nil
+}
+
+// ProbeN8N reports whether n8n is ready.
+func (c *Converger) ProbeN8N(ctx context.Context) schema.ComponentHealth {
+	if err := c.cfg.N8N.Ready(ctx); err != nil {
+		return schema.ComponentHealth{OK: false, Detail: err.Error()}
+	}
+	return schema.ComponentHealth{OK: true}
+}
+
+// ProbeCaddy reports whether Caddy's admin API answers.
+func (c *Converger) ProbeCaddy(ctx context.Context) schema.ComponentHealth {
+	if _, err := c.cfg.Caddy.Running(ctx); err != nil {
+		return schema.ComponentHealth{OK: false, Detail: err.Error()}
+	}
+	return schema.ComponentHealth{OK: true}
+}
+
+// N8NVersion is the version n8n itself reports.
+func (c *Converger) N8NVersion(ctx context.Context) (string, error) {
+	return c.cfg.N8N.Version(ctx)
+}

@@ -1,0 +1,331 @@
+package converge_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"genesis.dev/fleet/agent/caddy"
+	"genesis.dev/fleet/agent/converge"
+	"genesis.dev/fleet/agent/n8n"
+	"genesis.dev/fleet/agent/n8n/n8nemu"
+	"genesis.dev/fleet/schema"
+)
+
+// n8nHarness is the n8n emulator behind a proxy that checks, after every
+// request, that no workflow points at a missing credential, and that can
+// fail requests on demand.
+type n8nHarness struct {
+	emu *n8nemu.Server
+	url string
+
+	mu        sync.Mutex
+	dangling  []string
+	intercept func(r *http.Request) (refuse, dropAnswer bool)
+}
+
+func startN8N(t *testing.T) *n8nHarness {
+	t.Helper()
+	h := &n8nHarness{emu: n8nemu.New(1)}
+	ts := httptest.NewServer(http.HandlerFunc(h.serve))
+	t.Cleanup(ts.Close)
+	h.url = ts.URL
+	return h
+}
+
+func (h *n8nHarness) serve(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	icpt := h.intercept
+	h.mu.Unlock()
+	refuse, drop := false, false
+	if icpt != nil {
+		refuse, drop = icpt(r)
+	}
+	if refuse {
+		http.Error(w, `{"message":"injected failure"}`, http.StatusInternalServerError)
+		return
+	}
+	if drop {
+		// n8n does the work, the answer is lost (a crash or a cut
+		// connection right after the request).
+		h.emu.ServeHTTP(httptest.NewRecorder(), r)
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				h.check(r)
+				return
+			}
+		}
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	h.emu.ServeHTTP(w, r)
+	h.check(r)
+}
+
+// check records every workflow credential reference to a credential n8n
+// doesn't hold.
+func (h *n8nHarness) check(r *http.Request) {
+	creds := map[string]bool{}
+	for _, c := range h.emu.Credentials() {
+		creds[c.ID] = true
+	}
+	for _, wf := range h.emu.Workflows() {
+		for _, ref := range credentialRefs(wf.Nodes) {
+			if !creds[ref] && !strings.HasPrefix(ref, "TEMPLATE_") {
+				h.mu.Lock()
+				h.dangling = append(h.dangling, fmt.Sprintf("after %s %s: workflow %q uses missing credential %s", r.Method, r.URL.Path, wf.Name, ref))
+				h.mu.Unlock()
+			}
+		}
+	}
+}
+
+func (h *n8nHarness) setIntercept(f func(r *http.Request) (refuse, dropAnswer bool)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.intercept = f
+}
+
+func (h *n8nHarness) assertNoDangling(t *testing.T) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, d := range h.dangling {
+		t.Error(d)
+	}
+}
+
+// credentialRefs returns the credential ids the nodes reference.
+func credentialRefs(nodes json.RawMessage) []string {
+	var ns []struct {
+		Credentials map[string]struct {
+			ID string `json:"id"`
+		} `json:"credentials"`
+	}
+	_ = json.Unmarshal(nodes, &ns)
+	var out []string
+	for _, n := range ns {
+		for _, c := range n.Credentials {
+			out = append(out, c.ID)
+		}
+	}
+	return out
+}
+
+// fakeCaddy speaks the admin API's GET /config/ and POST /load.
+type fakeCaddy struct {
+	mu     sync.Mutex
+	config []byte
+	loads  int
+	down   bool
+}
+
+func startFakeCaddy(t *testing.T) (*fakeCaddy, string) {
+	t.Helper()
+	f := &fakeCaddy{config: []byte("null")}
+	ts := httptest.NewServer(f)
+	t.Cleanup(ts.Close)
+	return f, strings.TrimPrefix(ts.URL, "http://")
+}
+
+func (f *fakeCaddy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		http.Error(w, `{"error":"down"}`, http.StatusServiceUnavailable)
+		return
+	}
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/config/":
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(f.config)
+	case r.Method == http.MethodPost && r.URL.Path == "/load":
+		body, _ := io.ReadAll(r.Body)
+		f.config, f.loads = body, f.loads+1
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (f *fakeCaddy) state() (loads int, hosts []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var doc struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []struct {
+						Match []struct {
+							Host []string `json:"host"`
+						} `json:"match"`
+					} `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	_ = json.Unmarshal(f.config, &doc)
+	for _, s := range doc.Apps.HTTP.Servers {
+		for _, r := range s.Routes {
+			for _, m := range r.Match {
+				hosts = append(hosts, m.Host...)
+			}
+		}
+	}
+	return f.loads, hosts
+}
+
+// fakeRuntime records version switches.
+type fakeRuntime struct {
+	mu       sync.Mutex
+	current  string
+	switches []string
+	fail     error
+}
+
+func (f *fakeRuntime) Current(context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.current, nil
+}
+
+func (f *fakeRuntime) SwitchTo(_ context.Context, v string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.switches = append(f.switches, v)
+	if f.fail != nil {
+		return f.fail
+	}
+	f.current = v
+	return nil
+}
+
+// rig is one droplet: n8n, Caddy, the ask endpoint, a runtime and a state
+// directory; converger() makes a fresh Converger over them, like an agent
+// (re)start.
+type rig struct {
+	t       *testing.T
+	n8n     *n8nHarness
+	caddy   *fakeCaddy
+	admin   string
+	ask     *caddy.Ask
+	runtime *fakeRuntime
+	dir     string
+	client  *n8n.Client
+	cc      *caddy.Client
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	r := &rig{t: t, n8n: startN8N(t), ask: caddy.NewAsk(nil), runtime: &fakeRuntime{current: "1.123.81"}, dir: t.TempDir()}
+	r.caddy, r.admin = startFakeCaddy(t)
+	return r
+}
+
+func (r *rig) converger() *converge.Converger {
+	r.t.Helper()
+	client, err := n8n.New(r.n8n.url, n8n.Options{PollInterval: 10 * time.Millisecond})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.client = client
+	r.cc = caddy.NewClient(r.admin, caddy.ClientOptions{})
+	c, err := converge.New(converge.Config{
+		Dir: r.dir, N8N: client, Caddy: r.cc, Ask: r.ask, Runtime: r.runtime,
+		CaddyConfig:  caddy.Config{AskURL: "http://127.0.0.1:9180/ask"},
+		ReadyTimeout: 200 * time.Millisecond,
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return c
+}
+
+// apiKey is the key the converger stored.
+func (r *rig) apiKey() string {
+	r.t.Helper()
+	data, err := os.ReadFile(filepath.Join(r.dir, "n8n.json"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var a struct {
+		APIKey string `json:"api_key"`
+	}
+	if err := json.Unmarshal(data, &a); err != nil {
+		r.t.Fatal(err)
+	}
+	return a.APIKey
+}
+
+// cred is a manifest credential and its plaintext.
+type cred struct {
+	name, typ string
+	data      string
+}
+
+var creds5 = []cred{
+	{"gmail", "gmailOAuth2", `{"clientId":"cid","clientSecret":"gmail-secret-1"}`},
+	{"openai", "openAiApi", `{"apiKey":"sk-openai-secret-1"}`},
+	{"dashboard", "httpHeaderAuth", `{"name":"Authorization","value":"Bearer dash-secret-1"}`},
+	{"crm-hook", "httpHeaderAuth", `{"name":"X-Key","value":"crm-secret-1"}`},
+	{"slack", "slackApi", `{"accessToken":"xoxb-slack-secret-1"}`},
+}
+
+// ref is a node's credential use: its type and placeholder.
+type ref struct{ typ, placeholder string }
+
+// workflowJSON is a small rendered template: a webhook trigger on path and
+// one HTTP node per credential reference.
+func workflowJSON(name, path string, refs ...ref) json.RawMessage {
+	nodes := []map[string]any{{
+		"id": "n0", "name": "Hook", "type": "n8n-nodes-base.webhook", "typeVersion": 2, "position": []int{0, 0},
+		"webhookId": "hook-" + path, "parameters": map[string]any{"path": path, "httpMethod": "POST"},
+	}}
+	for i, rf := range refs {
+		nodes = append(nodes, map[string]any{
+			"id": fmt.Sprintf("n%d", i+1), "name": fmt.Sprintf("Call %d", i+1), "type": "n8n-nodes-base.httpRequest",
+			"typeVersion": 4, "position": []int{200 * (i + 1), 0}, "parameters": map[string]any{"url": "https://example.com"},
+			"credentials": map[string]any{rf.typ: map[string]string{"id": rf.placeholder, "name": rf.typ}},
+		})
+	}
+	js, _ := json.Marshal(map[string]any{"name": name, "nodes": nodes, "connections": map[string]any{}, "settings": map[string]any{"executionOrder": "v1"}})
+	return js
+}
+
+var workflows4 = []schema.ManifestWorkflow{
+	{Name: "email-prep", JSON: workflowJSON("Email Prep", "prep", ref{"openAiApi", "TEMPLATE_OPENAI_UUID"}, ref{"httpHeaderAuth", "TEMPLATE_DASHBOARD_UUID"})},
+	{Name: "email-sequence", JSON: workflowJSON("Email Sequence", "seq", ref{"gmailOAuth2", "TEMPLATE_GMAIL_UUID"}, ref{"httpHeaderAuth", "TEMPLATE_DASHBOARD_UUID"})},
+	{Name: "click-tracker", JSON: workflowJSON("Click Tracker", "click", ref{"httpHeaderAuth", "TEMPLATE_CRM_HOOK_UUID"})},
+	{Name: "notify", JSON: workflowJSON("Notify", "notify", ref{"slackApi", "TEMPLATE_SLACK_UUID"})},
+}
+
+// manifest builds a manifest and the plaintext credentials Apply gets.
+// sealed stands in for the ciphertext: its digest is what the converger
+// compares.
+func manifest(version int64, cs []cred, wfs []schema.ManifestWorkflow, domains ...string) (*schema.Manifest, map[string]json.RawMessage) {
+	m := &schema.Manifest{Type: schema.ManifestType, Workspace: "ws-acme", Droplet: "1", Version: version,
+		N8N: schema.N8NPin{Version: "1.123.81"}, Domains: domains}
+	plain := map[string]json.RawMessage{}
+	for _, c := range cs {
+		sum := sha256.Sum256([]byte("sealed:" + c.name + ":" + c.data))
+		m.Credentials = append(m.Credentials, schema.ManifestCredential{Name: c.name, Type: c.typ, Sealed: "age...", SHA256: hex.EncodeToString(sum[:])})
+		plain[c.name] = json.RawMessage(c.data)
+	}
+	for _, w := range wfs {
+		sum := sha256.Sum256(w.JSON)
+		w.SHA256 = hex.EncodeToString(sum[:])
+		m.Workflows = append(m.Workflows, w)
+	}
+	return m, plain
+}

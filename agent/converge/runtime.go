@@ -1,0 +1,114 @@
+package converge
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// versionFile in the state directory holds the n8n version last switched
+// to (the compose file itself stays read-only to the agent).
+const versionFile = "n8n-version"
+
+// versionRE bounds what goes into an image tag.
+var versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+([.-][0-9A-Za-z.-]+)?$`)
+
+// Compose runs n8n through the droplet's compose stack
+// (deploy/droplet/compose.yaml): N8N_VERSION=<version> docker compose -p
+// <project> -f <file> up -d n8n, then waits for readiness; if n8n doesn't
+// get ready it goes back to the previous version.
+type Compose struct {
+	// File is the compose file; default /opt/genesis/compose.yaml.
+	File string
+	// Project is the compose project; default "genesis".
+	Project string
+	// Dir is the agent's state directory (the pinned version is kept there).
+	Dir string
+	// Ready waits until n8n is ready or ctx ends.
+	Ready func(ctx context.Context) error
+	// ReadyTimeout bounds the wait after a switch; default 5 minutes.
+	ReadyTimeout time.Duration
+	// Exec runs a command with extra environment and returns its combined
+	// output; default os/exec.
+	Exec func(ctx context.Context, env []string, name string, args ...string) ([]byte, error)
+}
+
+// Current is the version last switched to ("" before the first switch).
+func (c *Compose) Current(context.Context) (string, error) {
+	data, err := os.ReadFile(filepath.Join(c.Dir, versionFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(data)), nil
+}
+
+// SwitchTo runs n8n at version and records it once n8n is ready.
+func (c *Compose) SwitchTo(ctx context.Context, version string) error {
+	if !versionRE.MatchString(version) {
+		return fmt.Errorf("n8n version %q: not a release version", version)
+	}
+	prev, err := c.Current(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.up(ctx, version); err != nil {
+		return err
+	}
+	if err := c.waitReady(ctx); err != nil {
+		if prev == "" || prev == version {
+			return fmt.Errorf("n8n %s not ready: %w", version, err)
+		}
+		if rerr := c.up(ctx, prev); rerr != nil {
+			return fmt.Errorf("n8n %s not ready (%v); rollback to %s: %w", version, err, prev, rerr)
+		}
+		if rerr := c.waitReady(ctx); rerr != nil {
+			return fmt.Errorf("n8n %s not ready (%v); rolled back to %s, not ready either: %w", version, err, prev, rerr)
+		}
+		return fmt.Errorf("n8n %s not ready, rolled back to %s: %w", version, prev, err)
+	}
+	return os.WriteFile(filepath.Join(c.Dir, versionFile), []byte(version+"\n"), 0o600)
+}
+
+func (c *Compose) up(ctx context.Context, version string) error {
+	run := c.Exec
+	if run == nil {
+		run = execCommand
+	}
+	args := []string{"compose", "-p", cmp.Or(c.Project, "genesis"), "-f", cmp.Or(c.File, "/opt/genesis/compose.yaml"), "up", "-d", "n8n"}
+	out, err := run(ctx, []string{"N8N_VERSION=" + version}, "docker", args...)
+	if err != nil {
+		out = bytes.TrimSpace(out)
+		if len(out) > 500 {
+			out = out[len(out)-500:]
+		}
+		return fmt.Errorf("docker compose up n8n %s: %w: %s", version, err, out)
+	}
+	return nil
+}
+
+func (c *Compose) waitReady(ctx context.Context) error {
+	if c.Ready == nil {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, cmp.Or(c.ReadyTimeout, 5*time.Minute))
+	defer cancel()
+	return c.Ready(wctx)
+}
+
+func execCommand(ctx context.Context, env []string, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	return cmd.CombinedOutput()
+}
