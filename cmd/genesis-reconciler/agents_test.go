@@ -41,6 +41,10 @@ func TestAgentProtocol(t *testing.T) {
 	os.WriteFile(filepath.Join(keys, "signing.pem"), dsse.MarshalPrivateKeyPEM(priv), 0o600)
 	trusted := dsse.Trusted{}
 	trusted.Add(priv.Public().(ed25519.PublicKey))
+	// A key announced for rotation (the next signing key).
+	nextPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	nextPEM := string(dsse.MarshalPublicKeyPEM(nextPub))
+	os.WriteFile(filepath.Join(keys, "next.pub"), []byte(nextPEM), 0o644)
 
 	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
 	w.git("init", "-q", "-b", "main")
@@ -67,7 +71,8 @@ func TestAgentProtocol(t *testing.T) {
 	w.git("commit", "-q", "-m", "fleet")
 	w.sim = dosimtest.Start(t, dosim.Config{WorkDir: work,
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}}})
-	p := w.start("--signing-key", filepath.Join(keys, "signing.pem"), "--age-identity", filepath.Join(keys, "age.key"), "--public-url", "https://fleet.example.com/")
+	p := w.start("--signing-key", filepath.Join(keys, "signing.pem"), "--age-identity", filepath.Join(keys, "age.key"), "--public-url", "https://fleet.example.com/",
+		"--announce-signing-key", filepath.Join(keys, "next.pub"))
 
 	// The droplet's user data carries the agent config.
 	var userData []byte
@@ -95,7 +100,8 @@ func TestAgentProtocol(t *testing.T) {
 			}
 		}
 	}
-	if cfg.ReconcilerURL != "https://fleet.example.com" || cfg.Workspace != "ws-acme" || cfg.DropletName != "genesis-ws-acme-1" || cfg.Token == "" {
+	if cfg.ReconcilerURL != "https://fleet.example.com" || cfg.Workspace != "ws-acme" || cfg.DropletName != "genesis-ws-acme-1" || cfg.Token == "" ||
+		len(cfg.SigningKeys) != 2 || cfg.SigningKeys[1] != nextPEM {
 		t.Fatalf("agent config = %+v", cfg)
 	}
 	if bytes.Contains(userData, []byte("AGE-SECRET-KEY")) || bytes.Contains(userData, []byte("PRIVATE KEY")) || bytes.Contains(userData, []byte("tok-a")) {
@@ -143,7 +149,8 @@ func TestAgentProtocol(t *testing.T) {
 		return resp.StatusCode, resp.Header.Get("ETag"), m
 	}
 	code, etag, m := get("", "")
-	if code != 200 || m.Workspace != "ws-acme" || m.Droplet != dropletID || m.Version != 1 || len(m.Credentials) != 1 {
+	if code != 200 || m.Workspace != "ws-acme" || m.Droplet != dropletID || m.Version != 1 || len(m.Credentials) != 1 ||
+		len(m.SigningKeys) != 1 || m.SigningKeys[0] != nextPEM {
 		t.Fatalf("manifest: %d %+v", code, m)
 	}
 	data, err := sealing.Open(agentID, m.Credentials[0], "ws-acme", dropletID)

@@ -74,9 +74,14 @@ and the agent protocol (see package reconciler/agentapi):
   POST /v1/heartbeat  the agent's report (Bearer credential) -> 202
 
 Droplets get cloud-init user data carrying --public-url, the public half of
---signing-key and a one-time enrollment token. Without --signing-key and
---age-identity the reconciler still runs, but droplets get no user data and
-enrollment answers 503.
+--signing-key (and of every --announce-signing-key) and a one-time enrollment
+token. Without --signing-key and --age-identity the reconciler still runs, but
+droplets get no user data and enrollment answers 503.
+
+Rotating the manifest-signing key: (1) add the new public key with
+--announce-signing-key and wait until every agent applied a manifest carrying
+it (GET /v1/fleet: applied = issued); (2) switch --signing-key to the new key,
+still announcing it (the old one may be dropped).
 
 Every flag can also be set by the environment variable shown. DigitalOcean
 tokens come from the variables genesis.yaml names (spec.accounts[].tokenEnv).
@@ -91,6 +96,24 @@ type config struct {
 	publicURL, dropletCompose, agentBinaryURL                            string
 	pollInterval, resync, tokenTTL, manifestTTL, manifestSweep           time.Duration
 	allowMassChange                                                      bool
+	announce                                                             listFlag
+}
+
+// listFlag is a repeatable flag whose default comes from a comma-separated
+// environment variable; the first use on the command line replaces it.
+type listFlag struct {
+	vals []string
+	set  bool
+}
+
+func (l *listFlag) String() string { return strings.Join(l.vals, ",") }
+
+func (l *listFlag) Set(v string) error {
+	if !l.set {
+		l.vals, l.set = nil, true
+	}
+	l.vals = append(l.vals, v)
+	return nil
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -120,6 +143,13 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	str(&c.listen, "listen", "GENESIS_LISTEN", "127.0.0.1:8080", "HTTP listen address")
 	str(&c.ageIdentity, "age-identity", "GENESIS_AGE_IDENTITY", "", "file holding the age identity that opens sealed credentials")
 	str(&c.signingKey, "signing-key", "GENESIS_SIGNING_KEY", "", "file holding the ed25519 manifest-signing key (PKCS#8 PEM)")
+	for _, f := range strings.Split(getenv("GENESIS_ANNOUNCE_SIGNING_KEYS"), ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			c.announce.vals = append(c.announce.vals, f)
+		}
+	}
+	fs.Var(&c.announce, "announce-signing-key", "`FILE` holding a PKIX PEM ed25519 public key to put in every manifest's signing_keys (and new droplets' user data), "+
+		"so agents trust it before --signing-key switches to it; repeatable ($GENESIS_ANNOUNCE_SIGNING_KEYS, comma-separated)")
 	str(&c.publicURL, "public-url", "GENESIS_PUBLIC_URL", "", "base URL agents reach this reconciler at, written into droplets' user data (default http://<listen address>)")
 	str(&c.dropletCompose, "droplet-compose", "GENESIS_DROPLET_COMPOSE", "", "compose file written to each new droplet (default: the release's deploy/droplet/compose.yaml, built in)")
 	str(&c.agentBinaryURL, "agent-binary-url", "GENESIS_AGENT_BINARY_URL", "", "URL a new droplet downloads genesis-agent from when its image lacks it (optional)")
@@ -215,6 +245,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	announce, err := loadAnnounced(c.announce.vals)
+	if err != nil {
+		return err
+	}
 	var compose []byte
 	if c.dropletCompose != "" {
 		if compose, err = os.ReadFile(c.dropletCompose); err != nil {
@@ -231,7 +265,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	var rec *reconciler.Reconciler
 	agents := agentapi.New(agentapi.Config{
-		Pool: st.Pool(), Logger: log, Registerer: reg, Signer: signer, Identities: ids, PublicURL: strings.TrimSuffix(publicURL, "/"),
+		Pool: st.Pool(), Logger: log, Registerer: reg, Signer: signer, Identities: ids, Announce: announce, PublicURL: strings.TrimSuffix(publicURL, "/"),
 		Desired: func() (tenants.Snapshot, bool) { return rec.Snapshot() }, Leading: func() bool { return rec.Leading() },
 		TokenTTL: c.tokenTTL, ManifestTTL: c.manifestTTL, Sweep: c.manifestSweep, Compose: compose, AgentURL: c.agentBinaryURL,
 	})
@@ -327,4 +361,21 @@ func loadKeys(c config) (*dsse.Signer, []age.Identity, error) {
 		}
 	}
 	return signer, ids, nil
+}
+
+// loadAnnounced reads the public keys to announce, as canonical PEM.
+func loadAnnounced(files []string) ([]string, error) {
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read --announce-signing-key: %w", err)
+		}
+		k, err := dsse.ParsePublicKeyPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("--announce-signing-key %s: not a PKIX PEM ed25519 public key", f)
+		}
+		out = append(out, string(dsse.MarshalPublicKeyPEM(k)))
+	}
+	return out, nil
 }

@@ -338,6 +338,45 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// TestAnnounceFlag: --announce-signing-key repeats; without it the
+// comma-separated environment variable gives the files; bad files are
+// refused by name.
+func TestAnnounceFlag(t *testing.T) {
+	base := []string{"--database-url", "postgres://x", "--state-dir", "x"}
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want []string
+	}{
+		{nil, "", nil},
+		{nil, "a.pub, b.pub", []string{"a.pub", "b.pub"}},
+		{[]string{"--announce-signing-key", "c.pub", "--announce-signing-key", "d.pub"}, "a.pub", []string{"c.pub", "d.pub"}},
+	} {
+		getenv := func(k string) string {
+			if k == "GENESIS_ANNOUNCE_SIGNING_KEYS" {
+				return tc.env
+			}
+			return ""
+		}
+		c, err := parseFlags(append(base, tc.args...), getenv, io.Discard)
+		if err != nil {
+			t.Fatalf("%v %q: %v", tc.args, tc.env, err)
+		}
+		if strings.Join(c.announce.vals, "|") != strings.Join(tc.want, "|") {
+			t.Errorf("%v %q: announce %q, want %q", tc.args, tc.env, c.announce.vals, tc.want)
+		}
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.pub")
+	os.WriteFile(bad, []byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), 0o644)
+	if _, err := loadAnnounced([]string{bad}); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("bad key: %v", err)
+	}
+	if _, err := loadAnnounced([]string{filepath.Join(dir, "missing.pub")}); err == nil {
+		t.Error("missing key file: no error")
+	}
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return "..." + s[len(s)-n:]

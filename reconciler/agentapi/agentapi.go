@@ -2,11 +2,13 @@ package agentapi
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -46,9 +48,15 @@ type Config struct {
 	Identities []age.Identity
 	// PublicURL is the reconciler's base URL as agents reach it.
 	PublicURL string
-	// SigningKeys are the PEM public keys agents trust (default: the
-	// Signer's).
+	// SigningKeys are the PEM public keys new droplets' user data tells
+	// agents to trust (default: the Signer's plus Announce).
 	SigningKeys []string
+	// Announce are PKIX PEM public keys put in every manifest's
+	// signing_keys: an agent that accepts such a manifest trusts them from
+	// then on. Announcing a key before the Signer switches to it is how the
+	// signing key rotates. They are part of a manifest's inputs, so a
+	// change of the list renders every manifest again.
+	Announce []string
 	// Desired is the latest desired state (the reconciler's Snapshot).
 	Desired func() (tenants.Snapshot, bool)
 	// Leading reports whether this replica runs the periodic sweep (nil:
@@ -81,6 +89,8 @@ type Service struct {
 	m       *metrics
 	pool    *pgxpool.Pool
 	enabled bool
+	// announceErr is why Config.Announce is unusable (nil: usable).
+	announceErr error
 
 	queue   chan heartbeat
 	kick    chan struct{}
@@ -125,13 +135,20 @@ func New(cfg Config) *Service {
 	if cfg.Desired == nil {
 		cfg.Desired = func() (tenants.Snapshot, bool) { return tenants.Snapshot{}, false }
 	}
+	// A bad announced key would make every agent reject every manifest:
+	// render refuses to issue any instead (cmd/genesis-reconciler checks
+	// the files at start).
+	announce, announceErr := announced(cfg.Announce)
+	cfg.Announce = announce
 	if cfg.Signer != nil && len(cfg.SigningKeys) == 0 {
-		cfg.SigningKeys = []string{string(dsse.MarshalPublicKeyPEM(cfg.Signer.Public()))}
+		// A droplet made now may enroll after the switch to an announced
+		// key: it trusts the announced keys from the start.
+		cfg.SigningKeys = bootstrapKeys(cfg.Signer.Public(), cfg.Announce)
 	}
 	return &Service{
 		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer), pool: cfg.Pool,
-		enabled: cfg.Signer != nil && len(cfg.Identities) > 0,
-		queue:   make(chan heartbeat, cfg.Queue), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
+		enabled: cfg.Signer != nil && len(cfg.Identities) > 0, announceErr: announceErr,
+		queue: make(chan heartbeat, cfg.Queue), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
 		auth: map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{},
 		man: map[int64]*entry{}, waiters: map[int64]chan struct{}{},
 	}
@@ -187,6 +204,35 @@ type agentRef struct {
 	// lastSeq is the highest heartbeat sequence number accepted here.
 	mu      sync.Mutex
 	lastSeq int64
+}
+
+// announced parses the keys to announce into canonical PEM, each key once.
+func announced(pems []string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for i, p := range pems {
+		k, err := dsse.ParsePublicKeyPEM([]byte(p))
+		if err != nil {
+			return nil, fmt.Errorf("announced signing key %d: %w", i+1, err)
+		}
+		if id := dsse.KeyID(k); !seen[id] {
+			seen[id] = true
+			out = append(out, string(dsse.MarshalPublicKeyPEM(k)))
+		}
+	}
+	return out, nil
+}
+
+// bootstrapKeys is signer's key and the announced ones, each once.
+func bootstrapKeys(signer ed25519.PublicKey, announce []string) []string {
+	own := string(dsse.MarshalPublicKeyPEM(signer))
+	out := []string{own}
+	for _, p := range announce {
+		if p != own {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // secret makes a random 256-bit token, base64url without padding.

@@ -22,6 +22,15 @@
 // versions continue from the workspace's highest, so the agent never sees a
 // version go down.
 //
+// The signing key rotates through the manifests themselves. Config.Announce
+// lists public keys that every manifest carries in signing_keys; an agent
+// that accepts a manifest (signed by a key it already trusts) trusts the
+// announced keys from then on, and new droplets' user data carries them
+// too. Once every agent has applied a manifest announcing the new key, the
+// reconciler may sign with it. The announced keys and the signing key are
+// part of a manifest's inputs, so changing either issues every droplet a
+// new manifest.
+//
 // # Manifests
 //
 // The renderer builds a droplet's manifest from the tenant at the current
@@ -33,10 +42,10 @@
 // {workspace, droplet, name}. Plaintext exists only in memory during that
 // call: never in Postgres, logs, errors or on disk. A digest of the inputs
 // is stored with each manifest; a droplet is rendered again only when it
-// changes (tenant blob, templates, fleet defaults, ip, recipient), or when
-// less than a third of the manifest's lifetime remains (re-signed with a new
-// version, so an agent never freezes on an expired manifest while the
-// reconciler lives). Versions come from agents.manifest_version under a row
+// changes (tenant blob, templates, fleet defaults, ip, recipient, signing
+// and announced keys), or when less than a third of the manifest's
+// lifetime remains (re-signed with a new version, so an agent never
+// freezes on an expired manifest while the reconciler lives). Versions come from agents.manifest_version under a row
 // lock and the manifests trigger refuses any that does not grow.
 //
 // Rendering happens at enrollment (any replica), on the loop's

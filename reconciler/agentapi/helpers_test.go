@@ -82,6 +82,8 @@ type world struct {
 	trusted dsse.Trusted
 	logs    *lockedBuffer
 	reg     *prometheus.Registry
+	// cfg is the Service's configuration before newWorld's options.
+	cfg Config
 
 	mu     sync.Mutex
 	offset time.Duration
@@ -122,6 +124,7 @@ func newWorld(t testing.TB, opts ...option) *world {
 		Pool: w.st.Pool(), Logger: log, Registerer: w.reg, Signer: w.signer, Identities: []age.Identity{w.fleetID},
 		PublicURL: "http://reconciler.test", Desired: w.desired, Now: w.now, BatchInterval: 20 * time.Millisecond, Sweep: time.Hour,
 	}
+	w.cfg = cfg
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -159,6 +162,31 @@ func (w *world) desired() (tenants.Snapshot, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.snap, true
+}
+
+// replica starts another Service on the same database, configured like
+// the world's but for opts (a restart of the reconciler with other flags),
+// served over HTTP until the test ends. Its metrics are not registered.
+func (w *world) replica(opts ...option) (*Service, *httptest.Server) {
+	w.t.Helper()
+	cfg := w.cfg
+	cfg.Registerer = nil
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc := New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	srv := httptest.NewServer(svc.Handler())
+	w.t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		if err := <-done; err != nil {
+			w.t.Errorf("Run: %v", err)
+		}
+	})
+	return svc, srv
 }
 
 // seal encrypts plaintext to the fleet, as genesis seal does.

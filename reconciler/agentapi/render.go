@@ -201,8 +201,9 @@ type content struct {
 // ErrNoTenant means the workspace is not (validly) in the desired state.
 var ErrNoTenant = errors.New("tenant is not in the desired state")
 
-// build computes a droplet's manifest content from the desired state; pure.
-func build(snap tenants.Snapshot, workspace, droplet, ip, recipient string) (content, error) {
+// build computes a droplet's manifest content from the desired state, the
+// id of the key it will be signed with and the keys to announce; pure.
+func build(snap tenants.Snapshot, workspace, droplet, ip, recipient, signer string, announce []string) (content, error) {
 	var c content
 	ts, ok := snap.Tenants[workspace]
 	if !ok || ts.Tenant == nil {
@@ -213,6 +214,7 @@ func build(snap tenants.Snapshot, workspace, droplet, ip, recipient string) (con
 		Type: schema.ManifestType, Workspace: workspace, Droplet: droplet,
 		N8N: schema.N8NPin{Version: t.N8NVersion(snap.Fleet)}, State: string(t.Spec.State),
 		Domains: append([]string{}, t.Spec.Domains...), Workflows: []schema.ManifestWorkflow{}, Credentials: []schema.ManifestCredential{},
+		SigningKeys: append([]string(nil), announce...),
 	}
 	if addr, err := netip.ParseAddr(ip); err == nil && addr.Is4() {
 		m.Domains = append(m.Domains, addr.String()+".sslip.io")
@@ -236,17 +238,21 @@ func build(snap tenants.Snapshot, workspace, droplet, ip, recipient string) (con
 	}
 	c.manifest, c.creds = m, t.Spec.Credentials
 	// The inputs' identity: everything above plus the credentials'
-	// ciphertexts (never their plaintext) and the recipient.
+	// ciphertexts (never their plaintext), the recipient, the signing key
+	// (switching it re-signs every manifest, so the old key goes out of
+	// use at once) and the announced keys.
 	type credIn struct{ Name, Type, Sealed string }
 	in := struct {
-		Blob      string
-		N8N       string
-		State     string
-		Domains   []string
-		Workflows []string
-		Creds     []credIn
-		Recipient string
-	}{Blob: ts.ValidBlob, N8N: m.N8N.Version, State: m.State, Domains: m.Domains, Recipient: recipient}
+		Blob        string
+		N8N         string
+		State       string
+		Domains     []string
+		Workflows   []string
+		Creds       []credIn
+		Recipient   string
+		Signer      string
+		SigningKeys []string
+	}{Blob: ts.ValidBlob, N8N: m.N8N.Version, State: m.State, Domains: m.Domains, Recipient: recipient, Signer: signer, SigningKeys: m.SigningKeys}
 	for _, w := range m.Workflows {
 		in.Workflows = append(in.Workflows, w.Name+"="+w.SHA256)
 	}
@@ -308,8 +314,11 @@ func (s *Service) render(ctx context.Context, snap tenants.Snapshot, t target) (
 	if !s.enabled {
 		return t.expires, false, errDisabled
 	}
+	if s.announceErr != nil {
+		return t.expires, false, s.announceErr
+	}
 	dropletS := strconv.FormatInt(t.droplet, 10)
-	c, err := build(snap, t.workspace, dropletS, t.ip, t.recipient)
+	c, err := build(snap, t.workspace, dropletS, t.ip, t.recipient, s.cfg.Signer.KeyID(), s.cfg.Announce)
 	if err != nil {
 		return t.expires, false, err
 	}
@@ -372,6 +381,6 @@ func (s *Service) render(ctx context.Context, snap tenants.Snapshot, t target) (
 	s.install(t.droplet, e)
 	s.m.issued.Inc()
 	s.log.Info("manifest issued", "tenant", t.workspace, "droplet", t.droplet, "version", m.Version, "commit", snap.Commit,
-		"workflows", len(m.Workflows), "credentials", len(m.Credentials), "expires", m.Expires)
+		"workflows", len(m.Workflows), "credentials", len(m.Credentials), "announced_keys", len(m.SigningKeys), "expires", m.Expires)
 	return m.Expires, true, nil
 }

@@ -403,6 +403,11 @@ type FleetRow struct {
 	LastCommit      string    `json:"last_commit,omitempty"`
 	LastError       string    `json:"last_error,omitempty"`
 	LastHeartbeat   time.Time `json:"last_heartbeat,omitzero"`
+	// ManifestIssued is the newest manifest version issued to the
+	// workspace's droplet; ManifestApplied the one its agent last reported
+	// applied. Equal: the agent runs (and trusts the keys of) the newest.
+	ManifestIssued  int64     `json:"manifest_version_issued"`
+	ManifestApplied int64     `json:"manifest_version_applied"`
 	UpdatedAt       time.Time `json:"updated_at"`
 }
 
@@ -411,7 +416,7 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, desired_state, state, health, coalesce(droplet_id, 0), coalesce(droplet_name, ''),
 		coalesce(account, ''), coalesce(region, ''), coalesce(size, ''), coalesce(host(ip), ''), coalesce(snapshot_id, ''),
 		coalesce(snapshot_size_gb, 0), hibernated_by_policy, coalesce(last_commit, ''), coalesce(last_error, ''),
-		coalesce(last_heartbeat_at, 'epoch'), updated_at
+		coalesce(last_heartbeat_at, 'epoch'), manifest_version_issued, manifest_version_applied, updated_at
 		FROM fleet_status ORDER BY workspace`)
 	if err != nil {
 		return nil, fmt.Errorf("list fleet: %w", err)
@@ -421,7 +426,8 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 	for rows.Next() {
 		var r FleetRow
 		if err := rows.Scan(&r.Workspace, &r.Desired, &r.Lifecycle, &r.Health, &r.DropletID, &r.DropletName, &r.Account, &r.Region, &r.Size,
-			&r.IP, &r.SnapshotID, &r.SnapshotGB, &r.HibernatedByPol, &r.LastCommit, &r.LastError, &r.LastHeartbeat, &r.UpdatedAt); err != nil {
+			&r.IP, &r.SnapshotID, &r.SnapshotGB, &r.HibernatedByPol, &r.LastCommit, &r.LastError, &r.LastHeartbeat,
+			&r.ManifestIssued, &r.ManifestApplied, &r.UpdatedAt); err != nil {
 			return nil, err
 		}
 		if r.LastHeartbeat.Equal(time.Unix(0, 0)) {
