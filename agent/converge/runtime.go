@@ -35,6 +35,9 @@ type Compose struct {
 	Dir string
 	// Ready waits until n8n is ready or ctx ends.
 	Ready func(ctx context.Context) error
+	// Running asks n8n its version; Current uses it before the first
+	// switch (nil: "").
+	Running func(ctx context.Context) (string, error)
 	// ReadyTimeout bounds the wait after a switch; default 5 minutes.
 	ReadyTimeout time.Duration
 	// Exec runs a command with extra environment and returns its combined
@@ -42,11 +45,15 @@ type Compose struct {
 	Exec func(ctx context.Context, env []string, name string, args ...string) ([]byte, error)
 }
 
-// Current is the version last switched to ("" before the first switch).
-func (c *Compose) Current(context.Context) (string, error) {
+// Current is the version last switched to, or before the first switch
+// the version n8n reports.
+func (c *Compose) Current(ctx context.Context) (string, error) {
 	data, err := os.ReadFile(filepath.Join(c.Dir, versionFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
+		if c.Running == nil {
+			return "", nil
+		}
+		return c.Running(ctx)
 	}
 	if err != nil {
 		return "", err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,6 +19,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"genesis.dev/fleet/agent"
+	"genesis.dev/fleet/agent/caddy"
+	"genesis.dev/fleet/agent/converge"
+	"genesis.dev/fleet/agent/n8n"
 	"genesis.dev/fleet/schema"
 )
 
@@ -41,7 +45,16 @@ $DOSIM_DROPLET_ID, else the metadata service (--metadata-url).
 
 The state directory is --state-dir, else $GENESIS_AGENT_STATE_DIR, else
 $DOSIM_DISK_DIR/genesis-agent under the simulator (a snapshot keeps it),
-else /var/lib/genesis-agent.`
+else /var/lib/genesis-agent.
+
+With --converge (the default) each accepted manifest is applied to this
+droplet: n8n at --n8n-url is bootstrapped once (owner and API key kept 0600
+in the state directory), its credentials and workflows converged; Caddy's
+admin API at --caddy-admin gets the rendered config for the manifest's
+domains; the on-demand TLS ask endpoint is served on --ask-listen; n8n is
+moved to the manifest's version with docker compose (--compose-file).
+--converge=false only accepts manifests (no n8n, Caddy or docker needed):
+the DigitalOcean simulator's demo runs agents that way.`
 
 func runAgent(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "run", runUsage)
@@ -57,6 +70,12 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	metricsListen := fs.String("metrics-listen", e.getenv("GENESIS_AGENT_METRICS_LISTEN"), "`address` to serve /metrics on (off when empty)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
+	doConverge := fs.Bool("converge", true, "apply manifests to n8n, Caddy and docker compose (false: accept them only, e.g. under the simulator)")
+	n8nURL := fs.String("n8n-url", "http://127.0.0.1:5678", "n8n's base `URL`")
+	caddyAdmin := fs.String("caddy-admin", caddy.DefaultAdminListen, "Caddy admin API `address`")
+	askListen := fs.String("ask-listen", "127.0.0.1:9180", "`address` to serve Caddy's on-demand TLS ask endpoint (/ask) on")
+	composeFile := fs.String("compose-file", "/opt/genesis/compose.yaml", "the droplet's compose `file` (n8n version switches)")
+	acmeEmail := fs.String("acme-email", "", "ACME account e-mail for Caddy's certificates (optional)")
 	if err := parse(e, fs, args); err != nil {
 		return err
 	}
@@ -93,7 +112,57 @@ func runAgent(ctx context.Context, e env, args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var (
+		applier   agent.Applier
+		probes    map[string]agent.Probe
+		n8nVer    func(context.Context) (string, error)
+		askLn     net.Listener
+		askServer *http.Server
+	)
+	if *doConverge {
+		n8nClient, err := n8n.New(*n8nURL, n8n.Options{Logger: log})
+		if err != nil {
+			return usageError("run: --n8n-url: %v", err)
+		}
+		if _, _, err := net.SplitHostPort(*caddyAdmin); err != nil {
+			return usageError("run: --caddy-admin: want host:port")
+		}
+		askLn, err = net.Listen("tcp", *askListen)
+		if err != nil {
+			return fmt.Errorf("ask listen: %w", err)
+		}
+		defer askLn.Close()
+		ask := caddy.NewAsk(log)
+		mux := http.NewServeMux()
+		mux.Handle("GET /ask", ask)
+		askServer = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		upstream := "127.0.0.1:5678"
+		if u, err := url.Parse(*n8nURL); err == nil && u.Port() != "" {
+			upstream = u.Host
+		}
+		conv, err := converge.New(converge.Config{
+			Dir:   dir,
+			N8N:   n8nClient,
+			Caddy: caddy.NewClient(*caddyAdmin, caddy.ClientOptions{Logger: log}),
+			CaddyConfig: caddy.Config{
+				Upstream: upstream, AskURL: "http://" + askLn.Addr().String() + "/ask",
+				AdminListen: *caddyAdmin, ACMEEmail: *acmeEmail,
+			},
+			Ask:     ask,
+			Runtime: &converge.Compose{File: *composeFile, Dir: dir, Ready: n8nClient.WaitReady, Running: n8nClient.Version},
+			Logger:  log,
+		})
+		if err != nil {
+			return err
+		}
+		applier = conv
+		probes = map[string]agent.Probe{"n8n": conv.ProbeN8N, "caddy": conv.ProbeCaddy}
+		n8nVer = conv.N8NVersion
+	}
 	a, err := agent.New(agent.Config{
+		Applier:           applier,
+		Probes:            probes,
+		N8NVersion:        n8nVer,
 		Bootstrap:         cfg,
 		DropletID:         id,
 		State:             st,
@@ -133,6 +202,21 @@ func runAgent(ctx context.Context, e env, args []string) error {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			return srv.Shutdown(sctx)
+		})
+	}
+	if askServer != nil {
+		log.Info("serving caddy ask endpoint", "component", "genesis-agent", "addr", askLn.Addr().String())
+		g.Go(func() error {
+			if err := askServer.Serve(askLn); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("ask endpoint: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return askServer.Shutdown(sctx)
 		})
 	}
 	g.Go(func() error {

@@ -13,12 +13,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"filippo.io/age"
 
+	"genesis.dev/fleet/agent/n8n/n8nemu"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
@@ -30,6 +32,10 @@ type protocolServer struct {
 	t     *testing.T
 	w     *world
 	token string
+
+	// build makes the manifest (default: w.manifest); called once the
+	// droplet enrolled, with p.mu held.
+	build func(v int64) schema.Manifest
 
 	mu         sync.Mutex
 	cred       string
@@ -63,6 +69,9 @@ func (p *protocolServer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 		p.w.recipient = rec
 		m := p.w.manifest(1)
+		if p.build != nil {
+			m = p.build(1)
+		}
 		m.IssuedAt, m.Expires = time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
 		p.manifest = p.w.sign(m, nil)
 		p.cred = "cred-0123456789"
@@ -136,7 +145,7 @@ func TestRunUnderTheSimulatorHook(t *testing.T) {
 	metricsAddr := ln.Addr().String()
 	ln.Close()
 
-	cmd := exec.Command(bin, "run", "--heartbeat-interval", "200ms", "--poll-wait", "1s", "--metrics-listen", metricsAddr, "--log-format", "json")
+	cmd := exec.Command(bin, "run", "--converge=false", "--heartbeat-interval", "200ms", "--poll-wait", "1s", "--metrics-listen", metricsAddr, "--log-format", "json")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DOSIM_USER_DATA_FILE=" + userData, "DOSIM_DROPLET_ID=" + w.droplet, "DOSIM_DISK_DIR=" + disk}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -204,6 +213,124 @@ func TestRunUnderTheSimulatorHook(t *testing.T) {
 		}
 	}
 	if strings.Contains(stderr.String(), ps.cred) || strings.Contains(stderr.String(), ps.token) || strings.Contains(stderr.String(), "s3cret") {
+		t.Errorf("a secret in the logs:\n%s", stderr.String())
+	}
+}
+
+// TestRunConverges runs genesis-agent run with convergence on against the
+// n8n emulator and a Caddy admin API stand-in: the manifest's credential
+// and workflow reach n8n, Caddy gets a config, the ask endpoint answers for
+// the manifest's domains, and heartbeats report n8n and Caddy healthy.
+func TestRunConverges(t *testing.T) {
+	w := newWorld(t)
+	emu := n8nemu.Start(t)
+	var loads atomic.Int32
+	caddySrv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		switch r.Method + " " + r.URL.Path {
+		case "GET /config/":
+			rw.Header().Set("Content-Type", "application/json")
+			rw.Write([]byte("null"))
+		case "POST /load":
+			loads.Add(1)
+		default:
+			http.NotFound(rw, r)
+		}
+	}))
+	defer caddySrv.Close()
+	ps := &protocolServer{t: t, w: w, token: "one-time-token-abc", build: func(v int64) schema.Manifest {
+		m := w.manifest(v)
+		wf := json.RawMessage(`{"name":"Notify","nodes":[` +
+			`{"name":"Hook","type":"n8n-nodes-base.webhook","typeVersion":2,"position":[0,0],"webhookId":"h1","parameters":{"path":"notify","httpMethod":"POST"}},` +
+			`{"name":"Slack","type":"n8n-nodes-base.slack","typeVersion":2,"position":[200,0],"parameters":{},"credentials":{"slackApi":{"id":"TEMPLATE_SLACK_UUID","name":"Slack"}}}` +
+			`],"connections":{},"settings":{}}`)
+		m.Workflows = []schema.ManifestWorkflow{{Name: "notify", SHA256: sha(wf), JSON: wf}}
+		c := w.cred("slack")
+		c.Data = json.RawMessage(`{"accessToken":"s3cret-slack"}`)
+		mc := w.seal("slack", c)
+		mc.Type = "slackApi"
+		m.Credentials = []schema.ManifestCredential{mc}
+		return m
+	}}
+	srv := httptest.NewServer(ps)
+	defer srv.Close()
+	cfg, _ := json.Marshal(schema.AgentConfig{
+		ReconcilerURL: srv.URL,
+		SigningKeys:   []string{string(dsse.MarshalPublicKeyPEM(w.signer.Public()))},
+		Workspace:     w.workspace, DropletName: "genesis-ws-acme", Token: ps.token,
+	})
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "agent.json")
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	askAddr := ln.Addr().String()
+	ln.Close()
+
+	cmd := exec.Command(bin, "run", "--config", cfgPath, "--droplet-id", w.droplet, "--state-dir", filepath.Join(dir, "state"),
+		"--n8n-url", emu.URL, "--caddy-admin", strings.TrimPrefix(caddySrv.URL, "http://"), "--ask-listen", askAddr,
+		"--heartbeat-interval", "200ms", "--poll-wait", "1s", "--log-format", "json")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+
+	deadline := time.Now().Add(15 * time.Second)
+	var applied *schema.Heartbeat
+	for applied == nil && time.Now().Before(deadline) {
+		for _, hb := range ps.beats() {
+			if hb.AppliedVersion == 1 && hb.Components["n8n"].OK && hb.Components["caddy"].OK {
+				applied = &hb
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if applied == nil {
+		t.Fatalf("no heartbeat with version 1 applied and n8n, caddy healthy; beats %+v; stderr:\n%s", ps.beats(), stderr.String())
+	}
+	if applied.ApplyError != "" || applied.N8NVersion != n8nemu.Version {
+		t.Errorf("heartbeat %+v", applied)
+	}
+	creds, wfs := emu.Credentials(), emu.Workflows()
+	if len(creds) != 1 || len(wfs) != 1 || !wfs[0].Active || !strings.Contains(string(wfs[0].Nodes), creds[0].ID) {
+		t.Errorf("n8n holds %+v and %+v", creds, wfs)
+	}
+	if loads.Load() != 1 {
+		t.Errorf("caddy loads = %d, want 1", loads.Load())
+	}
+	for domain, want := range map[string]int{"track.acme.com": 200, "evil.example.com": 403} {
+		resp, err := http.Get("http://" + askAddr + "/ask?domain=" + domain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("ask %s = %d, want %d", domain, resp.StatusCode, want)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	if strings.Contains(stderr.String(), "s3cret") || strings.Contains(stderr.String(), ps.cred) {
 		t.Errorf("a secret in the logs:\n%s", stderr.String())
 	}
 }

@@ -174,8 +174,9 @@ func (d *demo) up(ctx context.Context) error {
 	}
 	env := os.Environ()
 	// The agent every simulated droplet boots: cloud-init's user data and
-	// the droplet's id and disk come from the simulator's hook variables.
-	bootCmd := fmt.Sprintf("exec %s run --heartbeat-interval %s --poll-wait 20s --log-format json",
+	// the droplet's id and disk come from the simulator's hook variables;
+	// --converge=false because no n8n or Caddy runs under the simulator.
+	bootCmd := fmt.Sprintf("exec %s run --converge=false --heartbeat-interval %s --poll-wait 20s --log-format json",
 		shellQuote(filepath.Join(d.bin, "genesis-agent")), d.heartbeat)
 	simArgs := []string{"--listen", "127.0.0.1:0", "--boot-delay", d.boot.String(), "--action-delay", d.action.String(),
 		"--disk-root", filepath.Join(d.work, "disks"), "--log-format", "json", "--boot-cmd", bootCmd, "--hook-grace", "2s"}
