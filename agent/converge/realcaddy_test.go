@@ -1,0 +1,173 @@
+package converge_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"genesis.dev/fleet/agent/caddy"
+	"genesis.dev/fleet/agent/converge"
+	"genesis.dev/fleet/agent/n8n"
+)
+
+// caddyBinary returns the pinned Caddy the agent/caddy tests build into
+// $GENESIS_CACHE/caddy/v2.11.9/caddy or <repo>/.cache/caddy/v2.11.9/caddy,
+// building it the same way when missing (scripts/build-caddy).
+func caddyBinary(t *testing.T) string {
+	t.Helper()
+	const version = "v2.11.9"
+	cache := os.Getenv("GENESIS_CACHE")
+	if cache == "" {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cache = filepath.Join(filepath.Dir(strings.TrimSpace(string(out))), ".cache")
+	}
+	dir := filepath.Join(cache, "caddy", version)
+	bin := filepath.Join(dir, "caddy")
+	if fi, err := os.Stat(bin); err == nil && fi.Mode()&0o111 != 0 {
+		return bin
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "install", "github.com/caddyserver/caddy/v2/cmd/caddy@"+version)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build caddy %s (run scripts/build-caddy): %v\n%s", version, err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) (string, int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String(), l.Addr().(*net.TCPAddr).Port
+}
+
+// startRealCaddy runs Caddy with only its admin API, like a fresh droplet.
+func startRealCaddy(t *testing.T, admin string) {
+	t.Helper()
+	home := t.TempDir()
+	cfg := filepath.Join(home, "caddy.json")
+	os.WriteFile(cfg, []byte(`{"admin":{"listen":"`+admin+`","config":{"persist":false}}}`), 0o600)
+	cmd := exec.Command(caddyBinary(t), "run", "--config", cfg)
+	cmd.Env = []string{"HOME=" + home, "XDG_DATA_HOME=" + filepath.Join(home, "data"), "XDG_CONFIG_HOME=" + filepath.Join(home, "config"), "PATH=" + os.Getenv("PATH")}
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := caddy.NewClient(admin, caddy.ClientOptions{}).Running(context.Background()); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy admin on %s not up after 15s", admin)
+		}
+	}
+}
+
+// TestDomainsReachRealCaddy: a declared domain reaches n8n through the real
+// Caddy, a removed one no longer does, and re-applying loads nothing.
+func TestDomainsReachRealCaddy(t *testing.T) {
+	r := newRig(t)
+	admin, _ := freeAddr(t)
+	_, httpPort := freeAddr(t)
+	_, httpsPort := freeAddr(t)
+	startRealCaddy(t, admin)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		fmt.Fprintf(w, "n8n for %s", req.Host)
+	}))
+	defer backend.Close()
+	askSrv := httptest.NewServer(r.ask)
+	defer askSrv.Close()
+
+	client, _ := n8n.New(r.n8n.url, n8n.Options{})
+	cc := caddy.NewClient(admin, caddy.ClientOptions{})
+	c, err := converge.New(converge.Config{Dir: r.dir, N8N: client, Caddy: cc, Ask: r.ask,
+		CaddyConfig: caddy.Config{Upstream: strings.TrimPrefix(backend.URL, "http://"), AskURL: askSrv.URL + "/ask",
+			HTTPPort: httpPort, HTTPSPort: httpsPort, BindHost: "127.0.0.1", Internal: true, AdminListen: admin, GracePeriod: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(host string) (string, error) {
+		tr := &http.Transport{
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(httpsPort))
+			},
+			TLSClientConfig: &tls.Config{ServerName: host, InsecureSkipVerify: true}, DisableKeepAlives: true,
+		}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + host + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, body), nil
+	}
+	ctx := context.Background()
+
+	m, plain := manifest(1, creds5, workflows4, "track.acme.test", "127.0.0.1.sslip.io")
+	if err := c.Apply(ctx, m, plain); err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"track.acme.test", "127.0.0.1.sslip.io"} {
+		if got, err := get(host); err != nil || got != "200 n8n for "+host {
+			t.Errorf("GET https://%s = %q, %v", host, got, err)
+		}
+	}
+	// (Not go.acme.test: Caddy remembers a refused name for a while, so a
+	// domain asked about before it was declared gets its certificate late.)
+	if got, err := get("evil.acme.test"); err == nil {
+		t.Errorf("undeclared evil.acme.test answered %q", got)
+	}
+
+	m2, plain2 := manifest(2, creds5, workflows4, "go.acme.test", "127.0.0.1.sslip.io")
+	if err := c.Apply(ctx, m2, plain2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := get("go.acme.test"); err != nil || got != "200 n8n for go.acme.test" {
+		t.Errorf("added go.acme.test: %q, %v", got, err)
+	}
+	// The removed domain keeps its certificate but no longer reaches n8n.
+	if got, err := get("track.acme.test"); err == nil && strings.HasPrefix(got, "200") {
+		t.Errorf("removed track.acme.test still answered %q", got)
+	}
+	loads := cc.Loads()
+	if err := c.Apply(ctx, m2, plain2); err != nil {
+		t.Fatal(err)
+	}
+	if cc.Loads() != loads {
+		t.Errorf("re-apply posted /load %d more times", cc.Loads()-loads)
+	}
+}

@@ -1,0 +1,73 @@
+package converge_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"genesis.dev/fleet/agent/converge"
+)
+
+func TestComposeRuntime(t *testing.T) {
+	type call struct{ Env, Args string }
+	for _, tt := range []struct {
+		name      string
+		readyFail map[string]bool // versions that never get ready
+		want      []call
+		wantErr   string
+		current   string
+	}{
+		{"switch", nil, []call{{"N8N_VERSION=1.124.0", "docker compose -p genesis -f /opt/genesis/compose.yaml up -d n8n"}}, "", "1.124.0"},
+		{"rollback", map[string]bool{"1.124.0": true}, []call{
+			{"N8N_VERSION=1.124.0", "docker compose -p genesis -f /opt/genesis/compose.yaml up -d n8n"},
+			{"N8N_VERSION=1.123.81", "docker compose -p genesis -f /opt/genesis/compose.yaml up -d n8n"},
+		}, "n8n 1.124.0 not ready, rolled back to 1.123.81", "1.123.81"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			var calls []call
+			running := "1.123.81"
+			rt := &converge.Compose{Dir: dir,
+				Exec: func(_ context.Context, env []string, name string, args ...string) ([]byte, error) {
+					calls = append(calls, call{strings.Join(env, " "), name + " " + strings.Join(args, " ")})
+					running = strings.TrimPrefix(env[0], "N8N_VERSION=")
+					return nil, nil
+				},
+				Ready: func(ctx context.Context) error {
+					if tt.readyFail[running] {
+						return errors.New("not ready")
+					}
+					return nil
+				},
+				Running: func(context.Context) (string, error) { return running, nil },
+			}
+			ctx := context.Background()
+			if cur, _ := rt.Current(ctx); cur != "1.123.81" {
+				t.Errorf("Current before a switch = %q, want n8n's own", cur)
+			}
+			err := rt.SwitchTo(ctx, "1.124.0")
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("SwitchTo: %v, want %q", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, calls); diff != "" {
+				t.Errorf("calls (-want +got):\n%s", diff)
+			}
+			if cur, _ := rt.Current(ctx); cur != tt.current {
+				t.Errorf("Current = %q, want %q", cur, tt.current)
+			}
+			if tt.wantErr == "" {
+				if fi, err := os.Stat(filepath.Join(dir, "n8n-version")); err != nil || fi.Mode().Perm() != 0o600 {
+					t.Errorf("pinned version file: %v %v", fi, err)
+				}
+			}
+		})
+	}
+	if err := (&converge.Compose{Dir: t.TempDir()}).SwitchTo(context.Background(), "latest; rm -rf /"); err == nil {
+		t.Error("a non-version was accepted")
+	}
+}
