@@ -92,7 +92,7 @@ func jsonSame(a, b json.RawMessage) bool {
 	return cmp.Equal(x, y)
 }
 
-// usesOf returns credential name → names of managed workflows using it.
+// credentialIDs returns credential name → n8n id as n8n holds them.
 func credentialIDs(r *rig) map[string]string {
 	out := map[string]string{}
 	for _, c := range r.n8n.emu.Credentials() {
