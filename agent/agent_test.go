@@ -227,6 +227,12 @@ func TestAgentEnrollsPullsAndHeartbeats(t *testing.T) {
 	if len(h.fake.enrollments()) != 1 {
 		t.Errorf("enrolled again after a restart")
 	}
+	// The heartbeat reports the recorded version at once; the re-apply may
+	// land a moment later.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rec2.applied()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if got := rec2.applied(); len(got) != 1 || got[0] != 3 {
 		t.Errorf("after restart the applier saw %v, want the recorded v3", got)
 	}

@@ -307,6 +307,9 @@ func firstNonSpace(b []byte) byte {
 	return 0
 }
 
+// errAlreadyIssued ends a render that a concurrent one made needless.
+var errAlreadyIssued = errors.New("manifest with these inputs already issued")
+
 // render issues a new manifest for t when its inputs changed or its
 // manifest nears expiry; it returns the expiry of the droplet's newest
 // manifest and whether it issued one.
@@ -347,6 +350,19 @@ func (s *Service) render(ctx context.Context, snap tenants.Snapshot, t target) (
 			t.droplet, t.workspace).Scan(&hwm); err != nil {
 			return fmt.Errorf("lock agent: %w", err)
 		}
+		// Renders of one droplet can race (an update_manifest action and
+		// the sweep after the same commit): under the agent's row lock,
+		// skip if another render already issued these inputs.
+		var lastInputs []byte
+		var lastExpires time.Time
+		err := tx.QueryRow(ctx, `SELECT inputs_hash, expires_at FROM manifests WHERE droplet_id = $1 ORDER BY version DESC LIMIT 1`,
+			t.droplet).Scan(&lastInputs, &lastExpires)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("read latest manifest: %w", err)
+		}
+		if err == nil && string(lastInputs) == string(c.inputs[:]) && lastExpires.Sub(now) > s.cfg.ManifestTTL/3 {
+			return errAlreadyIssued
+		}
 		m.Version = hwm + 1
 		payload, err := json.Marshal(m)
 		if err != nil {
@@ -375,6 +391,9 @@ func (s *Service) render(ctx context.Context, snap tenants.Snapshot, t target) (
 		e = &entry{version: m.Version, etag: `"` + hex.EncodeToString(digest[:]) + `"`, body: env}
 		return nil
 	})
+	if errors.Is(err, errAlreadyIssued) {
+		return t.expires, false, nil
+	}
 	if err != nil {
 		return t.expires, false, fmt.Errorf("issue manifest for droplet %d: %w", t.droplet, err)
 	}
