@@ -19,6 +19,7 @@ import (
 
 	"genesis.dev/fleet/agent/n8n"
 	"genesis.dev/fleet/agent/n8n/n8nemu"
+	"genesis.dev/fleet/agent/n8n/n8ntest"
 )
 
 const (
@@ -26,13 +27,28 @@ const (
 	ownerPassword = "Sup3r-secret-pass"
 )
 
-// setup starts an emulator and returns it with a bootstrapped client whose
-// debug log goes to logs.
+// setup starts an n8n (a real one when GENESIS_N8N_BIN is set, see
+// n8ntest) and returns the emulator (nil for a real n8n) with a
+// bootstrapped client whose debug log goes to logs.
 func setup(t *testing.T) (*n8nemu.Server, *n8n.Client, *bytes.Buffer) {
 	t.Helper()
+	url, emu := n8ntest.Start(t)
+	c, logs := bootstrapped(t, url)
+	return emu, c, logs
+}
+
+// setupEmu is setup on the emulator, for tests that drive its modes.
+func setupEmu(t *testing.T) (*n8nemu.Server, *n8n.Client) {
+	t.Helper()
 	emu := n8nemu.Start(t)
+	c, _ := bootstrapped(t, emu.URL)
+	return emu, c
+}
+
+func bootstrapped(t *testing.T, url string) (*n8n.Client, *bytes.Buffer) {
+	t.Helper()
 	logs := &bytes.Buffer{}
-	c, err := n8n.New(emu.URL, n8n.Options{
+	c, err := n8n.New(url, n8n.Options{
 		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		PollInterval: 10 * time.Millisecond,
 	})
@@ -43,7 +59,7 @@ func setup(t *testing.T) (*n8nemu.Server, *n8n.Client, *bytes.Buffer) {
 	if err != nil {
 		t.Fatalf("bootstrap: %v", err)
 	}
-	return emu, c.WithAPIKey(key), logs
+	return c.WithAPIKey(key), logs
 }
 
 // template loads a workflow of the example state.
@@ -62,8 +78,8 @@ func template(t *testing.T, name string) n8n.WorkflowSpec {
 
 func TestBootstrap(t *testing.T) {
 	ctx := t.Context()
-	emu := n8nemu.Start(t)
-	c, err := n8n.New(emu.URL, n8n.Options{})
+	url, emu := n8ntest.Start(t)
+	c, err := n8n.New(url, n8n.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +87,7 @@ func TestBootstrap(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first bootstrap: %v", err)
 	}
-	if !emu.OwnerSetUp() {
+	if emu != nil && !emu.OwnerSetUp() {
 		t.Fatal("owner not set up")
 	}
 	// An agent that lost its key logs in again and gets a second key.
@@ -87,11 +103,13 @@ func TestBootstrap(t *testing.T) {
 			t.Errorf("list with a bootstrapped key: %v", err)
 		}
 	}
-	got := emu.Calls()
-	want := map[string]int{"POST /rest/owner/setup": 2, "POST /rest/login": 1, "GET /rest/api-keys/scopes": 2,
-		"POST /rest/api-keys": 2, "GET /api/v1/workflows": 2}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("calls (-want +got):\n%s", diff)
+	if emu != nil {
+		got := emu.Calls()
+		want := map[string]int{"POST /rest/owner/setup": 2, "POST /rest/login": 1, "GET /rest/api-keys/scopes": 2,
+			"POST /rest/api-keys": 2, "GET /api/v1/workflows": 2}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("calls (-want +got):\n%s", diff)
+		}
 	}
 	_, err = c.Bootstrap(ctx, ownerEmail, "Wr0ng-password")
 	if n8n.StatusOf(err) != http.StatusUnauthorized || strings.Contains(err.Error(), "Wr0ng") {
@@ -108,10 +126,11 @@ func TestBootstrapPasswordRules(t *testing.T) {
 		{"NoDigitsHere", "Password must contain at least 1 number."},
 		{"no-upper-1234", "Password must contain at least 1 uppercase letter."},
 	}
+	// One instance for all: a refused password sets nothing up.
+	url, emu := n8ntest.Start(t)
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
-			emu := n8nemu.Start(t)
-			c, _ := n8n.New(emu.URL, n8n.Options{})
+			c, _ := n8n.New(url, n8n.Options{})
 			_, err := c.Bootstrap(t.Context(), ownerEmail, tt.password)
 			var e *n8n.Error
 			if !errors.As(err, &e) {
@@ -123,7 +142,7 @@ func TestBootstrapPasswordRules(t *testing.T) {
 			if strings.Contains(err.Error(), tt.password) || n8n.IsRetryable(err) {
 				t.Errorf("err %v: leaks the password or says retryable", err)
 			}
-			if emu.OwnerSetUp() {
+			if emu != nil && emu.OwnerSetUp() {
 				t.Error("owner set up with a bad password")
 			}
 		})
@@ -151,7 +170,8 @@ func TestPublicAPIAuth(t *testing.T) {
 
 func TestCredentials(t *testing.T) {
 	ctx := t.Context()
-	emu, c, logs := setup(t)
+	url, emu := n8ntest.Start(t)
+	c, logs := bootstrapped(t, url)
 	const secret = "sk-very-secret-value"
 
 	for _, typ := range []string{"gmailOAuth2", "openAiApi", "httpHeaderAuth", "slackApi"} {
@@ -215,9 +235,18 @@ func TestCredentials(t *testing.T) {
 	if err := c.DeleteCredential(ctx, a.ID); !n8n.IsNotFound(err) {
 		t.Errorf("second delete: %v, want 404", err)
 	}
-	stored := emu.Credentials()
-	if len(stored) != 1 || stored[0].ID != b.ID || string(stored[0].Data) != string(good.Data) {
-		t.Errorf("stored %+v, want only %s with its data", stored, b.ID)
+	if emu != nil {
+		stored := emu.Credentials()
+		if len(stored) != 1 || stored[0].ID != b.ID || string(stored[0].Data) != string(good.Data) {
+			t.Errorf("stored %+v, want only %s with its data", stored, b.ID)
+		}
+	}
+	stored, err := n8ntest.Credentials(ctx, url, ownerEmail, ownerPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]n8ntest.StoredCredential{{ID: b.ID, Name: "openai", Type: "openAiApi"}}, stored); diff != "" {
+		t.Errorf("credentials n8n holds (-want +got):\n%s", diff)
 	}
 	if strings.Contains(logs.String(), secret) || strings.Contains(logs.String(), ownerPassword) {
 		t.Errorf("a secret is in the logs:\n%s", logs)
@@ -226,11 +255,11 @@ func TestCredentials(t *testing.T) {
 
 // Credentials can't be listed or patched in n8n 1.x.
 func TestCredentialsMethodNotAllowed(t *testing.T) {
-	emu := n8nemu.Start(t)
-	key := bootstrapKey(t, emu)
+	url, _ := n8ntest.Start(t)
+	key := bootstrapKey(t, url)
 	for _, method := range []string{"GET /api/v1/credentials", "PATCH /api/v1/credentials/abc"} {
 		m, path, _ := strings.Cut(method, " ")
-		req, _ := http.NewRequestWithContext(t.Context(), m, emu.URL+path, strings.NewReader(`{}`))
+		req, _ := http.NewRequestWithContext(t.Context(), m, url+path, strings.NewReader(`{}`))
 		req.Header.Set("X-N8N-API-KEY", key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -243,9 +272,9 @@ func TestCredentialsMethodNotAllowed(t *testing.T) {
 	}
 }
 
-func bootstrapKey(t *testing.T, emu *n8nemu.Server) string {
+func bootstrapKey(t *testing.T, url string) string {
 	t.Helper()
-	c, _ := n8n.New(emu.URL, n8n.Options{})
+	c, _ := n8n.New(url, n8n.Options{})
 	key, err := c.Bootstrap(t.Context(), ownerEmail, ownerPassword)
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +284,7 @@ func bootstrapKey(t *testing.T, emu *n8nemu.Server) string {
 
 func TestWorkflowLifecycle(t *testing.T) {
 	ctx := t.Context()
-	emu, c, _ := setup(t)
+	_, c, _ := setup(t)
 	spec := template(t, "click-tracker")
 
 	wf, err := c.CreateWorkflow(ctx, spec)
@@ -300,8 +329,8 @@ func TestWorkflowLifecycle(t *testing.T) {
 	if err := c.DeleteWorkflow(ctx, wf.ID); !n8n.IsNotFound(err) {
 		t.Errorf("second delete: %v, want 404", err)
 	}
-	if n := len(emu.Workflows()); n != 0 {
-		t.Errorf("%d workflows left", n)
+	if left, err := c.ListWorkflows(ctx, n8n.WorkflowFilter{}); err != nil || len(left) != 0 {
+		t.Errorf("%d workflows left (%v)", len(left), err)
 	}
 }
 
@@ -470,7 +499,7 @@ func TestListPaginationAndTags(t *testing.T) {
 
 func TestStartingUp(t *testing.T) {
 	ctx := t.Context()
-	emu, c, _ := setup(t)
+	emu, c := setupEmu(t)
 	emu.SetMode(n8nemu.StartingUp)
 
 	if err := c.Ready(ctx); !errors.Is(err, n8n.ErrStartingUp) {
@@ -510,7 +539,7 @@ func TestStartingUp(t *testing.T) {
 
 func TestDown(t *testing.T) {
 	ctx := t.Context()
-	emu, c, _ := setup(t)
+	emu, c := setupEmu(t)
 	emu.SetMode(n8nemu.Down)
 	_, err := c.CreateWorkflow(ctx, template(t, "email-prep"))
 	var e *n8n.Error
@@ -530,7 +559,9 @@ func TestDown(t *testing.T) {
 func TestWritesCount(t *testing.T) {
 	ctx := t.Context()
 	emu, c, _ := setup(t)
-	emu.ResetCalls()
+	if emu != nil {
+		emu.ResetCalls()
+	}
 	start := c.Writes()
 
 	cred, err := c.CreateCredential(ctx, n8n.NewCredential{Name: "slack", Type: "slackApi", Data: json.RawMessage(`{"accessToken":"xoxb-1"}`)})
@@ -553,8 +584,10 @@ func TestWritesCount(t *testing.T) {
 	if got, want := c.Writes()-start, int64(5); got != want {
 		t.Errorf("client counted %d writes, want %d", got, want)
 	}
-	if got := emu.Writes(); int64(got) != c.Writes()-start {
-		t.Errorf("emulator saw %d writes, client counted %d", got, c.Writes()-start)
+	if emu != nil {
+		if got := emu.Writes(); int64(got) != c.Writes()-start {
+			t.Errorf("emulator saw %d writes, client counted %d", got, c.Writes()-start)
+		}
 	}
 
 	before := c.Writes()

@@ -161,3 +161,15 @@ func (s *Server) deleteCredential(w http.ResponseWriter, r *http.Request) {
 	delete(s.creds, c.id)
 	writeJSON(w, http.StatusOK, c.json())
 }
+
+// restCredentials is the UI's listing, GET /rest/credentials: every
+// credential without its data, for the owner's session.
+func (s *Server) restCredentials(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []any{}
+	for _, c := range s.creds {
+		out = append(out, c.json())
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": out})
+}

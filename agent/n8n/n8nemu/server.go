@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,6 +54,8 @@ type Server struct {
 	wfOrder   []string // creation order, the listing order
 	tags      map[string]*tag
 	tagOrder  []string
+
+	listed []string // public API route patterns, see PublicRoutes
 }
 
 type user struct {
@@ -130,7 +133,7 @@ func (s *Server) ResetCalls() {
 }
 
 func (s *Server) routes() {
-	m := s.mux
+	m := routeTable{s}
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /healthz/readiness", s.readiness)
 	m.HandleFunc("GET /rest/settings", s.settings)
@@ -138,12 +141,13 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /rest/login", s.login)
 	m.HandleFunc("GET /rest/api-keys/scopes", s.session(s.apiKeyScopes))
 	m.HandleFunc("POST /rest/api-keys", s.session(s.createAPIKey))
+	m.HandleFunc("GET /rest/credentials", s.session(s.restCredentials))
 
 	m.HandleFunc("GET /api/v1/credentials/schema/{type}", s.public("credential:create", s.credentialSchema))
 	m.HandleFunc("POST /api/v1/credentials", s.public("credential:create", s.createCredential))
 	m.HandleFunc("DELETE /api/v1/credentials/{id}", s.public("credential:delete", s.deleteCredential))
-	m.HandleFunc("GET /api/v1/credentials", s.public("", methodNotAllowed))
-	m.HandleFunc("PATCH /api/v1/credentials/{id}", s.public("", methodNotAllowed))
+	m.unlisted("GET /api/v1/credentials", s.public("", methodNotAllowed))
+	m.unlisted("PATCH /api/v1/credentials/{id}", s.public("", methodNotAllowed))
 
 	m.HandleFunc("POST /api/v1/workflows", s.public("workflow:create", s.createWorkflow))
 	m.HandleFunc("GET /api/v1/workflows", s.public("workflow:list", s.listWorkflows))
@@ -160,10 +164,32 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/tags/{id}", s.public("tag:read", s.getTag))
 	m.HandleFunc("DELETE /api/v1/tags/{id}", s.public("tag:delete", s.deleteTag))
 
-	m.HandleFunc("/api/v1/", s.public("", func(w http.ResponseWriter, r *http.Request) {
+	m.unlisted("/api/v1/", s.public("", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, message("not found"))
 	}))
 }
+
+// routeTable registers routes on the server's mux and remembers the public
+// API routes n8n's OpenAPI document describes.
+type routeTable struct{ s *Server }
+
+// HandleFunc registers a route of n8n's API.
+func (m routeTable) HandleFunc(pattern string, h http.HandlerFunc) {
+	m.s.mux.HandleFunc(pattern, h)
+	if strings.Contains(pattern, " /api/v1/") {
+		m.s.listed = append(m.s.listed, pattern)
+	}
+}
+
+// unlisted registers a route n8n answers outside its OpenAPI document
+// (the 405s of 1.x credentials, the catch-all 404).
+func (m routeTable) unlisted(pattern string, h http.HandlerFunc) { m.s.mux.HandleFunc(pattern, h) }
+
+// PublicRoutes returns the public API routes the emulator serves, as
+// "METHOD /api/v1/path/{param}" patterns, in registration order. Each must
+// exist with the same method in n8n's OpenAPI document (the e2e suite and
+// the contract test check it).
+func (s *Server) PublicRoutes() []string { return slices.Clone(s.listed) }
 
 // ServeHTTP answers like n8n in the current mode.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,243 @@
+// Package n8ntest gives tests an n8n to talk to: a real n8n 1.123.x when
+// GENESIS_N8N_BIN names its binary (make e2e-n8n installs one from npm and
+// sets it), else the in-process emulator (package n8nemu). Tests written
+// against Start run unchanged against either, so without the variable they
+// still run (against the emulator) and never skip.
+//
+// Design: one function, Start, returns the base URL of a fresh instance and
+// the emulator behind it (nil for a real n8n). A test body uses only the
+// HTTP APIs; assertions that need the emulator's insides (stored credential
+// data, per-route call counts, start-up modes) are guarded by emu != nil.
+// Owner and state inspection that works against both goes through n8n's own
+// REST API (Credentials).
+//
+// A real n8n gets its own temporary N8N_USER_FOLDER (a fresh SQLite
+// database), a free port on 127.0.0.1, diagnostics, version notifications,
+// templates, personalization and task runners off, a fixed encryption key
+// and N8N_EXPRESSION_ENGINE=legacy (node 20). Start waits for
+// /healthz/readiness (up to StartTimeout) and the test's cleanup stops the
+// whole process group. Each Start costs a cold start (about 10 s) and about
+// 600 MB of memory, so real-n8n tests don't run in parallel.
+package n8ntest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"genesis.dev/fleet/agent/n8n/n8nemu"
+)
+
+// EnvBin names the environment variable holding the path of a real n8n
+// binary (node_modules/.bin/n8n of an npm install).
+const EnvBin = "GENESIS_N8N_BIN"
+
+// StartTimeout bounds how long Start waits for a real n8n to be ready.
+const StartTimeout = 120 * time.Second
+
+// EncryptionKey is the fixed N8N_ENCRYPTION_KEY real instances get.
+const EncryptionKey = "genesis-e2e-n8n-encryption-key-0001"
+
+// Real reports whether tests run against a real n8n (GENESIS_N8N_BIN set).
+func Real() bool { return os.Getenv(EnvBin) != "" }
+
+// Start returns the base URL of a fresh n8n for t and, when it is the
+// emulator, the emulator (nil for a real n8n). The instance lives until t
+// ends.
+func Start(t testing.TB) (url string, emu *n8nemu.Server) {
+	t.Helper()
+	bin := os.Getenv(EnvBin)
+	if bin == "" {
+		emu = n8nemu.Start(t)
+		return emu.URL, emu
+	}
+	return startReal(t, bin), nil
+}
+
+// startMu serialises real starts: two cold starts at once double the time
+// of each and the memory peak.
+var startMu sync.Mutex
+
+func startReal(t testing.TB, bin string) string {
+	t.Helper()
+	startMu.Lock()
+	defer startMu.Unlock()
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("n8ntest: free port: %v", err)
+	}
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "n8n.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "start")
+	cmd.Env = append(os.Environ(),
+		"N8N_USER_FOLDER="+dir,
+		"N8N_PORT="+strconv.Itoa(port),
+		"N8N_LISTEN_ADDRESS=127.0.0.1",
+		"N8N_HOST=127.0.0.1",
+		"N8N_PROTOCOL=http",
+		"N8N_DIAGNOSTICS_ENABLED=false",
+		"N8N_VERSION_NOTIFICATIONS_ENABLED=false",
+		"N8N_TEMPLATES_ENABLED=false",
+		"N8N_PERSONALIZATION_ENABLED=false",
+		"N8N_SECURE_COOKIE=false",
+		"N8N_RUNNERS_ENABLED=false",
+		"DB_TYPE=sqlite",
+		"N8N_ENCRYPTION_KEY="+EncryptionKey,
+		"N8N_EXPRESSION_ENGINE=legacy",
+		"N8N_LOG_LEVEL=warn",
+	)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	begin := time.Now()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("n8ntest: start %s: %v", bin, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); logf.Close() }()
+	t.Cleanup(func() { stop(t, cmd, exited) })
+
+	url := "http://127.0.0.1:" + strconv.Itoa(port)
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	if err := waitReady(ctx, url, exited); err != nil {
+		t.Fatalf("n8ntest: n8n at %s not ready after %s: %v\n--- n8n log (tail) ---\n%s",
+			url, time.Since(begin).Round(time.Millisecond), err, tail(logPath, 4000))
+	}
+	t.Logf("n8ntest: real n8n ready at %s in %s", url, time.Since(begin).Round(time.Millisecond))
+	return url
+}
+
+// stop ends the process group: SIGTERM, then SIGKILL after 15 s.
+func stop(t testing.TB, cmd *exec.Cmd, exited <-chan error) {
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Logf("n8ntest: n8n (pid %d) ignored SIGTERM; killing it", pgid)
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-exited
+	}
+	// Children that outlived the leader.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitReady(ctx context.Context, url string, exited <-chan error) error {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	last := errors.New("no probe yet")
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/healthz/readiness", nil)
+		resp, err := hc.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Errorf("readiness %d", resp.StatusCode)
+		} else {
+			last = err
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("n8n exited: %v", err)
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last probe: %v)", ctx.Err(), last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func tail(path string, n int) string {
+	data, _ := os.ReadFile(path)
+	if len(data) > n {
+		data = data[len(data)-n:]
+	}
+	return string(data)
+}
+
+// StoredCredential is a credential as n8n's REST API lists it to its owner
+// (never with its data).
+type StoredCredential struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// Credentials logs in to the n8n at url as its owner and lists every
+// credential it holds through GET /rest/credentials (the public API of 1.x
+// can't list credentials). Works against the emulator and a real n8n.
+func Credentials(ctx context.Context, url, email, password string) ([]StoredCredential, error) {
+	hc := &http.Client{Timeout: 30 * time.Second}
+	browser := "n8ntest-browser"
+	body, _ := json.Marshal(map[string]string{"emailOrLdapLoginId": email, "password": password})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/rest/login", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("browser-id", browser)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("login: status %d", resp.StatusCode)
+	}
+	var cookie string
+	for _, c := range resp.Cookies() {
+		if c.Name == "n8n-auth" {
+			cookie = c.Name + "=" + c.Value
+		}
+	}
+	if cookie == "" {
+		return nil, errors.New("login: no n8n-auth cookie")
+	}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, url+"/rest/credentials", nil)
+	req.Header.Set("Cookie", cookie)
+	req.Header.Set("browser-id", browser)
+	resp, err = hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("list credentials: %w", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("list credentials: status %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+	}
+	var out struct {
+		Data []StoredCredential `json:"data"`
+	}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("list credentials: %w", err)
+	}
+	return out.Data, nil
+}
