@@ -186,10 +186,8 @@ func (s *Service) flush() {
 // ctx ends, reconnecting with backoff.
 func (s *Service) listen(ctx context.Context) {
 	backoff := 100 * time.Millisecond
-	first := true
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, first)
-		first = false
+		err := s.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -204,7 +202,7 @@ func (s *Service) listen(ctx context.Context) {
 	}
 }
 
-func (s *Service) listenOnce(ctx context.Context, first bool) error {
+func (s *Service) listenOnce(ctx context.Context) error {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return err
@@ -213,10 +211,10 @@ func (s *Service) listenOnce(ctx context.Context, first bool) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
 		return err
 	}
-	if !first {
-		// Whatever happened while we were not listening is unknown.
-		s.flush()
-	}
+	// Whatever happened while we were not listening is unknown, also
+	// before the first LISTEN: a manifest stored between a long-poll's
+	// cache fill and now would otherwise wait out the long-poll.
+	s.flush()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {

@@ -62,8 +62,9 @@
 // elsewhere through Postgres LISTEN/NOTIFY on channel genesis_agents
 // ("m <droplet> <version>" after a manifest commits, "a <droplet>" after an
 // enrollment, which drops cached credentials of that droplet); when the
-// listening connection drops, the caches are flushed and refilled from the
-// tables on demand.
+// listening connection drops, and again once LISTEN is in place (also the
+// first time, so nothing stored before a replica listened is missed), the
+// caches are flushed and refilled from the tables on demand.
 //
 // # Heartbeats
 //
