@@ -27,7 +27,7 @@ func converged(t *testing.T, r *rig, m *schema.Manifest, plain map[string]json.R
 	t.Helper()
 	byID := map[string]n8nemu.Credential{}
 	var names []string
-	for _, c := range r.n8n.emu.Credentials() {
+	for _, c := range r.n8n.credentials(t) {
 		byID[c.ID] = c
 		names = append(names, c.Name)
 	}
@@ -40,8 +40,9 @@ func converged(t *testing.T, r *rig, m *schema.Manifest, plain map[string]json.R
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("n8n credentials (-want +got):\n%s", diff)
 	}
-	for _, c := range r.n8n.emu.Credentials() {
-		if !jsonSame(c.Data, plain[c.Name]) {
+	// n8n never returns a credential's data: only the emulator shows it.
+	for _, c := range r.n8n.credentials(t) {
+		if r.n8n.emu != nil && !jsonSame(c.Data, plain[c.Name]) {
 			t.Errorf("credential %s data = %s, want %s", c.Name, c.Data, plain[c.Name])
 		}
 	}
@@ -51,7 +52,7 @@ func converged(t *testing.T, r *rig, m *schema.Manifest, plain map[string]json.R
 		_ = json.Unmarshal(w.JSON, &doc)
 		wantWF = append(wantWF, doc.Name)
 	}
-	for _, wf := range r.n8n.emu.Workflows() {
+	for _, wf := range r.n8n.workflows(t) {
 		if !slices.Contains(wf.Tags, "genesis-managed") {
 			continue
 		}
@@ -95,14 +96,14 @@ func jsonSame(a, b json.RawMessage) bool {
 // credentialIDs returns credential name → n8n id as n8n holds them.
 func credentialIDs(r *rig) map[string]string {
 	out := map[string]string{}
-	for _, c := range r.n8n.emu.Credentials() {
+	for _, c := range r.n8n.credentials(r.t) {
 		out[c.Name] = c.ID
 	}
 	return out
 }
 
 func TestConvergeFromEmptyThenIdempotent(t *testing.T) {
-	r := newRig(t)
+	r := newRigReal(t)
 	m, plain := manifest(1, creds5, workflows4, "track.acme.com", "203.0.113.7.sslip.io")
 	ctx := context.Background()
 	c := r.converger()
@@ -111,9 +112,9 @@ func TestConvergeFromEmptyThenIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("converged %d credentials / %d workflows from empty in %s (%d n8n writes)",
-		len(m.Credentials), len(m.Workflows), time.Since(start), r.n8n.emu.Writes())
+		len(m.Credentials), len(m.Workflows), time.Since(start), r.n8n.writes())
 	converged(t, r, m, plain)
-	if !r.n8n.emu.OwnerSetUp() {
+	if !r.n8n.ownerSetUp() {
 		t.Error("n8n owner not set up")
 	}
 	loads, hosts := r.caddy.state()
@@ -149,7 +150,7 @@ func TestConvergeFromEmptyThenIdempotent(t *testing.T) {
 	// one: no n8n writes, no caddy load.
 	for _, name := range []string{"same process", "restarted"} {
 		t.Run(name, func(t *testing.T) {
-			r.n8n.emu.ResetCalls()
+			r.n8n.resetCalls()
 			cc := c
 			if name == "restarted" {
 				cc = r.converger()
@@ -157,8 +158,8 @@ func TestConvergeFromEmptyThenIdempotent(t *testing.T) {
 			if err := cc.Apply(ctx, m, plain); err != nil {
 				t.Fatal(err)
 			}
-			if w := r.n8n.emu.Writes(); w != 0 {
-				t.Errorf("re-apply made %d n8n writes (%v), want 0", w, r.n8n.emu.Calls())
+			if w := r.n8n.writes(); w != 0 {
+				t.Errorf("re-apply made %d n8n writes (%v), want 0", w, r.n8n.callCounts())
 			}
 			if loads, _ := r.caddy.state(); loads != 1 {
 				t.Errorf("caddy loads = %d, want still 1", loads)
@@ -169,7 +170,7 @@ func TestConvergeFromEmptyThenIdempotent(t *testing.T) {
 }
 
 func TestCredentialRotation(t *testing.T) {
-	r := newRig(t)
+	r := newRigReal(t)
 	ctx := context.Background()
 	m, plain := manifest(1, creds5, workflows4, "track.acme.com")
 	c := r.converger()
@@ -181,7 +182,7 @@ func TestCredentialRotation(t *testing.T) {
 	rotated := slices.Clone(creds5)
 	rotated[2].data = `{"name":"Authorization","value":"Bearer dash-secret-2"}` // dashboard
 	m2, plain2 := manifest(2, rotated, workflows4, "track.acme.com")
-	r.n8n.emu.ResetCalls()
+	r.n8n.resetCalls()
 	if err := c.Apply(ctx, m2, plain2); err != nil {
 		t.Fatal(err)
 	}
@@ -194,10 +195,10 @@ func TestCredentialRotation(t *testing.T) {
 			t.Errorf("%s changed id %s → %s without rotation", name, id, after[name])
 		}
 	}
-	if got := len(r.n8n.emu.Credentials()); got != 5 {
+	if got := len(r.n8n.credentials(t)); got != 5 {
 		t.Errorf("n8n holds %d credentials, want 5 (old one deleted)", got)
 	}
-	calls := r.n8n.emu.Calls()
+	calls := r.n8n.callCounts()
 	if calls["POST /api/v1/credentials"] != 1 || calls["DELETE /api/v1/credentials/{id}"] != 1 || calls["PUT /api/v1/workflows/{id}"] != 2 {
 		t.Errorf("rotation calls = %v, want 1 create, 2 workflow updates, 1 delete", calls)
 	}
@@ -212,7 +213,7 @@ func TestCredentialRotation(t *testing.T) {
 }
 
 func TestRotationWithWorkflowFailureKeepsOldCredential(t *testing.T) {
-	r := newRig(t)
+	r := newRigReal(t)
 	ctx := context.Background()
 	m, plain := manifest(1, creds5, workflows4, "track.acme.com")
 	c := r.converger()
@@ -220,7 +221,7 @@ func TestRotationWithWorkflowFailureKeepsOldCredential(t *testing.T) {
 		t.Fatal(err)
 	}
 	rotated := slices.Clone(creds5)
-	rotated[0].data = `{"clientId":"cid","clientSecret":"gmail-secret-2"}`
+	rotated[0].data = gmailData("gmail-secret-2")
 	m2, plain2 := manifest(2, rotated, workflows4, "track.acme.com")
 	r.n8n.setIntercept(func(req *http.Request) (bool, bool) {
 		return req.Method == http.MethodPut && strings.HasPrefix(req.URL.Path, "/api/v1/workflows/"), false
@@ -228,7 +229,7 @@ func TestRotationWithWorkflowFailureKeepsOldCredential(t *testing.T) {
 	if err := c.Apply(ctx, m2, plain2); err == nil {
 		t.Fatal("apply succeeded with workflow updates failing")
 	}
-	if got := len(r.n8n.emu.Credentials()); got != 6 {
+	if got := len(r.n8n.credentials(t)); got != 6 {
 		t.Errorf("n8n holds %d credentials mid-rotation, want 6 (old kept while used)", got)
 	}
 	r.n8n.setIntercept(nil)
@@ -239,7 +240,7 @@ func TestRotationWithWorkflowFailureKeepsOldCredential(t *testing.T) {
 }
 
 func TestWorkflowRemovalLeavesHandMadeAlone(t *testing.T) {
-	r := newRig(t)
+	r := newRigReal(t)
 	ctx := context.Background()
 	m, plain := manifest(1, creds5, workflows4, "track.acme.com")
 	c := r.converger()
@@ -264,16 +265,21 @@ func TestWorkflowRemovalLeavesHandMadeAlone(t *testing.T) {
 	if got.VersionID != mine.VersionID || len(got.Tags) != 0 {
 		t.Errorf("hand-made workflow changed: %+v", got)
 	}
-	if n := len(r.n8n.emu.Workflows()); n != 3 {
+	if n := len(r.n8n.workflows(t)); n != 3 {
 		t.Errorf("n8n holds %d workflows, want 2 of ours + 1 hand-made", n)
 	}
 
 	// A managed workflow deleted or deactivated by hand comes back.
-	ours := r.n8n.emu.Workflows()[0]
+	var ours n8nemu.Workflow
+	for _, wf := range r.n8n.workflows(t) {
+		if slices.Contains(wf.Tags, "genesis-managed") {
+			ours = wf
+		}
+	}
 	if err := user.DeleteWorkflow(ctx, ours.ID); err != nil {
 		t.Fatal(err)
 	}
-	for _, wf := range r.n8n.emu.Workflows() {
+	for _, wf := range r.n8n.workflows(t) {
 		if slices.Contains(wf.Tags, "genesis-managed") {
 			if _, err := user.DeactivateWorkflow(ctx, wf.ID); err != nil {
 				t.Fatal(err)
@@ -367,23 +373,23 @@ func TestRestartMidApply(t *testing.T) {
 				// A lost credential create leaves one unused credential
 				// behind (n8n cannot list credentials): tolerated, nothing
 				// uses it.
-				extra := len(r.n8n.emu.Credentials()) - len(m.Credentials)
+				extra := len(r.n8n.credentials(t)) - len(m.Credentials)
 				if extra < 0 || extra > 1 || (extra == 1 && !lost) {
-					t.Errorf("n8n holds %d credentials for %d declared", len(r.n8n.emu.Credentials()), len(m.Credentials))
+					t.Errorf("n8n holds %d credentials for %d declared", len(r.n8n.credentials(t)), len(m.Credentials))
 				}
 				if extra == 0 {
 					converged(t, r, m, plain)
 				}
-				if n := len(r.n8n.emu.Workflows()); n != len(m.Workflows) {
+				if n := len(r.n8n.workflows(t)); n != len(m.Workflows) {
 					t.Errorf("n8n holds %d workflows for %d declared", n, len(m.Workflows))
 				}
 				r.n8n.assertNoDangling(t)
-				r.n8n.emu.ResetCalls()
+				r.n8n.resetCalls()
 				if err := r.converger().Apply(ctx, m, plain); err != nil {
 					t.Fatal(err)
 				}
-				if w := r.n8n.emu.Writes(); w != 0 {
-					t.Errorf("re-apply after recovery made %d writes: %v", w, r.n8n.emu.Calls())
+				if w := r.n8n.writes(); w != 0 {
+					t.Errorf("re-apply after recovery made %d writes: %v", w, r.n8n.callCounts())
 				}
 			})
 		}
@@ -464,5 +470,70 @@ func TestProbes(t *testing.T) {
 	}
 	if h := c.ProbeCaddy(ctx); h.OK {
 		t.Errorf("caddy probe while down: %+v", h)
+	}
+}
+
+// exampleManifest is a manifest of the four state-example templates, their
+// parameters filled and their placeholders left for the agent, with one
+// credential of each type they use.
+func exampleManifest(t *testing.T) (*schema.Manifest, map[string]json.RawMessage) {
+	t.Helper()
+	names, _ := filepath.Glob(filepath.Join("..", "..", "state-example", schema.TemplatesDir, "*.json"))
+	if len(names) != 4 {
+		t.Fatalf("%d example templates, want 4", len(names))
+	}
+	var wfs []schema.ManifestWorkflow
+	for _, p := range names {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSuffix(filepath.Base(p), ".json")
+		tpl, errs := schema.ParseTemplate(p, name, data)
+		if len(errs) > 0 {
+			t.Fatalf("%s: %v", p, errs)
+		}
+		keep := map[string]string{}
+		for ph := range tpl.Placeholders {
+			keep[ph] = ph
+		}
+		params := map[string]string{}
+		for _, pr := range tpl.Params {
+			params[pr] = "Acme " + pr
+		}
+		js, err := tpl.Render(keep, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wfs = append(wfs, schema.ManifestWorkflow{Name: name, JSON: js})
+	}
+	cs := []cred{
+		{"gmail", "gmailOAuth2", gmailData("gmail-secret-1")},
+		{"openai", "openAiApi", `{"apiKey":"sk-openai-secret-1","header":false}`},
+		{"dashboard", "httpHeaderAuth", `{"name":"Authorization","value":"Bearer dash-secret-1"}`},
+		{"slack", "slackApi", `{"accessToken":"xoxb-slack-secret-1","signatureSecret":"slack-sig-1"}`},
+	}
+	return manifest(1, cs, wfs, "track.acme.com")
+}
+
+// The example state's templates converge as they are and re-apply with no
+// writes.
+func TestConvergeExampleTemplates(t *testing.T) {
+	r := newRigReal(t)
+	ctx := context.Background()
+	m, plain := exampleManifest(t)
+	c := r.converger()
+	start := time.Now()
+	if err := c.Apply(ctx, m, plain); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("converged the %d example templates in %s (%d n8n writes)", len(m.Workflows), time.Since(start), r.n8n.writes())
+	converged(t, r, m, plain)
+	r.n8n.resetCalls()
+	if err := r.converger().Apply(ctx, m, plain); err != nil {
+		t.Fatal(err)
+	}
+	if w := r.n8n.writes(); w != 0 {
+		t.Errorf("re-apply made %d n8n writes (%v), want 0", w, r.n8n.callCounts())
 	}
 }

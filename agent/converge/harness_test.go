@@ -7,8 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,28 +23,98 @@ import (
 	"genesis.dev/fleet/agent/converge"
 	"genesis.dev/fleet/agent/n8n"
 	"genesis.dev/fleet/agent/n8n/n8nemu"
+	"genesis.dev/fleet/agent/n8n/n8ntest"
 	"genesis.dev/fleet/schema"
 )
 
-// n8nHarness is the n8n emulator behind a proxy that checks, after every
-// request, that no workflow points at a missing credential, and that can
-// fail requests on demand.
+// n8nHarness is an n8n behind a proxy that counts the requests, checks
+// after every write that no workflow points at a missing credential, and
+// can fail requests on demand. The n8n is the emulator, or with
+// startN8NReal a real n8n when GENESIS_N8N_BIN is set (see n8ntest).
 type n8nHarness struct {
-	emu *n8nemu.Server
-	url string
+	emu     *n8nemu.Server // nil for a real n8n
+	backend string         // the n8n's own URL
+	url     string         // the proxy's URL, what the converger talks to
+	dir     string         // the agent's state dir: n8n.json holds the owner's login
+	proxy   http.Handler
 
 	mu        sync.Mutex
+	calls     map[string]int
 	dangling  []string
 	intercept func(r *http.Request) (refuse, dropAnswer bool)
 }
 
-func startN8N(t *testing.T) *n8nHarness {
+// startN8N puts the emulator behind the harness.
+func startN8N(t *testing.T, dir string) *n8nHarness {
 	t.Helper()
-	h := &n8nHarness{emu: n8nemu.New(1)}
+	emu := n8nemu.New(1)
+	return newHarness(t, emu, "", dir)
+}
+
+// startN8NReal puts n8ntest's n8n behind the harness: a real one when
+// GENESIS_N8N_BIN is set, else the emulator.
+func startN8NReal(t *testing.T, dir string) *n8nHarness {
+	t.Helper()
+	url, emu := n8ntest.Start(t)
+	return newHarness(t, emu, url, dir)
+}
+
+func newHarness(t *testing.T, emu *n8nemu.Server, backend, dir string) *n8nHarness {
+	h := &n8nHarness{emu: emu, backend: backend, dir: dir, calls: map[string]int{}}
+	if emu != nil {
+		h.proxy = emu
+	} else {
+		u, err := neturl.Parse(backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.proxy = httputil.NewSingleHostReverseProxy(u)
+	}
 	ts := httptest.NewServer(http.HandlerFunc(h.serve))
 	t.Cleanup(ts.Close)
 	h.url = ts.URL
 	return h
+}
+
+// route names a public API request like the emulator's Calls do:
+// "PUT /api/v1/workflows/{id}".
+func route(r *http.Request) string {
+	rest, ok := strings.CutPrefix(r.URL.Path, "/api/v1/")
+	if !ok {
+		return r.Method + " " + r.URL.Path
+	}
+	seg := strings.Split(rest, "/")
+	switch {
+	case len(seg) >= 3 && seg[0] == "credentials" && seg[1] == "schema":
+		seg[2] = "{type}"
+	case len(seg) >= 2:
+		seg[1] = "{id}"
+	}
+	return r.Method + " /api/v1/" + strings.Join(seg, "/")
+}
+
+// calls returns the public API requests n8n answered, by route.
+func (h *n8nHarness) callCounts() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.calls)
+}
+
+// writes is how many public API requests other than GET n8n answered.
+func (h *n8nHarness) writes() int {
+	n := 0
+	for r, c := range h.callCounts() {
+		if !strings.HasPrefix(r, "GET ") {
+			n += c
+		}
+	}
+	return n
+}
+
+func (h *n8nHarness) resetCalls() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	clear(h.calls)
 }
 
 func (h *n8nHarness) serve(w http.ResponseWriter, r *http.Request) {
@@ -56,10 +129,15 @@ func (h *n8nHarness) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"message":"injected failure"}`, http.StatusInternalServerError)
 		return
 	}
+	if strings.HasPrefix(r.URL.Path, "/api/v1/") {
+		h.mu.Lock()
+		h.calls[route(r)]++
+		h.mu.Unlock()
+	}
 	if drop {
 		// n8n does the work, the answer is lost (a crash or a cut
 		// connection right after the request).
-		h.emu.ServeHTTP(httptest.NewRecorder(), r)
+		h.proxy.ServeHTTP(httptest.NewRecorder(), r)
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {
 				conn.Close()
@@ -70,18 +148,26 @@ func (h *n8nHarness) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadGateway)
 		return
 	}
-	h.emu.ServeHTTP(w, r)
+	h.proxy.ServeHTTP(w, r)
 	h.check(r)
 }
 
 // check records every workflow credential reference to a credential n8n
 // doesn't hold.
 func (h *n8nHarness) check(r *http.Request) {
+	if h.emu == nil && r.Method == http.MethodGet {
+		return // a real n8n is inspected over HTTP: only after writes
+	}
+	cs, err1 := h.tryCredentials()
+	wfs, err2 := h.tryWorkflows()
+	if err1 != nil || err2 != nil {
+		return // not bootstrapped yet
+	}
 	creds := map[string]bool{}
-	for _, c := range h.emu.Credentials() {
+	for _, c := range cs {
 		creds[c.ID] = true
 	}
-	for _, wf := range h.emu.Workflows() {
+	for _, wf := range wfs {
 		for _, ref := range credentialRefs(wf.Nodes) {
 			if !creds[ref] && !strings.HasPrefix(ref, "TEMPLATE_") {
 				h.mu.Lock()
@@ -90,6 +176,106 @@ func (h *n8nHarness) check(r *http.Request) {
 			}
 		}
 	}
+}
+
+// access is the owner login and API key the converger stored.
+func (h *n8nHarness) access() (email, password, key string, err error) {
+	data, err := os.ReadFile(filepath.Join(h.dir, "n8n.json"))
+	if err != nil {
+		return "", "", "", err
+	}
+	var a struct {
+		Email    string `json:"email"`
+		Password string `json:"password"`
+		APIKey   string `json:"api_key"`
+	}
+	if err := json.Unmarshal(data, &a); err != nil {
+		return "", "", "", err
+	}
+	if a.APIKey == "" {
+		return "", "", "", fmt.Errorf("no api key yet")
+	}
+	return a.Email, a.Password, a.APIKey, nil
+}
+
+// tryCredentials lists the credentials n8n holds; their Data only from the
+// emulator (n8n never returns it).
+func (h *n8nHarness) tryCredentials() ([]n8nemu.Credential, error) {
+	if h.emu != nil {
+		return h.emu.Credentials(), nil
+	}
+	email, password, _, err := h.access()
+	if err != nil {
+		return nil, err
+	}
+	cs, err := n8ntest.Credentials(context.Background(), h.backend, email, password)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]n8nemu.Credential, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, n8nemu.Credential{ID: c.ID, Name: c.Name, Type: c.Type})
+	}
+	return out, nil
+}
+
+// tryWorkflows lists the workflows n8n holds.
+func (h *n8nHarness) tryWorkflows() ([]n8nemu.Workflow, error) {
+	if h.emu != nil {
+		return h.emu.Workflows(), nil
+	}
+	_, _, key, err := h.access()
+	if err != nil {
+		return nil, err
+	}
+	c, err := n8n.New(h.backend, n8n.Options{APIKey: key})
+	if err != nil {
+		return nil, err
+	}
+	wfs, err := c.ListWorkflows(context.Background(), n8n.WorkflowFilter{})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]n8nemu.Workflow, 0, len(wfs))
+	for _, wf := range wfs {
+		w := n8nemu.Workflow{ID: wf.ID, Name: wf.Name, Active: wf.Active, Nodes: wf.Nodes,
+			Connections: wf.Connections, Settings: wf.Settings}
+		for _, tg := range wf.Tags {
+			w.Tags = append(w.Tags, tg.Name)
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// credentials and workflows are tryCredentials and tryWorkflows for a
+// bootstrapped n8n.
+func (h *n8nHarness) credentials(t *testing.T) []n8nemu.Credential {
+	t.Helper()
+	cs, err := h.tryCredentials()
+	if err != nil {
+		t.Fatalf("list n8n credentials: %v", err)
+	}
+	return cs
+}
+
+func (h *n8nHarness) workflows(t *testing.T) []n8nemu.Workflow {
+	t.Helper()
+	wfs, err := h.tryWorkflows()
+	if err != nil {
+		t.Fatalf("list n8n workflows: %v", err)
+	}
+	return wfs
+}
+
+// ownerSetUp reports whether n8n has its owner (for a real n8n: whether the
+// stored login works).
+func (h *n8nHarness) ownerSetUp() bool {
+	if h.emu != nil {
+		return h.emu.OwnerSetUp()
+	}
+	_, err := h.tryCredentials()
+	return err == nil
 }
 
 func (h *n8nHarness) setIntercept(f func(r *http.Request) (refuse, dropAnswer bool)) {
@@ -226,9 +412,21 @@ type rig struct {
 	cc      *caddy.Client
 }
 
+// newRig is a droplet with the n8n emulator.
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	r := &rig{t: t, n8n: startN8N(t), ask: caddy.NewAsk(nil), runtime: &fakeRuntime{current: "1.123.81"}, dir: t.TempDir()}
+	dir := t.TempDir()
+	r := &rig{t: t, n8n: startN8N(t, dir), ask: caddy.NewAsk(nil), runtime: &fakeRuntime{current: "1.123.81"}, dir: dir}
+	r.caddy, r.admin = startFakeCaddy(t)
+	return r
+}
+
+// newRigReal is a droplet with n8ntest's n8n: a real n8n when
+// GENESIS_N8N_BIN is set (make e2e-n8n), else the emulator.
+func newRigReal(t *testing.T) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	r := &rig{t: t, n8n: startN8NReal(t, dir), ask: caddy.NewAsk(nil), runtime: &fakeRuntime{current: "1.123.81"}, dir: dir}
 	r.caddy, r.admin = startFakeCaddy(t)
 	return r
 }
@@ -274,12 +472,20 @@ type cred struct {
 	data      string
 }
 
+// gmailData is gmailOAuth2 data n8n 1.123's schema accepts: its "if"s on
+// absent properties hold, so it wants all five fields.
+func gmailData(secret string) string {
+	return `{"serverUrl":"","clientId":"cid","clientSecret":"` + secret + `","sendAdditionalBodyProperties":false,"additionalBodyProperties":{}}`
+}
+
+// Credential data as n8n 1.123's schemas accept it: openAiApi needs
+// "header": false, slackApi a signatureSecret (else it wants "notice").
 var creds5 = []cred{
-	{"gmail", "gmailOAuth2", `{"clientId":"cid","clientSecret":"gmail-secret-1"}`},
-	{"openai", "openAiApi", `{"apiKey":"sk-openai-secret-1"}`},
+	{"gmail", "gmailOAuth2", gmailData("gmail-secret-1")},
+	{"openai", "openAiApi", `{"apiKey":"sk-openai-secret-1","header":false}`},
 	{"dashboard", "httpHeaderAuth", `{"name":"Authorization","value":"Bearer dash-secret-1"}`},
 	{"crm-hook", "httpHeaderAuth", `{"name":"X-Key","value":"crm-secret-1"}`},
-	{"slack", "slackApi", `{"accessToken":"xoxb-slack-secret-1"}`},
+	{"slack", "slackApi", `{"accessToken":"xoxb-slack-secret-1","signatureSecret":"slack-sig-1"}`},
 }
 
 // ref is a node's credential use: its type and placeholder.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // Owner names given to the instance owner Bootstrap creates.
@@ -36,19 +37,42 @@ func (c *Client) Bootstrap(ctx context.Context, email, password string) (string,
 	if len(scopes.Data) == 0 {
 		return "", fmt.Errorf("bootstrap: n8n offered no api key scopes")
 	}
-	body := map[string]any{"label": c.label, "scopes": scopes.Data, "expiresAt": nil}
+	// n8n 1.123 refuses a second key with the same label, and a second key
+	// for the same user within the same second (the key is a JWT of user
+	// and issue time, unique in the database), both with 500 "There is
+	// already an entry with this name". Labels are at most 50 characters.
+	// So each key gets the label with a random suffix, and a clash is
+	// retried after a second.
+	base := c.label
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	var label string
 	var key struct {
 		Data struct {
 			RawAPIKey string `json:"rawApiKey"`
 		} `json:"data"`
 	}
-	if _, err := c.call(ctx, request{method: http.MethodPost, path: "/rest/api-keys", body: body, header: hdr}, &key); err != nil {
-		return "", fmt.Errorf("bootstrap: %w", err)
+	for attempt := 1; ; attempt++ {
+		label = base + "-" + rand.Text()[:8]
+		body := map[string]any{"label": label, "scopes": scopes.Data, "expiresAt": nil}
+		_, err := c.call(ctx, request{method: http.MethodPost, path: "/rest/api-keys", body: body, header: hdr}, &key)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || StatusOf(err) != http.StatusInternalServerError || !strings.Contains(err.Error(), "already an entry") {
+			return "", fmt.Errorf("bootstrap: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("bootstrap: %w", ctx.Err())
+		case <-time.After(1100 * time.Millisecond):
+		}
 	}
 	if key.Data.RawAPIKey == "" {
 		return "", fmt.Errorf("bootstrap: n8n returned no rawApiKey")
 	}
-	c.log.InfoContext(ctx, "n8n api key created", "label", c.label, "scopes", len(scopes.Data))
+	c.log.InfoContext(ctx, "n8n api key created", "label", label, "scopes", len(scopes.Data))
 	return key.Data.RawAPIKey, nil
 }
 

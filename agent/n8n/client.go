@@ -26,7 +26,8 @@ type Options struct {
 	APIKey string
 	// PollInterval is how often WaitReady probes; default 500 ms.
 	PollInterval time.Duration
-	// APIKeyLabel labels the key Bootstrap creates; default "genesis-agent".
+	// APIKeyLabel labels the keys Bootstrap creates, each with a random
+	// suffix (n8n wants labels unique per user); default "genesis-agent".
 	APIKeyLabel string
 }
 
@@ -173,11 +174,21 @@ func (c *Client) call(ctx context.Context, req request, out any) (*response, err
 	return resp, nil
 }
 
-// startingUp recognises n8n's start-up answer: 200 text/plain "n8n is
-// starting up. Please wait" on any route.
+// startingUp recognises n8n's start-up answers: 200 text/plain "n8n is
+// starting up. Please wait" on any route while it migrates, and, for a few
+// seconds after /healthz/readiness turned 200, Express's 404 page
+// "Cannot POST /rest/owner/setup" (text/html) because the routes are not
+// mounted yet. Every route the client calls exists in n8n 1.123, so that
+// page means "not yet", never "no such route".
 func startingUp(resp *http.Response, body []byte) bool {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	return mt == "text/plain" && bytes.HasPrefix(bytes.TrimSpace(body), []byte("n8n is starting up"))
+	switch {
+	case mt == "text/plain" && bytes.HasPrefix(bytes.TrimSpace(body), []byte("n8n is starting up")):
+		return true
+	case mt == "text/html" && resp.StatusCode == http.StatusNotFound && bytes.Contains(body, []byte("<pre>Cannot ")):
+		return true
+	}
+	return false
 }
 
 // errorMessage extracts n8n's message from an error body, shortened so a
@@ -199,9 +210,11 @@ func errorMessage(body []byte) string {
 	return strings.ToValidUTF8(msg, "?")
 }
 
-// Ready probes /healthz/readiness once: nil when n8n is ready, an error
-// wrapping ErrStartingUp while it starts, another error when it can't be
-// reached.
+// Ready probes n8n once: nil when it is ready, an error wrapping
+// ErrStartingUp while it starts, another error when it can't be reached.
+// Ready means /healthz/readiness is 200 and the routes are mounted (n8n
+// 1.123 turns readiness 200 a few seconds before that), which GET
+// /rest/settings shows.
 func (c *Client) Ready(ctx context.Context) error {
 	_, err := c.do(ctx, request{method: http.MethodGet, path: "/healthz/readiness"})
 	if err != nil {
@@ -210,7 +223,8 @@ func (c *Client) Ready(ctx context.Context) error {
 		}
 		return err
 	}
-	return nil
+	_, err = c.do(ctx, request{method: http.MethodGet, path: "/rest/settings"})
+	return err
 }
 
 // WaitReady polls /healthz/readiness until n8n is ready or ctx ends; it

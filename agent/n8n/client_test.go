@@ -105,8 +105,13 @@ func TestBootstrap(t *testing.T) {
 	}
 	if emu != nil {
 		got := emu.Calls()
+		// Two keys within a second clash (500) and the second is retried
+		// a second later.
+		if n := got["POST /rest/api-keys"]; n == 2 || n == 3 {
+			delete(got, "POST /rest/api-keys")
+		}
 		want := map[string]int{"POST /rest/owner/setup": 2, "POST /rest/login": 1, "GET /rest/api-keys/scopes": 2,
-			"POST /rest/api-keys": 2, "GET /api/v1/workflows": 2}
+			"GET /api/v1/workflows": 2}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("calls (-want +got):\n%s", diff)
 		}
@@ -183,7 +188,9 @@ func TestCredentials(t *testing.T) {
 		t.Errorf("schema of an unknown type: %v, want 404", err)
 	}
 
-	good := n8n.NewCredential{Name: "openai", Type: "openAiApi", Data: json.RawMessage(`{"apiKey":"` + secret + `"}`)}
+	// n8n's own schema wants "header": false unless headerName and
+	// headerValue are given.
+	good := n8n.NewCredential{Name: "openai", Type: "openAiApi", Data: json.RawMessage(`{"apiKey":"` + secret + `","header":false}`)}
 	a, err := c.CreateCredential(ctx, good)
 	if err != nil {
 		t.Fatal(err)
@@ -201,12 +208,24 @@ func TestCredentials(t *testing.T) {
 		cred n8n.NewCredential
 		want string
 	}{
-		{"missing field", n8n.NewCredential{Name: "g", Type: "gmailOAuth2", Data: json.RawMessage(`{"clientId":"` + secret + `"}`)},
-			`request.body.data requires property "clientSecret"`},
-		{"extra field", n8n.NewCredential{Name: "s", Type: "slackApi", Data: json.RawMessage(`{"accessToken":"` + secret + `","x":1}`)},
+		{"missing field", n8n.NewCredential{Name: "o", Type: "openAiApi", Data: json.RawMessage(`{"header":false}`)},
+			`request.body.data requires property "apiKey"`},
+		{"missing conditional field", n8n.NewCredential{Name: "s", Type: "slackApi", Data: json.RawMessage(`{"accessToken":"` + secret + `"}`)},
+			`request.body.data does not match allOf schema [subschema 0] with 2 error[s]:,` +
+				`request.body.data does not match allOf schema [subschema 0] with 1 error[s]:,request.body.data requires property "notice"`},
+		{"prohibited field", n8n.NewCredential{Name: "o", Type: "openAiApi", Data: json.RawMessage(`{"apiKey":"` + secret + `","header":false,"headerName":"X"}`)},
+			`request.body.data does not match allOf schema [subschema 0] with 2 error[s]:,` +
+				`request.body.data does not match allOf schema [subschema 0] with 1 error[s]:,request.body.data is of prohibited type [object Object]`},
+		{"gmail without its conditional fields", n8n.NewCredential{Name: "g", Type: "gmailOAuth2", Data: json.RawMessage(`{"clientId":"c","clientSecret":"` + secret + `"}`)},
+			`request.body.data does not match allOf schema [subschema 0] with 2 error[s]:,` +
+				`request.body.data does not match allOf schema [subschema 0] with 1 error[s]:,request.body.data requires property "serverUrl",` +
+				`request.body.data does not match allOf schema [subschema 1] with 4 error[s]:,` +
+				`request.body.data does not match allOf schema [subschema 0] with 1 error[s]:,request.body.data requires property "sendAdditionalBodyProperties",` +
+				`request.body.data does not match allOf schema [subschema 1] with 1 error[s]:,request.body.data requires property "additionalBodyProperties"`},
+		{"extra field", n8n.NewCredential{Name: "s", Type: "slackApi", Data: json.RawMessage(`{"accessToken":"` + secret + `","signatureSecret":"s","x":1}`)},
 			`request.body.data is not allowed to have the additional property "x"`},
 		{"wrong type", n8n.NewCredential{Name: "h", Type: "httpHeaderAuth", Data: json.RawMessage(`{"name":"Authorization","value":5}`)},
-			`request.body.data.value is not of a type(s) string`},
+			`request.body.data is not of a type(s) string`},
 		{"unknown type", n8n.NewCredential{Name: "u", Type: "noSuchApi", Data: json.RawMessage(`{}`)},
 			"req.body.type is not a known type"},
 		{"no data", n8n.NewCredential{Name: "u", Type: "openAiApi"},
@@ -219,7 +238,11 @@ func TestCredentials(t *testing.T) {
 			if !errors.As(err, &e) || e.Status != 400 {
 				t.Fatalf("err = %v, want 400", err)
 			}
-			if diff := cmp.Diff(tt.want, e.Message); diff != "" {
+			want := tt.want
+			if len(want) > 300 { // the client shortens n8n's messages
+				want = want[:300] + "…"
+			}
+			if diff := cmp.Diff(want, e.Message); diff != "" {
 				t.Errorf("message (-want +got):\n%s", diff)
 			}
 			if strings.Contains(err.Error(), secret) || strings.Contains(fmt.Sprint(tt.cred), secret) ||
@@ -537,6 +560,32 @@ func TestStartingUp(t *testing.T) {
 	}
 }
 
+// Right after readiness turns 200, n8n 1.123 has not mounted its routes
+// yet and answers Express's 404 page: "not yet", not "no such route".
+func TestMounting(t *testing.T) {
+	ctx := t.Context()
+	emu := n8nemu.Start(t)
+	emu.SetMode(n8nemu.Mounting)
+	c, _ := n8n.New(emu.URL, n8n.Options{PollInterval: 10 * time.Millisecond})
+	if err := c.Ready(ctx); !errors.Is(err, n8n.ErrStartingUp) {
+		t.Errorf("ready while mounting: %v, want ErrStartingUp", err)
+	}
+	_, err := c.Bootstrap(ctx, ownerEmail, ownerPassword)
+	if !errors.Is(err, n8n.ErrStartingUp) || !n8n.IsRetryable(err) {
+		t.Errorf("bootstrap while mounting: %v, want retryable ErrStartingUp", err)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		emu.SetMode(n8nemu.Ready)
+	}()
+	if err := c.WaitReady(ctx); err != nil {
+		t.Fatalf("WaitReady: %v", err)
+	}
+	if _, err := c.Bootstrap(ctx, ownerEmail, ownerPassword); err != nil {
+		t.Errorf("bootstrap once mounted: %v", err)
+	}
+}
+
 func TestDown(t *testing.T) {
 	ctx := t.Context()
 	emu, c := setupEmu(t)
@@ -564,7 +613,7 @@ func TestWritesCount(t *testing.T) {
 	}
 	start := c.Writes()
 
-	cred, err := c.CreateCredential(ctx, n8n.NewCredential{Name: "slack", Type: "slackApi", Data: json.RawMessage(`{"accessToken":"xoxb-1"}`)})
+	cred, err := c.CreateCredential(ctx, n8n.NewCredential{Name: "slack", Type: "slackApi", Data: json.RawMessage(`{"accessToken":"xoxb-1","signatureSecret":"sig"}`)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -136,7 +136,20 @@ func TestOpenAPIContract(t *testing.T) {
 		}
 		served, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode == http.StatusNotFound {
+			// n8n answers the route with Express's sendFile, which refuses
+			// a path with a dot directory (.cache/n8n-1.123.81/...) with a
+			// 404: read the file it would have sent.
+			bin, err := filepath.EvalSymlinks(os.Getenv(n8ntest.EnvBin))
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(filepath.Dir(bin), "..", "dist", "public-api", "v1", "openapi.yml")
+			t.Logf("GET /api/v1/openapi.yml: 404 (n8n's path has a dot directory); reading %s", file)
+			if served, err = os.ReadFile(file); err != nil {
+				t.Fatal(err)
+			}
+		} else if resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET /api/v1/openapi.yml: %d %s", resp.StatusCode, served)
 		}
 		got := openAPIRoutes(t, served)

@@ -1,75 +1,128 @@
 package n8nemu
 
 import (
+	"bytes"
+	"embed"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
+	"regexp"
 	"slices"
-	"sort"
 	"strings"
 )
 
-// credentialType is a small stand-in for n8n's JSON schema of a credential
-// type's data: typed properties, some required, nothing else allowed.
-type credentialType struct {
-	properties map[string]string // name → JSON type
-	required   []string
-}
+// credentialSchemas are the JSON schemas n8n 1.123.81 serves at GET
+// /api/v1/credentials/schema/{type} for the types the example state uses,
+// byte for byte. They are n8n's own, quirks included: an "if" on a property
+// that is absent holds, so openAiApi wants headerName and headerValue
+// unless "header": false, slackApi wants "notice" unless signatureSecret is
+// set, and gmailOAuth2 wants serverUrl, clientId, clientSecret,
+// sendAdditionalBodyProperties and additionalBodyProperties.
+//
+//go:embed credtypes/*.json
+var credentialSchemas embed.FS
 
-// credentialTypes are the types the example state uses.
-func credentialTypes(name string) (credentialType, bool) {
-	switch name {
-	case "gmailOAuth2":
-		return credentialType{
-			properties: map[string]string{"clientId": "string", "clientSecret": "string", "oauthTokenData": "object", "scope": "string"},
-			required:   []string{"clientId", "clientSecret"},
-		}, true
-	case "openAiApi":
-		return credentialType{
-			properties: map[string]string{"apiKey": "string", "organizationId": "string", "url": "string"},
-			required:   []string{"apiKey"},
-		}, true
-	case "httpHeaderAuth":
-		return credentialType{
-			properties: map[string]string{"name": "string", "value": "string"},
-			required:   []string{"name", "value"},
-		}, true
-	case "slackApi":
-		return credentialType{
-			properties: map[string]string{"accessToken": "string", "signatureSecret": "string"},
-			required:   []string{"accessToken"},
-		}, true
+// credentialSchema returns a type's schema as n8n serves it.
+func credentialSchemaOf(typ string) ([]byte, bool) {
+	if !validType.MatchString(typ) {
+		return nil, false
 	}
-	return credentialType{}, false
+	data, err := credentialSchemas.ReadFile("credtypes/" + typ + ".json")
+	return bytes.TrimSpace(data), err == nil
 }
 
-func (ct credentialType) schema() map[string]any {
-	props := map[string]any{}
-	for k, t := range ct.properties {
-		props[k] = map[string]string{"type": t}
+var validType = regexp.MustCompile(`^[A-Za-z0-9]+$`)
+
+// schemaNode is the subset of JSON Schema n8n's credential schemas use.
+type schemaNode struct {
+	Type                 string                 `json:"type"`
+	AdditionalProperties *bool                  `json:"additionalProperties"`
+	Properties           map[string]*schemaNode `json:"properties"`
+	Required             []string               `json:"required"`
+	AllOf                []*schemaNode          `json:"allOf"`
+	If                   *schemaNode            `json:"if"`
+	Then                 *schemaNode            `json:"then"`
+	Else                 *schemaNode            `json:"else"`
+	Not                  *schemaNode            `json:"not"`
+	Enum                 []json.RawMessage      `json:"enum"`
+}
+
+// checkCredentialData validates data the way n8n's validator (the npm
+// jsonschema package) does and returns its messages in its order, each
+// prefixed "request.body.data " as n8n reports them.
+func checkCredentialData(schemaJSON []byte, data map[string]json.RawMessage) []string {
+	var sc schemaNode
+	if err := json.Unmarshal(schemaJSON, &sc); err != nil {
+		return []string{"bad schema: " + err.Error()}
 	}
-	return map[string]any{"additionalProperties": false, "type": "object", "properties": props, "required": ct.required}
+	raw, _ := json.Marshal(data)
+	errs := sc.validate(raw)
+	for i, e := range errs {
+		errs[i] = "request.body.data " + e
+	}
+	return errs
 }
 
-// check validates data with the messages n8n's jsonschema validator gives.
-func (ct credentialType) check(data map[string]json.RawMessage) []string {
+// validate returns the npm jsonschema messages for v (without the
+// instance prefix): keywords in the order n8n's schemas list them.
+func (sc *schemaNode) validate(v json.RawMessage) []string {
 	var errs []string
-	for _, k := range ct.required {
-		if _, ok := data[k]; !ok {
-			errs = append(errs, `request.body.data requires property "`+k+`"`)
+	var obj map[string]json.RawMessage
+	isObj := jsonType(v) == "object" && json.Unmarshal(v, &obj) == nil
+	if isObj && sc.AdditionalProperties != nil && !*sc.AdditionalProperties {
+		keys := slices.Sorted(maps.Keys(obj))
+		for _, k := range keys {
+			if _, ok := sc.Properties[k]; !ok {
+				errs = append(errs, `is not allowed to have the additional property "`+k+`"`)
+			}
 		}
 	}
-	keys := make([]string, 0, len(data))
-	for k := range data {
-		keys = append(keys, k)
+	switch sc.Type {
+	case "string", "boolean", "object", "number", "array":
+		if jsonType(v) != sc.Type {
+			errs = append(errs, "is not of a type(s) "+sc.Type)
+		}
+	} // n8n's own types ("json", "notice") accept anything
+	if isObj {
+		for _, k := range slices.Sorted(maps.Keys(sc.Properties)) {
+			if pv, ok := obj[k]; ok {
+				errs = append(errs, sc.Properties[k].validate(pv)...)
+			}
+		}
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		typ, ok := ct.properties[k]
-		switch {
-		case !ok:
-			errs = append(errs, `request.body.data is not allowed to have the additional property "`+k+`"`)
-		case jsonType(data[k]) != typ:
-			errs = append(errs, "request.body.data."+k+" is not of a type(s) "+typ)
+	if sc.Enum != nil {
+		ok := false
+		for _, e := range sc.Enum {
+			ok = ok || bytes.Equal(compact(e), compact(v))
+		}
+		if !ok {
+			errs = append(errs, "is not one of enum values")
+		}
+	}
+	for i, sub := range sc.AllOf {
+		if sub := sub.validate(v); len(sub) > 0 {
+			errs = append(errs, fmt.Sprintf("does not match allOf schema [subschema %d] with %d error[s]:", i, len(sub)))
+			errs = append(errs, sub...)
+		}
+	}
+	if sc.If != nil {
+		if len(sc.If.validate(v)) == 0 {
+			if sc.Then != nil {
+				errs = append(errs, sc.Then.validate(v)...)
+			}
+		} else if sc.Else != nil {
+			errs = append(errs, sc.Else.validate(v)...)
+		}
+	}
+	if sc.Not != nil && len(sc.Not.validate(v)) == 0 {
+		errs = append(errs, "is of prohibited type [object Object]")
+	}
+	if isObj {
+		for _, k := range sc.Required {
+			if _, ok := obj[k]; !ok {
+				errs = append(errs, `requires property "`+k+`"`)
+			}
 		}
 	}
 	return errs
@@ -81,16 +134,19 @@ type credential struct {
 }
 
 func (c *credential) json() map[string]any {
-	return map[string]any{"id": c.id, "name": c.name, "type": c.typ, "createdAt": c.createdAt, "updatedAt": c.updatedAt}
+	return map[string]any{"id": c.id, "name": c.name, "type": c.typ, "createdAt": c.createdAt, "updatedAt": c.updatedAt,
+		"isManaged": false, "isGlobal": false}
 }
 
 func (s *Server) credentialSchema(w http.ResponseWriter, r *http.Request) {
-	ct, ok := credentialTypes(r.PathValue("type"))
+	sc, ok := credentialSchemaOf(r.PathValue("type"))
 	if !ok {
 		writeJSON(w, http.StatusNotFound, message("Not Found"))
 		return
 	}
-	writeJSON(w, http.StatusOK, ct.schema())
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	w.Write(sc)
 }
 
 func (s *Server) createCredential(w http.ResponseWriter, r *http.Request) {
@@ -132,13 +188,13 @@ func (s *Server) createCredential(w http.ResponseWriter, r *http.Request) {
 	_ = json.Unmarshal(fields["name"], &name)
 	_ = json.Unmarshal(fields["type"], &typ)
 	_ = json.Unmarshal(fields["data"], &data)
-	ct, ok := credentialTypes(typ)
+	sc, ok := credentialSchemaOf(typ)
 	if !ok {
 		writeJSON(w, http.StatusBadRequest, message("req.body.type is not a known type"))
 		return
 	}
-	if errs := ct.check(data); len(errs) > 0 {
-		writeJSON(w, http.StatusBadRequest, message(strings.Join(errs, ", ")))
+	if errs := checkCredentialData(sc, data); len(errs) > 0 {
+		writeJSON(w, http.StatusBadRequest, message(strings.Join(errs, ",")))
 		return
 	}
 	s.mu.Lock()

@@ -2,6 +2,8 @@ package n8nemu
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,17 +15,18 @@ import (
 
 // ownerScopes returns the scope list GET /rest/api-keys/scopes gives an owner.
 func ownerScopes() []string {
+	// As n8n 1.123.81 lists them, in its order: no credential:list or
+	// credential:update (the 1.x public API has neither).
 	return []string{
-		"credential:create", "credential:delete", "credential:list", "credential:move", "credential:update",
-		"execution:delete", "execution:list", "execution:read", "execution:retry",
+		"credential:create", "credential:delete", "credential:move",
 		"project:create", "project:delete", "project:list", "project:update",
 		"securityAudit:generate", "sourceControl:pull",
 		"tag:create", "tag:delete", "tag:list", "tag:read", "tag:update",
 		"user:changeRole", "user:create", "user:delete", "user:enforceMfa", "user:list", "user:read",
 		"variable:create", "variable:delete", "variable:list", "variable:update",
-		"workflow:activate", "workflow:create", "workflow:deactivate", "workflow:delete",
-		"workflow:list", "workflow:move", "workflow:read", "workflow:update",
-		"workflowTags:list", "workflowTags:update",
+		"workflow:create", "workflow:delete", "workflow:list", "workflow:move", "workflow:read", "workflow:update",
+		"workflowTags:update", "workflowTags:list", "workflow:activate", "workflow:deactivate",
+		"execution:delete", "execution:read", "execution:retry", "execution:list",
 	}
 }
 
@@ -169,8 +172,14 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) {
 		restError(w, http.StatusBadRequest, "Invalid request body")
 		return
 	}
-	if body.Label == nil || *body.Label == "" || len(*body.Label) > 50 {
-		restError(w, http.StatusBadRequest, "label: must be 1 to 50 characters")
+	if body.Label == nil || *body.Label == "" {
+		restError(w, http.StatusBadRequest, "Required")
+		return
+	}
+	if len([]rune(*body.Label)) > 50 {
+		// n8n answers its zod issue as the body.
+		writeJSON(w, http.StatusBadRequest, map[string]any{"code": "too_big", "maximum": 50, "type": "string",
+			"inclusive": true, "exact": false, "message": "String must contain at most 50 character(s)", "path": []string{"label"}})
 		return
 	}
 	if len(body.Scopes) == 0 {
@@ -192,7 +201,25 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Lock()
-	raw := "n8n_api_" + s.newID() + s.newID() + s.newID()
+	for _, k := range s.apiKeys {
+		if k.label == *body.Label {
+			s.mu.Unlock()
+			// A label is unique per user: the database's unique index
+			// fails the insert, and n8n answers 500.
+			writeJSON(w, http.StatusInternalServerError, map[string]any{"code": 0, "message": "There is already an entry with this name"})
+			return
+		}
+	}
+	// n8n's key is a JWT of the user and the issue time in seconds: a
+	// second key in the same second is the same key, refused by the
+	// database's unique index.
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", s.owner.id, s.now().Unix())))
+	raw := "n8n_api_" + hex.EncodeToString(sum[:24])
+	if _, dup := s.apiKeys[raw]; dup {
+		s.mu.Unlock()
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"code": 0, "message": "There is already an entry with this name"})
+		return
+	}
 	k := apiKey{id: s.newID(), label: *body.Label, scopes: map[string]bool{}}
 	for _, sc := range body.Scopes {
 		k.scopes[sc] = true

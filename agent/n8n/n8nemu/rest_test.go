@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -55,6 +56,10 @@ func TestAPIKeys(t *testing.T) {
 		t.Errorf("second setup: %d %q", st, msg)
 	}
 
+	fixed := time.Now().UTC() // "same second" below must be the same second
+	s.mu.Lock()
+	s.now = func() time.Time { return fixed }
+	s.mu.Unlock()
 	tests := []struct {
 		name, body, cookie string
 		want               int
@@ -64,6 +69,9 @@ func TestAPIKeys(t *testing.T) {
 		{"no label", `{"scopes":["workflow:read"],"expiresAt":null}`, cookie, 400},
 		{"extra field", `{"label":"k","scopes":["workflow:read"],"expiresAt":null,"x":1}`, cookie, 400},
 		{"ok", `{"label":"k","scopes":["workflow:read"],"expiresAt":null}`, cookie, 200},
+		{"same label", `{"label":"k","scopes":["workflow:read"],"expiresAt":null}`, cookie, 500},
+		{"same second", `{"label":"k2","scopes":["workflow:read"],"expiresAt":null}`, cookie, 500},
+		{"label too long", `{"label":"` + strings.Repeat("x", 51) + `","scopes":["workflow:read"],"expiresAt":null}`, cookie, 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,7 +82,11 @@ func TestAPIKeys(t *testing.T) {
 		})
 	}
 
-	// A key with only workflow:read can read but not create.
+	// A key with only workflow:read can read but not create. (A second
+	// later: keys of the same second clash.)
+	s.mu.Lock()
+	s.now = func() time.Time { return fixed.Add(2 * time.Second) }
+	s.mu.Unlock()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.URL+"/rest/api-keys",
 		strings.NewReader(`{"label":"ro","scopes":["workflow:read"],"expiresAt":null}`))
 	req.Header.Set("Cookie", cookie)

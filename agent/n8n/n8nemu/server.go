@@ -3,6 +3,7 @@ package n8nemu
 import (
 	"encoding/json"
 	"fmt"
+	"html"
 	"maps"
 	"math/rand/v2"
 	"net/http"
@@ -25,6 +26,11 @@ const (
 	StartingUp
 	// Down closes every connection without answering.
 	Down
+	// Mounting is the few seconds after readiness turned 200 and before
+	// n8n mounted its routes: /healthz and /healthz/readiness answer 200,
+	// every other route Express's 404 page "Cannot METHOD /path"
+	// (text/html).
+	Mounting
 )
 
 // StartingUpBody is what n8n answers (200, text/plain) on every route but the
@@ -198,7 +204,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch mode {
 	case Down:
 		s.calls["down"]++
-	case StartingUp:
+	case StartingUp, Mounting:
 		if r.URL.Path != "/healthz" && r.URL.Path != "/healthz/readiness" {
 			s.calls["starting"]++
 		}
@@ -226,6 +232,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusOK)
 			fmt.Fprint(w, StartingUpBody)
+		}
+		return
+	case Mounting:
+		switch r.URL.Path {
+		case "/healthz":
+			s.healthz(w, r)
+		case "/healthz/readiness":
+			s.readiness(w, r)
+		default:
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprintf(w, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Error</title>\n</head>\n<body>\n<pre>Cannot %s %s</pre>\n</body>\n</html>\n",
+				r.Method, html.EscapeString(r.URL.Path))
 		}
 		return
 	}

@@ -151,22 +151,22 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// waitReady waits for /healthz/readiness and then for the REST routes:
+// n8n 1.123 answers readiness 200 once its database is migrated, a few
+// seconds before it mounts its routes (until then every route is Express's
+// 404 "Cannot GET /rest/settings").
 func waitReady(ctx context.Context, url string, exited <-chan error) error {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	last := errors.New("no probe yet")
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/healthz/readiness", nil)
-		resp, err := hc.Do(req)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Errorf("readiness %d", resp.StatusCode)
-		} else {
-			last = err
+		ok, err := probe(ctx, hc, url+"/healthz/readiness")
+		if ok {
+			ok, err = probe(ctx, hc, url+"/rest/settings")
 		}
+		if ok {
+			return nil
+		}
+		last = err
 		select {
 		case err := <-exited:
 			return fmt.Errorf("n8n exited: %v", err)
@@ -175,6 +175,21 @@ func waitReady(ctx context.Context, url string, exited <-chan error) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// probe reports whether GET url answers 200 application/json.
+func probe(ctx context.Context, hc *http.Client, url string) (bool, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "application/json") {
+		return false, fmt.Errorf("GET %s: %d %s", url, resp.StatusCode, ct)
+	}
+	return true, nil
 }
 
 func tail(path string, n int) string {
