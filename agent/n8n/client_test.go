@@ -321,8 +321,13 @@ func TestWorkflowLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !jsonEqual(t, got.Nodes, spec.Nodes) || !jsonEqual(t, got.Settings, spec.Settings) {
-		t.Error("get returned other nodes or settings than were created")
+	// n8n adds its defaults to the settings.
+	var settings map[string]any
+	_ = json.Unmarshal(spec.Settings, &settings)
+	settings["callerPolicy"], settings["availableInMCP"] = "workflowsFromSameOwner", false
+	wantSettings, _ := json.Marshal(settings)
+	if !jsonEqual(t, got.Nodes, spec.Nodes) || !jsonEqual(t, got.Settings, wantSettings) {
+		t.Errorf("get returned other nodes or settings than were created: settings %s", got.Settings)
 	}
 
 	for range 2 { // idempotent
@@ -389,7 +394,7 @@ func TestWorkflowValidation(t *testing.T) {
 		{"nodes not array", func(s *n8n.WorkflowSpec) { s.Nodes = json.RawMessage(`{}`) },
 			"request/body/nodes must be array"},
 		{"staticData number", func(s *n8n.WorkflowSpec) { s.StaticData = json.RawMessage(`5`) },
-			"request/body/staticData must match a schema in anyOf"},
+			"request/body/staticData must be string, request/body/staticData must be object, request/body/staticData must match a schema in anyOf"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -439,8 +444,8 @@ func TestActivationConflicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := c.ActivateWorkflow(ctx, b.ID)
-	if n8n.StatusOf(err) != 400 || !strings.Contains(err.Error(), "conflict") {
-		t.Fatalf("second activation with the same webhooks: %v, want 400 conflict", err)
+	if want := `The URL path that the "Link Clicked" node uses is already taken.`; n8n.StatusOf(err) != 400 || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second activation with the same webhooks: %v, want 400 %q", err, want)
 	}
 	if _, err := c.DeactivateWorkflow(ctx, a.ID); err != nil {
 		t.Fatal(err)
@@ -454,8 +459,9 @@ func TestActivationConflicts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.ActivateWorkflow(ctx, wf.ID); n8n.StatusOf(err) != 400 {
-		t.Errorf("activating a workflow without a trigger: %v, want 400", err)
+	want := `Workflow "No trigger" (ID: ` + wf.ID + `) has no node to start the workflow - at least one trigger, poller or webhook node is required`
+	if _, err := c.ActivateWorkflow(ctx, wf.ID); n8n.StatusOf(err) != 400 || !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("activating a workflow without a trigger: %v, want 400 %q", err, want)
 	}
 }
 

@@ -112,7 +112,9 @@ func decodeWorkflow(data []byte) (workflowBody, error) {
 	}
 	if v, ok := fields["staticData"]; ok {
 		if t := jsonType(v); t != "object" && t != "string" && t != "null" {
-			errs = append(errs, "request/body/staticData must match a schema in anyOf")
+			// One entry: n8n lists the anyOf's branches in this order.
+			errs = append(errs, "request/body/staticData must be string, request/body/staticData must be object, "+
+				"request/body/staticData must match a schema in anyOf")
 		}
 	}
 	var wb workflowBody
@@ -141,11 +143,32 @@ func decodeWorkflow(data []byte) (workflowBody, error) {
 	_ = json.Unmarshal(fields["name"], &wb.Name)
 	wb.Nodes = compact(fields["nodes"])
 	wb.Connections = compact(fields["connections"])
-	wb.Settings = compact(fields["settings"])
+	wb.Settings = withSettingsDefaults(compact(fields["settings"]))
 	if v, ok := fields["staticData"]; ok {
 		wb.StaticData = compact(v)
 	}
 	return wb, nil
+}
+
+// settingsDefaults are the settings n8n 1.123 stores when a body leaves
+// them out (and returns on every read).
+var settingsDefaults = map[string]any{"callerPolicy": "workflowsFromSameOwner", "availableInMCP": false}
+
+func withSettingsDefaults(v json.RawMessage) json.RawMessage {
+	var m map[string]any
+	if json.Unmarshal(v, &m) != nil || m == nil {
+		return v
+	}
+	for k, d := range settingsDefaults {
+		if _, ok := m[k]; !ok {
+			m[k] = d
+		}
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return v
+	}
+	return out
 }
 
 func compact(v json.RawMessage) json.RawMessage {
@@ -222,7 +245,12 @@ func (b workflowBody) hasTrigger() bool {
 // webhooks returns "METHOD path" for each enabled webhook node. A path with a
 // :parameter is registered under the node's webhookId, as n8n does.
 func (b workflowBody) webhooks() []string {
-	var keys []string
+	keys, _ := b.webhookNodes()
+	return keys
+}
+
+// webhookNodes is webhooks with the name of each key's node.
+func (b workflowBody) webhookNodes() (keys, names []string) {
 	for _, n := range b.nodes {
 		if n.Disabled || !strings.HasSuffix(strings.ToLower(n.Type), ".webhook") {
 			continue
@@ -237,8 +265,9 @@ func (b workflowBody) webhooks() []string {
 			path = n.WebhookID + "/" + path
 		}
 		keys = append(keys, strings.ToUpper(method)+" "+path)
+		names = append(names, n.Name)
 	}
-	return keys
+	return keys, names
 }
 
 // json renders a workflow the way the public API does. Callers hold s.mu.
@@ -353,16 +382,16 @@ func (s *Server) deleteWorkflow(w http.ResponseWriter, r *http.Request) {
 // Callers hold s.mu.
 func (s *Server) activationProblem(id string, body workflowBody) string {
 	if !body.hasTrigger() {
-		return "Workflow has no node to start the workflow - at least one trigger, poller or webhook node is required"
+		return fmt.Sprintf("Workflow %q (ID: %s) has no node to start the workflow - at least one trigger, poller or webhook node is required", body.Name, id)
 	}
-	mine := body.webhooks()
+	mine, names := body.webhookNodes()
 	for _, other := range s.workflows {
 		if other.id == id || !other.active {
 			continue
 		}
 		for _, hook := range other.body.webhooks() {
-			if slices.Contains(mine, hook) {
-				return fmt.Sprintf("There is a conflict with one of the webhooks: %s is already used by an active workflow", hook)
+			if i := slices.Index(mine, hook); i >= 0 {
+				return fmt.Sprintf("The URL path that the %q node uses is already taken. Please change it to something else.", names[i])
 			}
 		}
 	}
