@@ -245,7 +245,8 @@ func TestRunConverges(t *testing.T) {
 			`],"connections":{},"settings":{}}`)
 		m.Workflows = []schema.ManifestWorkflow{{Name: "notify", SHA256: sha(wf), JSON: wf}}
 		c := w.cred("slack")
-		c.Data = json.RawMessage(`{"accessToken":"s3cret-slack"}`)
+		// n8n 1.123 wants a signatureSecret (or its "notice" field) with a slackApi token.
+		c.Data = json.RawMessage(`{"accessToken":"s3cret-slack","signatureSecret":"s3cret-sig"}`)
 		mc := w.seal("slack", c)
 		mc.Type = "slackApi"
 		m.Credentials = []schema.ManifestCredential{mc}

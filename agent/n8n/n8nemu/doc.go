@@ -9,6 +9,9 @@
 // Start-up: /healthz answers ok at once; /healthz/readiness is 503 until the
 // server is ready. While starting up every other route answers 200 text/plain
 // "n8n is starting up. Please wait" — a success status that is not a success.
+// Then, for a few seconds after readiness turned 200, the routes are not
+// mounted yet and answer Express's 404 page "Cannot POST /rest/owner/setup"
+// (mode Mounting).
 //
 // Bootstrap: POST /rest/owner/setup {email, firstName, lastName, password}
 // creates the owner once (password 8–64 characters with a digit and an
@@ -16,7 +19,10 @@
 // "Instance owner already setup". POST /rest/login {emailOrLdapLoginId,
 // password} sets the cookie again. With the cookie, GET /rest/api-keys/scopes
 // lists the owner's scopes and POST /rest/api-keys {label, scopes, expiresAt}
-// returns the key once as data.rawApiKey; an unknown scope is 400.
+// returns the key once as data.rawApiKey; an unknown scope is 400. A label
+// already used, or a second key within the same second (n8n's key is a JWT
+// of user and issue time), is 500 "There is already an entry with this
+// name"; a label over 50 characters is 400 with n8n's zod issue as the body.
 //
 // Public API: every request needs X-N8N-API-KEY (none: 401 "'X-N8N-API-KEY'
 // header required"; unknown: 401 "unauthorized"; a key without the route's
@@ -28,9 +34,10 @@
 // active; activate and deactivate are idempotent; activating a workflow
 // without a trigger, or whose webhook path and method an active workflow
 // already serves, is 400. Credentials can be created (server-chosen ids,
-// duplicate names accepted, data checked against a small built-in schema
-// for gmailOAuth2, openAiApi, httpHeaderAuth and slackApi; another type is
-// 400 on create and 404 on GET /credentials/schema/{type}) and deleted;
+// duplicate names accepted, data checked against n8n 1.123.81's own
+// schemas for gmailOAuth2, openAiApi, httpHeaderAuth and slackApi, copied
+// in credtypes/, with the npm jsonschema validator's messages; another type
+// is 400 on create and 404 on GET /credentials/schema/{type}) and deleted;
 // listing and PATCH are 405. Creating a tag whose name exists is 409.
 // Listings page with limit (at most 250) and an opaque cursor, answering
 // {data, nextCursor}.
