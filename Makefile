@@ -40,7 +40,7 @@ lint: vet ## gofmt check, go vet, and go mod tidy leaving no diff.
 	 rm -f $(CACHE)-go.*.bak
 
 .PHONY: unit
-unit: deps ## Unit and integration tests (real Postgres, git, age) with the race detector.
+unit: deps caddy ## Unit, integration and e2e tests (real Postgres, git, age, Caddy, the simulator, agents) with the race detector.
 	$(GO) test $(GOTEST_FLAGS) ./...
 
 .PHONY: test
