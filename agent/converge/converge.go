@@ -11,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"genesis.dev/fleet/agent/caddy"
@@ -64,7 +65,8 @@ type Converger struct {
 	log *slog.Logger
 
 	mu     sync.Mutex
-	api    *n8n.Client // with the API key, once bootstrapped
+	api    *n8n.Client                // with the API key, once bootstrapped
+	keyed  atomic.Pointer[n8n.Client] // api, readable without mu (Apply holds it long)
 	access n8nAccess
 	rec    record
 }
@@ -88,6 +90,7 @@ func New(cfg Config) (*Converger, error) {
 	}
 	if c.access.APIKey != "" {
 		c.api = cfg.N8N.WithAPIKey(c.access.APIKey)
+		c.keyed.Store(c.api)
 	}
 	if _, err := loadJSON(cfg.Dir, stateFile, &c.rec); err != nil {
 		return nil, fmt.Errorf("converge: %w", err)
@@ -168,6 +171,7 @@ func (c *Converger) bootstrap(ctx context.Context) (*n8n.Client, error) {
 		return nil, fmt.Errorf("n8n bootstrap: %w", err)
 	}
 	c.api = c.cfg.N8N.WithAPIKey(key)
+	c.keyed.Store(c.api)
 	c.log.InfoContext(ctx, "n8n bootstrapped")
 	return c.api, nil
 }
@@ -450,6 +454,16 @@ func (c *Converger) ProbeCaddy(ctx context.Context) schema.ComponentHealth {
 		return schema.ComponentHealth{OK: false, Detail: err.Error()}
 	}
 	return schema.ComponentHealth{OK: true}
+}
+
+// LastActivity is when n8n's newest execution started: the zero time when
+// there is none, or before n8n is bootstrapped (no API key yet).
+func (c *Converger) LastActivity(ctx context.Context) (time.Time, error) {
+	api := c.keyed.Load()
+	if api == nil {
+		return time.Time{}, nil
+	}
+	return api.LastExecution(ctx)
 }
 
 // N8NVersion is the version n8n itself reports.

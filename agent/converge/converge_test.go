@@ -537,3 +537,31 @@ func TestConvergeExampleTemplates(t *testing.T) {
 		t.Errorf("re-apply made %d n8n writes (%v), want 0", w, r.n8n.callCounts())
 	}
 }
+
+// LastActivity is zero before n8n is bootstrapped, then n8n's newest
+// execution, also for a Converger that reloads the recorded key.
+func TestLastActivity(t *testing.T) {
+	r := newRig(t)
+	c := r.converger()
+	ctx := context.Background()
+	if at, err := c.LastActivity(ctx); err != nil || !at.IsZero() {
+		t.Fatalf("before bootstrap: %v, %v", at, err)
+	}
+	m, plain := manifest(1, creds5, workflows4, "track.acme.com")
+	if err := c.Apply(ctx, m, plain); err != nil {
+		t.Fatal(err)
+	}
+	if at, err := c.LastActivity(ctx); err != nil || !at.IsZero() {
+		t.Fatalf("no execution: %v, %v", at, err)
+	}
+	ran := time.Date(2026, 3, 1, 12, 30, 0, 0, time.UTC)
+	r.n8n.emu.RecordExecution("wf1", ran.Add(-time.Hour))
+	r.n8n.emu.RecordExecution("wf2", ran)
+	for _, c := range []interface {
+		LastActivity(context.Context) (time.Time, error)
+	}{c, r.converger()} {
+		if at, err := c.LastActivity(ctx); err != nil || !at.Equal(ran) {
+			t.Errorf("after executions: %v, %v; want %v", at, err, ran)
+		}
+	}
+}

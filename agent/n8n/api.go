@@ -283,3 +283,22 @@ func (c *Client) SetWorkflowTags(ctx context.Context, workflowID string, tagIDs 
 	_, err := c.call(ctx, request{method: http.MethodPut, path: workflowPath(workflowID) + "/tags", body: body, public: true}, &out)
 	return out, err
 }
+
+// LastExecution returns when n8n's newest execution started, from GET
+// /api/v1/executions?limit=1 (newest first); the zero time when there is
+// none.
+func (c *Client) LastExecution(ctx context.Context) (time.Time, error) {
+	var out struct {
+		Data []struct {
+			StartedAt time.Time `json:"startedAt"`
+		} `json:"data"`
+	}
+	q := url.Values{"limit": {"1"}}
+	if _, err := c.call(ctx, request{method: http.MethodGet, path: api + "/executions", query: q, public: true}, &out); err != nil {
+		return time.Time{}, err
+	}
+	if len(out.Data) == 0 {
+		return time.Time{}, nil
+	}
+	return out.Data[0].StartedAt, nil
+}

@@ -116,6 +116,7 @@ func runAgent(ctx context.Context, e env, args []string) error {
 		applier   agent.Applier
 		probes    map[string]agent.Probe
 		n8nVer    func(context.Context) (string, error)
+		activity  func(context.Context) (time.Time, error)
 		askLn     net.Listener
 		askServer *http.Server
 	)
@@ -158,11 +159,13 @@ func runAgent(ctx context.Context, e env, args []string) error {
 		applier = conv
 		probes = map[string]agent.Probe{"n8n": conv.ProbeN8N, "caddy": conv.ProbeCaddy}
 		n8nVer = conv.N8NVersion
+		activity = conv.LastActivity
 	}
 	a, err := agent.New(agent.Config{
 		Applier:           applier,
 		Probes:            probes,
 		N8NVersion:        n8nVer,
+		LastActivity:      activity,
 		Bootstrap:         cfg,
 		DropletID:         id,
 		State:             st,

@@ -304,6 +304,24 @@ func TestRunConverges(t *testing.T) {
 	if applied.ApplyError != "" || applied.N8NVersion != n8nemu.Version {
 		t.Errorf("heartbeat %+v", applied)
 	}
+	// Idle hibernation: no execution yet, no last_activity; after one, the
+	// heartbeats carry when it started.
+	for _, hb := range ps.beats() {
+		if !hb.LastActivity.IsZero() {
+			t.Errorf("last_activity %v before any execution", hb.LastActivity)
+		}
+	}
+	ran := time.Date(2026, 3, 1, 12, 30, 0, 0, time.UTC)
+	emu.RecordExecution("wf1", ran)
+	var active bool
+	for deadline := time.Now().Add(10 * time.Second); !active && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, hb := range ps.beats() {
+			active = active || hb.LastActivity.Equal(ran)
+		}
+	}
+	if !active {
+		t.Errorf("no heartbeat with last_activity %v; stderr:\n%s", ran, stderr.String())
+	}
 	creds, wfs := emu.Credentials(), emu.Workflows()
 	if len(creds) != 1 || len(wfs) != 1 || !wfs[0].Active || !strings.Contains(string(wfs[0].Nodes), creds[0].ID) {
 		t.Errorf("n8n holds %+v and %+v", creds, wfs)

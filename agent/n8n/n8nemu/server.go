@@ -61,6 +61,8 @@ type Server struct {
 	tags      map[string]*tag
 	tagOrder  []string
 
+	executions []*execution // oldest first
+
 	listed []string // public API route patterns, see PublicRoutes
 }
 
@@ -169,6 +171,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/tags", s.public("tag:list", s.listTags))
 	m.HandleFunc("GET /api/v1/tags/{id}", s.public("tag:read", s.getTag))
 	m.HandleFunc("DELETE /api/v1/tags/{id}", s.public("tag:delete", s.deleteTag))
+
+	m.HandleFunc("GET /api/v1/executions", s.public("execution:list", s.listExecutions))
 
 	m.unlisted("/api/v1/", s.public("", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, message("not found"))
