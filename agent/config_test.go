@@ -111,9 +111,6 @@ func FuzzParseMeminfo(f *testing.F) {
 // TestNoForbiddenDependencies guards the architecture: the droplet side
 // never links a Postgres, DigitalOcean or git client.
 func TestNoForbiddenDependencies(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs go list")
-	}
 	out, err := exec.Command("go", "list", "-deps", "genesis.dev/fleet/agent", "genesis.dev/fleet/cmd/genesis-agent").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
