@@ -279,6 +279,21 @@ func (p pageSpec) bounds(total int) (int, int) {
 	return lo, min(lo+p.perPage, total)
 }
 
+// cut returns the views of the page of match that p asks for (half of it
+// when a partial_list fault truncates it), and the total.
+func cut[T any](p pageSpec, rq *request, match []T, view func(T) any) ([]any, int) {
+	lo, hi := p.bounds(len(match))
+	page := match[lo:hi]
+	if rq.truncate {
+		page = page[:len(page)/2]
+	}
+	views := make([]any, 0, len(page))
+	for _, x := range page {
+		views = append(views, view(x))
+	}
+	return views, len(match)
+}
+
 // links builds links.pages with absolute URLs, only the ones that exist.
 func (p pageSpec) links(rq *request, r *http.Request, total int) map[string]any {
 	last := max((total+p.perPage-1)/p.perPage, 1)
@@ -344,16 +359,7 @@ func (s *Sim) listDroplets(rq *request, w http.ResponseWriter, r *http.Request) 
 				match = append(match, d)
 			}
 		}
-		total = len(match)
-		lo, hi := p.bounds(total)
-		page := match[lo:hi]
-		if rq.truncate {
-			page = page[:len(page)/2]
-		}
-		views = make([]any, 0, len(page))
-		for _, d := range page {
-			views = append(views, s.dropletView(d))
-		}
+		views, total = cut(p, rq, match, func(x *droplet) any { return s.dropletView(x) })
 		return nil
 	})
 	writeJSON(w, http.StatusOK, map[string]any{"droplets": views, "links": p.links(rq, r, total), "meta": map[string]int{"total": total}})
@@ -715,16 +721,7 @@ func (s *Sim) listActionsWhere(rq *request, w http.ResponseWriter, r *http.Reque
 				match = append(match, a)
 			}
 		}
-		total = len(match)
-		lo, hi := p.bounds(total)
-		page := match[lo:hi]
-		if rq.truncate {
-			page = page[:len(page)/2]
-		}
-		views = make([]any, 0, len(page))
-		for _, a := range page {
-			views = append(views, s.actionView(a))
-		}
+		views, total = cut(p, rq, match, func(x *action) any { return s.actionView(x) })
 		return nil
 	})
 	if err != nil {
@@ -757,16 +754,7 @@ func (s *Sim) listSnapshots(rq *request, w http.ResponseWriter, r *http.Request)
 				}
 			}
 		}
-		total = len(match)
-		lo, hi := p.bounds(total)
-		page := match[lo:hi]
-		if rq.truncate {
-			page = page[:len(page)/2]
-		}
-		views = make([]any, 0, len(page))
-		for _, sn := range page {
-			views = append(views, snapshotView(sn))
-		}
+		views, total = cut(p, rq, match, func(x *snapshot) any { return snapshotView(x) })
 		return nil
 	})
 	writeJSON(w, http.StatusOK, map[string]any{"snapshots": views, "links": p.links(rq, r, total), "meta": map[string]int{"total": total}})
