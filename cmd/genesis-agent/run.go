@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,6 +20,7 @@ import (
 	"genesis.dev/fleet/agent/caddy"
 	"genesis.dev/fleet/agent/converge"
 	"genesis.dev/fleet/agent/n8n"
+	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/schema"
 )
 
@@ -79,9 +78,9 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	if err := parse(e, fs, args); err != nil {
 		return err
 	}
-	log, err := newLogger(e.stderr, *logLevel, *logFormat)
+	log, err := logflag.New(e.stderr, *logFormat, *logLevel)
 	if err != nil {
-		return err
+		return usageError("%v", err)
 	}
 	if *hbInterval <= 0 || *pollWait <= 0 || *skew <= 0 || *retryMax <= 0 {
 		return usageError("run: durations must be positive")
@@ -284,20 +283,6 @@ func resolveStateDir(e env, flagValue string) string {
 		return filepath.Join(d, "genesis-agent")
 	}
 	return "/var/lib/genesis-agent"
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError("--log-level: %v", err)
-	}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
-	}
-	return nil, usageError("--log-format: want text or json, got %q", format)
 }
 
 func envDuration(e env, name string, def time.Duration) time.Duration {

@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/reconciler/dosim"
 )
 
@@ -142,20 +142,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if fs.NArg() > 0 {
 		return usage("unexpected arguments: %v", fs.Args())
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usage("--log-level: %v", err)
+	log, err := logflag.New(stderr, *logFormat, *logLevel)
+	if err != nil {
+		return usage("%v", err)
 	}
-	var handler slog.Handler
-	switch *logFormat {
-	case "text":
-		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
-	case "json":
-		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-	default:
-		return usage("--log-format: want text or json, got %q", *logFormat)
-	}
-	log := slog.New(handler)
 	if *publicURL != "" && !strings.HasSuffix(*publicURL, "/") {
 		return usage("--public-url must end in /")
 	}
