@@ -56,7 +56,6 @@ type Reconciler struct {
 
 	mu       sync.Mutex
 	snap     tenants.Snapshot
-	snapErr  error
 	have     bool
 	cloud    *cloud.Pool
 	accounts string
@@ -93,7 +92,6 @@ func New(cfg Config) *Reconciler {
 // wakes the loop.
 func (r *Reconciler) Deliver(ctx context.Context, snap tenants.Snapshot, err error) {
 	r.mu.Lock()
-	r.snapErr = err
 	if err == nil {
 		if !r.have || snap.FleetChanged {
 			r.needFull = true
@@ -361,9 +359,19 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 		return plan.Plan{}, nil
 	}
 	d := Desired(snap)
+	// Record what git declares: every tenant on a full pass, the scope's
+	// on a scoped one (a commit touching one tenant writes one row).
 	declared := map[string]schema.State{}
-	for id, t := range d.Tenants {
-		declared[id] = t.Spec.State
+	if scope == nil {
+		for id, t := range d.Tenants {
+			declared[id] = t.Spec.State
+		}
+	} else {
+		for _, id := range scope {
+			if t, ok := d.Tenants[id]; ok {
+				declared[id] = t.Spec.State
+			}
+		}
 	}
 	if err := r.cfg.Store.SetDesired(ctx, declared, snap.Commit); err != nil {
 		return plan.Plan{}, err
