@@ -99,19 +99,25 @@ type TenantView struct {
 }
 
 type fleetDoc struct {
-	Commit   string       `json:"commit"`
-	Leader   bool         `json:"leader"`
-	At       time.Time    `json:"at"`
-	Tenants  []TenantView `json:"tenants"`
-	Orphans  any          `json:"orphans"`
-	Refused  any          `json:"refused,omitempty"`
-	Deferred []string     `json:"deferred,omitempty"`
+	Commit string `json:"commit"`
+	// SyncError is why the latest state repository sync failed (e.g. a
+	// history rewrite refused); the fleet is reconciled at Commit meanwhile.
+	SyncError string       `json:"sync_error,omitempty"`
+	Leader    bool         `json:"leader"`
+	At        time.Time    `json:"at"`
+	Tenants   []TenantView `json:"tenants"`
+	Orphans   any          `json:"orphans"`
+	Refused   any          `json:"refused,omitempty"`
+	Deferred  []string     `json:"deferred,omitempty"`
 }
 
 func fleetView(rows []store.FleetRow, r *Reconciler) fleetDoc {
 	snap, _ := r.Snapshot()
 	p := r.LastPlan()
 	doc := fleetDoc{Commit: snap.Commit, Leader: r.Leading(), At: time.Now().UTC(), Orphans: p.Orphans, Refused: p.Refused, Deferred: p.Deferred}
+	if err := r.SyncError(); err != nil {
+		doc.SyncError = err.Error()
+	}
 	seen := map[string]bool{}
 	for _, row := range rows {
 		v := TenantView{FleetRow: row, Commit: snap.Commit}

@@ -54,9 +54,12 @@ type Reconciler struct {
 	log  *slog.Logger
 	kick chan struct{}
 
-	mu       sync.Mutex
-	snap     tenants.Snapshot
-	have     bool
+	mu   sync.Mutex
+	snap tenants.Snapshot
+	have bool
+	// syncErr is the last sync's failure (a refused history rewrite, an
+	// unreachable remote), shown in /v1/fleet until a sync succeeds.
+	syncErr  error
 	cloud    *cloud.Pool
 	accounts string
 	warned   bool
@@ -92,6 +95,7 @@ func New(cfg Config) *Reconciler {
 // wakes the loop.
 func (r *Reconciler) Deliver(ctx context.Context, snap tenants.Snapshot, err error) {
 	r.mu.Lock()
+	r.syncErr = err
 	if err == nil {
 		if !r.have || snap.FleetChanged {
 			r.needFull = true
@@ -129,6 +133,13 @@ func (r *Reconciler) Snapshot() (tenants.Snapshot, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.snap, r.have
+}
+
+// SyncError is the last failure to read the state repository, or nil.
+func (r *Reconciler) SyncError() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.syncErr
 }
 
 // Leading reports whether this replica is the leader.

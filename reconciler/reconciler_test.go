@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -397,5 +398,43 @@ func TestProvisioningRollback(t *testing.T) {
 	h.converge(ctx)
 	if got := names(h.droplets()); len(got) != 1 {
 		t.Errorf("droplets after retry = %v", got)
+	}
+}
+
+// TestForcePushReported: a head that rewrites history is refused, the fleet
+// stays reconciled at the last good commit, and /v1/fleet says why.
+func TestForcePushReported(t *testing.T) {
+	h := newHarness(t, dosim.Limits{})
+	ctx := t.Context()
+	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
+	h.commit("onboard ws-a")
+	h.converge(ctx)
+	good, _ := h.rec.Snapshot()
+	if err := h.src.MarkReconciled(good.Commit); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite history: the branch now holds an unrelated commit that
+	// declares ws-a absent.
+	h.git("checkout", "-q", "--orphan", "rewrite")
+	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "absent", "nyc3"))
+	h.commit("rewritten")
+	h.git("branch", "-q", "-f", "main", "rewrite")
+	h.git("checkout", "-q", "main")
+	snap, err := h.src.Sync(ctx)
+	if !errors.Is(err, tenants.ErrNotDescendant) {
+		t.Fatalf("sync of a rewritten branch: err = %v, want ErrNotDescendant", err)
+	}
+	h.rec.Deliver(ctx, snap, err)
+	if _, err := h.rec.Pass(ctx, &h.jobs); err != nil {
+		t.Fatal(err)
+	}
+	h.jobs.Wait()
+	if got := names(h.droplets()); len(got) != 1 {
+		t.Fatalf("droplets after a refused rewrite = %v, want ws-a's still there", got)
+	}
+	rows, _ := h.store.Fleet(ctx)
+	doc := fleetView(rows, h.rec)
+	if doc.Commit != good.Commit || !strings.Contains(doc.SyncError, "does not descend") {
+		t.Errorf("fleet view: commit %s (want %s), sync_error %q", doc.Commit, good.Commit, doc.SyncError)
 	}
 }
