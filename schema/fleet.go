@@ -16,6 +16,17 @@ const APIVersion = "genesis.dev/v1"
 // genesis.yaml does not say.
 const DefaultSnapshotRetention = 720 * time.Hour
 
+// Watchdog and pricing defaults (seed 2.3, 3.4 and 4.9; DigitalOcean's
+// snapshot price).
+const (
+	DefaultDegradedAfter      = 5 * time.Minute
+	DefaultCriticalAfter      = 15 * time.Minute
+	DefaultRemediateCooldown  = 10 * time.Minute
+	DefaultOutagePercent      = 30.0
+	DefaultHibernationWarning = 24 * time.Hour
+	DefaultSnapshotGBMonthUSD = 0.06
+)
+
 // Fleet is genesis.yaml: the account pool, defaults, recipients and limits
 // that every tenant is validated and reconciled against.
 type Fleet struct {
@@ -40,6 +51,53 @@ type FleetSpec struct {
 	Safety            Safety          `yaml:"safety" json:"safety"`
 	SnapshotRetention Duration        `yaml:"snapshotRetention" json:"snapshotRetention"`
 	Sizes             map[string]Size `yaml:"sizes" json:"sizes"`
+	// Watchdog sets when a silent droplet is degraded or critical and how
+	// remediation paces itself (defaults: seed 4.9).
+	Watchdog Watchdog `yaml:"watchdog" json:"watchdog"`
+	// Hibernation holds fleet-wide idle-hibernation settings.
+	Hibernation FleetHibernation `yaml:"hibernation" json:"hibernation"`
+	// Pricing is what storage costs, for plans and GET /v1/fleet.
+	Pricing Pricing `yaml:"pricing" json:"pricing"`
+	// Spares are pre-provisioned, enrolled droplets with no tenant, per
+	// region (seed "VIP pre-warm").
+	Spares []Spare `yaml:"spares" json:"spares,omitempty"`
+}
+
+// Watchdog is the health policy. A droplet with no heartbeat for
+// DegradedAfter is ACTIVE_DEGRADED, for CriticalAfter ACTIVE_CRITICAL; a
+// critical droplet is remediated one step at a time (reboot, power cycle,
+// rebuild, FAILED), each step waiting Cooldown for the droplet to come back.
+// When more than OutagePercent of the active fleet is silent at once, the
+// silence is the network's or DigitalOcean's, and nothing is remediated.
+type Watchdog struct {
+	DegradedAfter Duration `yaml:"degradedAfter" json:"degradedAfter"`
+	CriticalAfter Duration `yaml:"criticalAfter" json:"criticalAfter"`
+	Cooldown      Duration `yaml:"cooldown" json:"cooldown"`
+	OutagePercent float64  `yaml:"outagePercent" json:"outagePercent"`
+}
+
+// FleetHibernation holds fleet-wide hibernation settings.
+type FleetHibernation struct {
+	// Warning is how long before an idle hibernation the tenant is warned
+	// (seed 3.4: 24 h grace).
+	Warning Duration `yaml:"warning" json:"warning"`
+}
+
+// Pricing is what DigitalOcean charges beyond droplet sizes.
+type Pricing struct {
+	// SnapshotGBMonthUSD is the price of one GB of snapshot storage per
+	// month.
+	SnapshotGBMonthUSD float64 `yaml:"snapshotGBMonthUSD" json:"snapshotGBMonthUSD"`
+}
+
+// Spare asks for Count pre-provisioned droplets in Region, of Size (the
+// fleet's default size when empty), that tenants of Tiers may take when
+// they onboard or wake.
+type Spare struct {
+	Region string `yaml:"region" json:"region"`
+	Count  int    `yaml:"count" json:"count"`
+	Size   string `yaml:"size" json:"size,omitempty"`
+	Tiers  []Tier `yaml:"tiers" json:"tiers"`
 }
 
 // Account is one DigitalOcean account of the pool (seed 3.1).
@@ -93,9 +151,7 @@ func DecodeFleet(file string, data []byte) (*Fleet, Errors) {
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}
-	if f.Spec.SnapshotRetention == 0 {
-		f.Spec.SnapshotRetention = Duration(DefaultSnapshotRetention)
-	}
+	f.setDefaults()
 	return &f, nil
 }
 
@@ -194,6 +250,107 @@ func (f *Fleet) validate(c *errorf) {
 	if s.SnapshotRetention < 0 {
 		at("spec.snapshotRetention", "spec.snapshotRetention: must not be negative")
 	}
+	w := s.Watchdog
+	for _, d := range []struct {
+		name string
+		v    Duration
+	}{{"degradedAfter", w.DegradedAfter}, {"criticalAfter", w.CriticalAfter}, {"cooldown", w.Cooldown}} {
+		if d.v < 0 {
+			at("spec.watchdog."+d.name, "spec.watchdog.%s: must not be negative", d.name)
+		}
+	}
+	degraded, critical := w.DegradedAfter, w.CriticalAfter
+	if degraded == 0 {
+		degraded = Duration(DefaultDegradedAfter)
+	}
+	if critical == 0 {
+		critical = Duration(DefaultCriticalAfter)
+	}
+	if degraded > 0 && critical > 0 && critical <= degraded {
+		at("spec.watchdog", "spec.watchdog: criticalAfter (%s) must be longer than degradedAfter (%s)", critical, degraded)
+	}
+	if w.OutagePercent < 0 || w.OutagePercent > 100 {
+		at("spec.watchdog.outagePercent", "spec.watchdog.outagePercent: must be between 0 and 100")
+	}
+	if s.Hibernation.Warning < 0 {
+		at("spec.hibernation.warning", "spec.hibernation.warning: must not be negative")
+	}
+	if s.Pricing.SnapshotGBMonthUSD < 0 {
+		at("spec.pricing.snapshotGBMonthUSD", "spec.pricing.snapshotGBMonthUSD: must not be negative")
+	}
+	regions := map[string]bool{}
+	for i, sp := range s.Spares {
+		p := fmt.Sprintf("spec.spares[%d]", i)
+		switch {
+		case sp.Region == "":
+			at(p, "%s.region is required", p)
+		case !f.ServesRegion(sp.Region):
+			at(p+".region", "%s.region: no account serves %q", p, sp.Region)
+		case regions[sp.Region]:
+			at(p+".region", "%s.region: %q has spares declared twice", p, sp.Region)
+		}
+		regions[sp.Region] = true
+		if sp.Count < 0 || sp.Count > 100 {
+			at(p+".count", "%s.count: must be between 0 and 100", p)
+		}
+		if sp.Size != "" && !hasKey(s.Sizes, sp.Size) {
+			at(p+".size", "%s.size: %q is not in spec.sizes", p, sp.Size)
+		}
+		if len(sp.Tiers) == 0 {
+			at(p, "%s.tiers: at least one tier (starter, pro, enterprise) may take a spare", p)
+		}
+		for j, t := range sp.Tiers {
+			if !t.valid() {
+				at(fmt.Sprintf("%s.tiers[%d]", p, j), "%s.tiers[%d]: %q is not one of starter, pro, enterprise", p, j, t)
+			}
+		}
+	}
+}
+
+// setDefaults fills what a valid genesis.yaml left out.
+func (f *Fleet) setDefaults() {
+	s := &f.Spec
+	def := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	def(&s.SnapshotRetention, DefaultSnapshotRetention)
+	def(&s.Watchdog.DegradedAfter, DefaultDegradedAfter)
+	def(&s.Watchdog.CriticalAfter, DefaultCriticalAfter)
+	def(&s.Watchdog.Cooldown, DefaultRemediateCooldown)
+	def(&s.Hibernation.Warning, DefaultHibernationWarning)
+	if s.Watchdog.OutagePercent == 0 {
+		s.Watchdog.OutagePercent = DefaultOutagePercent
+	}
+	if s.Pricing.SnapshotGBMonthUSD == 0 {
+		s.Pricing.SnapshotGBMonthUSD = DefaultSnapshotGBMonthUSD
+	}
+	for i := range s.Spares {
+		if s.Spares[i].Size == "" {
+			s.Spares[i].Size = s.Defaults.Size
+		}
+	}
+}
+
+// SpareFor returns the spares of region that a tenant of tier may take.
+func (f *Fleet) SpareFor(region string, tier Tier) (Spare, bool) {
+	for _, sp := range f.Spec.Spares {
+		if sp.Region != region || sp.Count == 0 {
+			continue
+		}
+		for _, t := range sp.Tiers {
+			if t == tier {
+				return sp, true
+			}
+		}
+	}
+	return Spare{}, false
+}
+
+// SnapshotMonthlyUSD is the monthly price of storing gb of snapshots.
+func (f *Fleet) SnapshotMonthlyUSD(gb float64) float64 {
+	return gb * f.Spec.Pricing.SnapshotGBMonthUSD
 }
 
 // Account returns the account named name.

@@ -39,6 +39,8 @@ const (
 	TierEnterprise Tier = "enterprise"
 )
 
+func (t Tier) valid() bool { return t == TierStarter || t == TierPro || t == TierEnterprise }
+
 // State is what the tenant's droplet should be.
 type State string
 
