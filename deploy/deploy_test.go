@@ -48,14 +48,16 @@ var knownMetrics = []struct {
 	{"genesis_do_429_total", "counter", false},
 	{"genesis_do_request_duration_seconds", "histogram", false},
 	// The agent protocol (reconciler/agentapi), lifecycle and cost.
-	{"genesis_manifests_served_total", "counter", true},
-	{"genesis_manifest_longpolls_waiting", "gauge", true},
-	{"genesis_enrollments_total", "counter", true},
-	{"genesis_heartbeats_total", "counter", true},
-	{"genesis_heartbeat_age_seconds", "histogram", true},
-	{"genesis_agent_version_lag", "histogram", true},
+	{"genesis_manifests_served_total", "counter", false},
+	{"genesis_manifest_longpolls_waiting", "gauge", false},
+	{"genesis_enrollments_total", "counter", false},
+	{"genesis_heartbeats_total", "counter", false},
+	// reconciler/fleetstats
+	{"genesis_heartbeat_age_seconds", "histogram", false},
+	{"genesis_agent_version_lag", "histogram", false},
+	{"genesis_fleetstats_errors_total", "counter", false},
 	{"genesis_convergence_seconds", "histogram", true},
-	{"genesis_manifest_expiry_seconds", "gauge", true},
+	{"genesis_manifest_expiry_seconds", "gauge", false},
 	{"genesis_fleet_monthly_cost_usd", "gauge", true},
 	{"genesis_snapshot_bytes", "gauge", true},
 }

@@ -24,6 +24,7 @@ import (
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/agentapi"
+	"genesis.dev/fleet/reconciler/fleetstats"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema/dsse"
@@ -206,6 +207,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer st.Close()
+	reg.MustRegister(fleetstats.New(fleetstats.Config{Pool: st.Pool(), Logger: log}))
 
 	var src tenants.Syncer
 	watchDir := ""
