@@ -311,10 +311,29 @@ func TestWebhookAndHealth(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"genesis_reconcile_total", "genesis_actions_total{kind=\"create\",result=\"succeeded\"}", "genesis_do_requests_total", "genesis_leader 1"} {
+	for _, want := range []string{"genesis_reconcile_total", "genesis_actions_total{kind=\"create\",result=\"succeeded\"}", "genesis_do_requests_total", "genesis_leader 1",
+		"genesis_heartbeat_age_seconds_bucket", "genesis_agent_version_lag_count"} {
 		if !bytes.Contains(metrics, []byte(want)) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+	promtoolCheckMetrics(t, metrics)
+}
+
+// promtoolCheckMetrics runs Prometheus's own linter (promtool check metrics,
+// from Debian's prometheus package, which make deps installs) over a scrape:
+// naming, units, help texts and types must follow its conventions.
+func promtoolCheckMetrics(t *testing.T, scrape []byte) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool not found (make deps installs Debian's prometheus package): %v", err)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(scrape)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }
 
