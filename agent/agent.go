@@ -320,6 +320,7 @@ func (a *Agent) pullLoop(ctx context.Context, cred string) error {
 			err = reject(ReasonTooLarge, "envelope is over %d bytes", schema.MaxEnvelopeSize)
 			rejected = resp.ETag
 		} else {
+			applyStart := time.Now()
 			v, err = Accept(ctx, st, resp.Envelope, Policy{
 				Workspace:    a.cfg.Bootstrap.Workspace,
 				Droplet:      a.cfg.DropletID,
@@ -329,6 +330,10 @@ func (a *Agent) pullLoop(ctx context.Context, cred string) error {
 				Applier:      a.cfg.Applier,
 			})
 			rejected = digest(resp.Envelope)
+			var ae *ApplyError
+			if (err == nil && !v.Unchanged) || errors.As(err, &ae) {
+				a.metrics.applySeconds.Observe(time.Since(applyStart).Seconds())
+			}
 		}
 		var re *RejectError
 		var ae *ApplyError
@@ -359,7 +364,7 @@ func (a *Agent) pullLoop(ctx context.Context, cred string) error {
 			// Valid but not applied: fetch and try again after a while.
 			rejected = ""
 			a.setApplyError(err)
-			a.metrics.applyErrors.Inc()
+			a.metrics.applyErrors.WithLabelValues(stepLabel(err)).Inc()
 			a.log.Error("apply manifest", "version", ae.Version, "err", err)
 		default:
 			rejected = ""

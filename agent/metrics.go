@@ -13,7 +13,8 @@ type metrics struct {
 	appliedVersion prometheus.Gauge
 	accepted       prometheus.Counter
 	rejections     *prometheus.CounterVec
-	applyErrors    prometheus.Counter
+	applyErrors    *prometheus.CounterVec
+	applySeconds   prometheus.Histogram
 	requests       *prometheus.CounterVec
 	heartbeats     *prometheus.CounterVec
 	clockOffset    prometheus.Gauge
@@ -30,8 +31,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "genesis_agent_manifest_rejections_total", Help: "Manifests rejected, by reason.",
 		}, []string{"reason"}),
-		applyErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "genesis_agent_apply_errors_total", Help: "Verified manifests the applier failed to apply.",
+		applyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "genesis_agent_apply_errors_total", Help: "Verified manifests the applier failed to apply, by the step that failed (bootstrap, credentials, workflows, caddy, version, other).",
+		}, []string{"step"}),
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "genesis_agent_apply_duration_seconds", Help: "Time to apply a new manifest (verify, decrypt, converge n8n and Caddy), successful or not.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "genesis_agent_manifest_requests_total", Help: "Manifest requests, by response code (or error).",
@@ -46,12 +51,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.appliedVersion, m.accepted, m.rejections, m.applyErrors, m.requests, m.heartbeats, m.clockOffset} {
+	for _, c := range []prometheus.Collector{m.appliedVersion, m.accepted, m.rejections, m.applyErrors, m.applySeconds, m.requests, m.heartbeats, m.clockOffset} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// stepLabel is the apply step an error names (converge.StepError), or
+// "other".
+func stepLabel(err error) string {
+	var s interface{ ApplyStep() string }
+	if errors.As(err, &s) {
+		return s.ApplyStep()
+	}
+	return "other"
 }
 
 // codeLabel maps a request's outcome to a bounded label value.

@@ -112,27 +112,50 @@ func (c *Converger) Apply(ctx context.Context, m *schema.Manifest, credentials m
 	start := time.Now()
 	api, err := c.bootstrap(ctx)
 	if err != nil {
-		return err
+		return &StepError{Step: StepBootstrap, Err: err}
 	}
 	if err := c.createCredentials(ctx, api, m, credentials); err != nil {
-		return err
+		return &StepError{Step: StepCredentials, Err: err}
 	}
 	if err := c.workflows(ctx, api, m); err != nil {
-		return err
+		return &StepError{Step: StepWorkflows, Err: err}
 	}
 	if err := c.deleteRetired(ctx, api); err != nil {
-		return err
+		return &StepError{Step: StepCredentials, Err: err}
 	}
 	if err := c.caddy(ctx, m); err != nil {
-		return err
+		return &StepError{Step: StepCaddy, Err: err}
 	}
 	if err := c.version(ctx, m); err != nil {
-		return err
+		return &StepError{Step: StepVersion, Err: err}
 	}
 	c.log.InfoContext(ctx, "manifest converged", "version", m.Version, "credentials", len(m.Credentials),
 		"workflows", len(m.Workflows), "domains", len(m.Domains), "duration", time.Since(start))
 	return nil
 }
+
+// The steps of Apply, in order; a failure names its step (bounded values,
+// used as a metric label by the agent).
+const (
+	StepBootstrap   = "bootstrap"
+	StepCredentials = "credentials"
+	StepWorkflows   = "workflows"
+	StepCaddy       = "caddy"
+	StepVersion     = "version"
+)
+
+// StepError is a failure of one step of Apply.
+type StepError struct {
+	Step string
+	Err  error
+}
+
+func (e *StepError) Error() string { return e.Err.Error() }
+
+func (e *StepError) Unwrap() error { return e.Err }
+
+// ApplyStep names the step that failed.
+func (e *StepError) ApplyStep() string { return e.Step }
 
 func (c *Converger) save() error {
 	if err := saveJSON(c.cfg.Dir, stateFile, c.rec); err != nil {

@@ -21,6 +21,7 @@ import (
 	"filippo.io/age"
 
 	"genesis.dev/fleet/agent/n8n/n8nemu"
+	"genesis.dev/fleet/internal/promcheck"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
@@ -187,6 +188,9 @@ func TestRunUnderTheSimulatorHook(t *testing.T) {
 	resp.Body.Close()
 	if !bytes.Contains(body, []byte("genesis_agent_manifest_applied_version 1")) {
 		t.Errorf("metrics lack the applied version:\n%s", body)
+	}
+	if err := promcheck.Check(body); err != nil {
+		t.Error(err)
 	}
 
 	cmd.Process.Signal(syscall.SIGTERM)

@@ -20,6 +20,7 @@ import (
 	"github.com/digitalocean/godo"
 
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/promcheck"
 	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 	"genesis.dev/fleet/tenants"
@@ -317,23 +318,8 @@ func TestWebhookAndHealth(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	promtoolCheckMetrics(t, metrics)
-}
-
-// promtoolCheckMetrics runs Prometheus's own linter (promtool check metrics,
-// from Debian's prometheus package, which make deps installs) over a scrape:
-// naming, units, help texts and types must follow its conventions.
-func promtoolCheckMetrics(t *testing.T, scrape []byte) {
-	t.Helper()
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatalf("promtool not found (make deps installs Debian's prometheus package): %v", err)
-	}
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(scrape)
-	out, err := cmd.CombinedOutput()
-	if err != nil || len(bytes.TrimSpace(out)) > 0 {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	if err := promcheck.Check(metrics); err != nil {
+		t.Error(err)
 	}
 }
 
