@@ -49,6 +49,12 @@ type Snapshot struct {
 	Commit string
 	// Time is the commit's committer time; for a DirSource, when it was read.
 	Time time.Time
+	// Correlation ties the work this commit causes (plan, actions,
+	// manifests, heartbeats) to where it came from: the commit message's
+	// Genesis-Correlation-Id trailer (the API writes the id of the request
+	// that made the commit), else "git-" and the commit's first 12 hex
+	// digits; "" for a DirSource.
+	Correlation string
 	// Fleet is genesis.yaml: the file at this commit when it is valid, else
 	// the last valid fleet; nil when there never was one.
 	Fleet *schema.Fleet

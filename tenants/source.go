@@ -354,6 +354,7 @@ func (s *Source) Sync(ctx context.Context) (Snapshot, error) {
 		return Snapshot{}, fmt.Errorf("load commit %s: %w", head, err)
 	}
 	snap.Commit, snap.Time = head.String(), commit.Committer.When
+	snap.Correlation = Correlation(commit.Message, snap.Commit)
 	s.head = head
 	s.stateMu.Lock()
 	s.current = snap

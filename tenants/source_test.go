@@ -57,11 +57,14 @@ func TestOnboardByCommit(t *testing.T) {
 	}
 
 	r.write("tenants/ws-new.yaml", tenantYAML("ws-new", "fra1", "new.example.com"))
-	head := r.commit("onboard ws-new")
+	head := r.commit(WithCorrelation("onboard ws-new", "req-onboard-1"))
 	before := s.Stats()
 	snap := mustSync(t, s)
 	if snap.Commit != head {
 		t.Errorf("commit: got %s, want %s", snap.Commit, head)
+	}
+	if snap.Correlation != "req-onboard-1" || first.Correlation != "git-"+first.Commit[:12] {
+		t.Errorf("correlation: %q after the trailer commit, %q before", snap.Correlation, first.Correlation)
 	}
 	st, ok := snap.Tenants["ws-new"]
 	if !ok || st.Status != StatusValid || st.Tenant == nil || st.Tenant.Spec.Droplet.Region != "fra1" || st.File != "tenants/ws-new.yaml" {
