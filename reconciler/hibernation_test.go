@@ -281,4 +281,3 @@ func TestHibernateDeadAgent(t *testing.T) {
 		t.Errorf("no manifest rendered for the hibernation: %v", rendered)
 	}
 }
-
