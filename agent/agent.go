@@ -469,6 +469,7 @@ func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
 		AppliedDigest:  dig,
 		AgentVersion:   a.cfg.Version,
 		Components:     map[string]schema.ComponentHealth{},
+		N8NStopped:     a.cfg.State.N8NStopped(a.cfg.Bootstrap.Workspace, a.cfg.DropletID),
 	}
 	a.mu.Lock()
 	hb.VerifyError, hb.ApplyError = a.verifyError, a.applyError

@@ -73,6 +73,9 @@ type Applied struct {
 	TrustedKeys []string `json:"trusted_keys,omitempty"`
 	// Envelope is the exact accepted envelope (base64 in the file).
 	Envelope []byte `json:"envelope,omitempty"`
+	// State is the manifest's state; "hibernated" once the applier
+	// stopped n8n for a hibernation.
+	State string `json:"state,omitempty"`
 }
 
 // OpenState opens (creating it, mode 0700) the state directory dir, takes
@@ -202,6 +205,16 @@ func readKeys(dir string, create bool) (Keys, error) {
 	return keys, nil
 }
 
+// N8NStopped reports whether the manifest applied on droplet said state:
+// hibernated: the applier stopped n8n for a hibernation (PREPARE_HIBERNATE),
+// which the heartbeat confirms. A disk woken on another droplet does not
+// count.
+func (s *State) N8NStopped(workspace, droplet string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applied.Workspace == workspace && s.applied.Droplet == droplet && s.applied.State == string(schema.StateHibernated)
+}
+
 // Applied is the record of the last accepted manifest (zero if none).
 func (s *State) Applied() Applied {
 	s.mu.Lock()
@@ -268,6 +281,7 @@ func (s *State) commit(v *Verified, now time.Time) error {
 		AcceptedAt:  now.UTC(),
 		TrustedKeys: keys,
 		Envelope:    v.Envelope,
+		State:       v.Manifest.State,
 	}
 	data, err := json.MarshalIndent(next, "", "  ")
 	if err != nil {

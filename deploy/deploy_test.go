@@ -42,6 +42,12 @@ var knownMetrics = []struct {
 	{"genesis_leader", "gauge", false},
 	{"genesis_git_last_commit_timestamp_seconds", "gauge", false},
 	{"genesis_git_sync_errors_total", "counter", false},
+	// reconciler/hibernation.go
+	{"genesis_fleet_monthly_cost_usd", "gauge", false},
+	{"genesis_snapshot_bytes", "gauge", false},
+	{"genesis_hibernate_prepare_total", "counter", false},
+	{"genesis_idle_warnings_total", "counter", false},
+	{"genesis_notifications_total", "counter", false},
 	// reconciler/cloud/transport.go
 	{"genesis_do_requests_total", "counter", false},
 	{"genesis_do_rate_remaining", "gauge", false},
@@ -58,8 +64,6 @@ var knownMetrics = []struct {
 	{"genesis_fleetstats_errors_total", "counter", false},
 	{"genesis_convergence_seconds", "histogram", true},
 	{"genesis_manifest_expiry_seconds", "gauge", false},
-	{"genesis_fleet_monthly_cost_usd", "gauge", true},
-	{"genesis_snapshot_bytes", "gauge", true},
 }
 
 // prometheusMetrics are series Prometheus makes itself.

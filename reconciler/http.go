@@ -66,6 +66,9 @@ func Handler(cfg HandlerConfig) http.Handler {
 		}
 		writeJSON(w, fleetView(rows, cfg.Reconciler))
 	})
+	mux.HandleFunc("POST /v1/tenants/{id}/wake", func(w http.ResponseWriter, r *http.Request) {
+		handleWake(w, r, cfg.Reconciler)
+	})
 	mux.HandleFunc("GET /v1/observed", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, cfg.Reconciler.Observed())
 	})
@@ -96,6 +99,9 @@ type TenantView struct {
 	Valid      bool     `json:"valid"`
 	FileErrors []string `json:"file_errors,omitempty"`
 	Commit     string   `json:"desired_commit,omitempty"`
+	// MonthlyUSD is what the tenant costs now: its droplet's size price,
+	// or its snapshot's storage when hibernated.
+	MonthlyUSD float64 `json:"monthly_usd"`
 }
 
 type fleetDoc struct {
@@ -109,6 +115,7 @@ type fleetDoc struct {
 	Orphans   any          `json:"orphans"`
 	Refused   any          `json:"refused,omitempty"`
 	Deferred  []string     `json:"deferred,omitempty"`
+	Cost      fleetCost    `json:"cost"`
 }
 
 func fleetView(rows []store.FleetRow, r *Reconciler) fleetDoc {
@@ -127,6 +134,7 @@ func fleetView(rows []store.FleetRow, r *Reconciler) fleetDoc {
 				v.FileErrors = append(v.FileErrors, e.Error())
 			}
 		}
+		v.MonthlyUSD = tenantCost(snap.Fleet, row, &doc.Cost)
 		seen[row.Workspace] = true
 		doc.Tenants = append(doc.Tenants, v)
 	}

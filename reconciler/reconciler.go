@@ -45,6 +45,11 @@ type Config struct {
 	// Reconciled is called with each commit the leader has planned from, so
 	// the source can refuse history rewrites below it.
 	Reconciled func(commit string)
+	// PrepareTimeout bounds a hibernation's wait for its agent to confirm
+	// n8n stopped (default DefaultPrepareTimeout); see hibernation.go.
+	PrepareTimeout time.Duration
+	// Notify sends idle warnings (nil: recorded and logged only).
+	Notify func(ctx context.Context, n Notification) error
 }
 
 // Reconciler is the loop. Deliver hands it desired state; Run leads when it
@@ -413,6 +418,10 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete, Status: status, InFlight: inFlight}
 	p := plan.Compute(d, o, r.cfg.Now(), plan.Options{AllowMassChange: r.cfg.AllowMassChange, Scope: scope})
 	r.record(o, p, snap, scope)
+	if len(p.IdleWarnings) > 0 {
+		jobs.Add(1)
+		go func() { defer jobs.Done(); r.warnIdle(ctx, p.IdleWarnings) }()
+	}
 	if len(p.Refused) > 0 {
 		for _, ref := range p.Refused {
 			r.log.Warn("plan refused by safety limits", "reason", ref.Reason, "detail", ref.Detail, "withheld", len(p.Withheld))
@@ -480,6 +489,9 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 			return false
 		}
 		opt.UserData = ud
+	}
+	if a.Kind == plan.Hibernate {
+		r.prepareHibernate(ctx, opID, a, log)
 	}
 	res, err := c.Execute(ctx, a, opt)
 	if err == nil && a.Kind == plan.UpdateManifest && r.cfg.Manifest != nil {
@@ -550,6 +562,7 @@ func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot,
 	r.last = p
 	r.mu.Unlock()
 	m := r.cfg.Metrics
+	r.recordCost(snap.Fleet, o)
 	m.orphans.Set(float64(len(p.Orphans)))
 	m.noCapacity.Set(float64(len(p.NoCapacity)))
 	for _, ref := range p.Refused {

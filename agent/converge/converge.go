@@ -31,6 +31,11 @@ type Runtime interface {
 	// to the previous version (returning an error) when it doesn't get
 	// ready.
 	SwitchTo(ctx context.Context, version string) error
+	// Stop stops n8n cleanly (a hibernation's snapshot follows); stopping
+	// a stopped n8n is no error.
+	Stop(ctx context.Context) error
+	// Start starts n8n again after Stop and waits until it is ready.
+	Start(ctx context.Context) error
 }
 
 // Config configures a Converger. Dir, N8N, Caddy and Ask are required.
@@ -110,6 +115,12 @@ func (c *Converger) Apply(ctx context.Context, m *schema.Manifest, credentials m
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	start := time.Now()
+	if m.State == string(schema.StateHibernated) {
+		return c.stopForHibernation(ctx, m)
+	}
+	if err := c.startAfterHibernation(ctx); err != nil {
+		return err
+	}
 	api, err := c.bootstrap(ctx)
 	if err != nil {
 		return &StepError{Step: StepBootstrap, Err: err}

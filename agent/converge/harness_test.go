@@ -372,12 +372,39 @@ func (f *fakeCaddy) state() (loads int, hosts []string) {
 	return f.loads, hosts
 }
 
-// fakeRuntime records version switches.
+// fakeRuntime records version switches, stops and starts.
 type fakeRuntime struct {
 	mu       sync.Mutex
 	current  string
 	switches []string
 	fail     error
+	// calls records "stop" and "start" in order; stopped is n8n's state.
+	calls   []string
+	stopped bool
+	// onStop and onStart act on the droplet's n8n (the emulator's mode).
+	onStop, onStart func()
+}
+
+func (f *fakeRuntime) Stop(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "stop")
+	f.stopped = true
+	if f.onStop != nil {
+		f.onStop()
+	}
+	return nil
+}
+
+func (f *fakeRuntime) Start(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "start")
+	f.stopped = false
+	if f.onStart != nil {
+		f.onStart()
+	}
+	return nil
 }
 
 func (f *fakeRuntime) Current(context.Context) (string, error) {

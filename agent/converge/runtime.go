@@ -88,6 +88,48 @@ func (c *Compose) SwitchTo(ctx context.Context, version string) error {
 	return os.WriteFile(filepath.Join(c.Dir, versionFile), []byte(version+"\n"), 0o600)
 }
 
+// Stop stops n8n's container: docker compose -p <project> -f <file> stop
+// n8n (compose sends SIGTERM and waits for n8n's graceful shutdown).
+func (c *Compose) Stop(ctx context.Context) error {
+	return c.compose(ctx, "stop")
+}
+
+// Start starts n8n's stopped container again (docker compose start n8n)
+// and waits until it is ready.
+func (c *Compose) Start(ctx context.Context) error {
+	if err := c.compose(ctx, "start"); err != nil {
+		return err
+	}
+	return c.waitReady(ctx)
+}
+
+// compose runs docker compose <verb> n8n with the pinned version in the
+// environment (the compose file interpolates it).
+func (c *Compose) compose(ctx context.Context, verb string) error {
+	run := c.Exec
+	if run == nil {
+		run = execCommand
+	}
+	version, err := c.Current(ctx)
+	if err != nil {
+		return err
+	}
+	var env []string
+	if versionRE.MatchString(version) {
+		env = append(env, "N8N_VERSION="+version)
+	}
+	args := []string{"compose", "-p", cmp.Or(c.Project, "genesis"), "-f", cmp.Or(c.File, "/opt/genesis/compose.yaml"), verb, "n8n"}
+	out, err := run(ctx, env, "docker", args...)
+	if err != nil {
+		out = bytes.TrimSpace(out)
+		if len(out) > 500 {
+			out = out[len(out)-500:]
+		}
+		return fmt.Errorf("docker compose %s n8n: %w: %s", verb, err, out)
+	}
+	return nil
+}
+
 func (c *Compose) up(ctx context.Context, version string) error {
 	run := c.Exec
 	if run == nil {

@@ -71,3 +71,45 @@ func TestComposeRuntime(t *testing.T) {
 		t.Error("a non-version was accepted")
 	}
 }
+
+// TestComposeStopStart: hibernation stops n8n with docker compose stop and
+// starts it again with docker compose start, then waits for readiness.
+func TestComposeStopStart(t *testing.T) {
+	type call struct{ Env, Args string }
+	var calls []call
+	readies := 0
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "n8n-version"), []byte("1.123.81\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rt := &converge.Compose{Dir: dir, Project: "p", File: "/f.yaml",
+		Exec: func(_ context.Context, env []string, name string, args ...string) ([]byte, error) {
+			calls = append(calls, call{strings.Join(env, " "), name + " " + strings.Join(args, " ")})
+			return nil, nil
+		},
+		Ready: func(context.Context) error { readies++; return nil },
+	}
+	ctx := context.Background()
+	if err := rt.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []call{
+		{"N8N_VERSION=1.123.81", "docker compose -p p -f /f.yaml stop n8n"},
+		{"N8N_VERSION=1.123.81", "docker compose -p p -f /f.yaml start n8n"},
+	}
+	if diff := cmp.Diff(want, calls); diff != "" {
+		t.Errorf("calls (-want +got):\n%s", diff)
+	}
+	if readies != 1 {
+		t.Errorf("readiness waits = %d, want 1 (after start)", readies)
+	}
+	failing := &converge.Compose{Dir: dir, Exec: func(context.Context, []string, string, ...string) ([]byte, error) {
+		return []byte("no such service"), errors.New("exit status 1")
+	}}
+	if err := failing.Stop(ctx); err == nil || !strings.Contains(err.Error(), "docker compose stop n8n") || !strings.Contains(err.Error(), "no such service") {
+		t.Errorf("failed stop: %v", err)
+	}
+}

@@ -32,6 +32,9 @@ type record struct {
 	Retired []string `json:"retired,omitempty"`
 	// Workflows by manifest workflow name.
 	Workflows map[string]workflowRecord `json:"workflows"`
+	// N8NStopped is set while n8n is stopped for a hibernation; it comes
+	// back with the snapshot, so a woken droplet starts n8n again.
+	N8NStopped bool `json:"n8n_stopped,omitempty"`
 }
 
 type credentialRecord struct {

@@ -98,6 +98,8 @@ type config struct {
 	pollInterval, resync, tokenTTL, manifestTTL, manifestSweep           time.Duration
 	allowMassChange                                                      bool
 	announce                                                             listFlag
+	notifyURL                                                            string
+	prepareTimeout                                                       time.Duration
 }
 
 // listFlag is a repeatable flag whose default comes from a comma-separated
@@ -162,6 +164,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	str(&c.logLevel, "log-level", "GENESIS_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	dur(&c.pollInterval, "poll-interval", "GENESIS_POLL_INTERVAL", tenants.DefaultPollInterval, "how often the state repository is fetched (±10% jitter)")
 	dur(&c.resync, "resync", "GENESIS_RESYNC", 30*time.Second, "how often the leader re-plans without a new commit, to catch drift")
+	str(&c.notifyURL, "notify-url", "GENESIS_NOTIFY_URL", "", "URL idle-hibernation warnings are POSTed to as JSON (optional)")
+	dur(&c.prepareTimeout, "hibernate-prepare-timeout", "GENESIS_HIBERNATE_PREPARE_TIMEOUT", reconciler.DefaultPrepareTimeout,
+		"how long a hibernation waits for the agent to confirm n8n stopped before it snapshots anyway")
 	allow := getenv("GENESIS_ALLOW_MASS_CHANGE") == "true"
 	fs.BoolVar(&c.allowMassChange, "allow-mass-change", allow, "let plans past the fleet's safety limits run ($GENESIS_ALLOW_MASS_CHANGE=true)")
 	fs.Usage = func() {
@@ -264,10 +269,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("agent protocol disabled: give --signing-key and --age-identity; droplets get no user data and enrollment answers 503", "component", "agentapi")
 	}
 	pools := newCloudFactory(c.doAPIURL, getenv, log, reg)
+	var notify func(context.Context, reconciler.Notification) error
+	if c.notifyURL != "" {
+		notify = (&reconciler.Notifier{URL: c.notifyURL}).Send
+	}
 	rec = reconciler.New(reconciler.Config{
 		Store: st, NewCloud: pools.build, Logger: log, Metrics: reconciler.NewMetrics(reg),
 		UserData: userData, Manifest: manifest,
 		AllowMassChange: c.allowMassChange, Resync: c.resync,
+		PrepareTimeout: c.prepareTimeout, Notify: notify,
 		Reconciled: func(commit string) {
 			if gitSrc == nil || commit == last {
 				return

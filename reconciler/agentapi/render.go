@@ -106,9 +106,10 @@ func (s *Service) RenderWorkspace(ctx context.Context, workspace string) error {
 }
 
 // RenderAction is reconciler.Config.Manifest: it renders for an
-// update_manifest action.
+// update_manifest action, and for a hibernate action's prepare phase (the
+// workspace is HIBERNATING, so its manifest says state: hibernated).
 func (s *Service) RenderAction(ctx context.Context, a plan.Action) error {
-	if a.Kind != plan.UpdateManifest {
+	if a.Kind != plan.UpdateManifest && a.Kind != plan.Hibernate {
 		return nil
 	}
 	return s.RenderWorkspace(ctx, a.Workspace)
@@ -324,6 +325,9 @@ func (s *Service) render(ctx context.Context, snap tenants.Snapshot, t target) (
 	c, err := build(snap, t.workspace, dropletS, t.ip, t.recipient, s.cfg.Signer.KeyID(), s.cfg.Announce)
 	if err != nil {
 		return t.expires, false, err
+	}
+	if t.state == lifecycleHibernating {
+		hibernating(&c)
 	}
 	now := s.cfg.Now().UTC().Truncate(time.Second)
 	if t.version > 0 && string(t.inputs) == string(c.inputs[:]) && t.expires.Sub(now) > s.cfg.ManifestTTL/3 {

@@ -251,10 +251,19 @@ func planTenant(p *Plan, d Desired, o Observed, acct *accounts, t *schema.Tenant
 		}
 		// Idle hibernation waits while a second droplet is reported: which
 		// one holds the data is for a person to say.
-		if h := t.Spec.Hibernation; h != nil && len(ds) == 1 && !st.WakeRequested && !st.LastActivity.IsZero() && now.Sub(st.LastActivity) >= h.AfterIdle.Std() {
+		// It warns first and hibernates only once the warning is out for
+		// the fleet's warning period (idle.go).
+		if len(ds) != 1 {
+			break
+		}
+		switch dec, w := idlePolicy(t.Spec.Hibernation, f.Spec.Hibernation.Warning.Std(), st, now); dec {
+		case idleWarn:
+			w.Workspace = id
+			p.IdleWarnings = append(p.IdleWarnings, w)
+		case idleHibernate:
 			a := base
 			a.Kind, a.Account, a.Droplet, a.DropletID, a.Size = Hibernate, primary.Account, primary.Name, primary.ID, primary.Size
-			a.Reason = fmt.Sprintf("idle since %s (policy %s)", st.LastActivity.UTC().Format(time.RFC3339), h.AfterIdle)
+			a.Reason = idleReason(st, t.Spec.Hibernation)
 			a.CostDelta = -f.MonthlyUSD(primary.Size)
 			add(a)
 		}
@@ -287,6 +296,7 @@ func planTenant(p *Plan, d Desired, o Observed, acct *accounts, t *schema.Tenant
 		}
 		a := base
 		a.Kind, a.Account, a.Snapshot = DeleteSnapshot, s.Account, s.ID
+		a.CostDelta = -f.SnapshotMonthlyUSD(s.SizeGB)
 		a.Reason = fmt.Sprintf("snapshot %s of an absent tenant is older than the %s retention", s.Name, keep)
 		if t.Spec.State != schema.StateAbsent {
 			a.Reason = fmt.Sprintf("snapshot %s was superseded more than %s ago", s.Name, keep)

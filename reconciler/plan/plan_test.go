@@ -62,6 +62,7 @@ type caseStatus struct {
 	HibernatedByPolicy bool      `yaml:"hibernatedByPolicy"`
 	WakeRequested      bool      `yaml:"wakeRequested"`
 	LastActivity       time.Time `yaml:"lastActivity"`
+	IdleWarnedAt       time.Time `yaml:"idleWarnedAt"`
 	TenantHash         string    `yaml:"tenantHash"`
 }
 

@@ -6,16 +6,21 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // Summary is a plan's totals, for people.
 type Summary struct {
-	Counts      map[Kind]int       `json:"counts"`
-	CostBefore  float64            `json:"monthly_usd_before"`
-	CostDelta   float64            `json:"monthly_usd_delta"`
-	APICalls    int                `json:"api_calls"`
-	CallsByAcct map[string]int     `json:"api_calls_by_account"`
-	Minutes     map[string]float64 `json:"minutes_at_rate_limit_by_account"`
+	Counts     map[Kind]int `json:"counts"`
+	CostBefore float64      `json:"monthly_usd_before"`
+	// DropletCost and SnapshotCost split CostBefore: the droplets and the
+	// snapshot storage observed for declared tenants.
+	DropletCost  float64            `json:"monthly_usd_droplets"`
+	SnapshotCost float64            `json:"monthly_usd_snapshots"`
+	CostDelta    float64            `json:"monthly_usd_delta"`
+	APICalls     int                `json:"api_calls"`
+	CallsByAcct  map[string]int     `json:"api_calls_by_account"`
+	Minutes      map[string]float64 `json:"minutes_at_rate_limit_by_account"`
 }
 
 // RatePerMinute is DigitalOcean's per-token request limit, used to estimate
@@ -29,9 +34,15 @@ func Summarize(p Plan, d Desired, o Observed) Summary {
 	if d.Fleet != nil {
 		for _, dr := range o.Droplets {
 			if _, ok := d.Tenants[dr.Workspace]; ok {
-				s.CostBefore += d.Fleet.MonthlyUSD(dr.Size)
+				s.DropletCost += d.Fleet.MonthlyUSD(dr.Size)
 			}
 		}
+		for _, sn := range o.Snapshots {
+			if _, ok := d.Tenants[sn.Workspace]; ok {
+				s.SnapshotCost += d.Fleet.SnapshotMonthlyUSD(sn.SizeGB)
+			}
+		}
+		s.CostBefore = s.DropletCost + s.SnapshotCost
 	}
 	for _, a := range p.Actions {
 		s.Counts[a.Kind]++
@@ -81,6 +92,11 @@ func WriteText(w io.Writer, p Plan, s Summary, commit string) {
 	for _, d := range p.Deferred {
 		fmt.Fprintf(w, "deferred: %s\n", d)
 	}
+	for _, iw := range p.IdleWarnings {
+		fmt.Fprintf(w, "idle warning: %s idle since %s; hibernates at %s at the earliest\n", iw.Workspace,
+			iw.LastActivity.Format(time.RFC3339), iw.HibernateAt.Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "Monthly cost now: $%.2f (droplets $%.2f, snapshots $%.2f).\n", s.CostBefore, s.DropletCost, s.SnapshotCost)
 	fmt.Fprintf(w, "Monthly cost: $%.2f → $%.2f (%s). DigitalOcean API calls: %d%s.\n",
 		s.CostBefore, s.CostBefore+s.CostDelta, money(s.CostDelta), s.APICalls, minutes(s))
 }
@@ -105,6 +121,7 @@ func WriteMarkdown(w io.Writer, p Plan, s Summary, commit string) {
 	sort.Strings(kinds)
 	fmt.Fprintf(w, "\n**%s** · monthly cost $%.2f → $%.2f (**%s**) · %d DigitalOcean API calls%s\n",
 		orNone(strings.Join(kinds, ", ")), s.CostBefore, s.CostBefore+s.CostDelta, money(s.CostDelta), s.APICalls, minutes(s))
+	fmt.Fprintf(w, "\nCurrent monthly cost: droplets $%.2f + snapshot storage $%.2f = **$%.2f**.\n", s.DropletCost, s.SnapshotCost, s.CostBefore)
 	list := p.Actions
 	if len(list) == 0 {
 		list = p.Withheld
@@ -126,6 +143,10 @@ func WriteMarkdown(w io.Writer, p Plan, s Summary, commit string) {
 	}
 	if len(p.NoCapacity) > 0 {
 		fmt.Fprintf(w, "\n**No capacity** for: %s\n", strings.Join(p.NoCapacity, ", "))
+	}
+	for _, iw := range p.IdleWarnings {
+		fmt.Fprintf(w, "\n_Idle warning:_ `%s` idle since %s; hibernates at %s at the earliest\n", iw.Workspace,
+			iw.LastActivity.Format(time.RFC3339), iw.HibernateAt.Format(time.RFC3339))
 	}
 	for _, d := range p.Deferred {
 		fmt.Fprintf(w, "\n_Deferred:_ %s\n", d)

@@ -77,6 +77,10 @@ type Status struct {
 	// WakeRequested is set by the API's wake fast path.
 	WakeRequested bool
 	LastActivity  time.Time
+	// IdleWarnedAt is when the tenant was last warned that idleness will
+	// hibernate it (zero: never). A warning older than LastActivity is
+	// void: activity after it cleared it.
+	IdleWarnedAt time.Time
 	// TenantHash is the tenant content its current manifest was rendered
 	// from.
 	TenantHash string
@@ -182,6 +186,9 @@ type Plan struct {
 	NoCapacity []string  `json:"no_capacity,omitempty"`
 	// Deferred explains why Withheld actions wait (incomplete view).
 	Deferred []string `json:"deferred,omitempty"`
+	// IdleWarnings are tenants to warn that idleness will hibernate them
+	// (non-destructive: the reconciler records and sends them).
+	IdleWarnings []IdleWarning `json:"idle_warnings,omitempty"`
 }
 
 // Empty reports whether there is nothing to do.

@@ -90,7 +90,8 @@ func (s *Store) SyncAccounts(ctx context.Context, f *schema.Fleet) error {
 // LoadStatus reads fleet_status as the planner sees it.
 func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, state, coalesce(account, ''), coalesce(droplet_id, 0), generation,
-		coalesce(snapshot_id, ''), hibernated_by_policy, wake_requested, coalesce(last_activity_at, 'epoch'), coalesce(tenant_hash, '')
+		coalesce(snapshot_id, ''), hibernated_by_policy, wake_requested, coalesce(last_activity_at, 'epoch'), coalesce(tenant_hash, ''),
+		coalesce(idle_warned_at, 'epoch')
 		FROM fleet_status`)
 	if err != nil {
 		return nil, fmt.Errorf("load fleet status: %w", err)
@@ -102,11 +103,14 @@ func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) 
 		var st plan.Status
 		var droplet int64
 		if err := rows.Scan(&ws, &st.Lifecycle, &st.Account, &droplet, &st.Generation, &st.SnapshotID,
-			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash); err != nil {
+			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash, &st.IdleWarnedAt); err != nil {
 			return nil, fmt.Errorf("load fleet status: %w", err)
 		}
 		if st.LastActivity.Equal(time.Unix(0, 0)) {
 			st.LastActivity = time.Time{}
+		}
+		if st.IdleWarnedAt.Equal(time.Unix(0, 0)) {
+			st.IdleWarnedAt = time.Time{}
 		}
 		st.DropletID = int(droplet)
 		out[ws] = st
@@ -309,6 +313,10 @@ func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 				hibernated_by_policy = false, wake_requested = false, last_error = NULL, updated_at = now()`,
 			a.Workspace, out.DropletID, out.DropletName, out.Account, nullIfEmpty(a.Region), nullIfEmpty(a.Size), nullIfEmpty(out.IP),
 			state, string(out.Desired), gen, nullIfEmpty(out.TenantHash), nullIfEmpty(out.Commit))
+		if err == nil && a.Kind == plan.Wake {
+			// A wake is the user's activity: the idle clock starts again.
+			_, err = tx.Exec(ctx, `UPDATE fleet_status SET last_activity_at = GREATEST(last_activity_at, now()), idle_warned_at = NULL WHERE workspace = $1`, a.Workspace)
+		}
 	case plan.UpdateManifest:
 		_, err = tx.Exec(ctx, `UPDATE fleet_status SET tenant_hash = $2, last_commit = $3, desired_state = $4, updated_at = now() WHERE workspace = $1`,
 			a.Workspace, nullIfEmpty(out.TenantHash), nullIfEmpty(out.Commit), string(out.Desired))
@@ -409,6 +417,12 @@ type FleetRow struct {
 	ManifestIssued  int64     `json:"manifest_version_issued"`
 	ManifestApplied int64     `json:"manifest_version_applied"`
 	UpdatedAt       time.Time `json:"updated_at"`
+	// Hibernation (idle policy and the wake fast path).
+	WakeRequested bool      `json:"wake_requested,omitempty"`
+	LastActivity  time.Time `json:"last_activity,omitzero"`
+	// IdleWarnedAt is when the tenant was warned of an idle hibernation
+	// (shown only while no activity came after it).
+	IdleWarnedAt time.Time `json:"idle_warned_at,omitzero"`
 }
 
 // Fleet lists every workspace's status, by id.
@@ -416,7 +430,9 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, desired_state, state, health, coalesce(droplet_id, 0), coalesce(droplet_name, ''),
 		coalesce(account, ''), coalesce(region, ''), coalesce(size, ''), coalesce(host(ip), ''), coalesce(snapshot_id, ''),
 		coalesce(snapshot_size_gb, 0), hibernated_by_policy, coalesce(last_commit, ''), coalesce(last_error, ''),
-		coalesce(last_heartbeat_at, 'epoch'), manifest_version_issued, manifest_version_applied, updated_at
+		coalesce(last_heartbeat_at, 'epoch'), manifest_version_issued, manifest_version_applied, updated_at,
+		wake_requested, coalesce(last_activity_at, 'epoch'),
+		CASE WHEN idle_warned_at >= coalesce(last_activity_at, 'epoch') THEN idle_warned_at ELSE 'epoch' END
 		FROM fleet_status ORDER BY workspace`)
 	if err != nil {
 		return nil, fmt.Errorf("list fleet: %w", err)
@@ -427,11 +443,13 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 		var r FleetRow
 		if err := rows.Scan(&r.Workspace, &r.Desired, &r.Lifecycle, &r.Health, &r.DropletID, &r.DropletName, &r.Account, &r.Region, &r.Size,
 			&r.IP, &r.SnapshotID, &r.SnapshotGB, &r.HibernatedByPol, &r.LastCommit, &r.LastError, &r.LastHeartbeat,
-			&r.ManifestIssued, &r.ManifestApplied, &r.UpdatedAt); err != nil {
+			&r.ManifestIssued, &r.ManifestApplied, &r.UpdatedAt, &r.WakeRequested, &r.LastActivity, &r.IdleWarnedAt); err != nil {
 			return nil, err
 		}
-		if r.LastHeartbeat.Equal(time.Unix(0, 0)) {
-			r.LastHeartbeat = time.Time{}
+		for _, t := range []*time.Time{&r.LastHeartbeat, &r.LastActivity, &r.IdleWarnedAt} {
+			if t.Equal(time.Unix(0, 0)) {
+				*t = time.Time{}
+			}
 		}
 		out = append(out, r)
 	}
