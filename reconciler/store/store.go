@@ -278,7 +278,15 @@ func (s *Store) Finish(ctx context.Context, id int64, a plan.Action, out Outcome
 			if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'failed', error = $2, finished_at = now(), updated_at = now() WHERE id = $1`, id, msg); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `UPDATE fleet_status SET last_error = $2, updated_at = now() WHERE workspace = $1`, a.Workspace, msg); err != nil {
+			// A failed hibernation (or resize) leaves its droplet
+			// running: it leaves HIBERNATING for CONFIGURING, so its
+			// manifest says running again (the agent restarts n8n) and
+			// its next heartbeat makes it ACTIVE_HEALTHY; the planner
+			// tries again if git still asks for it.
+			if _, err := tx.Exec(ctx, `UPDATE fleet_status SET last_error = $2,
+				state = CASE WHEN state = 'HIBERNATING' AND droplet_id IS NOT NULL THEN 'CONFIGURING' ELSE state END,
+				state_since = CASE WHEN state = 'HIBERNATING' AND droplet_id IS NOT NULL THEN now() ELSE state_since END,
+				updated_at = now() WHERE workspace = $1`, a.Workspace, msg); err != nil {
 				return err
 			}
 			return audit(ctx, tx, out.Actor, string(a.Kind)+".failed", a.Workspace, id, detail, out.Commit)

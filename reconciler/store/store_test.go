@@ -185,3 +185,34 @@ func TestSetDesiredAndState(t *testing.T) {
 		t.Errorf("unset key = %q", v)
 	}
 }
+
+// TestFailedHibernationLeavesHibernating checks that a hibernation that
+// fails with its droplet still there moves the tenant to CONFIGURING (its
+// manifest says running again, the agent restarts n8n), never leaving it
+// stuck in HIBERNATING with n8n stopped.
+func TestFailedHibernationLeavesHibernating(t *testing.T) {
+	s, _ := open(t)
+	ctx := t.Context()
+	create := plan.Action{Kind: plan.Create, Workspace: "ws-a", Account: "acct-a", Region: "nyc3", Size: "s-1vcpu-1gb", Droplet: "genesis-ws-a-1", Gen: 1}
+	id, err := s.Begin(ctx, create, schema.StateRunning, commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(ctx, id, create, Outcome{Account: "acct-a", DropletID: 77, DropletName: "genesis-ws-a-1", Desired: schema.StateRunning, Commit: commit}, nil); err != nil {
+		t.Fatal(err)
+	}
+	hib := plan.Action{Kind: plan.Hibernate, Workspace: "ws-a", Account: "acct-a", Droplet: "genesis-ws-a-1", DropletID: 77}
+	if id, err = s.Begin(ctx, hib, schema.StateHibernated, commit); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.LoadStatus(ctx); st["ws-a"].Lifecycle != "HIBERNATING" {
+		t.Fatalf("lifecycle during hibernation = %q", st["ws-a"].Lifecycle)
+	}
+	if err := s.Finish(ctx, id, hib, Outcome{Desired: schema.StateHibernated, Commit: commit}, errors.New("snapshot droplet 77: 422 droplet already has a pending event")); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := s.LoadStatus(ctx)
+	if got := st["ws-a"]; got.Lifecycle != "CONFIGURING" || got.DropletID != 77 {
+		t.Errorf("after a failed hibernation: %+v, want CONFIGURING with droplet 77", got)
+	}
+}
