@@ -63,6 +63,7 @@ type caseStatus struct {
 	WakeRequested      bool      `yaml:"wakeRequested"`
 	LastActivity       time.Time `yaml:"lastActivity"`
 	TenantHash         string    `yaml:"tenantHash"`
+	Replacing          int       `yaml:"replacing"`
 }
 
 func testFleet(t testing.TB) *schema.Fleet {
