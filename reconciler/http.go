@@ -66,6 +66,7 @@ func Handler(cfg HandlerConfig) http.Handler {
 		}
 		writeJSON(w, fleetView(rows, cfg.Reconciler))
 	})
+	mux.HandleFunc("POST /v1/tenants/{id}/retry", retryHandler(cfg.Reconciler))
 	mux.HandleFunc("GET /v1/observed", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, cfg.Reconciler.Observed())
 	})

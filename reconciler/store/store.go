@@ -90,7 +90,8 @@ func (s *Store) SyncAccounts(ctx context.Context, f *schema.Fleet) error {
 // LoadStatus reads fleet_status as the planner sees it.
 func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, state, coalesce(account, ''), coalesce(droplet_id, 0), generation,
-		coalesce(snapshot_id, ''), hibernated_by_policy, wake_requested, coalesce(last_activity_at, 'epoch'), coalesce(tenant_hash, '')
+		coalesce(snapshot_id, ''), hibernated_by_policy, wake_requested, coalesce(last_activity_at, 'epoch'), coalesce(tenant_hash, ''),
+		coalesce(replacing_droplet_id, 0)
 		FROM fleet_status`)
 	if err != nil {
 		return nil, fmt.Errorf("load fleet status: %w", err)
@@ -100,15 +101,15 @@ func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) 
 	for rows.Next() {
 		var ws string
 		var st plan.Status
-		var droplet int64
+		var droplet, replacing int64
 		if err := rows.Scan(&ws, &st.Lifecycle, &st.Account, &droplet, &st.Generation, &st.SnapshotID,
-			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash); err != nil {
+			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash, &replacing); err != nil {
 			return nil, fmt.Errorf("load fleet status: %w", err)
 		}
 		if st.LastActivity.Equal(time.Unix(0, 0)) {
 			st.LastActivity = time.Time{}
 		}
-		st.DropletID = int(droplet)
+		st.DropletID, st.Replacing = int(droplet), int(replacing)
 		out[ws] = st
 	}
 	return out, rows.Err()
@@ -309,6 +310,8 @@ func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 				hibernated_by_policy = false, wake_requested = false, last_error = NULL, updated_at = now()`,
 			a.Workspace, out.DropletID, out.DropletName, out.Account, nullIfEmpty(a.Region), nullIfEmpty(a.Size), nullIfEmpty(out.IP),
 			state, string(out.Desired), gen, nullIfEmpty(out.TenantHash), nullIfEmpty(out.Commit))
+	case plan.Rebuild:
+		err = applyRebuild(ctx, tx, a, out)
 	case plan.UpdateManifest:
 		_, err = tx.Exec(ctx, `UPDATE fleet_status SET tenant_hash = $2, last_commit = $3, desired_state = $4, updated_at = now() WHERE workspace = $1`,
 			a.Workspace, nullIfEmpty(out.TenantHash), nullIfEmpty(out.Commit), string(out.Desired))

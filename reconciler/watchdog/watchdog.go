@@ -110,8 +110,12 @@ type Row struct {
 	Workspace string
 	Lifecycle string
 	// Desired is the declared state; only running tenants are watched.
-	Desired   string
-	DropletID int
+	Desired string
+	// DropletID, DropletName and Account are the current droplet (the
+	// executor's, for the step's action).
+	DropletID   int
+	DropletName string
+	Account     string
 	// StateSince is when Lifecycle was entered; heartbeat age counts from
 	// it when the droplet never sent a heartbeat.
 	StateSince    time.Time
