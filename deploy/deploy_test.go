@@ -42,6 +42,9 @@ var knownMetrics = []struct {
 	{"genesis_leader", "gauge", false},
 	{"genesis_git_last_commit_timestamp_seconds", "gauge", false},
 	{"genesis_git_sync_errors_total", "counter", false},
+	{"genesis_watchdog_remediations_total", "counter", false},
+	{"genesis_watchdog_tenants", "gauge", false},
+	{"genesis_watchdog_outage", "gauge", false},
 	// reconciler/cloud/transport.go
 	{"genesis_do_requests_total", "counter", false},
 	{"genesis_do_rate_remaining", "gauge", false},

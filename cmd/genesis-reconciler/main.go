@@ -97,6 +97,7 @@ type config struct {
 	pollInterval, resync, tokenTTL, manifestTTL, manifestSweep           time.Duration
 	allowMassChange                                                      bool
 	announce                                                             listFlag
+	watchdogEvery                                                        time.Duration
 }
 
 // listFlag is a repeatable flag whose default comes from a comma-separated
@@ -161,6 +162,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	str(&c.logLevel, "log-level", "GENESIS_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	dur(&c.pollInterval, "poll-interval", "GENESIS_POLL_INTERVAL", tenants.DefaultPollInterval, "how often the state repository is fetched (±10% jitter)")
 	dur(&c.resync, "resync", "GENESIS_RESYNC", 30*time.Second, "how often the leader re-plans without a new commit, to catch drift")
+	dur(&c.watchdogEvery, "watchdog-every", "GENESIS_WATCHDOG_EVERY", reconciler.DefaultWatchdogEvery, "how often the leader runs the watchdog (heartbeat health, remediation)")
 	allow := getenv("GENESIS_ALLOW_MASS_CHANGE") == "true"
 	fs.BoolVar(&c.allowMassChange, "allow-mass-change", allow, "let plans past the fleet's safety limits run ($GENESIS_ALLOW_MASS_CHANGE=true)")
 	fs.Usage = func() {
@@ -265,7 +267,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rec = reconciler.New(reconciler.Config{
 		Store: st, NewCloud: pools.build, Logger: log, Metrics: reconciler.NewMetrics(reg),
 		UserData: userData, Manifest: manifest,
-		AllowMassChange: c.allowMassChange, Resync: c.resync,
+		AllowMassChange: c.allowMassChange, Resync: c.resync, WatchdogEvery: c.watchdogEvery,
 		Reconciled: func(commit string) {
 			if gitSrc == nil || commit == last {
 				return
