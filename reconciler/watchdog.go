@@ -158,6 +158,10 @@ func (r *Reconciler) remediate(ctx context.Context, c *cloud.Pool, jobs *sync.Wa
 		a.Kind = plan.PowerCycle
 	case watchdog.StepRebuild:
 		rb, err := plan.RebuildAction(d, r.Observed(), m.Workspace)
+		if errors.Is(err, plan.ErrNotObserved) {
+			log.Warn("rebuild waits for a complete observation", "err", err)
+			return
+		}
 		if err != nil {
 			// Nothing can be built (no room, no tenant): a person must act.
 			m.Step, m.Reason = watchdog.StepFail, fmt.Sprintf("%s; rebuild impossible: %v", m.Reason, err)

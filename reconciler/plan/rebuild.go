@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 
@@ -15,13 +16,22 @@ func failedHold(t *schema.Tenant, st Status) bool {
 	return st.Lifecycle == "FAILED" && t.Spec.State == schema.StateRunning
 }
 
+// ErrNotObserved means the observation cannot say where a rebuild should
+// go (an account's listing is incomplete, or nothing was observed yet): a
+// snapshot may be missing from it. Try again after a complete one.
+var ErrNotObserved = errors.New("no complete observation of DigitalOcean")
+
 // RebuildAction is the watchdog's rebuild of workspace id: a new droplet of
 // the next generation beside the dead one, from the workspace's latest
 // snapshot (in the account holding it) or, when there is none, fresh in the
 // least-loaded account serving the region. The dead droplet is not part of
 // the action: it is destroyed only once the new one is healthy. It fails
-// when the tenant is not declared, or no account has room.
+// when the tenant is not declared, or no account has room, and with
+// ErrNotObserved when o is incomplete or empty.
 func RebuildAction(d Desired, o Observed, id string) (Action, error) {
+	if !o.Complete() || o.Status == nil {
+		return Action{}, fmt.Errorf("rebuild %s: %w", id, ErrNotObserved)
+	}
 	t := d.Tenants[id]
 	if t == nil || d.Fleet == nil {
 		return Action{}, fmt.Errorf("rebuild %s: the tenant is not declared", id)
