@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -495,5 +496,28 @@ func TestWatchdogOutageGuard(t *testing.T) {
 	}
 	if n := strings.Count(out, "fleet-wide silence over: remediation resumed"); n != 1 {
 		t.Errorf("outage end logged %d times, want 1:\n%s", n, out)
+	}
+}
+
+// TestWatchdogRunsInLead: the leader runs the watchdog on its own every
+// WatchdogEvery.
+func TestWatchdogRunsInLead(t *testing.T) {
+	h := watchHarness(t)
+	h.onboard("ws-a")
+	h.rec.cfg.WatchdogEvery = 20 * time.Millisecond
+	h.sim.Sim.Advance(6 * time.Minute)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- h.rec.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for h.lifecycle("ws-a") != watchdog.Degraded {
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader's watchdog did not degrade a silent tenant: %s", h.lifecycle("ws-a"))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
