@@ -48,6 +48,9 @@ var knownMetrics = []struct {
 	{"genesis_hibernate_prepare_total", "counter", false},
 	{"genesis_idle_warnings_total", "counter", false},
 	{"genesis_notifications_total", "counter", false},
+	{"genesis_watchdog_remediations_total", "counter", false},
+	{"genesis_watchdog_tenants", "gauge", false},
+	{"genesis_watchdog_outage", "gauge", false},
 	// reconciler/cloud/transport.go
 	{"genesis_do_requests_total", "counter", false},
 	{"genesis_do_rate_remaining", "gauge", false},

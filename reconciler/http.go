@@ -69,6 +69,7 @@ func Handler(cfg HandlerConfig) http.Handler {
 	mux.HandleFunc("POST /v1/tenants/{id}/wake", func(w http.ResponseWriter, r *http.Request) {
 		handleWake(w, r, cfg.Reconciler)
 	})
+	mux.HandleFunc("POST /v1/tenants/{id}/retry", retryHandler(cfg.Reconciler))
 	mux.HandleFunc("GET /v1/observed", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, cfg.Reconciler.Observed())
 	})

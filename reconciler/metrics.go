@@ -18,6 +18,7 @@ type Metrics struct {
 	lastCommitTime   prometheus.Gauge
 	gitErrors        prometheus.Counter
 	hib              *hibernationMetrics
+	watchdog         *watchdogMetrics
 }
 
 // NewMetrics makes the metrics and registers them on reg (nil: not
@@ -43,10 +44,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		lastCommitTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_git_last_commit_timestamp_seconds",
 			Help: "Committer time of the state repository commit last read."}),
 		gitErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "genesis_git_sync_errors_total", Help: "Failed syncs of the state repository."}),
+		watchdog:  newWatchdogMetrics(),
 	}
 	if reg != nil {
 		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.actions, m.refusals, m.lifecycle, m.declared,
 			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors)
+		reg.MustRegister(m.watchdog.collectors()...)
 	}
 	m.hib = newHibernationMetrics(reg)
 	return m

@@ -50,6 +50,9 @@ type Config struct {
 	PrepareTimeout time.Duration
 	// Notify sends idle warnings (nil: recorded and logged only).
 	Notify func(ctx context.Context, n Notification) error
+	// WatchdogEvery is how often the leader runs the watchdog (default
+	// 15s).
+	WatchdogEvery time.Duration
 }
 
 // Reconciler is the loop. Deliver hands it desired state; Run leads when it
@@ -76,6 +79,10 @@ type Reconciler struct {
 	// in git, or whose job just ended); needFull asks for a full pass.
 	pending  map[string]bool
 	needFull bool
+	// wlog is the watchdog's logger; outage whether its guard held at
+	// the last run.
+	wlog   *slog.Logger
+	outage bool
 }
 
 // New makes a Reconciler.
@@ -92,8 +99,11 @@ func New(cfg Config) *Reconciler {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.WatchdogEvery == 0 {
+		cfg.WatchdogEvery = DefaultWatchdogEvery
+	}
 	return &Reconciler{cfg: cfg, log: cfg.Logger.With("component", "reconciler"), kick: make(chan struct{}, 1),
-		running: map[string]bool{}, pending: map[string]bool{}, needFull: true}
+		running: map[string]bool{}, pending: map[string]bool{}, needFull: true, wlog: cfg.Logger.With("component", "watchdog")}
 }
 
 // Deliver takes a new snapshot from the tenants watcher (or its error) and
@@ -196,6 +206,9 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 	resumed := false
 	tick := time.NewTicker(r.cfg.Resync)
 	defer tick.Stop()
+	watch := time.NewTicker(r.cfg.WatchdogEvery)
+	defer watch.Stop()
+	watched := false
 	r.mu.Lock()
 	r.needFull = true
 	r.mu.Unlock()
@@ -208,9 +221,12 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 				resumed = true
 			}
 		}
-		if _, err := r.Pass(ctx, &jobs); err != nil && ctx.Err() == nil && !errors.Is(err, errNoSnapshot) {
-			r.log.Error("reconcile pass failed", "err", err)
+		if !watched {
+			if _, err := r.Pass(ctx, &jobs); err != nil && ctx.Err() == nil && !errors.Is(err, errNoSnapshot) {
+				r.log.Error("reconcile pass failed", "err", err)
+			}
 		}
+		watched = false
 		select {
 		case <-ctx.Done():
 			return
@@ -218,6 +234,11 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 			r.log.Warn("leadership lost")
 			return
 		case <-r.kick:
+		case <-watch.C:
+			if _, err := r.Watch(ctx, &jobs); err != nil && ctx.Err() == nil && !errors.Is(err, errNoSnapshot) {
+				r.log.Error("watchdog failed", "err", err)
+			}
+			watched = true // a watchdog tick alone needs no pass
 		case <-tick.C:
 			r.mu.Lock()
 			r.needFull = true
@@ -479,7 +500,7 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 			log.Error("journal step failed", "step", step, "err", err)
 		}
 	}}
-	if r.cfg.UserData != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Resize) {
+	if r.cfg.UserData != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Resize || a.Kind == plan.Rebuild) {
 		ud, err := r.cfg.UserData(ctx, a)
 		if err != nil {
 			log.Error("render user data failed", "err", err)
@@ -505,7 +526,7 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		log.Info("action interrupted; left for resume")
 		return false
 	}
-	if err != nil && (a.Kind == plan.Create || a.Kind == plan.Wake) && res.DropletID != 0 {
+	if err != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Rebuild) && res.DropletID != 0 {
 		rb := plan.Action{Kind: plan.Destroy, Workspace: a.Workspace, Account: res.Account, Droplet: a.Droplet, DropletID: res.DropletID}
 		if _, rbErr := c.Execute(ctx, rb, cloud.ExecOptions{}); rbErr != nil {
 			err = fmt.Errorf("%w (rollback of droplet %d failed: %v)", err, res.DropletID, rbErr)

@@ -100,6 +100,7 @@ type config struct {
 	announce                                                             listFlag
 	notifyURL                                                            string
 	prepareTimeout                                                       time.Duration
+	watchdogEvery                                                        time.Duration
 }
 
 // listFlag is a repeatable flag whose default comes from a comma-separated
@@ -167,6 +168,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	str(&c.notifyURL, "notify-url", "GENESIS_NOTIFY_URL", "", "URL idle-hibernation warnings are POSTed to as JSON (optional)")
 	dur(&c.prepareTimeout, "hibernate-prepare-timeout", "GENESIS_HIBERNATE_PREPARE_TIMEOUT", reconciler.DefaultPrepareTimeout,
 		"how long a hibernation waits for the agent to confirm n8n stopped before it snapshots anyway")
+	dur(&c.watchdogEvery, "watchdog-every", "GENESIS_WATCHDOG_EVERY", reconciler.DefaultWatchdogEvery, "how often the leader runs the watchdog (heartbeat health, remediation)")
 	allow := getenv("GENESIS_ALLOW_MASS_CHANGE") == "true"
 	fs.BoolVar(&c.allowMassChange, "allow-mass-change", allow, "let plans past the fleet's safety limits run ($GENESIS_ALLOW_MASS_CHANGE=true)")
 	fs.Usage = func() {
@@ -276,7 +278,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rec = reconciler.New(reconciler.Config{
 		Store: st, NewCloud: pools.build, Logger: log, Metrics: reconciler.NewMetrics(reg),
 		UserData: userData, Manifest: manifest,
-		AllowMassChange: c.allowMassChange, Resync: c.resync,
+		AllowMassChange: c.allowMassChange, Resync: c.resync, WatchdogEvery: c.watchdogEvery,
 		PrepareTimeout: c.prepareTimeout, Notify: notify,
 		Reconciled: func(commit string) {
 			if gitSrc == nil || commit == last {

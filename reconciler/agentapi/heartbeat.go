@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"genesis.dev/fleet/reconciler/watchdog"
 	"genesis.dev/fleet/schema"
 )
 
@@ -85,11 +86,10 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusForbidden, "the heartbeat names another workspace or droplet")
 		return
 	}
+	// ok: the agent reports no problem (components, verification, apply,
+	// memory and disk pressure; package watchdog judges).
 	item := heartbeat{droplet: ref.droplet, workspace: ref.workspace, seq: hb.Seq, at: s.cfg.Now(), applied: hb.AppliedVersion,
-		agentVersion: hb.AgentVersion, ok: true}
-	for _, c := range hb.Components {
-		item.ok = item.ok && c.OK
-	}
+		agentVersion: hb.AgentVersion, ok: len(watchdog.Problems(hb)) == 0}
 	if !hb.LastActivity.IsZero() {
 		t := hb.LastActivity
 		item.activity = &t
@@ -183,7 +183,12 @@ func (s *Service) drainFlush(flush func(context.Context)) {
 // batchSQL writes a batch of heartbeats in one statement. A heartbeat whose
 // seq does not exceed agents.last_heartbeat_seq is dropped (replicas racing
 // on one droplet). fleet_status is updated for the droplet it records (or
-// when it records none yet); the lifecycle moves only for the recorded one.
+// when it records none yet); the lifecycle moves only for the recorded one:
+// an ok heartbeat of an agent running its latest manifest makes it
+// ACTIVE_HEALTHY (also back from the watchdog's DEGRADED, CRITICAL and
+// REBOOTING), a heartbeat reporting problems makes an ACTIVE_HEALTHY one
+// ACTIVE_DEGRADED, and CRITICAL or REBOOTING ACTIVE_DEGRADED (its agent is
+// back). FAILED stays until a person retries it.
 const batchSQL = `WITH hb AS (
 	SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::jsonb[], $6::bigint[],
 		$7::timestamptz[], $8::text[], $9::boolean[])
@@ -196,8 +201,9 @@ const batchSQL = `WITH hb AS (
 	SELECT hb.*, (f.droplet_id IS NOT DISTINCT FROM hb.droplet_id) AS current,
 		CASE
 		WHEN f.droplet_id IS DISTINCT FROM hb.droplet_id THEN f.state
-		WHEN f.state IN ('BOOTING', 'INITIALIZING', 'HANDSHAKE', 'CONFIGURING', 'DEPLOYING', 'ACTIVE_HEALTHY', 'ACTIVE_DEGRADED', 'ACTIVE_CRITICAL')
+		WHEN f.state IN ('BOOTING', 'INITIALIZING', 'HANDSHAKE', 'CONFIGURING', 'DEPLOYING', 'ACTIVE_HEALTHY', 'ACTIVE_DEGRADED', 'ACTIVE_CRITICAL', 'REBOOTING')
 			AND hb.ok AND f.manifest_version_issued > 0 AND hb.applied >= f.manifest_version_issued THEN 'ACTIVE_HEALTHY'
+		WHEN f.state IN ('ACTIVE_HEALTHY', 'ACTIVE_CRITICAL', 'REBOOTING') AND NOT hb.ok THEN 'ACTIVE_DEGRADED'
 		WHEN f.state IN ('BOOTING', 'INITIALIZING', 'HANDSHAKE') THEN 'CONFIGURING'
 		ELSE f.state
 		END AS new_state

@@ -3,6 +3,7 @@ package agentapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -218,5 +219,65 @@ func TestBatchKeepsHighestSeq(t *testing.T) {
 	}
 	if got := w.status("ws-acme", 1001); got.LastSeq != 9 || got.AgentVersion != "nine" {
 		t.Errorf("after a stale batch: %+v", got)
+	}
+}
+
+// TestHeartbeatAgentReportedHealth: an agent's own report of a problem
+// (a component down, an apply or verification error, disk or memory past
+// 90%) degrades an ACTIVE_HEALTHY droplet, and an ok report restores it; a
+// droplet the watchdog is rebooting comes back ACTIVE_HEALTHY with its
+// first ok heartbeat, or ACTIVE_DEGRADED with a problem; FAILED stays.
+func TestHeartbeatAgentReportedHealth(t *testing.T) {
+	w := newWorld(t)
+	w.setTenant("ws-acme", "blob1", tenantSpec{})
+	a := w.mustEnroll("ws-acme", 1, 1001, "203.0.113.7")
+	seq := int64(0)
+	send := func(edit func(*schema.Heartbeat)) {
+		t.Helper()
+		seq++
+		beat := hb("ws-acme", "1001", seq, 1, true)
+		edit(&beat)
+		if code := w.beat(a.cred, beat); code != http.StatusAccepted {
+			t.Fatalf("heartbeat %d: %d", seq, code)
+		}
+		eventually(t, fmt.Sprintf("seq %d written", seq), func() bool { return w.status("ws-acme", 1001).LastSeq == seq })
+	}
+	ok := func(*schema.Heartbeat) {}
+	setState := func(state string) {
+		t.Helper()
+		if _, err := w.st.Pool().Exec(t.Context(), `UPDATE fleet_status SET state = $1 WHERE workspace = 'ws-acme'`, state); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(ok)
+	if got := w.status("ws-acme", 1001); got.State != "ACTIVE_HEALTHY" {
+		t.Fatalf("after an ok heartbeat: %+v", got)
+	}
+	steps := []struct {
+		name   string
+		from   string // state set before the heartbeat ("": as it is)
+		edit   func(*schema.Heartbeat)
+		state  string
+		health string
+	}{
+		{"disk past 90%", "", func(h *schema.Heartbeat) { h.DiskUsed, h.DiskTotal = 95, 100 }, "ACTIVE_DEGRADED", "degraded"},
+		{"ok again", "", ok, "ACTIVE_HEALTHY", "healthy"},
+		{"caddy load failing", "", func(h *schema.Heartbeat) { h.Components["caddy"] = schema.ComponentHealth{Detail: "load failed"} }, "ACTIVE_DEGRADED", "degraded"},
+		{"apply error", "", func(h *schema.Heartbeat) { h.ApplyError = "n8n answered 500" }, "ACTIVE_DEGRADED", "degraded"},
+		{"verification error", "ACTIVE_HEALTHY", func(h *schema.Heartbeat) { h.VerifyError = "bad signature" }, "ACTIVE_DEGRADED", "degraded"},
+		{"memory past 90%", "ACTIVE_HEALTHY", func(h *schema.Heartbeat) { h.MemoryUsed, h.MemoryTotal = 99, 100 }, "ACTIVE_DEGRADED", "degraded"},
+		{"ok after rebooting", "REBOOTING", ok, "ACTIVE_HEALTHY", "healthy"},
+		{"problem after rebooting", "REBOOTING", func(h *schema.Heartbeat) { h.Components["n8n"] = schema.ComponentHealth{} }, "ACTIVE_DEGRADED", "degraded"},
+		{"critical, back ok", "ACTIVE_CRITICAL", ok, "ACTIVE_HEALTHY", "healthy"},
+		{"FAILED stays", "FAILED", ok, "FAILED", "healthy"},
+	}
+	for _, s := range steps {
+		if s.from != "" {
+			setState(s.from)
+		}
+		send(s.edit)
+		if got := w.status("ws-acme", 1001); got.State != s.state || got.Health != s.health {
+			t.Errorf("%s: state %s health %s, want %s %s", s.name, got.State, got.Health, s.state, s.health)
+		}
 	}
 }

@@ -96,6 +96,8 @@ func (p *Pool) Execute(ctx context.Context, a plan.Action, opt ExecOptions) (Res
 		err = x.inAccount(ctx, a.Account, x.destroy)
 	case plan.DeleteSnapshot:
 		err = x.inAccount(ctx, a.Account, x.deleteSnapshot)
+	case plan.Reboot, plan.PowerCycle, plan.Rebuild:
+		err = x.remediate(ctx)
 	default:
 		err = terminalf(a.Account, string(a.Kind), "unknown action kind")
 	}

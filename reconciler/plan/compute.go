@@ -110,6 +110,9 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 			continue
 		}
 		t := d.Tenants[id]
+		if failedHold(t, o.Status[id]) {
+			continue
+		}
 		ds := drops[id]
 		sort.Slice(ds, func(i, j int) bool { return ds[i].ID < ds[j].ID })
 		ss := snaps[id]
@@ -188,7 +191,7 @@ func planTenant(p *Plan, d Desired, o Observed, acct *accounts, t *schema.Tenant
 		}
 	} else if t.Spec.State == schema.StateRunning {
 		for _, dr := range ds {
-			if primary != nil && dr.ID != primary.ID {
+			if primary != nil && dr.ID != primary.ID && dr.ID != st.Replacing {
 				p.Orphans = append(p.Orphans, Orphan{Workspace: id, Account: dr.Account, Droplet: dr.Name, DropletID: dr.ID,
 					Reason: fmt.Sprintf("second droplet for the workspace (primary is %s)", primary.Name)})
 			}

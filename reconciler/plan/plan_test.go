@@ -64,6 +64,7 @@ type caseStatus struct {
 	LastActivity       time.Time `yaml:"lastActivity"`
 	IdleWarnedAt       time.Time `yaml:"idleWarnedAt"`
 	TenantHash         string    `yaml:"tenantHash"`
+	Replacing          int       `yaml:"replacing"`
 }
 
 func testFleet(t testing.TB) *schema.Fleet {

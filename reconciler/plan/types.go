@@ -84,6 +84,10 @@ type Status struct {
 	// TenantHash is the tenant content its current manifest was rendered
 	// from.
 	TenantHash string
+	// Replacing is the droplet a watchdog rebuild is replacing: it stays
+	// until the new one (DropletID) reports healthy, and is not a stray
+	// second droplet meanwhile.
+	Replacing int
 }
 
 // Kind is what an action does.
@@ -96,6 +100,9 @@ const (
 	Adopt          Kind = "adopt"           // record a tagged droplet we have no record of
 	Resize         Kind = "resize"          // snapshot, destroy, recreate at the new size
 	UpdateManifest Kind = "update_manifest" // render and sign the tenant's manifest again
+	Reboot         Kind = "reboot"          // watchdog: reboot a silent droplet
+	PowerCycle     Kind = "power_cycle"     // watchdog: power-cycle a droplet a reboot did not bring back
+	Rebuild        Kind = "rebuild"         // watchdog: a new droplet (latest snapshot or fresh) beside a dead one
 	Hibernate      Kind = "hibernate"       // snapshot, then destroy
 	Destroy        Kind = "destroy"         // state: absent
 	DeleteSnapshot Kind = "delete_snapshot" // retention expired
@@ -109,7 +116,7 @@ func (k Kind) Priority() int {
 		return 0
 	case Create, Adopt:
 		return 1
-	case Resize, UpdateManifest:
+	case Resize, UpdateManifest, Reboot, PowerCycle, Rebuild:
 		return 2
 	case Hibernate:
 		return 3

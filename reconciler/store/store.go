@@ -91,7 +91,7 @@ func (s *Store) SyncAccounts(ctx context.Context, f *schema.Fleet) error {
 func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, state, coalesce(account, ''), coalesce(droplet_id, 0), generation,
 		coalesce(snapshot_id, ''), hibernated_by_policy, wake_requested, coalesce(last_activity_at, 'epoch'), coalesce(tenant_hash, ''),
-		coalesce(idle_warned_at, 'epoch')
+		coalesce(idle_warned_at, 'epoch'), coalesce(replacing_droplet_id, 0)
 		FROM fleet_status`)
 	if err != nil {
 		return nil, fmt.Errorf("load fleet status: %w", err)
@@ -101,9 +101,9 @@ func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) 
 	for rows.Next() {
 		var ws string
 		var st plan.Status
-		var droplet int64
+		var droplet, replacing int64
 		if err := rows.Scan(&ws, &st.Lifecycle, &st.Account, &droplet, &st.Generation, &st.SnapshotID,
-			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash, &st.IdleWarnedAt); err != nil {
+			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash, &st.IdleWarnedAt, &replacing); err != nil {
 			return nil, fmt.Errorf("load fleet status: %w", err)
 		}
 		if st.LastActivity.Equal(time.Unix(0, 0)) {
@@ -112,7 +112,7 @@ func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) 
 		if st.IdleWarnedAt.Equal(time.Unix(0, 0)) {
 			st.IdleWarnedAt = time.Time{}
 		}
-		st.DropletID = int(droplet)
+		st.DropletID, st.Replacing = int(droplet), int(replacing)
 		out[ws] = st
 	}
 	return out, rows.Err()
@@ -325,6 +325,8 @@ func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 			// A wake is the user's activity: the idle clock starts again.
 			_, err = tx.Exec(ctx, `UPDATE fleet_status SET last_activity_at = GREATEST(last_activity_at, now()), idle_warned_at = NULL WHERE workspace = $1`, a.Workspace)
 		}
+	case plan.Rebuild:
+		err = applyRebuild(ctx, tx, a, out)
 	case plan.UpdateManifest:
 		_, err = tx.Exec(ctx, `UPDATE fleet_status SET tenant_hash = $2, last_commit = $3, desired_state = $4, updated_at = now() WHERE workspace = $1`,
 			a.Workspace, nullIfEmpty(out.TenantHash), nullIfEmpty(out.Commit), string(out.Desired))

@@ -1,0 +1,316 @@
+package watchdog
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"genesis.dev/fleet/schema"
+)
+
+var (
+	t0     = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	policy = Policy{DegradedAfter: 5 * time.Minute, CriticalAfter: 15 * time.Minute, Cooldown: 10 * time.Minute, OutagePercent: 30, OutageMinSilent: 2}
+)
+
+func row(ws, state string, silent time.Duration) Row {
+	return Row{Workspace: ws, Lifecycle: state, Desired: "running", DropletID: 1, LastHeartbeat: t0.Add(-silent), StateSince: t0.Add(-time.Hour)}
+}
+
+func TestPolicyFromDefaults(t *testing.T) {
+	got := PolicyFrom(schema.Watchdog{})
+	want := Policy{DegradedAfter: 5 * time.Minute, CriticalAfter: 15 * time.Minute, Cooldown: 10 * time.Minute, OutagePercent: 30, OutageMinSilent: 2}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+	got = PolicyFrom(schema.Watchdog{DegradedAfter: schema.Duration(time.Minute), CriticalAfter: schema.Duration(3 * time.Minute), Cooldown: schema.Duration(2 * time.Minute), OutagePercent: 50})
+	want = Policy{DegradedAfter: time.Minute, CriticalAfter: 3 * time.Minute, Cooldown: 2 * time.Minute, OutagePercent: 50, OutageMinSilent: 2}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("configured (-want +got):\n%s", diff)
+	}
+}
+
+func TestEvaluate(t *testing.T) {
+	withStep := func(r Row, s Step, ago time.Duration) Row {
+		r.Step, r.StepAt = s, t0.Add(-ago)
+		return r
+	}
+	rebuilt := func(state string, ago time.Duration) Row {
+		r := withStep(row("ws-a", state, 0), StepRebuild, ago)
+		r.LastHeartbeat = time.Time{}
+		return r
+	}
+	healthyFleet := func(n int) []Row {
+		var rs []Row
+		for i := range n {
+			rs = append(rs, row(fmt.Sprintf("ws-ok-%d", i), Healthy, time.Minute))
+		}
+		return rs
+	}
+	tr := func(r Row, to, reason string, reset bool) Transition {
+		return Transition{Workspace: r.Workspace, From: r.Lifecycle, To: to, Reason: reason, Reset: reset, Heartbeat: r.LastHeartbeat}
+	}
+	rem := func(r Row, s Step, reason string) Remediation {
+		return Remediation{Workspace: r.Workspace, Step: s, Reason: reason, Heartbeat: r.LastHeartbeat}
+	}
+	cases := []struct {
+		name string
+		rows []Row
+		want Decision
+	}{
+		{"fresh heartbeat: nothing", []Row{row("ws-a", Healthy, time.Minute)}, Decision{Watched: 1}},
+		{"silent 5m: degraded", []Row{row("ws-a", Healthy, 5*time.Minute)},
+			Decision{Watched: 1, Silent: 1, Transitions: []Transition{tr(row("ws-a", Healthy, 5*time.Minute), Degraded, "no heartbeat for 5m0s", false)}}},
+		{"silent 15m from healthy: critical directly", []Row{row("ws-a", Healthy, 15*time.Minute)},
+			Decision{Watched: 1, Silent: 1, Transitions: []Transition{tr(row("ws-a", Healthy, 15*time.Minute), Critical, "no heartbeat for 15m0s", false)}}},
+		{"degraded to critical", []Row{row("ws-a", Degraded, 16*time.Minute)},
+			Decision{Watched: 1, Silent: 1, Transitions: []Transition{tr(row("ws-a", Degraded, 16*time.Minute), Critical, "no heartbeat for 16m0s", false)}}},
+		{"degraded, still under critical: nothing", []Row{row("ws-a", Degraded, 10*time.Minute)}, Decision{Watched: 1, Silent: 1}},
+		{"never sent a heartbeat: counts from state_since", []Row{{Workspace: "ws-a", Lifecycle: Healthy, Desired: "running", StateSince: t0.Add(-6 * time.Minute)}},
+			Decision{Watched: 1, Silent: 1, Transitions: []Transition{{Workspace: "ws-a", From: Healthy, To: Degraded, Reason: "no heartbeat for 6m0s"}}}},
+		{"critical: reboot", []Row{row("ws-a", Critical, 16*time.Minute)},
+			Decision{Watched: 1, Silent: 1, Remediations: []Remediation{rem(row("ws-a", Critical, 16*time.Minute), StepReboot, "no heartbeat for 16m0s")}}},
+		{"rebooting within cool-down: wait", []Row{withStep(row("ws-a", Rebooting, 20*time.Minute), StepReboot, 9*time.Minute)}, Decision{Watched: 1, Silent: 1}},
+		{"rebooting past cool-down: power cycle", []Row{withStep(row("ws-a", Rebooting, 30*time.Minute), StepReboot, 10*time.Minute)},
+			Decision{Watched: 1, Silent: 1, Remediations: []Remediation{rem(row("ws-a", Rebooting, 30*time.Minute), StepPowerCycle, "no heartbeat for 30m0s; reboot 10m0s ago did not bring it back")}}},
+		{"power cycled past cool-down: rebuild", []Row{withStep(row("ws-a", Rebooting, 40*time.Minute), StepPowerCycle, 11*time.Minute)},
+			Decision{Watched: 1, Silent: 1, Remediations: []Remediation{rem(row("ws-a", Rebooting, 40*time.Minute), StepRebuild, "no heartbeat for 40m0s; power_cycle 11m0s ago did not bring it back")}}},
+		{"rebuilt droplet booting within cool-down: wait", []Row{rebuilt("INITIALIZING", 5*time.Minute)}, Decision{}},
+		{"rebuilt droplet not healthy within cool-down: fail", []Row{rebuilt("CONFIGURING", 10*time.Minute)},
+			Decision{Remediations: []Remediation{{Workspace: "ws-a", Step: StepFail, Reason: "the rebuilt droplet was not healthy within 10m0s"}}}},
+		{"rebuilt droplet healthy: retire the old one", []Row{func() Row {
+			r := withStep(row("ws-a", Healthy, time.Minute), StepRebuild, 5*time.Minute)
+			r.Replacing = 7
+			return r
+		}()}, Decision{Watched: 1, Retire: []string{"ws-a"}}},
+		{"healthy after a reboot: ladder reset", []Row{withStep(row("ws-a", Healthy, time.Minute), StepReboot, 3*time.Minute)},
+			Decision{Watched: 1, Transitions: []Transition{tr(row("ws-a", Healthy, time.Minute), Healthy, "healthy again after reboot", true)}}},
+		{"heartbeat back while rebooting, not yet healthy: degraded, reset", []Row{withStep(row("ws-a", Rebooting, time.Minute), StepReboot, 3*time.Minute)},
+			Decision{Watched: 1, Transitions: []Transition{tr(row("ws-a", Rebooting, time.Minute), Degraded, "heartbeat back, not yet reporting healthy", true)}}},
+		{"agent-reported degraded after a reboot: reset", []Row{withStep(row("ws-a", Degraded, time.Minute), StepReboot, 3*time.Minute)},
+			Decision{Watched: 1, Transitions: []Transition{tr(row("ws-a", Degraded, time.Minute), Degraded, "heartbeat back after reboot", true)}}},
+		{"in flight: counted, not decided", []Row{func() Row { r := row("ws-a", Critical, 20*time.Minute); r.InFlight = true; return r }()}, Decision{Watched: 1, Silent: 1}},
+		{"not declared running: ignored", []Row{func() Row { r := row("ws-a", Healthy, time.Hour); r.Desired = "hibernated"; return r }()}, Decision{}},
+		{"FAILED stays", []Row{func() Row {
+			r := row("ws-a", Failed, time.Hour)
+			r.GitHash, r.FailedHash = "h1", "h1"
+			return r
+		}()}, Decision{}},
+		{"FAILED with a changed file: retry", []Row{func() Row {
+			r := row("ws-a", Failed, time.Hour)
+			r.GitHash, r.FailedHash = "h2", "h1"
+			return r
+		}()}, Decision{Retry: []string{"ws-a"}}},
+		{"one silent of three: remediated, not an outage", append(healthyFleet(2), row("ws-a", Critical, 20*time.Minute)),
+			Decision{Watched: 3, Silent: 1, Remediations: []Remediation{rem(row("ws-a", Critical, 20*time.Minute), StepReboot, "no heartbeat for 20m0s")}}},
+		{"5 of 10 silent: outage, nothing remediated", func() []Row {
+			rs := healthyFleet(5)
+			for i := range 5 {
+				rs = append(rs, row(fmt.Sprintf("ws-dead-%d", i), Critical, 20*time.Minute))
+			}
+			return rs
+		}(), Decision{Watched: 10, Silent: 5, Outage: true, Held: 5}},
+		{"3 of 10 silent: at the limit, not an outage", func() []Row {
+			rs := healthyFleet(7)
+			for i := range 3 {
+				rs = append(rs, row(fmt.Sprintf("ws-dead-%d", i), Critical, 20*time.Minute))
+			}
+			return rs
+		}(), Decision{Watched: 10, Silent: 3, Remediations: []Remediation{
+			rem(row("ws-dead-0", Critical, 20*time.Minute), StepReboot, "no heartbeat for 20m0s"),
+			rem(row("ws-dead-1", Critical, 20*time.Minute), StepReboot, "no heartbeat for 20m0s"),
+			rem(row("ws-dead-2", Critical, 20*time.Minute), StepReboot, "no heartbeat for 20m0s")}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := Evaluate(c.rows, policy, t0)
+			if diff := cmp.Diff(c.want, got, cmpopts.EquateEmpty(), cmpopts.IgnoreFields(Decision{}, "Health")); diff != "" {
+				t.Errorf("decision (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEvaluateHealthCounts(t *testing.T) {
+	rows := []Row{row("a", Healthy, 0), row("b", Degraded, 0), row("c", Critical, 20*time.Minute), row("d", Rebooting, 20*time.Minute), row("e", Failed, 0),
+		{Workspace: "f", Lifecycle: "INITIALIZING", Desired: "running", Step: StepRebuild, StepAt: t0}, {Workspace: "g", Lifecycle: "INITIALIZING", Desired: "running"}}
+	got := Evaluate(rows, policy, t0).Health
+	want := map[string]int{"healthy": 1, "degraded": 1, "critical": 3, "failed": 1}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("health (-want +got):\n%s", diff)
+	}
+}
+
+// apply does to rows what the executor does for a decision whose actions
+// all succeed (a rebuild's new droplet boots; nothing heartbeats).
+func apply(rows []Row, d Decision, now time.Time) []Row {
+	by := map[string]*Row{}
+	for i := range rows {
+		by[rows[i].Workspace] = &rows[i]
+	}
+	for _, tr := range d.Transitions {
+		r := by[tr.Workspace]
+		if tr.To != r.Lifecycle {
+			r.Lifecycle, r.StateSince = tr.To, now
+		}
+		if tr.Reset {
+			r.Step, r.StepAt = StepNone, time.Time{}
+		}
+	}
+	for _, m := range d.Remediations {
+		r := by[m.Workspace]
+		switch m.Step {
+		case StepReboot, StepPowerCycle:
+			r.Lifecycle, r.StateSince, r.Step, r.StepAt = Rebooting, now, m.Step, now
+		case StepRebuild:
+			r.Replacing, r.DropletID = r.DropletID, r.DropletID+1000
+			r.Lifecycle, r.StateSince, r.Step, r.StepAt, r.LastHeartbeat = "INITIALIZING", now, m.Step, now, time.Time{}
+		case StepFail:
+			r.Lifecycle, r.StateSince, r.FailedHash = Failed, now, r.GitHash
+		}
+	}
+	for _, ws := range d.Retire {
+		r := by[ws]
+		r.Replacing, r.Step, r.StepAt = 0, StepNone, time.Time{}
+	}
+	for _, ws := range d.Retry {
+		r := by[ws]
+		r.Lifecycle, r.StateSince, r.Step, r.StepAt, r.FailedHash = Degraded, now, StepNone, time.Time{}, ""
+	}
+	return rows
+}
+
+// TestLadderProperties drives random fleets through time: right after a
+// decision is applied, evaluating again takes no new step for a workspace
+// within the cool-down of its last one; the ladder only climbs; a healthy
+// heartbeat resets it; outages hold every step.
+func TestLadderProperties(t *testing.T) {
+	states := []string{Healthy, Degraded, Critical, Rebooting}
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		var rows []Row
+		n := 1 + rng.IntN(8)
+		for i := range n {
+			r := row(fmt.Sprintf("ws-%d", i), states[rng.IntN(len(states))], time.Duration(rng.IntN(40))*time.Minute)
+			r.GitHash = "h"
+			rows = append(rows, r)
+		}
+		now := t0
+		lastStep := map[string]time.Time{}
+		rank := map[Step]int{StepNone: 0, StepReboot: 1, StepPowerCycle: 2, StepRebuild: 3, StepFail: 4}
+		for range 40 {
+			before := map[string]Step{}
+			for _, r := range rows {
+				before[r.Workspace] = r.Step
+			}
+			d := Evaluate(rows, policy, now)
+			if d.Outage && len(d.Remediations) > 0 {
+				t.Fatalf("seed %d: remediation during an outage: %+v", seed, d.Remediations)
+			}
+			for _, m := range d.Remediations {
+				if at, ok := lastStep[m.Workspace]; ok && now.Sub(at) < policy.Cooldown {
+					t.Fatalf("seed %d: %s: %s %s after the previous step, within the cool-down", seed, m.Workspace, m.Step, now.Sub(at))
+				}
+				if rank[m.Step] != rank[before[m.Workspace]]+1 {
+					t.Fatalf("seed %d: %s: step %s after %q skips or repeats a rung", seed, m.Workspace, m.Step, before[m.Workspace])
+				}
+				lastStep[m.Workspace] = now
+			}
+			rows = apply(rows, d, now)
+			// Evaluated again at once: nothing new for what was just done.
+			again := Evaluate(rows, policy, now)
+			for _, m := range again.Remediations {
+				if at, ok := lastStep[m.Workspace]; ok && now.Sub(at) < policy.Cooldown {
+					t.Fatalf("seed %d: %s: a second evaluation took %s again", seed, m.Workspace, m.Step)
+				}
+			}
+			// Time passes; some droplets come back healthy.
+			now = now.Add(time.Duration(1+rng.IntN(6)) * time.Minute)
+			for i := range rows {
+				r := &rows[i]
+				if r.Lifecycle != Failed && rng.IntN(10) == 0 {
+					r.LastHeartbeat = now
+					if r.Lifecycle != "INITIALIZING" || r.Step == StepRebuild {
+						r.Lifecycle = Healthy
+					}
+					delete(lastStep, r.Workspace)
+				}
+			}
+			d = Evaluate(rows, policy, now)
+			for _, tr := range d.Transitions {
+				r := rows[indexOf(rows, tr.Workspace)]
+				if r.Lifecycle == Healthy && r.Step != StepNone && !tr.Reset {
+					t.Fatalf("seed %d: %s healthy after %s, ladder not reset", seed, r.Workspace, r.Step)
+				}
+			}
+			rows = apply(rows, d, now)
+		}
+	}
+}
+
+func indexOf(rows []Row, ws string) int {
+	for i, r := range rows {
+		if r.Workspace == ws {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestProblems(t *testing.T) {
+	ok := schema.Heartbeat{Components: map[string]schema.ComponentHealth{"n8n": {OK: true}, "caddy": {OK: true}},
+		MemoryUsed: 50, MemoryTotal: 100, DiskUsed: 90, DiskTotal: 100}
+	cases := []struct {
+		name string
+		edit func(*schema.Heartbeat)
+		want []string
+	}{
+		{"ok", func(*schema.Heartbeat) {}, nil},
+		{"unknown totals are not pressure", func(h *schema.Heartbeat) { h.MemoryTotal, h.DiskTotal = 0, 0 }, nil},
+		{"components down", func(h *schema.Heartbeat) {
+			h.Components = map[string]schema.ComponentHealth{"n8n": {OK: false}, "caddy": {OK: false, Detail: "load failed"}}
+		}, []string{"component caddy down", "component n8n down"}},
+		{"verify and apply errors", func(h *schema.Heartbeat) { h.VerifyError, h.ApplyError = "bad signature", "n8n 500" },
+			[]string{"manifest verification failed", "manifest apply failed"}},
+		{"memory and disk pressure", func(h *schema.Heartbeat) { h.MemoryUsed, h.DiskUsed = 91, 1<<62; h.DiskTotal = 1 << 62 },
+			[]string{"memory above 90%", "disk above 90%"}},
+		{"disk past 90%", func(h *schema.Heartbeat) { h.DiskUsed, h.DiskTotal = 95<<30, 100<<30 }, []string{"disk above 90%"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			hb := ok
+			hb.Components = map[string]schema.ComponentHealth{}
+			for k, v := range ok.Components {
+				hb.Components[k] = v
+			}
+			c.edit(&hb)
+			if diff := cmp.Diff(c.want, Problems(hb)); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// FuzzProblems: any heartbeat the protocol decoder accepts is judged
+// without panicking, and a judged-ok one has every component up.
+func FuzzProblems(f *testing.F) {
+	f.Add([]byte(`{"workspace":"ws-a","droplet":"1","seq":1,"components":{"n8n":{"ok":false}},"memory_used_bytes":18446744073709551615,"memory_total_bytes":1}`))
+	f.Add([]byte(`{"disk_used_bytes":5,"disk_total_bytes":0,"verify_error":"x"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var hb schema.Heartbeat
+		if err := schema.DecodeStrict(body, &hb); err != nil {
+			return
+		}
+		if len(Problems(hb)) == 0 {
+			for name, c := range hb.Components {
+				if !c.OK {
+					t.Fatalf("component %s down but no problem reported", name)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,523 @@
+package reconciler
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"genesis.dev/fleet/reconciler/dosim"
+	"genesis.dev/fleet/reconciler/watchdog"
+)
+
+// watchHarness is the reconciler harness on the simulator's clock, with
+// heartbeats written as the heartbeat writer (package agentapi, tested
+// there against real agents' requests) writes them.
+func watchHarness(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t, dosim.Limits{})
+	h.rec.cfg.Now = h.sim.Sim.Now
+	return h
+}
+
+// beat stores a heartbeat of ws's current droplet at the simulator's time:
+// ok moves it to ACTIVE_HEALTHY (its agent runs its manifest), a problem
+// degrades a healthy, critical or rebooting one.
+func (h *harness) beat(ws string, ok bool) {
+	h.t.Helper()
+	_, err := h.store.Pool().Exec(h.t.Context(), `UPDATE fleet_status SET last_heartbeat_at = $2,
+		health = CASE WHEN $3 THEN 'healthy' ELSE 'degraded' END,
+		state = CASE
+			WHEN $3 AND state IN ('INITIALIZING', 'CONFIGURING', 'ACTIVE_HEALTHY', 'ACTIVE_DEGRADED', 'ACTIVE_CRITICAL', 'REBOOTING') THEN 'ACTIVE_HEALTHY'
+			WHEN NOT $3 AND state IN ('ACTIVE_HEALTHY', 'ACTIVE_CRITICAL', 'REBOOTING') THEN 'ACTIVE_DEGRADED'
+			ELSE state END
+		WHERE workspace = $1`, ws, h.sim.Sim.Now(), ok)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// watch runs the watchdog once and waits for the jobs it started.
+func (h *harness) watch() watchdog.Decision {
+	h.t.Helper()
+	d, err := h.rec.Watch(h.t.Context(), &h.jobs)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.jobs.Wait()
+	return d
+}
+
+// ops lists ws's journal: kind/state, oldest first.
+func (h *harness) ops(ws string) []string {
+	h.t.Helper()
+	rows, err := h.store.Pool().Query(h.t.Context(), `SELECT kind || '/' || state FROM operations WHERE workspace = $1 ORDER BY id`, ws)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			h.t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// dropletActions lists the simulator's actions on droplet name.
+func (h *harness) dropletActions(name string) []string {
+	h.t.Helper()
+	for _, tok := range tokens {
+		c := h.sim.Client(tok)
+		ds, _, err := c.Droplets.List(h.t.Context(), &godo.ListOptions{PerPage: 200})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, d := range ds {
+			if d.Name != name {
+				continue
+			}
+			acts, _, err := c.Droplets.Actions(h.t.Context(), d.ID, &godo.ListOptions{PerPage: 200})
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			var out []string
+			for i := len(acts) - 1; i >= 0; i-- {
+				out = append(out, acts[i].Type+"/"+acts[i].Status)
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+func (h *harness) column(ws, expr string) string {
+	h.t.Helper()
+	var s string
+	if err := h.store.Pool().QueryRow(h.t.Context(), `SELECT coalesce((`+expr+`)::text, '') FROM fleet_status WHERE workspace = $1`, ws).Scan(&s); err != nil {
+		h.t.Fatal(err)
+	}
+	return s
+}
+
+func (h *harness) onboard(ids ...string) {
+	h.t.Helper()
+	for _, id := range ids {
+		h.write("tenants/"+id+".yaml", tenantYAML(id, "running", "nyc3"))
+	}
+	h.commit("onboard")
+	h.converge(h.t.Context())
+	for _, id := range ids {
+		h.beat(id, true)
+		if got := h.lifecycle(id); got != watchdog.Healthy {
+			h.t.Fatalf("%s after onboarding and a heartbeat: %s", id, got)
+		}
+	}
+}
+
+func TestWatchdogTransitions(t *testing.T) {
+	h := watchHarness(t)
+	h.onboard("ws-a")
+	steps := []struct {
+		name    string
+		advance time.Duration
+		beat    string // "", "ok", "problem"
+		want    string
+	}{
+		{"fresh", time.Minute, "", watchdog.Healthy},
+		{"silent 5m", 4 * time.Minute, "", watchdog.Degraded},
+		{"silent 10m", 5 * time.Minute, "", watchdog.Degraded},
+		{"silent 15m", 5 * time.Minute, "", watchdog.Critical},
+		{"heartbeat back", time.Minute, "ok", watchdog.Healthy},
+		{"agent reports a problem", time.Minute, "problem", watchdog.Degraded},
+		{"agent ok again", time.Minute, "ok", watchdog.Healthy},
+		{"agent-reported problem, then silent 15m", 0, "problem", watchdog.Degraded},
+		{"…critical", 15 * time.Minute, "", watchdog.Critical},
+		{"critical, heartbeat with a problem", time.Minute, "problem", watchdog.Degraded},
+	}
+	for _, s := range steps {
+		h.sim.Sim.Advance(s.advance)
+		switch s.beat {
+		case "ok":
+			h.beat("ws-a", true)
+		case "problem":
+			h.beat("ws-a", false)
+		}
+		h.watch()
+		if got := h.lifecycle("ws-a"); got != s.want {
+			t.Fatalf("%s: %s, want %s", s.name, got, s.want)
+		}
+	}
+	// Transitions are audited; nothing was remediated (each critical spell
+	// ended before the watchdog saw it critical twice).
+	var n int
+	if err := h.store.Pool().QueryRow(t.Context(), `SELECT count(*) FROM audit_log WHERE actor = 'watchdog' AND action = 'watchdog.state'`).Scan(&n); err != nil || n != 3 {
+		t.Errorf("watchdog audit entries = %d (%v), want 3 (the rest moved with heartbeats)", n, err)
+	}
+	if diff := cmp.Diff([]string{"create/succeeded"}, h.ops("ws-a")); diff != "" {
+		t.Errorf("journal (-want +got):\n%s", diff)
+	}
+}
+
+// TestWatchdogLadderFresh: a silent droplet is rebooted, then power-cycled,
+// each after the cool-down and never sooner; then rebuilt fresh (no
+// snapshot); the dead droplet is destroyed only once the new one reports
+// healthy, and the planner never calls it a stray meanwhile.
+func TestWatchdogLadderFresh(t *testing.T) {
+	h := watchHarness(t)
+	h.onboard("ws-a", "ws-b")
+	ctx := t.Context()
+	silence := func(d time.Duration) {
+		h.sim.Sim.Advance(d)
+		h.beat("ws-b", true) // the rest of the fleet keeps talking
+	}
+	silence(16 * time.Minute)
+	h.watch()
+	if got := h.lifecycle("ws-a"); got != watchdog.Critical {
+		t.Fatalf("after 16m of silence: %s", got)
+	}
+	// Critical when seen: reboot.
+	h.watch()
+	if got := h.lifecycle("ws-a"); got != watchdog.Rebooting {
+		t.Fatalf("after the first step: %s, want REBOOTING", got)
+	}
+	if diff := cmp.Diff([]string{"reboot/completed"}, h.dropletActions("genesis-ws-a-1")[1:]); diff != "" {
+		t.Errorf("droplet actions (-want +got):\n%s", diff)
+	}
+	// Within the cool-down nothing more happens, however often it runs.
+	for range 3 {
+		silence(3 * time.Minute)
+		if d := h.watch(); len(d.Remediations) != 0 {
+			t.Fatalf("remediation within the cool-down: %+v", d.Remediations)
+		}
+	}
+	silence(time.Minute) // 10m since the reboot
+	h.watch()
+	if got := h.column("ws-a", "remediation_step"); got != "power_cycle" {
+		t.Fatalf("remediation step after the cool-down: %q, want power_cycle", got)
+	}
+	if diff := cmp.Diff([]string{"reboot/completed", "power_cycle/completed"}, h.dropletActions("genesis-ws-a-1")[1:]); diff != "" {
+		t.Errorf("droplet actions (-want +got):\n%s", diff)
+	}
+	silence(9 * time.Minute)
+	if d := h.watch(); len(d.Remediations) != 0 {
+		t.Fatalf("remediation within the cool-down: %+v", d.Remediations)
+	}
+	silence(time.Minute)
+	h.watch()
+	// Rebuilt fresh beside the dead one.
+	if diff := cmp.Diff([]string{"genesis-ws-a-1", "genesis-ws-a-2", "genesis-ws-b-1"}, names(h.droplets())); diff != "" {
+		t.Fatalf("droplets after the rebuild (-want +got):\n%s", diff)
+	}
+	if got, want := h.lifecycle("ws-a"), "INITIALIZING"; got != want {
+		t.Errorf("after the rebuild: %s, want %s", got, want)
+	}
+	old := h.column("ws-a", "replacing_droplet_id")
+	if old == "" || h.column("ws-a", "droplet_name") != "genesis-ws-a-2" {
+		t.Fatalf("fleet_status after the rebuild: droplet %s, replacing %q", h.column("ws-a", "droplet_name"), old)
+	}
+	// The planner leaves both alone: no orphan, nothing to do.
+	if p := h.converge(ctx); len(p.Orphans) != 0 {
+		t.Errorf("orphans while rebuilding: %+v", p.Orphans)
+	}
+	if len(h.droplets()) != 3 {
+		t.Fatalf("the dead droplet went before the new one was healthy")
+	}
+	// The new droplet reports healthy: the dead one is retired.
+	silence(2 * time.Minute)
+	h.beat("ws-a", true)
+	h.watch()
+	if diff := cmp.Diff([]string{"genesis-ws-a-2", "genesis-ws-b-1"}, names(h.droplets())); diff != "" {
+		t.Errorf("droplets after the rebuilt one is healthy (-want +got):\n%s", diff)
+	}
+	if got := h.column("ws-a", "coalesce(remediation_step, '') || '|' || coalesce(replacing_droplet_id::text, '')"); got != "|" {
+		t.Errorf("ladder after a healthy rebuild: %q, want reset", got)
+	}
+	want := []string{"create/succeeded", "reboot/succeeded", "power_cycle/succeeded", "rebuild/succeeded", "destroy/succeeded"}
+	if diff := cmp.Diff(want, h.ops("ws-a")); diff != "" {
+		t.Errorf("journal (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"create/succeeded"}, h.ops("ws-b")); diff != "" {
+		t.Errorf("ws-b journal (-want +got):\n%s", diff)
+	}
+	steps := h.rec.cfg.Metrics.watchdog.steps
+	for _, k := range []string{"reboot", "power_cycle", "rebuild", "retire"} {
+		if got := testutil.ToFloat64(steps.WithLabelValues(k, "succeeded")); got != 1 {
+			t.Errorf("genesis_watchdog_remediations_total{kind=%q,result=succeeded} = %v, want 1", k, got)
+		}
+	}
+}
+
+// TestWatchdogReboot: a droplet that heartbeats after its reboot is healthy
+// again and its ladder starts over.
+func TestWatchdogRebootRecovers(t *testing.T) {
+	h := watchHarness(t)
+	h.onboard("ws-a")
+	h.sim.Sim.Advance(16 * time.Minute)
+	h.watch()
+	h.watch()
+	if got := h.lifecycle("ws-a"); got != watchdog.Rebooting {
+		t.Fatalf("%s, want REBOOTING", got)
+	}
+	h.sim.Sim.Advance(2 * time.Minute)
+	h.beat("ws-a", true)
+	h.watch()
+	if got := h.lifecycle("ws-a") + "|" + h.column("ws-a", "remediation_step"); got != watchdog.Healthy+"|" {
+		t.Fatalf("after a heartbeat: %s, want healthy with the ladder reset", got)
+	}
+	// Silent again: the ladder starts from a reboot, not a power cycle.
+	h.sim.Sim.Advance(16 * time.Minute)
+	h.watch()
+	h.watch()
+	if got := h.column("ws-a", "remediation_step"); got != "reboot" {
+		t.Errorf("second silence: step %q, want reboot", got)
+	}
+}
+
+// TestWatchdogRebuildFromSnapshotThenFailed: a tenant that hibernated once
+// is rebuilt from its latest snapshot; a rebuilt droplet that never
+// reports healthy within the cool-down makes the tenant FAILED, which
+// stays (no remediation, no planner re-create) until a retry through the
+// API; and FAILED again, until a commit changes the tenant's file.
+func TestWatchdogRebuildFromSnapshotThenFailed(t *testing.T) {
+	h := watchHarness(t)
+	ctx := t.Context()
+	h.onboard("ws-a", "ws-b") // one of two may hibernate (maxHibernatePercent 50)
+	advance := func(d time.Duration) {
+		h.sim.Sim.Advance(d)
+		h.beat("ws-b", true) // the rest of the fleet keeps talking
+	}
+	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "hibernated", "nyc3"))
+	h.commit("hibernate")
+	h.converge(ctx)
+	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
+	h.commit("wake")
+	h.converge(ctx)
+	h.beat("ws-a", true)
+	if diff := cmp.Diff([]string{"genesis-ws-a-2", "genesis-ws-b-1"}, names(h.droplets())); diff != "" {
+		t.Fatalf("droplets after the wake (-want +got):\n%s", diff)
+	}
+	snapID := h.column("ws-a", "snapshot_id")
+	// Straight to the rebuild rung.
+	if _, err := h.store.Pool().Exec(ctx, `UPDATE fleet_status SET state = 'REBOOTING', remediation_step = 'power_cycle', remediation_at = $2 WHERE workspace = $1`,
+		"ws-a", h.sim.Sim.Now()); err != nil {
+		t.Fatal(err)
+	}
+	advance(20 * time.Minute)
+	h.watch()
+	droplets := h.droplets()
+	if diff := cmp.Diff([]string{"genesis-ws-a-2", "genesis-ws-a-3", "genesis-ws-b-1"}, names(droplets)); diff != "" {
+		t.Fatalf("droplets after the rebuild (-want +got):\n%s", diff)
+	}
+	var image string
+	c := h.sim.Client(tokens[droplets["genesis-ws-a-3"]])
+	ds, _, _ := c.Droplets.List(ctx, &godo.ListOptions{PerPage: 200})
+	for _, d := range ds {
+		if d.Name == "genesis-ws-a-3" && d.Image != nil {
+			image = fmt.Sprint(d.Image.ID)
+		}
+	}
+	if image != snapID {
+		t.Errorf("rebuilt droplet image %q, want the latest snapshot %q", image, snapID)
+	}
+	// Never healthy: FAILED after the cool-down, and neither droplet goes.
+	advance(9 * time.Minute)
+	h.watch()
+	if got := h.lifecycle("ws-a"); got != "INITIALIZING" {
+		t.Fatalf("within the cool-down: %s", got)
+	}
+	advance(time.Minute)
+	h.watch()
+	if got := h.lifecycle("ws-a"); got != watchdog.Failed {
+		t.Fatalf("rebuilt droplet silent past the cool-down: %s, want FAILED", got)
+	}
+	if got := h.column("ws-a", "last_error"); !strings.Contains(got, "not healthy within 10m0s") {
+		t.Errorf("last_error = %q", got)
+	}
+	// FAILED stays: no step, no plan, whatever time passes.
+	for range 3 {
+		advance(time.Hour)
+		if d := h.watch(); len(d.Remediations)+len(d.Transitions)+len(d.Retry) != 0 {
+			t.Fatalf("FAILED tenant acted on: %+v", d)
+		}
+		if p := h.converge(ctx); !p.Empty() {
+			t.Fatalf("FAILED tenant planned: %+v", p.Actions)
+		}
+	}
+	if got := h.rec.cfg.Metrics.watchdog.health.WithLabelValues("failed"); testutil.ToFloat64(got) != 1 {
+		t.Errorf("genesis_watchdog_tenants{health=failed} = %v, want 1", testutil.ToFloat64(got))
+	}
+	if got := len(h.droplets()); got != 3 {
+		t.Errorf("droplets: %d, want 3 (a FAILED tenant keeps both of its droplets)", got)
+	}
+
+	// Retry through the API.
+	srv := httptest.NewServer(Handler(HandlerConfig{Reconciler: h.rec, Store: h.store}))
+	defer srv.Close()
+	post := func(id string) int {
+		resp, err := http.Post(srv.URL+"/v1/tenants/"+id+"/retry", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("ws-a"); code != http.StatusAccepted {
+		t.Fatalf("retry: %d", code)
+	}
+	if code := post("ws-a"); code != http.StatusConflict {
+		t.Errorf("second retry: %d, want 409 (not FAILED)", code)
+	}
+	if code := post("Bad_ID"); code != http.StatusBadRequest {
+		t.Errorf("retry of a bad id: %d, want 400", code)
+	}
+	if got := h.lifecycle("ws-a"); got != watchdog.Degraded {
+		t.Fatalf("after retry: %s, want ACTIVE_DEGRADED", got)
+	}
+	var actor string
+	if err := h.store.Pool().QueryRow(ctx, `SELECT actor FROM audit_log WHERE action = 'retry' AND workspace = 'ws-a'`).Scan(&actor); err != nil || actor != "api" {
+		t.Errorf("retry audit: actor %q (%v)", actor, err)
+	}
+	// Still silent: critical, then the ladder from the first rung.
+	h.watch()
+	h.watch()
+	if got := h.column("ws-a", "remediation_step"); got != "reboot" {
+		t.Errorf("after a retry the ladder starts at %q, want reboot", got)
+	}
+
+	// FAILED again; a commit that leaves the file alone does not retry it,
+	// one that changes it does.
+	if _, err := h.store.Pool().Exec(ctx, `UPDATE fleet_status SET state = 'FAILED', failed_hash = tenant_hash WHERE workspace = 'ws-a'`); err != nil {
+		t.Fatal(err)
+	}
+	h.write("tenants/other.yaml", tenantYAML("other", "hibernated", "nyc3"))
+	h.commit("unrelated")
+	h.converge(ctx)
+	h.watch()
+	if got := h.lifecycle("ws-a"); got != watchdog.Failed {
+		t.Fatalf("an unrelated commit retried ws-a: %s", got)
+	}
+	h.write("tenants/ws-a.yaml", strings.Replace(tenantYAML("ws-a", "running", "nyc3"), "name: ws-a", "name: ws-a-fixed", 1))
+	h.commit("fix ws-a")
+	h.converge(ctx)
+	h.watch()
+	if got := h.lifecycle("ws-a"); got == watchdog.Failed {
+		t.Fatalf("a commit changing ws-a's file did not retry it")
+	}
+	if err := h.store.Pool().QueryRow(ctx, `SELECT actor FROM audit_log WHERE action = 'retry' AND workspace = 'ws-a' ORDER BY id DESC LIMIT 1`).Scan(&actor); err != nil || actor != "git" {
+		t.Errorf("commit retry audit: actor %q (%v)", actor, err)
+	}
+}
+
+// lockedBuffer is a log sink the watchdog's goroutines may share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestWatchdogOutageGuard: half the fleet silent at once is an outage: no
+// droplet is remediated, the gauge says so, and one log line marks its
+// start and one its end.
+func TestWatchdogOutageGuard(t *testing.T) {
+	h := watchHarness(t)
+	var logs lockedBuffer
+	h.rec.wlog = slog.New(slog.NewTextHandler(&logs, nil)).With("component", "watchdog")
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, fmt.Sprintf("ws-%02d", i))
+	}
+	h.onboard(ids...)
+	h.sim.Sim.Advance(16 * time.Minute)
+	for _, id := range ids[5:] {
+		h.beat(id, true)
+	}
+	outage := h.rec.cfg.Metrics.watchdog.outage
+	for range 4 {
+		d := h.watch()
+		if !d.Outage || len(d.Remediations) != 0 {
+			t.Fatalf("5 of 10 silent: outage %v, remediations %+v", d.Outage, d.Remediations)
+		}
+		if got := testutil.ToFloat64(outage); got != 1 {
+			t.Fatalf("genesis_watchdog_outage = %v, want 1", got)
+		}
+		h.sim.Sim.Advance(5 * time.Minute)
+		for _, id := range ids[5:] {
+			h.beat(id, true)
+		}
+	}
+	for _, id := range ids {
+		for _, op := range h.ops(id) {
+			if op != "create/succeeded" {
+				t.Errorf("%s: %s during an outage", id, op)
+			}
+		}
+	}
+	// The network comes back: four of the five talk again; the last one
+	// is a real failure, and is remediated.
+	for _, id := range ids[1:5] {
+		h.beat(id, true)
+	}
+	h.watch() // outage over; ws-00 seen critical
+	h.watch() // ws-00 rebooted
+	if got := testutil.ToFloat64(outage); got != 0 {
+		t.Errorf("genesis_watchdog_outage after = %v, want 0", got)
+	}
+	if got := h.column("ws-00", "remediation_step"); got != "reboot" {
+		t.Errorf("ws-00 after the outage: step %q, want reboot", got)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "fleet-wide silence: remediation suspended"); n != 1 {
+		t.Errorf("outage start logged %d times, want 1:\n%s", n, out)
+	}
+	if n := strings.Count(out, "fleet-wide silence over: remediation resumed"); n != 1 {
+		t.Errorf("outage end logged %d times, want 1:\n%s", n, out)
+	}
+}
+
+// TestWatchdogRunsInLead: the leader runs the watchdog on its own every
+// WatchdogEvery.
+func TestWatchdogRunsInLead(t *testing.T) {
+	h := watchHarness(t)
+	h.onboard("ws-a")
+	h.rec.cfg.WatchdogEvery = 20 * time.Millisecond
+	h.sim.Sim.Advance(6 * time.Minute)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- h.rec.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for h.lifecycle("ws-a") != watchdog.Degraded {
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader's watchdog did not degrade a silent tenant: %s", h.lifecycle("ws-a"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
