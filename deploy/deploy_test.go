@@ -65,7 +65,7 @@ var knownMetrics = []struct {
 	{"genesis_heartbeat_age_seconds", "histogram", false},
 	{"genesis_agent_version_lag", "histogram", false},
 	{"genesis_fleetstats_errors_total", "counter", false},
-	{"genesis_convergence_seconds", "histogram", true},
+	{"genesis_convergence_seconds", "histogram", false},
 	{"genesis_manifest_expiry_seconds", "gauge", false},
 }
 

@@ -445,12 +445,17 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 	}
 	if len(p.Refused) > 0 {
 		for _, ref := range p.Refused {
-			r.log.Warn("plan refused by safety limits", "reason", ref.Reason, "detail", ref.Detail, "withheld", len(p.Withheld))
+			r.log.Warn("plan refused by safety limits", "reason", ref.Reason, "detail", ref.Detail, "withheld", len(p.Withheld), "correlation_id", snap.Correlation)
 		}
+	}
+	if len(p.Actions) > 0 {
+		r.log.Info("plan computed", "commit", snap.Commit, "correlation_id", snap.Correlation, "actions", len(p.Actions),
+			"scoped", scope != nil, "orphans", len(p.Orphans), "withheld", len(p.Withheld))
 	}
 	byTenant := map[string][]plan.Action{}
 	var order []string
 	for _, a := range p.Actions {
+		a.Correlation = snap.Correlation
 		if _, ok := byTenant[a.Workspace]; !ok {
 			order = append(order, a.Workspace)
 		}
@@ -492,7 +497,7 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 // exists is rolled back: the half-made droplet is destroyed, freeing the
 // account's slot, and the failure recorded.
 func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.Action, desired schema.State, hash, commit string, resume bool) bool {
-	log := r.log.With("op", opID, "tenant", a.Workspace, "action", a.Kind)
+	log := r.log.With("op", opID, "tenant", a.Workspace, "action", a.Kind, "correlation_id", a.Correlation)
 	log.Info("action started", "droplet", a.Droplet, "account", a.Account, "reason", a.Reason, "resume", resume)
 	start := r.cfg.Now()
 	opt := cloud.ExecOptions{Resume: resume, Progress: func(step string, res cloud.Result) {

@@ -198,7 +198,7 @@ const batchSQL = `WITH hb AS (
 	WHERE a.droplet_id = hb.droplet_id AND a.workspace = hb.workspace AND a.last_heartbeat_seq < hb.seq
 	RETURNING a.droplet_id
 ), nx AS (
-	SELECT hb.*, (f.droplet_id IS NOT DISTINCT FROM hb.droplet_id) AS current,
+	SELECT hb.*, (f.droplet_id IS NOT DISTINCT FROM hb.droplet_id) AS current, f.manifest_version_applied AS old_applied,
 		CASE
 		WHEN f.droplet_id IS DISTINCT FROM hb.droplet_id THEN f.state
 		WHEN f.state IN ('BOOTING', 'INITIALIZING', 'HANDSHAKE', 'CONFIGURING', 'DEPLOYING', 'ACTIVE_HEALTHY', 'ACTIVE_DEGRADED', 'ACTIVE_CRITICAL', 'REBOOTING')
@@ -210,7 +210,7 @@ const batchSQL = `WITH hb AS (
 	FROM hb JOIN ag ON ag.droplet_id = hb.droplet_id
 	JOIN fleet_status f ON f.workspace = hb.workspace
 	WHERE f.droplet_id IS NULL OR f.droplet_id = hb.droplet_id
-)
+), upd AS (
 UPDATE fleet_status f SET
 	last_heartbeat_at = nx.at,
 	heartbeat = nx.body,
@@ -221,7 +221,15 @@ UPDATE fleet_status f SET
 	state = nx.new_state,
 	state_since = CASE WHEN nx.new_state <> f.state THEN now() ELSE f.state_since END,
 	updated_at = now()
-FROM nx WHERE f.workspace = nx.workspace`
+FROM nx WHERE f.workspace = nx.workspace
+RETURNING nx.droplet_id, nx.workspace, nx.applied, nx.old_applied, nx.at
+)
+SELECT upd.workspace, upd.droplet_id, upd.applied,
+	extract(epoch FROM upd.at - GREATEST(m.commit_at, a.enrolled_at))::float8, coalesce(m.correlation, '')
+FROM upd
+JOIN manifests m ON m.droplet_id = upd.droplet_id AND m.version = upd.applied
+JOIN agents a ON a.droplet_id = upd.droplet_id
+WHERE upd.applied > upd.old_applied`
 
 // writeBatch writes heartbeats in one statement, keeping the highest seq
 // of each droplet.
@@ -263,10 +271,53 @@ func (s *Service) writeBatch(ctx context.Context, batch []heartbeat) error {
 			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
 			}
 		}
-		if _, err = s.pool.Exec(ctx, batchSQL, droplets, wss, seqs, ats, bodies, applied, activity, versions, oks); err == nil {
+		var converged []convergence
+		if converged, err = s.execBatch(ctx, droplets, wss, seqs, ats, bodies, applied, activity, versions, oks); err == nil {
 			s.m.batchSize.Observe(float64(len(batch)))
+			for _, c := range converged {
+				if c.seconds >= 0 {
+					s.m.convergence.Observe(c.seconds)
+				}
+				s.log.Info("manifest applied", "tenant", c.workspace, "droplet", c.droplet, "version", c.version,
+					"correlation_id", c.correlation, "convergence_seconds", c.seconds)
+			}
 			return nil
 		}
 	}
 	return fmt.Errorf("write %d heartbeats: %w", n, err)
+}
+
+// convergence is a droplet whose heartbeat reported a newer applied
+// manifest: seconds from the manifest's commit (or the agent's enrollment,
+// when later) to the heartbeat, and the change's correlation id.
+type convergence struct {
+	workspace   string
+	droplet     int64
+	version     int64
+	seconds     float64
+	correlation string
+}
+
+// execBatch runs batchSQL and returns the droplets that applied a newer
+// manifest.
+func (s *Service) execBatch(ctx context.Context, args ...any) ([]convergence, error) {
+	rows, err := s.pool.Query(ctx, batchSQL, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []convergence
+	for rows.Next() {
+		var c convergence
+		var secs *float64
+		if err := rows.Scan(&c.workspace, &c.droplet, &c.version, &secs, &c.correlation); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		c.seconds = -1
+		if secs != nil {
+			c.seconds = *secs
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }

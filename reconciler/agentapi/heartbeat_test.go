@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"genesis.dev/fleet/schema"
 )
@@ -96,6 +97,19 @@ func TestHeartbeatLifecycle(t *testing.T) {
 	eventually(t, "3 heartbeats counted as written", func() bool {
 		return testutilCount(t, w.svc.m.heartbeats.WithLabelValues("written")) == 3
 	})
+	// Convergence is observed once per newly applied version (seq 2), not
+	// for a heartbeat repeating it (seq 3), and logged with the version.
+	if got := testutil.CollectAndCount(w.svc.m.convergence); got != 1 {
+		t.Fatalf("convergence histogram: %d series", got)
+	}
+	var m dto.Metric
+	w.svc.m.convergence.Write(&m)
+	if n := m.GetHistogram().GetSampleCount(); n != 1 {
+		t.Errorf("convergence observations = %d, want 1 (version 1 applied once)", n)
+	}
+	if logs := w.logs.String(); strings.Count(logs, `"msg":"manifest applied"`) != 1 || !strings.Contains(logs, `"version":1,"correlation_id"`) {
+		t.Errorf("want one manifest applied log line for version 1:\n%s", logs)
+	}
 }
 
 func TestHeartbeatRefusals(t *testing.T) {

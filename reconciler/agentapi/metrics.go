@@ -14,6 +14,7 @@ type metrics struct {
 	batchSize   prometheus.Histogram
 	issued      prometheus.Counter
 	expiry      prometheus.Gauge
+	convergence prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,13 +33,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Manifests rendered, signed and stored."}),
 		expiry: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_manifest_expiry_seconds",
 			Help: "Seconds until the soonest expiry among the live droplets' newest manifests (as of the last sweep)."}),
+		convergence: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "genesis_convergence_seconds",
+			Help:    "From the commit a manifest was rendered from (or the agent's enrollment, when later) to the heartbeat reporting it applied.",
+			Buckets: []float64{0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}}),
 	}
 	m.byCode = map[string]prometheus.Counter{}
 	for _, code := range []string{"200", "304", "400", "401", "404", "500"} {
 		m.byCode[code] = m.served.WithLabelValues(code)
 	}
 	if reg != nil {
-		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry)
+		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry, m.convergence)
 	}
 	return m
 }

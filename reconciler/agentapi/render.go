@@ -380,9 +380,13 @@ func (s *Service) render(ctx context.Context, snap tenants.Snapshot, t target) (
 			return fmt.Errorf("manifest is %d bytes, over the %d-byte limit", len(env), schema.MaxEnvelopeSize)
 		}
 		digest := sha256.Sum256(env)
-		if _, err := tx.Exec(ctx, `INSERT INTO manifests (droplet_id, version, workspace, envelope, digest, issued_at, expires_at, commit, inputs_hash)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			t.droplet, m.Version, t.workspace, env, digest[:], m.IssuedAt, m.Expires, commit, c.inputs[:]); err != nil {
+		var commitAt *time.Time
+		if !snap.Time.IsZero() {
+			commitAt = &snap.Time
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO manifests (droplet_id, version, workspace, envelope, digest, issued_at, expires_at, commit, inputs_hash, commit_at, correlation)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			t.droplet, m.Version, t.workspace, env, digest[:], m.IssuedAt, m.Expires, commit, c.inputs[:], commitAt, nullIfEmpty(snap.Correlation)); err != nil {
 			return fmt.Errorf("store manifest: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE fleet_status SET manifest_version_issued = GREATEST(manifest_version_issued, $2), updated_at = now() WHERE workspace = $1`,
@@ -403,7 +407,14 @@ func (s *Service) render(ctx context.Context, snap tenants.Snapshot, t target) (
 	}
 	s.install(t.droplet, e)
 	s.m.issued.Inc()
-	s.log.Info("manifest issued", "tenant", t.workspace, "droplet", t.droplet, "version", m.Version, "commit", snap.Commit,
+	s.log.Info("manifest issued", "tenant", t.workspace, "droplet", t.droplet, "version", m.Version, "commit", snap.Commit, "correlation_id", snap.Correlation,
 		"workflows", len(m.Workflows), "credentials", len(m.Credentials), "announced_keys", len(m.SigningKeys), "expires", m.Expires)
 	return m.Expires, true, nil
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }

@@ -151,6 +151,10 @@ type Action struct {
 	// Alternates are other accounts to try, in order, when a create fails
 	// for capacity or limit reasons.
 	Alternates []string `json:"alternates,omitempty"`
+	// Correlation is the id of the change that led to the action (the
+	// commit's, see tenants.Correlation), carried into its logs and
+	// journal entry. Compute leaves it empty; the reconciler sets it.
+	Correlation string `json:"correlation_id,omitempty"`
 }
 
 func (a Action) String() string {
