@@ -309,3 +309,61 @@ func str(s string) *yaml.Node {
 	}
 	return n
 }
+
+// UpsertItem puts item (a JSON object) into the list at path (mapping keys
+// from the root, created when missing): it replaces the item whose field key
+// has the same value, keeping its place and comments, or appends it.
+func UpsertItem(doc []byte, path []string, key string, item []byte) ([]byte, error) {
+	v, err := fromJSON(item)
+	if err != nil {
+		return nil, err
+	}
+	if v.Kind != yaml.MappingNode {
+		return nil, errors.New("item must be a JSON object")
+	}
+	at := find(v, key)
+	if at < 0 {
+		return nil, fmt.Errorf("item has no %q", key)
+	}
+	want := v.Content[at+1].Value
+	root, err := parse(doc)
+	if err != nil {
+		return nil, err
+	}
+	m := root.Content[0]
+	for i, k := range path {
+		j := find(m, k)
+		last := i == len(path)-1
+		switch {
+		case j < 0 && last:
+			m.Content = append(m.Content, str(k), &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"})
+			j = len(m.Content) - 2
+		case j < 0:
+			m.Content = append(m.Content, str(k), &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"})
+			j = len(m.Content) - 2
+		}
+		next := m.Content[j+1]
+		if last && next.Kind != yaml.SequenceNode {
+			if !isNull(next) {
+				return nil, fmt.Errorf("%s is not a list", strings.Join(path, "."))
+			}
+			next = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+			m.Content[j+1] = next
+		}
+		if !last && next.Kind != yaml.MappingNode {
+			return nil, fmt.Errorf("%s is not a mapping", strings.Join(path[:i+1], "."))
+		}
+		m = next
+	}
+	for i, it := range m.Content {
+		if k := find(it, key); it.Kind == yaml.MappingNode && k >= 0 && it.Content[k+1].Value == want {
+			m.Content[i] = merge(it, v, true)
+			return encode(root)
+		}
+	}
+	m.Content = append(m.Content, merge(nil, v, true))
+	if m.Style == yaml.FlowStyle && hasBlockScalar(m) {
+		m.Style = 0
+	}
+	return encode(root)
+}

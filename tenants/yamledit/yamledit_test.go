@@ -134,3 +134,34 @@ func FuzzMergePatch(f *testing.F) {
 		_, _ = Replace(doc, patch)
 	})
 }
+
+func TestUpsertItem(t *testing.T) {
+	doc, err := os.ReadFile("testdata/commented.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := UpsertItem(doc, []string{"spec", "credentials"}, "name", []byte(`{"name":"gmail","type":"gmailOAuth2","sealed":"A\nB\n"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = UpsertItem(out, []string{"spec", "credentials"}, "name", []byte(`{"name":"openai","type":"openAiApi","sealed":"C\nD\n"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = UpsertItem(out, []string{"spec", "credentials"}, "name", []byte(`{"name":"gmail","type":"gmailOAuth2","sealed":"E\nF\n"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "upserted.golden.yaml", out)
+	for _, bad := range []struct{ item, want string }{
+		{`[1]`, "item must be a JSON object"},
+		{`{"type":"x"}`, `item has no "name"`},
+	} {
+		if _, err := UpsertItem(doc, []string{"spec", "credentials"}, "name", []byte(bad.item)); err == nil || err.Error() != bad.want {
+			t.Errorf("UpsertItem(%s) = %v, want %q", bad.item, err, bad.want)
+		}
+	}
+	if _, err := UpsertItem(doc, []string{"spec", "state", "x"}, "name", []byte(`{"name":"a"}`)); err == nil || err.Error() != "spec.state is not a mapping" {
+		t.Errorf("through a scalar: %v", err)
+	}
+}
