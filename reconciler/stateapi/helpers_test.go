@@ -55,7 +55,7 @@ func genTenant(id string) string {
 // state-example (plus n generated tenants ws-gen-NNN), a Writer with its
 // own clone, Postgres, and the reconciler's HTTP handler with tokens.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	bare   string
 	url    string
 	store  *store.Store
@@ -66,7 +66,7 @@ type world struct {
 
 var tokens = map[string]string{"dash": "tok-dash", "root": "tok-admin", "agent": "tok-agent", "slow": "tok-slow"}
 
-func newWorld(t *testing.T, generated int, propose bool) *world {
+func newWorld(t testing.TB, generated int, propose bool) *world {
 	t.Helper()
 	work := t.TempDir()
 	git(t, work, "init", "-q", "-b", "main")
