@@ -271,14 +271,9 @@ func tenantCost(f *schema.Fleet, row store.FleetRow, sum *fleetCost) float64 {
 
 // handleWake is POST /v1/tenants/{id}/wake: 202 with the tenant's status,
 // 404 for an unknown tenant, 409 when it is not hibernated (or git
-// declares it hibernated). The actor is the X-Genesis-Actor header
-// (default "api").
+// declares it hibernated). The actor is the caller's token name.
 func handleWake(w http.ResponseWriter, r *http.Request, rec *Reconciler) {
-	actor := r.Header.Get("X-Genesis-Actor")
-	if actor == "" || len(actor) > 100 {
-		actor = "api"
-	}
-	row, err := rec.Wake(r.Context(), r.PathValue("id"), actor)
+	row, err := rec.Wake(r.Context(), r.PathValue("id"), apiActor(r))
 	switch {
 	case errors.Is(err, ErrUnknownTenant):
 		httpError(w, http.StatusNotFound, err.Error())

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/tenants"
 )
@@ -31,13 +33,25 @@ type HandlerConfig struct {
 	// Agents serves the agent protocol (POST /v1/enroll, GET /v1/manifest,
 	// POST /v1/heartbeat); nil leaves them unserved.
 	Agents http.Handler
+	// Auth checks bearer tokens and scopes (routes.go); nil when no tokens
+	// are configured: then the tenant API is not served.
+	Auth *auth.Authenticator
+	// MetricsTokenRequired puts /metrics behind the metrics scope.
+	MetricsTokenRequired bool
+	// API serves the tenant API (/v1/tenants...); nil leaves it unserved.
+	API *stateapi.API
 }
 
 // Handler serves every replica's HTTP API: health, readiness, metrics, the
 // fleet, the observed state for genesis plan, the push webhook and the
 // agent protocol.
 func Handler(cfg HandlerConfig) http.Handler {
-	mux := http.NewServeMux()
+	mux := newRouter(cfg)
+	if cfg.API != nil && cfg.Auth != nil {
+		for pattern, h := range cfg.API.Handlers() {
+			mux.Handle(pattern, h)
+		}
+	}
 	if cfg.Agents != nil {
 		mux.Handle("POST /v1/enroll", cfg.Agents)
 		mux.Handle("GET /v1/manifest", cfg.Agents)

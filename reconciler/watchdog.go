@@ -265,7 +265,7 @@ func retryHandler(rec *Reconciler) http.HandlerFunc {
 			httpError(w, http.StatusBadRequest, "id: not a workspace id ([a-z0-9-]{3,40})")
 			return
 		}
-		err := rec.Retry(req.Context(), id, "api", "retry requested through the API")
+		err := rec.Retry(req.Context(), id, apiActor(req), "retry requested through the API")
 		switch {
 		case errors.Is(err, store.ErrNotFailed):
 			httpError(w, http.StatusConflict, "tenant "+id+" is not FAILED")

@@ -101,6 +101,9 @@ type config struct {
 	notifyURL                                                            string
 	prepareTimeout                                                       time.Duration
 	watchdogEvery                                                        time.Duration
+	tokensFile                                                           string
+	metricsTokenRequired, propose                                        bool
+	apiRate                                                              float64
 }
 
 // listFlag is a repeatable flag whose default comes from a comma-separated
@@ -171,6 +174,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	dur(&c.watchdogEvery, "watchdog-every", "GENESIS_WATCHDOG_EVERY", reconciler.DefaultWatchdogEvery, "how often the leader runs the watchdog (heartbeat health, remediation)")
 	allow := getenv("GENESIS_ALLOW_MASS_CHANGE") == "true"
 	fs.BoolVar(&c.allowMassChange, "allow-mass-change", allow, "let plans past the fleet's safety limits run ($GENESIS_ALLOW_MASS_CHANGE=true)")
+	str(&c.tokensFile, "tokens", "GENESIS_TOKENS_FILE", "", "API tokens file (JSON lines {name, sha256, scopes}; genesis token new); enables the tenant API and bearer checks")
+	fs.BoolVar(&c.metricsTokenRequired, "metrics-token-required", getenv("GENESIS_METRICS_TOKEN_REQUIRED") == "true", "GET /metrics needs a token with the metrics scope ($GENESIS_METRICS_TOKEN_REQUIRED=true)")
+	fs.BoolVar(&c.propose, "propose", getenv("GENESIS_PROPOSE") == "true", "tenant API writes push a branch genesis/proposals/<id>-<commit> per change for review instead of the branch ($GENESIS_PROPOSE=true)")
+	fs.Float64Var(&c.apiRate, "api-rate", 20, "requests per second each API token may make (bursts of twice that)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -296,10 +303,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		},
 	})
 	watcher := tenants.NewWatcher(src, tenants.WatchConfig{Interval: c.pollInterval, WatchDir: watchDir, Logger: log})
+	authn, api, err := buildAPI(c, st, ids, log, watcher.Trigger)
+	if err != nil {
+		return err
+	}
+	trigger := watcher.Trigger
+	if api != nil {
+		trigger = func() { watcher.Trigger(); api.Refresh() }
+	}
 
 	srv := &http.Server{
 		Handler: reconciler.Handler(reconciler.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
-			WebhookSecret: []byte(c.webhookSecret), Trigger: watcher.Trigger, Agents: agents.Handler()}),
+			WebhookSecret: []byte(c.webhookSecret), Trigger: trigger, Agents: agents.Handler(),
+			Auth: authn, API: api, MetricsTokenRequired: c.metricsTokenRequired}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	log.Info("listening", "component", "http", "addr", ln.Addr().String())
@@ -314,6 +330,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	g.Go(func() error { return rec.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
+	if api != nil {
+		g.Go(func() error { return api.Run(ctx) })
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -31,6 +31,7 @@ func commands() []command {
 		{"keygen", "make an age identity or an ed25519 manifest-signing key", runKeygen},
 		{"demo", "run the local demo on a state repository", runDemo},
 		{"dev-db", "start a throwaway local Postgres for development (make db)", runDevDB},
+		{"token", "make an API token and its line for the reconciler's --tokens file", runToken},
 	}
 }
 

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/tenants"
+)
+
+// TestTenantAPIAndWebhook runs the binary on a bare state repository with a
+// tokens file: a tenant onboarded through the API, and one committed by an
+// admin and announced by a signed push webhook (polling is hourly), both
+// reach the simulator. The latencies are logged, not asserted.
+func TestTenantAPIAndWebhook(t *testing.T) {
+	w := newWorld(t, 1, 0)
+	bare := filepath.Join(t.TempDir(), "state.git")
+	w.git("clone", "-q", "--bare", w.repo, bare)
+	toks := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(toks, []byte(`{"name":"dash","sha256":"`+auth.Hash("tok-dash")+`","scopes":["dashboard"]}`+"\n"), 0o600)
+	p := w.start("--state-repo", "file://"+bare, "--cache-dir", t.TempDir(), "--tokens", toks, "--poll-interval", "1h", "--resync", "1h")
+	call := func(method, path, token, body string, hdr ...string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(method, p.url+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		return resp, b.Bytes()
+	}
+	waitFor(t, "the tenant API", func() bool {
+		resp, _ := call("GET", "/v1/tenants/ws-000", "tok-dash", "")
+		return resp.StatusCode == 200
+	})
+	if resp, _ := call("GET", "/v1/fleet", "", ""); resp.StatusCode != 401 {
+		t.Errorf("/v1/fleet without a token: %d", resp.StatusCode)
+	}
+	if resp, _ := call("GET", "/v1/fleet", "tok-dash", ""); resp.StatusCode != 200 {
+		t.Errorf("/v1/fleet with a token: %d", resp.StatusCode)
+	}
+	waitFor(t, "ws-000's droplet", func() bool { return w.dropletsByName()["genesis-ws-000-1"] == 1 })
+
+	// Through the API.
+	resp, body := call("POST", "/v1/tenants", "tok-dash", `{"apiVersion":"genesis.dev/v1","kind":"Tenant","metadata":{"id":"ws-api","name":"API","tier":"pro"},"spec":{"state":"running","droplet":{"region":"nyc3"}}}`)
+	committed := time.Now()
+	if resp.StatusCode != 201 {
+		t.Fatalf("onboard: %d %s", resp.StatusCode, body)
+	}
+	var res struct{ Commit string }
+	json.Unmarshal(body, &res)
+	if got := gitOut(t, bare, "rev-parse", "main"); got != res.Commit {
+		t.Errorf("main %s, API commit %s", got, res.Commit)
+	}
+	waitForFast(t, "the API's tenant to reach the simulator", func() bool { return w.dropletsByName()["genesis-ws-api-1"] == 1 })
+	t.Logf("API commit -> droplet create seen in the simulator: %v", time.Since(committed).Round(time.Millisecond))
+
+	// An admin's commit and a signed push webhook.
+	admin := filepath.Join(t.TempDir(), "admin")
+	gitOut(t, filepath.Dir(admin), "clone", "-q", bare, admin)
+	os.WriteFile(filepath.Join(admin, "tenants", "ws-hook.yaml"), []byte(tenantYAML("ws-hook")), 0o644)
+	gitOut(t, admin, "add", "-A")
+	gitOut(t, admin, "commit", "-q", "-m", "onboard ws-hook")
+	gitOut(t, admin, "push", "-q", "origin", "main")
+	pushed := time.Now()
+	hook := []byte(`{"ref":"refs/heads/main"}`)
+	if resp, _ := call("POST", "/hooks/git", "", string(hook), tenants.SignatureHeader, tenants.Sign([]byte("wrong"), hook)); resp.StatusCode != 401 {
+		t.Errorf("badly signed hook: %d", resp.StatusCode)
+	}
+	if resp, _ := call("POST", "/hooks/git", "", string(hook), tenants.SignatureHeader, tenants.Sign([]byte("s3cret"), hook)); resp.StatusCode != 202 {
+		t.Fatalf("signed hook: %d", resp.StatusCode)
+	}
+	waitForFast(t, "the hook's commit to reach the simulator", func() bool { return w.dropletsByName()["genesis-ws-hook-1"] == 1 })
+	t.Logf("git push + webhook -> droplet create seen in the simulator: %v", time.Since(pushed).Round(time.Millisecond))
+
+	// The API sees the admin's commit (the hook refreshed it) and rebases on it.
+	waitFor(t, "the API to see ws-hook", func() bool {
+		resp, _ := call("GET", "/v1/tenants/ws-hook", "tok-dash", "")
+		return resp.StatusCode == 200
+	})
+	resp, _ = call("GET", "/v1/tenants/ws-000", "tok-dash", "")
+	resp, body = call("PATCH", "/v1/tenants/ws-000", "tok-dash", `{"spec":{"state":"hibernated"}}`, "If-Match", resp.Header.Get("ETag"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("patch: %d %s", resp.StatusCode, body)
+	}
+	if got, want := gitOut(t, bare, "log", "--format=%an: %s", "-3", "main"), "dash: patch ws-000: spec.state\nt: onboard ws-hook\ndash: onboard ws-api"; got != want {
+		t.Errorf("log:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func gitOut(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// waitForFast is waitFor polling every 10ms, for latency figures.
+func waitForFast(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

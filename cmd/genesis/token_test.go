@@ -1,0 +1,34 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"genesis.dev/fleet/reconciler/auth"
+)
+
+func TestTokenNew(t *testing.T) {
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"token", "new", "--name", "dash", "--scopes", "dashboard,metrics"}, func(string) string { return "" }, strings.NewReader(""), &out, &errb)
+	if err != nil {
+		t.Fatalf("token new: %v %s", err, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	toks, err := auth.ParseTokens([]byte(lines[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if toks[0].SHA256 != auth.Hash(lines[0]) || toks[0].Name != "dash" || len(toks[0].Scopes) != 2 {
+		t.Errorf("line %s does not describe token %s", lines[1], lines[0])
+	}
+	for _, bad := range [][]string{{"token"}, {"token", "new", "--name", "x"}, {"token", "new", "--name", "a b", "--scopes", "admin"}, {"token", "new", "--name", "x", "--scopes", "root"}} {
+		if err := run(context.Background(), bad, func(string) string { return "" }, strings.NewReader(""), &out, &errb); exitCode(err, &errb) != 2 {
+			t.Errorf("%q: exit %d, want 2", bad, exitCode(err, &errb))
+		}
+	}
+}

@@ -1,0 +1,571 @@
+package stateapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+	"filippo.io/age/armor"
+
+	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/schema/sealing"
+	"genesis.dev/fleet/tenants"
+	"genesis.dev/fleet/tenants/yamledit"
+)
+
+// DefaultMaxBody caps request bodies.
+const DefaultMaxBody = 1 << 20
+
+// Config wires the API.
+type Config struct {
+	Writer *tenants.Writer
+	// Store records audit entries and supplies observed status.
+	Store *store.Store
+	// Identities are the reconciler's age identities: a credential sealed by
+	// the dashboard must open with one of them (when any are given).
+	Identities []age.Identity
+	// Pushed is called after a commit reached the branch (the watcher's
+	// Trigger, so the reconciler acts at once).
+	Pushed func()
+	// Poll is how often Run refreshes the writer's view; 1m when 0.
+	Poll    time.Duration
+	MaxBody int64
+	Logger  *slog.Logger
+}
+
+// API serves the tenant endpoints.
+type API struct {
+	cfg     Config
+	log     *slog.Logger
+	refresh chan struct{}
+}
+
+// New returns the API; Run keeps its view of the branch fresh.
+func New(cfg Config) *API {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Pushed == nil {
+		cfg.Pushed = func() {}
+	}
+	return &API{cfg: cfg, log: cfg.Logger.With("component", "stateapi"), refresh: make(chan struct{}, 1)}
+}
+
+// Refresh asks Run to fetch the branch now (the push webhook calls it).
+func (a *API) Refresh() {
+	select {
+	case a.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// Run fetches the branch at start, on Refresh and every Poll, until ctx ends.
+func (a *API) Run(ctx context.Context) error {
+	t := time.NewTicker(a.cfg.Poll)
+	defer t.Stop()
+	for {
+		if _, err := a.cfg.Writer.Fetch(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("fetch state repository", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-a.refresh:
+		}
+	}
+}
+
+// Handlers are the API's routes by ServeMux pattern.
+func (a *API) Handlers() map[string]http.Handler {
+	return map[string]http.Handler{
+		"GET /v1/tenants":                   http.HandlerFunc(a.list),
+		"GET /v1/tenants/{id}":              http.HandlerFunc(a.get),
+		"POST /v1/tenants":                  http.HandlerFunc(a.create),
+		"PUT /v1/tenants/{id}":              http.HandlerFunc(a.replace),
+		"PATCH /v1/tenants/{id}":            http.HandlerFunc(a.patch),
+		"DELETE /v1/tenants/{id}":           http.HandlerFunc(a.offboard),
+		"POST /v1/tenants/{id}/credentials": http.HandlerFunc(a.credential),
+	}
+}
+
+// Tenant is one tenant in responses: its file as declared at Commit, and
+// what the reconciler records about it.
+type Tenant struct {
+	ID     string          `json:"id"`
+	File   string          `json:"file"`
+	ETag   string          `json:"etag"`
+	Commit string          `json:"commit"`
+	Valid  bool            `json:"valid"`
+	Errors schema.Errors   `json:"errors,omitempty"`
+	Tenant *schema.Tenant  `json:"tenant"`
+	YAML   string          `json:"yaml,omitempty"`
+	Status *store.FleetRow `json:"status"`
+}
+
+// TenantList is GET /v1/tenants.
+type TenantList struct {
+	Commit  string   `json:"commit"`
+	Tenants []Tenant `json:"tenants"`
+}
+
+// WriteResult is the answer to every write.
+type WriteResult struct {
+	Commit    string `json:"commit"`
+	Branch    string `json:"branch"`
+	File      string `json:"file"`
+	ETag      string `json:"etag"`
+	Proposed  bool   `json:"proposed"`
+	Unchanged bool   `json:"unchanged"`
+}
+
+// Problem is every error body. Errors lists validation errors exactly as
+// genesis validate --json prints them; Current is the tenant as it is now
+// (412, 409).
+type Problem struct {
+	Error   string        `json:"error"`
+	Errors  schema.Errors `json:"errors,omitempty"`
+	Current *Tenant       `json:"current,omitempty"`
+}
+
+func (a *API) head(w http.ResponseWriter) (tenants.Snapshot, bool) {
+	snap := a.cfg.Writer.Head()
+	if snap.Commit == "" {
+		writeProblem(w, http.StatusServiceUnavailable, Problem{Error: "state repository not read yet"})
+		return snap, false
+	}
+	return snap, true
+}
+
+func (a *API) status(ctx context.Context) map[string]*store.FleetRow {
+	out := map[string]*store.FleetRow{}
+	if a.cfg.Store == nil {
+		return out
+	}
+	rows, err := a.cfg.Store.Fleet(ctx)
+	if err != nil {
+		a.log.Warn("read fleet status", "err", err)
+		return out
+	}
+	for i := range rows {
+		out[rows[i].Workspace] = &rows[i]
+	}
+	return out
+}
+
+func view(snap tenants.Snapshot, ts tenants.TenantState, st *store.FleetRow) Tenant {
+	t := Tenant{ID: ts.ID, File: ts.File, ETag: ts.Blob, Commit: snap.Commit, Valid: ts.Status == tenants.StatusValid, Errors: ts.Errors, Status: st}
+	if t.Valid {
+		t.Tenant = ts.Tenant
+	}
+	return t
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	snap, ok := a.head(w)
+	if !ok {
+		return
+	}
+	st := a.status(r.Context())
+	out := TenantList{Commit: snap.Commit, Tenants: []Tenant{}}
+	for _, id := range snap.IDs() {
+		out.Tenants = append(out.Tenants, view(snap, snap.Tenants[id], st[id]))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// current is the tenant id as it stands at the writer's head, with its
+// file's text.
+func (a *API) current(ctx context.Context, id string) (*Tenant, bool) {
+	snap := a.cfg.Writer.Head()
+	ts, ok := snap.Tenants[id]
+	if !ok {
+		return nil, false
+	}
+	t := view(snap, ts, a.status(ctx)[id])
+	if data, err := a.cfg.Writer.ReadBlob(ts.Blob); err == nil {
+		t.YAML = string(data)
+	}
+	return &t, true
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request) {
+	if _, ok := a.head(w); !ok {
+		return
+	}
+	t, ok := a.current(r.Context(), r.PathValue("id"))
+	if !ok {
+		writeProblem(w, http.StatusNotFound, Problem{Error: fmt.Sprintf("tenant %q not found", r.PathValue("id"))})
+		return
+	}
+	w.Header().Set("ETag", quote(t.ETag))
+	writeJSON(w, http.StatusOK, t)
+}
+
+// body reads a capped request body of one of the JSON content types.
+func (a *API) body(w http.ResponseWriter, r *http.Request, types ...string) ([]byte, bool) {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	okType := false
+	for _, t := range types {
+		okType = okType || ct == t
+	}
+	if !okType {
+		writeProblem(w, http.StatusUnsupportedMediaType, Problem{Error: "Content-Type must be " + strings.Join(types, " or ")})
+		return nil, false
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		writeProblem(w, http.StatusRequestEntityTooLarge, Problem{Error: fmt.Sprintf("request body is larger than %d bytes", a.cfg.MaxBody)})
+		return nil, false
+	}
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, Problem{Error: "read body: " + err.Error()})
+		return nil, false
+	}
+	return data, true
+}
+
+// ifMatch returns the version a write is made against; 428 without one.
+func ifMatch(w http.ResponseWriter, r *http.Request) (string, bool) {
+	v := strings.TrimSpace(r.Header.Get("If-Match"))
+	v = strings.TrimPrefix(v, "W/")
+	v = strings.Trim(v, `"`)
+	if v == "" {
+		writeProblem(w, http.StatusPreconditionRequired, Problem{Error: "If-Match is required: send the ETag of the tenant version this change is made against"})
+		return "", false
+	}
+	return v, true
+}
+
+// tenantBody checks that a tenant body is a JSON object (duplicate keys and
+// trailing data refused); its fields are judged by the schema afterwards.
+func tenantBody(data []byte) error {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return fmt.Errorf("body must be a JSON object: %v", err)
+	}
+	return nil
+}
+
+func (a *API) create(w http.ResponseWriter, r *http.Request) {
+	data, ok := a.body(w, r, "application/json")
+	if !ok {
+		return
+	}
+	if err := tenantBody(data); err != nil {
+		writeProblem(w, http.StatusBadRequest, Problem{Error: err.Error()})
+		return
+	}
+	var probe struct {
+		Metadata struct {
+			ID string `json:"id"`
+		} `json:"metadata"`
+	}
+	_ = json.Unmarshal(data, &probe)
+	id := probe.Metadata.ID
+	if !validID(id) {
+		writeProblem(w, http.StatusBadRequest, Problem{Error: fmt.Sprintf("metadata.id: %q must be 3-40 characters of a-z, 0-9 and -", id)})
+		return
+	}
+	a.write(w, r, "tenant.create", tenants.Change{ID: id, Create: true, Message: "onboard " + id,
+		Edit: func([]byte) ([]byte, error) { return yamledit.New(data) }}, http.StatusCreated)
+}
+
+func (a *API) replace(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	data, ok := a.body(w, r, "application/json")
+	if !ok {
+		return
+	}
+	if err := tenantBody(data); err != nil {
+		writeProblem(w, http.StatusBadRequest, Problem{Error: err.Error()})
+		return
+	}
+	v, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	a.write(w, r, "tenant.replace", tenants.Change{ID: id, IfMatch: v, Message: "replace " + id,
+		Edit: func(cur []byte) ([]byte, error) { return yamledit.Replace(cur, data) }}, http.StatusOK)
+}
+
+func (a *API) patch(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	data, ok := a.body(w, r, "application/merge-patch+json", "application/json")
+	if !ok {
+		return
+	}
+	fields, err := patchFields(data)
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, Problem{Error: err.Error()})
+		return
+	}
+	v, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	a.write(w, r, "tenant.patch", tenants.Change{ID: id, IfMatch: v, Message: "patch " + id + ": " + strings.Join(fields, ", "),
+		Edit: func(cur []byte) ([]byte, error) { return yamledit.MergePatch(cur, data) }}, http.StatusOK)
+}
+
+func (a *API) offboard(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	v, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	a.write(w, r, "tenant.offboard", tenants.Change{ID: id, IfMatch: v, Message: "offboard " + id + ": state absent",
+		Edit: func(cur []byte) ([]byte, error) {
+			return yamledit.MergePatch(cur, []byte(`{"spec":{"state":"absent"}}`))
+		}}, http.StatusOK)
+}
+
+// CredentialRequest is POST /v1/tenants/{id}/credentials: a credential
+// sealed by the dashboard (sealed), or its plaintext data (a JSON object)
+// that is sealed here to the fleet's recipients and never stored.
+type CredentialRequest struct {
+	Name   string          `json:"name"`
+	Type   string          `json:"type"`
+	Sealed string          `json:"sealed,omitempty"`
+	Data   json.RawMessage `json:"data,omitempty"`
+}
+
+func (a *API) credential(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	data, ok := a.body(w, r, "application/json")
+	if !ok {
+		return
+	}
+	defer clear(data) // may hold plaintext
+	var req CredentialRequest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		// A JSON error may quote the input: name the problem only.
+		msg := "body must be a JSON object {name, type, sealed | data}"
+		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			msg = "unknown field " + f
+		}
+		writeProblem(w, http.StatusBadRequest, Problem{Error: msg})
+		return
+	}
+	defer clear(req.Data)
+	switch {
+	case (req.Sealed == "") == (len(req.Data) == 0):
+		writeProblem(w, http.StatusBadRequest, Problem{Error: "give exactly one of sealed and data"})
+		return
+	case req.Sealed != "":
+		if len(a.cfg.Identities) > 0 {
+			plain, err := sealing.Decrypt(req.Sealed, a.cfg.Identities...)
+			clear(plain)
+			if err != nil {
+				writeProblem(w, http.StatusBadRequest, Problem{Error: "sealed: does not open with the fleet's identity (seal it with genesis seal to the recipients in genesis.yaml)"})
+				return
+			}
+		} else if _, err := io.ReadAll(armor.NewReader(strings.NewReader(req.Sealed))); err != nil {
+			writeProblem(w, http.StatusBadRequest, Problem{Error: "sealed: not an armored age file"})
+			return
+		}
+	default:
+		if !json.Valid(req.Data) || bytes.TrimSpace(req.Data)[0] != '{' {
+			writeProblem(w, http.StatusBadRequest, Problem{Error: "data: must be a JSON object of n8n credential data"})
+			return
+		}
+		fleet := a.cfg.Writer.Head().Fleet
+		if fleet == nil {
+			writeProblem(w, http.StatusServiceUnavailable, Problem{Error: "genesis.yaml is not readable: no recipients to seal to"})
+			return
+		}
+		sealed, err := seal(req.Data, fleet.Spec.Recipients)
+		if err != nil {
+			a.log.Error("seal credential", "workspace", id, "credential", req.Name, "err", err)
+			writeProblem(w, http.StatusInternalServerError, Problem{Error: "sealing failed"})
+			return
+		}
+		req.Sealed = sealed
+	}
+	v, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	a.write(w, r, "tenant.credential", tenants.Change{ID: id, IfMatch: v, Message: fmt.Sprintf("set credential %s (%s) of %s", req.Name, req.Type, id),
+		Edit: func(cur []byte) ([]byte, error) {
+			// Ordered keys: name, type, sealed.
+			ordered := fmt.Sprintf(`{"name":%s,"type":%s,"sealed":%s}`, jsonString(req.Name), jsonString(req.Type), jsonString(req.Sealed))
+			return yamledit.UpsertItem(cur, []string{"spec", "credentials"}, "name", []byte(ordered))
+		}}, http.StatusOK)
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// seal encrypts plain to every recipient as an armored age file, as
+// genesis seal does.
+func seal(plain []byte, recipients []string) (string, error) {
+	var rs []age.Recipient
+	for _, r := range recipients {
+		rcp, err := age.ParseX25519Recipient(r)
+		if err != nil {
+			return "", fmt.Errorf("recipient %q: %w", r, err)
+		}
+		rs = append(rs, rcp)
+	}
+	var buf bytes.Buffer
+	aw := armor.NewWriter(&buf)
+	enc, err := age.Encrypt(aw, rs...)
+	if err != nil {
+		return "", err
+	}
+	if _, err := enc.Write(plain); err != nil {
+		return "", err
+	}
+	if err := enc.Close(); err != nil {
+		return "", err
+	}
+	if err := aw.Close(); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
+}
+
+// write commits one change as the caller and answers.
+func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch tenants.Change, okCode int) {
+	caller, ok := auth.FromContext(r.Context())
+	if !ok {
+		writeProblem(w, http.StatusUnauthorized, Problem{Error: "no authenticated caller"})
+		return
+	}
+	if !validID(ch.ID) {
+		writeProblem(w, http.StatusNotFound, Problem{Error: fmt.Sprintf("tenant %q not found", ch.ID)})
+		return
+	}
+	ch.Author = tenants.Identity{Name: caller.Name, Email: caller.Email}
+	ch.Message += "\n\nRequested through the Genesis API by " + caller.Name + "."
+	res, err := a.cfg.Writer.Write(r.Context(), ch)
+	var ve *tenants.ValidationError
+	var ee *tenants.EditError
+	switch {
+	case err == nil:
+	case errors.As(err, &ve):
+		writeProblem(w, http.StatusBadRequest, Problem{Error: "the change makes the state repository invalid", Errors: ve.Errors})
+		return
+	case errors.As(err, &ee):
+		writeProblem(w, http.StatusBadRequest, Problem{Error: ee.Error()})
+		return
+	case errors.Is(err, tenants.ErrNotFound):
+		writeProblem(w, http.StatusNotFound, Problem{Error: fmt.Sprintf("tenant %q not found", ch.ID)})
+		return
+	case errors.Is(err, tenants.ErrPrecondition):
+		a.conflict(w, r, http.StatusPreconditionFailed, ch.ID, err)
+		return
+	case errors.Is(err, tenants.ErrExists), errors.Is(err, tenants.ErrConflict):
+		a.conflict(w, r, http.StatusConflict, ch.ID, err)
+		return
+	case errors.Is(err, tenants.ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, http.StatusServiceUnavailable, Problem{Error: err.Error()})
+		return
+	default:
+		a.log.Error("write tenant", "workspace", ch.ID, "action", action, "err", err)
+		writeProblem(w, http.StatusServiceUnavailable, Problem{Error: "state repository unavailable: " + err.Error()})
+		return
+	}
+	detail := map[string]any{"method": r.Method, "path": r.URL.Path, "branch": res.Branch, "file": res.File, "proposed": res.Proposed, "unchanged": res.Unchanged, "message": strings.SplitN(ch.Message, "\n", 2)[0]}
+	if err := a.cfg.Store.Audit(context.WithoutCancel(r.Context()), caller.Name, action, ch.ID, detail, res.Commit); err != nil {
+		// The commit is made and is itself the record; say so loudly.
+		a.log.Error("audit tenant write", "workspace", ch.ID, "commit", res.Commit, "err", err)
+	}
+	a.log.Info("tenant write", "caller", caller.Name, "action", action, "workspace", ch.ID, "commit", res.Commit, "branch", res.Branch, "unchanged", res.Unchanged)
+	if !res.Proposed && !res.Unchanged {
+		a.cfg.Pushed()
+	}
+	out := WriteResult{Commit: res.Commit, Branch: res.Branch, File: res.File, Proposed: res.Proposed, Unchanged: res.Unchanged}
+	if res.Proposed {
+		okCode = http.StatusAccepted
+	} else {
+		out.ETag = res.Blob
+		w.Header().Set("ETag", quote(res.Blob))
+	}
+	writeJSON(w, okCode, out)
+}
+
+func (a *API) conflict(w http.ResponseWriter, r *http.Request, code int, id string, err error) {
+	p := Problem{Error: err.Error()}
+	if cur, ok := a.current(r.Context(), id); ok {
+		p.Current = cur
+		w.Header().Set("ETag", quote(cur.ETag))
+	}
+	writeProblem(w, code, p)
+}
+
+// patchFields names the fields a merge patch touches (for the commit
+// message), refusing a body that is not a JSON object.
+func patchFields(data []byte) ([]string, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return nil, fmt.Errorf("body must be a JSON merge patch object: %v", err)
+	}
+	var out []string
+	var walk func(prefix string, m map[string]json.RawMessage)
+	walk = func(prefix string, m map[string]json.RawMessage) {
+		for k, v := range m {
+			var sub map[string]json.RawMessage
+			if json.Unmarshal(v, &sub) == nil && len(sub) > 0 && len(prefix) < 200 {
+				walk(prefix+k+".", sub)
+				continue
+			}
+			out = append(out, prefix+k)
+		}
+	}
+	walk("", obj)
+	if len(out) == 0 {
+		return nil, errors.New("empty patch")
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func validID(id string) bool {
+	if len(id) < 3 || len(id) > 40 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func quote(etag string) string { return `"` + etag + `"` }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeProblem(w http.ResponseWriter, code int, p Problem) { writeJSON(w, code, p) }
