@@ -37,6 +37,10 @@ func Correlation(message, commit string) string {
 	return "git-" + commit
 }
 
+// ValidCorrelation reports whether id can be a correlation id: 1-64 of
+// A-Z, a-z, 0-9 and . _ : -.
+func ValidCorrelation(id string) bool { return correlationID.MatchString(id) }
+
 // WithCorrelation appends the correlation trailer for id to a commit
 // message.
 func WithCorrelation(message, id string) string {

@@ -3,6 +3,8 @@ package stateapi
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -461,7 +463,9 @@ func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch te
 		return
 	}
 	ch.Author = tenants.Identity{Name: caller.Name, Email: caller.Email}
-	ch.Message += "\n\nRequested through the Genesis API by " + caller.Name + "."
+	corr := correlationID(r)
+	w.Header().Set(CorrelationHeader, corr)
+	ch.Message = tenants.WithCorrelation(ch.Message+"\n\nRequested through the Genesis API by "+caller.Name+".", corr)
 	res, err := a.cfg.Writer.Write(r.Context(), ch)
 	var ve *tenants.ValidationError
 	var ee *tenants.EditError
@@ -496,7 +500,7 @@ func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch te
 		// The commit is made and is itself the record; say so loudly.
 		a.log.Error("audit tenant write", "workspace", ch.ID, "commit", res.Commit, "err", err)
 	}
-	a.log.Info("tenant write", "caller", caller.Name, "action", action, "workspace", ch.ID, "commit", res.Commit, "branch", res.Branch, "unchanged", res.Unchanged)
+	a.log.Info("tenant write", "caller", caller.Name, "action", action, "workspace", ch.ID, "commit", res.Commit, "branch", res.Branch, "unchanged", res.Unchanged, "correlation_id", corr)
 	if !res.Proposed && !res.Unchanged {
 		a.cfg.Pushed()
 	}
@@ -508,6 +512,22 @@ func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch te
 		w.Header().Set("ETag", quote(res.Blob))
 	}
 	writeJSON(w, okCode, out)
+}
+
+// CorrelationHeader carries a write's correlation id: the caller may send
+// one (1-64 of A-Z a-z 0-9 . _ : -), else the API makes one; it is
+// answered back, written into the commit as its Genesis-Correlation-Id
+// trailer, and logged by the reconciler with the plan, actions, manifests
+// and heartbeats that follow from the commit.
+const CorrelationHeader = "X-Correlation-Id"
+
+func correlationID(r *http.Request) string {
+	if id := r.Header.Get(CorrelationHeader); tenants.ValidCorrelation(id) {
+		return id
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	return "api-" + hex.EncodeToString(b[:])
 }
 
 func (a *API) conflict(w http.ResponseWriter, r *http.Request, code int, id string, err error) {

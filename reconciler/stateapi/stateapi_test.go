@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/reconciler/stateapi"
+	"genesis.dev/fleet/tenants"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -46,11 +47,19 @@ func TestTenantLifecycle(t *testing.T) {
 	if r.code != 412 || prob.Current == nil || prob.Current.ETag != acme.ETag || r.hdr.Get("ETag") != `"`+acme.ETag+`"` {
 		t.Fatalf("stale If-Match: %d %s", r.code, r.body)
 	}
-	r = w.do("dash", "PATCH", "/v1/tenants/ws-acme", patch, "If-Match", `"`+acme.ETag+`"`, "Content-Type", "application/merge-patch+json")
+	r = w.do("dash", "PATCH", "/v1/tenants/ws-acme", patch, "If-Match", `"`+acme.ETag+`"`, "Content-Type", "application/merge-patch+json",
+		stateapi.CorrelationHeader, "req-dash-42")
 	var res stateapi.WriteResult
 	r.json(t, &res)
 	if r.code != 200 || res.Commit != w.head() || res.Proposed || r.hdr.Get("ETag") != `"`+res.ETag+`"` {
 		t.Fatalf("patch: %d %s (head %s)", r.code, r.body, w.head())
+	}
+	// The caller's correlation id is answered and carried by the commit.
+	if got := r.hdr.Get(stateapi.CorrelationHeader); got != "req-dash-42" {
+		t.Errorf("correlation header: %q", got)
+	}
+	if got := tenants.Correlation(git(t, w.bare, "log", "-1", "--format=%B", "main"), res.Commit); got != "req-dash-42" {
+		t.Errorf("commit's correlation id: %q", got)
 	}
 	if got := git(t, w.bare, "log", "-1", "--format=%an|%ae|%s", "main"); got != "dash|dash@api.genesis.invalid|patch ws-acme: spec.domains, spec.n8n.version" {
 		t.Errorf("commit: %q", got)
