@@ -17,6 +17,7 @@ type Metrics struct {
 	leader           prometheus.Gauge
 	lastCommitTime   prometheus.Gauge
 	gitErrors        prometheus.Counter
+	spares           spareMetrics
 }
 
 // NewMetrics makes the metrics and registers them on reg (nil: not
@@ -47,5 +48,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.actions, m.refusals, m.lifecycle, m.declared,
 			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors)
 	}
+	m.spares = newSpareMetrics(reg)
 	return m
 }

@@ -288,7 +288,7 @@ func (r *Reconciler) resume(ctx context.Context, jobs *sync.WaitGroup) error {
 			// was wanted.
 			desired := schema.StateRunning
 			switch op.Action.Kind {
-			case plan.Destroy:
+			case plan.Destroy, plan.DestroySpare:
 				desired = schema.StateAbsent
 			case plan.Hibernate:
 				desired = schema.StateHibernated
@@ -431,7 +431,7 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 			continue
 		}
 		actions := byTenant[ws]
-		desired, hash := d.Tenants[ws].Spec.State, d.Hashes[ws]
+		desired, hash := desiredOf(d, ws, actions), d.Hashes[ws]
 		jobs.Add(1)
 		go func() {
 			defer jobs.Done()
@@ -470,7 +470,7 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 			log.Error("journal step failed", "step", step, "err", err)
 		}
 	}}
-	if r.cfg.UserData != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Resize) {
+	if r.cfg.UserData != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Resize || a.Kind == plan.CreateSpare) {
 		ud, err := r.cfg.UserData(ctx, a)
 		if err != nil {
 			log.Error("render user data failed", "err", err)
@@ -482,6 +482,9 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		opt.UserData = ud
 	}
 	res, err := c.Execute(ctx, a, opt)
+	if a.Kind == plan.AssignSpare {
+		err = r.assignSpare(ctx, c, a, res, desired, err)
+	}
 	if err == nil && a.Kind == plan.UpdateManifest && r.cfg.Manifest != nil {
 		if merr := r.cfg.Manifest(ctx, a); merr != nil {
 			err = fmt.Errorf("render manifest: %w", merr)
@@ -493,7 +496,7 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		log.Info("action interrupted; left for resume")
 		return false
 	}
-	if err != nil && (a.Kind == plan.Create || a.Kind == plan.Wake) && res.DropletID != 0 {
+	if err != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.CreateSpare) && res.DropletID != 0 {
 		rb := plan.Action{Kind: plan.Destroy, Workspace: a.Workspace, Account: res.Account, Droplet: a.Droplet, DropletID: res.DropletID}
 		if _, rbErr := c.Execute(ctx, rb, cloud.ExecOptions{}); rbErr != nil {
 			err = fmt.Errorf("%w (rollback of droplet %d failed: %v)", err, res.DropletID, rbErr)
@@ -563,6 +566,7 @@ func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot,
 	for s, n := range states {
 		m.lifecycle.WithLabelValues(s).Set(float64(n))
 	}
+	m.spares.record(snap.Fleet, o)
 	declared := map[string]int{}
 	for _, ts := range snap.Tenants {
 		if ts.Tenant != nil {
