@@ -270,7 +270,7 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 // pullLoop long-polls the manifest and accepts each new one.
 func (a *Agent) pullLoop(ctx context.Context, cred string) error {
 	st := a.cfg.State
-	_, etag := st.Floor(a.cfg.Bootstrap.Workspace, a.cfg.DropletID)
+	_, etag := st.Floor(a.workspace(), a.cfg.DropletID)
 	if v := st.Applied().Version; v > 0 {
 		a.metrics.appliedVersion.Set(float64(v))
 	}
@@ -322,7 +322,7 @@ func (a *Agent) pullLoop(ctx context.Context, cred string) error {
 		} else {
 			applyStart := time.Now()
 			v, err = Accept(ctx, st, resp.Envelope, Policy{
-				Workspace:    a.cfg.Bootstrap.Workspace,
+				Workspace:    a.workspace(),
 				Droplet:      a.cfg.DropletID,
 				Trusted:      a.trusted,
 				Now:          a.cfg.Now(),
@@ -350,7 +350,8 @@ func (a *Agent) pullLoop(ctx context.Context, cred string) error {
 			}
 			a.metrics.accepted.Inc()
 			a.metrics.appliedVersion.Set(float64(v.Manifest.Version))
-			a.log.Info("manifest applied", "version", v.Manifest.Version, "commit", v.Manifest.Commit, "key_id", v.KeyID, "new_keys", len(v.SigningKeys))
+			a.log.Info("manifest applied", "version", v.Manifest.Version, "commit", v.Manifest.Commit, "key_id", v.KeyID, "new_keys", len(v.SigningKeys),
+				"serves", v.Manifest.Workspace)
 			a.heartbeatSoon()
 			continue
 		case errors.As(err, &re):
@@ -375,6 +376,12 @@ func (a *Agent) pullLoop(ctx context.Context, cred string) error {
 		sleep(ctx, bo.next())
 	}
 	return nil
+}
+
+// workspace is the workspace the droplet serves now: the bootstrap one, or
+// the tenant's a hot spare adopted (State.Workspace).
+func (a *Agent) workspace() string {
+	return a.cfg.State.Workspace(a.cfg.Bootstrap.Workspace, a.cfg.DropletID)
 }
 
 func (a *Agent) setApplyError(err error) {
@@ -459,9 +466,10 @@ func (a *Agent) sendHeartbeat(ctx context.Context, cred string) {
 
 // heartbeat gathers one heartbeat's fields.
 func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
-	version, dig := a.cfg.State.Floor(a.cfg.Bootstrap.Workspace, a.cfg.DropletID)
+	ws := a.workspace()
+	version, dig := a.cfg.State.Floor(ws, a.cfg.DropletID)
 	hb := schema.Heartbeat{
-		Workspace:      a.cfg.Bootstrap.Workspace,
+		Workspace:      ws,
 		Droplet:        a.cfg.DropletID,
 		Seq:            seq,
 		SentAt:         a.cfg.Now().UTC(),

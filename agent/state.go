@@ -237,6 +237,20 @@ func (s *State) Floor(workspace, droplet string) (int64, string) {
 	return s.applied.Version, s.applied.Digest
 }
 
+// Workspace is the workspace this droplet serves. It is bootstrap (what
+// cloud-init said), except for a hot spare (a bootstrap workspace with
+// schema.SparePrefix) that accepted a tenant's manifest for this droplet:
+// it serves that tenant from then on, across restarts (the record is the
+// applied manifest, written atomically when it was accepted).
+func (s *State) Workspace(bootstrap, droplet string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if schema.IsSpareWorkspace(bootstrap) && s.applied.Droplet == droplet && s.applied.Workspace != "" {
+		return s.applied.Workspace
+	}
+	return bootstrap
+}
+
 // Trusted is base plus the keys accepted manifests announced.
 func (s *State) Trusted(base dsse.Trusted) (dsse.Trusted, error) {
 	s.mu.Lock()

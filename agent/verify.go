@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"time"
 
 	"filippo.io/age"
@@ -138,7 +139,7 @@ func Verify(envelope []byte, e Expectation) (*Verified, error) {
 	if m.Type != schema.ManifestType {
 		return nil, reject(ReasonPayloadType, "payload _type %q, want %q", m.Type, schema.ManifestType)
 	}
-	if m.Workspace != e.Workspace || m.Droplet != e.Droplet {
+	if m.Droplet != e.Droplet || (m.Workspace != e.Workspace && !adoptable(e.Workspace, m.Workspace)) {
 		return nil, reject(ReasonMismatch, "manifest is for %q/%q, this is %q/%q", m.Workspace, m.Droplet, e.Workspace, e.Droplet)
 	}
 	d := digest(envelope)
@@ -202,7 +203,7 @@ func Verify(envelope []byte, e Expectation) (*Verified, error) {
 		if e.Identity == nil {
 			return nil, reject(ReasonCredential, "credential %q: no identity to open it", c.Name)
 		}
-		data, err := sealing.Open(e.Identity, c, e.Workspace, e.Droplet)
+		data, err := sealing.Open(e.Identity, c, m.Workspace, e.Droplet)
 		if err != nil {
 			Forget(v.Credentials)
 			return nil, &RejectError{Reason: ReasonCredential, Err: err}
@@ -211,6 +212,18 @@ func Verify(envelope []byte, e Expectation) (*Verified, error) {
 	}
 	return v, nil
 }
+
+// adoptable reports whether a droplet serving workspace may take a manifest
+// naming workspace next: only a hot spare (schema.SparePrefix, which no
+// tenant may use) changes workspace, once, to a tenant's. The manifest must
+// still be signed by a trusted key and name this droplet; credentials are
+// then opened for the new workspace's slot.
+func adoptable(workspace, next string) bool {
+	return schema.IsSpareWorkspace(workspace) && !schema.IsSpareWorkspace(next) && workspaceID.MatchString(next)
+}
+
+// workspaceID is a tenant workspace id (schema's rule).
+var workspaceID = regexp.MustCompile(`^[a-z0-9-]{3,40}$`)
 
 // workflowDigestMatches checks a workflow's sha256: the hex SHA-256 of its
 // json value as it appears in the payload. The digest of the compacted

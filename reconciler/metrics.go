@@ -19,6 +19,7 @@ type Metrics struct {
 	gitErrors        prometheus.Counter
 	hib              *hibernationMetrics
 	watchdog         *watchdogMetrics
+	spares           spareMetrics
 }
 
 // NewMetrics makes the metrics and registers them on reg (nil: not
@@ -52,5 +53,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.watchdog.collectors()...)
 	}
 	m.hib = newHibernationMetrics(reg)
+	m.spares = newSpareMetrics(reg)
 	return m
 }

@@ -314,7 +314,7 @@ func (r *Reconciler) resume(ctx context.Context, jobs *sync.WaitGroup) error {
 			// was wanted.
 			desired := schema.StateRunning
 			switch op.Action.Kind {
-			case plan.Destroy:
+			case plan.Destroy, plan.DestroySpare:
 				desired = schema.StateAbsent
 			case plan.Hibernate:
 				desired = schema.StateHibernated
@@ -466,7 +466,7 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 			continue
 		}
 		actions := byTenant[ws]
-		desired, hash := d.Tenants[ws].Spec.State, d.Hashes[ws]
+		desired, hash := desiredOf(d, ws, actions), d.Hashes[ws]
 		jobs.Add(1)
 		go func() {
 			defer jobs.Done()
@@ -505,7 +505,7 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 			log.Error("journal step failed", "step", step, "err", err)
 		}
 	}}
-	if r.cfg.UserData != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Resize || a.Kind == plan.Rebuild) {
+	if r.cfg.UserData != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Resize || a.Kind == plan.Rebuild || a.Kind == plan.CreateSpare) {
 		ud, err := r.cfg.UserData(ctx, a)
 		if err != nil {
 			log.Error("render user data failed", "err", err)
@@ -520,6 +520,9 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		r.prepareHibernate(ctx, opID, a, log)
 	}
 	res, err := c.Execute(ctx, a, opt)
+	if a.Kind == plan.AssignSpare {
+		err = r.assignSpare(ctx, c, a, res, desired, err)
+	}
 	if err == nil && a.Kind == plan.UpdateManifest && r.cfg.Manifest != nil {
 		if merr := r.cfg.Manifest(ctx, a); merr != nil {
 			err = fmt.Errorf("render manifest: %w", merr)
@@ -531,7 +534,7 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		log.Info("action interrupted; left for resume")
 		return false
 	}
-	if err != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Rebuild) && res.DropletID != 0 {
+	if err != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Rebuild || a.Kind == plan.CreateSpare) && res.DropletID != 0 {
 		rb := plan.Action{Kind: plan.Destroy, Workspace: a.Workspace, Account: res.Account, Droplet: a.Droplet, DropletID: res.DropletID}
 		if _, rbErr := c.Execute(ctx, rb, cloud.ExecOptions{}); rbErr != nil {
 			err = fmt.Errorf("%w (rollback of droplet %d failed: %v)", err, res.DropletID, rbErr)
@@ -602,6 +605,7 @@ func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot,
 	for s, n := range states {
 		m.lifecycle.WithLabelValues(s).Set(float64(n))
 	}
+	m.spares.record(snap.Fleet, o)
 	declared := map[string]int{}
 	for _, ts := range snap.Tenants {
 		if ts.Tenant != nil {

@@ -327,6 +327,7 @@ func TestJSONSchemaDocuments(t *testing.T) {
 		{name: "short id", kind: "tenant", edits: []string{"id: ws-test", "id: ws"}, wantAt: "/metadata/id"},
 		{name: "path id", kind: "tenant", edits: []string{"id: ws-test", "id: ../ws-test"}, wantAt: "/metadata/id"},
 		{name: "long id", kind: "tenant", edits: []string{"id: ws-test", "id: " + strings.Repeat("a", 41)}, wantAt: "/metadata/id"},
+		{name: "spare id", kind: "tenant", edits: []string{"id: ws-test", "id: spare-nyc1-1"}, wantAt: "/metadata/id"},
 		{name: "empty name", kind: "tenant", edits: []string{"name: Test Co", `name: ""`}, wantAt: "/metadata/name"},
 		{name: "missing region", kind: "tenant", edits: []string{"{region: nyc3, size: s-1vcpu-1gb}", "{size: s-1vcpu-1gb}"}, wantAt: "/spec/droplet"},
 		{name: "bad region", kind: "tenant", edits: []string{"region: nyc3", "region: new-york"}, wantAt: "/spec/droplet/region"},

@@ -154,6 +154,8 @@ func (t *Tenant) validate(c *errorf, wantID string) {
 		at("metadata", "metadata.id is required")
 	case !tenantID.MatchString(m.ID):
 		at("metadata.id", "metadata.id: %q must be 3-40 characters of a-z, 0-9 and -", m.ID)
+	case IsSpareWorkspace(m.ID):
+		at("metadata.id", "metadata.id: %q: the prefix %q is reserved for hot spares", m.ID, SparePrefix)
 	case m.ID != wantID:
 		at("metadata.id", "metadata.id: %q must equal the file name %q", m.ID, wantID)
 	}

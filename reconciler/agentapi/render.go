@@ -109,7 +109,7 @@ func (s *Service) RenderWorkspace(ctx context.Context, workspace string) error {
 // update_manifest action, and for a hibernate action's prepare phase (the
 // workspace is HIBERNATING, so its manifest says state: hibernated).
 func (s *Service) RenderAction(ctx context.Context, a plan.Action) error {
-	if a.Kind != plan.UpdateManifest && a.Kind != plan.Hibernate {
+	if a.Kind != plan.UpdateManifest && a.Kind != plan.Hibernate && a.Kind != plan.AssignSpare {
 		return nil
 	}
 	return s.RenderWorkspace(ctx, a.Workspace)
@@ -207,6 +207,9 @@ var ErrNoTenant = errors.New("tenant is not in the desired state")
 func build(snap tenants.Snapshot, workspace, droplet, ip, recipient, signer string, announce []string) (content, error) {
 	var c content
 	ts, ok := snap.Tenants[workspace]
+	if (!ok || ts.Tenant == nil) && schema.IsSpareWorkspace(workspace) && snap.Fleet != nil {
+		return buildSpare(snap, workspace, droplet, recipient, signer, announce)
+	}
 	if !ok || ts.Tenant == nil {
 		return c, ErrNoTenant
 	}

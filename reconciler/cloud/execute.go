@@ -98,6 +98,12 @@ func (p *Pool) Execute(ctx context.Context, a plan.Action, opt ExecOptions) (Res
 		err = x.inAccount(ctx, a.Account, x.deleteSnapshot)
 	case plan.Reboot, plan.PowerCycle, plan.Rebuild:
 		err = x.remediate(ctx)
+	case plan.CreateSpare:
+		err = x.create(ctx, godo.DropletCreateImage{Slug: a.Image}, "", a.Droplet, a.Size)
+	case plan.DestroySpare:
+		err = x.inAccount(ctx, a.Account, x.destroy)
+	case plan.AssignSpare:
+		err = x.inAccount(ctx, a.Account, x.assignSpare)
 	default:
 		err = terminalf(a.Account, string(a.Kind), "unknown action kind")
 	}

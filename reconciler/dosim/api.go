@@ -73,6 +73,9 @@ func (s *Sim) Handler() http.Handler {
 	s.route(api, "GET /v2/snapshots", true, s.listSnapshots)
 	s.route(api, "GET /v2/snapshots/{snapshot_id}", false, s.getSnapshot)
 	s.route(api, "DELETE /v2/snapshots/{snapshot_id}", false, s.deleteSnapshot)
+	s.route(api, "POST /v2/tags", false, s.createTag)
+	s.route(api, "POST /v2/tags/{tag_id}/resources", false, s.tagResources)
+	s.route(api, "DELETE /v2/tags/{tag_id}/resources", false, s.untagResources)
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		rq := r.Context().Value(ctxKey{}).(*request)
 		s.writeError(w, rq, errorFor(http.StatusNotFound, ""))
@@ -626,6 +629,9 @@ func (s *Sim) postDropletAction(rq *request, w http.ResponseWriter, r *http.Requ
 		}
 		lim := s.limitsLocked()
 		a := s.newActionLocked(rq.account, d, req.Type, now, now.Add(lim.ActionDelay.Std()))
+		if req.Type == "rename" {
+			a.NewName = req.Name
+		}
 		if req.Type == "snapshot" {
 			a.SnapshotID = s.st.NextSnap
 			s.st.NextSnap++

@@ -235,14 +235,14 @@ var (
 	}
 	supportedActionTypes = map[string]bool{
 		"reboot": true, "power_cycle": true, "shutdown": true, "power_off": true,
-		"power_on": true, "snapshot": true,
+		"power_on": true, "snapshot": true, "rename": true,
 	}
 )
 
 // actionRequest is a validated POST /v2/droplets/{id}/actions body.
 type actionRequest struct {
 	Type string
-	Name string // snapshot name
+	Name string // snapshot name, or the droplet's new name (rename)
 }
 
 func decodeAction(body []byte) (actionRequest, *apiError) {
@@ -261,11 +261,21 @@ func decodeAction(body []byte) (actionRequest, *apiError) {
 		return req, unprocessable("type %q is not a valid droplet action", truncate(req.Type, 64))
 	}
 	if !supportedActionTypes[req.Type] {
-		return req, unprocessable("type %q is not supported by the simulator (supported: power_off, power_on, shutdown, reboot, power_cycle, snapshot)", req.Type)
+		return req, unprocessable("type %q is not supported by the simulator (supported: power_off, power_on, shutdown, reboot, power_cycle, snapshot, rename)", req.Type)
+	}
+	if req.Type == "rename" {
+		switch {
+		case raw.Name == nil || *raw.Name == "":
+			return req, unprocessable("name is required for a rename")
+		case len(*raw.Name) > 255 || !dropletNameRE.MatchString(*raw.Name):
+			return req, unprocessable("name %q is invalid: only valid hostname characters are allowed (a-z, A-Z, 0-9, . and -), at most 255", truncate(*raw.Name, 64))
+		}
+		req.Name = *raw.Name
+		return req, nil
 	}
 	if raw.Name != nil {
 		if req.Type != "snapshot" {
-			return req, unprocessable("name is only valid for snapshot actions")
+			return req, unprocessable("name is only valid for snapshot and rename actions")
 		}
 		if len(*raw.Name) > 255 {
 			return req, unprocessable("name: must be at most 255 characters")

@@ -218,7 +218,7 @@ func FuzzDecodeCreateDroplet(f *testing.F) {
 }
 
 func FuzzDecodeAction(f *testing.F) {
-	for _, s := range []string{`{"type":"power_off"}`, `{"type":"snapshot","name":"n"}`, `{"type":"resize"}`, `{"type":1}`, `{}`, `{"type":"reboot","name":"x"}`} {
+	for _, s := range []string{`{"type":"power_off"}`, `{"type":"snapshot","name":"n"}`, `{"type":"resize"}`, `{"type":1}`, `{}`, `{"type":"reboot","name":"x"}`, `{"type":"rename","name":"genesis-ws-a-2"}`, `{"type":"rename"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -229,7 +229,7 @@ func FuzzDecodeAction(f *testing.F) {
 			}
 			return
 		}
-		if !supportedActionTypes[req.Type] || (req.Name != "" && req.Type != "snapshot") {
+		if !supportedActionTypes[req.Type] || (req.Name != "" && req.Type != "snapshot" && req.Type != "rename") || (req.Type == "rename" && req.Name == "") {
 			t.Fatalf("accepted %+v", req)
 		}
 	})
@@ -254,5 +254,29 @@ func FuzzDecodeFault(f *testing.F) {
 			t.Fatalf("accepted %+v", fl)
 		}
 		fl.matches("GET", "/v2/droplets", "a") // must not panic
+	})
+}
+
+func FuzzDecodeTagResources(f *testing.F) {
+	for _, s := range []string{`{"resources":[{"resource_id":"12","resource_type":"droplet"}]}`, `{"resources":[]}`, `{}`,
+		`{"resources":[{"resource_id":"x","resource_type":"droplet"}]}`, `{"resources":[{"resource_id":"1","resource_type":"volume"}]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ids, err := decodeTagResources(body)
+		if err != nil {
+			if err.status != 400 && err.status != 422 {
+				t.Fatalf("status %d", err.status)
+			}
+			return
+		}
+		if len(ids) == 0 {
+			t.Fatal("accepted no resources")
+		}
+		for _, id := range ids {
+			if id <= 0 {
+				t.Fatalf("accepted droplet id %d", id)
+			}
+		}
 	})
 }

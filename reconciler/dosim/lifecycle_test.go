@@ -97,6 +97,12 @@ wait`
 	if !alive(pid2) || pid2 == pid {
 		t.Fatalf("hook after power_on: pid %d (was %d)", pid2, pid)
 	}
+	// Let the second boot's hook record itself before the reboot kills it
+	// (on a loaded machine the shell may not have run its first line yet).
+	waitFor(t, "two boots recorded", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "boots"))
+		return strings.Count(string(b), "\n") == 2
+	})
 	if _, _, err := e.a.DropletActions.Reboot(ctx, d.ID); err != nil {
 		t.Fatal(err)
 	}

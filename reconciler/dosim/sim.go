@@ -363,6 +363,8 @@ func (s *Sim) completeLocked(a *action) {
 	case "reboot", "power_cycle":
 		d.Status = statusActive
 		s.events = append(s.events, hookEvent{stop: true, droplet: d.ID}, s.startEvent(d))
+	case "rename":
+		d.Name = a.NewName
 	case "power_off", "shutdown":
 		if d.Status == statusActive {
 			s.events = append(s.events, hookEvent{stop: true, droplet: d.ID})

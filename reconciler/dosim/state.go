@@ -98,6 +98,8 @@ type action struct {
 	Fail         bool       `json:"fail,omitempty"`
 	SnapshotID   int        `json:"snapshot_id,omitempty"`
 	SnapshotName string     `json:"snapshot_name,omitempty"`
+	// NewName is a rename's new droplet name (applied when it completes).
+	NewName string `json:"new_name,omitempty"`
 }
 
 type snapshot struct {
@@ -123,6 +125,9 @@ type state struct {
 	NextAct   int                 `json:"next_action"` // actions
 	NextSnap  int                 `json:"next_snapshot"`
 	NextIP    uint32              `json:"next_ip"`
+	// Tags are the tags made with POST /v2/tags, by account (a tag on a
+	// droplet exists too).
+	Tags map[string]map[string]bool `json:"tags,omitempty"`
 
 	pending map[int]struct{}  // in-progress action ids (derived)
 	tokens  map[string]string // token -> account name (derived)

@@ -26,6 +26,7 @@ type Options struct {
 var apiCalls = map[Kind]int{
 	Create: 3, Wake: 3, Adopt: 0, UpdateManifest: 0,
 	Hibernate: 5, Resize: 8, Destroy: 1, DeleteSnapshot: 1,
+	CreateSpare: 3, AssignSpare: 4, DestroySpare: 1,
 }
 
 // Compute decides what to do to make observed match desired at time now. It
@@ -57,8 +58,13 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 	drops := map[string][]Droplet{}
 	load := map[string]int{}
 	fleetSize := 0
+	var spareDrops []Droplet
 	for _, dr := range o.Droplets {
 		load[dr.Account]++
+		if schema.IsSpareWorkspace(dr.Workspace) {
+			spareDrops = append(spareDrops, dr) // planned by planSpares, never orphans
+			continue
+		}
 		if scope != nil {
 			// Scoped: every droplet still counts for capacity and the
 			// safety limits, but only the scope's are looked at.
@@ -99,6 +105,7 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 		p.Orphans = append(p.Orphans, Orphan{Workspace: s.Workspace, Account: s.Account, Snapshot: s.ID, Reason: "snapshot of a workspace no tenant file declares"})
 	}
 	acct := newAccounts(d.Fleet, o, load)
+	acct.spares = newSparePool(d.Fleet, o, spareDrops)
 	var ids []string
 	if scope != nil {
 		ids = sortedKeys(scope)
@@ -122,6 +129,7 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 		st := o.Status[id]
 		planTenant(&p, d, o, acct, t, st, ds, ss, now)
 	}
+	planSpares(&p, d, o, acct)
 	if !o.Complete() {
 		var keep []Action
 		for _, a := range p.Actions {
@@ -214,6 +222,10 @@ func planTenant(p *Plan, d Desired, o Observed, acct *accounts, t *schema.Tenant
 			if latest != nil {
 				a.Kind, a.Snapshot = Wake, latest.ID
 				a.Reason = "tenant is running; waking from snapshot " + latest.Name
+			}
+			if a.Kind == Create && acct.spares.assign(&a, acct, t) {
+				add(a) // a ready spare instead of a fresh droplet
+				break
 			}
 			var chosen string
 			var alts []string
@@ -314,7 +326,7 @@ func checkSafety(p *Plan, f *schema.Fleet, fleetSize int, opt Options) {
 	destroys, hibernates := 0, 0
 	for _, a := range p.Actions {
 		switch a.Kind {
-		case Destroy:
+		case Destroy, DestroySpare:
 			destroys++
 		case Hibernate:
 			hibernates++
@@ -356,6 +368,8 @@ type accounts struct {
 	fleet *schema.Fleet
 	load  map[string]int
 	down  map[string]string
+	// spares are the ready spares new tenants may take (spares.go).
+	spares *sparePool
 }
 
 func newAccounts(f *schema.Fleet, o Observed, load map[string]int) *accounts {

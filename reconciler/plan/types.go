@@ -114,13 +114,13 @@ func (k Kind) Priority() int {
 	switch k {
 	case Wake:
 		return 0
-	case Create, Adopt:
+	case Create, Adopt, AssignSpare:
 		return 1
 	case Resize, UpdateManifest, Reboot, PowerCycle, Rebuild:
 		return 2
 	case Hibernate:
 		return 3
-	case Destroy:
+	case Destroy, DestroySpare:
 		return 4
 	default:
 		return 5
@@ -129,22 +129,25 @@ func (k Kind) Priority() int {
 
 // Destructive reports whether the action removes a droplet or a snapshot.
 func (k Kind) Destructive() bool {
-	return k == Hibernate || k == Destroy || k == DeleteSnapshot || k == Resize
+	return k == Hibernate || k == Destroy || k == DeleteSnapshot || k == Resize || k == DestroySpare
 }
 
 // Action is one thing to do for one workspace.
 type Action struct {
-	Kind      Kind    `json:"kind"`
-	Workspace string  `json:"workspace"`
-	Account   string  `json:"account,omitempty"`
-	Region    string  `json:"region,omitempty"`
-	Size      string  `json:"size,omitempty"`
-	Image     string  `json:"image,omitempty"`
-	Tier      string  `json:"tier,omitempty"`
-	Droplet   string  `json:"droplet,omitempty"` // deterministic name
-	DropletID int     `json:"droplet_id,omitempty"`
-	Snapshot  string  `json:"snapshot,omitempty"` // snapshot id (wake, delete_snapshot)
-	Gen       int     `json:"generation,omitempty"`
+	Kind      Kind   `json:"kind"`
+	Workspace string `json:"workspace"`
+	Account   string `json:"account,omitempty"`
+	Region    string `json:"region,omitempty"`
+	Size      string `json:"size,omitempty"`
+	Image     string `json:"image,omitempty"`
+	Tier      string `json:"tier,omitempty"`
+	Droplet   string `json:"droplet,omitempty"` // deterministic name
+	DropletID int    `json:"droplet_id,omitempty"`
+	Snapshot  string `json:"snapshot,omitempty"` // snapshot id (wake, delete_snapshot)
+	Gen       int    `json:"generation,omitempty"`
+	// Spare is the spare workspace whose droplet an assign_spare action
+	// gives to Workspace.
+	Spare     string  `json:"spare,omitempty"`
 	Reason    string  `json:"reason"`
 	APICalls  int     `json:"api_calls"`
 	CostDelta float64 `json:"monthly_usd_delta"`
@@ -211,20 +214,25 @@ const TagFleet = "genesis"
 
 // Tags are the tags of a workspace's droplet.
 func Tags(workspace, account, tier string) []string {
+	if region, _, ok := schema.ParseSpareWorkspace(workspace); ok {
+		return SpareTags(workspace, account, region)
+	}
 	return []string{TagFleet, "genesis:ws:" + workspace, "genesis:account:" + account, "genesis:tier:" + tier}
 }
 
 // WorkspaceTag is the tag naming a droplet's workspace.
 func WorkspaceTag(workspace string) string { return "genesis:ws:" + workspace }
 
-// WorkspaceFromTags returns the workspace of a droplet's tags, or "".
+// WorkspaceFromTags returns the workspace of a droplet's tags, or "". A
+// tenant's tag wins over a spare's (a spare part way through assignment).
 func WorkspaceFromTags(tags []string) string {
+	found := ""
 	for _, t := range tags {
-		if ws, ok := strings.CutPrefix(t, "genesis:ws:"); ok {
-			return ws
+		if ws, ok := strings.CutPrefix(t, "genesis:ws:"); ok && (found == "" || schema.IsSpareWorkspace(found)) {
+			found = ws
 		}
 	}
-	return ""
+	return found
 }
 
 // DropletName is the deterministic name of a workspace's droplet of one

@@ -221,13 +221,13 @@ func (s *Store) Begin(ctx context.Context, a plan.Action, desired schema.State, 
 // kind starts ("" for no change).
 func startState(k plan.Kind) string {
 	switch k {
-	case plan.Create:
+	case plan.Create, plan.CreateSpare, plan.AssignSpare:
 		return "PROVISIONING"
 	case plan.Wake:
 		return "WAKING"
 	case plan.Hibernate, plan.Resize:
 		return "HIBERNATING"
-	case plan.Destroy:
+	case plan.Destroy, plan.DestroySpare:
 		return "DESTROYING"
 	}
 	return ""
@@ -305,7 +305,7 @@ func (s *Store) Finish(ctx context.Context, id int64, a plan.Action, out Outcome
 func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) error {
 	var err error
 	switch a.Kind {
-	case plan.Create, plan.Wake, plan.Resize, plan.Adopt:
+	case plan.Create, plan.Wake, plan.Resize, plan.Adopt, plan.CreateSpare:
 		gen := a.Gen
 		// A droplet id moves between rows only through this update; clear
 		// it from any stale row first so the unique constraint holds.
@@ -342,6 +342,8 @@ func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 	case plan.DeleteSnapshot:
 		_, err = tx.Exec(ctx, `UPDATE fleet_status SET snapshot_id = NULL, snapshot_size_gb = NULL, snapshot_at = NULL, updated_at = now()
 			WHERE workspace = $1 AND snapshot_id = $2 AND state <> 'HIBERNATED'`, a.Workspace, a.Snapshot)
+	default:
+		err = applySpareOutcome(ctx, tx, a, out)
 	}
 	return err
 }

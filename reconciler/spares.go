@@ -1,0 +1,105 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"genesis.dev/fleet/reconciler/cloud"
+	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/schema"
+)
+
+// Hot spares: the planner decides (plan/spares.go); here the assignment of
+// a spare to a tenant is carried out, after cloud.Execute has retagged the
+// droplet:
+//
+//  1. Postgres, in one transaction (store.MoveSpare): the droplet, its
+//     address and its agent move from the spare's workspace to the
+//     tenant's;
+//  2. the tenant's manifest is rendered and signed for that droplet (the
+//     Manifest hook), which wakes the parked agent's long-poll at once: it
+//     adopts the tenant's workspace and converges;
+//  3. the droplet is renamed to the tenant's deterministic name (so later
+//     hibernations and resizes find it by name).
+//
+// Every step is idempotent; the operation is journaled like any other, so a
+// crash part way is resumed by the next leader.
+
+// desiredOf is the state the actions of workspace ws work towards: the
+// tenant's, or for a spare running (absent when it is being destroyed).
+func desiredOf(d plan.Desired, ws string, actions []plan.Action) schema.State {
+	if t := d.Tenants[ws]; t != nil {
+		return t.Spec.State
+	}
+	for _, a := range actions {
+		if a.Kind == plan.DestroySpare {
+			return schema.StateAbsent
+		}
+	}
+	return schema.StateRunning
+}
+
+// assignSpare finishes an assign_spare action once Execute (the tags) ran
+// with execErr; it returns the action's error.
+func (r *Reconciler) assignSpare(ctx context.Context, c *cloud.Pool, a plan.Action, res cloud.Result, desired schema.State, execErr error) error {
+	err := execErr
+	if err == nil {
+		a.Account = res.Account
+		err = r.cfg.Store.MoveSpare(ctx, a, res.IP, desired)
+	}
+	if err == nil && r.cfg.Manifest != nil {
+		if merr := r.cfg.Manifest(ctx, a); merr != nil {
+			err = fmt.Errorf("render manifest: %w", merr)
+		}
+	}
+	if err == nil && a.Droplet != "" {
+		err = c.Rename(ctx, res.Account, res.DropletID, a.Droplet)
+	}
+	result := "assigned"
+	if err != nil {
+		result = "failed"
+	}
+	if ctx.Err() == nil {
+		r.cfg.Metrics.spares.assignments.WithLabelValues(result).Inc()
+	}
+	return err
+}
+
+// spareMetrics are the hot spares' series.
+type spareMetrics struct {
+	ready       *prometheus.GaugeVec
+	assignments *prometheus.CounterVec
+}
+
+func newSpareMetrics(reg prometheus.Registerer) spareMetrics {
+	m := spareMetrics{
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_spares_ready",
+			Help: "Hot spares ready to be taken (ACTIVE_HEALTHY), by region of genesis.yaml spec.spares."}, []string{"region"}),
+		assignments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_spare_assignments_total",
+			Help: "Spares given to onboarding tenants, by result (assigned, failed)."}, []string{"result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.ready, m.assignments)
+	}
+	return m
+}
+
+// record sets the ready gauge from an observation: one series per region
+// that declares spares, so its labels stay bounded.
+func (m spareMetrics) record(f *schema.Fleet, o plan.Observed) {
+	if f == nil {
+		return
+	}
+	ready := map[string]int{}
+	for ws, st := range o.Status {
+		if region, _, ok := schema.ParseSpareWorkspace(ws); ok && st.Lifecycle == plan.ReadyLifecycle && st.DropletID != 0 {
+			ready[region]++
+		}
+	}
+	m.ready.Reset()
+	for _, sp := range f.Spec.Spares {
+		m.ready.WithLabelValues(sp.Region).Set(float64(ready[sp.Region]))
+	}
+}
