@@ -568,6 +568,14 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		return false
 	}
 	log.Info("action succeeded", "droplet_id", out.DropletID, "seconds", r.cfg.Now().Sub(start).Seconds())
+	// The droplet's agent may have enrolled (and got a manifest without
+	// the droplet's address) before the action recorded the droplet: give
+	// it its complete manifest now rather than at the next sweep.
+	if r.cfg.Manifest != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Rebuild || a.Kind == plan.Adopt) {
+		if merr := r.cfg.Manifest(ctx, a); merr != nil {
+			log.Warn("render manifest of the recorded droplet failed; the sweep retries", "err", merr)
+		}
+	}
 	return true
 }
 

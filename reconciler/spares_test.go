@@ -92,6 +92,9 @@ func newSpareWorld(t *testing.T, boot time.Duration) *spareWorld {
 	srv.Config.Handler = w.svc.Handler()
 	srv.Start()
 	t.Cleanup(srv.Close)
+	// Cleanups run last-in first-out: stop the agents (their long-polls)
+	// before closing the server, which waits for open requests.
+	t.Cleanup(cancel)
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = w.svc.Run(ctx) }()
 	h.rec = New(Config{Store: h.store, Logger: log, Metrics: NewMetrics(w.reg), UserData: w.svc.UserData, Manifest: w.svc.RenderAction,
@@ -100,7 +103,7 @@ func newSpareWorld(t *testing.T, boot time.Duration) *spareWorld {
 			for _, a := range f.Spec.Accounts {
 				accts = append(accts, cloud.Account{Name: a.Name, Token: tokens[a.Name], BaseURL: h.sim.URL})
 			}
-			p, err := cloud.New(cloud.Config{Accounts: accts, Logger: log, Limits: cloud.Limits{PollMin: 5 * time.Millisecond, PollMax: 20 * time.Millisecond, RetryBase: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond}})
+			p, err := cloud.New(cloud.Config{Accounts: accts, Logger: log, Limits: cloud.Limits{PollMin: 50 * time.Millisecond, PollMax: 250 * time.Millisecond, RetryBase: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond}})
 			h.pool = p
 			return p, err
 		}})
@@ -124,9 +127,11 @@ func newSpareWorld(t *testing.T, boot time.Duration) *spareWorld {
 					w.boot(ctx, t, &wg, work, d.ID, log)
 				}
 			}
+			// Every 300 ms: these listings count against the same tokens'
+			// rate limit (250/minute) as the reconciler's own requests.
 			select {
 			case <-ctx.Done():
-			case <-time.After(20 * time.Millisecond):
+			case <-time.After(300 * time.Millisecond):
 			}
 		}
 	}()
@@ -278,7 +283,7 @@ func TestSpareAssignment(t *testing.T) {
 	w.commit("onboard ws-pro")
 	snap, err = w.src.Sync(ctx)
 	w.rec.Deliver(ctx, snap, err)
-	w.waitFor("ws-pro's droplet", 2*time.Minute, func(f map[string]store.FleetRow) bool { return f["ws-pro"].DropletID != 0 })
+	w.waitFor("ws-pro healthy on a fresh droplet", time.Minute, healthy("ws-pro"))
 
 	fleet, _ = w.store.Fleet(t.Context())
 	byWS := map[string]store.FleetRow{}

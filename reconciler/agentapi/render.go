@@ -106,10 +106,17 @@ func (s *Service) RenderWorkspace(ctx context.Context, workspace string) error {
 }
 
 // RenderAction is reconciler.Config.Manifest: it renders for an
-// update_manifest action, and for a hibernate action's prepare phase (the
-// workspace is HIBERNATING, so its manifest says state: hibernated).
+// update_manifest action, for a hibernate action's prepare phase (the
+// workspace is HIBERNATING, so its manifest says state: hibernated), for a
+// spare's assignment, and after a create, wake, rebuild or adoption
+// recorded the droplet (an agent that enrolled earlier got a manifest
+// without its address). Nothing is issued when the inputs are unchanged.
 func (s *Service) RenderAction(ctx context.Context, a plan.Action) error {
-	if a.Kind != plan.UpdateManifest && a.Kind != plan.Hibernate && a.Kind != plan.AssignSpare {
+	switch a.Kind {
+	case plan.UpdateManifest, plan.Hibernate, plan.AssignSpare,
+		// A droplet just recorded: its address is known now.
+		plan.Create, plan.Wake, plan.Rebuild, plan.Adopt:
+	default:
 		return nil
 	}
 	return s.RenderWorkspace(ctx, a.Workspace)
