@@ -39,7 +39,7 @@ type fleet struct {
 	tokens  *agentapi.Service // MintToken only (in process: the serving Service)
 	account string
 	inproc  bool
-	repo    *stateRepo  // in process only
+	repo    *stateRepo   // in process only
 	trusted dsse.Trusted // in process only
 	trigger func()       // in process: what the push webhook does
 	http    *http.Client
@@ -302,8 +302,8 @@ func (f *fleet) provision(ctx context.Context, a *simAgent) error {
 func (a *simAgent) heartbeat(now time.Time) schema.Heartbeat {
 	a.seq++
 	return schema.Heartbeat{Workspace: a.ws, Droplet: a.droplet, Seq: a.seq, SentAt: now, AppliedVersion: a.applied, AppliedDigest: a.digest,
-		Components:  map[string]schema.ComponentHealth{"n8n": {OK: true}, "caddy": {OK: true}, "postgres": {OK: true}},
-		MemoryUsed:  512 << 20, MemoryTotal: 1 << 30, DiskUsed: 8 << 30, DiskTotal: 32 << 30, UptimeSeconds: 3600,
+		Components: map[string]schema.ComponentHealth{"n8n": {OK: true}, "caddy": {OK: true}, "postgres": {OK: true}},
+		MemoryUsed: 512 << 20, MemoryTotal: 1 << 30, DiskUsed: 8 << 30, DiskTotal: 32 << 30, UptimeSeconds: 3600,
 		AgentVersion: "genesis-load", N8NVersion: "1.123.81"}
 }
 

@@ -103,7 +103,9 @@ func http304Scenario(ctx context.Context, c config, f *fleet, log *slog.Logger) 
 		if err := os.WriteFile(script, []byte(wrkScript), 0o600); err != nil {
 			return nil, err
 		}
-		measure = func(url string) (httpResult, error) { return runWrk(ctx, path, script, credFile, url, c.connections, dur) }
+		measure = func(url string) (httpResult, error) {
+			return runWrk(ctx, path, script, credFile, url, c.connections, dur)
+		}
 	} else {
 		log.Warn("wrk not found; using the Go load generator (it shares the CPUs with the server and saturates first)", "wrk", c.wrk)
 		measure = func(url string) (httpResult, error) { return goLoad(ctx, f.http, url, as, c.connections, dur) }
