@@ -144,12 +144,24 @@ func (r *stateRepo) commit(ctx context.Context, msg string) error {
 	return r.git(ctx, "commit", "-q", "-m", msg)
 }
 
+// head is the branch's commit hash.
+func (r *stateRepo) head(ctx context.Context) (string, error) {
+	out, err := r.gitOut(ctx, "rev-parse", "HEAD")
+	return strings.TrimSpace(out), err
+}
+
 func (r *stateRepo) git(ctx context.Context, args ...string) error {
+	_, err := r.gitOut(ctx, args...)
+	return err
+}
+
+func (r *stateRepo) gitOut(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", r.dir, "-c", "user.name=genesis-load", "-c", "user.email=load@genesis.invalid",
 		"-c", "commit.gpgsign=false"}, args...)...)
 	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("git %s: %w: %s", args[0], err, bytes.TrimSpace(out))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("git %s: %w: %s", args[0], err, bytes.TrimSpace(out))
 	}
-	return nil
+	return string(out), nil
 }
