@@ -1,26 +1,28 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
-	"sync"
-	"sync/atomic"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"filippo.io/age"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	fleetagent "genesis.dev/fleet/agent"
-	"genesis.dev/fleet/internal/pgserver"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
@@ -31,18 +33,22 @@ import (
 
 // fleet is the reconciler under load and what the load tool needs of it:
 // its URL, its database (to record fake droplets and mint their tokens),
-// and, in process, the state repository, the trusted signing key and the
-// push trigger.
+// and, when the load tool started it, the state repository, the trusted
+// signing key and the push webhook's secret.
 type fleet struct {
 	url     string
 	st      *store.Store
-	tokens  *agentapi.Service // MintToken only (in process: the serving Service)
+	tokens  *agentapi.Service // keyless: MintToken only
 	account string
-	inproc  bool
-	repo    *stateRepo   // in process only
-	trusted dsse.Trusted // in process only
-	trigger func()       // in process: what the push webhook does
-	http    *http.Client
+	// inproc: the load tool started the reconciler (a subprocess or in
+	// this process) and has its state repository and keys.
+	inproc     bool
+	serverOnly bool // the reconciler runs in its own process
+	serverPID  int
+	repo       *stateRepo
+	trusted    dsse.Trusted
+	secret     []byte // the push webhook's
+	http       *http.Client
 	log     *slog.Logger
 	closers []func()
 }
@@ -62,7 +68,7 @@ const dropletBase = 9_000_000_000
 // tenantID names agent i's workspace.
 func tenantID(i int) string { return fmt.Sprintf("load-%06d", i) }
 
-func startFleet(ctx context.Context, c config, log, serverLog *slog.Logger) (_ *fleet, err error) {
+func startFleet(ctx context.Context, c config, log, serverLog *slog.Logger, stderr io.Writer) (_ *fleet, err error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: c.connections + c.agents + 64, MaxIdleConns: c.connections + c.agents + 64, IdleConnTimeout: 2 * time.Minute}
 	f := &fleet{http: &http.Client{Transport: tr}, log: log}
 	f.closers = append(f.closers, tr.CloseIdleConnections)
@@ -74,7 +80,7 @@ func startFleet(ctx context.Context, c config, log, serverLog *slog.Logger) (_ *
 	if c.reconciler != "" {
 		return f, f.attach(ctx, c, serverLog)
 	}
-	return f, f.start(ctx, c, serverLog)
+	return f, f.start(ctx, c, serverLog, stderr)
 }
 
 // attach reaches a running reconciler and its database.
@@ -94,30 +100,11 @@ func (f *fleet) attach(ctx context.Context, c config, serverLog *slog.Logger) er
 	return nil
 }
 
-// start runs Postgres, the state repository and the reconciler's agent
-// side in this process.
-func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger) error {
+// start makes the state repository and keys and starts the reconciler's
+// agent side with them, as a subprocess (default) or in this process.
+func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger, stderr io.Writer) error {
 	f.inproc = true
 	began := time.Now()
-	pg, err := pgserver.Start(ctx, pgserver.Options{})
-	if err != nil {
-		return err
-	}
-	f.closers = append(f.closers, func() {
-		if err := pg.Stop(); err != nil {
-			f.log.Error("stop postgres", "err", err)
-		}
-	})
-	if err := pg.CreateDatabase(ctx, "genesis"); err != nil {
-		return err
-	}
-	st, err := store.Open(ctx, pg.URL("genesis"), serverLog)
-	if err != nil {
-		return err
-	}
-	f.closers = append(f.closers, st.Close)
-	f.st = st
-
 	fleetID, err := age.GenerateX25519Identity()
 	if err != nil {
 		return err
@@ -129,6 +116,9 @@ func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger) err
 	signer := dsse.NewSigner(priv)
 	f.trusted = dsse.Trusted{}
 	f.trusted.Add(signer.Public())
+	var secret [32]byte
+	rand.Read(secret[:])
+	f.secret = []byte(hex.EncodeToString(secret[:]))
 
 	dir, err := os.MkdirTemp("", "genesis-load-")
 	if err != nil {
@@ -140,82 +130,148 @@ func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger) err
 		return err
 	}
 	f.account = stateAccount
-	src, err := tenants.Open(tenants.Config{Repo: f.repo.dir, Logger: serverLog})
+	cfg := serverConfig{StateRepo: f.repo.dir, Signer: signer, Identity: fleetID, WebhookSecret: f.secret}
+	var info serverInfo
+	if c.server == "inproc" {
+		info, err = f.startInproc(ctx, cfg, serverLog)
+	} else {
+		info, err = f.startSubprocess(ctx, c, dir, fleetID, priv, stderr)
+	}
 	if err != nil {
 		return err
 	}
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	f.url, f.serverPID = info.URL, info.PID
+	f.serverOnly = info.PID != os.Getpid()
+	// The load tool's own connection to the reconciler's database: fake
+	// droplets are journaled through it and their tokens minted.
+	st, err := store.Open(ctx, info.DatabaseURL, serverLog)
 	if err != nil {
 		return err
 	}
-	f.url = "http://" + ln.Addr().String()
-	var snap atomic.Pointer[tenants.Snapshot]
-	reg := prometheus.NewRegistry()
-	svc := agentapi.New(agentapi.Config{
-		Pool: st.Pool(), Logger: serverLog, Registerer: reg, Signer: signer, Identities: []age.Identity{fleetID}, PublicURL: f.url,
-		Desired: func() (tenants.Snapshot, bool) {
-			if s := snap.Load(); s != nil {
-				return *s, true
-			}
-			return tenants.Snapshot{}, false
-		},
-	})
-	f.tokens = svc
-	watcher := tenants.NewWatcher(src, tenants.WatchConfig{Logger: serverLog})
-	f.trigger = watcher.Trigger
-	mux := http.NewServeMux()
-	mux.Handle("/v1/", svc.Handler())
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	f.closers = append(f.closers, st.Close)
+	f.st = st
+	f.tokens = agentapi.New(agentapi.Config{Pool: st.Pool(), Logger: serverLog})
+	f.log.Info("reconciler ready", "url", f.url, "server", c.server, "pid", info.PID, "tenants", c.agents,
+		"took", time.Since(began).Round(time.Millisecond).String())
+	return nil
+}
 
-	first := make(chan error, 1)
-	var once sync.Once
+// startInproc runs serveFleet on a goroutine of this process.
+func (f *fleet) startInproc(ctx context.Context, cfg serverConfig, serverLog *slog.Logger) (serverInfo, error) {
+	ready := make(chan serverInfo, 1)
+	done := make(chan error, 1)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	g, gctx := errgroup.WithContext(runCtx)
-	g.Go(func() error {
-		return watcher.Run(gctx, func(ctx context.Context, s tenants.Snapshot, err error) {
-			if err != nil {
-				return
-			}
-			once.Do(func() { first <- st.SyncAccounts(ctx, s.Fleet) })
-			snap.Store(&s)
-			svc.Kick()
-		})
-	})
-	g.Go(func() error { return svc.Run(gctx) })
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	go func() { done <- serveFleet(runCtx, cfg, serverLog, func(i serverInfo) { ready <- i }) }()
 	f.closers = append(f.closers, func() {
-		// Stopping the service answers parked long-polls; then the server
-		// drains.
 		cancel()
-		shut, done := context.WithTimeout(context.Background(), 10*time.Second)
-		defer done()
-		if err := srv.Shutdown(shut); err != nil {
-			srv.Close()
-		}
-		if err := g.Wait(); err != nil {
+		if err := <-done; err != nil {
 			f.log.Error("in-process reconciler stopped", "err", err)
 		}
 	})
 	select {
-	case err := <-first:
-		if err != nil {
-			return fmt.Errorf("record accounts: %w", err)
-		}
+	case info := <-ready:
+		return info, nil
+	case err := <-done:
+		done <- err
+		return serverInfo{}, fmt.Errorf("in-process reconciler: %w", err)
 	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(5 * time.Minute):
-		return errors.New("the state repository was not read within 5 minutes")
+		return serverInfo{}, ctx.Err()
 	}
-	f.log.Info("in-process reconciler ready", "url", f.url, "tenants", c.agents, "took", time.Since(began).Round(time.Millisecond).String())
+}
+
+// serveEnv marks a `genesis-load serve` child (the test binary's TestMain
+// reads it to act as the command).
+const serveEnv = "GENESIS_LOAD_SERVE"
+
+// startSubprocess runs `genesis-load serve` with the keys in files under
+// dir (0600, removed at the end) and reads the line it prints when ready.
+// Closing its stdin stops it.
+func (f *fleet) startSubprocess(ctx context.Context, c config, dir string, id *age.X25519Identity, key ed25519.PrivateKey, stderr io.Writer) (serverInfo, error) {
+	files := map[string][]byte{"signing.pem": dsse.MarshalPrivateKeyPEM(key), "fleet.agekey": []byte(id.String() + "\n"), "webhook.secret": f.secret}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			return serverInfo{}, err
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return serverInfo{}, err
+	}
+	cmd := exec.Command(exe, "serve", "--state-repo", f.repo.dir, "--signing-key", filepath.Join(dir, "signing.pem"),
+		"--age-identity", filepath.Join(dir, "fleet.agekey"), "--webhook-secret-file", filepath.Join(dir, "webhook.secret"),
+		"--log-format", c.logFormat, "--log-level", c.serverLogLevel)
+	cmd.Env = append(os.Environ(), serveEnv+"=1")
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return serverInfo{}, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return serverInfo{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return serverInfo{}, fmt.Errorf("start genesis-load serve: %w", err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan []byte, 1)
+	go func() {
+		br := bufio.NewReader(stdout)
+		line, _ := br.ReadBytes('\n')
+		lines <- line
+		io.Copy(io.Discard, br)
+		exited <- cmd.Wait()
+	}()
+	f.closers = append(f.closers, func() {
+		stdin.Close()
+		select {
+		case err := <-exited:
+			if err != nil {
+				f.log.Error("reconciler subprocess ended", "err", err)
+			}
+		case <-time.After(30 * time.Second):
+			f.log.Error("reconciler subprocess did not stop; killing it", "pid", cmd.Process.Pid)
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	select {
+	case line := <-lines:
+		var info serverInfo
+		if err := json.Unmarshal(line, &info); err != nil || info.URL == "" || info.DatabaseURL == "" {
+			return serverInfo{}, errors.New("the reconciler subprocess ended before it was ready (its log is above)")
+		}
+		if err := loopbackURL("serve url", info.URL); err != nil {
+			return serverInfo{}, err
+		}
+		return info, nil
+	case <-ctx.Done():
+		return serverInfo{}, ctx.Err()
+	}
+}
+
+// push tells the reconciler the state repository changed, as the git
+// host's push webhook does (signed with the shared secret).
+func (f *fleet) push(ctx context.Context) error {
+	body := []byte(`{"ref":"refs/heads/main"}`)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(f.url, "/")+"/hooks/git", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set(tenants.SignatureHeader, tenants.Sign(f.secret, body))
+	resp, err := f.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("push webhook: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("push webhook: status %d", resp.StatusCode)
+	}
 	return nil
 }
+
+// serverRSS is the reconciler's resident set and its peak.
+func (f *fleet) serverRSS() (rss, peak int64) { return rssOf(f.serverPID) }
 
 // simAgent is one simulated droplet and its agent's state.
 type simAgent struct {

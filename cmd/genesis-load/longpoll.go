@@ -190,7 +190,9 @@ func commitAll(ctx context.Context, f *fleet, round int) (time.Time, string, err
 		return time.Time{}, "", err
 	}
 	committed := time.Now()
-	f.trigger()
+	if err := f.push(ctx); err != nil {
+		return time.Time{}, "", err
+	}
 	head, err := f.repo.head(ctx)
 	return committed, head, err
 }
@@ -213,7 +215,7 @@ func longpollScenario(ctx context.Context, c config, f *fleet, log *slog.Logger)
 	if err := fetchAll(ctx, f, as, false); err != nil {
 		return nil, err
 	}
-	rssBefore, _ := rssBytes()
+	rssBefore, _ := f.serverRSS()
 	pctx, cancel := context.WithTimeout(ctx, bound+agentapi.MaxWait)
 	defer cancel()
 	var received atomic.Int64
@@ -224,7 +226,7 @@ func longpollScenario(ctx context.Context, c config, f *fleet, log *slog.Logger)
 		wg.Wait()
 		return nil, err
 	}
-	rssParked, _ := rssBytes()
+	rssParked, _ := f.serverRSS()
 	log.Info("agents parked", "agents", len(as), "rss_mib", rssParked>>20)
 
 	wctx, wcancel := context.WithTimeout(ctx, bound)
@@ -245,7 +247,7 @@ func longpollScenario(ctx context.Context, c config, f *fleet, log *slog.Logger)
 		cancel()
 		<-done
 	}
-	_, rssPeak := rssBytes()
+	_, rssPeak := f.serverRSS()
 	it := <-issuedCh
 	issued, err := issuedFor(ctx, f, head)
 	if err != nil {
@@ -264,7 +266,7 @@ func longpollScenario(ctx context.Context, c config, f *fleet, log *slog.Logger)
 	}
 	slices.Sort(lat)
 	rep := &report{Scenario: "longpoll", Agents: c.agents,
-		Command: fmt.Sprintf("genesis-load longpoll --agents %d --credentials %d", c.agents, c.credentials),
+		Command: fmt.Sprintf("genesis-load longpoll --agents %d --credentials %d --server %s", c.agents, c.credentials, c.server),
 		Counts: map[string]int64{"agents": int64(len(as)), "long-polls parked (server gauge)": parked, "new manifest received": received.Load(),
 			"not received within the bound": failed, "re-polls (304 after wait)": repolls, "manifests stored for the commit": issued}}
 	rep.check(received.Load() == int64(len(as)), "%d of %d agents received the new manifest", received.Load(), len(as))
@@ -286,8 +288,8 @@ func longpollScenario(ctx context.Context, c config, f *fleet, log *slog.Logger)
 	rep.add(figure{Measure: fmt.Sprintf("RSS with %d long-polls parked", len(as)), Value: float64(rssParked) / (1 << 20), Unit: "MiB",
 		Baseline: "RSS before parking", BaselineValue: float64(rssBefore) / (1 << 20),
 		Goal: "100,000 parked in ≤ 4 GB", Verdict: estimatedVerdict(est <= parkedGoalBytes, len(as) >= parkedGoalAgents),
-		Note: fmt.Sprintf("%.1f KiB per parked long-poll, both ends (the simulated agents run in the same process, so this over-counts the reconciler); linear estimate for 100,000: %.2f GiB; peak during the fan-out %.0f MiB",
-			perAgent/1024, est/(1<<30), float64(rssPeak)/(1<<20))})
+		Note: fmt.Sprintf("%.1f KiB per parked long-poll%s; linear estimate for 100,000: %.2f GiB; peak during the fan-out %.0f MiB",
+			perAgent/1024, rssWhose(f), est/(1<<30), float64(rssPeak)/(1<<20))})
 	return rep, nil
 }
 
@@ -301,6 +303,13 @@ func scaledVerdict(ok, atScale bool) string {
 		return "met"
 	}
 	return "not shown at this scale"
+}
+
+func rssWhose(f *fleet) string {
+	if f.serverOnly {
+		return " (the reconciler's own process)"
+	}
+	return " (both ends: the simulated agents run in the same process, so this over-counts the reconciler)"
 }
 
 // estimatedVerdict marks a verdict drawn from a linear estimate.
@@ -470,7 +479,7 @@ func convergeScenario(ctx context.Context, c config, f *fleet, log *slog.Logger)
 	slices.Sort(lat)
 	slices.Sort(recv)
 	rep := &report{Scenario: "converge", Agents: c.agents,
-		Command: fmt.Sprintf("genesis-load converge --agents %d --credentials %d", c.agents, c.credentials),
+		Command: fmt.Sprintf("genesis-load converge --agents %d --credentials %d --server %s", c.agents, c.credentials, c.server),
 		Counts: map[string]int64{"agents": int64(len(as)), "long-polls parked (server gauge)": parked, "new manifest received": int64(len(recv)),
 			"verification failures": verifyErrs.Load(), "heartbeat failures": hbErrs.Load(), "applied as recorded in fleet_status": int64(len(applied)),
 			"manifests stored for the commit": issued, "re-polls (304 after wait)": repolls}}

@@ -4,10 +4,12 @@
 // against a reconciler on real Postgres, and reports throughput and latency
 // percentiles, each figure against a baseline measured in the same run.
 //
-// By default it is self-contained: it starts a throwaway Postgres, a real
-// git state repository declaring one tenant per simulated droplet, and the
-// reconciler's agent side in this process (tenants.Source and Watcher,
-// agentapi.Service, /metrics) on 127.0.0.1. Droplets are fake: they are
+// By default it is self-contained: it makes a real git state repository
+// declaring one tenant per simulated droplet and starts the reconciler's
+// agent side as a subprocess of itself (`genesis-load serve`: a throwaway
+// Postgres, tenants.Source and Watcher triggered by a signed push webhook,
+// agentapi.Service, /metrics) on 127.0.0.1, so the reconciler's CPU and
+// memory are its own; --server inproc runs it in this process instead. Droplets are fake: they are
 // journaled in Postgres as the reconciler's create records them and get
 // their tokens from agentapi's MintToken, as cloud-init user data would
 // carry them; DigitalOcean is not involved (BenchmarkProvision1000 in
@@ -25,17 +27,21 @@ import (
 	"syscall"
 )
 
-func main() {
+func main() { os.Exit(mainStatus(os.Args[1:])) }
+
+// mainStatus runs the command and returns its exit status.
+func mainStatus(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, args, os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
 	case errors.Is(err, errUsage):
 		fmt.Fprintln(os.Stderr, "genesis-load:", err)
-		os.Exit(2)
+		return 2
 	default:
 		fmt.Fprintln(os.Stderr, "genesis-load:", err)
-		os.Exit(1)
+		return 1
 	}
 }

@@ -202,9 +202,9 @@ func machineInfo() machine {
 	return m
 }
 
-// rssBytes is this process's resident set and its peak (VmRSS, VmHWM).
-func rssBytes() (rss, peak int64) {
-	b, err := os.ReadFile("/proc/self/status")
+// rssOf is process pid's resident set and its peak (VmRSS, VmHWM).
+func rssOf(pid int) (rss, peak int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -27,9 +28,11 @@ const usage = `Usage: genesis-load SCENARIO [flags]
 
 Simulates --agents agents against a reconciler on real Postgres and reports
 throughput and latency percentiles, each against a baseline measured in the
-same run. Without --reconciler it starts its own throwaway Postgres, git state
-repository (one tenant per agent) and the reconciler's agent side in this
-process, on 127.0.0.1, and stops them at the end.
+same run. Without --reconciler it makes a git state repository (one tenant per
+agent) and starts the reconciler's agent side (a throwaway Postgres, the state
+repository's reader triggered by a signed push webhook, enrollment, manifests,
+heartbeats, /metrics) on 127.0.0.1 as a subprocess of itself (genesis-load
+serve; --server inproc runs it in this process), and stops it at the end.
 
 Scenarios:
   heartbeat  every agent enrolls, then heartbeats every 60s/--speedup for
@@ -78,6 +81,7 @@ type config struct {
 	logLevel       string
 	serverLogLevel string
 	input          string
+	server         string
 }
 
 var scenarios = map[string]bool{"heartbeat": true, "longpoll": true, "converge": true, "http304": true, "gobench": true}
@@ -116,6 +120,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.wrk, "wrk", "wrk", "http304: the wrk binary (looked up in PATH); \"off\" uses the Go load generator")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the report as JSON instead of a table")
 	fs.StringVar(&c.markdown, "markdown", "", "write or update this scenario's rows in the generated section of this Markdown `FILE` (bench/results.md)")
+	fs.StringVar(&c.server, "server", "subprocess", "where the reconciler under load runs: subprocess (its own process, so its RSS and CPU are its own) or inproc")
 	fs.StringVar(&c.input, "input", "-", "gobench: the 'go test -bench' output to read (- is stdin)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level of the load tool")
@@ -139,6 +144,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, usageErr("--credentials must be between 1 and 8")
 	case c.connections < 1 || c.connections > 10_000:
 		return c, usageErr("--connections must be between 1 and 10000")
+	case c.server != "subprocess" && c.server != "inproc":
+		return c, usageErr("--server must be subprocess or inproc")
 	}
 	if c.agents == 0 {
 		c.agents = defaultAgents[c.scenario]
@@ -179,6 +186,9 @@ func loopbackURL(flagName, raw string) error {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "serve" {
+		return serveMain(ctx, args[1:], os.Stdin, stdout, stderr)
+	}
 	c, err := parseFlags(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -196,7 +206,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if c.scenario == "gobench" {
 		rep, err = goBenchFile(c.input, log)
 	} else {
-		rep, err = runScenario(ctx, c, log, serverLog)
+		rep, err = runScenario(ctx, c, log, serverLog, stderr)
 	}
 	if err != nil {
 		return err
@@ -221,8 +231,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // runScenario starts (or reaches) the reconciler and runs c.scenario.
-func runScenario(ctx context.Context, c config, log, serverLog *slog.Logger) (*report, error) {
-	fl, err := startFleet(ctx, c, log, serverLog)
+func runScenario(ctx context.Context, c config, log, serverLog *slog.Logger, stderr io.Writer) (*report, error) {
+	fl, err := startFleet(ctx, c, log, serverLog, stderr)
 	if err != nil {
 		return nil, err
 	}
