@@ -49,8 +49,8 @@ type fleet struct {
 	trusted    dsse.Trusted
 	secret     []byte // the push webhook's
 	http       *http.Client
-	log     *slog.Logger
-	closers []func()
+	log        *slog.Logger
+	closers    []func()
 }
 
 // close stops what startFleet started, last started first.
