@@ -45,6 +45,7 @@ type fleet struct {
 	inproc     bool
 	serverOnly bool // the reconciler runs in its own process
 	serverPID  int
+	bareURL    string // bare304 in the reconciler's process ("" with --reconciler)
 	repo       *stateRepo
 	trusted    dsse.Trusted
 	secret     []byte // the push webhook's
@@ -140,7 +141,7 @@ func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger, std
 	if err != nil {
 		return err
 	}
-	f.url, f.serverPID = info.URL, info.PID
+	f.url, f.serverPID, f.bareURL = info.URL, info.PID, info.BareURL
 	f.serverOnly = info.PID != os.Getpid()
 	// The load tool's own connection to the reconciler's database: fake
 	// droplets are journaled through it and their tokens minted.

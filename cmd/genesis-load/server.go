@@ -42,6 +42,8 @@ type serverConfig struct {
 type serverInfo struct {
 	URL         string `json:"url"`
 	DatabaseURL string `json:"database_url"`
+	// BareURL serves bare304 from the same process: http304's baseline.
+	BareURL string `json:"bare_url"`
 	PID         int    `json:"pid"`
 }
 
@@ -50,7 +52,8 @@ type serverInfo struct {
 // state repository read by tenants.Source and driven by tenants.Watcher
 // (a signed POST /hooks/git triggers a fetch, as a push does),
 // agentapi.Service (enrollment, manifests, heartbeats, the sweep kicked on
-// every snapshot) and /metrics, on 127.0.0.1. It calls ready once the
+// every snapshot) and /metrics, on 127.0.0.1, and bare304 on a second
+// port (the same process serves http304's baseline). It calls ready once the
 // state repository has been read, and runs until ctx ends.
 func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready func(serverInfo)) (err error) {
 	pg, err := pgserver.Start(ctx, pgserver.Options{})
@@ -79,6 +82,12 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 		return err
 	}
 	url := "http://" + ln.Addr().String()
+	bareLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	bare := &http.Server{Handler: bare304, ReadHeaderTimeout: 10 * time.Second}
 	var snap atomic.Pointer[tenants.Snapshot]
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -131,7 +140,14 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 		return nil
 	})
 	g.Go(func() error {
+		if err := bare.Serve(bareLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
 		<-gctx.Done()
+		bare.Close()
 		// The service answers parked long-polls as it stops; then the
 		// server drains.
 		shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -147,7 +163,7 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 			if err != nil {
 				return fmt.Errorf("record accounts: %w", err)
 			}
-			ready(serverInfo{URL: url, DatabaseURL: pg.URL("genesis"), PID: os.Getpid()})
+			ready(serverInfo{URL: url, DatabaseURL: pg.URL("genesis"), PID: os.Getpid(), BareURL: "http://" + bareLn.Addr().String()})
 		case <-gctx.Done():
 		}
 		return nil
