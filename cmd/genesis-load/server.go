@@ -44,7 +44,7 @@ type serverInfo struct {
 	DatabaseURL string `json:"database_url"`
 	// BareURL serves bare304 from the same process: http304's baseline.
 	BareURL string `json:"bare_url"`
-	PID         int    `json:"pid"`
+	PID     int    `json:"pid"`
 }
 
 // serveFleet runs the reconciler's agent side as genesis-reconciler wires
