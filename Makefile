@@ -72,12 +72,12 @@ bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run 
 	@./scripts/install-deps bench
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/genesis-load
-	$(GO) test -run '^$$' -bench 'Manifest304/http|Bare304/http' -count 3 ./reconciler/agentapi/ | tee $(BENCH_OUT)
-	$(GO) test -run '^$$' -bench 'HeartbeatIngest|HeartbeatRawUpsert' -benchtime 90000x ./reconciler/agentapi/ | tee -a $(BENCH_OUT)
-	$(GO) test -run '^$$' -bench 'CommitToApplied' -benchtime 1x ./reconciler/agentapi/ | tee -a $(BENCH_OUT)
-	$(GO) test -run '^$$' -bench 'Compute' -benchtime 10x ./reconciler/plan/ | tee -a $(BENCH_OUT)
-	$(GO) test -run '^$$' -bench 'ColdLoad/tenants=15000|RawYAMLDecode/tenants=15000' -benchtime 1x ./tenants/ | tee -a $(BENCH_OUT)
-	$(GO) test -run '^$$' -bench 'Provision1000/boot=0s' -benchtime 1x ./reconciler/cloud/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'Manifest304/http|Bare304/http' -count 3 ./reconciler/agentapi/ | tee $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'HeartbeatIngest|HeartbeatRawUpsert' -benchtime 90000x ./reconciler/agentapi/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'CommitToApplied' -benchtime 1x ./reconciler/agentapi/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'Compute' -benchtime 10x ./reconciler/plan/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'ColdLoad/tenants=15000|RawYAMLDecode/tenants=15000' -benchtime 1x ./tenants/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'Provision1000/boot=0s' -benchtime 1x ./reconciler/cloud/ | tee -a $(BENCH_OUT)
 	$(LOAD) gobench --input $(BENCH_OUT) $(LOAD_FLAGS)
 	$(LOAD) http304 --agents 100 --connections 64 --duration 5s $(LOAD_FLAGS)
 	$(LOAD) heartbeat --agents 10000 --speedup 120 --duration 20s --credentials 1 --connections 128 $(LOAD_FLAGS)
