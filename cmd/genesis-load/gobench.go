@@ -98,7 +98,7 @@ func goBenchReport(b map[string]map[string]float64) *report {
 			r := bare / m
 			rep.add(figure{Measure: "manifest 304 over loopback (Go client, in-process server)", Value: 1e9 / m, Unit: "req/s",
 				Baseline: "bare net/http 304", BaselineValue: 1e9 / bare, Ratio: r, Goal: "≥ 80% of bare", Verdict: verdict(r >= manifest304Goal),
-				Note: "`go test -run '^$' -bench 'Manifest304/http|Bare304/http' ./reconciler/agentapi/`"})
+				Note: "`go test -run '^$' -bench 'Manifest304/http|Bare304/http' -count 3 ./reconciler/agentapi/` (median of 3)"})
 		}
 	}
 	if hb, ok := get("HeartbeatIngest", "heartbeats/s"); ok {

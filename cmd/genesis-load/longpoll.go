@@ -25,7 +25,8 @@ const (
 )
 
 // raiseFDLimit lifts the soft open-file limit to at least need (each parked
-// long-poll holds a client and a server socket in this process).
+// long-poll holds a client socket here, and a server socket in the
+// reconciler: here too with --server inproc).
 func raiseFDLimit(need uint64) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
@@ -205,7 +206,7 @@ func longpollScenario(ctx context.Context, c config, f *fleet, log *slog.Logger)
 	if bound == 0 {
 		bound = 2 * time.Minute
 	}
-	if err := raiseFDLimit(uint64(4*c.agents + 1024)); err != nil {
+	if err := raiseFDLimit(uint64(2*c.agents + 1024)); err != nil {
 		return nil, err
 	}
 	as, err := f.makeAgents(ctx, c.agents)
@@ -335,7 +336,7 @@ func convergeScenario(ctx context.Context, c config, f *fleet, log *slog.Logger)
 	if bound == 0 {
 		bound = 2 * time.Minute
 	}
-	if err := raiseFDLimit(uint64(4*c.agents + 1024)); err != nil {
+	if err := raiseFDLimit(uint64(2*c.agents + 1024)); err != nil {
 		return nil, err
 	}
 	as, err := f.makeAgents(ctx, c.agents)

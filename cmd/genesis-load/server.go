@@ -14,6 +14,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"filippo.io/age"
@@ -216,6 +217,14 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	secret, err := os.ReadFile(secretFile)
 	if err != nil {
 		return err
+	}
+	// One socket per parked long-poll: as many as the hard limit allows.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			log.Warn("raise open-file limit", "err", err)
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
