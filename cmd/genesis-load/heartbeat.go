@@ -47,6 +47,7 @@ func heartbeatScenario(ctx context.Context, c config, f *fleet, log *slog.Logger
 	lastOK := make([]int64, len(as)) // each agent's highest accepted seq
 	sem := make(chan struct{}, c.connections)
 	cl := f.client()
+	cpu0 := f.cpuMark(ctx)
 	runCtx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
 	start := time.Now()
@@ -114,11 +115,13 @@ func heartbeatScenario(ctx context.Context, c config, f *fleet, log *slog.Logger
 		time.Sleep(20 * time.Millisecond)
 	}
 	drained := time.Now()
+	cpu1 := f.cpuMark(ctx)
 	elapsed := drained.Sub(start)
 	rate := float64(got.written) / elapsed.Seconds()
 
 	rep := &report{Scenario: "heartbeat", Agents: c.agents,
-		Command: fmt.Sprintf("genesis-load heartbeat --agents %d --speedup %g --duration %s --connections %d", c.agents, c.speedup, dur, c.connections),
+		Command: fmt.Sprintf("genesis-load heartbeat --agents %d --speedup %g --duration %s --connections %d --credentials %d --server %s",
+			c.agents, c.speedup, dur, c.connections, c.credentials, c.server),
 		Counts: map[string]int64{"sent": sent.Load(), "accepted (202)": accepted.Load(), "rejected (4xx/5xx)": rejected.Load(),
 			"network errors": netErrs.Load(), "generator fell behind": late.Load(), "server queued": got.queued, "server replays": got.replay,
 			"server queue full (503)": got.queueFull, "server written": got.written, "server dropped": got.dropped}}
@@ -151,8 +154,8 @@ func heartbeatScenario(ctx context.Context, c config, f *fleet, log *slog.Logger
 	rep.add(figure{Measure: "heartbeat ingest, end to end", Value: rate, Unit: "/s",
 		Baseline: fmt.Sprintf("raw batched INSERT … ON CONFLICT of the same rows through pgx (%d rows)", rawRows), BaselineValue: raw,
 		Goal: "≥ 10,000/s (600k agents at 60 s); stretch 16,667/s (1M)", Verdict: offeredVerdict(rate, offered),
-		Note: fmt.Sprintf("%d agents offered %.0f/s for %s; %d written in %.2fs (last send to last write %.0f ms); the load generator shares the CPUs (it fell a whole interval behind %d times)%s",
-			c.agents, offered, dur, got.written, elapsed.Seconds(), ms(drained.Sub(sendEnd)), late.Load(), stretchNote(rate))})
+		Note: fmt.Sprintf("%d agents offered %.0f/s for %s; %d written in %.2fs (last send to last write %.0f ms); an agent fell a whole interval behind %d times; %s%s",
+			c.agents, offered, dur, got.written, elapsed.Seconds(), ms(drained.Sub(sendEnd)), late.Load(), cpuNote(f, cpu0, cpu1), stretchNote(rate))})
 	rep.add(figure{Measure: "heartbeat request latency p50", Value: ms(percentile(all, 0.50)), Unit: "ms"})
 	rep.add(figure{Measure: "heartbeat request latency p99", Value: ms(percentile(all, 0.99)), Unit: "ms"})
 	return rep, nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -229,4 +231,43 @@ func rssOf(pid int) (rss, peak int64) {
 		}
 	}
 	return rss, peak
+}
+
+// cpuMark is the CPU time the reconciler (its process_cpu_seconds_total)
+// and this process have used by a moment, to say what a run's CPUs did.
+type cpuMark struct {
+	at           time.Time
+	server, self float64
+}
+
+func (f *fleet) cpuMark(ctx context.Context) cpuMark {
+	c := cpuMark{at: time.Now()}
+	if m, err := f.scrape(ctx); err == nil {
+		c.server = m["process_cpu_seconds_total"]
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	}
+	return c
+}
+
+// cpuNote says how many cores the reconciler and the load generator kept
+// busy between two marks, and the machine's load average.
+func cpuNote(f *fleet, a, b cpuMark) string {
+	wall := b.at.Sub(a.at).Seconds()
+	if wall <= 0 {
+		return ""
+	}
+	load := ""
+	if bs, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if fs := strings.Fields(string(bs)); len(fs) > 0 {
+			load = ", 1-minute load average " + fs[0]
+		}
+	}
+	if f.serverOnly {
+		return fmt.Sprintf("CPU over the run: reconciler %.2f cores, load tool (agents) %.2f cores, of %d (Postgres, wrk and other users the rest%s)",
+			(b.server-a.server)/wall, (b.self-a.self)/wall, runtime.NumCPU(), load)
+	}
+	return fmt.Sprintf("CPU over the run: reconciler and load tool together %.2f cores of %d%s", (b.self-a.self)/wall, runtime.NumCPU(), load)
 }
