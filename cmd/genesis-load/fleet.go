@@ -40,9 +40,9 @@ type fleet struct {
 	st      *store.Store
 	tokens  *agentapi.Service // keyless: MintToken only
 	account string
-	// inproc: the load tool started the reconciler (a subprocess or in
+	// started: the load tool started the reconciler (a subprocess or in
 	// this process) and has its state repository and keys.
-	inproc     bool
+	started    bool
 	serverOnly bool // the reconciler runs in its own process
 	serverPID  int
 	bareURL    string // bare304 in the reconciler's process ("" with --reconciler)
@@ -104,7 +104,7 @@ func (f *fleet) attach(ctx context.Context, c config, serverLog *slog.Logger) er
 // start makes the state repository and keys and starts the reconciler's
 // agent side with them, as a subprocess (default) or in this process.
 func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger, stderr io.Writer) error {
-	f.inproc = true
+	f.started = true
 	began := time.Now()
 	fleetID, err := age.GenerateX25519Identity()
 	if err != nil {

@@ -129,7 +129,7 @@ func heartbeatScenario(ctx context.Context, c config, f *fleet, log *slog.Logger
 		sent.Load(), accepted.Load(), rejected.Load(), netErrs.Load())
 	rep.check(got.written+got.dropped == got.queued, "server wrote %d + dropped %d of %d queued", got.written, got.dropped, got.queued)
 	rep.check(got.dropped == 0, "%d heartbeats dropped by the batcher", got.dropped)
-	if f.inproc {
+	if f.started {
 		// Nobody else talks to the in-process reconciler.
 		rep.check(accepted.Load() == got.queued+got.replay, "accepted %d != queued %d + replays %d", accepted.Load(), got.queued, got.replay)
 	}

@@ -3,16 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"github.com/google/go-cmp/cmp"
+
+	"genesis.dev/fleet/schema/dsse"
 )
 
 // TestMain lets the test binary act as `genesis-load serve` when a
@@ -62,7 +68,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"heartbeat", "--credentials", "9"}, "--credentials must be between"},
 		{[]string{"heartbeat", "--server", "cloud"}, "--server must be subprocess or inproc"},
 		{[]string{"heartbeat", "extra"}, "unexpected arguments"},
-		{[]string{"longpoll", "--reconciler", "http://127.0.0.1:8080", "--database-url", "postgres://127.0.0.1/x"}, "longpoll needs the in-process reconciler"},
+		{[]string{"longpoll", "--reconciler", "http://127.0.0.1:8080", "--database-url", "postgres://127.0.0.1/x"}, "longpoll needs a reconciler the load tool starts"},
+		{[]string{"http304", "--reconciler", "http://127.0.0.1:8080", "--database-url", "postgres://127.0.0.1/x"}, "http304 needs a reconciler the load tool starts"},
 		{[]string{"heartbeat", "--reconciler", "http://127.0.0.1:8080"}, "--reconciler needs --database-url"},
 	} {
 		_, _, err := runTool(t, tc.args...)
@@ -169,6 +176,47 @@ func TestHeartbeatTinyRun(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "| heartbeat | heartbeat ingest, end to end |") {
 		t.Errorf("results file lacks the heartbeat row:\n%s", b)
+	}
+}
+
+// TestHeartbeatAgainstRunningReconciler targets a reconciler started
+// beforehand (--reconciler, --database-url): tokens are minted through its
+// database and every heartbeat is written.
+func TestHeartbeatAgainstRunningReconciler(t *testing.T) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := newStateRepo(t.Context(), t.TempDir(), id.Recipient(), 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := make(chan serverInfo, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serveFleet(ctx, serverConfig{StateRepo: repo.dir, Signer: dsse.NewSigner(key), Identity: id, WebhookSecret: []byte("s")},
+			slog.New(slog.DiscardHandler), func(i serverInfo) { ready <- i })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serveFleet: %v", err)
+		}
+	})
+	var info serverInfo
+	select {
+	case info = <-ready:
+	case err := <-done:
+		t.Fatalf("serveFleet: %v", err)
+	}
+	rep := decodeReport(t, "heartbeat", "--agents", "10", "--duration", "2s", "--reconciler", info.URL, "--database-url", info.DatabaseURL)
+	if c := rep.Counts; c["sent"] < 10 || c["server written"] != c["sent"] || c["sum of recorded seqs"] != c["sent"] {
+		t.Errorf("counts %v: want every heartbeat sent written", c)
 	}
 }
 

@@ -265,7 +265,7 @@ func cpuNote(f *fleet, a, b cpuMark) string {
 			load = ", 1-minute load average " + fs[0]
 		}
 	}
-	if f.serverOnly {
+	if f.serverOnly || !f.started {
 		return fmt.Sprintf("CPU over the run: reconciler %.2f cores, load tool (agents) %.2f cores, of %d (Postgres, wrk and other users the rest%s)",
 			(b.server-a.server)/wall, (b.self-a.self)/wall, runtime.NumCPU(), load)
 	}

@@ -55,8 +55,9 @@ Scenarios:
 --reconciler URL targets a running reconciler (127.0.0.1 or localhost only);
 it then needs --database-url (the reconciler's database, loopback only) to
 record fake droplets and mint their one-time tokens, and supports heartbeat
-and http304. Use a throwaway reconciler: the load tool writes rows for tenants
-its state repository does not declare.
+only (the fake tenants are not in its state, so they get no manifests). Use a
+throwaway reconciler: the load tool writes rows for tenants its state
+repository does not declare.
 
 Exit status: 0 success, 1 failure (including counts that do not add up),
 2 usage error.
@@ -154,8 +155,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		if err := loopbackURL("--reconciler", c.reconciler); err != nil {
 			return c, err
 		}
-		if c.scenario == "longpoll" || c.scenario == "converge" {
-			return c, usageErr("%s needs the in-process reconciler (it commits to the state repository and reads the signing key); drop --reconciler", c.scenario)
+		if c.scenario != "heartbeat" {
+			return c, usageErr("%s needs a reconciler the load tool starts (its state repository declares the agents' tenants, so they get manifests); drop --reconciler", c.scenario)
 		}
 		if c.databaseURL == "" {
 			return c, usageErr("--reconciler needs --database-url (the reconciler's Postgres) to mint tokens for fake droplets")
