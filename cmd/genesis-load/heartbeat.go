@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,20 +107,10 @@ func heartbeatScenario(ctx context.Context, c config, f *fleet, log *slog.Logger
 	sendEnd := time.Now()
 
 	// End to end: until the batcher has written everything queued.
-	var got heartbeatCounts
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		m, err := f.scrape(ctx)
-		if err != nil {
-			return nil, err
-		}
-		got = heartbeatsOf(m).minus(heartbeatsOf(before))
-		if got.written+got.dropped >= got.queued || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	got, drained, err := drainHeartbeats(ctx, f, before)
+	if err != nil {
+		return nil, err
 	}
-	drained := time.Now()
 	cpu1 := f.cpuMark(ctx)
 	elapsed := drained.Sub(start)
 	rate := float64(got.written) / elapsed.Seconds()
@@ -155,9 +151,40 @@ func heartbeatScenario(ctx context.Context, c config, f *fleet, log *slog.Logger
 		Baseline: fmt.Sprintf("raw batched INSERT … ON CONFLICT of the same rows through pgx (%d rows)", rawRows), BaselineValue: raw,
 		Goal: "≥ 10,000/s (600k agents at 60 s); stretch 16,667/s (1M)", Verdict: offeredVerdict(rate, offered),
 		Note: fmt.Sprintf("%d agents offered %.0f/s for %s; %d written in %.2fs (last send to last write %.0f ms); an agent fell a whole interval behind %d times; %s%s",
-			c.agents, offered, dur, got.written, elapsed.Seconds(), ms(drained.Sub(sendEnd)), late.Load(), cpuNote(f, cpu0, cpu1), stretchNote(rate))})
+			c.agents, offered, dur, got.written, elapsed.Seconds(), ms(drained.Sub(sendEnd)), late.Load(), cpuNote(f, cpu0, cpu1, false), stretchNote(rate))})
 	rep.add(figure{Measure: "heartbeat request latency p50", Value: ms(percentile(all, 0.50)), Unit: "ms"})
 	rep.add(figure{Measure: "heartbeat request latency p99", Value: ms(percentile(all, 0.99)), Unit: "ms"})
+
+	// The HTTP ceiling, with wrk: the Go agents above share the CPUs and
+	// saturate first.
+	path, err := exec.LookPath(c.wrk)
+	if c.wrk == "off" || err != nil {
+		log.Warn("wrk not found: no heartbeat ceiling measured", "wrk", c.wrk)
+		return rep, nil
+	}
+	cpu2 := f.cpuMark(ctx)
+	wrate, wlag, wres, wgot, err := wrkHeartbeats(ctx, f, path, as, c.connections, dur)
+	if err != nil {
+		return nil, err
+	}
+	cpu3 := f.cpuMark(ctx)
+	rep.Counts["wrk: sent"] = wres.requests
+	rep.Counts["wrk: answers other than 2xx/3xx"] = wres.bad
+	rep.Counts["wrk: server queued"] = wgot.queued
+	rep.Counts["wrk: server written"] = wgot.written
+	rep.Counts["wrk: server queue full (503)"] = wgot.queueFull
+	rep.Counts["wrk: server replays"] = wgot.replay
+	rep.check(wgot.written+wgot.dropped == wgot.queued, "wrk: server wrote %d + dropped %d of %d queued", wgot.written, wgot.dropped, wgot.queued)
+	rep.check(wgot.dropped == 0, "wrk: %d heartbeats dropped by the batcher", wgot.dropped)
+	if f.started {
+		rep.check(wgot.replay == 0, "wrk: %d heartbeats were replays (each agent's seq must grow)", wgot.replay)
+		rep.check(wres.requests-wres.bad <= wgot.queued+wgot.replay, "wrk: %d answered 202 but the server queued %d", wres.requests-wres.bad, wgot.queued)
+	}
+	rep.add(figure{Measure: "heartbeat ingest, end to end (wrk)", Value: wrate, Unit: "/s",
+		Baseline: "raw batched INSERT … ON CONFLICT (as above)", BaselineValue: raw,
+		Goal: "≥ 10,000/s (600k agents at 60 s); stretch 16,667/s (1M)", Verdict: verdict(wrate >= heartbeatGoal),
+		Note: fmt.Sprintf("wrk posts the same agents' heartbeats (each its growing seq) over %d connections for %s; %d written (first request → last write; wrk's end → last write %.0f ms); %d answers other than 202 (503: queue full); request p50 %.2f ms, p99 %.2f ms; %s%s",
+			c.connections, dur, wgot.written, ms(wlag), wres.bad, ms(wres.p50), ms(wres.p99), cpuNote(f, cpu2, cpu3, f.serverOnly), stretchNote(wrate))})
 	return rep, nil
 }
 
@@ -232,4 +259,104 @@ func rawUpsert(ctx context.Context, f *fleet, as []*simAgent, rows int64) (float
 		}
 	}
 	return float64(n) / time.Since(start).Seconds(), n, nil
+}
+
+// wrkHeartbeatScript has wrk POST heartbeats: thread t of n sends for the
+// agents whose line number is t modulo n, in turn, each with its own
+// growing seq (so none is a replay). Its argument is a file of
+// "credential workspace droplet next-seq applied" lines.
+const wrkHeartbeatScript = `local nthreads = 0
+local threads = {}
+setup = function(thread)
+  thread:set("tid", nthreads)
+  nthreads = nthreads + 1
+  threads[#threads + 1] = thread
+end
+init = function(args)
+  agents = {}
+  local n = 0
+  for line in io.lines(args[1]) do
+    local c, w, d, s, a = line:match("^(%S+) (%S+) (%S+) (%d+) (%d+)$")
+    if c then
+      if n % tonumber(args[2]) == tid then
+        agents[#agents + 1] = {cred = c, ws = w, droplet = d, seq = tonumber(s), applied = a}
+      end
+      n = n + 1
+    end
+  end
+  i = 0
+end
+request = function()
+  i = i % #agents + 1
+  local a = agents[i]
+  local body = string.format('{"workspace":"%s","droplet":"%s","seq":%d,"sent_at":"2026-01-01T00:00:00Z","applied_version":%s,' ..
+    '"components":{"n8n":{"ok":true},"caddy":{"ok":true},"postgres":{"ok":true}},"memory_used_bytes":536870912,' ..
+    '"memory_total_bytes":1073741824,"disk_used_bytes":8589934592,"disk_total_bytes":34359738368,"uptime_seconds":3600,"agent_version":"wrk"}',
+    a.ws, a.droplet, a.seq, a.applied)
+  a.seq = a.seq + 1
+  return wrk.format("POST", "/v1/heartbeat", {["Authorization"] = "Bearer " .. a.cred, ["Content-Type"] = "application/json"}, body)
+end
+`
+
+// wrkHeartbeats is the heartbeat HTTP ceiling: wrk posts the agents'
+// heartbeats as fast as the reconciler takes them for dur, then the run
+// waits until everything queued is written. It returns the written rate
+// and wrk's result.
+func wrkHeartbeats(ctx context.Context, f *fleet, wrk string, as []*simAgent, conns int, dur time.Duration) (float64, time.Duration, httpResult, heartbeatCounts, error) {
+	dir, err := os.MkdirTemp("", "genesis-load-wrk-")
+	if err != nil {
+		return 0, 0, httpResult{}, heartbeatCounts{}, err
+	}
+	defer os.RemoveAll(dir)
+	var lines bytes.Buffer
+	for _, a := range as {
+		fmt.Fprintf(&lines, "%s %s %s %d %d\n", a.cred, a.ws, a.droplet, a.seq+1, a.applied)
+	}
+	agentsFile, script := filepath.Join(dir, "agents.txt"), filepath.Join(dir, "heartbeat.lua")
+	if err := os.WriteFile(agentsFile, lines.Bytes(), 0o600); err != nil {
+		return 0, 0, httpResult{}, heartbeatCounts{}, err
+	}
+	if err := os.WriteFile(script, []byte(wrkHeartbeatScript), 0o600); err != nil {
+		return 0, 0, httpResult{}, heartbeatCounts{}, err
+	}
+	before, err := f.scrape(ctx)
+	if err != nil {
+		return 0, 0, httpResult{}, heartbeatCounts{}, err
+	}
+	const threads = 2
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(max(conns, threads)), "-d", fmt.Sprintf("%ds", max(1, int(dur.Seconds()))),
+		"--latency", "-s", script, strings.TrimRight(f.url, "/")+"/v1/heartbeat", "--", agentsFile, strconv.Itoa(threads))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, 0, httpResult{}, heartbeatCounts{}, fmt.Errorf("wrk: %w: %s", err, bytes.TrimSpace(out))
+	}
+	res, err := parseWrk(out)
+	if err != nil {
+		return 0, 0, httpResult{}, heartbeatCounts{}, err
+	}
+	wrkEnd := time.Now()
+	got, drained, err := drainHeartbeats(ctx, f, before)
+	if err != nil {
+		return 0, 0, httpResult{}, heartbeatCounts{}, err
+	}
+	return float64(got.written) / drained.Sub(start).Seconds(), drained.Sub(wrkEnd), res, got, nil
+}
+
+// drainHeartbeats waits (at most 2 minutes) until the reconciler has
+// written or dropped every heartbeat queued since before, and returns the
+// counts since before and when that was seen.
+func drainHeartbeats(ctx context.Context, f *fleet, before map[string]float64) (heartbeatCounts, time.Time, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		m, err := f.scrape(ctx)
+		if err != nil {
+			return heartbeatCounts{}, time.Time{}, err
+		}
+		got := heartbeatsOf(m).minus(heartbeatsOf(before))
+		if got.written+got.dropped >= got.queued || time.Now().After(deadline) {
+			return got, time.Now(), nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -254,7 +254,7 @@ func (f *fleet) cpuMark(ctx context.Context) cpuMark {
 
 // cpuNote says how many cores the reconciler and the load generator kept
 // busy between two marks, and the machine's load average.
-func cpuNote(f *fleet, a, b cpuMark) string {
+func cpuNote(f *fleet, a, b cpuMark, byWrk bool) string {
 	wall := b.at.Sub(a.at).Seconds()
 	if wall <= 0 {
 		return ""
@@ -265,8 +265,11 @@ func cpuNote(f *fleet, a, b cpuMark) string {
 			load = ", 1-minute load average " + fs[0]
 		}
 	}
+	if byWrk {
+		return fmt.Sprintf("CPU over the run: reconciler %.2f cores of %d (Postgres, wrk and other users the rest%s)", (b.server-a.server)/wall, runtime.NumCPU(), load)
+	}
 	if f.serverOnly || !f.started {
-		return fmt.Sprintf("CPU over the run: reconciler %.2f cores, load tool (agents) %.2f cores, of %d (Postgres, wrk and other users the rest%s)",
+		return fmt.Sprintf("CPU over the run: reconciler %.2f cores, load tool (agents) %.2f cores, of %d (Postgres and other users the rest%s)",
 			(b.server-a.server)/wall, (b.self-a.self)/wall, runtime.NumCPU(), load)
 	}
 	return fmt.Sprintf("CPU over the run: reconciler and load tool together %.2f cores of %d%s", (b.self-a.self)/wall, runtime.NumCPU(), load)
