@@ -177,14 +177,14 @@ func heartbeatScenario(ctx context.Context, c config, f *fleet, log *slog.Logger
 	rep.check(wgot.written+wgot.dropped == wgot.queued, "wrk: server wrote %d + dropped %d of %d queued", wgot.written, wgot.dropped, wgot.queued)
 	rep.check(wgot.dropped == 0, "wrk: %d heartbeats dropped by the batcher", wgot.dropped)
 	if f.started {
-		rep.check(wgot.replay == 0, "wrk: %d heartbeats were replays (each agent's seq must grow)", wgot.replay)
-		rep.check(wres.requests-wres.bad <= wgot.queued+wgot.replay, "wrk: %d answered 202 but the server queued %d", wres.requests-wres.bad, wgot.queued)
+		rep.check(wres.requests-wres.bad <= wgot.queued+wgot.replay, "wrk: %d answered 202 but the server queued %d and ignored %d replays",
+			wres.requests-wres.bad, wgot.queued, wgot.replay)
 	}
 	rep.add(figure{Measure: "heartbeat ingest, end to end (wrk)", Value: wrate, Unit: "/s",
 		Baseline: "raw batched INSERT … ON CONFLICT (as above)", BaselineValue: raw,
 		Goal: "≥ 10,000/s (600k agents at 60 s); stretch 16,667/s (1M)", Verdict: verdict(wrate >= heartbeatGoal),
-		Note: fmt.Sprintf("wrk posts the same agents' heartbeats (each its growing seq) over %d connections for %s; %d written (first request → last write; wrk's end → last write %.0f ms); %d answers other than 202 (503: queue full); request p50 %.2f ms, p99 %.2f ms; %s%s",
-			c.connections, dur, wgot.written, ms(wlag), wres.bad, ms(wres.p50), ms(wres.p99), cpuNote(f, cpu2, cpu3, f.serverOnly), stretchNote(wrate))})
+		Note: fmt.Sprintf("wrk posts the same agents' heartbeats (each its growing seq) over at most %d connections for %s; %d written (first request → last write; wrk's end → last write %.0f ms); %d answers other than 202 (503: queue full); %d overtaken heartbeats ignored as replays; request p50 %.2f ms, p99 %.2f ms; %s%s",
+			c.connections, dur, wgot.written, ms(wlag), wres.bad, wgot.replay, ms(wres.p50), ms(wres.p99), cpuNote(f, cpu2, cpu3, f.serverOnly), stretchNote(wrate))})
 	return rep, nil
 }
 
@@ -324,6 +324,10 @@ func wrkHeartbeats(ctx context.Context, f *fleet, wrk string, as []*simAgent, co
 		return 0, 0, httpResult{}, heartbeatCounts{}, err
 	}
 	const threads = 2
+	// An agent's next heartbeat may overtake its previous one on another
+	// connection (the server then ignores it as a replay, and the rate
+	// counts only what it writes): keep several agents per connection.
+	conns = max(threads, min(conns, len(as)/4))
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(max(conns, threads)), "-d", fmt.Sprintf("%ds", max(1, int(dur.Seconds()))),
 		"--latency", "-s", script, strings.TrimRight(f.url, "/")+"/v1/heartbeat", "--", agentsFile, strconv.Itoa(threads))
