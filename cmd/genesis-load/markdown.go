@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -53,6 +54,14 @@ func updateMarkdown(path string, rep *report, m machine, now time.Time) error {
 			rows = append(rows, r)
 		}
 	}
+	// Rows stay grouped by scenario, scenarios in order of first appearance.
+	first := map[string]int{}
+	for i, r := range rows {
+		if _, ok := first[r.scenario]; !ok {
+			first[r.scenario] = i
+		}
+	}
+	slices.SortStableFunc(rows, func(a, b mdRow) int { return first[a.scenario] - first[b.scenario] })
 	var b strings.Builder
 	b.WriteString(before)
 	if before != "" && !strings.HasSuffix(before, "\n\n") {
