@@ -211,3 +211,20 @@ Notes:
 		t.Errorf("results.md (-want +got):\n%s", diff)
 	}
 }
+
+// FuzzResultsFile: any results.md is read without panicking, and the rows
+// it yields are written back and read again unchanged.
+func FuzzResultsFile(f *testing.F) {
+	f.Add("# Benchmark results\n\n" + mdBegin + "\n| heartbeat | m | 1 /s | b | 1.00× | g | **met** | d |\n\n- **heartbeat — m**: note\n" + mdEnd + "\nrest\n")
+	f.Add("| a \\| b | c |\n- **x**: y")
+	f.Fuzz(func(t *testing.T, doc string) {
+		_, section, _ := splitSection(doc)
+		for _, r := range parseRows(section) {
+			cells := splitCells("| " + strings.Join([]string{mdEscape(r.scenario), mdEscape(r.measure), mdEscape(r.value), mdEscape(r.baseline),
+				mdEscape(r.ratio), mdEscape(r.goal), mdEscape(r.verdict), mdEscape(r.date)}, " | ") + " |")
+			if len(cells) != 8 || cells[0] != strings.TrimSpace(r.scenario) && !strings.Contains(r.scenario, "\n") {
+				t.Fatalf("row %+v did not survive a round trip: %q", r, cells)
+			}
+		}
+	})
+}
