@@ -5,7 +5,7 @@ BIN := bin
 CACHE := $(CURDIR)/.cache
 DEMO_ARGS ?=
 GOTEST_FLAGS ?= -race -count=1
-BINARIES := genesis genesis-reconciler genesis-agent genesis-dosim
+BINARIES := genesis genesis-reconciler genesis-agent genesis-dosim genesis-load
 
 .DEFAULT_GOAL := help
 
@@ -18,7 +18,7 @@ deps: ## Install the system packages tests and the demo need (Postgres, age, pro
 	@./scripts/install-deps
 
 .PHONY: build
-build: ## Build the four binaries into bin/.
+build: ## Build the binaries into bin/.
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
@@ -59,9 +59,30 @@ e2e-n8n: ## Install n8n 1.123.81 from npm into .cache (first time ~6 min) and ru
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	@./scripts/fuzz-all $${FUZZTIME:-30s}
 
+# make bench: the repository's go benchmarks (bounded: one size each where
+# the full sweep takes long), then the load tool's scenarios against a
+# reconciler subprocess on real Postgres. Figures, each against a baseline
+# measured in the same run, go into bench/results.md. ~10 min on 2 cores.
+BENCH_OUT := $(BIN)/bench-go.txt
+LOAD := $(BIN)/genesis-load
+LOAD_FLAGS ?= --markdown bench/results.md
+
 .PHONY: bench
-bench: deps ## Benchmarks (go test -bench), reported as ratios against in-run baselines.
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run baselines, into bench/results.md (~10 min).
+	@./scripts/install-deps bench
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/genesis-load
+	set -o pipefail; $(GO) test -run '^$$' -bench 'Manifest304/http|Bare304/http' -count 3 ./reconciler/agentapi/ | tee $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'HeartbeatIngest|HeartbeatRawUpsert' -benchtime 90000x ./reconciler/agentapi/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'CommitToApplied' -benchtime 1x ./reconciler/agentapi/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'Compute' -benchtime 10x ./reconciler/plan/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'ColdLoad/tenants=15000|RawYAMLDecode/tenants=15000' -benchtime 1x ./tenants/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'Provision1000/boot=0s' -benchtime 1x ./reconciler/cloud/ | tee -a $(BENCH_OUT)
+	$(LOAD) gobench --input $(BENCH_OUT) $(LOAD_FLAGS)
+	$(LOAD) http304 --agents 100 --connections 64 --duration 5s $(LOAD_FLAGS)
+	$(LOAD) heartbeat --agents 10000 --speedup 120 --duration 20s --credentials 1 --connections 128 $(LOAD_FLAGS)
+	$(LOAD) longpoll --agents 5000 $(LOAD_FLAGS)
+	$(LOAD) converge --agents 1000 $(LOAD_FLAGS)
 
 .PHONY: db
 db: deps build ## Start a throwaway local Postgres and print its DATABASE_URL (Ctrl-C stops it).

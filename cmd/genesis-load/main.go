@@ -1,0 +1,47 @@
+// Command genesis-load is the load tool behind `make bench`: it simulates
+// many agents (real enrollment with one-time tokens, manifest long-polls
+// with If-None-Match, heartbeats every 60 s compressed by --speedup)
+// against a reconciler on real Postgres, and reports throughput and latency
+// percentiles, each figure against a baseline measured in the same run.
+//
+// By default it is self-contained: it makes a real git state repository
+// declaring one tenant per simulated droplet and starts the reconciler's
+// agent side as a subprocess of itself (`genesis-load serve`: a throwaway
+// Postgres, tenants.Source and Watcher triggered by a signed push webhook,
+// agentapi.Service, /metrics) on 127.0.0.1, so the reconciler's CPU and
+// memory are its own; --server inproc runs it in this process instead. Droplets are fake: they are
+// journaled in Postgres as the reconciler's create records them and get
+// their tokens from agentapi's MintToken, as cloud-init user data would
+// carry them; DigitalOcean is not involved (BenchmarkProvision1000 in
+// reconciler/cloud measures provisioning). With --reconciler URL it targets
+// a running reconciler instead (loopback only).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() { os.Exit(mainStatus(os.Args[1:])) }
+
+// mainStatus runs the command and returns its exit status.
+func mainStatus(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, args, os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(os.Stderr, "genesis-load:", err)
+		return 2
+	default:
+		fmt.Fprintln(os.Stderr, "genesis-load:", err)
+		return 1
+	}
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"github.com/google/go-cmp/cmp"
+
+	"genesis.dev/fleet/schema/dsse"
+)
+
+// TestMain lets the test binary act as `genesis-load serve` when a
+// subprocess run re-executes it.
+func TestMain(m *testing.M) {
+	if os.Getenv(serveEnv) == "1" {
+		os.Exit(mainStatus(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func noenv(string) string { return "" }
+
+// runTool runs the command and returns its stdout, stderr and error.
+func runTool(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	err := run(ctx, args, noenv, &stdout, &stderr)
+	return stdout.String(), stderr.String(), err
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"heartbeat", "--help"}} {
+		_, stderr, err := runTool(t, args...)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Fatalf("%v: err = %v, want flag.ErrHelp", args, err)
+		}
+		for _, want := range []string{"Usage: genesis-load SCENARIO", "heartbeat", "longpoll", "converge", "http304", "gobench", "-agents", "-speedup", "-reconciler", "-markdown", "-json"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("%v: help lacks %q:\n%s", args, want, stderr)
+			}
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "a scenario is required"},
+		{[]string{"stampede"}, `unknown scenario "stampede"`},
+		{[]string{"heartbeat", "--agents", "-3"}, "--agents must be between"},
+		{[]string{"heartbeat", "--speedup", "0"}, "--speedup must be"},
+		{[]string{"heartbeat", "--credentials", "9"}, "--credentials must be between"},
+		{[]string{"heartbeat", "--server", "cloud"}, "--server must be subprocess or inproc"},
+		{[]string{"heartbeat", "extra"}, "unexpected arguments"},
+		{[]string{"longpoll", "--reconciler", "http://127.0.0.1:8080", "--database-url", "postgres://127.0.0.1/x"}, "longpoll needs a reconciler the load tool starts"},
+		{[]string{"http304", "--reconciler", "http://127.0.0.1:8080", "--database-url", "postgres://127.0.0.1/x"}, "http304 needs a reconciler the load tool starts"},
+		{[]string{"heartbeat", "--reconciler", "http://127.0.0.1:8080"}, "--reconciler needs --database-url"},
+	} {
+		_, _, err := runTool(t, tc.args...)
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want a usage error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestRefusesNonLoopbackTargets(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // "" = accepted
+	}{
+		{"private address", []string{"--reconciler", "http://10.0.0.7:8080", "--database-url", "postgres://127.0.0.1/x"}, `"10.0.0.7" is not a loopback address`},
+		{"public name", []string{"--reconciler", "https://fleet.example.com", "--database-url", "postgres://127.0.0.1/x"}, `"fleet.example.com" is not a loopback address`},
+		{"any address", []string{"--reconciler", "http://0.0.0.0:8080", "--database-url", "postgres://127.0.0.1/x"}, `"0.0.0.0" is not a loopback address`},
+		{"no host", []string{"--reconciler", "127.0.0.1:8080", "--database-url", "postgres://127.0.0.1/x"}, "not a URL with a host"},
+		{"remote database", []string{"--reconciler", "http://127.0.0.1:8080", "--database-url", "postgres://u:p@db.example.com:5432/genesis"}, `--database-url: "db.example.com" is not a loopback address`},
+		{"loopback v4", []string{"--reconciler", "http://127.0.0.1:8080", "--database-url", "postgres://127.0.0.1/x"}, ""},
+		{"loopback v6", []string{"--reconciler", "http://[::1]:8080", "--database-url", "postgres://localhost/x"}, ""},
+		{"localhost", []string{"--reconciler", "http://localhost:8080", "--database-url", "postgres://127.0.0.2:5432/x"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseFlags(append([]string{"heartbeat"}, tc.args...), noenv, &bytes.Buffer{})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want a usage error containing %q", err, tc.want)
+			}
+		})
+	}
+	// The environment's target is checked the same way.
+	_, err := parseFlags([]string{"heartbeat"}, func(k string) string {
+		return map[string]string{"GENESIS_LOAD_RECONCILER": "http://192.0.2.1/", "DATABASE_URL": "postgres://127.0.0.1/x"}[k]
+	}, &bytes.Buffer{})
+	if !errors.Is(err, errUsage) {
+		t.Fatalf("GENESIS_LOAD_RECONCILER=192.0.2.1: err = %v, want a usage error", err)
+	}
+}
+
+// decodeReport runs a scenario with --json and decodes its report.
+func decodeReport(t *testing.T, args ...string) report {
+	t.Helper()
+	stdout, stderr, err := runTool(t, append(args, "--json")...)
+	if err != nil {
+		t.Fatalf("%v: %v\nstderr:\n%s\nstdout:\n%s", args, err, stderr, stdout)
+	}
+	var rep report
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout)
+	}
+	if len(rep.Inconsistent) > 0 {
+		t.Fatalf("inconsistent: %v", rep.Inconsistent)
+	}
+	return rep
+}
+
+func figureOf(t *testing.T, rep report, prefix string) figure {
+	t.Helper()
+	for _, f := range rep.Figures {
+		if strings.HasPrefix(f.Measure, prefix) {
+			return f
+		}
+	}
+	t.Fatalf("no figure %q in %+v", prefix, rep.Figures)
+	return figure{}
+}
+
+// TestHeartbeatTinyRun: 20 agents heartbeating for a few seconds against
+// the reconciler subprocess; every count must agree, end to end.
+func TestHeartbeatTinyRun(t *testing.T) {
+	md := filepath.Join(t.TempDir(), "results.md")
+	rep := decodeReport(t, "heartbeat", "--agents", "20", "--duration", "3s", "--speedup", "60", "--markdown", md)
+	c := rep.Counts
+	if c["sent"] < 20 {
+		t.Errorf("sent %d heartbeats, want at least one per agent", c["sent"])
+	}
+	want := map[string]int64{"accepted (202)": c["sent"], "rejected (4xx/5xx)": 0, "network errors": 0, "server queued": c["sent"],
+		"server written": c["sent"], "server dropped": 0, "server replays": 0, "server queue full (503)": 0}
+	got := map[string]int64{}
+	for k := range want {
+		got[k] = c[k]
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+	// Each agent's seqs run 1..k: their last ones sum to what Postgres holds.
+	if c["sum of recorded seqs"] != c["sent"] {
+		t.Errorf("sum of recorded seqs = %d, want %d (one per heartbeat sent)", c["sum of recorded seqs"], c["sent"])
+	}
+	f := figureOf(t, rep, "heartbeat ingest")
+	if f.Value <= 0 || f.BaselineValue <= 0 || f.Ratio <= 0 {
+		t.Errorf("ingest figure %+v: want positive value, baseline and ratio", f)
+	}
+	b, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "| heartbeat | heartbeat ingest, end to end |") {
+		t.Errorf("results file lacks the heartbeat row:\n%s", b)
+	}
+}
+
+// TestHeartbeatAgainstRunningReconciler targets a reconciler started
+// beforehand (--reconciler, --database-url): tokens are minted through its
+// database and every heartbeat is written.
+func TestHeartbeatAgainstRunningReconciler(t *testing.T) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := newStateRepo(t.Context(), t.TempDir(), id.Recipient(), 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := make(chan serverInfo, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serveFleet(ctx, serverConfig{StateRepo: repo.dir, Signer: dsse.NewSigner(key), Identity: id, WebhookSecret: []byte("s")},
+			slog.New(slog.DiscardHandler), func(i serverInfo) { ready <- i })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serveFleet: %v", err)
+		}
+	})
+	var info serverInfo
+	select {
+	case info = <-ready:
+	case err := <-done:
+		t.Fatalf("serveFleet: %v", err)
+	}
+	rep := decodeReport(t, "heartbeat", "--agents", "10", "--duration", "2s", "--reconciler", info.URL, "--database-url", info.DatabaseURL)
+	if c := rep.Counts; c["sent"] < 10 || c["server written"] != c["sent"] || c["sum of recorded seqs"] != c["sent"] {
+		t.Errorf("counts %v: want every heartbeat sent written", c)
+	}
+}
+
+// TestConvergeTinyRun: 20 agents in this process's reconciler; every one
+// verifies the new manifest and fleet_status records it applied.
+func TestConvergeTinyRun(t *testing.T) {
+	rep := decodeReport(t, "converge", "--agents", "20", "--server", "inproc", "--duration", "60s")
+	want := map[string]int64{"agents": 20, "long-polls parked (server gauge)": 20, "new manifest received": 20, "verification failures": 0,
+		"heartbeat failures": 0, "applied as recorded in fleet_status": 20, "manifests stored for the commit": 20}
+	got := map[string]int64{}
+	for k := range want {
+		got[k] = rep.Counts[k]
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+	p99 := figureOf(t, rep, "commit → applied p99")
+	p50 := figureOf(t, rep, "commit → applied p50")
+	if p50.Value <= 0 || p99.Value < p50.Value {
+		t.Errorf("p50 %v ms, p99 %v ms: want 0 < p50 ≤ p99", p50.Value, p99.Value)
+	}
+}
+
+// TestLongpollTinyRun: 20 agents parked on the reconciler subprocess all get
+// the new manifest, and its RSS is measured.
+func TestLongpollTinyRun(t *testing.T) {
+	rep := decodeReport(t, "longpoll", "--agents", "20", "--duration", "60s")
+	want := map[string]int64{"agents": 20, "long-polls parked (server gauge)": 20, "new manifest received": 20,
+		"not received within the bound": 0, "manifests stored for the commit": 20}
+	got := map[string]int64{}
+	for k := range want {
+		got[k] = rep.Counts[k]
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+	if f := figureOf(t, rep, "RSS with 20 long-polls parked"); f.Value <= 0 || f.BaselineValue <= 0 {
+		t.Errorf("RSS figure %+v: want positive values", f)
+	}
+}
+
+// TestHTTP304TinyRun uses the Go load generator (wrk may be missing): every
+// answer is a 304 on both sides.
+func TestHTTP304TinyRun(t *testing.T) {
+	rep := decodeReport(t, "http304", "--agents", "5", "--duration", "1s", "--connections", "4", "--wrk", "off", "--server", "inproc")
+	if rep.Counts["manifest requests (median round)"] == 0 || rep.Counts["bare requests (median round)"] == 0 {
+		t.Errorf("counts %v: want requests on both sides", rep.Counts)
+	}
+	f := figureOf(t, rep, "manifest 304 throughput (go)")
+	if f.Ratio <= 0 {
+		t.Errorf("figure %+v: want a ratio", f)
+	}
+}

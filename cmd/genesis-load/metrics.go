@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// maxMetricsBody bounds a scraped /metrics page.
+const maxMetricsBody = 8 << 20
+
+// scrape reads the reconciler's /metrics (Prometheus text format) into
+// series → value, keyed as the page spells them: name{label="v",...}.
+func (f *fleet) scrape(ctx context.Context) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(f.url, "/")+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := f.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scrape metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("scrape metrics: status %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetricsBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("scrape metrics: %w", err)
+	}
+	if len(body) > maxMetricsBody {
+		return nil, fmt.Errorf("scrape metrics: body over %d bytes", maxMetricsBody)
+	}
+	return parseMetrics(body)
+}
+
+// parseMetrics reads the samples of a Prometheus text exposition (outside
+// input: fuzzed). Comments and blank lines are skipped; a sample line is
+// "series value [timestamp]". Errors name the line.
+func parseMetrics(body []byte) (map[string]float64, error) {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		series, rest := line, ""
+		if i := strings.IndexByte(line, '{'); i >= 0 {
+			j := strings.LastIndexByte(line, '}')
+			if j < i {
+				return nil, fmt.Errorf("metrics line %d: unterminated label set", n)
+			}
+			series, rest = line[:j+1], line[j+1:]
+		} else if k := strings.IndexAny(line, " \t"); k >= 0 {
+			series, rest = line[:k], line[k:]
+		} else {
+			return nil, fmt.Errorf("metrics line %d: no value", n)
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 || len(fields) > 2 {
+			return nil, fmt.Errorf("metrics line %d: want a value and an optional timestamp", n)
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics line %d: value %q is not a number", n, fields[0])
+		}
+		if math.IsNaN(v) {
+			continue
+		}
+		out[series] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return out, nil
+}
+
+// heartbeatCounts are genesis_heartbeats_total by result.
+type heartbeatCounts struct {
+	queued, written, dropped, replay, queueFull, badRequest, unauthorized, forbidden int64
+}
+
+func heartbeatsOf(m map[string]float64) heartbeatCounts {
+	get := func(result string) int64 {
+		return int64(m[`genesis_heartbeats_total{result="`+result+`"}`])
+	}
+	return heartbeatCounts{queued: get("queued"), written: get("written"), dropped: get("dropped"), replay: get("replay"),
+		queueFull: get("queue_full"), badRequest: get("bad_request"), unauthorized: get("unauthorized"), forbidden: get("forbidden")}
+}
+
+func (a heartbeatCounts) minus(b heartbeatCounts) heartbeatCounts {
+	return heartbeatCounts{a.queued - b.queued, a.written - b.written, a.dropped - b.dropped, a.replay - b.replay,
+		a.queueFull - b.queueFull, a.badRequest - b.badRequest, a.unauthorized - b.unauthorized, a.forbidden - b.forbidden}
+}

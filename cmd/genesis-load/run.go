@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"genesis.dev/fleet/internal/logflag"
+)
+
+// errUsage marks command-line mistakes (exit status 2).
+var errUsage = errors.New("usage error")
+
+func usageErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
+}
+
+const usage = `Usage: genesis-load SCENARIO [flags]
+       genesis-load gobench [--input FILE] [--markdown FILE] [--json]
+
+Simulates --agents agents against a reconciler on real Postgres and reports
+throughput and latency percentiles, each against a baseline measured in the
+same run. Without --reconciler it makes a git state repository (one tenant per
+agent) and starts the reconciler's agent side (a throwaway Postgres, the state
+repository's reader triggered by a signed push webhook, enrollment, manifests,
+heartbeats, /metrics) on 127.0.0.1 as a subprocess of itself (genesis-load
+serve; --server inproc runs it in this process), and stops it at the end.
+
+Scenarios:
+  heartbeat  every agent enrolls, then heartbeats every 60s/--speedup for
+             --duration; reports heartbeats/s written to Postgres end to end
+             and request latency, against a raw batched INSERT ... ON CONFLICT
+             of the same rows through pgx
+  longpoll   every agent parks on GET /v1/manifest?wait=60s with If-None-Match;
+             a commit then changes every tenant; reports fan-out time
+             (commit -> new manifest received) p50/p99/max and the process RSS
+  converge   every agent long-polls, verifies the manifest it gets (signature,
+             payload, credentials opened with its own age identity) and
+             heartbeats the applied version; reports commit -> applied as
+             recorded in fleet_status, p50/p99/max
+  http304    conditional GET of a cached manifest (304) vs a bare net/http
+             handler answering 304, with wrk when installed, else a Go load
+             generator (the report says which)
+  gobench    read 'go test -bench' output (--input, default stdin) and report the repository's
+             benchmark pairs as ratios (used by make bench)
+
+--reconciler URL targets a running reconciler (127.0.0.1 or localhost only);
+it then needs --database-url (the reconciler's database, loopback only) to
+record fake droplets and mint their one-time tokens, and supports heartbeat
+only (the fake tenants are not in its state, so they get no manifests). Use a
+throwaway reconciler: the load tool writes rows for tenants its state
+repository does not declare.
+
+Exit status: 0 success, 1 failure (including counts that do not add up),
+2 usage error.
+
+Flags:
+`
+
+// config is the parsed command line.
+type config struct {
+	scenario       string
+	agents         int
+	duration       time.Duration
+	speedup        float64
+	reconciler     string
+	databaseURL    string
+	credentials    int
+	connections    int
+	wrk            string
+	jsonOut        bool
+	markdown       string
+	logFormat      string
+	logLevel       string
+	serverLogLevel string
+	input          string
+	server         string
+}
+
+var scenarios = map[string]bool{"heartbeat": true, "longpoll": true, "converge": true, "http304": true, "gobench": true}
+
+// defaultAgents is each scenario's --agents default (modest: make bench
+// runs them all on 2 cores in a few minutes).
+var defaultAgents = map[string]int{"heartbeat": 2000, "longpoll": 2000, "converge": 1000, "http304": 100}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("genesis-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if len(args) == 0 {
+		fs.Usage()
+		return c, usageErr("a scenario is required")
+	}
+	if a := args[0]; a == "-h" || a == "-help" || a == "--help" || a == "help" {
+		fs.Usage()
+		return c, flag.ErrHelp
+	}
+	c.scenario = args[0]
+	if !scenarios[c.scenario] {
+		return c, usageErr("unknown scenario %q (heartbeat, longpoll, converge, http304, gobench)", c.scenario)
+	}
+	fs.IntVar(&c.agents, "agents", 0, "number of simulated agents (default: heartbeat 2000, longpoll 2000, converge 1000, http304 100)")
+	fs.DurationVar(&c.duration, "duration", 0, "heartbeat and http304: how long to send load (default 20s and 5s per measurement); longpoll and converge: the most to wait for every agent (default 2m)")
+	fs.Float64Var(&c.speedup, "speedup", 60, "heartbeat: time compression; each agent heartbeats every 60s/speedup")
+	fs.StringVar(&c.reconciler, "reconciler", getenv("GENESIS_LOAD_RECONCILER"), "target a running reconciler at this URL (loopback only) instead of starting one ($GENESIS_LOAD_RECONCILER)")
+	fs.StringVar(&c.databaseURL, "database-url", getenv("DATABASE_URL"), "with --reconciler: its Postgres (loopback only), to record fake droplets and mint their tokens ($DATABASE_URL)")
+	fs.IntVar(&c.credentials, "credentials", 2, "sealed credentials per tenant (each manifest re-seals them to the droplet)")
+	fs.IntVar(&c.connections, "connections", 64, "heartbeat: most requests in flight; http304: connections")
+	fs.StringVar(&c.wrk, "wrk", "wrk", "http304: the wrk binary (looked up in PATH); \"off\" uses the Go load generator")
+	fs.BoolVar(&c.jsonOut, "json", false, "print the report as JSON instead of a table")
+	fs.StringVar(&c.markdown, "markdown", "", "write or update this scenario's rows in the generated section of this Markdown `FILE` (bench/results.md)")
+	fs.StringVar(&c.server, "server", "subprocess", "where the reconciler under load runs: subprocess (its own process, so its RSS and CPU are its own) or inproc")
+	fs.StringVar(&c.input, "input", "-", "gobench: the 'go test -bench' output to read (- is stdin)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level of the load tool")
+	fs.StringVar(&c.serverLogLevel, "server-log-level", "warn", "log level of the in-process reconciler")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, usageErr("%v", err)
+	}
+	switch {
+	case fs.NArg() > 0:
+		return c, usageErr("unexpected arguments %q", fs.Args())
+	case c.agents < 0 || c.agents > 1_000_000:
+		return c, usageErr("--agents must be between 1 and 1000000")
+	case c.duration < 0 || c.duration > 24*time.Hour:
+		return c, usageErr("--duration must be positive and at most 24h")
+	case c.speedup <= 0 || c.speedup > 100_000:
+		return c, usageErr("--speedup must be in (0, 100000]")
+	case c.credentials < 1 || c.credentials > 8:
+		return c, usageErr("--credentials must be between 1 and 8")
+	case c.connections < 1 || c.connections > 10_000:
+		return c, usageErr("--connections must be between 1 and 10000")
+	case c.server != "subprocess" && c.server != "inproc":
+		return c, usageErr("--server must be subprocess or inproc")
+	}
+	if c.agents == 0 {
+		c.agents = defaultAgents[c.scenario]
+	}
+	if c.reconciler != "" {
+		if err := loopbackURL("--reconciler", c.reconciler); err != nil {
+			return c, err
+		}
+		if c.scenario != "heartbeat" {
+			return c, usageErr("%s needs a reconciler the load tool starts (its state repository declares the agents' tenants, so they get manifests); drop --reconciler", c.scenario)
+		}
+		if c.databaseURL == "" {
+			return c, usageErr("--reconciler needs --database-url (the reconciler's Postgres) to mint tokens for fake droplets")
+		}
+		if err := loopbackURL("--database-url", c.databaseURL); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// loopbackURL refuses a URL whose host is not a loopback address or
+// "localhost": the load tool never loads anything but this machine.
+func loopbackURL(flagName, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return usageErr("%s: not a URL with a host", flagName)
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return usageErr("%s: %q is not a loopback address; the load tool only targets 127.0.0.1 or localhost", flagName, host)
+	}
+	return nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "serve" {
+		return serveMain(ctx, args[1:], os.Stdin, stdout, stderr)
+	}
+	// Two loggers and the reconciler subprocess's output share stderr.
+	stderr = &syncWriter{w: stderr}
+	c, err := parseFlags(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := logflag.New(stderr, c.logFormat, c.logLevel)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	serverLog, err := logflag.New(stderr, c.logFormat, c.serverLogLevel)
+	if err != nil {
+		return usageErr("--server-log-level: %v", err)
+	}
+	log = log.With("component", "load")
+	var rep *report
+	if c.scenario == "gobench" {
+		rep, err = goBenchFile(c.input, log)
+	} else {
+		rep, err = runScenario(ctx, c, log, serverLog, stderr)
+	}
+	if err != nil {
+		return err
+	}
+	if c.jsonOut {
+		if err := rep.writeJSON(stdout); err != nil {
+			return err
+		}
+	} else {
+		rep.writeTable(stdout)
+	}
+	if c.markdown != "" {
+		if err := updateMarkdown(c.markdown, rep, machineInfo(), time.Now()); err != nil {
+			return err
+		}
+		log.Info("results written", "file", c.markdown)
+	}
+	if len(rep.Inconsistent) > 0 {
+		return fmt.Errorf("counts do not add up: %s", strings.Join(rep.Inconsistent, "; "))
+	}
+	return nil
+}
+
+// syncWriter serializes writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// runScenario starts (or reaches) the reconciler and runs c.scenario.
+func runScenario(ctx context.Context, c config, log, serverLog *slog.Logger, stderr io.Writer) (*report, error) {
+	fl, err := startFleet(ctx, c, log, serverLog, stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer fl.close()
+	switch c.scenario {
+	case "heartbeat":
+		return heartbeatScenario(ctx, c, fl, log)
+	case "longpoll":
+		return longpollScenario(ctx, c, fl, log)
+	case "converge":
+		return convergeScenario(ctx, c, fl, log)
+	case "http304":
+		return http304Scenario(ctx, c, fl, log)
+	}
+	return nil, usageErr("unknown scenario %q", c.scenario)
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"filippo.io/age"
+	"filippo.io/age/armor"
+)
+
+// The fleet the generated state repository declares.
+const (
+	stateAccount = "load"
+	stateRegion  = "nyc3"
+	stateSize    = "s-1vcpu-1gb"
+)
+
+const stateFleet = `apiVersion: genesis.dev/v1
+kind: Fleet
+metadata: {name: genesis-load}
+spec:
+  accounts:
+    - {name: load, regions: [nyc3], maxDroplets: %d, tokenEnv: GENESIS_LOAD_DO_TOKEN}
+  defaults: {size: s-1vcpu-1gb, image: ubuntu-22-04-x64, n8nVersion: 1.123.81}
+  recipients: [%s]
+  safety: {maxDestroyPerRun: 0, maxHibernatePercent: 0}
+  sizes:
+    s-1vcpu-1gb: {monthlyUSD: 6}
+`
+
+const stateTemplate = `{"name":"Welcome","nodes":[{"name":"Gmail","type":"n8n-nodes-base.gmail","parameters":{"subject":"{{param.greeting}}"},"credentials":{"gmailOAuth2":{"id":"TEMPLATE_GMAIL_UUID","name":"gmail"}}}],"connections":{}}`
+
+// stateRepo is a real git state repository declaring one tenant per agent,
+// each with sealed credentials and one workflow. A round rewrites every
+// tenant's workflow parameter, so one commit changes every tenant.
+type stateRepo struct {
+	dir    string
+	n      int
+	sealed [][]string // per tenant, its credentials sealed to the fleet
+}
+
+func newStateRepo(ctx context.Context, dir string, fleet *age.X25519Recipient, n, creds int) (*stateRepo, error) {
+	r := &stateRepo{dir: filepath.Join(dir, "state"), n: n, sealed: make([][]string, n)}
+	for _, d := range []string{"tenants", "templates/workflows"} {
+		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, "genesis.yaml"), fmt.Appendf(nil, stateFleet, max(n, 1), fleet), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, "templates/workflows/welcome.json"), []byte(stateTemplate), 0o644); err != nil {
+		return nil, err
+	}
+	for i := range n {
+		for k := range creds {
+			var secret [16]byte
+			rand.Read(secret[:])
+			s, err := seal(fleet, fmt.Sprintf(`{"clientId":"load-%d-%d","clientSecret":"%s"}`, i, k, hex.EncodeToString(secret[:])))
+			if err != nil {
+				return nil, err
+			}
+			r.sealed[i] = append(r.sealed[i], s)
+		}
+	}
+	if err := r.writeTenants(0); err != nil {
+		return nil, err
+	}
+	if err := r.git(ctx, "init", "-q", "-b", "main"); err != nil {
+		return nil, err
+	}
+	return r, r.commit(ctx, "genesis-load: initial fleet")
+}
+
+// seal encrypts plaintext to the fleet, as genesis seal does.
+func seal(to age.Recipient, plaintext string) (string, error) {
+	var buf bytes.Buffer
+	aw := armor.NewWriter(&buf)
+	w, err := age.Encrypt(aw, to)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.WriteString(w, plaintext); err != nil {
+		return "", err
+	}
+	if err := w.Close(); err != nil {
+		return "", err
+	}
+	if err := aw.Close(); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
+}
+
+// tenantFile is tenant i's file in round.
+func (r *stateRepo) tenantFile(i, round int) []byte {
+	var b strings.Builder
+	id := tenantID(i)
+	fmt.Fprintf(&b, "apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: %s, name: %s, tier: pro}\nspec:\n  state: running\n  droplet: {region: %s}\n  credentials:\n", id, id, stateRegion)
+	for k, s := range r.sealed[i] {
+		name, typ := "gmail", "gmailOAuth2"
+		if k > 0 {
+			name, typ = fmt.Sprintf("extra-%d", k), "slackApi"
+		}
+		fmt.Fprintf(&b, "    - name: %s\n      type: %s\n      sealed: |\n", name, typ)
+		for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+			b.WriteString("        " + line + "\n")
+		}
+	}
+	fmt.Fprintf(&b, "  workflows:\n    - template: welcome\n      credentials: {TEMPLATE_GMAIL_UUID: gmail}\n      params: {greeting: \"Hello, round %d\"}\n", round)
+	return []byte(b.String())
+}
+
+func (r *stateRepo) writeTenants(round int) error {
+	for i := range r.n {
+		if err := os.WriteFile(filepath.Join(r.dir, "tenants", tenantID(i)+".yaml"), r.tenantFile(i, round), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// changeAll commits round's version of every tenant: one commit that
+// changes them all, as a fleet-wide pull request does.
+func (r *stateRepo) changeAll(ctx context.Context, round int) error {
+	if err := r.writeTenants(round); err != nil {
+		return err
+	}
+	return r.commit(ctx, fmt.Sprintf("genesis-load: round %d changes every tenant", round))
+}
+
+func (r *stateRepo) commit(ctx context.Context, msg string) error {
+	if err := r.git(ctx, "add", "-A", "."); err != nil {
+		return err
+	}
+	return r.git(ctx, "commit", "-q", "-m", msg)
+}
+
+// head is the branch's commit hash.
+func (r *stateRepo) head(ctx context.Context) (string, error) {
+	out, err := r.gitOut(ctx, "rev-parse", "HEAD")
+	return strings.TrimSpace(out), err
+}
+
+func (r *stateRepo) git(ctx context.Context, args ...string) error {
+	_, err := r.gitOut(ctx, args...)
+	return err
+}
+
+func (r *stateRepo) gitOut(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", r.dir, "-c", "user.name=genesis-load", "-c", "user.email=load@genesis.invalid",
+		"-c", "commit.gpgsign=false"}, args...)...)
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("git %s: %w: %s", args[0], err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
