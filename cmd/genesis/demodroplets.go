@@ -51,20 +51,29 @@ func (d *demo) killAgent(ctx context.Context, workspace string) (dropletInfo, er
 	if err != nil {
 		return info, err
 	}
+	if err := killAgent(ctx, info); err != nil {
+		return info, fmt.Errorf("%s: %w", workspace, err)
+	}
+	return info, nil
+}
+
+// killAgent kills the agent droplet-sim.json names and waits until it is
+// gone.
+func killAgent(ctx context.Context, info dropletInfo) error {
 	if err := syscall.Kill(info.AgentPID, syscall.SIGKILL); err != nil {
-		return info, fmt.Errorf("kill the agent of %s (pid %d): %w", workspace, info.AgentPID, err)
+		return fmt.Errorf("kill the agent of droplet %s (pid %d): %w", info.DropletID, info.AgentPID, err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); !processGone(info.AgentPID); {
 		if time.Now().After(deadline) {
-			return info, fmt.Errorf("the agent of %s (pid %d) is still running", workspace, info.AgentPID)
+			return fmt.Errorf("the agent of droplet %s (pid %d) is still running", info.DropletID, info.AgentPID)
 		}
 		select {
 		case <-ctx.Done():
-			return info, ctx.Err()
+			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return info, nil
+	return nil
 }
 
 // routeResult is what one HTTPS request through a droplet's Caddy got.
