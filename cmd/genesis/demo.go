@@ -72,7 +72,7 @@ func runDemo(ctx context.Context, e env, args []string) error {
 	dir := fs.String("state", "state-example", "state repository to run the demo on")
 	once := fs.Bool("once", false, "run the story once and exit (for CI)")
 	bin := fs.String("bin", "", "directory holding genesis-dosim, genesis-reconciler and genesis-agent (default: beside this binary)")
-	heartbeat := fs.Duration("heartbeat", 5*time.Second, "agents' heartbeat interval")
+	heartbeat := fs.Duration("heartbeat", 2*time.Second, "agents' heartbeat interval (the demo's watchdog calls a droplet degraded after 6s without one)")
 	work := fs.String("workdir", "", "directory for the demo's files (default: a temporary one, removed at exit)")
 	boot := fs.Duration("boot-delay", 3*time.Second, "simulated droplet boot time")
 	action := fs.Duration("action-delay", 2*time.Second, "simulated DigitalOcean action time (power off, snapshot)")
