@@ -89,8 +89,8 @@ db: deps build ## Start a throwaway local Postgres and print its DATABASE_URL (C
 	$(BIN)/genesis dev-db
 
 .PHONY: demo
-demo: deps build ## Run the demo on state-example/ (DEMO_ARGS=--once to exit after it).
-	$(BIN)/genesis demo --bin $(BIN) --state state-example $(DEMO_ARGS)
+demo: deps build caddy ## Run the demo on state-example/ (DEMO_ARGS=--once to exit after it).
+	$(BIN)/genesis demo --bin $(BIN) --caddy "$$(./scripts/build-caddy)" --state state-example $(DEMO_ARGS)
 
 .PHONY: clean
 clean: ## Remove built binaries and caches.

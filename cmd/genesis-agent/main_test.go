@@ -523,6 +523,10 @@ func TestUsage(t *testing.T) {
 		{"keys without dir", []string{"keys"}, 2, "", "--state-dir is required"},
 		{"run both configs", []string{"run", "--config", "a", "--user-data", "b", "--droplet-id", "1", "--state-dir", dir}, 2, "", "not both"},
 		{"run missing config", []string{"run", "--config", filepath.Join(dir, "nope.json"), "--droplet-id", "1", "--state-dir", dir}, 1, "", "read agent config"},
+		{"run bad n8n runtime", []string{"run", "--n8n-runtime", "podman", "--droplet-id", "1", "--state-dir", dir}, 2, "", `--n8n-runtime: want compose or none, got "podman"`},
+		{"run bad https port", []string{"run", "--caddy-https-port", "0", "--droplet-id", "1", "--state-dir", dir}, 2, "", "--caddy-https-port: 0 is not a port"},
+		{"run bad http port", []string{"run", "--caddy-http-port", "70000", "--droplet-id", "1", "--state-dir", dir}, 2, "", "--caddy-http-port: 70000 is not a port"},
+		{"run help shows caddy flags", []string{"run", "--help"}, 0, "-caddy-internal-tls", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -51,7 +51,11 @@ droplet: n8n at --n8n-url is bootstrapped once (owner and API key kept 0600
 in the state directory), its credentials and workflows converged; Caddy's
 admin API at --caddy-admin gets the rendered config for the manifest's
 domains; the on-demand TLS ask endpoint is served on --ask-listen; n8n is
-moved to the manifest's version with docker compose (--compose-file).
+moved to the manifest's version with docker compose (--compose-file), or
+left alone with --n8n-runtime none (an n8n run by something else). Caddy
+listens on --caddy-http-port and --caddy-https-port (80 and 443) on every
+interface or --caddy-bind, with ACME certificates, or certificates from its
+internal CA with --caddy-internal-tls (offline; genesis droplet-sim uses it).
 --converge=false only accepts manifests (no n8n, Caddy or docker needed):
 the DigitalOcean simulator's demo runs agents that way.`
 
@@ -75,6 +79,11 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	askListen := fs.String("ask-listen", "127.0.0.1:9180", "`address` to serve Caddy's on-demand TLS ask endpoint (/ask) on")
 	composeFile := fs.String("compose-file", "/opt/genesis/compose.yaml", "the droplet's compose `file` (n8n version switches)")
 	acmeEmail := fs.String("acme-email", "", "ACME account e-mail for Caddy's certificates (optional)")
+	caddyHTTP := fs.Int("caddy-http-port", caddy.DefaultHTTPPort, "`port` of Caddy's HTTP listener (redirects to HTTPS)")
+	caddyHTTPS := fs.Int("caddy-https-port", caddy.DefaultHTTPSPort, "`port` of Caddy's HTTPS listener")
+	caddyBind := fs.String("caddy-bind", "", "`address` Caddy's listeners bind to (empty: every interface)")
+	caddyInternal := fs.Bool("caddy-internal-tls", false, "issue certificates from Caddy's internal CA instead of ACME (offline: the simulator's demo)")
+	n8nRuntime := fs.String("n8n-runtime", "compose", "how n8n is moved to the manifest's version: compose (docker compose, --compose-file) or none (n8n is run by something else, e.g. the simulator's emulator; the version is left alone)")
 	if err := parse(e, fs, args); err != nil {
 		return err
 	}
@@ -84,6 +93,17 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	}
 	if *hbInterval <= 0 || *pollWait <= 0 || *skew <= 0 || *retryMax <= 0 {
 		return usageError("run: durations must be positive")
+	}
+	if *n8nRuntime != "compose" && *n8nRuntime != "none" {
+		return usageError("run: --n8n-runtime: want compose or none, got %q", *n8nRuntime)
+	}
+	for _, p := range []struct {
+		flag string
+		port int
+	}{{"--caddy-http-port", *caddyHTTP}, {"--caddy-https-port", *caddyHTTPS}} {
+		if p.port < 1 || p.port > 65535 {
+			return usageError("run: %s: %d is not a port (1-65535)", p.flag, p.port)
+		}
 	}
 	cfg, err := loadConfig(e, *configPath, *userData)
 	if err != nil {
@@ -140,18 +160,23 @@ func runAgent(ctx context.Context, e env, args []string) error {
 		if u, err := url.Parse(*n8nURL); err == nil && u.Port() != "" {
 			upstream = u.Host
 		}
-		conv, err := converge.New(converge.Config{
+		convCfg := converge.Config{
 			Dir:   dir,
 			N8N:   n8nClient,
 			Caddy: caddy.NewClient(*caddyAdmin, caddy.ClientOptions{Logger: log}),
 			CaddyConfig: caddy.Config{
 				Upstream: upstream, AskURL: "http://" + askLn.Addr().String() + "/ask",
 				AdminListen: *caddyAdmin, ACMEEmail: *acmeEmail,
+				HTTPPort: *caddyHTTP, HTTPSPort: *caddyHTTPS, BindHost: *caddyBind, Internal: *caddyInternal,
 			},
 			Ask:     ask,
 			Runtime: &converge.Compose{File: *composeFile, Dir: dir, Ready: n8nClient.WaitReady, Running: n8nClient.Version},
 			Logger:  log,
-		})
+		}
+		if *n8nRuntime == "none" {
+			convCfg.Runtime = nil
+		}
+		conv, err := converge.New(convCfg)
 		if err != nil {
 			return err
 		}

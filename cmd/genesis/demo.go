@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -15,7 +16,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -27,7 +30,7 @@ import (
 	"genesis.dev/fleet/tenants"
 )
 
-const demoUsage = `Usage: genesis demo [--state DIR] [--once] [--bin DIR] [--workdir DIR]
+const demoUsage = `Usage: genesis demo [--state DIR] [--once] [--bin DIR] [--caddy PATH] [--workdir DIR]
 
 Runs the local demo on the state repository in DIR (default state-example):
 
@@ -35,35 +38,46 @@ Runs the local demo on the state repository in DIR (default state-example):
     monthly cost);
  2. starts a throwaway Postgres, the DigitalOcean simulator (genesis-dosim)
     with the fleet's accounts and realistic boot and action delays, a local
-    git repository initialised from DIR, and genesis-reconciler on it with a
-    push webhook, a fresh manifest-signing key and the age identity in
-    DIR/demo-keys/age.key; every droplet the simulator boots runs a real
-    genesis-agent (its disk is the droplet's simulated disk), which enrolls
-    with its one-time token, pulls and verifies its signed manifest and sends
-    heartbeats;
- 3. shows, live, each tenant moving through the lifecycle states until every
-    running tenant is ACTIVE_HEALTHY (its agent applied its manifest);
+    git repository initialised from DIR (its genesis.yaml with watchdog
+    thresholds scaled for the demo: 6s, 12s, cooldown 10s), and
+    genesis-reconciler on it with a push webhook, a fresh manifest-signing
+    key and the age identity in DIR/demo-keys/age.key; every droplet the
+    simulator boots runs genesis droplet-sim (its disk is the droplet's
+    simulated disk): an n8n emulator, a real Caddy (--caddy) and a real
+    genesis-agent that enrolls with its one-time token, pulls and verifies
+    its signed manifest, converges n8n (credentials opened with the
+    droplet's own age identity, workflows created and activated) and Caddy
+    (the tenant's domains routed to n8n) and sends heartbeats;
+ 3. shows, live, each tenant moving through the lifecycle states, and a
+    progress line (tenants per state, manifests applied/issued, heartbeats
+    of the last minute) until every running tenant is ACTIVE_HEALTHY;
  4. plays a short story, each step with what happened and how long it took:
-    commit a new tenant, hibernate one (snapshot, then destroy), wake it
-    (new droplet from the snapshot), remove a tenant file (orphan reported,
-    nothing destroyed), offboard one with state: absent;
+    commit a new tenant, change a tenant's domain (its agent applies the new
+    manifest; Caddy routes the new domain to n8n and no longer the old one),
+    hibernate one (snapshot, then destroy), wake it (new droplet from the
+    snapshot), kill one droplet's agent (its heartbeats stop), remove a
+    tenant file (orphan reported, nothing destroyed), offboard one with
+    state: absent;
  5. prints the fleet and the URLs of /metrics and /v1/fleet, and keeps
-    everything running until Ctrl-C (then stops every process it started).
+    everything running until Ctrl-C, then stops every process it started
+    and checks that none is left.
 
 --once exits after the story with status 0, or 1 if a step failed (for CI).
-The binaries are taken from --bin (default: beside this genesis binary;
-make demo builds them into bin/).`
+The binaries (genesis, genesis-dosim, genesis-reconciler, genesis-agent)
+are taken from --bin (default: beside this genesis binary; make demo builds
+them into bin/); Caddy from --caddy (make caddy builds it).`
 
 func runDemo(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "demo", demoUsage)
 	dir := fs.String("state", "state-example", "state repository to run the demo on")
 	once := fs.Bool("once", false, "run the story once and exit (for CI)")
 	bin := fs.String("bin", "", "directory holding genesis-dosim, genesis-reconciler and genesis-agent (default: beside this binary)")
-	heartbeat := fs.Duration("heartbeat", 5*time.Second, "agents' heartbeat interval")
+	heartbeat := fs.Duration("heartbeat", 2*time.Second, "agents' heartbeat interval (the demo's watchdog calls a droplet degraded after 6s without one)")
 	work := fs.String("workdir", "", "directory for the demo's files (default: a temporary one, removed at exit)")
 	boot := fs.Duration("boot-delay", 3*time.Second, "simulated droplet boot time")
 	action := fs.Duration("action-delay", 2*time.Second, "simulated DigitalOcean action time (power off, snapshot)")
 	timeout := fs.Duration("step-timeout", 3*time.Minute, "how long one step may take before the demo gives up")
+	caddyBin := fs.String("caddy", filepath.Join(".cache", "caddy", "v2.11.9", "caddy"), "the Caddy `binary` every simulated droplet runs (make caddy builds it)")
 	pos, err := parse(e, fs, args)
 	if err != nil {
 		return err
@@ -90,12 +104,20 @@ func runDemo(ctx context.Context, e env, args []string) error {
 		}
 		*bin = filepath.Dir(exe)
 	}
-	for _, b := range []string{"genesis-dosim", "genesis-reconciler", "genesis-agent"} {
+	for _, b := range []string{"genesis", "genesis-dosim", "genesis-reconciler", "genesis-agent"} {
 		if _, err := os.Stat(filepath.Join(*bin, b)); err != nil {
 			return fmt.Errorf("%s not found in %s (run make build, or give --bin)", b, *bin)
 		}
 	}
-	d := &demo{e: e, bin: *bin, stateSrc: *dir, fleet: repo.Fleet, boot: *boot, action: *action, timeout: *timeout, heartbeat: *heartbeat, start: time.Now()}
+	if fi, err := os.Stat(*caddyBin); err != nil || fi.IsDir() {
+		return fmt.Errorf("caddy not found at %s (run make caddy, or give --caddy)", *caddyBin)
+	}
+	caddyAbs, err := filepath.Abs(*caddyBin)
+	if err != nil {
+		return err
+	}
+	d := &demo{e: e, bin: *bin, caddy: caddyAbs, stateSrc: *dir, fleet: repo.Fleet, boot: *boot, action: *action, timeout: *timeout,
+		heartbeat: *heartbeat, start: time.Now(), tty: isTerminal(e.stdout)}
 	if *work == "" {
 		tmp, err := os.MkdirTemp("", "genesis-demo-")
 		if err != nil {
@@ -105,18 +127,31 @@ func runDemo(ctx context.Context, e env, args []string) error {
 		*work = tmp
 	}
 	d.work = *work
-	defer d.stop()
-	if err := d.up(ctx); err != nil {
+	err = d.up(ctx)
+	if err == nil {
+		err = d.story(ctx)
+	}
+	if err == nil && !*once {
+		fmt.Fprintf(e.stdout, "\nEverything keeps running; press Ctrl-C to stop and clean up.\n")
+		<-ctx.Done()
+	}
+	return errors.Join(err, d.cleanUp())
+}
+
+// cleanUp stops everything and checks that no process the demo (or a
+// droplet) started is left.
+func (d *demo) cleanUp() error {
+	fmt.Fprintln(d.e.stdout)
+	d.say("stopping every process the demo started")
+	d.stop()
+	alive, n, err := leftovers(d.pidLog())
+	if err != nil {
 		return err
 	}
-	if err := d.story(ctx); err != nil {
-		return err
+	if len(alive) > 0 {
+		return fmt.Errorf("processes left running: %s", strings.Join(alive, "; "))
 	}
-	if *once {
-		return nil
-	}
-	fmt.Fprintf(e.stdout, "\nEverything keeps running; press Ctrl-C to stop and clean up.\n")
-	<-ctx.Done()
+	d.say("all %d processes the demo and its droplets started are gone", n)
 	return nil
 }
 
@@ -146,6 +181,12 @@ func printDeclared(w io.Writer, repo *schema.Repo) {
 type demo struct {
 	e              env
 	bin, work      string
+	caddy          string
+	tty            bool
+	shown          bool // a progress line is on the terminal's last line
+	lastProgress   time.Time
+	lastLine       string
+	beats          beatWindow
 	stateSrc       string
 	fleet          *schema.Fleet
 	boot, action   time.Duration
@@ -160,6 +201,10 @@ type demo struct {
 }
 
 func (d *demo) say(format string, args ...any) {
+	if d.shown {
+		fmt.Fprint(d.e.stdout, "\r\033[K")
+		d.shown = false
+	}
 	fmt.Fprintf(d.e.stdout, "[%6.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
@@ -173,11 +218,12 @@ func (d *demo) up(ctx context.Context) error {
 		return err
 	}
 	env := os.Environ()
-	// The agent every simulated droplet boots: cloud-init's user data and
-	// the droplet's id and disk come from the simulator's hook variables;
-	// --converge=false because no n8n or Caddy runs under the simulator.
-	bootCmd := fmt.Sprintf("exec %s run --converge=false --heartbeat-interval %s --poll-wait 20s --log-format json",
-		shellQuote(filepath.Join(d.bin, "genesis-agent")), d.heartbeat)
+	// What every simulated droplet boots: n8n (the emulator), Caddy and the
+	// agent, converging for real; cloud-init's user data and the droplet's
+	// id, address and disk come from the simulator's hook variables.
+	bootCmd := fmt.Sprintf("exec %s droplet-sim --caddy-bin %s --agent-bin %s --pid-log %s -- --heartbeat-interval %s --poll-wait 20s --log-format json",
+		shellQuote(filepath.Join(d.bin, "genesis")), shellQuote(d.caddy), shellQuote(filepath.Join(d.bin, "genesis-agent")),
+		shellQuote(d.pidLog()), d.heartbeat)
 	simArgs := []string{"--listen", "127.0.0.1:0", "--boot-delay", d.boot.String(), "--action-delay", d.action.String(),
 		"--disk-root", filepath.Join(d.work, "disks"), "--log-format", "json", "--boot-cmd", bootCmd, "--hook-grace", "2s"}
 	for _, a := range d.fleet.Spec.Accounts {
@@ -191,6 +237,9 @@ func (d *demo) up(ctx context.Context) error {
 	}
 	d.repo = filepath.Join(d.work, "state")
 	if err := copyTree(d.stateSrc, d.repo); err != nil {
+		return err
+	}
+	if err := demoWatchdog(filepath.Join(d.repo, "genesis.yaml")); err != nil {
 		return err
 	}
 	if err := d.git("init", "-q", "-b", "main"); err != nil {
@@ -226,6 +275,9 @@ func (d *demo) up(ctx context.Context) error {
 	fmt.Fprintln(d.e.stdout)
 	var want []string
 	repo := schema.LoadDir(os.DirFS(d.repo))
+	if len(repo.Errors) > 0 {
+		return fmt.Errorf("the demo's state repository: %v", repo.Errors[0])
+	}
 	for _, id := range repo.IDs() {
 		if repo.Tenants[id].Spec.State == schema.StateRunning {
 			want = append(want, id)
@@ -262,58 +314,74 @@ func writeSigningKey(path string) error {
 // shellQuote quotes s for sh.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
+// storyStep is one step of the story: run does it and waits until it
+// happened, and returns what happened (printed with how long it took).
+type storyStep struct {
+	title string
+	run   func(ctx context.Context) (string, error)
+}
+
+// commitStep is a step that edits the state repository, commits, sends the
+// push webhook and waits until done holds.
+func (d *demo) commitStep(title string, edit func() error, done func(fleetDoc) bool) storyStep {
+	return storyStep{title: title, run: func(ctx context.Context) (string, error) {
+		if err := d.commitAndHook(ctx, title, edit); err != nil {
+			return "", err
+		}
+		_, err := d.waitStates(ctx, done)
+		return "", err
+	}}
+}
+
 func (d *demo) story(ctx context.Context) error {
 	fmt.Fprintf(d.e.stdout, "\n== The story\n\n")
-	steps := []struct {
-		title string
-		edit  func() error
-		done  func(fleetDoc) bool
-	}{{
-		title: "commit a new tenant ws-demo (running in nyc1)",
-		edit: func() error {
-			return d.writeTenant("ws-demo", schema.StateRunning, "nyc1")
-		},
-		done: func(f fleetDoc) bool { return booted(f.get("ws-demo").Lifecycle) },
-	}, {
-		title: "hibernate ws-demo (state: hibernated → snapshot, then destroy)",
-		edit:  func() error { return d.writeTenant("ws-demo", schema.StateHibernated, "nyc1") },
-		done:  func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == "HIBERNATED" },
-	}, {
-		title: "wake ws-demo (state: running → new droplet from its snapshot)",
-		edit:  func() error { return d.writeTenant("ws-demo", schema.StateRunning, "nyc1") },
-		done:  func(f fleetDoc) bool { return booted(f.get("ws-demo").Lifecycle) && f.get("ws-demo").Generation() >= 2 },
-	}, {
-		title: "remove the file of ws-stark (orphan reported, nothing destroyed)",
-		edit:  func() error { return os.Remove(filepath.Join(d.repo, "tenants", "ws-stark.yaml")) },
-		done: func(f fleetDoc) bool {
-			for _, o := range f.Orphans {
-				if o.Workspace == "ws-stark" && o.Droplet != "" {
-					return true
+	running := d.runningTenants()
+	if len(running) < 2 {
+		return fmt.Errorf("the story needs two running tenants in %s, found %d", d.stateSrc, len(running))
+	}
+	// The kill-agent step's tenant: one the other steps leave alone.
+	victim := running[len(running)-1]
+	steps := []storyStep{
+		d.commitStep("commit a new tenant ws-demo (running in nyc1)",
+			func() error { return d.writeTenant("ws-demo", schema.StateRunning, "nyc1") },
+			func(f fleetDoc) bool { return booted(f.get("ws-demo").Lifecycle) }),
+		{title: "change a domain of " + running[0] + " (its agent applies the new manifest; Caddy routes it)",
+			run: func(ctx context.Context) (string, error) { return d.changeDomain(ctx, running[0]) }},
+		d.commitStep("hibernate ws-demo (state: hibernated → snapshot, then destroy)",
+			func() error { return d.writeTenant("ws-demo", schema.StateHibernated, "nyc1") },
+			func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == "HIBERNATED" }),
+		d.commitStep("wake ws-demo (state: running → new droplet from its snapshot)",
+			func() error { return d.writeTenant("ws-demo", schema.StateRunning, "nyc1") },
+			func(f fleetDoc) bool { return booted(f.get("ws-demo").Lifecycle) && f.get("ws-demo").Generation() >= 2 }),
+		{title: "kill the agent of " + victim + " (its droplet falls silent)",
+			run: func(ctx context.Context) (string, error) { return d.silence(ctx, victim) }},
+		d.commitStep("remove the file of ws-stark (orphan reported, nothing destroyed)",
+			func() error { return os.Remove(filepath.Join(d.repo, "tenants", "ws-stark.yaml")) },
+			func(f fleetDoc) bool {
+				for _, o := range f.Orphans {
+					if o.Workspace == "ws-stark" && o.Droplet != "" {
+						return true
+					}
 				}
-			}
-			return false
-		},
-	}, {
-		title: "offboard ws-demo (state: absent → droplet destroyed)",
-		edit:  func() error { return d.writeTenant("ws-demo", schema.StateAbsent, "nyc1") },
-		done:  func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == "DESTROYED" },
-	}}
+				return false
+			}),
+		d.commitStep("offboard ws-demo (state: absent → droplet destroyed)",
+			func() error { return d.writeTenant("ws-demo", schema.StateAbsent, "nyc1") },
+			func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == "DESTROYED" }),
+	}
 	for i, s := range steps {
 		d.say("step %d: %s", i+1, s.title)
-		if err := s.edit(); err != nil {
-			return err
-		}
-		if err := d.commit(s.title); err != nil {
-			return err
-		}
-		if err := d.hook(ctx); err != nil {
-			return err
-		}
-		took, err := d.waitStates(ctx, s.done)
+		start := time.Now()
+		what, err := s.run(ctx)
 		if err != nil {
 			return fmt.Errorf("step %d (%s): %w", i+1, s.title, err)
 		}
-		d.say("step %d done in %.1fs", i+1, took.Seconds())
+		for _, line := range strings.Split(what, "\n") {
+			if line != "" {
+				d.say("  %s", line)
+			}
+		}
+		d.say("step %d done in %.1fs", i+1, time.Since(start).Seconds())
 	}
 	f, err := d.fleetNow(ctx)
 	if err != nil {
@@ -321,9 +389,18 @@ func (d *demo) story(ctx context.Context) error {
 	}
 	fmt.Fprintf(d.e.stdout, "\n== The fleet\n\n")
 	tw := tabwriter.NewWriter(d.e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TENANT\tDESIRED\tLIFECYCLE\tDROPLET\tACCOUNT\tIP\tSNAPSHOT")
+	fmt.Fprintln(tw, "TENANT\tDESIRED\tLIFECYCLE\tDROPLET\tACCOUNT\tIP\tMANIFEST\tHEARTBEAT\tSNAPSHOT")
+	now := time.Now()
 	for _, t := range f.Tenants {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Workspace, dashS(t.Desired), t.Lifecycle, dashS(t.DropletName), dashS(t.Account), dashS(t.IP), dashS(t.SnapshotID))
+		manifest, beat := "-", "-"
+		if t.ManifestIssued > 0 {
+			manifest = fmt.Sprintf("%d/%d", t.ManifestApplied, t.ManifestIssued)
+		}
+		if !t.LastHeartbeat.IsZero() {
+			beat = fmt.Sprintf("%.0fs ago", now.Sub(t.LastHeartbeat).Seconds())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Workspace, dashS(t.Desired), t.Lifecycle, dashS(t.DropletName),
+			dashS(t.Account), dashS(t.IP), manifest, beat, dashS(t.SnapshotID))
 	}
 	tw.Flush()
 	for _, o := range f.Orphans {
@@ -331,6 +408,101 @@ func (d *demo) story(ctx context.Context) error {
 	}
 	fmt.Fprintf(d.e.stdout, "\nFleet:   %s/v1/fleet\nMetrics: %s/metrics\nLogs:    %s\n", d.api, d.api, d.work)
 	return nil
+}
+
+// runningTenants lists the tenants of the demo's repository that declare
+// state: running, by id.
+func (d *demo) runningTenants() []string {
+	repo := schema.LoadDir(os.DirFS(d.repo))
+	var out []string
+	for _, id := range repo.IDs() {
+		if repo.Tenants[id].Spec.State == schema.StateRunning {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// changeDomain replaces the first domain of a running tenant with a new
+// one in git, waits until its agent applied the new manifest, and checks
+// through the droplet's Caddy that the new domain reaches n8n and the old
+// one no longer does.
+func (d *demo) changeDomain(ctx context.Context, id string) (string, error) {
+	repo := schema.LoadDir(os.DirFS(d.repo))
+	t := repo.Tenants[id]
+	if t == nil || len(t.Spec.Domains) == 0 {
+		return "", fmt.Errorf("%s declares no domain to change", id)
+	}
+	old := t.Spec.Domains[0]
+	renamed := "new-" + old
+	row, info, err := d.dropletOf(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	before := request(ctx, info, old)
+	if !before.routed() {
+		return "", fmt.Errorf("before the change, https://%s on droplet %d: %s", old, row.DropletID, before)
+	}
+	path := filepath.Join(d.repo, "tenants", id+".yaml")
+	edit := func() error {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		changed := strings.Replace(string(data), "- "+old+"\n", "- "+renamed+"\n", 1)
+		if changed == string(data) {
+			return fmt.Errorf("%s: no line \"- %s\" to change", path, old)
+		}
+		return os.WriteFile(path, []byte(changed), 0o644)
+	}
+	start := time.Now()
+	if err := d.commitAndHook(ctx, "change a domain of "+id+": "+old+" → "+renamed, edit); err != nil {
+		return "", err
+	}
+	var now fleetRow
+	if _, err := d.waitStates(ctx, func(f fleetDoc) bool {
+		now = f.get(id)
+		return now.ManifestIssued > row.ManifestIssued && now.ManifestApplied >= now.ManifestIssued && booted(now.Lifecycle)
+	}); err != nil {
+		return "", err
+	}
+	applied := time.Since(start)
+	after, gone := request(ctx, info, renamed), request(ctx, info, old)
+	if !after.routed() {
+		return "", fmt.Errorf("https://%s on droplet %d: %s", renamed, row.DropletID, after)
+	}
+	if gone.routed() {
+		return "", fmt.Errorf("https://%s on droplet %d still reaches n8n: %s", old, row.DropletID, gone)
+	}
+	caddyAt := net.JoinHostPort(info.IP, strconv.Itoa(info.HTTPSPort))
+	return fmt.Sprintf("before: https://%s via Caddy %s → %s\n"+
+		"committed %s → %s; manifest v%d issued and applied by the agent of droplet %d in %.1fs\n"+
+		"after:  https://%s via Caddy %s → %s (domain routed: true)\n"+
+		"after:  https://%s via Caddy %s → %s (domain routed: false)",
+		old, caddyAt, before, old, renamed, now.ManifestIssued, row.DropletID, applied.Seconds(),
+		renamed, caddyAt, after, old, caddyAt, gone), nil
+}
+
+// silence kills the agent of a tenant's droplet and waits until its
+// heartbeats have stopped for three heartbeat intervals. (With the
+// watchdog, the reconciler then takes the droplet through ACTIVE_DEGRADED
+// and ACTIVE_CRITICAL to a reboot.)
+func (d *demo) silence(ctx context.Context, id string) (string, error) {
+	info, err := d.killAgent(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	killed := time.Now()
+	var last time.Time
+	quiet := 3 * d.heartbeat
+	if _, err := d.waitStates(ctx, func(f fleetDoc) bool {
+		last = f.get(id).LastHeartbeat
+		return time.Since(killed) > quiet && !last.IsZero() && time.Since(last) > quiet
+	}); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("killed genesis-agent (pid %d) on droplet %s; n8n and Caddy keep running\nno heartbeat from %s since %s (%.1fs)",
+		info.AgentPID, info.DropletID, id, last.Format(time.TimeOnly), time.Since(last).Seconds()), nil
 }
 
 func dashS(s string) string {
@@ -342,15 +514,7 @@ func dashS(s string) string {
 
 // fleetDoc is the part of GET /v1/fleet the demo reads.
 type fleetDoc struct {
-	Tenants []struct {
-		Workspace   string `json:"workspace"`
-		Desired     string `json:"desired_state"`
-		Lifecycle   string `json:"lifecycle"`
-		DropletName string `json:"droplet_name"`
-		Account     string `json:"account"`
-		IP          string `json:"ip"`
-		SnapshotID  string `json:"snapshot_id"`
-	} `json:"tenants"`
+	Tenants []fleetRow `json:"tenants"`
 	Orphans []struct {
 		Workspace string `json:"workspace"`
 		Droplet   string `json:"droplet"`
@@ -359,9 +523,24 @@ type fleetDoc struct {
 	} `json:"orphans"`
 }
 
-type tenantRow struct{ Lifecycle, DropletName string }
+// fleetRow is one tenant of GET /v1/fleet.
+type fleetRow struct {
+	Workspace       string    `json:"workspace"`
+	Desired         string    `json:"desired_state"`
+	Lifecycle       string    `json:"lifecycle"`
+	DropletID       int64     `json:"droplet_id"`
+	DropletName     string    `json:"droplet_name"`
+	Account         string    `json:"account"`
+	IP              string    `json:"ip"`
+	SnapshotID      string    `json:"snapshot_id"`
+	LastHeartbeat   time.Time `json:"last_heartbeat"`
+	ManifestIssued  int64     `json:"manifest_version_issued"`
+	ManifestApplied int64     `json:"manifest_version_applied"`
+}
 
-func (t tenantRow) Generation() int {
+// Generation is the droplet's number in its deterministic name
+// (genesis-<id>-<n>): a woken tenant's droplet has a higher one.
+func (t fleetRow) Generation() int {
 	i := strings.LastIndex(t.DropletName, "-")
 	n := 0
 	if i >= 0 {
@@ -370,13 +549,13 @@ func (t tenantRow) Generation() int {
 	return n
 }
 
-func (f fleetDoc) get(id string) tenantRow {
+func (f fleetDoc) get(id string) fleetRow {
 	for _, t := range f.Tenants {
 		if t.Workspace == id {
-			return tenantRow{t.Lifecycle, t.DropletName}
+			return t
 		}
 	}
-	return tenantRow{}
+	return fleetRow{}
 }
 
 func (d *demo) fleetNow(ctx context.Context) (fleetDoc, error) {
@@ -418,6 +597,7 @@ func (d *demo) waitStates(ctx context.Context, done func(fleetDoc) bool) (time.D
 			if done(f) {
 				return time.Since(start), nil
 			}
+			d.progress(ctx, f)
 		}
 		if time.Since(start) > d.timeout {
 			return 0, fmt.Errorf("not done after %s (see the logs in %s)", d.timeout, d.work)
@@ -428,6 +608,109 @@ func (d *demo) waitStates(ctx context.Context, done func(fleetDoc) bool) (time.D
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// progress shows the progress line: redrawn in place on a terminal, else
+// printed every few seconds when it changed.
+func (d *demo) progress(ctx context.Context, f fleetDoc) {
+	now := time.Now()
+	every := 2 * time.Second
+	if d.tty {
+		every = time.Second
+	}
+	if now.Sub(d.lastProgress) < every {
+		return
+	}
+	d.lastProgress = now
+	beats := 0
+	if n, ok := d.heartbeatsTotal(ctx); ok {
+		beats = d.beats.add(now, n)
+	}
+	line := progressLine(f, beats, now)
+	switch {
+	case d.tty:
+		fmt.Fprintf(d.e.stdout, "\r\033[K[%6.1fs] %s", time.Since(d.start).Seconds(), line)
+		d.shown = true
+	case line != d.lastLine:
+		d.say("%s", line)
+	}
+	d.lastLine = line
+}
+
+// heartbeatsTotal reads the reconciler's count of heartbeats written.
+func (d *demo) heartbeatsTotal(ctx context.Context) (float64, bool) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.api+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return 0, false
+	}
+	return counterValue(string(body), "genesis_heartbeats_total", `result="written"`)
+}
+
+// isTerminal reports whether w is a terminal (the progress line is then
+// redrawn in place).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// demoWatchdog rewrites the watchdog thresholds of the demo's copy of
+// genesis.yaml to seconds (degraded 6s, critical 12s, cooldown 10s), so a
+// silent droplet is noticed and rebooted while the demo watches. Only the
+// lines of the spec.watchdog block (two-space indented) are touched; the
+// result is validated with the rest of the repository.
+func demoWatchdog(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	want := []string{"degradedAfter: 6s", "criticalAfter: 12s", "cooldown: 10s"}
+	block := slices.Index(lines, "  watchdog:\n")
+	if block < 0 {
+		spec := slices.Index(lines, "spec:\n")
+		if spec < 0 {
+			return fmt.Errorf("%s: no top-level spec: to add the demo's watchdog to", path)
+		}
+		lines = slices.Insert(lines, spec+1, "  watchdog:\n")
+		block = spec + 1
+	}
+	end := block + 1
+	for end < len(lines) && (strings.HasPrefix(lines[end], "   ") || strings.TrimSpace(lines[end]) == "") {
+		end++
+	}
+	for _, kv := range want {
+		key := kv[:strings.IndexByte(kv, ':')+1]
+		i := slices.IndexFunc(lines[block+1:end], func(l string) bool { return strings.HasPrefix(strings.TrimSpace(l), key) })
+		if i >= 0 {
+			lines[block+1+i] = "    " + kv + "\n"
+		} else {
+			lines = slices.Insert(lines, block+1, "    "+kv+"\n")
+			end++
+		}
+	}
+	return os.WriteFile(path, []byte(strings.Join(lines, "")), 0o644)
+}
+
+// commitAndHook edits the state repository, commits, and sends the push
+// webhook.
+func (d *demo) commitAndHook(ctx context.Context, msg string, edit func() error) error {
+	if err := edit(); err != nil {
+		return err
+	}
+	if err := d.commit(msg); err != nil {
+		return err
+	}
+	return d.hook(ctx)
 }
 
 func (d *demo) writeTenant(id string, state schema.State, region string) error {
@@ -485,6 +768,7 @@ func (d *demo) spawn(ctx context.Context, name string, args, env []string) (stri
 		return "", fmt.Errorf("start %s: %w", name, err)
 	}
 	d.procs = append(d.procs, cmd)
+	d.recordPID(cmd.Process.Pid, name)
 	lines := make(chan string, 1)
 	go func() {
 		r := bufio.NewReader(out)

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -338,12 +339,13 @@ func TestSealRefusals(t *testing.T) {
 // Then every process's log is scanned for credential plaintext and secrets.
 func TestDemoOnce(t *testing.T) {
 	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "../genesis-dosim", "../genesis-reconciler", "../genesis-agent")
+	build := exec.Command("go", "build", "-o", bin+"/", ".", "../genesis-dosim", "../genesis-reconciler", "../genesis-agent")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	caddyBin := buildCaddy(t)
 	work := t.TempDir()
-	code, out, errOut := cli(t, "", "demo", "--state", "../../state-example", "--bin", bin, "--once",
+	code, out, errOut := cli(t, "", "demo", "--state", "../../state-example", "--bin", bin, "--caddy", caddyBin, "--once",
 		"--boot-delay", "300ms", "--action-delay", "200ms", "--heartbeat", "1s", "--workdir", work)
 	if code != 0 {
 		logs, _ := exec.Command("sh", "-c", "tail -n 30 "+work+"/*.log").CombinedOutput()
@@ -352,10 +354,19 @@ func TestDemoOnce(t *testing.T) {
 	for _, want := range []string{
 		"ws-acme", "$60.00", // the declared fleet and its cost
 		"all 5 running tenants ACTIVE_HEALTHY",
-		"step 1 done", "step 2 done", "step 3 done", "step 4 done", "step 5 done",
+		"step 1 done", "step 2 done", "step 3 done", "step 4 done", "step 5 done", "step 6 done", "step 7 done",
 		"HIBERNATING → HIBERNATED", "HIBERNATED → WAKING", "→ DESTROYED",
+		// The live progress line (plain lines: stdout is not a terminal).
+		"manifests applied 5/5 | heartbeats last minute:",
+		// Change a domain: the old one reached n8n through Caddy before,
+		// the new one does after, the old one no longer.
+		"before: https://track.acme.com via Caddy 127.1.", "→ 200 from n8n 1.123.81",
+		"after:  https://new-track.acme.com via Caddy 127.1.", "(domain routed: true)", "(domain routed: false)",
+		// Kill an agent: its heartbeats stop.
+		"killed genesis-agent (pid ", "no heartbeat from ws-umbrella since",
 		"orphan: ws-stark genesis-ws-stark-1",
 		"/v1/fleet", "/metrics",
+		"processes the demo and its droplets started are gone",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
@@ -368,6 +379,38 @@ func TestDemoOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		logs += string(b)
+	}
+	// Every droplet ran droplet-sim with Caddy and a converging agent:
+	// credentials created in n8n (opened with the droplet's identity),
+	// workflows activated, Caddy configs loaded.
+	for _, want := range []string{`"component":"droplet-sim"`, `"msg":"droplet up"`, `"msg":"admin endpoint started"`,
+		`"msg":"n8n credential created"`, `"msg":"n8n workflow activated"`, `"msg":"manifest converged"`, `"msg":"agent exited; n8n and caddy keep running"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the logs lack %s", want)
+		}
+	}
+	// No process the demo or a droplet started is left (the demo checks
+	// it too; this checks the demo's check).
+	pids, err := os.ReadFile(filepath.Join(work, "pids.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(pids)), "\n") {
+		var pid int
+		var role string
+		if _, err := fmt.Sscanf(line, "%d %s", &pid, &role); err != nil {
+			t.Fatalf("pids.log line %q: %v", line, err)
+		}
+		roles[role]++
+		if !processGone(pid) {
+			t.Errorf("process %q still runs after the demo", line)
+		}
+	}
+	// 6 droplets of state-example's 5 running tenants and ws-demo, plus
+	// ws-demo's droplet after its wake: 7 boots at least.
+	if roles["genesis-dosim"] != 1 || roles["genesis-reconciler"] != 1 || roles["droplet-sim"] < 7 || roles["caddy"] != roles["droplet-sim"] || roles["agent"] != roles["droplet-sim"] {
+		t.Errorf("processes started by role: %v", roles)
 	}
 	// The woken droplet's agent enrolled again with the identity its disk
 	// kept through the snapshot.
@@ -397,6 +440,17 @@ func TestDemoOnce(t *testing.T) {
 	if code, _, errOut := cli(t, "", "demo", "--state", bad, "--bin", bin); code != 1 || !strings.Contains(errOut, "ws-bad.yaml:5:10") {
 		t.Errorf("demo on an invalid repo: exit %d, stderr %q", code, errOut)
 	}
+}
+
+// buildCaddy returns the pinned Caddy, building it when missing
+// (scripts/build-caddy prints its path).
+func buildCaddy(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("../../scripts/build-caddy").Output()
+	if err != nil {
+		t.Fatalf("scripts/build-caddy: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // demoSecrets opens every sealed credential of state-example with its demo

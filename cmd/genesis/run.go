@@ -62,6 +62,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		fmt.Fprintf(stdout, mainUsage, list.String())
 		return nil
 	}
+	if args[0] == "droplet-sim" {
+		// Hidden: the simulator's boot command in the demo, not an admin's.
+		return runDropletSim(ctx, e, args[1:])
+	}
 	for _, c := range commands() {
 		if c.name == args[0] {
 			return c.run(ctx, e, args[1:])

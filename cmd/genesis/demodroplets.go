@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// droplet reads droplet-sim.json from the simulated disk of a droplet.
+func (d *demo) droplet(id int64) (dropletInfo, error) {
+	path := filepath.Join(d.work, "disks", "droplets", strconv.FormatInt(id, 10), dropletInfoFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return dropletInfo{}, fmt.Errorf("droplet %d: %w", id, err)
+	}
+	return parseDropletInfo(data)
+}
+
+// dropletOf returns the droplet a workspace runs on, from the fleet.
+func (d *demo) dropletOf(ctx context.Context, workspace string) (fleetRow, dropletInfo, error) {
+	f, err := d.fleetNow(ctx)
+	if err != nil {
+		return fleetRow{}, dropletInfo{}, err
+	}
+	row := f.get(workspace)
+	if row.DropletID == 0 {
+		return row, dropletInfo{}, fmt.Errorf("%s has no droplet (%s)", workspace, row.Lifecycle)
+	}
+	info, err := d.droplet(row.DropletID)
+	return row, info, err
+}
+
+// killAgent kills (SIGKILL) the genesis-agent of a workspace's droplet,
+// found through droplet-sim.json on its disk, and waits until it is gone.
+// n8n and Caddy keep running: the droplet falls silent.
+func (d *demo) killAgent(ctx context.Context, workspace string) (dropletInfo, error) {
+	_, info, err := d.dropletOf(ctx, workspace)
+	if err != nil {
+		return info, err
+	}
+	if err := killAgent(ctx, info); err != nil {
+		return info, fmt.Errorf("%s: %w", workspace, err)
+	}
+	return info, nil
+}
+
+// killAgent kills the agent droplet-sim.json names and waits until it is
+// gone.
+func killAgent(ctx context.Context, info dropletInfo) error {
+	if err := syscall.Kill(info.AgentPID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill the agent of droplet %s (pid %d): %w", info.DropletID, info.AgentPID, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !processGone(info.AgentPID); {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the agent of droplet %s (pid %d) is still running", info.DropletID, info.AgentPID)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// routeResult is what one HTTPS request through a droplet's Caddy got.
+type routeResult struct {
+	status int    // 0 when no HTTP answer came
+	n8n    string // the n8n version that answered, when n8n did
+	err    error  // why no HTTP answer came (e.g. the TLS handshake failed)
+}
+
+func (r routeResult) String() string {
+	switch {
+	case r.err != nil:
+		return "no answer: " + r.err.Error()
+	case r.n8n != "":
+		return fmt.Sprintf("%d from n8n %s", r.status, r.n8n)
+	}
+	return fmt.Sprintf("%d from Caddy, not n8n", r.status)
+}
+
+// routed reports whether n8n answered.
+func (r routeResult) routed() bool { return r.status == http.StatusOK && r.n8n != "" }
+
+// request sends GET https://host/rest/settings to the droplet's Caddy
+// (host as SNI and Host), trusting only Caddy's local CA from the droplet's
+// disk, and reports whether n8n answered.
+func request(ctx context.Context, info dropletInfo, host string) routeResult {
+	root, err := os.ReadFile(info.CaddyRoot)
+	if err != nil {
+		return routeResult{err: fmt.Errorf("caddy's local CA: %w", err)}
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(root) {
+		return routeResult{err: fmt.Errorf("caddy's local CA %s: no certificate", info.CaddyRoot)}
+	}
+	addr := net.JoinHostPort(info.IP, strconv.Itoa(info.HTTPSPort))
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+host+"/rest/settings", nil)
+	if err != nil {
+		return routeResult{err: err}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		var ue interface{ Unwrap() error }
+		if errors.As(err, &ue) && ue.Unwrap() != nil {
+			err = ue.Unwrap()
+		}
+		return routeResult{err: err}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
+	out := routeResult{status: resp.StatusCode}
+	var settings struct {
+		Data struct {
+			VersionCLI string `json:"versionCli"`
+		} `json:"data"`
+	}
+	if resp.StatusCode == http.StatusOK && json.Unmarshal(body, &settings) == nil {
+		out.n8n = settings.Data.VersionCLI
+	}
+	return out
+}
+
+// recordPID appends a process the demo started to the pid log.
+func (d *demo) recordPID(pid int, role string) {
+	if err := appendLine(d.pidLog(), fmt.Sprintf("%d %s -", pid, role)); err != nil {
+		fmt.Fprintf(d.e.stderr, "genesis demo: pid log: %v\n", err)
+	}
+}
+
+func (d *demo) pidLog() string { return filepath.Join(d.work, "pids.log") }
+
+// leftovers returns the processes of the pid log that still run.
+func leftovers(pidLog string) ([]string, int, error) {
+	f, err := os.Open(pidLog)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	var alive []string
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		pid, err := strconv.Atoi(fields[0])
+		if err != nil || pid < 2 {
+			return nil, n, fmt.Errorf("%s: bad line %q", pidLog, sc.Text())
+		}
+		n++
+		if !processGone(pid) {
+			alive = append(alive, sc.Text())
+		}
+	}
+	return alive, n, sc.Err()
+}
+
+// processGone reports whether pid no longer runs (a zombie waiting for its
+// parent to collect it has stopped running too).
+func processGone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	// pid (comm) STATE ...: comm may hold spaces and parentheses.
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] == 'Z' || stat[i+2] == 'X'
+	}
+	return false
+}

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"genesis.dev/fleet/agent/converge"
+	"genesis.dev/fleet/agent/n8n/n8nemu"
+	"genesis.dev/fleet/internal/logflag"
+)
+
+const dropletSimUsage = `Usage: genesis droplet-sim --caddy-bin PATH [--agent-bin PATH] [--disk DIR] [--bind IP] [--pid-log FILE] [-- AGENT-RUN-FLAGS...]
+
+The "init" of a droplet simulated by genesis-dosim: the demo runs it as the
+simulator's boot command (--boot-cmd 'exec genesis droplet-sim ...'), once
+per booted droplet. It runs what a real droplet runs, on loopback:
+
+  - n8n: the n8n emulator (agent/n8n/n8nemu), in this process, on a free
+    port of 127.0.0.1. It keeps its data in memory, so every boot starts an
+    empty n8n (as if its database were new); the agent's records of the
+    previous one are dropped from its state directory so it bootstraps the
+    new one and converges everything again;
+  - Caddy: the real binary --caddy-bin, its admin API on a free port of
+    127.0.0.1, its data (the internal CA, certificates) in DIR/caddy;
+  - genesis-agent run --converge=true, pointed at both: Caddy's HTTP and
+    HTTPS listeners on free ports of --bind (the droplet's 127.1.x.y
+    address), certificates from Caddy's internal CA (no ACME), n8n's version
+    left alone (--n8n-runtime none), its state in DIR/genesis-agent. Flags
+    after -- are added to its command line.
+
+The droplet's disk DIR is --disk, else $DOSIM_DISK_DIR. --bind defaults to
+$DOSIM_DROPLET_IP, else 127.0.0.1. The agent finds its config and droplet id
+in the simulator's DOSIM_* variables.
+
+Once everything runs, DIR/droplet-sim.json holds the addresses and process
+ids (droplet_id, ip, n8n_url, caddy_admin, http_port, https_port, ask,
+caddy_root, pid, caddy_pid, agent_pid), so the demo and tests can send
+requests and kill the agent. With --pid-log every process started is
+appended to FILE as "PID ROLE DROPLET" (the demo checks they are all gone
+at exit).
+
+An agent that exits is not restarted: n8n and Caddy keep running and the
+droplet falls silent (the demo's kill-agent step). SIGTERM or SIGINT stops
+the agent and Caddy (SIGKILL after --grace) and the emulator, then exits;
+the children also get SIGKILL if this process dies. Logs are JSON on
+stderr; Caddy's and the agent's go there too.`
+
+// dropletInfoFile names the file droplet-sim writes on the droplet's disk.
+const dropletInfoFile = "droplet-sim.json"
+
+// dropletInfo is what droplet-sim.json holds: where a simulated droplet's
+// parts listen and their process ids.
+type dropletInfo struct {
+	DropletID  string `json:"droplet_id"`
+	IP         string `json:"ip"`
+	N8NURL     string `json:"n8n_url"`
+	CaddyAdmin string `json:"caddy_admin"`
+	HTTPPort   int    `json:"http_port"`
+	HTTPSPort  int    `json:"https_port"`
+	Ask        string `json:"ask"`
+	CaddyRoot  string `json:"caddy_root"`
+	PID        int    `json:"pid"`
+	CaddyPID   int    `json:"caddy_pid"`
+	AgentPID   int    `json:"agent_pid"`
+}
+
+func runDropletSim(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "droplet-sim", dropletSimUsage)
+	caddyBin := fs.String("caddy-bin", "", "the Caddy `binary` to run (make caddy builds it)")
+	agentBin := fs.String("agent-bin", "", "the genesis-agent `binary` (default: beside this binary)")
+	disk := fs.String("disk", "", "the droplet's disk `directory` (default $DOSIM_DISK_DIR)")
+	bind := fs.String("bind", "", "`address` Caddy's HTTP and HTTPS listeners bind to (default $DOSIM_DROPLET_IP, else 127.0.0.1)")
+	pidLog := fs.String("pid-log", "", "append every process started to this `file`")
+	grace := fs.Duration("grace", 5*time.Second, "how long children get after SIGTERM before SIGKILL")
+	logFormat := fs.String("log-format", "json", "log `format`: text or json")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	var agentArgs []string
+	if i := slices.Index(args, "--"); i >= 0 {
+		args, agentArgs = args[:i], args[i+1:]
+	}
+	pos, err := parse(e, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError("droplet-sim: unexpected arguments %q (agent flags go after --)", pos)
+	}
+	base, err := logflag.New(e.stderr, *logFormat, *logLevel)
+	if err != nil {
+		return usageError("droplet-sim: %v", err)
+	}
+	log := base.With("component", "droplet-sim")
+	if *caddyBin == "" {
+		return usageError("droplet-sim: --caddy-bin is required")
+	}
+	if *agentBin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		*agentBin = filepath.Join(filepath.Dir(exe), "genesis-agent")
+	}
+	if *disk == "" {
+		*disk = e.getenv("DOSIM_DISK_DIR")
+	}
+	if *disk == "" {
+		return usageError("droplet-sim: --disk or $DOSIM_DISK_DIR is required")
+	}
+	if *bind == "" {
+		*bind = firstNonEmpty(e.getenv("DOSIM_DROPLET_IP"), "127.0.0.1")
+	}
+	if ip := net.ParseIP(*bind); ip == nil || !ip.IsLoopback() {
+		return usageError("droplet-sim: --bind %q: want a loopback IP address", *bind)
+	}
+	for _, b := range []struct{ flag, path string }{{"--caddy-bin", *caddyBin}, {"--agent-bin", *agentBin}} {
+		if fi, err := os.Stat(b.path); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return usageError("droplet-sim: %s %s: not an executable file", b.flag, b.path)
+		}
+	}
+	s := &dropletSim{log: log, stderr: e.stderr, grace: *grace, pidLog: *pidLog,
+		info: dropletInfo{DropletID: e.getenv("DOSIM_DROPLET_ID"), IP: *bind, PID: os.Getpid()}}
+	if s.pidLog != "" {
+		if err := appendLine(s.pidLog, fmt.Sprintf("%d droplet-sim %s", s.info.PID, s.info.DropletID)); err != nil {
+			log.Warn("pid log", "err", err)
+		}
+	}
+	defer s.stop()
+	if err := s.start(ctx, *disk, *caddyBin, *agentBin, agentArgs); err != nil {
+		log.Error("droplet start failed", "err", err)
+		return err
+	}
+	return s.wait(ctx)
+}
+
+// dropletSim is one running simulated droplet.
+type dropletSim struct {
+	log    *slog.Logger
+	stderr io.Writer
+	grace  time.Duration
+	pidLog string
+	info   dropletInfo
+
+	n8n   *http.Server
+	caddy *child
+	agent *child
+}
+
+// child is a process droplet-sim started; done closes when it was reaped.
+type child struct {
+	role string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func (s *dropletSim) start(ctx context.Context, disk, caddyBin, agentBin string, agentArgs []string) error {
+	state := filepath.Join(disk, "genesis-agent")
+	// The emulator below starts empty: the agent must not use the login and
+	// ids it recorded for an earlier boot's n8n.
+	if err := converge.Forget(state); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("n8n emulator listen: %w", err)
+	}
+	s.n8n = &http.Server{Handler: n8nemu.New(seedOf(s.info.DropletID)), ReadHeaderTimeout: 10 * time.Second}
+	go s.n8n.Serve(ln)
+	s.info.N8NURL = "http://" + ln.Addr().String()
+	s.log.Info("n8n emulator started", "url", s.info.N8NURL, "version", n8nemu.Version)
+
+	admin, err := freePortOn("127.0.0.1")
+	if err != nil {
+		return err
+	}
+	s.info.CaddyAdmin = net.JoinHostPort("127.0.0.1", strconv.Itoa(admin))
+	if s.info.HTTPPort, err = freePortOn(s.info.IP); err != nil {
+		return err
+	}
+	if s.info.HTTPSPort, err = freePortOn(s.info.IP); err != nil {
+		return err
+	}
+	ask, err := freePortOn("127.0.0.1")
+	if err != nil {
+		return err
+	}
+	s.info.Ask = net.JoinHostPort("127.0.0.1", strconv.Itoa(ask))
+
+	home := filepath.Join(disk, "caddy")
+	data := filepath.Join(home, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return err
+	}
+	s.info.CaddyRoot = filepath.Join(data, "caddy", "pki", "authorities", "local", "root.crt")
+	initial := filepath.Join(home, "initial.json")
+	// Like a fresh droplet: only the admin API, until the agent loads the
+	// whole config.
+	body := fmt.Sprintf(`{"admin":{"listen":%q,"config":{"persist":false}}}`, s.info.CaddyAdmin)
+	if err := os.WriteFile(initial, []byte(body), 0o600); err != nil {
+		return err
+	}
+	caddyEnv := []string{"HOME=" + home, "XDG_DATA_HOME=" + data, "XDG_CONFIG_HOME=" + filepath.Join(home, "config"), "PATH=" + os.Getenv("PATH")}
+	if s.caddy, err = s.spawn("caddy", caddyBin, []string{"run", "--config", initial}, caddyEnv); err != nil {
+		return err
+	}
+	s.info.CaddyPID = s.caddy.cmd.Process.Pid
+	if err := waitHTTP(ctx, "http://"+s.info.CaddyAdmin+"/config/", s.caddy.done, 30*time.Second); err != nil {
+		return fmt.Errorf("caddy admin API: %w", err)
+	}
+	s.log.Info("caddy started", "admin", s.info.CaddyAdmin, "pid", s.info.CaddyPID)
+
+	runArgs := append([]string{"run", "--converge=true", "--n8n-runtime", "none",
+		"--n8n-url", s.info.N8NURL, "--caddy-admin", s.info.CaddyAdmin, "--ask-listen", s.info.Ask,
+		"--caddy-bind", s.info.IP, "--caddy-http-port", strconv.Itoa(s.info.HTTPPort),
+		"--caddy-https-port", strconv.Itoa(s.info.HTTPSPort), "--caddy-internal-tls", "--state-dir", state}, agentArgs...)
+	if s.agent, err = s.spawn("agent", agentBin, runArgs, os.Environ()); err != nil {
+		return err
+	}
+	s.info.AgentPID = s.agent.cmd.Process.Pid
+	info, err := json.MarshalIndent(s.info, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(disk, dropletInfoFile), append(info, '\n')); err != nil {
+		return err
+	}
+	s.log.Info("droplet up", "droplet", s.info.DropletID, "ip", s.info.IP, "https_port", s.info.HTTPSPort,
+		"http_port", s.info.HTTPPort, "agent_pid", s.info.AgentPID)
+	return nil
+}
+
+// wait runs until ctx ends (SIGTERM/SIGINT) or Caddy dies. An agent that
+// exits leaves the droplet up and silent.
+func (s *dropletSim) wait(ctx context.Context) error {
+	agentDone := s.agent.done
+	for {
+		select {
+		case <-ctx.Done():
+			s.log.Info("stopping", "droplet", s.info.DropletID)
+			return nil
+		case <-agentDone:
+			s.log.Warn("agent exited; n8n and caddy keep running", "droplet", s.info.DropletID, "err", errString(s.agent.err))
+			agentDone = nil
+		case <-s.caddy.done:
+			s.log.Error("caddy exited", "droplet", s.info.DropletID, "err", errString(s.caddy.err))
+			return fmt.Errorf("caddy exited: %v", s.caddy.err)
+		}
+	}
+}
+
+// stop ends the agent, then Caddy (SIGTERM, SIGKILL after the grace
+// period), then the emulator.
+func (s *dropletSim) stop() {
+	for _, c := range []*child{s.agent, s.caddy} {
+		if c == nil {
+			continue
+		}
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.done:
+		case <-time.After(s.grace):
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+	}
+	if s.n8n != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = s.n8n.Shutdown(sctx)
+		cancel()
+		_ = s.n8n.Close()
+	}
+	s.log.Info("stopped", "droplet", s.info.DropletID)
+}
+
+func (s *dropletSim) spawn(role, bin string, args, env []string) (*child, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = s.stderr, s.stderr
+	cmd.SysProcAttr = childAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", role, err)
+	}
+	c := &child{role: role, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.done)
+	}()
+	if s.pidLog != "" {
+		if err := appendLine(s.pidLog, fmt.Sprintf("%d %s %s", cmd.Process.Pid, role, s.info.DropletID)); err != nil {
+			s.log.Warn("pid log", "err", err)
+		}
+	}
+	return c, nil
+}
+
+// seedOf makes the emulator's ids repeatable per droplet.
+func seedOf(droplet string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(droplet))
+	return h.Sum64()
+}
+
+// freePortOn returns a TCP port that was free on host a moment ago.
+func freePortOn(host string) (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("find a free port on %s: %w", host, err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitHTTP waits until url answers 200, the process behind it exits
+// (exited closes), or the timeout passes.
+func waitHTTP(ctx context.Context, url string, exited <-chan struct{}, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s", resp.Status)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-exited:
+			return errors.New("the process exited")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func appendLine(path, line string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(line + "\n"); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// parseDropletInfo reads droplet-sim.json strictly: unknown fields, a
+// missing address or a bad port or pid are errors naming the field.
+func parseDropletInfo(data []byte) (dropletInfo, error) {
+	var in dropletInfo
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return dropletInfo{}, fmt.Errorf("%s: %w", dropletInfoFile, err)
+	}
+	if dec.More() {
+		return dropletInfo{}, fmt.Errorf("%s: trailing data after the object", dropletInfoFile)
+	}
+	bad := func(field string, v any) error {
+		return fmt.Errorf("%s: %s: invalid value %v", dropletInfoFile, field, v)
+	}
+	if net.ParseIP(in.IP) == nil {
+		return dropletInfo{}, bad("ip", strconv.Quote(in.IP))
+	}
+	for _, a := range []struct{ field, addr string }{{"caddy_admin", in.CaddyAdmin}, {"ask", in.Ask}} {
+		if _, p, err := net.SplitHostPort(a.addr); err != nil || p == "" {
+			return dropletInfo{}, bad(a.field, strconv.Quote(a.addr))
+		}
+	}
+	if !strings.HasPrefix(in.N8NURL, "http://") {
+		return dropletInfo{}, bad("n8n_url", strconv.Quote(in.N8NURL))
+	}
+	for _, p := range []struct {
+		field string
+		port  int
+	}{{"http_port", in.HTTPPort}, {"https_port", in.HTTPSPort}} {
+		if p.port < 1 || p.port > 65535 {
+			return dropletInfo{}, bad(p.field, p.port)
+		}
+	}
+	for _, p := range []struct {
+		field string
+		pid   int
+	}{{"pid", in.PID}, {"caddy_pid", in.CaddyPID}, {"agent_pid", in.AgentPID}} {
+		if p.pid < 2 {
+			return dropletInfo{}, bad(p.field, p.pid)
+		}
+	}
+	return in, nil
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/schema/dsse"
+)
+
+// syncBuffer is a bytes.Buffer safe for a process writing while the test
+// reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestDropletSim runs genesis droplet-sim as the simulator's boot hook
+// would, with the real Caddy and genesis-agent: the emulator and Caddy
+// answer at the addresses droplet-sim.json gives, the agent runs with them
+// (it tries to enroll with a reconciler that is not ready), the agent's
+// records of an earlier n8n are dropped, killing the agent leaves the
+// droplet up, and SIGTERM stops every process it started.
+func TestDropletSim(t *testing.T) {
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", ".", "../genesis-agent")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	caddyBin := buildCaddy(t)
+
+	// A reconciler that is not ready: the agent retries its enrollment.
+	var enrolls atomic.Int32
+	rec := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/enroll" {
+			enrolls.Add(1)
+		}
+		http.Error(w, "not yet", http.StatusServiceUnavailable)
+	}))
+	defer rec.Close()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(schema.AgentConfig{ReconcilerURL: rec.URL, SigningKeys: []string{string(dsse.MarshalPublicKeyPEM(pub))},
+		Workspace: "ws-test", DropletName: "genesis-ws-test-1", Token: "one-time"})
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "agent.json")
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "disk")
+	state := filepath.Join(disk, "genesis-agent")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// What an agent recorded for the n8n of an earlier boot, and a file
+	// that must survive.
+	for name, body := range map[string]string{"n8n.json": `{"email":"a@b","password":"x","api_key":"old"}`, "converge.json": "{}", "keep.json": "{}"} {
+		if err := os.WriteFile(filepath.Join(state, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pidLog := filepath.Join(dir, "pids.log")
+
+	cmd := exec.Command(filepath.Join(bin, "genesis"), "droplet-sim", "--caddy-bin", caddyBin, "--pid-log", pidLog, "--grace", "3s",
+		"--", "--heartbeat-interval", "1s", "--retry-max", "200ms", "--log-format", "json")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GENESIS_AGENT_CONFIG=" + cfgPath,
+		"DOSIM_DROPLET_ID=42", "DOSIM_DROPLET_IP=127.1.200.7", "DOSIM_DISK_DIR=" + disk}
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	defer func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+
+	var info dropletInfo
+	waitFor(t, "droplet-sim.json", logs, func() bool {
+		data, err := os.ReadFile(filepath.Join(disk, dropletInfoFile))
+		if err != nil {
+			return false
+		}
+		info, err = parseDropletInfo(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	})
+	if info.DropletID != "42" || info.IP != "127.1.200.7" || info.PID != cmd.Process.Pid {
+		t.Errorf("droplet-sim.json: %+v", info)
+	}
+	for _, name := range []string{"n8n.json", "converge.json"} {
+		if _, err := os.Stat(filepath.Join(state, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s of the earlier n8n is still there (%v)", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(state, "keep.json")); err != nil {
+		t.Errorf("another file of the agent's state is gone: %v", err)
+	}
+	// n8n (the emulator) and Caddy's admin API answer.
+	for url, want := range map[string]string{info.N8NURL + "/rest/settings": `"versionCli"`, "http://" + info.CaddyAdmin + "/config/": `"admin"`} {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %s %s", url, resp.Status, body)
+		}
+	}
+	waitFor(t, "the agent's enrollment attempts", logs, func() bool { return enrolls.Load() >= 2 })
+
+	// Killing the agent leaves the droplet up: droplet-sim, Caddy and n8n
+	// keep running.
+	if err := killAgent(context.Background(), info); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "droplet-sim to notice", logs, func() bool {
+		return strings.Contains(logs.String(), `"msg":"agent exited; n8n and caddy keep running"`)
+	})
+	if processGone(info.PID) || processGone(info.CaddyPID) {
+		t.Fatalf("droplet-sim or caddy stopped with the agent:\n%s", logs)
+	}
+	if resp, err := http.Get(info.N8NURL + "/healthz"); err != nil {
+		t.Errorf("n8n after the agent died: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+	if err := killAgent(context.Background(), info); err == nil {
+		t.Error("killing a dead agent succeeded")
+	}
+
+	// SIGTERM: everything it started is gone, and it exits 0.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("droplet-sim after SIGTERM: %v\n%s", waitErr, logs)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("droplet-sim still runs 20s after SIGTERM:\n%s", logs)
+	}
+	alive, n, err := leftovers(pidLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || len(alive) > 0 {
+		t.Errorf("pid log: %d processes, still running: %q", n, alive)
+	}
+	for _, want := range []string{`"component":"droplet-sim"`, `"msg":"droplet up"`, `"msg":"stopped"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %s", want)
+		}
+	}
+}
+
+func TestDropletSimUsage(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "caddy")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	disk := t.TempDir()
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--help"}, 0, "Usage: genesis droplet-sim"},
+		{[]string{"--disk", disk}, 2, "--caddy-bin is required"},
+		{[]string{"--caddy-bin", exe, "--agent-bin", exe}, 2, "--disk or $DOSIM_DISK_DIR is required"},
+		{[]string{"--caddy-bin", exe, "--agent-bin", exe, "--disk", disk, "--bind", "10.0.0.1"}, 2, `--bind "10.0.0.1": want a loopback IP address`},
+		{[]string{"--caddy-bin", filepath.Join(disk, "nope"), "--agent-bin", exe, "--disk", disk}, 2, "--caddy-bin " + filepath.Join(disk, "nope") + ": not an executable file"},
+		{[]string{"--caddy-bin", exe, "--agent-bin", exe, "--disk", disk, "extra"}, 2, `unexpected arguments ["extra"]`},
+		{[]string{"--caddy-bin", exe, "--agent-bin", exe, "--disk", disk, "--log-format", "xml"}, 2, "--log-format"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.want, func(t *testing.T) {
+			code, out, errOut := cli(t, "", append([]string{"droplet-sim"}, tc.args...)...)
+			if code != tc.code || !strings.Contains(out+errOut, tc.want) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d and %q", code, out, errOut, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+// waitFor polls cond for up to 30 seconds.
+func waitFor(t *testing.T, what string, logs *syncBuffer, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after 30s; logs:\n%s", what, logs)
+		}
+	}
+}
