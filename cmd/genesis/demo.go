@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/internal/pgserver"
+	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
@@ -38,7 +39,7 @@ Runs the local demo on the state repository in DIR (default state-example):
     monthly cost);
  2. starts a throwaway Postgres, the DigitalOcean simulator (genesis-dosim)
     with the fleet's accounts and realistic boot and action delays, a local
-    git repository initialised from DIR (its genesis.yaml with watchdog
+    bare git repository initialised from DIR (its genesis.yaml with watchdog
     thresholds scaled for the demo: 6s, 12s, cooldown 10s), and
     genesis-reconciler on it with a push webhook, a fresh manifest-signing
     key and the age identity in DIR/demo-keys/age.key; every droplet the
@@ -54,10 +55,12 @@ Runs the local demo on the state repository in DIR (default state-example):
  4. plays a short story, each step with what happened and how long it took:
     commit a new tenant, change a tenant's domain (its agent applies the new
     manifest; Caddy routes the new domain to n8n and no longer the old one),
-    hibernate one (snapshot, then destroy), wake it (new droplet from the
-    snapshot), kill one droplet's agent (its heartbeats stop), remove a
-    tenant file (orphan reported, nothing destroyed), offboard one with
-    state: absent;
+    hibernate one (snapshot, then destroy), wake it through the state API
+    (a JSON merge patch with the demo's token becomes a commit; new droplet
+    from the snapshot; its correlation id is in every log line of the
+    change), kill one droplet's agent (the watchdog: degraded, critical,
+    reboot, healthy again), remove a tenant file (orphan reported, nothing
+    destroyed), offboard one with state: absent;
  5. prints the fleet and the URLs of /metrics and /v1/fleet, and keeps
     everything running until Ctrl-C, then stops every process it started
     and checks that none is left.
@@ -197,7 +200,11 @@ type demo struct {
 	procs          []*exec.Cmd
 	repo, api, sim string
 	secret         string
-	seen           map[string]string
+	// bare is the shared state repository the reconciler reads and the
+	// state API pushes to; repo is the demo's working clone of it.
+	bare  string
+	token string // the demo's API token (scope admin); only its hash is configured
+	seen  map[string]string
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -248,7 +255,20 @@ func (d *demo) up(ctx context.Context) error {
 	if err := d.commit("import " + d.stateSrc); err != nil {
 		return err
 	}
-	d.say("state repository: %s (git, branch main)", d.repo)
+	// The reconciler (and its state API) work on a bare repository; the
+	// demo edits a clone and pushes, as an admin would.
+	d.bare = filepath.Join(d.work, "state.git")
+	if out, err := exec.Command("git", "clone", "-q", "--bare", d.repo, d.bare).CombinedOutput(); err != nil {
+		return fmt.Errorf("git clone --bare: %v: %s", err, out)
+	}
+	if err := d.git("remote", "add", "origin", d.bare); err != nil {
+		return err
+	}
+	d.say("state repository: %s (bare, branch main; the demo's clone: %s)", d.bare, d.repo)
+	tokensFile, err := d.writeToken()
+	if err != nil {
+		return err
+	}
 	d.secret = "demo-webhook-secret"
 	port, err := freeAddr()
 	if err != nil {
@@ -262,9 +282,9 @@ func (d *demo) up(ctx context.Context) error {
 	if _, err := os.Stat(ageKey); err != nil {
 		return fmt.Errorf("the demo opens sealed credentials with %s: %w", ageKey, err)
 	}
-	recArgs := []string{"--state-repo", d.repo, "--database-url", d.pg.URL("genesis"), "--do-api-url", d.sim, "--listen", port,
+	recArgs := []string{"--state-repo", "file://" + d.bare, "--tokens", tokensFile, "--database-url", d.pg.URL("genesis"), "--do-api-url", d.sim, "--listen", port,
 		"--poll-interval", "10s", "--resync", "1s", "--webhook-secret", d.secret, "--cache-dir", filepath.Join(d.work, "cache"),
-		"--signing-key", signing, "--age-identity", ageKey, "--public-url", "http://" + port}
+		"--signing-key", signing, "--age-identity", ageKey, "--public-url", "http://" + port, "--watchdog-every", "1s"}
 	d.say("manifest-signing key: %s (new); credentials open with %s (demo only)", signing, ageKey)
 	d.say("starting genesis-reconciler")
 	if d.api, err = d.spawn(ctx, "genesis-reconciler", recArgs, env); err != nil {
@@ -350,10 +370,9 @@ func (d *demo) story(ctx context.Context) error {
 		d.commitStep("hibernate ws-demo (state: hibernated → snapshot, then destroy)",
 			func() error { return d.writeTenant("ws-demo", schema.StateHibernated, "nyc1") },
 			func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == "HIBERNATED" }),
-		d.commitStep("wake ws-demo (state: running → new droplet from its snapshot)",
-			func() error { return d.writeTenant("ws-demo", schema.StateRunning, "nyc1") },
-			func(f fleetDoc) bool { return booted(f.get("ws-demo").Lifecycle) && f.get("ws-demo").Generation() >= 2 }),
-		{title: "kill the agent of " + victim + " (its droplet falls silent)",
+		{title: "wake ws-demo through the API (PATCH state: running → a commit → new droplet from its snapshot)",
+			run: func(ctx context.Context) (string, error) { return d.wakeThroughAPI(ctx, "ws-demo") }},
+		{title: "kill the agent of " + victim + " (silent → degraded → critical → reboot → healthy)",
 			run: func(ctx context.Context) (string, error) { return d.silence(ctx, victim) }},
 		d.commitStep("remove the file of ws-stark (orphan reported, nothing destroyed)",
 			func() error { return os.Remove(filepath.Join(d.repo, "tenants", "ws-stark.yaml")) },
@@ -483,26 +502,61 @@ func (d *demo) changeDomain(ctx context.Context, id string) (string, error) {
 		renamed, caddyAt, after, old, caddyAt, gone), nil
 }
 
-// silence kills the agent of a tenant's droplet and waits until its
-// heartbeats have stopped for three heartbeat intervals. (With the
-// watchdog, the reconciler then takes the droplet through ACTIVE_DEGRADED
-// and ACTIVE_CRITICAL to a reboot.)
+// silence kills the agent of a tenant's droplet and follows the watchdog:
+// no heartbeat for degradedAfter → ACTIVE_DEGRADED, for criticalAfter →
+// ACTIVE_CRITICAL, then a reboot (REBOOTING; the simulator restarts the
+// droplet's boot command, so a new agent starts from the droplet's disk)
+// and the agent's heartbeat → ACTIVE_HEALTHY.
 func (d *demo) silence(ctx context.Context, id string) (string, error) {
 	info, err := d.killAgent(ctx, id)
 	if err != nil {
 		return "", err
 	}
 	killed := time.Now()
-	var last time.Time
-	quiet := 3 * d.heartbeat
+	want := []string{"ACTIVE_DEGRADED", "ACTIVE_CRITICAL", "REBOOTING", "ACTIVE_HEALTHY"}
+	var seen []string
+	at := map[string]time.Duration{}
 	if _, err := d.waitStates(ctx, func(f fleetDoc) bool {
-		last = f.get(id).LastHeartbeat
-		return time.Since(killed) > quiet && !last.IsZero() && time.Since(last) > quiet
+		st := f.get(id).Lifecycle
+		if len(seen) == 0 || seen[len(seen)-1] != st {
+			seen = append(seen, st)
+			// (Not the healthy state it was in when the agent died.)
+			if _, ok := at[st]; !ok && len(seen) > 1 {
+				at[st] = time.Since(killed)
+			}
+		}
+		return st == "ACTIVE_HEALTHY" && len(seen) > 1
 	}); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("killed genesis-agent (pid %d) on droplet %s; n8n and Caddy keep running\nno heartbeat from %s since %s (%.1fs)",
-		info.AgentPID, info.DropletID, id, last.Format(time.TimeOnly), time.Since(last).Seconds()), nil
+	// After the healthy state it started in, the states must come in the
+	// ladder's order (a poll may miss a short-lived one, never reorder
+	// them); degraded and critical must both be seen.
+	for len(seen) > 0 && seen[0] == "ACTIVE_HEALTHY" {
+		seen = seen[1:]
+	}
+	next := 0
+	ordered := true
+	for _, st := range seen {
+		i := slices.Index(want[next:], st)
+		if i < 0 {
+			ordered = false
+			break
+		}
+		next += i + 1
+	}
+	if _, ok := at["ACTIVE_CRITICAL"]; !ok || !ordered || !slices.Contains(seen, "ACTIVE_DEGRADED") {
+		return "", fmt.Errorf("lifecycle of %s after its agent was killed: %v, want %v in order", id, seen, want)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "killed genesis-agent (pid %d) on droplet %s; n8n and Caddy keep running\n", info.AgentPID, info.DropletID)
+	for _, st := range want {
+		if t, ok := at[st]; ok {
+			fmt.Fprintf(&b, "%-16s after %.1fs\n", st, t.Seconds())
+		}
+	}
+	fmt.Fprintf(&b, "(the watchdog rebooted droplet %s; a new agent on the same disk sends heartbeats again)", info.DropletID)
+	return b.String(), nil
 }
 
 func dashS(s string) string {
@@ -561,6 +615,7 @@ func (f fleetDoc) get(id string) fleetRow {
 func (d *demo) fleetNow(ctx context.Context) (fleetDoc, error) {
 	var f fleetDoc
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.api+"/v1/fleet", nil)
+	req.Header.Set("Authorization", "Bearer "+d.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return f, err
@@ -704,13 +759,93 @@ func demoWatchdog(path string) error {
 // commitAndHook edits the state repository, commits, and sends the push
 // webhook.
 func (d *demo) commitAndHook(ctx context.Context, msg string, edit func() error) error {
+	// Changes made through the API since are on the bare repository.
+	if err := d.git("pull", "-q", "--rebase", "origin", "main"); err != nil {
+		return err
+	}
 	if err := edit(); err != nil {
 		return err
 	}
 	if err := d.commit(msg); err != nil {
 		return err
 	}
+	if err := d.git("push", "-q", "origin", "HEAD:main"); err != nil {
+		return err
+	}
 	return d.hook(ctx)
+}
+
+// writeToken makes the demo's API token and the tokens file holding only
+// its hash.
+func (d *demo) writeToken() (string, error) {
+	tok, err := auth.NewToken()
+	if err != nil {
+		return "", err
+	}
+	d.token = tok
+	line, err := json.Marshal(map[string]any{"name": "demo-dashboard", "sha256": auth.Hash(tok), "scopes": []string{"admin"}})
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(d.work, "tokens.jsonl")
+	return path, os.WriteFile(path, append(line, '\n'), 0o600)
+}
+
+// apiDo calls the reconciler's API with the demo's token; it returns the
+// status, the ETag header and the body.
+func (d *demo) apiDo(ctx context.Context, method, path, body string, hdr ...string) (int, string, []byte, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, d.api+path, rd)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	return resp.StatusCode, resp.Header.Get("ETag"), out, err
+}
+
+// wakeThroughAPI wakes a hibernated tenant as the dashboard does: the
+// state API turns a JSON merge patch into a commit (git stays the source
+// of truth), which the reconciler plans from at once.
+func (d *demo) wakeThroughAPI(ctx context.Context, id string) (string, error) {
+	code, etag, body, err := d.apiDo(ctx, http.MethodGet, "/v1/tenants/"+id, "")
+	if err != nil {
+		return "", err
+	}
+	if code != http.StatusOK {
+		return "", fmt.Errorf("GET /v1/tenants/%s: %d %s", id, code, body)
+	}
+	const corr = "demo-wake-1"
+	code, _, body, err = d.apiDo(ctx, http.MethodPatch, "/v1/tenants/"+id, `{"spec":{"state":"running"}}`,
+		"If-Match", etag, "Content-Type", "application/merge-patch+json", "X-Correlation-Id", corr)
+	if err != nil {
+		return "", err
+	}
+	var res struct {
+		Commit string `json:"commit"`
+	}
+	if code != http.StatusOK || json.Unmarshal(body, &res) != nil || len(res.Commit) < 12 {
+		return "", fmt.Errorf("PATCH /v1/tenants/%s: %d %s", id, code, body)
+	}
+	took, err := d.waitStates(ctx, func(f fleetDoc) bool { return booted(f.get(id).Lifecycle) && f.get(id).Generation() >= 2 })
+	if err != nil {
+		return "", err
+	}
+	f, _ := d.fleetNow(ctx)
+	return fmt.Sprintf("PATCH /v1/tenants/%s {\"spec\":{\"state\":\"running\"}} (If-Match %s) → commit %s by demo-dashboard, correlation id %s\n"+
+		"woken from its snapshot onto droplet %s in %.1fs (grep %s in the logs shows the plan, the wake, the manifest and the heartbeat)",
+		id, etag, res.Commit[:12], corr, f.get(id).DropletName, took.Seconds(), corr), nil
 }
 
 func (d *demo) writeTenant(id string, state schema.State, region string) error {

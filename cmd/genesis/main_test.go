@@ -363,7 +363,9 @@ func TestDemoOnce(t *testing.T) {
 		"before: https://track.acme.com via Caddy 127.1.", "→ 200 from n8n 1.123.81",
 		"after:  https://new-track.acme.com via Caddy 127.1.", "(domain routed: true)", "(domain routed: false)",
 		// Kill an agent: its heartbeats stop.
-		"killed genesis-agent (pid ", "no heartbeat from ws-umbrella since",
+		"killed genesis-agent (pid ", "ACTIVE_CRITICAL  after", "ACTIVE_HEALTHY   after", "the watchdog rebooted droplet",
+		// Wake through the API: a commit by the token's name, correlated.
+		"PATCH /v1/tenants/ws-demo", "by demo-dashboard, correlation id demo-wake-1",
 		"orphan: ws-stark genesis-ws-stark-1",
 		"/v1/fleet", "/metrics",
 		"processes the demo and its droplets started are gone",
@@ -379,6 +381,18 @@ func TestDemoOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		logs += string(b)
+	}
+	// The API wake's correlation id follows the change through the
+	// reconciler: the plan, the wake action, the manifest and the
+	// heartbeat reporting it applied.
+	for _, want := range []string{`"msg":"plan computed"`, `"msg":"action started"`, `"msg":"manifest issued"`, `"msg":"manifest applied"`} {
+		found := false
+		for _, line := range strings.Split(logs, "\n") {
+			found = found || (strings.Contains(line, want) && strings.Contains(line, `"correlation_id":"demo-wake-1"`))
+		}
+		if !found {
+			t.Errorf("no %s log line with correlation_id demo-wake-1", want)
+		}
 	}
 	// Every droplet ran droplet-sim with Caddy and a converging agent:
 	// credentials created in n8n (opened with the droplet's identity),
