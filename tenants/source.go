@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path"
@@ -469,18 +468,6 @@ func gitReader(repo *git.Repository) readFunc {
 		if f.link {
 			return nil, &fileError{"file is a symbolic link; links are not followed"}
 		}
-		blob, err := repo.BlobObject(f.blob)
-		if err != nil {
-			return nil, err
-		}
-		if blob.Size > schema.MaxFileSize {
-			return nil, tooLarge()
-		}
-		r, err := blob.Reader()
-		if err != nil {
-			return nil, err
-		}
-		defer r.Close()
-		return io.ReadAll(r)
+		return readBlob(repo, f.blob)
 	}
 }

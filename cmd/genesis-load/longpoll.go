@@ -198,22 +198,33 @@ func commitAll(ctx context.Context, f *fleet, round int) (time.Time, string, err
 	return committed, head, err
 }
 
-// longpollScenario parks every agent on a long-poll, measures the process
-// RSS, then commits a change to every tenant and measures how long each
-// agent waits for its new manifest.
-func longpollScenario(ctx context.Context, c config, f *fleet, log *slog.Logger) (*report, error) {
+// parkAgents makes c.agents enrolled agents and has each fetch its first
+// manifest (verified when verify), ready to long-poll; bound is the
+// scenario's time limit (default 2 minutes).
+func parkAgents(ctx context.Context, c config, f *fleet, verify bool) (time.Duration, []*simAgent, error) {
 	bound := c.duration
 	if bound == 0 {
 		bound = 2 * time.Minute
 	}
 	if err := raiseFDLimit(uint64(2*c.agents + 1024)); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	as, err := f.makeAgents(ctx, c.agents)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	if err := fetchAll(ctx, f, as, false); err != nil {
+	if err := fetchAll(ctx, f, as, verify); err != nil {
+		return 0, nil, err
+	}
+	return bound, as, nil
+}
+
+// longpollScenario parks every agent on a long-poll, measures the process
+// RSS, then commits a change to every tenant and measures how long each
+// agent waits for its new manifest.
+func longpollScenario(ctx context.Context, c config, f *fleet, log *slog.Logger) (*report, error) {
+	bound, as, err := parkAgents(ctx, c, f, false)
+	if err != nil {
 		return nil, err
 	}
 	rssBefore, _ := f.serverRSS()
@@ -334,18 +345,8 @@ func scaleNote(n int) string {
 // verifies the manifest it gets, and heartbeats the applied version; the
 // clock stops for a droplet when fleet_status records that version.
 func convergeScenario(ctx context.Context, c config, f *fleet, log *slog.Logger) (*report, error) {
-	bound := c.duration
-	if bound == 0 {
-		bound = 2 * time.Minute
-	}
-	if err := raiseFDLimit(uint64(2*c.agents + 1024)); err != nil {
-		return nil, err
-	}
-	as, err := f.makeAgents(ctx, c.agents)
+	bound, as, err := parkAgents(ctx, c, f, true)
 	if err != nil {
-		return nil, err
-	}
-	if err := fetchAll(ctx, f, as, true); err != nil {
 		return nil, err
 	}
 	cl := f.client()
