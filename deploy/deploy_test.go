@@ -42,6 +42,7 @@ var knownMetrics = []struct {
 	{"genesis_leader", "gauge", false},
 	{"genesis_git_last_commit_timestamp_seconds", "gauge", false},
 	{"genesis_git_sync_errors_total", "counter", false},
+	{"genesis_git_sync_duration_seconds", "histogram", false},
 	// reconciler/hibernation.go
 	{"genesis_fleet_monthly_cost_usd", "gauge", false},
 	{"genesis_snapshot_bytes", "gauge", false},

@@ -1,6 +1,10 @@
 package reconciler
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the reconciler loop's Prometheus series. Per-tenant detail
 // lives in GET /v1/fleet, never in labels.
@@ -17,6 +21,7 @@ type Metrics struct {
 	leader           prometheus.Gauge
 	lastCommitTime   prometheus.Gauge
 	gitErrors        prometheus.Counter
+	gitSync          *prometheus.HistogramVec
 	hib              *hibernationMetrics
 	watchdog         *watchdogMetrics
 	spares           spareMetrics
@@ -45,14 +50,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		lastCommitTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_git_last_commit_timestamp_seconds",
 			Help: "Committer time of the state repository commit last read."}),
 		gitErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "genesis_git_sync_errors_total", Help: "Failed syncs of the state repository."}),
-		watchdog:  newWatchdogMetrics(),
+		gitSync: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "genesis_git_sync_duration_seconds",
+			Help:    "Time to fetch the state repository and load what changed, by result (ok, error).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"result"}),
+		watchdog: newWatchdogMetrics(),
 	}
 	if reg != nil {
 		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.actions, m.refusals, m.lifecycle, m.declared,
-			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors)
+			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors, m.gitSync)
 		reg.MustRegister(m.watchdog.collectors()...)
 	}
 	m.hib = newHibernationMetrics(reg)
 	m.spares = newSpareMetrics(reg)
 	return m
+}
+
+// ObserveSync records one sync of the state repository (the tenants
+// watcher's OnSync).
+func (m *Metrics) ObserveSync(took time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.gitSync.WithLabelValues(result).Observe(took.Seconds())
 }

@@ -46,6 +46,9 @@ type WatchConfig struct {
 	Debounce time.Duration
 	// Logger receives the watcher's logs; slog.Default() when nil.
 	Logger *slog.Logger
+	// OnSync, when set, is told how long each sync (fetch and load) took
+	// and whether it failed (for metrics).
+	OnSync func(took time.Duration, err error)
 }
 
 // Watcher syncs a source at start, on a jittered poll, on Trigger, and after
@@ -113,9 +116,13 @@ func (w *Watcher) Run(ctx context.Context, deliver func(context.Context, Snapsho
 		events, watchErrs = fw.Events, fw.Errors
 	}
 	sync := func(reason string) {
+		start := time.Now()
 		snap, err := w.src.Sync(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if w.cfg.OnSync != nil {
+			w.cfg.OnSync(time.Since(start), err)
 		}
 		if err != nil {
 			w.log.Warn("sync desired state failed", "reason", reason, "err", err)

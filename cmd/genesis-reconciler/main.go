@@ -282,8 +282,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if c.notifyURL != "" {
 		notify = (&reconciler.Notifier{URL: c.notifyURL}).Send
 	}
+	recMetrics := reconciler.NewMetrics(reg)
 	rec = reconciler.New(reconciler.Config{
-		Store: st, NewCloud: pools.build, Logger: log, Metrics: reconciler.NewMetrics(reg),
+		Store: st, NewCloud: pools.build, Logger: log, Metrics: recMetrics,
 		UserData: userData, Manifest: manifest,
 		AllowMassChange: c.allowMassChange, Resync: c.resync, WatchdogEvery: c.watchdogEvery,
 		PrepareTimeout: c.prepareTimeout, Notify: notify,
@@ -302,7 +303,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			last = commit
 		},
 	})
-	watcher := tenants.NewWatcher(src, tenants.WatchConfig{Interval: c.pollInterval, WatchDir: watchDir, Logger: log})
+	watcher := tenants.NewWatcher(src, tenants.WatchConfig{Interval: c.pollInterval, WatchDir: watchDir, Logger: log, OnSync: recMetrics.ObserveSync})
 	authn, api, err := buildAPI(c, st, ids, log, watcher.Trigger)
 	if err != nil {
 		return err

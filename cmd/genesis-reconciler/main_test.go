@@ -313,7 +313,7 @@ func TestWebhookAndHealth(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{"genesis_reconcile_total", "genesis_actions_total{kind=\"create\",result=\"succeeded\"}", "genesis_do_requests_total", "genesis_leader 1",
-		"genesis_heartbeat_age_seconds_bucket", "genesis_agent_version_lag_count"} {
+		"genesis_heartbeat_age_seconds_bucket", "genesis_agent_version_lag_count", `genesis_git_sync_duration_seconds_count{result="ok"}`} {
 		if !bytes.Contains(metrics, []byte(want)) {
 			t.Errorf("/metrics lacks %s", want)
 		}

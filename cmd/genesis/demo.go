@@ -269,6 +269,8 @@ func (d *demo) up(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.say("API token (scope admin): %s (curl -H \"Authorization: Bearer $(cat %s)\" .../v1/tenants)",
+		filepath.Join(d.work, "api-token"), filepath.Join(d.work, "api-token"))
 	d.secret = "demo-webhook-secret"
 	port, err := freeAddr()
 	if err != nil {
@@ -785,6 +787,11 @@ func (d *demo) writeToken() (string, error) {
 	d.token = tok
 	line, err := json.Marshal(map[string]any{"name": "demo-dashboard", "sha256": auth.Hash(tok), "scopes": []string{"admin"}})
 	if err != nil {
+		return "", err
+	}
+	// The token itself, for a person to call the API while the demo runs
+	// (never printed or logged).
+	if err := os.WriteFile(filepath.Join(d.work, "api-token"), []byte(tok+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	path := filepath.Join(d.work, "tokens.jsonl")

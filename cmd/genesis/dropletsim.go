@@ -139,6 +139,15 @@ func runDropletSim(ctx context.Context, e env, args []string) error {
 			log.Warn("pid log", "err", err)
 		}
 	}
+	// Like cloud-init, keep the user data on the droplet's disk
+	// (/var/lib/cloud/instance/user-data.txt on a real one; 0600).
+	if ud := e.getenv("DOSIM_USER_DATA_FILE"); ud != "" {
+		if b, err := os.ReadFile(ud); err == nil {
+			if err := os.WriteFile(filepath.Join(*disk, "user-data.txt"), b, 0o600); err != nil {
+				log.Warn("keep user data on the disk", "err", err)
+			}
+		}
+	}
 	defer s.stop()
 	if err := s.start(ctx, *disk, *caddyBin, *agentBin, agentArgs); err != nil {
 		log.Error("droplet start failed", "err", err)

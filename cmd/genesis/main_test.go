@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -441,8 +443,21 @@ func TestDemoOnce(t *testing.T) {
 	if len(recipients) != 2 || recipients[0] != recipients[1] || recipients[0] == "" {
 		t.Errorf("ws-demo enrollments (before hibernation, after wake) = %q; want two with one identity", recipients)
 	}
-	// No credential plaintext, signing key or token in any log.
-	for _, secret := range demoSecrets(t) {
+	// No credential plaintext, signing key or token in any log: the API
+	// token and every droplet's one-time provisioning token (from the
+	// user data the simulator kept) are looked for too.
+	secrets := demoSecrets(t)
+	apiToken, err := os.ReadFile(filepath.Join(work, "api-token"))
+	if err != nil || len(strings.TrimSpace(string(apiToken))) < 20 {
+		t.Fatalf("the demo's API token: %q, %v", apiToken, err)
+	}
+	secrets = append(secrets, strings.TrimSpace(string(apiToken)))
+	provisioning := provisioningTokens(t, work)
+	if len(provisioning) < 6 {
+		t.Errorf("found %d provisioning tokens in the droplets' user data, want one per droplet (6+)", len(provisioning))
+	}
+	secrets = append(secrets, provisioning...)
+	for _, secret := range secrets {
 		if strings.Contains(logs, secret) {
 			t.Errorf("a log holds the secret %q", secret)
 		}
@@ -454,6 +469,26 @@ func TestDemoOnce(t *testing.T) {
 	if code, _, errOut := cli(t, "", "demo", "--state", bad, "--bin", bin); code != 1 || !strings.Contains(errOut, "ws-bad.yaml:5:10") {
 		t.Errorf("demo on an invalid repo: exit %d, stderr %q", code, errOut)
 	}
+}
+
+// provisioningTokens returns the one-time enrollment tokens in the user
+// data every droplet-sim kept on its droplet's disk (a woken droplet's
+// disk holds the latest).
+func provisioningTokens(t *testing.T, work string) []string {
+	t.Helper()
+	re := regexp.MustCompile(`token\\?"\s*:\s*\\?"([A-Za-z0-9_.~-]{16,})`)
+	var out []string
+	filepath.WalkDir(work, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "user-data.txt" {
+			return nil
+		}
+		b, _ := os.ReadFile(path)
+		for _, m := range re.FindAllSubmatch(b, -1) {
+			out = append(out, string(m[1]))
+		}
+		return nil
+	})
+	return out
 }
 
 // buildCaddy returns the pinned Caddy, building it when missing
