@@ -48,12 +48,12 @@ test: deps lint unit e2e-n8n ## Everything CI runs: lint, vet, unit, integration
 
 # The tests that run against a real n8n when GENESIS_N8N_BIN is set (see
 # agent/n8n/n8ntest); without it they run against the emulator in make unit.
-E2E_N8N_TESTS := ^(TestBootstrap|TestBootstrapPasswordRules|TestPublicAPIAuth|TestCredentials|TestCredentialsMethodNotAllowed|TestWorkflowLifecycle|TestWorkflowValidation|TestWorkflowReadOnlyFields|TestExampleTemplatesActivate|TestActivationConflicts|TestListPaginationAndTags|TestWritesCount|TestOpenAPIContract|TestConvergeFromEmptyThenIdempotent|TestConvergeExampleTemplates|TestCredentialRotation|TestRotationWithWorkflowFailureKeepsOldCredential|TestWorkflowRemovalLeavesHandMadeAlone)$$
+E2E_N8N_TESTS := ^(TestRealStack|TestVersionNeedsOwner|TestBootstrap|TestBootstrapPasswordRules|TestPublicAPIAuth|TestCredentials|TestCredentialsMethodNotAllowed|TestWorkflowLifecycle|TestWorkflowValidation|TestWorkflowReadOnlyFields|TestExampleTemplatesActivate|TestActivationConflicts|TestListPaginationAndTags|TestWritesCount|TestOpenAPIContract|TestConvergeFromEmptyThenIdempotent|TestConvergeExampleTemplates|TestCredentialRotation|TestRotationWithWorkflowFailureKeepsOldCredential|TestWorkflowRemovalLeavesHandMadeAlone)$$
 
 .PHONY: e2e-n8n
 e2e-n8n: ## Install n8n 1.123.81 from npm into .cache (first time ~6 min) and run the real-n8n suite (~2 min)
 	@bin=$$(./scripts/install-n8n) && \
-	 GENESIS_N8N_BIN="$$bin" $(GO) test -count=1 -timeout 20m -run '$(E2E_N8N_TESTS)' ./agent/n8n/ ./agent/converge/
+	 GENESIS_N8N_BIN="$$bin" $(GO) test -count=1 -timeout 20m -run '$(E2E_N8N_TESTS)' ./agent/n8n/ ./agent/converge/ ./cmd/genesis-agent/
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).

@@ -74,7 +74,19 @@ type Converger struct {
 	keyed  atomic.Pointer[n8n.Client] // api, readable without mu (Apply holds it long)
 	access n8nAccess
 	rec    record
+
+	// owner is the n8n owner's e-mail and password (access without the
+	// key), readable without mu, for N8NVersion's login.
+	owner atomic.Pointer[n8nAccess]
+	// The version n8n reported, reused for versionTTL (reading it costs a
+	// login); version changes clear it.
+	verMu sync.Mutex
+	ver   string
+	verAt time.Time
 }
+
+// versionTTL is how long N8NVersion reuses what n8n reported.
+const versionTTL = 5 * time.Minute
 
 // New loads what earlier runs recorded in cfg.Dir and returns a Converger.
 func New(cfg Config) (*Converger, error) {
@@ -92,6 +104,9 @@ func New(cfg Config) (*Converger, error) {
 	c := &Converger{cfg: cfg, log: cfg.Logger.With("component", "converge")}
 	if _, err := loadJSON(cfg.Dir, n8nFile, &c.access); err != nil {
 		return nil, fmt.Errorf("converge: %w", err)
+	}
+	if c.access.Password != "" {
+		c.owner.Store(&n8nAccess{Email: c.access.Email, Password: c.access.Password})
 	}
 	if c.access.APIKey != "" {
 		c.api = cfg.N8N.WithAPIKey(c.access.APIKey)
@@ -201,6 +216,7 @@ func (c *Converger) bootstrap(ctx context.Context) (*n8n.Client, error) {
 		return nil, fmt.Errorf("n8n %w", err)
 	}
 	c.access.APIKey = key
+	c.owner.Store(&n8nAccess{Email: c.access.Email, Password: c.access.Password})
 	if err := saveJSON(c.cfg.Dir, n8nFile, c.access); err != nil {
 		return nil, fmt.Errorf("n8n bootstrap: %w", err)
 	}
@@ -468,10 +484,17 @@ func (c *Converger) version(ctx context.Context, m *schema.Manifest) error {
 		return nil
 	}
 	c.log.InfoContext(ctx, "switching n8n version", "from", cur, "to", m.N8N.Version)
+	c.forgetVersion()
 	if err := c.cfg.Runtime.SwitchTo(ctx, m.N8N.Version); err != nil {
 		return fmt.Errorf("n8n version %s: %w", m.N8N.Version, err)
 	}
 	return nil
+}
+
+func (c *Converger) forgetVersion() {
+	c.verMu.Lock()
+	c.ver = ""
+	c.verMu.Unlock()
 }
 
 // ProbeN8N reports whether n8n is ready.
@@ -500,7 +523,25 @@ func (c *Converger) LastActivity(ctx context.Context) (time.Time, error) {
 	return api.LastExecution(ctx)
 }
 
-// N8NVersion is the version n8n itself reports.
+// N8NVersion is the version n8n itself reports: in the settings it gives
+// the signed-in owner once bootstrapped (n8n 1.x hides it from anonymous
+// callers), else anonymously. A result is reused for versionTTL.
 func (c *Converger) N8NVersion(ctx context.Context) (string, error) {
-	return c.cfg.N8N.Version(ctx)
+	c.verMu.Lock()
+	defer c.verMu.Unlock()
+	if c.ver != "" && time.Since(c.verAt) < versionTTL {
+		return c.ver, nil
+	}
+	var v string
+	var err error
+	if o := c.owner.Load(); o != nil {
+		v, err = c.cfg.N8N.VersionAs(ctx, o.Email, o.Password)
+	} else {
+		v, err = c.cfg.N8N.Version(ctx)
+	}
+	if err != nil {
+		return "", err
+	}
+	c.ver, c.verAt = v, time.Now()
+	return v, nil
 }

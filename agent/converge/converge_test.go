@@ -458,6 +458,14 @@ func TestProbes(t *testing.T) {
 	if h := c.ProbeCaddy(ctx); !h.OK {
 		t.Errorf("caddy probe: %+v", h)
 	}
+	// n8n tells its version only to the signed-in owner: none before the
+	// bootstrap, the emulator's after it.
+	if v, err := c.N8NVersion(ctx); err == nil {
+		t.Errorf("version before the bootstrap = %q, want an error (n8n hides it from anonymous callers)", v)
+	}
+	if err := c.Apply(ctx, &schema.Manifest{Version: 1}, nil); err != nil {
+		t.Fatalf("apply an empty manifest: %v", err)
+	}
 	if v, err := c.N8NVersion(ctx); err != nil || v != n8nemu.Version {
 		t.Errorf("version = %q, %v", v, err)
 	}

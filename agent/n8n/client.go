@@ -3,6 +3,7 @@ package n8n
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -245,14 +246,40 @@ func (c *Client) WaitReady(ctx context.Context) error {
 	}
 }
 
-// Version returns the version n8n reports in /rest/settings (versionCli).
+// Version returns the version n8n reports in /rest/settings (versionCli)
+// to an unauthenticated caller. n8n 1.x leaves versionCli out of the
+// public settings; VersionAs logs in first.
 func (c *Client) Version(ctx context.Context) (string, error) {
+	return c.settingsVersion(ctx, nil)
+}
+
+// VersionAs logs in as the owner (email, password) and returns the version
+// in the full settings, which n8n 1.x gives only to a signed-in user.
+func (c *Client) VersionAs(ctx context.Context, email, password string) (string, error) {
+	hdr := map[string]string{"browser-id": rand.Text()}
+	login := map[string]string{"emailOrLdapLoginId": email, "password": password}
+	resp, err := c.call(ctx, request{method: http.MethodPost, path: "/rest/login", body: login, header: hdr}, nil)
+	if err != nil {
+		return "", fmt.Errorf("n8n version: login: %w", err)
+	}
+	for _, ck := range (&http.Response{Header: resp.header}).Cookies() {
+		if ck.Name == "n8n-auth" && ck.Value != "" {
+			hdr["Cookie"] = ck.Name + "=" + ck.Value
+		}
+	}
+	if hdr["Cookie"] == "" {
+		return "", fmt.Errorf("n8n version: login set no n8n-auth cookie")
+	}
+	return c.settingsVersion(ctx, hdr)
+}
+
+func (c *Client) settingsVersion(ctx context.Context, hdr map[string]string) (string, error) {
 	var out struct {
 		Data struct {
 			VersionCli string `json:"versionCli"`
 		} `json:"data"`
 	}
-	if _, err := c.call(ctx, request{method: http.MethodGet, path: "/rest/settings"}, &out); err != nil {
+	if _, err := c.call(ctx, request{method: http.MethodGet, path: "/rest/settings", header: hdr}, &out); err != nil {
 		return "", err
 	}
 	if out.Data.VersionCli == "" {

@@ -561,8 +561,26 @@ func TestStartingUp(t *testing.T) {
 	if _, err := c.ListWorkflows(ctx, n8n.WorkflowFilter{}); err != nil {
 		t.Errorf("list once ready: %v", err)
 	}
-	if v, err := c.Version(ctx); err != nil || v != n8nemu.Version {
+	if v, err := c.VersionAs(ctx, ownerEmail, ownerPassword); err != nil || v != n8nemu.Version {
 		t.Errorf("version %q, %v", v, err)
+	}
+}
+
+// TestVersionNeedsOwner: n8n 1.x gives its version (versionCli) only in
+// the settings of a signed-in user, so the agent asks as the owner.
+func TestVersionNeedsOwner(t *testing.T) {
+	ctx := t.Context()
+	url, _ := n8ntest.Start(t)
+	c, _ := bootstrapped(t, url)
+	if v, err := c.Version(ctx); err == nil {
+		t.Errorf("anonymous version %q: n8n leaves versionCli out of its public settings", v)
+	}
+	v, err := c.VersionAs(ctx, ownerEmail, ownerPassword)
+	if err != nil || !strings.HasPrefix(v, "1.123.") {
+		t.Errorf("version as the owner %q, %v", v, err)
+	}
+	if _, err := c.VersionAs(ctx, ownerEmail, "Wr0ng-password"); n8n.StatusOf(err) != 401 {
+		t.Errorf("version with a wrong password: %v, want a 401", err)
 	}
 }
 

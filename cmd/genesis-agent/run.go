@@ -169,17 +169,20 @@ func runAgent(ctx context.Context, e env, args []string) error {
 				AdminListen: *caddyAdmin, ACMEEmail: *acmeEmail,
 				HTTPPort: *caddyHTTP, HTTPSPort: *caddyHTTPS, BindHost: *caddyBind, Internal: *caddyInternal,
 			},
-			Ask:     ask,
-			Runtime: &converge.Compose{File: *composeFile, Dir: dir, Ready: n8nClient.WaitReady, Running: n8nClient.Version},
-			Logger:  log,
+			Ask:    ask,
+			Logger: log,
 		}
-		if *n8nRuntime == "none" {
-			convCfg.Runtime = nil
+		comp := &converge.Compose{File: *composeFile, Dir: dir, Ready: n8nClient.WaitReady}
+		if *n8nRuntime != "none" {
+			convCfg.Runtime = comp
 		}
 		conv, err := converge.New(convCfg)
 		if err != nil {
 			return err
 		}
+		// Before its first switch the runtime asks n8n its version, which
+		// n8n tells only the signed-in owner: through the converger.
+		comp.Running = conv.N8NVersion
 		applier = conv
 		probes = map[string]agent.Probe{"n8n": conv.ProbeN8N, "caddy": conv.ProbeCaddy}
 		n8nVer = conv.N8NVersion

@@ -652,9 +652,11 @@ func (d *demo) waitStates(ctx context.Context, done func(fleetDoc) bool) (time.D
 				}
 			}
 			if done(f) {
+				// The line as it ends (e.g. every manifest applied).
+				d.progress(ctx, f, true)
 				return time.Since(start), nil
 			}
-			d.progress(ctx, f)
+			d.progress(ctx, f, false)
 		}
 		if time.Since(start) > d.timeout {
 			return 0, fmt.Errorf("not done after %s (see the logs in %s)", d.timeout, d.work)
@@ -668,14 +670,14 @@ func (d *demo) waitStates(ctx context.Context, done func(fleetDoc) bool) (time.D
 }
 
 // progress shows the progress line: redrawn in place on a terminal, else
-// printed every few seconds when it changed.
-func (d *demo) progress(ctx context.Context, f fleetDoc) {
+// printed every few seconds (or now, with force) when it changed.
+func (d *demo) progress(ctx context.Context, f fleetDoc, force bool) {
 	now := time.Now()
 	every := 2 * time.Second
 	if d.tty {
 		every = time.Second
 	}
-	if now.Sub(d.lastProgress) < every {
+	if !force && now.Sub(d.lastProgress) < every {
 		return
 	}
 	d.lastProgress = now

@@ -79,7 +79,7 @@ func killAgent(ctx context.Context, info dropletInfo) error {
 // routeResult is what one HTTPS request through a droplet's Caddy got.
 type routeResult struct {
 	status int    // 0 when no HTTP answer came
-	n8n    string // the n8n version that answered, when n8n did
+	n8n    string // n8n's settings mode ("public"), when n8n answered
 	err    error  // why no HTTP answer came (e.g. the TLS handshake failed)
 }
 
@@ -88,7 +88,7 @@ func (r routeResult) String() string {
 	case r.err != nil:
 		return "no answer: " + r.err.Error()
 	case r.n8n != "":
-		return fmt.Sprintf("%d from n8n %s", r.status, r.n8n)
+		return fmt.Sprintf("%d from n8n (its %s settings)", r.status, r.n8n)
 	}
 	return fmt.Sprintf("%d from Caddy, not n8n", r.status)
 }
@@ -133,13 +133,14 @@ func request(ctx context.Context, info dropletInfo, host string) routeResult {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
 	out := routeResult{status: resp.StatusCode}
+	// n8n answers an anonymous caller with its public settings.
 	var settings struct {
 		Data struct {
-			VersionCLI string `json:"versionCli"`
+			SettingsMode string `json:"settingsMode"`
 		} `json:"data"`
 	}
 	if resp.StatusCode == http.StatusOK && json.Unmarshal(body, &settings) == nil {
-		out.n8n = settings.Data.VersionCLI
+		out.n8n = settings.Data.SettingsMode
 	}
 	return out
 }

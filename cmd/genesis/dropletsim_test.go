@@ -136,7 +136,7 @@ func TestDropletSim(t *testing.T) {
 		t.Errorf("another file of the agent's state is gone: %v", err)
 	}
 	// n8n (the emulator) and Caddy's admin API answer.
-	for url, want := range map[string]string{info.N8NURL + "/rest/settings": `"versionCli"`, "http://" + info.CaddyAdmin + "/config/": `"admin"`} {
+	for url, want := range map[string]string{info.N8NURL + "/rest/settings": `"settingsMode"`, "http://" + info.CaddyAdmin + "/config/": `"admin"`} {
 		resp, err := http.Get(url)
 		if err != nil {
 			t.Fatal(err)

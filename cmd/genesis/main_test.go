@@ -362,7 +362,7 @@ func TestDemoOnce(t *testing.T) {
 		"manifests applied 5/5 | heartbeats last minute:",
 		// Change a domain: the old one reached n8n through Caddy before,
 		// the new one does after, the old one no longer.
-		"before: https://track.acme.com via Caddy 127.1.", "→ 200 from n8n 1.123.81",
+		"before: https://track.acme.com via Caddy 127.1.", "→ 200 from n8n (its public settings)",
 		"after:  https://new-track.acme.com via Caddy 127.1.", "(domain routed: true)", "(domain routed: false)",
 		// Kill an agent: its heartbeats stop.
 		"killed genesis-agent (pid ", "ACTIVE_CRITICAL  after", "ACTIVE_HEALTHY   after", "the watchdog rebooted droplet",

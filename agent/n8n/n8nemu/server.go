@@ -268,8 +268,20 @@ func (s *Server) readiness(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-func (s *Server) settings(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{"versionCli": Version}})
+// settings is GET /rest/settings: like n8n 1.x, the full settings (with
+// versionCli) for a signed-in user, the public ones (without) otherwise.
+func (s *Server) settings(w http.ResponseWriter, r *http.Request) {
+	c, err := r.Cookie(authCookie)
+	s.mu.Lock()
+	signedIn := err == nil && s.sessions[c.Value]
+	ownerSet := s.owner != nil
+	s.mu.Unlock()
+	if !signedIn {
+		writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{"settingsMode": "public",
+			"userManagement": map[string]any{"authenticationMethod": "email", "showSetupOnFirstLoad": !ownerSet}}})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{"settingsMode": "authenticated", "versionCli": Version}})
 }
 
 // public wraps a public API handler with n8n's API key check. scope "" only
