@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +22,6 @@ import (
 	"genesis.dev/fleet/agent/caddy/caddytest"
 	"genesis.dev/fleet/agent/n8n/n8ntest"
 	"genesis.dev/fleet/schema"
-	"genesis.dev/fleet/schema/dsse"
 )
 
 // TestRealStack is a droplet made of real parts: the genesis-agent binary
@@ -40,32 +38,8 @@ func TestRealStack(t *testing.T) {
 	httpsPort, httpPort := caddytest.FreePort(t), caddytest.FreePort(t)
 	askAddr := fmt.Sprintf("127.0.0.1:%d", caddytest.FreePort(t))
 
-	ps := &protocolServer{t: t, w: w, token: "one-time-token-real", build: func(v int64) schema.Manifest {
-		m := w.manifest(v)
-		wf := json.RawMessage(`{"name":"Notify","nodes":[` +
-			`{"name":"Hook","type":"n8n-nodes-base.webhook","typeVersion":2,"position":[0,0],"webhookId":"h1","parameters":{"path":"notify","httpMethod":"POST"}},` +
-			`{"name":"Slack","type":"n8n-nodes-base.slack","typeVersion":2,"position":[200,0],"parameters":{},"credentials":{"slackApi":{"id":"TEMPLATE_SLACK_UUID","name":"Slack"}}}` +
-			`],"connections":{},"settings":{}}`)
-		m.Workflows = []schema.ManifestWorkflow{{Name: "notify", SHA256: sha(wf), JSON: wf}}
-		c := w.cred("slack")
-		c.Data = json.RawMessage(`{"accessToken":"s3cret-slack","signatureSecret":"s3cret-sig"}`)
-		mc := w.seal("slack", c)
-		mc.Type = "slackApi"
-		m.Credentials = []schema.ManifestCredential{mc}
-		return m
-	}}
-	srv := httptest.NewServer(ps)
-	defer srv.Close()
-	cfg, _ := json.Marshal(schema.AgentConfig{
-		ReconcilerURL: srv.URL,
-		SigningKeys:   []string{string(dsse.MarshalPublicKeyPEM(w.signer.Public()))},
-		Workspace:     w.workspace, DropletName: "genesis-ws-acme", Token: ps.token,
-	})
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "agent.json")
-	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ps := &protocolServer{t: t, w: w, token: "one-time-token-real", build: w.slackManifest}
+	dir, cfgPath := startProtocol(t, ps)
 	state := filepath.Join(dir, "state")
 	cmd := exec.Command(bin, "run", "--config", cfgPath, "--droplet-id", w.droplet, "--state-dir", state,
 		"--n8n-url", n8nURL, "--n8n-runtime", "none",

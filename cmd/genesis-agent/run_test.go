@@ -241,33 +241,8 @@ func TestRunConverges(t *testing.T) {
 		}
 	}))
 	defer caddySrv.Close()
-	ps := &protocolServer{t: t, w: w, token: "one-time-token-abc", build: func(v int64) schema.Manifest {
-		m := w.manifest(v)
-		wf := json.RawMessage(`{"name":"Notify","nodes":[` +
-			`{"name":"Hook","type":"n8n-nodes-base.webhook","typeVersion":2,"position":[0,0],"webhookId":"h1","parameters":{"path":"notify","httpMethod":"POST"}},` +
-			`{"name":"Slack","type":"n8n-nodes-base.slack","typeVersion":2,"position":[200,0],"parameters":{},"credentials":{"slackApi":{"id":"TEMPLATE_SLACK_UUID","name":"Slack"}}}` +
-			`],"connections":{},"settings":{}}`)
-		m.Workflows = []schema.ManifestWorkflow{{Name: "notify", SHA256: sha(wf), JSON: wf}}
-		c := w.cred("slack")
-		// n8n 1.123 wants a signatureSecret (or its "notice" field) with a slackApi token.
-		c.Data = json.RawMessage(`{"accessToken":"s3cret-slack","signatureSecret":"s3cret-sig"}`)
-		mc := w.seal("slack", c)
-		mc.Type = "slackApi"
-		m.Credentials = []schema.ManifestCredential{mc}
-		return m
-	}}
-	srv := httptest.NewServer(ps)
-	defer srv.Close()
-	cfg, _ := json.Marshal(schema.AgentConfig{
-		ReconcilerURL: srv.URL,
-		SigningKeys:   []string{string(dsse.MarshalPublicKeyPEM(w.signer.Public()))},
-		Workspace:     w.workspace, DropletName: "genesis-ws-acme", Token: ps.token,
-	})
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "agent.json")
-	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ps := &protocolServer{t: t, w: w, token: "one-time-token-abc", build: w.slackManifest}
+	dir, cfgPath := startProtocol(t, ps)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -356,4 +331,42 @@ func TestRunConverges(t *testing.T) {
 	if strings.Contains(stderr.String(), "s3cret") || strings.Contains(stderr.String(), ps.cred) {
 		t.Errorf("a secret in the logs:\n%s", stderr.String())
 	}
+}
+
+// slackManifest is a manifest of version v with one webhook workflow using
+// one sealed Slack credential.
+func (w *world) slackManifest(v int64) schema.Manifest {
+	m := w.manifest(v)
+	wf := json.RawMessage(`{"name":"Notify","nodes":[` +
+		`{"name":"Hook","type":"n8n-nodes-base.webhook","typeVersion":2,"position":[0,0],"webhookId":"h1","parameters":{"path":"notify","httpMethod":"POST"}},` +
+		`{"name":"Slack","type":"n8n-nodes-base.slack","typeVersion":2,"position":[200,0],"parameters":{},"credentials":{"slackApi":{"id":"TEMPLATE_SLACK_UUID","name":"Slack"}}}` +
+		`],"connections":{},"settings":{}}`)
+	m.Workflows = []schema.ManifestWorkflow{{Name: "notify", SHA256: sha(wf), JSON: wf}}
+	c := w.cred("slack")
+	// n8n 1.123 wants a signatureSecret (or its "notice" field) with a slackApi token.
+	c.Data = json.RawMessage(`{"accessToken":"s3cret-slack","signatureSecret":"s3cret-sig"}`)
+	mc := w.seal("slack", c)
+	mc.Type = "slackApi"
+	m.Credentials = []schema.ManifestCredential{mc}
+	return m
+}
+
+// startProtocol serves ps on 127.0.0.1 until the test ends and writes the
+// agent config pointing at it; it returns the test's directory and the
+// config's path.
+func startProtocol(t *testing.T, ps *protocolServer) (dir, cfgPath string) {
+	t.Helper()
+	srv := httptest.NewServer(ps)
+	t.Cleanup(srv.Close)
+	cfg, _ := json.Marshal(schema.AgentConfig{
+		ReconcilerURL: srv.URL,
+		SigningKeys:   []string{string(dsse.MarshalPublicKeyPEM(ps.w.signer.Public()))},
+		Workspace:     ps.w.workspace, DropletName: "genesis-ws-acme", Token: ps.token,
+	})
+	dir = t.TempDir()
+	cfgPath = filepath.Join(dir, "agent.json")
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, cfgPath
 }
