@@ -46,18 +46,7 @@ func TestRealStack(t *testing.T) {
 		"--caddy-admin", admin, "--caddy-bind", "127.0.0.1", "--caddy-internal-tls",
 		"--caddy-http-port", strconv.Itoa(httpPort), "--caddy-https-port", strconv.Itoa(httpsPort), "--ask-listen", askAddr,
 		"--heartbeat-interval", "500ms", "--poll-wait", "1s", "--log-format", "json")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
+	stderr, _ := startProc(t, cmd, []string{"PATH=" + os.Getenv("PATH")})
 
 	// Converged: a heartbeat with version 1 applied, n8n and Caddy ok, and
 	// the version n8n reports (a real n8n's first start takes a while).

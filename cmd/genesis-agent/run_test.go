@@ -147,18 +147,7 @@ func TestRunUnderTheSimulatorHook(t *testing.T) {
 	ln.Close()
 
 	cmd := exec.Command(bin, "run", "--converge=false", "--heartbeat-interval", "200ms", "--poll-wait", "1s", "--metrics-listen", metricsAddr, "--log-format", "json")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DOSIM_USER_DATA_FILE=" + userData, "DOSIM_DROPLET_ID=" + w.droplet, "DOSIM_DISK_DIR=" + disk}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
+	stderr, done := startProc(t, cmd, []string{"PATH=" + os.Getenv("PATH"), "DOSIM_USER_DATA_FILE=" + userData, "DOSIM_DROPLET_ID=" + w.droplet, "DOSIM_DISK_DIR=" + disk})
 
 	deadline := time.Now().Add(15 * time.Second)
 	var applied *schema.Heartbeat
@@ -205,7 +194,7 @@ func TestRunUnderTheSimulatorHook(t *testing.T) {
 	}
 	// Logs are structured, carry a component, and never the credential
 	// or the token.
-	sc := bufio.NewScanner(bytes.NewReader(stderr.Bytes()))
+	sc := bufio.NewScanner(bytes.NewReader([]byte(stderr.String())))
 	for sc.Scan() {
 		var rec map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
@@ -253,18 +242,7 @@ func TestRunConverges(t *testing.T) {
 	cmd := exec.Command(bin, "run", "--config", cfgPath, "--droplet-id", w.droplet, "--state-dir", filepath.Join(dir, "state"),
 		"--n8n-url", emu.URL, "--caddy-admin", strings.TrimPrefix(caddySrv.URL, "http://"), "--ask-listen", askAddr,
 		"--heartbeat-interval", "200ms", "--poll-wait", "1s", "--log-format", "json")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
+	stderr, done := startProc(t, cmd, []string{"PATH=" + os.Getenv("PATH")})
 
 	deadline := time.Now().Add(15 * time.Second)
 	var applied *schema.Heartbeat
@@ -369,4 +347,23 @@ func startProtocol(t *testing.T, ps *protocolServer) (dir, cfgPath string) {
 		t.Fatal(err)
 	}
 	return dir, cfgPath
+}
+
+// startProc starts cmd with env and its stderr captured, and kills it (if
+// still running) when the test ends; done yields its exit.
+func startProc(t *testing.T, cmd *exec.Cmd, env []string) (*lockedBuffer, chan error) {
+	t.Helper()
+	cmd.Env = env
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	return stderr, done
 }
