@@ -15,42 +15,15 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
-	os.Exit(exitCode(err, os.Stderr))
-}
-
-// exitError carries a process exit code and a message (empty if printed
-// already).
-type exitError struct {
-	code int
-	msg  string
-}
-
-func (e *exitError) Error() string { return e.msg }
-
-// usageError is a mistake in the command line: exit status 2.
-func usageError(format string, args ...any) error {
-	return &exitError{code: 2, msg: fmt.Sprintf(format, args...)}
-}
-
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.msg != "" {
-			fmt.Fprintln(stderr, "genesis-agent:", ee.msg)
-		}
-		return ee.code
-	}
-	fmt.Fprintln(stderr, "genesis-agent:", err)
-	return 1
+	os.Exit(cliexit.Code("genesis-agent", err, os.Stderr))
 }
 
 const usageText = `Usage: genesis-agent COMMAND [flags]
@@ -78,7 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	e := env{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usageText)
-		return &exitError{code: 2}
+		return &cliexit.Error{Code: 2}
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
@@ -95,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return nil
 	}
 	fmt.Fprint(stderr, usageText)
-	return usageError("unknown command %q", args[0])
+	return cliexit.Usage("unknown command %q", args[0])
 }
 
 // newFlags makes a subcommand's flag set. The flag package's own usage
@@ -130,10 +103,10 @@ func parse(e env, fs *cmdFlags, args []string) error {
 			return flag.ErrHelp
 		}
 		fs.printUsage(e.stderr)
-		return &exitError{code: 2}
+		return &cliexit.Error{Code: 2}
 	}
 	if fs.NArg() > 0 {
-		return usageError("%s: unexpected arguments %q", fs.Name(), fs.Args())
+		return cliexit.Usage("%s: unexpected arguments %q", fs.Name(), fs.Args())
 	}
 	return nil
 }

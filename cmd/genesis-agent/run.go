@@ -22,6 +22,8 @@ import (
 	"genesis.dev/fleet/agent/n8n"
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/schema"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 const runUsage = `Usage: genesis-agent run [flags]
@@ -89,20 +91,20 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	}
 	log, err := logflag.New(e.stderr, *logFormat, *logLevel)
 	if err != nil {
-		return usageError("%v", err)
+		return cliexit.Usage("%v", err)
 	}
 	if *hbInterval <= 0 || *pollWait <= 0 || *skew <= 0 || *retryMax <= 0 {
-		return usageError("run: durations must be positive")
+		return cliexit.Usage("run: durations must be positive")
 	}
 	if *n8nRuntime != "compose" && *n8nRuntime != "none" {
-		return usageError("run: --n8n-runtime: want compose or none, got %q", *n8nRuntime)
+		return cliexit.Usage("run: --n8n-runtime: want compose or none, got %q", *n8nRuntime)
 	}
 	for _, p := range []struct {
 		flag string
 		port int
 	}{{"--caddy-http-port", *caddyHTTP}, {"--caddy-https-port", *caddyHTTPS}} {
 		if p.port < 1 || p.port > 65535 {
-			return usageError("run: %s: %d is not a port (1-65535)", p.flag, p.port)
+			return cliexit.Usage("run: %s: %d is not a port (1-65535)", p.flag, p.port)
 		}
 	}
 	cfg, err := loadConfig(e, *configPath, *userData)
@@ -121,7 +123,7 @@ func runAgent(ctx context.Context, e env, args []string) error {
 		}
 	}
 	if err := agent.CheckDropletID(id); err != nil {
-		return usageError("run: %v", err)
+		return cliexit.Usage("run: %v", err)
 	}
 	st, err := agent.OpenState(dir)
 	if err != nil {
@@ -142,10 +144,10 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	if *doConverge {
 		n8nClient, err := n8n.New(*n8nURL, n8n.Options{Logger: log})
 		if err != nil {
-			return usageError("run: --n8n-url: %v", err)
+			return cliexit.Usage("run: --n8n-url: %v", err)
 		}
 		if _, _, err := net.SplitHostPort(*caddyAdmin); err != nil {
-			return usageError("run: --caddy-admin: want host:port")
+			return cliexit.Usage("run: --caddy-admin: want host:port")
 		}
 		askLn, err = net.Listen("tcp", *askListen)
 		if err != nil {
@@ -267,7 +269,7 @@ func runAgent(ctx context.Context, e env, args []string) error {
 // loadConfig reads the agent config from the flag, env or default source.
 func loadConfig(e env, configPath, userData string) (schema.AgentConfig, error) {
 	if configPath != "" && userData != "" {
-		return schema.AgentConfig{}, usageError("run: give --config or --user-data, not both")
+		return schema.AgentConfig{}, cliexit.Usage("run: give --config or --user-data, not both")
 	}
 	if configPath == "" && userData == "" {
 		configPath = e.getenv("GENESIS_AGENT_CONFIG")

@@ -11,6 +11,8 @@ import (
 	"genesis.dev/fleet/agent"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 const keysUsage = `Usage: genesis-agent keys --state-dir DIR
@@ -26,7 +28,7 @@ func runKeys(e env, args []string) error {
 		return err
 	}
 	if *dir == "" {
-		return usageError("keys: --state-dir is required")
+		return cliexit.Usage("keys: --state-dir is required")
 	}
 	var keys agent.Keys
 	st, err := agent.OpenState(*dir)
@@ -81,17 +83,17 @@ func runVerify(ctx context.Context, e env, args []string) error {
 	}
 	switch {
 	case len(keys) == 0:
-		return usageError("verify: at least one --trusted-key is required")
+		return cliexit.Usage("verify: at least one --trusted-key is required")
 	case *workspace == "" || *droplet == "" || *dir == "":
-		return usageError("verify: --workspace, --droplet and --state-dir are required")
+		return cliexit.Usage("verify: --workspace, --droplet and --state-dir are required")
 	case *skew <= 0:
-		return usageError("verify: --max-clock-skew must be positive")
+		return cliexit.Usage("verify: --max-clock-skew must be positive")
 	}
 	now := time.Now()
 	if *nowFlag != "" {
 		t, err := time.Parse(time.RFC3339, *nowFlag)
 		if err != nil {
-			return usageError("verify: --now: %v", err)
+			return cliexit.Usage("verify: --now: %v", err)
 		}
 		now = t
 	}
@@ -99,11 +101,11 @@ func runVerify(ctx context.Context, e env, args []string) error {
 	for _, f := range keys {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return usageError("verify: --trusted-key: %v", err)
+			return cliexit.Usage("verify: --trusted-key: %v", err)
 		}
 		k, err := dsse.ParsePublicKeyPEM(data)
 		if err != nil {
-			return usageError("verify: --trusted-key %s: %v", f, err)
+			return cliexit.Usage("verify: --trusted-key %s: %v", f, err)
 		}
 		trusted.Add(k)
 	}
@@ -128,7 +130,7 @@ func runVerify(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		var re *agent.RejectError
 		if errors.As(err, &re) {
-			return &exitError{code: 1, msg: re.Error()}
+			return &cliexit.Error{Code: 1, Msg: re.Error()}
 		}
 		return err
 	}

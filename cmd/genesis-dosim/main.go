@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/reconciler/dosim"
 )
@@ -28,18 +29,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "genesis-dosim:", err)
-		os.Exit(1)
-	}
+	os.Exit(cliexit.Code("genesis-dosim", err, os.Stderr))
 }
-
-// errUsage marks command-line mistakes (exit status 2).
-var errUsage = errors.New("usage error")
 
 // accountsFlag collects raw --account values; they are parsed after flag
 // parsing so that an error never echoes a token (the flag package quotes
@@ -132,12 +123,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return &cliexit.Error{Code: 2} // the flag package printed it
 	}
 	usage := func(format string, a ...any) error {
 		fmt.Fprintf(stderr, "genesis-dosim: "+format+"\n", a...)
 		fs.Usage()
-		return errUsage
+		return &cliexit.Error{Code: 2} // printed above
 	}
 	if fs.NArg() > 0 {
 		return usage("unexpected arguments: %v", fs.Args())

@@ -14,6 +14,7 @@ import (
 	"github.com/digitalocean/godo"
 	"github.com/google/go-cmp/cmp"
 
+	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 )
@@ -56,7 +57,7 @@ func TestUsageErrors(t *testing.T) {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stderr bytes.Buffer
 			err := run(context.Background(), tc.args, noEnv, &bytes.Buffer{}, &stderr)
-			if !errors.Is(err, errUsage) {
+			if !cliexit.IsUsage(err) {
 				t.Fatalf("err = %v, want a usage error", err)
 			}
 			if !strings.Contains(stderr.String(), tc.want) || !strings.Contains(stderr.String(), "Usage: genesis-dosim") {

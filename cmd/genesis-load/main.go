@@ -19,12 +19,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 func main() { os.Exit(mainStatus(os.Args[1:])) }
@@ -34,14 +33,5 @@ func mainStatus(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, args, os.Getenv, os.Stdout, os.Stderr)
 	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.Is(err, errUsage):
-		fmt.Fprintln(os.Stderr, "genesis-load:", err)
-		return 2
-	default:
-		fmt.Fprintln(os.Stderr, "genesis-load:", err)
-		return 1
-	}
+	return cliexit.Code("genesis-load", err, os.Stderr)
 }

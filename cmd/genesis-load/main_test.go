@@ -18,6 +18,7 @@ import (
 	"filippo.io/age"
 	"github.com/google/go-cmp/cmp"
 
+	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/schema/dsse"
 )
 
@@ -73,7 +74,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"heartbeat", "--reconciler", "http://127.0.0.1:8080"}, "--reconciler needs --database-url"},
 	} {
 		_, _, err := runTool(t, tc.args...)
-		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
+		if !cliexit.IsUsage(err) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err = %v, want a usage error containing %q", tc.args, err, tc.want)
 		}
 	}
@@ -102,7 +103,7 @@ func TestRefusesNonLoopbackTargets(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
+			if !cliexit.IsUsage(err) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want a usage error containing %q", err, tc.want)
 			}
 		})
@@ -111,7 +112,7 @@ func TestRefusesNonLoopbackTargets(t *testing.T) {
 	_, err := parseFlags([]string{"heartbeat"}, func(k string) string {
 		return map[string]string{"GENESIS_LOAD_RECONCILER": "http://192.0.2.1/", "DATABASE_URL": "postgres://127.0.0.1/x"}[k]
 	}, &bytes.Buffer{})
-	if !errors.Is(err, errUsage) {
+	if !cliexit.IsUsage(err) {
 		t.Fatalf("GENESIS_LOAD_RECONCILER=192.0.2.1: err = %v, want a usage error", err)
 	}
 }

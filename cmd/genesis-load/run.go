@@ -14,15 +14,12 @@ import (
 	"sync"
 	"time"
 
+	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/internal/logflag"
 )
 
-// errUsage marks command-line mistakes (exit status 2).
-var errUsage = errors.New("usage error")
-
-func usageErr(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
-}
+// usageErr is a command-line mistake (exit status 2).
+func usageErr(format string, args ...any) error { return cliexit.Usage(format, args...) }
 
 const usage = `Usage: genesis-load SCENARIO [flags]
        genesis-load gobench [--input FILE] [--markdown FILE] [--json]

@@ -10,6 +10,7 @@ import (
 
 	"filippo.io/age"
 
+	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
@@ -21,7 +22,7 @@ import (
 func buildAPI(c config, st *store.Store, ids []age.Identity, log *slog.Logger, pushed func()) (*auth.Authenticator, *stateapi.API, error) {
 	if c.tokensFile == "" {
 		if c.metricsTokenRequired {
-			return nil, nil, usageError{"--metrics-token-required needs --tokens"}
+			return nil, nil, cliexit.Usage("--metrics-token-required needs --tokens")
 		}
 		return nil, nil, nil
 	}

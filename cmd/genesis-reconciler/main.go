@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/agentapi"
@@ -35,22 +36,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		var ue usageError
-		if errors.As(err, &ue) {
-			if ue.msg != "" {
-				fmt.Fprintln(os.Stderr, "genesis-reconciler:", ue.msg)
-			}
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "genesis-reconciler:", err)
-		os.Exit(1)
-	}
+	os.Exit(cliexit.Code("genesis-reconciler", err, os.Stderr))
 }
-
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
 
 const usage = `Usage: genesis-reconciler [flags]
 
@@ -186,15 +173,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
 		}
-		return c, usageError{}
+		return c, &cliexit.Error{Code: 2}
 	}
 	switch {
 	case fs.NArg() > 0:
-		return c, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+		return c, cliexit.Usage("unexpected arguments %q", fs.Args())
 	case c.databaseURL == "":
-		return c, usageError{"--database-url (or DATABASE_URL) is required"}
+		return c, cliexit.Usage("--database-url (or DATABASE_URL) is required")
 	case (c.stateRepo == "") == (c.stateDir == ""):
-		return c, usageError{"give exactly one of --state-repo and --state-dir"}
+		return c, cliexit.Usage("give exactly one of --state-repo and --state-dir")
 	case !strings.HasSuffix(c.doAPIURL, "/"):
 		c.doAPIURL += "/"
 	}
@@ -211,7 +198,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log, err := logflag.New(stderr, c.logFormat, c.logLevel)
 	if err != nil {
-		return usageError{err.Error()}
+		return cliexit.Usage("%v", err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -29,6 +29,8 @@ import (
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 const demoUsage = `Usage: genesis demo [--state DIR] [--once] [--bin DIR] [--caddy PATH] [--workdir DIR]
@@ -86,7 +88,7 @@ func runDemo(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageError("demo takes no arguments, got %q", pos)
+		return cliexit.Usage("demo takes no arguments, got %q", pos)
 	}
 	repo, err := loadRepo(*dir)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"genesis.dev/fleet/internal/pgserver"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 const devDBUsage = `Usage: genesis dev-db [--dir DIR]
@@ -22,7 +24,7 @@ func runDevDB(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageError("dev-db takes no arguments, got %q", pos)
+		return cliexit.Usage("dev-db takes no arguments, got %q", pos)
 	}
 	return pgserver.RunDev(ctx, e.stdout, *dir)
 }

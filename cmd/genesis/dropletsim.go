@@ -22,6 +22,8 @@ import (
 	"genesis.dev/fleet/agent/converge"
 	"genesis.dev/fleet/agent/n8n/n8nemu"
 	"genesis.dev/fleet/internal/logflag"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 const dropletSimUsage = `Usage: genesis droplet-sim --caddy-bin PATH [--agent-bin PATH] [--disk DIR] [--bind IP] [--pid-log FILE] [-- AGENT-RUN-FLAGS...]
@@ -98,15 +100,15 @@ func runDropletSim(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageError("droplet-sim: unexpected arguments %q (agent flags go after --)", pos)
+		return cliexit.Usage("droplet-sim: unexpected arguments %q (agent flags go after --)", pos)
 	}
 	base, err := logflag.New(e.stderr, *logFormat, *logLevel)
 	if err != nil {
-		return usageError("droplet-sim: %v", err)
+		return cliexit.Usage("droplet-sim: %v", err)
 	}
 	log := base.With("component", "droplet-sim")
 	if *caddyBin == "" {
-		return usageError("droplet-sim: --caddy-bin is required")
+		return cliexit.Usage("droplet-sim: --caddy-bin is required")
 	}
 	if *agentBin == "" {
 		exe, err := os.Executable()
@@ -119,17 +121,17 @@ func runDropletSim(ctx context.Context, e env, args []string) error {
 		*disk = e.getenv("DOSIM_DISK_DIR")
 	}
 	if *disk == "" {
-		return usageError("droplet-sim: --disk or $DOSIM_DISK_DIR is required")
+		return cliexit.Usage("droplet-sim: --disk or $DOSIM_DISK_DIR is required")
 	}
 	if *bind == "" {
 		*bind = firstNonEmpty(e.getenv("DOSIM_DROPLET_IP"), "127.0.0.1")
 	}
 	if ip := net.ParseIP(*bind); ip == nil || !ip.IsLoopback() {
-		return usageError("droplet-sim: --bind %q: want a loopback IP address", *bind)
+		return cliexit.Usage("droplet-sim: --bind %q: want a loopback IP address", *bind)
 	}
 	for _, b := range []struct{ flag, path string }{{"--caddy-bin", *caddyBin}, {"--agent-bin", *agentBin}} {
 		if fi, err := os.Stat(b.path); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-			return usageError("droplet-sim: %s %s: not an executable file", b.flag, b.path)
+			return cliexit.Usage("droplet-sim: %s %s: not an executable file", b.flag, b.path)
 		}
 	}
 	s := &dropletSim{log: log, stderr: e.stderr, grace: *grace, pidLog: *pidLog,

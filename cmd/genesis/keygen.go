@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"filippo.io/age"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 const keygenUsage = `Usage:
@@ -37,10 +39,10 @@ func runKeygen(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return usageError("keygen takes one kind: age or signing (see genesis keygen --help)")
+		return cliexit.Usage("keygen takes one kind: age or signing (see genesis keygen --help)")
 	}
 	if *out == "" {
-		return usageError("keygen: --out FILE is required")
+		return cliexit.Usage("keygen: --out FILE is required")
 	}
 	switch pos[0] {
 	case "age":
@@ -84,7 +86,7 @@ func runKeygen(ctx context.Context, e env, args []string) error {
 		fmt.Fprintf(e.stderr, "wrote signing key to %s and public key to %s.pub\n", *out, *out)
 		return nil
 	default:
-		return usageError("keygen: unknown kind %q (age or signing)", pos[0])
+		return cliexit.Usage("keygen: unknown kind %q (age or signing)", pos[0])
 	}
 }
 

@@ -23,6 +23,8 @@ import (
 
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 // cli runs genesis in-process and returns its exit status and output.
@@ -30,7 +32,7 @@ func cli(t *testing.T, stdin string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	err := run(context.Background(), args, func(string) string { return "" }, strings.NewReader(stdin), &out, &errb)
-	return exitCode(err, &errb), out.String(), errb.String()
+	return cliexit.Code("genesis", err, &errb), out.String(), errb.String()
 }
 
 // needAge returns the path of the real age CLI; make deps installs it.

@@ -13,6 +13,8 @@ import (
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/tenants"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 const planUsage = `Usage: genesis plan --state DIR [--reconciler URL] [--format text|markdown|json] [--allow-mass-change]
@@ -42,12 +44,12 @@ func runPlan(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageError("plan takes no arguments (use --state DIR), got %q", pos)
+		return cliexit.Usage("plan takes no arguments (use --state DIR), got %q", pos)
 	}
 	switch *format {
 	case "text", "markdown", "json":
 	default:
-		return usageError("plan: --format must be text, markdown or json, not %q", *format)
+		return cliexit.Usage("plan: --format must be text, markdown or json, not %q", *format)
 	}
 	if _, err := loadRepo(*dir); err != nil {
 		return err
@@ -99,10 +101,10 @@ func runPlan(ctx context.Context, e env, args []string) error {
 		fmt.Fprintln(e.stderr, er.Error())
 	}
 	if len(snap.Errors) > 0 {
-		return &exitError{code: 1, msg: fmt.Sprintf("%d validation error(s) in %s", len(snap.Errors), *dir)}
+		return &cliexit.Error{Code: 1, Msg: fmt.Sprintf("%d validation error(s) in %s", len(snap.Errors), *dir)}
 	}
 	if len(p.Refused) > 0 && !*allow {
-		return &exitError{code: 1, msg: "the plan is refused by the fleet's safety limits"}
+		return &cliexit.Error{Code: 1, Msg: "the plan is refused by the fleet's safety limits"}
 	}
 	return nil
 }
@@ -114,7 +116,7 @@ func fetchObserved(ctx context.Context, base, token string) (plan.Observed, erro
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/observed", nil)
 	if err != nil {
-		return o, usageError("plan: bad --reconciler URL: %v", err)
+		return o, cliexit.Usage("plan: bad --reconciler URL: %v", err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)

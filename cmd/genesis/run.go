@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 // env is what every command gets from the process.
@@ -55,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	if len(args) == 0 {
 		fmt.Fprintf(stderr, mainUsage, list.String())
-		return &exitError{code: 2}
+		return &cliexit.Error{Code: 2}
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
@@ -71,7 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return c.run(ctx, e, args[1:])
 		}
 	}
-	return usageError("unknown command %q (run 'genesis --help')", args[0])
+	return cliexit.Usage("unknown command %q (run 'genesis --help')", args[0])
 }
 
 // newFlags makes a flag set whose --help prints usage to stdout and whose
@@ -103,7 +105,7 @@ func parse(e env, fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, &exitError{code: 2}
+			return nil, &cliexit.Error{Code: 2}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -118,4 +120,4 @@ func parse(e env, fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // errHelp ends a command successfully after --help.
-var errHelp = &exitError{code: 0}
+var errHelp = &cliexit.Error{Code: 0}

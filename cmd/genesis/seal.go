@@ -12,6 +12,8 @@ import (
 	"filippo.io/age/armor"
 
 	"genesis.dev/fleet/schema"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 const sealUsage = `Usage: genesis seal [--fleet genesis.yaml | --recipient R ...] [--raw] < plaintext > sealed
@@ -37,10 +39,10 @@ func runSeal(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageError("seal reads stdin and takes no arguments, got %q", pos)
+		return cliexit.Usage("seal reads stdin and takes no arguments, got %q", pos)
 	}
 	if *fleet != "" && len(recips) > 0 {
-		return usageError("seal: use --fleet or --recipient, not both")
+		return cliexit.Usage("seal: use --fleet or --recipient, not both")
 	}
 	if len(recips) == 0 {
 		path := *fleet
@@ -61,7 +63,7 @@ func runSeal(ctx context.Context, e env, args []string) error {
 	for _, r := range recips {
 		rcp, err := age.ParseX25519Recipient(r)
 		if err != nil {
-			return usageError("seal: %q is not an age X25519 recipient", r)
+			return cliexit.Usage("seal: %q is not an age X25519 recipient", r)
 		}
 		rs = append(rs, rcp)
 	}

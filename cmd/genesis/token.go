@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"genesis.dev/fleet/reconciler/auth"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 const tokenUsage = `Usage: genesis token new --name NAME --scopes dashboard[,admin,metrics,agent] [--email E]
@@ -27,7 +29,7 @@ func runToken(ctx context.Context, e env, args []string) error {
 			fmt.Fprintln(e.stdout, tokenUsage)
 			return nil
 		}
-		return usageError("token: want 'genesis token new --name NAME --scopes S' (see genesis token --help)")
+		return cliexit.Usage("token: want 'genesis token new --name NAME --scopes S' (see genesis token --help)")
 	}
 	fs := newFlags(e, "token new", tokenUsage)
 	name := fs.String("name", "", "the caller's name (git author, audit actor)")
@@ -38,7 +40,7 @@ func runToken(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageError("token new takes no arguments, got %q", pos)
+		return cliexit.Usage("token new takes no arguments, got %q", pos)
 	}
 	tok, err := auth.NewToken()
 	if err != nil {
@@ -56,7 +58,7 @@ func runToken(ctx context.Context, e env, args []string) error {
 	}
 	// The tokens file's own parser judges the line, so what is printed loads.
 	if _, err := auth.ParseTokens(b); err != nil {
-		return usageError("%s", strings.TrimPrefix(err.Error(), "tokens line 1: "))
+		return cliexit.Usage("%s", strings.TrimPrefix(err.Error(), "tokens line 1: "))
 	}
 	fmt.Fprintf(e.stdout, "%s\n%s\n", tok, b)
 	return nil

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"genesis.dev/fleet/reconciler/auth"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 func TestTokenNew(t *testing.T) {
@@ -27,8 +29,8 @@ func TestTokenNew(t *testing.T) {
 		t.Errorf("line %s does not describe token %s", lines[1], lines[0])
 	}
 	for _, bad := range [][]string{{"token"}, {"token", "new", "--name", "x"}, {"token", "new", "--name", "a b", "--scopes", "admin"}, {"token", "new", "--name", "x", "--scopes", "root"}} {
-		if err := run(context.Background(), bad, func(string) string { return "" }, strings.NewReader(""), &out, &errb); exitCode(err, &errb) != 2 {
-			t.Errorf("%q: exit %d, want 2", bad, exitCode(err, &errb))
+		if err := run(context.Background(), bad, func(string) string { return "" }, strings.NewReader(""), &out, &errb); cliexit.Code("genesis", err, &errb) != 2 {
+			t.Errorf("%q: exit %d, want 2", bad, cliexit.Code("genesis", err, &errb))
 		}
 	}
 }

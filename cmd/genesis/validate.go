@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"genesis.dev/fleet/schema"
+
+	"genesis.dev/fleet/internal/cliexit"
 )
 
 const validateUsage = `Usage: genesis validate [--json] [DIR]
@@ -31,7 +33,7 @@ func runValidate(ctx context.Context, e env, args []string) error {
 	case 1:
 		dir = pos[0]
 	default:
-		return usageError("validate takes at most one directory, got %d", len(pos))
+		return cliexit.Usage("validate takes at most one directory, got %d", len(pos))
 	}
 	repo, err := loadRepo(dir)
 	if err != nil {
@@ -56,7 +58,7 @@ func runValidate(ctx context.Context, e env, args []string) error {
 		if !*asJSON {
 			fmt.Fprintf(e.stderr, "%d error(s) in %d file(s); %d valid tenant(s)\n", len(repo.Errors), countFiles(repo.Errors), len(repo.Tenants))
 		}
-		return &exitError{code: 1}
+		return &cliexit.Error{Code: 1}
 	}
 	if !*asJSON {
 		fmt.Fprintf(e.stdout, "ok: %s is valid: %d tenant(s), %d template(s), %d account(s)\n", dir, len(repo.Tenants), len(repo.Templates), len(repo.Fleet.Spec.Accounts))
@@ -69,10 +71,10 @@ func runValidate(ctx context.Context, e env, args []string) error {
 func loadRepo(dir string) (*schema.Repo, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
-		return nil, usageError("%v", err)
+		return nil, cliexit.Usage("%v", err)
 	}
 	if !st.IsDir() {
-		return nil, usageError("%s is not a directory", dir)
+		return nil, cliexit.Usage("%s is not a directory", dir)
 	}
 	return schema.LoadDir(os.DirFS(dir)), nil
 }
