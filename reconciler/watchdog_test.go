@@ -1,14 +1,12 @@
 package reconciler
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/reconciler/watchdog"
 )
@@ -422,30 +421,12 @@ func TestWatchdogRebuildFromSnapshotThenFailed(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink the watchdog's goroutines may share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestWatchdogOutageGuard: half the fleet silent at once is an outage: no
 // droplet is remediated, the gauge says so, and one log line marks its
 // start and one its end.
 func TestWatchdogOutageGuard(t *testing.T) {
 	h := watchHarness(t)
-	var logs lockedBuffer
+	var logs syncio.Buffer
 	h.rec.wlog = slog.New(slog.NewTextHandler(&logs, nil)).With("component", "watchdog")
 	var ids []string
 	for i := range 10 {

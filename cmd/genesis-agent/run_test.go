@@ -22,6 +22,7 @@ import (
 
 	"genesis.dev/fleet/agent/n8n/n8nemu"
 	"genesis.dev/fleet/internal/promcheck"
+	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
@@ -351,10 +352,10 @@ func startProtocol(t *testing.T, ps *protocolServer) (dir, cfgPath string) {
 
 // startProc starts cmd with env and its stderr captured, and kills it (if
 // still running) when the test ends; done yields its exit.
-func startProc(t *testing.T, cmd *exec.Cmd, env []string) (*lockedBuffer, chan error) {
+func startProc(t *testing.T, cmd *exec.Cmd, env []string) (*syncio.Buffer, chan error) {
 	t.Helper()
 	cmd.Env = env
-	stderr := &lockedBuffer{}
+	stderr := &syncio.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,28 +14,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/internal/cliexit"
+	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server goroutine to write while
-// the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func noEnv(string) string { return "" }
 
@@ -87,7 +68,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 func serve(t *testing.T, args ...string) (string, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &syncio.Buffer{}, &syncio.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, append([]string{"--listen", "127.0.0.1:0"}, args...), noEnv, stdout, stderr) }()
 	deadline := time.Now().Add(20 * time.Second)

@@ -11,11 +11,11 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/internal/logflag"
+	"genesis.dev/fleet/internal/syncio"
 )
 
 // usageErr is a command-line mistake (exit status 2).
@@ -189,7 +189,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serveMain(ctx, args[1:], os.Stdin, stdout, stderr)
 	}
 	// Two loggers and the reconciler subprocess's output share stderr.
-	stderr = &syncWriter{w: stderr}
+	stderr = &syncio.Writer{W: stderr}
 	c, err := parseFlags(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -229,18 +229,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("counts do not add up: %s", strings.Join(rep.Inconsistent, "; "))
 	}
 	return nil
-}
-
-// syncWriter serializes writes to w.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 // runScenario starts (or reaches) the reconciler and runs c.scenario.

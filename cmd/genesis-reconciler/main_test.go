@@ -21,6 +21,7 @@ import (
 
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/internal/promcheck"
+	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 	"genesis.dev/fleet/tenants"
@@ -96,7 +97,7 @@ func (w *world) git(args ...string) {
 type proc struct {
 	cmd  *exec.Cmd
 	url  string
-	logs *bytes.Buffer
+	logs *syncio.Buffer
 }
 
 func freePort(t *testing.T) string {
@@ -115,8 +116,8 @@ func (w *world) start(extra ...string) *proc {
 		"--poll-interval", "200ms", "--resync", "200ms", "--webhook-secret", "s3cret", "--log-format", "text"}, extra...)
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "GENESIS_TEST_TOKEN_A=tok-a", "GENESIS_TEST_TOKEN_B=tok-b")
-	logs := &bytes.Buffer{}
-	cmd.Stderr = &syncWriter{w: logs}
+	logs := &syncio.Buffer{}
+	cmd.Stderr = logs
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
@@ -133,17 +134,11 @@ func (w *world) start(extra ...string) *proc {
 	})
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || !strings.Contains(line, addr) {
-		w.t.Fatalf("reconciler did not start: %q %v\n%s", line, err, logs)
+		w.t.Fatalf("reconciler did not start: %q %v\n%s", line, err, logs.String())
 	}
 	go io.Copy(io.Discard, stdout)
 	return p
 }
-
-type syncWriter struct {
-	w io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) { return s.w.Write(p) }
 
 // dropletsByName counts droplets per name across both accounts.
 func (w *world) dropletsByName() map[string]int {

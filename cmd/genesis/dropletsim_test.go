@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -14,34 +13,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
-
-// syncBuffer is a bytes.Buffer safe for a process writing while the test
-// reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestDropletSim runs genesis droplet-sim as the simulator's boot hook
 // would, with the real Caddy and genesis-agent: the emulator and Caddy
@@ -95,7 +75,7 @@ func TestDropletSim(t *testing.T) {
 		"--", "--heartbeat-interval", "1s", "--retry-max", "200ms", "--log-format", "json")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GENESIS_AGENT_CONFIG=" + cfgPath,
 		"DOSIM_DROPLET_ID=42", "DOSIM_DROPLET_IP=127.1.200.7", "DOSIM_DISK_DIR=" + disk}
-	logs := &syncBuffer{}
+	logs := &syncio.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -225,7 +205,7 @@ func TestDropletSimUsage(t *testing.T) {
 }
 
 // waitFor polls cond for up to 30 seconds.
-func waitFor(t *testing.T, what string, logs *syncBuffer, cond func() bool) {
+func waitFor(t *testing.T, what string, logs *syncio.Buffer, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {

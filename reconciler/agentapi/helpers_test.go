@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -53,24 +54,6 @@ spec:
 
 const templateJSON = `{"name":"Welcome","nodes":[{"name":"Gmail","type":"n8n-nodes-base.gmail","parameters":{"subject":"{{param.greeting}}"},"credentials":{"gmailOAuth2":{"id":"TEMPLATE_GMAIL_UUID","name":"gmail"}}}],"connections":{}}`
 
-// lockedBuffer collects logs from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // world is a Service on a real Postgres with real keys, served over HTTP.
 type world struct {
 	t       testing.TB
@@ -80,7 +63,7 @@ type world struct {
 	fleetID *age.X25519Identity
 	signer  *dsse.Signer
 	trusted dsse.Trusted
-	logs    *lockedBuffer
+	logs    *syncio.Buffer
 	reg     *prometheus.Registry
 	// cfg is the Service's configuration before newWorld's options.
 	cfg Config
@@ -94,7 +77,7 @@ type option func(*Config)
 
 func newWorld(t testing.TB, opts ...option) *world {
 	t.Helper()
-	w := &world{t: t, logs: &lockedBuffer{}, reg: prometheus.NewRegistry(), trusted: dsse.Trusted{}}
+	w := &world{t: t, logs: &syncio.Buffer{}, reg: prometheus.NewRegistry(), trusted: dsse.Trusted{}}
 	var err error
 	if w.fleetID, err = age.GenerateX25519Identity(); err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@
 package caddytest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -16,9 +15,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"genesis.dev/fleet/internal/syncio"
 )
 
 // Version is the Caddy release the tests run against.
@@ -99,24 +99,6 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writer goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Start runs `caddy run` with config (which must listen its admin API
 // on admin) in a private home directory, waits for the admin API, and stops
 // Caddy when the test ends. Caddy's log is printed if the test failed.
@@ -131,7 +113,7 @@ func Start(t testing.TB, admin string, config []byte) (home string) {
 	cmd := exec.Command(bin, "run", "--config", cfgPath)
 	cmd.Env = []string{"HOME=" + home, "XDG_DATA_HOME=" + filepath.Join(home, "data"),
 		"XDG_CONFIG_HOME=" + filepath.Join(home, "config"), "PATH=" + os.Getenv("PATH")}
-	logs := &syncBuffer{}
+	logs := &syncio.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start caddy: %v", err)
