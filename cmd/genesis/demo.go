@@ -618,14 +618,14 @@ func (f fleetDoc) get(id string) fleetRow {
 
 func (d *demo) fleetNow(ctx context.Context) (fleetDoc, error) {
 	var f fleetDoc
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.api+"/v1/fleet", nil)
-	req.Header.Set("Authorization", "Bearer "+d.token)
-	resp, err := http.DefaultClient.Do(req)
+	code, _, body, err := d.apiDo(ctx, http.MethodGet, "/v1/fleet", "")
 	if err != nil {
 		return f, err
 	}
-	defer resp.Body.Close()
-	return f, json.NewDecoder(resp.Body).Decode(&f)
+	if code != http.StatusOK {
+		return f, fmt.Errorf("GET /v1/fleet: %d %s", code, body)
+	}
+	return f, json.Unmarshal(body, &f)
 }
 
 // waitStates polls the fleet, printing every lifecycle change, until done.
