@@ -94,6 +94,9 @@ type entry struct {
 	version int64 // 0: no manifest yet
 	etag    string
 	body    []byte
+	// published is when this replica learnt of the manifest (zero: read
+	// on demand, not announced).
+	published time.Time
 }
 
 // etagOf is the quoted hex SHA-256 of an envelope.
@@ -258,6 +261,7 @@ func (s *Service) notified(ctx context.Context, payload string) {
 			s.log.Error("load notified manifest failed", "droplet", droplet, "err", err)
 			return
 		}
+		e.published = s.cfg.Now()
 		s.install(droplet, e)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
@@ -215,6 +216,23 @@ func TestLongPoll(t *testing.T) {
 	if got := testutilCount(t, w.svc.m.longpolls); got != 0 {
 		t.Errorf("long-polls waiting = %v after it returned", got)
 	}
+	// The 304 after the first wait is no delivery; the 200 is one.
+	if got := testutil.CollectAndCount(w.svc.m.delivery); got != 1 {
+		t.Fatalf("delivery histogram has %d series, want 1", got)
+	}
+	if got := histogramCount(t, w.svc.m.delivery); got != 1 {
+		t.Errorf("genesis_manifest_delivery_seconds count = %d, want 1", got)
+	}
+}
+
+// histogramCount is how many observations h has.
+func histogramCount(t testing.TB, h prometheus.Histogram) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
 }
 
 // TestLongPollAcrossReplicas: a manifest issued by one replica reaches a

@@ -15,6 +15,7 @@ type metrics struct {
 	issued      prometheus.Counter
 	expiry      prometheus.Gauge
 	convergence prometheus.Histogram
+	delivery    prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,13 +37,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		convergence: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "genesis_convergence_seconds",
 			Help:    "From the commit a manifest was rendered from (or the agent's enrollment, when later) to the heartbeat reporting it applied.",
 			Buckets: []float64{0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}}),
+		delivery: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "genesis_manifest_delivery_seconds",
+			Help:    "From a new manifest's publication on this replica (stored here, or announced by another replica) to its delivery to a long-poll that was waiting for it.",
+			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10}}),
 	}
 	m.byCode = map[string]prometheus.Counter{}
 	for _, code := range []string{"200", "304", "400", "401", "404", "500"} {
 		m.byCode[code] = m.served.WithLabelValues(code)
 	}
 	if reg != nil {
-		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry, m.convergence)
+		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry, m.convergence, m.delivery)
 	}
 	return m
 }

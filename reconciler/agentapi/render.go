@@ -9,12 +9,10 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
-	"strconv"
 	"time"
 
 	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
-	"golang.org/x/sync/errgroup"
 
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
@@ -34,19 +32,21 @@ type target struct {
 	recipient string
 	ip        string // "" until fleet_status records this droplet's address
 	state     string // fleet_status lifecycle
+	hwm       int64  // agents.manifest_version: the highest version issued
 	version   int64  // of its newest manifest (0: none)
 	expires   time.Time
 	inputs    []byte
+	creds     []byte // creds_hash of its newest manifest (nil: unknown)
 }
 
 // targetsSQL lists the newest agent of each workspace (a droplet woken
 // from a snapshot enrolls again, so the newest enrollment is the live
 // droplet) with its newest manifest.
 const targetsSQL = `SELECT DISTINCT ON (a.workspace) a.droplet_id, a.workspace, a.age_recipient,
-	CASE WHEN f.droplet_id = a.droplet_id THEN coalesce(host(f.ip), '') ELSE '' END, f.state,
-	coalesce(m.version, 0), coalesce(m.expires_at, 'epoch'), m.inputs_hash
+	CASE WHEN f.droplet_id = a.droplet_id THEN coalesce(host(f.ip), '') ELSE '' END, f.state, a.manifest_version,
+	coalesce(m.version, 0), coalesce(m.expires_at, 'epoch'), m.inputs_hash, m.creds_hash
 FROM agents a JOIN fleet_status f ON f.workspace = a.workspace
-LEFT JOIN LATERAL (SELECT version, expires_at, inputs_hash FROM manifests
+LEFT JOIN LATERAL (SELECT version, expires_at, inputs_hash, creds_hash FROM manifests
 	WHERE droplet_id = a.droplet_id ORDER BY version DESC LIMIT 1) m ON true`
 
 func scanTargets(rows pgx.Rows) ([]target, error) {
@@ -54,7 +54,7 @@ func scanTargets(rows pgx.Rows) ([]target, error) {
 	var out []target
 	for rows.Next() {
 		var t target
-		if err := rows.Scan(&t.droplet, &t.workspace, &t.recipient, &t.ip, &t.state, &t.version, &t.expires, &t.inputs); err != nil {
+		if err := rows.Scan(&t.droplet, &t.workspace, &t.recipient, &t.ip, &t.state, &t.hwm, &t.version, &t.expires, &t.inputs, &t.creds); err != nil {
 			return nil, err
 		}
 		out = append(out, t)
@@ -62,47 +62,77 @@ func scanTargets(rows pgx.Rows) ([]target, error) {
 	return out, rows.Err()
 }
 
+// liveTarget is the live droplet of the workspace that where selects
+// (false: none, or droplet is set and was superseded by a newer
+// enrollment).
+func (s *Service) liveTarget(ctx context.Context, droplet int64, where string, arg any) (target, bool, error) {
+	rows, err := s.pool.Query(ctx, targetsSQL+" WHERE "+where+" ORDER BY a.workspace, a.enrolled_at DESC", arg)
+	if err != nil {
+		return target{}, false, err
+	}
+	ts, err := scanTargets(rows)
+	if err != nil || len(ts) == 0 || (droplet != 0 && ts[0].droplet != droplet) {
+		return target{}, false, err
+	}
+	return ts[0], true, nil
+}
+
 // RenderDroplet renders droplet's manifest if it is the live droplet of its
 // workspace and its inputs changed or its manifest nears expiry.
 func (s *Service) RenderDroplet(ctx context.Context, droplet int64) error {
-	rows, err := s.pool.Query(ctx, targetsSQL+` WHERE a.workspace = (SELECT workspace FROM agents WHERE droplet_id = $1)
-		ORDER BY a.workspace, a.enrolled_at DESC`, droplet)
+	t, ok, err := s.liveTarget(ctx, droplet, `a.workspace = (SELECT workspace FROM agents WHERE droplet_id = $1)`, droplet)
 	if err != nil {
 		return fmt.Errorf("find droplet %d: %w", droplet, err)
 	}
-	ts, err := scanTargets(rows)
-	if err != nil {
-		return fmt.Errorf("find droplet %d: %w", droplet, err)
-	}
-	if len(ts) == 0 || ts[0].droplet != droplet {
+	if !ok {
 		return nil // superseded by a newer enrollment
 	}
-	snap, ok := s.cfg.Desired()
-	if !ok {
-		return errors.New("no desired state yet")
-	}
-	_, _, err = s.render(ctx, snap, ts[0])
-	return err
+	return s.renderOne(ctx, t)
 }
 
 // RenderWorkspace renders the manifest of workspace's live droplet when
 // needed (nothing when no agent has enrolled yet). It is the reconciler's
 // hook for update_manifest actions.
 func (s *Service) RenderWorkspace(ctx context.Context, workspace string) error {
-	rows, err := s.pool.Query(ctx, targetsSQL+` WHERE a.workspace = $1 ORDER BY a.workspace, a.enrolled_at DESC`, workspace)
+	t, ok, err := s.liveTarget(ctx, 0, `a.workspace = $1`, workspace)
 	if err != nil {
 		return fmt.Errorf("find agent of %s: %w", workspace, err)
 	}
-	ts, err := scanTargets(rows)
-	if err != nil || len(ts) == 0 {
-		return err
+	if !ok {
+		return nil
 	}
+	return s.renderOne(ctx, t)
+}
+
+// renderOne issues t's manifest when needed. When another render issued a
+// version in between (the sweep and an update_manifest action after the
+// same commit), it reads the droplet again and decides anew.
+func (s *Service) renderOne(ctx context.Context, t target) error {
 	snap, ok := s.cfg.Desired()
 	if !ok {
 		return errors.New("no desired state yet")
 	}
-	_, _, err = s.render(ctx, snap, ts[0])
-	return err
+	for attempt := 1; ; attempt++ {
+		is, err := s.prepare(ctx, snap, t, s.cfg.Now())
+		if err != nil || is == nil {
+			return err
+		}
+		stored, err := s.store(ctx, []*issue{is})
+		if err != nil {
+			return err
+		}
+		if stored[0] {
+			s.published(is)
+			return nil
+		}
+		if attempt == 3 {
+			return fmt.Errorf("issue manifest for droplet %d: another render issued a version %d times in between", t.droplet, attempt)
+		}
+		var live bool
+		if t, live, err = s.liveTarget(ctx, t.droplet, `a.workspace = $1`, t.workspace); err != nil || !live {
+			return err
+		}
+	}
 }
 
 // RenderAction is reconciler.Config.Manifest: it renders for an
@@ -163,31 +193,15 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("list agents: %w", err)
 	}
-	type result struct {
-		issued  bool
-		expires time.Time
-	}
-	results := make([]result, len(ts))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for i, t := range ts {
-		g.Go(func() error {
-			exp, issued, err := s.render(gctx, snap, t)
-			if err != nil {
-				// One tenant's failure never stops the others.
-				s.log.Error("render manifest failed", "tenant", t.workspace, "droplet", t.droplet, "err", err)
-			}
-			results[i] = result{issued: issued, expires: exp}
-			return nil
-		})
-	}
-	_ = g.Wait()
-	n := 0
-	soonest := time.Time{}
-	for _, r := range results {
-		if r.issued {
-			n++
+	expires := s.issueAll(ctx, snap, ts, now)
+	var issued int64
+	for _, e := range expires {
+		if e.issued {
+			issued++
 		}
+	}
+	soonest := time.Time{}
+	for _, r := range expires {
 		if !r.expires.IsZero() && r.expires.After(time.Unix(0, 0)) && (soonest.IsZero() || r.expires.Before(soonest)) {
 			soonest = r.expires
 		}
@@ -195,7 +209,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	if !soonest.IsZero() {
 		s.m.expiry.Set(soonest.Sub(now).Seconds())
 	}
-	return n, ctx.Err()
+	return int(issued), ctx.Err()
 }
 
 // content is what a manifest is rendered from, but for the credentials'
@@ -316,110 +330,6 @@ func firstNonSpace(b []byte) byte {
 		return c
 	}
 	return 0
-}
-
-// errAlreadyIssued ends a render that a concurrent one made needless.
-var errAlreadyIssued = errors.New("manifest with these inputs already issued")
-
-// render issues a new manifest for t when its inputs changed or its
-// manifest nears expiry; it returns the expiry of the droplet's newest
-// manifest and whether it issued one.
-func (s *Service) render(ctx context.Context, snap tenants.Snapshot, t target) (time.Time, bool, error) {
-	if !s.enabled {
-		return t.expires, false, errDisabled
-	}
-	if s.announceErr != nil {
-		return t.expires, false, s.announceErr
-	}
-	dropletS := strconv.FormatInt(t.droplet, 10)
-	c, err := build(snap, t.workspace, dropletS, t.ip, t.recipient, s.cfg.Signer.KeyID(), s.cfg.Announce)
-	if err != nil {
-		return t.expires, false, err
-	}
-	if t.state == lifecycleHibernating {
-		hibernating(&c)
-	}
-	now := s.cfg.Now().UTC().Truncate(time.Second)
-	if t.version > 0 && string(t.inputs) == string(c.inputs[:]) && t.expires.Sub(now) > s.cfg.ManifestTTL/3 {
-		return t.expires, false, nil
-	}
-	recipient, err := age.ParseX25519Recipient(t.recipient)
-	if err != nil {
-		return t.expires, false, fmt.Errorf("droplet %d recipient: %w", t.droplet, err)
-	}
-	m := c.manifest
-	if m.Credentials, err = reseal(c.creds, s.cfg.Identities, recipient, t.workspace, dropletS); err != nil {
-		return t.expires, false, err
-	}
-	m.Commit = snap.Commit
-	commit := snap.Commit
-	if commit == "" {
-		commit = noCommit
-	}
-	m.IssuedAt, m.Expires = now, now.Add(s.cfg.ManifestTTL)
-	var e *entry
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var hwm int64
-		if err := tx.QueryRow(ctx, `SELECT manifest_version FROM agents WHERE droplet_id = $1 AND workspace = $2 FOR NO KEY UPDATE`,
-			t.droplet, t.workspace).Scan(&hwm); err != nil {
-			return fmt.Errorf("lock agent: %w", err)
-		}
-		// Renders of one droplet can race (an update_manifest action and
-		// the sweep after the same commit): under the agent's row lock,
-		// skip if another render already issued these inputs.
-		var lastInputs []byte
-		var lastExpires time.Time
-		err := tx.QueryRow(ctx, `SELECT inputs_hash, expires_at FROM manifests WHERE droplet_id = $1 ORDER BY version DESC LIMIT 1`,
-			t.droplet).Scan(&lastInputs, &lastExpires)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("read latest manifest: %w", err)
-		}
-		if err == nil && string(lastInputs) == string(c.inputs[:]) && lastExpires.Sub(now) > s.cfg.ManifestTTL/3 {
-			return errAlreadyIssued
-		}
-		m.Version = hwm + 1
-		payload, err := json.Marshal(m)
-		if err != nil {
-			return err
-		}
-		env, err := s.cfg.Signer.Sign(schema.ManifestPayloadType, payload)
-		if err != nil {
-			return fmt.Errorf("sign: %w", err)
-		}
-		if len(env) > schema.MaxEnvelopeSize {
-			return fmt.Errorf("manifest is %d bytes, over the %d-byte limit", len(env), schema.MaxEnvelopeSize)
-		}
-		digest := sha256.Sum256(env)
-		var commitAt *time.Time
-		if !snap.Time.IsZero() {
-			commitAt = &snap.Time
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO manifests (droplet_id, version, workspace, envelope, digest, issued_at, expires_at, commit, inputs_hash, commit_at, correlation)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-			t.droplet, m.Version, t.workspace, env, digest[:], m.IssuedAt, m.Expires, commit, c.inputs[:], commitAt, nullIfEmpty(snap.Correlation)); err != nil {
-			return fmt.Errorf("store manifest: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `UPDATE fleet_status SET manifest_version_issued = GREATEST(manifest_version_issued, $2), updated_at = now() WHERE workspace = $1`,
-			t.workspace, m.Version); err != nil {
-			return fmt.Errorf("record issued version: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, fmt.Sprintf("m %d %d", t.droplet, m.Version)); err != nil {
-			return err
-		}
-		e = &entry{version: m.Version, etag: `"` + hex.EncodeToString(digest[:]) + `"`, body: env}
-		return nil
-	})
-	if errors.Is(err, errAlreadyIssued) {
-		return t.expires, false, nil
-	}
-	if err != nil {
-		return t.expires, false, fmt.Errorf("issue manifest for droplet %d: %w", t.droplet, err)
-	}
-	s.install(t.droplet, e)
-	s.m.issued.Inc()
-	s.log.Info("manifest issued", "tenant", t.workspace, "droplet", t.droplet, "version", m.Version, "commit", snap.Commit, "correlation_id", snap.Correlation,
-		"workflows", len(m.Workflows), "credentials", len(m.Credentials), "announced_keys", len(m.SigningKeys), "expires", m.Expires)
-	return m.Expires, true, nil
 }
 
 func nullIfEmpty(s string) any {

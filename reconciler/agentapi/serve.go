@@ -92,6 +92,11 @@ func (s *Service) handleManifest(w http.ResponseWriter, r *http.Request) {
 		}
 		timer.Stop()
 		s.m.longpolls.Dec()
+		if err == nil && e.version > 0 && !matches(inm, e.etag) && !e.published.IsZero() {
+			// A long-poll answered with a manifest published while it
+			// waited: the fan-out's delay for this droplet.
+			s.m.delivery.Observe(max(0, s.cfg.Now().Sub(e.published)).Seconds())
+		}
 		if err != nil {
 			s.m.servedInc("500")
 			s.log.Error("load manifest failed", "droplet", ref.droplet, "err", err)
