@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -101,4 +103,55 @@ func heartbeatsOf(m map[string]float64) heartbeatCounts {
 func (a heartbeatCounts) minus(b heartbeatCounts) heartbeatCounts {
 	return heartbeatCounts{a.queued - b.queued, a.written - b.written, a.dropped - b.dropped, a.replay - b.replay,
 		a.queueFull - b.queueFull, a.badRequest - b.badRequest, a.unauthorized - b.unauthorized, a.forbidden - b.forbidden}
+}
+
+// bucket is a cumulative histogram bucket: observations ≤ le.
+type bucket struct {
+	le    float64
+	count float64
+}
+
+// histogramDelta is histogram name's cumulative buckets observed between
+// two scrapes, by le (+Inf last).
+func histogramDelta(before, after map[string]float64, name string) []bucket {
+	prefix := name + `_bucket{le="`
+	var out []bucket
+	for series, v := range after {
+		rest, ok := strings.CutPrefix(series, prefix)
+		if !ok {
+			continue
+		}
+		le, err := strconv.ParseFloat(strings.TrimSuffix(rest, `"}`), 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, bucket{le: le, count: v - before[series]})
+	}
+	slices.SortFunc(out, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	return out
+}
+
+// quantileBound is the upper bound of the bucket that holds quantile q of
+// the observations (+Inf when it is the last; 0 with none).
+func quantileBound(bs []bucket, q float64) float64 {
+	if len(bs) == 0 || bs[len(bs)-1].count == 0 {
+		return 0
+	}
+	want := q * bs[len(bs)-1].count
+	for _, b := range bs {
+		if b.count >= want {
+			return b.le
+		}
+	}
+	return math.Inf(1)
+}
+
+// countUpTo is how many observations were ≤ le (le must be a bucket bound).
+func countUpTo(bs []bucket, le float64) float64 {
+	for _, b := range bs {
+		if b.le == le {
+			return b.count
+		}
+	}
+	return 0
 }

@@ -31,6 +31,7 @@ const (
 	DefaultQueue         = 100_000
 	DefaultBatchSize     = 1000
 	DefaultBatchInterval = 250 * time.Millisecond
+	DefaultWriters       = 2
 	// MaxWait bounds a manifest long-poll.
 	MaxWait = 60 * time.Second
 )
@@ -79,6 +80,10 @@ type Config struct {
 	Queue         int
 	BatchSize     int
 	BatchInterval time.Duration
+	// Writers is how many heartbeat batches are written at once (default
+	// 2). Droplets are split among them, each writer with its own share
+	// of Queue, so no two batches in flight touch the same rows.
+	Writers int
 }
 
 // Service is the agent protocol's server side. Make it with New, serve
@@ -92,7 +97,7 @@ type Service struct {
 	// announceErr is why Config.Announce is unusable (nil: usable).
 	announceErr error
 
-	queue   chan heartbeat
+	queues  []chan heartbeat // by droplet, one per writer
 	kick    chan struct{}
 	stopped chan struct{}
 	stop    sync.Once
@@ -129,6 +134,13 @@ func New(cfg Config) *Service {
 	if cfg.BatchInterval <= 0 {
 		cfg.BatchInterval = DefaultBatchInterval
 	}
+	if cfg.Writers <= 0 {
+		cfg.Writers = DefaultWriters
+	}
+	queues := make([]chan heartbeat, cfg.Writers)
+	for k := range queues {
+		queues[k] = make(chan heartbeat, max(1, cfg.Queue/cfg.Writers))
+	}
 	if cfg.Leading == nil {
 		cfg.Leading = func() bool { return true }
 	}
@@ -148,7 +160,7 @@ func New(cfg Config) *Service {
 	return &Service{
 		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer), pool: cfg.Pool,
 		enabled: cfg.Signer != nil && len(cfg.Identities) > 0, announceErr: announceErr,
-		queue: make(chan heartbeat, cfg.Queue), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
+		queues: queues, kick: make(chan struct{}, 1), stopped: make(chan struct{}),
 		auth: map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{},
 		man: map[int64]*entry{}, waiters: map[int64]chan struct{}{},
 	}
@@ -181,11 +193,13 @@ func (s *Service) Kick() {
 func (s *Service) Run(ctx context.Context) error {
 	defer s.stop.Do(func() { close(s.stopped) })
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		// The batcher drains with its own context: ctx ending must not
-		// lose what was queued.
-		return s.batcher(gctx)
-	})
+	for _, q := range s.queues {
+		g.Go(func() error {
+			// A batcher drains with its own context: ctx ending must not
+			// lose what was queued.
+			return s.batcher(gctx, q)
+		})
+	}
 	g.Go(func() error { s.listen(gctx); return nil })
 	g.Go(func() error { s.sweepLoop(gctx); return nil })
 	g.Go(func() error {

@@ -107,7 +107,7 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	select {
-	case s.queue <- item:
+	case s.queueFor(ref.droplet) <- item:
 		ref.lastSeq = hb.Seq
 		ref.mu.Unlock()
 	default:
@@ -121,9 +121,14 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// batcher writes queued heartbeats every BatchInterval or BatchSize, until
-// ctx ends; then it writes what is left.
-func (s *Service) batcher(ctx context.Context) error {
+// queueFor is the queue of droplet's heartbeats.
+func (s *Service) queueFor(droplet int64) chan heartbeat {
+	return s.queues[uint64(droplet)%uint64(len(s.queues))]
+}
+
+// batcher writes the heartbeats queued on q every BatchInterval or
+// BatchSize, until ctx ends; then it writes what is left.
+func (s *Service) batcher(ctx context.Context, q chan heartbeat) error {
 	batch := make([]heartbeat, 0, s.cfg.BatchSize)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -145,7 +150,7 @@ func (s *Service) batcher(ctx context.Context) error {
 			timer.Stop()
 			for {
 				select {
-				case hb := <-s.queue:
+				case hb := <-q:
 					batch = append(batch, hb)
 					if len(batch) >= s.cfg.BatchSize {
 						s.drainFlush(flush)
@@ -157,7 +162,7 @@ func (s *Service) batcher(ctx context.Context) error {
 			}
 			s.drainFlush(flush)
 			return nil
-		case hb := <-s.queue:
+		case hb := <-q:
 			if len(batch) == 0 {
 				timer.Reset(s.cfg.BatchInterval)
 			}

@@ -196,7 +196,7 @@ func TestHeartbeatQueueFull(t *testing.T) {
 	if code := w.beat(a.cred, hb("ws-acme", "1001", 1, 0, true)); code != http.StatusAccepted {
 		t.Fatalf("first heartbeat: %d", code)
 	}
-	eventually(t, "the batcher to take the first heartbeat", func() bool { return len(w.svc.queue) == 0 })
+	eventually(t, "the batcher to take the first heartbeat", func() bool { return len(w.svc.queueFor(1001)) == 0 })
 	if code := w.beat(a.cred, hb("ws-acme", "1001", 2, 0, true)); code != http.StatusAccepted {
 		t.Fatalf("second heartbeat (queued): %d", code)
 	}
