@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -293,5 +294,43 @@ func TestHeartbeatAgentReportedHealth(t *testing.T) {
 		if got := w.status("ws-acme", 1001); got.State != s.state || got.Health != s.health {
 			t.Errorf("%s: state %s health %s, want %s %s", s.name, got.State, got.Health, s.state, s.health)
 		}
+	}
+}
+
+// TestHeartbeatWriters: with three writers, the droplets' heartbeats are
+// split among them, sent concurrently, and every droplet ends at its
+// highest seq, each writer having written its share.
+func TestHeartbeatWriters(t *testing.T) {
+	w := newWorld(t, func(c *Config) { c.Writers = 3 })
+	const n = 12
+	creds := make([]string, n)
+	for i := range n {
+		ws := fmt.Sprintf("ws-hb-%02d", i)
+		w.setTenant(ws, "blob1", tenantSpec{})
+		creds[i] = w.mustEnroll(ws, 1, 4000+i, fmt.Sprintf("203.0.113.%d", 10+i)).cred
+	}
+	shares := map[chan heartbeat]bool{}
+	for i := range n {
+		shares[w.svc.queueFor(int64(4000+i))] = true
+	}
+	if len(shares) != 3 {
+		t.Fatalf("%d droplets use %d queues, want 3", n, len(shares))
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			for seq := int64(1); seq <= 5; seq++ {
+				if code := w.beat(creds[i], hb(fmt.Sprintf("ws-hb-%02d", i), fmt.Sprint(4000+i), seq, 1, true)); code != http.StatusAccepted {
+					t.Errorf("droplet %d seq %d: %d", i, seq, code)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		eventually(t, "every droplet's last heartbeat written", func() bool {
+			r := w.status(fmt.Sprintf("ws-hb-%02d", i), int64(4000+i))
+			return r.LastSeq == 5 && r.State == "ACTIVE_HEALTHY"
+		})
 	}
 }
