@@ -34,6 +34,7 @@ func updateMarkdown(path string, rep *report, m machine, now time.Time) error {
 	before, section, after := splitSection(string(old))
 	rows := parseRows(section)
 	date := now.UTC().Format("2006-01-02 15:04 UTC")
+	var fresh []mdRow
 	for _, f := range rep.Figures {
 		note := f.Note
 		if rep.Command != "" && rep.Scenario != "go test -bench" {
@@ -44,16 +45,21 @@ func updateMarkdown(path string, rep *report, m machine, now time.Time) error {
 		if r.verdict != "" {
 			r.verdict = "**" + r.verdict + "**"
 		}
-		replaced := false
-		for i := range rows {
-			if rows[i].scenario == r.scenario && rows[i].measure == r.measure {
-				rows[i], replaced = r, true
-			}
-		}
-		if !replaced {
-			rows = append(rows, r)
-		}
+		fresh = append(fresh, r)
 	}
+	// A scenario's run replaces all of its earlier rows (a measure that was
+	// renamed or dropped does not linger), where its first row was.
+	at := len(rows)
+	kept := rows[:0:0]
+	for i, r := range rows {
+		if r.scenario == rep.Scenario {
+			at = min(at, i)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	at = min(at, len(kept))
+	rows = slices.Concat(kept[:at], fresh, kept[at:])
 	// Rows stay grouped by scenario, scenarios in order of first appearance.
 	first := map[string]int{}
 	for i, r := range rows {
