@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -360,22 +359,6 @@ func estimatedVerdict(ok, atScale bool) string {
 		return verdict(ok)
 	}
 	return verdict(ok) + " (estimate)"
-}
-
-// boundString prints a histogram bucket bound.
-func boundString(le float64) string {
-	if math.IsInf(le, 1) {
-		return "+Inf"
-	}
-	return (time.Duration(le * float64(time.Second))).String()
-}
-
-// quantileTotal is how many observations a histogram delta holds.
-func quantileTotal(bs []bucket) float64 {
-	if len(bs) == 0 {
-		return 0
-	}
-	return bs[len(bs)-1].count
 }
 
 func scaleNote(n int) string {

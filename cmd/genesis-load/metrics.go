@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // maxMetricsBody bounds a scraped /metrics page.
@@ -154,4 +155,20 @@ func countUpTo(bs []bucket, le float64) float64 {
 		}
 	}
 	return 0
+}
+
+// boundString prints a histogram bucket bound.
+func boundString(le float64) string {
+	if math.IsInf(le, 1) {
+		return "+Inf"
+	}
+	return (time.Duration(le * float64(time.Second))).String()
+}
+
+// quantileTotal is how many observations a histogram delta holds.
+func quantileTotal(bs []bucket) float64 {
+	if len(bs) == 0 {
+		return 0
+	}
+	return bs[len(bs)-1].count
 }

@@ -52,7 +52,7 @@ type issue struct {
 // unchanged and its manifest is far from expiry. Its version is one past
 // the droplet's highest issued version as read with t: store refuses it if
 // another render issued one since.
-func (s *Service) prepare(ctx context.Context, snap tenants.Snapshot, t target, now time.Time) (*issue, error) {
+func (s *Service) prepare(ctx context.Context, snap *tenants.Snapshot, t target, now time.Time) (*issue, error) {
 	if !s.enabled {
 		return nil, errDisabled
 	}
@@ -60,7 +60,7 @@ func (s *Service) prepare(ctx context.Context, snap tenants.Snapshot, t target, 
 		return nil, s.announceErr
 	}
 	dropletS := strconv.FormatInt(t.droplet, 10)
-	c, err := build(snap, t.workspace, dropletS, t.ip, t.recipient, s.cfg.Signer.KeyID(), s.cfg.Announce)
+	c, err := build(*snap, t.workspace, dropletS, t.ip, t.recipient, s.cfg.Signer.KeyID(), s.cfg.Announce)
 	if err != nil {
 		return nil, err
 	}
@@ -71,27 +71,27 @@ func (s *Service) prepare(ctx context.Context, snap tenants.Snapshot, t target, 
 	if t.version > 0 && string(t.inputs) == string(c.inputs[:]) && t.expires.Sub(now) > s.cfg.ManifestTTL/3 {
 		return nil, nil
 	}
-	is := &issue{t: t, snap: &snap, m: c.manifest, inputs: c.inputs, creds: credsKey(c.creds, t.recipient, t.workspace, dropletS)}
-	is.m.Credentials = nil
+	is := &issue{t: t, snap: snap, m: c.manifest, inputs: c.inputs, creds: credsKey(c.creds, t.recipient, t.workspace, dropletS)}
+	var creds []schema.ManifestCredential
 	if t.version > 0 && string(t.creds) == string(is.creds[:]) {
 		// Same credentials for the same droplet key and slot: the
 		// ciphertexts already sealed to this droplet stay valid (and
 		// their digests unchanged, so the agent does not rewrite them).
-		is.m.Credentials, err = s.previousCreds(ctx, t)
-		if err != nil {
+		if creds, err = s.previousCreds(ctx, t); err != nil {
 			s.log.Warn("previous manifest's credentials unreadable; sealing again", "tenant", t.workspace, "droplet", t.droplet, "err", err)
 		}
 	}
-	if is.m.Credentials == nil {
+	if creds == nil {
 		recipient, err := age.ParseX25519Recipient(t.recipient)
 		if err != nil {
 			return nil, fmt.Errorf("droplet %d recipient: %w", t.droplet, err)
 		}
-		if is.m.Credentials, err = reseal(c.creds, s.cfg.Identities, recipient, t.workspace, dropletS); err != nil {
+		if creds, err = reseal(c.creds, s.cfg.Identities, recipient, t.workspace, dropletS); err != nil {
 			return nil, err
 		}
 		is.resealed = true
 	}
+	is.m.Credentials = creds
 	is.m.Commit = snap.Commit
 	is.m.IssuedAt, is.m.Expires = now, now.Add(s.cfg.ManifestTTL)
 	is.m.Version = t.hwm + 1
@@ -265,7 +265,7 @@ type swept struct {
 // batches as they come; a target whose manifest another render issued in
 // the meantime, or whose batch failed, is rendered again on its own. One
 // tenant's failure never stops the others.
-func (s *Service) issueAll(ctx context.Context, snap tenants.Snapshot, ts []target, now time.Time) []swept {
+func (s *Service) issueAll(ctx context.Context, snap *tenants.Snapshot, ts []target, now time.Time) []swept {
 	out := make([]swept, len(ts))
 	for i, t := range ts {
 		out[i].expires = t.expires

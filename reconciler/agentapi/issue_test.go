@@ -169,11 +169,11 @@ func TestStoreRefusesStale(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("liveTarget: %v %v", ok, err)
 	}
-	first, err := w.svc.prepare(t.Context(), snap, tgt, w.now())
+	first, err := w.svc.prepare(t.Context(), &snap, tgt, w.now())
 	if err != nil || first == nil {
 		t.Fatalf("prepare: %v %v", first, err)
 	}
-	second, err := w.svc.prepare(t.Context(), snap, tgt, w.now())
+	second, err := w.svc.prepare(t.Context(), &snap, tgt, w.now())
 	if err != nil || second == nil {
 		t.Fatalf("prepare: %v %v", second, err)
 	}

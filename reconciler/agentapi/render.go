@@ -113,7 +113,7 @@ func (s *Service) renderOne(ctx context.Context, t target) error {
 		return errors.New("no desired state yet")
 	}
 	for attempt := 1; ; attempt++ {
-		is, err := s.prepare(ctx, snap, t, s.cfg.Now())
+		is, err := s.prepare(ctx, &snap, t, s.cfg.Now())
 		if err != nil || is == nil {
 			return err
 		}
@@ -193,7 +193,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("list agents: %w", err)
 	}
-	expires := s.issueAll(ctx, snap, ts, now)
+	expires := s.issueAll(ctx, &snap, ts, now)
 	var issued int64
 	for _, e := range expires {
 		if e.issued {
@@ -330,11 +330,4 @@ func firstNonSpace(b []byte) byte {
 		return c
 	}
 	return 0
-}
-
-func nullIfEmpty(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }
