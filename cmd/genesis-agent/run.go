@@ -75,6 +75,8 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	metricsListen := fs.String("metrics-listen", e.getenv("GENESIS_AGENT_METRICS_LISTEN"), "`address` to serve /metrics on (off when empty)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
+	insecureHTTP := fs.Bool("insecure-http", false, "allow an http:// reconciler URL and agent download (demo and tests only)")
+	_ = insecureHTTP
 	doConverge := fs.Bool("converge", true, "apply manifests to n8n, Caddy and docker compose (false: accept them only, e.g. under the simulator)")
 	n8nURL := fs.String("n8n-url", "http://127.0.0.1:5678", "n8n's base `URL`")
 	caddyAdmin := fs.String("caddy-admin", caddy.DefaultAdminListen, "Caddy admin API `address`")

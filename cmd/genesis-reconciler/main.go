@@ -89,7 +89,7 @@ type config struct {
 	prepareTimeout                                                       time.Duration
 	watchdogEvery                                                        time.Duration
 	tokensFile                                                           string
-	metricsTokenRequired, propose                                        bool
+	metricsTokenRequired, propose, insecureNoAuth                        bool
 	apiRate                                                              float64
 }
 
@@ -162,6 +162,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	allow := getenv("GENESIS_ALLOW_MASS_CHANGE") == "true"
 	fs.BoolVar(&c.allowMassChange, "allow-mass-change", allow, "let plans past the fleet's safety limits run ($GENESIS_ALLOW_MASS_CHANGE=true)")
 	str(&c.tokensFile, "tokens", "GENESIS_TOKENS_FILE", "", "API tokens file (JSON lines {name, sha256, scopes}; genesis token new); enables the tenant API and bearer checks")
+	fs.BoolVar(&c.insecureNoAuth, "insecure-no-auth", getenv("GENESIS_INSECURE_NO_AUTH") == "true",
+		"serve without --tokens: every API route answers anyone (demo and tests only; $GENESIS_INSECURE_NO_AUTH=true)")
 	fs.BoolVar(&c.metricsTokenRequired, "metrics-token-required", getenv("GENESIS_METRICS_TOKEN_REQUIRED") == "true", "GET /metrics needs a token with the metrics scope ($GENESIS_METRICS_TOKEN_REQUIRED=true)")
 	fs.BoolVar(&c.propose, "propose", getenv("GENESIS_PROPOSE") == "true", "tenant API writes push a branch genesis/proposals/<id>-<commit> per change for review instead of the branch ($GENESIS_PROPOSE=true)")
 	fs.Float64Var(&c.apiRate, "api-rate", 20, "requests per second each API token may make (bursts of twice that)")
