@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -149,5 +148,5 @@ func envelopePayload(envelope []byte) ([]byte, error) {
 	if env.PayloadType != schema.ManifestPayloadType {
 		return nil, fmt.Errorf("payload type %q", env.PayloadType)
 	}
-	return base64.StdEncoding.Strict().DecodeString(env.Payload)
+	return env.DecodedPayload()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -352,5 +353,44 @@ func TestStateDirModes(t *testing.T) {
 	}
 	if _, ok, _ := st.Credential("2"); ok {
 		t.Error("another droplet's credential returned")
+	}
+}
+
+// TestAcceptOtherDSSEEncodings: an envelope in URL-safe unpadded base64 with
+// an empty keyid (both allowed by DSSE's envelope specification) is
+// accepted, and after a restart the recorded envelope is reapplied.
+func TestAcceptOtherDSSEEncodings(t *testing.T) {
+	st, f := stateFixture(t)
+	dir := st.Dir()
+	var env dsse.Envelope
+	if err := json.Unmarshal(f.sign(f.manifest(2), nil), &env); err != nil {
+		t.Fatal(err)
+	}
+	recode := func(s string) string {
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	env.Payload = recode(env.Payload)
+	env.Signatures[0].Sig, env.Signatures[0].KeyID = recode(env.Signatures[0].Sig), ""
+	raw, _ := json.Marshal(env)
+	v, err := Accept(context.Background(), st, raw, f.policy(nil))
+	if err != nil {
+		t.Fatalf("Accept: %v", err)
+	}
+	if v.KeyID != dsse.KeyID(f.signer.Public()) {
+		t.Errorf("key id %q, want the signer's %q", v.KeyID, dsse.KeyID(f.signer.Public()))
+	}
+	st.Close()
+	st = openState(t, dir)
+	var version int64
+	ok, err := Reapply(context.Background(), st, ApplyFunc(func(_ context.Context, m *schema.Manifest, _ map[string]json.RawMessage) error {
+		version = m.Version
+		return nil
+	}))
+	if !ok || err != nil || version != 2 {
+		t.Errorf("Reapply = %v, %v, version %d; want true, nil, 2", ok, err, version)
 	}
 }

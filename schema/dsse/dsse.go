@@ -26,7 +26,8 @@ import (
 	"genesis.dev/fleet/schema"
 )
 
-// Envelope is a DSSE envelope. Payload and Sig are base64 (standard).
+// Envelope is a DSSE envelope. Payload and Sig are base64: Sign writes
+// standard, padded; Verify reads standard or URL-safe, padded or not.
 type Envelope struct {
 	Payload     string      `json:"payload"`
 	PayloadType string      `json:"payloadType"`
@@ -100,9 +101,18 @@ type Trusted map[string]ed25519.PublicKey
 // Add trusts pub.
 func (t Trusted) Add(pub ed25519.PublicKey) { t[KeyID(pub)] = pub }
 
+// maxSignatures bounds the signatures an envelope may carry.
+const maxSignatures = 8
+
 // Verify checks an envelope's JSON: strictly decoded, of payloadType, with a
 // valid signature by a trusted key. It returns the payload and the id of the
 // key that signed it.
+//
+// As DSSE's envelope specification allows, payload and signatures may be in
+// standard or URL-safe base64, padded or not, and a signature's keyid is only
+// a hint: a keyid naming a trusted key is tried with that key first (the
+// fast path every envelope of ours takes); an empty or unknown keyid is tried
+// with every trusted key (a verifier holds few). At most 8 signatures.
 func Verify(envelope []byte, payloadType string, trusted Trusted) ([]byte, string, error) {
 	if len(envelope) > schema.MaxEnvelopeSize {
 		return nil, "", fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrMalformed, len(envelope), schema.MaxEnvelopeSize)
@@ -114,30 +124,66 @@ func Verify(envelope []byte, payloadType string, trusted Trusted) ([]byte, strin
 	if env.PayloadType != payloadType {
 		return nil, "", fmt.Errorf("%w: %q", ErrPayloadType, env.PayloadType)
 	}
-	payload, err := base64.StdEncoding.Strict().DecodeString(env.Payload)
+	payload, err := decodeBase64(env.Payload)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
-	if len(env.Signatures) == 0 || len(env.Signatures) > 8 {
+	if len(env.Signatures) == 0 || len(env.Signatures) > maxSignatures {
 		return nil, "", fmt.Errorf("%w: %d signatures", ErrMalformed, len(env.Signatures))
 	}
 	pae := PAE(env.PayloadType, payload)
-	known := false
+	named := false // a signature named a trusted key
 	for _, s := range env.Signatures {
-		pub, ok := trusted[s.KeyID]
-		if !ok {
+		sig, err := decodeBase64(s.Sig)
+		if err != nil || len(sig) != ed25519.SignatureSize {
+			if _, ok := trusted[s.KeyID]; ok {
+				named = true
+			}
 			continue
 		}
-		known = true
-		sig, err := base64.StdEncoding.Strict().DecodeString(s.Sig)
-		if err == nil && len(sig) == ed25519.SignatureSize && ed25519.Verify(pub, pae, sig) {
-			return payload, s.KeyID, nil
+		if pub, ok := trusted[s.KeyID]; ok {
+			named = true
+			if ed25519.Verify(pub, pae, sig) {
+				return payload, s.KeyID, nil
+			}
+			continue
+		}
+		for id, pub := range trusted {
+			if ed25519.Verify(pub, pae, sig) {
+				return payload, id, nil
+			}
 		}
 	}
-	if !known {
+	if !named {
 		return nil, "", ErrUnknownKey
 	}
 	return nil, "", ErrBadSignature
+}
+
+// b64 are the encodings DSSE allows, tried in turn: the alphabet and the
+// padding of a well-formed string select exactly one.
+var b64 = [...]*base64.Encoding{
+	base64.StdEncoding.Strict(), base64.RawStdEncoding.Strict(),
+	base64.URLEncoding.Strict(), base64.RawURLEncoding.Strict(),
+}
+
+// DecodedPayload is the envelope's payload, decoded as Verify decodes it,
+// without checking any signature (for an envelope verified earlier).
+func (e Envelope) DecodedPayload() ([]byte, error) { return decodeBase64(e.Payload) }
+
+// decodeBase64 reads standard or URL-safe base64, padded or not.
+func decodeBase64(s string) ([]byte, error) {
+	var first error
+	for _, enc := range b64 {
+		b, err := enc.DecodeString(s)
+		if err == nil {
+			return b, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, first
 }
 
 // ParsePublicKeyPEM reads a PKIX PEM ed25519 public key.
