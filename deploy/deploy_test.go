@@ -40,6 +40,7 @@ var knownMetrics = []struct {
 	{"genesis_orphans", "gauge", false},
 	{"genesis_tenants_no_capacity", "gauge", false},
 	{"genesis_leader", "gauge", false},
+	{"genesis_insecure_no_auth", "gauge", false},
 	{"genesis_git_last_commit_timestamp_seconds", "gauge", false},
 	{"genesis_git_sync_errors_total", "counter", false},
 	{"genesis_git_sync_duration_seconds", "histogram", false},
@@ -533,7 +534,8 @@ func TestKubernetes(t *testing.T) {
 		}
 		secretish := regexp.MustCompile(`TOKEN|SECRET|PASSWORD|DATABASE_URL`)
 		for _, e := range c.Env {
-			if secretish.MatchString(e.Name) && e.Value != "" {
+			// A *_FILE variable is a path into a Secret mount, checked below.
+			if secretish.MatchString(e.Name) && !strings.HasSuffix(e.Name, "_FILE") && e.Value != "" {
 				t.Errorf("container %s: %s has a literal value; secrets come from Secrets", c.Name, e.Name)
 			}
 		}
@@ -547,7 +549,8 @@ func TestKubernetes(t *testing.T) {
 			t.Errorf("container %s: no envFrom secretRef for the DigitalOcean tokens", c.Name)
 		}
 		// The key files are read from a read-only mount of a Secret.
-		for _, name := range []string{"GENESIS_AGE_IDENTITY", "GENESIS_SIGNING_KEY"} {
+		// No open mode by accident: the API tokens file is set, like the keys.
+		for _, name := range []string{"GENESIS_AGE_IDENTITY", "GENESIS_SIGNING_KEY", "GENESIS_TOKENS_FILE"} {
 			path := env[name].Value
 			mounted := false
 			for _, m := range c.VolumeMounts {
@@ -710,7 +713,7 @@ func TestSystemdUnits(t *testing.T) {
 			append(slices.Clone(hardening), want{"StateDirectory", "genesis-agent"}),
 			"/var/lib/genesis-agent", []string{"ExecStart", "MemoryMax"}},
 		{"reconciler/genesis-reconciler.service", "/usr/local/bin/genesis-reconciler",
-			append(slices.Clone(hardening), want{"DynamicUser", "yes"}),
+			append(slices.Clone(hardening), want{"DynamicUser", "yes"}, want{"LoadCredential", "tokens:/etc/genesis/tokens"}),
 			"", []string{"ExecStart", "EnvironmentFile", "LoadCredential"}},
 	} {
 		t.Run(filepath.Base(tc.file), func(t *testing.T) {
@@ -1206,3 +1209,32 @@ func subset(sub, of map[string]string) bool {
 }
 
 func isTrue(b *bool) bool { return b != nil && *b }
+
+// TestNoOpenModeShipped: the shipped unit and Deployment give the
+// reconciler its API tokens file, and nothing shipped turns on
+// --insecure-no-auth (day-2 rule 1).
+func TestNoOpenModeShipped(t *testing.T) {
+	unit := parseUnit(t, "reconciler/genesis-reconciler.service")
+	if !slices.Contains(unit["Service"]["Environment"], "GENESIS_TOKENS_FILE=%d/tokens") {
+		t.Errorf("the reconciler unit does not set GENESIS_TOKENS_FILE=%%d/tokens: Environment = %q", unit["Service"]["Environment"])
+	}
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		// The alert that watches for the flag names it; so does its test.
+		if err != nil || d.IsDir() || strings.HasSuffix(path, "_test.go") || strings.HasSuffix(path, ".md") || strings.HasPrefix(path, "prometheus/") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, bad := range []string{"insecure-no-auth", "GENESIS_INSECURE_NO_AUTH"} {
+			if bytes.Contains(b, []byte(bad)) {
+				t.Errorf("%s turns on %s", path, bad)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -10,20 +10,17 @@ import (
 
 	"filippo.io/age"
 
-	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/tenants"
 )
 
-// buildAPI makes the authenticator (nil without --tokens) and the tenant
-// API (nil without --tokens or in --state-dir mode).
+// buildAPI makes the authenticator (nil only with --insecure-no-auth) and
+// the tenant API (nil then, or in --state-dir mode). Without --tokens it
+// refuses to start unless --insecure-no-auth says so (day-2 rule 1).
 func buildAPI(c config, st *store.Store, ids []age.Identity, log *slog.Logger, pushed func()) (*auth.Authenticator, *stateapi.API, error) {
-	if c.tokensFile == "" {
-		if c.metricsTokenRequired {
-			return nil, nil, cliexit.Usage("--metrics-token-required needs --tokens")
-		}
+	if c.tokensFile == "" { // --insecure-no-auth: parseFlags refused anything else
 		return nil, nil, nil
 	}
 	data, err := os.ReadFile(c.tokensFile)

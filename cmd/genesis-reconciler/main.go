@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/agentapi"
+	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/fleetstats"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
@@ -71,6 +73,10 @@ Rotating the manifest-signing key: (1) add the new public key with
 it (GET /v1/fleet: applied = issued); (2) switch --signing-key to the new key,
 still announcing it (the old one may be dropped).
 
+API callers present a bearer token listed (by hash) in --tokens; the
+reconciler refuses to start without it unless --insecure-no-auth is given
+(demo and tests only: every route then answers anyone).
+
 Every flag can also be set by the environment variable shown. DigitalOcean
 tokens come from the variables genesis.yaml names (spec.accounts[].tokenEnv).
 Migrations are applied at start.
@@ -91,6 +97,10 @@ type config struct {
 	tokensFile                                                           string
 	metricsTokenRequired, propose, insecureNoAuth                        bool
 	apiRate                                                              float64
+	http                                                                 serverTimeouts
+	trustedProxies                                                       string
+	unauthRate                                                           float64
+	unauthBurst                                                          int
 }
 
 // listFlag is a repeatable flag whose default comes from a comma-separated
@@ -167,6 +177,20 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.BoolVar(&c.metricsTokenRequired, "metrics-token-required", getenv("GENESIS_METRICS_TOKEN_REQUIRED") == "true", "GET /metrics needs a token with the metrics scope ($GENESIS_METRICS_TOKEN_REQUIRED=true)")
 	fs.BoolVar(&c.propose, "propose", getenv("GENESIS_PROPOSE") == "true", "tenant API writes push a branch genesis/proposals/<id>-<commit> per change for review instead of the branch ($GENESIS_PROPOSE=true)")
 	fs.Float64Var(&c.apiRate, "api-rate", 20, "requests per second each API token may make (bursts of twice that)")
+	dur(&c.http.readHeader, "http-read-header-timeout", "GENESIS_HTTP_READ_HEADER_TIMEOUT", DefaultReadHeaderTimeout, "longest a request's headers (or a silent new connection) may take")
+	dur(&c.http.read, "http-read-timeout", "GENESIS_HTTP_READ_TIMEOUT", DefaultReadTimeout, "longest a whole request, body included, may take to arrive")
+	dur(&c.http.write, "http-write-timeout", "GENESIS_HTTP_WRITE_TIMEOUT", DefaultWriteTimeout, "longest a response may take (must exceed the 60s manifest long-poll)")
+	dur(&c.http.idle, "http-idle-timeout", "GENESIS_HTTP_IDLE_TIMEOUT", DefaultIdleTimeout, "how long an idle keep-alive connection is kept")
+	maxConns := defaultMaxConnections()
+	if v := getenv("GENESIS_MAX_CONNECTIONS"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			maxConns = n
+		}
+	}
+	fs.IntVar(&c.http.maxConns, "max-connections", maxConns, "most HTTP connections open at once, 0 for no limit (default: the open-file limit less 256 for Postgres and git) ($GENESIS_MAX_CONNECTIONS)")
+	fs.Float64Var(&c.unauthRate, "unauth-rate", auth.DefaultFailureRate, "unauthenticated answers (401, 403) per second a client regains")
+	fs.IntVar(&c.unauthBurst, "unauth-burst", auth.DefaultFailureBurst, "unauthenticated answers a client may collect before every request of it gets 429 (0: no limit)")
+	str(&c.trustedProxies, "trusted-proxies", "GENESIS_TRUSTED_PROXIES", "", "comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For names the client (for the per-client limit on unauthenticated requests)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -184,7 +208,24 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, cliexit.Usage("--database-url (or DATABASE_URL) is required")
 	case (c.stateRepo == "") == (c.stateDir == ""):
 		return c, cliexit.Usage("give exactly one of --state-repo and --state-dir")
-	case !strings.HasSuffix(c.doAPIURL, "/"):
+	case c.tokensFile == "" && !c.insecureNoAuth:
+		return c, cliexit.Usage("refusing to serve without --tokens ($GENESIS_TOKENS_FILE): every API route " +
+			"(wake, retry, /v1/fleet, /v1/observed) would answer anyone; make a tokens file with `genesis token new`, " +
+			"or, for a demo or a test only, pass --insecure-no-auth")
+	case c.tokensFile != "" && c.insecureNoAuth:
+		return c, cliexit.Usage("--insecure-no-auth and --tokens contradict each other; drop --insecure-no-auth")
+	case c.insecureNoAuth && c.metricsTokenRequired:
+		return c, cliexit.Usage("--metrics-token-required needs --tokens")
+	case c.unauthBurst < 0 || c.unauthRate <= 0:
+		return c, cliexit.Usage("--unauth-burst must not be negative and --unauth-rate must be positive")
+	}
+	if err := c.http.check(); err != nil {
+		return c, err
+	}
+	if _, err := auth.ParsePrefixes(c.trustedProxies); err != nil {
+		return c, cliexit.Usage("--trusted-proxies: %v", err)
+	}
+	if !strings.HasSuffix(c.doAPIURL, "/") {
 		c.doAPIURL += "/"
 	}
 	return c, nil
@@ -204,6 +245,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	insecure := prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_insecure_no_auth",
+		Help: "1 when this replica serves its API without tokens (--insecure-no-auth: demo and tests only)."})
+	reg.MustRegister(insecure)
+	if c.insecureNoAuth {
+		insecure.Set(1)
+		log.Error("INSECURE: serving without authentication (--insecure-no-auth): wake, retry, /v1/fleet and /v1/observed answer anyone; for demos and tests only",
+			"component", "http")
+	}
 
 	st, err := store.Open(ctx, c.databaseURL, log)
 	if err != nil {
@@ -302,13 +352,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		trigger = func() { watcher.Trigger(); api.Refresh() }
 	}
 
-	srv := &http.Server{
-		Handler: reconciler.Handler(reconciler.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
-			WebhookSecret: []byte(c.webhookSecret), Trigger: trigger, Agents: agents.Handler(),
-			Auth: authn, API: api, MetricsTokenRequired: c.metricsTokenRequired}),
-		ReadHeaderTimeout: 10 * time.Second,
+	proxies, _ := auth.ParsePrefixes(c.trustedProxies) // checked by parseFlags
+	handler := reconciler.Handler(reconciler.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
+		WebhookSecret: []byte(c.webhookSecret), Trigger: trigger, Agents: agents.Handler(),
+		Auth: authn, API: api, MetricsTokenRequired: c.metricsTokenRequired})
+	if c.unauthBurst > 0 {
+		handler = auth.NewFailures(auth.FailuresConfig{Rate: c.unauthRate, Burst: c.unauthBurst, TrustedProxies: proxies,
+			Logger: log, Registerer: reg}).Wrap(handler)
+	} else {
+		log.Warn("no limit on unauthenticated requests per client (--unauth-burst 0)", "component", "http")
 	}
-	log.Info("listening", "component", "http", "addr", ln.Addr().String())
+	srv := newServer(handler, c.http)
+	ln = limitListener(ln, c.http.maxConns)
+	log.Info("listening", "component", "http", "addr", ln.Addr().String(), "limits", c.http.describe())
 	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
 
 	g, ctx := errgroup.WithContext(ctx)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,6 +115,9 @@ func (w *world) start(extra ...string) *proc {
 	addr := freePort(w.t)
 	args := append([]string{"--state-repo", w.repo, "--database-url", w.db, "--do-api-url", w.sim.URL, "--listen", addr,
 		"--poll-interval", "200ms", "--resync", "200ms", "--webhook-secret", "s3cret", "--log-format", "text"}, extra...)
+	if !slices.Contains(extra, "--tokens") {
+		args = append(args, "--insecure-no-auth")
+	}
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "GENESIS_TEST_TOKEN_A=tok-a", "GENESIS_TEST_TOKEN_B=tok-b")
 	logs := &syncio.Buffer{}
@@ -308,13 +312,17 @@ func TestWebhookAndHealth(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{"genesis_reconcile_total", "genesis_actions_total{kind=\"create\",result=\"succeeded\"}", "genesis_do_requests_total", "genesis_leader 1",
-		"genesis_heartbeat_age_seconds_bucket", "genesis_agent_version_lag_count", `genesis_git_sync_duration_seconds_count{result="ok"}`} {
+		"genesis_heartbeat_age_seconds_bucket", "genesis_agent_version_lag_count", `genesis_git_sync_duration_seconds_count{result="ok"}`,
+		"genesis_insecure_no_auth 1"} {
 		if !bytes.Contains(metrics, []byte(want)) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 	if err := promcheck.Check(metrics); err != nil {
 		t.Error(err)
+	}
+	if !strings.Contains(p.logs.String(), "INSECURE: serving without authentication") {
+		t.Error("no loud log line for --insecure-no-auth")
 	}
 }
 
@@ -328,6 +336,9 @@ func TestUsage(t *testing.T) {
 		{[]string{"--state-repo", "x"}, 2, "--database-url"},
 		{[]string{"--database-url", "postgres://x"}, 2, "exactly one of --state-repo and --state-dir"},
 		{[]string{"--bogus"}, 2, "flag provided but not defined"},
+		{[]string{"--database-url", "postgres://x", "--state-dir", "x"}, 2, "refusing to serve without --tokens"},
+		{[]string{"--database-url", "postgres://x", "--state-dir", "x", "--tokens", "t", "--insecure-no-auth"}, 2, "contradict"},
+		{[]string{"--database-url", "postgres://x", "--state-dir", "x", "--insecure-no-auth", "--metrics-token-required"}, 2, "--metrics-token-required needs --tokens"},
 	} {
 		cmd := exec.Command(binary, tc.args...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
@@ -342,7 +353,7 @@ func TestUsage(t *testing.T) {
 // comma-separated environment variable gives the files; bad files are
 // refused by name.
 func TestAnnounceFlag(t *testing.T) {
-	base := []string{"--database-url", "postgres://x", "--state-dir", "x"}
+	base := []string{"--database-url", "postgres://x", "--state-dir", "x", "--insecure-no-auth"}
 	for _, tc := range []struct {
 		args []string
 		env  string
