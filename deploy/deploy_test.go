@@ -1238,3 +1238,77 @@ func TestNoOpenModeShipped(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestConnectionBudget: the unit's and the pod's limits hold the design
+// point of README "Connection budget": 50,000 agents per replica at up to
+// two open files each plus 256 for Postgres and git, and a GOMEMLIMIT below
+// the memory limit.
+func TestConnectionBudget(t *testing.T) {
+	const agents, perAgent, reserve = 50_000, 2, 256
+	unit := parseUnit(t, "reconciler/genesis-reconciler.service")["Service"]
+	nofile, err := strconv.Atoi(unit["LimitNOFILE"][len(unit["LimitNOFILE"])-1])
+	if err != nil || nofile < agents*perAgent+reserve {
+		t.Errorf("LimitNOFILE = %v (%v), want at least %d", unit["LimitNOFILE"], err, agents*perAgent+reserve)
+	}
+	gib := func(s string) float64 {
+		for _, u := range []struct {
+			suffix string
+			f      float64
+		}{{"GiB", 1}, {"Gi", 1}, {"G", 1}, {"MiB", 1.0 / 1024}, {"Mi", 1.0 / 1024}} {
+			if n, ok := strings.CutSuffix(s, u.suffix); ok {
+				v, err := strconv.ParseFloat(n, 64)
+				if err == nil {
+					return v * u.f
+				}
+			}
+		}
+		t.Fatalf("size %q", s)
+		return 0
+	}
+	var unitLimit string
+	if v := unit["MemoryMax"]; len(v) > 0 {
+		unitLimit = v[len(v)-1]
+	}
+	var unitGoMem string
+	for _, e := range unit["Environment"] {
+		if v, ok := strings.CutPrefix(e, "GOMEMLIMIT="); ok {
+			unitGoMem = v
+		}
+	}
+	if unitLimit == "" || unitGoMem == "" || gib(unitGoMem) >= gib(unitLimit) {
+		t.Errorf("unit: MemoryMax %q, GOMEMLIMIT %q: want both, GOMEMLIMIT below MemoryMax", unitLimit, unitGoMem)
+	}
+	data, err := os.ReadFile("k8s/deployment.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dep struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					Containers []struct {
+						Env       []envVar `yaml:"env"`
+						Resources struct {
+							Limits map[string]string `yaml:"limits"`
+						} `yaml:"resources"`
+					} `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(data, &dep); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range dep.Spec.Template.Spec.Containers {
+		goMem := ""
+		for _, e := range c.Env {
+			if e.Name == "GOMEMLIMIT" {
+				goMem = e.Value
+			}
+		}
+		limit := c.Resources.Limits["memory"]
+		if goMem == "" || limit == "" || gib(goMem) >= gib(limit) || gib(limit) != gib(unitLimit) {
+			t.Errorf("pod: memory limit %q, GOMEMLIMIT %q: want both, GOMEMLIMIT below the limit, the limit as the unit's %q", limit, goMem, unitLimit)
+		}
+	}
+}
