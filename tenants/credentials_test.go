@@ -241,12 +241,12 @@ func TestPlantedTokenNeverLeaks(t *testing.T) {
 				t.Errorf("remote main = %s after a refused push, want %s", got, res.Commit)
 			}
 
-			forms := []string{token, url.PathEscape(token), url.QueryEscape(token)}
 			leaks := func(where, text string) {
 				t.Helper()
-				for _, f := range forms {
+				for _, f := range []string{token, url.PathEscape(token), url.QueryEscape(token)} {
 					if strings.Contains(text, f) {
 						t.Errorf("%s holds the planted token (%q):\n%s", where, f, text)
+						return
 					}
 				}
 			}
