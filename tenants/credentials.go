@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -113,8 +114,8 @@ func newRemote(repo string, auth transport.AuthMethod) (remote, error) {
 // credential itself (no password).
 func (r *remote) addSecrets(user, pass string, userIsSecret bool) {
 	add := func(s string) {
-		for _, v := range []string{s, url.PathEscape(s), url.QueryEscape(s), url.UserPassword(s, "").String()} {
-			if len(v) >= minSecret && !strings.Contains(strings.Join(r.secrets, "\x00"), v) {
+		for _, v := range []string{s, url.PathEscape(s), url.QueryEscape(s)} {
+			if len(v) >= minSecret && !slices.Contains(r.secrets, v) {
 				r.secrets = append(r.secrets, v)
 			}
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"io/fs"
 	"net/http"
@@ -48,23 +47,12 @@ func TestGitTokenStaysSecret(t *testing.T) {
 			cache := t.TempDir()
 			p := w.start("--state-repo", repo, "--cache-dir", cache, "--tokens", toks)
 			var bodies []string
+			api := apiClient(t, p.url)
 			call := func(method, path, body string, hdr ...string) (*http.Response, string) {
 				t.Helper()
-				req, _ := http.NewRequest(method, p.url+path, strings.NewReader(body))
-				req.Header.Set("Authorization", "Bearer tok-dash")
-				req.Header.Set("Content-Type", "application/json")
-				for i := 0; i+1 < len(hdr); i += 2 {
-					req.Header.Set(hdr[i], hdr[i+1])
-				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer resp.Body.Close()
-				var b bytes.Buffer
-				b.ReadFrom(resp.Body)
-				bodies = append(bodies, b.String())
-				return resp, b.String()
+				resp, b := api(method, path, "tok-dash", body, hdr...)
+				bodies = append(bodies, string(b))
+				return resp, string(b)
 			}
 			waitFor(t, "the fleet to list ws-000", func() bool {
 				_, body := call("GET", "/v1/fleet", "")
