@@ -124,7 +124,7 @@ func (r *remote) addSecrets(user, pass string, userIsSecret bool) {
 		add(pass)
 	}
 	if userIsSecret && user != "" {
-		add(strings.TrimSuffix(user, ":"))
+		add(user)
 	}
 }
 
@@ -185,7 +185,8 @@ func (r *remote) redact(err error) error {
 // ClonePath returns where the bare clone of repo lives under cacheDir,
 // prefix+hash+".git", the hash taken over repo without its credentials so
 // the folder's name does not depend on them. A clone an older version made
-// under the hash of the full URL (credentials included) is moved there, or
+// under the hash of the full URL (credentials included) is moved there (its
+// origin rewritten), or
 // scrubbed in place when both exist, so no credential stays on disk.
 func ClonePath(cacheDir, prefix, repo string) (string, error) {
 	r, err := newRemote(repo, nil)
@@ -204,14 +205,15 @@ func ClonePath(cacheDir, prefix, repo string) (string, error) {
 	if _, err := os.Stat(legacy); err != nil {
 		return dir, nil
 	}
+	scrub := legacy
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if err := os.Rename(legacy, dir); err != nil {
 			return "", fmt.Errorf("move old clone %s: %w", legacy, err)
 		}
-		return dir, nil
+		scrub = dir
 	}
-	if _, err := openClone(legacy, r.url); err != nil {
-		return "", fmt.Errorf("scrub old clone %s: %w", legacy, err)
+	if _, err := openClone(scrub, r.url); err != nil {
+		return "", fmt.Errorf("scrub old clone %s: %w", scrub, err)
 	}
 	return dir, nil
 }

@@ -295,3 +295,50 @@ func TestPlantedTokenNeverLeaks(t *testing.T) {
 		})
 	}
 }
+
+// TestClonePathScrubsOldClones: a clone an older version named by the hash
+// of the full URL (token included) is moved to the clean URL's name, or,
+// when a clone is already there, has its origin rewritten in place.
+func TestClonePathScrubsOldClones(t *testing.T) {
+	const repo = "https://ghp_PLANTED0TOKEN0fade@git.example.com/org/state.git"
+	tests := []struct {
+		name         string
+		existing     bool // a clone under the clean name exists too
+		wantOldThere bool
+	}{
+		{name: "old clone only", existing: false, wantOldThere: false},
+		{name: "both", existing: true, wantOldThere: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cache := t.TempDir()
+			sum := sha256.Sum256([]byte(repo))
+			old := filepath.Join(cache, "writer-"+hex.EncodeToString(sum[:8])+".git")
+			runGit(t, cache, "init", "-q", "--bare", old)
+			runGit(t, old, "remote", "add", "origin", repo)
+			clean := "https://git.example.com/org/state.git"
+			if tt.existing {
+				sum := sha256.Sum256([]byte(clean))
+				runGit(t, cache, "init", "-q", "--bare", filepath.Join(cache, "writer-"+hex.EncodeToString(sum[:8])+".git"))
+			}
+			dir, err := ClonePath(cache, "writer-", repo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "config")); err != nil {
+				t.Errorf("no clone at %s: %v", dir, err)
+			}
+			_, err = os.Stat(old)
+			if got := err == nil; got != tt.wantOldThere {
+				t.Errorf("old clone still there = %v, want %v", got, tt.wantOldThere)
+			}
+			scrubbed := dir
+			if tt.wantOldThere {
+				scrubbed = old
+			}
+			if got := runGit(t, scrubbed, "config", "remote.origin.url"); got != clean {
+				t.Errorf("origin of the old clone = %q, want %q", got, clean)
+			}
+		})
+	}
+}
