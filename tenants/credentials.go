@@ -186,8 +186,8 @@ func (r *remote) redact(err error) error {
 // prefix+hash+".git", the hash taken over repo without its credentials so
 // the folder's name does not depend on them. A clone an older version made
 // under the hash of the full URL (credentials included) is moved there (its
-// origin rewritten), or
-// scrubbed in place when both exist, so no credential stays on disk.
+// origin rewritten), or scrubbed in place when both exist, so no credential
+// stays on disk.
 func ClonePath(cacheDir, prefix, repo string) (string, error) {
 	r, err := newRemote(repo, nil)
 	if err != nil {
