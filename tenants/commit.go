@@ -114,7 +114,9 @@ type WriterConfig struct {
 	Subdir string
 	// Dir is the Writer's own bare clone (created when missing).
 	Dir string
-	// Auth authenticates fetches and pushes (nil for none).
+	// Auth authenticates fetches and pushes (nil for none). User information
+	// in an http(s) Remote becomes basic auth instead, as for Config.Auth:
+	// the clone's config, logs and errors never hold it.
 	Auth transport.AuthMethod
 	// Propose pushes each change to its own branch under ProposalPrefix for
 	// review instead of to Branch.
@@ -139,9 +141,10 @@ type WriterConfig struct {
 // process run one at a time; across processes the remote's ref update is the
 // arbiter.
 type Writer struct {
-	cfg  WriterConfig
-	log  *slog.Logger
-	repo *git.Repository
+	cfg    WriterConfig
+	remote remote // Remote without credentials, and the auth method
+	log    *slog.Logger
+	repo   *git.Repository
 
 	mu sync.Mutex // serializes writes and fetches; guards ix
 	ix *index
@@ -173,14 +176,18 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Subdir = strings.TrimPrefix(path.Clean("/"+cfg.Subdir), "/")
-	if err := os.MkdirAll(filepath.Dir(cfg.Dir), 0o755); err != nil {
+	rem, err := newRemote(cfg.Remote, cfg.Auth)
+	if err != nil {
 		return nil, fmt.Errorf("state writer: %w", err)
 	}
-	repo, err := openClone(cfg.Dir, cfg.Remote)
-	if err != nil {
-		return nil, fmt.Errorf("state writer: open clone %s: %w", cfg.Dir, err)
+	if err := os.MkdirAll(filepath.Dir(cfg.Dir), 0o700); err != nil {
+		return nil, fmt.Errorf("state writer: %w", err)
 	}
-	return &Writer{cfg: cfg, log: cfg.Logger.With("component", "tenants", "repo", redactURL(cfg.Remote)), repo: repo, ix: newIndex()}, nil
+	repo, err := openClone(cfg.Dir, rem.url)
+	if err != nil {
+		return nil, fmt.Errorf("state writer: open clone %s: %w", cfg.Dir, rem.redact(err))
+	}
+	return &Writer{cfg: cfg, remote: rem, log: cfg.Logger.With("component", "tenants", "repo", rem.shown), repo: repo, ix: newIndex()}, nil
 }
 
 // Branch is the branch the Writer writes (or proposes against).
@@ -202,7 +209,7 @@ func (w *Writer) Fetch(ctx context.Context) (Snapshot, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.fetch(ctx); err != nil {
-		return Snapshot{}, err
+		return Snapshot{}, w.remote.redact(err)
 	}
 	return w.Head(), nil
 }
@@ -239,10 +246,10 @@ func (w *Writer) trackingRef() plumbing.ReferenceName {
 func (w *Writer) fetch(ctx context.Context) error {
 	spec := config.RefSpec(fmt.Sprintf("+refs/heads/%[1]s:refs/remotes/origin/%[1]s", w.cfg.Branch))
 	w.objMu.Lock()
-	err := w.repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{spec}, Auth: w.cfg.Auth, Tags: git.NoTags, Force: true})
+	err := w.repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{spec}, Auth: w.remote.auth, Tags: git.NoTags, Force: true})
 	w.objMu.Unlock()
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return fmt.Errorf("fetch %s: %w", redactURL(w.cfg.Remote), err)
+		return fmt.Errorf("fetch %s: %w", w.remote.shown, err)
 	}
 	return w.loadHead(ctx)
 }
@@ -272,7 +279,7 @@ func (w *Writer) headCommit() (*object.Commit, error) {
 	defer w.objMu.RUnlock()
 	ref, err := w.repo.Reference(w.trackingRef(), true)
 	if errors.Is(err, plumbing.ErrReferenceNotFound) {
-		return nil, fmt.Errorf("branch %s not found in %s", w.cfg.Branch, redactURL(w.cfg.Remote))
+		return nil, fmt.Errorf("branch %s not found in %s", w.cfg.Branch, w.remote.shown)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("resolve branch %s: %w", w.cfg.Branch, err)
@@ -310,10 +317,18 @@ func tenantPath(snap Snapshot, id string) (string, TenantState, bool) {
 
 // Write applies one change: see Writer. Its errors are ErrNotFound,
 // ErrExists, ErrPrecondition, ErrConflict, ErrBusy, *ValidationError,
-// *EditError, or a failure to reach the repository.
+// *EditError, or a failure to reach the repository (test kinds with
+// errors.Is and errors.As: every error is a *RedactedError, scrubbed of the
+// remote's credentials).
 func (w *Writer) Write(ctx context.Context, ch Change) (WriteResult, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	res, err := w.write(ctx, ch)
+	return res, w.remote.redact(err)
+}
+
+// write is Write; its errors may hold what go-git put in them. w.mu held.
+func (w *Writer) write(ctx context.Context, ch Change) (WriteResult, error) {
 	if err := w.fetch(ctx); err != nil {
 		return WriteResult{}, err
 	}
@@ -371,7 +386,7 @@ func (w *Writer) Write(ctx context.Context, ch Change) (WriteResult, error) {
 				err = w.loadHead(ctx)
 			}
 			if err != nil {
-				w.log.Warn("refresh after push", "err", err)
+				w.log.Warn("refresh after push", "err", w.remote.redact(err))
 			}
 			w.log.Info("committed tenant change", "workspace", ch.ID, "commit", res.Commit, "attempts", attempt)
 			return res, nil
@@ -388,7 +403,7 @@ func (w *Writer) Write(ctx context.Context, ch Change) (WriteResult, error) {
 			return res, nil
 		}
 		if head.Commit == base.Commit {
-			return WriteResult{}, fmt.Errorf("push to %s: %w", redactURL(w.cfg.Remote), pushErr)
+			return WriteResult{}, fmt.Errorf("push to %s: %w", w.remote.shown, pushErr)
 		}
 		w.log.Info("branch moved during push; rebasing", "workspace", ch.ID, "attempt", attempt, "head", head.Commit)
 		select {
@@ -483,7 +498,7 @@ func (w *Writer) push(ctx context.Context, commit plumbing.Hash, branch string, 
 		return err
 	}
 	dst := plumbing.NewBranchReferenceName(branch)
-	opts := &git.PushOptions{RemoteName: "origin", Auth: w.cfg.Auth, RefSpecs: []config.RefSpec{config.RefSpec(local.String() + ":" + dst.String())}}
+	opts := &git.PushOptions{RemoteName: "origin", Auth: w.remote.auth, RefSpecs: []config.RefSpec{config.RefSpec(local.String() + ":" + dst.String())}}
 	if !old.IsZero() {
 		opts.RequireRemoteRefs = []config.RefSpec{config.RefSpec(old.String() + ":" + dst.String())}
 	}

@@ -35,6 +35,17 @@
 // force-push to older or unrelated history) is refused with ErrNotDescendant
 // and the previous Snapshot stays current until a person resolves it.
 //
+// # Credentials
+//
+// A URL's user information is a credential ("https://TOKEN@host/...",
+// "https://user:TOKEN@host/..."): Open and NewWriter split it off into HTTP
+// basic auth, passed to go-git on every fetch and push, and store only the
+// clean URL as the clone's origin (rewriting an origin an older version
+// stored with the credential). Clones are 0700, their config 0600. Every
+// address that reaches a log line or an error goes through RedactURL (user
+// name and password removed), and every error that leaves Sync, Fetch or
+// Write is a *RedactedError: go-git's message with the credential scrubbed.
+//
 // DirSource reads a folder's files directly, committed or not, for the demo
 // and for "genesis plan --state DIR" on a pull request's checkout; its
 // snapshots carry no commit.

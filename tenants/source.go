@@ -2,8 +2,6 @@ package tenants
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,7 +67,10 @@ type Config struct {
 	// CacheDir holds the bare clones of URL repositories; when empty,
 	// "genesis/state" under os.UserCacheDir.
 	CacheDir string
-	// Auth authenticates fetches from a URL (nil for none).
+	// Auth authenticates fetches from a URL (nil for none). User information
+	// in an http(s) Repo ("https://TOKEN@host/...", "https://user:TOKEN@...")
+	// becomes basic auth instead (giving both is refused): it is never
+	// written into the clone's config, a log line or an error.
 	Auth transport.AuthMethod
 	// LastReconciled is the commit the reconciler last acted on, as it
 	// persisted it (hex; empty for none). Sync refuses a head that does not
@@ -87,12 +88,11 @@ type Config struct {
 // Use DirSource to read a folder as it is.
 type Source struct {
 	log    *slog.Logger
-	repo   string // as configured
+	remote remote // the URL without credentials, and the auth method
 	branch string
 	url    bool
 	gitDir string // the clone (URL) or the repository (local path)
 	subdir string // the state folder inside the repository's tree
-	auth   transport.AuthMethod
 
 	mu     sync.Mutex // serializes Sync; guards ix, cloned and head
 	ix     *index
@@ -114,17 +114,19 @@ func Open(cfg Config) (*Source, error) {
 	}
 	s := &Source{
 		log:    cfg.Logger,
-		repo:   cfg.Repo,
 		branch: cfg.Branch,
 		url:    IsURL(cfg.Repo),
-		auth:   cfg.Auth,
 		subdir: strings.TrimPrefix(path.Clean("/"+cfg.Subdir), "/"),
 		ix:     newIndex(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	s.log = s.log.With("component", "tenants", "repo", redactURL(cfg.Repo))
+	var err error
+	if s.remote, err = newRemote(cfg.Repo, cfg.Auth); err != nil {
+		return nil, fmt.Errorf("open state repository: %w", err)
+	}
+	s.log = s.log.With("component", "tenants", "repo", s.remote.shown)
 	if s.branch == "" {
 		s.branch = DefaultBranch
 	}
@@ -136,7 +138,7 @@ func Open(cfg Config) (*Source, error) {
 	if !s.url {
 		repo, err := git.PlainOpenWithOptions(cfg.Repo, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
 		if err != nil {
-			return nil, fmt.Errorf("open state repository %s: %w", cfg.Repo, err)
+			return nil, fmt.Errorf("open state repository %s: %w", s.remote.shown, s.remote.redact(err))
 		}
 		s.gitDir = cfg.Repo
 		if wt, err := repo.Worktree(); err == nil {
@@ -144,7 +146,7 @@ func Open(cfg Config) (*Source, error) {
 			root := wt.Filesystem.Root()
 			abs, err := filepath.Abs(cfg.Repo)
 			if err != nil {
-				return nil, fmt.Errorf("open state repository %s: %w", cfg.Repo, err)
+				return nil, fmt.Errorf("open state repository %s: %w", s.remote.shown, s.remote.redact(err))
 			}
 			if real, err := filepath.EvalSymlinks(abs); err == nil {
 				abs = real
@@ -154,7 +156,7 @@ func Open(cfg Config) (*Source, error) {
 			}
 			rel, err := filepath.Rel(root, abs)
 			if err != nil || strings.HasPrefix(rel, "..") {
-				return nil, fmt.Errorf("open state repository %s: not inside work tree %s", cfg.Repo, root)
+				return nil, fmt.Errorf("open state repository %s: not inside work tree %s", s.remote.shown, root)
 			}
 			s.gitDir = root
 			if s.subdir = path.Join(filepath.ToSlash(rel), s.subdir); s.subdir == "." {
@@ -171,11 +173,12 @@ func Open(cfg Config) (*Source, error) {
 		}
 		dir = filepath.Join(base, "genesis", "state")
 	}
-	sum := sha256.Sum256([]byte(cfg.Repo))
-	s.gitDir = filepath.Join(dir, hex.EncodeToString(sum[:8])+".git")
-	repo, err := openClone(s.gitDir, cfg.Repo)
+	if s.gitDir, err = ClonePath(dir, "", cfg.Repo); err != nil {
+		return nil, fmt.Errorf("open state repository cache: %w", err)
+	}
+	repo, err := openClone(s.gitDir, s.remote.url)
 	if err != nil {
-		return nil, fmt.Errorf("open state repository cache %s: %w", s.gitDir, err)
+		return nil, fmt.Errorf("open state repository cache %s: %w", s.gitDir, s.remote.redact(err))
 	}
 	s.cloned = repo
 	return s, nil
@@ -192,30 +195,19 @@ func IsURL(repo string) bool {
 	return i > 0 && strings.Contains(repo[:i], "@") && !strings.ContainsAny(repo[:i], `/\`)
 }
 
-// redactURL drops a password from a URL so it never reaches a log line.
-func redactURL(repo string) string {
-	i := strings.Index(repo, "://")
-	if i < 0 {
-		return repo
-	}
-	rest := repo[i+3:]
-	at := strings.Index(rest, "@")
-	if slash := strings.Index(rest, "/"); at < 0 || (slash >= 0 && slash < at) {
-		return repo
-	}
-	user := rest[:at]
-	if c := strings.Index(user, ":"); c >= 0 {
-		user = user[:c] + ":REDACTED"
-	}
-	return repo[:i+3] + user + rest[at:]
-}
-
 // openClone opens the bare cache clone at dir, creating it with an origin
-// remote for url when it does not exist.
+// remote for url when it does not exist. url holds no credential (see
+// newRemote); an origin that differs, such as one an older version wrote
+// with the credential in it, is rewritten. The clone's folder is made 0700
+// and its config 0600: it is nobody else's business which repository the
+// fleet reads.
 func openClone(dir, url string) (*git.Repository, error) {
 	repo, err := git.PlainOpen(dir)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
-		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, err
 		}
 		repo, err = git.PlainInit(dir, true)
@@ -226,7 +218,7 @@ func openClone(dir, url string) (*git.Repository, error) {
 		if err != nil {
 			return nil, fmt.Errorf("add remote: %w", err)
 		}
-		return repo, nil
+		return repo, restrict(dir)
 	}
 	if err != nil {
 		return nil, err
@@ -241,7 +233,15 @@ func openClone(dir, url string) (*git.Repository, error) {
 			return nil, err
 		}
 	}
-	return repo, nil
+	return repo, restrict(dir)
+}
+
+// restrict makes a clone's folder 0700 and its config 0600.
+func restrict(dir string) error {
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(filepath.Join(dir, "config"), 0o600)
 }
 
 // openLocal opens the local repository afresh, so objects and refs written
@@ -299,6 +299,12 @@ func (s *Source) MarkReconciled(commit string) error {
 func (s *Source) Sync(ctx context.Context) (Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	snap, err := s.sync(ctx)
+	return snap, s.remote.redact(err)
+}
+
+// sync is Sync; its errors may hold what go-git put in them. s.mu held.
+func (s *Source) sync(ctx context.Context) (Snapshot, error) {
 	repo := s.cloned
 	var refName plumbing.ReferenceName
 	if s.url {
@@ -315,7 +321,7 @@ func (s *Source) Sync(ctx context.Context) (Snapshot, error) {
 	}
 	ref, err := repo.Reference(refName, true)
 	if errors.Is(err, plumbing.ErrReferenceNotFound) {
-		return Snapshot{}, fmt.Errorf("branch %s not found in %s", s.branch, redactURL(s.repo))
+		return Snapshot{}, fmt.Errorf("branch %s not found in %s", s.branch, s.remote.shown)
 	}
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("resolve branch %s: %w", s.branch, err)
@@ -331,7 +337,7 @@ func (s *Source) Sync(ctx context.Context) (Snapshot, error) {
 		return Snapshot{}, fmt.Errorf("read commit %s: %w", head, err)
 	}
 	if err := s.checkHistory(repo, commit); err != nil {
-		s.log.Error("refused new head", "branch", s.branch, "commit", head.String(), "err", err)
+		s.log.Error("refused new head", "branch", s.branch, "commit", head.String(), "err", s.remote.redact(err))
 		return Snapshot{}, err
 	}
 	tree, err := commit.Tree()
@@ -370,13 +376,13 @@ func (s *Source) fetch(ctx context.Context) error {
 	err := s.cloned.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: "origin",
 		RefSpecs:   []config.RefSpec{spec},
-		Auth:       s.auth,
+		Auth:       s.remote.auth,
 		Tags:       git.NoTags,
 		// Take whatever the remote has; checkHistory judges it.
 		Force: true,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return fmt.Errorf("fetch %s: %w", redactURL(s.repo), err)
+		return fmt.Errorf("fetch %s: %w", s.remote.shown, err)
 	}
 	return nil
 }

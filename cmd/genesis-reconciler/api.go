@@ -1,14 +1,15 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"filippo.io/age"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/stateapi"
@@ -50,12 +51,41 @@ func buildAPI(c config, st *store.Store, ids []age.Identity, log *slog.Logger, p
 			return nil, nil, err
 		}
 	}
-	sum := sha256.Sum256([]byte(remote))
-	w, err := tenants.NewWriter(tenants.WriterConfig{Remote: remote, Branch: c.branch, Dir: filepath.Join(dir, "writer-"+hex.EncodeToString(sum[:8])+".git"),
+	clone, err := tenants.ClonePath(dir, "writer-", remote)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tenant API: %w", err)
+	}
+	cred, err := gitAuth(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := tenants.NewWriter(tenants.WriterConfig{Remote: remote, Branch: c.branch, Dir: clone, Auth: cred,
 		Propose: c.propose, Committer: tenants.Identity{Name: "Genesis API", Email: "api@genesis.invalid"}, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
 	api := stateapi.New(stateapi.Config{Writer: w, Store: st, Identities: ids, Pushed: pushed, Poll: c.pollInterval, Logger: log})
 	return a, api, nil
+}
+
+// gitAuth is the state repository's credential from the environment:
+// $GENESIS_GIT_TOKEN as the basic-auth password of an http(s) URL, user
+// $GENESIS_GIT_USER ("git" when empty; GitHub and GitLab take any non-empty
+// name with a token). Nil when no token is set: a credential may then be in
+// the URL, which package tenants turns into the same basic auth.
+func gitAuth(c config) (transport.AuthMethod, error) {
+	if c.gitToken == "" {
+		if c.gitUser != "" {
+			return nil, cliexit.Usage("GENESIS_GIT_USER needs GENESIS_GIT_TOKEN")
+		}
+		return nil, nil
+	}
+	if u := strings.ToLower(c.stateRepo); !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+		return nil, cliexit.Usage("GENESIS_GIT_TOKEN needs an http(s) --state-repo (ssh uses keys)")
+	}
+	user := c.gitUser
+	if user == "" {
+		user = "git"
+	}
+	return &githttp.BasicAuth{Username: user, Password: c.gitToken}, nil
 }

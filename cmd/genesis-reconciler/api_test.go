@@ -26,24 +26,7 @@ func TestTenantAPIAndWebhook(t *testing.T) {
 	toks := filepath.Join(t.TempDir(), "tokens")
 	os.WriteFile(toks, []byte(`{"name":"dash","sha256":"`+auth.Hash("tok-dash")+`","scopes":["dashboard"]}`+"\n"), 0o600)
 	p := w.start("--state-repo", "file://"+bare, "--cache-dir", t.TempDir(), "--tokens", toks, "--poll-interval", "1h", "--resync", "1h")
-	call := func(method, path, token, body string, hdr ...string) (*http.Response, []byte) {
-		req, _ := http.NewRequest(method, p.url+path, strings.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
-		return resp, b.Bytes()
-	}
+	call := apiClient(t, p.url)
 	waitFor(t, "the tenant API", func() bool {
 		resp, _ := call("GET", "/v1/tenants/ws-000", "tok-dash", "")
 		return resp.StatusCode == 200
@@ -100,6 +83,31 @@ func TestTenantAPIAndWebhook(t *testing.T) {
 	}
 	if got, want := gitOut(t, bare, "log", "--format=%an: %s", "-3", "main"), "dash: patch ws-000: spec.state\nt: onboard ws-hook\ndash: onboard ws-api"; got != want {
 		t.Errorf("log:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// apiClient returns a function that calls the reconciler's HTTP API at base
+// with a bearer token ("" for none) and a JSON body, and returns the
+// response and its body.
+func apiClient(t *testing.T, base string) func(method, path, token, body string, hdr ...string) (*http.Response, []byte) {
+	return func(method, path, token, body string, hdr ...string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		return resp, b.Bytes()
 	}
 }
 

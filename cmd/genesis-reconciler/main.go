@@ -79,6 +79,9 @@ reconciler refuses to start without it unless --insecure-no-auth is given
 
 Every flag can also be set by the environment variable shown. DigitalOcean
 tokens come from the variables genesis.yaml names (spec.accounts[].tokenEnv).
+An http(s) state repository's credential comes from $GENESIS_GIT_TOKEN (sent
+as the basic-auth password, user $GENESIS_GIT_USER, default "git") or from the
+URL's user information; either way it is never written to disk or logged.
 Migrations are applied at start.
 
 Flags:
@@ -95,6 +98,7 @@ type config struct {
 	prepareTimeout                                                       time.Duration
 	watchdogEvery                                                        time.Duration
 	tokensFile                                                           string
+	gitUser, gitToken                                                    string // environment only: a flag would show in ps
 	metricsTokenRequired, propose, insecureNoAuth                        bool
 	apiRate                                                              float64
 	http                                                                 serverTimeouts
@@ -176,6 +180,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		"serve without --tokens: every API route answers anyone (demo and tests only; $GENESIS_INSECURE_NO_AUTH=true)")
 	fs.BoolVar(&c.metricsTokenRequired, "metrics-token-required", getenv("GENESIS_METRICS_TOKEN_REQUIRED") == "true", "GET /metrics needs a token with the metrics scope ($GENESIS_METRICS_TOKEN_REQUIRED=true)")
 	fs.BoolVar(&c.propose, "propose", getenv("GENESIS_PROPOSE") == "true", "tenant API writes push a branch genesis/proposals/<id>-<commit> per change for review instead of the branch ($GENESIS_PROPOSE=true)")
+	c.gitUser, c.gitToken = getenv("GENESIS_GIT_USER"), getenv("GENESIS_GIT_TOKEN")
 	fs.Float64Var(&c.apiRate, "api-rate", 20, "requests per second each API token may make (bursts of twice that)")
 	dur(&c.http.readHeader, "http-read-header-timeout", "GENESIS_HTTP_READ_HEADER_TIMEOUT", DefaultReadHeaderTimeout, "longest a request's headers (or a silent new connection) may take")
 	dur(&c.http.read, "http-read-timeout", "GENESIS_HTTP_READ_TIMEOUT", DefaultReadTimeout, "longest a whole request, body included, may take to arrive")
@@ -269,10 +274,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	var gitSrc *tenants.Source
+	gitCred, err := gitAuth(c)
+	if err != nil {
+		return err
+	}
 	if c.stateDir != "" {
 		src, watchDir = tenants.NewDirSource(c.stateDir, log), c.stateDir
 	} else {
-		gitSrc, err = tenants.Open(tenants.Config{Repo: c.stateRepo, Branch: c.branch, CacheDir: c.cacheDir, LastReconciled: last, Logger: log})
+		gitSrc, err = tenants.Open(tenants.Config{Repo: c.stateRepo, Branch: c.branch, CacheDir: c.cacheDir, Auth: gitCred, LastReconciled: last, Logger: log})
 		if err != nil {
 			return err
 		}
