@@ -3,6 +3,7 @@ package agentapi
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,7 +15,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// notifyChannel carries "m <droplet> <version>" and "a <droplet>".
+// notifyChannel carries "m <droplet> <version>" (a manifest committed),
+// "a <droplet>" (an enrollment: cached credentials of the droplet are
+// dropped), and, from the agents table's trigger (migration 0011),
+// "k <droplet> <hex sha256>" (a credential became valid) and
+// "r <droplet> <hex sha256>" (one was revoked, replaced or deleted).
 const notifyChannel = "genesis_agents"
 
 // maxNegative bounds the cache of unknown credentials.
@@ -24,8 +29,29 @@ const maxNegative = 100_000
 // memory.
 const negativeTTL = 30 * time.Second
 
+// credKey is a credential's key in the set of valid credentials: the first
+// 8 bytes of its SHA-256. A bogus credential sharing a valid one's prefix
+// (2⁻⁶⁴ per try and per valid credential) only costs one database lookup,
+// which refuses it.
+func credKey(h [32]byte) uint64 { return binary.BigEndian.Uint64(h[:8]) }
+
+// credentials is the set of valid agent credentials by credKey, kept on
+// every replica: loaded when the notification listener (re)connects, then
+// kept current by "k" and "r" notifications and by this replica's own
+// enrollments. A credential outside the set is refused without touching
+// Postgres. Until the set is loaded (start, or a reconnect after
+// notifications may have been missed) authenticate asks Postgres.
+type credentials struct {
+	keys   map[uint64]struct{}
+	loaded bool
+	// epoch counts revocations seen, so that a lookup that raced a
+	// revocation does not cache what it read before it.
+	epoch uint64
+}
+
 // authenticate returns the droplet of the request's bearer credential, or
-// nil.
+// nil. A credential not in the set of valid ones costs no database round
+// trip; a valid one is looked up once and then answered from memory.
 func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
 	h := r.Header.Get("Authorization")
 	cred, ok := strings.CutPrefix(h, "Bearer ")
@@ -36,16 +62,18 @@ func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
 	now := s.cfg.Now()
 	s.authMu.RLock()
 	ref, hit := s.auth[key]
+	_, valid := s.creds.keys[credKey(key)]
+	loaded, epoch := s.creds.loaded, s.creds.epoch
 	negAt, neg := s.neg[key]
 	s.authMu.RUnlock()
 	if hit {
 		return ref, nil
 	}
-	if neg && now.Sub(negAt) < negativeTTL {
+	if (loaded && !valid) || (neg && now.Sub(negAt) < negativeTTL) {
 		return nil, nil
 	}
 	ref = &agentRef{}
-	err := s.pool.QueryRow(r.Context(), `SELECT droplet_id, workspace, last_heartbeat_seq FROM agents WHERE credential_hash = $1`, key[:]).
+	err := s.pool.QueryRow(r.Context(), `SELECT droplet_id, workspace, last_heartbeat_seq FROM agents WHERE credential_hash = $1 AND revoked_at IS NULL`, key[:]).
 		Scan(&ref.droplet, &ref.workspace, &ref.lastSeq)
 	if errors.Is(err, pgx.ErrNoRows) {
 		s.authMu.Lock()
@@ -60,14 +88,28 @@ func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
 	ref.dropletS = strconv.FormatInt(ref.droplet, 10)
-	return s.remember(key, ref), nil
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	if s.creds.epoch != epoch {
+		// A revocation arrived meanwhile: answer this request (Postgres
+		// said valid) but cache nothing.
+		return ref, nil
+	}
+	return s.rememberLocked(key, ref), nil
 }
 
-// remember caches an authenticated credential and returns the cached ref
-// (an existing one wins, keeping its sequence number).
+// remember caches an authenticated credential, adds it to the set of valid
+// ones, and returns the cached ref (an existing one wins, keeping its
+// sequence number). Enrollment calls it for the credential it issued.
 func (s *Service) remember(key [32]byte, ref *agentRef) *agentRef {
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
+	return s.rememberLocked(key, ref)
+}
+
+func (s *Service) rememberLocked(key [32]byte, ref *agentRef) *agentRef {
+	s.creds.keys[credKey(key)] = struct{}{}
+	s.m.credentials.Set(float64(len(s.creds.keys)))
 	if old, ok := s.auth[key]; ok {
 		return old
 	}
@@ -86,6 +128,60 @@ func (s *Service) forgetDroplet(droplet int64) {
 			delete(s.auth, k)
 		}
 	}
+}
+
+// validated adds a credential (hash) to the set of valid ones ("k").
+func (s *Service) validated(key [32]byte) {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	s.creds.keys[credKey(key)] = struct{}{}
+	s.m.credentials.Set(float64(len(s.creds.keys)))
+}
+
+// revoked removes a credential (hash) from the set of valid ones and from
+// the cache ("r").
+func (s *Service) revoked(key [32]byte) {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	delete(s.creds.keys, credKey(key))
+	delete(s.auth, key)
+	s.creds.epoch++
+	s.m.credentials.Set(float64(len(s.creds.keys)))
+}
+
+// loadCredentials reads the set of valid credentials from Postgres and
+// installs it. It runs on the listener's goroutine after LISTEN, so every
+// change committed after the read started is applied after it, from the
+// notifications queued meanwhile.
+func (s *Service) loadCredentials(ctx context.Context) error {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE revoked_at IS NULL`).Scan(&n); err != nil {
+		return fmt.Errorf("count valid credentials: %w", err)
+	}
+	keys := make(map[uint64]struct{}, n)
+	rows, err := s.pool.Query(ctx, `SELECT substring(credential_hash FROM 1 FOR 8) FROM agents WHERE revoked_at IS NULL`)
+	if err != nil {
+		return fmt.Errorf("load valid credentials: %w", err)
+	}
+	var prefix []byte
+	_, err = pgx.ForEachRow(rows, []any{&prefix}, func() error {
+		if len(prefix) != 8 {
+			return fmt.Errorf("credential hash prefix of %d bytes", len(prefix))
+		}
+		keys[binary.BigEndian.Uint64(prefix)] = struct{}{}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load valid credentials: %w", err)
+	}
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	// Credentials this replica issued while the read ran are in the read
+	// (they committed first) or announced by "k" later.
+	s.creds.keys = keys
+	s.creds.loaded = true
+	s.m.credentials.Set(float64(len(keys)))
+	return nil
 }
 
 // entry is the newest manifest of a droplet as served. Entries are never
@@ -175,6 +271,10 @@ func (s *Service) flush() {
 	s.authMu.Lock()
 	clear(s.auth)
 	clear(s.neg)
+	// Revocations may have been missed: ask Postgres until the set is
+	// loaded again.
+	s.creds.loaded = false
+	s.creds.epoch++
 	s.authMu.Unlock()
 	s.manMu.Lock()
 	clear(s.man)
@@ -218,6 +318,9 @@ func (s *Service) listenOnce(ctx context.Context) error {
 	// before the first LISTEN: a manifest stored between a long-poll's
 	// cache fill and now would otherwise wait out the long-poll.
 	s.flush()
+	if err := s.loadCredentials(ctx); err != nil {
+		return err
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -238,6 +341,19 @@ func (s *Service) notified(ctx context.Context, payload string) {
 		return
 	}
 	switch f[0] {
+	case "k", "r":
+		var key [32]byte
+		if len(f) != 3 || hex.DecodedLen(len(f[2])) != len(key) {
+			return
+		}
+		if _, err := hex.Decode(key[:], []byte(f[2])); err != nil {
+			return
+		}
+		if f[0] == "k" {
+			s.validated(key)
+		} else {
+			s.revoked(key)
+		}
 	case "a":
 		// Our own enrollment also lands here: the fresh credential is
 		// then read once more from Postgres.
