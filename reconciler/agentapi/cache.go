@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,11 +43,76 @@ func credKey(h [32]byte) uint64 { return binary.BigEndian.Uint64(h[:8]) }
 // Postgres. Until the set is loaded (start, or a reconnect after
 // notifications may have been missed) authenticate asks Postgres.
 type credentials struct {
-	keys   map[uint64]struct{}
+	keys   credSet
 	loaded bool
 	// epoch counts revocations seen, so that a lookup that raced a
 	// revocation does not cache what it read before it.
 	epoch uint64
+}
+
+// credSet is a set of credKeys made compact for a million agents: a
+// sorted slice as loaded (8 bytes per agent) plus the keys added and
+// removed since, merged into a new slice when they grow past a sixteenth of
+// it. A Go map would cost about 38 bytes per agent (TestCredentialSetMemory).
+type credSet struct {
+	base           []uint64 // sorted, no duplicates
+	added, removed map[uint64]struct{}
+}
+
+// newCredSet makes a set of keys (reordered in place).
+func newCredSet(keys []uint64) credSet {
+	slices.Sort(keys)
+	return credSet{base: slices.Compact(keys), added: map[uint64]struct{}{}, removed: map[uint64]struct{}{}}
+}
+
+func (c *credSet) inBase(k uint64) bool {
+	_, ok := slices.BinarySearch(c.base, k)
+	return ok
+}
+
+func (c *credSet) has(k uint64) bool {
+	if _, ok := c.added[k]; ok {
+		return true
+	}
+	if _, ok := c.removed[k]; ok {
+		return false
+	}
+	return c.inBase(k)
+}
+
+func (c *credSet) add(k uint64) {
+	delete(c.removed, k)
+	if !c.inBase(k) {
+		c.added[k] = struct{}{}
+	}
+	c.compact()
+}
+
+func (c *credSet) remove(k uint64) {
+	delete(c.added, k)
+	if c.inBase(k) {
+		c.removed[k] = struct{}{}
+	}
+	c.compact()
+}
+
+func (c *credSet) len() int { return len(c.base) - len(c.removed) + len(c.added) }
+
+// compact merges the changes into the slice once they are many.
+func (c *credSet) compact() {
+	if len(c.added)+len(c.removed) <= 1024+len(c.base)/16 {
+		return
+	}
+	keys := make([]uint64, 0, c.len())
+	for _, k := range c.base {
+		if _, gone := c.removed[k]; !gone {
+			keys = append(keys, k)
+		}
+	}
+	for k := range c.added {
+		keys = append(keys, k)
+	}
+	*c = newCredSet(keys)
 }
 
 // authenticate returns the droplet of the request's bearer credential, or
@@ -62,7 +128,7 @@ func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
 	now := s.cfg.Now()
 	s.authMu.RLock()
 	ref, hit := s.auth[key]
-	_, valid := s.creds.keys[credKey(key)]
+	valid := s.creds.keys.has(credKey(key))
 	loaded, epoch := s.creds.loaded, s.creds.epoch
 	negAt, neg := s.neg[key]
 	s.authMu.RUnlock()
@@ -108,8 +174,8 @@ func (s *Service) remember(key [32]byte, ref *agentRef) *agentRef {
 }
 
 func (s *Service) rememberLocked(key [32]byte, ref *agentRef) *agentRef {
-	s.creds.keys[credKey(key)] = struct{}{}
-	s.m.credentials.Set(float64(len(s.creds.keys)))
+	s.creds.keys.add(credKey(key))
+	s.m.credentials.Set(float64(s.creds.keys.len()))
 	if old, ok := s.auth[key]; ok {
 		return old
 	}
@@ -134,8 +200,8 @@ func (s *Service) forgetDroplet(droplet int64) {
 func (s *Service) validated(key [32]byte) {
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
-	s.creds.keys[credKey(key)] = struct{}{}
-	s.m.credentials.Set(float64(len(s.creds.keys)))
+	s.creds.keys.add(credKey(key))
+	s.m.credentials.Set(float64(s.creds.keys.len()))
 }
 
 // revoked removes a credential (hash) from the set of valid ones and from
@@ -143,10 +209,10 @@ func (s *Service) validated(key [32]byte) {
 func (s *Service) revoked(key [32]byte) {
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
-	delete(s.creds.keys, credKey(key))
+	s.creds.keys.remove(credKey(key))
 	delete(s.auth, key)
 	s.creds.epoch++
-	s.m.credentials.Set(float64(len(s.creds.keys)))
+	s.m.credentials.Set(float64(s.creds.keys.len()))
 }
 
 // loadCredentials reads the set of valid credentials from Postgres and
@@ -158,7 +224,7 @@ func (s *Service) loadCredentials(ctx context.Context) error {
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE revoked_at IS NULL`).Scan(&n); err != nil {
 		return fmt.Errorf("count valid credentials: %w", err)
 	}
-	keys := make(map[uint64]struct{}, n)
+	keys := make([]uint64, 0, n)
 	rows, err := s.pool.Query(ctx, `SELECT substring(credential_hash FROM 1 FOR 8) FROM agents WHERE revoked_at IS NULL`)
 	if err != nil {
 		return fmt.Errorf("load valid credentials: %w", err)
@@ -168,7 +234,7 @@ func (s *Service) loadCredentials(ctx context.Context) error {
 		if len(prefix) != 8 {
 			return fmt.Errorf("credential hash prefix of %d bytes", len(prefix))
 		}
-		keys[binary.BigEndian.Uint64(prefix)] = struct{}{}
+		keys = append(keys, binary.BigEndian.Uint64(prefix))
 		return nil
 	})
 	if err != nil {
@@ -178,9 +244,9 @@ func (s *Service) loadCredentials(ctx context.Context) error {
 	defer s.authMu.Unlock()
 	// Credentials this replica issued while the read ran are in the read
 	// (they committed first) or announced by "k" later.
-	s.creds.keys = keys
+	s.creds.keys = newCredSet(keys)
 	s.creds.loaded = true
-	s.m.credentials.Set(float64(len(keys)))
+	s.m.credentials.Set(float64(s.creds.keys.len()))
 	return nil
 }
 
