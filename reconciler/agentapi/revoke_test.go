@@ -64,7 +64,7 @@ func (w *world) enrollAs(ws string, gen, droplet int) *agent {
 }
 
 // manifestCode is the status GET /v1/manifest answers cred at base.
-func manifestCode(t *testing.T, base, cred string) int {
+func manifestCode(t testing.TB, base, cred string) int {
 	t.Helper()
 	req, _ := http.NewRequest("GET", base+"/v1/manifest", nil)
 	req.Header.Set("Authorization", "Bearer "+cred)
@@ -271,11 +271,7 @@ func TestReplicaReloadsAfterMissedNotifications(t *testing.T) {
 		return w.count(`SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN genesis_agents'`) > 0
 	})
 	w.count(`SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN genesis_agents') t`)
-	eventually(t, "listener back with the set loaded", func() bool {
-		w.svc.authMu.RLock()
-		defer w.svc.authMu.RUnlock()
-		return w.svc.creds.loaded
-	})
+	eventually(t, "listener back with the set loaded", func() bool { return credentialsLoaded(w.svc) })
 	if got := manifestCode(t, w.srv.URL, a.cred); got != http.StatusUnauthorized {
 		t.Errorf("after reconnect: %d, want 401", got)
 	}
@@ -380,11 +376,7 @@ func TestBogusCredentialsCostNoQuery(t *testing.T) {
 	w.setTenant("ws-real", "blob", tenantSpec{})
 	a := w.mustEnroll("ws-real", 1, 9101, "203.0.113.7")
 	svc, base, qc := w.countedReplica()
-	eventually(t, "credential set loaded", func() bool {
-		svc.authMu.RLock()
-		defer svc.authMu.RUnlock()
-		return svc.creds.loaded
-	})
+	eventually(t, "credential set loaded", func() bool { return credentialsLoaded(svc) })
 	all0 := qc.all.Load()
 	for i := range 1000 {
 		cred := randomCredential(t)
@@ -464,4 +456,11 @@ func TestCredentialSetMemory(t *testing.T) {
 	if prefix > 16 {
 		t.Errorf("%.1f bytes per agent, want at most 16", prefix)
 	}
+}
+
+// credentialsLoaded reports whether s holds the set of valid credentials.
+func credentialsLoaded(s *Service) bool {
+	s.authMu.RLock()
+	defer s.authMu.RUnlock()
+	return s.creds.loaded
 }
