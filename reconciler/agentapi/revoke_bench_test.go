@@ -3,7 +3,6 @@ package agentapi
 import (
 	"context"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -46,18 +45,8 @@ func BenchmarkBogusCredentialXacts(b *testing.B) {
 	x1 := xacts() // the baseline: no requests
 	b.ResetTimer()
 	for i := range b.N {
-		req, _ := http.NewRequest("GET", w.srv.URL+"/v1/manifest", nil)
-		if i%2 == 1 {
-			req, _ = http.NewRequest("POST", w.srv.URL+"/v1/heartbeat", strings.NewReader(`{}`))
-		}
-		req.Header.Set("Authorization", "Bearer "+randomCredential(b))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			b.Fatalf("bogus credential: %d", resp.StatusCode)
+		if got := sendBogus(b, w.srv.URL, i); got != http.StatusUnauthorized {
+			b.Fatalf("bogus credential: %d", got)
 		}
 	}
 	b.StopTimer()

@@ -5,10 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -368,6 +371,23 @@ func randomCredential(t testing.TB) string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
+// sendBogus sends request i of a series with random credentials (even: GET
+// /v1/manifest, odd: POST /v1/heartbeat) and returns its status.
+func sendBogus(t testing.TB, base string, i int) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/v1/manifest", nil)
+	if i%2 == 1 {
+		req, _ = http.NewRequest("POST", base+"/v1/heartbeat", strings.NewReader(`{}`))
+	}
+	req.Header.Set("Authorization", "Bearer "+randomCredential(t))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // TestBogusCredentialsCostNoQuery: 1,000 requests with random credentials
 // (manifest and heartbeat) are refused from memory: not one credential
 // lookup reaches Postgres. A valid credential still is looked up once.
@@ -379,21 +399,8 @@ func TestBogusCredentialsCostNoQuery(t *testing.T) {
 	eventually(t, "credential set loaded", func() bool { return credentialsLoaded(svc) })
 	all0 := qc.all.Load()
 	for i := range 1000 {
-		cred := randomCredential(t)
-		var req *http.Request
-		if i%2 == 0 {
-			req, _ = http.NewRequest("GET", base+"/v1/manifest", nil)
-		} else {
-			req, _ = http.NewRequest("POST", base+"/v1/heartbeat", strings.NewReader(`{}`))
-		}
-		req.Header.Set("Authorization", "Bearer "+cred)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("bogus credential %d: %d, want 401", i, resp.StatusCode)
+		if got := sendBogus(t, base, i); got != http.StatusUnauthorized {
+			t.Fatalf("bogus credential %d: %d, want 401", i, got)
 		}
 	}
 	if got := qc.auth.Load(); got != 0 {
@@ -463,4 +470,32 @@ func credentialsLoaded(s *Service) bool {
 	s.authMu.RLock()
 	defer s.authMu.RUnlock()
 	return s.creds.loaded
+}
+
+// FuzzNotified: any notification payload is applied or ignored, never a
+// panic; a credential is in the set after its "k" and out after its "r".
+func FuzzNotified(f *testing.F) {
+	for _, p := range []string{"k 1 " + strings.Repeat("ab", 32), "r 1 " + strings.Repeat("ab", 32), "a 7", "m 7 3", "k 1 zz", "r", "k 1 " + strings.Repeat("a", 63), ""} {
+		f.Add(p)
+	}
+	s := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	f.Fuzz(func(t *testing.T, payload string) {
+		s.notified(context.Background(), payload)
+		fs := strings.Fields(payload)
+		if len(fs) != 3 || (fs[0] != "k" && fs[0] != "r") {
+			return
+		}
+		var key [32]byte
+		if _, err := strconv.ParseInt(fs[1], 10, 64); err != nil || len(fs[2]) != 64 {
+			return
+		}
+		if _, err := hex.Decode(key[:], []byte(fs[2])); err != nil {
+			return
+		}
+		s.authMu.RLock()
+		defer s.authMu.RUnlock()
+		if got := s.creds.keys.has(credKey(key)); got != (fs[0] == "k") {
+			t.Errorf("after %q: in the set = %v", payload, got)
+		}
+	})
 }
