@@ -66,10 +66,10 @@ func (w *world) enrollAs(ws string, gen, droplet int) *agent {
 	return a
 }
 
-// manifestCode is the status GET /v1/manifest answers cred at base.
-func manifestCode(t testing.TB, base, cred string) int {
+// statusOf sends a request with cred and returns its status.
+func statusOf(t testing.TB, method, url, cred, body string) int {
 	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/v1/manifest", nil)
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+cred)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -77,6 +77,12 @@ func manifestCode(t testing.TB, base, cred string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// manifestCode is the status GET /v1/manifest answers cred at base.
+func manifestCode(t testing.TB, base, cred string) int {
+	t.Helper()
+	return statusOf(t, "GET", base+"/v1/manifest", cred, "")
 }
 
 // TestRevocationPaths: for every way the reconciler destroys or replaces a
@@ -375,17 +381,10 @@ func randomCredential(t testing.TB) string {
 // /v1/manifest, odd: POST /v1/heartbeat) and returns its status.
 func sendBogus(t testing.TB, base string, i int) int {
 	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/v1/manifest", nil)
 	if i%2 == 1 {
-		req, _ = http.NewRequest("POST", base+"/v1/heartbeat", strings.NewReader(`{}`))
+		return statusOf(t, "POST", base+"/v1/heartbeat", randomCredential(t), `{}`)
 	}
-	req.Header.Set("Authorization", "Bearer "+randomCredential(t))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return manifestCode(t, base, randomCredential(t))
 }
 
 // TestBogusCredentialsCostNoQuery: 1,000 requests with random credentials
