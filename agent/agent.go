@@ -85,6 +85,8 @@ type Agent struct {
 	kick chan struct{}
 
 	mu          sync.Mutex
+	cred        string // the bearer credential in use
+	refusals    int    // manifest requests refused (401/403) in a row
 	verifyError string
 	applyError  string
 	clockOffset time.Duration
@@ -201,6 +203,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	a.setCredential(cred)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		// Converge to the recorded manifest first (heartbeats already flow).
@@ -210,9 +213,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		} else if ok {
 			a.log.Info("reapplied recorded manifest", "version", a.cfg.State.Applied().Version)
 		}
-		return a.pullLoop(gctx, cred)
+		return a.pullLoop(gctx)
 	})
-	g.Go(func() error { return a.heartbeatLoop(gctx, cred) })
+	g.Go(func() error { return a.heartbeatLoop(gctx) })
 	return g.Wait()
 }
 
@@ -231,27 +234,12 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 	if a.cfg.Bootstrap.Token == "" {
 		return "", fmt.Errorf("enroll droplet %s: no credential stored and no token in the agent config", a.cfg.DropletID)
 	}
-	keys := st.Keys()
-	req := schema.EnrollRequest{
-		Token:        a.cfg.Bootstrap.Token,
-		Workspace:    a.cfg.Bootstrap.Workspace,
-		DropletID:    a.cfg.DropletID,
-		DropletName:  a.cfg.Bootstrap.DropletName,
-		AgeRecipient: keys.Recipient(),
-		SigningKey:   keys.PublicKeyPEM(),
-		AgentVersion: a.cfg.Version,
-	}
+	req := a.enrollRequest()
 	bo := backoff{min: a.cfg.RetryMin, max: a.cfg.RetryMax}
 	for {
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		resp, err := a.client.Enroll(rctx, req)
-		cancel()
+		cred, err := a.trade(ctx, req)
 		if err == nil {
-			if err := st.SaveCredential(req.Workspace, req.DropletID, resp.Credential); err != nil {
-				return "", err
-			}
-			a.log.Info("enrolled", "age_recipient", req.AgeRecipient)
-			return resp.Credential, nil
+			return cred, nil
 		}
 		if ctx.Err() != nil {
 			return "", ctx.Err()
@@ -267,8 +255,92 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 	}
 }
 
+// enrollRequest is this droplet's enrollment: the bootstrap token and the
+// public halves of the agent's keys.
+func (a *Agent) enrollRequest() schema.EnrollRequest {
+	keys := a.cfg.State.Keys()
+	return schema.EnrollRequest{
+		Token:        a.cfg.Bootstrap.Token,
+		Workspace:    a.cfg.Bootstrap.Workspace,
+		DropletID:    a.cfg.DropletID,
+		DropletName:  a.cfg.Bootstrap.DropletName,
+		AgeRecipient: keys.Recipient(),
+		SigningKey:   keys.PublicKeyPEM(),
+		AgentVersion: a.cfg.Version,
+	}
+}
+
+// trade sends one enrollment and stores the credential it returns.
+func (a *Agent) trade(ctx context.Context, req schema.EnrollRequest) (string, error) {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	resp, err := a.client.Enroll(rctx, req)
+	cancel()
+	if err != nil {
+		return "", err
+	}
+	if err := a.cfg.State.SaveCredential(req.Workspace, req.DropletID, resp.Credential); err != nil {
+		return "", err
+	}
+	a.log.Info("enrolled", "age_recipient", req.AgeRecipient)
+	return resp.Credential, nil
+}
+
+// RevokedAfter is how many manifest requests refused in a row (401 or 403)
+// make the agent take its credential for revoked rather than not yet known
+// to the replica that answered (a replica learns of a new credential
+// within milliseconds). The reconciler revokes a droplet's credential when
+// the droplet is destroyed or replaced (a droplet woken or resized from a
+// snapshot of this one, a rebuild, a spare's assignment elsewhere).
+const RevokedAfter = 3
+
+func (a *Agent) credential() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cred
+}
+
+func (a *Agent) setCredential(cred string) {
+	a.mu.Lock()
+	a.cred, a.refusals = cred, 0
+	a.mu.Unlock()
+}
+
+// refused handles a manifest request refused with 401 or 403 and returns
+// how long to wait before the next. At RevokedAfter refusals in a row the
+// agent enrolls once more if cloud-init gave it a token (a reconciler that
+// lost its agent row takes a token it still holds unused); from then on,
+// or when that enrollment is refused, it keeps asking at the slowest
+// backoff (RetryMax): only the reconciler can help, and it should hear
+// little from a droplet it no longer knows.
+func (a *Agent) refused(ctx context.Context, code int, bo *backoff) time.Duration {
+	a.mu.Lock()
+	a.refusals++
+	n := a.refusals
+	a.mu.Unlock()
+	if n < RevokedAfter {
+		d := bo.next()
+		a.log.Warn("manifest request refused: credential not accepted", "code", code, "retry_in", d)
+		return d
+	}
+	if n == RevokedAfter && a.cfg.Bootstrap.Token != "" {
+		cred, err := a.trade(ctx, a.enrollRequest())
+		if err == nil {
+			a.log.Info("credential refused; enrolled again with the bootstrap token")
+			a.setCredential(cred)
+			bo.reset()
+			return 0
+		}
+		a.log.Error("credential refused and enrollment with the bootstrap token failed; retrying slowly", "err", err, "retry_in", a.cfg.RetryMax)
+		return a.cfg.RetryMax
+	}
+	if n == RevokedAfter {
+		a.log.Error("credential refused, no bootstrap token to enroll again; retrying slowly", "code", code, "retry_in", a.cfg.RetryMax)
+	}
+	return a.cfg.RetryMax
+}
+
 // pullLoop long-polls the manifest and accepts each new one.
-func (a *Agent) pullLoop(ctx context.Context, cred string) error {
+func (a *Agent) pullLoop(ctx context.Context) error {
 	st := a.cfg.State
 	_, etag := st.Floor(a.workspace(), a.cfg.DropletID)
 	if v := st.Applied().Version; v > 0 {
@@ -285,27 +357,31 @@ func (a *Agent) pullLoop(ctx context.Context, cred string) error {
 		}
 		start := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, a.cfg.PollWait+30*time.Second)
-		resp, err := a.client.Manifest(rctx, cred, inm, a.cfg.PollWait)
+		resp, err := a.client.Manifest(rctx, a.credential(), inm, a.cfg.PollWait)
 		cancel()
 		a.observeDate(time.Since(start), resp.Date)
 		if ctx.Err() != nil {
 			return nil
 		}
 		a.metrics.requests.WithLabelValues(codeLabel(err, resp.NotModified)).Inc()
+		var se *StatusError
+		if errors.As(err, &se) && (se.Code == http.StatusUnauthorized || se.Code == http.StatusForbidden) {
+			sleep(ctx, a.refused(ctx, se.Code, &bo))
+			continue
+		}
 		if err != nil {
 			d := bo.next()
-			var se *StatusError
-			switch {
-			case errors.As(err, &se) && se.Code == http.StatusNotFound:
+			if errors.As(err, &se) && se.Code == http.StatusNotFound {
 				a.log.Info("no manifest yet", "retry_in", d)
-			case errors.As(err, &se) && (se.Code == http.StatusUnauthorized || se.Code == http.StatusForbidden):
-				a.log.Error("manifest request refused: credential not accepted", "code", se.Code, "retry_in", d)
-			default:
+			} else {
 				a.log.Warn("manifest request failed", "err", err, "retry_in", d)
 			}
 			sleep(ctx, d)
 			continue
 		}
+		a.mu.Lock()
+		a.refusals = 0
+		a.mu.Unlock()
 		if resp.NotModified {
 			bo.reset()
 			// A server that does not hold the request still sees one
@@ -418,11 +494,11 @@ func (a *Agent) observeDate(rtt time.Duration, date time.Time) {
 
 // heartbeatLoop sends a heartbeat now, then every HeartbeatInterval (±10%)
 // and soon after every manifest accepted or rejected.
-func (a *Agent) heartbeatLoop(ctx context.Context, cred string) error {
+func (a *Agent) heartbeatLoop(ctx context.Context) error {
 	minGap := min(time.Second, a.cfg.HeartbeatInterval/10)
 	for {
 		last := time.Now()
-		a.sendHeartbeat(ctx, cred)
+		a.sendHeartbeat(ctx, a.credential())
 		t := time.NewTimer(jitter(a.cfg.HeartbeatInterval, 0.1))
 		select {
 		case <-ctx.Done():

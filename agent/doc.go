@@ -8,7 +8,11 @@
 // the one-time provisioning token from cloud-init for a per-droplet bearer
 // credential. A droplet woken from a snapshot keeps its disk, so its keys,
 // but has a new droplet id and a new token: it enrolls again with the same
-// keys.
+// keys. The reconciler revokes a credential when its droplet is destroyed or
+// replaced; after RevokedAfter refusals in a row (401/403; the first ones
+// may be a replica that has not yet heard of a new credential) the agent
+// enrolls once more if it still has a token, else it keeps asking at its
+// slowest backoff and keeps running its last good configuration.
 //
 // A manifest is a DSSE envelope signed by a key the agent trusts (the keys
 // cloud-init gave it, plus keys that earlier accepted manifests announced in

@@ -273,3 +273,23 @@ func (f *fakeReconciler) heartbeat(w http.ResponseWriter, r *http.Request) {
 }
 
 var errApply = errors.New("n8n is not answering")
+
+// revoke drops the credentials of droplet, as the reconciler does when the
+// droplet is destroyed or replaced.
+func (f *fakeReconciler) revoke(droplet string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c, a := range f.creds {
+		if a.droplet == droplet {
+			delete(f.creds, c)
+		}
+	}
+}
+
+// unuse makes a used token usable again (a reconciler that accepts a
+// retried enrollment).
+func (f *fakeReconciler) unuse(token string) {
+	f.mu.Lock()
+	f.tokens[token].used = false
+	f.mu.Unlock()
+}

@@ -105,6 +105,7 @@ type Service struct {
 	authMu sync.RWMutex
 	auth   map[[32]byte]*agentRef
 	neg    map[[32]byte]time.Time
+	creds  credentials
 
 	manMu   sync.Mutex
 	man     map[int64]*entry
@@ -161,7 +162,7 @@ func New(cfg Config) *Service {
 		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer), pool: cfg.Pool,
 		enabled: cfg.Signer != nil && len(cfg.Identities) > 0, announceErr: announceErr,
 		queues: queues, kick: make(chan struct{}, 1), stopped: make(chan struct{}),
-		auth: map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{},
+		auth: map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{}, creds: credentials{keys: newCredSet(nil)},
 		man: map[int64]*entry{}, waiters: map[int64]chan struct{}{},
 	}
 }

@@ -3,10 +3,12 @@ package agentapi
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,7 +16,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// notifyChannel carries "m <droplet> <version>" and "a <droplet>".
+// notifyChannel carries "m <droplet> <version>" (a manifest committed),
+// "a <droplet>" (an enrollment: cached credentials of the droplet are
+// dropped), and, from the agents table's trigger (migration 0011),
+// "k <droplet> <hex sha256>" (a credential became valid) and
+// "r <droplet> <hex sha256>" (one was revoked, replaced or deleted).
 const notifyChannel = "genesis_agents"
 
 // maxNegative bounds the cache of unknown credentials.
@@ -24,8 +30,94 @@ const maxNegative = 100_000
 // memory.
 const negativeTTL = 30 * time.Second
 
+// credKey is a credential's key in the set of valid credentials: the first
+// 8 bytes of its SHA-256. A bogus credential sharing a valid one's prefix
+// (2⁻⁶⁴ per try and per valid credential) only costs one database lookup,
+// which refuses it.
+func credKey(h [32]byte) uint64 { return binary.BigEndian.Uint64(h[:8]) }
+
+// credentials is the set of valid agent credentials by credKey, kept on
+// every replica: loaded when the notification listener (re)connects, then
+// kept current by "k" and "r" notifications and by this replica's own
+// enrollments. A credential outside the set is refused without touching
+// Postgres. Until the set is loaded (start, or a reconnect after
+// notifications may have been missed) authenticate asks Postgres.
+type credentials struct {
+	keys   credSet
+	loaded bool
+	// epoch counts revocations seen, so that a lookup that raced a
+	// revocation does not cache what it read before it.
+	epoch uint64
+}
+
+// credSet is a set of credKeys made compact for a million agents: a
+// sorted slice as loaded (8 bytes per agent) plus the keys added and
+// removed since, merged into a new slice when they grow past a sixteenth of
+// it. A Go map would cost about 38 bytes per agent (TestCredentialSetMemory).
+type credSet struct {
+	base           []uint64 // sorted, no duplicates
+	added, removed map[uint64]struct{}
+}
+
+// newCredSet makes a set of keys (reordered in place).
+func newCredSet(keys []uint64) credSet {
+	slices.Sort(keys)
+	return credSet{base: slices.Compact(keys), added: map[uint64]struct{}{}, removed: map[uint64]struct{}{}}
+}
+
+func (c *credSet) inBase(k uint64) bool {
+	_, ok := slices.BinarySearch(c.base, k)
+	return ok
+}
+
+func (c *credSet) has(k uint64) bool {
+	if _, ok := c.added[k]; ok {
+		return true
+	}
+	if _, ok := c.removed[k]; ok {
+		return false
+	}
+	return c.inBase(k)
+}
+
+func (c *credSet) add(k uint64) {
+	delete(c.removed, k)
+	if !c.inBase(k) {
+		c.added[k] = struct{}{}
+	}
+	c.compact()
+}
+
+func (c *credSet) remove(k uint64) {
+	delete(c.added, k)
+	if c.inBase(k) {
+		c.removed[k] = struct{}{}
+	}
+	c.compact()
+}
+
+func (c *credSet) len() int { return len(c.base) - len(c.removed) + len(c.added) }
+
+// compact merges the changes into the slice once they are many.
+func (c *credSet) compact() {
+	if len(c.added)+len(c.removed) <= 1024+len(c.base)/16 {
+		return
+	}
+	keys := make([]uint64, 0, c.len())
+	for _, k := range c.base {
+		if _, gone := c.removed[k]; !gone {
+			keys = append(keys, k)
+		}
+	}
+	for k := range c.added {
+		keys = append(keys, k)
+	}
+	*c = newCredSet(keys)
+}
+
 // authenticate returns the droplet of the request's bearer credential, or
-// nil.
+// nil. A credential not in the set of valid ones costs no database round
+// trip; a valid one is looked up once and then answered from memory.
 func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
 	h := r.Header.Get("Authorization")
 	cred, ok := strings.CutPrefix(h, "Bearer ")
@@ -36,16 +128,18 @@ func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
 	now := s.cfg.Now()
 	s.authMu.RLock()
 	ref, hit := s.auth[key]
+	valid := s.creds.keys.has(credKey(key))
+	loaded, epoch := s.creds.loaded, s.creds.epoch
 	negAt, neg := s.neg[key]
 	s.authMu.RUnlock()
 	if hit {
 		return ref, nil
 	}
-	if neg && now.Sub(negAt) < negativeTTL {
+	if (loaded && !valid) || (neg && now.Sub(negAt) < negativeTTL) {
 		return nil, nil
 	}
 	ref = &agentRef{}
-	err := s.pool.QueryRow(r.Context(), `SELECT droplet_id, workspace, last_heartbeat_seq FROM agents WHERE credential_hash = $1`, key[:]).
+	err := s.pool.QueryRow(r.Context(), `SELECT droplet_id, workspace, last_heartbeat_seq FROM agents WHERE credential_hash = $1 AND revoked_at IS NULL`, key[:]).
 		Scan(&ref.droplet, &ref.workspace, &ref.lastSeq)
 	if errors.Is(err, pgx.ErrNoRows) {
 		s.authMu.Lock()
@@ -60,14 +154,28 @@ func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
 	ref.dropletS = strconv.FormatInt(ref.droplet, 10)
-	return s.remember(key, ref), nil
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	if s.creds.epoch != epoch {
+		// A revocation arrived meanwhile: answer this request (Postgres
+		// said valid) but cache nothing.
+		return ref, nil
+	}
+	return s.rememberLocked(key, ref), nil
 }
 
-// remember caches an authenticated credential and returns the cached ref
-// (an existing one wins, keeping its sequence number).
+// remember caches an authenticated credential, adds it to the set of valid
+// ones, and returns the cached ref (an existing one wins, keeping its
+// sequence number). Enrollment calls it for the credential it issued.
 func (s *Service) remember(key [32]byte, ref *agentRef) *agentRef {
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
+	return s.rememberLocked(key, ref)
+}
+
+func (s *Service) rememberLocked(key [32]byte, ref *agentRef) *agentRef {
+	s.creds.keys.add(credKey(key))
+	s.m.credentials.Set(float64(s.creds.keys.len()))
 	if old, ok := s.auth[key]; ok {
 		return old
 	}
@@ -86,6 +194,60 @@ func (s *Service) forgetDroplet(droplet int64) {
 			delete(s.auth, k)
 		}
 	}
+}
+
+// validated adds a credential (hash) to the set of valid ones ("k").
+func (s *Service) validated(key [32]byte) {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	s.creds.keys.add(credKey(key))
+	s.m.credentials.Set(float64(s.creds.keys.len()))
+}
+
+// revoked removes a credential (hash) from the set of valid ones and from
+// the cache ("r").
+func (s *Service) revoked(key [32]byte) {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	s.creds.keys.remove(credKey(key))
+	delete(s.auth, key)
+	s.creds.epoch++
+	s.m.credentials.Set(float64(s.creds.keys.len()))
+}
+
+// loadCredentials reads the set of valid credentials from Postgres and
+// installs it. It runs on the listener's goroutine after LISTEN, so every
+// change committed after the read started is applied after it, from the
+// notifications queued meanwhile.
+func (s *Service) loadCredentials(ctx context.Context) error {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE revoked_at IS NULL`).Scan(&n); err != nil {
+		return fmt.Errorf("count valid credentials: %w", err)
+	}
+	keys := make([]uint64, 0, n)
+	rows, err := s.pool.Query(ctx, `SELECT substring(credential_hash FROM 1 FOR 8) FROM agents WHERE revoked_at IS NULL`)
+	if err != nil {
+		return fmt.Errorf("load valid credentials: %w", err)
+	}
+	var prefix []byte
+	_, err = pgx.ForEachRow(rows, []any{&prefix}, func() error {
+		if len(prefix) != 8 {
+			return fmt.Errorf("credential hash prefix of %d bytes", len(prefix))
+		}
+		keys = append(keys, binary.BigEndian.Uint64(prefix))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load valid credentials: %w", err)
+	}
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	// Credentials this replica issued while the read ran are in the read
+	// (they committed first) or announced by "k" later.
+	s.creds.keys = newCredSet(keys)
+	s.creds.loaded = true
+	s.m.credentials.Set(float64(s.creds.keys.len()))
+	return nil
 }
 
 // entry is the newest manifest of a droplet as served. Entries are never
@@ -175,6 +337,10 @@ func (s *Service) flush() {
 	s.authMu.Lock()
 	clear(s.auth)
 	clear(s.neg)
+	// Revocations may have been missed: ask Postgres until the set is
+	// loaded again.
+	s.creds.loaded = false
+	s.creds.epoch++
 	s.authMu.Unlock()
 	s.manMu.Lock()
 	clear(s.man)
@@ -218,6 +384,9 @@ func (s *Service) listenOnce(ctx context.Context) error {
 	// before the first LISTEN: a manifest stored between a long-poll's
 	// cache fill and now would otherwise wait out the long-poll.
 	s.flush()
+	if err := s.loadCredentials(ctx); err != nil {
+		return err
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -238,6 +407,19 @@ func (s *Service) notified(ctx context.Context, payload string) {
 		return
 	}
 	switch f[0] {
+	case "k", "r":
+		var key [32]byte
+		if len(f) != 3 || hex.DecodedLen(len(f[2])) != len(key) {
+			return
+		}
+		if _, err := hex.Decode(key[:], []byte(f[2])); err != nil {
+			return
+		}
+		if f[0] == "k" {
+			s.validated(key)
+		} else {
+			s.revoked(key)
+		}
 	case "a":
 		// Our own enrollment also lands here: the fresh credential is
 		// then read once more from Postgres.

@@ -22,6 +22,36 @@
 // versions continue from the workspace's highest, so the agent never sees a
 // version go down.
 //
+// # Revocation
+//
+// A credential lives as long as its droplet is its workspace's droplet.
+// When fleet_status moves a workspace off a droplet (absent destroy,
+// hibernation, wake, resize, watchdog rebuild, spare assignment, whatever
+// the path), a deferred trigger (migration 0011) sets that droplet's
+// agents.revoked_at in the same transaction, unless at commit the droplet
+// is its agent's workspace's droplet again (a spare's droplet moves to a
+// tenant with its agent). The snapshot a droplet is woken or resized from
+// holds the old agent's state and credential: revoked with the droplet. A
+// revoked agent stays revoked (enrollment cannot give it a new credential).
+// Revoked and unknown credentials are both answered 401 on the manifest and
+// the heartbeat routes, and the heartbeat statement ignores a revoked
+// agent's heartbeats queued before the revocation reached this replica.
+//
+// Every replica keeps the set of valid credentials in memory (credSet: the
+// first 8 bytes of each hash, about 8.4 bytes per agent), loaded when the
+// notification listener connects or reconnects and kept current by the
+// agents table's trigger ("k <droplet> <hash>" when a credential becomes
+// valid, "r <droplet> <hash>" when it is revoked, replaced or deleted) and
+// by this replica's own enrollments. A credential outside the set costs no
+// database round trip; until the set is loaded, credentials are looked up
+// in Postgres. A replica may refuse a credential issued elsewhere for the
+// notification's latency (milliseconds); agents retry a 401.
+//
+// Clients' clocks are not trusted: a heartbeat's last_activity and sent_at
+// later than the server's clock plus MaxClockSkew (5 minutes) are stored as
+// that, so a droplet cannot keep idle hibernation off by reporting activity
+// in the future, and an earlier last_activity never lowers the stored one.
+//
 // The signing key rotates through the manifests themselves. Config.Announce
 // lists public keys that every manifest carries in signing_keys; an agent
 // that accepts a manifest (signed by a key it already trusts) trusts the
@@ -61,10 +91,12 @@
 // envelope as soon as one is stored. Replicas learn of manifests issued
 // elsewhere through Postgres LISTEN/NOTIFY on channel genesis_agents
 // ("m <droplet> <version>" after a manifest commits, "a <droplet>" after an
-// enrollment, which drops cached credentials of that droplet); when the
-// listening connection drops, and again once LISTEN is in place (also the
-// first time, so nothing stored before a replica listened is missed), the
-// caches are flushed and refilled from the tables on demand.
+// enrollment, which drops cached credentials of that droplet, and the
+// credential notifications above); when the listening connection drops,
+// and again once LISTEN is in place (also the first time, so nothing stored
+// before a replica listened is missed), the caches are flushed and refilled
+// from the tables on demand, and the set of valid credentials is loaded
+// again.
 //
 // # Heartbeats
 //
@@ -76,7 +108,11 @@
 // later) and a batcher writes every BatchInterval or BatchSize heartbeats in
 // one statement (UPDATE ... FROM unnest(...)) into fleet_status and
 // agents.last_heartbeat_seq, which also refuses a sequence number that does
-// not grow, so replicas racing on one droplet cannot go back.
+// not grow, so replicas racing on one droplet cannot go back. A heartbeat
+// touches its workspace's row only when the row records its droplet, or
+// records none while PROVISIONING or WAKING (the new droplet may enroll
+// before its action finishes): never a HIBERNATED, DESTROYED or PENDING
+// row.
 //
 // Lifecycle, for a heartbeat from the droplet fleet_status records: a
 // droplet in BOOTING, INITIALIZING, HANDSHAKE, CONFIGURING, DEPLOYING or

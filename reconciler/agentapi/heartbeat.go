@@ -13,6 +13,22 @@ import (
 	"genesis.dev/fleet/schema"
 )
 
+// MaxClockSkew is how far past the server's clock an agent's reported times
+// may lie: a heartbeat's last_activity and sent_at later than now +
+// MaxClockSkew are stored as now + MaxClockSkew. Otherwise a droplet could
+// report activity in 2099 and never be hibernated for idleness. (A time in
+// the past cannot lower the stored last activity: it is kept with
+// GREATEST.)
+const MaxClockSkew = 5 * time.Minute
+
+// clamp returns t, or limit when t is later.
+func clamp(t, limit time.Time) time.Time {
+	if t.After(limit) {
+		return limit
+	}
+	return t
+}
+
 // heartbeat is one accepted heartbeat, ready for the batch statement.
 type heartbeat struct {
 	droplet      int64
@@ -86,9 +102,13 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusForbidden, "the heartbeat names another workspace or droplet")
 		return
 	}
+	now := s.cfg.Now()
+	limit := now.Add(MaxClockSkew).UTC()
+	hb.LastActivity = clamp(hb.LastActivity, limit)
+	hb.SentAt = clamp(hb.SentAt, limit)
 	// ok: the agent reports no problem (components, verification, apply,
 	// memory and disk pressure; package watchdog judges).
-	item := heartbeat{droplet: ref.droplet, workspace: ref.workspace, seq: hb.Seq, at: s.cfg.Now(), applied: hb.AppliedVersion,
+	item := heartbeat{droplet: ref.droplet, workspace: ref.workspace, seq: hb.Seq, at: now, applied: hb.AppliedVersion,
 		agentVersion: hb.AgentVersion, ok: len(watchdog.Problems(hb)) == 0}
 	if !hb.LastActivity.IsZero() {
 		t := hb.LastActivity
@@ -187,8 +207,12 @@ func (s *Service) drainFlush(flush func(context.Context)) {
 
 // batchSQL writes a batch of heartbeats in one statement. A heartbeat whose
 // seq does not exceed agents.last_heartbeat_seq is dropped (replicas racing
-// on one droplet). fleet_status is updated for the droplet it records (or
-// when it records none yet); the lifecycle moves only for the recorded one:
+// on one droplet), and so is one of a revoked agent (queued before the
+// revocation reached this replica). fleet_status is updated for the droplet
+// it records, or, when it records none, only while the workspace is being
+// created or woken (PROVISIONING, WAKING: the new droplet may enroll
+// before the action records it): a HIBERNATED, DESTROYED or PENDING row is
+// never touched by an agent. The lifecycle moves only for the recorded one:
 // an ok heartbeat of an agent running its latest manifest makes it
 // ACTIVE_HEALTHY (also back from the watchdog's DEGRADED, CRITICAL and
 // REBOOTING), a heartbeat reporting problems makes an ACTIVE_HEALTHY one
@@ -200,7 +224,7 @@ const batchSQL = `WITH hb AS (
 		AS t(droplet_id, workspace, seq, at, body, applied, activity, agent_version, ok)
 ), ag AS (
 	UPDATE agents a SET last_heartbeat_seq = hb.seq FROM hb
-	WHERE a.droplet_id = hb.droplet_id AND a.workspace = hb.workspace AND a.last_heartbeat_seq < hb.seq
+	WHERE a.droplet_id = hb.droplet_id AND a.workspace = hb.workspace AND a.last_heartbeat_seq < hb.seq AND a.revoked_at IS NULL
 	RETURNING a.droplet_id
 ), nx AS (
 	SELECT hb.*, (f.droplet_id IS NOT DISTINCT FROM hb.droplet_id) AS current, f.manifest_version_applied AS old_applied,
@@ -214,7 +238,7 @@ const batchSQL = `WITH hb AS (
 		END AS new_state
 	FROM hb JOIN ag ON ag.droplet_id = hb.droplet_id
 	JOIN fleet_status f ON f.workspace = hb.workspace
-	WHERE f.droplet_id IS NULL OR f.droplet_id = hb.droplet_id
+	WHERE f.droplet_id = hb.droplet_id OR (f.droplet_id IS NULL AND f.state IN ('PROVISIONING', 'WAKING'))
 ), upd AS (
 UPDATE fleet_status f SET
 	last_heartbeat_at = nx.at,

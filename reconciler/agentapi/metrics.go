@@ -16,6 +16,7 @@ type metrics struct {
 	expiry      prometheus.Gauge
 	convergence prometheus.Histogram
 	delivery    prometheus.Histogram
+	credentials prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,13 +41,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		delivery: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "genesis_manifest_delivery_seconds",
 			Help:    "From a new manifest's publication on this replica (stored here, or announced by another replica) to its delivery to a long-poll that was waiting for it.",
 			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10}}),
+		credentials: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_agent_credentials_valid",
+			Help: "Valid agent credentials in this replica's memory (a credential outside the set is refused without a database lookup)."}),
 	}
 	m.byCode = map[string]prometheus.Counter{}
 	for _, code := range []string{"200", "304", "400", "401", "404", "500"} {
 		m.byCode[code] = m.served.WithLabelValues(code)
 	}
 	if reg != nil {
-		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry, m.convergence, m.delivery)
+		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry, m.convergence, m.delivery, m.credentials)
 	}
 	return m
 }
