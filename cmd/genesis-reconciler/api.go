@@ -11,6 +11,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 
+	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
