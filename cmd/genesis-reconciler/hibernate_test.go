@@ -174,7 +174,7 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 	}
 	tenant("running")
 	work := t.TempDir()
-	bootCmd := "exec " + agentBin + " run --converge=false --heartbeat-interval 1s --poll-wait 5s --retry-max 500ms --log-format text"
+	bootCmd := "exec " + agentBin + " run --insecure-http --converge=false --heartbeat-interval 1s --poll-wait 5s --retry-max 500ms --log-format text"
 	w.sim = dosimtest.Start(t, dosim.Config{WorkDir: work, DiskRoot: filepath.Join(work, "disks"), BootCmd: bootCmd, HookGrace: time.Second,
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
 		Limits:   dosim.Limits{BootDelay: dosim.Duration(boot), ActionDelay: dosim.Duration(200 * time.Millisecond)}})

@@ -236,7 +236,7 @@ func (s *dropletSim) start(ctx context.Context, disk, caddyBin, agentBin string,
 	}
 	s.log.Info("caddy started", "admin", s.info.CaddyAdmin, "pid", s.info.CaddyPID)
 
-	runArgs := append([]string{"run", "--converge=true", "--n8n-runtime", "none",
+	runArgs := append([]string{"run", "--insecure-http", "--converge=true", "--n8n-runtime", "none",
 		"--n8n-url", s.info.N8NURL, "--caddy-admin", s.info.CaddyAdmin, "--ask-listen", s.info.Ask,
 		"--caddy-bind", s.info.IP, "--caddy-http-port", strconv.Itoa(s.info.HTTPPort),
 		"--caddy-https-port", strconv.Itoa(s.info.HTTPSPort), "--caddy-internal-tls", "--state-dir", state}, agentArgs...)
