@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 
+	"genesis.dev/fleet/deploy/droplet"
 	"genesis.dev/fleet/schema"
 )
 
@@ -152,5 +154,27 @@ func TestAgentInstall(t *testing.T) {
 				t.Errorf("second run: err %v, downloads %d; %s", err, hits.Load()-before, out)
 			}
 		})
+	}
+}
+
+// TestAgentUnitTransport: the agent's unit never allows plain http itself;
+// only the environment file cloud-init writes (GENESIS_AGENT_INSECURE_HTTP,
+// false unless the reconciler runs with --agent-insecure-http) may.
+func TestAgentUnitTransport(t *testing.T) {
+	var envFiles []string
+	for _, line := range strings.Split(string(droplet.AgentUnit()), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.Contains(line, "insecure") {
+			t.Errorf("the agent unit allows plain http: %q", line)
+		}
+		if v, ok := strings.CutPrefix(line, "EnvironmentFile="); ok {
+			envFiles = append(envFiles, v)
+		}
+	}
+	if want := []string{"-" + AgentEnvPath}; !slices.Equal(envFiles, want) {
+		t.Errorf("EnvironmentFile = %q, want %q", envFiles, want)
 	}
 }
