@@ -154,7 +154,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	fs.Var(&c.announce, "announce-signing-key", "`FILE` holding a PKIX PEM ed25519 public key to put in every manifest's signing_keys (and new droplets' user data), "+
 		"so agents trust it before --signing-key switches to it; repeatable ($GENESIS_ANNOUNCE_SIGNING_KEYS, comma-separated)")
-	str(&c.publicURL, "public-url", "GENESIS_PUBLIC_URL", "", "base URL agents reach this reconciler at, written into droplets' user data (default http://<listen address>)")
+	str(&c.publicURL, "public-url", "GENESIS_PUBLIC_URL", "", "base URL agents reach this reconciler at, written into droplets' user data (default http://<listen address>, https:// with --tls-cert)")
 	str(&c.dropletCompose, "droplet-compose", "GENESIS_DROPLET_COMPOSE", "", "compose file written to each new droplet (default: the release's deploy/droplet/compose.yaml, built in)")
 	str(&c.agentBinaryURL, "agent-binary-url", "GENESIS_AGENT_BINARY_URL", "", "https URL a new droplet downloads genesis-agent from when its image lacks it (optional; needs --agent-binary-sha256)")
 	str(&c.agentBinarySHA256, "agent-binary-sha256", "GENESIS_AGENT_BINARY_SHA256", "", "hex SHA-256 of the binary at --agent-binary-url: droplets refuse to install a download that differs")

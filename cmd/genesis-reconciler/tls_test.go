@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -16,13 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"filippo.io/age"
-
 	"genesis.dev/fleet/internal/certreload/certtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/reconciler/dosim/dosimtest"
-	"genesis.dev/fleet/schema/dsse"
 )
 
 // TestTLSWithAgents runs the real reconciler with --tls-cert/--tls-key (a
@@ -33,11 +28,7 @@ import (
 // and applies its manifest over TLS.
 func TestTLSWithAgents(t *testing.T) {
 	agentBin := agentBinary(t)
-	keys := t.TempDir()
-	fleetID, _ := age.GenerateX25519Identity()
-	os.WriteFile(filepath.Join(keys, "age.key"), []byte(fleetID.String()+"\n"), 0o600)
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	os.WriteFile(filepath.Join(keys, "signing.pem"), dsse.MarshalPrivateKeyPEM(priv), 0o600)
+	keys, fleetID := fleetKeys(t)
 	cert := certtest.New(t, keys, "reconciler")
 
 	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
