@@ -24,8 +24,9 @@ import (
 // self-signed certificate made here) and, on the simulated droplet, the
 // real genesis-agent without --insecure-http, trusting the test CA through
 // SSL_CERT_FILE: /healthz answers over HTTPS, a plain HTTP request gets no
-// API, the default public URL in user data is https, and the agent enrolls
-// and applies its manifest over TLS.
+// API, the default public URL in user data is https, the agent enrolls and
+// applies its manifest over TLS, and a new pair renamed over the files is
+// served without a restart.
 func TestTLSWithAgents(t *testing.T) {
 	agentBin := agentBinary(t)
 	keys, fleetID := fleetKeys(t)
@@ -102,6 +103,27 @@ func TestTLSWithAgents(t *testing.T) {
 		if !strings.Contains(string(b), `"reconciler_url": "`+base+`"`) {
 			t.Errorf("%s does not point agents at %s:\n%s", f, base, b)
 		}
+	}
+	// Rotation: a new pair renamed over the files is served to new
+	// connections without a restart (checked at most every 5 s).
+	next := certtest.New(t, t.TempDir(), "reconciler-next")
+	pool.AddCert(next.Cert)
+	for _, f := range [][2]string{{next.KeyFile, cert.KeyFile}, {next.CertFile, cert.CertFile}} {
+		if err := os.Rename(f[0], f[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
+	waitFor(t, "the rotated certificate to be served", func() bool {
+		resp, err := fresh.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.TLS.PeerCertificates[0].Subject.CommonName == "reconciler-next"
+	})
+	if !strings.Contains(p.logs.String(), "tls certificate reloaded") {
+		t.Errorf("no reload logged:\n%s", p.logs.String())
 	}
 	if strings.Contains(p.logs.String(), "agents on droplets refuse it") {
 		t.Errorf("a plain-http warning with TLS on:\n%s", p.logs.String())
