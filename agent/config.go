@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -112,4 +113,26 @@ func decodeWriteFile(content, encoding string) ([]byte, error) {
 		data = d
 	}
 	return data, nil
+}
+
+// CheckTransport refuses a reconciler URL that is not https unless
+// insecureHTTP: over plain HTTP the one-time token, the droplet's
+// credential and its sealed manifests cross the network in the clear, and
+// anyone on the path can answer in the reconciler's place. The error names
+// the URL's origin (scheme and host), never a user name or password it may
+// carry.
+func CheckTransport(c schema.AgentConfig, insecureHTTP bool) error {
+	u, err := url.Parse(c.ReconcilerURL)
+	if err != nil {
+		return errors.New("agent config: reconciler_url is not a URL")
+	}
+	switch {
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && insecureHTTP:
+		return nil
+	case u.Scheme == "http":
+		return fmt.Errorf("agent config: reconciler_url %s://%s is plain http: the reconciler must be reached over https (give --insecure-http for a demo or test)", u.Scheme, u.Host)
+	}
+	return fmt.Errorf("agent config: reconciler_url scheme %q: want https", u.Scheme)
 }

@@ -40,7 +40,7 @@ func TestRealStack(t *testing.T) {
 	ps := &protocolServer{t: t, w: w, token: "one-time-token-real", build: w.slackManifest}
 	dir, cfgPath := startProtocol(t, ps)
 	state := filepath.Join(dir, "state")
-	cmd := exec.Command(bin, "run", "--config", cfgPath, "--droplet-id", w.droplet, "--state-dir", state,
+	cmd := exec.Command(bin, "run", "--insecure-http", "--config", cfgPath, "--droplet-id", w.droplet, "--state-dir", state,
 		"--n8n-url", n8nURL, "--n8n-runtime", "none",
 		"--caddy-admin", admin, "--caddy-bind", "127.0.0.1", "--caddy-internal-tls",
 		"--caddy-http-port", strconv.Itoa(httpPort), "--caddy-https-port", strconv.Itoa(httpsPort), "--ask-listen", askAddr,

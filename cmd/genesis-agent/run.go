@@ -59,7 +59,13 @@ listens on --caddy-http-port and --caddy-https-port (80 and 443) on every
 interface or --caddy-bind, with ACME certificates, or certificates from its
 internal CA with --caddy-internal-tls (offline; genesis droplet-sim uses it).
 --converge=false only accepts manifests (no n8n, Caddy or docker needed):
-the DigitalOcean simulator's demo runs agents that way.`
+the DigitalOcean simulator's demo runs agents that way.
+
+The reconciler URL must be https: a plain http:// URL is refused at start
+(exit status 2) unless --insecure-http (or $GENESIS_AGENT_INSECURE_HTTP=true)
+is given, which only the demo and tests should do. The reconciler's
+certificate is checked against the system's roots; $SSL_CERT_FILE (a PEM
+bundle) or $SSL_CERT_DIR replace them, e.g. with a private CA.`
 
 func runAgent(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "run", runUsage)
@@ -75,8 +81,8 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	metricsListen := fs.String("metrics-listen", e.getenv("GENESIS_AGENT_METRICS_LISTEN"), "`address` to serve /metrics on (off when empty)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
-	insecureHTTP := fs.Bool("insecure-http", false, "allow an http:// reconciler URL and agent download (demo and tests only)")
-	_ = insecureHTTP
+	insecureHTTP := fs.Bool("insecure-http", e.getenv("GENESIS_AGENT_INSECURE_HTTP") == "true",
+		"allow a plain http:// reconciler URL (demo and tests only; $GENESIS_AGENT_INSECURE_HTTP=true)")
 	doConverge := fs.Bool("converge", true, "apply manifests to n8n, Caddy and docker compose (false: accept them only, e.g. under the simulator)")
 	n8nURL := fs.String("n8n-url", "http://127.0.0.1:5678", "n8n's base `URL`")
 	caddyAdmin := fs.String("caddy-admin", caddy.DefaultAdminListen, "Caddy admin API `address`")
@@ -115,6 +121,12 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	}
 	if err := agent.CheckBootstrap(cfg); err != nil {
 		return err
+	}
+	if err := agent.CheckTransport(cfg, *insecureHTTP); err != nil {
+		return cliexit.Usage("run: %v", err)
+	}
+	if *insecureHTTP {
+		log.Warn("--insecure-http: a plain http reconciler URL is allowed; token, credential and manifests may cross the network in the clear", "component", "genesis-agent")
 	}
 	dir := resolveStateDir(e, *stateDir)
 	id := firstNonEmpty(*dropletID, e.getenv("GENESIS_AGENT_DROPLET_ID"), e.getenv("DOSIM_DROPLET_ID"))

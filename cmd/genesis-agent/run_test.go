@@ -147,7 +147,7 @@ func TestRunUnderTheSimulatorHook(t *testing.T) {
 	metricsAddr := ln.Addr().String()
 	ln.Close()
 
-	cmd := exec.Command(bin, "run", "--converge=false", "--heartbeat-interval", "200ms", "--poll-wait", "1s", "--metrics-listen", metricsAddr, "--log-format", "json")
+	cmd := exec.Command(bin, "run", "--insecure-http", "--converge=false", "--heartbeat-interval", "200ms", "--poll-wait", "1s", "--metrics-listen", metricsAddr, "--log-format", "json")
 	stderr, done := startProc(t, cmd, []string{"PATH=" + os.Getenv("PATH"), "DOSIM_USER_DATA_FILE=" + userData, "DOSIM_DROPLET_ID=" + w.droplet, "DOSIM_DISK_DIR=" + disk})
 
 	deadline := time.Now().Add(15 * time.Second)
@@ -240,7 +240,7 @@ func TestRunConverges(t *testing.T) {
 	askAddr := ln.Addr().String()
 	ln.Close()
 
-	cmd := exec.Command(bin, "run", "--config", cfgPath, "--droplet-id", w.droplet, "--state-dir", filepath.Join(dir, "state"),
+	cmd := exec.Command(bin, "run", "--insecure-http", "--config", cfgPath, "--droplet-id", w.droplet, "--state-dir", filepath.Join(dir, "state"),
 		"--n8n-url", emu.URL, "--caddy-admin", strings.TrimPrefix(caddySrv.URL, "http://"), "--ask-listen", askAddr,
 		"--heartbeat-interval", "200ms", "--poll-wait", "1s", "--log-format", "json")
 	stderr, done := startProc(t, cmd, []string{"PATH=" + os.Getenv("PATH")})

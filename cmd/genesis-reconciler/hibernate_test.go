@@ -54,6 +54,18 @@ func agentBinary(t *testing.T) string {
 	return agentBin
 }
 
+// fleetKeys writes a new fleet age identity (age.key) and manifest-signing
+// key (signing.pem) into a new directory.
+func fleetKeys(t *testing.T) (string, *age.X25519Identity) {
+	t.Helper()
+	keys := t.TempDir()
+	fleetID, _ := age.GenerateX25519Identity()
+	os.WriteFile(filepath.Join(keys, "age.key"), []byte(fleetID.String()+"\n"), 0o600)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	os.WriteFile(filepath.Join(keys, "signing.pem"), dsse.MarshalPrivateKeyPEM(priv), 0o600)
+	return keys, fleetID
+}
+
 // tenantRow is a tenant in GET /v1/fleet, with the hibernation fields.
 type tenantRow struct {
 	Workspace       string  `json:"workspace"`
@@ -154,11 +166,7 @@ func (w *world) snapshots(tok string) []godo.Snapshot {
 func TestHibernateAndWakeWithAgents(t *testing.T) {
 	const boot = 2 * time.Second
 	agentBin := agentBinary(t)
-	keys := t.TempDir()
-	fleetID, _ := age.GenerateX25519Identity()
-	os.WriteFile(filepath.Join(keys, "age.key"), []byte(fleetID.String()+"\n"), 0o600)
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	os.WriteFile(filepath.Join(keys, "signing.pem"), dsse.MarshalPrivateKeyPEM(priv), 0o600)
+	keys, fleetID := fleetKeys(t)
 
 	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
 	w.git("init", "-q", "-b", "main")
@@ -174,7 +182,7 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 	}
 	tenant("running")
 	work := t.TempDir()
-	bootCmd := "exec " + agentBin + " run --converge=false --heartbeat-interval 1s --poll-wait 5s --retry-max 500ms --log-format text"
+	bootCmd := "exec " + agentBin + " run --insecure-http --converge=false --heartbeat-interval 1s --poll-wait 5s --retry-max 500ms --log-format text"
 	w.sim = dosimtest.Start(t, dosim.Config{WorkDir: work, DiskRoot: filepath.Join(work, "disks"), BootCmd: bootCmd, HookGrace: time.Second,
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
 		Limits:   dosim.Limits{BootDelay: dosim.Duration(boot), ActionDelay: dosim.Duration(200 * time.Millisecond)}})

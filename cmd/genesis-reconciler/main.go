@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -63,6 +64,14 @@ and the agent protocol (see package reconciler/agentapi):
                       If-None-Match -> 304; ?wait=30s long-polls, max 60s)
   POST /v1/heartbeat  the agent's report (Bearer credential) -> 202
 
+HTTPS: with --tls-cert and --tls-key the reconciler terminates TLS itself
+(TLS 1.2 or later; the pair is reloaded when either file changes, a broken
+new pair keeps the old one and is logged and counted in
+genesis_tls_cert_reloads_total{result="error"}); --public-url then defaults
+to https://<listen address>. Agents refuse a plain http reconciler URL, so a
+plain http --public-url is logged as a warning at start unless
+--agent-insecure-http tells droplets to accept it (demo and tests only).
+
 Droplets get cloud-init user data carrying --public-url, the public half of
 --signing-key (and of every --announce-signing-key) and a one-time enrollment
 token. Without --signing-key and --age-identity the reconciler still runs, but
@@ -105,6 +114,8 @@ type config struct {
 	trustedProxies                                                       string
 	unauthRate                                                           float64
 	unauthBurst                                                          int
+	tlsCert, tlsKey, agentBinarySHA256                                   string
+	agentInsecureHTTP                                                    bool
 }
 
 // listFlag is a repeatable flag whose default comes from a comma-separated
@@ -158,9 +169,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	fs.Var(&c.announce, "announce-signing-key", "`FILE` holding a PKIX PEM ed25519 public key to put in every manifest's signing_keys (and new droplets' user data), "+
 		"so agents trust it before --signing-key switches to it; repeatable ($GENESIS_ANNOUNCE_SIGNING_KEYS, comma-separated)")
-	str(&c.publicURL, "public-url", "GENESIS_PUBLIC_URL", "", "base URL agents reach this reconciler at, written into droplets' user data (default http://<listen address>)")
+	str(&c.publicURL, "public-url", "GENESIS_PUBLIC_URL", "", "base URL agents reach this reconciler at, written into droplets' user data (default http://<listen address>, https:// with --tls-cert)")
 	str(&c.dropletCompose, "droplet-compose", "GENESIS_DROPLET_COMPOSE", "", "compose file written to each new droplet (default: the release's deploy/droplet/compose.yaml, built in)")
-	str(&c.agentBinaryURL, "agent-binary-url", "GENESIS_AGENT_BINARY_URL", "", "URL a new droplet downloads genesis-agent from when its image lacks it (optional)")
+	str(&c.agentBinaryURL, "agent-binary-url", "GENESIS_AGENT_BINARY_URL", "", "https URL a new droplet downloads genesis-agent from when its image lacks it (optional; needs --agent-binary-sha256)")
+	str(&c.agentBinarySHA256, "agent-binary-sha256", "GENESIS_AGENT_BINARY_SHA256", "", "hex SHA-256 of the binary at --agent-binary-url: droplets refuse to install a download that differs")
+	fs.BoolVar(&c.agentInsecureHTTP, "agent-insecure-http", getenv("GENESIS_AGENT_INSECURE_HTTP") == "true",
+		"let droplets' agents use a plain http --public-url and download the agent over http (demo and tests only; $GENESIS_AGENT_INSECURE_HTTP=true)")
+	str(&c.tlsCert, "tls-cert", "GENESIS_TLS_CERT", "", "PEM certificate (chain) `file` to serve HTTPS with, reloaded when it changes (with --tls-key)")
+	str(&c.tlsKey, "tls-key", "GENESIS_TLS_KEY", "", "PEM private key `file` of --tls-cert")
 	dur(&c.tokenTTL, "enroll-token-ttl", "GENESIS_ENROLL_TOKEN_TTL", agentapi.DefaultTokenTTL, "how long a droplet's one-time enrollment token is valid")
 	dur(&c.manifestTTL, "manifest-ttl", "GENESIS_MANIFEST_TTL", agentapi.DefaultManifestTTL, "lifetime of a signed manifest (re-signed when a third remains)")
 	dur(&c.manifestSweep, "manifest-sweep", "GENESIS_MANIFEST_SWEEP", agentapi.DefaultSweep, "how often the leader re-renders drifted or expiring manifests")
@@ -232,6 +248,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if !strings.HasSuffix(c.doAPIURL, "/") {
 		c.doAPIURL += "/"
+	}
+	if err := checkTransportFlags(&c); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -308,15 +327,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	ln, scheme, err := listenTLS(c, ln, log, reg)
+	if err != nil {
+		return err
+	}
 	publicURL := c.publicURL
 	if publicURL == "" {
-		publicURL = "http://" + ln.Addr().String()
+		publicURL = scheme + "://" + ln.Addr().String()
 	}
+	warnPlainHTTP(log, publicURL, c.agentInsecureHTTP)
 	var rec *reconciler.Reconciler
 	agents := agentapi.New(agentapi.Config{
 		Pool: st.Pool(), Logger: log, Registerer: reg, Signer: signer, Identities: ids, Announce: announce, PublicURL: strings.TrimSuffix(publicURL, "/"),
 		Desired: func() (tenants.Snapshot, bool) { return rec.Snapshot() }, Leading: func() bool { return rec.Leading() },
 		TokenTTL: c.tokenTTL, ManifestTTL: c.manifestTTL, Sweep: c.manifestSweep, Compose: compose, AgentURL: c.agentBinaryURL,
+		AgentSHA256: c.agentBinarySHA256, AgentInsecureHTTP: c.agentInsecureHTTP,
 	})
 	var userData func(context.Context, plan.Action) (string, error)
 	var manifest func(context.Context, plan.Action) error
@@ -372,9 +397,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("no limit on unauthenticated requests per client (--unauth-burst 0)", "component", "http")
 	}
 	srv := newServer(handler, c.http)
+	// The server's own errors (TLS handshakes, plain HTTP to the TLS port)
+	// as structured lines.
+	srv.ErrorLog = slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)
 	ln = limitListener(ln, c.http.maxConns)
-	log.Info("listening", "component", "http", "addr", ln.Addr().String(), "limits", c.http.describe())
-	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+	log.Info("listening", "component", "http", "addr", ln.Addr().String(), "scheme", scheme, "limits", c.http.describe())
+	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

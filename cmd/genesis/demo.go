@@ -288,7 +288,7 @@ func (d *demo) up(ctx context.Context) error {
 	}
 	recArgs := []string{"--state-repo", "file://" + d.bare, "--tokens", tokensFile, "--database-url", d.pg.URL("genesis"), "--do-api-url", d.sim, "--listen", port,
 		"--poll-interval", "10s", "--resync", "1s", "--webhook-secret", d.secret, "--cache-dir", filepath.Join(d.work, "cache"),
-		"--signing-key", signing, "--age-identity", ageKey, "--public-url", "http://" + port, "--watchdog-every", "1s"}
+		"--signing-key", signing, "--age-identity", ageKey, "--public-url", "http://" + port, "--agent-insecure-http", "--watchdog-every", "1s"}
 	d.say("manifest-signing key: %s (new); credentials open with %s (demo only)", signing, ageKey)
 	d.say("starting genesis-reconciler")
 	if d.api, err = d.spawn(ctx, "genesis-reconciler", recArgs, env); err != nil {

@@ -39,7 +39,8 @@ per booted droplet. It runs what a real droplet runs, on loopback:
     new one and converges everything again;
   - Caddy: the real binary --caddy-bin, its admin API on a free port of
     127.0.0.1, its data (the internal CA, certificates) in DIR/caddy;
-  - genesis-agent run --converge=true, pointed at both: Caddy's HTTP and
+  - genesis-agent run --insecure-http --converge=true (the reconciler of
+    the demo is plain http on loopback), pointed at both: Caddy's HTTP and
     HTTPS listeners on free ports of --bind (the droplet's 127.1.x.y
     address), certificates from Caddy's internal CA (no ACME), n8n's version
     left alone (--n8n-runtime none), its state in DIR/genesis-agent. Flags
@@ -236,7 +237,7 @@ func (s *dropletSim) start(ctx context.Context, disk, caddyBin, agentBin string,
 	}
 	s.log.Info("caddy started", "admin", s.info.CaddyAdmin, "pid", s.info.CaddyPID)
 
-	runArgs := append([]string{"run", "--converge=true", "--n8n-runtime", "none",
+	runArgs := append([]string{"run", "--insecure-http", "--converge=true", "--n8n-runtime", "none",
 		"--n8n-url", s.info.N8NURL, "--caddy-admin", s.info.CaddyAdmin, "--ask-listen", s.info.Ask,
 		"--caddy-bind", s.info.IP, "--caddy-http-port", strconv.Itoa(s.info.HTTPPort),
 		"--caddy-https-port", strconv.Itoa(s.info.HTTPSPort), "--caddy-internal-tls", "--state-dir", state}, agentArgs...)

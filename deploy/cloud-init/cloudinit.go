@@ -2,8 +2,17 @@
 // bootstrap in user-data.yaml (swap, Docker, UFW allowing 22/80/443 only,
 // the stack's .env made on the droplet, the compose stack and the agent
 // started) plus the files: the agent's config, the compose stack and the
-// agent's systemd unit (deploy/droplet's, embedded) and where to download
-// the agent.
+// agent's systemd unit (deploy/droplet's, embedded), the agent's
+// environment and where to download the agent.
+//
+// Transport: the agent refuses a plain http:// reconciler URL unless its
+// environment file sets GENESIS_AGENT_INSECURE_HTTP=true, which the
+// renderer writes only for Input.InsecureHTTP (the reconciler's
+// --agent-insecure-http). When the image lacks the agent,
+// genesis-agent-install downloads Input.AgentURL (https, or http only with
+// InsecureHTTP) to a temporary file and installs it only if its SHA-256 is
+// Input.AgentSHA256; on a mismatch nothing is installed, the bootstrap
+// exits nonzero and the agent never starts.
 //
 // The per-droplet values (the agent's config with its one-time token, the
 // agent download URL) and the files are never pasted into the template's
@@ -22,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -46,6 +56,10 @@ const (
 	ComposePath   = "/opt/genesis/compose.yaml"
 	AgentUnitPath = "/etc/systemd/system/genesis-agent.service"
 	AgentURLPath  = "/etc/genesis/agent.url"
+	// AgentSHA256Path holds the hex SHA-256 the downloaded agent must have.
+	AgentSHA256Path = "/etc/genesis/agent.sha256"
+	// AgentEnvPath is the agent unit's EnvironmentFile.
+	AgentEnvPath = "/etc/genesis/agent.env"
 )
 
 // Input is one droplet's part of its user data.
@@ -57,8 +71,15 @@ type Input struct {
 	// AgentUnit is the agent's systemd unit (default: deploy/droplet's).
 	AgentUnit []byte
 	// AgentURL is where the bootstrap downloads the agent binary when the
-	// image lacks it (optional; http or https).
+	// image lacks it (optional; https, or http with InsecureHTTP).
 	AgentURL string
+	// AgentSHA256 is the lowercase hex SHA-256 of the agent binary at
+	// AgentURL (required with AgentURL): a download that differs is not
+	// installed.
+	AgentSHA256 string
+	// InsecureHTTP lets the agent use a plain http:// reconciler URL and
+	// the bootstrap download the agent over http:// (demo and tests only).
+	InsecureHTTP bool
 }
 
 // File is one write_files entry.
@@ -88,9 +109,14 @@ func Render(in Input) ([]byte, error) {
 		{Path: schema.AgentConfigPath, Owner: "root:root", Permissions: "0600", Content: string(cfg) + "\n"},
 		{Path: ComposePath, Owner: "root:root", Permissions: "0644", Content: string(in.Compose)},
 		{Path: AgentUnitPath, Owner: "root:root", Permissions: "0644", Content: string(in.AgentUnit)},
+		// Always written, so a droplet woken from a snapshot follows its
+		// new user data rather than an old file.
+		{Path: AgentEnvPath, Owner: "root:root", Permissions: "0644", Content: fmt.Sprintf("GENESIS_AGENT_INSECURE_HTTP=%t\n", in.InsecureHTTP)},
 	}
 	if in.AgentURL != "" {
-		files = append(files, File{Path: AgentURLPath, Owner: "root:root", Permissions: "0644", Content: in.AgentURL + "\n"})
+		files = append(files,
+			File{Path: AgentURLPath, Owner: "root:root", Permissions: "0644", Content: in.AgentURL + "\n"},
+			File{Path: AgentSHA256Path, Owner: "root:root", Permissions: "0644", Content: in.AgentSHA256 + "\n"})
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(template, &doc); err != nil {
@@ -164,10 +190,27 @@ func check(in Input) error {
 			return fmt.Errorf("%q is not an http(s) URL", u)
 		}
 	}
+	if in.AgentURL != "" {
+		if err := CheckSHA256(in.AgentSHA256); err != nil {
+			return fmt.Errorf("agent download: %w", err)
+		}
+		if p, _ := url.Parse(in.AgentURL); p.Scheme != "https" && !in.InsecureHTTP {
+			return fmt.Errorf("agent download URL %s://%s is plain http (allowed only with insecure http)", p.Scheme, p.Host)
+		}
+	}
 	for _, k := range a.SigningKeys {
 		if bytes.Contains([]byte(k), []byte("PRIVATE KEY")) {
 			return errors.New("a signing key is a private key; give the public key")
 		}
+	}
+	return nil
+}
+
+// CheckSHA256 checks a SHA-256 digest as the bootstrap compares it: 64
+// lowercase hex digits.
+func CheckSHA256(h string) error {
+	if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
+		return errors.New("sha256: want 64 lowercase hex digits")
 	}
 	return nil
 }

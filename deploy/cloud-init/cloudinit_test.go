@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -53,8 +54,8 @@ func TestRender(t *testing.T) {
 		wantPaths []string
 	}{
 		{"defaults", Input{Agent: agent}, nil},
-		{"with compose and agent url", Input{Agent: agent, Compose: []byte("services:\n  n8n:\n    image: n8nio/n8n:1.123.81\n"), AgentURL: "https://dl.example.com/genesis-agent"},
-			[]string{AgentURLPath}},
+		{"with compose and agent url", Input{Agent: agent, Compose: []byte("services:\n  n8n:\n    image: n8nio/n8n:1.123.81\n"), AgentURL: "https://dl.example.com/genesis-agent", AgentSHA256: strings.Repeat("ab", 32)},
+			[]string{AgentURLPath, AgentSHA256Path}},
 		// Hostile values cannot change the document's structure.
 		{"hostile values", Input{Agent: schema.AgentConfig{
 			ReconcilerURL: "https://x.example.com/\n- path: /etc/evil",
@@ -62,8 +63,8 @@ func TestRender(t *testing.T) {
 			Workspace:     "ws: \"x\"\n  - path: /root/.ssh/authorized_keys",
 			DropletName:   "'\"{}[]&*!|>%@`#",
 			Token:         "\x00\t\r\n...",
-		}, Compose: []byte("write_files:\n  - path: /etc/shadow\n"), AgentURL: "http://a.example/#\n"},
-			[]string{AgentURLPath}},
+		}, Compose: []byte("write_files:\n  - path: /etc/shadow\n"), AgentURL: "http://a.example/#\n", AgentSHA256: strings.Repeat("0", 64), InsecureHTTP: true},
+			[]string{AgentURLPath, AgentSHA256Path}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,7 +93,7 @@ func TestRender(t *testing.T) {
 			if len(cc.RunCmd) == 0 {
 				t.Error("no runcmd")
 			}
-			want := append([]string{"/usr/local/sbin/genesis-bootstrap", schema.AgentConfigPath, ComposePath, AgentUnitPath}, tc.wantPaths...)
+			want := append([]string{"/usr/local/sbin/genesis-bootstrap", "/usr/local/sbin/genesis-agent-install", schema.AgentConfigPath, ComposePath, AgentUnitPath, AgentEnvPath}, tc.wantPaths...)
 			var got []string
 			byPath := map[string]File{}
 			for _, f := range cc.WriteFiles {
@@ -103,11 +104,16 @@ func TestRender(t *testing.T) {
 				t.Fatalf("write_files paths (-want +got):\n%s", diff)
 			}
 			if sh, err := exec.LookPath("sh"); err == nil {
-				cmd := exec.Command(sh, "-n")
-				cmd.Stdin = strings.NewReader(byPath["/usr/local/sbin/genesis-bootstrap"].Content)
-				if out, err := cmd.CombinedOutput(); err != nil {
-					t.Errorf("bootstrap script: sh -n: %v\n%s", err, out)
+				for _, script := range []string{"/usr/local/sbin/genesis-bootstrap", "/usr/local/sbin/genesis-agent-install"} {
+					cmd := exec.Command(sh, "-n")
+					cmd.Stdin = strings.NewReader(byPath[script].Content)
+					if out, err := cmd.CombinedOutput(); err != nil {
+						t.Errorf("%s: sh -n: %v\n%s", script, err, out)
+					}
 				}
+			}
+			if got, want := byPath[AgentEnvPath].Content, fmt.Sprintf("GENESIS_AGENT_INSECURE_HTTP=%t\n", tc.in.InsecureHTTP); got != want {
+				t.Errorf("agent env = %q, want %q", got, want)
 			}
 			cfgFile := byPath[schema.AgentConfigPath]
 			if cfgFile.Permissions != "0600" || cfgFile.Owner != "root:root" {
@@ -132,6 +138,9 @@ func TestRender(t *testing.T) {
 			}
 			if tc.in.AgentURL != "" && byPath[AgentURLPath].Content != tc.in.AgentURL+"\n" {
 				t.Errorf("agent url = %q", byPath[AgentURLPath].Content)
+			}
+			if tc.in.AgentURL != "" && byPath[AgentSHA256Path].Content != tc.in.AgentSHA256+"\n" {
+				t.Errorf("agent sha256 = %q", byPath[AgentSHA256Path].Content)
 			}
 		})
 	}
@@ -174,21 +183,31 @@ func TestNoOtherSecret(t *testing.T) {
 
 func TestRenderRefuses(t *testing.T) {
 	good := schema.AgentConfig{ReconcilerURL: "http://r.example", SigningKeys: []string{"k"}, Workspace: "ws-a", DropletName: "d", Token: "t"}
+	sum := strings.Repeat("0f", 32)
 	tests := []struct {
 		name string
 		in   Input
+		want string
 	}{
-		{"no url", Input{Agent: func() schema.AgentConfig { a := good; a.ReconcilerURL = ""; return a }()}},
-		{"not http", Input{Agent: func() schema.AgentConfig { a := good; a.ReconcilerURL = "file:///etc/passwd"; return a }()}},
-		{"no keys", Input{Agent: func() schema.AgentConfig { a := good; a.SigningKeys = nil; return a }()}},
-		{"no token", Input{Agent: func() schema.AgentConfig { a := good; a.Token = ""; return a }()}},
-		{"bad agent url", Input{Agent: good, AgentURL: "ftp://x"}},
-		{"too large", Input{Agent: good, Compose: []byte(strings.Repeat("#", MaxSize))}},
+		{"no url", Input{Agent: func() schema.AgentConfig { a := good; a.ReconcilerURL = ""; return a }()}, "no reconciler URL"},
+		{"not http", Input{Agent: func() schema.AgentConfig { a := good; a.ReconcilerURL = "file:///etc/passwd"; return a }()}, "is not an http(s) URL"},
+		{"no keys", Input{Agent: func() schema.AgentConfig { a := good; a.SigningKeys = nil; return a }()}, "no signing public key"},
+		{"no token", Input{Agent: func() schema.AgentConfig { a := good; a.Token = ""; return a }()}, "token are required"},
+		{"bad agent url", Input{Agent: good, AgentURL: "ftp://x", AgentSHA256: sum}, `"ftp://x" is not an http(s) URL`},
+		{"agent url without sha256", Input{Agent: good, AgentURL: "https://dl.example/a"}, "agent download: sha256: want 64 lowercase hex digits"},
+		{"agent sha256 too short", Input{Agent: good, AgentURL: "https://dl.example/a", AgentSHA256: sum[:63]}, "sha256: want 64"},
+		{"agent sha256 uppercase", Input{Agent: good, AgentURL: "https://dl.example/a", AgentSHA256: strings.ToUpper(sum)}, "sha256: want 64"},
+		{"agent url plain http", Input{Agent: good, AgentURL: "http://u:pw@dl.example/a", AgentSHA256: sum}, "agent download URL http://dl.example is plain http"},
+		{"too large", Input{Agent: good, Compose: []byte(strings.Repeat("#", MaxSize))}, "over DigitalOcean's 65536-byte limit"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := Render(tc.in); err == nil {
-				t.Error("Render succeeded")
+			_, err := Render(tc.in)
+			if err == nil {
+				t.Fatal("Render succeeded")
+			}
+			if tc.want != "" && !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q, want it to contain %q", err, tc.want)
 			}
 		})
 	}

@@ -76,6 +76,9 @@ type Config struct {
 	// Compose and AgentURL go into every droplet's user data (optional).
 	Compose  []byte
 	AgentURL string
+	// AgentSHA256 and AgentInsecureHTTP are cloudinit.Input's AgentSHA256 and InsecureHTTP.
+	AgentSHA256       string
+	AgentInsecureHTTP bool
 	// Heartbeat queue and batching (defaults 100,000; 1,000; 250ms).
 	Queue         int
 	BatchSize     int

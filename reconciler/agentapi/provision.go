@@ -45,7 +45,7 @@ func (s *Service) UserData(ctx context.Context, a plan.Action) (string, error) {
 	ud, err := cloudinit.Render(cloudinit.Input{
 		Agent: schema.AgentConfig{ReconcilerURL: s.cfg.PublicURL, SigningKeys: s.cfg.SigningKeys,
 			Workspace: a.Workspace, DropletName: name, Token: tok},
-		Compose: s.cfg.Compose, AgentURL: s.cfg.AgentURL,
+		Compose: s.cfg.Compose, AgentURL: s.cfg.AgentURL, AgentSHA256: s.cfg.AgentSHA256, InsecureHTTP: s.cfg.AgentInsecureHTTP,
 	})
 	if err != nil {
 		return "", err
