@@ -1218,7 +1218,14 @@ func TestNoOpenModeShipped(t *testing.T) {
 	if !slices.Contains(unit["Service"]["Environment"], "GENESIS_TOKENS_FILE=%d/tokens") {
 		t.Errorf("the reconciler unit does not set GENESIS_TOKENS_FILE=%%d/tokens: Environment = %q", unit["Service"]["Environment"])
 	}
-	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+	dep, err := os.ReadFile("k8s/deployment.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`name: GENESIS_PUBLIC_URL\s+value: https://`).Match(dep) {
+		t.Error("the Deployment does not give agents an https:// GENESIS_PUBLIC_URL (they refuse plain http)")
+	}
+	err = filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		// The alert that watches for the flag names it; so does its test.
 		if err != nil || d.IsDir() || strings.HasSuffix(path, "_test.go") || strings.HasSuffix(path, ".md") || strings.HasPrefix(path, "prometheus/") {
 			return err
