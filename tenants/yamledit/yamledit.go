@@ -34,8 +34,8 @@ import (
 const MaxDepth = 32
 
 // MaxValues bounds how many values (object members and array items) one
-// JSON input may hold.
-const MaxValues = 10000
+// JSON input may hold; a tenant file holds 10 to 70 today.
+const MaxValues = 2000
 
 // Value is one JSON value decoded once into a YAML node tree (object keys
 // in their order). The same Value both names what it holds (Fields,
@@ -47,10 +47,15 @@ type Value struct{ root *yaml.Node }
 // ParseJSON decodes one JSON value as a stream of tokens and stops at the
 // first one past a limit: nesting deeper than MaxDepth, more than
 // MaxValues values, a duplicate key, or a key that key (when not nil)
-// refuses. Errors name the field by its path (keys joined by dots, array
+// refuses. A byte scan first refuses input past the depth and value limits
+// at the cost of reading its bytes up to the first one past a limit, so a
+// hostile body is never tokenized. Errors name the field by its path (keys joined by dots, array
 // items as [i]) quoted with %q, so no byte of a key reaches the message
 // raw.
 func ParseJSON(data []byte, key func(name string) error) (*Value, error) {
+	if err := prescan(data); err != nil {
+		return nil, err
+	}
 	d := &decoder{dec: json.NewDecoder(bytes.NewReader(data)), key: key}
 	d.dec.UseNumber()
 	n, err := d.value(0)
@@ -321,6 +326,59 @@ func find(m *yaml.Node, key string) int {
 }
 
 func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
+// prescan refuses JSON that nests deeper than MaxDepth or holds more than
+// MaxValues values, reading bytes only up to the first one past a limit. It
+// refuses nothing the decoder would accept: it counts containers and
+// values of well-formed JSON (at most what the decoder counts) and leaves
+// malformed input to the decoder.
+func prescan(data []byte) error {
+	var arrays [MaxDepth + 2]bool // per open container: is it an array
+	depth, values := 0, 1
+	inString, escaped, item := false, false, false
+	for _, c := range data {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+			continue
+		}
+		if item && c != ']' {
+			values++ // the first byte of an array item
+		}
+		item = false
+		switch c {
+		case '"':
+			inString = true
+		case ':':
+			values++
+		case '{', '[':
+			if depth++; depth > MaxDepth+1 {
+				return fmt.Errorf("JSON nests deeper than %d levels", MaxDepth)
+			}
+			arrays[depth], item = c == '[', c == '['
+		case '}', ']':
+			if depth == 0 {
+				return nil // malformed: the decoder says where
+			}
+			depth--
+		case ',':
+			item = arrays[depth]
+		}
+		if values > MaxValues {
+			return fmt.Errorf("JSON holds more than %d values (object members and array items)", MaxValues)
+		}
+	}
+	return nil
+}
 
 // decoder reads one JSON value token by token, keeping the path to the
 // value it is in for errors and counting values against MaxValues.
