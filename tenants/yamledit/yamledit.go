@@ -56,6 +56,11 @@ func ParseJSON(data []byte, key func(name string) error) (*Value, error) {
 	if err := prescan(data); err != nil {
 		return nil, err
 	}
+	return decode(data, key)
+}
+
+// decode is ParseJSON without the prescan.
+func decode(data []byte, key func(name string) error) (*Value, error) {
 	d := &decoder{dec: json.NewDecoder(bytes.NewReader(data)), key: key}
 	d.dec.UseNumber()
 	n, err := d.value(0)
