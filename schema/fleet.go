@@ -117,13 +117,15 @@ type Defaults struct {
 	N8NVersion string `yaml:"n8nVersion" json:"n8nVersion"`
 }
 
-// Safety bounds how much one plan may take away.
+// Safety bounds how much one plan may take away. Both limits are required
+// (0 is a valid, strict choice: every destroy or hibernation needs a
+// person); none has a default.
 type Safety struct {
 	MaxDestroyPerRun    int     `yaml:"maxDestroyPerRun" json:"maxDestroyPerRun"`
 	MaxHibernatePercent float64 `yaml:"maxHibernatePercent" json:"maxHibernatePercent"`
 }
 
-// Size is what a droplet size costs.
+// Size is what a droplet size costs; MonthlyUSD is required.
 type Size struct {
 	MonthlyUSD float64 `yaml:"monthlyUSD" json:"monthlyUSD"`
 }
@@ -153,6 +155,12 @@ func DecodeFleet(file string, data []byte) (*Fleet, Errors) {
 	}
 	f.setDefaults()
 	return &f, nil
+}
+
+// has reports whether path was written in the file (null or not).
+func (f *Fleet) has(path string) bool {
+	_, ok := f.pos[path]
+	return ok
 }
 
 func (f *Fleet) validate(c *errorf) {
@@ -205,7 +213,10 @@ func (f *Fleet) validate(c *errorf) {
 		if !sizeSlug.MatchString(slug) {
 			at(p+"#key", "spec.sizes: %q is not a size slug", slug)
 		}
-		if s.Sizes[slug].MonthlyUSD < 0 {
+		switch {
+		case !f.has(p + ".monthlyUSD"):
+			at(p, "%s.monthlyUSD is required (the size's price per month, for plans and cost reports)", p)
+		case s.Sizes[slug].MonthlyUSD < 0:
 			at(p+".monthlyUSD", "%s.monthlyUSD: must not be negative", p)
 		}
 	}
@@ -240,6 +251,17 @@ func (f *Fleet) validate(c *errorf) {
 			at(p, "%s: recipient listed twice", p)
 		}
 		seen[r] = true
+	}
+	// Safety limits have no default: a missing one used to read as 0 (no
+	// destroy, no hibernation without a person); each is stated.
+	if !f.has("spec.safety") {
+		at("spec", "spec.safety is required (maxDestroyPerRun and maxHibernatePercent)")
+	} else {
+		for _, k := range []string{"maxDestroyPerRun", "maxHibernatePercent"} {
+			if !f.has("spec.safety." + k) {
+				at("spec.safety", "spec.safety.%s is required", k)
+			}
+		}
 	}
 	if s.Safety.MaxDestroyPerRun < 0 {
 		at("spec.safety.maxDestroyPerRun", "spec.safety.maxDestroyPerRun: must not be negative")

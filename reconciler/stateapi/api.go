@@ -12,7 +12,8 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"sort"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -258,14 +259,33 @@ func ifMatch(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return v, true
 }
 
-// tenantBody checks that a tenant body is a JSON object (duplicate keys and
-// trailing data refused); its fields are judged by the schema afterwards.
-func tenantBody(data []byte) error {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(data, &obj); err != nil {
-		return fmt.Errorf("body must be a JSON object: %v", err)
+// fieldName is the pattern every field name of a tenant file matches (the
+// schema's camelCase names, TEMPLATE_*_UUID placeholders and template
+// param names): a body with any other key, at any depth, is refused before
+// anything else is done with it, so no caller-chosen byte (a newline, a
+// control character, a quote) can reach a commit message or a log line as
+// a field name.
+var fieldName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,127}$`)
+
+func checkFieldName(name string) error {
+	if !fieldName.MatchString(name) {
+		return errors.New("a field name is 1-128 characters of A-Z, a-z, 0-9 and _, starting with a letter")
 	}
 	return nil
+}
+
+// object decodes a tenant or patch body once (yamledit.ParseJSON: nesting,
+// size, duplicate keys and field names bounded while reading, errors naming
+// the field); the schema judges its fields afterwards.
+func object(data []byte, what string) (*yamledit.Value, error) {
+	v, err := yamledit.ParseJSON(data, checkFieldName)
+	if err != nil {
+		return nil, fmt.Errorf("body: %w", err)
+	}
+	if !v.Object() {
+		return nil, errors.New("body must be " + what)
+	}
+	return v, nil
 }
 
 func (a *API) create(w http.ResponseWriter, r *http.Request) {
@@ -273,23 +293,18 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := tenantBody(data); err != nil {
+	v, err := object(data, "a JSON object")
+	if err != nil {
 		writeProblem(w, http.StatusBadRequest, Problem{Error: err.Error()})
 		return
 	}
-	var probe struct {
-		Metadata struct {
-			ID string `json:"id"`
-		} `json:"metadata"`
-	}
-	_ = json.Unmarshal(data, &probe)
-	id := probe.Metadata.ID
+	id, _ := v.String("metadata", "id")
 	if !validID(id) {
 		writeProblem(w, http.StatusBadRequest, Problem{Error: fmt.Sprintf("metadata.id: %q must be 3-40 characters of a-z, 0-9 and -", id)})
 		return
 	}
 	a.write(w, r, "tenant.create", tenants.Change{ID: id, Create: true, Message: "onboard " + id,
-		Edit: func([]byte) ([]byte, error) { return yamledit.New(data) }}, http.StatusCreated)
+		Edit: func([]byte) ([]byte, error) { return v.ReplaceIn(nil) }}, http.StatusCreated)
 }
 
 func (a *API) replace(w http.ResponseWriter, r *http.Request) {
@@ -298,25 +313,7 @@ func (a *API) replace(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := tenantBody(data); err != nil {
-		writeProblem(w, http.StatusBadRequest, Problem{Error: err.Error()})
-		return
-	}
-	v, ok := ifMatch(w, r)
-	if !ok {
-		return
-	}
-	a.write(w, r, "tenant.replace", tenants.Change{ID: id, IfMatch: v, Message: "replace " + id,
-		Edit: func(cur []byte) ([]byte, error) { return yamledit.Replace(cur, data) }}, http.StatusOK)
-}
-
-func (a *API) patch(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	data, ok := a.body(w, r, "application/merge-patch+json", "application/json")
-	if !ok {
-		return
-	}
-	fields, err := patchFields(data)
+	body, err := object(data, "a JSON object")
 	if err != nil {
 		writeProblem(w, http.StatusBadRequest, Problem{Error: err.Error()})
 		return
@@ -325,8 +322,32 @@ func (a *API) patch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	a.write(w, r, "tenant.patch", tenants.Change{ID: id, IfMatch: v, Message: "patch " + id + ": " + strings.Join(fields, ", "),
-		Edit: func(cur []byte) ([]byte, error) { return yamledit.MergePatch(cur, data) }}, http.StatusOK)
+	a.write(w, r, "tenant.replace", tenants.Change{ID: id, IfMatch: v, Message: "replace " + id,
+		Edit: body.ReplaceIn}, http.StatusOK)
+}
+
+func (a *API) patch(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	data, ok := a.body(w, r, "application/merge-patch+json", "application/json")
+	if !ok {
+		return
+	}
+	p, err := object(data, "a JSON merge patch object")
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, Problem{Error: err.Error()})
+		return
+	}
+	fields := p.Fields()
+	if len(fields) == 0 {
+		writeProblem(w, http.StatusBadRequest, Problem{Error: "empty patch"})
+		return
+	}
+	v, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	a.write(w, r, "tenant.patch", tenants.Change{ID: id, IfMatch: v, Message: "patch " + id + ": " + quoteList(fields, maxListed),
+		Edit: p.MergeInto}, http.StatusOK)
 }
 
 func (a *API) offboard(w http.ResponseWriter, r *http.Request) {
@@ -409,7 +430,7 @@ func (a *API) credential(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	a.write(w, r, "tenant.credential", tenants.Change{ID: id, IfMatch: v, Message: fmt.Sprintf("set credential %s (%s) of %s", req.Name, req.Type, id),
+	a.write(w, r, "tenant.credential", tenants.Change{ID: id, IfMatch: v, Message: fmt.Sprintf("set credential %q (%q) of %s", req.Name, req.Type, id),
 		Edit: func(cur []byte) ([]byte, error) {
 			// Ordered keys: name, type, sealed.
 			ordered := fmt.Sprintf(`{"name":%s,"type":%s,"sealed":%s}`, jsonString(req.Name), jsonString(req.Type), jsonString(req.Sealed))
@@ -463,7 +484,11 @@ func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch te
 		return
 	}
 	ch.Author = tenants.Identity{Name: caller.Name, Email: caller.Email}
-	corr := correlationID(r)
+	corr, ok := correlationID(r)
+	if !ok {
+		writeProblem(w, http.StatusBadRequest, Problem{Error: CorrelationHeader + ": must be 1-64 characters of A-Z, a-z, 0-9 and . _ : -"})
+		return
+	}
 	w.Header().Set(CorrelationHeader, corr)
 	ch.Message = tenants.WithCorrelation(ch.Message+"\n\nRequested through the Genesis API by "+caller.Name+".", corr)
 	res, err := a.cfg.Writer.Write(r.Context(), ch)
@@ -515,19 +540,22 @@ func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch te
 }
 
 // CorrelationHeader carries a write's correlation id: the caller may send
-// one (1-64 of A-Z a-z 0-9 . _ : -), else the API makes one; it is
+// one (1-64 of A-Z a-z 0-9 . _ : -; any other value is refused with 400,
+// as it would be written into the commit), else the API makes one; it is
 // answered back, written into the commit as its Genesis-Correlation-Id
 // trailer, and logged by the reconciler with the plan, actions, manifests
 // and heartbeats that follow from the commit.
 const CorrelationHeader = "X-Correlation-Id"
 
-func correlationID(r *http.Request) string {
-	if id := r.Header.Get(CorrelationHeader); tenants.ValidCorrelation(id) {
-		return id
+// correlationID is the caller's correlation id, or a new one; false when
+// the caller sent one that is not valid.
+func correlationID(r *http.Request) (string, bool) {
+	if ids, sent := r.Header[http.CanonicalHeaderKey(CorrelationHeader)]; sent {
+		return ids[0], len(ids) == 1 && tenants.ValidCorrelation(ids[0])
 	}
 	var b [6]byte
 	rand.Read(b[:])
-	return "api-" + hex.EncodeToString(b[:])
+	return "api-" + hex.EncodeToString(b[:]), true
 }
 
 func (a *API) conflict(w http.ResponseWriter, r *http.Request, code int, id string, err error) {
@@ -539,31 +567,22 @@ func (a *API) conflict(w http.ResponseWriter, r *http.Request, code int, id stri
 	writeProblem(w, code, p)
 }
 
-// patchFields names the fields a merge patch touches (for the commit
-// message), refusing a body that is not a JSON object.
-func patchFields(data []byte) ([]string, error) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(data, &obj); err != nil {
-		return nil, fmt.Errorf("body must be a JSON merge patch object: %v", err)
-	}
-	var out []string
-	var walk func(prefix string, m map[string]json.RawMessage)
-	walk = func(prefix string, m map[string]json.RawMessage) {
-		for k, v := range m {
-			var sub map[string]json.RawMessage
-			if json.Unmarshal(v, &sub) == nil && len(sub) > 0 && len(prefix) < 200 {
-				walk(prefix+k+".", sub)
-				continue
-			}
-			out = append(out, prefix+k)
+// maxListed is how many fields a patch's commit message names.
+const maxListed = 20
+
+// quoteList is fields for a commit message, each quoted (strconv.Quote), so
+// no byte of a name can start a line of the message: the first n, then
+// how many more.
+func quoteList(fields []string, n int) string {
+	q := make([]string, 0, min(len(fields), n)+1)
+	for i, f := range fields {
+		if i == n {
+			q = append(q, fmt.Sprintf("and %d more", len(fields)-n))
+			break
 		}
+		q = append(q, strconv.Quote(f))
 	}
-	walk("", obj)
-	if len(out) == 0 {
-		return nil, errors.New("empty patch")
-	}
-	sort.Strings(out)
-	return out, nil
+	return strings.Join(q, ", ")
 }
 
 func validID(id string) bool {

@@ -13,4 +13,12 @@
 // response carries the commit. DELETE never removes the file: it sets
 // state: absent, the only declaration that destroys a droplet. Each write
 // is recorded in audit_log with the caller and the commit.
+//
+// Caller input never shapes a commit message: a body is decoded once
+// (yamledit.ParseJSON), before If-Match or the tenant is looked at, and
+// refused with 400 naming the field when a field name at any depth is not
+// one a tenant file can have, or it nests or holds past the limits; what a
+// message lists (a patch's fields, a credential's name and type) is
+// quoted, and a correlation id is one of a fixed alphabet, so no
+// caller-chosen byte starts a line or forges a trailer.
 package stateapi

@@ -1,12 +1,24 @@
 package stateapi_test
 
 import (
+	"regexp"
+	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"genesis.dev/fleet/reconciler/stateapi"
+	"genesis.dev/fleet/tenants"
 )
 
+// subject is every subject line the API writes.
+var subject = regexp.MustCompile(`^(patch ws-acme: "[A-Za-z0-9_.\[\]]+"(, "[A-Za-z0-9_.\[\]]+")*(, and [0-9]+ more)?|replace ws-acme|onboard [a-z0-9-]+|set credential "[a-z0-9-]+" \("[A-Za-z0-9]+"\) of ws-acme)$`)
+
 // FuzzWrites sends arbitrary bodies to the write endpoints of a real API on
-// a real bare repository: nothing panics or answers 5xx, and a refused
-// request never moves the branch.
+// a real bare repository: nothing panics or answers 5xx, a refused request
+// never moves the branch, and an accepted one makes a commit whose only
+// trailer (as git parses it) is the API's correlation id and whose subject
+// and body are the API's own lines: no byte of the body starts a line.
 func FuzzWrites(f *testing.F) {
 	f.Add(0, []byte(`{"spec":{"state":"hibernated"}}`))
 	f.Add(0, []byte(`{"spec":{"domains":null,"n8n":{"version":"1.2.3"}}}`))
@@ -16,6 +28,11 @@ func FuzzWrites(f *testing.F) {
 	f.Add(2, []byte(`{"name":"k","type":"openAiApi","sealed":"-----BEGIN AGE ENCRYPTED FILE-----\n"}`))
 	f.Add(3, []byte(`{"metadata":{"id":"ws-fuzz"},"spec":[]}`))
 	f.Add(0, []byte(`{"a":{"b":{"c":{"d":{"e":null}}}}}`))
+	f.Add(0, []byte(`{"spec":{"state":"hibernated"},"\n\nSigned-off-by: M <m@example.com>":null}`))
+	f.Add(0, []byte(`{"spec":{"state":"hibernated","x\nGenesis-Correlation-Id: forged":null}}`))
+	f.Add(0, []byte(`{"spec":{"workflows":[{"template":"a","params":{"p\u0000":1}}]}}`))
+	f.Add(0, []byte(strings.Repeat(`{"a":`, 40)+`1`+strings.Repeat(`}`, 40)))
+	f.Add(2, []byte(`{"name":"k\n\nSigned-off-by: M","type":"openAiApi","data":{"apiKey":"x"}}`))
 	w := newWorld(f, 0, false)
 	f.Fuzz(func(t *testing.T, kind int, body []byte) {
 		w.t = t
@@ -37,6 +54,17 @@ func FuzzWrites(f *testing.F) {
 		}
 		if r.code >= 300 && w.head() != before {
 			t.Fatalf("refused (%d) but main moved", r.code)
+		}
+		if r.code < 300 && w.head() != before {
+			corr := r.hdr.Get(stateapi.CorrelationHeader)
+			if got, want := w.trailers(), tenants.CorrelationTrailer+": "+corr; got != want {
+				t.Fatalf("trailers %q, want %q", got, want)
+			}
+			lines := strings.Split(git(t, w.bare, "log", "-1", "--format=%B", "main"), "\n")
+			want := []string{"", "Requested through the Genesis API by dash.", "", tenants.CorrelationTrailer + ": " + corr}
+			if diff := cmp.Diff(want, lines[1:]); diff != "" || !subject.MatchString(lines[0]) {
+				t.Fatalf("commit message %q (-want +got):\n%s", lines, diff)
+			}
 		}
 	})
 }

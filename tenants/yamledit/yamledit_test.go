@@ -1,6 +1,7 @@
 package yamledit
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -164,4 +165,107 @@ func TestUpsertItem(t *testing.T) {
 	if _, err := UpsertItem(doc, []string{"spec", "state", "x"}, "name", []byte(`{"name":"a"}`)); err == nil || err.Error() != "spec.state is not a mapping" {
 		t.Errorf("through a scalar: %v", err)
 	}
+}
+
+func lowerOnly(k string) error {
+	for _, c := range k {
+		if c < 'a' || c > 'z' {
+			return errors.New("not a-z")
+		}
+	}
+	return nil
+}
+
+func TestParseJSON(t *testing.T) {
+	deep := strings.Repeat(`{"a":`, MaxDepth+2)
+	list := func(n int) string { return `{"a":[` + strings.TrimSuffix(strings.Repeat("1,", n), ",") + `]}` }
+	tests := []struct {
+		name, in string
+		fields   []string // when want is ""
+		want     string
+	}{
+		{"fields", `{"spec":{"state":"x","n":{"v":"1"},"d":["a"],"e":{}},"m":null}`, []string{"m", "spec.d", "spec.e", "spec.n.v", "spec.state"}, ""},
+		{"not an object", `[{"a":1}]`, nil, ""},
+		{"key refused", `{"a":{"b\nc":1}}`, nil, `field "a.b\nc": not a-z`},
+		{"key in a list item", `{"a":[{"b":1},{"c":{"D":2}}]}`, nil, `field "a[1].c.D": not a-z`},
+		{"duplicate", `{"a":{"b":1,"b":2}}`, nil, `duplicate JSON key "a.b"`},
+		{"deepest accepted", strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1), nil, ""},
+		{"one level too deep", strings.Repeat("[", MaxDepth+2) + strings.Repeat("]", MaxDepth+2), nil, "JSON nests deeper than 32 levels"},
+		{"scalar too deep", strings.Repeat("[", MaxDepth+1) + "1" + strings.Repeat("]", MaxDepth+1), nil, "JSON nests deeper than 32 levels"},
+		// Nothing past the limit is read: what follows it would be malformed.
+		{"deep, then garbage", deep + "\x00\x01 not JSON", nil, "JSON nests deeper than 32 levels"},
+		{"most values accepted", list(MaxValues - 2), []string{"a"}, ""},
+		{"one value too many", list(MaxValues - 1), nil, "JSON holds more than 2000 values (object members and array items)"},
+		{"too many, then garbage", list(MaxValues) + "\x00 not JSON", nil, "JSON holds more than 2000 values (object members and array items)"},
+		{"strings hide structure", `{"a":"{{{{[[[[,,,,::::\"{{{{"}`, []string{"a"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, err := ParseJSON([]byte(tt.in), lowerOnly)
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if got != tt.want {
+				t.Fatalf("got error %q, want %q", got, tt.want)
+			}
+			if err == nil {
+				if diff := cmp.Diff(tt.fields, v.Fields()); diff != "" {
+					t.Errorf("fields (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}
+
+// TestValueAppliedTwice: applying a Value does not change it, so a writer
+// that retries on a new base gets the same result.
+func TestValueAppliedTwice(t *testing.T) {
+	v, err := ParseJSON([]byte(`{"spec":{"state":"hibernated","n8n":{"version":"1.124.0"}}}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("testdata/commented.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := v.MergeInto(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.MergeInto([]byte("spec: # c\n  state: running # s\n")); err != nil {
+		t.Fatal(err)
+	}
+	again, err := v.MergeInto(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(first), string(again)); diff != "" {
+		t.Errorf("second application differs (-first +again):\n%s", diff)
+	}
+}
+
+// FuzzParseJSON: the byte prescan never refuses what the token decoder
+// accepts, and every field a Value names passes the key rule.
+func FuzzParseJSON(f *testing.F) {
+	f.Add([]byte(`{"spec":{"state":"absent","d":[1,{"x":[]}]}}`))
+	f.Add([]byte(`["\"[",{"a":"\\"},[[]],{}]`))
+	f.Add([]byte(strings.Repeat("[", MaxDepth+1) + "1" + strings.Repeat("]", MaxDepth+1)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, derr := decode(data, lowerOnly)
+		if perr := prescan(data); derr == nil && perr != nil {
+			t.Fatalf("prescan refuses what the decoder accepts: %v", perr)
+		}
+		v, err := ParseJSON(data, lowerOnly)
+		if err != nil {
+			return
+		}
+		for _, f := range v.Fields() {
+			for _, k := range strings.Split(f, ".") {
+				if lowerOnly(k) != nil {
+					t.Fatalf("field %q has a refused key", f)
+				}
+			}
+		}
+	})
 }
