@@ -63,6 +63,11 @@ type Token struct {
 
 var tokenName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
+// tokenEmail is a plain address: it becomes the git author of the caller's
+// commits, so no space, angle bracket or control character may reach a
+// commit header.
+var tokenEmail = regexp.MustCompile(`^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}$`)
+
 // ParseTokens reads a tokens file: one JSON object per line
 // ({"name","sha256","scopes"} and an optional "email"); blank lines and
 // lines starting with # are ignored. Unknown fields, bad hashes, unknown
@@ -94,6 +99,8 @@ func ParseTokens(data []byte) ([]Token, error) {
 			return nil, fail("name: %q must be 1-64 characters of letters, digits and ._@-", t.Name)
 		case names[t.Name]:
 			return nil, fail("name: %q is used twice", t.Name)
+		case t.Email != "" && !tokenEmail.MatchString(t.Email):
+			return nil, fail("email: %q is not a plain address (letters, digits and ._%%+- before the @)", t.Email)
 		}
 		h, err := hex.DecodeString(t.SHA256)
 		switch {

@@ -23,6 +23,8 @@ func TestParseTokens(t *testing.T) {
 		{"bad name", `{"name":"a b","sha256":"` + h + `","scopes":["admin"]}`, `tokens line 1: name: "a b" must be 1-64 characters of letters, digits and ._@-`},
 		{"same name", `{"name":"d","sha256":"` + h + `","scopes":["admin"]}` + "\n" + `{"name":"d","sha256":"` + Hash("x") + `","scopes":["admin"]}`, `tokens line 2: name: "d" is used twice`},
 		{"same hash", `{"name":"d","sha256":"` + h + `","scopes":["admin"]}` + "\n" + `{"name":"e","sha256":"` + strings.ToUpper(h) + `","scopes":["admin"]}`, "tokens line 2: sha256: the same token is configured twice"},
+		{"email with a newline", `{"name":"d","email":"a@b.c\nAuthor: x","sha256":"` + h + `","scopes":["admin"]}`, `tokens line 1: email: "a@b.c\nAuthor: x" is not a plain address (letters, digits and ._%+- before the @)`},
+		{"email with brackets", `{"name":"d","email":"a <x@y>","sha256":"` + h + `","scopes":["admin"]}`, `tokens line 1: email: "a <x@y>" is not a plain address (letters, digits and ._%+- before the @)`},
 		{"not json", `name: d`, "tokens line 1: invalid character 'a' in literal null (expecting 'u')"},
 	}
 	for _, tt := range tests {
