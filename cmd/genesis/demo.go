@@ -376,6 +376,8 @@ func (d *demo) story(ctx context.Context) error {
 			func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == "HIBERNATED" }),
 		{title: "wake ws-demo through the API (PATCH state: running → a commit → new droplet from its snapshot)",
 			run: func(ctx context.Context) (string, error) { return d.wakeThroughAPI(ctx, "ws-demo") }},
+		{title: "a stranger and a forged patch are refused (no token: 401; a field name carrying a commit trailer: 400, nothing committed)",
+			run: func(ctx context.Context) (string, error) { return d.strangers(ctx, "ws-demo") }},
 		{title: "kill the agent of " + victim + " (silent → degraded → critical → reboot → healthy)",
 			run: func(ctx context.Context) (string, error) { return d.silence(ctx, victim) }},
 		d.commitStep("remove the file of ws-stark (orphan reported, nothing destroyed)",
@@ -824,6 +826,53 @@ func (d *demo) apiDo(ctx context.Context, method, path, body string, hdr ...stri
 	defer resp.Body.Close()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	return resp.StatusCode, resp.Header.Get("ETag"), out, err
+}
+
+// strangers shows what a caller without a token and a dashboard sending a
+// hostile patch get: refusals that name the problem, and no commit.
+func (d *demo) strangers(ctx context.Context, id string) (string, error) {
+	var out []string
+	for _, r := range []struct{ method, path string }{{http.MethodGet, "/v1/fleet"}, {http.MethodPost, "/v1/tenants/" + id + "/wake"}} {
+		req, err := http.NewRequestWithContext(ctx, r.method, d.api+r.path, nil)
+		if err != nil {
+			return "", err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			return "", fmt.Errorf("%s %s without a token: %d, want 401", r.method, r.path, resp.StatusCode)
+		}
+		out = append(out, fmt.Sprintf("%s %s without a token → 401", r.method, r.path))
+	}
+	head := func() (string, error) {
+		b, err := exec.CommandContext(ctx, "git", "-C", d.bare, "rev-parse", "main").Output()
+		return strings.TrimSpace(string(b)), err
+	}
+	before, err := head()
+	if err != nil {
+		return "", err
+	}
+	code, _, body, err := d.apiDo(ctx, http.MethodPatch, "/v1/tenants/"+id, `{"spec":{"state":"running"},"x\n\nSigned-off-by: Mallory <m@example.com>":null}`,
+		"Content-Type", "application/merge-patch+json")
+	if err != nil {
+		return "", err
+	}
+	after, err := head()
+	if err != nil {
+		return "", err
+	}
+	if code != http.StatusBadRequest || before != after {
+		return "", fmt.Errorf("hostile patch: %d %s (head %s → %s), want 400 and no commit", code, body, before, after)
+	}
+	var p struct {
+		Error string `json:"error"`
+	}
+	json.Unmarshal(body, &p)
+	out = append(out, fmt.Sprintf("PATCH with a field name carrying a Signed-off-by trailer → 400 %q; branch head unchanged (%s)", p.Error, before[:12]))
+	return strings.Join(out, "\n"), nil
 }
 
 // wakeThroughAPI wakes a hibernated tenant as the dashboard does: the
