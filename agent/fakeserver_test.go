@@ -29,7 +29,7 @@ type fakeReconciler struct {
 	tokens     map[string]*fakeToken
 	creds      map[string]fakeAgent // credential → agent
 	enrolls    []schema.EnrollRequest
-	notYet     int // enrollments still to answer 503 "not yet"
+	notYet     int               // enrollments still to answer 503 "not yet"
 	manifests  map[string][]byte // droplet id → envelope
 	changed    chan struct{}     // closed and replaced on every publish
 	heartbeats []schema.Heartbeat
