@@ -227,64 +227,90 @@ func dropFirstResponse(t *testing.T, backend string) string {
 }
 
 // TestEnrollLostResponse: the first enrollment response is lost after the
-// commit (the connection is reset). The real agent retries with the same
-// token and keys, gets the same credential, and runs: one agents row, the
-// droplet past BOOTING/INITIALIZING, its credential serves its manifest.
+// commit (the proxy resets the connection). The real agent, retrying in
+// process or restarted on the same state directory after a crash (its keys
+// were saved before the first try; the credential never was), sends the
+// same token and keys again, gets the same credential, and runs: one agents
+// row, the droplet past BOOTING/INITIALIZING, its credential serves its
+// manifest.
 func TestEnrollLostResponse(t *testing.T) {
-	w := newWorld(t)
-	w.setTenant("ws-acme", "blob1", tenantSpec{})
-	w.provision("ws-acme", 1, 1001, "203.0.113.7")
-	name := plan.DropletName("ws-acme", 1)
-	proxy := dropFirstResponse(t, strings.TrimPrefix(w.srv.URL, "http://"))
-
-	st, err := fleetagent.OpenState(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	logs := &syncio.Buffer{}
-	ag, err := fleetagent.New(fleetagent.Config{
-		Bootstrap: schema.AgentConfig{ReconcilerURL: proxy, Workspace: "ws-acme", DropletName: name, Token: w.token("ws-acme", name),
-			SigningKeys: []string{string(dsse.MarshalPublicKeyPEM(w.signer.Public()))}},
-		DropletID: "1001", State: st, Logger: slog.New(slog.NewTextHandler(logs, nil)),
-		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, Version: "test",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- ag.Run(ctx) }()
-	eventually(t, "the agent's stored credential", func() bool {
-		_, ok, _ := st.Credential("1001")
-		return ok
-	})
-	eventually(t, "the droplet's first manifest", func() bool { return w.count(`SELECT count(*) FROM manifests WHERE droplet_id = 1001`) > 0 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("agent Run: %v", err)
-	}
-	if !strings.Contains(logs.String(), "enroll failed, retrying") {
-		t.Errorf("the agent did not see the lost response:\n%s", logs)
-	}
-	cred, _, _ := st.Credential("1001")
-	if got := testutilCount(t, w.svc.m.enrollments.WithLabelValues("repeated")); got != 1 {
-		t.Errorf(`genesis_enrollments_total{result="repeated"} = %v, want 1 (the retry after the lost response)`, got)
-	}
-	if got := w.count(`SELECT count(*) FROM agents`); got != 1 {
-		t.Errorf("agents = %d, want 1", got)
-	}
-	h := hash(cred)
-	if got := w.count(`SELECT count(*) FROM agents WHERE credential_hash = $1`, h[:]); got != 1 {
-		t.Error("the agent's credential is not the stored one")
-	}
-	var state string
-	w.st.Pool().QueryRow(t.Context(), `SELECT state FROM fleet_status WHERE workspace = 'ws-acme'`).Scan(&state)
-	if state == "INITIALIZING" || state == "BOOTING" {
-		t.Errorf("state = %s, want HANDSHAKE or later", state)
-	}
-	if code, _, _ := w.do("GET", "/v1/manifest", cred, nil, nil); code != http.StatusOK {
-		t.Errorf("manifest with the agent's credential: %d, want 200", code)
+	for _, crash := range []bool{false, true} {
+		t.Run(map[bool]string{false: "retry", true: "restart after a crash"}[crash], func(t *testing.T) {
+			w := newWorld(t)
+			w.setTenant("ws-acme", "blob1", tenantSpec{})
+			w.provision("ws-acme", 1, 1001, "203.0.113.7")
+			name := plan.DropletName("ws-acme", 1)
+			proxy := dropFirstResponse(t, strings.TrimPrefix(w.srv.URL, "http://"))
+			dir := t.TempDir()
+			tok := w.token("ws-acme", name)
+			logs := &syncio.Buffer{}
+			// run starts the agent on dir; retryMin is its first backoff.
+			run := func(retryMin time.Duration) (*fleetagent.State, context.CancelFunc, chan error) {
+				st, err := fleetagent.OpenState(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ag, err := fleetagent.New(fleetagent.Config{
+					Bootstrap: schema.AgentConfig{ReconcilerURL: proxy, Workspace: "ws-acme", DropletName: name, Token: tok,
+						SigningKeys: []string{string(dsse.MarshalPublicKeyPEM(w.signer.Public()))}},
+					DropletID: "1001", State: st, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+					RetryMin: retryMin, RetryMax: max(retryMin, 50*time.Millisecond), Version: "test",
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(t.Context())
+				done := make(chan error, 1)
+				go func() { done <- ag.Run(ctx) }()
+				return st, cancel, done
+			}
+			stop := func(st *fleetagent.State, cancel context.CancelFunc, done chan error) {
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatalf("agent Run: %v", err)
+				}
+				st.Close()
+			}
+			if crash {
+				// The first agent waits an hour after the lost response:
+				// it is killed in that wait, before it stored anything.
+				st, cancel, done := run(time.Hour)
+				eventually(t, "the lost response", func() bool { return strings.Contains(logs.String(), "enroll failed, retrying") })
+				stop(st, cancel, done)
+				if _, err := fleetagent.ReadKeys(dir); err != nil {
+					t.Fatalf("keys not on disk before the enrollment: %v", err)
+				}
+			}
+			st, cancel, done := run(10 * time.Millisecond)
+			eventually(t, "the agent's stored credential", func() bool {
+				_, ok, _ := st.Credential("1001")
+				return ok
+			})
+			eventually(t, "the droplet's first manifest", func() bool { return w.count(`SELECT count(*) FROM manifests WHERE droplet_id = 1001`) > 0 })
+			cred, _, _ := st.Credential("1001")
+			stop(st, cancel, done)
+			if !strings.Contains(logs.String(), "enroll failed, retrying") {
+				t.Errorf("the agent did not see the lost response:\n%s", logs)
+			}
+			if got := testutilCount(t, w.svc.m.enrollments.WithLabelValues("repeated")); got != 1 {
+				t.Errorf(`genesis_enrollments_total{result="repeated"} = %v, want 1 (the retry after the lost response)`, got)
+			}
+			if got := w.count(`SELECT count(*) FROM agents`); got != 1 {
+				t.Errorf("agents = %d, want 1", got)
+			}
+			h := hash(cred)
+			if got := w.count(`SELECT count(*) FROM agents WHERE credential_hash = $1`, h[:]); got != 1 {
+				t.Error("the agent's credential is not the stored one")
+			}
+			var state string
+			w.st.Pool().QueryRow(t.Context(), `SELECT state FROM fleet_status WHERE workspace = 'ws-acme'`).Scan(&state)
+			if state == "INITIALIZING" || state == "BOOTING" {
+				t.Errorf("state = %s, want HANDSHAKE or later", state)
+			}
+			if code, _, _ := w.do("GET", "/v1/manifest", cred, nil, nil); code != http.StatusOK {
+				t.Errorf("manifest with the agent's credential: %d, want 200", code)
+			}
+		})
 	}
 }
 
