@@ -261,12 +261,14 @@ func Evaluate(rows []Row, p Policy, now time.Time) Decision {
 			}
 			continue
 		}
-		if preActive[r.Lifecycle] {
+		if preActive[r.Lifecycle] && !schema.IsSpareWorkspace(r.Workspace) {
 			// The boot deadline: a droplet that never became healthy
 			// (its agent cannot enroll: a lost or expired token, a
 			// broken image) gets a new droplet with new user data and
 			// a new token; if that one is not healthy within Cooldown
-			// either, the rule above FAILs the tenant.
+			// either, the rule above FAILs the tenant. A spare is not
+			// rebuilt (it has no tenant to rebuild from); it is never
+			// ready, so never assigned.
 			if since := now.Sub(r.StateSince); since >= p.BootDeadline {
 				remediate(r, StepRebuild, fmt.Sprintf("in %s for %s, past the boot deadline of %s", r.Lifecycle, since.Round(time.Second), p.BootDeadline))
 			}

@@ -96,6 +96,7 @@ func TestEvaluate(t *testing.T) {
 		{"deploying past the boot deadline: rebuild", []Row{booting("DEPLOYING", 25*time.Minute)},
 			Decision{Remediations: []Remediation{rem(booting("DEPLOYING", 25*time.Minute), StepRebuild, "in DEPLOYING for 25m0s, past the boot deadline of 20m0s")}}},
 		{"provisioning past the boot deadline: the executor's, not the watchdog's", []Row{booting("PROVISIONING", time.Hour)}, Decision{}},
+		{"spare past the boot deadline: not rebuilt", []Row{func() Row { r := booting("HANDSHAKE", time.Hour); r.Workspace = "spare-nyc3-1"; return r }()}, Decision{}},
 		{"past the boot deadline with an operation in flight: wait", []Row{func() Row { r := booting("INITIALIZING", time.Hour); r.InFlight = true; return r }()}, Decision{}},
 		{"past the boot deadline during an outage: held", append(func() []Row {
 			rs := healthyFleet(5)
