@@ -59,6 +59,9 @@ type Config struct {
 	// RetryMin and RetryMax bound the jittered exponential backoff after
 	// failures; defaults 1s and 1m.
 	RetryMin, RetryMax time.Duration
+	// RefusedRetry is the wait after a refused enrollment (401, 403,
+	// 400) before the agent tries again; default 5m.
+	RefusedRetry time.Duration
 	// RecheckRejected is how long a rejected manifest is not fetched again
 	// (If-None-Match names it) before it is fetched and judged anew, e.g.
 	// after the clock was corrected; default 5m.
@@ -129,6 +132,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.RetryMax < cfg.RetryMin {
 		cfg.RetryMax = max(time.Minute, cfg.RetryMin)
 	}
+	if cfg.RefusedRetry <= 0 {
+		cfg.RefusedRetry = 5 * time.Minute
+	}
 	if cfg.RecheckRejected <= 0 {
 		cfg.RecheckRejected = 5 * time.Minute
 	}
@@ -193,8 +199,13 @@ func TrustedKeys(pems []string) (dsse.Trusted, error) {
 
 // Run enrolls if this droplet has no credential yet, applies the recorded
 // manifest again, then pulls manifests and sends heartbeats until ctx ends
-// (then it returns nil). It returns an error if enrollment is refused
-// (the token is used, expired or foreign: only a new token helps).
+// (then it returns nil). Enrollment is retried until it succeeds: with
+// capped jittered backoff after network errors, timeouts, 5xx (including
+// the reconciler's "not yet" 503 before it recorded the droplet) and 429;
+// every RefusedRetry, with an error logged, after a refusal (401, 403,
+// 400). The keys are in the state directory before the first try, so a
+// retry after a lost response sends the same keys and gets the same
+// credential.
 func (a *Agent) Run(ctx context.Context) error {
 	cred, err := a.enroll(ctx)
 	if err != nil {
@@ -244,11 +255,16 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
 		}
-		if !retryable(err) {
-			return "", fmt.Errorf("enroll droplet %s: %w", a.cfg.DropletID, err)
-		}
 		d := bo.next()
-		a.log.Warn("enroll failed, retrying", "err", err, "retry_in", d)
+		if retryable(err) {
+			a.log.Warn("enroll failed, retrying", "err", err, "retry_in", d)
+		} else {
+			// Refused (401, 403, 400): only a new token helps, and a
+			// rebuild brings one with a new droplet. Exiting would
+			// only make systemd restart the agent every few seconds.
+			d = jitter(a.cfg.RefusedRetry, 0.1)
+			a.log.Error("enrollment refused; retrying slowly", "err", err, "retry_in", d)
+		}
 		if !sleep(ctx, d) {
 			return "", ctx.Err()
 		}

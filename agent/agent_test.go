@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/schema"
 )
 
@@ -293,6 +294,10 @@ func TestAgentWokenOnANewDroplet(t *testing.T) {
 	r.stop()
 }
 
+// TestAgentEnrollRefused: a refused enrollment (a used or foreign token) is
+// logged as an error without the token and retried slowly, never given up:
+// the agent does not exit (systemd would restart it every few seconds) and
+// stores no credential.
 func TestAgentEnrollRefused(t *testing.T) {
 	h := newHarness(t)
 	tok := h.fake.token(h.fx.workspace, "genesis-ws-acme")
@@ -304,21 +309,54 @@ func TestAgentEnrollRefused(t *testing.T) {
 		{"used", tok, "401"},
 		{"foreign", h.fake.token(h.fx.workspace, "genesis-ws-other"), "403"},
 	} {
-		h.dir = filepath.Join(t.TempDir(), "state")
-		r := h.start("777", tc.token, nil, nil)
-		select {
-		case err := <-r.done:
-			r.done <- err
+		t.Run(tc.name, func(t *testing.T) {
+			h.dir = filepath.Join(t.TempDir(), "state")
+			logs := &syncio.Buffer{}
+			key := "POST /v1/enroll " + tc.want
+			before := h.fake.count(key)
+			r := h.start("777", tc.token, nil, func(c *Config) {
+				c.RefusedRetry = 20 * time.Millisecond
+				c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			})
+			deadline := time.Now().Add(10 * time.Second)
+			for h.fake.count(key) < before+3 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d refused enrollments, want the agent to keep trying", h.fake.count(key)-before)
+				}
+				select {
+				case err := <-r.done:
+					r.done <- err
+					t.Fatalf("Run returned %v after a refused enrollment, want it to keep trying", err)
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
 			r.stop()
-			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), tc.token) {
-				t.Errorf("%s token: Run = %v, want %s and no token", tc.name, err, tc.want)
+			if !strings.Contains(logs.String(), "enrollment refused; retrying slowly") || !strings.Contains(logs.String(), tc.want) {
+				t.Errorf("no clear log line for the refusal:\n%s", logs)
+			}
+			if strings.Contains(logs.String(), tc.token) {
+				t.Error("the token is in the log")
 			}
 			if _, ok, _ := openState(t, h.dir).Credential("777"); ok {
-				t.Errorf("%s token: a credential was stored", tc.name)
+				t.Error("a credential was stored")
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s token: Run did not give up", tc.name)
-		}
+		})
+	}
+}
+
+// TestAgentEnrollNotYet: the reconciler answers 503 "not yet" (Retry-After)
+// while it has not recorded the droplet; the agent retries and enrolls.
+func TestAgentEnrollNotYet(t *testing.T) {
+	h := newHarness(t)
+	h.fake.setNotYet(3)
+	r := h.start(h.fx.droplet, h.fake.token(h.fx.workspace, "genesis-ws-acme"), nil, nil)
+	h.fake.waitBeat(t, "a heartbeat after enrolling", func(schema.Heartbeat) bool { return true })
+	r.stop()
+	if got := h.fake.count("POST /v1/enroll 503"); got != 3 {
+		t.Errorf("not-yet answers = %d, want 3", got)
+	}
+	if got := len(h.fake.enrollments()); got != 1 {
+		t.Errorf("enrollments = %d, want 1", got)
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 
 // Client speaks the agent side of the reconciler's HTTP API:
 //
-//	POST /v1/enroll               EnrollRequest → 200 EnrollResponse; 400, 401, 403
+//	POST /v1/enroll               EnrollRequest → 200 EnrollResponse; 400, 401, 403, 503 (not yet: Retry-After)
 //	GET  /v1/manifest?wait=30s    Bearer, If-None-Match → 200 envelope + ETag; 304, 401, 404
 //	POST /v1/heartbeat            Bearer, Heartbeat → 202; 400, 401, 403
 type Client struct {

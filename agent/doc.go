@@ -6,9 +6,16 @@
 // the agent makes its own age X25519 identity and ed25519 key in its state
 // directory; the private halves never leave the droplet. Enrollment trades
 // the one-time provisioning token from cloud-init for a per-droplet bearer
-// credential. A droplet woken from a snapshot keeps its disk, so its keys,
-// but has a new droplet id and a new token: it enrolls again with the same
-// keys. The reconciler revokes a credential when its droplet is destroyed or
+// credential. The keys are on disk before the first try and the
+// reconciler derives the credential from the token, droplet id and keys, so
+// a retry after a lost response gets the same credential. Enrollment is
+// retried until it succeeds: with backoff after network errors, 5xx
+// (including 503 "not yet", before the reconciler recorded the droplet) and
+// 429; slowly (Config.RefusedRetry), logged as an error, after a refusal
+// (401, 403, 400), since exiting would only make systemd restart the agent.
+// A droplet woken from a snapshot keeps its disk, so its keys, but has a
+// new droplet id and a new token: it enrolls again with the same keys. The
+// reconciler revokes a credential when its droplet is destroyed or
 // replaced; after RevokedAfter refusals in a row (401/403; the first ones
 // may be a replica that has not yet heard of a new credential) the agent
 // enrolls once more if it still has a token, else it keeps asking at its

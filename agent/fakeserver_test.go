@@ -29,6 +29,7 @@ type fakeReconciler struct {
 	tokens     map[string]*fakeToken
 	creds      map[string]fakeAgent // credential → agent
 	enrolls    []schema.EnrollRequest
+	notYet     int               // enrollments still to answer 503 "not yet"
 	manifests  map[string][]byte // droplet id → envelope
 	changed    chan struct{}     // closed and replaced on every publish
 	heartbeats []schema.Heartbeat
@@ -100,6 +101,14 @@ func (f *fakeReconciler) count(key string) int {
 	return f.requests[key]
 }
 
+// setNotYet makes the next n enrollments answer 503 "not yet", as the
+// reconciler does before it recorded the droplet.
+func (f *fakeReconciler) setNotYet(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.notYet = n
+}
+
 func (f *fakeReconciler) enrollments() []schema.EnrollRequest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -156,6 +165,13 @@ func (f *fakeReconciler) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
+	if f.notYet > 0 {
+		f.notYet--
+		f.mu.Unlock()
+		w.Header().Set("Retry-After", "1")
+		f.fail(w, r, http.StatusServiceUnavailable, "the droplet is not recorded yet: retry later")
+		return
+	}
 	tok := f.tokens[req.Token]
 	switch {
 	case tok == nil || tok.used:

@@ -117,8 +117,12 @@ func schemaCases() []schemaCase {
 		{"token: plaintext instead of hash", token(`'\x746f6b'`, `'ws-idle'`, `'genesis-ws-idle-1'`, `now()`, later, `NULL`, `NULL`), "23514", "sha256_digest_check"},
 		{"token: unknown workspace", token(`sha256('tok2')`, `'ws-nobody'`, `'genesis-ws-nobody-1'`, `now()`, later, `NULL`, `NULL`), "23503", "enrollment_tokens_workspace_fkey"},
 		{"token: expires before created", token(`sha256('tok2')`, `'ws-idle'`, `'genesis-ws-idle-1'`, `now()`, `now() - interval '1 second'`, `NULL`, `NULL`), "23514", "enrollment_tokens_expiry_check"},
-		{"token: used by without used at", token(`sha256('tok2')`, `'ws-idle'`, `'genesis-ws-idle-1'`, `now()`, later, `NULL`, `1003`), "23514", "enrollment_tokens_used_check"},
+		{"token: used by without used at", `UPDATE enrollment_tokens SET droplet_id = 1003, used_by = 1003 WHERE token_hash = sha256('tok1')`, "23514", "enrollment_tokens_used_check"},
 		{"token: empty droplet name", token(`sha256('tok2')`, `'ws-idle'`, `''`, `now()`, later, `NULL`, `NULL`), "23514", "enrollment_tokens_droplet_name_check"},
+		{"token: used by an unbound droplet", token(`sha256('tok2')`, `'ws-idle'`, `'genesis-ws-idle-1'`, `now()`, later, `now()`, `1003`), "23514", "enrollment_tokens_bound_check"},
+		{"token: used by another droplet than bound", `UPDATE enrollment_tokens SET droplet_id = 1001, used_at = now(), used_by = 1002 WHERE token_hash = sha256('tok1')`, "23514", "enrollment_tokens_bound_check"},
+		{"token: used by the bound droplet", `UPDATE enrollment_tokens SET droplet_id = 1001, used_at = now(), used_by = 1001 WHERE token_hash = sha256('tok1')`, "", ""},
+		{"token: bound to a non-positive id", `UPDATE enrollment_tokens SET droplet_id = 0 WHERE token_hash = sha256('tok1')`, "23514", "enrollment_tokens_droplet_id_check"},
 
 		// manifests
 		{"manifest: next version", manifest(`1001`, `2`, `'ws-acme'`, `'\x7b7d'`, `sha256('m2')`, `now()`, later, commitA), "", ""},

@@ -501,7 +501,14 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 	log.Info("action started", "droplet", a.Droplet, "account", a.Account, "reason", a.Reason, "resume", resume)
 	start := r.cfg.Now()
 	opt := cloud.ExecOptions{Resume: resume, Progress: func(step string, res cloud.Result) {
-		if err := r.cfg.Store.Step(ctx, opID, step, res.DropletID); err != nil {
+		record := r.cfg.Store.Step
+		if step == cloud.StepCreated || step == cloud.StepFound {
+			// The droplet id is known: its provisioning token binds it.
+			record = func(ctx context.Context, id int64, step string, droplet int) error {
+				return r.cfg.Store.Created(ctx, id, step, droplet, res.DropletName)
+			}
+		}
+		if err := record(ctx, opID, step, res.DropletID); err != nil {
 			log.Error("journal step failed", "step", step, "err", err)
 		}
 	}}

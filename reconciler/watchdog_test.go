@@ -17,6 +17,7 @@ import (
 	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/reconciler/watchdog"
+	"genesis.dev/fleet/schema"
 )
 
 // watchHarness is the reconciler harness on the simulator's clock, with
@@ -257,6 +258,64 @@ func TestWatchdogLadderFresh(t *testing.T) {
 		if got := testutil.ToFloat64(steps.WithLabelValues(k, "succeeded")); got != 1 {
 			t.Errorf("genesis_watchdog_remediations_total{kind=%q,result=succeeded} = %v, want 1", k, got)
 		}
+	}
+}
+
+// TestWatchdogBootDeadline: a droplet whose agent enrolled but never got
+// further (HANDSHAKE: a stranded enrollment) is rebuilt once it passes the
+// boot deadline (a new droplet, new user data, a new token); when the
+// rebuilt one is not healthy within the cool-down either, the tenant is
+// FAILED, and neither droplet is destroyed.
+func TestWatchdogBootDeadline(t *testing.T) {
+	h := watchHarness(t)
+	ctx := t.Context()
+	h.onboard("ws-b")
+	advance := func(d time.Duration) {
+		h.sim.Sim.Advance(d)
+		h.beat("ws-b", true) // the rest of the fleet keeps talking
+	}
+	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
+	h.commit("onboard ws-a")
+	h.converge(ctx)
+	if _, err := h.store.Pool().Exec(ctx, `UPDATE fleet_status SET state = 'HANDSHAKE', state_since = $2 WHERE workspace = $1`,
+		"ws-a", h.sim.Sim.Now()); err != nil {
+		t.Fatal(err)
+	}
+	advance(schema.DefaultBootDeadline - time.Minute)
+	if d := h.watch(); len(d.Remediations) != 0 {
+		t.Fatalf("remediation before the boot deadline: %+v", d.Remediations)
+	}
+	advance(time.Minute)
+	h.watch()
+	if diff := cmp.Diff([]string{"genesis-ws-a-1", "genesis-ws-a-2", "genesis-ws-b-1"}, names(h.droplets())); diff != "" {
+		t.Fatalf("droplets after the boot deadline (-want +got):\n%s", diff)
+	}
+	if got := h.column("ws-a", "state || ' ' || remediation_step || ' ' || droplet_name"); got != "INITIALIZING rebuild genesis-ws-a-2" {
+		t.Fatalf("after the boot deadline: %q, want the rebuilt droplet initializing", got)
+	}
+	advance(schema.DefaultRemediateCooldown)
+	h.watch()
+	if got := h.lifecycle("ws-a"); got != watchdog.Failed {
+		t.Fatalf("rebuilt droplet not healthy within the cool-down: %s, want FAILED", got)
+	}
+	if got := h.column("ws-a", "health_reason"); !strings.Contains(got, "the rebuilt droplet was not healthy") {
+		t.Errorf("health_reason = %q", got)
+	}
+	if diff := cmp.Diff([]string{"genesis-ws-a-1", "genesis-ws-a-2", "genesis-ws-b-1"}, names(h.droplets())); diff != "" {
+		t.Errorf("droplets after FAILED (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"create/succeeded", "rebuild/succeeded"}, h.ops("ws-a")); diff != "" {
+		t.Errorf("journal (-want +got):\n%s", diff)
+	}
+	steps := h.rec.cfg.Metrics.watchdog.steps
+	for _, k := range []string{"rebuild", "fail"} {
+		if got := testutil.ToFloat64(steps.WithLabelValues(k, "succeeded")); got != 1 {
+			t.Errorf("genesis_watchdog_remediations_total{kind=%q,result=succeeded} = %v, want 1", k, got)
+		}
+	}
+	h.watch() // the gauge counts what an evaluation saw
+	if got := testutil.ToFloat64(h.rec.cfg.Metrics.watchdog.health.WithLabelValues("failed")); got != 1 {
+		t.Errorf(`genesis_watchdog_tenants{health="failed"} = %v, want 1 (GenesisTenantFailed alerts on it)`, got)
 	}
 }
 

@@ -19,10 +19,12 @@ const DefaultSnapshotRetention = 720 * time.Hour
 // Watchdog and pricing defaults (seed 2.3, 3.4 and 4.9; DigitalOcean's
 // snapshot price).
 const (
-	DefaultDegradedAfter      = 5 * time.Minute
-	DefaultCriticalAfter      = 15 * time.Minute
-	DefaultRemediateCooldown  = 10 * time.Minute
-	DefaultOutagePercent      = 30.0
+	DefaultDegradedAfter     = 5 * time.Minute
+	DefaultCriticalAfter     = 15 * time.Minute
+	DefaultRemediateCooldown = 10 * time.Minute
+	DefaultOutagePercent     = 30.0
+	// DefaultBootDeadline bounds each pre-ACTIVE lifecycle state.
+	DefaultBootDeadline       = 20 * time.Minute
 	DefaultHibernationWarning = 24 * time.Hour
 	DefaultSnapshotGBMonthUSD = 0.06
 )
@@ -74,6 +76,9 @@ type Watchdog struct {
 	CriticalAfter Duration `yaml:"criticalAfter" json:"criticalAfter"`
 	Cooldown      Duration `yaml:"cooldown" json:"cooldown"`
 	OutagePercent float64  `yaml:"outagePercent" json:"outagePercent"`
+	// BootDeadline is how long a droplet may stay in one pre-ACTIVE state
+	// (BOOTING through DEPLOYING) before it is rebuilt with a new token.
+	BootDeadline Duration `yaml:"bootDeadline" json:"bootDeadline"`
 }
 
 // FleetHibernation holds fleet-wide hibernation settings.
@@ -276,7 +281,7 @@ func (f *Fleet) validate(c *errorf) {
 	for _, d := range []struct {
 		name string
 		v    Duration
-	}{{"degradedAfter", w.DegradedAfter}, {"criticalAfter", w.CriticalAfter}, {"cooldown", w.Cooldown}} {
+	}{{"degradedAfter", w.DegradedAfter}, {"criticalAfter", w.CriticalAfter}, {"cooldown", w.Cooldown}, {"bootDeadline", w.BootDeadline}} {
 		if d.v < 0 {
 			at("spec.watchdog."+d.name, "spec.watchdog.%s: must not be negative", d.name)
 		}
@@ -341,6 +346,7 @@ func (f *Fleet) setDefaults() {
 	def(&s.Watchdog.DegradedAfter, DefaultDegradedAfter)
 	def(&s.Watchdog.CriticalAfter, DefaultCriticalAfter)
 	def(&s.Watchdog.Cooldown, DefaultRemediateCooldown)
+	def(&s.Watchdog.BootDeadline, DefaultBootDeadline)
 	def(&s.Hibernation.Warning, DefaultHibernationWarning)
 	if s.Watchdog.OutagePercent == 0 {
 		s.Watchdog.OutagePercent = DefaultOutagePercent

@@ -148,7 +148,13 @@ func TestAgentProtocol(t *testing.T) {
 		}
 		return resp.StatusCode, resp.Header.Get("ETag"), m
 	}
-	code, etag, m := get("", "")
+	// The first manifest is rendered just after the enrollment's answer.
+	var (
+		code int
+		etag string
+		m    schema.Manifest
+	)
+	waitForFast(t, "the first manifest", func() bool { code, etag, m = get("", ""); return code != 404 })
 	if code != 200 || m.Workspace != "ws-acme" || m.Droplet != dropletID || m.Version != 1 || len(m.Credentials) != 1 ||
 		len(m.SigningKeys) != 1 || m.SigningKeys[0] != nextPEM {
 		t.Fatalf("manifest: %d %+v", code, m)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"genesis.dev/fleet/internal/loglimit"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
 )
@@ -32,6 +34,8 @@ const (
 	DefaultBatchSize     = 1000
 	DefaultBatchInterval = 250 * time.Millisecond
 	DefaultWriters       = 2
+	// firstQueue bounds the first manifests waiting to be rendered.
+	firstQueue = 1024
 	// MaxWait bounds a manifest long-poll.
 	MaxWait = 60 * time.Second
 )
@@ -100,10 +104,14 @@ type Service struct {
 	// announceErr is why Config.Announce is unusable (nil: usable).
 	announceErr error
 
-	queues  []chan heartbeat // by droplet, one per writer
-	kick    chan struct{}
-	stopped chan struct{}
-	stop    sync.Once
+	queues []chan heartbeat // by droplet, one per writer
+	firsts chan int64       // droplets to render a first manifest for
+	// firstsPending counts queued first manifests not rendered yet.
+	firstsPending atomic.Int64
+	refusals      *loglimit.Limiter
+	kick          chan struct{}
+	stopped       chan struct{}
+	stop          sync.Once
 
 	authMu sync.RWMutex
 	auth   map[[32]byte]*agentRef
@@ -164,8 +172,9 @@ func New(cfg Config) *Service {
 	return &Service{
 		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer), pool: cfg.Pool,
 		enabled: cfg.Signer != nil && len(cfg.Identities) > 0, announceErr: announceErr,
-		queues: queues, kick: make(chan struct{}, 1), stopped: make(chan struct{}),
-		auth: map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{}, creds: credentials{keys: newCredSet(nil)},
+		queues: queues, firsts: make(chan int64, firstQueue), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
+		refusals: loglimit.New(refusalWindow, refusalBurst),
+		auth:     map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{}, creds: credentials{keys: newCredSet(nil)},
 		man: map[int64]*entry{}, waiters: map[int64]chan struct{}{},
 	}
 }
@@ -191,8 +200,9 @@ func (s *Service) Kick() {
 	}
 }
 
-// Run runs the heartbeat batcher, the LISTEN/NOTIFY listener and the
-// periodic sweep until ctx ends; queued heartbeats are written before it
+// Run runs the heartbeat batcher, the LISTEN/NOTIFY listener, the
+// periodic sweep and the renderer of enrolled droplets' first manifests
+// until ctx ends; queued heartbeats are written before it
 // returns, and waiting long-polls are answered.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.stop.Do(func() { close(s.stopped) })
@@ -206,6 +216,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { s.listen(gctx); return nil })
 	g.Go(func() error { s.sweepLoop(gctx); return nil })
+	g.Go(func() error { s.renderFirsts(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		s.stop.Do(func() { close(s.stopped) })

@@ -9,12 +9,42 @@
 // droplet's cloud-init user data carries the reconciler URL, the signing
 // public keys and a one-time token (256 random bits; only its SHA-256 is
 // stored, bound to one workspace and droplet name, single use, expiring
-// after TokenTTL). On first boot the agent makes its own age identity and
-// ed25519 key and POSTs the public halves with the token to /v1/enroll. The
-// token is consumed by one UPDATE ... WHERE used_at IS NULL AND expires_at >
-// now, in the transaction that records the agent, so of two concurrent uses
-// exactly one wins and a failed enrollment stores nothing. The agent gets a
-// per-droplet bearer credential (stored as a SHA-256 only); every later call
+// after TokenTTL). The token is minted before the create; when
+// DigitalOcean answers the create (or a resumed create finds the droplet by
+// its name), the executor records the droplet id and binds the workspace's
+// unbound tokens for that name to it in the same transaction
+// (store.Created; store.Finish binds them too, should that journal step
+// have failed). On first boot the agent makes its own age identity and
+// ed25519 key and POSTs the public halves with the token and its droplet id
+// to /v1/enroll. The token is consumed by one UPDATE ... WHERE used_at IS
+// NULL AND expires_at > now AND droplet_id = <claimed id>, in the
+// transaction that records the agent, so of two concurrent uses exactly one
+// wins and a failed enrollment stores nothing. A token not bound yet (the
+// agent was faster than the executor's record) is answered 503 "not yet"
+// with Retry-After, and the caller's claimed id is never bound: a token
+// cannot squat another droplet's id. A token bound to another droplet, or
+// for another workspace or droplet name, is 403 and stays usable by its own
+// droplet; an unknown or expired one is 401.
+//
+// The agent gets a per-droplet bearer credential: HMAC-SHA256 keyed by the
+// token over a label, the droplet id and the agent's canonical age
+// recipient and ed25519 public key (length-prefixed), stored as a SHA-256
+// only. A retry of a completed enrollment with the same token, droplet id
+// and keys within the token's lifetime therefore gets the same credential
+// and changes nothing (result "repeated"); other keys with a used token are
+// 401. So a lost response (a reset connection, an agent timeout, a crash
+// after the commit) strands nobody: the agent keeps its keys on disk and
+// retries. (Whoever holds the token and the agent's public keys can derive
+// the credential; the token lives in the droplet's user data, as before.)
+// The answer is written before any rendering: the first manifest is
+// rendered just after by Run's worker (queued; when the queue is full the
+// sweep renders it). Refusals are logged at most refusalBurst per result a
+// minute, then one summary line with the count not logged; the metric
+// genesis_enrollments_total counts every one. A droplet whose agent never
+// gets through is rebuilt by the watchdog's boot deadline (a new droplet, a
+// new token) and FAILED if the rebuilt one fails too.
+//
+// Every later call
 // names its droplet through that credential alone, so an agent can read
 // only its own manifest and write only its own heartbeats. A droplet woken
 // from a snapshot keeps the agent's identity and enrolls again with its new
@@ -78,7 +108,7 @@
 // freezes on an expired manifest while the reconciler lives). Versions come from agents.manifest_version under a row
 // lock and the manifests trigger refuses any that does not grow.
 //
-// Rendering happens at enrollment (any replica), on the loop's
+// Rendering happens after an enrollment (any replica), on the loop's
 // update_manifest action, and in a periodic sweep on the leader that
 // renders whatever drifted or nears expiry (kicked on every new snapshot).
 //

@@ -2,15 +2,21 @@ package agentapi
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"regexp"
 	"strconv"
+	"time"
 
 	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
@@ -19,6 +25,10 @@ import (
 // maxEnrollBody bounds POST /v1/enroll.
 const maxEnrollBody = 16 << 10
 
+// notYetRetry is the Retry-After of a "not yet" answer: the executor
+// records a created droplet within seconds of DigitalOcean's answer.
+const notYetRetry = 5 * time.Second
+
 var workspaceID = regexp.MustCompile(`^[a-z0-9-]{3,40}$`)
 
 // enrollment is a checked EnrollRequest.
@@ -26,6 +36,8 @@ type enrollment struct {
 	schema.EnrollRequest
 	droplet int64
 	pub     []byte
+	// recipient is AgeRecipient in its canonical spelling.
+	recipient string
 }
 
 // decodeEnroll reads and checks an enrollment body (outside input: fuzzed).
@@ -50,9 +62,11 @@ func decodeEnroll(body []byte) (enrollment, error) {
 		return e, err
 	}
 	e.droplet = id
-	if _, err := age.ParseX25519Recipient(r.AgeRecipient); err != nil {
+	rcpt, err := age.ParseX25519Recipient(r.AgeRecipient)
+	if err != nil {
 		return e, errors.New("age_recipient is not an age X25519 recipient")
 	}
+	e.recipient = rcpt.String()
 	pub, err := dsse.ParsePublicKeyPEM([]byte(r.SigningKey))
 	if err != nil {
 		return e, fmt.Errorf("signing_key: %w", err)
@@ -71,6 +85,26 @@ func parseDroplet(s string) (int64, error) {
 	return id, nil
 }
 
+// credentialLabel separates the credential derivation from any other use
+// of a token.
+const credentialLabel = "genesis.dev/fleet agent credential v1"
+
+// credentialFor derives the credential of an enrollment: HMAC-SHA256 keyed
+// by the token over the label, the droplet id, and the agent's canonical
+// age recipient and ed25519 public key, each length-prefixed. A retry with
+// the same token and keys derives the same credential, so a lost response
+// costs nothing; nothing but its SHA-256 is stored.
+func credentialFor(e enrollment) string {
+	m := hmac.New(sha256.New, []byte(e.Token))
+	for _, part := range [][]byte{[]byte(credentialLabel), []byte(strconv.FormatInt(e.droplet, 10)), []byte(e.recipient), e.pub} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		m.Write(n[:])
+		m.Write(part)
+	}
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
 // enrollError is a refused enrollment with its status code.
 type enrollError struct {
 	code   int
@@ -81,9 +115,11 @@ type enrollError struct {
 func (e *enrollError) Error() string { return e.msg }
 
 var (
-	errTokenInvalid = &enrollError{http.StatusUnauthorized, "unauthorized", "the provisioning token is unknown, used or expired"}
-	errTokenForeign = &enrollError{http.StatusForbidden, "forbidden", "the provisioning token is for another workspace or droplet"}
-	errDropletTaken = &enrollError{http.StatusForbidden, "forbidden", "the droplet is enrolled for another workspace"}
+	errTokenInvalid   = &enrollError{http.StatusUnauthorized, "unauthorized", "the provisioning token is unknown, used or expired"}
+	errTokenForeign   = &enrollError{http.StatusForbidden, "forbidden", "the provisioning token is for another workspace or droplet"}
+	errDropletRevoked = &enrollError{http.StatusForbidden, "forbidden", "the droplet was destroyed or replaced; its agent may not enroll again"}
+	errDropletTaken   = &enrollError{http.StatusForbidden, "forbidden", "the droplet is enrolled for another workspace"}
+	errNotYet         = &enrollError{http.StatusServiceUnavailable, "not_yet", "the droplet is not recorded yet: retry later"}
 )
 
 func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) {
@@ -105,12 +141,19 @@ func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	cred, err := s.enroll(r.Context(), req)
+	cred, repeated, err := s.enroll(r.Context(), req)
 	var ee *enrollError
 	switch {
 	case errors.As(err, &ee):
 		s.m.enrollments.WithLabelValues(ee.result).Inc()
-		s.log.Warn("enrollment refused", "tenant", req.Workspace, "droplet", req.DropletID, "droplet_name", req.DropletName, "reason", ee.msg)
+		if ok, suppressed := s.refusals.Allow(ee.result, s.cfg.Now()); suppressed > 0 {
+			s.log.Warn("enrollment refusals not logged", "result", ee.result, "suppressed", suppressed, "window", refusalWindow.String())
+		} else if ok {
+			s.log.Warn("enrollment refused", "tenant", req.Workspace, "droplet", req.DropletID, "droplet_name", req.DropletName, "reason", ee.msg)
+		}
+		if ee == errNotYet {
+			w.Header().Set("Retry-After", strconv.Itoa(int(notYetRetry/time.Second)))
+		}
 		httpError(w, ee.code, ee.msg)
 		return
 	case err != nil:
@@ -119,45 +162,40 @@ func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, "enrollment failed")
 		return
 	}
-	s.m.enrollments.WithLabelValues("ok").Inc()
-	s.log.Info("agent enrolled", "tenant", req.Workspace, "droplet", req.DropletID, "droplet_name", req.DropletName, "agent_version", req.AgentVersion)
-	// The first manifest; if it fails the sweep renders it later and the
-	// agent retries its 404s meanwhile.
-	if err := s.RenderDroplet(r.Context(), req.droplet); err != nil {
-		s.log.Error("render first manifest failed", "tenant", req.Workspace, "droplet", req.DropletID, "err", err)
+	if repeated {
+		s.m.enrollments.WithLabelValues("repeated").Inc()
+		s.log.Info("agent enrollment repeated", "tenant", req.Workspace, "droplet", req.DropletID, "droplet_name", req.DropletName)
+	} else {
+		s.m.enrollments.WithLabelValues("ok").Inc()
+		s.log.Info("agent enrolled", "tenant", req.Workspace, "droplet", req.DropletID, "droplet_name", req.DropletName, "agent_version", req.AgentVersion)
 	}
+	// The answer goes out before any rendering: a slow render must not
+	// time the agent out. The first manifest is rendered by Run's worker
+	// (the agent retries its 404s meanwhile; the sweep renders it if the
+	// queue was full).
 	writeJSON(w, http.StatusOK, schema.EnrollResponse{Workspace: req.Workspace, DropletID: req.DropletID, Credential: cred})
+	s.renderSoon(req.droplet)
 }
 
 // enroll consumes the token and records the agent in one transaction, and
-// returns its credential. Nothing is stored when it fails.
-func (s *Service) enroll(ctx context.Context, req enrollment) (string, error) {
-	cred, err := secret()
-	if err != nil {
-		return "", err
-	}
+// returns its credential. Nothing is stored when it fails. A retry of a
+// completed enrollment (same token, droplet and keys, token not expired)
+// returns the same credential with repeated set, and changes nothing.
+func (s *Service) enroll(ctx context.Context, req enrollment) (cred string, repeated bool, err error) {
+	cred = credentialFor(req)
 	credHash := hash(cred)
 	tokHash := hash(req.Token)
 	now := s.cfg.Now()
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE enrollment_tokens SET used_at = $2, used_by = $3
-			WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND workspace = $4 AND droplet_name = $5`,
+			WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND workspace = $4 AND droplet_name = $5 AND droplet_id = $3`,
 			tokHash[:], now, req.droplet, req.Workspace, req.DropletName)
 		if err != nil {
 			return fmt.Errorf("consume token: %w", err)
 		}
 		if tag.RowsAffected() == 0 {
-			// Why: a usable token bound elsewhere is foreign (403, and
-			// it stays usable); anything else is 401.
-			var usable bool
-			err := tx.QueryRow(ctx, `SELECT used_at IS NULL AND expires_at > $2 FROM enrollment_tokens WHERE token_hash = $1`, tokHash[:], now).Scan(&usable)
-			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !usable) {
-				return errTokenInvalid
-			}
-			if err != nil {
-				return fmt.Errorf("check token: %w", err)
-			}
-			return errTokenForeign
+			repeated, err = s.whyNot(ctx, tx, req, tokHash, credHash, now)
+			return err
 		}
 		// Versions continue from the workspace's highest, so an agent
 		// woken from a snapshot never sees its version go down.
@@ -171,6 +209,9 @@ func (s *Service) enroll(ctx context.Context, req enrollment) (string, error) {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errDropletTaken
 		}
+		if pe, ok := errors.AsType[*pgconn.PgError](err); ok && pe.ConstraintName == "agents_revoked_check" {
+			return errDropletRevoked
+		}
 		if err != nil {
 			return fmt.Errorf("record agent: %w", err)
 		}
@@ -182,9 +223,100 @@ func (s *Service) enroll(ctx context.Context, req enrollment) (string, error) {
 		return err
 	})
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
-	s.forgetDroplet(req.droplet)
+	if !repeated {
+		s.forgetDroplet(req.droplet)
+	}
 	s.remember(credHash, &agentRef{droplet: req.droplet, dropletS: req.DropletID, workspace: req.Workspace})
-	return cred, nil
+	return cred, repeated, nil
 }
+
+// whyNot explains a token the consuming UPDATE did not match: it reports a
+// repeat of the enrollment that consumed it (true, nil), or the refusal.
+//
+//   - unknown or expired: 401 (also for a repeat: a retry is honoured only
+//     within the token's lifetime);
+//   - used: a repeat when the droplet and the derived credential match
+//     what was recorded (same token, same keys), else 401;
+//   - unused but for another workspace or droplet name, or bound to another
+//     droplet id: 403, and the token stays usable by its own droplet;
+//   - unused and not bound yet (the agent was faster than the executor's
+//     record of the create): not yet, 503 with Retry-After. The caller's
+//     claim is never bound.
+func (s *Service) whyNot(ctx context.Context, tx pgx.Tx, req enrollment, tokHash, credHash [32]byte, now time.Time) (bool, error) {
+	var (
+		ws, name      string
+		bound, usedBy int64
+		used, expired bool
+	)
+	err := tx.QueryRow(ctx, `SELECT workspace, droplet_name, coalesce(droplet_id, 0), coalesce(used_by, 0), used_at IS NOT NULL, expires_at <= $2
+		FROM enrollment_tokens WHERE token_hash = $1`, tokHash[:], now).Scan(&ws, &name, &bound, &usedBy, &used, &expired)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, errTokenInvalid
+	case err != nil:
+		return false, fmt.Errorf("check token: %w", err)
+	case expired:
+		return false, errTokenInvalid
+	case used:
+		if usedBy != req.droplet || ws != req.Workspace || name != req.DropletName {
+			return false, errTokenInvalid
+		}
+		var same bool
+		// A revoked credential (its droplet destroyed or replaced since)
+		// is never handed out again.
+		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM agents WHERE droplet_id = $1 AND workspace = $2 AND credential_hash = $3 AND revoked_at IS NULL)`,
+			req.droplet, req.Workspace, credHash[:]).Scan(&same)
+		if err != nil {
+			return false, fmt.Errorf("check repeated enrollment: %w", err)
+		}
+		if !same {
+			return false, errTokenInvalid
+		}
+		return true, nil
+	case ws != req.Workspace || name != req.DropletName:
+		return false, errTokenForeign
+	case bound == 0:
+		return false, errNotYet
+	default:
+		return false, errTokenForeign
+	}
+}
+
+// renderSoon queues droplet's first manifest for Run's render worker;
+// when the queue is full the leader's sweep renders it.
+func (s *Service) renderSoon(droplet int64) {
+	s.firstsPending.Add(1)
+	select {
+	case s.firsts <- droplet:
+	default:
+		s.firstsPending.Add(-1)
+		s.log.Warn("first manifest queue full; the sweep renders it", "droplet", droplet)
+	}
+}
+
+// renderFirsts renders queued first manifests until ctx ends.
+func (s *Service) renderFirsts(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case droplet := <-s.firsts:
+			if err := s.RenderDroplet(ctx, droplet); err != nil && ctx.Err() == nil {
+				s.log.Error("render first manifest failed", "droplet", droplet, "err", err)
+			}
+			s.firstsPending.Add(-1)
+		}
+	}
+}
+
+// refusalWindow and refusalBurst bound the log lines of refused
+// enrollments: per result, the first refusalBurst of each window are
+// logged; the rest are only counted (genesis_enrollments_total counts
+// every one), and the first refusal after the window logs how many were
+// not.
+const (
+	refusalWindow = time.Minute
+	refusalBurst  = 5
+)

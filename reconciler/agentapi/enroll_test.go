@@ -3,7 +3,6 @@ package agentapi
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 
 	cloudinit "genesis.dev/fleet/deploy/cloud-init"
 	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
 )
 
@@ -110,6 +110,11 @@ func TestEnroll(t *testing.T) {
 	}
 }
 
+// TestEnrollConcurrent: one token used at once by 8 requests for its
+// droplet, half repeating one agent's request (retries racing), half with
+// other keys (an attacker who read the token). Exactly one key set wins:
+// all its requests get the same credential, every other request 401, one
+// agents row.
 func TestEnrollConcurrent(t *testing.T) {
 	w := newWorld(t)
 	w.setTenant("ws-acme", "blob1", tenantSpec{})
@@ -117,33 +122,48 @@ func TestEnrollConcurrent(t *testing.T) {
 	name := plan.DropletName("ws-acme", 1)
 	tok := w.token("ws-acme", name)
 	const n = 8
-	codes := make([]int, n)
+	same := newAgent(t)
+	type answer struct {
+		code int
+		keys string
+		cred string
+	}
+	answers := make([]answer, n)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range n {
+		a := same
+		if i%2 == 1 {
+			a = newAgent(t)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a := newAgent(t)
-			body, _ := json.Marshal(a.request(tok, "ws-acme", fmt.Sprint(1001+i), name))
+			body, _ := json.Marshal(a.request(tok, "ws-acme", "1001", name))
 			<-start
-			codes[i], _, _ = w.do("POST", "/v1/enroll", "", nil, body)
+			code, _, b := w.do("POST", "/v1/enroll", "", nil, body)
+			var resp schema.EnrollResponse
+			json.Unmarshal(b, &resp)
+			answers[i] = answer{code, a.id.Recipient().String(), resp.Credential}
 		}()
 	}
 	close(start)
 	wg.Wait()
-	ok := 0
-	for _, c := range codes {
-		switch c {
+	winners := map[string]string{} // keys -> credential
+	for _, a := range answers {
+		switch a.code {
 		case http.StatusOK:
-			ok++
+			if c, ok := winners[a.keys]; ok && c != a.cred {
+				t.Errorf("one key set got two credentials")
+			}
+			winners[a.keys] = a.cred
 		case http.StatusUnauthorized:
 		default:
-			t.Errorf("unexpected status %d", c)
+			t.Errorf("unexpected status %d", a.code)
 		}
 	}
-	if ok != 1 {
-		t.Errorf("%d of %d concurrent uses of one token succeeded (%v), want exactly 1", ok, n, codes)
+	if len(winners) != 1 {
+		t.Errorf("%d key sets enrolled with one token (%v), want exactly 1", len(winners), answers)
 	}
 	if got := w.count(`SELECT count(*) FROM agents`); got != 1 {
 		t.Errorf("agents = %d, want 1", got)
@@ -169,12 +189,20 @@ func TestEnrollDisabled(t *testing.T) {
 }
 
 // TestUserDataEnrolls follows a droplet from its user data to its first
-// manifest: the token cloud-init carries enrolls it.
+// manifest, in the executor's order: journal the create, render the user
+// data (a new token), create (the store records the id and binds the
+// token), finish. An agent faster than the record is told "not yet" and
+// enrolls after it.
 func TestUserDataEnrolls(t *testing.T) {
 	w := newWorld(t)
 	w.setTenant("ws-acme", "blob1", tenantSpec{})
-	w.provision("ws-acme", 1, 1001, "203.0.113.7")
-	ud, err := w.svc.UserData(t.Context(), plan.Action{Kind: plan.Create, Workspace: "ws-acme", Droplet: plan.DropletName("ws-acme", 1), Gen: 1})
+	ctx := t.Context()
+	create := plan.Action{Kind: plan.Create, Workspace: "ws-acme", Account: "acct-a", Region: "nyc3", Size: "s-1vcpu-1gb", Droplet: plan.DropletName("ws-acme", 1), Gen: 1}
+	op, err := w.st.Begin(ctx, create, schema.StateRunning, commitA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud, err := w.svc.UserData(ctx, create)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,12 +229,30 @@ func TestUserDataEnrolls(t *testing.T) {
 		}
 	}
 	a := newAgent(t)
+	body, _ := json.Marshal(a.request(cfg.Token, cfg.Workspace, "1001", cfg.DropletName))
+	code, hdr, resp := w.do("POST", "/v1/enroll", "", nil, body)
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
+		t.Fatalf("enroll before the create is recorded: %d %s (Retry-After %q), want 503 with Retry-After", code, resp, hdr.Get("Retry-After"))
+	}
+	if n := w.count(`SELECT count(*) FROM enrollment_tokens WHERE droplet_id IS NOT NULL OR used_at IS NOT NULL`); n != 0 {
+		t.Fatalf("%d tokens bound or used after a not-yet answer, want 0 (the caller's claim is never bound)", n)
+	}
+	if err := w.st.Created(ctx, op, "created", 1001, create.Droplet); err != nil {
+		t.Fatal(err)
+	}
 	if code := w.enroll(a, a.request(cfg.Token, cfg.Workspace, "1001", cfg.DropletName)); code != http.StatusOK {
 		t.Fatalf("enroll with the user data's token: %d", code)
 	}
+	out := store.Outcome{Account: "acct-a", DropletID: 1001, DropletName: create.Droplet, IP: "203.0.113.7", Desired: schema.StateRunning, Commit: commitA}
+	if err := w.st.Finish(ctx, op, create, out, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.svc.RenderWorkspace(ctx, "ws-acme"); err != nil {
+		t.Fatal(err)
+	}
 	m, _ := w.manifest(a)
-	if m.Version != 1 || m.Droplet != "1001" {
-		t.Errorf("first manifest: version %d droplet %s", m.Version, m.Droplet)
+	if m.Droplet != "1001" || m.Domains[len(m.Domains)-1] != "203.0.113.7.sslip.io" {
+		t.Errorf("manifest: droplet %s domains %v, want 1001 with its address", m.Droplet, m.Domains)
 	}
 	var state string
 	w.st.Pool().QueryRow(context.Background(), `SELECT state FROM fleet_status WHERE workspace = 'ws-acme'`).Scan(&state)

@@ -68,8 +68,23 @@ func FuzzDecodeEnroll(f *testing.F) {
 		if e.droplet <= 0 || !workspaceID.MatchString(e.Workspace) || e.Token == "" || len(e.pub) != ed25519.PublicKeySize {
 			t.Fatalf("accepted %+v", e)
 		}
-		if _, err := age.ParseX25519Recipient(e.AgeRecipient); err != nil {
+		r, err := age.ParseX25519Recipient(e.AgeRecipient)
+		if err != nil {
 			t.Fatalf("accepted recipient %q", e.AgeRecipient)
+		}
+		if e.recipient != r.String() {
+			t.Fatalf("recipient %q not canonical: %q", e.AgeRecipient, e.recipient)
+		}
+		// The credential is a function of the token, droplet and keys:
+		// a retry derives it again, another droplet id does not.
+		cred := credentialFor(e)
+		if again := credentialFor(e); again != cred {
+			t.Fatal("credential derivation is not deterministic")
+		}
+		other := e
+		other.droplet++
+		if credentialFor(other) == cred {
+			t.Fatal("credential does not depend on the droplet id")
 		}
 	})
 }

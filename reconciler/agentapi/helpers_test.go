@@ -261,7 +261,24 @@ func (w *world) provision(ws string, gen int, droplet int, ip string) {
 	}
 }
 
+// token mints a provisioning token for ws's droplet name, bound to the
+// droplet fleet_status records under that name (if any), as if the token
+// had gone into the user data of the create that recorded it
+// (store.Created binds it then).
 func (w *world) token(ws, name string) string {
+	w.t.Helper()
+	tok := w.unboundToken(ws, name)
+	h := hash(tok)
+	if _, err := w.st.Pool().Exec(context.Background(), `UPDATE enrollment_tokens t SET droplet_id = f.droplet_id FROM fleet_status f
+		WHERE t.token_hash = $1 AND f.workspace = t.workspace AND f.droplet_name = t.droplet_name`, h[:]); err != nil {
+		w.t.Fatal(err)
+	}
+	return tok
+}
+
+// unboundToken mints a provisioning token for ws's droplet name, as
+// UserData does before the create.
+func (w *world) unboundToken(ws, name string) string {
 	w.t.Helper()
 	tok, err := w.svc.MintToken(context.Background(), ws, name)
 	if err != nil {
@@ -326,8 +343,16 @@ func (w *world) enroll(a *agent, req schema.EnrollRequest) int {
 			w.t.Fatalf("enroll response = %+v", resp)
 		}
 		a.cred = resp.Credential
+		w.firstManifest()
 	}
 	return code
+}
+
+// firstManifest waits until the first manifests queued by enrollments
+// are rendered (or refused): enrollment answers first and renders after.
+func (w *world) firstManifest() {
+	w.t.Helper()
+	eventually(w.t, "the first manifests", func() bool { return w.svc.firstsPending.Load() == 0 })
 }
 
 // mustEnroll provisions and enrolls a droplet of ws.

@@ -26,7 +26,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		longpolls: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_manifest_longpolls_waiting",
 			Help: "Manifest long-polls waiting for a new version."}),
 		enrollments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_enrollments_total",
-			Help: "Enrollment attempts by result (ok, bad_request, unauthorized, forbidden, disabled, error)."}, []string{"result"}),
+			Help: "Enrollment attempts by result (ok, repeated, not_yet, bad_request, unauthorized, forbidden, disabled, error)."}, []string{"result"}),
 		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_heartbeats_total",
 			Help: "Heartbeats by result (queued, replay, unauthorized, forbidden, bad_request, too_large, queue_full, written, dropped)."}, []string{"result"}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "genesis_heartbeat_batch_size",

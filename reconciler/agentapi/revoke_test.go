@@ -214,8 +214,16 @@ func TestRevokedDropletCannotEnrollAgain(t *testing.T) {
 	before := w.count(`SELECT count(*) FROM agents WHERE droplet_id = 6001 AND revoked_at IS NOT NULL`)
 	z := newAgent(t)
 	name := plan.DropletName("ws-zombie", 1)
-	if code := w.enroll(z, z.request(w.token("ws-zombie", name), "ws-zombie", "6001", name)); code == http.StatusOK {
-		t.Fatalf("a revoked droplet enrolled again; credential works: %d", manifestCode(t, w.srv.URL, z.cred))
+	// Its record is gone, so a new token for its name would never be bound
+	// (503 "not yet" forever); bind one anyway, as a token minted before
+	// the hibernation could have been.
+	tok := w.unboundToken("ws-zombie", name)
+	h := hash(tok)
+	if _, err := w.st.Pool().Exec(context.Background(), `UPDATE enrollment_tokens SET droplet_id = 6001 WHERE token_hash = $1`, h[:]); err != nil {
+		t.Fatal(err)
+	}
+	if code := w.enroll(z, z.request(tok, "ws-zombie", "6001", name)); code != http.StatusForbidden {
+		t.Fatalf("a revoked droplet enrolling again: %d, want 403 (credential works: %d)", code, manifestCode(t, w.srv.URL, z.cred))
 	}
 	if got := w.count(`SELECT count(*) FROM agents WHERE droplet_id = 6001 AND revoked_at IS NOT NULL`); got != before || got != 1 {
 		t.Errorf("revoked agents rows = %d, want 1", got)

@@ -44,6 +44,7 @@ func (w *world) enrollState(ws string, droplet int, ip string, bootstrap dsse.Tr
 	if err != nil {
 		w.t.Fatalf("enroll %s: %v", ws, err)
 	}
+	w.firstManifest()
 	return &stateDroplet{ws: ws, id: id, state: st, cred: resp.Credential, bootstrap: bootstrap}
 }
 

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"genesis.dev/fleet/internal/loglimit"
 )
 
 // Defaults of FailuresConfig.
@@ -63,10 +65,7 @@ type Failures struct {
 
 	mu      sync.RWMutex
 	clients map[netip.Addr]*bucket
-	// Log budget: logged lines this window and lines suppressed.
-	logWindow  time.Time
-	logged     int
-	suppressed int
+	logs    *loglimit.Limiter
 
 	failures  *prometheus.CounterVec
 	throttled prometheus.Counter
@@ -94,7 +93,8 @@ func NewFailures(cfg FailuresConfig) *Failures {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	f := &Failures{cfg: cfg, log: cfg.Logger.With("component", "http"), clients: map[netip.Addr]*bucket{}}
+	f := &Failures{cfg: cfg, log: cfg.Logger.With("component", "http"), clients: map[netip.Addr]*bucket{},
+		logs: loglimit.New(logEvery, logBurst)}
 	f.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_http_unauthenticated_total",
 		Help: "Requests answered 401 or 403 (unknown token or credential, refused enrollment, bad webhook signature), by route kind (api, agent, hook)."},
 		[]string{"kind"})
@@ -261,20 +261,7 @@ func (f *Failures) prune(now time.Time) {
 // logThrottled writes at most logBurst lines per logEvery, then one line
 // saying how many it left out.
 func (f *Failures) logThrottled(client netip.Addr, r *http.Request, wait time.Duration) {
-	now := f.cfg.Now()
-	f.mu.Lock()
-	var suppressed int
-	if now.Sub(f.logWindow) >= logEvery {
-		suppressed, f.suppressed = f.suppressed, 0
-		f.logWindow, f.logged = now, 0
-	}
-	ok := f.logged < logBurst
-	if ok {
-		f.logged++
-	} else {
-		f.suppressed++
-	}
-	f.mu.Unlock()
+	ok, suppressed := f.logs.Allow("throttled", f.cfg.Now())
 	if suppressed > 0 {
 		f.log.Warn("throttle log lines suppressed", "suppressed", suppressed, "window", logEvery.String())
 	}

@@ -43,7 +43,10 @@ type Result struct {
 	// the one actually used, which may be an alternate.
 	Account   string
 	DropletID int
-	IP        string
+	// DropletName is the created (or found) droplet's name (create, wake,
+	// resize, rebuild, create_spare).
+	DropletName string
+	IP          string
 	// SnapshotID and SnapshotSizeGB are the hibernation snapshot.
 	SnapshotID     string
 	SnapshotSizeGB float64
@@ -219,7 +222,7 @@ var errSkip = &Error{Kind: KindTerminal, Op: "skip", Err: fmt.Errorf("account sk
 
 // boot records d and waits until it is active with a public IPv4.
 func (x *exec) boot(ctx context.Context, ac *account, d *godo.Droplet, found bool) error {
-	x.res.Account, x.res.DropletID = ac.name, d.ID
+	x.res.Account, x.res.DropletID, x.res.DropletName = ac.name, d.ID, d.Name
 	if found {
 		x.progress(StepFound)
 	} else {

@@ -244,6 +244,56 @@ func (s *Store) Step(ctx context.Context, id int64, step string, dropletID int) 
 	return nil
 }
 
+// Created records that operation id's create returned (step created) or
+// found (step found) droplet dropletID called name, and binds the
+// workspace's unbound provisioning tokens for name to it, in one
+// transaction: from then on only that droplet id can enroll with them
+// (reconciler/agentapi). A token minted for a retry whose create found the
+// earlier droplet is bound too; it was never sent anywhere.
+func (s *Store) Created(ctx context.Context, id int64, step string, dropletID int, name string) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var ws string
+		err := tx.QueryRow(ctx, `UPDATE operations SET step = $2, droplet_id = coalesce($3, droplet_id), updated_at = now() WHERE id = $1 RETURNING workspace`,
+			id, step, nullIfZero(dropletID)).Scan(&ws)
+		if err != nil {
+			return err
+		}
+		return bindTokens(ctx, tx, ws, name, dropletID)
+	})
+	if err != nil {
+		return fmt.Errorf("journal step %s of operation %d: %w", step, id, err)
+	}
+	return nil
+}
+
+// bindTokens binds workspace's unbound provisioning tokens for the droplet
+// called name to dropletID (nothing when either is unknown).
+func bindTokens(ctx context.Context, tx pgx.Tx, workspace, name string, dropletID int) error {
+	if name == "" || dropletID <= 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE enrollment_tokens SET droplet_id = $3
+		WHERE workspace = $1 AND droplet_name = $2 AND droplet_id IS NULL`, workspace, name, dropletID); err != nil {
+		return fmt.Errorf("bind provisioning tokens of %s: %w", name, err)
+	}
+	return nil
+}
+
+// bootState is the lifecycle state of a workspace's just-recorded droplet:
+// HANDSHAKE when its agent enrolled already (it may be faster than the
+// executor's record of the create), else INITIALIZING.
+func bootState(ctx context.Context, tx pgx.Tx, workspace string, dropletID int) (string, error) {
+	var enrolled bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM agents WHERE droplet_id = $1 AND workspace = $2)`, dropletID, workspace).Scan(&enrolled)
+	if err != nil {
+		return "", fmt.Errorf("look up the agent of droplet %d: %w", dropletID, err)
+	}
+	if enrolled {
+		return "HANDSHAKE", nil
+	}
+	return "INITIALIZING", nil
+}
+
 // Retry counts another attempt at a resumed operation.
 func (s *Store) Retry(ctx context.Context, id int64) error {
 	_, err := s.pool.Exec(ctx, `UPDATE operations SET attempts = attempts + 1, updated_at = now() WHERE id = $1`, id)
@@ -312,7 +362,10 @@ func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 		if _, err = tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, updated_at = now() WHERE droplet_id = $1 AND workspace <> $2`, out.DropletID, a.Workspace); err != nil {
 			return err
 		}
-		state := "INITIALIZING"
+		var state string
+		if state, err = bootState(ctx, tx, a.Workspace, out.DropletID); err != nil {
+			return err
+		}
 		_, err = tx.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation, tenant_hash, last_commit)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 			ON CONFLICT (workspace) DO UPDATE SET droplet_id = $2, droplet_name = $3, account = $4, region = $5, size = $6,
@@ -321,6 +374,10 @@ func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 				hibernated_by_policy = false, wake_requested = false, last_error = NULL, updated_at = now()`,
 			a.Workspace, out.DropletID, out.DropletName, out.Account, nullIfEmpty(a.Region), nullIfEmpty(a.Size), nullIfEmpty(out.IP),
 			state, string(out.Desired), gen, nullIfEmpty(out.TenantHash), nullIfEmpty(out.Commit))
+		if err == nil {
+			// The journal step bound them already unless it failed.
+			err = bindTokens(ctx, tx, a.Workspace, out.DropletName, out.DropletID)
+		}
 		if err == nil && a.Kind == plan.Wake {
 			// A wake is the user's activity: the idle clock starts again.
 			_, err = tx.Exec(ctx, `UPDATE fleet_status SET last_activity_at = GREATEST(last_activity_at, now()), idle_warned_at = NULL WHERE workspace = $1`, a.Workspace)

@@ -216,3 +216,78 @@ func TestFailedHibernationLeavesHibernating(t *testing.T) {
 		t.Errorf("after a failed hibernation: %+v, want CONFIGURING with droplet 77", got)
 	}
 }
+
+// TestCreatedBindsTokens: when the create returns, the workspace's unbound
+// provisioning tokens for the created droplet's name are bound to its id in
+// the journal step's transaction; tokens of other names or workspaces, and
+// tokens bound already, are untouched. A token minted by a resumed try
+// (after the step) is bound when the action finishes. Wake, resize and
+// rebuild record their droplet the same way.
+func TestCreatedBindsTokens(t *testing.T) {
+	s, _ := open(t)
+	ctx := t.Context()
+	mint := func(tok, ws, name string) {
+		t.Helper()
+		if _, err := s.Pool().Exec(ctx, `INSERT INTO enrollment_tokens (token_hash, workspace, droplet_name, expires_at)
+			VALUES (sha256($1::bytea), $2, $3, now() + interval '30 minutes')`, []byte(tok), ws, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bound := func() map[string]int64 {
+		t.Helper()
+		rows, err := s.Pool().Query(ctx, `SELECT t.n, coalesce(e.droplet_id, 0) FROM enrollment_tokens e
+			JOIN unnest($1::text[]) AS t(n) ON e.token_hash = sha256(t.n::bytea)`, []string{"a1", "a1-old", "a2", "b1", "a1-resumed"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		got := map[string]int64{}
+		for rows.Next() {
+			var n string
+			var id int64
+			rows.Scan(&n, &id)
+			got[n] = id
+		}
+		return got
+	}
+	create := func(ws string) (plan.Action, int64) {
+		a := plan.Action{Kind: plan.Create, Workspace: ws, Account: "acct-a", Region: "nyc3", Size: "s-1vcpu-1gb", Droplet: plan.DropletName(ws, 1), Gen: 1}
+		id, err := s.Begin(ctx, a, schema.StateRunning, commit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, id
+	}
+	a, opA := create("ws-a")
+	_, _ = create("ws-b")
+	mint("a1", "ws-a", "genesis-ws-a-1")
+	mint("a1-old", "ws-a", "genesis-ws-a-1")
+	if _, err := s.Pool().Exec(ctx, `UPDATE enrollment_tokens SET droplet_id = 5 WHERE token_hash = sha256('a1-old'::bytea)`); err != nil {
+		t.Fatal(err)
+	}
+	mint("a2", "ws-a", "genesis-ws-a-2")
+	mint("b1", "ws-b", "genesis-ws-b-1")
+
+	if err := s.Created(ctx, opA, "created", 77, "genesis-ws-a-1"); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"a1": 77, "a1-old": 5, "a2": 0, "b1": 0}
+	if diff := cmp.Diff(want, bound()); diff != "" {
+		t.Errorf("tokens after the create returned (-want +got):\n%s", diff)
+	}
+	if ops, _ := s.InFlight(ctx); len(ops) != 2 {
+		t.Fatalf("in flight = %+v", ops)
+	}
+	mint("a1-resumed", "ws-a", "genesis-ws-a-1")
+	out := Outcome{Account: "acct-a", DropletID: 77, DropletName: "genesis-ws-a-1", IP: "127.1.0.1", Desired: schema.StateRunning, Commit: commit}
+	if err := s.Finish(ctx, opA, a, out, nil); err != nil {
+		t.Fatal(err)
+	}
+	want["a1-resumed"] = 77
+	if diff := cmp.Diff(want, bound()); diff != "" {
+		t.Errorf("tokens after the create finished (-want +got):\n%s", diff)
+	}
+	if err := s.Created(ctx, 424242, "created", 78, "genesis-ws-a-1"); err == nil {
+		t.Error("Created for an unknown operation succeeded")
+	}
+}

@@ -229,13 +229,20 @@ func (s *Store) RetryTenant(ctx context.Context, ws, actor, reason, commit strin
 // it replaces in replacing_*; the heartbeat clock starts again with the new
 // droplet.
 func applyRebuild(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) error {
-	_, err := tx.Exec(ctx, `UPDATE fleet_status SET
+	state, err := bootState(ctx, tx, a.Workspace, out.DropletID)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE fleet_status SET
 		replacing_droplet_id = CASE WHEN droplet_id IS DISTINCT FROM $2 THEN droplet_id ELSE replacing_droplet_id END,
 		replacing_droplet_name = CASE WHEN droplet_id IS DISTINCT FROM $2 THEN droplet_name ELSE replacing_droplet_name END,
 		replacing_account = CASE WHEN droplet_id IS DISTINCT FROM $2 THEN account ELSE replacing_account END,
-		droplet_id = $2, droplet_name = $3, account = $4, ip = $5, state = 'INITIALIZING', state_since = now(),
+		droplet_id = $2, droplet_name = $3, account = $4, ip = $5, state = $7, state_since = now(),
 		generation = $6, health = 'unknown', last_heartbeat_at = NULL, last_error = NULL, updated_at = now()
 		WHERE workspace = $1`,
-		a.Workspace, out.DropletID, out.DropletName, out.Account, nullIfEmpty(out.IP), a.Gen)
-	return err
+		a.Workspace, out.DropletID, out.DropletName, out.Account, nullIfEmpty(out.IP), a.Gen, state)
+	if err != nil {
+		return err
+	}
+	return bindTokens(ctx, tx, a.Workspace, out.DropletName, out.DropletID)
 }

@@ -21,6 +21,13 @@
 // within Cooldown, the tenant is FAILED. FAILED stays until a person asks
 // for a retry (API) or changes the tenant's file in git.
 //
+// The boot deadline: a droplet that stays in one pre-ACTIVE state
+// (BOOTING, INITIALIZING, HANDSHAKE, CONFIGURING, DEPLOYING) for
+// BootDeadline is rebuilt (a new droplet with new user data, so a new
+// provisioning token: nothing strands a tenant whose agent could not
+// enroll), and a rebuilt droplet that is not healthy within Cooldown is
+// FAILED, which alerts (GenesisTenantFailed).
+//
 // The outage guard: when more than OutagePercent of the watched droplets
 // (and at least OutageMinSilent of them) are silent at once, the silence is
 // the reconciler's network or DigitalOcean, not the droplets: no step is
@@ -82,13 +89,16 @@ type Policy struct {
 	Cooldown        time.Duration
 	OutagePercent   float64
 	OutageMinSilent int
+	// BootDeadline is the longest a droplet may stay in one pre-ACTIVE
+	// state (BOOTING through DEPLOYING) before it is rebuilt.
+	BootDeadline time.Duration
 }
 
 // PolicyFrom reads genesis.yaml's watchdog settings, with the defaults for
 // what is left out.
 func PolicyFrom(w schema.Watchdog) Policy {
 	p := Policy{DegradedAfter: w.DegradedAfter.Std(), CriticalAfter: w.CriticalAfter.Std(), Cooldown: w.Cooldown.Std(),
-		OutagePercent: w.OutagePercent, OutageMinSilent: DefaultOutageMinSilent}
+		OutagePercent: w.OutagePercent, OutageMinSilent: DefaultOutageMinSilent, BootDeadline: w.BootDeadline.Std()}
 	if p.DegradedAfter <= 0 {
 		p.DegradedAfter = schema.DefaultDegradedAfter
 	}
@@ -100,6 +110,9 @@ func PolicyFrom(w schema.Watchdog) Policy {
 	}
 	if p.OutagePercent <= 0 {
 		p.OutagePercent = schema.DefaultOutagePercent
+	}
+	if p.BootDeadline <= 0 {
+		p.BootDeadline = schema.DefaultBootDeadline
 	}
 	return p
 }
@@ -183,6 +196,11 @@ var active = map[string]bool{Healthy: true, Degraded: true, Critical: true, Rebo
 var booting = map[string]bool{"PROVISIONING": true, "BOOTING": true, "INITIALIZING": true, "HANDSHAKE": true,
 	"CONFIGURING": true, "DEPLOYING": true}
 
+// preActive are the states between a droplet's create and its first
+// healthy report; each is left within BootDeadline or the droplet is
+// rebuilt.
+var preActive = map[string]bool{"BOOTING": true, "INITIALIZING": true, "HANDSHAKE": true, "CONFIGURING": true, "DEPLOYING": true}
+
 // Evaluate decides transitions, ladder steps, retirements and retries for
 // rows at now. Rows are judged independently except for the outage guard.
 func Evaluate(rows []Row, p Policy, now time.Time) Decision {
@@ -240,6 +258,19 @@ func Evaluate(rows []Row, p Policy, now time.Time) Decision {
 		if r.Step == StepRebuild && booting[r.Lifecycle] {
 			if now.Sub(r.StepAt) >= p.Cooldown {
 				remediate(r, StepFail, fmt.Sprintf("the rebuilt droplet was not healthy within %s", p.Cooldown))
+			}
+			continue
+		}
+		if preActive[r.Lifecycle] && !schema.IsSpareWorkspace(r.Workspace) {
+			// The boot deadline: a droplet that never became healthy
+			// (its agent cannot enroll: a lost or expired token, a
+			// broken image) gets a new droplet with new user data and
+			// a new token; if that one is not healthy within Cooldown
+			// either, the rule above FAILs the tenant. A spare is not
+			// rebuilt (it has no tenant to rebuild from); it is never
+			// ready, so never assigned.
+			if since := now.Sub(r.StateSince); since >= p.BootDeadline {
+				remediate(r, StepRebuild, fmt.Sprintf("in %s for %s, past the boot deadline of %s", r.Lifecycle, since.Round(time.Second), p.BootDeadline))
 			}
 			continue
 		}

@@ -14,7 +14,8 @@ import (
 
 var (
 	t0     = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	policy = Policy{DegradedAfter: 5 * time.Minute, CriticalAfter: 15 * time.Minute, Cooldown: 10 * time.Minute, OutagePercent: 30, OutageMinSilent: 2}
+	policy = Policy{DegradedAfter: 5 * time.Minute, CriticalAfter: 15 * time.Minute, Cooldown: 10 * time.Minute, OutagePercent: 30, OutageMinSilent: 2,
+		BootDeadline: 20 * time.Minute}
 )
 
 func row(ws, state string, silent time.Duration) Row {
@@ -23,12 +24,14 @@ func row(ws, state string, silent time.Duration) Row {
 
 func TestPolicyFromDefaults(t *testing.T) {
 	got := PolicyFrom(schema.Watchdog{})
-	want := Policy{DegradedAfter: 5 * time.Minute, CriticalAfter: 15 * time.Minute, Cooldown: 10 * time.Minute, OutagePercent: 30, OutageMinSilent: 2}
+	want := Policy{DegradedAfter: 5 * time.Minute, CriticalAfter: 15 * time.Minute, Cooldown: 10 * time.Minute, OutagePercent: 30, OutageMinSilent: 2,
+		BootDeadline: 20 * time.Minute}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
-	got = PolicyFrom(schema.Watchdog{DegradedAfter: schema.Duration(time.Minute), CriticalAfter: schema.Duration(3 * time.Minute), Cooldown: schema.Duration(2 * time.Minute), OutagePercent: 50})
-	want = Policy{DegradedAfter: time.Minute, CriticalAfter: 3 * time.Minute, Cooldown: 2 * time.Minute, OutagePercent: 50, OutageMinSilent: 2}
+	got = PolicyFrom(schema.Watchdog{DegradedAfter: schema.Duration(time.Minute), CriticalAfter: schema.Duration(3 * time.Minute), Cooldown: schema.Duration(2 * time.Minute), OutagePercent: 50,
+		BootDeadline: schema.Duration(7 * time.Minute)})
+	want = Policy{DegradedAfter: time.Minute, CriticalAfter: 3 * time.Minute, Cooldown: 2 * time.Minute, OutagePercent: 50, OutageMinSilent: 2, BootDeadline: 7 * time.Minute}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("configured (-want +got):\n%s", diff)
 	}
@@ -43,6 +46,9 @@ func TestEvaluate(t *testing.T) {
 		r := withStep(row("ws-a", state, 0), StepRebuild, ago)
 		r.LastHeartbeat = time.Time{}
 		return r
+	}
+	booting := func(state string, since time.Duration) Row {
+		return Row{Workspace: "ws-b", Lifecycle: state, Desired: "running", DropletID: 2, StateSince: t0.Add(-since)}
 	}
 	healthyFleet := func(n int) []Row {
 		var rs []Row
@@ -82,6 +88,28 @@ func TestEvaluate(t *testing.T) {
 		{"rebuilt droplet booting within cool-down: wait", []Row{rebuilt("INITIALIZING", 5*time.Minute)}, Decision{}},
 		{"rebuilt droplet not healthy within cool-down: fail", []Row{rebuilt("CONFIGURING", 10*time.Minute)},
 			Decision{Remediations: []Remediation{{Workspace: "ws-a", Step: StepFail, Reason: "the rebuilt droplet was not healthy within 10m0s"}}}},
+		{"handshake within the boot deadline: wait", []Row{booting("HANDSHAKE", 19*time.Minute)}, Decision{}},
+		{"handshake past the boot deadline: rebuild", []Row{booting("HANDSHAKE", 20*time.Minute)},
+			Decision{Remediations: []Remediation{rem(booting("HANDSHAKE", 20*time.Minute), StepRebuild, "in HANDSHAKE for 20m0s, past the boot deadline of 20m0s")}}},
+		{"booting past the boot deadline: rebuild", []Row{booting("BOOTING", time.Hour)},
+			Decision{Remediations: []Remediation{rem(booting("BOOTING", time.Hour), StepRebuild, "in BOOTING for 1h0m0s, past the boot deadline of 20m0s")}}},
+		{"deploying past the boot deadline: rebuild", []Row{booting("DEPLOYING", 25*time.Minute)},
+			Decision{Remediations: []Remediation{rem(booting("DEPLOYING", 25*time.Minute), StepRebuild, "in DEPLOYING for 25m0s, past the boot deadline of 20m0s")}}},
+		{"provisioning past the boot deadline: the executor's, not the watchdog's", []Row{booting("PROVISIONING", time.Hour)}, Decision{}},
+		{"spare past the boot deadline: not rebuilt", []Row{func() Row { r := booting("HANDSHAKE", time.Hour); r.Workspace = "spare-nyc3-1"; return r }()}, Decision{}},
+		{"past the boot deadline with an operation in flight: wait", []Row{func() Row { r := booting("INITIALIZING", time.Hour); r.InFlight = true; return r }()}, Decision{}},
+		{"past the boot deadline during an outage: held", append(func() []Row {
+			rs := healthyFleet(5)
+			for i := range 5 {
+				rs = append(rs, row(fmt.Sprintf("ws-dead-%d", i), Degraded, 10*time.Minute))
+			}
+			return rs
+		}(), booting("HANDSHAKE", time.Hour)), Decision{Watched: 10, Silent: 5, Outage: true, Held: 1}},
+		{"rebuilt droplet in handshake past the boot deadline: fail, no second rebuild", []Row{func() Row {
+			r := rebuilt("HANDSHAKE", 10*time.Minute)
+			r.StateSince = t0.Add(-time.Hour)
+			return r
+		}()}, Decision{Remediations: []Remediation{{Workspace: "ws-a", Step: StepFail, Reason: "the rebuilt droplet was not healthy within 10m0s"}}}},
 		{"rebuilt droplet healthy: retire the old one", []Row{func() Row {
 			r := withStep(row("ws-a", Healthy, time.Minute), StepRebuild, 5*time.Minute)
 			r.Replacing = 7
@@ -248,6 +276,53 @@ func TestLadderProperties(t *testing.T) {
 				}
 			}
 			rows = apply(rows, d, now)
+		}
+	}
+}
+
+// TestBootDeadlineProperties drives droplets that never become healthy
+// (any pre-ACTIVE state, any age, random evaluation intervals): each is
+// rebuilt once, no earlier than BootDeadline after it entered its state,
+// and FAILED once the rebuilt droplet was not healthy for Cooldown; it is
+// never rebuilt twice and nothing happens to it after FAILED.
+func TestBootDeadlineProperties(t *testing.T) {
+	states := []string{"BOOTING", "INITIALIZING", "HANDSHAKE", "CONFIGURING", "DEPLOYING"}
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		since := time.Duration(rng.IntN(60)) * time.Minute
+		rows := []Row{{Workspace: "ws-stuck", Lifecycle: states[rng.IntN(len(states))], Desired: "running", DropletID: 5, StateSince: t0.Add(-since), GitHash: "h"}}
+		entered := rows[0].StateSince
+		now := t0
+		var rebuiltAt, failedAt time.Time
+		for range 60 {
+			d := Evaluate(rows, policy, now)
+			for _, m := range d.Remediations {
+				switch m.Step {
+				case StepRebuild:
+					if !rebuiltAt.IsZero() {
+						t.Fatalf("seed %d: rebuilt twice", seed)
+					}
+					if now.Sub(entered) < policy.BootDeadline {
+						t.Fatalf("seed %d: rebuilt %s after entering %s, before the boot deadline", seed, now.Sub(entered), rows[0].Lifecycle)
+					}
+					rebuiltAt = now
+				case StepFail:
+					if rebuiltAt.IsZero() || now.Sub(rebuiltAt) < policy.Cooldown {
+						t.Fatalf("seed %d: FAILED %v after the rebuild, want a rebuild and then Cooldown first", seed, now.Sub(rebuiltAt))
+					}
+					failedAt = now
+				default:
+					t.Fatalf("seed %d: step %s for a droplet that never was healthy", seed, m.Step)
+				}
+			}
+			if !failedAt.IsZero() && len(d.Remediations) > 0 && failedAt != now {
+				t.Fatalf("seed %d: %v after FAILED", seed, d.Remediations)
+			}
+			rows = apply(rows, d, now)
+			now = now.Add(time.Duration(1+rng.IntN(5)) * time.Minute)
+		}
+		if rebuiltAt.IsZero() || failedAt.IsZero() || rows[0].Lifecycle != Failed {
+			t.Fatalf("seed %d: rebuilt at %v, failed at %v, state %s; want rebuilt, then FAILED", seed, rebuiltAt, failedAt, rows[0].Lifecycle)
 		}
 	}
 }
