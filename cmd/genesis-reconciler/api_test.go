@@ -81,7 +81,7 @@ func TestTenantAPIAndWebhook(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("patch: %d %s", resp.StatusCode, body)
 	}
-	if got, want := gitOut(t, bare, "log", "--format=%an: %s", "-3", "main"), "dash: patch ws-000: spec.state\nt: onboard ws-hook\ndash: onboard ws-api"; got != want {
+	if got, want := gitOut(t, bare, "log", "--format=%an: %s", "-3", "main"), "dash: patch ws-000: \"spec.state\"\nt: onboard ws-hook\ndash: onboard ws-api"; got != want {
 		t.Errorf("log:\n%s\nwant:\n%s", got, want)
 	}
 }
