@@ -60,7 +60,14 @@ func (w *world) enrollAs(ws string, gen, droplet int) *agent {
 	w.t.Helper()
 	a := newAgent(w.t)
 	name := plan.DropletName(ws, gen)
-	if code := w.enroll(a, a.request(w.token(ws, name), ws, fmt.Sprint(droplet), name)); code != http.StatusOK {
+	// Bound to the droplet as store.Created binds it when the create
+	// returns, before the action that made the droplet finishes.
+	tok := w.unboundToken(ws, name)
+	h := hash(tok)
+	if _, err := w.st.Pool().Exec(context.Background(), `UPDATE enrollment_tokens SET droplet_id = $2 WHERE token_hash = $1`, h[:], droplet); err != nil {
+		w.t.Fatal(err)
+	}
+	if code := w.enroll(a, a.request(tok, ws, fmt.Sprint(droplet), name)); code != http.StatusOK {
 		w.t.Fatalf("enroll %s droplet %d: %d", ws, droplet, code)
 	}
 	return a
