@@ -327,6 +327,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// The limit counts TCP connections, under TLS: http.Server must see
+	// the *tls.Conn itself to negotiate HTTP/2.
+	ln = limitListener(ln, c.http.maxConns)
 	ln, scheme, err := listenTLS(c, ln, log, reg)
 	if err != nil {
 		return err
@@ -400,7 +403,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// The server's own errors (TLS handshakes, plain HTTP to the TLS port)
 	// as structured lines.
 	srv.ErrorLog = slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)
-	ln = limitListener(ln, c.http.maxConns)
 	log.Info("listening", "component", "http", "addr", ln.Addr().String(), "scheme", scheme, "limits", c.http.describe())
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 

@@ -16,6 +16,7 @@ import (
 
 	"genesis.dev/fleet/internal/certreload/certtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 )
@@ -43,7 +44,13 @@ func TestTLSWithAgents(t *testing.T) {
 	work := t.TempDir()
 	bootCmd := `cp "$DOSIM_USER_DATA_FILE" "$DOSIM_DISK_DIR/user_data"; exec env SSL_CERT_FILE=` + cert.CertFile + " " + agentBin +
 		" run --converge=false --heartbeat-interval 1s --poll-wait 5s --retry-max 500ms --log-format text"
-	w.sim = dosimtest.Start(t, dosim.Config{WorkDir: work, DiskRoot: filepath.Join(work, "disks"), BootCmd: bootCmd, HookGrace: time.Second,
+	hookOut := &syncio.Buffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("droplet output:\n%s", tail(hookOut.String(), 6000))
+		}
+	})
+	w.sim = dosimtest.Start(t, dosim.Config{WorkDir: work, DiskRoot: filepath.Join(work, "disks"), BootCmd: bootCmd, HookGrace: time.Second, HookOutput: hookOut,
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
 		Limits:   dosim.Limits{BootDelay: dosim.Duration(500 * time.Millisecond)}})
 	p := w.start("--insecure-no-auth", "--signing-key", filepath.Join(keys, "signing.pem"), "--age-identity", filepath.Join(keys, "age.key"),
