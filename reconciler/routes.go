@@ -11,8 +11,9 @@ import (
 // route is one line here. A route not listed needs admin. Public routes are
 // open; agent routes check the droplet's own credential (agentapi); /metrics
 // is public unless HandlerConfig.MetricsTokenRequired. Without an
-// Authenticator (no tokens configured) nothing asks for a token, as before
-// tokens existed, and the tenant API is not served.
+// Authenticator (only with genesis-reconciler --insecure-no-auth: the
+// binary refuses to start without tokens otherwise) nothing asks for a
+// token and the tenant API is not served.
 func routeScope(pattern string) auth.Scope {
 	switch pattern {
 	case "GET /healthz", "GET /readyz", "POST /hooks/git":
@@ -48,7 +49,7 @@ func newRouter(cfg HandlerConfig) *router {
 func (rt *router) Handle(pattern string, h http.Handler) {
 	rt.patterns = append(rt.patterns, pattern)
 	switch scope := routeScope(pattern); {
-	case rt.auth == nil: // no tokens configured: as before tokens existed
+	case rt.auth == nil: // --insecure-no-auth
 	case scope == auth.Public, scope == auth.Agent:
 	case scope == auth.Metrics && !rt.metrics:
 	default:
