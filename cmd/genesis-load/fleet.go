@@ -279,6 +279,7 @@ type simAgent struct {
 	i                 int
 	ws, droplet, name string
 	ip                string
+	token             string // the one-time provisioning token, bound at the create's record
 	identity          *age.X25519Identity
 	cred              string
 	seq               int64
@@ -291,8 +292,9 @@ func (f *fleet) client() *fleetagent.Client {
 }
 
 // makeAgents records n fake droplets as the reconciler's create does
-// (journaled, then finished with an id and an address) and enrolls an agent
-// on each through POST /v1/enroll with a freshly minted one-time token.
+// (journaled, a one-time token minted, then finished with an id and an
+// address, which binds the token) and enrolls an agent on each through
+// POST /v1/enroll with its token.
 func (f *fleet) makeAgents(ctx context.Context, n int) ([]*simAgent, error) {
 	began := time.Now()
 	as := make([]*simAgent, n)
@@ -322,11 +324,7 @@ func (f *fleet) makeAgents(ctx context.Context, n int) ([]*simAgent, error) {
 			if err != nil {
 				return err
 			}
-			tok, err := f.tokens.MintToken(gctx, a.ws, a.name)
-			if err != nil {
-				return err
-			}
-			resp, err := cl.Enroll(gctx, schema.EnrollRequest{Token: tok, Workspace: a.ws, DropletID: a.droplet, DropletName: a.name,
+			resp, err := cl.Enroll(gctx, schema.EnrollRequest{Token: a.token, Workspace: a.ws, DropletID: a.droplet, DropletName: a.name,
 				AgeRecipient: id.Recipient().String(), SigningKey: string(dsse.MarshalPublicKeyPEM(pub)), AgentVersion: "genesis-load"})
 			if err != nil {
 				return fmt.Errorf("enroll %s: %w", a.ws, err)
@@ -349,6 +347,11 @@ func (f *fleet) provision(ctx context.Context, a *simAgent) error {
 	act := plan.Action{Kind: plan.Create, Workspace: a.ws, Account: f.account, Region: stateRegion, Size: stateSize, Droplet: a.name, Gen: 1}
 	id, err := f.st.Begin(ctx, act, schema.StateRunning, "")
 	if err != nil {
+		return err
+	}
+	// Minted before the create is recorded, as UserData mints it: the
+	// record binds it to the droplet id.
+	if a.token, err = f.tokens.MintToken(ctx, a.ws, a.name); err != nil {
 		return err
 	}
 	out := store.Outcome{Account: f.account, DropletID: dropletBase + a.i, DropletName: a.name, IP: a.ip, Desired: schema.StateRunning}
