@@ -92,14 +92,7 @@ func watchClosed(conns []*slowConn, limit time.Duration) {
 func TestSlowClientsAreCut(t *testing.T) {
 	w := newWorld(t, 1, 0)
 	p := w.start("--http-read-header-timeout", "1s", "--http-read-timeout", "3s", "--http-idle-timeout", "1s", "--max-connections", "40")
-	waitFor(t, "readiness", func() bool {
-		resp, err := http.Get(p.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	p.waitReady(t)
 	http.DefaultClient.CloseIdleConnections()
 	addr := strings.TrimPrefix(p.url, "http://")
 	conns := openSlowClients(t, addr, 20)

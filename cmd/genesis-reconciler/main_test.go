@@ -267,9 +267,9 @@ func TestLeaderFailover(t *testing.T) {
 	}
 }
 
-func TestWebhookAndHealth(t *testing.T) {
-	w := newWorld(t, 1, 0)
-	p := w.start("--poll-interval", "1h")
+// waitReady waits until the replica's /readyz answers 200.
+func (p *proc) waitReady(t *testing.T) {
+	t.Helper()
 	waitFor(t, "readiness", func() bool {
 		resp, err := http.Get(p.url + "/readyz")
 		if err != nil {
@@ -278,6 +278,12 @@ func TestWebhookAndHealth(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
+}
+
+func TestWebhookAndHealth(t *testing.T) {
+	w := newWorld(t, 1, 0)
+	p := w.start("--poll-interval", "1h")
+	p.waitReady(t)
 	body := []byte(`{"ref":"refs/heads/main"}`)
 	post := func(sig string) int {
 		req, _ := http.NewRequest("POST", p.url+"/hooks/git", bytes.NewReader(body))
