@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +57,6 @@ type harness struct {
 	src   *tenants.Source
 	rec   *Reconciler
 	pool  *cloud.Pool
-	jobs  sync.WaitGroup
 }
 
 var tokens = map[string]string{"acct-a": "tok-a", "acct-b": "tok-b"}
@@ -129,11 +127,11 @@ func (h *harness) converge(ctx context.Context) plan.Plan {
 	h.rec.Deliver(ctx, snap, err)
 	var p plan.Plan
 	for range 20 {
-		p, err = h.rec.Pass(ctx, &h.jobs)
+		p, err = h.rec.Pass(ctx)
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		h.jobs.Wait()
+		h.rec.Wait()
 		if p.Empty() {
 			return p
 		}
@@ -251,8 +249,8 @@ func TestReconcileStory(t *testing.T) {
 	h.commit("offboard three at once")
 	snap, err := h.src.Sync(ctx)
 	h.rec.Deliver(ctx, snap, err)
-	p, err = h.rec.Pass(ctx, &h.jobs)
-	h.jobs.Wait()
+	p, err = h.rec.Pass(ctx)
+	h.rec.Wait()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,10 +322,10 @@ func TestResumeAfterCrash(t *testing.T) {
 	if _, err := h.rec.cloudFor(snap.Fleet); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.rec.resume(ctx, &h.jobs); err != nil {
+	if err := h.rec.resume(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h.jobs.Wait()
+	h.rec.Wait()
 	h.converge(ctx)
 	if diff := cmp.Diff([]string{"genesis-ws-a-1"}, names(h.droplets())); diff != "" {
 		t.Errorf("droplets after resume (-want +got):\n%s", diff)
@@ -378,10 +376,10 @@ func TestProvisioningRollback(t *testing.T) {
 	h.commit("onboard")
 	snap, err := h.src.Sync(ctx)
 	h.rec.Deliver(ctx, snap, err)
-	if _, err := h.rec.Pass(ctx, &h.jobs); err != nil {
+	if _, err := h.rec.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h.jobs.Wait()
+	h.rec.Wait()
 	if got := h.droplets(); len(got) != 0 {
 		t.Fatalf("droplets after a failed create = %v, want none (rolled back)", got)
 	}
@@ -425,10 +423,10 @@ func TestForcePushReported(t *testing.T) {
 		t.Fatalf("sync of a rewritten branch: err = %v, want ErrNotDescendant", err)
 	}
 	h.rec.Deliver(ctx, snap, err)
-	if _, err := h.rec.Pass(ctx, &h.jobs); err != nil {
+	if _, err := h.rec.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h.jobs.Wait()
+	h.rec.Wait()
 	if got := names(h.droplets()); len(got) != 1 {
 		t.Fatalf("droplets after a refused rewrite = %v, want ws-a's still there", got)
 	}
