@@ -648,6 +648,13 @@ func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot,
 				p.Orphans = append(p.Orphans, orphan)
 			}
 		}
+		// So are the held workspaces (until the next full plan).
+		for _, h := range r.last.Held {
+			if !in[h.Workspace] {
+				p.Held = append(p.Held, h)
+			}
+		}
+		sort.Slice(p.Held, func(i, j int) bool { return p.Held[i].Workspace < p.Held[j].Workspace })
 	}
 	r.last = p
 	r.mu.Unlock()

@@ -365,9 +365,11 @@ func TestObservedHandlerAndFleet(t *testing.T) {
 
 // TestProvisioningRollback: a droplet whose create action errors (it ends
 // off, never active) is destroyed again, the account's slot freed, and the
-// failure recorded; the next pass provisions the tenant afresh.
+// failure recorded; the tenant backs off, and the first pass after its
+// backoff provisions it afresh.
 func TestProvisioningRollback(t *testing.T) {
 	h := newHarness(t, dosim.Limits{})
+	h.rec.cfg.Now = h.sim.Sim.Now
 	ctx := t.Context()
 	if _, err := h.sim.Sim.InjectFault(dosim.Fault{Kind: "action_error", Count: 1}); err != nil {
 		t.Fatal(err)
@@ -392,7 +394,12 @@ func TestProvisioningRollback(t *testing.T) {
 	if failed != 1 {
 		t.Errorf("failed create operations = %d, want 1", failed)
 	}
-	// The next pass provisions it afresh.
+	// It backs off: the next pass leaves it alone and says until when.
+	if p, err := h.rec.Pass(ctx); err != nil || len(p.Actions) != 0 || len(p.Held) != 1 || p.Held[0].Workspace != "ws-a" {
+		t.Fatalf("pass during the backoff: %v, actions %v, held %v; want ws-a held", err, p.Actions, p.Held)
+	}
+	// The first pass after it provisions it afresh.
+	h.sim.Sim.Advance(BackoffMax)
 	h.converge(ctx)
 	if got := names(h.droplets()); len(got) != 1 {
 		t.Errorf("droplets after retry = %v", got)
