@@ -186,7 +186,7 @@ func (w *queueWorld) newReconciler() *Reconciler {
 				accts = append(accts, cloud.Account{Name: a.Name, Token: tokens[a.Name], BaseURL: w.sim.URL})
 			}
 			return cloud.New(cloud.Config{Accounts: accts, Logger: w.log, Limits: cloud.Limits{PollMin: time.Millisecond, PollMax: 5 * time.Millisecond,
-				RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond}})
+				RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond, PerMinute: 1 << 20, PerHour: 1 << 20}})
 		}})
 }
 
