@@ -2,7 +2,6 @@ package reconciler
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"genesis.dev/fleet/reconciler/cloud"
@@ -229,7 +228,7 @@ func (r *Reconciler) settleHolds(ctx context.Context, holds map[string]plan.Hold
 			continue
 		}
 		if _, err := r.cfg.Store.Forget(ctx, ws); err != nil {
-			r.log.Error("forget retry state failed", "tenant", ws, "err", errors.Unwrap(err))
+			r.log.Error("forget retry state failed", "tenant", ws, "err", err)
 			continue
 		}
 		r.mu.Lock()
