@@ -11,6 +11,11 @@
 // resumed operation finishes instead of repeating. The partial unique index
 // operations_one_in_flight keeps one operation in flight per workspace.
 //
+// The work queue's retry state (tenant_retries, retries.go) is a row per
+// workspace whose last action failed: attempts, the error's kind, and
+// until when (or, for a terminal error, with which tenant file) the
+// planner leaves it alone; success deletes it.
+//
 // Leader election is a session advisory lock held on a dedicated
 // connection: whoever holds it plans and executes; if its process or
 // connection dies, Postgres releases the lock and another replica takes it.
