@@ -44,6 +44,8 @@ var knownMetrics = []struct {
 	{"genesis_git_last_commit_timestamp_seconds", "gauge", false},
 	{"genesis_git_sync_errors_total", "counter", false},
 	{"genesis_git_sync_duration_seconds", "histogram", false},
+	{"genesis_tenants_backing_off", "gauge", false},
+	{"genesis_action_retries_total", "counter", false},
 	// reconciler/hibernation.go
 	{"genesis_fleet_monthly_cost_usd", "gauge", false},
 	{"genesis_snapshot_bytes", "gauge", false},

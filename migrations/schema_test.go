@@ -62,6 +62,10 @@ func op(ws, kind, state, account, errText, started, finished, payload string) st
 	return fmt.Sprintf(insertOp, ws, kind, state, account, errText, started, finished, payload)
 }
 
+func retry(ws, attempts, kind, after string) string {
+	return fmt.Sprintf(`INSERT INTO tenant_retries (workspace, attempts, last_error_kind, action, retry_after) VALUES (%s, %s, %s, 'create', %s)`, ws, attempts, kind, after)
+}
+
 func audit(actor, action, ws, opID, detail, commit string) string {
 	return fmt.Sprintf(insertAudit, actor, action, ws, opID, detail, commit)
 }
@@ -167,6 +171,15 @@ func schemaCases() []schemaCase {
 		{"audit: bad commit", audit(`'reconciler'`, `'create'`, `'ws-acme'`, `NULL`, `'{}'`, `'abc'`), "23514", "git_commit_check"},
 		{"audit: detail not an object", audit(`'reconciler'`, `'create'`, `'ws-acme'`, `NULL`, `'"text"'`, commitA), "23514", "audit_log_detail_check"},
 		{"audit: unknown operation", audit(`'reconciler'`, `'create'`, `'ws-acme'`, `424242`, `'{}'`, commitA), "23503", "audit_log_operation_id_fkey"},
+
+		// tenant_retries
+		{"retry: transient with a time", retry(`'ws-acme'`, `1`, `'transient'`, `now() + interval '10 seconds'`), "", ""},
+		{"retry: terminal waits for new input", retry(`'ws-acme'`, `3`, `'terminal'`, `NULL`), "", ""},
+		{"retry: terminal with a time", retry(`'ws-acme'`, `1`, `'terminal'`, `now()`), "23514", "tenant_retries_after_check"},
+		{"retry: transient without a time", retry(`'ws-acme'`, `1`, `'transient'`, `NULL`), "23514", "tenant_retries_after_check"},
+		{"retry: unknown kind", retry(`'ws-acme'`, `1`, `'flaky'`, `now()`), "23514", "tenant_retries_last_error_kind_check"},
+		{"retry: no attempt", retry(`'ws-acme'`, `0`, `'pending'`, `now()`), "23514", "tenant_retries_attempts_check"},
+		{"retry: bad workspace id", retry(`'WS_Bad'`, `1`, `'capacity'`, `now()`), "23514", "workspace_id_check"},
 	}
 
 	// Every lifecycle state of ARCHITECTURE.md is accepted.

@@ -10,4 +10,14 @@
 // lock plans and executes; every replica serves HTTP. After a crash the new
 // leader first resumes the journal's unfinished operations, which are
 // idempotent, then plans afresh.
+//
+// Under the pass is a keyed work queue (queue.go): one job per workspace,
+// whose outcome maps by error kind to one queue operation — forget on
+// success, a capped jittered backoff for a transient error, a wait for a
+// changed tenant file or an operator's retry for a terminal one, a known
+// wait for "not yet". The retry state is in Postgres (tenant_retries), so
+// a new leader continues it, and is an input of the pure planner
+// (plan.Observed.Held), which leaves held workspaces alone. The Reconciler
+// owns its workers: Run waits for them when leadership ends; callers of
+// Pass and Watch outside Run call Wait.
 package reconciler

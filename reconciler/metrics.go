@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"genesis.dev/fleet/reconciler/plan"
 )
 
 // Metrics are the reconciler loop's Prometheus series. Per-tenant detail
@@ -25,6 +27,10 @@ type Metrics struct {
 	hib              *hibernationMetrics
 	watchdog         *watchdogMetrics
 	spares           spareMetrics
+	// The work queue (queue.go): workspaces held now, and failures
+	// requeued, by error kind.
+	backingOff *prometheus.GaugeVec
+	retries    *prometheus.CounterVec
 }
 
 // NewMetrics makes the metrics and registers them on reg (nil: not
@@ -54,10 +60,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to fetch the state repository and load what changed, by result (ok, error).",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"result"}),
 		watchdog: newWatchdogMetrics(),
+		backingOff: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_tenants_backing_off",
+			Help: "Workspaces the planner leaves alone because their last action failed, by error kind (transient, terminal, capacity, pending, not_found)."}, []string{"kind"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_action_retries_total",
+			Help: "Failed actions requeued by the work queue, by error kind (transient, terminal, capacity, pending, not_found)."}, []string{"kind"}),
+	}
+	for _, k := range plan.HoldKinds {
+		m.backingOff.WithLabelValues(k).Set(0)
+		m.retries.WithLabelValues(k)
 	}
 	if reg != nil {
 		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.actions, m.refusals, m.lifecycle, m.declared,
-			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors, m.gitSync)
+			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors, m.gitSync, m.backingOff, m.retries)
 		reg.MustRegister(m.watchdog.collectors()...)
 	}
 	m.hib = newHibernationMetrics(reg)

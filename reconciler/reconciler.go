@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -53,6 +54,9 @@ type Config struct {
 	// WatchdogEvery is how often the leader runs the watchdog (default
 	// 15s).
 	WatchdogEvery time.Duration
+	// Jitter draws the backoff jitter, uniform in [0, 1) (math/rand/v2's
+	// Float64 when nil); see queue.go.
+	Jitter func() float64
 }
 
 // Reconciler is the loop. Deliver hands it desired state; Run leads when it
@@ -83,6 +87,15 @@ type Reconciler struct {
 	// the last run.
 	wlog   *slog.Logger
 	outage bool
+	// holds mirrors the work queue's persisted retry state (queue.go),
+	// loaded by every pass and updated by every outcome; holdsLoaded is
+	// set once a pass loaded it.
+	holds       map[string]plan.Hold
+	holdsLoaded bool
+	// jobs are the workers the loop started (one per workspace with
+	// actions, plus watchdog remediations and idle warnings); Wait waits
+	// for them. Only the Reconciler adds to it.
+	jobs sync.WaitGroup
 }
 
 // New makes a Reconciler.
@@ -102,9 +115,23 @@ func New(cfg Config) *Reconciler {
 	if cfg.WatchdogEvery == 0 {
 		cfg.WatchdogEvery = DefaultWatchdogEvery
 	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = rand.Float64
+	}
 	return &Reconciler{cfg: cfg, log: cfg.Logger.With("component", "reconciler"), kick: make(chan struct{}, 1),
-		running: map[string]bool{}, pending: map[string]bool{}, needFull: true, wlog: cfg.Logger.With("component", "watchdog")}
+		running: map[string]bool{}, pending: map[string]bool{}, needFull: true, wlog: cfg.Logger.With("component", "watchdog"),
+		holds: map[string]plan.Hold{}}
 }
+
+// jitter draws a backoff jitter in [0, 1).
+func (r *Reconciler) jitter() float64 { return r.cfg.Jitter() }
+
+// Wait blocks until every job started by Pass, Watch or the journal's
+// resume has ended. Jobs end when the context of the call that started
+// them ends (Run cancels it when leadership ends, and waits) or their
+// actions are done. Callers of Pass and Watch outside Run (tests, tools)
+// call it after them.
+func (r *Reconciler) Wait() { r.jobs.Wait() }
 
 // Deliver takes a new snapshot from the tenants watcher (or its error) and
 // wakes the loop.
@@ -194,10 +221,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 // job in flight is cancelled and waited for before it returns.
 func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 	ctx, cancel := context.WithCancel(parent)
-	var jobs sync.WaitGroup
 	defer func() {
 		cancel()
-		jobs.Wait()
+		r.Wait()
 		leader.Release()
 		r.setLeading(false)
 	}()
@@ -215,18 +241,25 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 	for {
 		// The journal is resumed first, once the desired state is known.
 		if _, ok := r.Snapshot(); ok && !resumed {
-			if err := r.resume(ctx, &jobs); err != nil {
+			if err := r.resume(ctx); err != nil {
 				r.log.Error("resume journal failed; retrying", "err", err)
 			} else {
 				resumed = true
 			}
 		}
 		if !watched {
-			if _, err := r.Pass(ctx, &jobs); err != nil && ctx.Err() == nil && !errors.Is(err, errNoSnapshot) {
+			if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errNoSnapshot) {
 				r.log.Error("reconcile pass failed", "err", err)
 			}
 		}
 		watched = false
+		// Wake for the earliest end of a backoff: the pass plans the
+		// workspaces that are due (queue.go).
+		// (An unstopped timer is collected once unreachable.)
+		var due <-chan time.Time
+		if next, ok := r.nextDue(); ok {
+			due = time.After(max(next.Sub(r.cfg.Now()), 0))
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -234,8 +267,9 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 			r.log.Warn("leadership lost")
 			return
 		case <-r.kick:
+		case <-due:
 		case <-watch.C:
-			if _, err := r.Watch(ctx, &jobs); err != nil && ctx.Err() == nil && !errors.Is(err, errNoSnapshot) {
+			if _, err := r.Watch(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errNoSnapshot) {
 				r.log.Error("watchdog failed", "err", err)
 			}
 			watched = true // a watchdog tick alone needs no pass
@@ -283,7 +317,7 @@ func (r *Reconciler) cloudFor(f *schema.Fleet) (*cloud.Pool, error) {
 
 // resume finishes the journal's unfinished operations: their actions are
 // idempotent, so running them again completes what a crash interrupted.
-func (r *Reconciler) resume(ctx context.Context, jobs *sync.WaitGroup) error {
+func (r *Reconciler) resume(ctx context.Context) error {
 	snap, ok := r.Snapshot()
 	if !ok || snap.Fleet == nil {
 		return nil
@@ -302,9 +336,7 @@ func (r *Reconciler) resume(ctx context.Context, jobs *sync.WaitGroup) error {
 		if !r.claim(op.Workspace) {
 			continue
 		}
-		jobs.Add(1)
-		go func() {
-			defer jobs.Done()
+		r.jobs.Go(func() {
 			defer r.release(op.Workspace)
 			if err := r.cfg.Store.Retry(ctx, op.ID); err != nil {
 				r.log.Error("journal retry failed", "op", op.ID, "err", err)
@@ -323,7 +355,7 @@ func (r *Reconciler) resume(ctx context.Context, jobs *sync.WaitGroup) error {
 				desired = t.Spec.State
 			}
 			r.run(ctx, c, op.ID, op.Action, desired, snap.Tenants[op.Workspace].ValidBlob, op.Commit, true)
-		}()
+		})
 	}
 	return nil
 }
@@ -347,12 +379,14 @@ func (r *Reconciler) release(ws string) {
 }
 
 // Pass is one reconcile: observe, plan, dispatch. Actions run in the
-// background (one job per tenant, its actions in order); the next pass
-// leaves tenants with a job in flight alone.
-func (r *Reconciler) Pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan, error) {
+// background (one job per tenant, its actions in order, until ctx ends;
+// Wait waits for them); the next pass leaves tenants with a job in flight
+// alone, and tenants whose last action failed until their hold ends
+// (queue.go).
+func (r *Reconciler) Pass(ctx context.Context) (plan.Plan, error) {
 	start := r.cfg.Now()
 	m := r.cfg.Metrics
-	p, err := r.pass(ctx, jobs)
+	p, err := r.pass(ctx)
 	result := "ok"
 	switch {
 	case err != nil:
@@ -365,7 +399,7 @@ func (r *Reconciler) Pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 	return p, err
 }
 
-func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan, error) {
+func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 	snap, ok := r.Snapshot()
 	if !ok {
 		return plan.Plan{}, errNoSnapshot
@@ -381,14 +415,19 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 		return plan.Plan{}, err
 	}
 	// A full pass after start, a fleet change or a resync tick; otherwise
-	// only the tenants that changed or whose job ended.
+	// only the tenants that changed, whose job ended or whose backoff did.
+	now := r.cfg.Now()
 	r.mu.Lock()
 	var scope []string
 	if !r.needFull {
+		for _, id := range r.dueLocked(now) {
+			r.pending[id] = true
+		}
 		scope = make([]string, 0, len(r.pending))
 		for id := range r.pending {
 			scope = append(scope, id)
 		}
+		sort.Strings(scope)
 	}
 	r.needFull, r.pending = false, map[string]bool{}
 	r.mu.Unlock()
@@ -435,13 +474,19 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 	if err != nil {
 		return plan.Plan{}, err
 	}
+	// The retry state is read after what is in flight, for the same
+	// reason: a job records its outcome before it stops being in flight.
+	holds, err := r.loadHolds(ctx, d, now)
+	if err != nil {
+		return plan.Plan{}, err
+	}
 	obs := c.Observe(ctx)
-	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete, Status: status, InFlight: inFlight}
-	p := plan.Compute(d, o, r.cfg.Now(), plan.Options{AllowMassChange: r.cfg.AllowMassChange, Scope: scope})
+	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete, Status: status, InFlight: inFlight, Held: holds}
+	p := plan.Compute(d, o, now, plan.Options{AllowMassChange: r.cfg.AllowMassChange, Scope: scope})
 	r.record(o, p, snap, scope)
+	r.settleHolds(ctx, holds, p, o, d, scope, now)
 	if len(p.IdleWarnings) > 0 {
-		jobs.Add(1)
-		go func() { defer jobs.Done(); r.warnIdle(ctx, p.IdleWarnings) }()
+		r.jobs.Go(func() { r.warnIdle(ctx, p.IdleWarnings) })
 	}
 	if len(p.Refused) > 0 {
 		for _, ref := range p.Refused {
@@ -467,9 +512,7 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 		}
 		actions := byTenant[ws]
 		desired, hash := desiredOf(d, ws, actions), d.Hashes[ws]
-		jobs.Add(1)
-		go func() {
-			defer jobs.Done()
+		r.jobs.Go(func() {
 			defer r.release(ws)
 			for _, a := range actions {
 				id, err := r.cfg.Store.Begin(ctx, a, desired, snap.Commit)
@@ -484,7 +527,7 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 					return
 				}
 			}
-		}()
+		})
 	}
 	if snap.Commit != "" && r.cfg.Reconciled != nil {
 		r.cfg.Reconciled(snap.Commit)
@@ -516,9 +559,11 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		ud, err := r.cfg.UserData(ctx, a)
 		if err != nil {
 			log.Error("render user data failed", "err", err)
-			if ferr := r.cfg.Store.Finish(ctx, opID, a, store.Outcome{Desired: desired, Commit: commit}, fmt.Errorf("render user data: %w", err)); ferr != nil {
+			err = fmt.Errorf("render user data: %w", err)
+			if ferr := r.cfg.Store.Finish(ctx, opID, a, store.Outcome{Desired: desired, Commit: commit}, err); ferr != nil {
 				log.Error("journal finish failed", "err", ferr)
 			}
+			r.requeue(ctx, a, hash, commit, err)
 			return false
 		}
 		opt.UserData = ud
@@ -570,8 +615,9 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		log.Error("journal finish failed", "err", ferr)
 		return false
 	}
+	r.requeue(ctx, a, hash, commit, err)
 	if err != nil {
-		log.Error("action failed", "err", err, "seconds", r.cfg.Now().Sub(start).Seconds())
+		log.Error("action failed", "err", err, "kind_of_error", holdKind(err), "seconds", r.cfg.Now().Sub(start).Seconds())
 		return false
 	}
 	log.Info("action succeeded", "droplet_id", out.DropletID, "seconds", r.cfg.Now().Sub(start).Seconds())
@@ -602,6 +648,13 @@ func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot,
 				p.Orphans = append(p.Orphans, orphan)
 			}
 		}
+		// So are the held workspaces (until the next full plan).
+		for _, h := range r.last.Held {
+			if !in[h.Workspace] {
+				p.Held = append(p.Held, h)
+			}
+		}
+		sort.Slice(p.Held, func(i, j int) bool { return p.Held[i].Workspace < p.Held[j].Workspace })
 	}
 	r.last = p
 	r.mu.Unlock()

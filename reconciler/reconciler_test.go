@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +57,6 @@ type harness struct {
 	src   *tenants.Source
 	rec   *Reconciler
 	pool  *cloud.Pool
-	jobs  sync.WaitGroup
 }
 
 var tokens = map[string]string{"acct-a": "tok-a", "acct-b": "tok-b"}
@@ -129,11 +127,11 @@ func (h *harness) converge(ctx context.Context) plan.Plan {
 	h.rec.Deliver(ctx, snap, err)
 	var p plan.Plan
 	for range 20 {
-		p, err = h.rec.Pass(ctx, &h.jobs)
+		p, err = h.rec.Pass(ctx)
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		h.jobs.Wait()
+		h.rec.Wait()
 		if p.Empty() {
 			return p
 		}
@@ -251,8 +249,8 @@ func TestReconcileStory(t *testing.T) {
 	h.commit("offboard three at once")
 	snap, err := h.src.Sync(ctx)
 	h.rec.Deliver(ctx, snap, err)
-	p, err = h.rec.Pass(ctx, &h.jobs)
-	h.jobs.Wait()
+	p, err = h.rec.Pass(ctx)
+	h.rec.Wait()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,10 +322,10 @@ func TestResumeAfterCrash(t *testing.T) {
 	if _, err := h.rec.cloudFor(snap.Fleet); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.rec.resume(ctx, &h.jobs); err != nil {
+	if err := h.rec.resume(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h.jobs.Wait()
+	h.rec.Wait()
 	h.converge(ctx)
 	if diff := cmp.Diff([]string{"genesis-ws-a-1"}, names(h.droplets())); diff != "" {
 		t.Errorf("droplets after resume (-want +got):\n%s", diff)
@@ -367,9 +365,11 @@ func TestObservedHandlerAndFleet(t *testing.T) {
 
 // TestProvisioningRollback: a droplet whose create action errors (it ends
 // off, never active) is destroyed again, the account's slot freed, and the
-// failure recorded; the next pass provisions the tenant afresh.
+// failure recorded; the tenant backs off, and the first pass after its
+// backoff provisions it afresh.
 func TestProvisioningRollback(t *testing.T) {
 	h := newHarness(t, dosim.Limits{})
+	h.rec.cfg.Now = h.sim.Sim.Now
 	ctx := t.Context()
 	if _, err := h.sim.Sim.InjectFault(dosim.Fault{Kind: "action_error", Count: 1}); err != nil {
 		t.Fatal(err)
@@ -378,10 +378,10 @@ func TestProvisioningRollback(t *testing.T) {
 	h.commit("onboard")
 	snap, err := h.src.Sync(ctx)
 	h.rec.Deliver(ctx, snap, err)
-	if _, err := h.rec.Pass(ctx, &h.jobs); err != nil {
+	if _, err := h.rec.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h.jobs.Wait()
+	h.rec.Wait()
 	if got := h.droplets(); len(got) != 0 {
 		t.Fatalf("droplets after a failed create = %v, want none (rolled back)", got)
 	}
@@ -394,7 +394,12 @@ func TestProvisioningRollback(t *testing.T) {
 	if failed != 1 {
 		t.Errorf("failed create operations = %d, want 1", failed)
 	}
-	// The next pass provisions it afresh.
+	// It backs off: the next pass leaves it alone and says until when.
+	if p, err := h.rec.Pass(ctx); err != nil || len(p.Actions) != 0 || len(p.Held) != 1 || p.Held[0].Workspace != "ws-a" {
+		t.Fatalf("pass during the backoff: %v, actions %v, held %v; want ws-a held", err, p.Actions, p.Held)
+	}
+	// The first pass after it provisions it afresh.
+	h.sim.Sim.Advance(BackoffMax)
 	h.converge(ctx)
 	if got := names(h.droplets()); len(got) != 1 {
 		t.Errorf("droplets after retry = %v", got)
@@ -425,10 +430,10 @@ func TestForcePushReported(t *testing.T) {
 		t.Fatalf("sync of a rewritten branch: err = %v, want ErrNotDescendant", err)
 	}
 	h.rec.Deliver(ctx, snap, err)
-	if _, err := h.rec.Pass(ctx, &h.jobs); err != nil {
+	if _, err := h.rec.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h.jobs.Wait()
+	h.rec.Wait()
 	if got := names(h.droplets()); len(got) != 1 {
 		t.Fatalf("droplets after a refused rewrite = %v, want ws-a's still there", got)
 	}

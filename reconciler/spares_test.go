@@ -202,7 +202,7 @@ func (w *spareWorld) run(ctx context.Context) {
 	snap, err := w.src.Sync(ctx)
 	w.rec.Deliver(ctx, snap, err)
 	for ctx.Err() == nil {
-		if _, err := w.rec.Pass(ctx, &w.jobs); err != nil && ctx.Err() == nil {
+		if _, err := w.rec.Pass(ctx); err != nil && ctx.Err() == nil {
 			w.t.Errorf("pass: %v", err)
 		}
 		select {
@@ -255,7 +255,7 @@ func TestSpareAssignment(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); w.run(ctx) }()
-	defer func() { cancel(); <-done; w.jobs.Wait() }()
+	defer func() { cancel(); <-done; w.rec.Wait() }()
 
 	// The spare boots, enrolls, applies its spare manifest and is ready:
 	// the baseline, a fresh create with the same boot delay.

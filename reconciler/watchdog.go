@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,7 +48,7 @@ func (m *watchdogMetrics) collectors() []prometheus.Collector {
 // each remediation step that is due as a journaled job, through the
 // account scheduler like every other action. The leader calls it every
 // Config.WatchdogEvery; tests call it directly.
-func (r *Reconciler) Watch(ctx context.Context, jobs *sync.WaitGroup) (watchdog.Decision, error) {
+func (r *Reconciler) Watch(ctx context.Context) (watchdog.Decision, error) {
 	snap, ok := r.Snapshot()
 	if !ok {
 		return watchdog.Decision{}, errNoSnapshot
@@ -104,10 +103,10 @@ func (r *Reconciler) Watch(ctx context.Context, jobs *sync.WaitGroup) (watchdog.
 		}
 	}
 	for _, ws := range dec.Retire {
-		r.retire(ctx, c, jobs, ws, snap.Commit)
+		r.retire(ctx, c, ws, snap.Commit)
 	}
 	for _, m := range dec.Remediations {
-		r.remediate(ctx, c, jobs, snap, d, byWS[m.Workspace], m)
+		r.remediate(ctx, c, snap, d, byWS[m.Workspace], m)
 	}
 	return dec, nil
 }
@@ -134,7 +133,7 @@ func (r *Reconciler) recordWatch(dec watchdog.Decision) {
 }
 
 // remediate starts one ladder step for a tenant.
-func (r *Reconciler) remediate(ctx context.Context, c *cloud.Pool, jobs *sync.WaitGroup, snap tenants.Snapshot, d plan.Desired, row watchdog.Row, m watchdog.Remediation) {
+func (r *Reconciler) remediate(ctx context.Context, c *cloud.Pool, snap tenants.Snapshot, d plan.Desired, row watchdog.Row, m watchdog.Remediation) {
 	steps := r.cfg.Metrics.watchdog.steps
 	log := r.wlog.With("tenant", m.Workspace, "step", m.Step)
 	if m.Step == watchdog.StepFail {
@@ -165,7 +164,7 @@ func (r *Reconciler) remediate(ctx context.Context, c *cloud.Pool, jobs *sync.Wa
 		if err != nil {
 			// Nothing can be built (no room, no tenant): a person must act.
 			m.Step, m.Reason = watchdog.StepFail, fmt.Sprintf("%s; rebuild impossible: %v", m.Reason, err)
-			r.remediate(ctx, c, jobs, snap, d, row, m)
+			r.remediate(ctx, c, snap, d, row, m)
 			return
 		}
 		rb.Reason = rb.Reason + " (" + m.Reason + ")"
@@ -184,9 +183,7 @@ func (r *Reconciler) remediate(ctx context.Context, c *cloud.Pool, jobs *sync.Wa
 	}
 	log.Warn("remediation started", "op", id, "droplet_id", a.DropletID, "reason", a.Reason)
 	hash := d.Hashes[m.Workspace]
-	jobs.Add(1)
-	go func() {
-		defer jobs.Done()
+	r.jobs.Go(func() {
 		defer r.release(m.Workspace)
 		result := "failed"
 		if r.run(ctx, c, id, a, "running", hash, snap.Commit, false) {
@@ -195,12 +192,12 @@ func (r *Reconciler) remediate(ctx context.Context, c *cloud.Pool, jobs *sync.Wa
 		if ctx.Err() == nil {
 			steps.WithLabelValues(string(m.Step), result).Inc()
 		}
-	}()
+	})
 }
 
 // retire destroys the droplet a rebuild replaced, now that the new one is
 // healthy, and completes the rebuild.
-func (r *Reconciler) retire(ctx context.Context, c *cloud.Pool, jobs *sync.WaitGroup, ws, commit string) {
+func (r *Reconciler) retire(ctx context.Context, c *cloud.Pool, ws, commit string) {
 	id, name, account, err := r.cfg.Store.Replacing(ctx, ws)
 	if err != nil || id == 0 {
 		if err != nil {
@@ -221,9 +218,7 @@ func (r *Reconciler) retire(ctx context.Context, c *cloud.Pool, jobs *sync.WaitG
 		}
 		return
 	}
-	jobs.Add(1)
-	go func() {
-		defer jobs.Done()
+	r.jobs.Go(func() {
 		defer r.release(ws)
 		if !r.run(ctx, c, op, a, "running", "", commit, false) {
 			if ctx.Err() == nil {
@@ -236,14 +231,27 @@ func (r *Reconciler) retire(ctx context.Context, c *cloud.Pool, jobs *sync.WaitG
 			return
 		}
 		r.cfg.Metrics.watchdog.steps.WithLabelValues("retire", "succeeded").Inc()
-	}()
+	})
 }
 
 // Retry takes a FAILED tenant out of FAILED (actor: who asked), with its
-// remediation ladder reset; store.ErrNotFailed when it is not FAILED.
+// remediation ladder reset, and clears its work-queue hold (a backoff, or
+// a terminal failure waiting for new input: queue.go), so the next pass
+// tries it at once; store.ErrNotFailed when it was neither.
 func (r *Reconciler) Retry(ctx context.Context, id, actor, reason string) error {
 	snap, _ := r.Snapshot()
-	if err := r.cfg.Store.RetryTenant(ctx, id, actor, reason, snap.Commit); err != nil {
+	held, err := r.cfg.Store.Forget(ctx, id)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.holds, id)
+	r.mu.Unlock()
+	err = r.cfg.Store.RetryTenant(ctx, id, actor, reason, snap.Commit)
+	if errors.Is(err, store.ErrNotFailed) && held {
+		err = r.cfg.Store.Audit(ctx, actor, "retry", id, map[string]any{"reason": reason, "cleared": "backoff"}, snap.Commit)
+	}
+	if err != nil {
 		return err
 	}
 	r.wlog.Info("tenant retry", "tenant", id, "actor", actor, "reason", reason)
@@ -268,7 +276,7 @@ func retryHandler(rec *Reconciler) http.HandlerFunc {
 		err := rec.Retry(req.Context(), id, apiActor(req), "retry requested through the API")
 		switch {
 		case errors.Is(err, store.ErrNotFailed):
-			httpError(w, http.StatusConflict, "tenant "+id+" is not FAILED")
+			httpError(w, http.StatusConflict, "tenant "+id+" is neither FAILED nor backing off")
 		case err != nil:
 			httpError(w, http.StatusInternalServerError, err.Error())
 		default:

@@ -50,11 +50,11 @@ func (h *harness) beat(ws string, ok bool) {
 // watch runs the watchdog once and waits for the jobs it started.
 func (h *harness) watch() watchdog.Decision {
 	h.t.Helper()
-	d, err := h.rec.Watch(h.t.Context(), &h.jobs)
+	d, err := h.rec.Watch(h.t.Context())
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.jobs.Wait()
+	h.rec.Wait()
 	return d
 }
 

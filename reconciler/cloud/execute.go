@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -367,15 +368,19 @@ func (p *Pool) waitActive(ctx context.Context, ac *account, id int) (*godo.Dropl
 		if err != nil {
 			return nil, err
 		}
+		// A droplet that vanished or ended off while booting is
+		// DigitalOcean's failure, not bad input: this try is over (the
+		// caller rolls the droplet back) and a later one may succeed, so
+		// it is transient (the reconciler's queue backs off).
 		if d == nil {
-			return nil, terminalf(ac.name, op, "the droplet is gone")
+			return nil, &Error{Kind: KindTransient, Account: ac.name, Op: op, Err: errors.New("the droplet is gone")}
 		}
 		ip, _ := d.PublicIPv4()
 		switch {
 		case d.Status == "active" && ip != "":
 			return d, nil
 		case d.Status == "off" || d.Status == "archive":
-			return nil, terminalf(ac.name, op, "the droplet is %s", d.Status)
+			return nil, &Error{Kind: KindTransient, Account: ac.name, Op: op, Err: fmt.Errorf("the droplet is %s", d.Status)}
 		}
 		if err := pl.wait(ctx); err != nil {
 			return nil, &Error{Kind: KindTransient, Account: ac.name, Op: op, Err: err}

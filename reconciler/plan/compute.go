@@ -34,7 +34,10 @@ var apiCalls = map[Kind]int{
 //
 //   - only state: absent destroys a droplet; a tenant missing from git, or
 //     a droplet git does not explain, is reported as an orphan;
-//   - a tenant with an operation in flight is left alone;
+//   - a tenant with an operation in flight is left alone, and so is one
+//     whose last action failed while its hold holds (Observed.Held: a
+//     transient failure until its backoff ends, a terminal one until its
+//     file changes); it is reported in Plan.Held;
 //   - nothing destructive is decided from an incomplete view;
 //   - a plan past the fleet's safety limits is refused whole, unless
 //     Options.AllowMassChange;
@@ -116,6 +119,10 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 		if o.InFlight[id] != "" {
 			continue
 		}
+		if h, ok := o.Held[id]; ok && h.Holds(d.Hashes[id], now) {
+			p.Held = append(p.Held, Held{Workspace: id, Hold: h})
+			continue
+		}
 		t := d.Tenants[id]
 		if failedHold(t, o.Status[id]) {
 			continue
@@ -130,6 +137,7 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 		planTenant(&p, d, o, acct, t, st, ds, ss, now)
 	}
 	planSpares(&p, d, o, acct)
+	holdSpares(&p, o, now)
 	if !o.Complete() {
 		var keep []Action
 		for _, a := range p.Actions {
@@ -436,4 +444,27 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// holdSpares drops the spare pool's actions for spare workspaces whose
+// hold holds (a spare has no tenant file: only time or an operator ends a
+// hold), and reports them.
+func holdSpares(p *Plan, o Observed, now time.Time) {
+	if len(o.Held) == 0 {
+		return
+	}
+	keep := p.Actions[:0]
+	reported := map[string]bool{}
+	for _, a := range p.Actions {
+		if h, ok := o.Held[a.Workspace]; ok && schema.IsSpareWorkspace(a.Workspace) && h.Holds("", now) {
+			if !reported[a.Workspace] {
+				reported[a.Workspace] = true
+				p.Held = append(p.Held, Held{Workspace: a.Workspace, Hold: h})
+			}
+			continue
+		}
+		keep = append(keep, a)
+	}
+	p.Actions = keep
+	sort.Slice(p.Held, func(i, j int) bool { return p.Held[i].Workspace < p.Held[j].Workspace })
 }

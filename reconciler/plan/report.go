@@ -92,6 +92,9 @@ func WriteText(w io.Writer, p Plan, s Summary, commit string) {
 	for _, d := range p.Deferred {
 		fmt.Fprintf(w, "deferred: %s\n", d)
 	}
+	for _, h := range p.Held {
+		fmt.Fprintf(w, "held: %s\n", h)
+	}
 	for _, iw := range p.IdleWarnings {
 		fmt.Fprintf(w, "idle warning: %s idle since %s; hibernates at %s at the earliest\n", iw.Workspace,
 			iw.LastActivity.Format(time.RFC3339), iw.HibernateAt.Format(time.RFC3339))
@@ -150,6 +153,9 @@ func WriteMarkdown(w io.Writer, p Plan, s Summary, commit string) {
 	}
 	for _, d := range p.Deferred {
 		fmt.Fprintf(w, "\n_Deferred:_ %s\n", d)
+	}
+	for _, h := range p.Held {
+		fmt.Fprintf(w, "\n_Held:_ %s\n", h)
 	}
 }
 

@@ -36,6 +36,69 @@ type Observed struct {
 	// InFlight holds the workspaces with an operation pending or running;
 	// the planner leaves them alone until it ends.
 	InFlight map[string]string
+	// Held is the work queue's retry state by workspace: workspaces whose
+	// last action failed. The planner leaves one alone while its Hold
+	// holds (Hold.Holds) and reports it in Plan.Held.
+	Held map[string]Hold `json:",omitempty"`
+}
+
+// Error kinds of a Hold (reconciler/cloud's ErrorKind names).
+const (
+	HoldTransient = "transient" // 5xx, 429, timeouts: jittered exponential backoff
+	HoldTerminal  = "terminal"  // bad input (422): waits for a new tenant file or an operator
+	HoldCapacity  = "capacity"  // no account had room: a known wait
+	HoldPending   = "pending"   // the droplet had an action in progress: a known wait
+	HoldNotFound  = "not_found" // the droplet went away: a known wait for the next observation
+)
+
+// HoldKinds lists every kind, for metrics that start at zero.
+var HoldKinds = []string{HoldTransient, HoldTerminal, HoldCapacity, HoldPending, HoldNotFound}
+
+// Hold is a workspace's persisted retry state (tenant_retries): its last
+// action failed Attempts times in a row, the last time with an error of
+// Kind, seen with the tenant file of hash Hash.
+type Hold struct {
+	Kind     string `json:"kind"`
+	Attempts int    `json:"attempts"`
+	// Until is when the workspace may be tried again; zero for a terminal
+	// failure, which waits for new input.
+	Until time.Time `json:"retry_after,omitzero"`
+	// Hash is the tenant file's content identity (Desired.Hashes) when it
+	// failed; "" when unknown.
+	Hash   string `json:"tenant_hash,omitempty"`
+	Error  string `json:"last_error,omitempty"`
+	Action Kind   `json:"action,omitempty"`
+}
+
+// Holds reports whether h keeps its workspace out of a plan at now, given
+// the tenant file's hash now. A changed file is new input and ends any
+// hold; otherwise a terminal failure holds until an operator clears it and
+// every other kind until Until.
+func (h Hold) Holds(hash string, now time.Time) bool {
+	if h.Hash != "" && hash != "" && h.Hash != hash {
+		return false
+	}
+	if h.Kind == HoldTerminal {
+		return true
+	}
+	return now.Before(h.Until)
+}
+
+// Held is a workspace the plan leaves alone because its last action failed.
+type Held struct {
+	Workspace string `json:"workspace"`
+	Hold
+}
+
+// String is the hold for people: "backing off until T (attempt N, last
+// error kind K)", or the terminal wait.
+func (h Held) String() string {
+	if h.Kind == HoldTerminal {
+		return fmt.Sprintf("%s: waiting for a change of its file or POST /v1/tenants/%s/retry (attempt %d, last error kind %s): %s",
+			h.Workspace, h.Workspace, h.Attempts, h.Kind, h.Error)
+	}
+	return fmt.Sprintf("%s: backing off until %s (attempt %d, last error kind %s): %s",
+		h.Workspace, h.Until.UTC().Format(time.RFC3339), h.Attempts, h.Kind, h.Error)
 }
 
 // Complete reports whether every account was listed in full.
@@ -203,6 +266,9 @@ type Plan struct {
 	// IdleWarnings are tenants to warn that idleness will hibernate them
 	// (non-destructive: the reconciler records and sends them).
 	IdleWarnings []IdleWarning `json:"idle_warnings,omitempty"`
+	// Held are the workspaces left alone because their last action failed
+	// and their hold (Observed.Held) still holds, by workspace.
+	Held []Held `json:"held,omitempty"`
 }
 
 // Empty reports whether there is nothing to do.

@@ -11,6 +11,11 @@
 // resumed operation finishes instead of repeating. The partial unique index
 // operations_one_in_flight keeps one operation in flight per workspace.
 //
+// The work queue's retry state (tenant_retries, retries.go) is a row per
+// workspace whose last action failed: attempts, the error's kind, and
+// until when (or, for a terminal error, with which tenant file) the
+// planner leaves it alone; success deletes it.
+//
 // Leader election is a session advisory lock held on a dedicated
 // connection: whoever holds it plans and executes; if its process or
 // connection dies, Postgres releases the lock and another replica takes it.
@@ -492,17 +497,25 @@ type FleetRow struct {
 	// IdleWarnedAt is when the tenant was warned of an idle hibernation
 	// (shown only while no activity came after it).
 	IdleWarnedAt time.Time `json:"idle_warned_at,omitzero"`
+	// The work queue's retry state (tenant_retries), when the last action
+	// failed: "backing off until RetryAfter (attempt Attempts, last error
+	// kind LastErrorKind)"; a terminal kind has no RetryAfter and waits for
+	// a change of the tenant's file or POST /v1/tenants/{id}/retry.
+	RetryAfter    time.Time `json:"retry_after,omitzero"`
+	Attempts      int       `json:"attempts,omitempty"`
+	LastErrorKind string    `json:"last_error_kind,omitempty"`
 }
 
 // Fleet lists every workspace's status, by id.
 func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, desired_state, state, health, coalesce(droplet_id, 0), coalesce(droplet_name, ''),
 		coalesce(account, ''), coalesce(region, ''), coalesce(size, ''), coalesce(host(ip), ''), coalesce(snapshot_id, ''),
-		coalesce(snapshot_size_gb, 0), hibernated_by_policy, coalesce(last_commit, ''), coalesce(last_error, ''),
-		coalesce(last_heartbeat_at, 'epoch'), manifest_version_issued, manifest_version_applied, updated_at,
+		coalesce(snapshot_size_gb, 0), hibernated_by_policy, coalesce(last_commit, ''), coalesce(f.last_error, ''),
+		coalesce(last_heartbeat_at, 'epoch'), manifest_version_issued, manifest_version_applied, f.updated_at,
 		wake_requested, coalesce(last_activity_at, 'epoch'),
-		CASE WHEN idle_warned_at >= coalesce(last_activity_at, 'epoch') THEN idle_warned_at ELSE 'epoch' END
-		FROM fleet_status ORDER BY workspace`)
+		CASE WHEN idle_warned_at >= coalesce(last_activity_at, 'epoch') THEN idle_warned_at ELSE 'epoch' END,
+		coalesce(r.retry_after, 'epoch'), coalesce(r.attempts, 0), coalesce(r.last_error_kind, '')
+		FROM fleet_status f LEFT JOIN tenant_retries r USING (workspace) ORDER BY workspace`)
 	if err != nil {
 		return nil, fmt.Errorf("list fleet: %w", err)
 	}
@@ -512,10 +525,11 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 		var r FleetRow
 		if err := rows.Scan(&r.Workspace, &r.Desired, &r.Lifecycle, &r.Health, &r.DropletID, &r.DropletName, &r.Account, &r.Region, &r.Size,
 			&r.IP, &r.SnapshotID, &r.SnapshotGB, &r.HibernatedByPol, &r.LastCommit, &r.LastError, &r.LastHeartbeat,
-			&r.ManifestIssued, &r.ManifestApplied, &r.UpdatedAt, &r.WakeRequested, &r.LastActivity, &r.IdleWarnedAt); err != nil {
+			&r.ManifestIssued, &r.ManifestApplied, &r.UpdatedAt, &r.WakeRequested, &r.LastActivity, &r.IdleWarnedAt,
+			&r.RetryAfter, &r.Attempts, &r.LastErrorKind); err != nil {
 			return nil, err
 		}
-		for _, t := range []*time.Time{&r.LastHeartbeat, &r.LastActivity, &r.IdleWarnedAt} {
+		for _, t := range []*time.Time{&r.LastHeartbeat, &r.LastActivity, &r.IdleWarnedAt, &r.RetryAfter} {
 			if t.Equal(time.Unix(0, 0)) {
 				*t = time.Time{}
 			}
