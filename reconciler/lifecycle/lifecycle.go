@@ -433,6 +433,26 @@ func Deadline(s State, p Policy) (d time.Duration, ok bool) {
 	return 0, false
 }
 
+// Due reports whether the deadline of s has passed at now, for a workspace
+// that entered s at entered and whose last remediation step was taken at
+// lastStep (zero: none). The clock starts at the later of the two, and a
+// step is never due sooner than Cooldown after the previous one (the
+// ladder does not flap). A steady state is never due.
+func Due(s State, entered, lastStep, now time.Time, p Policy) bool {
+	d, ok := Deadline(s, p)
+	if !ok {
+		return false
+	}
+	if !lastStep.IsZero() && now.Sub(lastStep) < p.Cooldown {
+		return false
+	}
+	start := entered
+	if lastStep.After(start) {
+		start = lastStep
+	}
+	return now.Sub(start) >= d
+}
+
 // OnDeadline is what happens when s's deadline passes.
 func OnDeadline(s State) Consequence {
 	switch s {
