@@ -36,12 +36,15 @@ func watchHarness(t *testing.T) *harness {
 // degrades a healthy, critical or rebooting one.
 func (h *harness) beat(ws string, ok bool) {
 	h.t.Helper()
-	_, err := h.store.Pool().Exec(h.t.Context(), `UPDATE fleet_status SET last_heartbeat_at = $2,
-		health = CASE WHEN $3 THEN 'healthy' ELSE 'degraded' END,
-		state = CASE
+	next := `CASE
 			WHEN $3 AND state IN ('INITIALIZING', 'CONFIGURING', 'ACTIVE_HEALTHY', 'ACTIVE_DEGRADED', 'ACTIVE_CRITICAL', 'REBOOTING') THEN 'ACTIVE_HEALTHY'
 			WHEN NOT $3 AND state IN ('ACTIVE_HEALTHY', 'ACTIVE_CRITICAL', 'REBOOTING') THEN 'ACTIVE_DEGRADED'
-			ELSE state END
+			ELSE state END`
+	// state_since in the simulated time, as the real writer's now().
+	_, err := h.store.Pool().Exec(h.t.Context(), `UPDATE fleet_status SET last_heartbeat_at = $2,
+		health = CASE WHEN $3 THEN 'healthy' ELSE 'degraded' END,
+		state_since = CASE WHEN `+next+` <> state THEN $2 ELSE state_since END,
+		state = `+next+`
 		WHERE workspace = $1`, ws, h.sim.Sim.Now(), ok)
 	if err != nil {
 		h.t.Fatal(err)

@@ -51,6 +51,7 @@
 //	HIBERNATING                                ActionDeadline (1h)                    power on (the droplet
 //	        may be off after a failed snapshot; the planner then retries the hibernation), then fail
 //
+// PENDING while declared hibernated or absent is NothingToDo: no deadline.
 // Steady states have no deadline: ACTIVE_HEALTHY (watched for silence:
 // OnSilence), HIBERNATED, DESTROYED and FAILED (it alerts, GenesisTenantFailed,
 // and waits for a person's retry or a change of the tenant's file).
@@ -61,12 +62,17 @@
 // or destroys it.
 //
 // "Nothing to do" and "orphaned" are renderings, not stored states
-// (NotCreated, Orphaned, DesiredUndeclared): a tenant declared hibernated
-// or absent that never had a droplet has no fleet_status row at all, so no
-// state to store, and a row whose tenant file is gone keeps its real state
-// for the reconciler (deletion is explicit: nothing acts on a missing
-// file). GET /v1/fleet and the demo's table derive them (Render), so no
-// migration extends the CHECK of migrations/0001_initial.sql.
+// (NotCreated, Orphaned, DesiredUndeclared). A tenant declared hibernated
+// or absent that never had a droplet sits in PENDING, the state its row is
+// created in when git declares it, with nothing to make: NothingToDo, no
+// deadline, shown as NOT_CREATED. A row whose tenant file is gone keeps its
+// real state for the reconciler (deletion is explicit: nothing acts on a
+// missing file) and is shown with desired "undeclared", ORPHANED while it
+// still holds a droplet or a snapshot. GET /v1/fleet and the demo's table
+// derive them (Render). Stored states would need every writer of desired
+// state to move them (a file's state: edit, its removal) for no decision
+// the reconciler makes differently, so no migration extends the CHECK of
+// migrations/0001_initial.sql.
 //
 // Where this differs from ARCHITECTURE.md's lifecycle paragraph:
 //   - ACTIVE_CRITICAL → REBOOTING → … is a ladder of reboot, power cycle,
@@ -481,8 +487,20 @@ func Render(row bool, state State, declared bool, desired string, holds bool) (S
 		return Pending, desired
 	case !declared && holds:
 		return Orphaned, DesiredUndeclared
+	case !declared && state == Pending:
+		return NotCreated, DesiredUndeclared
 	case !declared:
 		return state, DesiredUndeclared
+	case NothingToDo(state, desired) && !holds:
+		return NotCreated, desired
 	}
 	return state, desired
+}
+
+// NothingToDo reports a row that waits for nothing: PENDING (the state a
+// row is created in when git declares the tenant) while the tenant is
+// declared hibernated or absent, so there is no droplet to make. It has no
+// deadline; GET /v1/fleet shows it as NOT_CREATED while it holds nothing.
+func NothingToDo(s State, desired string) bool {
+	return s == Pending && desired != "" && desired != "running"
 }

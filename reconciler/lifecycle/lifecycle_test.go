@@ -155,6 +155,11 @@ func TestRender(t *testing.T) {
 		{"file removed, droplet left", true, false, true, ActiveHealthy, "running", Orphaned, DesiredUndeclared},
 		{"file removed after destroy", true, false, false, Destroyed, "absent", Destroyed, DesiredUndeclared},
 		{"declared with a row", true, true, true, ActiveHealthy, "running", ActiveHealthy, "running"},
+		{"declared hibernated, row never created", true, true, false, Pending, "hibernated", NotCreated, "hibernated"},
+		{"declared absent, row never created", true, true, false, Pending, "absent", NotCreated, "absent"},
+		{"declared running, row pending", true, true, false, Pending, "running", Pending, "running"},
+		{"declared hibernated, pending with a snapshot", true, true, true, Pending, "hibernated", Pending, "hibernated"},
+		{"file removed before the create", true, false, false, Pending, "running", NotCreated, DesiredUndeclared},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, gotDesired := Render(c.row, c.state, c.declared, c.desired, c.hold)

@@ -113,7 +113,8 @@ func (h *history) apply(d Decision) {
 // (its deadline's consequence, or a health transition that moves it).
 // One workspace per fleet, so the outage guard never holds (it holds
 // steps on purpose: a fleet-wide silence is not the droplets'); spares
-// are exempt (they are replaced by the planner, not remediated).
+// are exempt (they are replaced by the planner, not remediated), and so is
+// PENDING while declared hibernated or absent (lifecycle.NothingToDo).
 func TestNoStateOutlivesItsDeadline(t *testing.T) {
 	lp := policy.Lifecycle()
 	decided := 0
@@ -124,7 +125,7 @@ func TestNoStateOutlivesItsDeadline(t *testing.T) {
 			h.step()
 			d := Evaluate([]Row{h.row}, policy, h.now)
 			r := h.row
-			if !r.InFlight && !r.Lifecycle.Steady() && lifecycle.Due(r.Lifecycle, r.StateSince, r.StepAt, h.now, lp) {
+			if !r.InFlight && !r.Lifecycle.Steady() && !lifecycle.NothingToDo(r.Lifecycle, r.Desired) && lifecycle.Due(r.Lifecycle, r.StateSince, r.StepAt, h.now, lp) {
 				if len(d.Transitions)+len(d.Remediations)+len(d.Retire)+len(d.Retry) == 0 {
 					t.Fatalf("seed %d: %s since %s (step %q at %s) is past its deadline at %s and nothing was decided; history:\n%v",
 						seed, r.Lifecycle, r.StateSince.Sub(t0), r.Step, r.StepAt.Sub(t0), h.now.Sub(t0), h.log)

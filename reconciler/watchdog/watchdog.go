@@ -266,9 +266,12 @@ func Evaluate(rows []Row, p Policy, now time.Time) Decision {
 			evaluateWatched(&d, r, p, now, age(r), remediate)
 			continue
 		}
-		if schema.IsSpareWorkspace(r.Workspace) || !lifecycle.Due(r.Lifecycle, r.StateSince, r.StepAt, now, lp) {
+		if schema.IsSpareWorkspace(r.Workspace) || lifecycle.NothingToDo(r.Lifecycle, r.Desired) ||
+			!lifecycle.Due(r.Lifecycle, r.StateSince, r.StepAt, now, lp) {
 			// A spare has no tenant to rebuild or fail: it is never
 			// ready, so never assigned, and the planner replaces it.
+			// A tenant declared hibernated or absent that was never
+			// created waits for nothing.
 			continue
 		}
 		since := now.Sub(r.StateSince).Round(time.Second)
