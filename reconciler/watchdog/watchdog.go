@@ -5,7 +5,8 @@
 // it returns (journaled, through the per-account scheduler).
 //
 // Health (seed 2.3, 4.9): no heartbeat for DegradedAfter moves
-// ACTIVE_HEALTHY to ACTIVE_DEGRADED, for CriticalAfter to ACTIVE_CRITICAL.
+// ACTIVE_HEALTHY to ACTIVE_DEGRADED, for CriticalAfter to ACTIVE_CRITICAL
+// (lifecycle.OnSilence).
 // A heartbeat moves the droplet back (the heartbeat writer does that as it
 // stores an ok heartbeat of an agent that runs its latest manifest; a
 // heartbeat that reports problems, see Problems, makes it ACTIVE_DEGRADED
@@ -15,8 +16,9 @@
 // ACTIVE_CRITICAL when evaluated is rebooted; if no heartbeat came Cooldown
 // after that, power-cycled; then rebuilt (a new droplet from its latest
 // snapshot, or a fresh one); then FAILED. Each step waits Cooldown since the
-// previous one, so the ladder never flaps, and any heartbeat after a step
-// resets it. A rebuilt droplet replaces the old one only once it reports
+// previous one, so the ladder never flaps, and a healthy report after a
+// step resets it (one that comes back degraded keeps its place, so it is
+// not rebooted over and over). A rebuilt droplet replaces the old one only once it reports
 // healthy: the old one is then retired (destroyed); if it is not healthy
 // within Cooldown, the tenant is FAILED. FAILED stays until a person asks
 // for a retry (API) or changes the tenant's file in git.
@@ -27,6 +29,18 @@
 // provisioning token: nothing strands a tenant whose agent could not
 // enroll), and a rebuilt droplet that is not healthy within Cooldown is
 // FAILED, which alerts (GenesisTenantFailed).
+//
+// Deadlines: every deadline is package lifecycle's (lifecycle.Due, counted
+// from when the state was entered and never sooner than Cooldown after the
+// last step), and so is its consequence (lifecycle.OnDeadline): the boot
+// deadline above; ACTIVE_DEGRADED still degraded (its agent heartbeats but
+// reports problems, e.g. n8n down) takes the ladder's next step;
+// HIBERNATING nobody finishes is powered on (a power cycle; the planner
+// then retries the hibernation), then FAILED; PENDING, PROVISIONING,
+// WAKING and DESTROYING that no operation holds are FAILED. A tenant not
+// declared running is held to the deadlines of its actions' states only,
+// FAILED instead of rebuilt or laddered; a tenant declared hibernated or
+// absent that was never created (PENDING) waits for nothing.
 //
 // The outage guard: when more than OutagePercent of the watched droplets
 // (and at least OutageMinSilent of them) are silent at once, the silence is
