@@ -18,9 +18,9 @@
 // snapshot, or a fresh one); then FAILED. Each step waits Cooldown since the
 // previous one, so the ladder never flaps, and a healthy report after a
 // step resets it (one that comes back degraded keeps its place, so it is
-// not rebooted over and over). A rebuilt droplet replaces the old one only once it reports
-// healthy: the old one is then retired (destroyed); if it is not healthy
-// within Cooldown, the tenant is FAILED. FAILED stays until a person asks
+// not rebooted over and over). A rebuilt droplet replaces the old one only
+// once it reports healthy: the old one is then retired (destroyed); if it
+// is not healthy within Cooldown, the tenant is FAILED. FAILED stays until a person asks
 // for a retry (API) or changes the tenant's file in git.
 //
 // The boot deadline: a droplet that stays in one pre-ACTIVE state
