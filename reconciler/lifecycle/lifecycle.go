@@ -267,6 +267,13 @@ func Created(s State) State {
 	return s
 }
 
+// Enrolled is the state an agent's enrollment moves a workspace to, from
+// one of BeforeEnrollment, when the row records the agent's droplet.
+const Enrolled = Handshake
+
+// BeforeEnrollment are the states an enrollment moves to Enrolled.
+func BeforeEnrollment() []State { return []State{Booting, Initializing} }
+
 // Finished is the state after action a succeeded; enrolled tells whether
 // the new droplet's agent enrolled already. "" means no change (the
 // outcome records something else, or a heartbeat moves it).
