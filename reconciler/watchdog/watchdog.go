@@ -265,7 +265,7 @@ func Evaluate(rows []Row, p Policy, now time.Time) Decision {
 		}
 		running := r.Desired == string(schema.StateRunning)
 		if r.Lifecycle == Failed {
-			if running && r.FailedHash != "" && r.GitHash != "" && r.GitHash != r.FailedHash {
+			if r.FailedHash != "" && r.GitHash != "" && r.GitHash != r.FailedHash {
 				d.Retry = append(d.Retry, r.Workspace)
 			}
 			continue
