@@ -11,8 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/tenants"
 )
 
@@ -150,6 +152,12 @@ func fleetView(rows []store.FleetRow, r *Reconciler) fleetDoc {
 			}
 		}
 		v.MonthlyUSD = tenantCost(snap.Fleet, row, &doc.Cost)
+		// A row whose file is gone: desired "undeclared", ORPHANED while
+		// it holds a droplet or snapshot (lifecycle.Render). Spares are
+		// the fleet's own, never declared.
+		lc, desired := lifecycle.Render(true, lifecycle.State(row.Lifecycle), v.Declared || schema.IsSpareWorkspace(row.Workspace), row.Desired,
+			row.DropletID != 0 || row.SnapshotID != "")
+		v.Lifecycle, v.Desired = string(lc), desired
 		seen[row.Workspace] = true
 		doc.Tenants = append(doc.Tenants, v)
 	}
@@ -158,7 +166,13 @@ func fleetView(rows []store.FleetRow, r *Reconciler) fleetDoc {
 			continue
 		}
 		ts := snap.Tenants[id]
-		v := TenantView{FleetRow: store.FleetRow{Workspace: id, Lifecycle: "PENDING"}, Declared: true, Valid: ts.Status == tenants.StatusValid, Commit: snap.Commit}
+		declared := ""
+		if ts.Tenant != nil {
+			declared = string(ts.Tenant.Spec.State)
+		}
+		// No row yet: PENDING when it should run, NOT_CREATED (nothing to do) when hibernated or absent.
+		lc, desired := lifecycle.Render(false, "", true, declared, false)
+		v := TenantView{FleetRow: store.FleetRow{Workspace: id, Lifecycle: string(lc), Desired: desired}, Declared: true, Valid: ts.Status == tenants.StatusValid, Commit: snap.Commit}
 		for _, e := range ts.Errors {
 			v.FileErrors = append(v.FileErrors, e.Error())
 		}

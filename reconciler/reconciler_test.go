@@ -21,6 +21,7 @@ import (
 	"genesis.dev/fleet/reconciler/cloud"
 	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/reconciler/dosim/dosimtest"
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -169,13 +170,13 @@ func names(m map[string]string) []string {
 	return out
 }
 
-func (h *harness) lifecycle(ws string) string {
+func (h *harness) lifecycle(ws string) lifecycle.State {
 	h.t.Helper()
 	st, err := h.store.LoadStatus(h.t.Context())
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return st[ws].Lifecycle
+	return lifecycle.State(st[ws].Lifecycle)
 }
 
 func TestReconcileStory(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 
 	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/reconciler/dosim"
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/watchdog"
 	"genesis.dev/fleet/schema"
 )
@@ -35,12 +36,15 @@ func watchHarness(t *testing.T) *harness {
 // degrades a healthy, critical or rebooting one.
 func (h *harness) beat(ws string, ok bool) {
 	h.t.Helper()
-	_, err := h.store.Pool().Exec(h.t.Context(), `UPDATE fleet_status SET last_heartbeat_at = $2,
-		health = CASE WHEN $3 THEN 'healthy' ELSE 'degraded' END,
-		state = CASE
+	next := `CASE
 			WHEN $3 AND state IN ('INITIALIZING', 'CONFIGURING', 'ACTIVE_HEALTHY', 'ACTIVE_DEGRADED', 'ACTIVE_CRITICAL', 'REBOOTING') THEN 'ACTIVE_HEALTHY'
 			WHEN NOT $3 AND state IN ('ACTIVE_HEALTHY', 'ACTIVE_CRITICAL', 'REBOOTING') THEN 'ACTIVE_DEGRADED'
-			ELSE state END
+			ELSE state END`
+	// state_since in the simulated time, as the real writer's now().
+	_, err := h.store.Pool().Exec(h.t.Context(), `UPDATE fleet_status SET last_heartbeat_at = $2,
+		health = CASE WHEN $3 THEN 'healthy' ELSE 'degraded' END,
+		state_since = CASE WHEN `+next+` <> state THEN $2 ELSE state_since END,
+		state = `+next+`
 		WHERE workspace = $1`, ws, h.sim.Sim.Now(), ok)
 	if err != nil {
 		h.t.Fatal(err)
@@ -135,7 +139,7 @@ func TestWatchdogTransitions(t *testing.T) {
 		name    string
 		advance time.Duration
 		beat    string // "", "ok", "problem"
-		want    string
+		want    lifecycle.State
 	}{
 		{"fresh", time.Minute, "", watchdog.Healthy},
 		{"silent 5m", 4 * time.Minute, "", watchdog.Degraded},
@@ -222,7 +226,7 @@ func TestWatchdogLadderFresh(t *testing.T) {
 	if diff := cmp.Diff([]string{"genesis-ws-a-1", "genesis-ws-a-2", "genesis-ws-b-1"}, names(h.droplets())); diff != "" {
 		t.Fatalf("droplets after the rebuild (-want +got):\n%s", diff)
 	}
-	if got, want := h.lifecycle("ws-a"), "INITIALIZING"; got != want {
+	if got, want := h.lifecycle("ws-a"), lifecycle.Initializing; got != want {
 		t.Errorf("after the rebuild: %s, want %s", got, want)
 	}
 	old := h.column("ws-a", "replacing_droplet_id")
@@ -333,7 +337,7 @@ func TestWatchdogRebootRecovers(t *testing.T) {
 	h.sim.Sim.Advance(2 * time.Minute)
 	h.beat("ws-a", true)
 	h.watch()
-	if got := h.lifecycle("ws-a") + "|" + h.column("ws-a", "remediation_step"); got != watchdog.Healthy+"|" {
+	if got := string(h.lifecycle("ws-a")) + "|" + h.column("ws-a", "remediation_step"); got != string(watchdog.Healthy)+"|" {
 		t.Fatalf("after a heartbeat: %s, want healthy with the ladder reset", got)
 	}
 	// Silent again: the ladder starts from a reboot, not a power cycle.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	fleetagent "genesis.dev/fleet/agent"
+	"genesis.dev/fleet/reconciler/lifecycle"
 )
 
 // Heartbeat goals (issue 10): 600,000 agents at one heartbeat a minute, and
@@ -208,7 +209,7 @@ func stretchNote(rate float64) string {
 // fleet_status with one INSERT ... ON CONFLICT per batch, without HTTP,
 // decoding, authentication, the replay check or the agents table.
 const rawUpsertSQL = `INSERT INTO fleet_status (workspace, droplet_id, state, desired_state, last_heartbeat_at, heartbeat, manifest_version_applied, agent_version, health, updated_at)
-SELECT w, d, 'ACTIVE_HEALTHY', 'running', at, body, applied, v, CASE WHEN ok THEN 'healthy' ELSE 'degraded' END, now()
+SELECT w, d, '` + string(lifecycle.ActiveHealthy) + `', 'running', at, body, applied, v, CASE WHEN ok THEN 'healthy' ELSE 'degraded' END, now()
 FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::jsonb[], $5::bigint[], $6::text[], $7::boolean[]) AS t(w, d, at, body, applied, v, ok)
 ON CONFLICT (workspace) DO UPDATE SET last_heartbeat_at = EXCLUDED.last_heartbeat_at, heartbeat = EXCLUDED.heartbeat,
 	manifest_version_applied = EXCLUDED.manifest_version_applied, agent_version = EXCLUDED.agent_version, health = EXCLUDED.health, updated_at = now()`

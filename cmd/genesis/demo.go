@@ -26,6 +26,7 @@ import (
 
 	"genesis.dev/fleet/internal/pgserver"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
@@ -324,7 +325,7 @@ func (d *demo) up(ctx context.Context) error {
 }
 
 // booted reports a droplet whose agent has applied its current manifest.
-func booted(state string) bool { return state == "ACTIVE_HEALTHY" }
+func booted(state string) bool { return state == string(lifecycle.ActiveHealthy) }
 
 // writeSigningKey makes a fresh ed25519 manifest-signing key for the demo.
 func writeSigningKey(path string) error {
@@ -373,16 +374,19 @@ func (d *demo) story(ctx context.Context) error {
 			run: func(ctx context.Context) (string, error) { return d.changeDomain(ctx, running[0]) }},
 		d.commitStep("hibernate ws-demo (state: hibernated → snapshot, then destroy)",
 			func() error { return d.writeTenant("ws-demo", schema.StateHibernated, "nyc1") },
-			func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == "HIBERNATED" }),
+			func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == string(lifecycle.Hibernated) }),
 		{title: "wake ws-demo through the API (PATCH state: running → a commit → new droplet from its snapshot)",
 			run: func(ctx context.Context) (string, error) { return d.wakeThroughAPI(ctx, "ws-demo") }},
 		{title: "a stranger and a forged patch are refused (no token: 401; a field name carrying a commit trailer: 400, nothing committed)",
 			run: func(ctx context.Context) (string, error) { return d.strangers(ctx, "ws-demo") }},
 		{title: "kill the agent of " + victim + " (silent → degraded → critical → reboot → healthy)",
 			run: func(ctx context.Context) (string, error) { return d.silence(ctx, victim) }},
-		d.commitStep("remove the file of ws-stark (orphan reported, nothing destroyed)",
+		d.commitStep("remove the file of ws-stark (orphan reported, nothing destroyed; the table says desired undeclared, ORPHANED)",
 			func() error { return os.Remove(filepath.Join(d.repo, "tenants", "ws-stark.yaml")) },
 			func(f fleetDoc) bool {
+				if f.get("ws-stark").Lifecycle != string(lifecycle.Orphaned) {
+					return false
+				}
 				for _, o := range f.Orphans {
 					if o.Workspace == "ws-stark" && o.Droplet != "" {
 						return true
@@ -392,7 +396,7 @@ func (d *demo) story(ctx context.Context) error {
 			}),
 		d.commitStep("offboard ws-demo (state: absent → droplet destroyed)",
 			func() error { return d.writeTenant("ws-demo", schema.StateAbsent, "nyc1") },
-			func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == "DESTROYED" }),
+			func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == string(lifecycle.Destroyed) }),
 	}
 	for i, s := range steps {
 		d.say("step %d: %s", i+1, s.title)
@@ -519,7 +523,7 @@ func (d *demo) silence(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	killed := time.Now()
-	want := []string{"ACTIVE_DEGRADED", "ACTIVE_CRITICAL", "REBOOTING", "ACTIVE_HEALTHY"}
+	want := lifecycle.Strings([]lifecycle.State{lifecycle.ActiveDegraded, lifecycle.ActiveCritical, lifecycle.Rebooting, lifecycle.ActiveHealthy})
 	var seen []string
 	at := map[string]time.Duration{}
 	if _, err := d.waitStates(ctx, func(f fleetDoc) bool {
@@ -531,14 +535,14 @@ func (d *demo) silence(ctx context.Context, id string) (string, error) {
 				at[st] = time.Since(killed)
 			}
 		}
-		return st == "ACTIVE_HEALTHY" && len(seen) > 1
+		return booted(st) && len(seen) > 1
 	}); err != nil {
 		return "", err
 	}
 	// After the healthy state it started in, the states must come in the
 	// ladder's order (a poll may miss a short-lived one, never reorder
 	// them); degraded and critical must both be seen.
-	for len(seen) > 0 && seen[0] == "ACTIVE_HEALTHY" {
+	for len(seen) > 0 && booted(seen[0]) {
 		seen = seen[1:]
 	}
 	next := 0
@@ -551,7 +555,7 @@ func (d *demo) silence(ctx context.Context, id string) (string, error) {
 		}
 		next += i + 1
 	}
-	if _, ok := at["ACTIVE_CRITICAL"]; !ok || !ordered || !slices.Contains(seen, "ACTIVE_DEGRADED") {
+	if _, ok := at[string(lifecycle.ActiveCritical)]; !ok || !ordered || !slices.Contains(seen, string(lifecycle.ActiveDegraded)) {
 		return "", fmt.Errorf("lifecycle of %s after its agent was killed: %v, want %v in order", id, seen, want)
 	}
 	var b strings.Builder

@@ -8,13 +8,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"genesis.dev/fleet/reconciler/lifecycle"
 )
 
 // lifecycleOrder is the order the progress line lists states in (seed 2.3);
 // states it does not know come after, by name.
 func lifecycleOrder() []string {
-	return []string{"PENDING", "PROVISIONING", "BOOTING", "INITIALIZING", "HANDSHAKE", "CONFIGURING", "DEPLOYING",
-		"ACTIVE_HEALTHY", "ACTIVE_DEGRADED", "ACTIVE_CRITICAL", "REBOOTING", "HIBERNATING", "HIBERNATED", "WAKING", "DESTROYED", "FAILED"}
+	return append([]string{string(lifecycle.NotCreated)}, append(lifecycle.Strings(lifecycle.All()), string(lifecycle.Orphaned))...)
 }
 
 // progressLine summarizes the fleet in one line: tenants per lifecycle

@@ -140,15 +140,17 @@
 // agents.last_heartbeat_seq, which also refuses a sequence number that does
 // not grow, so replicas racing on one droplet cannot go back. A heartbeat
 // touches its workspace's row only when the row records its droplet, or
-// records none while PROVISIONING or WAKING (the new droplet may enroll
-// before its action finishes): never a HIBERNATED, DESTROYED or PENDING
-// row.
+// records none while PROVISIONING, BOOTING or WAKING (the new droplet may
+// enroll before its action finishes): never a HIBERNATED, DESTROYED or
+// PENDING row.
 //
-// Lifecycle, for a heartbeat from the droplet fleet_status records: a
-// droplet in BOOTING, INITIALIZING, HANDSHAKE, CONFIGURING, DEPLOYING or
-// ACTIVE_* becomes ACTIVE_HEALTHY when its applied manifest version equals
-// the issued one and every component it reports is ok; otherwise BOOTING,
-// INITIALIZING and HANDSHAKE move to CONFIGURING and the rest stay. Health
-// is healthy when every component is ok, else degraded. Enrollment moves
-// INITIALIZING (or BOOTING) to HANDSHAKE.
+// Lifecycle, for a heartbeat from the droplet fleet_status records: the
+// table of package reconciler/lifecycle (HeartbeatRules), rendered into the
+// batched statement. A running state becomes ACTIVE_HEALTHY when its
+// applied manifest version equals the issued one and the agent reports no
+// problem; a heartbeat with problems makes ACTIVE_HEALTHY, ACTIVE_CRITICAL
+// or REBOOTING ACTIVE_DEGRADED; a pre-ACTIVE droplet whose agent applied a
+// manifest is DEPLOYING, one that applied none CONFIGURING; the rest stay.
+// Health is healthy when every component is ok, else degraded. Enrollment
+// moves INITIALIZING (or BOOTING) to HANDSHAKE.
 package agentapi

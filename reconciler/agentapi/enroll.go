@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
@@ -215,8 +216,8 @@ func (s *Service) enroll(ctx context.Context, req enrollment) (cred string, repe
 		if err != nil {
 			return fmt.Errorf("record agent: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE fleet_status SET state = 'HANDSHAKE', state_since = now(), updated_at = now()
-			WHERE workspace = $1 AND droplet_id = $2 AND state IN ('BOOTING', 'INITIALIZING')`, req.Workspace, req.droplet); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE fleet_status SET state = $3, state_since = now(), updated_at = now()
+			WHERE workspace = $1 AND droplet_id = $2 AND state = ANY($4)`, req.Workspace, req.droplet, lifecycle.Enrolled, lifecycle.Strings(lifecycle.BeforeEnrollment())); err != nil {
 			return fmt.Errorf("record handshake: %w", err)
 		}
 		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, "a "+req.DropletID)

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/watchdog"
 	"genesis.dev/fleet/schema"
 )
@@ -210,15 +212,16 @@ func (s *Service) drainFlush(flush func(context.Context)) {
 // on one droplet), and so is one of a revoked agent (queued before the
 // revocation reached this replica). fleet_status is updated for the droplet
 // it records, or, when it records none, only while the workspace is being
-// created or woken (PROVISIONING, WAKING: the new droplet may enroll
+// created or woken (lifecycle.AwaitingDroplet: the new droplet may enroll
 // before the action records it): a HIBERNATED, DESTROYED or PENDING row is
-// never touched by an agent. The lifecycle moves only for the recorded one:
-// an ok heartbeat of an agent running its latest manifest makes it
-// ACTIVE_HEALTHY (also back from the watchdog's DEGRADED, CRITICAL and
-// REBOOTING), a heartbeat reporting problems makes an ACTIVE_HEALTHY one
-// ACTIVE_DEGRADED, and CRITICAL or REBOOTING ACTIVE_DEGRADED (its agent is
-// back). FAILED stays until a person retries it.
-const batchSQL = `WITH hb AS (
+// never touched by an agent. The lifecycle moves only for the recorded
+// droplet, by lifecycle.HeartbeatRules (rendered into the statement by
+// heartbeatCase): an ok heartbeat of an agent running its latest manifest
+// makes a running state ACTIVE_HEALTHY, one reporting problems makes
+// ACTIVE_HEALTHY, ACTIVE_CRITICAL or REBOOTING ACTIVE_DEGRADED, a
+// pre-ACTIVE droplet whose agent applied a manifest is DEPLOYING, one that
+// applied none CONFIGURING. FAILED stays until a person retries it.
+var batchSQL = strings.NewReplacer("{{state}}", heartbeatCase(), "{{awaiting}}", lifecycle.SQLList(lifecycle.AwaitingDroplet())).Replace(`WITH hb AS (
 	SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::jsonb[], $6::bigint[],
 		$7::timestamptz[], $8::text[], $9::boolean[])
 		AS t(droplet_id, workspace, seq, at, body, applied, activity, agent_version, ok)
@@ -228,17 +231,10 @@ const batchSQL = `WITH hb AS (
 	RETURNING a.droplet_id
 ), nx AS (
 	SELECT hb.*, (f.droplet_id IS NOT DISTINCT FROM hb.droplet_id) AS current, f.manifest_version_applied AS old_applied,
-		CASE
-		WHEN f.droplet_id IS DISTINCT FROM hb.droplet_id THEN f.state
-		WHEN f.state IN ('BOOTING', 'INITIALIZING', 'HANDSHAKE', 'CONFIGURING', 'DEPLOYING', 'ACTIVE_HEALTHY', 'ACTIVE_DEGRADED', 'ACTIVE_CRITICAL', 'REBOOTING')
-			AND hb.ok AND f.manifest_version_issued > 0 AND hb.applied >= f.manifest_version_issued THEN 'ACTIVE_HEALTHY'
-		WHEN f.state IN ('ACTIVE_HEALTHY', 'ACTIVE_CRITICAL', 'REBOOTING') AND NOT hb.ok THEN 'ACTIVE_DEGRADED'
-		WHEN f.state IN ('BOOTING', 'INITIALIZING', 'HANDSHAKE') THEN 'CONFIGURING'
-		ELSE f.state
-		END AS new_state
+		{{state}} AS new_state
 	FROM hb JOIN ag ON ag.droplet_id = hb.droplet_id
 	JOIN fleet_status f ON f.workspace = hb.workspace
-	WHERE f.droplet_id = hb.droplet_id OR (f.droplet_id IS NULL AND f.state IN ('PROVISIONING', 'WAKING'))
+	WHERE f.droplet_id = hb.droplet_id OR (f.droplet_id IS NULL AND f.state IN ({{awaiting}}))
 ), upd AS (
 UPDATE fleet_status f SET
 	last_heartbeat_at = nx.at,
@@ -258,7 +254,38 @@ SELECT upd.workspace, upd.droplet_id, upd.applied,
 FROM upd
 JOIN manifests m ON m.droplet_id = upd.droplet_id AND m.version = upd.applied
 JOIN agents a ON a.droplet_id = upd.droplet_id
-WHERE upd.applied > upd.old_applied`
+WHERE upd.applied > upd.old_applied`)
+
+// heartbeatCase renders lifecycle.HeartbeatRules as the CASE that
+// computes a heartbeat's new state: the table is the one in package
+// lifecycle, first match wins, and a heartbeat of a droplet the workspace
+// does not record (an old or a new one) moves nothing.
+func heartbeatCase() string {
+	var b strings.Builder
+	b.WriteString("CASE\n\t\tWHEN f.droplet_id IS DISTINCT FROM hb.droplet_id THEN f.state\n")
+	for _, r := range lifecycle.HeartbeatRules() {
+		fmt.Fprintf(&b, "\t\tWHEN f.state IN (%s)%s THEN '%s'\n", lifecycle.SQLList(r.From), condSQL(r.When), r.To)
+	}
+	b.WriteString("\t\tELSE f.state\n\t\tEND")
+	return b.String()
+}
+
+// condSQL is c as a condition on hb (the heartbeat) and f (its row).
+func condSQL(c lifecycle.Cond) string {
+	switch c {
+	case lifecycle.OKCurrent:
+		return " AND hb.ok AND f.manifest_version_issued > 0 AND hb.applied >= f.manifest_version_issued"
+	case lifecycle.Problems:
+		return " AND NOT hb.ok"
+	case lifecycle.AppliedAny:
+		return " AND hb.applied > 0"
+	case lifecycle.Always:
+		return ""
+	}
+	// A condition added to the lifecycle table without SQL: fail at
+	// start, never render a rule that always matches.
+	panic(fmt.Sprintf("heartbeat condition %d has no SQL", c))
+}
 
 // writeBatch writes heartbeats in one statement, keeping the highest seq
 // of each droplet.

@@ -66,12 +66,12 @@ func TestHeartbeatLifecycle(t *testing.T) {
 		t.Fatalf("heartbeat: %d", code)
 	}
 	eventually(t, "CONFIGURING", func() bool { return w.status("ws-acme", 1001).State == "CONFIGURING" })
-	// Applied, but n8n down: still configuring, degraded.
+	// Applied, but n8n down: DEPLOYING (the first manifest is applied, not yet healthy), degraded.
 	if code := w.beat(a.cred, hb("ws-acme", "1001", 2, 1, false)); code != http.StatusAccepted {
 		t.Fatalf("heartbeat: %d", code)
 	}
 	eventually(t, "seq 2 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 2 })
-	if got := w.status("ws-acme", 1001); got.State != "CONFIGURING" || got.Health != "degraded" || got.Applied != 1 {
+	if got := w.status("ws-acme", 1001); got.State != "DEPLOYING" || got.Health != "degraded" || got.Applied != 1 {
 		t.Errorf("applied with n8n down: %+v", got)
 	}
 	// Applied and all ok: ACTIVE_HEALTHY.

@@ -3,11 +3,12 @@ package agentapi
 import (
 	"crypto/sha256"
 
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/schema"
 )
 
 // lifecycleHibernating is fleet_status's state while a hibernation runs.
-const lifecycleHibernating = "HIBERNATING"
+const lifecycleHibernating = string(lifecycle.Hibernating)
 
 // hibernating turns a droplet's manifest content into PREPARE_HIBERNATE's:
 // while its workspace is HIBERNATING (also when the idle policy, not git,

@@ -14,6 +14,7 @@ import (
 	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
 
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
@@ -184,7 +185,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	if _, err := s.pool.Exec(ctx, `DELETE FROM enrollment_tokens WHERE expires_at < $1`, now.Add(-7*24*time.Hour)); err != nil {
 		return 0, fmt.Errorf("prune tokens: %w", err)
 	}
-	rows, err := s.pool.Query(ctx, targetsSQL+` WHERE f.state NOT IN ('HIBERNATED', 'DESTROYING', 'DESTROYED')
+	rows, err := s.pool.Query(ctx, targetsSQL+` WHERE f.state NOT IN (`+lifecycle.SQLList(lifecycle.NoManifest())+`)
 		ORDER BY a.workspace, a.enrolled_at DESC`)
 	if err != nil {
 		return 0, fmt.Errorf("list agents: %w", err)

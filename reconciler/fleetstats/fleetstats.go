@@ -24,6 +24,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"genesis.dev/fleet/reconciler/lifecycle"
 )
 
 // AgeBuckets are the heartbeat-age histogram's upper bounds in seconds:
@@ -153,13 +155,13 @@ func (c *Collector) Stats(ctx context.Context) (Stats, bool) {
 // cumulative counts Prometheus histograms carry): $1 the age bounds, $2
 // the lag bounds, $3 now. Lag counts only droplets that were issued a
 // manifest.
-const statsSQL = `WITH live AS (
+var statsSQL = `WITH live AS (
 	SELECT GREATEST(0, extract(epoch FROM $3::timestamptz - coalesce(last_heartbeat_at, state_since)))::float8 AS age,
 		GREATEST(0, manifest_version_issued - manifest_version_applied)::float8 AS lag,
 		manifest_version_issued > 0 AS issued
 	FROM fleet_status
 	WHERE droplet_id IS NOT NULL
-	  AND state IN ('ACTIVE_HEALTHY', 'ACTIVE_DEGRADED', 'ACTIVE_CRITICAL', 'REBOOTING')
+	  AND state IN (` + lifecycle.SQLList(lifecycle.Counted()) + `)
 )
 SELECT
 	(SELECT count(*) FROM live),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/schema"
 )
 
@@ -13,7 +14,7 @@ import (
 // (nothing re-created) until a person retries it or changes its file.
 // Hibernating or removing it (state: absent) still goes ahead.
 func failedHold(t *schema.Tenant, st Status) bool {
-	return st.Lifecycle == "FAILED" && t.Spec.State == schema.StateRunning
+	return lifecycle.State(st.Lifecycle) == lifecycle.Failed && t.Spec.State == schema.StateRunning
 }
 
 // ErrNotObserved means the observation cannot say where a rebuild should

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/schema"
 )
 
@@ -43,7 +44,7 @@ func SpareTags(workspace, account, region string) []string {
 
 // ReadyLifecycle is the lifecycle state in which a spare may be taken: its
 // agent enrolled, applied its spare manifest and reports healthy.
-const ReadyLifecycle = "ACTIVE_HEALTHY"
+const ReadyLifecycle = string(lifecycle.ActiveHealthy)
 
 // sparePool holds the observed spares and hands out ready ones.
 type sparePool struct {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"genesis.dev/fleet/reconciler/lifecycle"
 )
 
 // Hibernation's records: the idle warning, the wake fast path and
@@ -54,7 +56,7 @@ func (s *Store) RequestWake(ctx context.Context, workspace, actor string) error 
 		if err != nil {
 			return fmt.Errorf("wake %s: %w", workspace, err)
 		}
-		if state != "HIBERNATED" {
+		if lifecycle.State(state) != lifecycle.Hibernated {
 			return fmt.Errorf("%w (lifecycle %s)", ErrNotHibernated, state)
 		}
 		if requested {

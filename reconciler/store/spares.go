@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 )
@@ -51,19 +52,19 @@ func (s *Store) MoveSpare(ctx context.Context, a plan.Action, ip string, desired
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, droplet_name = NULL, ip = NULL,
-			state = CASE WHEN state = 'PROVISIONING' THEN state ELSE 'PENDING' END, state_since = now(), health = 'unknown',
+			state = CASE WHEN state = $3 THEN state ELSE $4 END, state_since = now(), health = 'unknown',
 			manifest_version_issued = 0, manifest_version_applied = 0, last_heartbeat_at = NULL, heartbeat = '{}', updated_at = now()
-			WHERE droplet_id = $1 AND workspace <> $2`, a.DropletID, a.Workspace); err != nil {
+			WHERE droplet_id = $1 AND workspace <> $2`, a.DropletID, a.Workspace, lifecycle.Provisioning, lifecycle.Pending); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation, manifest_version_issued)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, 'CONFIGURING', $8, $9, $10)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $11, $8, $9, $10)
 			ON CONFLICT (workspace) DO UPDATE SET droplet_id = $2, droplet_name = $3, account = $4, region = $5, size = $6, ip = $7,
-				state = 'CONFIGURING', state_since = now(), desired_state = $8, generation = $9, health = 'unknown',
+				state = $11, state_since = now(), desired_state = $8, generation = $9, health = 'unknown',
 				manifest_version_issued = $10, manifest_version_applied = 0, last_heartbeat_at = NULL, heartbeat = '{}',
 				hibernated_by_policy = false, wake_requested = false, last_error = NULL, updated_at = now()`,
 			a.Workspace, a.DropletID, a.Droplet, a.Account, nullIfEmpty(a.Region), nullIfEmpty(a.Size), nullIfEmpty(ip),
-			string(desired), a.Gen, hwm); err != nil {
+			string(desired), a.Gen, hwm, lifecycle.Finished(lifecycle.AssignSpare, false)); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE agents SET workspace = $2, enrolled_at = now() WHERE droplet_id = $1`, a.DropletID, a.Workspace); err != nil {

@@ -34,6 +34,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"genesis.dev/fleet/migrations"
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 )
@@ -205,7 +206,7 @@ func (s *Store) Begin(ctx context.Context, a plan.Action, desired schema.State, 
 			}
 			return err
 		}
-		if state := startState(a.Kind); state != "" {
+		if state := lifecycle.Start(lifecycle.Action(a.Kind)); state != "" {
 			_, err = tx.Exec(ctx, `INSERT INTO fleet_status (workspace, state, desired_state, region, size)
 				VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (workspace) DO UPDATE SET state = $2, state_since = now(), desired_state = $3, updated_at = now()`,
@@ -220,22 +221,6 @@ func (s *Store) Begin(ctx context.Context, a plan.Action, desired schema.State, 
 		return 0, fmt.Errorf("journal %s: %w", a, err)
 	}
 	return id, nil
-}
-
-// startState is the lifecycle state a workspace enters when an action of
-// kind starts ("" for no change).
-func startState(k plan.Kind) string {
-	switch k {
-	case plan.Create, plan.CreateSpare, plan.AssignSpare:
-		return "PROVISIONING"
-	case plan.Wake:
-		return "WAKING"
-	case plan.Hibernate, plan.Resize:
-		return "HIBERNATING"
-	case plan.Destroy, plan.DestroySpare:
-		return "DESTROYING"
-	}
-	return ""
 }
 
 // Step records progress of a running operation (and the droplet it now
@@ -263,6 +248,14 @@ func (s *Store) Created(ctx context.Context, id int64, step string, dropletID in
 		if err != nil {
 			return err
 		}
+		// The droplet exists and boots: a workspace waiting for it is
+		// BOOTING (lifecycle.Created); fleet_status records the droplet
+		// once it is active (Finish).
+		if _, err := tx.Exec(ctx, `UPDATE fleet_status SET state = $2, state_since = now(), updated_at = now()
+			WHERE workspace = $1 AND droplet_id IS NULL AND state = ANY($3) AND state <> $2`,
+			ws, lifecycle.Booting, lifecycle.Strings(lifecycle.AwaitingDroplet())); err != nil {
+			return err
+		}
 		return bindTokens(ctx, tx, ws, name, dropletID)
 	})
 	if err != nil {
@@ -284,19 +277,17 @@ func bindTokens(ctx context.Context, tx pgx.Tx, workspace, name string, dropletI
 	return nil
 }
 
-// bootState is the lifecycle state of a workspace's just-recorded droplet:
-// HANDSHAKE when its agent enrolled already (it may be faster than the
-// executor's record of the create), else INITIALIZING.
-func bootState(ctx context.Context, tx pgx.Tx, workspace string, dropletID int) (string, error) {
+// bootState is the lifecycle state of a workspace's just-recorded droplet
+// after action k (lifecycle.Finished): HANDSHAKE when its agent enrolled
+// already (it may be faster than the executor's record of the create),
+// else INITIALIZING.
+func bootState(ctx context.Context, tx pgx.Tx, k plan.Kind, workspace string, dropletID int) (lifecycle.State, error) {
 	var enrolled bool
 	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM agents WHERE droplet_id = $1 AND workspace = $2)`, dropletID, workspace).Scan(&enrolled)
 	if err != nil {
 		return "", fmt.Errorf("look up the agent of droplet %d: %w", dropletID, err)
 	}
-	if enrolled {
-		return "HANDSHAKE", nil
-	}
-	return "INITIALIZING", nil
+	return lifecycle.Finished(lifecycle.Action(k), enrolled), nil
 }
 
 // Retry counts another attempt at a resumed operation.
@@ -334,14 +325,15 @@ func (s *Store) Finish(ctx context.Context, id int64, a plan.Action, out Outcome
 				return err
 			}
 			// A failed hibernation (or resize) leaves its droplet
-			// running: it leaves HIBERNATING for CONFIGURING, so its
-			// manifest says running again (the agent restarts n8n) and
-			// its next heartbeat makes it ACTIVE_HEALTHY; the planner
-			// tries again if git still asks for it.
+			// running: it leaves HIBERNATING for CONFIGURING
+			// (lifecycle.FailedFrom), so its manifest says running
+			// again (the agent restarts n8n) and its next heartbeat
+			// makes it ACTIVE_HEALTHY; the planner tries again if git
+			// still asks for it.
 			if _, err := tx.Exec(ctx, `UPDATE fleet_status SET last_error = $2,
-				state = CASE WHEN state = 'HIBERNATING' AND droplet_id IS NOT NULL THEN 'CONFIGURING' ELSE state END,
-				state_since = CASE WHEN state = 'HIBERNATING' AND droplet_id IS NOT NULL THEN now() ELSE state_since END,
-				updated_at = now() WHERE workspace = $1`, a.Workspace, msg); err != nil {
+				state = CASE WHEN state = $3 AND droplet_id IS NOT NULL THEN $4 ELSE state END,
+				state_since = CASE WHEN state = $3 AND droplet_id IS NOT NULL THEN now() ELSE state_since END,
+				updated_at = now() WHERE workspace = $1`, a.Workspace, msg, lifecycle.Hibernating, lifecycle.FailedFrom(lifecycle.Hibernating, true)); err != nil {
 				return err
 			}
 			return audit(ctx, tx, out.Actor, string(a.Kind)+".failed", a.Workspace, id, detail, out.Commit)
@@ -367,8 +359,8 @@ func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 		if _, err = tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, updated_at = now() WHERE droplet_id = $1 AND workspace <> $2`, out.DropletID, a.Workspace); err != nil {
 			return err
 		}
-		var state string
-		if state, err = bootState(ctx, tx, a.Workspace, out.DropletID); err != nil {
+		var state lifecycle.State
+		if state, err = bootState(ctx, tx, a.Kind, a.Workspace, out.DropletID); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation, tenant_hash, last_commit)
@@ -393,17 +385,17 @@ func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 		_, err = tx.Exec(ctx, `UPDATE fleet_status SET tenant_hash = $2, last_commit = $3, desired_state = $4, updated_at = now() WHERE workspace = $1`,
 			a.Workspace, nullIfEmpty(out.TenantHash), nullIfEmpty(out.Commit), string(out.Desired))
 	case plan.Hibernate:
-		_, err = tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, ip = NULL, state = 'HIBERNATED', state_since = now(),
+		_, err = tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, ip = NULL, state = $6, state_since = now(),
 			snapshot_id = $2, snapshot_size_gb = $3, snapshot_at = now(), hibernated_by_policy = $4, wake_requested = false,
 			desired_state = $5, last_error = NULL, updated_at = now() WHERE workspace = $1`,
-			a.Workspace, out.SnapshotID, out.SnapshotGB, out.ByPolicy, string(out.Desired))
+			a.Workspace, out.SnapshotID, out.SnapshotGB, out.ByPolicy, string(out.Desired), lifecycle.Finished(lifecycle.Hibernate, false))
 	case plan.Destroy:
-		_, err = tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, ip = NULL, state = 'DESTROYED', state_since = now(),
+		_, err = tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, ip = NULL, state = $3, state_since = now(),
 			desired_state = 'absent', last_error = NULL, updated_at = now() WHERE workspace = $1 AND (droplet_id IS NULL OR droplet_id = $2)`,
-			a.Workspace, a.DropletID)
+			a.Workspace, a.DropletID, lifecycle.Finished(lifecycle.Destroy, false))
 	case plan.DeleteSnapshot:
 		_, err = tx.Exec(ctx, `UPDATE fleet_status SET snapshot_id = NULL, snapshot_size_gb = NULL, snapshot_at = NULL, updated_at = now()
-			WHERE workspace = $1 AND snapshot_id = $2 AND state <> 'HIBERNATED'`, a.Workspace, a.Snapshot)
+			WHERE workspace = $1 AND snapshot_id = $2 AND state <> $3`, a.Workspace, a.Snapshot, lifecycle.Hibernated)
 	default:
 		err = applySpareOutcome(ctx, tx, a, out)
 	}

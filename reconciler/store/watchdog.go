@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/watchdog"
 )
@@ -25,13 +26,14 @@ var ErrStale = errors.New("workspace changed since it was evaluated")
 // ErrNotFailed means a retry was asked for a workspace that is not FAILED.
 var ErrNotFailed = errors.New("workspace is not FAILED")
 
-// WatchRows reads every workspace as the watchdog judges it. GitHash and
+// WatchRows reads every workspace as the watchdog judges it (running ones
+// for their health, every one for its lifecycle deadline). GitHash and
 // InFlight are the caller's to fill.
 func (s *Store) WatchRows(ctx context.Context) ([]watchdog.Row, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, state, desired_state, coalesce(droplet_id, 0), coalesce(droplet_name, ''), coalesce(account, ''), state_since,
 		coalesce(last_heartbeat_at, 'epoch'), coalesce(remediation_step, ''), coalesce(remediation_at, 'epoch'),
 		coalesce(replacing_droplet_id, 0), coalesce(failed_hash, '')
-		FROM fleet_status WHERE desired_state = 'running'`)
+		FROM fleet_status`)
 	if err != nil {
 		return nil, fmt.Errorf("read fleet for the watchdog: %w", err)
 	}
@@ -69,7 +71,7 @@ func nullTime(t time.Time) any {
 }
 
 // healthOf is fleet_status.health for a lifecycle state the watchdog sets.
-func healthOf(state string) string {
+func healthOf(state lifecycle.State) string {
 	switch state {
 	case watchdog.Healthy:
 		return "healthy"
@@ -106,11 +108,8 @@ func (s *Store) ApplyTransition(ctx context.Context, tr watchdog.Transition) err
 // PROVISIONING for a rebuild), in one transaction, if the workspace is
 // still in state from with the heartbeat hb. ErrStale when it changed,
 // ErrBusy when it has an operation in flight.
-func (s *Store) BeginRemediation(ctx context.Context, a plan.Action, from string, hb, at time.Time, commit string) (int64, error) {
-	state := "REBOOTING"
-	if a.Kind == plan.Rebuild {
-		state = "PROVISIONING"
-	}
+func (s *Store) BeginRemediation(ctx context.Context, a plan.Action, from lifecycle.State, hb, at time.Time, commit string) (int64, error) {
+	state := lifecycle.Start(lifecycle.Action(a.Kind))
 	var id int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE fleet_status SET state = $4, state_since = now(), health = 'critical', remediation_step = $5,
@@ -191,10 +190,10 @@ func (s *Store) Replacing(ctx context.Context, ws string) (id int, name, account
 // Fail moves a workspace to FAILED (the ladder is exhausted), remembering
 // its tenant hash so a later change of its file retries it; ErrStale when
 // it changed since it was read.
-func (s *Store) Fail(ctx context.Context, ws, from string, hb time.Time, reason, hash, commit string) error {
+func (s *Store) Fail(ctx context.Context, ws string, from lifecycle.State, hb time.Time, reason, hash, commit string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE fleet_status SET state = 'FAILED', state_since = now(), health = 'critical', health_reason = $4,
-			last_error = $4, failed_hash = $5, updated_at = now() WHERE `+guard, ws, from, nullTime(hb), reason, nullIfEmpty(hash))
+		tag, err := tx.Exec(ctx, `UPDATE fleet_status SET state = $6, state_since = now(), health = 'critical', health_reason = $4,
+			last_error = $4, failed_hash = $5, updated_at = now() WHERE `+guard, ws, from, nullTime(hb), reason, nullIfEmpty(hash), lifecycle.Failed)
 		if err != nil {
 			return fmt.Errorf("fail %s: %w", ws, err)
 		}
@@ -211,10 +210,10 @@ func (s *Store) Fail(ctx context.Context, ws, from string, hb time.Time, reason,
 // PENDING (the planner creates it). ErrNotFailed when it is not FAILED.
 func (s *Store) RetryTenant(ctx context.Context, ws, actor, reason, commit string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE fleet_status SET state = CASE WHEN droplet_id IS NULL THEN 'PENDING' ELSE 'ACTIVE_DEGRADED' END,
+		tag, err := tx.Exec(ctx, `UPDATE fleet_status SET state = CASE WHEN droplet_id IS NULL THEN $3 ELSE $4 END,
 			state_since = now(), health = 'unknown', health_reason = $2, last_error = NULL, failed_hash = NULL,
 			remediation_step = NULL, remediation_at = NULL, updated_at = now()
-			WHERE workspace = $1 AND state = 'FAILED'`, ws, reason)
+			WHERE workspace = $1 AND state = $5`, ws, reason, lifecycle.Retried(false), lifecycle.Retried(true), lifecycle.Failed)
 		if err != nil {
 			return fmt.Errorf("retry %s: %w", ws, err)
 		}
@@ -229,7 +228,7 @@ func (s *Store) RetryTenant(ctx context.Context, ws, actor, reason, commit strin
 // it replaces in replacing_*; the heartbeat clock starts again with the new
 // droplet.
 func applyRebuild(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) error {
-	state, err := bootState(ctx, tx, a.Workspace, out.DropletID)
+	state, err := bootState(ctx, tx, a.Kind, a.Workspace, out.DropletID)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,8 @@
 // it returns (journaled, through the per-account scheduler).
 //
 // Health (seed 2.3, 4.9): no heartbeat for DegradedAfter moves
-// ACTIVE_HEALTHY to ACTIVE_DEGRADED, for CriticalAfter to ACTIVE_CRITICAL.
+// ACTIVE_HEALTHY to ACTIVE_DEGRADED, for CriticalAfter to ACTIVE_CRITICAL
+// (lifecycle.OnSilence).
 // A heartbeat moves the droplet back (the heartbeat writer does that as it
 // stores an ok heartbeat of an agent that runs its latest manifest; a
 // heartbeat that reports problems, see Problems, makes it ACTIVE_DEGRADED
@@ -15,10 +16,11 @@
 // ACTIVE_CRITICAL when evaluated is rebooted; if no heartbeat came Cooldown
 // after that, power-cycled; then rebuilt (a new droplet from its latest
 // snapshot, or a fresh one); then FAILED. Each step waits Cooldown since the
-// previous one, so the ladder never flaps, and any heartbeat after a step
-// resets it. A rebuilt droplet replaces the old one only once it reports
-// healthy: the old one is then retired (destroyed); if it is not healthy
-// within Cooldown, the tenant is FAILED. FAILED stays until a person asks
+// previous one, so the ladder never flaps, and a healthy report after a
+// step resets it (one that comes back degraded keeps its place, so it is
+// not rebooted over and over). A rebuilt droplet replaces the old one only
+// once it reports healthy: the old one is then retired (destroyed); if it
+// is not healthy within Cooldown, the tenant is FAILED. FAILED stays until a person asks
 // for a retry (API) or changes the tenant's file in git.
 //
 // The boot deadline: a droplet that stays in one pre-ACTIVE state
@@ -27,6 +29,18 @@
 // provisioning token: nothing strands a tenant whose agent could not
 // enroll), and a rebuilt droplet that is not healthy within Cooldown is
 // FAILED, which alerts (GenesisTenantFailed).
+//
+// Deadlines: every deadline is package lifecycle's (lifecycle.Due, counted
+// from when the state was entered and never sooner than Cooldown after the
+// last step), and so is its consequence (lifecycle.OnDeadline): the boot
+// deadline above; ACTIVE_DEGRADED still degraded (its agent heartbeats but
+// reports problems, e.g. n8n down) takes the ladder's next step;
+// HIBERNATING nobody finishes is powered on (a power cycle; the planner
+// then retries the hibernation), then FAILED; PENDING, PROVISIONING,
+// WAKING and DESTROYING that no operation holds are FAILED. A tenant not
+// declared running is held to the deadlines of its actions' states only,
+// FAILED instead of rebuilt or laddered; a tenant declared hibernated or
+// absent that was never created (PENDING) waits for nothing.
 //
 // The outage guard: when more than OutagePercent of the watched droplets
 // (and at least OutageMinSilent of them) are silent at once, the silence is
@@ -39,6 +53,7 @@ import (
 	"sort"
 	"time"
 
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/schema"
 )
 
@@ -68,13 +83,13 @@ func (s Step) Next() Step {
 	}
 }
 
-// Lifecycle states the watchdog reads and writes (fleet_status.state).
+// Lifecycle states the watchdog reads and writes (package lifecycle's).
 const (
-	Healthy   = "ACTIVE_HEALTHY"
-	Degraded  = "ACTIVE_DEGRADED"
-	Critical  = "ACTIVE_CRITICAL"
-	Rebooting = "REBOOTING"
-	Failed    = "FAILED"
+	Healthy   = lifecycle.ActiveHealthy
+	Degraded  = lifecycle.ActiveDegraded
+	Critical  = lifecycle.ActiveCritical
+	Rebooting = lifecycle.Rebooting
+	Failed    = lifecycle.Failed
 )
 
 // DefaultOutageMinSilent is the fewest silent droplets that make an outage:
@@ -117,12 +132,19 @@ func PolicyFrom(w schema.Watchdog) Policy {
 	return p
 }
 
+// Lifecycle is the part of p the lifecycle's deadlines are made of.
+func (p Policy) Lifecycle() lifecycle.Policy {
+	return lifecycle.Policy{DegradedAfter: p.DegradedAfter, CriticalAfter: p.CriticalAfter, Cooldown: p.Cooldown, BootDeadline: p.BootDeadline}
+}
+
 // Row is one workspace as the watchdog sees it (fleet_status, plus what the
 // reconciler knows).
 type Row struct {
 	Workspace string
-	Lifecycle string
-	// Desired is the declared state; only running tenants are watched.
+	Lifecycle lifecycle.State
+	// Desired is the recorded desired state: running tenants are watched
+	// for silence and remediated; the others only held to the deadlines
+	// of their actions' states.
 	Desired string
 	// DropletID, DropletName and Account are the current droplet (the
 	// executor's, for the step's action).
@@ -150,7 +172,7 @@ type Row struct {
 // its remediation ladder.
 type Transition struct {
 	Workspace string
-	From, To  string
+	From, To  lifecycle.State
 	Reason    string
 	Reset     bool
 	// Heartbeat is the LastHeartbeat the decision was made on: the
@@ -188,23 +210,14 @@ type Decision struct {
 	Health map[string]int
 }
 
-// active are the states of a droplet that has been healthy once and is
-// watched for silence.
-var active = map[string]bool{Healthy: true, Degraded: true, Critical: true, Rebooting: true}
-
-// booting are the states a rebuilt droplet passes before it is healthy.
-var booting = map[string]bool{"PROVISIONING": true, "BOOTING": true, "INITIALIZING": true, "HANDSHAKE": true,
-	"CONFIGURING": true, "DEPLOYING": true}
-
-// preActive are the states between a droplet's create and its first
-// healthy report; each is left within BootDeadline or the droplet is
-// rebuilt.
-var preActive = map[string]bool{"BOOTING": true, "INITIALIZING": true, "HANDSHAKE": true, "CONFIGURING": true, "DEPLOYING": true}
-
 // Evaluate decides transitions, ladder steps, retirements and retries for
 // rows at now. Rows are judged independently except for the outage guard.
+// Every deadline is lifecycle.Due's, and its consequence
+// lifecycle.OnDeadline's.
 func Evaluate(rows []Row, p Policy, now time.Time) Decision {
 	d := Decision{Health: map[string]int{}}
+	lp := p.Lifecycle()
+	watched, rebuilding, preActive := lifecycle.Watched(), lifecycle.Rebuilding(), lifecycle.PreActive()
 	rows = append([]Row(nil), rows...)
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Workspace < rows[j].Workspace })
 	age := func(r Row) time.Duration {
@@ -225,10 +238,10 @@ func Evaluate(rows []Row, p Policy, now time.Time) Decision {
 			d.Health["healthy"]++
 		case r.Lifecycle == Degraded:
 			d.Health["degraded"]++
-		case r.Lifecycle == Critical || r.Lifecycle == Rebooting || (r.Step == StepRebuild && booting[r.Lifecycle]):
+		case r.Lifecycle == Critical || r.Lifecycle == Rebooting || (r.Step == StepRebuild && r.Lifecycle.In(rebuilding)):
 			d.Health["critical"]++
 		}
-		if active[r.Lifecycle] {
+		if r.Lifecycle.In(watched) {
 			d.Watched++
 			if age(r) >= p.DegradedAfter {
 				d.Silent++
@@ -246,69 +259,109 @@ func Evaluate(rows []Row, p Policy, now time.Time) Decision {
 		d.Remediations = append(d.Remediations, Remediation{Workspace: r.Workspace, Step: s, Reason: reason, Heartbeat: r.LastHeartbeat})
 	}
 	for _, r := range rows {
-		if r.Desired != string(schema.StateRunning) || r.InFlight {
+		if r.InFlight {
+			// An operation owns the workspace (its own retries).
 			continue
 		}
+		running := r.Desired == string(schema.StateRunning)
 		if r.Lifecycle == Failed {
 			if r.FailedHash != "" && r.GitHash != "" && r.GitHash != r.FailedHash {
 				d.Retry = append(d.Retry, r.Workspace)
 			}
 			continue
 		}
-		if r.Step == StepRebuild && booting[r.Lifecycle] {
+		if running && r.Step == StepRebuild && r.Lifecycle.In(rebuilding) {
 			if now.Sub(r.StepAt) >= p.Cooldown {
 				remediate(r, StepFail, fmt.Sprintf("the rebuilt droplet was not healthy within %s", p.Cooldown))
 			}
 			continue
 		}
-		if preActive[r.Lifecycle] && !schema.IsSpareWorkspace(r.Workspace) {
+		if running && r.Lifecycle.In(watched) {
+			evaluateWatched(&d, r, p, now, age(r), remediate)
+			continue
+		}
+		if schema.IsSpareWorkspace(r.Workspace) || lifecycle.NothingToDo(r.Lifecycle, r.Desired) ||
+			!lifecycle.Due(r.Lifecycle, r.StateSince, r.StepAt, now, lp) {
+			// A spare has no tenant to rebuild or fail: it is never
+			// ready, so never assigned, and the planner replaces it.
+			// A tenant declared hibernated or absent that was never
+			// created waits for nothing.
+			continue
+		}
+		since := now.Sub(r.StateSince).Round(time.Second)
+		limit, _ := lifecycle.Deadline(r.Lifecycle, lp)
+		reason := fmt.Sprintf("in %s for %s, past its deadline of %s", r.Lifecycle, since, limit)
+		if r.Lifecycle.In(preActive) {
+			reason = fmt.Sprintf("in %s for %s, past the boot deadline of %s", r.Lifecycle, since, limit)
+		}
+		switch lifecycle.OnDeadline(r.Lifecycle) {
+		case lifecycle.RebuildDroplet:
 			// The boot deadline: a droplet that never became healthy
 			// (its agent cannot enroll: a lost or expired token, a
 			// broken image) gets a new droplet with new user data and
 			// a new token; if that one is not healthy within Cooldown
-			// either, the rule above FAILs the tenant. A spare is not
-			// rebuilt (it has no tenant to rebuild from); it is never
-			// ready, so never assigned.
-			if since := now.Sub(r.StateSince); since >= p.BootDeadline {
-				remediate(r, StepRebuild, fmt.Sprintf("in %s for %s, past the boot deadline of %s", r.Lifecycle, since.Round(time.Second), p.BootDeadline))
+			// either, the rule above FAILs the tenant.
+			if running {
+				remediate(r, StepRebuild, reason)
+			} else {
+				remediate(r, StepFail, reason+"; not rebuilt: the tenant is not declared running")
 			}
-			continue
-		}
-		if !active[r.Lifecycle] {
-			continue
-		}
-		a := age(r)
-		silent := a >= p.DegradedAfter
-		move := func(to, reason string, reset bool) {
-			d.Transitions = append(d.Transitions, Transition{Workspace: r.Workspace, From: r.Lifecycle, To: to, Reason: reason,
-				Reset: reset, Heartbeat: r.LastHeartbeat})
-		}
-		switch {
-		case r.Lifecycle == Healthy && !silent && r.Replacing != 0:
-			d.Retire = append(d.Retire, r.Workspace)
-		case r.Lifecycle == Healthy && !silent && r.Step != StepNone:
-			move(Healthy, fmt.Sprintf("healthy again after %s", r.Step), true)
-		case (r.Lifecycle == Critical || r.Lifecycle == Rebooting) && !silent:
-			move(Degraded, "heartbeat back, not yet reporting healthy", true)
-		case r.Lifecycle == Degraded && !silent && r.Step != StepNone && r.LastHeartbeat.After(r.StepAt):
-			move(Degraded, fmt.Sprintf("heartbeat back after %s", r.Step), true)
-		case (r.Lifecycle == Healthy || r.Lifecycle == Degraded) && a >= p.CriticalAfter:
-			move(Critical, fmt.Sprintf("no heartbeat for %s", a.Round(time.Second)), false)
-		case r.Lifecycle == Healthy && silent:
-			move(Degraded, fmt.Sprintf("no heartbeat for %s", a.Round(time.Second)), false)
-		case (r.Lifecycle == Critical || r.Lifecycle == Rebooting) && a >= p.CriticalAfter:
-			// Remediate only what was already critical when evaluated: the
-			// state is seen before the first step is taken.
-			next := r.Step.Next()
-			if r.Step != StepNone && now.Sub(r.StepAt) < p.Cooldown {
-				continue
+		case lifecycle.PowerOn:
+			// A hibernation nobody finishes: its droplet may be off
+			// after a failed snapshot. Power it on (the planner then
+			// tries the hibernation again); FAILED the next time.
+			if r.DropletID != 0 && r.Step != StepPowerCycle {
+				remediate(r, StepPowerCycle, reason+"; powering the droplet on")
+			} else {
+				remediate(r, StepFail, reason)
 			}
-			reason := fmt.Sprintf("no heartbeat for %s", a.Round(time.Second))
-			if r.Step != StepNone {
-				reason += fmt.Sprintf("; %s %s ago did not bring it back", r.Step, now.Sub(r.StepAt).Round(time.Second))
-			}
-			remediate(r, next, reason)
+		default:
+			// Fail, or a ladder state of a tenant not declared running
+			// (the planner hibernates or destroys it, not the ladder).
+			remediate(r, StepFail, reason)
 		}
 	}
 	return d
+}
+
+// evaluateWatched judges a running tenant in a watched state (ACTIVE_*,
+// REBOOTING): silence moves its health, a heartbeat after a step brings it
+// back, and a state past its deadline takes the ladder's next step.
+func evaluateWatched(d *Decision, r Row, p Policy, now time.Time, a time.Duration, remediate func(Row, Step, string)) {
+	silent := a >= p.DegradedAfter
+	// back: a heartbeat came after the last step was taken.
+	back := r.LastHeartbeat.After(r.StepAt)
+	move := func(to lifecycle.State, reason string, reset bool) {
+		d.Transitions = append(d.Transitions, Transition{Workspace: r.Workspace, From: r.Lifecycle, To: to, Reason: reason,
+			Reset: reset, Heartbeat: r.LastHeartbeat})
+	}
+	ladder := func(reason string) {
+		if r.Step != StepNone {
+			reason += fmt.Sprintf("; %s %s ago did not bring it back", r.Step, now.Sub(r.StepAt).Round(time.Second))
+		}
+		remediate(r, r.Step.Next(), reason)
+	}
+	due := lifecycle.Due(r.Lifecycle, r.StateSince, r.StepAt, now, p.Lifecycle())
+	switch {
+	case r.Lifecycle == Healthy && !silent && r.Replacing != 0:
+		d.Retire = append(d.Retire, r.Workspace)
+	case r.Lifecycle == Healthy && !silent && r.Step != StepNone:
+		move(Healthy, fmt.Sprintf("healthy again after %s", r.Step), true)
+	case (r.Lifecycle == Critical && a < p.CriticalAfter) || (r.Lifecycle == Rebooting && back):
+		// Back, but not reporting healthy: the ladder keeps its
+		// place (only a healthy report resets it), so a droplet that
+		// comes back degraded is not rebooted over and over.
+		move(Degraded, "heartbeat back, not yet reporting healthy", false)
+	case lifecycle.OnSilence(r.Lifecycle, a, p.Lifecycle()) != "":
+		move(lifecycle.OnSilence(r.Lifecycle, a, p.Lifecycle()), fmt.Sprintf("no heartbeat for %s", a.Round(time.Second)), false)
+	case (r.Lifecycle == Critical || r.Lifecycle == Rebooting) && due:
+		// Remediate only what was already critical when evaluated: the
+		// state is seen before the first step is taken.
+		ladder(fmt.Sprintf("no heartbeat for %s", a.Round(time.Second)))
+	case r.Lifecycle == Degraded && due:
+		// Degraded while its agent heartbeats (it reports problems:
+		// n8n down, a manifest not applied, pressure) past the
+		// deadline: remediated like a silent one.
+		ladder(fmt.Sprintf("%s for %s while its agent reports problems", Degraded, now.Sub(r.StateSince).Round(time.Second)))
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/schema"
 )
 
@@ -18,7 +19,7 @@ var (
 		BootDeadline: 20 * time.Minute}
 )
 
-func row(ws, state string, silent time.Duration) Row {
+func row(ws string, state lifecycle.State, silent time.Duration) Row {
 	return Row{Workspace: ws, Lifecycle: state, Desired: "running", DropletID: 1, LastHeartbeat: t0.Add(-silent), StateSince: t0.Add(-time.Hour)}
 }
 
@@ -38,16 +39,20 @@ func TestPolicyFromDefaults(t *testing.T) {
 }
 
 func TestEvaluate(t *testing.T) {
+	since := func(r Row, ago time.Duration) Row {
+		r.StateSince = t0.Add(-ago)
+		return r
+	}
 	withStep := func(r Row, s Step, ago time.Duration) Row {
 		r.Step, r.StepAt = s, t0.Add(-ago)
 		return r
 	}
-	rebuilt := func(state string, ago time.Duration) Row {
+	rebuilt := func(state lifecycle.State, ago time.Duration) Row {
 		r := withStep(row("ws-a", state, 0), StepRebuild, ago)
 		r.LastHeartbeat = time.Time{}
 		return r
 	}
-	booting := func(state string, since time.Duration) Row {
+	booting := func(state lifecycle.State, since time.Duration) Row {
 		return Row{Workspace: "ws-b", Lifecycle: state, Desired: "running", DropletID: 2, StateSince: t0.Add(-since)}
 	}
 	healthyFleet := func(n int) []Row {
@@ -57,7 +62,7 @@ func TestEvaluate(t *testing.T) {
 		}
 		return rs
 	}
-	tr := func(r Row, to, reason string, reset bool) Transition {
+	tr := func(r Row, to lifecycle.State, reason string, reset bool) Transition {
 		return Transition{Workspace: r.Workspace, From: r.Lifecycle, To: to, Reason: reason, Reset: reset, Heartbeat: r.LastHeartbeat}
 	}
 	rem := func(r Row, s Step, reason string) Remediation {
@@ -75,7 +80,13 @@ func TestEvaluate(t *testing.T) {
 			Decision{Watched: 1, Silent: 1, Transitions: []Transition{tr(row("ws-a", Healthy, 15*time.Minute), Critical, "no heartbeat for 15m0s", false)}}},
 		{"degraded to critical", []Row{row("ws-a", Degraded, 16*time.Minute)},
 			Decision{Watched: 1, Silent: 1, Transitions: []Transition{tr(row("ws-a", Degraded, 16*time.Minute), Critical, "no heartbeat for 16m0s", false)}}},
-		{"degraded, still under critical: nothing", []Row{row("ws-a", Degraded, 10*time.Minute)}, Decision{Watched: 1, Silent: 1}},
+		{"degraded, still under critical: nothing", []Row{since(row("ws-a", Degraded, 10*time.Minute), 10*time.Minute)}, Decision{Watched: 1, Silent: 1}},
+		{"degraded while heartbeating, within its deadline: nothing", []Row{since(row("ws-a", Degraded, time.Minute), 14*time.Minute)}, Decision{Watched: 1}},
+		{"degraded while heartbeating (n8n down) past its deadline: reboot", []Row{since(row("ws-a", Degraded, time.Minute), 15*time.Minute)},
+			Decision{Watched: 1, Remediations: []Remediation{rem(row("ws-a", Degraded, time.Minute), StepReboot, "ACTIVE_DEGRADED for 15m0s while its agent reports problems")}}},
+		{"still degraded a deadline after the reboot: power cycle", []Row{since(withStep(row("ws-a", Degraded, time.Minute), StepReboot, 20*time.Minute), 15*time.Minute)},
+			Decision{Watched: 1, Remediations: []Remediation{rem(row("ws-a", Degraded, time.Minute), StepPowerCycle,
+				"ACTIVE_DEGRADED for 15m0s while its agent reports problems; reboot 20m0s ago did not bring it back")}}},
 		{"never sent a heartbeat: counts from state_since", []Row{{Workspace: "ws-a", Lifecycle: Healthy, Desired: "running", StateSince: t0.Add(-6 * time.Minute)}},
 			Decision{Watched: 1, Silent: 1, Transitions: []Transition{{Workspace: "ws-a", From: Healthy, To: Degraded, Reason: "no heartbeat for 6m0s"}}}},
 		{"critical: reboot", []Row{row("ws-a", Critical, 16*time.Minute)},
@@ -95,13 +106,22 @@ func TestEvaluate(t *testing.T) {
 			Decision{Remediations: []Remediation{rem(booting("BOOTING", time.Hour), StepRebuild, "in BOOTING for 1h0m0s, past the boot deadline of 20m0s")}}},
 		{"deploying past the boot deadline: rebuild", []Row{booting("DEPLOYING", 25*time.Minute)},
 			Decision{Remediations: []Remediation{rem(booting("DEPLOYING", 25*time.Minute), StepRebuild, "in DEPLOYING for 25m0s, past the boot deadline of 20m0s")}}},
-		{"provisioning past the boot deadline: the executor's, not the watchdog's", []Row{booting("PROVISIONING", time.Hour)}, Decision{}},
+		{"provisioning, nothing in flight, within its action deadline: the planner re-issues", []Row{booting("PROVISIONING", 59*time.Minute)}, Decision{}},
+		{"provisioning, nothing in flight, past its action deadline: fail", []Row{booting("PROVISIONING", time.Hour)},
+			Decision{Remediations: []Remediation{{Workspace: "ws-b", Step: StepFail, Reason: "in PROVISIONING for 1h0m0s, past its deadline of 1h0m0s"}}}},
+		{"hibernating, nothing in flight, past its deadline: power on", []Row{func() Row { r := booting("HIBERNATING", time.Hour); r.Desired = "hibernated"; return r }()},
+			Decision{Remediations: []Remediation{{Workspace: "ws-b", Step: StepPowerCycle, Reason: "in HIBERNATING for 1h0m0s, past its deadline of 1h0m0s; powering the droplet on"}}}},
+		{"hibernating again past its deadline after the power-on: fail", []Row{func() Row {
+			r := withStep(booting("HIBERNATING", time.Hour), StepPowerCycle, 2*time.Hour)
+			r.Desired = "hibernated"
+			return r
+		}()}, Decision{Remediations: []Remediation{{Workspace: "ws-b", Step: StepFail, Reason: "in HIBERNATING for 1h0m0s, past its deadline of 1h0m0s"}}}},
 		{"spare past the boot deadline: not rebuilt", []Row{func() Row { r := booting("HANDSHAKE", time.Hour); r.Workspace = "spare-nyc3-1"; return r }()}, Decision{}},
 		{"past the boot deadline with an operation in flight: wait", []Row{func() Row { r := booting("INITIALIZING", time.Hour); r.InFlight = true; return r }()}, Decision{}},
 		{"past the boot deadline during an outage: held", append(func() []Row {
 			rs := healthyFleet(5)
 			for i := range 5 {
-				rs = append(rs, row(fmt.Sprintf("ws-dead-%d", i), Degraded, 10*time.Minute))
+				rs = append(rs, since(row(fmt.Sprintf("ws-dead-%d", i), Degraded, 10*time.Minute), 10*time.Minute))
 			}
 			return rs
 		}(), booting("HANDSHAKE", time.Hour)), Decision{Watched: 10, Silent: 5, Outage: true, Held: 1}},
@@ -117,10 +137,10 @@ func TestEvaluate(t *testing.T) {
 		}()}, Decision{Watched: 1, Retire: []string{"ws-a"}}},
 		{"healthy after a reboot: ladder reset", []Row{withStep(row("ws-a", Healthy, time.Minute), StepReboot, 3*time.Minute)},
 			Decision{Watched: 1, Transitions: []Transition{tr(row("ws-a", Healthy, time.Minute), Healthy, "healthy again after reboot", true)}}},
-		{"heartbeat back while rebooting, not yet healthy: degraded, reset", []Row{withStep(row("ws-a", Rebooting, time.Minute), StepReboot, 3*time.Minute)},
-			Decision{Watched: 1, Transitions: []Transition{tr(row("ws-a", Rebooting, time.Minute), Degraded, "heartbeat back, not yet reporting healthy", true)}}},
-		{"agent-reported degraded after a reboot: reset", []Row{withStep(row("ws-a", Degraded, time.Minute), StepReboot, 3*time.Minute)},
-			Decision{Watched: 1, Transitions: []Transition{tr(row("ws-a", Degraded, time.Minute), Degraded, "heartbeat back after reboot", true)}}},
+		{"heartbeat back while rebooting, not yet healthy: degraded, the ladder keeps its place", []Row{withStep(row("ws-a", Rebooting, time.Minute), StepReboot, 3*time.Minute)},
+			Decision{Watched: 1, Transitions: []Transition{tr(row("ws-a", Rebooting, time.Minute), Degraded, "heartbeat back, not yet reporting healthy", false)}}},
+		{"agent-reported degraded after a reboot, within the deadline: nothing (no reset)", []Row{since(withStep(row("ws-a", Degraded, time.Minute), StepReboot, 3*time.Minute), 2*time.Minute)},
+			Decision{Watched: 1}},
 		{"in flight: counted, not decided", []Row{func() Row { r := row("ws-a", Critical, 20*time.Minute); r.InFlight = true; return r }()}, Decision{Watched: 1, Silent: 1}},
 		{"not declared running: ignored", []Row{func() Row { r := row("ws-a", Healthy, time.Hour); r.Desired = "hibernated"; return r }()}, Decision{}},
 		{"FAILED stays", []Row{func() Row {
@@ -217,7 +237,7 @@ func apply(rows []Row, d Decision, now time.Time) []Row {
 // within the cool-down of its last one; the ladder only climbs; a healthy
 // heartbeat resets it; outages hold every step.
 func TestLadderProperties(t *testing.T) {
-	states := []string{Healthy, Degraded, Critical, Rebooting}
+	states := []lifecycle.State{Healthy, Degraded, Critical, Rebooting}
 	for seed := range uint64(300) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		var rows []Row
@@ -286,7 +306,7 @@ func TestLadderProperties(t *testing.T) {
 // and FAILED once the rebuilt droplet was not healthy for Cooldown; it is
 // never rebuilt twice and nothing happens to it after FAILED.
 func TestBootDeadlineProperties(t *testing.T) {
-	states := []string{"BOOTING", "INITIALIZING", "HANDSHAKE", "CONFIGURING", "DEPLOYING"}
+	states := lifecycle.PreActive()
 	for seed := range uint64(300) {
 		rng := rand.New(rand.NewPCG(seed, 11))
 		since := time.Duration(rng.IntN(60)) * time.Minute

@@ -1,0 +1,95 @@
+package agentapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"testing"
+	"time"
+
+	"genesis.dev/fleet/reconciler/lifecycle"
+)
+
+// TestHeartbeatSQLMatchesLifecycle drives the real batched heartbeat
+// statement on Postgres with every stored state (lifecycle.All, so a new
+// state cannot be left out) × every kind of heartbeat, all in one batch,
+// and compares each row's resulting state with lifecycle.OnHeartbeat. A
+// heartbeat of a droplet the workspace does not record (it records none)
+// moves no state and is stored only while the workspace awaits its droplet
+// (lifecycle.AwaitingDroplet); states that need a droplet (lifecycle.NeedDroplet)
+// cannot lack one.
+func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	inputs := []struct {
+		name string
+		hb   lifecycle.Heartbeat
+	}{
+		{"ok newest", lifecycle.Heartbeat{OK: true, Applied: 3, Issued: 3}},
+		{"ok older", lifecycle.Heartbeat{OK: true, Applied: 1, Issued: 3}},
+		{"ok none applied", lifecycle.Heartbeat{OK: true, Applied: 0, Issued: 3}},
+		{"ok none issued", lifecycle.Heartbeat{OK: true, Applied: 0, Issued: 0}},
+		{"problems newest", lifecycle.Heartbeat{OK: false, Applied: 3, Issued: 3}},
+		{"problems older", lifecycle.Heartbeat{OK: false, Applied: 1, Issued: 3}},
+		{"problems none applied", lifecycle.Heartbeat{OK: false, Applied: 0, Issued: 3}},
+	}
+	type tcase struct {
+		ws       string
+		state    lifecycle.State
+		input    string
+		recorded bool
+		want     lifecycle.State
+		written  bool
+	}
+	var cases []tcase
+	var batch []heartbeat
+	droplet := int64(5000)
+	add := func(state lifecycle.State, input string, hb lifecycle.Heartbeat, recorded bool) {
+		droplet++
+		ws := fmt.Sprintf("ws-l%d", droplet)
+		var rowDroplet any
+		c := tcase{ws: ws, state: state, input: input, recorded: recorded, want: state, written: state.In(lifecycle.AwaitingDroplet())}
+		if recorded {
+			rowDroplet, c.want, c.written = droplet, lifecycle.OnHeartbeat(state, hb), true
+		}
+		if _, err := w.st.Pool().Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, state, desired_state, manifest_version_issued, snapshot_id)
+			VALUES ($1, $2, $3, 'running', $4, '1')`, ws, rowDroplet, string(state), hb.Issued); err != nil {
+			t.Fatal(err)
+		}
+		hash := sha256.Sum256([]byte(ws))
+		if _, err := w.st.Pool().Exec(ctx, `INSERT INTO agents (droplet_id, workspace, age_recipient, ed25519_public_key, credential_hash)
+			VALUES ($1, $2, 'age1test', $3, $4)`, droplet, ws, make([]byte, 32), hash[:]); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, c)
+		batch = append(batch, heartbeat{droplet: droplet, workspace: ws, seq: 1, at: time.Now(), body: []byte(`{}`),
+			applied: hb.Applied, ok: hb.OK})
+	}
+	for _, s := range lifecycle.All() {
+		for _, in := range inputs {
+			add(s, in.name, in.hb, true)
+		}
+		if !s.In(lifecycle.NeedDroplet()) {
+			add(s, "ok newest, droplet not recorded", inputs[0].hb, false)
+		}
+	}
+	if err := w.svc.writeBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%s/%s", c.state, c.input), func(t *testing.T) {
+			var got string
+			var written bool
+			if err := w.st.Pool().QueryRow(ctx, `SELECT state, last_heartbeat_at IS NOT NULL FROM fleet_status WHERE workspace = $1`, c.ws).
+				Scan(&got, &written); err != nil {
+				t.Fatal(err)
+			}
+			if lifecycle.State(got) != c.want {
+				t.Errorf("state = %s, want %s (lifecycle.OnHeartbeat)", got, c.want)
+			}
+			if written != c.written {
+				t.Errorf("heartbeat stored = %v, want %v", written, c.written)
+			}
+		})
+	}
+}
