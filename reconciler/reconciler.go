@@ -400,24 +400,21 @@ func (r *Reconciler) Pass(ctx context.Context) (plan.Plan, error) {
 }
 
 func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
-	snap, ok := r.Snapshot()
-	if !ok {
-		return plan.Plan{}, errNoSnapshot
-	}
-	if snap.Fleet == nil {
-		return plan.Plan{}, fmt.Errorf("no valid genesis.yaml at %s: %v", snap.Commit, snap.FleetErrors)
-	}
-	c, err := r.cloudFor(snap.Fleet)
-	if err != nil {
-		return plan.Plan{}, err
-	}
-	if err := r.cfg.Store.SyncAccounts(ctx, snap.Fleet); err != nil {
-		return plan.Plan{}, err
-	}
+	// The snapshot and what changed in it are taken together: a commit
+	// delivered while this pass runs stays pending for the next one (taken
+	// apart, a Deliver between them lost its tenants until a full pass).
 	// A full pass after start, a fleet change or a resync tick; otherwise
 	// only the tenants that changed, whose job ended or whose backoff did.
 	now := r.cfg.Now()
 	r.mu.Lock()
+	snap, ok := r.snap, r.have
+	if !ok || snap.Fleet == nil {
+		r.mu.Unlock()
+		if !ok {
+			return plan.Plan{}, errNoSnapshot
+		}
+		return plan.Plan{}, fmt.Errorf("no valid genesis.yaml at %s: %v", snap.Commit, snap.FleetErrors)
+	}
 	var scope []string
 	if !r.needFull {
 		for _, id := range r.dueLocked(now) {
@@ -433,6 +430,28 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 	r.mu.Unlock()
 	if scope != nil && len(scope) == 0 {
 		return plan.Plan{}, nil
+	}
+	// A pass that fails before it plans leaves its tenants pending.
+	planned := false
+	defer func() {
+		if planned {
+			return
+		}
+		r.mu.Lock()
+		if scope == nil {
+			r.needFull = true
+		}
+		for _, id := range scope {
+			r.pending[id] = true
+		}
+		r.mu.Unlock()
+	}()
+	c, err := r.cloudFor(snap.Fleet)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	if err := r.cfg.Store.SyncAccounts(ctx, snap.Fleet); err != nil {
+		return plan.Plan{}, err
 	}
 	d := Desired(snap)
 	// Record what git declares: every tenant on a full pass, the scope's
@@ -483,6 +502,7 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 	obs := c.Observe(ctx)
 	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete, Status: status, InFlight: inFlight, Held: holds}
 	p := plan.Compute(d, o, now, plan.Options{AllowMassChange: r.cfg.AllowMassChange, Scope: scope})
+	planned = true
 	r.record(o, p, snap, scope)
 	r.settleHolds(ctx, holds, p, o, d, scope, now)
 	if len(p.IdleWarnings) > 0 {
