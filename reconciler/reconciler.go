@@ -53,6 +53,9 @@ type Config struct {
 	// WatchdogEvery is how often the leader runs the watchdog (default
 	// 15s).
 	WatchdogEvery time.Duration
+	// Observations stores each observation for every replica's
+	// /v1/observed (nil: not stored).
+	Observations *Observations
 }
 
 // Reconciler is the loop. Deliver hands it desired state; Run leads when it
@@ -439,6 +442,9 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete, Status: status, InFlight: inFlight}
 	p := plan.Compute(d, o, r.cfg.Now(), plan.Options{AllowMassChange: r.cfg.AllowMassChange, Scope: scope})
 	r.record(o, p, snap, scope)
+	if r.cfg.Observations != nil {
+		r.cfg.Observations.Save(ctx, o, r.cfg.Now())
+	}
 	if len(p.IdleWarnings) > 0 {
 		jobs.Add(1)
 		go func() { defer jobs.Done(); r.warnIdle(ctx, p.IdleWarnings) }()

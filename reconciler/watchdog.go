@@ -246,11 +246,10 @@ func (r *Reconciler) Retry(ctx context.Context, id, actor, reason string) error 
 	if err := r.cfg.Store.RetryTenant(ctx, id, actor, reason, snap.Commit); err != nil {
 		return err
 	}
+	// Announced in RetryTenant's transaction: the leader runs a pass for
+	// the tenant whichever replica took the call.
 	r.wlog.Info("tenant retry", "tenant", id, "actor", actor, "reason", reason)
-	r.mu.Lock()
-	r.pending[id] = true
-	r.mu.Unlock()
-	r.Kick()
+	r.passFor(id)
 	return nil
 }
 
