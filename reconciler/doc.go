@@ -10,4 +10,10 @@
 // lock plans and executes; every replica serves HTTP. After a crash the new
 // leader first resumes the journal's unfinished operations, which are
 // idempotent, then plans afresh.
+//
+// Every replica is equal to callers: a push webhook, a dashboard commit, a
+// wake or a retry taken by any replica is announced on the Postgres channel
+// store.EventChannel, which every replica follows (events.go), so the
+// leader acts at once; and the leader stores each observation in Postgres,
+// from which every replica answers GET /v1/observed (observed.go).
 package reconciler

@@ -55,8 +55,16 @@ and executes; every replica serves HTTP:
   GET  /readyz       database reachable and state repository read
   GET  /metrics      Prometheus metrics
   GET  /v1/fleet     every tenant: desired vs actual, droplet, account, errors
-  GET  /v1/observed  the last observation (genesis plan --reconciler reads it)
-  POST /hooks/git    push webhook (X-Hub-Signature-256): fetch now
+  GET  /v1/observed  the leader's last stored observation, with observed_at
+                     and leader (genesis plan --reconciler reads it); 503
+                     when none is stored or it is older than
+                     --observed-max-age
+  POST /hooks/git    push webhook (X-Hub-Signature-256): every replica
+                     fetches now
+
+A webhook, a dashboard commit, a wake or a retry may reach any replica: it
+is announced on the Postgres channel genesis_reconciler, which every replica
+follows, and the leader acts on it at once.
 
 and the agent protocol (see package reconciler/agentapi):
 
