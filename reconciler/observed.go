@@ -130,7 +130,9 @@ func (o *Observations) Save(ctx context.Context, obs plan.Observed, at time.Time
 		Complete: obs.Complete(), Droplets: len(obs.Droplets)})
 	if err != nil {
 		o.stored = false
-		o.log.Error("store observation failed", "err", err)
+		if ctx.Err() == nil { // else leadership ended mid-pass
+			o.log.Error("store observation failed", "err", err)
+		}
 		return
 	}
 	o.digest, o.stored = digest, true
