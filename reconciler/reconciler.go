@@ -442,9 +442,6 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete, Status: status, InFlight: inFlight}
 	p := plan.Compute(d, o, r.cfg.Now(), plan.Options{AllowMassChange: r.cfg.AllowMassChange, Scope: scope})
 	r.record(o, p, snap, scope)
-	if r.cfg.Observations != nil {
-		r.cfg.Observations.Save(ctx, o, r.cfg.Now())
-	}
 	if len(p.IdleWarnings) > 0 {
 		jobs.Add(1)
 		go func() { defer jobs.Done(); r.warnIdle(ctx, p.IdleWarnings) }()
@@ -494,6 +491,11 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 	}
 	if snap.Commit != "" && r.cfg.Reconciled != nil {
 		r.cfg.Reconciled(snap.Commit)
+	}
+	// Stored after dispatch (which only starts jobs), so the write (about
+	// 0.5 s at 15,000 tenants) does not delay the actions.
+	if r.cfg.Observations != nil {
+		r.cfg.Observations.Save(ctx, o, r.cfg.Now())
 	}
 	return p, nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,33 +21,11 @@ import (
 	"genesis.dev/fleet/tenants"
 )
 
-var (
-	cliOnce sync.Once
-	cliBin  string
-	cliErr  error
-)
-
-// cliBinary builds the genesis CLI once per test binary, next to the
-// reconciler binary (removed by TestMain).
-func cliBinary(t *testing.T) string {
-	t.Helper()
-	cliOnce.Do(func() {
-		cliBin = filepath.Join(filepath.Dir(binary), "genesis")
-		if out, err := exec.Command("go", "build", "-o", cliBin, "../genesis").CombinedOutput(); err != nil {
-			cliErr = fmt.Errorf("build genesis: %v\n%s", err, out)
-		}
-	})
-	if cliErr != nil {
-		t.Fatal(cliErr)
-	}
-	return cliBin
-}
-
 // planCmd runs genesis plan --format json against the reconciler at url and
 // returns its exit status, its plan and its stderr.
 func planCmd(t *testing.T, state, url, token string) (int, json.RawMessage, string) {
 	t.Helper()
-	cmd := exec.Command(cliBinary(t), "plan", "--state", state, "--reconciler", url, "--format", "json")
+	cmd := exec.Command(cliBuild.get(t, "genesis"), "plan", "--state", state, "--reconciler", url, "--format", "json")
 	cmd.Env = append(os.Environ(), "GENESIS_TOKEN="+token)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
