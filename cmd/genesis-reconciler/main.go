@@ -377,11 +377,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	recMetrics := reconciler.NewMetrics(reg)
 	observations := reconciler.NewObservations(reconciler.ObservationsConfig{Store: st, Replica: c.replicaID, MaxAge: c.observedMaxAge, Logger: log, Registerer: reg})
 	rec = reconciler.New(reconciler.Config{
-		Observations: observations,
-		Store:        st, NewCloud: pools.build, Logger: log, Metrics: recMetrics,
+		Store: st, NewCloud: pools.build, Logger: log, Metrics: recMetrics,
 		UserData: userData, Manifest: manifest,
 		AllowMassChange: c.allowMassChange, Resync: c.resync, WatchdogEvery: c.watchdogEvery,
-		PrepareTimeout: c.prepareTimeout, Notify: notify,
+		PrepareTimeout: c.prepareTimeout, Notify: notify, Observations: observations,
 		Reconciled: func(commit string) {
 			if gitSrc == nil || commit == last {
 				return
