@@ -66,6 +66,11 @@ func retry(ws, attempts, kind, after string) string {
 	return fmt.Sprintf(`INSERT INTO tenant_retries (workspace, attempts, last_error_kind, action, retry_after) VALUES (%s, %s, %s, 'create', %s)`, ws, attempts, kind, after)
 }
 
+func observation(key, observed, digest, leader, epoch string) string {
+	return fmt.Sprintf(`INSERT INTO observation (singleton, observed, digest, observed_at, leader, leader_epoch, complete, droplets) VALUES (%s, %s, %s, now(), %s, %s, true, 0)`,
+		key, observed, digest, leader, epoch)
+}
+
 func audit(actor, action, ws, opID, detail, commit string) string {
 	return fmt.Sprintf(insertAudit, actor, action, ws, opID, detail, commit)
 }
@@ -170,6 +175,19 @@ func schemaCases() []schemaCase {
 		{"audit: missing action", audit(`'reconciler'`, `NULL`, `'ws-acme'`, `NULL`, `'{}'`, commitA), "23502", ""},
 		{"audit: bad commit", audit(`'reconciler'`, `'create'`, `'ws-acme'`, `NULL`, `'{}'`, `'abc'`), "23514", "git_commit_check"},
 		{"audit: detail not an object", audit(`'reconciler'`, `'create'`, `'ws-acme'`, `NULL`, `'"text"'`, commitA), "23514", "audit_log_detail_check"},
+		// observation (one row: the leader's last observation)
+		{"observation: valid", observation(`true`, `'{"Droplets": []}'`, `sha256('o1')`, `'replica-a/1'`, `NULL`), "", ""},
+		{"observation: valid with an epoch", observation(`true`, `'{}'`, `sha256('o1')`, `'pod-7f9c.genesis:8080'`, `3`), "", ""},
+		{"observation: a second row", observation(`true`, `'{}'`, `sha256('o1')`, `'a'`, `NULL`) + "; " +
+			observation(`true`, `'{}'`, `sha256('o2')`, `'b'`, `NULL`), "23505", "observation_pkey"},
+		{"observation: key false", observation(`false`, `'{}'`, `sha256('o1')`, `'a'`, `NULL`), "23514", "observation_singleton_check"},
+		{"observation: not an object", observation(`true`, `'[]'`, `sha256('o1')`, `'a'`, `NULL`), "23514", "observation_observed_check"},
+		{"observation: not json", observation(`true`, `'{'`, `sha256('o1')`, `'a'`, `NULL`), "22P02", ""},
+		{"observation: short digest", observation(`true`, `'{}'`, `'\x01'`, `'a'`, `NULL`), "23514", "sha256_digest_check"},
+		{"observation: empty leader", observation(`true`, `'{}'`, `sha256('o1')`, `''`, `NULL`), "23514", "observation_leader_check"},
+		{"observation: leader with a space", observation(`true`, `'{}'`, `sha256('o1')`, `'replica a'`, `NULL`), "23514", "observation_leader_check"},
+		{"observation: epoch 0", observation(`true`, `'{}'`, `sha256('o1')`, `'a'`, `0`), "23514", "observation_leader_epoch_check"},
+
 		{"audit: unknown operation", audit(`'reconciler'`, `'create'`, `'ws-acme'`, `424242`, `'{}'`, commitA), "23503", "audit_log_operation_id_fkey"},
 
 		// tenant_retries

@@ -20,4 +20,10 @@
 // (plan.Observed.Held), which leaves held workspaces alone. The Reconciler
 // owns its workers: Run waits for them when leadership ends; callers of
 // Pass and Watch outside Run call Wait.
+//
+// Every replica is equal to callers: a push webhook, a dashboard commit, a
+// wake or a retry taken by any replica is announced on the Postgres channel
+// store.EventChannel, which every replica follows (events.go), so the
+// leader acts at once; and the leader stores each observation in Postgres,
+// from which every replica answers GET /v1/observed (observed.go).
 package reconciler

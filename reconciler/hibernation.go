@@ -29,7 +29,8 @@ import (
 //   - Idle warnings: the planner lists tenants to warn; each is recorded
 //     (fleet_status.idle_warned_at, audit_log), logged, counted and sent
 //     to the notifier once.
-//   - Wake fast path: Wake sets wake_requested and kicks the loop.
+//   - Wake fast path: Wake sets wake_requested and announces it; the
+//     leader, whichever replica took the call, runs a pass for the tenant.
 //   - Cost: the monthly cost of the observed droplets and snapshot storage.
 
 // Journal steps of the prepare phase of a hibernation.
@@ -178,11 +179,10 @@ func (r *Reconciler) Wake(ctx context.Context, id, actor string) (store.FleetRow
 	case err != nil:
 		return store.FleetRow{}, err
 	}
+	// The leader hears of it through store.EventChannel (events.go); if
+	// this replica leads, it goes ahead without waiting for that.
 	r.log.Info("wake requested", "tenant", id, "actor", actor)
-	r.mu.Lock()
-	r.pending[id] = true
-	r.mu.Unlock()
-	r.Kick()
+	r.passFor(id)
 	rows, err := r.cfg.Store.Fleet(ctx)
 	if err != nil {
 		return store.FleetRow{}, err

@@ -30,8 +30,13 @@ type HandlerConfig struct {
 	// refuses every hook.
 	WebhookSecret []byte
 	// Trigger fetches the state repository now (the tenants watcher's
-	// Trigger).
+	// Trigger); used when Events is nil.
 	Trigger func()
+	// Events announces a push webhook to every replica (events.go).
+	Events *Events
+	// Observations serves GET /v1/observed from the leader's stored
+	// observation (observed.go); nil makes one from Store with defaults.
+	Observations *Observations
 	// Agents serves the agent protocol (POST /v1/enroll, GET /v1/manifest,
 	// POST /v1/heartbeat); nil leaves them unserved.
 	Agents http.Handler
@@ -86,9 +91,10 @@ func Handler(cfg HandlerConfig) http.Handler {
 		handleWake(w, r, cfg.Reconciler)
 	})
 	mux.HandleFunc("POST /v1/tenants/{id}/retry", retryHandler(cfg.Reconciler))
-	mux.HandleFunc("GET /v1/observed", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, cfg.Reconciler.Observed())
-	})
+	if cfg.Observations == nil {
+		cfg.Observations = NewObservations(ObservationsConfig{Store: cfg.Store})
+	}
+	mux.Handle("GET /v1/observed", cfg.Observations)
 	mux.HandleFunc("POST /hooks/git", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxHookBody))
 		if err != nil {
@@ -99,7 +105,13 @@ func Handler(cfg HandlerConfig) http.Handler {
 			httpError(w, http.StatusUnauthorized, err.Error())
 			return
 		}
-		if cfg.Trigger != nil {
+		switch {
+		case cfg.Events != nil:
+			if err := cfg.Events.Pushed(r.Context()); err != nil {
+				httpError(w, http.StatusServiceUnavailable, "fetching here, but the leader could not be told (retry the delivery): "+err.Error())
+				return
+			}
+		case cfg.Trigger != nil:
 			cfg.Trigger()
 		}
 		w.WriteHeader(http.StatusAccepted)

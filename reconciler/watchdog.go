@@ -249,16 +249,21 @@ func (r *Reconciler) Retry(ctx context.Context, id, actor, reason string) error 
 	r.mu.Unlock()
 	err = r.cfg.Store.RetryTenant(ctx, id, actor, reason, snap.Commit)
 	if errors.Is(err, store.ErrNotFailed) && held {
+		// Only a backoff was cleared: nothing was written that announces
+		// it, so announce it here for the leader (its holds reload from
+		// Postgres at its next pass, which this asks for).
 		err = r.cfg.Store.Audit(ctx, actor, "retry", id, map[string]any{"reason": reason, "cleared": "backoff"}, snap.Commit)
+		if err == nil {
+			err = r.cfg.Store.Publish(ctx, store.Event{Kind: store.EventRetry, Workspace: id})
+		}
 	}
 	if err != nil {
 		return err
 	}
+	// Announced in RetryTenant's transaction: the leader runs a pass for
+	// the tenant whichever replica took the call.
 	r.wlog.Info("tenant retry", "tenant", id, "actor", actor, "reason", reason)
-	r.mu.Lock()
-	r.pending[id] = true
-	r.mu.Unlock()
-	r.Kick()
+	r.passFor(id)
 	return nil
 }
 

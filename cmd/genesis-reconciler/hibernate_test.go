@@ -31,28 +31,33 @@ import (
 	"genesis.dev/fleet/schema/dsse"
 )
 
-var (
-	agentOnce sync.Once
-	agentBin  string
-	agentErr  error
-)
+// built is a command built once per test binary, next to the reconciler
+// binary (removed by TestMain).
+type built struct {
+	once sync.Once
+	path string
+	err  error
+}
 
-// agentBinary builds genesis-agent once per test binary, next to the
-// reconciler binary (removed by TestMain).
-func agentBinary(t *testing.T) string {
+var agentBuild, cliBuild built
+
+// get builds ../name the first time and returns the binary's path.
+func (b *built) get(t *testing.T, name string) string {
 	t.Helper()
-	agentOnce.Do(func() {
-		agentBin = filepath.Join(filepath.Dir(binary), "genesis-agent")
-		out, err := exec.Command("go", "build", "-o", agentBin, "../genesis-agent").CombinedOutput()
-		if err != nil {
-			agentErr = fmt.Errorf("build genesis-agent: %v\n%s", err, out)
+	b.once.Do(func() {
+		b.path = filepath.Join(filepath.Dir(binary), name)
+		if out, err := exec.Command("go", "build", "-o", b.path, "../"+name).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("build %s: %v\n%s", name, err, out)
 		}
 	})
-	if agentErr != nil {
-		t.Fatal(agentErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return agentBin
+	return b.path
 }
+
+// agentBinary is genesis-agent, built once.
+func agentBinary(t *testing.T) string { return agentBuild.get(t, "genesis-agent") }
 
 // fleetKeys writes a new fleet age identity (age.key) and manifest-signing
 // key (signing.pem) into a new directory.

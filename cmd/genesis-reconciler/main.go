@@ -30,6 +30,7 @@ import (
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/fleetstats"
 	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
@@ -54,8 +55,16 @@ and executes; every replica serves HTTP:
   GET  /readyz       database reachable and state repository read
   GET  /metrics      Prometheus metrics
   GET  /v1/fleet     every tenant: desired vs actual, droplet, account, errors
-  GET  /v1/observed  the last observation (genesis plan --reconciler reads it)
-  POST /hooks/git    push webhook (X-Hub-Signature-256): fetch now
+  GET  /v1/observed  the leader's last stored observation, with observed_at
+                     and leader (genesis plan --reconciler reads it); 503
+                     when none is stored or it is older than
+                     --observed-max-age
+  POST /hooks/git    push webhook (X-Hub-Signature-256): every replica
+                     fetches now
+
+A webhook, a dashboard commit, a wake or a retry may reach any replica: it
+is announced on the Postgres channel genesis_reconciler, which every replica
+follows, and the leader acts on it at once.
 
 and the agent protocol (see package reconciler/agentapi):
 
@@ -116,6 +125,8 @@ type config struct {
 	unauthBurst                                                          int
 	tlsCert, tlsKey, agentBinarySHA256                                   string
 	agentInsecureHTTP                                                    bool
+	replicaID                                                            string
+	observedMaxAge                                                       time.Duration
 }
 
 // listFlag is a repeatable flag whose default comes from a comma-separated
@@ -185,6 +196,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	str(&c.logLevel, "log-level", "GENESIS_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	dur(&c.pollInterval, "poll-interval", "GENESIS_POLL_INTERVAL", tenants.DefaultPollInterval, "how often the state repository is fetched (±10% jitter)")
 	dur(&c.resync, "resync", "GENESIS_RESYNC", 30*time.Second, "how often the leader re-plans without a new commit, to catch drift")
+	str(&c.replicaID, "replica-id", "GENESIS_REPLICA_ID", defaultReplicaID(), "this replica's name, stored with the observations it makes as leader (GET /v1/observed's leader)")
+	dur(&c.observedMaxAge, "observed-max-age", "GENESIS_OBSERVED_MAX_AGE", 0, "GET /v1/observed answers 503 when the leader's stored observation is older (default 5 × --resync)")
 	str(&c.notifyURL, "notify-url", "GENESIS_NOTIFY_URL", "", "URL idle-hibernation warnings are POSTed to as JSON (optional)")
 	dur(&c.prepareTimeout, "hibernate-prepare-timeout", "GENESIS_HIBERNATE_PREPARE_TIMEOUT", reconciler.DefaultPrepareTimeout,
 		"how long a hibernation waits for the agent to confirm n8n stopped before it snapshots anyway")
@@ -242,6 +255,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if err := c.http.check(); err != nil {
 		return c, err
+	}
+	if err := store.CheckReplicaID(c.replicaID); err != nil {
+		return c, cliexit.Usage("--replica-id: %v", err)
+	}
+	if c.observedMaxAge <= 0 {
+		c.observedMaxAge = 5 * c.resync
 	}
 	if _, err := auth.ParsePrefixes(c.trustedProxies); err != nil {
 		return c, cliexit.Usage("--trusted-proxies: %v", err)
@@ -359,11 +378,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		notify = (&reconciler.Notifier{URL: c.notifyURL}).Send
 	}
 	recMetrics := reconciler.NewMetrics(reg)
+	observations := reconciler.NewObservations(reconciler.ObservationsConfig{Store: st, Replica: c.replicaID, MaxAge: c.observedMaxAge, Logger: log, Registerer: reg})
 	rec = reconciler.New(reconciler.Config{
 		Store: st, NewCloud: pools.build, Logger: log, Metrics: recMetrics,
 		UserData: userData, Manifest: manifest,
 		AllowMassChange: c.allowMassChange, Resync: c.resync, WatchdogEvery: c.watchdogEvery,
-		PrepareTimeout: c.prepareTimeout, Notify: notify,
+		PrepareTimeout: c.prepareTimeout, Notify: notify, Observations: observations,
 		Reconciled: func(commit string) {
 			if gitSrc == nil || commit == last {
 				return
@@ -380,18 +400,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		},
 	})
 	watcher := tenants.NewWatcher(src, tenants.WatchConfig{Interval: c.pollInterval, WatchDir: watchDir, Logger: log, OnSync: recMetrics.ObserveSync})
-	authn, api, err := buildAPI(c, st, ids, log, watcher.Trigger)
+	var api *stateapi.API
+	trigger := func() {
+		watcher.Trigger()
+		if api != nil {
+			api.Refresh()
+		}
+	}
+	events := reconciler.NewEvents(reconciler.EventsConfig{Store: st, Reconciler: rec, Fetch: trigger, Logger: log, Registerer: reg})
+	authn, api, err := buildAPI(c, st, ids, log, func() { _ = events.Pushed(context.WithoutCancel(ctx)) })
 	if err != nil {
 		return err
-	}
-	trigger := watcher.Trigger
-	if api != nil {
-		trigger = func() { watcher.Trigger(); api.Refresh() }
 	}
 
 	proxies, _ := auth.ParsePrefixes(c.trustedProxies) // checked by parseFlags
 	handler := reconciler.Handler(reconciler.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
-		WebhookSecret: []byte(c.webhookSecret), Trigger: trigger, Agents: agents.Handler(),
+		WebhookSecret: []byte(c.webhookSecret), Events: events, Observations: observations, Agents: agents.Handler(),
 		Auth: authn, API: api, MetricsTokenRequired: c.metricsTokenRequired})
 	if c.unauthBurst > 0 {
 		handler = auth.NewFailures(auth.FailuresConfig{Rate: c.unauthRate, Burst: c.unauthBurst, TrustedProxies: proxies,
@@ -414,6 +438,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		})
 	})
 	g.Go(func() error { return rec.Run(ctx) })
+	g.Go(func() error { return events.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
 	if api != nil {
 		g.Go(func() error { return api.Run(ctx) })
@@ -481,4 +506,14 @@ func loadAnnounced(files []string) ([]string, error) {
 		out = append(out, string(dsse.MarshalPublicKeyPEM(k)))
 	}
 	return out, nil
+}
+
+// defaultReplicaID is <hostname>/<pid> (in Kubernetes the hostname is the
+// pod's name).
+func defaultReplicaID() string {
+	host, err := os.Hostname()
+	if err != nil || store.CheckReplicaID(host) != nil {
+		host = "reconciler"
+	}
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
 }

@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"filippo.io/age"
 	"github.com/google/go-cmp/cmp"
@@ -580,7 +581,7 @@ func TestPlan(t *testing.T) {
 
 	// Against a running reconciler's observed fleet: ws-gone's droplet is
 	// destroyed, an undeclared droplet is an orphan, ws-good exists.
-	observed := `{"Droplets": [
+	observed := `{"observed_at": "` + time.Now().UTC().Format(time.RFC3339) + `", "leader": "replica-a/1", "Droplets": [
 		{"ID": 1, "Name": "genesis-ws-good-1", "Account": "acct-a", "Region": "nyc3", "Size": "s-1vcpu-1gb", "Workspace": "ws-good"},
 		{"ID": 2, "Name": "genesis-ws-gone-1", "Account": "acct-a", "Region": "nyc3", "Size": "s-1vcpu-2gb", "Workspace": "ws-gone"},
 		{"ID": 3, "Name": "genesis-ws-old-1", "Account": "acct-a", "Region": "nyc3", "Size": "s-1vcpu-1gb", "Workspace": "ws-old"}],

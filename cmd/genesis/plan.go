@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 	"genesis.dev/fleet/internal/cliexit"
 )
 
-const planUsage = `Usage: genesis plan --state DIR [--reconciler URL] [--format text|markdown|json] [--allow-mass-change]
+const planUsage = `Usage: genesis plan --state DIR [--reconciler URL [--max-observed-age D]] [--format text|markdown|json] [--allow-mass-change]
 
 Prints what would happen if the state repository in DIR were merged: per
 tenant the DigitalOcean actions (create, wake, hibernate, destroy, resize,
@@ -26,7 +27,12 @@ spec.sizes), the API calls they spend, orphans, and refusals by the fleet's
 safety limits. DIR is read as it is on disk (a pull request's checkout).
 
 With --reconciler, the fleet as the running reconciler observes it (its
-GET /v1/observed) is planned against; without it, an empty fleet.
+GET /v1/observed: the leader's last stored observation, served by every
+replica) is planned against; without it, an empty fleet. An observation
+that is stale (older than --max-observed-age), unmarked (no observed_at and
+leader: a reconciler too old to say), or empty because a DigitalOcean
+listing failed is refused with exit status 1, instead of a plan that
+would read "create every tenant".
 --format markdown prints a pull-request comment (the example state
 repository's CI posts it). Exit status 1 when DIR has invalid files (their
 errors go to stderr; the plan of the valid tenants is still printed) or the
@@ -39,6 +45,7 @@ func runPlan(ctx context.Context, e env, args []string) error {
 	format := fs.String("format", "text", "output format: text, markdown or json")
 	allow := fs.Bool("allow-mass-change", false, "plan as the reconciler would with --allow-mass-change")
 	token := fs.String("token", "", "bearer token for the reconciler API (default $GENESIS_TOKEN)")
+	maxAge := fs.Duration("max-observed-age", 10*time.Minute, "refuse a --reconciler observation older than this")
 	pos, err := parse(e, fs, args)
 	if err != nil {
 		return err
@@ -71,9 +78,14 @@ func runPlan(ctx context.Context, e env, args []string) error {
 		if tok == "" {
 			tok = e.getenv("GENESIS_TOKEN")
 		}
-		if observed, err = fetchObserved(ctx, *url, tok); err != nil {
+		doc, err := fetchObserved(ctx, *url, tok)
+		if err != nil {
 			return err
 		}
+		if err := checkObserved(doc, time.Now(), *maxAge); err != nil {
+			return &cliexit.Error{Code: 1, Msg: "plan: " + err.Error()}
+		}
+		observed = doc.Observed
 	}
 	d := reconciler.Desired(snap)
 	p := plan.Compute(d, observed, time.Now(), plan.Options{AllowMassChange: *allow})
@@ -110,8 +122,8 @@ func runPlan(ctx context.Context, e env, args []string) error {
 }
 
 // fetchObserved reads the observed fleet from a running reconciler.
-func fetchObserved(ctx context.Context, base, token string) (plan.Observed, error) {
-	var o plan.Observed
+func fetchObserved(ctx context.Context, base, token string) (reconciler.ObservedDoc, error) {
+	var o reconciler.ObservedDoc
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/observed", nil)
@@ -136,4 +148,31 @@ func fetchObserved(ctx context.Context, base, token string) (plan.Observed, erro
 		return o, fmt.Errorf("read the observed fleet: %w", err)
 	}
 	return o, nil
+}
+
+// checkObserved refuses an observation a plan must not be made against: one
+// without observed_at and leader (a reconciler too old to say what it
+// serves; an old follower served an empty one), one older than maxAge, and
+// an empty one that says a listing failed. An empty complete one is a new
+// fleet.
+func checkObserved(doc reconciler.ObservedDoc, now time.Time, maxAge time.Duration) error {
+	switch {
+	case doc.ObservedAt.IsZero() || doc.Leader == "":
+		return fmt.Errorf("the reconciler's observation is unmarked (no observed_at or leader): it cannot say when or by whom " +
+			"the fleet was observed (an older reconciler's follower answers an empty one); upgrade the reconciler, or plan without --reconciler")
+	case doc.Status == nil:
+		return fmt.Errorf("the reconciler's observation has no Status (fleet_status): not an observation to plan against")
+	case now.Sub(doc.ObservedAt) > maxAge:
+		return fmt.Errorf("the reconciler's observation is stale: observed_at %s by leader %s, %s ago, more than --max-observed-age %s",
+			doc.ObservedAt.UTC().Format(time.RFC3339), doc.Leader, now.Sub(doc.ObservedAt).Round(time.Second), maxAge)
+	case !doc.Complete() && len(doc.Droplets) == 0:
+		var why []string
+		for name, reason := range doc.Incomplete {
+			why = append(why, name+": "+reason)
+		}
+		sort.Strings(why)
+		return fmt.Errorf("the reconciler's observation is empty and incomplete (DigitalOcean listing failed: %s): "+
+			"a plan against it would create every tenant", strings.Join(why, "; "))
+	}
+	return nil
 }

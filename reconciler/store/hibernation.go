@@ -44,7 +44,8 @@ func (s *Store) RecordIdleWarning(ctx context.Context, workspace string, at time
 }
 
 // RequestWake sets wake_requested on a hibernated workspace, with an audit
-// entry naming actor. ErrUnknownTenant or ErrNotHibernated otherwise.
+// entry naming actor, and announces it on EventChannel in the same
+// transaction. ErrUnknownTenant or ErrNotHibernated otherwise.
 func (s *Store) RequestWake(ctx context.Context, workspace, actor string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var state string
@@ -58,6 +59,11 @@ func (s *Store) RequestWake(ctx context.Context, workspace, actor string) error 
 		}
 		if lifecycle.State(state) != lifecycle.Hibernated {
 			return fmt.Errorf("%w (lifecycle %s)", ErrNotHibernated, state)
+		}
+		// The leader acts on the notification (at commit), whichever
+		// replica took the call; a repeated wake kicks it again.
+		if err := publish(ctx, tx, Event{Kind: EventWake, Workspace: workspace}); err != nil {
+			return err
 		}
 		if requested {
 			return nil

@@ -207,7 +207,8 @@ func (s *Store) Fail(ctx context.Context, ws string, from lifecycle.State, hb ti
 // RetryTenant takes a FAILED workspace out of FAILED with its ladder reset: one
 // with a droplet becomes ACTIVE_DEGRADED (the watchdog judges it again from
 // its heartbeats, and remediates it from the first step), one without
-// PENDING (the planner creates it). ErrNotFailed when it is not FAILED.
+// PENDING (the planner creates it). It is announced on EventChannel in the
+// same transaction. ErrNotFailed when it is not FAILED.
 func (s *Store) RetryTenant(ctx context.Context, ws, actor, reason, commit string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE fleet_status SET state = CASE WHEN droplet_id IS NULL THEN $3 ELSE $4 END,
@@ -219,6 +220,9 @@ func (s *Store) RetryTenant(ctx context.Context, ws, actor, reason, commit strin
 		}
 		if tag.RowsAffected() == 0 {
 			return ErrNotFailed
+		}
+		if err := publish(ctx, tx, Event{Kind: EventRetry, Workspace: ws}); err != nil {
+			return err
 		}
 		return audit(ctx, tx, actor, "retry", ws, 0, map[string]any{"reason": reason}, commit)
 	})

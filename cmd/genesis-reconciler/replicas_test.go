@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
+
+	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/tenants"
+)
+
+// planCmd runs genesis plan --format json against the reconciler at url and
+// returns its exit status, its plan and its stderr.
+func planCmd(t *testing.T, state, url, token string) (int, json.RawMessage, string) {
+	t.Helper()
+	cmd := exec.Command(cliBuild.get(t, "genesis"), "plan", "--state", state, "--reconciler", url, "--format", "json")
+	cmd.Env = append(os.Environ(), "GENESIS_TOKEN="+token)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, _ := cmd.Output()
+	var doc struct {
+		Plan json.RawMessage `json:"plan"`
+	}
+	json.Unmarshal(out, &doc)
+	return cmd.ProcessState.ExitCode(), doc.Plan, stderr.String()
+}
+
+// TestEveryReplicaEqual runs two reconciler replicas on one Postgres and one
+// bare state repository, polling and resyncing hourly, so that only the
+// notification on channel genesis_reconciler can explain a prompt reaction.
+// A signed push webhook, a dashboard PATCH, a retry and a wake are each sent
+// once to the leader and once to the follower; each reaches DigitalOcean (the
+// simulator) in about the same time (both latencies are logged). Then
+// genesis plan --reconciler against the follower prints the leader's plan,
+// and refuses once the stored observation is stale.
+func TestEveryReplicaEqual(t *testing.T) {
+	w := newWorld(t, 1, 0)
+	// ws-pl, ws-pf: declared hibernated, never created (a PATCH runs them);
+	// ws-wl, ws-wf: running, hibernated below, then woken; ws-rl, ws-rf:
+	// FAILED before any droplet (a retry creates them).
+	for id, state := range map[string]string{"ws-pl": "hibernated", "ws-pf": "hibernated", "ws-wl": "running", "ws-wf": "running", "ws-rl": "running", "ws-rf": "running"} {
+		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(strings.Replace(tenantYAML(id), "state: running", "state: "+state, 1)), 0o644)
+	}
+	w.git("add", "-A")
+	w.git("commit", "-q", "-m", "replicas fleet")
+	bare := filepath.Join(t.TempDir(), "state.git")
+	w.git("clone", "-q", "--bare", w.repo, bare)
+	admin := filepath.Join(t.TempDir(), "admin")
+	gitOut(t, filepath.Dir(admin), "clone", "-q", bare, admin)
+	toks := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(toks, []byte(`{"name":"ops","sha256":"`+auth.Hash("tok-ops")+`","scopes":["admin"]}`+"\n"), 0o600)
+
+	// The schema, and the two FAILED tenants, before any replica runs.
+	st, err := store.Open(t.Context(), w.db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	w.exec(`INSERT INTO fleet_status (workspace, state, desired_state, last_error) VALUES
+		('ws-rl', 'FAILED', 'running', 'test: gave up'), ('ws-rf', 'FAILED', 'running', 'test: gave up')`)
+
+	replica := func(name string) *proc {
+		return w.start("--state-repo", "file://"+bare, "--cache-dir", t.TempDir(), "--tokens", toks, "--replica-id", name,
+			"--poll-interval", "1h", "--resync", "1h")
+	}
+	leader := replica("replica-leader")
+	waitFor(t, "the leader to create the running tenants", func() bool {
+		n := w.dropletsByName()
+		return n["genesis-ws-000-1"] == 1 && n["genesis-ws-wl-1"] == 1 && n["genesis-ws-wf-1"] == 1
+	})
+	follower := replica("replica-follower")
+	call := map[string]func(method, path, token, body string, hdr ...string) (*http.Response, []byte){
+		"leader": apiClient(t, leader.url), "follower": apiClient(t, follower.url)}
+	waitFor(t, "the follower's tenant API", func() bool {
+		resp, _ := call["follower"]("GET", "/v1/tenants/ws-pf", "tok-ops", "")
+		return resp.StatusCode == 200
+	})
+	for name, c := range call {
+		resp, body := c("GET", "/v1/fleet", "tok-ops", "")
+		var doc fleetDoc
+		json.Unmarshal(body, &doc)
+		if resp.StatusCode != 200 || doc.Leader != (name == "leader") {
+			t.Fatalf("%s: /v1/fleet %d, leader %v", name, resp.StatusCode, doc.Leader)
+		}
+	}
+
+	type latency struct{ leader, follower time.Duration }
+	measured := map[string]*latency{}
+	// react sends the call of what to each replica in turn and times how
+	// long until done says DigitalOcean changed.
+	react := func(what string, send func(replica, suffix string), done func(suffix string) bool) {
+		t.Helper()
+		l := &latency{}
+		measured[what] = l
+		for _, r := range []string{"leader", "follower"} {
+			suffix := r[:1] // ws-?l on the leader, ws-?f on the follower
+			start := time.Now()
+			send(r, suffix)
+			waitForFast(t, what+" sent to the "+r, func() bool { return done(suffix) })
+			if r == "leader" {
+				l.leader = time.Since(start)
+			} else {
+				l.follower = time.Since(start)
+			}
+		}
+		t.Logf("%-18s leader %8v   follower %8v", what, l.leader.Round(time.Millisecond), l.follower.Round(time.Millisecond))
+	}
+	created := func(name string) bool { return w.dropletsByName()[name] == 1 }
+	push := func(msg string, files map[string]string) {
+		gitOut(t, admin, "pull", "-q", "--rebase", "origin", "main")
+		for id, body := range files {
+			os.WriteFile(filepath.Join(admin, "tenants", id+".yaml"), []byte(body), 0o644)
+		}
+		gitOut(t, admin, "add", "-A")
+		gitOut(t, admin, "commit", "-q", "-m", msg)
+		gitOut(t, admin, "push", "-q", "origin", "main")
+	}
+	hook := func(r string) {
+		body := `{"ref":"refs/heads/main"}`
+		if resp, b := call[r]("POST", "/hooks/git", "", body, tenants.SignatureHeader, tenants.Sign([]byte("s3cret"), []byte(body))); resp.StatusCode != 202 {
+			t.Fatalf("webhook to the %s: %d %s", r, resp.StatusCode, b)
+		}
+	}
+
+	react("push webhook", func(r, s string) {
+		push("onboard ws-h"+s, map[string]string{"ws-h" + s: tenantYAML("ws-h" + s)})
+		hook(r)
+	}, func(s string) bool { return created("genesis-ws-h" + s + "-1") })
+
+	react("dashboard PATCH", func(r, s string) {
+		id := "ws-p" + s
+		resp, _ := call[r]("GET", "/v1/tenants/"+id, "tok-ops", "")
+		if resp, body := call[r]("PATCH", "/v1/tenants/"+id, "tok-ops", `{"spec":{"state":"running"}}`, "If-Match", resp.Header.Get("ETag")); resp.StatusCode != 200 {
+			t.Fatalf("PATCH %s on the %s: %d %s", id, r, resp.StatusCode, body)
+		}
+	}, func(s string) bool { return created("genesis-ws-p" + s + "-1") })
+
+	react("retry", func(r, s string) {
+		if resp, body := call[r]("POST", "/v1/tenants/ws-r"+s+"/retry", "tok-ops", ""); resp.StatusCode != 202 {
+			t.Fatalf("retry on the %s: %d %s", r, resp.StatusCode, body)
+		}
+	}, func(s string) bool { return created("genesis-ws-r" + s + "-1") })
+
+	// Wake: hibernate ws-wl and ws-wf by commit, make it look as if the
+	// idle policy had done it, then declare them running again (which by
+	// itself wakes nothing).
+	hibernated := strings.Replace(tenantYAML("ws-wl"), "state: running", "state: hibernated", 1)
+	push("hibernate ws-wl and ws-wf", map[string]string{"ws-wl": hibernated, "ws-wf": strings.ReplaceAll(hibernated, "ws-wl", "ws-wf")})
+	hook("follower")
+	waitFor(t, "ws-wl and ws-wf hibernated", func() bool {
+		var n int
+		w.query(`SELECT count(*) FROM fleet_status WHERE workspace IN ('ws-wl', 'ws-wf') AND state = 'HIBERNATED'`).Scan(&n)
+		return n == 2
+	})
+	w.exec(`UPDATE fleet_status SET hibernated_by_policy = true WHERE workspace IN ('ws-wl', 'ws-wf')`)
+	push("ws-wl and ws-wf running", map[string]string{"ws-wl": tenantYAML("ws-wl"), "ws-wf": tenantYAML("ws-wf")})
+	hook("follower")
+	head := gitOut(t, bare, "rev-parse", "main")
+	waitFor(t, "both replicas at the running commit", func() bool {
+		for _, c := range call {
+			_, body := c("GET", "/v1/fleet", "tok-ops", "")
+			var doc struct{ Commit string }
+			json.Unmarshal(body, &doc)
+			if doc.Commit != head {
+				return false
+			}
+		}
+		return true
+	})
+	react("wake", func(r, s string) {
+		if resp, body := call[r]("POST", "/v1/tenants/ws-w"+s+"/wake", "tok-ops", ""); resp.StatusCode != 202 {
+			t.Fatalf("wake on the %s: %d %s", r, resp.StatusCode, body)
+		}
+	}, func(s string) bool { return created("genesis-ws-w" + s + "-2") })
+
+	for what, l := range measured {
+		// Well under the hourly poll and resync: only the notification
+		// explains it.
+		if l.follower > 30*time.Second {
+			t.Errorf("%s sent to the follower took %v", what, l.follower)
+		}
+	}
+
+	// genesis plan against the follower: the leader's stored observation,
+	// the same plan as against the leader, nothing to do once converged.
+	gitOut(t, admin, "pull", "-q", "--rebase", "origin", "main")
+	var fromLeader json.RawMessage
+	waitFor(t, "an empty plan against the leader", func() bool {
+		code, p, _ := planCmd(t, admin, leader.url, "tok-ops")
+		fromLeader = p
+		return code == 0 && strings.Contains(string(p), `"actions": null`)
+	})
+	code, fromFollower, stderr := planCmd(t, admin, follower.url, "tok-ops")
+	if code != 0 {
+		t.Fatalf("plan against the follower: exit %d: %s", code, stderr)
+	}
+	if diff := cmp.Diff(string(fromFollower), string(fromLeader)); diff != "" {
+		t.Errorf("plan against the follower (-) vs the leader (+):\n%s", diff)
+	}
+
+	// A stale observation: refused by genesis plan (--max-observed-age
+	// 10m), and past the reconciler's own bound (5 × --resync) by every
+	// replica.
+	for _, tc := range []struct {
+		name, age, want string
+	}{
+		{"older than --max-observed-age", "1 hour", "observation is stale: observed_at"},
+		{"older than the reconciler's bound", "6 hours", "503 Service Unavailable: {\"error\":\"observation too old: the stored observation"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w.exec(`UPDATE observation SET observed_at = now() - $1::interval`, tc.age)
+			code, p, stderr := planCmd(t, admin, follower.url, "tok-ops")
+			if code != 1 || !strings.Contains(stderr, tc.want) || p != nil {
+				t.Errorf("exit %d, plan %s, stderr %q; want exit 1 and %q", code, p, stderr, tc.want)
+			}
+		})
+	}
+}
+
+// TestObservedBeforeAnyLeader: a replica that has never led, on a database
+// where no observation was stored (another session holds the leader lock),
+// answers /v1/observed 503 instead of an empty observation, and genesis plan
+// refuses it.
+func TestObservedBeforeAnyLeader(t *testing.T) {
+	w := newWorld(t, 2, 0)
+	lock, err := pgx.Connect(t.Context(), w.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close(context.Background())
+	if _, err := lock.Exec(t.Context(), `SELECT pg_advisory_lock($1)`, store.LeaderLockKey); err != nil {
+		t.Fatal(err)
+	}
+	p := w.start()
+	waitFor(t, "readiness", func() bool {
+		resp, err := http.Get(p.url + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	resp, err := http.Get(p.url + "/v1/observed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "no observation stored yet") {
+		t.Errorf("/v1/observed: %d %s, want 503", resp.StatusCode, body)
+	}
+	code, plan, stderr := planCmd(t, w.repo, p.url, "")
+	if code != 1 || plan != nil || !strings.Contains(stderr, "no observation stored yet") {
+		t.Errorf("plan: exit %d, plan %s, stderr %q", code, plan, stderr)
+	}
+	if n := len(w.dropletsByName()); n != 0 {
+		t.Errorf("%d droplets made without a leader", n)
+	}
+}
