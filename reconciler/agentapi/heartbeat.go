@@ -221,7 +221,14 @@ func (s *Service) drainFlush(flush func(context.Context)) {
 // ACTIVE_HEALTHY, ACTIVE_CRITICAL or REBOOTING ACTIVE_DEGRADED, a
 // pre-ACTIVE droplet whose agent applied a manifest is DEPLOYING, one that
 // applied none CONFIGURING. FAILED stays until a person retries it.
-var batchSQL = strings.NewReplacer("{{state}}", heartbeatCase(), "{{awaiting}}", lifecycle.SQLList(lifecycle.AwaitingDroplet())).Replace(`WITH hb AS (
+//
+// The new state is computed in the UPDATE itself, from the row it locks:
+// when a concurrent Finish records the droplet between this statement's
+// snapshot and its update, Postgres re-evaluates the SET and WHERE on the
+// committed row, so the heartbeat moves on from what Finish wrote instead
+// of writing back a state computed from the row before it.
+var batchSQL = strings.NewReplacer("{{state}}", strings.ReplaceAll(heartbeatCase(), "hb.", "nx."),
+	"{{awaiting}}", lifecycle.SQLList(lifecycle.AwaitingDroplet())).Replace(`WITH hb AS (
 	SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::jsonb[], $6::bigint[],
 		$7::timestamptz[], $8::text[], $9::boolean[])
 		AS t(droplet_id, workspace, seq, at, body, applied, activity, agent_version, ok)
@@ -230,8 +237,7 @@ var batchSQL = strings.NewReplacer("{{state}}", heartbeatCase(), "{{awaiting}}",
 	WHERE a.droplet_id = hb.droplet_id AND a.workspace = hb.workspace AND a.last_heartbeat_seq < hb.seq AND a.revoked_at IS NULL
 	RETURNING a.droplet_id
 ), nx AS (
-	SELECT hb.*, (f.droplet_id IS NOT DISTINCT FROM hb.droplet_id) AS current, f.manifest_version_applied AS old_applied,
-		{{state}} AS new_state
+	SELECT hb.*, f.manifest_version_applied AS old_applied
 	FROM hb JOIN ag ON ag.droplet_id = hb.droplet_id
 	JOIN fleet_status f ON f.workspace = hb.workspace
 	WHERE f.droplet_id = hb.droplet_id OR (f.droplet_id IS NULL AND f.state IN ({{awaiting}}))
@@ -242,11 +248,12 @@ UPDATE fleet_status f SET
 	manifest_version_applied = nx.applied,
 	last_activity_at = GREATEST(f.last_activity_at, nx.activity),
 	agent_version = nx.agent_version,
-	health = CASE WHEN NOT nx.current THEN f.health WHEN nx.ok THEN 'healthy' ELSE 'degraded' END,
-	state = nx.new_state,
-	state_since = CASE WHEN nx.new_state <> f.state THEN now() ELSE f.state_since END,
+	health = CASE WHEN f.droplet_id IS DISTINCT FROM nx.droplet_id THEN f.health WHEN nx.ok THEN 'healthy' ELSE 'degraded' END,
+	state = {{state}},
+	state_since = CASE WHEN {{state}} <> f.state THEN now() ELSE f.state_since END,
 	updated_at = now()
 FROM nx WHERE f.workspace = nx.workspace
+	AND (f.droplet_id = nx.droplet_id OR (f.droplet_id IS NULL AND f.state IN ({{awaiting}})))
 RETURNING nx.droplet_id, nx.workspace, nx.applied, nx.old_applied, nx.at
 )
 SELECT upd.workspace, upd.droplet_id, upd.applied,

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 )
 
@@ -332,5 +333,60 @@ func TestHeartbeatWriters(t *testing.T) {
 			r := w.status(fmt.Sprintf("ws-hb-%02d", i), int64(4000+i))
 			return r.LastSeq == 5 && r.State == "ACTIVE_HEALTHY"
 		})
+	}
+}
+
+// TestHeartbeatDuringFinish: a heartbeat batch that read a workspace's row
+// before a concurrent Finish recorded its droplet, and waits for that
+// Finish's row lock, moves on from what Finish wrote. (It used to write
+// back the state it computed from the row before: PROVISIONING over the
+// recorded droplet, where nothing ever moved it again.)
+func TestHeartbeatDuringFinish(t *testing.T) {
+	w := newWorld(t)
+	ctx := t.Context()
+	w.setTenant("ws-race", "blob1", tenantSpec{})
+	a := plan.Action{Kind: plan.Create, Workspace: "ws-race", Account: "acct-a", Region: "nyc3", Size: "s-1vcpu-1gb", Droplet: plan.DropletName("ws-race", 1), Gen: 1}
+	if _, err := w.st.Begin(ctx, a, schema.StateRunning, commitA); err != nil {
+		t.Fatal(err)
+	}
+	ag := newAgent(t)
+	tok := w.unboundToken("ws-race", a.Droplet)
+	h := hash(tok)
+	if _, err := w.st.Pool().Exec(ctx, `UPDATE enrollment_tokens SET droplet_id = 7001 WHERE token_hash = $1`, h[:]); err != nil {
+		t.Fatal(err)
+	}
+	if code := w.enroll(ag, ag.request(tok, "ws-race", "7001", a.Droplet)); code != http.StatusOK {
+		t.Fatalf("enroll: %d", code)
+	}
+	// The executor's Finish, holding the row.
+	tx, err := w.st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = 7001, droplet_name = $2, state = 'INITIALIZING', state_since = now() WHERE workspace = $1`,
+		"ws-race", a.Droplet); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- w.svc.writeBatch(context.Background(), []heartbeat{{droplet: 7001, workspace: "ws-race", seq: 1, at: time.Now(), body: []byte(`{}`), ok: true}})
+	}()
+	eventually(t, "the heartbeat to wait for the row lock", func() bool {
+		return w.count(`SELECT count(*) FROM pg_locks WHERE NOT granted`) > 0
+	})
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var state string
+	var droplet int64
+	if err := w.st.Pool().QueryRow(ctx, `SELECT state, droplet_id FROM fleet_status WHERE workspace = 'ws-race'`).Scan(&state, &droplet); err != nil {
+		t.Fatal(err)
+	}
+	if state != "CONFIGURING" || droplet != 7001 {
+		t.Errorf("after the heartbeat: %s on droplet %d, want CONFIGURING on 7001 (it moved on from Finish's INITIALIZING)", state, droplet)
 	}
 }
