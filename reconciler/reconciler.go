@@ -192,17 +192,34 @@ func (r *Reconciler) Run(ctx context.Context) error {
 
 // lead runs passes while leader holds; when it is lost (or ctx ends) every
 // job in flight is cancelled and waited for before it returns.
+//
+// Everything lead starts runs under a cloud.Lease of the leader's epoch:
+// every mutating DigitalOcean request first proves the lock on its own
+// session (Leader.Check) and every journal write is conditioned on the
+// epoch (store.WithEpoch). The lease is revoked, and its context
+// cancelled, the moment the lock's session is found dead (by the ping, by
+// a request's proof) or a journal write finds a newer epoch; a job then
+// stops before its next mutating call and leaves its operation in flight
+// for the new leader, which resumes it.
 func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
-	ctx, cancel := context.WithCancel(parent)
+	lease := cloud.NewLease(parent, leader.Epoch, leader.Check)
+	ctx := cloud.WithLease(store.WithEpoch(lease.Context(), leader.Epoch, lease.Revoke), lease)
+	go func() {
+		select {
+		case <-leader.Lost:
+			lease.Revoke(errors.New("the leader lock's session is gone"))
+		case <-ctx.Done():
+		}
+	}()
 	var jobs sync.WaitGroup
 	defer func() {
-		cancel()
+		r.setLeading(false)
+		lease.Revoke(errors.New("leadership ended"))
 		jobs.Wait()
 		leader.Release()
-		r.setLeading(false)
 	}()
 	r.setLeading(true)
-	r.log.Info("leading")
+	r.log.Info("leading", "epoch", leader.Epoch)
 	resumed := false
 	tick := time.NewTicker(r.cfg.Resync)
 	defer tick.Stop()
@@ -229,9 +246,9 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 		watched = false
 		select {
 		case <-ctx.Done():
-			return
-		case <-leader.Lost:
-			r.log.Warn("leadership lost")
+			if err := lease.Valid(); err != nil && parent.Err() == nil {
+				r.log.Warn("leadership lost", "epoch", leader.Epoch, "err", err)
+			}
 			return
 		case <-r.kick:
 		case <-watch.C:
@@ -307,6 +324,9 @@ func (r *Reconciler) resume(ctx context.Context, jobs *sync.WaitGroup) error {
 			defer jobs.Done()
 			defer r.release(op.Workspace)
 			if err := r.cfg.Store.Retry(ctx, op.ID); err != nil {
+				if ctx.Err() != nil {
+					return // fenced: the new leader resumes it
+				}
 				r.log.Error("journal retry failed", "op", op.ID, "err", err)
 				return
 			}
@@ -473,7 +493,7 @@ func (r *Reconciler) pass(ctx context.Context, jobs *sync.WaitGroup) (plan.Plan,
 			defer r.release(ws)
 			for _, a := range actions {
 				id, err := r.cfg.Store.Begin(ctx, a, desired, snap.Commit)
-				if errors.Is(err, store.ErrBusy) {
+				if errors.Is(err, store.ErrBusy) || errors.Is(err, store.ErrStaleEpoch) {
 					return
 				}
 				if err != nil {

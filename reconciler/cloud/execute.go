@@ -110,6 +110,10 @@ func (p *Pool) Execute(ctx context.Context, a plan.Action, opt ExecOptions) (Res
 	default:
 		err = terminalf(a.Account, string(a.Kind), "unknown action kind")
 	}
+	if IsFenced(err) {
+		p.log.Info("action fenced; the leader lease is lost", "kind", a.Kind, "workspace", a.Workspace, "account", res.Account)
+		return res, fmt.Errorf("%s %s: %w", a.Kind, a.Workspace, err)
+	}
 	if err != nil {
 		p.log.Warn("action failed", "kind", a.Kind, "workspace", a.Workspace, "account", res.Account, "kind_of_error", KindOf(err).String(), "err", err)
 		return res, fmt.Errorf("%s %s: %w", a.Kind, a.Workspace, err)
@@ -266,7 +270,7 @@ func (p *Pool) findOrCreate(ctx context.Context, ac *account, a plan.Action, nam
 			return d, false, nil
 		}
 		if ctx.Err() != nil {
-			return nil, false, fmt.Errorf("account %s: %s: %w", ac.name, op, ctx.Err())
+			return nil, false, fmt.Errorf("account %s: %s: %w", ac.name, op, context.Cause(ctx))
 		}
 		e := classify(ac.name, op, err)
 		if e.Kind != KindTransient {
