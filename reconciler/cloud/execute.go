@@ -78,6 +78,9 @@ func (p *Pool) Execute(ctx context.Context, a plan.Action, opt ExecOptions) (Res
 	case plan.Adopt, plan.UpdateManifest:
 		return res, nil
 	}
+	if err := leaseValid(ctx); err != nil {
+		return res, fmt.Errorf("%s %s: %w", a.Kind, a.Workspace, err)
+	}
 	ctx = withPriority(ctx, a.Kind.Priority())
 	x := &exec{p: p, a: a, opt: opt, res: &res}
 	start := p.now()

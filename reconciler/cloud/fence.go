@@ -98,6 +98,15 @@ func LeaseFrom(ctx context.Context) *Lease {
 	return l
 }
 
+// leaseValid is ctx's lease's Valid (nil without a lease): a call that
+// would mutate checks it before it makes any request, even a read.
+func leaseValid(ctx context.Context) error {
+	if l := LeaseFrom(ctx); l != nil {
+		return l.Valid()
+	}
+	return nil
+}
+
 // mutating says whether a request changes DigitalOcean (anything but a
 // read).
 func mutating(method string) bool {
