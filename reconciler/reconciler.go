@@ -42,6 +42,10 @@ type Config struct {
 	// LeaderRetry is how often a follower tries to take the lead (default
 	// 2s); it bounds how long a failover takes.
 	LeaderRetry time.Duration
+	// LeaderCheck is how often the leader pings its lock's session
+	// (default 1s). Between pings, every mutating DigitalOcean request
+	// proves the lock itself (see lead).
+	LeaderCheck time.Duration
 	// Reconciled is called with each commit the leader has planned from, so
 	// the source can refuse history rewrites below it.
 	Reconciled func(commit string)
@@ -95,6 +99,9 @@ func New(cfg Config) *Reconciler {
 	}
 	if cfg.LeaderRetry == 0 {
 		cfg.LeaderRetry = 2 * time.Second
+	}
+	if cfg.LeaderCheck == 0 {
+		cfg.LeaderCheck = time.Second
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
@@ -175,7 +182,7 @@ func (r *Reconciler) LastPlan() plan.Plan {
 // until ctx ends. Followers keep trying every LeaderRetry.
 func (r *Reconciler) Run(ctx context.Context) error {
 	for {
-		leader, err := r.cfg.Store.TryLead(ctx, time.Second)
+		leader, err := r.cfg.Store.TryLead(ctx, r.cfg.LeaderCheck)
 		if err != nil && ctx.Err() == nil {
 			r.log.Error("leader election failed", "err", err)
 		}
