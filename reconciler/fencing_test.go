@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"sync"
 	"testing"
@@ -65,19 +64,15 @@ func (h *holdingSim) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rec := httptest.NewRecorder()
-		next.ServeHTTP(rec, r)
-		close(h.held)
-		select {
-		case <-h.release:
-		case <-r.Context().Done():
-			return
-		}
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(rec.Body.Bytes())
+		dosimtest.ServeLate(next, w, r, func() bool {
+			close(h.held)
+			select {
+			case <-h.release:
+				return true
+			case <-r.Context().Done():
+				return false
+			}
+		})
 	})
 }
 

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
+	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 )
@@ -34,17 +35,7 @@ func (rc *recorder) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rec := httptest.NewRecorder()
-		next.ServeHTTP(rec, r)
-		if hold(r) {
-			w.WriteHeader(http.StatusGatewayTimeout)
-			return
-		}
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(rec.Body.Bytes())
+		dosimtest.ServeLate(next, w, r, func() bool { return !hold(r) })
 	})
 }
 
@@ -64,21 +55,12 @@ func (rc *recorder) len() int {
 func mutatingOnly(reqs []string) []string {
 	var out []string
 	for _, r := range reqs {
-		m, _, _ := cutSpace(r)
+		m, _, _ := strings.Cut(r, " ")
 		if mutating(m) {
 			out = append(out, r)
 		}
 	}
 	return out
-}
-
-func cutSpace(s string) (string, string, bool) {
-	for i := range s {
-		if s[i] == ' ' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // fenceScene is a simulator with one tenant's droplet (generation 1), a

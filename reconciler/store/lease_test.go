@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -52,12 +50,7 @@ func waitLead(t *testing.T, s *Store) *Leader {
 // created, retry, finish) is refused with ErrStaleEpoch, calls the stale
 // hook, and changes nothing.
 func TestJournalEpoch(t *testing.T) {
-	a, url := open(t)
-	b, err := Open(t.Context(), url, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := replicas(t)
 	ctx := t.Context()
 
 	la := waitLead(t, a)
