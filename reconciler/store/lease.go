@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -65,6 +66,25 @@ func checkEpoch(ctx context.Context, tx pgx.Tx) error {
 		return err
 	}
 	return nil
+}
+
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// underEpoch runs a one-statement journal write: in a transaction behind
+// checkEpoch when ctx carries an epoch, else straight on the pool.
+func (s *Store) underEpoch(ctx context.Context, write func(execer) error) error {
+	if _, ok := ctx.Value(epochKey{}).(epochFence); !ok {
+		return write(s.pool)
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := checkEpoch(ctx, tx); err != nil {
+			return err
+		}
+		return write(tx)
+	})
 }
 
 // Leader is a held leadership under one epoch. Lost is closed when the

@@ -246,11 +246,8 @@ func startState(k plan.Kind) string {
 // Step records progress of a running operation (and the droplet it now
 // concerns, if known).
 func (s *Store) Step(ctx context.Context, id int64, step string, dropletID int) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := checkEpoch(ctx, tx); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `UPDATE operations SET step = $2, droplet_id = coalesce($3, droplet_id), epoch = coalesce($4, epoch), updated_at = now() WHERE id = $1`,
+	err := s.underEpoch(ctx, func(q execer) error {
+		_, err := q.Exec(ctx, `UPDATE operations SET step = $2, droplet_id = coalesce($3, droplet_id), epoch = coalesce($4, epoch), updated_at = now() WHERE id = $1`,
 			id, step, nullIfZero(dropletID), epochArg(ctx))
 		return err
 	})
@@ -316,11 +313,8 @@ func bootState(ctx context.Context, tx pgx.Tx, workspace string, dropletID int) 
 // Retry counts another attempt at a resumed operation, under ctx's
 // epoch (see WithEpoch).
 func (s *Store) Retry(ctx context.Context, id int64) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := checkEpoch(ctx, tx); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `UPDATE operations SET attempts = attempts + 1, epoch = coalesce($2, epoch), updated_at = now() WHERE id = $1`, id, epochArg(ctx))
+	return s.underEpoch(ctx, func(q execer) error {
+		_, err := q.Exec(ctx, `UPDATE operations SET attempts = attempts + 1, epoch = coalesce($2, epoch), updated_at = now() WHERE id = $1`, id, epochArg(ctx))
 		return err
 	})
 }
