@@ -196,7 +196,11 @@ func (l *Leader) Release() {
 	case <-l.Lost:
 		l.conn.Conn().Close(context.Background())
 	default:
-		_, _ = l.conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, LeaderLockKey)
+		if _, err := l.conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, LeaderLockKey); err != nil {
+			// A session that cannot unlock is not given back to the
+			// pool; closing it frees the lock if it still held it.
+			l.conn.Conn().Close(context.Background())
+		}
 	}
 	l.conn.Release()
 }
