@@ -26,4 +26,14 @@
 // store.EventChannel, which every replica follows (events.go), so the
 // leader acts at once; and the leader stores each observation in Postgres,
 // from which every replica answers GET /v1/observed (observed.go).
+//
+// Leadership is fenced. Each take of the lock has a new epoch
+// (store.Leader.Epoch); everything the leader runs carries a cloud.Lease of
+// that epoch and the epoch for the journal (store.WithEpoch). Before every
+// mutating DigitalOcean request the lease is proven on the lock's own
+// session; a journal write meeting a newer epoch is refused. Either failure
+// revokes the lease: its context is cancelled, the request is not sent
+// (cloud.ErrFenced), jobs leave their operations in flight without
+// recording a failure, and the replica stops leading until it takes the
+// lock again (with a new epoch).
 package reconciler

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"genesis.dev/fleet/reconciler/cloud"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 )
@@ -44,8 +45,9 @@ type ObservationsConfig struct {
 	// Replica names this replica in the observations it stores as leader
 	// (store.CheckReplicaID's form).
 	Replica string
-	// Epoch is the leader's lease epoch, stored with each observation (nil
-	// or 0: none).
+	// Epoch is the leader's lease epoch, stored with each observation;
+	// when nil it is the epoch of the lease the saving context carries
+	// (cloud.LeaseFrom), and 0 (none) without one.
 	Epoch func() int64
 	// MaxAge is the age past which a stored observation is answered 503
 	// (DefaultObservedMaxAge when 0).
@@ -109,8 +111,11 @@ func (o *Observations) Save(ctx context.Context, obs plan.Observed, at time.Time
 	}
 	digest := sha256.Sum256(body)
 	var epoch int64
-	if o.cfg.Epoch != nil {
+	switch l := cloud.LeaseFrom(ctx); {
+	case o.cfg.Epoch != nil:
 		epoch = o.cfg.Epoch()
+	case l != nil: // the leader's loop: its lease's epoch
+		epoch = l.Epoch()
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -43,6 +43,10 @@ type Config struct {
 	// LeaderRetry is how often a follower tries to take the lead (default
 	// 2s); it bounds how long a failover takes.
 	LeaderRetry time.Duration
+	// LeaderCheck is how often the leader pings its lock's session
+	// (default 1s). Between pings, every mutating DigitalOcean request
+	// proves the lock itself (see lead).
+	LeaderCheck time.Duration
 	// Reconciled is called with each commit the leader has planned from, so
 	// the source can refuse history rewrites below it.
 	Reconciled func(commit string)
@@ -111,6 +115,9 @@ func New(cfg Config) *Reconciler {
 	}
 	if cfg.LeaderRetry == 0 {
 		cfg.LeaderRetry = 2 * time.Second
+	}
+	if cfg.LeaderCheck == 0 {
+		cfg.LeaderCheck = time.Second
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
@@ -205,7 +212,7 @@ func (r *Reconciler) LastPlan() plan.Plan {
 // until ctx ends. Followers keep trying every LeaderRetry.
 func (r *Reconciler) Run(ctx context.Context) error {
 	for {
-		leader, err := r.cfg.Store.TryLead(ctx, time.Second)
+		leader, err := r.cfg.Store.TryLead(ctx, r.cfg.LeaderCheck)
 		if err != nil && ctx.Err() == nil {
 			r.log.Error("leader election failed", "err", err)
 		}
@@ -222,16 +229,33 @@ func (r *Reconciler) Run(ctx context.Context) error {
 
 // lead runs passes while leader holds; when it is lost (or ctx ends) every
 // job in flight is cancelled and waited for before it returns.
+//
+// Everything lead starts runs under a cloud.Lease of the leader's epoch:
+// every mutating DigitalOcean request first proves the lock on its own
+// session (Leader.Check) and every journal write is conditioned on the
+// epoch (store.WithEpoch). The lease is revoked, and its context
+// cancelled, the moment the lock's session is found dead (by the ping, by
+// a request's proof) or a journal write finds a newer epoch; a job then
+// stops before its next mutating call and leaves its operation in flight
+// for the new leader, which resumes it.
 func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
-	ctx, cancel := context.WithCancel(parent)
+	lease := cloud.NewLease(parent, leader.Epoch, leader.Check)
+	ctx := cloud.WithLease(store.WithEpoch(lease.Context(), leader.Epoch, lease.Revoke), lease)
+	go func() {
+		select {
+		case <-leader.Lost:
+			lease.Revoke(errors.New("the leader lock's session is gone"))
+		case <-ctx.Done():
+		}
+	}()
 	defer func() {
-		cancel()
+		r.setLeading(false)
+		lease.Revoke(errors.New("leadership ended"))
 		r.Wait()
 		leader.Release()
-		r.setLeading(false)
 	}()
 	r.setLeading(true)
-	r.log.Info("leading")
+	r.log.Info("leading", "epoch", leader.Epoch)
 	resumed := false
 	tick := time.NewTicker(r.cfg.Resync)
 	defer tick.Stop()
@@ -265,9 +289,9 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-leader.Lost:
-			r.log.Warn("leadership lost")
+			if err := lease.Valid(); err != nil && parent.Err() == nil {
+				r.log.Warn("leadership lost", "epoch", leader.Epoch, "err", err)
+			}
 			return
 		case <-r.kick:
 		case <-due:
@@ -342,6 +366,9 @@ func (r *Reconciler) resume(ctx context.Context) error {
 		r.jobs.Go(func() {
 			defer r.release(op.Workspace)
 			if err := r.cfg.Store.Retry(ctx, op.ID); err != nil {
+				if ctx.Err() != nil {
+					return // fenced: the new leader resumes it
+				}
 				r.log.Error("journal retry failed", "op", op.ID, "err", err)
 				return
 			}
@@ -539,7 +566,7 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 			defer r.release(ws)
 			for _, a := range actions {
 				id, err := r.cfg.Store.Begin(ctx, a, desired, snap.Commit)
-				if errors.Is(err, store.ErrBusy) {
+				if errors.Is(err, store.ErrBusy) || errors.Is(err, store.ErrStaleEpoch) {
 					return
 				}
 				if err != nil {

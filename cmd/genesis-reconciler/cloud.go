@@ -32,5 +32,6 @@ func (f *cloudFactory) build(fleet *schema.Fleet) (*cloud.Pool, error) {
 		}
 		accts = append(accts, cloud.Account{Name: a.Name, Token: tok, BaseURL: f.baseURL, Regions: a.Regions})
 	}
-	return cloud.New(cloud.Config{Accounts: accts, Logger: f.log, Registerer: f.reg})
+	// Only the leader mutates DigitalOcean, under its lease (reconciler.lead).
+	return cloud.New(cloud.Config{Accounts: accts, Logger: f.log, Registerer: f.reg, RequireLease: true})
 }

@@ -36,6 +36,21 @@
 // destroy, and a droplet is destroyed only once its snapshot exists.
 // Execute reports each step through ExecOptions.Progress for the journal.
 //
+// # Fencing
+//
+// Only the leader mutates DigitalOcean, and only while it holds its lease
+// (Lease, see reconciler/store for the epoch behind it). The leader puts
+// its Lease in the context (WithLease); the transport then checks, before
+// every mutating request (POST, PUT, DELETE: create, destroy, droplet
+// actions, tags, snapshot deletes; reads are not fenced), that the lease
+// is valid and proves it on the lock's own session. A lease that fails
+// is revoked and its context cancelled, and the request is not sent: the
+// call returns ErrFenced (KindFenced), which the caller treats as "stop
+// leading", not as the action's failure. A Pool made with RequireLease
+// refuses mutating requests that carry no lease. The request in flight at
+// the moment the lock is lost may still land; the next leader's resume
+// finds its effect by name (above).
+//
 // Time (the budget's windows, backoffs, waits on boots and actions) comes
 // from Config.Now and Config.Sleep, so tests drive it with the DigitalOcean
 // simulator's clock instead of sleeping.

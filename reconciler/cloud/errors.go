@@ -33,6 +33,10 @@ const (
 	// for the droplet's current action and try again. Execute handles it
 	// itself; callers only see it if the wait ran out.
 	KindPending
+	// KindFenced is a mutating request this process did not send because
+	// it lost the leader lease (ErrFenced): not the action's failure; the
+	// caller stops leading.
+	KindFenced
 )
 
 func (k ErrorKind) String() string {
@@ -47,6 +51,8 @@ func (k ErrorKind) String() string {
 		return "not_found"
 	case KindPending:
 		return "pending"
+	case KindFenced:
+		return "fenced"
 	default:
 		return "unknown"
 	}
@@ -86,6 +92,10 @@ func IsCapacity(err error) bool { return KindOf(err) == KindCapacity }
 // IsNotFound reports whether err is a 404.
 func IsNotFound(err error) bool { return KindOf(err) == KindNotFound }
 
+// IsFenced reports whether err is (or wraps) ErrFenced: the request was
+// not sent because the leader lease is lost.
+func IsFenced(err error) bool { return errors.Is(err, ErrFenced) }
+
 // IsTransient reports whether err may go away by itself (retry later).
 func IsTransient(err error) bool { return KindOf(err) == KindTransient }
 
@@ -109,6 +119,10 @@ const (
 // classify turns what godo returned into an *Error.
 func classify(account, op string, err error) *Error {
 	e := &Error{Account: account, Op: op, Err: err, Kind: KindTransient}
+	if errors.Is(err, ErrFenced) {
+		e.Kind = KindFenced
+		return e
+	}
 	var er *godo.ErrorResponse
 	if errors.As(err, &er) && er.Response != nil {
 		e.Status = er.Response.StatusCode

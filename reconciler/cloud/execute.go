@@ -79,6 +79,9 @@ func (p *Pool) Execute(ctx context.Context, a plan.Action, opt ExecOptions) (Res
 	case plan.Adopt, plan.UpdateManifest:
 		return res, nil
 	}
+	if err := leaseValid(ctx); err != nil {
+		return res, fmt.Errorf("%s %s: %w", a.Kind, a.Workspace, err)
+	}
 	ctx = withPriority(ctx, a.Kind.Priority())
 	x := &exec{p: p, a: a, opt: opt, res: &res}
 	start := p.now()
@@ -110,6 +113,10 @@ func (p *Pool) Execute(ctx context.Context, a plan.Action, opt ExecOptions) (Res
 		err = x.inAccount(ctx, a.Account, x.assignSpare)
 	default:
 		err = terminalf(a.Account, string(a.Kind), "unknown action kind")
+	}
+	if IsFenced(err) {
+		p.log.Info("action fenced; the leader lease is lost", "kind", a.Kind, "workspace", a.Workspace, "account", res.Account)
+		return res, fmt.Errorf("%s %s: %w", a.Kind, a.Workspace, err)
 	}
 	if err != nil {
 		p.log.Warn("action failed", "kind", a.Kind, "workspace", a.Workspace, "account", res.Account, "kind_of_error", KindOf(err).String(), "err", err)
@@ -267,7 +274,7 @@ func (p *Pool) findOrCreate(ctx context.Context, ac *account, a plan.Action, nam
 			return d, false, nil
 		}
 		if ctx.Err() != nil {
-			return nil, false, fmt.Errorf("account %s: %s: %w", ac.name, op, ctx.Err())
+			return nil, false, fmt.Errorf("account %s: %s: %w", ac.name, op, context.Cause(ctx))
 		}
 		e := classify(ac.name, op, err)
 		if e.Kind != KindTransient {

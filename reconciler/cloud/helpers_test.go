@@ -36,6 +36,8 @@ type envOpts struct {
 	sim      dosim.Limits
 	limits   Limits
 	wrap     func(http.Handler) http.Handler
+	// requireLease is Config.RequireLease.
+	requireLease bool
 }
 
 func unlimitedSim() dosim.Limits { return dosim.Limits{RatePerMinute: -1, RatePerHour: -1} }
@@ -59,12 +61,13 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	var err error
 	e.pool, err = New(Config{
-		Accounts:   accts,
-		Limits:     o.limits,
-		Logger:     slog.New(slog.DiscardHandler),
-		Registerer: e.reg,
-		Now:        srv.Sim.Now,
-		SleepUntil: (&vclock{sim: srv.Sim, sleepers: map[*time.Time]struct{}{}, quiet: func() bool { return e.pool.inFlight() == 0 }}).SleepUntil,
+		Accounts:     accts,
+		Limits:       o.limits,
+		Logger:       slog.New(slog.DiscardHandler),
+		Registerer:   e.reg,
+		RequireLease: o.requireLease,
+		Now:          srv.Sim.Now,
+		SleepUntil:   (&vclock{sim: srv.Sim, sleepers: map[*time.Time]struct{}{}, quiet: func() bool { return e.pool.inFlight() == 0 }}).SleepUntil,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

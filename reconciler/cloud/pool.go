@@ -109,6 +109,10 @@ type Config struct {
 	// Transport is the HTTP transport under the oauth2 one (a clone of
 	// http.DefaultTransport per account when nil).
 	Transport http.RoundTripper
+	// RequireLease refuses (ErrFenced) every mutating request whose
+	// context carries no Lease (WithLease): the reconciler sets it, so a
+	// path that forgot its lease fails instead of acting unfenced.
+	RequireLease bool
 }
 
 // Pool holds one godo client, rate budget and job scheduler per account.
@@ -189,9 +193,10 @@ func New(cfg Config) (*Pool, error) {
 					Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: a.Token}),
 					Base:   rt,
 				},
-				budget: b,
-				m:      m,
-				now:    p.now,
+				budget:       b,
+				m:            m,
+				now:          p.now,
+				requireLease: cfg.RequireLease,
 			},
 		}
 		// No godo retries: they would send a create again blindly. Our
@@ -279,7 +284,7 @@ func (p *Pool) call(ctx context.Context, ac *account, op string, fn func(context
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("account %s: %s: %w", ac.name, op, ctx.Err())
+			return fmt.Errorf("account %s: %s: %w", ac.name, op, context.Cause(ctx))
 		}
 		e := classify(ac.name, op, err)
 		if e.Kind != KindTransient {

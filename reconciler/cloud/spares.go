@@ -84,6 +84,9 @@ func (x *exec) assignSpare(ctx context.Context, ac *account) error {
 // of its new workspace) and waits for the action; nothing when it has it
 // already. A droplet busy with another action is waited for.
 func (p *Pool) Rename(ctx context.Context, account string, id int, name string) error {
+	if err := leaseValid(ctx); err != nil {
+		return fmt.Errorf("rename droplet %d: %w", id, err)
+	}
 	ac, err := p.account(account, "rename")
 	if err != nil {
 		return err

@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "genesis_do_requests_total",
-			Help: "DigitalOcean API requests by account, endpoint and HTTP status (\"error\" when no answer came back).",
+			Help: "DigitalOcean API requests by account, endpoint and HTTP status (\"error\" when no answer came back, \"fenced\" when the leader lease was lost and the request not sent).",
 		}, []string{"account", "endpoint", "code"}),
 		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "genesis_do_rate_remaining",
@@ -57,17 +57,31 @@ type transport struct {
 	budget  *budget
 	m       *metrics
 	now     func() time.Time
+	// requireLease refuses a mutating request without a lease.
+	requireLease bool
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	ep := endpointOf(req.Method, req.URL.Path)
+	// A fenced request spends no budget: the cheap check first, the
+	// lease's proof (a round trip to Postgres) once a token is held, just
+	// before the request leaves.
+	if l := LeaseFrom(ctx); l != nil && mutating(req.Method) {
+		if err := l.Valid(); err != nil {
+			return nil, t.refuse(req, ep, err)
+		}
+	}
 	done, err := t.budget.acquire(ctx, priorityFrom(ctx))
 	if err != nil {
 		if req.Body != nil {
 			req.Body.Close()
 		}
 		return nil, err
+	}
+	if err := fence(ctx, req.Method, t.requireLease); err != nil {
+		done(nil)
+		return nil, t.refuse(req, ep, err)
 	}
 	start := t.now()
 	resp, err := t.base.RoundTrip(req)
@@ -85,6 +99,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	t.m.requests.WithLabelValues(t.account, ep, code).Inc()
 	return resp, err
+}
+
+// refuse answers a request the fence stopped: it is never sent.
+func (t *transport) refuse(req *http.Request, ep string, err error) error {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	t.m.requests.WithLabelValues(t.account, ep, "fenced").Inc()
+	return err
 }
 
 // endpointOf names a request for the metrics: a small fixed set.

@@ -19,6 +19,13 @@
 // Leader election is a session advisory lock held on a dedicated
 // connection: whoever holds it plans and executes; if its process or
 // connection dies, Postgres releases the lock and another replica takes it.
+// Taking the lock increments the leader epoch (table leader_lease) in the
+// lock's session. Journal writes made under WithEpoch succeed only while
+// that epoch is current and record it on the operation (operations.epoch),
+// so a replica that lost the lock can neither start nor advance an
+// operation once another took over; Leader.Check proves the lock on its
+// own session, which the reconciler runs before every mutating
+// DigitalOcean request (reconciler/cloud Lease).
 package store
 
 import (
@@ -196,9 +203,12 @@ func (s *Store) Begin(ctx context.Context, a plan.Action, desired schema.State, 
 	}
 	var id int64
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `INSERT INTO operations (workspace, kind, state, account, droplet_name, droplet_id, action, commit, started_at, attempts)
-			VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, now(), 1) RETURNING id`,
-			a.Workspace, opKind(a.Kind), nullIfEmpty(a.Account), nullIfEmpty(a.Droplet), nullIfZero(a.DropletID), action, nullIfEmpty(commit)).Scan(&id)
+		if err := checkEpoch(ctx, tx); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `INSERT INTO operations (workspace, kind, state, account, droplet_name, droplet_id, action, commit, started_at, attempts, epoch)
+			VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, now(), 1, $8) RETURNING id`,
+			a.Workspace, opKind(a.Kind), nullIfEmpty(a.Account), nullIfEmpty(a.Droplet), nullIfZero(a.DropletID), action, nullIfEmpty(commit), epochArg(ctx)).Scan(&id)
 		if err != nil {
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.ConstraintName == "operations_one_in_flight" {
@@ -226,8 +236,11 @@ func (s *Store) Begin(ctx context.Context, a plan.Action, desired schema.State, 
 // Step records progress of a running operation (and the droplet it now
 // concerns, if known).
 func (s *Store) Step(ctx context.Context, id int64, step string, dropletID int) error {
-	_, err := s.pool.Exec(ctx, `UPDATE operations SET step = $2, droplet_id = coalesce($3, droplet_id), updated_at = now() WHERE id = $1`,
-		id, step, nullIfZero(dropletID))
+	err := s.underEpoch(ctx, func(q execer) error {
+		_, err := q.Exec(ctx, `UPDATE operations SET step = $2, droplet_id = coalesce($3, droplet_id), epoch = coalesce($4, epoch), updated_at = now() WHERE id = $1`,
+			id, step, nullIfZero(dropletID), epochArg(ctx))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("journal step of operation %d: %w", id, err)
 	}
@@ -242,9 +255,12 @@ func (s *Store) Step(ctx context.Context, id int64, step string, dropletID int) 
 // earlier droplet is bound too; it was never sent anywhere.
 func (s *Store) Created(ctx context.Context, id int64, step string, dropletID int, name string) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := checkEpoch(ctx, tx); err != nil {
+			return err
+		}
 		var ws string
-		err := tx.QueryRow(ctx, `UPDATE operations SET step = $2, droplet_id = coalesce($3, droplet_id), updated_at = now() WHERE id = $1 RETURNING workspace`,
-			id, step, nullIfZero(dropletID)).Scan(&ws)
+		err := tx.QueryRow(ctx, `UPDATE operations SET step = $2, droplet_id = coalesce($3, droplet_id), epoch = coalesce($4, epoch), updated_at = now() WHERE id = $1 RETURNING workspace`,
+			id, step, nullIfZero(dropletID), epochArg(ctx)).Scan(&ws)
 		if err != nil {
 			return err
 		}
@@ -290,10 +306,13 @@ func bootState(ctx context.Context, tx pgx.Tx, k plan.Kind, workspace string, dr
 	return lifecycle.Finished(lifecycle.Action(k), enrolled), nil
 }
 
-// Retry counts another attempt at a resumed operation.
+// Retry counts another attempt at a resumed operation, under ctx's
+// epoch (see WithEpoch).
 func (s *Store) Retry(ctx context.Context, id int64) error {
-	_, err := s.pool.Exec(ctx, `UPDATE operations SET attempts = attempts + 1, updated_at = now() WHERE id = $1`, id)
-	return err
+	return s.underEpoch(ctx, func(q execer) error {
+		_, err := q.Exec(ctx, `UPDATE operations SET attempts = attempts + 1, epoch = coalesce($2, epoch), updated_at = now() WHERE id = $1`, id, epochArg(ctx))
+		return err
+	})
 }
 
 // Outcome is what an action achieved.
@@ -317,11 +336,14 @@ type Outcome struct {
 // workspace keeps its status with last_error set.
 func (s *Store) Finish(ctx context.Context, id int64, a plan.Action, out Outcome, runErr error) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := checkEpoch(ctx, tx); err != nil {
+			return err
+		}
 		detail := map[string]any{"action": a, "droplet_id": out.DropletID}
 		if runErr != nil {
 			msg := runErr.Error()
 			detail["error"] = msg
-			if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'failed', error = $2, finished_at = now(), updated_at = now() WHERE id = $1`, id, msg); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'failed', error = $2, epoch = coalesce($3, epoch), finished_at = now(), updated_at = now() WHERE id = $1`, id, msg, epochArg(ctx)); err != nil {
 				return err
 			}
 			// A failed hibernation (or resize) leaves its droplet
@@ -338,8 +360,8 @@ func (s *Store) Finish(ctx context.Context, id int64, a plan.Action, out Outcome
 			}
 			return audit(ctx, tx, out.Actor, string(a.Kind)+".failed", a.Workspace, id, detail, out.Commit)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'succeeded', droplet_id = coalesce($2, droplet_id), finished_at = now(), updated_at = now() WHERE id = $1`,
-			id, nullIfZero(out.DropletID)); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'succeeded', droplet_id = coalesce($2, droplet_id), epoch = coalesce($3, epoch), finished_at = now(), updated_at = now() WHERE id = $1`,
+			id, nullIfZero(out.DropletID), epochArg(ctx)); err != nil {
 			return err
 		}
 		if err := applyOutcome(ctx, tx, a, out); err != nil {
@@ -529,70 +551,4 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 		out = append(out, r)
 	}
 	return out, rows.Err()
-}
-
-// Leader is a held leadership. Lost is closed when the lock's connection
-// fails (another replica may then lead).
-type Leader struct {
-	conn *pgxpool.Conn
-	pid  uint32 // the lock session's backend pid
-	Lost chan struct{}
-	stop chan struct{}
-	done chan struct{}
-}
-
-// TryLead takes the leader lock if it is free. It returns nil, nil when
-// another replica leads.
-func (s *Store) TryLead(ctx context.Context, check time.Duration) (*Leader, error) {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("leader election: %w", err)
-	}
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, LeaderLockKey).Scan(&got); err != nil {
-		conn.Release()
-		return nil, fmt.Errorf("leader election: %w", err)
-	}
-	if !got {
-		conn.Release()
-		return nil, nil
-	}
-	l := &Leader{conn: conn, pid: conn.Conn().PgConn().PID(), Lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
-	go l.watch(check)
-	return l, nil
-}
-
-// watch pings the lock's connection; a failed ping means the session (and
-// so the lock) may be gone.
-func (l *Leader) watch(every time.Duration) {
-	defer close(l.done)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), every)
-			err := l.conn.Ping(ctx)
-			cancel()
-			if err != nil {
-				close(l.Lost)
-				return
-			}
-		}
-	}
-}
-
-// Release gives up leadership.
-func (l *Leader) Release() {
-	close(l.stop)
-	<-l.done
-	select {
-	case <-l.Lost:
-		l.conn.Conn().Close(context.Background())
-	default:
-		_, _ = l.conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, LeaderLockKey)
-	}
-	l.conn.Release()
 }

@@ -120,13 +120,20 @@ func TestJournalLifecycle(t *testing.T) {
 	}
 }
 
-func TestLeaderElection(t *testing.T) {
+// replicas opens two stores on one database, as two replicas would.
+func replicas(t *testing.T) (a, b *Store) {
+	t.Helper()
 	a, url := open(t)
 	b, err := Open(t.Context(), url, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	t.Cleanup(b.Close)
+	return a, b
+}
+
+func TestLeaderElection(t *testing.T) {
+	a, b := replicas(t)
 	la, err := a.TryLead(t.Context(), 50*time.Millisecond)
 	if err != nil || la == nil {
 		t.Fatalf("first replica did not lead: %v", err)

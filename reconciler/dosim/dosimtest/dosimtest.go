@@ -6,6 +6,7 @@ package dosimtest
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -90,4 +91,20 @@ func NewClient(baseURL, token string) *godo.Client {
 		panic("dosimtest: godo.New: " + err.Error())
 	}
 	return c
+}
+
+// ServeLate serves r with next, so the simulator carries it out, then
+// calls wait; the answer is written back only when wait returns true (else
+// 504). In a middleware it models a request DigitalOcean carried out whose
+// answer came late or was lost (a client cut off, crashed or timed out).
+func ServeLate(next http.Handler, w http.ResponseWriter, r *http.Request, wait func() bool) {
+	rec := httptest.NewRecorder()
+	next.ServeHTTP(rec, r)
+	if !wait() {
+		w.WriteHeader(http.StatusGatewayTimeout)
+		return
+	}
+	maps.Copy(w.Header(), rec.Header())
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
 }
