@@ -89,20 +89,43 @@ func (r *relReport) markdown() string {
 // relWorld is a world whose simulator records every droplet it destroys.
 type relWorld struct {
 	*world
+	keys      string    // with agents: the fleet's keys (fleetKeys)
+	proxy     *tcpProxy // with agents: the reconciler's stable public address
 	mu        sync.Mutex
 	destroyed map[int]string // droplet id -> name
 }
 
 const relTenant = "ws-000"
 
-func newRelWorld(t *testing.T, tenantsN int) *relWorld {
+// relWatchdog is the watchdog of the suite's fleets unless a case sets its own.
+const relWatchdog = "  watchdog: {bootDeadline: 1h, cooldown: 1h}\n"
+
+// newRelWorld makes a world of tenantsN running tenants. With agents, every
+// simulated droplet runs the real genesis-agent (except those called
+// silent: their boot command sleeps, as after a failed cloud-init), the
+// fleet's recipient is a new age identity and rw.flags() gives the keys.
+func newRelWorld(t *testing.T, tenantsN int, agents bool, watchdog string, silent ...string) *relWorld {
 	rw := &relWorld{world: &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}, destroyed: map[int]string{}}
 	w := rw.world
 	w.git("init", "-q", "-b", "main")
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
-	fleet := strings.Replace(fleetYAML, "maxHibernatePercent: 50", "maxHibernatePercent: 100", 1) +
-		"  watchdog: {bootDeadline: 1h, cooldown: 1h}\n"
-	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(fleet), 0o644)
+	fleet := strings.Replace(fleetYAML, "maxHibernatePercent: 50", "maxHibernatePercent: 100", 1)
+	simCfg := dosim.Config{
+		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
+		Limits:   dosim.Limits{BootDelay: dosim.Duration(50 * time.Millisecond), ActionDelay: dosim.Duration(30 * time.Millisecond)},
+	}
+	if agents {
+		keys, fleetID := fleetKeys(t)
+		rw.keys, rw.proxy = keys, startProxy(t)
+		fleet = strings.Replace(fleet, "age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3", fleetID.Recipient().String(), 1)
+		work := t.TempDir()
+		cmd := "exec " + agentBinary(t) + " run --insecure-http --converge=false --heartbeat-interval 500ms --poll-wait 2s --retry-max 300ms --log-format text"
+		for _, name := range silent {
+			cmd = `[ "$DOSIM_DROPLET_NAME" = ` + name + ` ] && exec sleep 600; ` + cmd
+		}
+		simCfg.WorkDir, simCfg.DiskRoot, simCfg.BootCmd, simCfg.HookGrace = work, filepath.Join(work, "disks"), cmd, time.Second
+	}
+	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(fleet+watchdog), 0o644)
 	for i := range tenantsN {
 		id := fmt.Sprintf("ws-%03d", i)
 		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(tenantYAML(id)), 0o644)
@@ -110,10 +133,7 @@ func newRelWorld(t *testing.T, tenantsN int) *relWorld {
 	w.git("add", "-A")
 	w.git("commit", "-q", "-m", "fleet")
 	deleteRoute := regexp.MustCompile(`^/v2/droplets/(\d+)$`)
-	w.sim = dosimtest.Start(t, dosim.Config{
-		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
-		Limits:   dosim.Limits{BootDelay: dosim.Duration(50 * time.Millisecond), ActionDelay: dosim.Duration(30 * time.Millisecond)},
-	}, dosimtest.WithMiddleware(func(next http.Handler) http.Handler {
+	w.sim = dosimtest.Start(t, simCfg, dosimtest.WithMiddleware(func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(resp http.ResponseWriter, r *http.Request) {
 			m := deleteRoute.FindStringSubmatch(r.URL.Path)
 			if r.Method != http.MethodDelete || m == nil {
@@ -150,11 +170,11 @@ func newRelWorld(t *testing.T, tenantsN int) *relWorld {
 			RETURN NEW;
 		END $$;
 		CREATE TRIGGER journal_trace AFTER INSERT OR UPDATE ON operations FOR EACH ROW EXECUTE FUNCTION journal_trace();
-		CREATE TABLE tenant_droplets (droplet_id bigint PRIMARY KEY, workspace text);
+		CREATE TABLE tenant_droplets (droplet_id bigint, workspace text, state text, PRIMARY KEY (droplet_id, state));
 		CREATE FUNCTION tenant_droplets() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
 			IF NEW.droplet_id IS NOT NULL THEN
-				INSERT INTO tenant_droplets VALUES (NEW.droplet_id, NEW.workspace) ON CONFLICT DO NOTHING;
+				INSERT INTO tenant_droplets VALUES (NEW.droplet_id, NEW.workspace, NEW.state) ON CONFLICT DO NOTHING;
 			END IF;
 			RETURN NEW;
 		END $$;
@@ -165,6 +185,38 @@ func newRelWorld(t *testing.T, tenantsN int) *relWorld {
 }
 
 // simDroplets is every droplet at the simulator, id -> name.
+// flags are the reconciler's flags for this world.
+func (rw *relWorld) flags(extra ...string) []string {
+	out := append(append([]string{}, relFlags...), extra...)
+	if rw.keys != "" {
+		out = append(out, "--agent-insecure-http", "--public-url", "http://"+rw.proxy.ln.Addr().String(), "--signing-key", filepath.Join(rw.keys, "signing.pem"), "--age-identity", filepath.Join(rw.keys, "age.key"))
+	}
+	return out
+}
+
+// run starts the reconciler with rw.flags(extra...). With agents, the
+// agents reach it through rw.proxy: the address in their user data stays
+// valid across restarts, as a service's address does in production.
+func (rw *relWorld) run(extra ...string) *proc {
+	rw.t.Helper()
+	p := rw.start(rw.flags(extra...)...)
+	if rw.proxy != nil {
+		rw.proxy.mu.Lock()
+		rw.proxy.target = strings.TrimPrefix(p.url, "http://")
+		rw.proxy.mu.Unlock()
+	}
+	return p
+}
+
+func (rw *relWorld) simDropletNamed(name string) bool {
+	for _, n := range rw.simDroplets() {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
 func (rw *relWorld) simDroplets() map[int]string {
 	out := map[int]string{}
 	for _, d := range rw.sim.Sim.Snapshot().Droplets {
@@ -263,6 +315,8 @@ func (rw *relWorld) declared(url, state string) bool {
 	switch state {
 	case "running":
 		return mine == 1 && r.DropletID != 0 && (r.Lifecycle == "INITIALIZING" || strings.HasPrefix(r.Lifecycle, "ACTIVE"))
+	case "rebuilt": // the replacement healthy, the silent droplet retired
+		return mine == 1 && healthy(rw.t, url, relTenant) && rw.simDropletNamed("genesis-"+relTenant+"-2")
 	case "hibernated":
 		return mine == 0 && r.Lifecycle == "HIBERNATED" && r.SnapshotID != ""
 	default:
@@ -307,9 +361,12 @@ func (rw *relWorld) check(url string, tenants []string, absent bool) (dup, orpha
 		if absent && strings.HasPrefix(name, "genesis-"+relTenant+"-") {
 			continue // declared absent
 		}
-		// A droplet that never became a tenant's (fleet_status never
-		// named it: a failed create's own rollback) held no data.
-		held := rw.count(fmt.Sprintf(`SELECT count(*) FROM tenant_droplets WHERE droplet_id = %d`, id)) > 0
+		// A droplet held a tenant's data once fleet_status recorded it
+		// as the tenant's in a state past its first boot (DEPLOYING and
+		// on: n8n ran) or hibernating. A failed create's rollback, or a
+		// droplet rebuilt because it never came up, held none.
+		held := rw.count(fmt.Sprintf(`SELECT count(*) FROM tenant_droplets WHERE droplet_id = %d
+			AND (state LIKE 'ACTIVE%%' OR state IN ('DEPLOYING', 'HIBERNATING'))`, id)) > 0
 		if held && !snapped[strconv.Itoa(id)] {
 			rw.t.Errorf("droplet %d (%s) destroyed without a snapshot", id, name)
 			lost++
@@ -342,6 +399,7 @@ func (rw *relWorld) waitDeclared(url, state string) (time.Duration, bool) {
 // scenario carries out.
 type relScenario struct {
 	name, want string
+	world      func(t *testing.T) *relWorld
 	setup      func(rw *relWorld)
 }
 
@@ -352,22 +410,36 @@ var relFlags = []string{"--resync", "1s", "--poll-interval", "1s", "--hibernate-
 
 func relScenarios() []relScenario {
 	converge := func(rw *relWorld, state string) {
-		p := rw.start(relFlags...)
+		p := rw.run()
 		if _, ok := rw.waitDeclared(p.url, state); !ok {
 			rw.t.Fatalf("setup: %s not %s", relTenant, state)
 		}
 		p.stop(rw.t)
 	}
+	plain := func(t *testing.T) *relWorld { return newRelWorld(t, 1, false, relWatchdog) }
 	return []relScenario{
-		{"create", "running", func(rw *relWorld) {}},
-		{"hibernate", "hibernated", func(rw *relWorld) { converge(rw, "running"); rw.commitState("hibernated") }},
-		{"wake", "running", func(rw *relWorld) {
+		{"create", "running", plain, func(rw *relWorld) {}},
+		{"hibernate", "hibernated", plain, func(rw *relWorld) { converge(rw, "running"); rw.commitState("hibernated") }},
+		{"wake", "running", plain, func(rw *relWorld) {
 			converge(rw, "running")
 			rw.commitState("hibernated")
 			converge(rw, "hibernated")
 			rw.commitState("running")
 		}},
-		{"destroy", "absent", func(rw *relWorld) { converge(rw, "running"); rw.commitState("absent") }},
+		{"destroy", "absent", plain, func(rw *relWorld) { converge(rw, "running"); rw.commitState("absent") }},
+		// The watchdog's rebuild: the first droplet's agent never starts
+		// (its boot command sleeps); once it is up (INITIALIZING) the
+		// fleet's bootDeadline is cut to 2 s, the watchdog rebuilds it with
+		// a new droplet whose agent comes up, and retires the silent one.
+		{"rebuild", "rebuilt", func(t *testing.T) *relWorld {
+			return newRelWorld(t, 1, true, relWatchdog, "genesis-"+relTenant+"-1")
+		}, func(rw *relWorld) {
+			converge(rw, "running")
+			b, _ := os.ReadFile(filepath.Join(rw.repo, "genesis.yaml"))
+			os.WriteFile(filepath.Join(rw.repo, "genesis.yaml"), []byte(strings.Replace(string(b), relWatchdog,
+				"  watchdog: {bootDeadline: 2s, cooldown: 20s}\n", 1)), 0o644)
+			rw.git("commit", "-qam", "bootDeadline 2s")
+		}},
 	}
 }
 
@@ -390,10 +462,10 @@ func TestReliability(t *testing.T) {
 	for i, sc := range relScenarios() {
 		t.Run("crash/"+sc.name, func(t *testing.T) {
 			// The clean run enumerates the crash points.
-			rw := newRelWorld(t, 1)
+			rw := sc.world(t)
 			sc.setup(rw)
 			mark := rw.traceMark()
-			p := rw.start(relFlags...)
+			p := rw.run("--watchdog-every", "300ms")
 			took, ok := rw.waitDeclared(p.url, sc.want)
 			if !ok {
 				t.Fatalf("clean run: %s not %s", relTenant, sc.want)
@@ -409,10 +481,10 @@ func TestReliability(t *testing.T) {
 			for k, want := range points {
 				t.Run(fmt.Sprintf("after-%d-%s", k+1, strings.ReplaceAll(want.String(), "/", "-")), func(t *testing.T) {
 					t.Parallel() // each case has its own database, simulator and repository
-					rw := newRelWorld(t, 1)
+					rw := sc.world(t)
 					sc.setup(rw)
 					mark := rw.traceMark()
-					crash := rw.start(append(relFlags, "--crash-after-journal-writes", strconv.Itoa(k+1))...)
+					crash := rw.run("--watchdog-every", "300ms", "--crash-after-journal-writes", strconv.Itoa(k+1))
 					exited := make(chan struct{})
 					go func() { crash.cmd.Wait(); close(exited) }()
 					select {
@@ -429,7 +501,7 @@ func TestReliability(t *testing.T) {
 						t.Errorf("journal at the kill: %v, want the clean run's first %d: %v", got, k+1, points[:k+1])
 						point += fmt.Sprintf(" (journal differed: %v)", got)
 					}
-					p := rw.start(relFlags...)
+					p := rw.run("--watchdog-every", "300ms")
 					took, ok := rw.waitDeclared(p.url, sc.want)
 					if !ok {
 						t.Errorf("%s not %s after the restart", relTenant, sc.want)
@@ -524,30 +596,10 @@ func (p *tcpProxy) partition(on bool) {
 // heal with no destroy, reboot or rebuild (the outage guard: every droplet
 // silent at once is the network, not the droplets).
 func relPartition(t *testing.T, report *relReport) {
-	agentBin := agentBinary(t)
-	keys, fleetID := fleetKeys(t)
-	rw := newRelWorld(t, 0)
-	fleet := strings.Replace(fleetYAML, "age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3", fleetID.Recipient().String(), 1) +
-		"  watchdog: {degradedAfter: 2s, criticalAfter: 4s, cooldown: 2s, bootDeadline: 1m}\n"
-	os.WriteFile(filepath.Join(rw.repo, "genesis.yaml"), []byte(fleet), 0o644)
+	rw := newRelWorld(t, 2, true, "  watchdog: {degradedAfter: 2s, criticalAfter: 4s, cooldown: 2s, bootDeadline: 1m}\n")
 	both := []string{"ws-000", "ws-001"}
-	for _, id := range both {
-		os.WriteFile(filepath.Join(rw.repo, "tenants", id+".yaml"), []byte(tenantYAML(id)), 0o644)
-	}
-	rw.git("add", "-A")
-	rw.git("commit", "-q", "-m", "fleet with agents")
-	work := t.TempDir()
-	bootCmd := "exec " + agentBin + " run --insecure-http --converge=false --heartbeat-interval 500ms --poll-wait 2s --retry-max 300ms --log-format text"
-	rw.sim = dosimtest.Start(t, dosim.Config{WorkDir: work, DiskRoot: filepath.Join(work, "disks"), BootCmd: bootCmd, HookGrace: time.Second,
-		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
-		Limits:   dosim.Limits{BootDelay: dosim.Duration(100 * time.Millisecond), ActionDelay: dosim.Duration(30 * time.Millisecond)}})
-	proxy := startProxy(t)
-	p := rw.start(append(relFlags[:len(relFlags)-2], "--watchdog-every", "300ms",
-		"--public-url", "http://"+proxy.ln.Addr().String(), "--agent-insecure-http",
-		"--signing-key", filepath.Join(keys, "signing.pem"), "--age-identity", filepath.Join(keys, "age.key"))...)
-	proxy.mu.Lock()
-	proxy.target = strings.TrimPrefix(p.url, "http://")
-	proxy.mu.Unlock()
+	proxy := rw.proxy
+	p := rw.run("--watchdog-every", "300ms")
 	allHealthy := func() bool {
 		for _, id := range both {
 			if !healthy(t, p.url, id) {
@@ -682,13 +734,13 @@ func relFaults(t *testing.T, report *relReport) {
 				t.Skip(tc.skip)
 			}
 			t.Parallel()
-			rw := newRelWorld(t, 2)
+			rw := newRelWorld(t, 2, false, relWatchdog)
 			rw.sim.Sim.SetLimits(dosim.Limits{BootDelay: dosim.Duration(300 * time.Millisecond), ActionDelay: dosim.Duration(30 * time.Millisecond)})
 			if tc.before != nil {
 				tc.before(rw)
 			}
 			start := time.Now()
-			p := rw.start(relFlags...)
+			p := rw.run()
 			if tc.during != nil {
 				tc.during(rw, p.url)
 			}
