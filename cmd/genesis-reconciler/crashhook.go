@@ -24,7 +24,8 @@ import (
 // goroutine never makes its next DigitalOcean call; it is the same signal
 // an OOM kill or a node loss delivers, so no deferred cleanup runs.
 type crashHook struct {
-	after int // crash after this many committed journal writes
+	after int    // crash after this many committed journal writes
+	kill  func() // sends SIGKILL to this process and never returns
 
 	mu      sync.Mutex
 	written int
@@ -33,7 +34,12 @@ type crashHook struct {
 }
 
 func newCrashHook(after int) *crashHook {
-	return &crashHook{after: after, inTx: map[*pgx.Conn]bool{}, dirty: map[*pgx.Conn]bool{}}
+	return &crashHook{after: after, kill: killSelf, inTx: map[*pgx.Conn]bool{}, dirty: map[*pgx.Conn]bool{}}
+}
+
+func killSelf() {
+	_ = syscall.Kill(syscall.Getpid(), syscall.SIGKILL)
+	select {} // the signal is on its way; never return to the caller
 }
 
 type sqlKey struct{}
@@ -74,7 +80,6 @@ func (h *crashHook) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.
 func (h *crashHook) count() {
 	h.written++
 	if h.written == h.after {
-		_ = syscall.Kill(syscall.Getpid(), syscall.SIGKILL)
-		select {} // the signal is on its way; never return to the caller
+		h.kill()
 	}
 }
