@@ -44,7 +44,20 @@ unit: deps caddy ## Unit, integration and e2e tests (real Postgres, git, age, Ca
 	$(GO) test $(GOTEST_FLAGS) ./...
 
 .PHONY: test
-test: deps lint openapi-lint unit e2e-n8n ## Everything CI runs: lint, vet, the OpenAPI linter, unit, integration and e2e tests, and the real-n8n suite.
+test: deps lint openapi-lint unit reliability e2e-n8n ## Everything CI runs: lint, vet, the OpenAPI linter, unit, integration and e2e tests, the reliability suite and the real-n8n suite.
+
+# The reliability suite (README "Reliability suite"): the real reconciler
+# binary SIGKILLed after every journal write of create, hibernate, wake and
+# destroy, and DigitalOcean and Postgres faults; without the race detector.
+# Its table goes to bin/reliability.md. ~4 min on 2 cores.
+RELIABILITY_OUT := $(BIN)/reliability.md
+
+.PHONY: reliability
+reliability: deps ## Reliability suite: SIGKILL at every journaled step, DigitalOcean and Postgres faults (~4 min); table in bin/reliability.md.
+	@mkdir -p $(BIN)
+	GENESIS_RELIABILITY=1 GENESIS_RELIABILITY_OUT=$(CURDIR)/$(RELIABILITY_OUT) $(GO) test -count=1 -parallel 4 -timeout 10m -run '^TestReliability$$' -v ./cmd/genesis-reconciler/ \
+	  | grep -v '^=== ' ; test $${PIPESTATUS[0]} -eq 0
+	@cat $(RELIABILITY_OUT)
 
 .PHONY: openapi-lint
 openapi-lint: ## Lint api/openapi.yaml with Redocly's linter (@redocly/cli 2.11.1 from npm into .cache, first time ~1 min).

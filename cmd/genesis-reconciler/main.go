@@ -111,6 +111,7 @@ type config struct {
 	publicURL, dropletCompose, agentBinaryURL                            string
 	pollInterval, resync, tokenTTL, manifestTTL, manifestSweep           time.Duration
 	allowMassChange                                                      bool
+	crashAfterJournalWrites                                              int
 	announce                                                             listFlag
 	notifyURL                                                            string
 	prepareTimeout                                                       time.Duration
@@ -222,6 +223,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		}
 	}
 	fs.IntVar(&c.http.maxConns, "max-connections", maxConns, "most HTTP connections open at once, 0 for no limit (default: the open-file limit less 256 for Postgres and git) ($GENESIS_MAX_CONNECTIONS)")
+	fs.IntVar(&c.crashAfterJournalWrites, "crash-after-journal-writes", 0, "reliability suite only: SIGKILL this process right after its Nth committed journal write (0: never)")
 	fs.Float64Var(&c.unauthRate, "unauth-rate", auth.DefaultFailureRate, "unauthenticated answers (401, 403) per second a client regains")
 	fs.IntVar(&c.unauthBurst, "unauth-burst", auth.DefaultFailureBurst, "unauthenticated answers a client may collect before every request of it gets 429 (0: no limit)")
 	str(&c.trustedProxies, "trusted-proxies", "GENESIS_TRUSTED_PROXIES", "", "comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For names the client (for the per-client limit on unauthenticated requests)")
@@ -298,7 +300,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			"component", "http")
 	}
 
-	st, err := store.Open(ctx, c.databaseURL, log)
+	var storeOpts []store.Option
+	if c.crashAfterJournalWrites > 0 {
+		storeOpts = append(storeOpts, store.WithTracer(newCrashHook(c.crashAfterJournalWrites)))
+	}
+	st, err := store.Open(ctx, c.databaseURL, log, storeOpts...)
 	if err != nil {
 		return err
 	}

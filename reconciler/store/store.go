@@ -55,11 +55,24 @@ type Store struct {
 	log  *slog.Logger
 }
 
+// Option changes how Open connects.
+type Option func(*pgxpool.Config)
+
+// WithTracer traces every query of the store's connections (the
+// reliability suite's crash hook in cmd/genesis-reconciler counts committed
+// journal writes with it).
+func WithTracer(t pgx.QueryTracer) Option {
+	return func(c *pgxpool.Config) { c.ConnConfig.Tracer = t }
+}
+
 // Open connects to url, applies the migrations and returns the store.
-func Open(ctx context.Context, url string, log *slog.Logger) (*Store, error) {
+func Open(ctx context.Context, url string, log *slog.Logger, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	for _, o := range opts {
+		o(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
