@@ -94,6 +94,10 @@ type Reconciler struct {
 	// the last run.
 	wlog   *slog.Logger
 	outage bool
+	// lastOutage is when the watchdog last saw an outage: remediation
+	// stays held for the policy's OutageGrace after it (zero: never; a new
+	// leader starts without, as after a restart).
+	lastOutage time.Time
 	// holds mirrors the work queue's persisted retry state (queue.go),
 	// loaded by every pass and updated by every outcome; holdsLoaded is
 	// set once a pass loaded it.

@@ -85,7 +85,11 @@ func (r *Reconciler) Watch(ctx context.Context) (watchdog.Decision, error) {
 		byWS[rows[i].Workspace] = rows[i]
 	}
 	now := r.cfg.Now()
-	dec := watchdog.Evaluate(rows, watchdog.PolicyFrom(snap.Fleet.Spec.Watchdog), now)
+	pol := watchdog.PolicyFrom(snap.Fleet.Spec.Watchdog)
+	r.mu.Lock()
+	pol.LastOutage = r.lastOutage
+	r.mu.Unlock()
+	dec := watchdog.Evaluate(rows, pol, now)
 	r.recordWatch(dec)
 	for _, tr := range dec.Transitions {
 		err := r.cfg.Store.ApplyTransition(ctx, tr)
@@ -121,6 +125,9 @@ func (r *Reconciler) recordWatch(dec watchdog.Decision) {
 	r.mu.Lock()
 	was := r.outage
 	r.outage = dec.Outage
+	if dec.Outage {
+		r.lastOutage = r.cfg.Now()
+	}
 	r.mu.Unlock()
 	switch {
 	case dec.Outage && !was:
@@ -128,7 +135,7 @@ func (r *Reconciler) recordWatch(dec watchdog.Decision) {
 		r.wlog.Error("fleet-wide silence: remediation suspended", "silent", dec.Silent, "watched", dec.Watched, "held", dec.Held)
 	case !dec.Outage && was:
 		m.outage.Set(0)
-		r.wlog.Info("fleet-wide silence over: remediation resumed", "silent", dec.Silent, "watched", dec.Watched)
+		r.wlog.Info("fleet-wide silence over: remediation resumes after a grace for late agents", "silent", dec.Silent, "watched", dec.Watched)
 	}
 }
 

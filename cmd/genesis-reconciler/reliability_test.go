@@ -658,7 +658,7 @@ func relPartition(t *testing.T, report *relReport) {
 	}
 	point := "agent ↔ reconciler TCP proxy cut past criticalAfter, then restored"
 	if len(reboots) > 0 {
-		point += fmt.Sprintf(" (known bug: %d droplet(s) rebooted as the partition ended)", len(reboots))
+		point += fmt.Sprintf(" (%d droplet(s) rebooted as the partition ended)", len(reboots))
 	}
 	dup, orph, lost := rw.check(p.url, both, false)
 	lost += len(rw.destroyed)
@@ -666,11 +666,10 @@ func relPartition(t *testing.T, report *relReport) {
 	if dup+orph+lost != 0 {
 		t.Errorf("duplicates %d, orphans %d, data lost %d; want 0", dup, orph, lost)
 	}
+	// The outage guard holds remediation for a grace after the outage
+	// (watchdog.Policy.OutageGrace): agents that reconnect after the first
+	// ones back are not rebooted for the outage's silence.
 	t.Run("no reboot as the partition ends", func(t *testing.T) {
-		if len(reboots) > 0 && os.Getenv("GENESIS_RELIABILITY_KNOWN") == "" {
-			t.Skipf("known bug (reliability suite): the outage guard lifts as soon as the first agent heartbeats again, "+
-				"and the droplets whose agents have not reconnected yet are rebooted at once for their silence during the outage (rebooted: %v)", reboots)
-		}
 		if len(reboots) > 0 {
 			t.Errorf("droplets rebooted as the partition ended: %v, want none", reboots)
 		}

@@ -45,7 +45,11 @@
 // The outage guard: when more than OutagePercent of the watched droplets
 // (and at least OutageMinSilent of them) are silent at once, the silence is
 // the reconciler's network or DigitalOcean, not the droplets: no step is
-// taken (health states still move) until it ends.
+// taken (health states still move) until it ends, and for OutageGrace more
+// (Policy.LastOutage, the caller's memory of the last outage it saw): when a
+// partition heals, agents come back over a heartbeat interval or so, and
+// the first ones back must not get the late ones rebooted for the
+// outage's silence.
 package watchdog
 
 import (
@@ -107,6 +111,11 @@ type Policy struct {
 	// BootDeadline is the longest a droplet may stay in one pre-ACTIVE
 	// state (BOOTING through DEPLOYING) before it is rebuilt.
 	BootDeadline time.Duration
+	// OutageGrace is how long remediation stays held after the last
+	// outage was seen (default DegradedAfter); LastOutage is when that was
+	// (zero: never). The caller remembers it: Evaluate is pure.
+	OutageGrace time.Duration
+	LastOutage  time.Time
 }
 
 // PolicyFrom reads genesis.yaml's watchdog settings, with the defaults for
@@ -129,6 +138,7 @@ func PolicyFrom(w schema.Watchdog) Policy {
 	if p.BootDeadline <= 0 {
 		p.BootDeadline = schema.DefaultBootDeadline
 	}
+	p.OutageGrace = p.DegradedAfter
 	return p
 }
 
@@ -201,6 +211,9 @@ type Decision struct {
 	// Outage is set when too much of the fleet is silent at once: no
 	// remediation is decided. Held counts the steps it held back.
 	Outage bool
+	// Recovering is set within OutageGrace after an outage: no
+	// remediation is decided either (Held counts them too).
+	Recovering bool
 	Held   int
 	// Watched is how many droplets are watched (ACTIVE_*, REBOOTING),
 	// Silent how many of them sent nothing for DegradedAfter.
@@ -250,9 +263,11 @@ func Evaluate(rows []Row, p Policy, now time.Time) Decision {
 	}
 	if d.Silent >= max(p.OutageMinSilent, 1) && 100*float64(d.Silent) > p.OutagePercent*float64(d.Watched) {
 		d.Outage = true
+	} else if !p.LastOutage.IsZero() && now.Sub(p.LastOutage) < p.OutageGrace {
+		d.Recovering = true
 	}
 	remediate := func(r Row, s Step, reason string) {
-		if d.Outage {
+		if d.Outage || d.Recovering {
 			d.Held++
 			return
 		}

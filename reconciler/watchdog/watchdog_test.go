@@ -23,16 +23,59 @@ func row(ws string, state lifecycle.State, silent time.Duration) Row {
 	return Row{Workspace: ws, Lifecycle: state, Desired: "running", DropletID: 1, LastHeartbeat: t0.Add(-silent), StateSince: t0.Add(-time.Hour)}
 }
 
+// healthyFleet is n droplets that heartbeat.
+func healthyFleet(n int) []Row {
+	var rs []Row
+	for i := range n {
+		rs = append(rs, row(fmt.Sprintf("ws-ok-%d", i), Healthy, time.Minute))
+	}
+	return rs
+}
+
+// TestOutageGrace: when a partition heals, the first agents back end the
+// outage, but those still reconnecting are not remediated for the outage's
+// silence until OutageGrace has passed since the outage was last seen; a
+// droplet that stays silent after that is.
+func TestOutageGrace(t *testing.T) {
+	// 2 of 10 still silent: no longer an outage (30%), but just after one.
+	fleet := append(healthyFleet(8), row("ws-late-1", Critical, 20*time.Minute), row("ws-late-2", Critical, 20*time.Minute))
+	p := policy
+	p.OutageGrace = 5 * time.Minute
+	for _, tc := range []struct {
+		name       string
+		lastOutage time.Time
+		want       int // remediations decided
+		recovering bool
+	}{
+		{"never an outage", time.Time{}, 2, false},
+		{"outage a minute ago: held", t0.Add(-time.Minute), 0, true},
+		{"outage just under the grace ago: held", t0.Add(-5*time.Minute + time.Second), 0, true},
+		{"outage the grace ago: remediated", t0.Add(-5 * time.Minute), 2, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p.LastOutage = tc.lastOutage
+			d := Evaluate(fleet, p, t0)
+			if d.Outage || d.Recovering != tc.recovering || len(d.Remediations) != tc.want {
+				t.Errorf("outage %v, recovering %v, %d remediations (held %d); want false, %v, %d", d.Outage, d.Recovering, len(d.Remediations), d.Held, tc.recovering, tc.want)
+			}
+			if tc.recovering && d.Held != 2 {
+				t.Errorf("held %d, want 2", d.Held)
+			}
+		})
+	}
+}
+
 func TestPolicyFromDefaults(t *testing.T) {
 	got := PolicyFrom(schema.Watchdog{})
 	want := Policy{DegradedAfter: 5 * time.Minute, CriticalAfter: 15 * time.Minute, Cooldown: 10 * time.Minute, OutagePercent: 30, OutageMinSilent: 2,
-		BootDeadline: 20 * time.Minute}
+		BootDeadline: 20 * time.Minute, OutageGrace: 5 * time.Minute}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
 	got = PolicyFrom(schema.Watchdog{DegradedAfter: schema.Duration(time.Minute), CriticalAfter: schema.Duration(3 * time.Minute), Cooldown: schema.Duration(2 * time.Minute), OutagePercent: 50,
 		BootDeadline: schema.Duration(7 * time.Minute)})
-	want = Policy{DegradedAfter: time.Minute, CriticalAfter: 3 * time.Minute, Cooldown: 2 * time.Minute, OutagePercent: 50, OutageMinSilent: 2, BootDeadline: 7 * time.Minute}
+	want = Policy{DegradedAfter: time.Minute, CriticalAfter: 3 * time.Minute, Cooldown: 2 * time.Minute, OutagePercent: 50, OutageMinSilent: 2, BootDeadline: 7 * time.Minute,
+		OutageGrace: time.Minute}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("configured (-want +got):\n%s", diff)
 	}
@@ -54,13 +97,6 @@ func TestEvaluate(t *testing.T) {
 	}
 	booting := func(state lifecycle.State, since time.Duration) Row {
 		return Row{Workspace: "ws-b", Lifecycle: state, Desired: "running", DropletID: 2, StateSince: t0.Add(-since)}
-	}
-	healthyFleet := func(n int) []Row {
-		var rs []Row
-		for i := range n {
-			rs = append(rs, row(fmt.Sprintf("ws-ok-%d", i), Healthy, time.Minute))
-		}
-		return rs
 	}
 	tr := func(r Row, to lifecycle.State, reason string, reset bool) Transition {
 		return Transition{Workspace: r.Workspace, From: r.Lifecycle, To: to, Reason: reason, Reset: reset, Heartbeat: r.LastHeartbeat}
