@@ -214,7 +214,7 @@ type Decision struct {
 	// Recovering is set within OutageGrace after an outage: no
 	// remediation is decided either (Held counts them too).
 	Recovering bool
-	Held   int
+	Held       int
 	// Watched is how many droplets are watched (ACTIVE_*, REBOOTING),
 	// Silent how many of them sent nothing for DegradedAfter.
 	Watched, Silent int
