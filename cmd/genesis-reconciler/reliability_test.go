@@ -446,7 +446,7 @@ func relScenarios() []relScenario {
 // TestReliability is the reliability suite; make reliability runs it.
 func TestReliability(t *testing.T) {
 	if os.Getenv("GENESIS_RELIABILITY") == "" {
-		t.Skip("the reliability suite runs with make reliability (README: Reliability suite)")
+		t.Skip("requires GENESIS_RELIABILITY=1: the reliability suite runs with make reliability (README: Reliability suite)")
 	}
 	report := &relReport{}
 	began := time.Now()
