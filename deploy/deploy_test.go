@@ -41,6 +41,7 @@ var knownMetrics = []struct {
 	{"genesis_tenants_no_capacity", "gauge", false},
 	{"genesis_leader", "gauge", false},
 	{"genesis_insecure_no_auth", "gauge", false},
+	{"genesis_events_listening", "gauge", false},
 	{"genesis_git_last_commit_timestamp_seconds", "gauge", false},
 	{"genesis_git_sync_errors_total", "counter", false},
 	{"genesis_git_sync_duration_seconds", "histogram", false},

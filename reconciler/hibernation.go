@@ -179,6 +179,14 @@ func (r *Reconciler) Wake(ctx context.Context, id, actor string) (store.FleetRow
 	case err != nil:
 		return store.FleetRow{}, err
 	}
+	// A wake is new input, as a changed tenant file is: a backoff or a
+	// terminal hold of an earlier try does not delay it.
+	if _, err := r.cfg.Store.Forget(ctx, id); err != nil {
+		return store.FleetRow{}, err
+	}
+	r.mu.Lock()
+	delete(r.holds, id)
+	r.mu.Unlock()
 	// The leader hears of it through store.EventChannel (events.go); if
 	// this replica leads, it goes ahead without waiting for that.
 	r.log.Info("wake requested", "tenant", id, "actor", actor)

@@ -38,6 +38,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"genesis.dev/fleet/internal/pgserver"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/migrations"
 	"genesis.dev/fleet/reconciler/dosim"
@@ -51,7 +52,6 @@ type relRow struct {
 	duplicates, orphans, lost int
 	reached                   bool
 	took                      time.Duration
-	skipped                   bool
 }
 
 type relReport struct {
@@ -74,11 +74,7 @@ func (r *relReport) markdown() string {
 	b.WriteString("|---|---|---|---|---|---|---|\n")
 	for _, row := range r.rows {
 		reached := "reached"
-		switch {
-		case row.skipped:
-			fmt.Fprintf(&b, "| %s | %s | – | – | – | skipped | – |\n", row.scenario, row.point)
-			continue
-		case !row.reached:
+		if !row.reached {
 			reached = "**NOT reached**"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %s | %s |\n", row.scenario, row.point, row.duplicates, row.orphans, row.lost, reached, row.took.Round(10*time.Millisecond))
@@ -92,7 +88,8 @@ type relWorld struct {
 	keys      string    // with agents: the fleet's keys (fleetKeys)
 	proxy     *tcpProxy // with agents: the reconciler's stable public address
 	mu        sync.Mutex
-	destroyed map[int]string // droplet id -> name
+	destroyed map[int]string   // droplet id -> name
+	pg        *pgserver.Server // a case's own Postgres server, or nil
 }
 
 const relTenant = "ws-000"
@@ -105,7 +102,12 @@ const relWatchdog = "  watchdog: {bootDeadline: 1h, cooldown: 1h}\n"
 // silent: their boot command sleeps, as after a failed cloud-init), the
 // fleet's recipient is a new age identity and rw.flags() gives the keys.
 func newRelWorld(t *testing.T, tenantsN int, agents bool, watchdog string, silent ...string) *relWorld {
-	rw := &relWorld{world: &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}, destroyed: map[int]string{}}
+	return newRelWorldOn(t, pgtest.New(t), tenantsN, agents, watchdog, silent...)
+}
+
+// newRelWorldOn is newRelWorld on the database at db.
+func newRelWorldOn(t *testing.T, db string, tenantsN int, agents bool, watchdog string, silent ...string) *relWorld {
+	rw := &relWorld{world: &world{t: t, repo: t.TempDir(), db: db}, destroyed: map[int]string{}}
 	w := rw.world
 	w.git("init", "-q", "-b", "main")
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
@@ -472,7 +474,7 @@ func TestReliability(t *testing.T) {
 			}
 			points := rw.trace(mark)
 			dup, orph, lost := rw.check(p.url, []string{relTenant}, sc.want == "absent")
-			report.add(relRow{100 * i, sc.name, "none (clean run: " + strconv.Itoa(len(points)) + " journal writes)", dup, orph, lost, true, took, false})
+			report.add(relRow{100 * i, sc.name, "none (clean run: " + strconv.Itoa(len(points)) + " journal writes)", dup, orph, lost, true, took})
 			p.stop(t)
 			if len(points) == 0 {
 				t.Fatal("the clean run wrote no journal entry")
@@ -507,7 +509,7 @@ func TestReliability(t *testing.T) {
 						t.Errorf("%s not %s after the restart", relTenant, sc.want)
 					}
 					dup, orph, lost := rw.check(p.url, []string{relTenant}, sc.want == "absent")
-					report.add(relRow{100*i + k + 1, sc.name, point, dup, orph, lost, ok, took, false})
+					report.add(relRow{100*i + k + 1, sc.name, point, dup, orph, lost, ok, took})
 					if dup+orph+lost != 0 {
 						t.Errorf("duplicates %d, orphans %d, data lost %d; want 0", dup, orph, lost)
 					}
@@ -662,7 +664,7 @@ func relPartition(t *testing.T, report *relReport) {
 	}
 	dup, orph, lost := rw.check(p.url, both, false)
 	lost += len(rw.destroyed)
-	report.add(relRow{2000, "partition", point, dup, orph, lost, ok, took, false})
+	report.add(relRow{2000, "partition", point, dup, orph, lost, ok, took})
 	if dup+orph+lost != 0 {
 		t.Errorf("duplicates %d, orphans %d, data lost %d; want 0", dup, orph, lost)
 	}
@@ -696,7 +698,9 @@ func relFaults(t *testing.T, report *relReport) {
 	}
 	for i, tc := range []struct {
 		name string
-		skip string // a known bug, named
+		// ownPostgres runs the case on a Postgres server of its own (in
+		// rw.pg), which it may restart.
+		ownPostgres bool
 		// before runs before the reconciler starts, during after it
 		// started (with the process's URL).
 		before func(rw *relWorld)
@@ -711,10 +715,7 @@ func relFaults(t *testing.T, report *relReport) {
 		{name: "DigitalOcean timeout on create (x2, 2 s hold)", before: func(rw *relWorld) {
 			rw.sim.Sim.InjectFault(dosim.Fault{Kind: dosim.FaultTimeout, Route: "POST /v2/droplets", Hold: dosim.Duration(2 * time.Second), Count: 2})
 		}},
-		{name: "DigitalOcean create action errored (x1)", skip: "known bug (reliability suite): reconciler/cloud budget.acquire loses a wake-up: while the head waiter " +
-			"(a pass's listing, low priority) sleeps for the per-minute window, the retried create's GET of its droplet (higher " +
-			"priority) becomes the heap's head but waits on b.changed, which nobody closes, until its 30 s request timeout; " +
-			"the create stays in flight (tenant BOOTING) past 60 s though the droplet is active", before: func(rw *relWorld) {
+		{name: "DigitalOcean create action errored (x1)", before: func(rw *relWorld) {
 			rw.sim.Sim.InjectFault(dosim.Fault{Kind: dosim.FaultActionError, Count: 1})
 		}},
 		{name: "partial droplet listing (page cut, then 500 x3) while converged", during: func(rw *relWorld, url string) {
@@ -727,14 +728,34 @@ func relFaults(t *testing.T, report *relReport) {
 			waitFor(rw.t, "a create journaled", func() bool { return rw.inFlight() > 0 })
 			rw.exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
 		}},
+		{name: "Postgres restarted mid-create (pg_ctl restart -m fast)", ownPostgres: true, during: func(rw *relWorld, url string) {
+			waitFor(rw.t, "a create journaled", func() bool { return rw.inFlight() > 0 })
+			if err := rw.pg.Restart(context.Background()); err != nil {
+				rw.t.Fatal(err)
+			}
+		}},
+		{name: "Postgres: the leader's lock connection cut mid-create", during: func(rw *relWorld, url string) {
+			waitFor(rw.t, "a create journaled", func() bool { return rw.inFlight() > 0 })
+			rw.exec(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted`)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.skip != "" && os.Getenv("GENESIS_RELIABILITY_KNOWN") == "" {
-				report.add(relRow{order: 1000 + i, scenario: "fault", point: tc.name + ": " + tc.skip, skipped: true})
-				t.Skipf("known bug, listed in README \"Reliability suite\" (GENESIS_RELIABILITY_KNOWN=1 runs it): %s", tc.skip)
-			}
 			t.Parallel()
-			rw := newRelWorld(t, 2, false, relWatchdog)
+			var rw *relWorld
+			if tc.ownPostgres {
+				srv, err := pgserver.Start(t.Context(), pgserver.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { srv.Stop() })
+				if err := srv.CreateDatabase(t.Context(), "genesis"); err != nil {
+					t.Fatal(err)
+				}
+				rw = newRelWorldOn(t, srv.URL("genesis"), 2, false, relWatchdog)
+				rw.pg = srv
+			} else {
+				rw = newRelWorld(t, 2, false, relWatchdog)
+			}
 			rw.sim.Sim.SetLimits(dosim.Limits{BootDelay: dosim.Duration(300 * time.Millisecond), ActionDelay: dosim.Duration(30 * time.Millisecond)})
 			if tc.before != nil {
 				tc.before(rw)
@@ -770,7 +791,7 @@ func relFaults(t *testing.T, report *relReport) {
 			}
 			took := time.Since(start)
 			dup, orph, lost := rw.check(p.url, both, false)
-			report.add(relRow{1000 + i, "fault", tc.name, dup, orph, lost, ok, took, false})
+			report.add(relRow{1000 + i, "fault", tc.name, dup, orph, lost, ok, took})
 			if dup+orph+lost != 0 {
 				t.Errorf("duplicates %d, orphans %d, data lost %d; want 0", dup, orph, lost)
 			}

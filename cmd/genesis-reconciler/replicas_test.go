@@ -5,11 +5,17 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,8 +93,8 @@ func TestEveryReplicaEqual(t *testing.T) {
 		resp, _ := call["follower"]("GET", "/v1/tenants/ws-pf", "tok-ops", "")
 		return resp.StatusCode == 200
 	})
-	for name, c := range call {
-		resp, body := c("GET", "/v1/fleet", "tok-ops", "")
+	for _, name := range []string{"leader", "follower"} {
+		resp, body := call[name]("GET", "/v1/fleet", "tok-ops", "")
 		var doc fleetDoc
 		json.Unmarshal(body, &doc)
 		if resp.StatusCode != 200 || doc.Leader != (name == "leader") {
@@ -96,24 +102,43 @@ func TestEveryReplicaEqual(t *testing.T) {
 		}
 	}
 
+	// The load balancer: a round-robin proxy over both replicas that
+	// says which one served each request.
+	lb := newRoundRobin(t, map[string]string{"leader": leader.url, "follower": follower.url})
+	viaLB := apiClient(t, lb.url)
+	var servedBy string
+	call["lb"] = func(method, path, token, body string, hdr ...string) (*http.Response, []byte) {
+		t.Helper()
+		resp, b := viaLB(method, path, token, body, hdr...)
+		servedBy = resp.Header.Get(servedByHeader)
+		return resp, b
+	}
+
 	type latency struct{ leader, follower time.Duration }
 	measured := map[string]*latency{}
-	// react sends the call of what to each replica in turn and times how
-	// long until done says DigitalOcean changed.
-	react := func(what string, send func(replica, suffix string), done func(suffix string) bool) {
+	// react sends the call of what twice through the load balancer (the
+	// round robin hands one to each replica) and times how long until done
+	// says DigitalOcean changed, by the replica that served it.
+	react := func(what string, send func(suffix string), done func(suffix string) bool) {
 		t.Helper()
 		l := &latency{}
 		measured[what] = l
-		for _, r := range []string{"leader", "follower"} {
-			suffix := r[:1] // ws-?l on the leader, ws-?f on the follower
+		served := map[string]bool{}
+		for _, suffix := range []string{"l", "f"} { // two tenants: ws-?l, ws-?f
 			start := time.Now()
-			send(r, suffix)
-			waitForFast(t, what+" sent to the "+r, func() bool { return done(suffix) })
-			if r == "leader" {
+			send(suffix)
+			by := servedBy
+			waitForFast(t, what+" served by the "+by, func() bool { return done(suffix) })
+			served[by] = true
+			switch by {
+			case "leader":
 				l.leader = time.Since(start)
-			} else {
+			case "follower":
 				l.follower = time.Since(start)
 			}
+		}
+		if !served["leader"] || !served["follower"] {
+			t.Fatalf("%s: the round robin did not hand one call to each replica: %v", what, served)
 		}
 		t.Logf("%-18s leader %8v   follower %8v", what, l.leader.Round(time.Millisecond), l.follower.Round(time.Millisecond))
 	}
@@ -134,22 +159,24 @@ func TestEveryReplicaEqual(t *testing.T) {
 		}
 	}
 
-	react("push webhook", func(r, s string) {
+	react("push webhook", func(s string) {
 		push("onboard ws-h"+s, map[string]string{"ws-h" + s: tenantYAML("ws-h" + s)})
-		hook(r)
+		hook("lb")
 	}, func(s string) bool { return created("genesis-ws-h" + s + "-1") })
 
-	react("dashboard PATCH", func(r, s string) {
+	react("dashboard PATCH", func(s string) {
 		id := "ws-p" + s
-		resp, _ := call[r]("GET", "/v1/tenants/"+id, "tok-ops", "")
-		if resp, body := call[r]("PATCH", "/v1/tenants/"+id, "tok-ops", `{"spec":{"state":"running"}}`, "If-Match", resp.Header.Get("ETag")); resp.StatusCode != 200 {
-			t.Fatalf("PATCH %s on the %s: %d %s", id, r, resp.StatusCode, body)
+		// The ETag straight from the leader, so the round robin hands the
+		// two PATCHes to different replicas.
+		resp, _ := call["leader"]("GET", "/v1/tenants/"+id, "tok-ops", "")
+		if resp, body := call["lb"]("PATCH", "/v1/tenants/"+id, "tok-ops", `{"spec":{"state":"running"}}`, "If-Match", resp.Header.Get("ETag")); resp.StatusCode != 200 {
+			t.Fatalf("PATCH %s on the %s: %d %s", id, servedBy, resp.StatusCode, body)
 		}
 	}, func(s string) bool { return created("genesis-ws-p" + s + "-1") })
 
-	react("retry", func(r, s string) {
-		if resp, body := call[r]("POST", "/v1/tenants/ws-r"+s+"/retry", "tok-ops", ""); resp.StatusCode != 202 {
-			t.Fatalf("retry on the %s: %d %s", r, resp.StatusCode, body)
+	react("retry", func(s string) {
+		if resp, body := call["lb"]("POST", "/v1/tenants/ws-r"+s+"/retry", "tok-ops", ""); resp.StatusCode != 202 {
+			t.Fatalf("retry on the %s: %d %s", servedBy, resp.StatusCode, body)
 		}
 	}, func(s string) bool { return created("genesis-ws-r" + s + "-1") })
 
@@ -169,8 +196,8 @@ func TestEveryReplicaEqual(t *testing.T) {
 	hook("follower")
 	head := gitOut(t, bare, "rev-parse", "main")
 	waitFor(t, "both replicas at the running commit", func() bool {
-		for _, c := range call {
-			_, body := c("GET", "/v1/fleet", "tok-ops", "")
+		for _, r := range []string{"leader", "follower"} {
+			_, body := call[r]("GET", "/v1/fleet", "tok-ops", "")
 			var doc struct{ Commit string }
 			json.Unmarshal(body, &doc)
 			if doc.Commit != head {
@@ -179,9 +206,13 @@ func TestEveryReplicaEqual(t *testing.T) {
 		}
 		return true
 	})
-	react("wake", func(r, s string) {
-		if resp, body := call[r]("POST", "/v1/tenants/ws-w"+s+"/wake", "tok-ops", ""); resp.StatusCode != 202 {
-			t.Fatalf("wake on the %s: %d %s", r, resp.StatusCode, body)
+	// An earlier wake of each backs off for an hour: a wake is new input
+	// and goes ahead at once anyway.
+	w.exec(`INSERT INTO tenant_retries (workspace, attempts, last_error_kind, action, retry_after)
+		SELECT ws, 3, 'transient', 'wake', now() + interval '1 hour' FROM unnest(ARRAY['ws-wl', 'ws-wf']) AS ws`)
+	react("wake", func(s string) {
+		if resp, body := call["lb"]("POST", "/v1/tenants/ws-w"+s+"/wake", "tok-ops", ""); resp.StatusCode != 202 {
+			t.Fatalf("wake on the %s: %d %s", servedBy, resp.StatusCode, body)
 		}
 	}, func(s string) bool { return created("genesis-ws-w" + s + "-2") })
 
@@ -268,4 +299,36 @@ func TestObservedBeforeAnyLeader(t *testing.T) {
 	if n := len(w.dropletsByName()); n != 0 {
 		t.Errorf("%d droplets made without a leader", n)
 	}
+}
+
+// servedByHeader names the replica that answered through a roundRobin.
+const servedByHeader = "X-Test-Served-By"
+
+// roundRobin is a load balancer in front of replicas: each request goes to
+// the next one in turn, and the answer says which (servedByHeader).
+type roundRobin struct {
+	url  string
+	next atomic.Uint64
+}
+
+func newRoundRobin(t *testing.T, backends map[string]string) *roundRobin {
+	t.Helper()
+	names := slices.Sorted(maps.Keys(backends))
+	rr := &roundRobin{}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			name := names[int(rr.next.Add(1)-1)%len(names)]
+			u, _ := url.Parse(backends[name])
+			r.SetURL(u)
+			r.Out.Header.Set(servedByHeader, name)
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Set(servedByHeader, resp.Request.Header.Get(servedByHeader))
+			return nil
+		},
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	rr.url = srv.URL
+	return rr
 }

@@ -224,6 +224,16 @@ func (s *Server) Stop() error {
 	return s.stopErr
 }
 
+// Restart stops the server with a fast shutdown (every session is
+// disconnected, the data kept) and starts it again on the same port.
+func (s *Server) Restart(ctx context.Context) error {
+	opts := fmt.Sprintf("-p %d -k '%s'", s.port, s.sock)
+	if out, err := s.run(ctx, "pg_ctl", "restart", "-D", s.data, "-l", s.logFile, "-m", "fast", "-w", "-t", "120", "-o", opts); err != nil {
+		return fmt.Errorf("pgserver: pg_ctl restart: %w\n%s", err, out)
+	}
+	return nil
+}
+
 // cleanup removes what Start made that must not outlive the server.
 func (s *Server) cleanup() error {
 	var errs []error

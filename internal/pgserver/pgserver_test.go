@@ -72,6 +72,32 @@ func TestStartStop(t *testing.T) {
 	if db != "Mixed Case" {
 		t.Errorf("current_database() = %q, want %q", db, "Mixed Case")
 	}
+
+	// Restart: a session is cut, the port and the data stay.
+	held, err := pgx.Connect(ctx, s.URL("Mixed Case"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.Exec(ctx, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+	port := s.Port()
+	if err := s.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := held.Ping(ctx); err == nil {
+		t.Error("a session from before Restart still answers")
+	}
+	held.Close(ctx)
+	conn, err = pgx.Connect(ctx, s.URL("Mixed Case"))
+	if err != nil {
+		t.Fatalf("connect after Restart: %v", err)
+	}
+	var x int
+	if err := conn.QueryRow(ctx, "SELECT x FROM kept").Scan(&x); err != nil || x != 7 || s.Port() != port {
+		t.Errorf("after Restart: x %d (err %v), port %d → %d; want 7 on the same port", x, err, port, s.Port())
+	}
+	conn.Close(ctx)
 	if err := s.CreateDatabase(ctx, "Mixed Case"); err == nil {
 		t.Error("creating a database twice succeeded")
 	}

@@ -31,7 +31,13 @@ import (
 // bucket until its Retry-After (or Reset) has passed.
 //
 // Waiters are served by priority (plan.Kind.Priority; lower first), FIFO
-// within one.
+// within one. Listings for Observe (prioObserve) go before every action
+// but may not spend the last fifth of any window (observeReserve): a
+// reconciler whose passes come faster than its listings fit in the budget
+// would otherwise spend all of it on listings, and an action's polls of a
+// booting droplet would starve behind them for as long as passes keep
+// coming (the reliability suite's "create action errored" case found it).
+// So while the listings wait for the reserve, actions take from it.
 type budget struct {
 	now        func() time.Time
 	sleepUntil func(context.Context, time.Time) error
@@ -46,7 +52,9 @@ type budget struct {
 	cap      int
 	capUntil time.Time
 	waiters  waitHeap
-	seq      uint64
+	// observers wait for listings (prioObserve), ahead of waiters.
+	observers waitHeap
+	seq       uint64
 	// changed is closed (and replaced) whenever the state changes.
 	changed chan struct{}
 }
@@ -84,37 +92,54 @@ func (w *window) prune(now time.Time) {
 	}
 }
 
+// observeReserve is the part of a window's limit that listings leave to
+// actions.
+func observeReserve(limit int) int { return limit / 5 }
+
 // next returns when the window has a token for one more request beyond
-// inFlight, and false when only an in-flight request's answer can tell.
-func (w *window) next(now time.Time, inFlight int) (time.Time, bool) {
+// inFlight while keeping reserve tokens free, and false when only an
+// in-flight request's answer can tell.
+func (w *window) next(now time.Time, inFlight, reserve int) (time.Time, bool) {
 	w.prune(now)
-	free := w.limit - inFlight - len(w.times)
+	free := w.limit - reserve - inFlight - len(w.times)
 	if free > 0 {
 		return now, true
 	}
-	if w.limit-inFlight <= 0 {
+	if w.limit-reserve-inFlight <= 0 {
 		return time.Time{}, false
 	}
 	// The oldest 1-free requests must leave first.
 	return w.times[-free].Add(w.span), true
 }
 
-// nextLocked returns when a request may be sent, or false when it has to
-// wait for an in-flight request to finish.
-func (b *budget) nextLocked(now time.Time) (time.Time, bool) {
+// nextLocked returns when a request of the observe class (or not) may be
+// sent, or false when it has to wait for an in-flight request to finish.
+func (b *budget) nextLocked(now time.Time, observe bool) (time.Time, bool) {
 	at := now
 	if b.blocked.After(at) {
 		at = b.blocked
 	}
 	if b.capped {
+		floor := 0
+		if observe {
+			for _, w := range b.windows {
+				if w.span == time.Hour {
+					floor = observeReserve(w.limit)
+				}
+			}
+		}
 		if !now.Before(b.capUntil) {
 			b.capped = false
-		} else if b.cap <= 0 && b.capUntil.After(at) {
+		} else if b.cap <= floor && b.capUntil.After(at) {
 			at = b.capUntil
 		}
 	}
 	for _, w := range b.windows {
-		t, ok := w.next(now, b.inFlight)
+		reserve := 0
+		if observe {
+			reserve = observeReserve(w.limit)
+		}
+		t, ok := w.next(now, b.inFlight, reserve)
 		if !ok {
 			return time.Time{}, false
 		}
@@ -132,17 +157,39 @@ func (b *budget) notifyLocked() {
 
 // acquire waits for a token at priority prio and returns the function to
 // call with the request's outcome.
+//
+// The head of each queue (observers, waiters) is the only one of its queue
+// that looks at the budget; it sleeps until its token is due or the state
+// changes, whichever comes first, so an action's head is never left waiting
+// behind a listing that sleeps for its reserve.
 func (b *budget) acquire(ctx context.Context, prio int) (func(*http.Response), error) {
+	observe := prio == prioObserve
 	b.mu.Lock()
+	q := &b.waiters
+	if observe {
+		q = &b.observers
+	}
 	b.seq++
 	w := &waiter{prio: prio, seq: b.seq}
-	heap.Push(&b.waiters, w)
+	heap.Push(q, w)
 	for {
-		if b.waiters[0] == w {
+		var at time.Time
+		known := false
+		if (*q)[0] == w {
 			now := b.now()
-			at, known := b.nextLocked(now)
-			if known && !at.After(now) {
-				heap.Pop(&b.waiters)
+			var ready bool
+			at, known = b.nextLocked(now, observe)
+			ready = known && !at.After(now)
+			if ready && !observe && len(b.observers) > 0 {
+				// A listing that may go now goes first: wake it, and
+				// wait for the change its taking the token makes.
+				if oat, ok := b.nextLocked(now, true); ok && !oat.After(now) {
+					ready, known = false, false
+					b.notifyLocked()
+				}
+			}
+			if ready {
+				heap.Pop(q)
 				b.inFlight++
 				if b.capped {
 					b.cap--
@@ -151,45 +198,44 @@ func (b *budget) acquire(ctx context.Context, prio int) (func(*http.Response), e
 				b.mu.Unlock()
 				return b.done, nil
 			}
-			changed := b.changed
-			b.mu.Unlock()
-			var err error
-			if known {
-				err = b.sleepUntil(ctx, at)
-			} else {
-				select {
-				case <-changed:
-				case <-ctx.Done():
-					err = ctx.Err()
-				}
-			}
-			b.mu.Lock()
-			if err != nil {
-				b.leaveLocked(w)
-				b.mu.Unlock()
-				return nil, err
-			}
-			continue
 		}
 		changed := b.changed
 		b.mu.Unlock()
-		select {
-		case <-changed:
-			b.mu.Lock()
-		case <-ctx.Done():
-			b.mu.Lock()
-			b.leaveLocked(w)
+		err := b.waitChange(ctx, changed, at, known)
+		b.mu.Lock()
+		if err != nil {
+			heap.Remove(q, w.index)
+			b.notifyLocked()
 			b.mu.Unlock()
-			return nil, ctx.Err()
+			return nil, err
 		}
 	}
 }
 
-func (b *budget) leaveLocked(w *waiter) {
-	if w.index >= 0 {
-		heap.Remove(&b.waiters, w.index)
+// waitChange blocks until changed is closed, or, when known, until at has
+// come; it fails only when ctx ends.
+func (b *budget) waitChange(ctx context.Context, changed <-chan struct{}, at time.Time, known bool) error {
+	if !known {
+		select {
+		case <-changed:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	b.notifyLocked()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-changed:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	if err := b.sleepUntil(sctx, at); err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return nil
 }
 
 // done records a request's answer (resp is nil when none came back).

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/digitalocean/godo"
+
+	"genesis.dev/fleet/reconciler/plan"
 )
 
 // fakeClock is a virtual clock: Sleep moves it forward.
@@ -293,5 +295,67 @@ func TestWorkspaceFromSnapshotName(t *testing.T) {
 		if got := workspaceFromSnapshotName(name); got != want {
 			t.Errorf("workspaceFromSnapshotName(%q) = %q, want %q", name, got, want)
 		}
+	}
+}
+
+// TestBudgetListingsLeaveActionsAReserve: listings stop at four fifths of a
+// window, and while the next listing sleeps for the window the actions take
+// the reserve at once (the reliability suite's create-action-errored case:
+// a booting droplet's polls starved behind the passes' listings).
+func TestBudgetListingsLeaveActionsAReserve(t *testing.T) {
+	c := newFakeClock()
+	// Time stands still: a sleep lasts until its context ends.
+	stuck := func(ctx context.Context, _ time.Time) error { <-ctx.Done(); return ctx.Err() }
+	b := newBudget(10, -1, c.Now, stuck)
+	ctx := context.Background()
+	for range 8 {
+		done, err := b.acquire(ctx, prioObserve)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done(nil)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	listing := make(chan error, 1)
+	go func() {
+		done, err := b.acquire(lctx, prioObserve)
+		if err == nil {
+			done(nil)
+		}
+		listing <- err
+	}()
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.observers) == 1 })
+	for i := range 2 {
+		got := make(chan error, 1)
+		go func() {
+			done, err := b.acquire(ctx, plan.Create.Priority())
+			if err == nil {
+				done(nil)
+			}
+			got <- err
+		}()
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("action %d waited behind a listing sleeping for the window's reserve", i+1)
+		}
+	}
+	select {
+	case err := <-listing:
+		t.Fatalf("the 9th listing in a window of 10 went out (err %v); 2 are reserved for actions", err)
+	default:
+	}
+	// The window is full now: an action waits too.
+	actx, acancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer acancel()
+	if _, err := b.acquire(actx, plan.Create.Priority()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("11th request in a window of 10: err %v, want to wait", err)
+	}
+	cancel()
+	if err := <-listing; !errors.Is(err, context.Canceled) {
+		t.Fatalf("listing: err %v, want canceled", err)
 	}
 }
