@@ -64,7 +64,7 @@ openapi-lint: ## Lint api/openapi.yaml with Redocly's linter (@redocly/cli 2.11.
 	@./scripts/lint-openapi
 
 # The tests that run against a real n8n when GENESIS_N8N_BIN is set (see
-# agent/n8n/n8ntest); without it they run against the emulator in make unit.
+# fakes/n8ntest); without it they run against the emulator in make unit.
 E2E_N8N_TESTS := ^(TestRealStack|TestVersionNeedsOwner|TestBootstrap|TestBootstrapPasswordRules|TestPublicAPIAuth|TestCredentials|TestCredentialsMethodNotAllowed|TestWorkflowLifecycle|TestWorkflowValidation|TestWorkflowReadOnlyFields|TestExampleTemplatesActivate|TestActivationConflicts|TestListPaginationAndTags|TestWritesCount|TestOpenAPIContract|TestConvergeFromEmptyThenIdempotent|TestConvergeExampleTemplates|TestCredentialRotation|TestRotationWithWorkflowFailureKeepsOldCredential|TestWorkflowRemovalLeavesHandMadeAlone)$$
 
 .PHONY: e2e-n8n

@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"genesis.dev/fleet/reconciler/dosim"
+	"genesis.dev/fleet/fakes/dosim"
 )
 
 // TestFleetViewRenderings: GET /v1/fleet (and so the demo's table) shows

@@ -16,7 +16,7 @@ import (
 	"github.com/digitalocean/godo"
 	"github.com/google/go-cmp/cmp"
 
-	"genesis.dev/fleet/reconciler/dosim"
+	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/reconciler/plan"
 )
 

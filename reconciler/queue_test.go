@@ -15,10 +15,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/reconciler/cloud"
-	"genesis.dev/fleet/reconciler/dosim"
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/reconciler/agentapi"
-	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/schema"
 )
 

@@ -14,8 +14,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/internal/syncio"
-	"genesis.dev/fleet/reconciler/dosim"
 	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/watchdog"
 	"genesis.dev/fleet/schema"

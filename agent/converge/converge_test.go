@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/agent/n8n"
-	"genesis.dev/fleet/agent/n8n/n8nemu"
+	"genesis.dev/fleet/fakes/n8nemu"
 	"genesis.dev/fleet/schema"
 )
 

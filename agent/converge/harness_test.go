@@ -22,8 +22,8 @@ import (
 	"genesis.dev/fleet/agent/caddy"
 	"genesis.dev/fleet/agent/converge"
 	"genesis.dev/fleet/agent/n8n"
-	"genesis.dev/fleet/agent/n8n/n8nemu"
-	"genesis.dev/fleet/agent/n8n/n8ntest"
+	"genesis.dev/fleet/fakes/n8nemu"
+	"genesis.dev/fleet/fakes/n8ntest"
 	"genesis.dev/fleet/schema"
 )
 

@@ -9,7 +9,7 @@ import (
 	"filippo.io/age"
 
 	"genesis.dev/fleet/agent/n8n"
-	"genesis.dev/fleet/agent/n8n/n8ntest"
+	"genesis.dev/fleet/fakes/n8ntest"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
 )

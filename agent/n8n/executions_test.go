@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"genesis.dev/fleet/agent/n8n/n8nemu"
+	"genesis.dev/fleet/fakes/n8nemu"
 )
 
 func TestLastExecution(t *testing.T) {

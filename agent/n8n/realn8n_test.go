@@ -16,8 +16,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"genesis.dev/fleet/agent/n8n"
-	"genesis.dev/fleet/agent/n8n/n8nemu"
-	"genesis.dev/fleet/agent/n8n/n8ntest"
+	"genesis.dev/fleet/fakes/n8nemu"
+	"genesis.dev/fleet/fakes/n8ntest"
 )
 
 // The tests of this file, like most of client_test.go, run against a real
@@ -87,7 +87,7 @@ func TestWorkflowReadOnlyFields(t *testing.T) {
 
 // openAPIFile is n8n 1.123.81's own description of its public API, copied
 // from node_modules/n8n/dist/public-api/v1/openapi.yml.
-var openAPIFile = filepath.Join("n8nemu", "testdata", "openapi-1.123.81.yml")
+var openAPIFile = filepath.Join("..", "..", "fakes", "n8nemu", "testdata", "openapi-1.123.81.yml")
 
 // openAPIRoutes returns the "METHOD /api/v1/path/{}" routes of an OpenAPI
 // document.

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/agent/caddy/caddytest"
-	"genesis.dev/fleet/agent/n8n/n8ntest"
+	"genesis.dev/fleet/fakes/n8ntest"
 	"genesis.dev/fleet/schema"
 )
 

@@ -20,7 +20,7 @@ import (
 
 	"filippo.io/age"
 
-	"genesis.dev/fleet/agent/n8n/n8nemu"
+	"genesis.dev/fleet/fakes/n8nemu"
 	"genesis.dev/fleet/internal/promcheck"
 	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/schema"

@@ -1,5 +1,5 @@
 // Command genesis-dosim serves a simulated DigitalOcean API v2 (package
-// reconciler/dosim) for development, tests, the demo and benchmarks. Point
+// fakes/dosim) for development, tests, the demo and benchmarks. Point
 // godo at it with godo.SetBaseURL("http://127.0.0.1:PORT/").
 package main
 
@@ -20,9 +20,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/internal/logflag"
-	"genesis.dev/fleet/reconciler/dosim"
 )
 
 func main() {

@@ -13,10 +13,10 @@ import (
 	"github.com/digitalocean/godo"
 	"github.com/google/go-cmp/cmp"
 
+	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/internal/syncio"
-	"genesis.dev/fleet/reconciler/dosim"
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 )
 
 func noEnv(string) string { return "" }

@@ -20,9 +20,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	cloudinit "genesis.dev/fleet/deploy/cloud-init"
+	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
-	"genesis.dev/fleet/reconciler/dosim"
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/schema/sealing"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/reconciler/store"
 )
 

@@ -25,9 +25,9 @@ import (
 	"github.com/digitalocean/godo"
 	"github.com/jackc/pgx/v5"
 
+	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
-	"genesis.dev/fleet/reconciler/dosim"
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 	"genesis.dev/fleet/schema/dsse"
 )
 

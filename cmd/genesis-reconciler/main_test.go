@@ -20,11 +20,11 @@ import (
 
 	"github.com/digitalocean/godo"
 
+	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/internal/promcheck"
 	"genesis.dev/fleet/internal/syncio"
-	"genesis.dev/fleet/reconciler/dosim"
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 	"genesis.dev/fleet/tenants"
 )
 

@@ -38,11 +38,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/migrations"
-	"genesis.dev/fleet/reconciler/dosim"
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 )
 
 // relRow is one line of the suite's table.

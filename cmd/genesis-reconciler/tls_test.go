@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/certreload/certtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/internal/syncio"
-	"genesis.dev/fleet/reconciler/dosim"
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
 )
 
 // TestTLSWithAgents runs the real reconciler with --tls-cert/--tls-key (a

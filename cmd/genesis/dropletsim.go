@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/agent/converge"
-	"genesis.dev/fleet/agent/n8n/n8nemu"
+	"genesis.dev/fleet/fakes/n8nemu"
 	"genesis.dev/fleet/internal/logflag"
 
 	"genesis.dev/fleet/internal/cliexit"
@@ -32,7 +32,7 @@ The "init" of a droplet simulated by genesis-dosim: the demo runs it as the
 simulator's boot command (--boot-cmd 'exec genesis droplet-sim ...'), once
 per booted droplet. It runs what a real droplet runs, on loopback:
 
-  - n8n: the n8n emulator (agent/n8n/n8nemu), in this process, on a free
+  - n8n: the n8n emulator (fakes/n8nemu), in this process, on a free
     port of 127.0.0.1. It keeps its data in memory, so every boot starts an
     empty n8n (as if its database were new); the agent's records of the
     previous one are dropped from its state directory so it bootstraps the

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"genesis.dev/fleet/reconciler/dosim"
+	"genesis.dev/fleet/fakes/dosim"
 )
 
 // BenchmarkProvision1000 creates 1,000 droplets over 4 simulated accounts

@@ -13,7 +13,7 @@ import (
 
 	"github.com/digitalocean/godo"
 
-	"genesis.dev/fleet/reconciler/dosim"
+	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/reconciler/plan"
 )
 

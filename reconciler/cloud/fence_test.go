@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 )

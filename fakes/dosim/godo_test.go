@@ -16,8 +16,8 @@ import (
 	"github.com/digitalocean/godo"
 	"github.com/google/go-cmp/cmp"
 
-	"genesis.dev/fleet/reconciler/dosim"
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
+	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 )
 
 const (

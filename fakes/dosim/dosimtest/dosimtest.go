@@ -14,7 +14,7 @@ import (
 	"github.com/digitalocean/godo"
 	"golang.org/x/oauth2"
 
-	"genesis.dev/fleet/reconciler/dosim"
+	"genesis.dev/fleet/fakes/dosim"
 )
 
 // Server is a running simulator.

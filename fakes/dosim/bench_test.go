@@ -7,8 +7,8 @@ import (
 
 	"github.com/digitalocean/godo"
 
-	"genesis.dev/fleet/reconciler/dosim"
-	"genesis.dev/fleet/reconciler/dosim/dosimtest"
+	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/fakes/dosim/dosimtest"
 )
 
 // BenchmarkListDroplets200 lists 1,000 droplets 200 per page through godo

@@ -39,7 +39,7 @@ import (
 	"testing"
 	"time"
 
-	"genesis.dev/fleet/agent/n8n/n8nemu"
+	"genesis.dev/fleet/fakes/n8nemu"
 )
 
 // EnvBin names the environment variable holding the path of a real n8n
