@@ -179,11 +179,8 @@ func (r *Reconciler) Wake(ctx context.Context, id, actor string) (store.FleetRow
 	case err != nil:
 		return store.FleetRow{}, err
 	}
-	// A wake is new input, as a changed tenant file is: a backoff or a
-	// terminal hold of an earlier try does not delay it.
-	if _, err := r.cfg.Store.Forget(ctx, id); err != nil {
-		return store.FleetRow{}, err
-	}
+	// RequestWake cleared the tenant's retry state (a wake is new input);
+	// so does this replica's copy.
 	r.mu.Lock()
 	delete(r.holds, id)
 	r.mu.Unlock()

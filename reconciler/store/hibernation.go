@@ -43,7 +43,8 @@ func (s *Store) RecordIdleWarning(ctx context.Context, workspace string, at time
 	return recorded, nil
 }
 
-// RequestWake sets wake_requested on a hibernated workspace, with an audit
+// RequestWake sets wake_requested on a hibernated workspace and clears its
+// work-queue retry state (a wake is new input), with an audit
 // entry naming actor, and announces it on EventChannel in the same
 // transaction. ErrUnknownTenant or ErrNotHibernated otherwise.
 func (s *Store) RequestWake(ctx context.Context, workspace, actor string) error {
@@ -59,6 +60,13 @@ func (s *Store) RequestWake(ctx context.Context, workspace, actor string) error 
 		}
 		if lifecycle.State(state) != lifecycle.Hibernated {
 			return fmt.Errorf("%w (lifecycle %s)", ErrNotHibernated, state)
+		}
+		// A wake is new input, as a changed tenant file is: a backoff or
+		// a terminal hold of an earlier try ends with it, in this
+		// transaction, so the leader's pass on the notification below
+		// cannot read the hold the wake clears.
+		if _, err := tx.Exec(ctx, `DELETE FROM tenant_retries WHERE workspace = $1`, workspace); err != nil {
+			return fmt.Errorf("wake %s: clear retry state: %w", workspace, err)
 		}
 		// The leader acts on the notification (at commit), whichever
 		// replica took the call; a repeated wake kicks it again.
