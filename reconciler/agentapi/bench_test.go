@@ -114,6 +114,13 @@ func benchAgents(b *testing.B, w *world, n int) []string {
 			}
 		}
 	}
+	// The service learns of the new credentials from the agents table's
+	// notifications (or its initial load): until then it refuses them.
+	eventually(b, "the bench agents' credentials", func() bool {
+		w.svc.authMu.RLock()
+		defer w.svc.authMu.RUnlock()
+		return w.svc.creds.loaded && w.svc.creds.keys.len() >= n
+	})
 	creds := make([]string, n)
 	for i := range creds {
 		creds[i] = "bench-cred-" + strconv.Itoa(i)
