@@ -89,6 +89,10 @@ func Open(ctx context.Context, url string, log *slog.Logger, opts ...Option) (*S
 	return &Store{pool: pool, log: log}, nil
 }
 
+// New is the store on pool, whose migrations Open applied already (a
+// second Store on an open Store's pool, with other logging).
+func New(pool *pgxpool.Pool, log *slog.Logger) *Store { return &Store{pool: pool, log: log} }
+
 // Pool is the connection pool, for packages that keep their own tables.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 

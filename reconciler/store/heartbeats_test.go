@@ -1,4 +1,4 @@
-package agentapi
+package store
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 // (lifecycle.AwaitingDroplet); states that need a droplet (lifecycle.NeedDroplet)
 // cannot lack one.
 func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
-	w := newWorld(t)
+	db, _ := open(t)
 	ctx := context.Background()
 	inputs := []struct {
 		name string
@@ -42,7 +42,7 @@ func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
 		written  bool
 	}
 	var cases []tcase
-	var batch []heartbeat
+	var batch []Heartbeat
 	droplet := int64(5000)
 	add := func(state lifecycle.State, input string, hb lifecycle.Heartbeat, recorded bool) {
 		droplet++
@@ -52,18 +52,18 @@ func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
 		if recorded {
 			rowDroplet, c.want, c.written = droplet, lifecycle.OnHeartbeat(state, hb), true
 		}
-		if _, err := w.st.Pool().Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, state, desired_state, manifest_version_issued, snapshot_id)
+		if _, err := db.pool.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, state, desired_state, manifest_version_issued, snapshot_id)
 			VALUES ($1, $2, $3, 'running', $4, '1')`, ws, rowDroplet, string(state), hb.Issued); err != nil {
 			t.Fatal(err)
 		}
 		hash := sha256.Sum256([]byte(ws))
-		if _, err := w.st.Pool().Exec(ctx, `INSERT INTO agents (droplet_id, workspace, age_recipient, ed25519_public_key, credential_hash)
+		if _, err := db.pool.Exec(ctx, `INSERT INTO agents (droplet_id, workspace, age_recipient, ed25519_public_key, credential_hash)
 			VALUES ($1, $2, 'age1test', $3, $4)`, droplet, ws, make([]byte, 32), hash[:]); err != nil {
 			t.Fatal(err)
 		}
 		cases = append(cases, c)
-		batch = append(batch, heartbeat{droplet: droplet, workspace: ws, seq: 1, at: time.Now(), body: []byte(`{}`),
-			applied: hb.Applied, ok: hb.OK})
+		batch = append(batch, Heartbeat{Droplet: droplet, Workspace: ws, Seq: 1, At: time.Now(), Body: []byte(`{}`),
+			Applied: hb.Applied, OK: hb.OK})
 	}
 	for _, s := range lifecycle.All() {
 		for _, in := range inputs {
@@ -73,14 +73,14 @@ func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
 			add(s, "ok newest, droplet not recorded", inputs[0].hb, false)
 		}
 	}
-	if err := w.svc.writeBatch(ctx, batch); err != nil {
+	if _, err := db.WriteHeartbeats(ctx, NewHeartbeatBatch(batch)); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s/%s", c.state, c.input), func(t *testing.T) {
 			var got string
 			var written bool
-			if err := w.st.Pool().QueryRow(ctx, `SELECT state, last_heartbeat_at IS NOT NULL FROM fleet_status WHERE workspace = $1`, c.ws).
+			if err := db.pool.QueryRow(ctx, `SELECT state, last_heartbeat_at IS NOT NULL FROM fleet_status WHERE workspace = $1`, c.ws).
 				Scan(&got, &written); err != nil {
 				t.Fatal(err)
 			}
