@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"genesis.dev/fleet/reconciler/lifecycle"
 )
 
@@ -91,5 +93,39 @@ func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
 				t.Errorf("heartbeat stored = %v, want %v", written, c.written)
 			}
 		})
+	}
+}
+
+// TestRawHeartbeatUpsert: the benchmark baseline inserts a workspace's row
+// and then updates it in place; AppliedVersions reads what it recorded,
+// only for the workspaces the pattern matches.
+func TestRawHeartbeatUpsert(t *testing.T) {
+	db, _ := open(t)
+	ctx := context.Background()
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	write := func(applied int64, ws ...string) {
+		t.Helper()
+		r := RawHeartbeats{}
+		for i, w := range ws {
+			r.Workspaces = append(r.Workspaces, w)
+			r.Droplets = append(r.Droplets, int64(9000+i))
+			r.At = append(r.At, at)
+			r.Bodies = append(r.Bodies, `{}`)
+			r.Applied = append(r.Applied, applied)
+			r.AgentVersions = append(r.AgentVersions, "0.1.0")
+			r.OK = append(r.OK, true)
+		}
+		if err := db.RawHeartbeatUpsert(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1, "load-a", "load-b", "other-c")
+	write(2, "load-a")
+	got, err := db.AppliedVersions(ctx, "load-%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(got, map[int64]int64{9000: 2, 9001: 1}); diff != "" {
+		t.Errorf("AppliedVersions (-got +want):\n%s", diff)
 	}
 }
