@@ -18,7 +18,7 @@ import (
 	"time"
 
 	fleetagent "genesis.dev/fleet/agent"
-	"genesis.dev/fleet/reconciler/lifecycle"
+	"genesis.dev/fleet/reconciler/store"
 )
 
 // Heartbeat goals (issue 10): 600,000 agents at one heartbeat a minute, and
@@ -205,21 +205,15 @@ func stretchNote(rate float64) string {
 	return ""
 }
 
-// rawUpsertSQL is the baseline: the same heartbeat rows straight into
-// fleet_status with one INSERT ... ON CONFLICT per batch, without HTTP,
-// decoding, authentication, the replay check or the agents table.
-const rawUpsertSQL = `INSERT INTO fleet_status (workspace, droplet_id, state, desired_state, last_heartbeat_at, heartbeat, manifest_version_applied, agent_version, health, updated_at)
-SELECT w, d, '` + string(lifecycle.ActiveHealthy) + `', 'running', at, body, applied, v, CASE WHEN ok THEN 'healthy' ELSE 'degraded' END, now()
-FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::jsonb[], $5::bigint[], $6::text[], $7::boolean[]) AS t(w, d, at, body, applied, v, ok)
-ON CONFLICT (workspace) DO UPDATE SET last_heartbeat_at = EXCLUDED.last_heartbeat_at, heartbeat = EXCLUDED.heartbeat,
-	manifest_version_applied = EXCLUDED.manifest_version_applied, agent_version = EXCLUDED.agent_version, health = EXCLUDED.health, updated_at = now()`
-
 // rawBatch is the reconciler's batch size (agentapi.DefaultBatchSize).
 const rawBatch = 1000
 
-// rawUpsert writes rows heartbeats of agents as (at most 200,000, at least
-// one per agent) in batches of 1,000, each batch keeping the newest row of
-// a workspace as the reconciler's batcher does, and returns rows/s.
+// rawUpsert is the baseline: it writes rows heartbeats of agents as (at
+// most 200,000, at least one per agent) straight into fleet_status
+// (store.RawHeartbeatUpsert: without HTTP, decoding, authentication, the
+// replay check or the agents table) in batches of 1,000, each batch keeping
+// the newest row of a workspace as the reconciler's batcher does, and
+// returns rows/s.
 func rawUpsert(ctx context.Context, f *fleet, as []*simAgent, rows int64) (float64, int, error) {
 	n := int(min(max(rows, int64(len(as))), 200_000))
 	type row struct {
@@ -255,7 +249,8 @@ func rawUpsert(ctx context.Context, f *fleet, as []*simAgent, rows int64) (float
 			seen[r.w] = len(ws)
 			ws, vs, ds, ats, bodies, applied, oks = append(ws, r.w), append(vs, r.v), append(ds, r.d), append(ats, r.at), append(bodies, r.body), append(applied, r.applied), append(oks, true)
 		}
-		if _, err := f.st.Pool().Exec(ctx, rawUpsertSQL, ws, ds, ats, bodies, applied, vs, oks); err != nil {
+		r := store.RawHeartbeats{Workspaces: ws, Droplets: ds, At: ats, Bodies: bodies, Applied: applied, AgentVersions: vs, OK: oks}
+		if err := f.st.RawHeartbeatUpsert(ctx, r); err != nil {
 			return 0, 0, fmt.Errorf("raw upsert: %w", err)
 		}
 	}

@@ -393,22 +393,7 @@ func convergeScenario(ctx context.Context, c config, f *fleet, log *slog.Logger)
 	for _, a := range as {
 		base[int64(dropletBase+a.i)] = a.applied
 	}
-	recorded := func() (map[int64]int64, error) {
-		rows, err := f.st.Pool().Query(ctx, `SELECT droplet_id, manifest_version_applied FROM fleet_status WHERE workspace LIKE 'load-%'`)
-		if err != nil {
-			return nil, err
-		}
-		defer rows.Close()
-		out := map[int64]int64{}
-		for rows.Next() {
-			var d, v int64
-			if err := rows.Scan(&d, &v); err != nil {
-				return nil, err
-			}
-			out[d] = v
-		}
-		return out, rows.Err()
-	}
+	recorded := func() (map[int64]int64, error) { return f.st.AppliedVersions(ctx, "load-%") }
 	deadline := time.Now().Add(time.Minute)
 	for {
 		got, err := recorded()

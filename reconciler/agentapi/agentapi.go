@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"genesis.dev/fleet/internal/loglimit"
+	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
 )
@@ -42,6 +43,12 @@ const (
 
 // Config wires a Service.
 type Config struct {
+	// Store holds the agent tables (agents, enrollment_tokens, manifests)
+	// and fleet_status.
+	Store *store.Store
+	// Pool is used through store.New when Store is nil.
+	//
+	// Deprecated: set Store.
 	Pool   *pgxpool.Pool
 	Logger *slog.Logger
 	// Registerer receives the metrics (nil: not registered).
@@ -99,13 +106,13 @@ type Service struct {
 	cfg     Config
 	log     *slog.Logger
 	m       *metrics
-	pool    *pgxpool.Pool
+	st      *store.Store
 	enabled bool
 	// announceErr is why Config.Announce is unusable (nil: usable).
 	announceErr error
 
-	queues []chan heartbeat // by droplet, one per writer
-	firsts chan int64       // droplets to render a first manifest for
+	queues []chan store.Heartbeat // by droplet, one per writer
+	firsts chan int64             // droplets to render a first manifest for
 	// firstsPending counts queued first manifests not rendered yet.
 	firstsPending atomic.Int64
 	refusals      *loglimit.Limiter
@@ -149,9 +156,9 @@ func New(cfg Config) *Service {
 	if cfg.Writers <= 0 {
 		cfg.Writers = DefaultWriters
 	}
-	queues := make([]chan heartbeat, cfg.Writers)
+	queues := make([]chan store.Heartbeat, cfg.Writers)
 	for k := range queues {
-		queues[k] = make(chan heartbeat, max(1, cfg.Queue/cfg.Writers))
+		queues[k] = make(chan store.Heartbeat, max(1, cfg.Queue/cfg.Writers))
 	}
 	if cfg.Leading == nil {
 		cfg.Leading = func() bool { return true }
@@ -169,8 +176,12 @@ func New(cfg Config) *Service {
 		// key: it trusts the announced keys from the start.
 		cfg.SigningKeys = bootstrapKeys(cfg.Signer.Public(), cfg.Announce)
 	}
+	st := cfg.Store
+	if st == nil && cfg.Pool != nil {
+		st = store.New(cfg.Pool, cfg.Logger)
+	}
 	return &Service{
-		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer), pool: cfg.Pool,
+		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer), st: st,
 		enabled: cfg.Signer != nil && len(cfg.Identities) > 0, announceErr: announceErr,
 		queues: queues, firsts: make(chan int64, firstQueue), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
 		refusals: loglimit.New(refusalWindow, refusalBurst),

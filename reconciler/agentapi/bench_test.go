@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"genesis.dev/fleet/reconciler/store"
 )
 
 // discard is a minimal ResponseWriter, so the in-process benchmarks measure
@@ -114,6 +116,13 @@ func benchAgents(b *testing.B, w *world, n int) []string {
 			}
 		}
 	}
+	// The service learns of the new credentials from the agents table's
+	// notifications (or its initial load): until then it refuses them.
+	eventually(b, "the bench agents' credentials", func() bool {
+		w.svc.authMu.RLock()
+		defer w.svc.authMu.RUnlock()
+		return w.svc.creds.loaded && w.svc.creds.keys.len() >= n
+	})
 	creds := make([]string, n)
 	for i := range creds {
 		creds[i] = "bench-cred-" + strconv.Itoa(i)
@@ -186,12 +195,12 @@ func BenchmarkHeartbeatIngest(b *testing.B) {
 func BenchmarkHeartbeatRawUpsert(b *testing.B) {
 	w := newWorld(b)
 	benchAgents(b, w, benchAgentsN)
-	batch := make([]heartbeat, 0, DefaultBatchSize)
-	rows := make([]heartbeat, b.N)
+	batch := make([]store.Heartbeat, 0, DefaultBatchSize)
+	rows := make([]store.Heartbeat, b.N)
 	for n := range rows {
 		i := n % benchAgentsN
-		rows[n] = heartbeat{droplet: int64(100000 + i), workspace: fmt.Sprintf("ws-%06d", i), seq: int64(n/benchAgentsN) + 2,
-			at: time.Now(), body: heartbeatBody(i, int64(n/benchAgentsN)+2), applied: 1, agentVersion: "0.1.0", ok: true}
+		rows[n] = store.Heartbeat{Droplet: int64(100000 + i), Workspace: fmt.Sprintf("ws-%06d", i), Seq: int64(n/benchAgentsN) + 2,
+			At: time.Now(), Body: heartbeatBody(i, int64(n/benchAgentsN)+2), Applied: 1, AgentVersion: "0.1.0", OK: true}
 	}
 	ctx := context.Background()
 	b.ResetTimer()

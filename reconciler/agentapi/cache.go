@@ -5,23 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
-
-// notifyChannel carries "m <droplet> <version>" (a manifest committed),
-// "a <droplet>" (an enrollment: cached credentials of the droplet are
-// dropped), and, from the agents table's trigger (migration 0011),
-// "k <droplet> <hex sha256>" (a credential became valid) and
-// "r <droplet> <hex sha256>" (one was revoked, replaced or deleted).
-const notifyChannel = "genesis_agents"
 
 // maxNegative bounds the cache of unknown credentials.
 const maxNegative = 100_000
@@ -138,10 +128,11 @@ func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
 	if (loaded && !valid) || (neg && now.Sub(negAt) < negativeTTL) {
 		return nil, nil
 	}
-	ref = &agentRef{}
-	err := s.pool.QueryRow(r.Context(), `SELECT droplet_id, workspace, last_heartbeat_seq FROM agents WHERE credential_hash = $1 AND revoked_at IS NULL`, key[:]).
-		Scan(&ref.droplet, &ref.workspace, &ref.lastSeq)
-	if errors.Is(err, pgx.ErrNoRows) {
+	ag, found, err := s.st.AgentByCredential(r.Context(), key)
+	if err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	if !found {
 		s.authMu.Lock()
 		if len(s.neg) >= maxNegative {
 			clear(s.neg)
@@ -150,10 +141,7 @@ func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
 		s.authMu.Unlock()
 		return nil, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("authenticate: %w", err)
-	}
-	ref.dropletS = strconv.FormatInt(ref.droplet, 10)
+	ref = &agentRef{droplet: ag.Droplet, dropletS: strconv.FormatInt(ag.Droplet, 10), workspace: ag.Workspace, lastSeq: ag.LastHeartbeatSeq}
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
 	if s.creds.epoch != epoch {
@@ -220,25 +208,9 @@ func (s *Service) revoked(key [32]byte) {
 // change committed after the read started is applied after it, from the
 // notifications queued meanwhile.
 func (s *Service) loadCredentials(ctx context.Context) error {
-	var n int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE revoked_at IS NULL`).Scan(&n); err != nil {
-		return fmt.Errorf("count valid credentials: %w", err)
-	}
-	keys := make([]uint64, 0, n)
-	rows, err := s.pool.Query(ctx, `SELECT substring(credential_hash FROM 1 FOR 8) FROM agents WHERE revoked_at IS NULL`)
+	keys, err := s.st.CredentialPrefixes(ctx)
 	if err != nil {
-		return fmt.Errorf("load valid credentials: %w", err)
-	}
-	var prefix []byte
-	_, err = pgx.ForEachRow(rows, []any{&prefix}, func() error {
-		if len(prefix) != 8 {
-			return fmt.Errorf("credential hash prefix of %d bytes", len(prefix))
-		}
-		keys = append(keys, binary.BigEndian.Uint64(prefix))
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("load valid credentials: %w", err)
+		return err
 	}
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
@@ -284,17 +256,14 @@ func (s *Service) manifestFor(ctx context.Context, droplet int64) (*entry, error
 
 // loadManifest reads droplet's newest manifest from Postgres.
 func (s *Service) loadManifest(ctx context.Context, droplet int64) (*entry, error) {
-	e := &entry{}
-	err := s.pool.QueryRow(ctx, `SELECT version, envelope FROM manifests WHERE droplet_id = $1 ORDER BY version DESC LIMIT 1`, droplet).
-		Scan(&e.version, &e.body)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return &entry{}, nil
-	}
+	version, env, err := s.st.LatestManifest(ctx, droplet)
 	if err != nil {
 		return nil, fmt.Errorf("load manifest of droplet %d: %w", droplet, err)
 	}
-	e.etag = etagOf(e.body)
-	return e, nil
+	if version == 0 {
+		return &entry{}, nil
+	}
+	return &entry{version: version, etag: etagOf(env), body: env}, nil
 }
 
 // install caches e for droplet unless a newer version is cached, wakes the
@@ -372,31 +341,17 @@ func (s *Service) listen(ctx context.Context) {
 }
 
 func (s *Service) listenOnce(ctx context.Context) error {
-	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
-		return err
-	}
-	// Whatever happened while we were not listening is unknown, also
-	// before the first LISTEN: a manifest stored between a long-poll's
-	// cache fill and now would otherwise wait out the long-poll.
-	s.flush()
-	if err := s.loadCredentials(ctx); err != nil {
-		return err
-	}
-	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			return err
-		}
-		s.notified(ctx, n.Payload)
-	}
+	return s.st.ListenAgents(ctx, func() error {
+		// Whatever happened while we were not listening is unknown, also
+		// before the first LISTEN: a manifest stored between a long-poll's
+		// cache fill and now would otherwise wait out the long-poll.
+		s.flush()
+		return s.loadCredentials(ctx)
+	}, func(payload string) { s.notified(ctx, payload) })
 }
 
-// notified applies one notification.
+// notified applies one notification of the agents channel (see package
+// store's ListenAgents).
 func (s *Service) notified(ctx context.Context, payload string) {
 	f := strings.Fields(payload)
 	if len(f) < 2 {

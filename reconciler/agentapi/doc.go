@@ -2,6 +2,10 @@
 // provisions droplets with a one-time enrollment token, enrolls agents,
 // renders, signs and serves each droplet's manifest, and ingests heartbeats.
 //
+// It keeps the protocol, the caches and the signing; package store owns the
+// tables and runs every statement (agents.go, enrollment.go, manifests.go,
+// heartbeats.go there): this package writes no SQL.
+//
 // # Trust
 //
 // The model is Uptane's director: the reconciler signs per-droplet metadata
@@ -136,7 +140,7 @@
 // heartbeats go to a bounded in-memory queue (503 when full; 202 once
 // queued: a heartbeat lost in a crash is replaced by the next one a minute
 // later) and a batcher writes every BatchInterval or BatchSize heartbeats in
-// one statement (UPDATE ... FROM unnest(...)) into fleet_status and
+// one statement (store.WriteHeartbeats: UPDATE ... FROM unnest(...)) into fleet_status and
 // agents.last_heartbeat_seq, which also refuses a sequence number that does
 // not grow, so replicas racing on one droplet cannot go back. A heartbeat
 // touches its workspace's row only when the row records its droplet, or

@@ -15,10 +15,8 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
-	"genesis.dev/fleet/reconciler/lifecycle"
+	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
@@ -185,43 +183,31 @@ func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) {
 func (s *Service) enroll(ctx context.Context, req enrollment) (cred string, repeated bool, err error) {
 	cred = credentialFor(req)
 	credHash := hash(cred)
-	tokHash := hash(req.Token)
 	now := s.cfg.Now()
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE enrollment_tokens SET used_at = $2, used_by = $3
-			WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND workspace = $4 AND droplet_name = $5 AND droplet_id = $3`,
-			tokHash[:], now, req.droplet, req.Workspace, req.DropletName)
+	rec := store.Enrollment{TokenHash: hash(req.Token), Workspace: req.Workspace, DropletName: req.DropletName, Droplet: req.droplet,
+		AgeRecipient: req.AgeRecipient, SigningKey: req.pub, CredentialHash: credHash}
+	err = s.st.InTx(ctx, func(tx *store.Tx) error {
+		consumed, err := tx.ConsumeToken(ctx, rec, now)
 		if err != nil {
 			return fmt.Errorf("consume token: %w", err)
 		}
-		if tag.RowsAffected() == 0 {
-			repeated, err = s.whyNot(ctx, tx, req, tokHash, credHash, now)
+		if !consumed {
+			repeated, err = s.whyNot(ctx, tx, req, rec.TokenHash, credHash, now)
 			return err
 		}
-		// Versions continue from the workspace's highest, so an agent
-		// woken from a snapshot never sees its version go down.
-		var ok bool
-		err = tx.QueryRow(ctx, `INSERT INTO agents (droplet_id, workspace, age_recipient, ed25519_public_key, credential_hash, enrolled_at, manifest_version)
-			VALUES ($1, $2::text, $3, $4, $5, $6, (SELECT coalesce(max(manifest_version), 0) FROM agents WHERE workspace = $2::text))
-			ON CONFLICT (droplet_id) DO UPDATE SET age_recipient = EXCLUDED.age_recipient, ed25519_public_key = EXCLUDED.ed25519_public_key,
-				credential_hash = EXCLUDED.credential_hash, enrolled_at = EXCLUDED.enrolled_at, last_heartbeat_seq = 0
-			WHERE agents.workspace = EXCLUDED.workspace
-			RETURNING true`, req.droplet, req.Workspace, req.AgeRecipient, req.pub, credHash[:], now).Scan(&ok)
-		if errors.Is(err, pgx.ErrNoRows) {
+		err = tx.RecordAgent(ctx, rec, now)
+		switch {
+		case errors.Is(err, store.ErrDropletTaken):
 			return errDropletTaken
-		}
-		if pe, ok := errors.AsType[*pgconn.PgError](err); ok && pe.ConstraintName == "agents_revoked_check" {
+		case errors.Is(err, store.ErrDropletRevoked):
 			return errDropletRevoked
-		}
-		if err != nil {
+		case err != nil:
 			return fmt.Errorf("record agent: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE fleet_status SET state = $3, state_since = now(), updated_at = now()
-			WHERE workspace = $1 AND droplet_id = $2 AND state = ANY($4)`, req.Workspace, req.droplet, lifecycle.Enrolled, lifecycle.Strings(lifecycle.BeforeEnrollment())); err != nil {
+		if err := tx.MarkEnrolled(ctx, req.Workspace, req.droplet); err != nil {
 			return fmt.Errorf("record handshake: %w", err)
 		}
-		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, "a "+req.DropletID)
-		return err
+		return tx.NotifyEnrolled(ctx, req.DropletID)
 	})
 	if err != nil {
 		return "", false, err
@@ -245,30 +231,23 @@ func (s *Service) enroll(ctx context.Context, req enrollment) (cred string, repe
 //   - unused and not bound yet (the agent was faster than the executor's
 //     record of the create): not yet, 503 with Retry-After. The caller's
 //     claim is never bound.
-func (s *Service) whyNot(ctx context.Context, tx pgx.Tx, req enrollment, tokHash, credHash [32]byte, now time.Time) (bool, error) {
-	var (
-		ws, name      string
-		bound, usedBy int64
-		used, expired bool
-	)
-	err := tx.QueryRow(ctx, `SELECT workspace, droplet_name, coalesce(droplet_id, 0), coalesce(used_by, 0), used_at IS NOT NULL, expires_at <= $2
-		FROM enrollment_tokens WHERE token_hash = $1`, tokHash[:], now).Scan(&ws, &name, &bound, &usedBy, &used, &expired)
+func (s *Service) whyNot(ctx context.Context, tx *store.Tx, req enrollment, tokHash, credHash [32]byte, now time.Time) (bool, error) {
+	tok, found, err := tx.Token(ctx, tokHash, now)
+	ws, name := tok.Workspace, tok.DropletName
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, errTokenInvalid
 	case err != nil:
 		return false, fmt.Errorf("check token: %w", err)
-	case expired:
+	case !found:
 		return false, errTokenInvalid
-	case used:
-		if usedBy != req.droplet || ws != req.Workspace || name != req.DropletName {
+	case tok.Expired:
+		return false, errTokenInvalid
+	case tok.Used:
+		if tok.UsedBy != req.droplet || ws != req.Workspace || name != req.DropletName {
 			return false, errTokenInvalid
 		}
-		var same bool
 		// A revoked credential (its droplet destroyed or replaced since)
 		// is never handed out again.
-		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM agents WHERE droplet_id = $1 AND workspace = $2 AND credential_hash = $3 AND revoked_at IS NULL)`,
-			req.droplet, req.Workspace, credHash[:]).Scan(&same)
+		same, err := tx.HasCredential(ctx, req.droplet, req.Workspace, credHash)
 		if err != nil {
 			return false, fmt.Errorf("check repeated enrollment: %w", err)
 		}
@@ -278,7 +257,7 @@ func (s *Service) whyNot(ctx context.Context, tx pgx.Tx, req enrollment, tokHash
 		return true, nil
 	case ws != req.Workspace || name != req.DropletName:
 		return false, errTokenForeign
-	case bound == 0:
+	case tok.Bound == 0:
 		return false, errNotYet
 	default:
 		return false, errTokenForeign

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
 )
 
@@ -220,17 +221,17 @@ func TestBatchKeepsHighestSeq(t *testing.T) {
 	w := newWorld(t)
 	w.setTenant("ws-acme", "blob1", tenantSpec{})
 	w.mustEnroll("ws-acme", 1, 1001, "203.0.113.7")
-	mk := func(seq int64, version string) heartbeat {
-		return heartbeat{droplet: 1001, workspace: "ws-acme", seq: seq, at: time.Now(), body: []byte(`{}`), agentVersion: version, ok: true}
+	mk := func(seq int64, version string) store.Heartbeat {
+		return store.Heartbeat{Droplet: 1001, Workspace: "ws-acme", Seq: seq, At: time.Now(), Body: []byte(`{}`), AgentVersion: version, OK: true}
 	}
-	if err := w.svc.writeBatch(t.Context(), []heartbeat{mk(7, "seven"), mk(9, "nine"), mk(8, "eight")}); err != nil {
+	if err := w.svc.writeBatch(t.Context(), []store.Heartbeat{mk(7, "seven"), mk(9, "nine"), mk(8, "eight")}); err != nil {
 		t.Fatal(err)
 	}
 	if got := w.status("ws-acme", 1001); got.LastSeq != 9 || got.AgentVersion != "nine" {
 		t.Errorf("after batch: %+v", got)
 	}
 	// Another replica's older heartbeat loses.
-	if err := w.svc.writeBatch(t.Context(), []heartbeat{mk(8, "stale")}); err != nil {
+	if err := w.svc.writeBatch(t.Context(), []store.Heartbeat{mk(8, "stale")}); err != nil {
 		t.Fatal(err)
 	}
 	if got := w.status("ws-acme", 1001); got.LastSeq != 9 || got.AgentVersion != "nine" {
@@ -310,7 +311,7 @@ func TestHeartbeatWriters(t *testing.T) {
 		w.setTenant(ws, "blob1", tenantSpec{})
 		creds[i] = w.mustEnroll(ws, 1, 4000+i, fmt.Sprintf("203.0.113.%d", 10+i)).cred
 	}
-	shares := map[chan heartbeat]bool{}
+	shares := map[chan store.Heartbeat]bool{}
 	for i := range n {
 		shares[w.svc.queueFor(int64(4000+i))] = true
 	}
@@ -370,7 +371,7 @@ func TestHeartbeatDuringFinish(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- w.svc.writeBatch(context.Background(), []heartbeat{{droplet: 7001, workspace: "ws-race", seq: 1, at: time.Now(), body: []byte(`{}`), ok: true}})
+		done <- w.svc.writeBatch(context.Background(), []store.Heartbeat{{Droplet: 7001, Workspace: "ws-race", Seq: 1, At: time.Now(), Body: []byte(`{}`), OK: true}})
 	}()
 	eventually(t, "the heartbeat to wait for the row lock", func() bool {
 		return w.count(`SELECT count(*) FROM pg_locks WHERE NOT granted`) > 0

@@ -104,7 +104,7 @@ func newWorld(t testing.TB, opts ...option) *world {
 	}
 	w.snap = tenants.Snapshot{Commit: commitA, Fleet: f, Templates: map[string]*schema.Template{"welcome": tpl}, Tenants: map[string]tenants.TenantState{}}
 	cfg := Config{
-		Pool: w.st.Pool(), Logger: log, Registerer: w.reg, Signer: w.signer, Identities: []age.Identity{w.fleetID},
+		Store: w.st, Logger: log, Registerer: w.reg, Signer: w.signer, Identities: []age.Identity{w.fleetID},
 		PublicURL: "http://reconciler.test", Desired: w.desired, Now: w.now, BatchInterval: 20 * time.Millisecond, Sweep: time.Hour,
 	}
 	w.cfg = cfg

@@ -165,7 +165,7 @@ func TestStoreRefusesStale(t *testing.T) {
 	a := w.mustEnroll("ws-acme", 1, 1001, "203.0.113.7")
 	w.regreet("ws-acme", "Hi")
 	snap, _ := w.desired()
-	tgt, ok, err := w.svc.liveTarget(t.Context(), 0, `a.workspace = $1`, "ws-acme")
+	tgt, ok, err := w.svc.liveTarget(t.Context(), 0, "ws-acme")
 	if err != nil || !ok {
 		t.Fatalf("liveTarget: %v %v", ok, err)
 	}

@@ -19,9 +19,7 @@ func (s *Service) MintToken(ctx context.Context, workspace, dropletName string) 
 	}
 	h := hash(tok)
 	now := s.cfg.Now()
-	_, err = s.pool.Exec(ctx, `INSERT INTO enrollment_tokens (token_hash, workspace, droplet_name, created_at, expires_at)
-		VALUES ($1, $2, $3, $4, $5)`, h[:], workspace, dropletName, now, now.Add(s.cfg.TokenTTL))
-	if err != nil {
+	if err := s.st.AddToken(ctx, h, workspace, dropletName, now, now.Add(s.cfg.TokenTTL)); err != nil {
 		return "", fmt.Errorf("store provisioning token for %s: %w", dropletName, err)
 	}
 	return tok, nil

@@ -12,10 +12,9 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/jackc/pgx/v5"
 
-	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
 	"genesis.dev/fleet/tenants"
@@ -25,67 +24,24 @@ import (
 // commit); the payload's commit is then empty.
 const noCommit = "0000000000000000000000000000000000000000"
 
-// target is a droplet to render for: the newest enrolled agent of a
-// workspace, with what its last manifest was made from.
-type target struct {
-	droplet   int64
-	workspace string
-	recipient string
-	ip        string // "" until fleet_status records this droplet's address
-	state     string // fleet_status lifecycle
-	hwm       int64  // agents.manifest_version: the highest version issued
-	version   int64  // of its newest manifest (0: none)
-	expires   time.Time
-	inputs    []byte
-	creds     []byte // creds_hash of its newest manifest (nil: unknown)
-}
-
-// targetsSQL lists the newest agent of each workspace (a droplet woken
-// from a snapshot enrolls again, so the newest enrollment is the live
-// droplet) with its newest manifest.
-const targetsSQL = `SELECT DISTINCT ON (a.workspace) a.droplet_id, a.workspace, a.age_recipient,
-	CASE WHEN f.droplet_id = a.droplet_id THEN coalesce(host(f.ip), '') ELSE '' END, f.state, a.manifest_version,
-	coalesce(m.version, 0), coalesce(m.expires_at, 'epoch'), m.inputs_hash, m.creds_hash
-FROM agents a JOIN fleet_status f ON f.workspace = a.workspace
-LEFT JOIN LATERAL (SELECT version, expires_at, inputs_hash, creds_hash FROM manifests
-	WHERE droplet_id = a.droplet_id ORDER BY version DESC LIMIT 1) m ON true`
-
-func scanTargets(rows pgx.Rows) ([]target, error) {
-	defer rows.Close()
-	var out []target
-	for rows.Next() {
-		var t target
-		if err := rows.Scan(&t.droplet, &t.workspace, &t.recipient, &t.ip, &t.state, &t.hwm, &t.version, &t.expires, &t.inputs, &t.creds); err != nil {
-			return nil, err
-		}
-		out = append(out, t)
+// liveTarget is workspace's live droplet (false: none, or droplet is set
+// and was superseded by a newer enrollment).
+func (s *Service) liveTarget(ctx context.Context, droplet int64, workspace string) (store.Target, bool, error) {
+	t, ok, err := s.st.LiveTarget(ctx, workspace)
+	if err != nil || !ok || (droplet != 0 && t.Droplet != droplet) {
+		return store.Target{}, false, err
 	}
-	return out, rows.Err()
-}
-
-// liveTarget is the live droplet of the workspace that where selects
-// (false: none, or droplet is set and was superseded by a newer
-// enrollment).
-func (s *Service) liveTarget(ctx context.Context, droplet int64, where string, arg any) (target, bool, error) {
-	rows, err := s.pool.Query(ctx, targetsSQL+" WHERE "+where+" ORDER BY a.workspace, a.enrolled_at DESC", arg)
-	if err != nil {
-		return target{}, false, err
-	}
-	ts, err := scanTargets(rows)
-	if err != nil || len(ts) == 0 || (droplet != 0 && ts[0].droplet != droplet) {
-		return target{}, false, err
-	}
-	return ts[0], true, nil
+	return t, true, nil
 }
 
 // RenderDroplet renders droplet's manifest if it is the live droplet of its
 // workspace and its inputs changed or its manifest nears expiry.
 func (s *Service) RenderDroplet(ctx context.Context, droplet int64) error {
-	t, ok, err := s.liveTarget(ctx, droplet, `a.workspace = (SELECT workspace FROM agents WHERE droplet_id = $1)`, droplet)
+	t, ok, err := s.st.LiveTargetOf(ctx, droplet)
 	if err != nil {
 		return fmt.Errorf("find droplet %d: %w", droplet, err)
 	}
-	if !ok {
+	if !ok || t.Droplet != droplet {
 		return nil // superseded by a newer enrollment
 	}
 	return s.renderOne(ctx, t)
@@ -95,7 +51,7 @@ func (s *Service) RenderDroplet(ctx context.Context, droplet int64) error {
 // needed (nothing when no agent has enrolled yet). It is the reconciler's
 // hook for update_manifest actions.
 func (s *Service) RenderWorkspace(ctx context.Context, workspace string) error {
-	t, ok, err := s.liveTarget(ctx, 0, `a.workspace = $1`, workspace)
+	t, ok, err := s.liveTarget(ctx, 0, workspace)
 	if err != nil {
 		return fmt.Errorf("find agent of %s: %w", workspace, err)
 	}
@@ -108,7 +64,7 @@ func (s *Service) RenderWorkspace(ctx context.Context, workspace string) error {
 // renderOne issues t's manifest when needed. When another render issued a
 // version in between (the sweep and an update_manifest action after the
 // same commit), it reads the droplet again and decides anew.
-func (s *Service) renderOne(ctx context.Context, t target) error {
+func (s *Service) renderOne(ctx context.Context, t store.Target) error {
 	snap, ok := s.cfg.Desired()
 	if !ok {
 		return errors.New("no desired state yet")
@@ -127,10 +83,10 @@ func (s *Service) renderOne(ctx context.Context, t target) error {
 			return nil
 		}
 		if attempt == 3 {
-			return fmt.Errorf("issue manifest for droplet %d: another render issued a version %d times in between", t.droplet, attempt)
+			return fmt.Errorf("issue manifest for droplet %d: another render issued a version %d times in between", t.Droplet, attempt)
 		}
 		var live bool
-		if t, live, err = s.liveTarget(ctx, t.droplet, `a.workspace = $1`, t.workspace); err != nil || !live {
+		if t, live, err = s.liveTarget(ctx, t.Droplet, t.Workspace); err != nil || !live {
 			return err
 		}
 	}
@@ -182,15 +138,10 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	now := s.cfg.Now()
-	if _, err := s.pool.Exec(ctx, `DELETE FROM enrollment_tokens WHERE expires_at < $1`, now.Add(-7*24*time.Hour)); err != nil {
+	if err := s.st.PruneTokens(ctx, now.Add(-7*24*time.Hour)); err != nil {
 		return 0, fmt.Errorf("prune tokens: %w", err)
 	}
-	rows, err := s.pool.Query(ctx, targetsSQL+` WHERE f.state NOT IN (`+lifecycle.SQLList(lifecycle.NoManifest())+`)
-		ORDER BY a.workspace, a.enrolled_at DESC`)
-	if err != nil {
-		return 0, fmt.Errorf("list agents: %w", err)
-	}
-	ts, err := scanTargets(rows)
+	ts, err := s.st.SweepTargets(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("list agents: %w", err)
 	}

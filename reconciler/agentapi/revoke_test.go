@@ -187,8 +187,8 @@ func TestRevocationPaths(t *testing.T) {
 			}
 			// One accepted just before the revocation, written after it.
 			future := beat.LastActivity
-			err := w.svc.writeBatch(ctx, []heartbeat{{droplet: int64(old), workspace: ws, seq: 100, at: w.now(), body: []byte(`{}`),
-				applied: 9, activity: &future, agentVersion: "evil", ok: true}})
+			err := w.svc.writeBatch(ctx, []store.Heartbeat{{Droplet: int64(old), Workspace: ws, Seq: 100, At: w.now(), Body: []byte(`{}`),
+				Applied: 9, Activity: &future, AgentVersion: "evil", OK: true}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -380,7 +380,7 @@ func (w *world) countedReplica() (*Service, string, *queryCounter) {
 		w.t.Fatal(err)
 	}
 	w.t.Cleanup(pool.Close)
-	svc, srv := w.replica(func(c *Config) { c.Pool = pool })
+	svc, srv := w.replica(func(c *Config) { c.Store = store.New(pool, c.Logger) })
 	return svc, srv.URL, qc
 }
 

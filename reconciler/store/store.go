@@ -11,6 +11,14 @@
 // resumed operation finishes instead of repeating. The partial unique index
 // operations_one_in_flight keeps one operation in flight per workspace.
 //
+// It is the only package that writes fleet_status and the agent protocol's
+// tables (agents, enrollment_tokens, manifests): package agentapi keeps the
+// protocol, its caches and the signing, and calls the statements here
+// (agents.go: credentials and the agents notification channel;
+// enrollment.go: provisioning tokens and the enrollment transaction, Tx;
+// manifests.go: storing manifests and the droplets to render for;
+// heartbeats.go: the batched heartbeat statement).
+//
 // The work queue's retry state (tenant_retries, retries.go) is a row per
 // workspace whose last action failed: attempts, the error's kind, and
 // until when (or, for a terminal error, with which tenant file) the
@@ -88,6 +96,10 @@ func Open(ctx context.Context, url string, log *slog.Logger, opts ...Option) (*S
 	}
 	return &Store{pool: pool, log: log}, nil
 }
+
+// New is the store on pool, whose migrations Open applied already (a
+// second Store on an open Store's pool, with other logging).
+func New(pool *pgxpool.Pool, log *slog.Logger) *Store { return &Store{pool: pool, log: log} }
 
 // Pool is the connection pool, for packages that keep their own tables.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }

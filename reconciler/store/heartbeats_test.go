@@ -1,4 +1,4 @@
-package agentapi
+package store
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/reconciler/lifecycle"
 )
@@ -19,7 +21,7 @@ import (
 // (lifecycle.AwaitingDroplet); states that need a droplet (lifecycle.NeedDroplet)
 // cannot lack one.
 func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
-	w := newWorld(t)
+	db, _ := open(t)
 	ctx := context.Background()
 	inputs := []struct {
 		name string
@@ -42,7 +44,7 @@ func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
 		written  bool
 	}
 	var cases []tcase
-	var batch []heartbeat
+	var batch []Heartbeat
 	droplet := int64(5000)
 	add := func(state lifecycle.State, input string, hb lifecycle.Heartbeat, recorded bool) {
 		droplet++
@@ -52,18 +54,18 @@ func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
 		if recorded {
 			rowDroplet, c.want, c.written = droplet, lifecycle.OnHeartbeat(state, hb), true
 		}
-		if _, err := w.st.Pool().Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, state, desired_state, manifest_version_issued, snapshot_id)
+		if _, err := db.pool.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, state, desired_state, manifest_version_issued, snapshot_id)
 			VALUES ($1, $2, $3, 'running', $4, '1')`, ws, rowDroplet, string(state), hb.Issued); err != nil {
 			t.Fatal(err)
 		}
 		hash := sha256.Sum256([]byte(ws))
-		if _, err := w.st.Pool().Exec(ctx, `INSERT INTO agents (droplet_id, workspace, age_recipient, ed25519_public_key, credential_hash)
+		if _, err := db.pool.Exec(ctx, `INSERT INTO agents (droplet_id, workspace, age_recipient, ed25519_public_key, credential_hash)
 			VALUES ($1, $2, 'age1test', $3, $4)`, droplet, ws, make([]byte, 32), hash[:]); err != nil {
 			t.Fatal(err)
 		}
 		cases = append(cases, c)
-		batch = append(batch, heartbeat{droplet: droplet, workspace: ws, seq: 1, at: time.Now(), body: []byte(`{}`),
-			applied: hb.Applied, ok: hb.OK})
+		batch = append(batch, Heartbeat{Droplet: droplet, Workspace: ws, Seq: 1, At: time.Now(), Body: []byte(`{}`),
+			Applied: hb.Applied, OK: hb.OK})
 	}
 	for _, s := range lifecycle.All() {
 		for _, in := range inputs {
@@ -73,14 +75,14 @@ func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
 			add(s, "ok newest, droplet not recorded", inputs[0].hb, false)
 		}
 	}
-	if err := w.svc.writeBatch(ctx, batch); err != nil {
+	if _, err := db.WriteHeartbeats(ctx, NewHeartbeatBatch(batch)); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%s/%s", c.state, c.input), func(t *testing.T) {
 			var got string
 			var written bool
-			if err := w.st.Pool().QueryRow(ctx, `SELECT state, last_heartbeat_at IS NOT NULL FROM fleet_status WHERE workspace = $1`, c.ws).
+			if err := db.pool.QueryRow(ctx, `SELECT state, last_heartbeat_at IS NOT NULL FROM fleet_status WHERE workspace = $1`, c.ws).
 				Scan(&got, &written); err != nil {
 				t.Fatal(err)
 			}
@@ -91,5 +93,39 @@ func TestHeartbeatSQLMatchesLifecycle(t *testing.T) {
 				t.Errorf("heartbeat stored = %v, want %v", written, c.written)
 			}
 		})
+	}
+}
+
+// TestRawHeartbeatUpsert: the benchmark baseline inserts a workspace's row
+// and then updates it in place; AppliedVersions reads what it recorded,
+// only for the workspaces the pattern matches.
+func TestRawHeartbeatUpsert(t *testing.T) {
+	db, _ := open(t)
+	ctx := context.Background()
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	write := func(applied int64, ws ...string) {
+		t.Helper()
+		r := RawHeartbeats{}
+		for i, w := range ws {
+			r.Workspaces = append(r.Workspaces, w)
+			r.Droplets = append(r.Droplets, int64(9000+i))
+			r.At = append(r.At, at)
+			r.Bodies = append(r.Bodies, `{}`)
+			r.Applied = append(r.Applied, applied)
+			r.AgentVersions = append(r.AgentVersions, "0.1.0")
+			r.OK = append(r.OK, true)
+		}
+		if err := db.RawHeartbeatUpsert(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1, "load-a", "load-b", "other-c")
+	write(2, "load-a")
+	got, err := db.AppliedVersions(ctx, "load-%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(got, map[int64]int64{9000: 2, 9001: 1}); diff != "" {
+		t.Errorf("AppliedVersions (-got +want):\n%s", diff)
 	}
 }
