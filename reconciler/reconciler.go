@@ -487,7 +487,7 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 	if err := r.cfg.Store.SyncAccounts(ctx, snap.Fleet); err != nil {
 		return plan.Plan{}, err
 	}
-	d := Desired(snap)
+	d := snap.Desired()
 	// Record what git declares: every tenant on a full pass, the scope's
 	// on a scoped one (a commit touching one tenant writes one row).
 	declared := map[string]schema.State{}

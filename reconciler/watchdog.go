@@ -77,7 +77,7 @@ func (r *Reconciler) Watch(ctx context.Context) (watchdog.Decision, error) {
 		busy[ws] = true
 	}
 	r.mu.Unlock()
-	d := Desired(snap)
+	d := snap.Desired()
 	byWS := map[string]watchdog.Row{}
 	for i := range rows {
 		rows[i].InFlight = busy[rows[i].Workspace]
