@@ -379,11 +379,8 @@ func (r *Reconciler) resume(ctx context.Context) error {
 			// The tenant may have left git since: its action says what
 			// was wanted.
 			desired := schema.StateRunning
-			switch op.Action.Kind {
-			case plan.Destroy, plan.DestroySpare:
-				desired = schema.StateAbsent
-			case plan.Hibernate:
-				desired = schema.StateHibernated
+			if towards := op.Action.Kind.Info().Towards; towards != "" {
+				desired = towards
 			}
 			if t := snap.Tenants[op.Workspace].Tenant; t != nil {
 				desired = t.Spec.State
@@ -614,7 +611,7 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 			log.Error("journal step failed", "step", step, "err", err)
 		}
 	}}
-	if r.cfg.UserData != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Resize || a.Kind == plan.Rebuild || a.Kind == plan.CreateSpare) {
+	if r.cfg.UserData != nil && a.Kind.Info().NeedsUserData {
 		ud, err := r.cfg.UserData(ctx, a)
 		if err != nil {
 			log.Error("render user data failed", "err", err)
@@ -645,7 +642,7 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		log.Info("action interrupted; left for resume")
 		return false
 	}
-	if err != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Rebuild || a.Kind == plan.CreateSpare) && res.DropletID != 0 {
+	if err != nil && a.RollBack(res.DropletID) {
 		rb := plan.Action{Kind: plan.Destroy, Workspace: a.Workspace, Account: res.Account, Droplet: a.Droplet, DropletID: res.DropletID}
 		if _, rbErr := c.Execute(ctx, rb, cloud.ExecOptions{}); rbErr != nil {
 			err = fmt.Errorf("%w (rollback of droplet %d failed: %v)", err, res.DropletID, rbErr)
@@ -683,7 +680,7 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 	// The droplet's agent may have enrolled (and got a manifest without
 	// the droplet's address) before the action recorded the droplet: give
 	// it its complete manifest now rather than at the next sweep.
-	if r.cfg.Manifest != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Rebuild || a.Kind == plan.Adopt) {
+	if r.cfg.Manifest != nil && a.Kind.Info().RenderAfter {
 		if merr := r.cfg.Manifest(ctx, a); merr != nil {
 			log.Warn("render manifest of the recorded droplet failed; the sweep retries", "err", merr)
 		}

@@ -34,8 +34,8 @@ func desiredOf(d plan.Desired, ws string, actions []plan.Action) schema.State {
 		return t.Spec.State
 	}
 	for _, a := range actions {
-		if a.Kind == plan.DestroySpare {
-			return schema.StateAbsent
+		if towards := a.Kind.Info().Towards; towards != "" && towards != schema.StateRunning {
+			return towards
 		}
 	}
 	return schema.StateRunning

@@ -156,7 +156,7 @@ func (r *Reconciler) remediate(ctx context.Context, c *cloud.Pool, snap tenants.
 		log.Error("tenant FAILED: remediation exhausted; retry with POST /v1/tenants/{id}/retry or a change of its file", "reason", m.Reason)
 		return
 	}
-	a := plan.Action{Workspace: m.Workspace, Account: row.Account, Droplet: row.DropletName, DropletID: row.DropletID, Reason: "watchdog: " + m.Reason, APICalls: 3}
+	a := plan.Action{Workspace: m.Workspace, Account: row.Account, Droplet: row.DropletName, DropletID: row.DropletID, Reason: "watchdog: " + m.Reason}
 	switch m.Step {
 	case watchdog.StepReboot:
 		a.Kind = plan.Reboot
@@ -177,6 +177,7 @@ func (r *Reconciler) remediate(ctx context.Context, c *cloud.Pool, snap tenants.
 		rb.Reason = rb.Reason + " (" + m.Reason + ")"
 		a = rb
 	}
+	a.APICalls = a.Kind.Info().APICalls
 	if !r.claim(m.Workspace) {
 		return
 	}
@@ -215,7 +216,7 @@ func (r *Reconciler) retire(ctx context.Context, c *cloud.Pool, ws, commit strin
 	if !r.claim(ws) {
 		return
 	}
-	a := plan.Action{Kind: plan.Destroy, Workspace: ws, Account: account, Droplet: name, DropletID: id, APICalls: 1,
+	a := plan.Action{Kind: plan.Destroy, Workspace: ws, Account: account, Droplet: name, DropletID: id, APICalls: plan.Destroy.Info().APICalls,
 		Reason: "watchdog: the rebuilt droplet is healthy; retiring the one it replaced"}
 	op, err := r.cfg.Store.BeginRetire(ctx, a)
 	if err != nil {
