@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -121,7 +122,7 @@ func (r *Reconciler) prepareHibernate(ctx context.Context, opID int64, a plan.Ac
 func (r *Reconciler) warnIdle(ctx context.Context, ws []plan.IdleWarning) {
 	for _, w := range ws {
 		at := r.cfg.Now().UTC()
-		n := Notification{Kind: NotifyIdleWarning, Workspace: w.Workspace, LastActivity: w.LastActivity, AfterIdle: w.AfterIdle,
+		n := notify.Notification{Kind: notify.IdleWarning, Workspace: w.Workspace, LastActivity: w.LastActivity, AfterIdle: w.AfterIdle,
 			HibernateAt: w.HibernateAt, WarnedAt: at}
 		recorded, err := r.cfg.Store.RecordIdleWarning(ctx, w.Workspace, at, map[string]any{
 			"last_activity": w.LastActivity, "after_idle": w.AfterIdle, "hibernate_at": w.HibernateAt})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/reconciler/cloud"
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -54,7 +55,7 @@ type Config struct {
 	// n8n stopped (default DefaultPrepareTimeout); see hibernation.go.
 	PrepareTimeout time.Duration
 	// Notify sends idle warnings (nil: recorded and logged only).
-	Notify func(ctx context.Context, n Notification) error
+	Notify func(ctx context.Context, n notify.Notification) error
 	// WatchdogEvery is how often the leader runs the watchdog (default
 	// 15s).
 	WatchdogEvery time.Duration
