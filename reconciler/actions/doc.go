@@ -19,6 +19,6 @@
 // listed here. The loop (package reconciler) decides when an action runs:
 // it journals it, claims its workspace, starts and owns the job, and feeds
 // the outcome to its work queue; this package owns no goroutine, no queue
-// and no leadership, and must not import the reconciler, its HTTP API or
-// net/http.
+// and no leadership, serves no HTTP, and must not import the reconciler or
+// its HTTP API.
 package actions
