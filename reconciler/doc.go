@@ -4,9 +4,10 @@
 // Each pass observes the desired state (a tenants.Snapshot at a commit) and
 // the actual state (DigitalOcean listings by tag, fleet_status and the
 // operations journal), computes a plan with the pure plan.Compute, and hands
-// its actions to the executor: each action is journaled before it starts,
-// runs through the per-account rate-aware scheduler, and has its outcome
-// recorded with an audit entry. Only the replica holding the Postgres leader
+// its actions to the executor (package actions: an action with the side
+// steps its kind needs, as the kinds table plan.KindInfo says): each action
+// is journaled before it starts, runs through the per-account rate-aware
+// scheduler, and has its outcome recorded with an audit entry. Only the replica holding the Postgres leader
 // lock plans and executes; every replica serves HTTP. After a crash the new
 // leader first resumes the journal's unfinished operations, which are
 // idempotent, then plans afresh.

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
 )
 
@@ -82,9 +83,9 @@ func TestIdleWarningThenHibernation(t *testing.T) {
 	ctx := t.Context()
 	h.rec.cfg.Now = h.sim.Sim.Now
 	var mu sync.Mutex
-	var got []Notification
-	notify := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var n Notification
+	var got []notify.Notification
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n notify.Notification
 		if err := json.NewDecoder(r.Body).Decode(&n); err != nil || r.Header.Get("Content-Type") != "application/json" {
 			t.Errorf("notification: %v (%s)", err, r.Header.Get("Content-Type"))
 		}
@@ -93,12 +94,12 @@ func TestIdleWarningThenHibernation(t *testing.T) {
 		mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	defer notify.Close()
-	h.rec.cfg.Notify = (&Notifier{URL: notify.URL}).Send
-	notes := func() []Notification {
+	defer endpoint.Close()
+	h.rec.cfg.Notify = (&notify.Webhook{URL: endpoint.URL}).Send
+	notes := func() []notify.Notification {
 		mu.Lock()
 		defer mu.Unlock()
-		return append([]Notification(nil), got...)
+		return append([]notify.Notification(nil), got...)
 	}
 
 	h.write("tenants/ws-idle.yaml", idleTenantYAML("ws-idle"))
@@ -117,7 +118,7 @@ func TestIdleWarningThenHibernation(t *testing.T) {
 		t.Fatalf("notifications = %+v, want one per idle tenant", ns)
 	}
 	for _, n := range ns {
-		if n.Kind != NotifyIdleWarning || !n.LastActivity.Equal(last) || n.AfterIdle != "72h0m0s" || n.HibernateAt.Before(n.WarnedAt.Add(24*time.Hour-time.Second)) {
+		if n.Kind != notify.IdleWarning || !n.LastActivity.Equal(last) || n.AfterIdle != "72h0m0s" || n.HibernateAt.Before(n.WarnedAt.Add(24*time.Hour-time.Second)) {
 			t.Errorf("notification %+v", n)
 		}
 	}

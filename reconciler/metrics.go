@@ -5,7 +5,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"genesis.dev/fleet/reconciler/actions"
 	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/schema"
 )
 
 // Metrics are the reconciler loop's Prometheus series. Per-tenant detail
@@ -13,7 +15,6 @@ import (
 type Metrics struct {
 	reconciles       *prometheus.CounterVec
 	reconcileSeconds *prometheus.HistogramVec
-	actions          *prometheus.CounterVec
 	refusals         *prometheus.CounterVec
 	lifecycle        *prometheus.GaugeVec
 	declared         *prometheus.GaugeVec
@@ -24,9 +25,14 @@ type Metrics struct {
 	lastCommitTime   prometheus.Gauge
 	gitErrors        prometheus.Counter
 	gitSync          *prometheus.HistogramVec
-	hib              *hibernationMetrics
 	watchdog         *watchdogMetrics
-	spares           spareMetrics
+	// exec are the executor's series (package actions).
+	exec *actions.Metrics
+	// Gauges of each observation: the fleet's monthly cost, its snapshot
+	// storage, the hot spares ready by region.
+	cost          *prometheus.GaugeVec
+	snapshotBytes prometheus.Gauge
+	sparesReady   *prometheus.GaugeVec
 	// The work queue (queue.go): workspaces held now, and failures
 	// requeued, by error kind.
 	backingOff *prometheus.GaugeVec
@@ -41,8 +47,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Reconcile passes by result (ok, refused, error)."}, []string{"result"}),
 		reconcileSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "genesis_reconcile_duration_seconds",
 			Help: "Time to observe, plan and dispatch one pass.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"result"}),
-		actions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_actions_total",
-			Help: "Executed actions by kind and result."}, []string{"kind", "result"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_plan_refusals_total",
 			Help: "Plans refused by the fleet's safety limits, by reason."}, []string{"reason"}),
 		lifecycle: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_tenants_lifecycle",
@@ -60,6 +64,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to fetch the state repository and load what changed, by result (ok, error).",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"result"}),
 		watchdog: newWatchdogMetrics(),
+		cost: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_fleet_monthly_cost_usd",
+			Help: "Monthly cost of the observed fleet in USD: droplets at their size's price, snapshot storage per GB-month."}, []string{"kind"}),
+		snapshotBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_snapshot_bytes",
+			Help: "Bytes of droplet snapshots the fleet stores (size_gigabytes × 2^30)."}),
+		sparesReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_spares_ready",
+			Help: "Hot spares ready to be taken (ACTIVE_HEALTHY), by region of genesis.yaml spec.spares."}, []string{"region"}),
 		backingOff: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_tenants_backing_off",
 			Help: "Workspaces the planner leaves alone because their last action failed, by error kind (transient, terminal, capacity, pending, not_found)."}, []string{"kind"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_action_retries_total",
@@ -70,13 +80,50 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.retries.WithLabelValues(k)
 	}
 	if reg != nil {
-		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.actions, m.refusals, m.lifecycle, m.declared,
-			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors, m.gitSync, m.backingOff, m.retries)
+		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.refusals, m.lifecycle, m.declared,
+			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors, m.gitSync, m.backingOff, m.retries,
+			m.cost, m.snapshotBytes, m.sparesReady)
 		reg.MustRegister(m.watchdog.collectors()...)
 	}
-	m.hib = newHibernationMetrics(reg)
-	m.spares = newSpareMetrics(reg)
+	m.exec = actions.NewMetrics(reg)
 	return m
+}
+
+// recordCost sets the monthly cost gauges from an observation: droplets at
+// their size's price, snapshot storage at the fleet's price per GB-month.
+func (m *Metrics) recordCost(f *schema.Fleet, o plan.Observed) {
+	if f == nil {
+		return
+	}
+	droplets, snapshots, gb := 0.0, 0.0, 0.0
+	for _, d := range o.Droplets {
+		droplets += f.MonthlyUSD(d.Size)
+	}
+	for _, s := range o.Snapshots {
+		gb += s.SizeGB
+	}
+	snapshots = f.SnapshotMonthlyUSD(gb)
+	m.cost.WithLabelValues("droplets").Set(droplets)
+	m.cost.WithLabelValues("snapshots").Set(snapshots)
+	m.snapshotBytes.Set(gb * (1 << 30))
+}
+
+// recordSpares sets the spares' ready gauge from an observation: one
+// series per region that declares spares, so its labels stay bounded.
+func (m *Metrics) recordSpares(f *schema.Fleet, o plan.Observed) {
+	if f == nil {
+		return
+	}
+	ready := map[string]int{}
+	for ws, st := range o.Status {
+		if region, _, ok := schema.ParseSpareWorkspace(ws); ok && st.Lifecycle == plan.ReadyLifecycle && st.DropletID != 0 {
+			ready[region]++
+		}
+	}
+	m.sparesReady.Reset()
+	for _, sp := range f.Spec.Spares {
+		m.sparesReady.WithLabelValues(sp.Region).Set(float64(ready[sp.Region]))
+	}
 }
 
 // ObserveSync records one sync of the state repository (the tenants

@@ -10,7 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"genesis.dev/fleet/reconciler/actions"
 	"genesis.dev/fleet/reconciler/cloud"
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -51,10 +53,10 @@ type Config struct {
 	// the source can refuse history rewrites below it.
 	Reconciled func(commit string)
 	// PrepareTimeout bounds a hibernation's wait for its agent to confirm
-	// n8n stopped (default DefaultPrepareTimeout); see hibernation.go.
+	// n8n stopped (default DefaultPrepareTimeout); see actions/hibernate.go.
 	PrepareTimeout time.Duration
 	// Notify sends idle warnings (nil: recorded and logged only).
-	Notify func(ctx context.Context, n Notification) error
+	Notify func(ctx context.Context, n notify.Notification) error
 	// WatchdogEvery is how often the leader runs the watchdog (default
 	// 15s).
 	WatchdogEvery time.Duration
@@ -65,6 +67,9 @@ type Config struct {
 	// /v1/observed (nil: not stored).
 	Observations *Observations
 }
+
+// DefaultPrepareTimeout is Config.PrepareTimeout's default.
+const DefaultPrepareTimeout = actions.DefaultPrepareTimeout
 
 // Reconciler is the loop. Deliver hands it desired state; Run leads when it
 // can and plans and executes while it leads.
@@ -379,11 +384,8 @@ func (r *Reconciler) resume(ctx context.Context) error {
 			// The tenant may have left git since: its action says what
 			// was wanted.
 			desired := schema.StateRunning
-			switch op.Action.Kind {
-			case plan.Destroy, plan.DestroySpare:
-				desired = schema.StateAbsent
-			case plan.Hibernate:
-				desired = schema.StateHibernated
+			if towards := op.Action.Kind.Info().Towards; towards != "" {
+				desired = towards
 			}
 			if t := snap.Tenants[op.Workspace].Tenant; t != nil {
 				desired = t.Spec.State
@@ -487,7 +489,7 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 	if err := r.cfg.Store.SyncAccounts(ctx, snap.Fleet); err != nil {
 		return plan.Plan{}, err
 	}
-	d := Desired(snap)
+	d := snap.Desired()
 	// Record what git declares: every tenant on a full pass, the scope's
 	// on a scoped one (a commit touching one tenant writes one row).
 	declared := map[string]schema.State{}
@@ -540,7 +542,7 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 	r.record(o, p, snap, scope)
 	r.settleHolds(ctx, holds, p, o, d, scope, now)
 	if len(p.IdleWarnings) > 0 {
-		r.jobs.Go(func() { r.warnIdle(ctx, p.IdleWarnings) })
+		r.jobs.Go(func() { r.executor(r.log).WarnIdle(ctx, p.IdleWarnings) })
 	}
 	if len(p.Refused) > 0 {
 		for _, ref := range p.Refused {
@@ -564,11 +566,11 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 		if !r.claim(ws) {
 			continue
 		}
-		actions := byTenant[ws]
-		desired, hash := desiredOf(d, ws, actions), d.Hashes[ws]
+		list := byTenant[ws]
+		desired, hash := actions.DesiredOf(d, ws, list), d.Hashes[ws]
 		r.jobs.Go(func() {
 			defer r.release(ws)
-			for _, a := range actions {
+			for _, a := range list {
 				id, err := r.cfg.Store.Begin(ctx, a, desired, snap.Commit)
 				if errors.Is(err, store.ErrBusy) || errors.Is(err, store.ErrStaleEpoch) {
 					return
@@ -594,101 +596,36 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 	return p, nil
 }
 
-// run executes one journaled action and records its outcome; it reports
-// whether the action succeeded. A create that fails after its droplet
-// exists is rolled back: the half-made droplet is destroyed, freeing the
-// account's slot, and the failure recorded.
+// run executes one journaled action with its kind's side steps
+// (actions.Executor.Run) and feeds its outcome to the work queue; it
+// reports whether the action succeeded.
 func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.Action, desired schema.State, hash, commit string, resume bool) bool {
 	log := r.log.With("op", opID, "tenant", a.Workspace, "action", a.Kind, "correlation_id", a.Correlation)
 	log.Info("action started", "droplet", a.Droplet, "account", a.Account, "reason", a.Reason, "resume", resume)
 	start := r.cfg.Now()
-	opt := cloud.ExecOptions{Resume: resume, Progress: func(step string, res cloud.Result) {
-		record := r.cfg.Store.Step
-		if step == cloud.StepCreated || step == cloud.StepFound {
-			// The droplet id is known: its provisioning token binds it.
-			record = func(ctx context.Context, id int64, step string, droplet int) error {
-				return r.cfg.Store.Created(ctx, id, step, droplet, res.DropletName)
-			}
-		}
-		if err := record(ctx, opID, step, res.DropletID); err != nil {
-			log.Error("journal step failed", "step", step, "err", err)
-		}
-	}}
-	if r.cfg.UserData != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Resize || a.Kind == plan.Rebuild || a.Kind == plan.CreateSpare) {
-		ud, err := r.cfg.UserData(ctx, a)
-		if err != nil {
-			log.Error("render user data failed", "err", err)
-			err = fmt.Errorf("render user data: %w", err)
-			if ferr := r.cfg.Store.Finish(ctx, opID, a, store.Outcome{Desired: desired, Commit: commit}, err); ferr != nil {
-				log.Error("journal finish failed", "err", ferr)
-			}
-			r.requeue(ctx, a, hash, commit, err)
-			return false
-		}
-		opt.UserData = ud
-	}
-	if a.Kind == plan.Hibernate {
-		r.prepareHibernate(ctx, opID, a, log)
-	}
-	res, err := c.Execute(ctx, a, opt)
-	if a.Kind == plan.AssignSpare {
-		err = r.assignSpare(ctx, c, a, res, desired, err)
-	}
-	if err == nil && a.Kind == plan.UpdateManifest && r.cfg.Manifest != nil {
-		if merr := r.cfg.Manifest(ctx, a); merr != nil {
-			err = fmt.Errorf("render manifest: %w", merr)
-		}
-	}
-	if ctx.Err() != nil {
-		// Leadership ended mid-action: the journal keeps it in flight
-		// and the next leader resumes it.
-		log.Info("action interrupted; left for resume")
+	x := r.executor(r.log)
+	out := x.Run(ctx, c, actions.Op{ID: opID, Action: a, Desired: desired, Hash: hash, Commit: commit, Resume: resume}, log)
+	if !out.Final {
 		return false
 	}
-	if err != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Rebuild || a.Kind == plan.CreateSpare) && res.DropletID != 0 {
-		rb := plan.Action{Kind: plan.Destroy, Workspace: a.Workspace, Account: res.Account, Droplet: a.Droplet, DropletID: res.DropletID}
-		if _, rbErr := c.Execute(ctx, rb, cloud.ExecOptions{}); rbErr != nil {
-			err = fmt.Errorf("%w (rollback of droplet %d failed: %v)", err, res.DropletID, rbErr)
-		} else {
-			err = fmt.Errorf("%w (rolled back: droplet %d destroyed)", err, res.DropletID)
-		}
-	}
-	out := store.Outcome{Account: res.Account, DropletID: res.DropletID, DropletName: a.Droplet, IP: res.IP,
-		SnapshotID: res.SnapshotID, SnapshotGB: res.SnapshotSizeGB, TenantHash: hash, Desired: desired, Commit: commit,
-		ByPolicy: a.Kind == plan.Hibernate && desired == schema.StateRunning}
-	if out.Account == "" {
-		out.Account = a.Account
-	}
-	if a.Kind == plan.Resize {
-		out.DropletName = plan.DropletName(a.Workspace, a.Gen)
-	}
-	if out.DropletID == 0 {
-		out.DropletID = a.DropletID
-	}
-	result := "succeeded"
-	if err != nil {
-		result = "failed"
-	}
-	r.cfg.Metrics.actions.WithLabelValues(string(a.Kind), result).Inc()
-	if ferr := r.cfg.Store.Finish(ctx, opID, a, out, err); ferr != nil {
-		log.Error("journal finish failed", "err", ferr)
+	r.requeue(ctx, a, hash, commit, out.Err)
+	if !out.Executed {
 		return false
 	}
-	r.requeue(ctx, a, hash, commit, err)
-	if err != nil {
-		log.Error("action failed", "err", err, "kind_of_error", holdKind(err), "seconds", r.cfg.Now().Sub(start).Seconds())
+	if out.Err != nil {
+		log.Error("action failed", "err", out.Err, "kind_of_error", holdKind(out.Err), "seconds", r.cfg.Now().Sub(start).Seconds())
 		return false
 	}
 	log.Info("action succeeded", "droplet_id", out.DropletID, "seconds", r.cfg.Now().Sub(start).Seconds())
-	// The droplet's agent may have enrolled (and got a manifest without
-	// the droplet's address) before the action recorded the droplet: give
-	// it its complete manifest now rather than at the next sweep.
-	if r.cfg.Manifest != nil && (a.Kind == plan.Create || a.Kind == plan.Wake || a.Kind == plan.Rebuild || a.Kind == plan.Adopt) {
-		if merr := r.cfg.Manifest(ctx, a); merr != nil {
-			log.Warn("render manifest of the recorded droplet failed; the sweep retries", "err", merr)
-		}
-	}
+	x.RenderAfter(ctx, a, log)
 	return true
+}
+
+// executor is the action executor of the loop's configuration, logging to
+// log.
+func (r *Reconciler) executor(log *slog.Logger) actions.Executor {
+	return actions.Executor{Store: r.cfg.Store, UserData: r.cfg.UserData, Manifest: r.cfg.Manifest, PrepareTimeout: r.cfg.PrepareTimeout,
+		Notify: r.cfg.Notify, Metrics: r.cfg.Metrics.exec, Now: r.cfg.Now, Log: log}
 }
 
 // record keeps the last observation and plan, and updates the gauges.
@@ -718,7 +655,7 @@ func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot,
 	r.last = p
 	r.mu.Unlock()
 	m := r.cfg.Metrics
-	r.recordCost(snap.Fleet, o)
+	m.recordCost(snap.Fleet, o)
 	m.orphans.Set(float64(len(p.Orphans)))
 	m.noCapacity.Set(float64(len(p.NoCapacity)))
 	for _, ref := range p.Refused {
@@ -732,7 +669,7 @@ func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot,
 	for s, n := range states {
 		m.lifecycle.WithLabelValues(s).Set(float64(n))
 	}
-	m.spares.record(snap.Fleet, o)
+	m.recordSpares(snap.Fleet, o)
 	declared := map[string]int{}
 	for _, ts := range snap.Tenants {
 		if ts.Tenant != nil {

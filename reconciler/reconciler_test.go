@@ -58,6 +58,9 @@ type harness struct {
 	src   *tenants.Source
 	rec   *Reconciler
 	pool  *cloud.Pool
+	// api is the DigitalOcean API the reconciler talks to: the simulator
+	// unless a test puts something in front of it before the first pass.
+	api string
 }
 
 var tokens = map[string]string{"acct-a": "tok-a", "acct-b": "tok-b"}
@@ -69,6 +72,7 @@ func newHarness(t *testing.T, limits dosim.Limits) *harness {
 	h.write("genesis.yaml", fleetYAML)
 	h.commit("fleet")
 	h.sim = dosimtest.Start(t, dosim.Config{Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 50}, {Name: "acct-b", Token: "tok-b", DropletLimit: 50}}, Limits: limits})
+	h.api = h.sim.URL
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -86,7 +90,7 @@ func newHarness(t *testing.T, limits dosim.Limits) *harness {
 	h.rec = New(Config{Store: h.store, Logger: log, NewCloud: func(f *schema.Fleet) (*cloud.Pool, error) {
 		var accts []cloud.Account
 		for _, a := range f.Spec.Accounts {
-			accts = append(accts, cloud.Account{Name: a.Name, Token: tokens[a.Name], BaseURL: h.sim.URL})
+			accts = append(accts, cloud.Account{Name: a.Name, Token: tokens[a.Name], BaseURL: h.api})
 		}
 		p, err := cloud.New(cloud.Config{Accounts: accts, Logger: log, Limits: cloud.Limits{PollMin: 5 * time.Millisecond, PollMax: 20 * time.Millisecond, RetryBase: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond}})
 		h.pool = p

@@ -321,7 +321,7 @@ func TestSpareAssignment(t *testing.T) {
 	w.waitFor("a replacement spare", time.Minute, func(f map[string]store.FleetRow) bool {
 		return healthy("spare-nyc3-1")(f) && f["spare-nyc3-1"].DropletID != spareID
 	})
-	if got := testutil.ToFloat64(w.rec.cfg.Metrics.spares.assignments.WithLabelValues("assigned")); got != 1 {
+	if got := testutil.ToFloat64(w.rec.cfg.Metrics.exec.Assignments.WithLabelValues("assigned")); got != 1 {
 		t.Errorf("genesis_spare_assignments_total{result=assigned} = %v, want 1", got)
 	}
 	t.Logf("assignment → ACTIVE_HEALTHY %v; fresh spare create → ACTIVE_HEALTHY %v (boot delay %v); ratio %.3f",

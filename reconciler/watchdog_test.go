@@ -257,7 +257,7 @@ func TestWatchdogLadderFresh(t *testing.T) {
 	if diff := cmp.Diff([]string{"create/succeeded"}, h.ops("ws-b")); diff != "" {
 		t.Errorf("ws-b journal (-want +got):\n%s", diff)
 	}
-	steps := h.rec.cfg.Metrics.watchdog.steps
+	steps := h.rec.cfg.Metrics.exec.Steps
 	for _, k := range []string{"reboot", "power_cycle", "rebuild", "retire"} {
 		if got := testutil.ToFloat64(steps.WithLabelValues(k, "succeeded")); got != 1 {
 			t.Errorf("genesis_watchdog_remediations_total{kind=%q,result=succeeded} = %v, want 1", k, got)
@@ -311,7 +311,7 @@ func TestWatchdogBootDeadline(t *testing.T) {
 	if diff := cmp.Diff([]string{"create/succeeded", "rebuild/succeeded"}, h.ops("ws-a")); diff != "" {
 		t.Errorf("journal (-want +got):\n%s", diff)
 	}
-	steps := h.rec.cfg.Metrics.watchdog.steps
+	steps := h.rec.cfg.Metrics.exec.Steps
 	for _, k := range []string{"rebuild", "fail"} {
 		if got := testutil.ToFloat64(steps.WithLabelValues(k, "succeeded")); got != 1 {
 			t.Errorf("genesis_watchdog_remediations_total{kind=%q,result=succeeded} = %v, want 1", k, got)

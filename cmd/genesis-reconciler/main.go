@@ -29,6 +29,7 @@ import (
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/fleetstats"
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
@@ -379,9 +380,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("agent protocol disabled: give --signing-key and --age-identity; droplets get no user data and enrollment answers 503", "component", "agentapi")
 	}
 	pools := newCloudFactory(c.doAPIURL, getenv, log, reg)
-	var notify func(context.Context, reconciler.Notification) error
+	var notifier func(context.Context, notify.Notification) error
 	if c.notifyURL != "" {
-		notify = (&reconciler.Notifier{URL: c.notifyURL}).Send
+		notifier = (&notify.Webhook{URL: c.notifyURL}).Send
 	}
 	recMetrics := reconciler.NewMetrics(reg)
 	observations := reconciler.NewObservations(reconciler.ObservationsConfig{Store: st, Replica: c.replicaID, MaxAge: c.observedMaxAge, Logger: log, Registerer: reg})
@@ -389,7 +390,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Store: st, NewCloud: pools.build, Logger: log, Metrics: recMetrics,
 		UserData: userData, Manifest: manifest,
 		AllowMassChange: c.allowMassChange, Resync: c.resync, WatchdogEvery: c.watchdogEvery,
-		PrepareTimeout: c.prepareTimeout, Notify: notify, Observations: observations,
+		PrepareTimeout: c.prepareTimeout, Notify: notifier, Observations: observations,
 		Reconciled: func(commit string) {
 			if gitSrc == nil || commit == last {
 				return

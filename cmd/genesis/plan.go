@@ -87,7 +87,7 @@ func runPlan(ctx context.Context, e env, args []string) error {
 		}
 		observed = doc.Observed
 	}
-	d := reconciler.Desired(snap)
+	d := snap.Desired()
 	p := plan.Compute(d, observed, time.Now(), plan.Options{AllowMassChange: *allow})
 	sum := plan.Summarize(p, d, observed)
 	switch *format {

@@ -95,15 +95,12 @@ func (s *Service) renderOne(ctx context.Context, t store.Target) error {
 // RenderAction is reconciler.Config.Manifest: it renders for an
 // update_manifest action, for a hibernate action's prepare phase (the
 // workspace is HIBERNATING, so its manifest says state: hibernated), for a
-// spare's assignment, and after a create, wake, rebuild or adoption
-// recorded the droplet (an agent that enrolled earlier got a manifest
-// without its address). Nothing is issued when the inputs are unchanged.
+// spare's assignment, and after a create, wake, resize, rebuild or
+// adoption recorded the droplet (an agent that enrolled earlier got a
+// manifest without its address): the kinds whose plan.KindInfo says
+// Renders. Nothing is issued when the inputs are unchanged.
 func (s *Service) RenderAction(ctx context.Context, a plan.Action) error {
-	switch a.Kind {
-	case plan.UpdateManifest, plan.Hibernate, plan.AssignSpare,
-		// A droplet just recorded: its address is known now.
-		plan.Create, plan.Wake, plan.Rebuild, plan.Adopt:
-	default:
+	if !a.Kind.Info().Renders {
 		return nil
 	}
 	return s.RenderWorkspace(ctx, a.Workspace)

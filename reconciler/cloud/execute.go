@@ -75,9 +75,8 @@ type Result struct {
 // request for the account's rate budget.
 func (p *Pool) Execute(ctx context.Context, a plan.Action, opt ExecOptions) (Result, error) {
 	res := Result{Account: a.Account, DropletID: a.DropletID}
-	switch a.Kind {
-	case plan.Adopt, plan.UpdateManifest:
-		return res, nil
+	if a.Kind.Info().APICalls == 0 {
+		return res, nil // nothing to do on DigitalOcean (adopt, update_manifest)
 	}
 	if err := leaseValid(ctx); err != nil {
 		return res, fmt.Errorf("%s %s: %w", a.Kind, a.Workspace, err)

@@ -20,15 +20,6 @@ type Options struct {
 	Scope []string
 }
 
-// API calls each kind of action is expected to spend, for genesis plan and
-// the scheduler's budget: create looks for an earlier try by name first,
-// hibernate snapshots, waits on the action, finds the snapshot and destroys.
-var apiCalls = map[Kind]int{
-	Create: 3, Wake: 3, Adopt: 0, UpdateManifest: 0,
-	Hibernate: 5, Resize: 8, Destroy: 1, DeleteSnapshot: 1,
-	CreateSpare: 3, AssignSpare: 4, DestroySpare: 1,
-}
-
 // Compute decides what to do to make observed match desired at time now. It
 // is pure: no I/O, no clock, the same inputs give the same plan. Its rules:
 //
@@ -194,7 +185,7 @@ func planTenant(p *Plan, d Desired, o Observed, acct *accounts, t *schema.Tenant
 	}
 	base := Action{Workspace: id, Region: t.Spec.Droplet.Region, Size: size, Image: f.Spec.Defaults.Image, Tier: string(t.Metadata.Tier)}
 	add := func(a Action) {
-		a.APICalls = apiCalls[a.Kind]
+		a.APICalls = a.Kind.Info().APICalls
 		p.Actions = append(p.Actions, a)
 	}
 	if t.Spec.State == schema.StateAbsent {
@@ -333,22 +324,22 @@ func planTenant(p *Plan, d Desired, o Observed, acct *accounts, t *schema.Tenant
 func checkSafety(p *Plan, f *schema.Fleet, fleetSize int, opt Options) {
 	destroys, hibernates := 0, 0
 	for _, a := range p.Actions {
-		switch a.Kind {
-		case Destroy, DestroySpare:
+		switch a.Kind.Info().Limit {
+		case LimitDestroy:
 			destroys++
-		case Hibernate:
+		case LimitHibernate:
 			hibernates++
 		}
 	}
 	s := f.Spec.Safety
 	if destroys > s.MaxDestroyPerRun {
-		p.Refused = append(p.Refused, Refusal{Reason: "max_destroy",
+		p.Refused = append(p.Refused, Refusal{Reason: LimitDestroy,
 			Detail: fmt.Sprintf("plan destroys %d droplets; safety.maxDestroyPerRun is %d", destroys, s.MaxDestroyPerRun)})
 	}
 	if hibernates > 0 {
 		pct := 100 * float64(hibernates) / float64(max(fleetSize, 1))
 		if pct > s.MaxHibernatePercent {
-			p.Refused = append(p.Refused, Refusal{Reason: "max_hibernate_percent",
+			p.Refused = append(p.Refused, Refusal{Reason: LimitHibernate,
 				Detail: fmt.Sprintf("plan hibernates %d of %d droplets (%.1f%%); safety.maxHibernatePercent is %g", hibernates, fleetSize, pct, s.MaxHibernatePercent)})
 		}
 	}

@@ -59,7 +59,7 @@ func RebuildAction(d Desired, o Observed, id string) (Action, error) {
 	})
 	size := t.Size(f)
 	a := Action{Kind: Rebuild, Workspace: id, Region: t.Spec.Droplet.Region, Size: size, Image: f.Spec.Defaults.Image,
-		Tier: string(t.Metadata.Tier), Gen: gen + 1, APICalls: 3, CostDelta: f.MonthlyUSD(size)}
+		Tier: string(t.Metadata.Tier), Gen: gen + 1, APICalls: Rebuild.Info().APICalls, CostDelta: f.MonthlyUSD(size)}
 	a.Droplet = DropletName(id, a.Gen)
 	acct := newAccounts(f, o, load)
 	if len(ss) > 0 {

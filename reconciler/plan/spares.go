@@ -24,13 +24,6 @@ import (
 // plan. A tenant with a snapshot always wakes from it: its data (n8n's
 // executions, its Postgres) is on that disk, which a spare does not have.
 
-// The spare actions.
-const (
-	CreateSpare  Kind = "create_spare"  // provision a spare for an empty slot
-	AssignSpare  Kind = "assign_spare"  // give a ready spare's droplet to an onboarding tenant
-	DestroySpare Kind = "destroy_spare" // a spare past its region's count
-)
-
 // TagSpare marks every spare droplet; SpareRegionTag(region) its region.
 const TagSpare = "genesis:spare"
 
@@ -173,7 +166,7 @@ func planSpares(p *Plan, d Desired, o Observed, acct *accounts) {
 		note(ws)
 	}
 	add := func(a Action) {
-		a.APICalls = apiCalls[a.Kind]
+		a.APICalls = a.Kind.Info().APICalls
 		p.Actions = append(p.Actions, a)
 	}
 	for _, region := range sortedKeys(regions) {

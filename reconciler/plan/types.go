@@ -153,48 +153,6 @@ type Status struct {
 	Replacing int
 }
 
-// Kind is what an action does.
-type Kind string
-
-// The actions, in the order of their priority (lower runs first).
-const (
-	Wake           Kind = "wake"            // create a droplet from the tenant's latest snapshot
-	Create         Kind = "create"          // create a fresh droplet
-	Adopt          Kind = "adopt"           // record a tagged droplet we have no record of
-	Resize         Kind = "resize"          // snapshot, destroy, recreate at the new size
-	UpdateManifest Kind = "update_manifest" // render and sign the tenant's manifest again
-	Reboot         Kind = "reboot"          // watchdog: reboot a silent droplet
-	PowerCycle     Kind = "power_cycle"     // watchdog: power-cycle a droplet a reboot did not bring back
-	Rebuild        Kind = "rebuild"         // watchdog: a new droplet (latest snapshot or fresh) beside a dead one
-	Hibernate      Kind = "hibernate"       // snapshot, then destroy
-	Destroy        Kind = "destroy"         // state: absent
-	DeleteSnapshot Kind = "delete_snapshot" // retention expired
-)
-
-// Priority orders work in the scheduler: wake > create > reboot > hibernate
-// > cleanup. Lower is sooner.
-func (k Kind) Priority() int {
-	switch k {
-	case Wake:
-		return 0
-	case Create, Adopt, AssignSpare:
-		return 1
-	case Resize, UpdateManifest, Reboot, PowerCycle, Rebuild:
-		return 2
-	case Hibernate:
-		return 3
-	case Destroy, DestroySpare:
-		return 4
-	default:
-		return 5
-	}
-}
-
-// Destructive reports whether the action removes a droplet or a snapshot.
-func (k Kind) Destructive() bool {
-	return k == Hibernate || k == Destroy || k == DeleteSnapshot || k == Resize || k == DestroySpare
-}
-
 // Action is one thing to do for one workspace.
 type Action struct {
 	Kind      Kind   `json:"kind"`

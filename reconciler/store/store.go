@@ -241,7 +241,7 @@ func (s *Store) Begin(ctx context.Context, a plan.Action, desired schema.State, 
 			}
 			return err
 		}
-		if state := lifecycle.Start(lifecycle.Action(a.Kind)); state != "" {
+		if state := a.Kind.Info().StartState; state != "" {
 			_, err = tx.Exec(ctx, `INSERT INTO fleet_status (workspace, state, desired_state, region, size)
 				VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (workspace) DO UPDATE SET state = $2, state_since = now(), desired_state = $3, updated_at = now()`,

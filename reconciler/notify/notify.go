@@ -1,4 +1,9 @@
-package reconciler
+// Package notify sends the notices the reconciler owes tenants' owners (an
+// idle warning before a hibernation) to an outside endpoint: one JSON
+// document POSTed per notice, to genesis-reconciler's --notify-url. It
+// knows nothing of the fleet; it must not import the store, the cloud or
+// the reconciler.
+package notify
 
 import (
 	"bytes"
@@ -10,36 +15,36 @@ import (
 	"time"
 )
 
-// NotifyKind is what a notification is about.
-type NotifyKind string
+// Kind is what a notification is about.
+type Kind string
 
 // Notification kinds.
 const (
-	// NotifyIdleWarning: the tenant will be hibernated for idleness at
+	// IdleWarning: the tenant will be hibernated for idleness at
 	// HibernateAt at the earliest unless n8n runs something before.
-	NotifyIdleWarning NotifyKind = "idle_warning"
+	IdleWarning Kind = "idle_warning"
 )
 
 // Notification is the JSON body POSTed to --notify-url.
 type Notification struct {
-	Kind         NotifyKind `json:"kind"`
-	Workspace    string     `json:"workspace"`
-	LastActivity time.Time  `json:"last_activity"`
-	AfterIdle    string     `json:"after_idle"`
-	HibernateAt  time.Time  `json:"hibernate_at"`
-	WarnedAt     time.Time  `json:"warned_at"`
+	Kind         Kind      `json:"kind"`
+	Workspace    string    `json:"workspace"`
+	LastActivity time.Time `json:"last_activity"`
+	AfterIdle    string    `json:"after_idle"`
+	HibernateAt  time.Time `json:"hibernate_at"`
+	WarnedAt     time.Time `json:"warned_at"`
 }
 
-// Notifier POSTs notifications as JSON to a URL (genesis-reconciler
+// Webhook POSTs notifications as JSON to a URL (genesis-reconciler
 // --notify-url). A 2xx answer is success; anything else is an error (the
 // warning stays recorded and is not sent again).
-type Notifier struct {
+type Webhook struct {
 	URL    string
 	Client *http.Client // default: a client with a 10 s timeout
 }
 
 // Send POSTs n.
-func (s *Notifier) Send(ctx context.Context, n Notification) error {
+func (s *Webhook) Send(ctx context.Context, n Notification) error {
 	body, err := json.Marshal(n)
 	if err != nil {
 		return err

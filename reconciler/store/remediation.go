@@ -109,7 +109,7 @@ func (s *Store) ApplyTransition(ctx context.Context, tr watchdog.Transition) err
 // still in state from with the heartbeat hb. ErrStale when it changed,
 // ErrBusy when it has an operation in flight.
 func (s *Store) BeginRemediation(ctx context.Context, a plan.Action, from lifecycle.State, hb, at time.Time, commit string) (int64, error) {
-	state := lifecycle.Start(lifecycle.Action(a.Kind))
+	state := a.Kind.Info().StartState
 	var id int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE fleet_status SET state = $4, state_since = now(), health = 'critical', remediation_step = $5,

@@ -1,0 +1,43 @@
+package actions
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the executor's series. The fields are exported for tests of
+// the loop that count what it executed.
+type Metrics struct {
+	// Actions counts executed actions by kind and result.
+	Actions *prometheus.CounterVec
+	// Prepare counts hibernation prepare phases by result.
+	Prepare *prometheus.CounterVec
+	// Assignments counts spares given to tenants by result.
+	Assignments *prometheus.CounterVec
+	// Steps counts the watchdog's remediation steps by kind and result.
+	Steps *prometheus.CounterVec
+	// Warnings counts tenants warned of idle hibernation.
+	Warnings prometheus.Counter
+	// Notifications counts notifications sent by kind and result.
+	Notifications *prometheus.CounterVec
+}
+
+// NewMetrics makes the metrics and registers them on reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Actions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_actions_total",
+			Help: "Executed actions by kind and result."}, []string{"kind", "result"}),
+		Prepare: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_hibernate_prepare_total",
+			Help: "Hibernation prepare phases by result (confirmed: the agent stopped n8n; timeout: snapshotted without confirmation; skipped: no agent)."}, []string{"result"}),
+		Assignments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_spare_assignments_total",
+			Help: "Spares given to onboarding tenants, by result (assigned, failed)."}, []string{"result"}),
+		Steps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_watchdog_remediations_total",
+			Help: "Remediation steps by kind (reboot, power_cycle, rebuild, retire, fail) and result (succeeded, failed)."}, []string{"kind", "result"}),
+		Warnings: prometheus.NewCounter(prometheus.CounterOpts{Name: "genesis_idle_warnings_total",
+			Help: "Tenants warned that idleness will hibernate them."}),
+		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_notifications_total",
+			Help: "Notifications POSTed to --notify-url by kind and result."}, []string{"kind", "result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Actions, m.Prepare, m.Assignments, m.Steps, m.Warnings, m.Notifications)
+	}
+	return m
+}

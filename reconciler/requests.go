@@ -1,0 +1,103 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/schema"
+)
+
+// Requests of people to the loop, taken by any replica: a wake (the
+// dashboard's fast path: Wake sets wake_requested and announces it; the
+// leader, whichever replica took the call, runs a pass for the tenant) and
+// a retry of a FAILED or backing-off tenant. Both are new input: they clear
+// the tenant's hold in the work queue.
+
+// ErrWakeConflict means the tenant cannot be woken through the API: it is
+// not hibernated, or git declares it hibernated (a commit of state: running
+// wakes it).
+var ErrWakeConflict = errors.New("cannot wake")
+
+// ErrUnknownTenant means no such tenant is declared or recorded.
+var ErrUnknownTenant = errors.New("unknown tenant")
+
+// Wake is the dashboard's fast path: it asks for a hibernated tenant's
+// droplet back without a commit. It records wake_requested (with an audit
+// entry naming actor) and kicks the loop, which wakes the tenant from its
+// latest snapshot at its current size.
+func (r *Reconciler) Wake(ctx context.Context, id, actor string) (store.FleetRow, error) {
+	snap, ok := r.Snapshot()
+	if !ok {
+		return store.FleetRow{}, errNoSnapshot
+	}
+	ts, declared := snap.Tenants[id]
+	if !declared {
+		return store.FleetRow{}, fmt.Errorf("%w %s", ErrUnknownTenant, id)
+	}
+	if ts.Tenant != nil && ts.Tenant.Spec.State != schema.StateRunning {
+		return store.FleetRow{}, fmt.Errorf("%w %s: git declares state: %s (commit state: running to wake it)", ErrWakeConflict, id, ts.Tenant.Spec.State)
+	}
+	err := r.cfg.Store.RequestWake(ctx, id, actor)
+	switch {
+	case errors.Is(err, store.ErrUnknownTenant):
+		return store.FleetRow{}, fmt.Errorf("%w %s", ErrUnknownTenant, id)
+	case errors.Is(err, store.ErrNotHibernated):
+		return store.FleetRow{}, fmt.Errorf("%w %s: %v", ErrWakeConflict, id, err)
+	case err != nil:
+		return store.FleetRow{}, err
+	}
+	// RequestWake cleared the tenant's retry state (a wake is new input);
+	// so does this replica's copy.
+	r.mu.Lock()
+	delete(r.holds, id)
+	r.mu.Unlock()
+	// The leader hears of it through store.EventChannel (events.go); if
+	// this replica leads, it goes ahead without waiting for that.
+	r.log.Info("wake requested", "tenant", id, "actor", actor)
+	r.passFor(id)
+	rows, err := r.cfg.Store.Fleet(ctx)
+	if err != nil {
+		return store.FleetRow{}, err
+	}
+	for _, row := range rows {
+		if row.Workspace == id {
+			return row, nil
+		}
+	}
+	return store.FleetRow{Workspace: id}, nil
+}
+
+// Retry takes a FAILED tenant out of FAILED (actor: who asked), with its
+// remediation ladder reset, and clears its work-queue hold (a backoff, or
+// a terminal failure waiting for new input: queue.go), so the next pass
+// tries it at once; store.ErrNotFailed when it was neither.
+func (r *Reconciler) Retry(ctx context.Context, id, actor, reason string) error {
+	snap, _ := r.Snapshot()
+	held, err := r.cfg.Store.Forget(ctx, id)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.holds, id)
+	r.mu.Unlock()
+	err = r.cfg.Store.RetryTenant(ctx, id, actor, reason, snap.Commit)
+	if errors.Is(err, store.ErrNotFailed) && held {
+		// Only a backoff was cleared: nothing was written that announces
+		// it, so announce it here for the leader (its holds reload from
+		// Postgres at its next pass, which this asks for).
+		err = r.cfg.Store.Audit(ctx, actor, "retry", id, map[string]any{"reason": reason, "cleared": "backoff"}, snap.Commit)
+		if err == nil {
+			err = r.cfg.Store.Publish(ctx, store.Event{Kind: store.EventRetry, Workspace: id})
+		}
+	}
+	if err != nil {
+		return err
+	}
+	// Announced in RetryTenant's transaction: the leader runs a pass for
+	// the tenant whichever replica took the call.
+	r.wlog.Info("tenant retry", "tenant", id, "actor", actor, "reason", reason)
+	r.passFor(id)
+	return nil
+}
