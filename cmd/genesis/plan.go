@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/tenants"
@@ -122,8 +123,8 @@ func runPlan(ctx context.Context, e env, args []string) error {
 }
 
 // fetchObserved reads the observed fleet from a running reconciler.
-func fetchObserved(ctx context.Context, base, token string) (reconciler.ObservedDoc, error) {
-	var o reconciler.ObservedDoc
+func fetchObserved(ctx context.Context, base, token string) (api.Observed, error) {
+	var o api.Observed
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/observed", nil)
@@ -155,7 +156,7 @@ func fetchObserved(ctx context.Context, base, token string) (reconciler.Observed
 // serves; an old follower served an empty one), one older than maxAge, and
 // an empty one that says a listing failed. An empty complete one is a new
 // fleet.
-func checkObserved(doc reconciler.ObservedDoc, now time.Time, maxAge time.Duration) error {
+func checkObserved(doc api.Observed, now time.Time, maxAge time.Duration) error {
 	switch {
 	case doc.ObservedAt.IsZero() || doc.Leader == "":
 		return fmt.Errorf("the reconciler's observation is unmarked (no observed_at or leader): it cannot say when or by whom " +
