@@ -38,12 +38,24 @@ func (p Problem) Write(w http.ResponseWriter, status int) {
 		p.Detail = p.Error
 	}
 	p.Error = p.Detail
-	w.Header().Set("Content-Type", ProblemContentType)
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(p)
+	write(w, status, ProblemContentType, p)
 }
 
 // WriteProblem answers status with detail as problem details.
 func WriteProblem(w http.ResponseWriter, status int, detail string) {
 	Problem{Detail: detail}.Write(w, status)
+}
+
+// WriteJSON answers v as indented JSON (application/json) with status:
+// every answer of the API that is not an error.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	write(w, status, "application/json", v)
+}
+
+func write(w http.ResponseWriter, status int, contentType string, v any) {
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/tenants"
@@ -95,7 +96,7 @@ func TestEveryReplicaEqual(t *testing.T) {
 	})
 	for _, name := range []string{"leader", "follower"} {
 		resp, body := call[name]("GET", "/v1/fleet", "tok-ops", "")
-		var doc fleetDoc
+		var doc api.Fleet
 		json.Unmarshal(body, &doc)
 		if resp.StatusCode != 200 || doc.Leader != (name == "leader") {
 			t.Fatalf("%s: /v1/fleet %d, leader %v", name, resp.StatusCode, doc.Leader)
@@ -198,7 +199,7 @@ func TestEveryReplicaEqual(t *testing.T) {
 	waitFor(t, "both replicas at the running commit", func() bool {
 		for _, r := range []string{"leader", "follower"} {
 			_, body := call[r]("GET", "/v1/fleet", "tok-ops", "")
-			var doc struct{ Commit string }
+			var doc api.Fleet
 			json.Unmarshal(body, &doc)
 			if doc.Commit != head {
 				return false

@@ -2,7 +2,6 @@ package fleetapi
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 
@@ -123,7 +122,7 @@ func Handler(cfg HandlerConfig) http.Handler {
 			api.WriteProblem(w, http.StatusInternalServerError, err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, View(rows, cfg.Reconciler))
+		api.WriteJSON(w, http.StatusOK, View(rows, cfg.Reconciler))
 	})
 	mux.HandleFunc("POST /v1/tenants/{id}/wake", func(w http.ResponseWriter, r *http.Request) {
 		handleWake(w, r, cfg.Reconciler)
@@ -155,13 +154,4 @@ func Handler(cfg HandlerConfig) http.Handler {
 		w.Write([]byte("fetching\n"))
 	})
 	return mux
-}
-
-// writeJSON answers v as indented JSON with code.
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }

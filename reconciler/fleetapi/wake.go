@@ -19,7 +19,7 @@ func handleWake(w http.ResponseWriter, r *http.Request, rec Waker) {
 		api.WriteProblem(w, api.Status(err), err.Error())
 		return
 	}
-	writeJSON(w, http.StatusAccepted, api.TenantStatus(row))
+	api.WriteJSON(w, http.StatusAccepted, api.TenantStatus(row))
 }
 
 // workspaceID is the form of a workspace id (schema's rule).
@@ -40,7 +40,7 @@ func retryHandler(rec Retrier) http.HandlerFunc {
 		case err != nil:
 			api.WriteProblem(w, http.StatusInternalServerError, err.Error())
 		default:
-			writeJSON(w, http.StatusAccepted, api.RetryResult{Workspace: id, Result: "retrying"})
+			api.WriteJSON(w, http.StatusAccepted, api.RetryResult{Workspace: id, Result: "retrying"})
 		}
 	}
 }
@@ -57,5 +57,5 @@ func handleObserved(w http.ResponseWriter, r *http.Request, o Observations) {
 		api.WriteProblem(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, doc)
+	api.WriteJSON(w, http.StatusOK, doc)
 }

@@ -154,7 +154,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	for _, id := range snap.IDs() {
 		out.Tenants = append(out.Tenants, view(snap, snap.Tenants[id], st[id]))
 	}
-	writeJSON(w, http.StatusOK, out)
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
 // current is the tenant id as it stands at the writer's head, with its
@@ -182,7 +182,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", quote(t.ETag))
-	writeJSON(w, http.StatusOK, t)
+	api.WriteJSON(w, http.StatusOK, t)
 }
 
 // body reads a capped request body of one of the JSON content types.
@@ -498,7 +498,7 @@ func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch te
 		out.ETag = res.Blob
 		w.Header().Set("ETag", quote(res.Blob))
 	}
-	writeJSON(w, okCode, out)
+	api.WriteJSON(w, okCode, out)
 }
 
 // CorrelationHeader carries a write's correlation id: the caller may send
@@ -560,11 +560,3 @@ func validID(id string) bool {
 }
 
 func quote(etag string) string { return `"` + etag + `"` }
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
