@@ -249,7 +249,7 @@ func TestEveryReplicaEqual(t *testing.T) {
 		name, age, want string
 	}{
 		{"older than --max-observed-age", "1 hour", "observation is stale: observed_at"},
-		{"older than the reconciler's bound", "6 hours", "503 Service Unavailable: {\"error\":\"observation too old: the stored observation"},
+		{"older than the reconciler's bound", "6 hours", "GET /v1/observed: 503 Service Unavailable: observation too old: the stored observation"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w.exec(`UPDATE observation SET observed_at = now() - $1::interval`, tc.age)
