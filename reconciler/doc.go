@@ -7,10 +7,12 @@
 // its actions to the executor (package actions: an action with the side
 // steps its kind needs, as the kinds table plan.KindInfo says): each action
 // is journaled before it starts, runs through the per-account rate-aware
-// scheduler, and has its outcome recorded with an audit entry. Only the replica holding the Postgres leader
-// lock plans and executes; every replica serves HTTP. After a crash the new
-// leader first resumes the journal's unfinished operations, which are
-// idempotent, then plans afresh.
+// scheduler, and has its outcome recorded with an audit entry. Only the
+// replica holding the Postgres leader lock plans and executes; every
+// replica serves HTTP (package reconciler/fleetapi, through the loop's
+// methods: Snapshot, Wake, Retry …). After a crash the new leader first
+// resumes the journal's unfinished operations, which are idempotent, then
+// plans afresh.
 //
 // Under the pass is a keyed work queue (queue.go): one job per workspace,
 // whose outcome maps by error kind to one queue operation — forget on
@@ -26,7 +28,8 @@
 // wake or a retry taken by any replica is announced on the Postgres channel
 // store.EventChannel, which every replica follows (events.go), so the
 // leader acts at once; and the leader stores each observation in Postgres,
-// from which every replica answers GET /v1/observed (observed.go).
+// from which every replica answers GET /v1/observed (observed.go stores and
+// loads it; fleetapi serves it).
 //
 // Leadership is fenced. Each take of the lock has a new epoch
 // (store.Leader.Epoch); everything the leader runs carries a cloud.Lease of

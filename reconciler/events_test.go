@@ -16,7 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 )
@@ -179,7 +181,7 @@ func TestObservedServed(t *testing.T) {
 	defer st.Close()
 	reg := prometheus.NewRegistry()
 	leader := NewObservations(ObservationsConfig{Store: st, Replica: "replica-a/1", Epoch: func() int64 { return 4 }, MaxAge: time.Minute, Logger: log, Registerer: reg})
-	follower := httptest.NewServer(Handler(HandlerConfig{Store: st, Observations: NewObservations(ObservationsConfig{Store: st, Replica: "replica-b/2", MaxAge: time.Minute})}))
+	follower := httptest.NewServer(fleetapi.Handler(fleetapi.HandlerConfig{Store: st, Observations: NewObservations(ObservationsConfig{Store: st, Replica: "replica-b/2", MaxAge: time.Minute})}))
 	defer follower.Close()
 	get := func() (int, string) {
 		resp, err := http.Get(follower.URL + "/v1/observed")
@@ -204,11 +206,11 @@ func TestObservedServed(t *testing.T) {
 	}
 	dec := json.NewDecoder(strings.NewReader(body))
 	dec.DisallowUnknownFields()
-	var doc ObservedDoc
+	var doc api.Observed
 	if err := dec.Decode(&doc); err != nil {
 		t.Fatal(err)
 	}
-	want := ObservedDoc{Observed: obs, ObservedAt: at.Add(time.Second), Leader: "replica-a/1", LeaderEpoch: 4}
+	want := api.Observed{Observed: obs, ObservedAt: at.Add(time.Second), Leader: "replica-a/1", LeaderEpoch: 4}
 	if diff := cmp.Diff(doc, want); diff != "" {
 		t.Errorf("served (-got +want):\n%s", diff)
 	}

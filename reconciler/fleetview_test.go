@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/reconciler/fleetapi"
 )
 
 // TestFleetViewRenderings: GET /v1/fleet (and so the demo's table) shows
@@ -32,7 +33,7 @@ func TestFleetViewRenderings(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got []string
-		for _, tv := range fleetView(rows, h.rec).Tenants {
+		for _, tv := range fleetapi.View(rows, h.rec).Tenants {
 			got = append(got, fmt.Sprintf("%s desired=%s %s", tv.Workspace, tv.Desired, tv.Lifecycle))
 		}
 		return got

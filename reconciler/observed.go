@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/cloud"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
@@ -26,18 +26,6 @@ import (
 // observed_at and leader, or 503 when none is stored yet or it is older
 // than MaxAge (the leader is gone, or stuck). A follower never answers from
 // its own memory, which holds no observation.
-
-// ObservedDoc is the body of GET /v1/observed: the observation the planner
-// used, when it was made and by which replica. genesis plan refuses one
-// without observed_at and leader (a reconciler older than this document).
-type ObservedDoc struct {
-	plan.Observed
-	ObservedAt time.Time `json:"observed_at"`
-	Leader     string    `json:"leader"`
-	// LeaderEpoch is the observing leader's lease epoch (0 when leader
-	// election records none).
-	LeaderEpoch int64 `json:"leader_epoch,omitempty"`
-}
 
 // ObservationsConfig wires Observations.
 type ObservationsConfig struct {
@@ -147,21 +135,21 @@ func (o *Observations) Save(ctx context.Context, obs plan.Observed, at time.Time
 
 // Load reads the stored observation: an error for none, a stale one or a
 // database failure, each saying which.
-func (o *Observations) Load(ctx context.Context) (ObservedDoc, error) {
+func (o *Observations) Load(ctx context.Context) (api.Observed, error) {
 	row, ok, err := o.cfg.Store.LoadObservation(ctx)
 	if err != nil {
-		return ObservedDoc{}, err
+		return api.Observed{}, err
 	}
 	if !ok {
-		return ObservedDoc{}, errNoObservation
+		return api.Observed{}, errNoObservation
 	}
 	if age := o.cfg.Now().Sub(row.At); age > o.cfg.MaxAge {
-		return ObservedDoc{}, fmt.Errorf("%w: the stored observation (observed_at %s by leader %s) is %s old, more than %s: is a leader running?",
+		return api.Observed{}, fmt.Errorf("%w: the stored observation (observed_at %s by leader %s) is %s old, more than %s: is a leader running?",
 			errStaleObservation, row.At.UTC().Format(time.RFC3339), row.Leader, age.Round(time.Second), o.cfg.MaxAge)
 	}
-	doc := ObservedDoc{ObservedAt: row.At.UTC(), Leader: row.Leader, LeaderEpoch: row.Epoch}
+	doc := api.Observed{ObservedAt: row.At.UTC(), Leader: row.Leader, LeaderEpoch: row.Epoch}
 	if err := json.Unmarshal(row.JSON, &doc.Observed); err != nil {
-		return ObservedDoc{}, fmt.Errorf("decode stored observation: %w", err)
+		return api.Observed{}, fmt.Errorf("decode stored observation: %w", err)
 	}
 	return doc, nil
 }
@@ -170,13 +158,3 @@ var (
 	errNoObservation    = errors.New("no observation stored yet: the leader stores one after its first pass")
 	errStaleObservation = errors.New("observation too old")
 )
-
-// ServeHTTP is GET /v1/observed.
-func (o *Observations) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	doc, err := o.Load(r.Context())
-	if err != nil {
-		httpError(w, http.StatusServiceUnavailable, err.Error())
-		return
-	}
-	writeJSON(w, doc)
-}

@@ -19,6 +19,7 @@ import (
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/reconciler/cloud"
+	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -271,7 +272,7 @@ func TestQueueBackoffByKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
-	for _, tv := range fleetView(rows, w.rec).Tenants {
+	for _, tv := range fleetapi.View(rows, w.rec).Tenants {
 		got = append(got, fmt.Sprintf("%s kind=%s attempts=%d until=%v", tv.Workspace, tv.LastErrorKind, tv.Attempts, tv.RetryAfter.Equal(flaky.Until)))
 	}
 	want := []string{fmt.Sprintf("ws-flaky kind=transient attempts=%d until=true", flaky.Attempts), "ws-term kind=terminal attempts=1 until=false"}

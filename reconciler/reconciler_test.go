@@ -21,6 +21,7 @@ import (
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/reconciler/cloud"
+	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
@@ -358,7 +359,7 @@ func TestObservedHandlerAndFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := fleetView(rows, h.rec)
+	doc := fleetapi.View(rows, h.rec)
 	var got []string
 	for _, tv := range doc.Tenants {
 		got = append(got, fmt.Sprintf("%s %s valid=%v errors=%d", tv.Workspace, tv.Lifecycle, tv.Valid, len(tv.FileErrors)))
@@ -443,7 +444,7 @@ func TestForcePushReported(t *testing.T) {
 		t.Fatalf("droplets after a refused rewrite = %v, want ws-a's still there", got)
 	}
 	rows, _ := h.store.Fleet(ctx)
-	doc := fleetView(rows, h.rec)
+	doc := fleetapi.View(rows, h.rec)
 	if doc.Commit != good.Commit || !strings.Contains(doc.SyncError, "does not descend") {
 		t.Errorf("fleet view: commit %s (want %s), sync_error %q", doc.Commit, good.Commit, doc.SyncError)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
 )
@@ -18,10 +19,10 @@ import (
 // ErrWakeConflict means the tenant cannot be woken through the API: it is
 // not hibernated, or git declares it hibernated (a commit of state: running
 // wakes it).
-var ErrWakeConflict = errors.New("cannot wake")
+var ErrWakeConflict = api.NewError(api.ErrConflict, "cannot wake")
 
 // ErrUnknownTenant means no such tenant is declared or recorded.
-var ErrUnknownTenant = errors.New("unknown tenant")
+var ErrUnknownTenant = api.NewError(api.ErrNotFound, "unknown tenant")
 
 // Wake is the dashboard's fast path: it asks for a hibernated tenant's
 // droplet back without a commit. It records wake_requested (with an audit

@@ -16,6 +16,7 @@ import (
 
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/internal/syncio"
+	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/watchdog"
 	"genesis.dev/fleet/schema"
@@ -427,7 +428,7 @@ func TestWatchdogRebuildFromSnapshotThenFailed(t *testing.T) {
 	}
 
 	// Retry through the API.
-	srv := httptest.NewServer(Handler(HandlerConfig{Reconciler: h.rec, Store: h.store}))
+	srv := httptest.NewServer(fleetapi.Handler(fleetapi.HandlerConfig{Reconciler: h.rec, Store: h.store}))
 	defer srv.Close()
 	post := func(id string) int {
 		resp, err := http.Post(srv.URL+"/v1/tenants/"+id+"/retry", "application/json", nil)

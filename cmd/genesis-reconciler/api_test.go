@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/tenants"
 )
@@ -45,7 +46,7 @@ func TestTenantAPIAndWebhook(t *testing.T) {
 	if resp.StatusCode != 201 {
 		t.Fatalf("onboard: %d %s", resp.StatusCode, body)
 	}
-	var res struct{ Commit string }
+	var res api.WriteResult
 	json.Unmarshal(body, &res)
 	if got := gitOut(t, bare, "rev-parse", "main"); got != res.Commit {
 		t.Errorf("main %s, API commit %s", got, res.Commit)

@@ -8,7 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -25,6 +25,8 @@ import (
 	"github.com/digitalocean/godo"
 	"github.com/jackc/pgx/v5"
 
+	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/api/client"
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
@@ -71,42 +73,12 @@ func fleetKeys(t *testing.T) (string, *age.X25519Identity) {
 	return keys, fleetID
 }
 
-// tenantRow is a tenant in GET /v1/fleet, with the hibernation fields.
-type tenantRow struct {
-	Workspace       string  `json:"workspace"`
-	Lifecycle       string  `json:"lifecycle"`
-	DropletID       int     `json:"droplet_id"`
-	SnapshotID      string  `json:"snapshot_id"`
-	SnapshotGB      float64 `json:"snapshot_size_gb"`
-	ByPolicy        bool    `json:"hibernated_by_policy"`
-	ManifestApplied int64   `json:"manifest_version_applied"`
-	ManifestIssued  int64   `json:"manifest_version_issued"`
-	MonthlyUSD      float64 `json:"monthly_usd"`
-}
-
-type hibFleet struct {
-	Tenants []tenantRow `json:"tenants"`
-	Cost    struct {
-		Droplets  float64 `json:"droplets_monthly_usd"`
-		Snapshots float64 `json:"snapshots_monthly_usd"`
-		Total     float64 `json:"total_monthly_usd"`
-	} `json:"cost"`
-}
-
-func tenantOf(t *testing.T, url, id string) (tenantRow, hibFleet) {
-	var doc hibFleet
-	resp, err := http.Get(url + "/v1/fleet")
-	if err != nil {
-		return tenantRow{}, doc
-	}
-	defer resp.Body.Close()
-	json.NewDecoder(resp.Body).Decode(&doc)
-	for _, r := range doc.Tenants {
-		if r.Workspace == id {
-			return r, doc
-		}
-	}
-	return tenantRow{}, doc
+// tenantOf is tenant id in GET /v1/fleet (zero when it is not listed or
+// the fleet cannot be read), and the fleet.
+func tenantOf(t *testing.T, url, id string) (api.FleetTenant, api.Fleet) {
+	doc, _ := getFleet(t, url)
+	r, _ := doc.Tenant(id)
+	return r, doc
 }
 
 // healthy: the tenant's live droplet's agent applied its newest manifest.
@@ -213,7 +185,7 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 		t.Errorf("hibernate.prepared audit entries = %d, want 1", prepared)
 	}
 	hib, doc := tenantOf(t, p.url, "ws-acme")
-	if hib.SnapshotID == "" || hib.DropletID != 0 || hib.ByPolicy {
+	if hib.SnapshotID == "" || hib.DropletID != 0 || hib.HibernatedByPol {
 		t.Errorf("hibernated row %+v", hib)
 	}
 	if want := hib.SnapshotGB * 0.06; hib.MonthlyUSD != want || doc.Cost.Snapshots != want || doc.Cost.Droplets != 0 {
@@ -246,7 +218,7 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 	w.exec(`UPDATE fleet_status SET last_activity_at = now() - interval '30 hours', idle_warned_at = now() - interval '25 hours' WHERE workspace = 'ws-acme'`)
 	waitFor(t, "idle hibernation", func() bool {
 		r, _ := tenantOf(t, p.url, "ws-acme")
-		return r.Lifecycle == "HIBERNATED" && r.ByPolicy
+		return r.Lifecycle == "HIBERNATED" && r.HibernatedByPol
 	})
 	if got := strings.Count(gitLog(t, w.repo), "\n"); got != commits {
 		t.Errorf("idle hibernation wrote git: %d commits, had %d", got, commits)
@@ -254,15 +226,16 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 	first = woken
 
 	// Wake by API: 404 for an unknown tenant, 202 with the status.
-	post := func(id string) (int, tenantRow) {
-		resp, err := http.Post(p.url+"/v1/tenants/"+id+"/wake", "application/json", nil)
-		if err != nil {
+	post := func(id string) (int, api.TenantStatus) {
+		row, err := client.New(p.url, "", nil).Wake(t.Context(), id)
+		var refused *client.Error
+		switch {
+		case errors.As(err, &refused):
+			return refused.StatusCode, row
+		case err != nil:
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		var row tenantRow
-		json.NewDecoder(resp.Body).Decode(&row)
-		return resp.StatusCode, row
+		return http.StatusAccepted, row
 	}
 	if code, _ := post("ws-nobody"); code != http.StatusNotFound {
 		t.Errorf("wake of an unknown tenant: %d, want 404", code)

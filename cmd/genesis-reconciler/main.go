@@ -28,6 +28,7 @@ import (
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/fleetstats"
 	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
@@ -421,7 +422,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	proxies, _ := auth.ParsePrefixes(c.trustedProxies) // checked by parseFlags
-	handler := reconciler.Handler(reconciler.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
+	handler := fleetapi.Handler(fleetapi.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
 		WebhookSecret: []byte(c.webhookSecret), Events: events, Observations: observations, Agents: agents.Handler(),
 		Auth: authn, API: api, MetricsTokenRequired: c.metricsTokenRequired})
 	if c.unauthBurst > 0 {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/digitalocean/godo"
 
+	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/api/client"
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
@@ -166,23 +167,9 @@ func (w *world) dropletsByName() map[string]int {
 	return out
 }
 
-type fleetDoc struct {
-	Tenants []struct {
-		Workspace string `json:"workspace"`
-		Lifecycle string `json:"lifecycle"`
-	} `json:"tenants"`
-	Orphans []any `json:"orphans"`
-	Leader  bool  `json:"leader"`
-}
-
-func getFleet(t *testing.T, url string) (fleetDoc, error) {
-	var doc fleetDoc
-	resp, err := http.Get(url + "/v1/fleet")
-	if err != nil {
-		return doc, err
-	}
-	defer resp.Body.Close()
-	return doc, json.NewDecoder(resp.Body).Decode(&doc)
+// getFleet is GET /v1/fleet of a reconciler run with --insecure-no-auth.
+func getFleet(t *testing.T, url string) (api.Fleet, error) {
+	return client.New(url, "", nil).Fleet(t.Context())
 }
 
 // waitFor polls cond until it holds or the (generous) deadline passes.

@@ -611,7 +611,7 @@ func relPartition(t *testing.T, report *relReport) {
 		return rw.inFlight() == 0
 	}
 	waitFor(t, "both tenants healthy through the proxy", allHealthy)
-	before := map[string]int{}
+	before := map[string]int64{}
 	for _, id := range both {
 		r, _ := tenantOf(t, p.url, id)
 		before[id] = r.DropletID

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/tenants"
@@ -95,7 +96,7 @@ func TestEveryReplicaEqual(t *testing.T) {
 	})
 	for _, name := range []string{"leader", "follower"} {
 		resp, body := call[name]("GET", "/v1/fleet", "tok-ops", "")
-		var doc fleetDoc
+		var doc api.Fleet
 		json.Unmarshal(body, &doc)
 		if resp.StatusCode != 200 || doc.Leader != (name == "leader") {
 			t.Fatalf("%s: /v1/fleet %d, leader %v", name, resp.StatusCode, doc.Leader)
@@ -198,7 +199,7 @@ func TestEveryReplicaEqual(t *testing.T) {
 	waitFor(t, "both replicas at the running commit", func() bool {
 		for _, r := range []string{"leader", "follower"} {
 			_, body := call[r]("GET", "/v1/fleet", "tok-ops", "")
-			var doc struct{ Commit string }
+			var doc api.Fleet
 			json.Unmarshal(body, &doc)
 			if doc.Commit != head {
 				return false
@@ -248,7 +249,7 @@ func TestEveryReplicaEqual(t *testing.T) {
 		name, age, want string
 	}{
 		{"older than --max-observed-age", "1 hour", "observation is stale: observed_at"},
-		{"older than the reconciler's bound", "6 hours", "503 Service Unavailable: {\"error\":\"observation too old: the stored observation"},
+		{"older than the reconciler's bound", "6 hours", "GET /v1/observed: 503 Service Unavailable: observation too old: the stored observation"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w.exec(`UPDATE observation SET observed_at = now() - $1::interval`, tc.age)

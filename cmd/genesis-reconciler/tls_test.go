@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/certreload/certtest"
@@ -78,14 +79,14 @@ func TestTLSWithAgents(t *testing.T) {
 		}
 	}
 
-	var last tenantRow
+	var last api.FleetTenant
 	waitFor(t, "ws-acme's agent to enroll and apply over https", func() bool {
 		resp, err := client.Get(base + "/v1/fleet")
 		if err != nil {
 			return false
 		}
 		defer resp.Body.Close()
-		var doc hibFleet
+		var doc api.Fleet
 		json.NewDecoder(resp.Body).Decode(&doc)
 		for _, r := range doc.Tenants {
 			if r.Workspace == "ws-acme" {

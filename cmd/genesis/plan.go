@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
 
-	"genesis.dev/fleet/reconciler"
+	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/api/client"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/tenants"
 
@@ -122,29 +123,14 @@ func runPlan(ctx context.Context, e env, args []string) error {
 }
 
 // fetchObserved reads the observed fleet from a running reconciler.
-func fetchObserved(ctx context.Context, base, token string) (reconciler.ObservedDoc, error) {
-	var o reconciler.ObservedDoc
+func fetchObserved(ctx context.Context, base, token string) (api.Observed, error) {
+	if _, err := url.Parse(base); err != nil {
+		return api.Observed{}, cliexit.Usage("plan: bad --reconciler URL: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/observed", nil)
+	o, err := client.New(base, token, nil).Observed(ctx)
 	if err != nil {
-		return o, cliexit.Usage("plan: bad --reconciler URL: %v", err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return o, fmt.Errorf("read the observed fleet: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return o, fmt.Errorf("read the observed fleet: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	dec := json.NewDecoder(io.LimitReader(resp.Body, 256<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&o); err != nil {
 		return o, fmt.Errorf("read the observed fleet: %w", err)
 	}
 	return o, nil
@@ -155,7 +141,7 @@ func fetchObserved(ctx context.Context, base, token string) (reconciler.Observed
 // serves; an old follower served an empty one), one older than maxAge, and
 // an empty one that says a listing failed. An empty complete one is a new
 // fleet.
-func checkObserved(doc reconciler.ObservedDoc, now time.Time, maxAge time.Duration) error {
+func checkObserved(doc api.Observed, now time.Time, maxAge time.Duration) error {
 	switch {
 	case doc.ObservedAt.IsZero() || doc.Leader == "":
 		return fmt.Errorf("the reconciler's observation is unmarked (no observed_at or leader): it cannot say when or by whom " +

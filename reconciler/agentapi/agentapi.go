@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/internal/loglimit"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema/dsse"
@@ -297,6 +298,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// httpError answers msg as problem details, not to be cached.
 func httpError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
+	w.Header().Set("Cache-Control", "no-store")
+	api.WriteProblem(w, code, msg)
 }

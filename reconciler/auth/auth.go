@@ -36,6 +36,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"genesis.dev/fleet/api"
 )
 
 // Scope is a permission a token holds.
@@ -281,25 +283,19 @@ func (a *Authenticator) Require(scope Scope, h http.Handler) http.Handler {
 		id, err := a.Authenticate(r)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="genesis"`)
-			writeError(w, http.StatusUnauthorized, err.Error())
+			api.WriteProblem(w, http.StatusUnauthorized, err.Error())
 			return
 		}
 		if !id.Has(scope) {
 			a.log.Warn("request refused: scope", "caller", id.Name, "need", string(scope), "method", r.Method, "path", r.URL.Path)
-			writeError(w, http.StatusForbidden, fmt.Sprintf("token %q lacks the %s scope", id.Name, scope))
+			api.WriteProblem(w, http.StatusForbidden, fmt.Sprintf("token %q lacks the %s scope", id.Name, scope))
 			return
 		}
 		if ok, wait := a.Allow(id.Name); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			writeError(w, http.StatusTooManyRequests, "rate limit exceeded for token "+strconv.Quote(id.Name))
+			api.WriteProblem(w, http.StatusTooManyRequests, "rate limit exceeded for token "+strconv.Quote(id.Name))
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), id)))
 	})
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }

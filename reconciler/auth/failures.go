@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/internal/loglimit"
 )
 
@@ -130,7 +131,7 @@ func (f *Failures) Wrap(h http.Handler) http.Handler {
 			f.throttled.Inc()
 			f.logThrottled(client, r, wait)
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			writeError(w, http.StatusTooManyRequests, "too many unauthenticated requests from this address; retry later")
+			api.WriteProblem(w, http.StatusTooManyRequests, "too many unauthenticated requests from this address; retry later")
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w}

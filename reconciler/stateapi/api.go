@@ -20,9 +20,9 @@ import (
 	"filippo.io/age"
 	"filippo.io/age/armor"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/store"
-	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
 	"genesis.dev/fleet/tenants"
 	"genesis.dev/fleet/tenants/yamledit"
@@ -110,56 +110,17 @@ func (a *API) Handlers() map[string]http.Handler {
 	}
 }
 
-// Tenant is one tenant in responses: its file as declared at Commit, and
-// what the reconciler records about it.
-type Tenant struct {
-	ID     string          `json:"id"`
-	File   string          `json:"file"`
-	ETag   string          `json:"etag"`
-	Commit string          `json:"commit"`
-	Valid  bool            `json:"valid"`
-	Errors schema.Errors   `json:"errors,omitempty"`
-	Tenant *schema.Tenant  `json:"tenant"`
-	YAML   string          `json:"yaml,omitempty"`
-	Status *store.FleetRow `json:"status"`
-}
-
-// TenantList is GET /v1/tenants.
-type TenantList struct {
-	Commit  string   `json:"commit"`
-	Tenants []Tenant `json:"tenants"`
-}
-
-// WriteResult is the answer to every write.
-type WriteResult struct {
-	Commit    string `json:"commit"`
-	Branch    string `json:"branch"`
-	File      string `json:"file"`
-	ETag      string `json:"etag"`
-	Proposed  bool   `json:"proposed"`
-	Unchanged bool   `json:"unchanged"`
-}
-
-// Problem is every error body. Errors lists validation errors exactly as
-// genesis validate --json prints them; Current is the tenant as it is now
-// (412, 409).
-type Problem struct {
-	Error   string        `json:"error"`
-	Errors  schema.Errors `json:"errors,omitempty"`
-	Current *Tenant       `json:"current,omitempty"`
-}
-
 func (a *API) head(w http.ResponseWriter) (tenants.Snapshot, bool) {
 	snap := a.cfg.Writer.Head()
 	if snap.Commit == "" {
-		writeProblem(w, http.StatusServiceUnavailable, Problem{Error: "state repository not read yet"})
+		api.WriteProblem(w, http.StatusServiceUnavailable, "state repository not read yet")
 		return snap, false
 	}
 	return snap, true
 }
 
-func (a *API) status(ctx context.Context) map[string]*store.FleetRow {
-	out := map[string]*store.FleetRow{}
+func (a *API) status(ctx context.Context) map[string]*api.TenantStatus {
+	out := map[string]*api.TenantStatus{}
 	if a.cfg.Store == nil {
 		return out
 	}
@@ -168,14 +129,15 @@ func (a *API) status(ctx context.Context) map[string]*store.FleetRow {
 		a.log.Warn("read fleet status", "err", err)
 		return out
 	}
-	for i := range rows {
-		out[rows[i].Workspace] = &rows[i]
+	for _, row := range rows {
+		st := api.TenantStatus(row)
+		out[row.Workspace] = &st
 	}
 	return out
 }
 
-func view(snap tenants.Snapshot, ts tenants.TenantState, st *store.FleetRow) Tenant {
-	t := Tenant{ID: ts.ID, File: ts.File, ETag: ts.Blob, Commit: snap.Commit, Valid: ts.Status == tenants.StatusValid, Errors: ts.Errors, Status: st}
+func view(snap tenants.Snapshot, ts tenants.TenantState, st *api.TenantStatus) api.Tenant {
+	t := api.Tenant{ID: ts.ID, File: ts.File, ETag: ts.Blob, Commit: snap.Commit, Valid: ts.Status == tenants.StatusValid, Errors: ts.Errors, Status: st}
 	if t.Valid {
 		t.Tenant = ts.Tenant
 	}
@@ -188,16 +150,16 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := a.status(r.Context())
-	out := TenantList{Commit: snap.Commit, Tenants: []Tenant{}}
+	out := api.TenantList{Commit: snap.Commit, Tenants: []api.Tenant{}}
 	for _, id := range snap.IDs() {
 		out.Tenants = append(out.Tenants, view(snap, snap.Tenants[id], st[id]))
 	}
-	writeJSON(w, http.StatusOK, out)
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
 // current is the tenant id as it stands at the writer's head, with its
 // file's text.
-func (a *API) current(ctx context.Context, id string) (*Tenant, bool) {
+func (a *API) current(ctx context.Context, id string) (*api.Tenant, bool) {
 	snap := a.cfg.Writer.Head()
 	ts, ok := snap.Tenants[id]
 	if !ok {
@@ -216,11 +178,11 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 	}
 	t, ok := a.current(r.Context(), r.PathValue("id"))
 	if !ok {
-		writeProblem(w, http.StatusNotFound, Problem{Error: fmt.Sprintf("tenant %q not found", r.PathValue("id"))})
+		api.WriteProblem(w, http.StatusNotFound, fmt.Sprintf("tenant %q not found", r.PathValue("id")))
 		return
 	}
 	w.Header().Set("ETag", quote(t.ETag))
-	writeJSON(w, http.StatusOK, t)
+	api.WriteJSON(w, http.StatusOK, t)
 }
 
 // body reads a capped request body of one of the JSON content types.
@@ -231,17 +193,17 @@ func (a *API) body(w http.ResponseWriter, r *http.Request, types ...string) ([]b
 		okType = okType || ct == t
 	}
 	if !okType {
-		writeProblem(w, http.StatusUnsupportedMediaType, Problem{Error: "Content-Type must be " + strings.Join(types, " or ")})
+		api.WriteProblem(w, http.StatusUnsupportedMediaType, "Content-Type must be "+strings.Join(types, " or "))
 		return nil, false
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBody))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		writeProblem(w, http.StatusRequestEntityTooLarge, Problem{Error: fmt.Sprintf("request body is larger than %d bytes", a.cfg.MaxBody)})
+		api.WriteProblem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", a.cfg.MaxBody))
 		return nil, false
 	}
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, Problem{Error: "read body: " + err.Error()})
+		api.WriteProblem(w, http.StatusBadRequest, "read body: "+err.Error())
 		return nil, false
 	}
 	return data, true
@@ -253,7 +215,7 @@ func ifMatch(w http.ResponseWriter, r *http.Request) (string, bool) {
 	v = strings.TrimPrefix(v, "W/")
 	v = strings.Trim(v, `"`)
 	if v == "" {
-		writeProblem(w, http.StatusPreconditionRequired, Problem{Error: "If-Match is required: send the ETag of the tenant version this change is made against"})
+		api.WriteProblem(w, http.StatusPreconditionRequired, "If-Match is required: send the ETag of the tenant version this change is made against")
 		return "", false
 	}
 	return v, true
@@ -295,12 +257,12 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := object(data, "a JSON object")
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, Problem{Error: err.Error()})
+		api.WriteProblem(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	id, _ := v.String("metadata", "id")
 	if !validID(id) {
-		writeProblem(w, http.StatusBadRequest, Problem{Error: fmt.Sprintf("metadata.id: %q must be 3-40 characters of a-z, 0-9 and -", id)})
+		api.WriteProblem(w, http.StatusBadRequest, fmt.Sprintf("metadata.id: %q must be 3-40 characters of a-z, 0-9 and -", id))
 		return
 	}
 	a.write(w, r, "tenant.create", tenants.Change{ID: id, Create: true, Message: "onboard " + id,
@@ -315,7 +277,7 @@ func (a *API) replace(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := object(data, "a JSON object")
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, Problem{Error: err.Error()})
+		api.WriteProblem(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	v, ok := ifMatch(w, r)
@@ -334,12 +296,12 @@ func (a *API) patch(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := object(data, "a JSON merge patch object")
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, Problem{Error: err.Error()})
+		api.WriteProblem(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	fields := p.Fields()
 	if len(fields) == 0 {
-		writeProblem(w, http.StatusBadRequest, Problem{Error: "empty patch"})
+		api.WriteProblem(w, http.StatusBadRequest, "empty patch")
 		return
 	}
 	v, ok := ifMatch(w, r)
@@ -388,40 +350,40 @@ func (a *API) credential(w http.ResponseWriter, r *http.Request) {
 		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 			msg = "unknown field " + f
 		}
-		writeProblem(w, http.StatusBadRequest, Problem{Error: msg})
+		api.WriteProblem(w, http.StatusBadRequest, msg)
 		return
 	}
 	defer clear(req.Data)
 	switch {
 	case (req.Sealed == "") == (len(req.Data) == 0):
-		writeProblem(w, http.StatusBadRequest, Problem{Error: "give exactly one of sealed and data"})
+		api.WriteProblem(w, http.StatusBadRequest, "give exactly one of sealed and data")
 		return
 	case req.Sealed != "":
 		if len(a.cfg.Identities) > 0 {
 			plain, err := sealing.Decrypt(req.Sealed, a.cfg.Identities...)
 			clear(plain)
 			if err != nil {
-				writeProblem(w, http.StatusBadRequest, Problem{Error: "sealed: does not open with the fleet's identity (seal it with genesis seal to the recipients in genesis.yaml)"})
+				api.WriteProblem(w, http.StatusBadRequest, "sealed: does not open with the fleet's identity (seal it with genesis seal to the recipients in genesis.yaml)")
 				return
 			}
 		} else if _, err := io.ReadAll(armor.NewReader(strings.NewReader(req.Sealed))); err != nil {
-			writeProblem(w, http.StatusBadRequest, Problem{Error: "sealed: not an armored age file"})
+			api.WriteProblem(w, http.StatusBadRequest, "sealed: not an armored age file")
 			return
 		}
 	default:
 		if !json.Valid(req.Data) || bytes.TrimSpace(req.Data)[0] != '{' {
-			writeProblem(w, http.StatusBadRequest, Problem{Error: "data: must be a JSON object of n8n credential data"})
+			api.WriteProblem(w, http.StatusBadRequest, "data: must be a JSON object of n8n credential data")
 			return
 		}
 		fleet := a.cfg.Writer.Head().Fleet
 		if fleet == nil {
-			writeProblem(w, http.StatusServiceUnavailable, Problem{Error: "genesis.yaml is not readable: no recipients to seal to"})
+			api.WriteProblem(w, http.StatusServiceUnavailable, "genesis.yaml is not readable: no recipients to seal to")
 			return
 		}
 		sealed, err := seal(req.Data, fleet.Spec.Recipients)
 		if err != nil {
 			a.log.Error("seal credential", "workspace", id, "credential", req.Name, "err", err)
-			writeProblem(w, http.StatusInternalServerError, Problem{Error: "sealing failed"})
+			api.WriteProblem(w, http.StatusInternalServerError, "sealing failed")
 			return
 		}
 		req.Sealed = sealed
@@ -476,17 +438,17 @@ func seal(plain []byte, recipients []string) (string, error) {
 func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch tenants.Change, okCode int) {
 	caller, ok := auth.FromContext(r.Context())
 	if !ok {
-		writeProblem(w, http.StatusUnauthorized, Problem{Error: "no authenticated caller"})
+		api.WriteProblem(w, http.StatusUnauthorized, "no authenticated caller")
 		return
 	}
 	if !validID(ch.ID) {
-		writeProblem(w, http.StatusNotFound, Problem{Error: fmt.Sprintf("tenant %q not found", ch.ID)})
+		api.WriteProblem(w, http.StatusNotFound, fmt.Sprintf("tenant %q not found", ch.ID))
 		return
 	}
 	ch.Author = tenants.Identity{Name: caller.Name, Email: caller.Email}
 	corr, ok := correlationID(r)
 	if !ok {
-		writeProblem(w, http.StatusBadRequest, Problem{Error: CorrelationHeader + ": must be 1-64 characters of A-Z, a-z, 0-9 and . _ : -"})
+		api.WriteProblem(w, http.StatusBadRequest, CorrelationHeader+": must be 1-64 characters of A-Z, a-z, 0-9 and . _ : -")
 		return
 	}
 	w.Header().Set(CorrelationHeader, corr)
@@ -497,13 +459,13 @@ func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch te
 	switch {
 	case err == nil:
 	case errors.As(err, &ve):
-		writeProblem(w, http.StatusBadRequest, Problem{Error: "the change makes the state repository invalid", Errors: ve.Errors})
+		api.Problem{Detail: "the change makes the state repository invalid", Errors: ve.Errors}.Write(w, http.StatusBadRequest)
 		return
 	case errors.As(err, &ee):
-		writeProblem(w, http.StatusBadRequest, Problem{Error: ee.Error()})
+		api.WriteProblem(w, http.StatusBadRequest, ee.Error())
 		return
 	case errors.Is(err, tenants.ErrNotFound):
-		writeProblem(w, http.StatusNotFound, Problem{Error: fmt.Sprintf("tenant %q not found", ch.ID)})
+		api.WriteProblem(w, http.StatusNotFound, fmt.Sprintf("tenant %q not found", ch.ID))
 		return
 	case errors.Is(err, tenants.ErrPrecondition):
 		a.conflict(w, r, http.StatusPreconditionFailed, ch.ID, err)
@@ -513,11 +475,11 @@ func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch te
 		return
 	case errors.Is(err, tenants.ErrBusy):
 		w.Header().Set("Retry-After", "1")
-		writeProblem(w, http.StatusServiceUnavailable, Problem{Error: err.Error()})
+		api.WriteProblem(w, http.StatusServiceUnavailable, err.Error())
 		return
 	default:
 		a.log.Error("write tenant", "workspace", ch.ID, "action", action, "err", err)
-		writeProblem(w, http.StatusServiceUnavailable, Problem{Error: "state repository unavailable: " + err.Error()})
+		api.WriteProblem(w, http.StatusServiceUnavailable, "state repository unavailable: "+err.Error())
 		return
 	}
 	detail := map[string]any{"method": r.Method, "path": r.URL.Path, "branch": res.Branch, "file": res.File, "proposed": res.Proposed, "unchanged": res.Unchanged, "message": strings.SplitN(ch.Message, "\n", 2)[0]}
@@ -529,14 +491,14 @@ func (a *API) write(w http.ResponseWriter, r *http.Request, action string, ch te
 	if !res.Proposed && !res.Unchanged {
 		a.cfg.Pushed()
 	}
-	out := WriteResult{Commit: res.Commit, Branch: res.Branch, File: res.File, Proposed: res.Proposed, Unchanged: res.Unchanged}
+	out := api.WriteResult{Commit: res.Commit, Branch: res.Branch, File: res.File, Proposed: res.Proposed, Unchanged: res.Unchanged}
 	if res.Proposed {
 		okCode = http.StatusAccepted
 	} else {
 		out.ETag = res.Blob
 		w.Header().Set("ETag", quote(res.Blob))
 	}
-	writeJSON(w, okCode, out)
+	api.WriteJSON(w, okCode, out)
 }
 
 // CorrelationHeader carries a write's correlation id: the caller may send
@@ -559,12 +521,12 @@ func correlationID(r *http.Request) (string, bool) {
 }
 
 func (a *API) conflict(w http.ResponseWriter, r *http.Request, code int, id string, err error) {
-	p := Problem{Error: err.Error()}
+	p := api.Problem{Detail: err.Error()}
 	if cur, ok := a.current(r.Context(), id); ok {
 		p.Current = cur
 		w.Header().Set("ETag", quote(cur.ETag))
 	}
-	writeProblem(w, code, p)
+	p.Write(w, code)
 }
 
 // maxListed is how many fields a patch's commit message names.
@@ -598,13 +560,3 @@ func validID(id string) bool {
 }
 
 func quote(etag string) string { return `"` + etag + `"` }
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-func writeProblem(w http.ResponseWriter, code int, p Problem) { writeJSON(w, code, p) }

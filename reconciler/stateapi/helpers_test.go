@@ -20,8 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"genesis.dev/fleet/internal/pgserver/pgtest"
-	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/tenants"
@@ -113,7 +113,7 @@ func newWorld(t testing.TB, generated int, propose bool) *world {
 		{Name: "agent", SHA256: auth.Hash(tokens["agent"]), Scopes: []auth.Scope{auth.Agent}},
 	}
 	a := auth.New(auth.Config{Tokens: toks, Rate: 10000, Burst: 10000, Logger: quiet()})
-	w.srv = httptest.NewServer(reconciler.Handler(reconciler.HandlerConfig{Store: w.store, Gatherer: prometheus.NewRegistry(), Auth: a, API: api, MetricsTokenRequired: true}))
+	w.srv = httptest.NewServer(fleetapi.Handler(fleetapi.HandlerConfig{Store: w.store, Gatherer: prometheus.NewRegistry(), Auth: a, API: api, MetricsTokenRequired: true}))
 	t.Cleanup(w.srv.Close)
 	return w
 }

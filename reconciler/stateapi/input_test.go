@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/stateapi"
 )
 
@@ -59,7 +60,7 @@ func TestForgedTrailersRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w.t = t
 			r := w.do("dash", tt.method, tt.path, tt.body, append([]string{"If-Match", acme}, tt.hdr...)...)
-			var p stateapi.Problem
+			var p api.Problem
 			r.json(t, &p)
 			got := p.Error
 			if len(p.Errors) > 0 {
@@ -110,7 +111,7 @@ func TestHostilePatchRefusedFirst(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w.t = t
 			r := w.do("dash", "PATCH", "/v1/tenants/ws-nobody", tt.body)
-			var p stateapi.Problem
+			var p api.Problem
 			r.json(t, &p)
 			if r.code != 400 || p.Error != tt.want {
 				t.Errorf("got %d %q\nwant 400 %q", r.code, p.Error, tt.want)

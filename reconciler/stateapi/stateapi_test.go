@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/tenants"
 )
@@ -20,13 +21,13 @@ func TestTenantLifecycle(t *testing.T) {
 	w := newWorld(t, 0, false)
 
 	// Reads.
-	var list stateapi.TenantList
+	var list api.TenantList
 	r := w.do("dash", "GET", "/v1/tenants", "")
 	r.json(t, &list)
 	if r.code != 200 || list.Commit != w.head() || len(list.Tenants) != 7 || list.Tenants[0].ID != "ws-acme" || !list.Tenants[0].Valid {
 		t.Fatalf("list: %d %s", r.code, r.body)
 	}
-	var acme stateapi.Tenant
+	var acme api.Tenant
 	r = w.do("dash", "GET", "/v1/tenants/ws-acme", "")
 	r.json(t, &acme)
 	if want := git(t, w.bare, "rev-parse", "main:tenants/ws-acme.yaml"); r.hdr.Get("ETag") != `"`+want+`"` || acme.ETag != want || acme.Tenant.Metadata.Name != "Acme Corp" || !strings.HasPrefix(acme.YAML, "# yaml-language-server") {
@@ -42,14 +43,14 @@ func TestTenantLifecycle(t *testing.T) {
 		t.Errorf("no If-Match: %d %s", r.code, r.body)
 	}
 	r = w.do("dash", "PATCH", "/v1/tenants/ws-acme", patch, "If-Match", `"0000000000000000000000000000000000000000"`)
-	var prob stateapi.Problem
+	var prob api.Problem
 	r.json(t, &prob)
 	if r.code != 412 || prob.Current == nil || prob.Current.ETag != acme.ETag || r.hdr.Get("ETag") != `"`+acme.ETag+`"` {
 		t.Fatalf("stale If-Match: %d %s", r.code, r.body)
 	}
 	r = w.do("dash", "PATCH", "/v1/tenants/ws-acme", patch, "If-Match", `"`+acme.ETag+`"`, "Content-Type", "application/merge-patch+json",
 		stateapi.CorrelationHeader, "req-dash-42")
-	var res stateapi.WriteResult
+	var res api.WriteResult
 	r.json(t, &res)
 	if r.code != 200 || res.Commit != w.head() || res.Proposed || r.hdr.Get("ETag") != `"`+res.ETag+`"` {
 		t.Fatalf("patch: %d %s (head %s)", r.code, r.body, w.head())
@@ -102,7 +103,7 @@ func TestTenantLifecycle(t *testing.T) {
 	if file := git(t, w.bare, "show", "main:tenants/ws-new.yaml"); !strings.Contains(file, "  credentials:\n    - name: openai\n      type: openAiApi\n      sealed: |\n        -----BEGIN AGE ENCRYPTED FILE-----") {
 		t.Errorf("credential not in the file:\n%s", file)
 	}
-	var got stateapi.Tenant
+	var got api.Tenant
 	w.do("dash", "GET", "/v1/tenants/ws-new", "").json(t, &got)
 	sealed := got.Tenant.Spec.Credentials[0].Sealed
 	plain := decrypt(t, sealed)
@@ -200,7 +201,7 @@ func TestRefusedInputLeavesRepositoryUntouched(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := w.do(tt.who, tt.method, tt.path, tt.body, tt.hdr...)
-			var p stateapi.Problem
+			var p api.Problem
 			r.json(t, &p)
 			got := p.Error
 			if len(p.Errors) > 0 {
@@ -294,7 +295,7 @@ func TestProposeMode(t *testing.T) {
 	w := newWorld(t, 0, true)
 	head := w.head()
 	r := w.do("dash", "PATCH", "/v1/tenants/ws-acme", `{"spec":{"state":"hibernated"}}`, "If-Match", w.etag("ws-acme"))
-	var res stateapi.WriteResult
+	var res api.WriteResult
 	r.json(t, &res)
 	if r.code != 202 || !res.Proposed || !strings.HasPrefix(res.Branch, "genesis/proposals/ws-acme-") || r.hdr.Get("ETag") != "" {
 		t.Fatalf("propose: %d %s", r.code, r.body)

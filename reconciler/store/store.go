@@ -506,43 +506,44 @@ func (s *Store) GetState(ctx context.Context, key string) (string, error) {
 	return v, err
 }
 
-// FleetRow is one workspace as GET /v1/fleet shows it.
+// FleetRow is one workspace's fleet_status row, as the API reads it (the
+// API answers it as api.TenantStatus, converted field by field).
 type FleetRow struct {
-	Workspace       string    `json:"workspace"`
-	Desired         string    `json:"desired_state"`
-	Lifecycle       string    `json:"lifecycle"`
-	Health          string    `json:"health"`
-	DropletID       int64     `json:"droplet_id,omitempty"`
-	DropletName     string    `json:"droplet_name,omitempty"`
-	Account         string    `json:"account,omitempty"`
-	Region          string    `json:"region,omitempty"`
-	Size            string    `json:"size,omitempty"`
-	IP              string    `json:"ip,omitempty"`
-	SnapshotID      string    `json:"snapshot_id,omitempty"`
-	SnapshotGB      float64   `json:"snapshot_size_gb,omitempty"`
-	HibernatedByPol bool      `json:"hibernated_by_policy,omitempty"`
-	LastCommit      string    `json:"last_commit,omitempty"`
-	LastError       string    `json:"last_error,omitempty"`
-	LastHeartbeat   time.Time `json:"last_heartbeat,omitzero"`
+	Workspace       string
+	Desired         string
+	Lifecycle       string
+	Health          string
+	DropletID       int64
+	DropletName     string
+	Account         string
+	Region          string
+	Size            string
+	IP              string
+	SnapshotID      string
+	SnapshotGB      float64
+	HibernatedByPol bool
+	LastCommit      string
+	LastError       string
+	LastHeartbeat   time.Time
 	// ManifestIssued is the newest manifest version issued to the
 	// workspace's droplet; ManifestApplied the one its agent last reported
 	// applied. Equal: the agent runs (and trusts the keys of) the newest.
-	ManifestIssued  int64     `json:"manifest_version_issued"`
-	ManifestApplied int64     `json:"manifest_version_applied"`
-	UpdatedAt       time.Time `json:"updated_at"`
+	ManifestIssued  int64
+	ManifestApplied int64
+	UpdatedAt       time.Time
 	// Hibernation (idle policy and the wake fast path).
-	WakeRequested bool      `json:"wake_requested,omitempty"`
-	LastActivity  time.Time `json:"last_activity,omitzero"`
+	WakeRequested bool
+	LastActivity  time.Time
 	// IdleWarnedAt is when the tenant was warned of an idle hibernation
 	// (shown only while no activity came after it).
-	IdleWarnedAt time.Time `json:"idle_warned_at,omitzero"`
+	IdleWarnedAt time.Time
 	// The work queue's retry state (tenant_retries), when the last action
 	// failed: "backing off until RetryAfter (attempt Attempts, last error
 	// kind LastErrorKind)"; a terminal kind has no RetryAfter and waits for
 	// a change of the tenant's file or POST /v1/tenants/{id}/retry.
-	RetryAfter    time.Time `json:"retry_after,omitzero"`
-	Attempts      int       `json:"attempts,omitempty"`
-	LastErrorKind string    `json:"last_error_kind,omitempty"`
+	RetryAfter    time.Time
+	Attempts      int
+	LastErrorKind string
 }
 
 // Fleet lists every workspace's status, by id.

@@ -1,4 +1,4 @@
-package reconciler
+package fleetapi
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ import (
 // openAPI reads api/openapi.yaml as JSON values.
 func openAPI(t *testing.T) map[string]any {
 	t.Helper()
-	data, err := os.ReadFile("../api/openapi.yaml")
+	data, err := os.ReadFile("../../api/openapi.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func docScope(op map[string]any) auth.Scope {
 func TestOpenAPIExamplesValidate(t *testing.T) {
 	doc := openAPI(t)
 	c := jsonschema.NewCompiler()
-	f, err := os.Open("../schema/tenant.schema.json")
+	f, err := os.Open("../../schema/tenant.schema.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestOpenAPIIsValidOpenAPI(t *testing.T) {
 // into a key with no value; where OpenAPI allows any key (schemas,
 // examples) the JSON Schema above cannot see it, this can.
 func TestOpenAPINoEmptyValues(t *testing.T) {
-	data, err := os.ReadFile("../api/openapi.yaml")
+	data, err := os.ReadFile("../../api/openapi.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

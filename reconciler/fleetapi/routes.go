@@ -1,4 +1,4 @@
-package reconciler
+package fleetapi
 
 import (
 	"net/http"

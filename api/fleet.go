@@ -1,0 +1,114 @@
+package api
+
+import (
+	"time"
+
+	"genesis.dev/fleet/reconciler/plan"
+)
+
+// TenantStatus is what the reconciler records about a tenant (its
+// fleet_status row). Its fields are store.FleetRow's, in the same order,
+// so the server converts a row with TenantStatus(row): a field added to
+// the row does not compile until it is added here, and so decided on as
+// part of the API.
+type TenantStatus struct {
+	Workspace       string    `json:"workspace"`
+	Desired         string    `json:"desired_state"`
+	Lifecycle       string    `json:"lifecycle"`
+	Health          string    `json:"health"`
+	DropletID       int64     `json:"droplet_id,omitempty"`
+	DropletName     string    `json:"droplet_name,omitempty"`
+	Account         string    `json:"account,omitempty"`
+	Region          string    `json:"region,omitempty"`
+	Size            string    `json:"size,omitempty"`
+	IP              string    `json:"ip,omitempty"`
+	SnapshotID      string    `json:"snapshot_id,omitempty"`
+	SnapshotGB      float64   `json:"snapshot_size_gb,omitempty"`
+	HibernatedByPol bool      `json:"hibernated_by_policy,omitempty"`
+	LastCommit      string    `json:"last_commit,omitempty"`
+	LastError       string    `json:"last_error,omitempty"`
+	LastHeartbeat   time.Time `json:"last_heartbeat,omitzero"`
+	// ManifestIssued is the newest manifest version issued to the
+	// workspace's droplet; ManifestApplied the one its agent last reported
+	// applied. Equal: the agent runs (and trusts the keys of) the newest.
+	ManifestIssued  int64     `json:"manifest_version_issued"`
+	ManifestApplied int64     `json:"manifest_version_applied"`
+	UpdatedAt       time.Time `json:"updated_at"`
+	// Hibernation (idle policy and the wake fast path).
+	WakeRequested bool      `json:"wake_requested,omitempty"`
+	LastActivity  time.Time `json:"last_activity,omitzero"`
+	// IdleWarnedAt is when the tenant was warned of an idle hibernation
+	// (shown only while no activity came after it).
+	IdleWarnedAt time.Time `json:"idle_warned_at,omitzero"`
+	// The work queue's retry state, when the last action failed: "backing
+	// off until RetryAfter (attempt Attempts, last error kind
+	// LastErrorKind)"; a terminal kind has no RetryAfter and waits for a
+	// change of the tenant's file or POST /v1/tenants/{id}/retry.
+	RetryAfter    time.Time `json:"retry_after,omitzero"`
+	Attempts      int       `json:"attempts,omitempty"`
+	LastErrorKind string    `json:"last_error_kind,omitempty"`
+}
+
+// Fleet is GET /v1/fleet: every tenant, what git declares next to what the
+// reconciler last recorded, and the leader's last plan's leftovers.
+type Fleet struct {
+	Commit string `json:"commit"`
+	// SyncError is why the latest state repository sync failed (e.g. a
+	// history rewrite refused); the fleet is reconciled at Commit meanwhile.
+	SyncError string         `json:"sync_error,omitempty"`
+	Leader    bool           `json:"leader"`
+	At        time.Time      `json:"at"`
+	Tenants   []FleetTenant  `json:"tenants"`
+	Orphans   []plan.Orphan  `json:"orphans"`
+	Refused   []plan.Refusal `json:"refused"`
+	Deferred  []string       `json:"deferred,omitempty"`
+	Cost      FleetCost      `json:"cost"`
+}
+
+// Tenant returns the tenant id of f, and whether it is listed.
+func (f Fleet) Tenant(id string) (FleetTenant, bool) {
+	for _, t := range f.Tenants {
+		if t.Workspace == id {
+			return t, true
+		}
+	}
+	return FleetTenant{}, false
+}
+
+// FleetTenant is one tenant in GET /v1/fleet.
+type FleetTenant struct {
+	TenantStatus
+	Declared   bool     `json:"declared"`
+	Valid      bool     `json:"valid"`
+	FileErrors []string `json:"file_errors,omitempty"`
+	Commit     string   `json:"desired_commit,omitempty"`
+	// MonthlyUSD is what the tenant costs now: its droplet's size price,
+	// or its snapshot's storage when hibernated.
+	MonthlyUSD float64 `json:"monthly_usd"`
+}
+
+// FleetCost is GET /v1/fleet's monthly totals in USD.
+type FleetCost struct {
+	Droplets  float64 `json:"droplets_monthly_usd"`
+	Snapshots float64 `json:"snapshots_monthly_usd"`
+	Total     float64 `json:"total_monthly_usd"`
+}
+
+// Observed is GET /v1/observed: the observation the planner used, when it
+// was made and by which replica. genesis plan refuses one without
+// observed_at and leader (a reconciler older than this document).
+type Observed struct {
+	plan.Observed
+	ObservedAt time.Time `json:"observed_at"`
+	Leader     string    `json:"leader"`
+	// LeaderEpoch is the observing leader's lease epoch (0 when leader
+	// election records none).
+	LeaderEpoch int64 `json:"leader_epoch,omitempty"`
+}
+
+// RetryResult is the 202 answer of POST /v1/tenants/{id}/retry. (POST
+// /v1/tenants/{id}/wake answers the tenant's TenantStatus.)
+type RetryResult struct {
+	Workspace string `json:"workspace"`
+	Result    string `json:"result"`
+}

@@ -1,0 +1,34 @@
+package api
+
+import "genesis.dev/fleet/schema"
+
+// Tenant is one tenant in the tenant API's answers: its file as declared
+// at Commit, and what the reconciler records about it (Status, nil before
+// it planned the tenant).
+type Tenant struct {
+	ID     string         `json:"id"`
+	File   string         `json:"file"`
+	ETag   string         `json:"etag"`
+	Commit string         `json:"commit"`
+	Valid  bool           `json:"valid"`
+	Errors schema.Errors  `json:"errors,omitempty"`
+	Tenant *schema.Tenant `json:"tenant"`
+	YAML   string         `json:"yaml,omitempty"`
+	Status *TenantStatus  `json:"status"`
+}
+
+// TenantList is GET /v1/tenants.
+type TenantList struct {
+	Commit  string   `json:"commit"`
+	Tenants []Tenant `json:"tenants"`
+}
+
+// WriteResult is the answer to every write of the tenant API.
+type WriteResult struct {
+	Commit    string `json:"commit"`
+	Branch    string `json:"branch"`
+	File      string `json:"file"`
+	ETag      string `json:"etag"`
+	Proposed  bool   `json:"proposed"`
+	Unchanged bool   `json:"unchanged"`
+}
