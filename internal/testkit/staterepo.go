@@ -366,3 +366,18 @@ func copyTree(tb testing.TB, from, to string) {
 		tb.Fatal(err)
 	}
 }
+
+// Glob returns the files matching pattern, and fails tb when the pattern
+// is malformed or matches nothing: a fixture loop over no fixtures would
+// pass without testing anything.
+func Glob(tb testing.TB, pattern string) []string {
+	tb.Helper()
+	paths, err := filepath.Glob(pattern)
+	if err != nil {
+		tb.Fatalf("glob %s: %v", pattern, err)
+	}
+	if len(paths) == 0 {
+		tb.Fatalf("no files match %s: the fixtures are missing", pattern)
+	}
+	return paths
+}
