@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -50,6 +51,12 @@ type StateRepo struct {
 	Dir string
 	// Bare is the bare remote's directory ("" before the first Push).
 	Bare string
+}
+
+// OpenStateRepo is a StateRepo on the existing work tree dir (a clone the
+// test made, say).
+func OpenStateRepo(tb testing.TB, dir string) *StateRepo {
+	return &StateRepo{tb: tb, Dir: dir}
 }
 
 // NewStateRepo makes an empty repository on branch main in a temporary
@@ -101,13 +108,13 @@ func (r *StateRepo) Remove(path string) {
 // WriteFleet writes f as genesis.yaml.
 func (r *StateRepo) WriteFleet(f *schema.Fleet) {
 	r.tb.Helper()
-	r.Write(schema.FleetFile, string(MarshalFleet(r.tb, f)))
+	r.Write(schema.FleetFile, FleetYAML(f))
 }
 
 // WriteTenant writes t as tenants/<id>.yaml.
 func (r *StateRepo) WriteTenant(t *schema.Tenant) {
 	r.tb.Helper()
-	r.Write(schema.TenantsDir+"/"+t.Metadata.ID+".yaml", string(MarshalTenant(r.tb, t)))
+	r.Write(schema.TenantsDir+"/"+t.Metadata.ID+".yaml", TenantYAML(t))
 }
 
 // CopyExample copies paths (files or directories, relative to the module's
@@ -116,7 +123,7 @@ func (r *StateRepo) WriteTenant(t *schema.Tenant) {
 func (r *StateRepo) CopyExample(paths ...string) {
 	r.tb.Helper()
 	for _, p := range paths {
-		copyTree(r.tb, ExamplePath(r.tb, p), filepath.Join(r.Dir, filepath.FromSlash(p)))
+		CopyTree(r.tb, ExamplePath(r.tb, p), filepath.Join(r.Dir, filepath.FromSlash(p)))
 	}
 }
 
@@ -246,49 +253,30 @@ func Tenant(id, region string) *schema.Tenant {
 	}
 }
 
-// MarshalFleet returns f as genesis.yaml, leaving out empty fields.
-func MarshalFleet(tb testing.TB, f *schema.Fleet) []byte {
-	tb.Helper()
-	return marshal(tb, f)
-}
+// FleetYAML returns f as genesis.yaml, leaving out empty fields.
+func FleetYAML(f *schema.Fleet) string { return marshal(f) }
 
-// MarshalTenant returns t as its tenant file, leaving out empty fields.
-func MarshalTenant(tb testing.TB, t *schema.Tenant) []byte {
-	tb.Helper()
-	return marshal(tb, t)
-}
-
-// TenantYAML is MarshalTenant as a string.
-func TenantYAML(tb testing.TB, t *schema.Tenant) string {
-	tb.Helper()
-	return string(marshal(tb, t))
-}
-
-// FleetYAML is MarshalFleet as a string.
-func FleetYAML(tb testing.TB, f *schema.Fleet) string {
-	tb.Helper()
-	return string(marshal(tb, f))
-}
+// TenantYAML returns t as its tenant file, leaving out empty fields.
+func TenantYAML(t *schema.Tenant) string { return marshal(t) }
 
 // marshal encodes v with the schema's YAML tags and drops the fields left
 // empty (null, "", [], {} and zero durations), as a person writing the file
 // would: the schema fills defaults for absent fields only when they are
 // absent or zero, and an explicit empty list is not always the same as an
-// absent one.
-func marshal(tb testing.TB, v any) []byte {
-	tb.Helper()
+// absent one. The schema types always encode, so an error is a bug here.
+func marshal(v any) string {
 	var n yaml.Node
 	if err := n.Encode(v); err != nil {
-		tb.Fatalf("testkit: encode %T: %v", v, err)
+		panic(fmt.Sprintf("testkit: encode %T: %v", v, err))
 	}
 	prune(&n)
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
 	if err := enc.Encode(&n); err != nil {
-		tb.Fatalf("testkit: encode %T: %v", v, err)
+		panic(fmt.Sprintf("testkit: encode %T: %v", v, err))
 	}
-	return buf.Bytes()
+	return buf.String()
 }
 
 // prune removes the empty values of the mappings below n and reports
@@ -342,7 +330,8 @@ func Seal(tb testing.TB, recipient age.Recipient, plaintext string) string {
 	return buf.String()
 }
 
-func copyTree(tb testing.TB, from, to string) {
+// CopyTree copies the file or directory from to to, making directories.
+func CopyTree(tb testing.TB, from, to string) {
 	tb.Helper()
 	err := filepath.Walk(from, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {

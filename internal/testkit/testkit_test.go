@@ -18,11 +18,11 @@ func TestMarshalRoundTrip(t *testing.T) {
 	ignore := cmpopts.IgnoreUnexported(schema.Fleet{}, schema.Tenant{})
 	for name, f := range map[string]*schema.Fleet{"Fleet": Fleet(), "ExampleFleet": ExampleFleet(t)} {
 		t.Run(name, func(t *testing.T) {
-			got, errs := schema.DecodeFleet(schema.FleetFile, MarshalFleet(t, f))
+			got, errs := schema.DecodeFleet(schema.FleetFile, []byte(FleetYAML(f)))
 			if len(errs) > 0 {
-				t.Fatalf("decode:\n%s\n%v", MarshalFleet(t, f), errs)
+				t.Fatalf("decode:\n%s\n%v", []byte(FleetYAML(f)), errs)
 			}
-			want, _ := schema.DecodeFleet(schema.FleetFile, MarshalFleet(t, f))
+			want, _ := schema.DecodeFleet(schema.FleetFile, []byte(FleetYAML(f)))
 			if diff := cmp.Diff(got, want, ignore); diff != "" {
 				t.Errorf("decode twice (-got +want):\n%s", diff)
 			}
@@ -33,9 +33,9 @@ func TestMarshalRoundTrip(t *testing.T) {
 	}
 	tn := Tenant("ws-a", "nyc3")
 	tn.Spec.Domains = []string{"a.example.com"}
-	got, errs := schema.DecodeTenant("tenants/ws-a.yaml", MarshalTenant(t, tn))
+	got, errs := schema.DecodeTenant("tenants/ws-a.yaml", []byte(TenantYAML(tn)))
 	if len(errs) > 0 {
-		t.Fatalf("decode tenant:\n%s\n%v", MarshalTenant(t, tn), errs)
+		t.Fatalf("decode tenant:\n%s\n%v", []byte(TenantYAML(tn)), errs)
 	}
 	if diff := cmp.Diff(got, tn, ignore); diff != "" {
 		t.Errorf("tenant round trip (-got +want):\n%s", diff)
