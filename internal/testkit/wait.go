@@ -51,21 +51,21 @@ func WaitForFast(tb testing.TB, what string, cond func() bool) {
 // moment ago, for a server the test starts in another process.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return freeTCPAddr(tb).String()
 }
 
 // FreePort returns a TCP port free on 127.0.0.1 a moment ago.
 func FreePort(tb testing.TB) int {
+	tb.Helper()
+	return freeTCPAddr(tb).Port
+}
+
+func freeTCPAddr(tb testing.TB) *net.TCPAddr {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr)
 }
