@@ -19,6 +19,8 @@ import (
 	"genesis.dev/fleet/internal/certreload/certtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/internal/syncio"
+	"genesis.dev/fleet/internal/testkit"
+	"genesis.dev/fleet/schema"
 )
 
 // TestTLSWithAgents runs the real reconciler with --tls-cert/--tls-key (a
@@ -35,10 +37,12 @@ func TestTLSWithAgents(t *testing.T) {
 
 	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
 	w.git("init", "-q", "-b", "main")
-	fleet := strings.Replace(fleetYAML, "age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3", fleetID.Recipient().String(), 1)
+	f := testFleet()
+	f.Spec.Recipients = []string{fleetID.Recipient().String()}
+	fleet := testkit.FleetYAML(f)
 	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(fleet), 0o644)
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
-	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(tenantYAML("ws-acme")), 0o644)
+	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(testkit.TenantYAML(tenant("ws-acme", schema.StateRunning))), 0o644)
 	w.git("add", "-A")
 	w.git("commit", "-q", "-m", "fleet")
 	work := t.TempDir()
@@ -79,7 +83,7 @@ func TestTLSWithAgents(t *testing.T) {
 	}
 
 	var last tenantRow
-	waitFor(t, "ws-acme's agent to enroll and apply over https", func() bool {
+	testkit.WaitFor(t, "ws-acme's agent to enroll and apply over https", func() bool {
 		resp, err := client.Get(base + "/v1/fleet")
 		if err != nil {
 			return false
@@ -121,7 +125,7 @@ func TestTLSWithAgents(t *testing.T) {
 		}
 	}
 	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
-	waitFor(t, "the rotated certificate to be served", func() bool {
+	testkit.WaitFor(t, "the rotated certificate to be served", func() bool {
 		resp, err := fresh.Get(base + "/healthz")
 		if err != nil {
 			return false
