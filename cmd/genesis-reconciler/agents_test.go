@@ -45,8 +45,8 @@ func TestAgentProtocol(t *testing.T) {
 	nextPEM := string(dsse.MarshalPublicKeyPEM(nextPub))
 	os.WriteFile(filepath.Join(keys, "next.pub"), []byte(nextPEM), 0o644)
 
-	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
-	w.git("init", "-q", "-b", "main")
+	repo := testkit.NewStateRepo(t)
+	w := &world{t: t, state: repo, repo: repo.Dir, db: pgtest.New(t)}
 	f := testFleet()
 	f.Spec.Recipients = []string{fleetID.Recipient().String()}
 	fleet := testkit.FleetYAML(f)
@@ -60,8 +60,8 @@ func TestAgentProtocol(t *testing.T) {
 		return testkit.TenantYAML(tn)
 	}
 	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(tenant("a.acme.com")), 0o644)
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "fleet")
 	w.sim = dosimtest.Start(t, dosim.Config{WorkDir: work,
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}}})
 	p := w.start("--signing-key", filepath.Join(keys, "signing.pem"), "--age-identity", filepath.Join(keys, "age.key"), "--public-url", "https://fleet.example.com/",
@@ -168,8 +168,8 @@ func TestAgentProtocol(t *testing.T) {
 	}()
 	time.Sleep(100 * time.Millisecond)
 	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(tenant("b.acme.com")), 0o644)
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "new domain")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "new domain")
 	select {
 	case m = <-done:
 		if m.Version != 2 || m.Domains[0] != "b.acme.com" {

@@ -24,7 +24,7 @@ import (
 func TestTenantAPIAndWebhook(t *testing.T) {
 	w := newWorld(t, 1, 0)
 	bare := filepath.Join(t.TempDir(), "state.git")
-	w.git("clone", "-q", "--bare", w.repo, bare)
+	w.state.Git("clone", "-q", "--bare", w.repo, bare)
 	toks := filepath.Join(t.TempDir(), "tokens")
 	os.WriteFile(toks, []byte(`{"name":"dash","sha256":"`+auth.Hash("tok-dash")+`","scopes":["dashboard"]}`+"\n"), 0o600)
 	p := w.start("--state-repo", "file://"+bare, "--cache-dir", t.TempDir(), "--tokens", toks, "--poll-interval", "1h", "--resync", "1h")

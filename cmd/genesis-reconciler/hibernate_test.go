@@ -175,8 +175,8 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 	agentBin := agentBinary(t)
 	keys, fleetID := fleetKeys(t)
 
-	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
-	w.git("init", "-q", "-b", "main")
+	repo := testkit.NewStateRepo(t)
+	w := &world{t: t, state: repo, repo: repo.Dir, db: pgtest.New(t)}
 	f := testFleet()
 	f.Spec.Safety.MaxHibernatePercent = 100
 	f.Spec.Recipients = []string{fleetID.Recipient().String()}
@@ -188,8 +188,8 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 		tn.Spec.Hibernation = &schema.Hibernation{AfterIdle: schema.Duration(24 * time.Hour)}
 		body := testkit.TenantYAML(tn)
 		os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(body), 0o644)
-		w.git("add", "-A")
-		w.git("commit", "-q", "-m", "ws-acme "+state)
+		w.state.Git("add", "-A")
+		w.state.Git("commit", "-q", "-m", "ws-acme "+state)
 	}
 	tenant("running")
 	work := t.TempDir()
@@ -306,15 +306,15 @@ func gitLog(t *testing.T, repo string) string {
 // destroys the droplet exactly once and records HIBERNATED.
 func TestKillDuringHibernation(t *testing.T) {
 	var deletes atomic.Int32
-	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
-	w.git("init", "-q", "-b", "main")
+	repo := testkit.NewStateRepo(t)
+	w := &world{t: t, state: repo, repo: repo.Dir, db: pgtest.New(t)}
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
 	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(testkit.FleetYAML(testFleet())), 0o644)
 	for _, id := range []string{"ws-000", "ws-001"} {
 		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(testkit.TenantYAML(tenant(id, schema.StateRunning))), 0o644)
 	}
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "fleet")
 	w.sim = dosimtest.Start(t, dosim.Config{
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
 		Limits:   dosim.Limits{ActionDelay: dosim.Duration(100 * time.Millisecond)},
@@ -334,7 +334,7 @@ func TestKillDuringHibernation(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-000.yaml"), []byte(testkit.TenantYAML(tenant("ws-000", schema.StateHibernated))), 0o644)
-	w.git("commit", "-qam", "hibernate ws-000")
+	w.state.Git("commit", "-qam", "hibernate ws-000")
 	w.hook(p.url)
 	testkit.WaitFor(t, "the snapshot taken and the destroy pending", func() bool {
 		var step string

@@ -67,36 +67,29 @@ func tenant(id string, state schema.State) *schema.Tenant {
 }
 
 type world struct {
-	t    *testing.T
-	repo string
-	db   string
-	sim  *dosimtest.Server
+	t     *testing.T
+	state *testkit.StateRepo
+	repo  string
+	db    string
+	sim   *dosimtest.Server
 }
 
 func newWorld(t *testing.T, tenantsN int, boot time.Duration) *world {
-	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
-	w.git("init", "-q", "-b", "main")
+	repo := testkit.NewStateRepo(t)
+	w := &world{t: t, state: repo, repo: repo.Dir, db: pgtest.New(t)}
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
 	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(testkit.FleetYAML(testFleet())), 0o644)
 	for i := range tenantsN {
 		id := fmt.Sprintf("ws-%03d", i)
 		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(testkit.TenantYAML(tenant(id, schema.StateRunning))), 0o644)
 	}
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "fleet")
 	w.sim = dosimtest.Start(t, dosim.Config{
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
 		Limits:   dosim.Limits{BootDelay: dosim.Duration(boot)},
 	})
 	return w
-}
-
-func (w *world) git(args ...string) {
-	w.t.Helper()
-	cmd := exec.Command("git", append([]string{"-C", w.repo, "-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		w.t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
 }
 
 // proc is a running genesis-reconciler.
@@ -240,8 +233,8 @@ func TestLeaderFailover(t *testing.T) {
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	a.cmd.Wait()
 	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-new.yaml"), []byte(testkit.TenantYAML(tenant("ws-new", schema.StateRunning))), 0o644)
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "onboard ws-new")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "onboard ws-new")
 	testkit.WaitFor(t, "the second replica to lead and onboard ws-new", func() bool {
 		doc, err := getFleet(t, b.url)
 		return err == nil && doc.Leader && allInitialized(t, b.url, 3)
@@ -289,8 +282,8 @@ func TestWebhookAndHealth(t *testing.T) {
 	}
 	// A commit plus a signed hook is picked up although polling is hourly.
 	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-hook.yaml"), []byte(testkit.TenantYAML(tenant("ws-hook", schema.StateRunning))), 0o644)
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "onboard ws-hook")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "onboard ws-hook")
 	if got := post(tenants.Sign([]byte("s3cret"), body)); got != 202 {
 		t.Errorf("signed hook: %d, want 202", got)
 	}

@@ -109,9 +109,9 @@ func newRelWorld(t *testing.T, tenantsN int, agents bool, watchdog string, silen
 
 // newRelWorldOn is newRelWorld on the database at db.
 func newRelWorldOn(t *testing.T, db string, tenantsN int, agents bool, watchdog string, silent ...string) *relWorld {
-	rw := &relWorld{world: &world{t: t, repo: t.TempDir(), db: db}, destroyed: map[int]string{}}
+	repo := testkit.NewStateRepo(t)
+	rw := &relWorld{world: &world{t: t, state: repo, repo: repo.Dir, db: db}, destroyed: map[int]string{}}
 	w := rw.world
-	w.git("init", "-q", "-b", "main")
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
 	fleet := testFleet()
 	fleet.Spec.Safety.MaxHibernatePercent = 100
@@ -135,8 +135,8 @@ func newRelWorldOn(t *testing.T, db string, tenantsN int, agents bool, watchdog 
 		id := fmt.Sprintf("ws-%03d", i)
 		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(testkit.TenantYAML(tenant(id, schema.StateRunning))), 0o644)
 	}
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "fleet")
 	deleteRoute := regexp.MustCompile(`^/v2/droplets/(\d+)$`)
 	w.sim = dosimtest.Start(t, simCfg, dosimtest.WithMiddleware(func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(resp http.ResponseWriter, r *http.Request) {
@@ -236,7 +236,7 @@ func (rw *relWorld) simDroplets() map[int]string {
 func (rw *relWorld) commitState(state string) {
 	body := testkit.TenantYAML(tenant(relTenant, schema.State(state)))
 	os.WriteFile(filepath.Join(rw.repo, "tenants", relTenant+".yaml"), []byte(body), 0o644)
-	rw.git("commit", "-qam", relTenant+" "+state)
+	rw.state.Git("commit", "-qam", relTenant+" "+state)
 }
 
 // journalPoint is one committed journal write: a transaction's last row.
@@ -443,7 +443,7 @@ func relScenarios() []relScenario {
 			b, _ := os.ReadFile(filepath.Join(rw.repo, "genesis.yaml"))
 			os.WriteFile(filepath.Join(rw.repo, "genesis.yaml"), []byte(strings.Replace(string(b), relWatchdog,
 				"  watchdog: {bootDeadline: 2s, cooldown: 20s}\n", 1)), 0o644)
-			rw.git("commit", "-qam", "bootDeadline 2s")
+			rw.state.Git("commit", "-qam", "bootDeadline 2s")
 		}},
 	}
 }

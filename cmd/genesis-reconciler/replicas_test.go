@@ -61,10 +61,10 @@ func TestEveryReplicaEqual(t *testing.T) {
 	for id, state := range map[string]string{"ws-pl": "hibernated", "ws-pf": "hibernated", "ws-wl": "running", "ws-wf": "running", "ws-rl": "running", "ws-rf": "running"} {
 		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(testkit.TenantYAML(tenant(id, schema.State(state)))), 0o644)
 	}
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "replicas fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "replicas fleet")
 	bare := filepath.Join(t.TempDir(), "state.git")
-	w.git("clone", "-q", "--bare", w.repo, bare)
+	w.state.Git("clone", "-q", "--bare", w.repo, bare)
 	admin := filepath.Join(t.TempDir(), "admin")
 	gitOut(t, filepath.Dir(admin), "clone", "-q", bare, admin)
 	toks := filepath.Join(t.TempDir(), "tokens")

@@ -40,7 +40,7 @@ func TestGitTokenStaysSecret(t *testing.T) {
 			w := newWorld(t, 1, 0)
 			root := t.TempDir()
 			bare := filepath.Join(root, "state.git")
-			w.git("clone", "-q", "--bare", w.repo, bare)
+			w.state.Git("clone", "-q", "--bare", w.repo, bare)
 			srv := gitserve.Start(t, root, tt.login)
 			repo := "http://" + tt.userinfo + strings.TrimPrefix(srv.URL, "http://") + "/state.git"
 			toks := filepath.Join(t.TempDir(), "tokens")

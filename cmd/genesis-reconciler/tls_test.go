@@ -35,16 +35,16 @@ func TestTLSWithAgents(t *testing.T) {
 	keys, fleetID := fleetKeys(t)
 	cert := certtest.New(t, keys, "reconciler")
 
-	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
-	w.git("init", "-q", "-b", "main")
+	repo := testkit.NewStateRepo(t)
+	w := &world{t: t, state: repo, repo: repo.Dir, db: pgtest.New(t)}
 	f := testFleet()
 	f.Spec.Recipients = []string{fleetID.Recipient().String()}
 	fleet := testkit.FleetYAML(f)
 	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(fleet), 0o644)
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
 	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(testkit.TenantYAML(tenant("ws-acme", schema.StateRunning))), 0o644)
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "fleet")
 	work := t.TempDir()
 	bootCmd := `cp "$DOSIM_USER_DATA_FILE" "$DOSIM_DISK_DIR/user_data"; exec env SSL_CERT_FILE=` + cert.CertFile + " " + agentBin +
 		" run --converge=false --heartbeat-interval 1s --poll-wait 5s --retry-max 500ms --log-format text"
