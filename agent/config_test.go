@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -106,46 +105,4 @@ func FuzzParseMeminfo(f *testing.F) {
 			t.Fatalf("used %d > total %d", used, total)
 		}
 	})
-}
-
-// TestNoForbiddenDependencies guards the architecture: the droplet side
-// never links a Postgres, DigitalOcean or git client.
-func TestNoForbiddenDependencies(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "genesis.dev/fleet/agent", "genesis.dev/fleet/cmd/genesis-agent").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	deps := strings.Fields(string(out))
-	if !containsString(deps, "genesis.dev/fleet/schema/dsse") || !containsString(deps, "filippo.io/age") {
-		t.Fatalf("go list -deps looks wrong (%d packages)", len(deps))
-	}
-	forbidden := []string{"github.com/jackc/pgx", "github.com/digitalocean/godo", "github.com/go-git/go-git"}
-	for _, d := range deps {
-		for _, f := range forbidden {
-			if strings.HasPrefix(d, f) {
-				t.Errorf("the agent depends on %s", d)
-			}
-		}
-	}
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-func TestPackageDoc(t *testing.T) {
-	out, err := exec.Command("go", "list", "-f", "{{.Doc}}", "genesis.dev/fleet/agent", "genesis.dev/fleet/cmd/genesis-agent").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if len(line) < 20 {
-			t.Errorf("package doc %q too short", line)
-		}
-	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
@@ -58,7 +59,7 @@ func newEventsRig(t *testing.T) *eventsRig {
 
 func (g *eventsRig) waitListening() {
 	g.t.Helper()
-	eventually(g.t, "the listener to connect", func() bool { return testutil.ToFloat64(g.events.connected) == 1 })
+	testkit.WaitFor(g.t, "the listener to connect", func() bool { return testutil.ToFloat64(g.events.connected) == 1 })
 }
 
 // takeKick reports whether the loop was kicked, and what it would plan:
@@ -81,17 +82,6 @@ func (g *eventsRig) takeKick() (bool, []string) {
 	}
 	g.rec.pending = map[string]bool{}
 	return true, ids
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestEventsLeaderActsFollowerIgnores: a wake or retry announced by any
@@ -139,7 +129,7 @@ func TestEventsLeaderActsFollowerIgnores(t *testing.T) {
 			// A marker after it: once the marker's fetch is seen, the
 			// payload was handled.
 			notify("fetch")
-			eventually(t, "the marker", func() bool { return g.fetches.Load() >= before+1+tc.want.Fetches })
+			testkit.WaitFor(t, "the marker", func() bool { return g.fetches.Load() >= before+1+tc.want.Fetches })
 			var got outcome
 			got.Kicked, got.Tenants = g.takeKick()
 			got.Fetches = g.fetches.Load() - before - 1
@@ -158,7 +148,7 @@ func TestEventsLeaderActsFollowerIgnores(t *testing.T) {
 		if _, err := g.store.Pool().Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN `+store.EventChannel+`'`); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the listener to reconnect and fetch", func() bool { return g.fetches.Load() > before })
+		testkit.WaitFor(t, "the listener to reconnect and fetch", func() bool { return g.fetches.Load() > before })
 		g.waitListening()
 		kicked, tenants := g.takeKick()
 		if !kicked || tenants != nil {

@@ -15,6 +15,7 @@ import (
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/cloud"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -101,14 +102,14 @@ func (h *holdingSim) count() int {
 // no failed operation or tenant error, every operation finished under B's
 // epoch or before the cut.
 func TestLockCutMidCreate(t *testing.T) {
-	repo := t.TempDir()
-	h := &harness{t: t, repo: repo}
-	h.git("init", "-q", "-b", "main")
-	h.write("genesis.yaml", fleetYAML)
+	state := testkit.NewStateRepo(t)
+	repo := state.Dir
+	h := &harness{t: t, state: state, repo: repo}
+	h.state.WriteFleet(testFleet())
 	// fra1: only acct-b serves it, so both creates queue for its one slot.
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "fra1"))
-	h.write("tenants/ws-b.yaml", tenantYAML("ws-b", "running", "fra1"))
-	h.commit("onboard ws-a, ws-b")
+	h.state.WriteTenant(tenant("ws-a", "running", "fra1"))
+	h.state.WriteTenant(tenant("ws-b", "running", "fra1"))
+	h.state.Commit("onboard ws-a, ws-b")
 
 	hs := &holdingSim{held: make(chan struct{}), release: make(chan struct{})}
 	sim := dosimtest.Start(t, dosim.Config{Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 50}, {Name: "acct-b", Token: "tok-b", DropletLimit: 50}}},
@@ -156,7 +157,7 @@ func TestLockCutMidCreate(t *testing.T) {
 	// A tries to lead again only after a minute, so the take-over is B's.
 	recA, stA := replica("A", time.Minute, time.Hour)
 	run(recA)
-	waitFor(t, "A leads", func() bool { return recA.Leading() })
+	testkit.WaitFor(t, "A leads", func() bool { return recA.Leading() })
 	recB, stB := replica("B", 20*time.Millisecond, 50*time.Millisecond)
 	run(recB)
 
@@ -181,7 +182,7 @@ func TestLockCutMidCreate(t *testing.T) {
 	}
 	close(hs.release) // the create's answer reaches A after its lock is gone
 
-	waitFor(t, "B leads and both tenants are up", func() bool {
+	testkit.WaitFor(t, "B leads and both tenants are up", func() bool {
 		if !recB.Leading() || recA.Leading() {
 			return false
 		}
@@ -255,15 +256,4 @@ func TestLockCutMidCreate(t *testing.T) {
 			t.Errorf("%s last_error = %q, want none", row.Workspace, row.LastError)
 		}
 	}
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for range 3000 {
-		if ok() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting: %s", what)
 }

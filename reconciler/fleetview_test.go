@@ -20,11 +20,11 @@ import (
 func TestFleetViewRenderings(t *testing.T) {
 	h := newHarness(t, dosim.Limits{})
 	ctx := t.Context()
-	h.write("tenants/ws-run.yaml", tenantYAML("ws-run", "running", "nyc3"))
-	h.write("tenants/ws-gone.yaml", tenantYAML("ws-gone", "running", "nyc3"))
-	h.write("tenants/ws-sleep.yaml", tenantYAML("ws-sleep", "hibernated", "nyc3"))
-	h.write("tenants/ws-never.yaml", tenantYAML("ws-never", "absent", "nyc3"))
-	h.commit("four tenants")
+	h.state.WriteTenant(tenant("ws-run", "running", "nyc3"))
+	h.state.WriteTenant(tenant("ws-gone", "running", "nyc3"))
+	h.state.WriteTenant(tenant("ws-sleep", "hibernated", "nyc3"))
+	h.state.WriteTenant(tenant("ws-never", "absent", "nyc3"))
+	h.state.Commit("four tenants")
 	h.converge(ctx)
 	view := func() []string {
 		t.Helper()
@@ -46,7 +46,7 @@ func TestFleetViewRenderings(t *testing.T) {
 	if err := os.Remove(filepath.Join(h.repo, "tenants/ws-gone.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	h.commit("remove ws-gone's file")
+	h.state.Commit("remove ws-gone's file")
 	h.converge(ctx)
 	want = []string{"ws-gone desired=undeclared ORPHANED", "ws-never desired=absent NOT_CREATED", "ws-run desired=running INITIALIZING",
 		"ws-sleep desired=hibernated NOT_CREATED"}

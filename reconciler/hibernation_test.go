@@ -19,10 +19,14 @@ import (
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/schema"
 )
 
-func idleTenantYAML(id string) string {
-	return tenantYAML(id, "running", "nyc3") + "  hibernation: {afterIdle: 72h}\n"
+// idleTenant hibernates after 72 h idle.
+func idleTenant(id string) *schema.Tenant {
+	t := tenant(id, "running", "nyc3")
+	t.Spec.Hibernation = &schema.Hibernation{AfterIdle: schema.Duration(72 * time.Hour)}
+	return t
 }
 
 // resync converges with a full pass first, as the loop's resync tick does
@@ -102,10 +106,10 @@ func TestIdleWarningThenHibernation(t *testing.T) {
 		return append([]notify.Notification(nil), got...)
 	}
 
-	h.write("tenants/ws-idle.yaml", idleTenantYAML("ws-idle"))
-	h.write("tenants/ws-busy.yaml", idleTenantYAML("ws-busy"))
-	h.write("tenants/ws-other.yaml", tenantYAML("ws-other", "running", "nyc3"))
-	h.commit("three tenants")
+	h.state.WriteTenant(idleTenant("ws-idle"))
+	h.state.WriteTenant(idleTenant("ws-busy"))
+	h.state.WriteTenant(tenant("ws-other", "running", "nyc3"))
+	h.state.Commit("three tenants")
 	h.converge(ctx)
 
 	now := h.sim.Sim.Now()
@@ -198,14 +202,14 @@ func TestRetention(t *testing.T) {
 	h := newHarness(t, dosim.Limits{})
 	ctx := t.Context()
 	h.rec.cfg.Now = h.sim.Sim.Now
-	h.write("tenants/ws-keep.yaml", tenantYAML("ws-keep", "running", "nyc3"))
-	h.write("tenants/ws-r.yaml", tenantYAML("ws-r", "running", "nyc3"))
-	h.write("tenants/ws-x.yaml", tenantYAML("ws-x", "running", "nyc3"))
-	h.commit("three tenants")
+	h.state.WriteTenant(tenant("ws-keep", "running", "nyc3"))
+	h.state.WriteTenant(tenant("ws-r", "running", "nyc3"))
+	h.state.WriteTenant(tenant("ws-x", "running", "nyc3"))
+	h.state.Commit("three tenants")
 	h.converge(ctx)
 	step := func(id, state string) {
-		h.write("tenants/"+id+".yaml", tenantYAML(id, state, "nyc3"))
-		h.commit(id + " " + state)
+		h.state.WriteTenant(tenant(id, state, "nyc3"))
+		h.state.Commit(id + " " + state)
 		h.converge(ctx)
 		h.sim.Sim.Advance(time.Hour)
 	}
@@ -253,16 +257,16 @@ func TestHibernateDeadAgent(t *testing.T) {
 		return nil
 	}
 	h.rec.cfg.PrepareTimeout = 300 * time.Millisecond
-	h.write("tenants/ws-dead.yaml", tenantYAML("ws-dead", "running", "nyc3"))
-	h.write("tenants/ws-keep.yaml", tenantYAML("ws-keep", "running", "nyc3"))
-	h.commit("two tenants")
+	h.state.WriteTenant(tenant("ws-dead", "running", "nyc3"))
+	h.state.WriteTenant(tenant("ws-keep", "running", "nyc3"))
+	h.state.Commit("two tenants")
 	h.converge(ctx)
 	st, _ := h.store.LoadStatus(ctx)
 	id, _ := age.GenerateX25519Identity()
 	h.exec(`INSERT INTO agents (droplet_id, workspace, age_recipient, ed25519_public_key, credential_hash) VALUES ($1, 'ws-dead', $2, $3, $4)`,
 		st["ws-dead"].DropletID, id.Recipient().String(), make([]byte, 32), []byte(strings.Repeat("k", 32)))
-	h.write("tenants/ws-dead.yaml", tenantYAML("ws-dead", "hibernated", "nyc3"))
-	h.commit("hibernate ws-dead")
+	h.state.WriteTenant(tenant("ws-dead", "hibernated", "nyc3"))
+	h.state.Commit("hibernate ws-dead")
 	h.converge(ctx)
 	if got := h.lifecycle("ws-dead"); got != "HIBERNATED" {
 		t.Fatalf("ws-dead lifecycle = %s, want HIBERNATED", got)

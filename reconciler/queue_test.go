@@ -18,6 +18,7 @@ import (
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/cloud"
 	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/plan"
@@ -81,18 +82,12 @@ func TestBackoffProperties(t *testing.T) {
 
 // queueFleet puts each region in its own account, so a fault injected on
 // one account's creates hits exactly one tenant.
-const queueFleet = `apiVersion: genesis.dev/v1
-kind: Fleet
-spec:
-  accounts:
-    - {name: acct-a, regions: [nyc3], maxDroplets: 20, tokenEnv: TOKEN_A}
-    - {name: acct-b, regions: [fra1], maxDroplets: 20, tokenEnv: TOKEN_B}
-  defaults: {size: s-1vcpu-1gb, image: ubuntu-22-04-x64, n8nVersion: 1.123.81}
-  recipients: [age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3]
-  safety: {maxDestroyPerRun: 2, maxHibernatePercent: 50}
-  sizes:
-    s-1vcpu-1gb: {monthlyUSD: 6}
-`
+func queueFleet() *schema.Fleet {
+	f := testFleet()
+	f.Spec.Accounts[1].Regions = []string{"fra1"}
+	f.Spec.Sizes = map[string]schema.Size{"s-1vcpu-1gb": {MonthlyUSD: 6}}
+	return f
+}
 
 // callCounter counts the simulator's DigitalOcean requests per account,
 // leaving out the pass's shared observation (the fleet-wide listings by the
@@ -144,14 +139,14 @@ type queueWorld struct {
 
 func newQueueWorld(t *testing.T) *queueWorld {
 	t.Helper()
-	h := &harness{t: t, repo: t.TempDir()}
+	h := &harness{t: t, state: testkit.NewStateRepo(t)}
+	h.repo = h.state.Dir
 	w := &queueWorld{harness: h, count: &callCounter{creates: map[string]int{}, calls: map[string]int{}},
 		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	h.git("init", "-q", "-b", "main")
-	h.write("genesis.yaml", queueFleet)
-	h.write("tenants/ws-term.yaml", tenantYAML("ws-term", "running", "nyc3"))
-	h.write("tenants/ws-flaky.yaml", tenantYAML("ws-flaky", "running", "fra1"))
-	h.commit("two tenants")
+	h.state.WriteFleet(queueFleet())
+	h.state.WriteTenant(tenant("ws-term", "running", "nyc3"))
+	h.state.WriteTenant(tenant("ws-flaky", "running", "fra1"))
+	h.state.Commit("two tenants")
 	h.sim = dosimtest.Start(t, dosim.Config{Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 50}, {Name: "acct-b", Token: "tok-b", DropletLimit: 50}},
 		Limits: dosim.Limits{RatePerMinute: -1, RatePerHour: -1}}, dosimtest.WithMiddleware(w.count.wrap))
 	h.sim.Sim.Freeze(true)
@@ -308,8 +303,10 @@ func TestQueueBackoffByKind(t *testing.T) {
 	// A change of the terminal tenant's file is new input: it tries at
 	// once, once.
 	before, _ = w.count.get()
-	w.write("tenants/ws-term.yaml", strings.Replace(tenantYAML("ws-term", "running", "nyc3"), "name: ws-term", "name: Term Inc", 1))
-	w.commit("rename ws-term")
+	term := tenant("ws-term", "running", "nyc3")
+	term.Metadata.Name = "Term Inc"
+	w.state.WriteTenant(term)
+	w.state.Commit("rename ws-term")
 	w.sync(ctx)
 	w.run(ctx, 10*time.Minute, 10*time.Second)
 	after, _ = w.count.get()

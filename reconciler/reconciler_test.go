@@ -7,8 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/cloud"
 	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/lifecycle"
@@ -31,28 +30,25 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-const fleetYAML = `apiVersion: genesis.dev/v1
-kind: Fleet
-spec:
-  accounts:
-    - {name: acct-a, regions: [nyc3], maxDroplets: 20, tokenEnv: TOKEN_A}
-    - {name: acct-b, regions: [nyc3, fra1], maxDroplets: 20, tokenEnv: TOKEN_B}
-  defaults: {size: s-1vcpu-1gb, image: ubuntu-22-04-x64, n8nVersion: 1.123.81}
-  recipients: [age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3]
-  safety: {maxDestroyPerRun: 2, maxHibernatePercent: 50}
-  sizes:
-    s-1vcpu-1gb: {monthlyUSD: 6}
-    s-1vcpu-2gb: {monthlyUSD: 12}
-`
+// testFleet has two accounts: acct-a serves nyc3, acct-b nyc3 and fra1.
+func testFleet() *schema.Fleet {
+	f := testkit.Fleet()
+	f.Spec.Accounts = append(f.Spec.Accounts, schema.Account{Name: "acct-b", Regions: []string{"nyc3", "fra1"}, MaxDroplets: 20, TokenEnv: "TOKEN_B"})
+	return f
+}
 
-func tenantYAML(id, state, region string) string {
-	return fmt.Sprintf("apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: %s, name: %s, tier: pro}\nspec:\n  state: %s\n  droplet: {region: %s}\n", id, id, state, region)
+// tenant is a pro tenant in state and region.
+func tenant(id, state, region string) *schema.Tenant {
+	t := testkit.Tenant(id, region)
+	t.Spec.State = schema.State(state)
+	return t
 }
 
 // harness is a reconciler wired to real parts: a git repository edited with
 // the git CLI, Postgres, and the DigitalOcean simulator through godo.
 type harness struct {
 	t     *testing.T
+	state *testkit.StateRepo
 	repo  string
 	sim   *dosimtest.Server
 	store *store.Store
@@ -68,10 +64,10 @@ var tokens = map[string]string{"acct-a": "tok-a", "acct-b": "tok-b"}
 
 func newHarness(t *testing.T, limits dosim.Limits) *harness {
 	t.Helper()
-	h := &harness{t: t, repo: t.TempDir()}
-	h.git("init", "-q", "-b", "main")
-	h.write("genesis.yaml", fleetYAML)
-	h.commit("fleet")
+	h := &harness{t: t, state: testkit.NewStateRepo(t)}
+	h.repo = h.state.Dir
+	h.state.WriteFleet(testFleet())
+	h.state.Commit("fleet")
 	h.sim = dosimtest.Start(t, dosim.Config{Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 50}, {Name: "acct-b", Token: "tok-b", DropletLimit: 50}}, Limits: limits})
 	h.api = h.sim.URL
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -98,31 +94,6 @@ func newHarness(t *testing.T, limits dosim.Limits) *harness {
 		return p, err
 	}})
 	return h
-}
-
-func (h *harness) git(args ...string) {
-	h.t.Helper()
-	cmd := exec.Command("git", append([]string{"-C", h.repo, "-c", "user.name=test", "-c", "user.email=test@example.com"}, args...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		h.t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-}
-
-func (h *harness) write(name, body string) {
-	h.t.Helper()
-	p := filepath.Join(h.repo, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		h.t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-		h.t.Fatal(err)
-	}
-}
-
-func (h *harness) commit(msg string) {
-	h.t.Helper()
-	h.git("add", "-A")
-	h.git("commit", "-q", "--allow-empty", "-m", msg)
 }
 
 // converge syncs git and runs passes, waiting for each pass's jobs, until a
@@ -189,9 +160,9 @@ func TestReconcileStory(t *testing.T) {
 	ctx := t.Context()
 
 	// Onboarding by commit.
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
-	h.write("tenants/ws-b.yaml", tenantYAML("ws-b", "running", "fra1"))
-	h.commit("onboard ws-a, ws-b")
+	h.state.WriteTenant(tenant("ws-a", "running", "nyc3"))
+	h.state.WriteTenant(tenant("ws-b", "running", "fra1"))
+	h.state.Commit("onboard ws-a, ws-b")
 	h.converge(ctx)
 	if diff := cmp.Diff([]string{"genesis-ws-a-1", "genesis-ws-b-1"}, names(h.droplets())); diff != "" {
 		t.Fatalf("droplets after onboarding (-want +got):\n%s", diff)
@@ -205,9 +176,9 @@ func TestReconcileStory(t *testing.T) {
 
 	// A broken file leaves its tenant at its last valid version and the
 	// rest reconciling.
-	h.write("tenants/ws-a.yaml", "apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: ws-a}\nspec: {state: bogus}\n")
-	h.write("tenants/ws-c.yaml", tenantYAML("ws-c", "running", "nyc3"))
-	h.commit("break ws-a, add ws-c")
+	h.state.Write("tenants/ws-a.yaml", "apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: ws-a}\nspec: {state: bogus}\n")
+	h.state.WriteTenant(tenant("ws-c", "running", "nyc3"))
+	h.state.Commit("break ws-a, add ws-c")
 	h.converge(ctx)
 	if diff := cmp.Diff([]string{"genesis-ws-a-1", "genesis-ws-b-1", "genesis-ws-c-1"}, names(h.droplets())); diff != "" {
 		t.Fatalf("droplets after a broken file (-want +got):\n%s", diff)
@@ -218,8 +189,8 @@ func TestReconcileStory(t *testing.T) {
 	}
 
 	// Deleting a tenant file reports an orphan and destroys nothing.
-	h.git("rm", "-q", "tenants/ws-c.yaml")
-	h.commit("remove ws-c's file")
+	h.state.Git("rm", "-q", "tenants/ws-c.yaml")
+	h.state.Commit("remove ws-c's file")
 	p := h.converge(ctx)
 	if _, ok := h.droplets()["genesis-ws-c-1"]; !ok {
 		t.Fatalf("removing a tenant file destroyed its droplet")
@@ -229,8 +200,8 @@ func TestReconcileStory(t *testing.T) {
 	}
 
 	// state: absent destroys.
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "absent", "nyc3"))
-	h.commit("offboard ws-a")
+	h.state.WriteTenant(tenant("ws-a", "absent", "nyc3"))
+	h.state.Commit("offboard ws-a")
 	h.converge(ctx)
 	if _, ok := h.droplets()["genesis-ws-a-1"]; ok {
 		t.Fatalf("state: absent did not destroy ws-a's droplet")
@@ -241,18 +212,18 @@ func TestReconcileStory(t *testing.T) {
 
 	// Mass deletion is refused: three absent against maxDestroyPerRun 2.
 	for _, id := range []string{"ws-d", "ws-e", "ws-f"} {
-		h.write("tenants/"+id+".yaml", tenantYAML(id, "running", "nyc3"))
+		h.state.WriteTenant(tenant(id, "running", "nyc3"))
 	}
-	h.commit("three more")
+	h.state.Commit("three more")
 	h.converge(ctx)
 	for _, id := range []string{"ws-b", "ws-d", "ws-e"} {
 		region := "nyc3"
 		if id == "ws-b" {
 			region = "fra1"
 		}
-		h.write("tenants/"+id+".yaml", tenantYAML(id, "absent", region))
+		h.state.WriteTenant(tenant(id, "absent", region))
 	}
-	h.commit("offboard three at once")
+	h.state.Commit("offboard three at once")
 	snap, err := h.src.Sync(ctx)
 	h.rec.Deliver(ctx, snap, err)
 	p, err = h.rec.Pass(ctx)
@@ -281,9 +252,9 @@ func TestRateLimitStorm(t *testing.T) {
 	ctx := t.Context()
 	for i := range 6 {
 		id := fmt.Sprintf("ws-%02d", i)
-		h.write("tenants/"+id+".yaml", tenantYAML(id, "running", "nyc3"))
+		h.state.WriteTenant(tenant(id, "running", "nyc3"))
 	}
-	h.commit("six tenants")
+	h.state.Commit("six tenants")
 	// Run the clock fast: every real millisecond is 100 simulated ones.
 	stop := make(chan struct{})
 	defer close(stop)
@@ -306,8 +277,8 @@ func TestRateLimitStorm(t *testing.T) {
 func TestResumeAfterCrash(t *testing.T) {
 	h := newHarness(t, dosim.Limits{})
 	ctx := t.Context()
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
-	h.commit("onboard")
+	h.state.WriteTenant(tenant("ws-a", "running", "nyc3"))
+	h.state.Commit("onboard")
 	snap, err := h.src.Sync(ctx)
 	h.rec.Deliver(ctx, snap, err)
 	// A crash after the create was journaled and sent, before its outcome
@@ -347,9 +318,9 @@ func TestResumeAfterCrash(t *testing.T) {
 func TestObservedHandlerAndFleet(t *testing.T) {
 	h := newHarness(t, dosim.Limits{})
 	ctx := t.Context()
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
-	h.write("tenants/ws-bad.yaml", "apiVersion: genesis.dev/v1\nkind: Tenant\n")
-	h.commit("one good, one bad")
+	h.state.WriteTenant(tenant("ws-a", "running", "nyc3"))
+	h.state.Write("tenants/ws-bad.yaml", "apiVersion: genesis.dev/v1\nkind: Tenant\n")
+	h.state.Commit("one good, one bad")
 	h.converge(ctx)
 	o := h.rec.Observed()
 	if len(o.Droplets) != 1 || o.Status["ws-a"].DropletID == 0 {
@@ -380,8 +351,8 @@ func TestProvisioningRollback(t *testing.T) {
 	if _, err := h.sim.Sim.InjectFault(dosim.Fault{Kind: "action_error", Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
-	h.commit("onboard")
+	h.state.WriteTenant(tenant("ws-a", "running", "nyc3"))
+	h.state.Commit("onboard")
 	snap, err := h.src.Sync(ctx)
 	h.rec.Deliver(ctx, snap, err)
 	if _, err := h.rec.Pass(ctx); err != nil {
@@ -417,8 +388,8 @@ func TestProvisioningRollback(t *testing.T) {
 func TestForcePushReported(t *testing.T) {
 	h := newHarness(t, dosim.Limits{})
 	ctx := t.Context()
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
-	h.commit("onboard ws-a")
+	h.state.WriteTenant(tenant("ws-a", "running", "nyc3"))
+	h.state.Commit("onboard ws-a")
 	h.converge(ctx)
 	good, _ := h.rec.Snapshot()
 	if err := h.src.MarkReconciled(good.Commit); err != nil {
@@ -426,11 +397,11 @@ func TestForcePushReported(t *testing.T) {
 	}
 	// Rewrite history: the branch now holds an unrelated commit that
 	// declares ws-a absent.
-	h.git("checkout", "-q", "--orphan", "rewrite")
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "absent", "nyc3"))
-	h.commit("rewritten")
-	h.git("branch", "-q", "-f", "main", "rewrite")
-	h.git("checkout", "-q", "main")
+	h.state.Git("checkout", "-q", "--orphan", "rewrite")
+	h.state.WriteTenant(tenant("ws-a", "absent", "nyc3"))
+	h.state.Commit("rewritten")
+	h.state.Git("branch", "-q", "-f", "main", "rewrite")
+	h.state.Git("checkout", "-q", "main")
 	snap, err := h.src.Sync(ctx)
 	if !errors.Is(err, tenants.ErrNotDescendant) {
 		t.Fatalf("sync of a rewritten branch: err = %v, want ErrNotDescendant", err)

@@ -30,10 +30,10 @@ func TestFutureActivityThenIdleHibernation(t *testing.T) {
 	ctx := t.Context()
 	h.rec.cfg.Now = h.sim.Sim.Now
 	h.rec.cfg.PrepareTimeout = 300 * time.Millisecond
-	h.write("tenants/ws-idle.yaml", idleTenantYAML("ws-idle"))
-	h.write("tenants/ws-other.yaml", tenantYAML("ws-other", "running", "nyc3"))
-	h.write("tenants/ws-third.yaml", tenantYAML("ws-third", "running", "nyc3"))
-	h.commit("an idle tenant and two others (the safety limit allows hibernating a third)")
+	h.state.WriteTenant(idleTenant("ws-idle"))
+	h.state.WriteTenant(tenant("ws-other", "running", "nyc3"))
+	h.state.WriteTenant(tenant("ws-third", "running", "nyc3"))
+	h.state.Commit("an idle tenant and two others (the safety limit allows hibernating a third)")
 	h.converge(ctx)
 
 	// The agent protocol on the same database and clock; the droplet's

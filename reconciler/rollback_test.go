@@ -42,16 +42,18 @@ func TestResizeRollback(t *testing.T) {
 	defer front.Close()
 	h.api = front.URL
 
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
-	h.commit("onboard")
+	h.state.WriteTenant(tenant("ws-a", "running", "nyc3"))
+	h.state.Commit("onboard")
 	h.converge(ctx)
 	before := h.droplets()
 	if len(before) != 1 {
 		t.Fatalf("droplets after onboarding = %v, want one", before)
 	}
 
-	h.write("tenants/ws-a.yaml", strings.Replace(tenantYAML("ws-a", "running", "nyc3"), "{region: nyc3}", "{region: nyc3, size: s-1vcpu-2gb}", 1))
-	h.commit("resize")
+	bigger := tenant("ws-a", "running", "nyc3")
+	bigger.Spec.Droplet.Size = "s-1vcpu-2gb"
+	h.state.WriteTenant(bigger)
+	h.state.Commit("resize")
 	armed.Store(true)
 	snap, err := h.src.Sync(ctx)
 	h.rec.Deliver(ctx, snap, err)

@@ -26,6 +26,7 @@ import (
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/cloud"
 	"genesis.dev/fleet/reconciler/plan"
@@ -35,10 +36,18 @@ import (
 	"genesis.dev/fleet/tenants"
 )
 
-const spareFleetYAML = fleetYAML + "  spares:\n    - {region: nyc3, count: 1, tiers: [enterprise]}\n"
+// spareFleet keeps one spare in nyc3 for enterprise tenants.
+func spareFleet() *schema.Fleet {
+	f := testFleet()
+	f.Spec.Spares = []schema.Spare{{Region: "nyc3", Count: 1, Tiers: []schema.Tier{schema.TierEnterprise}}}
+	return f
+}
 
-func enterpriseYAML(id string) string {
-	return "apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: " + id + ", name: " + id + ", tier: enterprise}\nspec:\n  state: running\n  droplet: {region: nyc3}\n  domains: [" + id + ".example.com]\n"
+// enterprise is an enterprise tenant in nyc3 with the domain <id>.example.com.
+func enterprise(id string) *schema.Tenant {
+	t := tenant(id, "running", "nyc3")
+	t.Metadata.Tier, t.Spec.Domains = schema.TierEnterprise, []string{id + ".example.com"}
+	return t
 }
 
 // spareWorld is the reconciler with everything real around it: git,
@@ -57,10 +66,10 @@ func newSpareWorld(t *testing.T, boot time.Duration) *spareWorld {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	work := t.TempDir()
-	h := &harness{t: t, repo: t.TempDir()}
-	h.git("init", "-q", "-b", "main")
-	h.write("genesis.yaml", spareFleetYAML)
-	h.commit("fleet")
+	h := &harness{t: t, state: testkit.NewStateRepo(t)}
+	h.repo = h.state.Dir
+	h.state.WriteFleet(spareFleet())
+	h.state.Commit("fleet")
 	h.sim = dosimtest.Start(t, dosim.Config{WorkDir: work,
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 50}, {Name: "acct-b", Token: "tok-b", DropletLimit: 50}},
 		Limits:   dosim.Limits{BootDelay: dosim.Duration(boot), ActionDelay: dosim.Duration(100 * time.Millisecond)}})
@@ -272,15 +281,15 @@ func TestSpareAssignment(t *testing.T) {
 	}
 
 	// Assignment: an enterprise tenant takes the spare.
-	w.write("tenants/ws-big.yaml", enterpriseYAML("ws-big"))
-	w.commit("onboard ws-big")
+	w.state.WriteTenant(enterprise("ws-big"))
+	w.state.Commit("onboard ws-big")
 	snap, err := w.src.Sync(ctx)
 	w.rec.Deliver(ctx, snap, err)
 	assigned := w.waitFor("ws-big healthy", time.Minute, healthy("ws-big"))
 
 	// A tenant whose tier takes no spare gets a fresh droplet.
-	w.write("tenants/ws-pro.yaml", tenantYAML("ws-pro", "running", "nyc3"))
-	w.commit("onboard ws-pro")
+	w.state.WriteTenant(tenant("ws-pro", "running", "nyc3"))
+	w.state.Commit("onboard ws-pro")
 	snap, err = w.src.Sync(ctx)
 	w.rec.Deliver(ctx, snap, err)
 	w.waitFor("ws-pro healthy on a fresh droplet", time.Minute, healthy("ws-pro"))

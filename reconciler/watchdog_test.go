@@ -121,9 +121,9 @@ func (h *harness) column(ws, expr string) string {
 func (h *harness) onboard(ids ...string) {
 	h.t.Helper()
 	for _, id := range ids {
-		h.write("tenants/"+id+".yaml", tenantYAML(id, "running", "nyc3"))
+		h.state.WriteTenant(tenant(id, "running", "nyc3"))
 	}
-	h.commit("onboard")
+	h.state.Commit("onboard")
 	h.converge(h.t.Context())
 	for _, id := range ids {
 		h.beat(id, true)
@@ -279,8 +279,8 @@ func TestWatchdogBootDeadline(t *testing.T) {
 		h.sim.Sim.Advance(d)
 		h.beat("ws-b", true) // the rest of the fleet keeps talking
 	}
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
-	h.commit("onboard ws-a")
+	h.state.WriteTenant(tenant("ws-a", "running", "nyc3"))
+	h.state.Commit("onboard ws-a")
 	h.converge(ctx)
 	if _, err := h.store.Pool().Exec(ctx, `UPDATE fleet_status SET state = 'HANDSHAKE', state_since = $2 WHERE workspace = $1`,
 		"ws-a", h.sim.Sim.Now()); err != nil {
@@ -363,11 +363,11 @@ func TestWatchdogRebuildFromSnapshotThenFailed(t *testing.T) {
 		h.sim.Sim.Advance(d)
 		h.beat("ws-b", true) // the rest of the fleet keeps talking
 	}
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "hibernated", "nyc3"))
-	h.commit("hibernate")
+	h.state.WriteTenant(tenant("ws-a", "hibernated", "nyc3"))
+	h.state.Commit("hibernate")
 	h.converge(ctx)
-	h.write("tenants/ws-a.yaml", tenantYAML("ws-a", "running", "nyc3"))
-	h.commit("wake")
+	h.state.WriteTenant(tenant("ws-a", "running", "nyc3"))
+	h.state.Commit("wake")
 	h.converge(ctx)
 	h.beat("ws-a", true)
 	if diff := cmp.Diff([]string{"genesis-ws-a-2", "genesis-ws-b-1"}, names(h.droplets())); diff != "" {
@@ -466,15 +466,17 @@ func TestWatchdogRebuildFromSnapshotThenFailed(t *testing.T) {
 	if _, err := h.store.Pool().Exec(ctx, `UPDATE fleet_status SET state = 'FAILED', failed_hash = tenant_hash WHERE workspace = 'ws-a'`); err != nil {
 		t.Fatal(err)
 	}
-	h.write("tenants/other.yaml", tenantYAML("other", "hibernated", "nyc3"))
-	h.commit("unrelated")
+	h.state.WriteTenant(tenant("other", "hibernated", "nyc3"))
+	h.state.Commit("unrelated")
 	h.converge(ctx)
 	h.watch()
 	if got := h.lifecycle("ws-a"); got != watchdog.Failed {
 		t.Fatalf("an unrelated commit retried ws-a: %s", got)
 	}
-	h.write("tenants/ws-a.yaml", strings.Replace(tenantYAML("ws-a", "running", "nyc3"), "name: ws-a", "name: ws-a-fixed", 1))
-	h.commit("fix ws-a")
+	fixed := tenant("ws-a", "running", "nyc3")
+	fixed.Metadata.Name = "ws-a-fixed"
+	h.state.WriteTenant(fixed)
+	h.state.Commit("fix ws-a")
 	h.converge(ctx)
 	h.watch()
 	if got := h.lifecycle("ws-a"); got == watchdog.Failed {

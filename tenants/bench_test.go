@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"genesis.dev/fleet/internal/testkit"
 )
 
 // Benchmark sizes: the seed's 15,000 tenants and the 100,000 we design for.
@@ -27,13 +29,13 @@ func (br *benchRepos) get(b *testing.B, n int) string {
 		return dir
 	}
 	dir := br.parent.TempDir()
-	runGit(b, dir, "init", "-q", "-b", "main")
-	copyTree(b, "../state-example/genesis.yaml", filepath.Join(dir, "genesis.yaml"))
-	copyTree(b, "../state-example/templates", filepath.Join(dir, "templates"))
+	testkit.Git(b, dir, "init", "-q", "-b", "main")
+	testkit.CopyTree(b, testkit.ExamplePath(b, "genesis.yaml"), filepath.Join(dir, "genesis.yaml"))
+	testkit.CopyTree(b, testkit.ExamplePath(b, "templates"), filepath.Join(dir, "templates"))
 	genTenants(b, dir, n)
-	runGit(b, dir, "add", "-A")
-	runGit(b, dir, "commit", "-q", "-m", "generated")
-	runGit(b, dir, "repack", "-adq") // as a clone receives it: one pack
+	testkit.Git(b, dir, "add", "-A")
+	testkit.Git(b, dir, "commit", "-q", "-m", "generated")
+	testkit.Git(b, dir, "repack", "-adq") // as a clone receives it: one pack
 	br.dirs[n] = dir
 	return dir
 }
@@ -111,7 +113,7 @@ func BenchmarkIncrementalOneTenant(b *testing.B) {
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			b.Fatal(err)
 		}
-		runGit(b, dir, "commit", "-q", "-a", "-m", "edit")
+		testkit.Git(b, dir, "commit", "-q", "-a", "-m", "edit")
 		b.StartTimer()
 		snap := mustSync(b, s)
 		if len(snap.Changed) != 1 {

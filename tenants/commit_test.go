@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/tenants/yamledit"
 )
@@ -22,7 +23,7 @@ func bareRemote(tb testing.TB) (string, string) {
 	tb.Helper()
 	work := newExampleRepo(tb)
 	bare := filepath.Join(tb.TempDir(), "state.git")
-	runGit(tb, work.dir, "clone", "-q", "--bare", work.dir, bare)
+	testkit.Git(tb, work.Dir, "clone", "-q", "--bare", work.Dir, bare)
 	return "file://" + bare, bare
 }
 
@@ -55,7 +56,7 @@ func TestWriterChanges(t *testing.T) {
 	url, bare := bareRemote(t)
 	w := newWriter(t, url, false)
 	ctx := context.Background()
-	head := runGit(t, bare, "rev-parse", "main")
+	head := testkit.Git(t, bare, "rev-parse", "main")
 
 	// Refusals leave the repository untouched.
 	refusals := []struct {
@@ -105,7 +106,7 @@ func TestWriterChanges(t *testing.T) {
 			}
 		})
 	}
-	if got := runGit(t, bare, "rev-parse", "main"); got != head {
+	if got := testkit.Git(t, bare, "rev-parse", "main"); got != head {
 		t.Fatalf("refused changes moved main: %s -> %s", head, got)
 	}
 
@@ -114,16 +115,16 @@ func TestWriterChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := runGit(t, bare, "rev-parse", "main"); got != res.Commit {
+	if got := testkit.Git(t, bare, "rev-parse", "main"); got != res.Commit {
 		t.Fatalf("main = %s, want the new commit %s", got, res.Commit)
 	}
-	if got, want := runGit(t, bare, "log", "-1", "--format=%an <%ae>|%cn|%s|%P", "main"), "alice <alice@example.com>|Genesis API|hibernate ws-acme|"+head; got != want {
+	if got, want := testkit.Git(t, bare, "log", "-1", "--format=%an <%ae>|%cn|%s|%P", "main"), "alice <alice@example.com>|Genesis API|hibernate ws-acme|"+head; got != want {
 		t.Errorf("commit = %q, want %q", got, want)
 	}
-	if got := runGit(t, bare, "rev-parse", "main:tenants/ws-acme.yaml"); got != res.Blob || blobOf(t, w, "ws-acme") != res.Blob {
+	if got := testkit.Git(t, bare, "rev-parse", "main:tenants/ws-acme.yaml"); got != res.Blob || blobOf(t, w, "ws-acme") != res.Blob {
 		t.Errorf("blob %s, result %s, head %s", got, res.Blob, blobOf(t, w, "ws-acme"))
 	}
-	if !strings.Contains(runGit(t, bare, "show", "main:tenants/ws-acme.yaml"), "# yaml-language-server: $schema=../../schema/tenant.schema.json") {
+	if !strings.Contains(testkit.Git(t, bare, "show", "main:tenants/ws-acme.yaml"), "# yaml-language-server: $schema=../../schema/tenant.schema.json") {
 		t.Error("the file's comments were lost")
 	}
 	// The same patch again changes nothing and commits nothing.
@@ -132,15 +133,15 @@ func TestWriterChanges(t *testing.T) {
 		t.Fatalf("no-op write: %+v, %v", again, err)
 	}
 	// A create.
-	newTenant := tenantYAML("ws-new", "nyc3", "new.example.com")
+	newTenant := testkit.TenantYAML(tenant("ws-new", "nyc3", "new.example.com"))
 	res, err = w.Write(ctx, Change{ID: "ws-new", Create: true, Edit: func([]byte) ([]byte, error) { return []byte(newTenant), nil }, Author: alice, Message: "onboard ws-new"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := runGit(t, bare, "show", "main:tenants/ws-new.yaml"); got != strings.TrimSpace(newTenant) {
+	if got := testkit.Git(t, bare, "show", "main:tenants/ws-new.yaml"); got != strings.TrimSpace(newTenant) {
 		t.Errorf("new file:\n%s", got)
 	}
-	if got := runGit(t, bare, "rev-list", "--count", "main"); got != "3" {
+	if got := testkit.Git(t, bare, "rev-list", "--count", "main"); got != "3" {
 		t.Errorf("%s commits, want 3", got)
 	}
 }
@@ -151,16 +152,16 @@ func TestWriterRebasesOnMovedBranch(t *testing.T) {
 	url, bare := bareRemote(t)
 	w := newWriter(t, url, false)
 	admin := filepath.Join(t.TempDir(), "admin")
-	runGit(t, filepath.Dir(admin), "clone", "-q", bare, admin)
+	testkit.Git(t, filepath.Dir(admin), "clone", "-q", bare, admin)
 	edits := 0
 	res, err := w.Write(context.Background(), Change{ID: "ws-acme", IfMatch: blobOf(t, w, "ws-acme"), Author: alice, Message: "bump n8n",
 		Edit: func(cur []byte) ([]byte, error) {
 			edits++
 			if edits == 1 {
-				r := &stateRepo{tb: t, dir: admin}
-				r.write("tenants/ws-globex.yaml", strings.Replace(r.read("tenants/ws-globex.yaml"), "state: running", "state: hibernated", 1))
-				r.commit("admin: hibernate globex")
-				runGit(t, admin, "push", "-q", "origin", "main")
+				r := testkit.OpenStateRepo(t, admin)
+				r.Write("tenants/ws-globex.yaml", strings.Replace(r.Read("tenants/ws-globex.yaml"), "state: running", "state: hibernated", 1))
+				r.Commit("admin: hibernate globex")
+				testkit.Git(t, admin, "push", "-q", "origin", "main")
 			}
 			return yamledit.MergePatch(cur, []byte(`{"spec":{"n8n":{"version":"1.124.0"}}}`))
 		}})
@@ -170,25 +171,25 @@ func TestWriterRebasesOnMovedBranch(t *testing.T) {
 	if edits != 2 || res.Attempts != 2 {
 		t.Errorf("edits %d, attempts %d; want 2 and 2", edits, res.Attempts)
 	}
-	if got, want := runGit(t, bare, "log", "--format=%s", "main"), "bump n8n\nadmin: hibernate globex\nexample state"; got != want {
+	if got, want := testkit.Git(t, bare, "log", "--format=%s", "main"), "bump n8n\nadmin: hibernate globex\nexample state"; got != want {
 		t.Errorf("log:\n%s\nwant:\n%s", got, want)
 	}
 	// A change to the same tenant in between is a conflict.
 	_, err = w.Write(context.Background(), Change{ID: "ws-acme", IfMatch: blobOf(t, w, "ws-acme"), Author: alice,
 		Edit: func(cur []byte) ([]byte, error) {
-			r := &stateRepo{tb: t, dir: admin}
-			runGit(t, admin, "pull", "-q", "--rebase", "origin", "main")
-			if !strings.Contains(r.read("tenants/ws-acme.yaml"), "hibernated") {
-				r.write("tenants/ws-acme.yaml", strings.Replace(r.read("tenants/ws-acme.yaml"), "state: running", "state: hibernated", 1))
-				r.commit("admin: hibernate acme")
-				runGit(t, admin, "push", "-q", "origin", "main")
+			r := testkit.OpenStateRepo(t, admin)
+			testkit.Git(t, admin, "pull", "-q", "--rebase", "origin", "main")
+			if !strings.Contains(r.Read("tenants/ws-acme.yaml"), "hibernated") {
+				r.Write("tenants/ws-acme.yaml", strings.Replace(r.Read("tenants/ws-acme.yaml"), "state: running", "state: hibernated", 1))
+				r.Commit("admin: hibernate acme")
+				testkit.Git(t, admin, "push", "-q", "origin", "main")
 			}
 			return yamledit.MergePatch(cur, []byte(`{"spec":{"state":"absent"}}`))
 		}})
 	if !errors.Is(err, ErrConflict) {
 		t.Fatalf("err = %v, want ErrConflict", err)
 	}
-	if got := runGit(t, bare, "log", "-1", "--format=%s", "main"); got != "admin: hibernate acme" {
+	if got := testkit.Git(t, bare, "log", "-1", "--format=%s", "main"); got != "admin: hibernate acme" {
 		t.Errorf("head %q: the conflicting change was applied", got)
 	}
 }
@@ -237,10 +238,10 @@ func TestWriterConcurrentReplicas(t *testing.T) {
 		}
 	}
 	want := len(ids)*perTenant + 1
-	if got := runGit(t, bare, "rev-list", "--count", "main"); got != fmt.Sprint(want) {
+	if got := testkit.Git(t, bare, "rev-list", "--count", "main"); got != fmt.Sprint(want) {
 		t.Errorf("%s commits, want %d", got, want)
 	}
-	subjects := strings.Split(runGit(t, bare, "log", "--format=%s", "main"), "\n")
+	subjects := strings.Split(testkit.Git(t, bare, "log", "--format=%s", "main"), "\n")
 	seen := map[string]int{}
 	for _, s := range subjects {
 		seen[s]++
@@ -251,7 +252,7 @@ func TestWriterConcurrentReplicas(t *testing.T) {
 				t.Errorf("commit %q appears %d times", s, seen[s])
 			}
 		}
-		name := runGit(t, bare, "show", "main:tenants/"+id+".yaml")
+		name := testkit.Git(t, bare, "show", "main:tenants/"+id+".yaml")
 		for n := range perTenant {
 			if !strings.Contains(name, fmt.Sprintf("p%d", n)) {
 				t.Errorf("%s lost change p%d", id, n)
@@ -263,7 +264,7 @@ func TestWriterConcurrentReplicas(t *testing.T) {
 func TestWriterPropose(t *testing.T) {
 	url, bare := bareRemote(t)
 	w := newWriter(t, url, true)
-	head := runGit(t, bare, "rev-parse", "main")
+	head := testkit.Git(t, bare, "rev-parse", "main")
 	res, err := w.Write(context.Background(), Change{ID: "ws-acme", IfMatch: blobOf(t, w, "ws-acme"), Edit: patch(`{"spec":{"state":"hibernated"}}`), Author: alice, Message: "hibernate ws-acme"})
 	if err != nil {
 		t.Fatal(err)
@@ -271,13 +272,13 @@ func TestWriterPropose(t *testing.T) {
 	if !res.Proposed || res.Branch != "genesis/proposals/ws-acme-"+res.Commit[:12] {
 		t.Fatalf("result %+v", res)
 	}
-	if got := runGit(t, bare, "rev-parse", "main"); got != head {
+	if got := testkit.Git(t, bare, "rev-parse", "main"); got != head {
 		t.Error("propose mode moved main")
 	}
-	if got := runGit(t, bare, "rev-parse", res.Branch); got != res.Commit {
+	if got := testkit.Git(t, bare, "rev-parse", res.Branch); got != res.Commit {
 		t.Errorf("proposal branch at %s, want %s", got, res.Commit)
 	}
-	if got := runGit(t, bare, "rev-parse", res.Branch+"^"); got != head {
+	if got := testkit.Git(t, bare, "rev-parse", res.Branch+"^"); got != head {
 		t.Errorf("proposal parent %s, want main %s", got, head)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"genesis.dev/fleet/internal/gitserve"
 	"genesis.dev/fleet/internal/syncio"
+	"genesis.dev/fleet/internal/testkit"
 )
 
 func TestRedactURL(t *testing.T) {
@@ -156,7 +157,7 @@ func TestPlantedTokenNeverLeaks(t *testing.T) {
 			root := t.TempDir()
 			work := newExampleRepo(t)
 			bare := filepath.Join(root, "state.git")
-			runGit(t, work.dir, "clone", "-q", "--bare", work.dir, bare)
+			testkit.Git(t, work.Dir, "clone", "-q", "--bare", work.Dir, bare)
 			srv := gitserve.Start(t, root, tt.login)
 			host := strings.TrimPrefix(srv.URL, "http://")
 			repo := "http://" + tt.userinfo + "@" + host + "/state.git"
@@ -179,8 +180,8 @@ func TestPlantedTokenNeverLeaks(t *testing.T) {
 			legacy := filepath.Join(cache, hex.EncodeToString(sum[:8])+".git")
 			writerDir := filepath.Join(cache, "writer.git")
 			for _, d := range []string{legacy, writerDir} {
-				runGit(t, cache, "init", "-q", "--bare", d)
-				runGit(t, d, "remote", "add", "origin", repo)
+				testkit.Git(t, cache, "init", "-q", "--bare", d)
+				testkit.Git(t, d, "remote", "add", "origin", repo)
 			}
 
 			src, err := Open(Config{Repo: repo, CacheDir: cache, Logger: log})
@@ -230,7 +231,7 @@ func TestPlantedTokenNeverLeaks(t *testing.T) {
 			if err != nil {
 				t.Fatalf("write: %v", err)
 			}
-			if got := runGit(t, bare, "rev-parse", "main"); got != res.Commit {
+			if got := testkit.Git(t, bare, "rev-parse", "main"); got != res.Commit {
 				t.Errorf("remote main = %s, want the pushed %s", got, res.Commit)
 			}
 			srv.Refuse(1, "git-upload-pack")
@@ -246,7 +247,7 @@ func TestPlantedTokenNeverLeaks(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "push to http://"+host+"/state.git: ") {
 				t.Errorf("refused push: %v; want it to name the repository", err)
 			}
-			if got := runGit(t, bare, "rev-parse", "main"); got != res.Commit {
+			if got := testkit.Git(t, bare, "rev-parse", "main"); got != res.Commit {
 				t.Errorf("remote main = %s after a refused push, want %s", got, res.Commit)
 			}
 
@@ -314,12 +315,12 @@ func TestClonePathScrubsOldClones(t *testing.T) {
 			cache := t.TempDir()
 			sum := sha256.Sum256([]byte(repo))
 			old := filepath.Join(cache, "writer-"+hex.EncodeToString(sum[:8])+".git")
-			runGit(t, cache, "init", "-q", "--bare", old)
-			runGit(t, old, "remote", "add", "origin", repo)
+			testkit.Git(t, cache, "init", "-q", "--bare", old)
+			testkit.Git(t, old, "remote", "add", "origin", repo)
 			clean := "https://git.example.com/org/state.git"
 			if tt.existing {
 				sum := sha256.Sum256([]byte(clean))
-				runGit(t, cache, "init", "-q", "--bare", filepath.Join(cache, "writer-"+hex.EncodeToString(sum[:8])+".git"))
+				testkit.Git(t, cache, "init", "-q", "--bare", filepath.Join(cache, "writer-"+hex.EncodeToString(sum[:8])+".git"))
 			}
 			dir, err := ClonePath(cache, "writer-", repo)
 			if err != nil {
@@ -336,7 +337,7 @@ func TestClonePathScrubsOldClones(t *testing.T) {
 			if tt.wantOldThere {
 				scrubbed = old
 			}
-			if got := runGit(t, scrubbed, "config", "remote.origin.url"); got != clean {
+			if got := testkit.Git(t, scrubbed, "config", "remote.origin.url"); got != clean {
 				t.Errorf("origin of the old clone = %q, want %q", got, clean)
 			}
 		})

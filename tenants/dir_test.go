@@ -8,16 +8,18 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"genesis.dev/fleet/internal/testkit"
 )
 
 func TestDirSource(t *testing.T) {
 	r := newExampleRepo(t)
-	src := NewDirSource(r.dir, quietLogger())
+	src := NewDirSource(r.Dir, quietLogger())
 	first := mustSync(t, src)
 	if first.Commit != "" || len(first.Tenants) != len(exampleIDs) || len(first.Errors) != 0 {
 		t.Fatalf("first: commit %q, %d tenants, errors %v", first.Commit, len(first.Tenants), first.Errors)
 	}
-	agreesWithLoadDir(t, r.dir, first)
+	agreesWithLoadDir(t, r.Dir, first)
 
 	tests := []struct {
 		name        string
@@ -26,20 +28,20 @@ func TestDirSource(t *testing.T) {
 		wantChanged []string
 	}{
 		{"nothing", func() {}, 0, nil},
-		{"uncommitted new tenant", func() { r.write("tenants/ws-draft.yaml", tenantYAML("ws-draft", "nyc1")) }, 1, []string{"ws-draft"}},
+		{"uncommitted new tenant", func() { r.Write("tenants/ws-draft.yaml", testkit.TenantYAML(tenant("ws-draft", "nyc1"))) }, 1, []string{"ws-draft"}},
 		{"rewritten with the same content", func() {
 			p := "tenants/ws-stark.yaml"
-			old := r.read(p)
-			r.write(p, old+"\n")
-			r.write(p, old)
+			old := r.Read(p)
+			r.Write(p, old+"\n")
+			r.Write(p, old)
 		}, 0, nil},
 		{"edited", func() {
 			p := "tenants/ws-draft.yaml"
-			r.write(p, strings.Replace(r.read(p), "starter", "enterprise", 1))
+			r.Write(p, strings.Replace(r.Read(p), "starter", "enterprise", 1))
 		}, 1, []string{"ws-draft"}},
-		{"broken", func() { r.write("tenants/ws-draft.yaml", "nope: [") }, 1, []string{"ws-draft"}},
-		{"oversized", func() { r.write("tenants/ws-big.yaml", strings.Repeat("#", 2<<20)) }, 0, []string{"ws-big"}},
-		{"deleted", func() { r.remove("tenants/ws-big.yaml"); r.remove("tenants/ws-draft.yaml") }, 0, []string{"ws-big", "ws-draft"}},
+		{"broken", func() { r.Write("tenants/ws-draft.yaml", "nope: [") }, 1, []string{"ws-draft"}},
+		{"oversized", func() { r.Write("tenants/ws-big.yaml", strings.Repeat("#", 2<<20)) }, 0, []string{"ws-big"}},
+		{"deleted", func() { r.Remove("tenants/ws-big.yaml"); r.Remove("tenants/ws-draft.yaml") }, 0, []string{"ws-big", "ws-draft"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,10 +54,10 @@ func TestDirSource(t *testing.T) {
 			if diff := cmp.Diff(snap.Changed, tt.wantChanged); diff != "" {
 				t.Errorf("changed (-got +want):\n%s", diff)
 			}
-			agreesWithLoadDir(t, r.dir, snap)
+			agreesWithLoadDir(t, r.Dir, snap)
 		})
 	}
-	if _, err := NewDirSource(filepath.Join(r.dir, "missing"), nil).Sync(context.Background()); err == nil {
+	if _, err := NewDirSource(filepath.Join(r.Dir, "missing"), nil).Sync(context.Background()); err == nil {
 		t.Error("a missing folder was read as an empty fleet")
 	}
 }

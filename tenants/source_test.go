@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/schema"
 )
 
@@ -41,7 +42,7 @@ func agreesWithLoadDir(t *testing.T, dir string, snap Snapshot) {
 
 func TestOnboardByCommit(t *testing.T) {
 	r := newExampleRepo(t)
-	s := openLocal(t, r.dir)
+	s := openLocal(t, r.Dir)
 	first := mustSync(t, s)
 	if diff := cmp.Diff(first.IDs(), exampleIDs); diff != "" {
 		t.Fatalf("ids (-got +want):\n%s", diff)
@@ -52,12 +53,12 @@ func TestOnboardByCommit(t *testing.T) {
 	if diff := cmp.Diff(first.Changed, exampleIDs); diff != "" {
 		t.Errorf("first snapshot: every tenant is new (-got +want):\n%s", diff)
 	}
-	if first.Commit != runGit(t, r.dir, "rev-parse", "HEAD") || first.Fleet == nil || first.Time.IsZero() {
+	if first.Commit != testkit.Git(t, r.Dir, "rev-parse", "HEAD") || first.Fleet == nil || first.Time.IsZero() {
 		t.Errorf("first snapshot: commit %q fleet %v time %v", first.Commit, first.Fleet, first.Time)
 	}
 
-	r.write("tenants/ws-new.yaml", tenantYAML("ws-new", "fra1", "new.example.com"))
-	head := r.commit(WithCorrelation("onboard ws-new", "req-onboard-1"))
+	r.Write("tenants/ws-new.yaml", testkit.TenantYAML(tenant("ws-new", "fra1", "new.example.com")))
+	head := r.Commit(WithCorrelation("onboard ws-new", "req-onboard-1"))
 	before := s.Stats()
 	snap := mustSync(t, s)
 	if snap.Commit != head {
@@ -70,7 +71,7 @@ func TestOnboardByCommit(t *testing.T) {
 	if !ok || st.Status != StatusValid || st.Tenant == nil || st.Tenant.Spec.Droplet.Region != "fra1" || st.File != "tenants/ws-new.yaml" {
 		t.Fatalf("ws-new: got %+v", st)
 	}
-	if st.Blob != runGit(t, r.dir, "rev-parse", "HEAD:tenants/ws-new.yaml") || st.ValidBlob != st.Blob {
+	if st.Blob != testkit.Git(t, r.Dir, "rev-parse", "HEAD:tenants/ws-new.yaml") || st.ValidBlob != st.Blob {
 		t.Errorf("ws-new blob %s valid blob %s", st.Blob, st.ValidBlob)
 	}
 	if diff := cmp.Diff(snap.Changed, []string{"ws-new"}); diff != "" {
@@ -86,7 +87,7 @@ func TestOnboardByCommit(t *testing.T) {
 	if first.Tenants["ws-acme"].Tenant != snap.Tenants["ws-acme"].Tenant {
 		t.Error("ws-acme was decoded again")
 	}
-	agreesWithLoadDir(t, r.dir, snap)
+	agreesWithLoadDir(t, r.Dir, snap)
 
 	// The same head again: nothing to do, nothing changed.
 	again := mustSync(t, s)
@@ -99,7 +100,7 @@ func TestParsesPerCommit(t *testing.T) {
 	acme := "tenants/ws-acme.yaml"
 	tests := []struct {
 		name        string
-		edit        func(r *stateRepo)
+		edit        func(r *testkit.StateRepo)
 		wantParses  int64
 		wantChecks  int64
 		wantChanged []string
@@ -107,20 +108,20 @@ func TestParsesPerCommit(t *testing.T) {
 	}{
 		{
 			name:        "one tenant edited",
-			edit:        func(r *stateRepo) { r.write(acme, strings.Replace(r.read(acme), "Acme", "Acme Two", 1)) },
+			edit:        func(r *testkit.StateRepo) { r.Write(acme, strings.Replace(r.Read(acme), "Acme", "Acme Two", 1)) },
 			wantParses:  1,
 			wantChecks:  1,
 			wantChanged: []string{"ws-acme"},
 		},
 		{
 			name:       "unrelated file",
-			edit:       func(r *stateRepo) { r.write("README.md", "hello\n") },
+			edit:       func(r *testkit.StateRepo) { r.Write("README.md", "hello\n") },
 			wantParses: 0,
 			wantChecks: 0,
 		},
 		{
 			name:        "non-tenant file in tenants/",
-			edit:        func(r *stateRepo) { r.write("tenants/notes.txt", "not a tenant\n") },
+			edit:        func(r *testkit.StateRepo) { r.Write("tenants/notes.txt", "not a tenant\n") },
 			wantParses:  0,
 			wantChanged: nil,
 		},
@@ -128,8 +129,8 @@ func TestParsesPerCommit(t *testing.T) {
 			// The fleet changed: one parse, and every tenant's context rules
 			// are re-checked without decoding any tenant again.
 			name: "genesis.yaml edited",
-			edit: func(r *stateRepo) {
-				r.write("genesis.yaml", strings.Replace(r.read("genesis.yaml"), "maxDestroyPerRun: 5", "maxDestroyPerRun: 6", 1))
+			edit: func(r *testkit.StateRepo) {
+				r.Write("genesis.yaml", strings.Replace(r.Read("genesis.yaml"), "maxDestroyPerRun: 5", "maxDestroyPerRun: 6", 1))
 			},
 			wantParses: 1,
 			wantChecks: 7,
@@ -140,9 +141,9 @@ func TestParsesPerCommit(t *testing.T) {
 			// tenants using it are reported changed (their manifests render
 			// differently).
 			name: "template edited",
-			edit: func(r *stateRepo) {
+			edit: func(r *testkit.StateRepo) {
 				p := "templates/workflows/click-tracker.json"
-				r.write(p, strings.Replace(r.read(p), `"name"`, `"name" `, 1))
+				r.Write(p, strings.Replace(r.Read(p), `"name"`, `"name" `, 1))
 			},
 			wantParses:  1,
 			wantChecks:  7,
@@ -152,11 +153,11 @@ func TestParsesPerCommit(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newExampleRepo(t)
-			s := openLocal(t, r.dir)
+			s := openLocal(t, r.Dir)
 			mustSync(t, s)
 			before := s.Stats()
 			tt.edit(r)
-			r.commit(tt.name)
+			r.Commit(tt.name)
 			snap := mustSync(t, s)
 			after := s.Stats()
 			if got := after.Parses - before.Parses; got != tt.wantParses {
@@ -176,7 +177,7 @@ func TestParsesPerCommit(t *testing.T) {
 			if snap.FleetChanged != tt.wantFleet {
 				t.Errorf("fleet changed: got %v, want %v", snap.FleetChanged, tt.wantFleet)
 			}
-			agreesWithLoadDir(t, r.dir, snap)
+			agreesWithLoadDir(t, r.Dir, snap)
 		})
 	}
 }
@@ -184,7 +185,7 @@ func TestParsesPerCommit(t *testing.T) {
 func TestOneParseAtScale(t *testing.T) {
 	const n = 2000
 	r := newGenRepo(t, n)
-	s := openLocal(t, r.dir)
+	s := openLocal(t, r.Dir)
 	first := mustSync(t, s)
 	if len(first.Tenants) != n || len(first.Errors) != 0 {
 		t.Fatalf("cold load: %d tenants, errors %v", len(first.Tenants), first.Errors.Err())
@@ -193,8 +194,8 @@ func TestOneParseAtScale(t *testing.T) {
 		t.Errorf("cold load tenant parses: got %d, want %d", got, n)
 	}
 	p := "tenants/ws-gen-001234.yaml"
-	r.write(p, strings.Replace(r.read(p), "tier: starter", "tier: pro", 1))
-	r.commit("upgrade one")
+	r.Write(p, strings.Replace(r.Read(p), "tier: starter", "tier: pro", 1))
+	r.Commit("upgrade one")
 	before := s.Stats()
 	snap := mustSync(t, s)
 	if got := s.Stats().Parses - before.Parses; got != 1 {
@@ -213,7 +214,7 @@ func TestOneParseAtScale(t *testing.T) {
 
 func TestBrokenTenantKeepsLastValid(t *testing.T) {
 	r := newExampleRepo(t)
-	s := openLocal(t, r.dir)
+	s := openLocal(t, r.Dir)
 	first := mustSync(t, s)
 	good := first.Tenants["ws-acme"]
 
@@ -228,14 +229,14 @@ func TestBrokenTenantKeepsLastValid(t *testing.T) {
 		{"id differs from file name", func(old string) string { return strings.Replace(old, "id: ws-acme", "id: ws-acme2", 1) }, `ws-acme2`},
 		{"empty file", func(string) string { return "" }, `tenants/ws-acme.yaml`},
 	}
-	orig := r.read("tenants/ws-acme.yaml")
+	orig := r.Read("tenants/ws-acme.yaml")
 	if !strings.Contains(orig, "region: nyc3") {
 		t.Fatal("fixture: ws-acme is not in nyc3")
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r.write("tenants/ws-acme.yaml", tt.content(orig))
-			r.commit("break ws-acme: " + tt.name)
+			r.Write("tenants/ws-acme.yaml", tt.content(orig))
+			r.Commit("break ws-acme: " + tt.name)
 			snap := mustSync(t, s)
 			st := snap.Tenants["ws-acme"]
 			if st.Status != StatusInvalid || len(st.Errors) == 0 || !strings.Contains(st.Errors.Error(), tt.wantErr) {
@@ -255,13 +256,13 @@ func TestBrokenTenantKeepsLastValid(t *testing.T) {
 			if diff := cmp.Diff(snap.Invalid(), []string{"ws-acme"}); diff != "" {
 				t.Errorf("invalid (-got +want):\n%s", diff)
 			}
-			agreesWithLoadDir(t, r.dir, snap)
+			agreesWithLoadDir(t, r.Dir, snap)
 		})
 	}
 
 	// Fixed again: valid, acting on the new (identical) content.
-	r.write("tenants/ws-acme.yaml", orig)
-	r.commit("fix ws-acme")
+	r.Write("tenants/ws-acme.yaml", orig)
+	r.Commit("fix ws-acme")
 	snap := mustSync(t, s)
 	if st := snap.Tenants["ws-acme"]; st.Status != StatusValid || st.Errors != nil || st.Blob != good.Blob {
 		t.Errorf("fixed ws-acme: %+v", st)
@@ -271,8 +272,8 @@ func TestBrokenTenantKeepsLastValid(t *testing.T) {
 	}
 
 	// A tenant that was never valid has nothing to act on.
-	r.write("tenants/ws-broken.yaml", "kind: Tenant\n")
-	r.commit("broken newcomer")
+	r.Write("tenants/ws-broken.yaml", "kind: Tenant\n")
+	r.Commit("broken newcomer")
 	snap = mustSync(t, s)
 	if st := snap.Tenants["ws-broken"]; st.Status != StatusInvalid || st.Tenant != nil || st.ValidBlob != "" {
 		t.Errorf("never-valid tenant: %+v", st)
@@ -281,10 +282,10 @@ func TestBrokenTenantKeepsLastValid(t *testing.T) {
 
 func TestDeletedTenantIsAbsent(t *testing.T) {
 	r := newExampleRepo(t)
-	s := openLocal(t, r.dir)
+	s := openLocal(t, r.Dir)
 	mustSync(t, s)
-	r.remove("tenants/ws-hooli.yaml")
-	r.commit("remove ws-hooli")
+	r.Remove("tenants/ws-hooli.yaml")
+	r.Commit("remove ws-hooli")
 	before := s.Stats()
 	snap := mustSync(t, s)
 	if _, ok := snap.Tenants["ws-hooli"]; ok {
@@ -302,8 +303,8 @@ func TestDeletedTenantIsAbsent(t *testing.T) {
 
 	// Broken, then deleted, then re-added broken: its old version is gone
 	// with the deletion, so there is nothing to act on.
-	r.write("tenants/ws-hooli.yaml", "kind: Tenant\n")
-	r.commit("re-add ws-hooli broken")
+	r.Write("tenants/ws-hooli.yaml", "kind: Tenant\n")
+	r.Commit("re-add ws-hooli broken")
 	snap = mustSync(t, s)
 	if st := snap.Tenants["ws-hooli"]; st.Status != StatusInvalid || st.Tenant != nil {
 		t.Errorf("re-added broken ws-hooli: %+v", st)
@@ -312,24 +313,24 @@ func TestDeletedTenantIsAbsent(t *testing.T) {
 
 func TestBrokenFleetKeepsLastValid(t *testing.T) {
 	r := newExampleRepo(t)
-	s := openLocal(t, r.dir)
+	s := openLocal(t, r.Dir)
 	first := mustSync(t, s)
-	orig := r.read("genesis.yaml")
+	orig := r.Read("genesis.yaml")
 	tests := []struct {
 		name    string
 		edit    func()
 		wantErr string
 	}{
-		{"unknown field", func() { r.write("genesis.yaml", orig+"extra: 1\n") }, "genesis.yaml:"},
+		{"unknown field", func() { r.Write("genesis.yaml", orig+"extra: 1\n") }, "genesis.yaml:"},
 		{"no accounts", func() {
-			r.write("genesis.yaml", strings.Replace(orig, "  accounts:", "  accountz:", 1))
+			r.Write("genesis.yaml", strings.Replace(orig, "  accounts:", "  accountz:", 1))
 		}, "genesis.yaml:"},
-		{"deleted", func() { r.remove("genesis.yaml") }, "genesis.yaml: file is missing"},
+		{"deleted", func() { r.Remove("genesis.yaml") }, "genesis.yaml: file is missing"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.edit()
-			r.commit("break fleet: " + tt.name)
+			r.Commit("break fleet: " + tt.name)
 			snap := mustSync(t, s)
 			if snap.Fleet != first.Fleet {
 				t.Error("the last valid fleet was not kept")
@@ -348,8 +349,8 @@ func TestBrokenFleetKeepsLastValid(t *testing.T) {
 			}
 		})
 	}
-	r.write("genesis.yaml", orig)
-	r.commit("fix fleet")
+	r.Write("genesis.yaml", orig)
+	r.Commit("fix fleet")
 	snap := mustSync(t, s)
 	if snap.Fleet == nil || snap.FleetErrors != nil || len(snap.Errors) != 0 {
 		t.Errorf("fixed fleet: %v %v", snap.FleetErrors, snap.Errors)
@@ -358,11 +359,11 @@ func TestBrokenFleetKeepsLastValid(t *testing.T) {
 
 func TestBrokenTemplateKeepsLastValid(t *testing.T) {
 	r := newExampleRepo(t)
-	s := openLocal(t, r.dir)
+	s := openLocal(t, r.Dir)
 	first := mustSync(t, s)
 	p := "templates/workflows/click-tracker.json"
-	r.write(p, "{not json")
-	r.commit("break click-tracker")
+	r.Write(p, "{not json")
+	r.Commit("break click-tracker")
 	snap := mustSync(t, s)
 	users := []string{"ws-acme", "ws-globex", "ws-hooli", "ws-initech", "ws-stark", "ws-umbrella"}
 	if diff := cmp.Diff(snap.Invalid(), users); diff != "" {
@@ -377,23 +378,23 @@ func TestBrokenTemplateKeepsLastValid(t *testing.T) {
 	if snap.Templates["click-tracker"] != first.Templates["click-tracker"] {
 		t.Error("the last valid click-tracker is not in the snapshot for the tenants acting on it")
 	}
-	agreesWithLoadDir(t, r.dir, snap)
+	agreesWithLoadDir(t, r.Dir, snap)
 }
 
 func TestDomainHeldByBrokenTenant(t *testing.T) {
 	r := newRepo(t)
-	copyTree(t, "../state-example/genesis.yaml", filepath.Join(r.dir, "genesis.yaml"))
-	r.write("tenants/ws-b.yaml", tenantYAML("ws-b", "nyc1", "shop.example.com"))
-	r.commit("ws-b")
-	s := openLocal(t, r.dir)
+	r.CopyExample("genesis.yaml")
+	r.Write("tenants/ws-b.yaml", testkit.TenantYAML(tenant("ws-b", "nyc1", "shop.example.com")))
+	r.Commit("ws-b")
+	s := openLocal(t, r.Dir)
 	mustSync(t, s)
 
 	// ws-b breaks; ws-a (sorting first) claims its domain meanwhile. ws-b's
 	// last valid version still holds it, so ws-a is refused and the domain
 	// never moves because of a typo.
-	r.write("tenants/ws-b.yaml", "kind: Tenant\n")
-	r.write("tenants/ws-c.yaml", tenantYAML("ws-c", "nyc1", "shop.example.com"))
-	r.commit("break ws-b, ws-c claims its domain")
+	r.Write("tenants/ws-b.yaml", "kind: Tenant\n")
+	r.Write("tenants/ws-c.yaml", testkit.TenantYAML(tenant("ws-c", "nyc1", "shop.example.com")))
+	r.Commit("break ws-b, ws-c claims its domain")
 	snap := mustSync(t, s)
 	if diff := cmp.Diff(statuses(snap), map[string]Status{"ws-b": StatusInvalid, "ws-c": StatusInvalid}); diff != "" {
 		t.Errorf("statuses (-got +want):\n%s", diff)
@@ -405,10 +406,10 @@ func TestDomainHeldByBrokenTenant(t *testing.T) {
 
 func TestURLMode(t *testing.T) {
 	remote := filepath.Join(t.TempDir(), "state.git")
-	runGit(t, t.TempDir(), "init", "-q", "--bare", "-b", "main", remote)
+	testkit.Git(t, t.TempDir(), "init", "-q", "--bare", "-b", "main", remote)
 	r := newExampleRepo(t)
-	runGit(t, r.dir, "remote", "add", "origin", remote)
-	runGit(t, r.dir, "push", "-q", "origin", "main")
+	testkit.Git(t, r.Dir, "remote", "add", "origin", remote)
+	testkit.Git(t, r.Dir, "push", "-q", "origin", "main")
 
 	cache := t.TempDir()
 	ctx := context.Background()
@@ -420,13 +421,13 @@ func TestURLMode(t *testing.T) {
 		t.Errorf("clone at %s, not under the cache %s", s.GitDir(), cache)
 	}
 	first := mustSync(t, s)
-	if first.Commit != runGit(t, r.dir, "rev-parse", "HEAD") || len(first.Tenants) != len(exampleIDs) {
+	if first.Commit != testkit.Git(t, r.Dir, "rev-parse", "HEAD") || len(first.Tenants) != len(exampleIDs) {
 		t.Fatalf("first sync: commit %s, %d tenants", first.Commit, len(first.Tenants))
 	}
 
-	r.write("tenants/ws-pushed.yaml", tenantYAML("ws-pushed", "ams3"))
-	head := r.commit("onboard ws-pushed")
-	runGit(t, r.dir, "push", "-q", "origin", "main")
+	r.Write("tenants/ws-pushed.yaml", testkit.TenantYAML(tenant("ws-pushed", "ams3")))
+	head := r.Commit("onboard ws-pushed")
+	testkit.Git(t, r.Dir, "push", "-q", "origin", "main")
 	before := s.Stats()
 	snap := mustSync(t, s)
 	if snap.Commit != head || snap.Tenants["ws-pushed"].Status != StatusValid {
@@ -457,30 +458,30 @@ func TestURLMode(t *testing.T) {
 
 func TestForcePushRefused(t *testing.T) {
 	remote := filepath.Join(t.TempDir(), "state.git")
-	runGit(t, t.TempDir(), "init", "-q", "--bare", "-b", "main", remote)
+	testkit.Git(t, t.TempDir(), "init", "-q", "--bare", "-b", "main", remote)
 	r := newExampleRepo(t)
-	older := runGit(t, r.dir, "rev-parse", "HEAD")
-	runGit(t, r.dir, "remote", "add", "origin", remote)
-	r.write("tenants/ws-new.yaml", tenantYAML("ws-new", "nyc1"))
-	newer := r.commit("onboard ws-new")
-	runGit(t, r.dir, "push", "-q", "origin", "main")
+	older := testkit.Git(t, r.Dir, "rev-parse", "HEAD")
+	testkit.Git(t, r.Dir, "remote", "add", "origin", remote)
+	r.Write("tenants/ws-new.yaml", testkit.TenantYAML(tenant("ws-new", "nyc1")))
+	newer := r.Commit("onboard ws-new")
+	testkit.Git(t, r.Dir, "push", "-q", "origin", "main")
 
 	unrelated := newExampleRepo(t) // same files, unrelated history
-	unrelated.write("tenants/ws-other.yaml", tenantYAML("ws-other", "nyc1"))
-	unrelated.commit("other history")
-	runGit(t, unrelated.dir, "remote", "add", "origin", remote)
+	unrelated.Write("tenants/ws-other.yaml", testkit.TenantYAML(tenant("ws-other", "nyc1")))
+	unrelated.Commit("other history")
+	testkit.Git(t, unrelated.Dir, "remote", "add", "origin", remote)
 
 	ctx := context.Background()
 	tests := []struct {
 		name string
 		push func()
 	}{
-		{"reset to an older commit", func() { runGit(t, r.dir, "push", "-q", "--force", "origin", older+":refs/heads/main") }},
-		{"unrelated history", func() { runGit(t, unrelated.dir, "push", "-q", "--force", "origin", "main") }},
+		{"reset to an older commit", func() { testkit.Git(t, r.Dir, "push", "-q", "--force", "origin", older+":refs/heads/main") }},
+		{"unrelated history", func() { testkit.Git(t, unrelated.Dir, "push", "-q", "--force", "origin", "main") }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			runGit(t, r.dir, "push", "-q", "--force", "origin", newer+":refs/heads/main")
+			testkit.Git(t, r.Dir, "push", "-q", "--force", "origin", newer+":refs/heads/main")
 			s, err := Open(Config{Repo: "file://" + remote, CacheDir: t.TempDir(), Logger: quietLogger()})
 			if err != nil {
 				t.Fatal(err)
@@ -516,7 +517,7 @@ func TestForcePushRefused(t *testing.T) {
 	}
 
 	// A restart passes the persisted commit back: the guard holds at once.
-	runGit(t, r.dir, "push", "-q", "--force", "origin", older+":refs/heads/main")
+	testkit.Git(t, r.Dir, "push", "-q", "--force", "origin", older+":refs/heads/main")
 	s, err := Open(Config{Repo: "file://" + remote, CacheDir: t.TempDir(), LastReconciled: newer, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -524,18 +525,18 @@ func TestForcePushRefused(t *testing.T) {
 	if _, err := s.Sync(ctx); !errors.Is(err, ErrNotDescendant) {
 		t.Errorf("after restart: got %v, want ErrNotDescendant", err)
 	}
-	if _, err := Open(Config{Repo: r.dir, LastReconciled: "not-a-hash"}); err == nil {
+	if _, err := Open(Config{Repo: r.Dir, LastReconciled: "not-a-hash"}); err == nil {
 		t.Error("a bad LastReconciled was accepted")
 	}
 }
 
 func TestLocalResetRefused(t *testing.T) {
 	r := newExampleRepo(t)
-	r.write("tenants/ws-new.yaml", tenantYAML("ws-new", "nyc1"))
-	r.commit("onboard ws-new")
-	s := openLocal(t, r.dir)
+	r.Write("tenants/ws-new.yaml", testkit.TenantYAML(tenant("ws-new", "nyc1")))
+	r.Commit("onboard ws-new")
+	s := openLocal(t, r.Dir)
 	good := mustSync(t, s) // no MarkReconciled: the last loaded commit guards
-	runGit(t, r.dir, "reset", "-q", "--hard", "HEAD~1")
+	testkit.Git(t, r.Dir, "reset", "-q", "--hard", "HEAD~1")
 	if _, err := s.Sync(context.Background()); !errors.Is(err, ErrNotDescendant) {
 		t.Fatalf("got %v, want ErrNotDescendant", err)
 	}
@@ -546,10 +547,10 @@ func TestLocalResetRefused(t *testing.T) {
 
 func TestLocalReadsCommittedHead(t *testing.T) {
 	r := newExampleRepo(t)
-	s := openLocal(t, r.dir)
+	s := openLocal(t, r.Dir)
 	mustSync(t, s)
-	r.write("tenants/ws-uncommitted.yaml", tenantYAML("ws-uncommitted", "nyc1"))
-	runGit(t, r.dir, "commit", "-q", "--allow-empty", "-m", "empty")
+	r.Write("tenants/ws-uncommitted.yaml", testkit.TenantYAML(tenant("ws-uncommitted", "nyc1")))
+	testkit.Git(t, r.Dir, "commit", "-q", "--allow-empty", "-m", "empty")
 	snap := mustSync(t, s)
 	if _, ok := snap.Tenants["ws-uncommitted"]; ok {
 		t.Error("an uncommitted file was read")
@@ -579,17 +580,17 @@ func TestIsURL(t *testing.T) {
 
 func TestGitFileLimits(t *testing.T) {
 	r := newExampleRepo(t)
-	s := openLocal(t, r.dir)
+	s := openLocal(t, r.Dir)
 	first := mustSync(t, s)
-	r.write("tenants/ws-big.yaml", strings.Repeat("#", schema.MaxFileSize+1))
-	if err := os.Remove(filepath.Join(r.dir, "tenants/ws-stark.yaml")); err != nil {
+	r.Write("tenants/ws-big.yaml", strings.Repeat("#", schema.MaxFileSize+1))
+	if err := os.Remove(filepath.Join(r.Dir, "tenants/ws-stark.yaml")); err != nil {
 		t.Fatal(err)
 	}
 	// A link to a file outside the reviewed tree is never followed.
-	if err := os.Symlink("/etc/hostname", filepath.Join(r.dir, "tenants/ws-stark.yaml")); err != nil {
+	if err := os.Symlink("/etc/hostname", filepath.Join(r.Dir, "tenants/ws-stark.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	r.commit("oversized file and a symlink")
+	r.Commit("oversized file and a symlink")
 	before := s.Stats()
 	snap := mustSync(t, s)
 	tests := []struct {
@@ -615,17 +616,17 @@ func TestGitFileLimits(t *testing.T) {
 
 func TestStateInSubfolder(t *testing.T) {
 	r := newRepo(t)
-	copyTree(t, "../state-example/genesis.yaml", filepath.Join(r.dir, "state/genesis.yaml"))
-	copyTree(t, "../state-example/tenants", filepath.Join(r.dir, "state/tenants"))
-	copyTree(t, "../state-example/templates", filepath.Join(r.dir, "state/templates"))
-	r.write("tenants/ws-decoy.yaml", tenantYAML("ws-decoy", "nyc1")) // outside the state folder
-	r.commit("monorepo")
+	testkit.CopyTree(t, testkit.ExamplePath(t, "genesis.yaml"), filepath.Join(r.Dir, "state/genesis.yaml"))
+	testkit.CopyTree(t, testkit.ExamplePath(t, "tenants"), filepath.Join(r.Dir, "state/tenants"))
+	testkit.CopyTree(t, testkit.ExamplePath(t, "templates"), filepath.Join(r.Dir, "state/templates"))
+	r.Write("tenants/ws-decoy.yaml", testkit.TenantYAML(tenant("ws-decoy", "nyc1"))) // outside the state folder
+	r.Commit("monorepo")
 	tests := []struct {
 		name string
 		cfg  Config
 	}{
-		{"path inside the work tree", Config{Repo: filepath.Join(r.dir, "state")}},
-		{"explicit subdir", Config{Repo: r.dir, Subdir: "state/"}},
+		{"path inside the work tree", Config{Repo: filepath.Join(r.Dir, "state")}},
+		{"explicit subdir", Config{Repo: r.Dir, Subdir: "state/"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"genesis.dev/fleet/internal/testkit"
 )
 
 // generous bounds waits on real events; no test asserts how fast they are.
@@ -55,9 +57,9 @@ func waitFor(t *testing.T, results <-chan result, what string, ok func(Snapshot)
 
 func TestWatchDirReloadsOnSave(t *testing.T) {
 	r := newExampleRepo(t) // a work tree; DirSource ignores git
-	src := NewDirSource(r.dir, quietLogger())
+	src := NewDirSource(r.Dir, quietLogger())
 	// Polls never fire on their own: only fsnotify can cause the reload.
-	w := NewWatcher(src, WatchConfig{WatchDir: r.dir, Interval: time.Hour, Logger: quietLogger(),
+	w := NewWatcher(src, WatchConfig{WatchDir: r.Dir, Interval: time.Hour, Logger: quietLogger(),
 		After: func(d time.Duration) <-chan time.Time {
 			if d == time.Hour || d > 50*time.Minute {
 				return nil
@@ -69,7 +71,7 @@ func TestWatchDirReloadsOnSave(t *testing.T) {
 
 	before := src.Stats()
 	p := "tenants/ws-stark.yaml"
-	r.write(p, strings.Replace(r.read(p), "Stark Industries", "Stark Enterprises", 1))
+	r.Write(p, strings.Replace(r.Read(p), "Stark Industries", "Stark Enterprises", 1))
 	snap := waitFor(t, results, "the reload after an edit", func(s Snapshot) bool {
 		st := s.Tenants["ws-stark"]
 		return st.Tenant != nil && st.Tenant.Metadata.Name == "Stark Enterprises"
@@ -82,11 +84,11 @@ func TestWatchDirReloadsOnSave(t *testing.T) {
 	}
 
 	// A new file in a folder created after the watch started.
-	r.write("templates/workflows/new-flow.json", `{"name":"n","nodes":[],"connections":{}}`)
+	r.Write("templates/workflows/new-flow.json", `{"name":"n","nodes":[],"connections":{}}`)
 	waitFor(t, results, "a new template", func(s Snapshot) bool { return s.Templates["new-flow"] != nil })
 
 	// A broken save is reported, keeping the last valid version.
-	r.write(p, "spec: [\n")
+	r.Write(p, "spec: [\n")
 	waitFor(t, results, "the broken save", func(s Snapshot) bool {
 		st := s.Tenants["ws-stark"]
 		return st.Status == StatusInvalid && st.Tenant != nil && st.Tenant.Metadata.Name == "Stark Enterprises"
@@ -95,8 +97,8 @@ func TestWatchDirReloadsOnSave(t *testing.T) {
 
 func TestWatchLocalRepoSeesCommit(t *testing.T) {
 	r := newExampleRepo(t)
-	src := openLocal(t, r.dir)
-	w := NewWatcher(src, WatchConfig{WatchDir: r.dir, Interval: time.Hour, Logger: quietLogger(),
+	src := openLocal(t, r.Dir)
+	w := NewWatcher(src, WatchConfig{WatchDir: r.Dir, Interval: time.Hour, Logger: quietLogger(),
 		After: func(d time.Duration) <-chan time.Time {
 			if d > 50*time.Minute {
 				return nil
@@ -105,8 +107,8 @@ func TestWatchLocalRepoSeesCommit(t *testing.T) {
 		}})
 	results := runWatcher(t, w)
 	waitFor(t, results, "the first load", func(s Snapshot) bool { return len(s.Tenants) == len(exampleIDs) })
-	r.write("tenants/ws-committed.yaml", tenantYAML("ws-committed", "nyc1"))
-	head := r.commit("onboard")
+	r.Write("tenants/ws-committed.yaml", testkit.TenantYAML(tenant("ws-committed", "nyc1")))
+	head := r.Commit("onboard")
 	waitFor(t, results, "the commit", func(s Snapshot) bool { return s.Commit == head && s.Tenants["ws-committed"].Status == StatusValid })
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/agent/caddy"
+	"genesis.dev/fleet/internal/testkit"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -191,7 +192,7 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), httpPort: freePort(t), httpsPort: freePort(t)}
+	h := &harness{admin: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), httpPort: testkit.FreePort(t), httpsPort: testkit.FreePort(t)}
 	h.ask = caddy.NewAsk(nil)
 	h.askSrv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.asked.Store(r.URL.Query().Get("domain"), true)
@@ -393,7 +394,7 @@ func TestRealCaddy(t *testing.T) {
 }
 
 func TestLoadCaddyDown(t *testing.T) {
-	c := caddy.NewClient(fmt.Sprintf("127.0.0.1:%d", freePort(t)), caddy.ClientOptions{})
+	c := caddy.NewClient(fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), caddy.ClientOptions{})
 	cfg, _, err := caddy.Render(caddy.Config{AskURL: "http://127.0.0.1:1/ask"})
 	if err != nil {
 		t.Fatal(err)

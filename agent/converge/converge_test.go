@@ -17,6 +17,7 @@ import (
 
 	"genesis.dev/fleet/agent/n8n"
 	"genesis.dev/fleet/fakes/n8nemu"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/schema"
 )
 
@@ -486,7 +487,7 @@ func TestProbes(t *testing.T) {
 // credential of each type they use.
 func exampleManifest(t *testing.T) (*schema.Manifest, map[string]json.RawMessage) {
 	t.Helper()
-	names, _ := filepath.Glob(filepath.Join("..", "..", "state-example", schema.TemplatesDir, "*.json"))
+	names := testkit.Glob(t, filepath.Join("..", "..", "state-example", schema.TemplatesDir, "*.json"))
 	if len(names) != 4 {
 		t.Fatalf("%d example templates, want 4", len(names))
 	}

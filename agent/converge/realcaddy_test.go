@@ -19,6 +19,7 @@ import (
 	"genesis.dev/fleet/agent/caddy"
 	"genesis.dev/fleet/agent/converge"
 	"genesis.dev/fleet/agent/n8n"
+	"genesis.dev/fleet/internal/testkit"
 )
 
 // caddyBinary returns the pinned Caddy the agent/caddy tests build into
@@ -50,16 +51,6 @@ func caddyBinary(t *testing.T) string {
 		t.Fatalf("build caddy %s (run scripts/build-caddy): %v\n%s", version, err, out)
 	}
 	return bin
-}
-
-func freeAddr(t *testing.T) (string, int) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String(), l.Addr().(*net.TCPAddr).Port
 }
 
 // startRealCaddy runs Caddy with only its admin API, like a fresh droplet.
@@ -99,9 +90,7 @@ func startRealCaddy(t *testing.T, admin string) {
 // Caddy, a removed one no longer does, and re-applying loads nothing.
 func TestDomainsReachRealCaddy(t *testing.T) {
 	r := newRig(t)
-	admin, _ := freeAddr(t)
-	_, httpPort := freeAddr(t)
-	_, httpsPort := freeAddr(t)
+	admin, httpPort, httpsPort := testkit.FreeAddr(t), testkit.FreePort(t), testkit.FreePort(t)
 	startRealCaddy(t, admin)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		fmt.Fprintf(w, "n8n for %s", req.Host)

@@ -20,6 +20,7 @@ import (
 	"genesis.dev/fleet/agent/n8n"
 	"genesis.dev/fleet/fakes/n8nemu"
 	"genesis.dev/fleet/fakes/n8ntest"
+	"genesis.dev/fleet/internal/testkit"
 )
 
 const (
@@ -416,7 +417,7 @@ func TestWorkflowValidation(t *testing.T) {
 func TestExampleTemplatesActivate(t *testing.T) {
 	ctx := t.Context()
 	_, c, _ := setup(t)
-	names, _ := filepath.Glob(filepath.Join("..", "..", "state-example", "templates", "workflows", "*.json"))
+	names := testkit.Glob(t, filepath.Join("..", "..", "state-example", "templates", "workflows", "*.json"))
 	if len(names) == 0 {
 		t.Fatal("no templates")
 	}

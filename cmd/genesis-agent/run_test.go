@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"genesis.dev/fleet/fakes/n8nemu"
 	"genesis.dev/fleet/internal/promcheck"
 	"genesis.dev/fleet/internal/syncio"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
@@ -140,12 +140,7 @@ func TestRunUnderTheSimulatorHook(t *testing.T) {
 	if err := os.WriteFile(userData, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsAddr := ln.Addr().String()
-	ln.Close()
+	metricsAddr := testkit.FreeAddr(t)
 
 	cmd := exec.Command(bin, "run", "--insecure-http", "--converge=false", "--heartbeat-interval", "200ms", "--poll-wait", "1s", "--metrics-listen", metricsAddr, "--log-format", "json")
 	stderr, done := startProc(t, cmd, []string{"PATH=" + os.Getenv("PATH"), "DOSIM_USER_DATA_FILE=" + userData, "DOSIM_DROPLET_ID=" + w.droplet, "DOSIM_DISK_DIR=" + disk})
@@ -233,12 +228,7 @@ func TestRunConverges(t *testing.T) {
 	defer caddySrv.Close()
 	ps := &protocolServer{t: t, w: w, token: "one-time-token-abc", build: w.slackManifest}
 	dir, cfgPath := startProtocol(t, ps)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	askAddr := ln.Addr().String()
-	ln.Close()
+	askAddr := testkit.FreeAddr(t)
 
 	cmd := exec.Command(bin, "run", "--insecure-http", "--config", cfgPath, "--droplet-id", w.droplet, "--state-dir", filepath.Join(dir, "state"),
 		"--n8n-url", emu.URL, "--caddy-admin", strings.TrimPrefix(caddySrv.URL, "http://"), "--ask-listen", askAddr,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -13,6 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // maxMetricsBody bounds a scraped /metrics page.
@@ -44,48 +47,78 @@ func (f *fleet) scrape(ctx context.Context) (map[string]float64, error) {
 }
 
 // parseMetrics reads the samples of a Prometheus text exposition (outside
-// input: fuzzed). Comments and blank lines are skipped; a sample line is
-// "series value [timestamp]". Errors name the line.
+// input: fuzzed) with Prometheus's own parser (expfmt). A sample is keyed
+// by its series as the text format spells it, labels in the page's order
+// and a histogram's le or a summary's quantile last:
+// name{label="v",...}. NaN samples are left out. Errors name the line.
 func parseMetrics(body []byte) (map[string]float64, error) {
-	out := map[string]float64{}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		series, rest := line, ""
-		if i := strings.IndexByte(line, '{'); i >= 0 {
-			j := strings.LastIndexByte(line, '}')
-			if j < i {
-				return nil, fmt.Errorf("metrics line %d: unterminated label set", n)
-			}
-			series, rest = line[:j+1], line[j+1:]
-		} else if k := strings.IndexAny(line, " \t"); k >= 0 {
-			series, rest = line[:k], line[k:]
-		} else {
-			return nil, fmt.Errorf("metrics line %d: no value", n)
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 || len(fields) > 2 {
-			return nil, fmt.Errorf("metrics line %d: want a value and an optional timestamp", n)
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %d: value %q is not a number", n, fields[0])
-		}
-		if math.IsNaN(v) {
-			continue
-		}
-		out[series] = v
-	}
-	if err := sc.Err(); err != nil {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	out := map[string]float64{}
+	add := func(name string, labels []*dto.LabelPair, extra string, v float64) {
+		if math.IsNaN(v) {
+			return
+		}
+		var b strings.Builder
+		b.WriteString(name)
+		if len(labels) > 0 || extra != "" {
+			b.WriteByte('{')
+			for i, l := range labels {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(l.GetName() + `="` + labelEscaper.Replace(l.GetValue()) + `"`)
+			}
+			if extra != "" {
+				if len(labels) > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(extra)
+			}
+			b.WriteByte('}')
+		}
+		out[b.String()] = v
+	}
+	for name, mf := range families {
+		for _, m := range mf.GetMetric() {
+			ls := m.GetLabel()
+			switch mf.GetType() {
+			case dto.MetricType_COUNTER:
+				add(name, ls, "", m.GetCounter().GetValue())
+			case dto.MetricType_GAUGE:
+				add(name, ls, "", m.GetGauge().GetValue())
+			case dto.MetricType_SUMMARY:
+				for _, q := range m.GetSummary().GetQuantile() {
+					add(name, ls, `quantile="`+formatFloat(q.GetQuantile())+`"`, q.GetValue())
+				}
+				add(name+"_sum", ls, "", m.GetSummary().GetSampleSum())
+				add(name+"_count", ls, "", float64(m.GetSummary().GetSampleCount()))
+			case dto.MetricType_HISTOGRAM:
+				for _, bk := range m.GetHistogram().GetBucket() {
+					add(name+"_bucket", ls, `le="`+formatFloat(bk.GetUpperBound())+`"`, float64(bk.GetCumulativeCount()))
+				}
+				add(name+"_sum", ls, "", m.GetHistogram().GetSampleSum())
+				add(name+"_count", ls, "", float64(m.GetHistogram().GetSampleCount()))
+			default:
+				add(name, ls, "", m.GetUntyped().GetValue())
+			}
+		}
+	}
 	return out, nil
+}
+
+// labelEscaper escapes a label value as the text format does.
+var labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+
+// formatFloat prints a bucket bound or quantile as the text format does.
+func formatFloat(f float64) string {
+	if math.IsInf(f, 1) {
+		return "+Inf"
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
 // heartbeatCounts are genesis_heartbeats_total by result.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"math"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 const wrkOutput = `Running 5s test @ http://127.0.0.1:40123/v1/manifest
@@ -81,10 +85,10 @@ func TestParseMetrics(t *testing.T) {
 		t.Errorf("heartbeatsOf = %+v", hc)
 	}
 	for _, tc := range []struct{ page, want string }{
-		{"a{b=\"c\" 1\n", "line 1: unterminated label set"},
-		{"# x\nlonely\n", "line 2: no value"},
-		{"a 1 2 3\n", "line 1: want a value"},
-		{"a one\n", `line 1: value "one" is not a number`},
+		{"a{b=\"c\" 1\n", "line 1: unexpected end of label value"},
+		{"# x\nlonely\n", "line 2: expected float as value"},
+		{"a 1 2 3\n", "line 1: spurious string after timestamp"},
+		{"a one\n", `line 1: expected float as value, got "one"`},
 	} {
 		if _, err := parseMetrics([]byte(tc.page)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: err = %v, want %q", tc.page, err, tc.want)
@@ -227,4 +231,34 @@ func FuzzResultsFile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseMetricsHistogram: a histogram as client_golang serves it reads
+// back as the cumulative buckets histogramDelta expects.
+func TestParseMetricsHistogram(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "genesis_manifest_delivery_seconds", Help: "h", Buckets: []float64{0.005, 0.1, 1}})
+	reg.MustRegister(h)
+	page := func() map[string]float64 {
+		rec := httptest.NewRecorder()
+		promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		m, err := parseMetrics(rec.Body.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	h.Observe(0.5)
+	before := page()
+	for _, v := range []float64{0.001, 0.05, 0.05, 2} {
+		h.Observe(v)
+	}
+	after := page()
+	if got := after[`genesis_manifest_delivery_seconds_bucket{le="+Inf"}`]; got != 5 {
+		t.Errorf("+Inf bucket = %v, want 5 (page %v)", got, after)
+	}
+	want := []bucket{{0.005, 1}, {0.1, 3}, {1, 3}, {math.Inf(1), 4}}
+	if diff := cmp.Diff(want, histogramDelta(before, after, "genesis_manifest_delivery_seconds"), cmp.AllowUnexported(bucket{})); diff != "" {
+		t.Errorf("histogramDelta (-want +got):\n%s", diff)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -16,13 +15,13 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"filippo.io/age/armor"
 	"gopkg.in/yaml.v3"
 
 	cloudinit "genesis.dev/fleet/deploy/cloud-init"
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/schema/sealing"
@@ -46,29 +45,23 @@ func TestAgentProtocol(t *testing.T) {
 	nextPEM := string(dsse.MarshalPublicKeyPEM(nextPub))
 	os.WriteFile(filepath.Join(keys, "next.pub"), []byte(nextPEM), 0o644)
 
-	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
-	w.git("init", "-q", "-b", "main")
-	fleet := strings.Replace(fleetYAML, "age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3", fleetID.Recipient().String(), 1)
+	repo := testkit.NewStateRepo(t)
+	w := &world{t: t, state: repo, repo: repo.Dir, db: pgtest.New(t)}
+	f := testFleet()
+	f.Spec.Recipients = []string{fleetID.Recipient().String()}
+	fleet := testkit.FleetYAML(f)
 	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(fleet), 0o644)
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
-	var sealed bytes.Buffer
-	aw := armor.NewWriter(&sealed)
-	enc, _ := age.Encrypt(aw, fleetID.Recipient())
-	io.WriteString(enc, `{"apiKey":"SECRET-e2e-0042"}`)
-	enc.Close()
-	aw.Close()
+	sealed := testkit.Seal(t, fleetID.Recipient(), `{"apiKey":"SECRET-e2e-0042"}`)
 	tenant := func(domain string) string {
-		var b strings.Builder
-		b.WriteString(tenantYAML("ws-acme"))
-		fmt.Fprintf(&b, "  domains: [%s]\n  credentials:\n    - name: api\n      type: httpHeaderAuth\n      sealed: |\n", domain)
-		for _, l := range strings.Split(strings.TrimSpace(sealed.String()), "\n") {
-			b.WriteString("        " + l + "\n")
-		}
-		return b.String()
+		tn := testkit.Tenant("ws-acme", "nyc3")
+		tn.Spec.Domains = []string{domain}
+		tn.Spec.Credentials = []schema.Credential{{Name: "api", Type: "httpHeaderAuth", Sealed: sealed}}
+		return testkit.TenantYAML(tn)
 	}
 	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(tenant("a.acme.com")), 0o644)
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "fleet")
 	w.sim = dosimtest.Start(t, dosim.Config{WorkDir: work,
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}}})
 	p := w.start("--signing-key", filepath.Join(keys, "signing.pem"), "--age-identity", filepath.Join(keys, "age.key"), "--public-url", "https://fleet.example.com/",
@@ -77,7 +70,7 @@ func TestAgentProtocol(t *testing.T) {
 	// The droplet's user data carries the agent config.
 	var userData []byte
 	var dropletID string
-	waitFor(t, "the droplet's user data", func() bool {
+	testkit.WaitFor(t, "the droplet's user data", func() bool {
 		files, _ := filepath.Glob(filepath.Join(work, "userdata", "*"))
 		if len(files) == 0 {
 			return false
@@ -107,7 +100,7 @@ func TestAgentProtocol(t *testing.T) {
 	if bytes.Contains(userData, []byte("AGE-SECRET-KEY")) || bytes.Contains(userData, []byte("PRIVATE KEY")) || bytes.Contains(userData, []byte("tok-a")) {
 		t.Fatal("user data holds a secret besides the token")
 	}
-	waitFor(t, "the droplet to be recorded", func() bool { return allInitialized(t, p.url, 1) })
+	testkit.WaitFor(t, "the droplet to be recorded", func() bool { return allInitialized(t, p.url, 1) })
 
 	// Enroll.
 	agentID, _ := age.GenerateX25519Identity()
@@ -154,7 +147,7 @@ func TestAgentProtocol(t *testing.T) {
 		etag string
 		m    schema.Manifest
 	)
-	waitForFast(t, "the first manifest", func() bool { code, etag, m = get("", ""); return code != 404 })
+	testkit.WaitForFast(t, "the first manifest", func() bool { code, etag, m = get("", ""); return code != 404 })
 	if code != 200 || m.Workspace != "ws-acme" || m.Droplet != dropletID || m.Version != 1 || len(m.Credentials) != 1 ||
 		len(m.SigningKeys) != 1 || m.SigningKeys[0] != nextPEM {
 		t.Fatalf("manifest: %d %+v", code, m)
@@ -175,8 +168,8 @@ func TestAgentProtocol(t *testing.T) {
 	}()
 	time.Sleep(100 * time.Millisecond)
 	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(tenant("b.acme.com")), 0o644)
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "new domain")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "new domain")
 	select {
 	case m = <-done:
 		if m.Version != 2 || m.Domains[0] != "b.acme.com" {
@@ -196,7 +189,7 @@ func TestAgentProtocol(t *testing.T) {
 		t.Fatalf("heartbeat: %v %v", resp.StatusCode, err)
 	}
 	resp.Body.Close()
-	waitFor(t, "ACTIVE_HEALTHY", func() bool {
+	testkit.WaitFor(t, "ACTIVE_HEALTHY", func() bool {
 		doc, err := getFleet(t, p.url)
 		return err == nil && len(doc.Tenants) == 1 && doc.Tenants[0].Lifecycle == "ACTIVE_HEALTHY"
 	})

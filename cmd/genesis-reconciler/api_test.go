@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/tenants"
 )
 
@@ -23,12 +25,12 @@ import (
 func TestTenantAPIAndWebhook(t *testing.T) {
 	w := newWorld(t, 1, 0)
 	bare := filepath.Join(t.TempDir(), "state.git")
-	w.git("clone", "-q", "--bare", w.repo, bare)
+	w.state.Git("clone", "-q", "--bare", w.repo, bare)
 	toks := filepath.Join(t.TempDir(), "tokens")
 	os.WriteFile(toks, []byte(`{"name":"dash","sha256":"`+auth.Hash("tok-dash")+`","scopes":["dashboard"]}`+"\n"), 0o600)
 	p := w.start("--state-repo", "file://"+bare, "--cache-dir", t.TempDir(), "--tokens", toks, "--poll-interval", "1h", "--resync", "1h")
 	call := apiClient(t, p.url)
-	waitFor(t, "the tenant API", func() bool {
+	testkit.WaitFor(t, "the tenant API", func() bool {
 		resp, _ := call("GET", "/v1/tenants/ws-000", "tok-dash", "")
 		return resp.StatusCode == 200
 	})
@@ -38,7 +40,7 @@ func TestTenantAPIAndWebhook(t *testing.T) {
 	if resp, _ := call("GET", "/v1/fleet", "tok-dash", ""); resp.StatusCode != 200 {
 		t.Errorf("/v1/fleet with a token: %d", resp.StatusCode)
 	}
-	waitFor(t, "ws-000's droplet", func() bool { return w.dropletsByName()["genesis-ws-000-1"] == 1 })
+	testkit.WaitFor(t, "ws-000's droplet", func() bool { return w.dropletsByName()["genesis-ws-000-1"] == 1 })
 
 	// Through the API.
 	resp, body := call("POST", "/v1/tenants", "tok-dash", `{"apiVersion":"genesis.dev/v1","kind":"Tenant","metadata":{"id":"ws-api","name":"API","tier":"pro"},"spec":{"state":"running","droplet":{"region":"nyc3"}}}`)
@@ -51,13 +53,13 @@ func TestTenantAPIAndWebhook(t *testing.T) {
 	if got := gitOut(t, bare, "rev-parse", "main"); got != res.Commit {
 		t.Errorf("main %s, API commit %s", got, res.Commit)
 	}
-	waitForFast(t, "the API's tenant to reach the simulator", func() bool { return w.dropletsByName()["genesis-ws-api-1"] == 1 })
+	testkit.WaitForFast(t, "the API's tenant to reach the simulator", func() bool { return w.dropletsByName()["genesis-ws-api-1"] == 1 })
 	t.Logf("API commit -> droplet create seen in the simulator: %v", time.Since(committed).Round(time.Millisecond))
 
 	// An admin's commit and a signed push webhook.
 	admin := filepath.Join(t.TempDir(), "admin")
 	gitOut(t, filepath.Dir(admin), "clone", "-q", bare, admin)
-	os.WriteFile(filepath.Join(admin, "tenants", "ws-hook.yaml"), []byte(tenantYAML("ws-hook")), 0o644)
+	os.WriteFile(filepath.Join(admin, "tenants", "ws-hook.yaml"), []byte(testkit.TenantYAML(tenant("ws-hook", schema.StateRunning))), 0o644)
 	gitOut(t, admin, "add", "-A")
 	gitOut(t, admin, "commit", "-q", "-m", "onboard ws-hook")
 	gitOut(t, admin, "push", "-q", "origin", "main")
@@ -69,11 +71,11 @@ func TestTenantAPIAndWebhook(t *testing.T) {
 	if resp, _ := call("POST", "/hooks/git", "", string(hook), tenants.SignatureHeader, tenants.Sign([]byte("s3cret"), hook)); resp.StatusCode != 202 {
 		t.Fatalf("signed hook: %d", resp.StatusCode)
 	}
-	waitForFast(t, "the hook's commit to reach the simulator", func() bool { return w.dropletsByName()["genesis-ws-hook-1"] == 1 })
+	testkit.WaitForFast(t, "the hook's commit to reach the simulator", func() bool { return w.dropletsByName()["genesis-ws-hook-1"] == 1 })
 	t.Logf("git push + webhook -> droplet create seen in the simulator: %v", time.Since(pushed).Round(time.Millisecond))
 
 	// The API sees the admin's commit (the hook refreshed it) and rebases on it.
-	waitFor(t, "the API to see ws-hook", func() bool {
+	testkit.WaitFor(t, "the API to see ws-hook", func() bool {
 		resp, _ := call("GET", "/v1/tenants/ws-hook", "tok-dash", "")
 		return resp.StatusCode == 200
 	})
@@ -120,16 +122,4 @@ func gitOut(t *testing.T, dir string, args ...string) string {
 		t.Fatalf("git %v: %v\n%s", args, err, out)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// waitForFast is waitFor polling every 10ms, for latency figures.
-func waitForFast(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

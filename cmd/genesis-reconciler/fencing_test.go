@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/store"
 )
 
@@ -74,9 +75,9 @@ func TestLockCutMidCreateBinaries(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	a := w.start("--do-api-url", srv.URL+"/A/")
-	waitFor(t, "A leads", func() bool { doc, err := getFleet(t, a.url); return err == nil && doc.Leader })
+	testkit.WaitFor(t, "A leads", func() bool { doc, err := getFleet(t, a.url); return err == nil && doc.Leader })
 	b := w.start("--do-api-url", srv.URL+"/B/")
-	waitFor(t, "the leader's two creates held", func() bool { _, held := front.count(); return held == 2 })
+	testkit.WaitFor(t, "the leader's two creates held", func() bool { _, held := front.count(); return held == 2 })
 	var pid int64
 	if err := w.query(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
 		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -87,7 +88,7 @@ func TestLockCutMidCreateBinaries(t *testing.T) {
 	cutAt := time.Now()
 	w.exec(`SELECT pg_terminate_backend($1)`, pid)
 
-	waitFor(t, "B to lead and both tenants to be recorded", func() bool {
+	testkit.WaitFor(t, "B to lead and both tenants to be recorded", func() bool {
 		doc, err := getFleet(t, b.url)
 		return err == nil && doc.Leader && allInitialized(t, b.url, 2)
 	})

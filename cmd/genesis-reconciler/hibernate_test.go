@@ -30,6 +30,8 @@ import (
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/testkit"
+	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
 
@@ -145,17 +147,21 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 	agentBin := agentBinary(t)
 	keys, fleetID := fleetKeys(t)
 
-	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
-	w.git("init", "-q", "-b", "main")
-	fleet := strings.Replace(fleetYAML, "maxHibernatePercent: 50", "maxHibernatePercent: 100", 1)
-	fleet = strings.Replace(fleet, "age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3", fleetID.Recipient().String(), 1)
+	repo := testkit.NewStateRepo(t)
+	w := &world{t: t, state: repo, repo: repo.Dir, db: pgtest.New(t)}
+	f := testFleet()
+	f.Spec.Safety.MaxHibernatePercent = 100
+	f.Spec.Recipients = []string{fleetID.Recipient().String()}
+	fleet := testkit.FleetYAML(f)
 	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(fleet), 0o644)
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
 	tenant := func(state string) {
-		body := strings.Replace(tenantYAML("ws-acme"), "state: running", "state: "+state, 1) + "  hibernation: {afterIdle: 24h}\n"
+		tn := tenant("ws-acme", schema.State(state))
+		tn.Spec.Hibernation = &schema.Hibernation{AfterIdle: schema.Duration(24 * time.Hour)}
+		body := testkit.TenantYAML(tn)
 		os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(body), 0o644)
-		w.git("add", "-A")
-		w.git("commit", "-q", "-m", "ws-acme "+state)
+		w.state.Git("add", "-A")
+		w.state.Git("commit", "-q", "-m", "ws-acme "+state)
 	}
 	tenant("running")
 	work := t.TempDir()
@@ -165,7 +171,7 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 		Limits:   dosim.Limits{BootDelay: dosim.Duration(boot), ActionDelay: dosim.Duration(200 * time.Millisecond)}})
 	p := w.start("--signing-key", filepath.Join(keys, "signing.pem"), "--age-identity", filepath.Join(keys, "age.key"),
 		"--hibernate-prepare-timeout", "60s")
-	waitFor(t, "ws-acme healthy", func() bool { return healthy(t, p.url, "ws-acme") })
+	testkit.WaitFor(t, "ws-acme healthy", func() bool { return healthy(t, p.url, "ws-acme") })
 	first, doc := tenantOf(t, p.url, "ws-acme")
 	if first.MonthlyUSD != 6 || doc.Cost.Droplets != 6 || doc.Cost.Total != 6 {
 		t.Errorf("running cost: tenant %v, fleet %+v; want $6 droplets", first.MonthlyUSD, doc.Cost)
@@ -174,7 +180,7 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 	// Declared hibernation: the agent confirms, then snapshot and destroy.
 	tenant("hibernated")
 	w.hook(p.url)
-	waitFor(t, "HIBERNATED", func() bool { r, _ := tenantOf(t, p.url, "ws-acme"); return r.Lifecycle == "HIBERNATED" })
+	testkit.WaitFor(t, "HIBERNATED", func() bool { r, _ := tenantOf(t, p.url, "ws-acme"); return r.Lifecycle == "HIBERNATED" })
 	var confirmed bool
 	if err := w.query(`SELECT hibernate_confirmed FROM fleet_status WHERE workspace = 'ws-acme'`).Scan(&confirmed); err != nil || !confirmed {
 		t.Errorf("hibernate_confirmed = %v (%v); the agent's n8n_stopped heartbeat should have confirmed", confirmed, err)
@@ -199,7 +205,7 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 	wake := func(what string, trigger func()) time.Duration {
 		start := time.Now()
 		trigger()
-		waitFor(t, what+" healthy", func() bool {
+		testkit.WaitFor(t, what+" healthy", func() bool {
 			r, _ := tenantOf(t, p.url, "ws-acme")
 			return r.DropletID != 0 && r.DropletID != first.DropletID && healthy(t, p.url, "ws-acme")
 		})
@@ -216,7 +222,7 @@ func TestHibernateAndWakeWithAgents(t *testing.T) {
 	// Idle policy: the agent has been idle 30 h and was warned 25 h ago.
 	commits := strings.Count(gitLog(t, w.repo), "\n")
 	w.exec(`UPDATE fleet_status SET last_activity_at = now() - interval '30 hours', idle_warned_at = now() - interval '25 hours' WHERE workspace = 'ws-acme'`)
-	waitFor(t, "idle hibernation", func() bool {
+	testkit.WaitFor(t, "idle hibernation", func() bool {
 		r, _ := tenantOf(t, p.url, "ws-acme")
 		return r.Lifecycle == "HIBERNATED" && r.HibernatedByPol
 	})
@@ -273,15 +279,15 @@ func gitLog(t *testing.T, repo string) string {
 // destroys the droplet exactly once and records HIBERNATED.
 func TestKillDuringHibernation(t *testing.T) {
 	var deletes atomic.Int32
-	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
-	w.git("init", "-q", "-b", "main")
+	repo := testkit.NewStateRepo(t)
+	w := &world{t: t, state: repo, repo: repo.Dir, db: pgtest.New(t)}
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
-	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(fleetYAML), 0o644)
+	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(testkit.FleetYAML(testFleet())), 0o644)
 	for _, id := range []string{"ws-000", "ws-001"} {
-		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(tenantYAML(id)), 0o644)
+		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(testkit.TenantYAML(tenant(id, schema.StateRunning))), 0o644)
 	}
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "fleet")
 	w.sim = dosimtest.Start(t, dosim.Config{
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
 		Limits:   dosim.Limits{ActionDelay: dosim.Duration(100 * time.Millisecond)},
@@ -295,15 +301,15 @@ func TestKillDuringHibernation(t *testing.T) {
 		})
 	}))
 	p := w.start()
-	waitFor(t, "both droplets", func() bool { return allInitialized(t, p.url, 2) })
+	testkit.WaitFor(t, "both droplets", func() bool { return allInitialized(t, p.url, 2) })
 	// Destroys hang from now on.
 	if _, err := w.sim.Sim.InjectFault(dosim.Fault{Kind: dosim.FaultTimeout, Route: "DELETE /v2/droplets/*", Count: 1000}); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-000.yaml"), []byte(strings.Replace(tenantYAML("ws-000"), "running", "hibernated", 1)), 0o644)
-	w.git("commit", "-qam", "hibernate ws-000")
+	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-000.yaml"), []byte(testkit.TenantYAML(tenant("ws-000", schema.StateHibernated))), 0o644)
+	w.state.Git("commit", "-qam", "hibernate ws-000")
 	w.hook(p.url)
-	waitFor(t, "the snapshot taken and the destroy pending", func() bool {
+	testkit.WaitFor(t, "the snapshot taken and the destroy pending", func() bool {
 		var step string
 		err := w.query(`SELECT coalesce(step, '') FROM operations WHERE workspace = 'ws-000' AND kind = 'hibernate' AND state = 'running'`).Scan(&step)
 		return err == nil && step == "snapshotted"
@@ -317,7 +323,7 @@ func TestKillDuringHibernation(t *testing.T) {
 	}
 	w.sim.Sim.ClearFaults()
 	p2 := w.start()
-	waitFor(t, "ws-000 HIBERNATED after the restart", func() bool {
+	testkit.WaitFor(t, "ws-000 HIBERNATED after the restart", func() bool {
 		r, _ := tenantOf(t, p2.url, "ws-000")
 		return r.Lifecycle == "HIBERNATED" && r.SnapshotID != ""
 	})

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/auth"
 )
 
@@ -153,7 +154,7 @@ func TestUnauthenticatedFlood(t *testing.T) {
 		resp.Body.Close()
 		return resp
 	}
-	waitFor(t, "readiness", func() bool { return get("/readyz", "", "").StatusCode == 200 })
+	testkit.WaitFor(t, "readiness", func() bool { return get("/readyz", "", "").StatusCode == 200 })
 	codes := map[int]int{}
 	for i := range 40 {
 		path := "/v1/fleet"

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,8 @@ import (
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/internal/promcheck"
 	"genesis.dev/fleet/internal/syncio"
+	"genesis.dev/fleet/internal/testkit"
+	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/tenants"
 )
 
@@ -46,53 +47,50 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const fleetYAML = `apiVersion: genesis.dev/v1
-kind: Fleet
-spec:
-  accounts:
-    - {name: acct-a, regions: [nyc3], maxDroplets: 50, tokenEnv: GENESIS_TEST_TOKEN_A}
-    - {name: acct-b, regions: [nyc3], maxDroplets: 50, tokenEnv: GENESIS_TEST_TOKEN_B}
-  defaults: {size: s-1vcpu-1gb, image: ubuntu-22-04-x64, n8nVersion: 1.123.81}
-  recipients: [age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3]
-  safety: {maxDestroyPerRun: 5, maxHibernatePercent: 50}
-  sizes: {s-1vcpu-1gb: {monthlyUSD: 6}}
-`
+// testFleet has two accounts in nyc3 whose tokens the tests put in
+// GENESIS_TEST_TOKEN_A and _B.
+func testFleet() *schema.Fleet {
+	f := testkit.Fleet()
+	f.Spec.Accounts = []schema.Account{
+		{Name: "acct-a", Regions: []string{"nyc3"}, MaxDroplets: 50, TokenEnv: "GENESIS_TEST_TOKEN_A"},
+		{Name: "acct-b", Regions: []string{"nyc3"}, MaxDroplets: 50, TokenEnv: "GENESIS_TEST_TOKEN_B"},
+	}
+	f.Spec.Safety.MaxDestroyPerRun = 5
+	f.Spec.Sizes = map[string]schema.Size{"s-1vcpu-1gb": {MonthlyUSD: 6}}
+	return f
+}
 
-func tenantYAML(id string) string {
-	return fmt.Sprintf("apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: %s, name: %s, tier: pro}\nspec:\n  state: running\n  droplet: {region: nyc3}\n", id, id)
+// tenant is a pro tenant in nyc3, in state.
+func tenant(id string, state schema.State) *schema.Tenant {
+	t := testkit.Tenant(id, "nyc3")
+	t.Spec.State = state
+	return t
 }
 
 type world struct {
-	t    *testing.T
-	repo string
-	db   string
-	sim  *dosimtest.Server
+	t     *testing.T
+	state *testkit.StateRepo
+	repo  string
+	db    string
+	sim   *dosimtest.Server
 }
 
 func newWorld(t *testing.T, tenantsN int, boot time.Duration) *world {
-	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
-	w.git("init", "-q", "-b", "main")
+	repo := testkit.NewStateRepo(t)
+	w := &world{t: t, state: repo, repo: repo.Dir, db: pgtest.New(t)}
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
-	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(fleetYAML), 0o644)
+	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(testkit.FleetYAML(testFleet())), 0o644)
 	for i := range tenantsN {
 		id := fmt.Sprintf("ws-%03d", i)
-		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(tenantYAML(id)), 0o644)
+		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(testkit.TenantYAML(tenant(id, schema.StateRunning))), 0o644)
 	}
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "fleet")
 	w.sim = dosimtest.Start(t, dosim.Config{
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
 		Limits:   dosim.Limits{BootDelay: dosim.Duration(boot)},
 	})
 	return w
-}
-
-func (w *world) git(args ...string) {
-	w.t.Helper()
-	cmd := exec.Command("git", append([]string{"-C", w.repo, "-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		w.t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
 }
 
 // proc is a running genesis-reconciler.
@@ -102,18 +100,9 @@ type proc struct {
 	logs *syncio.Buffer
 }
 
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func (w *world) start(extra ...string) *proc {
 	w.t.Helper()
-	addr := freePort(w.t)
+	addr := testkit.FreeAddr(w.t)
 	args := append([]string{"--state-repo", w.repo, "--database-url", w.db, "--do-api-url", w.sim.URL, "--listen", addr,
 		"--poll-interval", "200ms", "--resync", "200ms", "--webhook-secret", "s3cret", "--log-format", "text"}, extra...)
 	if !slices.Contains(extra, "--tokens") {
@@ -172,18 +161,6 @@ func getFleet(t *testing.T, url string) (api.Fleet, error) {
 	return client.New(url, "", nil).Fleet(t.Context())
 }
 
-// waitFor polls cond until it holds or the (generous) deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func allInitialized(t *testing.T, url string, n int) bool {
 	doc, err := getFleet(t, url)
 	if err != nil {
@@ -205,14 +182,14 @@ func TestKillDuringCreates(t *testing.T) {
 	const n = 12
 	w := newWorld(t, n, 2*time.Second)
 	p := w.start()
-	waitFor(t, "the first droplets to be created", func() bool { return len(w.dropletsByName()) >= 3 })
+	testkit.WaitFor(t, "the first droplets to be created", func() bool { return len(w.dropletsByName()) >= 3 })
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	p.cmd.Wait()
 	before := len(w.dropletsByName())
 	p2 := w.start()
-	waitFor(t, "all tenants to boot after the restart", func() bool { return allInitialized(t, p2.url, n) })
+	testkit.WaitFor(t, "all tenants to boot after the restart", func() bool { return allInitialized(t, p2.url, n) })
 	got := w.dropletsByName()
 	if len(got) != n {
 		t.Errorf("droplets = %d, want %d (%d existed at the kill)", len(got), n, before)
@@ -233,7 +210,7 @@ func TestKillDuringCreates(t *testing.T) {
 func TestLeaderFailover(t *testing.T) {
 	w := newWorld(t, 2, 0)
 	a := w.start()
-	waitFor(t, "the first replica to converge", func() bool { return allInitialized(t, a.url, 2) })
+	testkit.WaitFor(t, "the first replica to converge", func() bool { return allInitialized(t, a.url, 2) })
 	b := w.start()
 	docA, _ := getFleet(t, a.url)
 	docB, _ := getFleet(t, b.url)
@@ -242,10 +219,10 @@ func TestLeaderFailover(t *testing.T) {
 	}
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	a.cmd.Wait()
-	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-new.yaml"), []byte(tenantYAML("ws-new")), 0o644)
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "onboard ws-new")
-	waitFor(t, "the second replica to lead and onboard ws-new", func() bool {
+	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-new.yaml"), []byte(testkit.TenantYAML(tenant("ws-new", schema.StateRunning))), 0o644)
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "onboard ws-new")
+	testkit.WaitFor(t, "the second replica to lead and onboard ws-new", func() bool {
 		doc, err := getFleet(t, b.url)
 		return err == nil && doc.Leader && allInitialized(t, b.url, 3)
 	})
@@ -257,7 +234,7 @@ func TestLeaderFailover(t *testing.T) {
 // waitReady waits until the replica's /readyz answers 200.
 func (p *proc) waitReady(t *testing.T) {
 	t.Helper()
-	waitFor(t, "readiness", func() bool {
+	testkit.WaitFor(t, "readiness", func() bool {
 		resp, err := http.Get(p.url + "/readyz")
 		if err != nil {
 			return false
@@ -291,13 +268,13 @@ func TestWebhookAndHealth(t *testing.T) {
 		t.Errorf("badly signed hook: %d, want 401", got)
 	}
 	// A commit plus a signed hook is picked up although polling is hourly.
-	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-hook.yaml"), []byte(tenantYAML("ws-hook")), 0o644)
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "onboard ws-hook")
+	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-hook.yaml"), []byte(testkit.TenantYAML(tenant("ws-hook", schema.StateRunning))), 0o644)
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "onboard ws-hook")
 	if got := post(tenants.Sign([]byte("s3cret"), body)); got != 202 {
 		t.Errorf("signed hook: %d, want 202", got)
 	}
-	waitFor(t, "the hook's commit to reach the simulator", func() bool { return w.dropletsByName()["genesis-ws-hook-1"] == 1 })
+	testkit.WaitFor(t, "the hook's commit to reach the simulator", func() bool { return w.dropletsByName()["genesis-ws-hook-1"] == 1 })
 	resp, err := http.Get(p.url + "/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -42,7 +42,9 @@ import (
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
 	"genesis.dev/fleet/internal/pgserver"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/migrations"
+	"genesis.dev/fleet/schema"
 )
 
 // relRow is one line of the suite's table.
@@ -107,11 +109,12 @@ func newRelWorld(t *testing.T, tenantsN int, agents bool, watchdog string, silen
 
 // newRelWorldOn is newRelWorld on the database at db.
 func newRelWorldOn(t *testing.T, db string, tenantsN int, agents bool, watchdog string, silent ...string) *relWorld {
-	rw := &relWorld{world: &world{t: t, repo: t.TempDir(), db: db}, destroyed: map[int]string{}}
+	repo := testkit.NewStateRepo(t)
+	rw := &relWorld{world: &world{t: t, state: repo, repo: repo.Dir, db: db}, destroyed: map[int]string{}}
 	w := rw.world
-	w.git("init", "-q", "-b", "main")
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
-	fleet := strings.Replace(fleetYAML, "maxHibernatePercent: 50", "maxHibernatePercent: 100", 1)
+	fleet := testFleet()
+	fleet.Spec.Safety.MaxHibernatePercent = 100
 	simCfg := dosim.Config{
 		Accounts: []dosim.Account{{Name: "acct-a", Token: "tok-a", DropletLimit: 100}, {Name: "acct-b", Token: "tok-b", DropletLimit: 100}},
 		Limits:   dosim.Limits{BootDelay: dosim.Duration(50 * time.Millisecond), ActionDelay: dosim.Duration(30 * time.Millisecond)},
@@ -119,7 +122,7 @@ func newRelWorldOn(t *testing.T, db string, tenantsN int, agents bool, watchdog 
 	if agents {
 		keys, fleetID := fleetKeys(t)
 		rw.keys, rw.proxy = keys, startProxy(t)
-		fleet = strings.Replace(fleet, "age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3", fleetID.Recipient().String(), 1)
+		fleet.Spec.Recipients = []string{fleetID.Recipient().String()}
 		work := t.TempDir()
 		cmd := "exec " + agentBinary(t) + " run --insecure-http --converge=false --heartbeat-interval 500ms --poll-wait 2s --retry-max 300ms --log-format text"
 		for _, name := range silent {
@@ -127,13 +130,13 @@ func newRelWorldOn(t *testing.T, db string, tenantsN int, agents bool, watchdog 
 		}
 		simCfg.WorkDir, simCfg.DiskRoot, simCfg.BootCmd, simCfg.HookGrace = work, filepath.Join(work, "disks"), cmd, time.Second
 	}
-	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(fleet+watchdog), 0o644)
+	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(testkit.FleetYAML(fleet)+watchdog), 0o644)
 	for i := range tenantsN {
 		id := fmt.Sprintf("ws-%03d", i)
-		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(tenantYAML(id)), 0o644)
+		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(testkit.TenantYAML(tenant(id, schema.StateRunning))), 0o644)
 	}
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "fleet")
 	deleteRoute := regexp.MustCompile(`^/v2/droplets/(\d+)$`)
 	w.sim = dosimtest.Start(t, simCfg, dosimtest.WithMiddleware(func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(resp http.ResponseWriter, r *http.Request) {
@@ -231,9 +234,9 @@ func (rw *relWorld) simDroplets() map[int]string {
 
 // commitState declares ws-000's state and commits it.
 func (rw *relWorld) commitState(state string) {
-	body := strings.Replace(tenantYAML(relTenant), "state: running", "state: "+state, 1)
+	body := testkit.TenantYAML(tenant(relTenant, schema.State(state)))
 	os.WriteFile(filepath.Join(rw.repo, "tenants", relTenant+".yaml"), []byte(body), 0o644)
-	rw.git("commit", "-qam", relTenant+" "+state)
+	rw.state.Git("commit", "-qam", relTenant+" "+state)
 }
 
 // journalPoint is one committed journal write: a transaction's last row.
@@ -440,7 +443,7 @@ func relScenarios() []relScenario {
 			b, _ := os.ReadFile(filepath.Join(rw.repo, "genesis.yaml"))
 			os.WriteFile(filepath.Join(rw.repo, "genesis.yaml"), []byte(strings.Replace(string(b), relWatchdog,
 				"  watchdog: {bootDeadline: 2s, cooldown: 20s}\n", 1)), 0o644)
-			rw.git("commit", "-qam", "bootDeadline 2s")
+			rw.state.Git("commit", "-qam", "bootDeadline 2s")
 		}},
 	}
 }
@@ -610,7 +613,7 @@ func relPartition(t *testing.T, report *relReport) {
 		}
 		return rw.inFlight() == 0
 	}
-	waitFor(t, "both tenants healthy through the proxy", allHealthy)
+	testkit.WaitFor(t, "both tenants healthy through the proxy", allHealthy)
 	before := map[string]int64{}
 	for _, id := range both {
 		r, _ := tenantOf(t, p.url, id)
@@ -619,7 +622,7 @@ func relPartition(t *testing.T, report *relReport) {
 	proxy.partition(true)
 	// Past criticalAfter plus a cooldown: without the outage guard the
 	// watchdog would have rebooted both.
-	waitFor(t, "both tenants seen silent", func() bool {
+	testkit.WaitFor(t, "both tenants seen silent", func() bool {
 		for _, id := range both {
 			r, _ := tenantOf(t, p.url, id)
 			if r.Lifecycle != "ACTIVE_CRITICAL" {
@@ -719,23 +722,23 @@ func relFaults(t *testing.T, report *relReport) {
 			rw.sim.Sim.InjectFault(dosim.Fault{Kind: dosim.FaultActionError, Count: 1})
 		}},
 		{name: "partial droplet listing (page cut, then 500 x3) while converged", during: func(rw *relWorld, url string) {
-			waitFor(rw.t, "both tenants running", func() bool { return allRunning(rw, url) })
+			testkit.WaitFor(rw.t, "both tenants running", func() bool { return allRunning(rw, url) })
 			rw.sim.Sim.InjectFault(dosim.Fault{Kind: dosim.FaultPartialList, Route: "GET /v2/droplets", OKPages: 1, Truncate: true, Count: 3})
-			waitFor(rw.t, "the partial listing served", func() bool { return len(rw.sim.Sim.Snapshot().Faults) == 0 })
+			testkit.WaitFor(rw.t, "the partial listing served", func() bool { return len(rw.sim.Sim.Snapshot().Faults) == 0 })
 			time.Sleep(time.Second) // a few passes on what it observed
 		}},
 		{name: "Postgres: every backend terminated mid-create", during: func(rw *relWorld, url string) {
-			waitFor(rw.t, "a create journaled", func() bool { return rw.inFlight() > 0 })
+			testkit.WaitFor(rw.t, "a create journaled", func() bool { return rw.inFlight() > 0 })
 			rw.exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
 		}},
 		{name: "Postgres restarted mid-create (pg_ctl restart -m fast)", ownPostgres: true, during: func(rw *relWorld, url string) {
-			waitFor(rw.t, "a create journaled", func() bool { return rw.inFlight() > 0 })
+			testkit.WaitFor(rw.t, "a create journaled", func() bool { return rw.inFlight() > 0 })
 			if err := rw.pg.Restart(context.Background()); err != nil {
 				rw.t.Fatal(err)
 			}
 		}},
 		{name: "Postgres: the leader's lock connection cut mid-create", during: func(rw *relWorld, url string) {
-			waitFor(rw.t, "a create journaled", func() bool { return rw.inFlight() > 0 })
+			testkit.WaitFor(rw.t, "a create journaled", func() bool { return rw.inFlight() > 0 })
 			rw.exec(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted`)
 		}},
 	} {

@@ -23,8 +23,10 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/tenants"
 )
 
@@ -58,12 +60,12 @@ func TestEveryReplicaEqual(t *testing.T) {
 	// ws-wl, ws-wf: running, hibernated below, then woken; ws-rl, ws-rf:
 	// FAILED before any droplet (a retry creates them).
 	for id, state := range map[string]string{"ws-pl": "hibernated", "ws-pf": "hibernated", "ws-wl": "running", "ws-wf": "running", "ws-rl": "running", "ws-rf": "running"} {
-		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(strings.Replace(tenantYAML(id), "state: running", "state: "+state, 1)), 0o644)
+		os.WriteFile(filepath.Join(w.repo, "tenants", id+".yaml"), []byte(testkit.TenantYAML(tenant(id, schema.State(state)))), 0o644)
 	}
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "replicas fleet")
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "replicas fleet")
 	bare := filepath.Join(t.TempDir(), "state.git")
-	w.git("clone", "-q", "--bare", w.repo, bare)
+	w.state.Git("clone", "-q", "--bare", w.repo, bare)
 	admin := filepath.Join(t.TempDir(), "admin")
 	gitOut(t, filepath.Dir(admin), "clone", "-q", bare, admin)
 	toks := filepath.Join(t.TempDir(), "tokens")
@@ -83,14 +85,14 @@ func TestEveryReplicaEqual(t *testing.T) {
 			"--poll-interval", "1h", "--resync", "1h")
 	}
 	leader := replica("replica-leader")
-	waitFor(t, "the leader to create the running tenants", func() bool {
+	testkit.WaitFor(t, "the leader to create the running tenants", func() bool {
 		n := w.dropletsByName()
 		return n["genesis-ws-000-1"] == 1 && n["genesis-ws-wl-1"] == 1 && n["genesis-ws-wf-1"] == 1
 	})
 	follower := replica("replica-follower")
 	call := map[string]func(method, path, token, body string, hdr ...string) (*http.Response, []byte){
 		"leader": apiClient(t, leader.url), "follower": apiClient(t, follower.url)}
-	waitFor(t, "the follower's tenant API", func() bool {
+	testkit.WaitFor(t, "the follower's tenant API", func() bool {
 		resp, _ := call["follower"]("GET", "/v1/tenants/ws-pf", "tok-ops", "")
 		return resp.StatusCode == 200
 	})
@@ -129,7 +131,7 @@ func TestEveryReplicaEqual(t *testing.T) {
 			start := time.Now()
 			send(suffix)
 			by := servedBy
-			waitForFast(t, what+" served by the "+by, func() bool { return done(suffix) })
+			testkit.WaitForFast(t, what+" served by the "+by, func() bool { return done(suffix) })
 			served[by] = true
 			switch by {
 			case "leader":
@@ -161,7 +163,7 @@ func TestEveryReplicaEqual(t *testing.T) {
 	}
 
 	react("push webhook", func(s string) {
-		push("onboard ws-h"+s, map[string]string{"ws-h" + s: tenantYAML("ws-h" + s)})
+		push("onboard ws-h"+s, map[string]string{"ws-h" + s: testkit.TenantYAML(tenant("ws-h"+s, schema.StateRunning))})
 		hook("lb")
 	}, func(s string) bool { return created("genesis-ws-h" + s + "-1") })
 
@@ -184,19 +186,19 @@ func TestEveryReplicaEqual(t *testing.T) {
 	// Wake: hibernate ws-wl and ws-wf by commit, make it look as if the
 	// idle policy had done it, then declare them running again (which by
 	// itself wakes nothing).
-	hibernated := strings.Replace(tenantYAML("ws-wl"), "state: running", "state: hibernated", 1)
-	push("hibernate ws-wl and ws-wf", map[string]string{"ws-wl": hibernated, "ws-wf": strings.ReplaceAll(hibernated, "ws-wl", "ws-wf")})
+	push("hibernate ws-wl and ws-wf", map[string]string{"ws-wl": testkit.TenantYAML(tenant("ws-wl", schema.StateHibernated)),
+		"ws-wf": testkit.TenantYAML(tenant("ws-wf", schema.StateHibernated))})
 	hook("follower")
-	waitFor(t, "ws-wl and ws-wf hibernated", func() bool {
+	testkit.WaitFor(t, "ws-wl and ws-wf hibernated", func() bool {
 		var n int
 		w.query(`SELECT count(*) FROM fleet_status WHERE workspace IN ('ws-wl', 'ws-wf') AND state = 'HIBERNATED'`).Scan(&n)
 		return n == 2
 	})
 	w.exec(`UPDATE fleet_status SET hibernated_by_policy = true WHERE workspace IN ('ws-wl', 'ws-wf')`)
-	push("ws-wl and ws-wf running", map[string]string{"ws-wl": tenantYAML("ws-wl"), "ws-wf": tenantYAML("ws-wf")})
+	push("ws-wl and ws-wf running", map[string]string{"ws-wl": testkit.TenantYAML(tenant("ws-wl", schema.StateRunning)), "ws-wf": testkit.TenantYAML(tenant("ws-wf", schema.StateRunning))})
 	hook("follower")
 	head := gitOut(t, bare, "rev-parse", "main")
-	waitFor(t, "both replicas at the running commit", func() bool {
+	testkit.WaitFor(t, "both replicas at the running commit", func() bool {
 		for _, r := range []string{"leader", "follower"} {
 			_, body := call[r]("GET", "/v1/fleet", "tok-ops", "")
 			var doc api.Fleet
@@ -229,7 +231,7 @@ func TestEveryReplicaEqual(t *testing.T) {
 	// the same plan as against the leader, nothing to do once converged.
 	gitOut(t, admin, "pull", "-q", "--rebase", "origin", "main")
 	var fromLeader json.RawMessage
-	waitFor(t, "an empty plan against the leader", func() bool {
+	testkit.WaitFor(t, "an empty plan against the leader", func() bool {
 		code, p, _ := planCmd(t, admin, leader.url, "tok-ops")
 		fromLeader = p
 		return code == 0 && strings.Contains(string(p), `"actions": null`)
@@ -276,7 +278,7 @@ func TestObservedBeforeAnyLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := w.start()
-	waitFor(t, "readiness", func() bool {
+	testkit.WaitFor(t, "readiness", func() bool {
 		resp, err := http.Get(p.url + "/readyz")
 		if err != nil {
 			return false

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"genesis.dev/fleet/internal/gitserve"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/auth"
 )
 
@@ -39,7 +40,7 @@ func TestGitTokenStaysSecret(t *testing.T) {
 			w := newWorld(t, 1, 0)
 			root := t.TempDir()
 			bare := filepath.Join(root, "state.git")
-			w.git("clone", "-q", "--bare", w.repo, bare)
+			w.state.Git("clone", "-q", "--bare", w.repo, bare)
 			srv := gitserve.Start(t, root, tt.login)
 			repo := "http://" + tt.userinfo + strings.TrimPrefix(srv.URL, "http://") + "/state.git"
 			toks := filepath.Join(t.TempDir(), "tokens")
@@ -54,11 +55,11 @@ func TestGitTokenStaysSecret(t *testing.T) {
 				bodies = append(bodies, string(b))
 				return resp, string(b)
 			}
-			waitFor(t, "the fleet to list ws-000", func() bool {
+			testkit.WaitFor(t, "the fleet to list ws-000", func() bool {
 				_, body := call("GET", "/v1/fleet", "")
 				return strings.Contains(body, `"ws-000"`)
 			})
-			waitFor(t, "the tenant API", func() bool {
+			testkit.WaitFor(t, "the tenant API", func() bool {
 				resp, _ := call("GET", "/v1/tenants/ws-000", "")
 				return resp.StatusCode == 200
 			})
@@ -68,7 +69,7 @@ func TestGitTokenStaysSecret(t *testing.T) {
 			}
 
 			srv.Refuse(1<<30, "")
-			waitFor(t, "a sync error on /v1/fleet", func() bool {
+			testkit.WaitFor(t, "a sync error on /v1/fleet", func() bool {
 				_, body := call("GET", "/v1/fleet", "")
 				var doc struct {
 					SyncError string `json:"sync_error"`

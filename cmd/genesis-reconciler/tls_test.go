@@ -20,6 +20,8 @@ import (
 	"genesis.dev/fleet/internal/certreload/certtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/internal/syncio"
+	"genesis.dev/fleet/internal/testkit"
+	"genesis.dev/fleet/schema"
 )
 
 // TestTLSWithAgents runs the real reconciler with --tls-cert/--tls-key (a
@@ -34,14 +36,16 @@ func TestTLSWithAgents(t *testing.T) {
 	keys, fleetID := fleetKeys(t)
 	cert := certtest.New(t, keys, "reconciler")
 
-	w := &world{t: t, repo: t.TempDir(), db: pgtest.New(t)}
-	w.git("init", "-q", "-b", "main")
-	fleet := strings.Replace(fleetYAML, "age1y3uu66akrdeq9vd97m5yq34elu876zwsplztfgkv4c4z5ktgg92s8q0mw3", fleetID.Recipient().String(), 1)
+	repo := testkit.NewStateRepo(t)
+	w := &world{t: t, state: repo, repo: repo.Dir, db: pgtest.New(t)}
+	f := testFleet()
+	f.Spec.Recipients = []string{fleetID.Recipient().String()}
+	fleet := testkit.FleetYAML(f)
 	os.WriteFile(filepath.Join(w.repo, "genesis.yaml"), []byte(fleet), 0o644)
 	os.MkdirAll(filepath.Join(w.repo, "tenants"), 0o755)
-	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(tenantYAML("ws-acme")), 0o644)
-	w.git("add", "-A")
-	w.git("commit", "-q", "-m", "fleet")
+	os.WriteFile(filepath.Join(w.repo, "tenants", "ws-acme.yaml"), []byte(testkit.TenantYAML(tenant("ws-acme", schema.StateRunning))), 0o644)
+	w.state.Git("add", "-A")
+	w.state.Git("commit", "-q", "-m", "fleet")
 	work := t.TempDir()
 	bootCmd := `cp "$DOSIM_USER_DATA_FILE" "$DOSIM_DISK_DIR/user_data"; exec env SSL_CERT_FILE=` + cert.CertFile + " " + agentBin +
 		" run --converge=false --heartbeat-interval 1s --poll-wait 5s --retry-max 500ms --log-format text"
@@ -80,7 +84,7 @@ func TestTLSWithAgents(t *testing.T) {
 	}
 
 	var last api.FleetTenant
-	waitFor(t, "ws-acme's agent to enroll and apply over https", func() bool {
+	testkit.WaitFor(t, "ws-acme's agent to enroll and apply over https", func() bool {
 		resp, err := client.Get(base + "/v1/fleet")
 		if err != nil {
 			return false
@@ -122,7 +126,7 @@ func TestTLSWithAgents(t *testing.T) {
 		}
 	}
 	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
-	waitFor(t, "the rotated certificate to be served", func() bool {
+	testkit.WaitFor(t, "the rotated certificate to be served", func() bool {
 		resp, err := fresh.Get(base + "/healthz")
 		if err != nil {
 			return false

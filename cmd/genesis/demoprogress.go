@@ -1,13 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"genesis.dev/fleet/reconciler/lifecycle"
 )
@@ -93,38 +96,34 @@ func (w *beatWindow) add(at time.Time, n float64) int {
 }
 
 // counterValue reads the sum of a counter's series whose labels include
-// label (e.g. result="written") from a Prometheus text exposition. Lines
-// it cannot read are skipped; found is false when no series matched.
+// label (e.g. result="written") from a Prometheus text exposition, each
+// sample line read by Prometheus's own parser (expfmt). Lines it cannot
+// read are skipped, so one bad line does not hide the rest; found is false
+// when no series matched.
 func counterValue(exposition, name, label string) (v float64, found bool) {
-	sc := bufio.NewScanner(strings.NewReader(exposition))
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		line := sc.Text()
+	for line := range strings.Lines(exposition) {
 		rest, ok := strings.CutPrefix(line, name)
 		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
 			continue
 		}
-		var labels string
-		if rest[0] == '{' {
-			end := strings.IndexByte(rest, '}')
-			if end < 0 {
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := p.TextToMetricFamilies(strings.NewReader(strings.TrimSuffix(line, "\n") + "\n"))
+		if err != nil {
+			continue
+		}
+		for _, m := range families[name].GetMetric() {
+			if label != "" && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+				return l.GetName()+"="+strconv.Quote(l.GetValue()) == label
+			}) {
 				continue
 			}
-			labels, rest = rest[1:end], rest[end+1:]
+			x := m.GetUntyped().GetValue()
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				continue
+			}
+			v += x
+			found = true
 		}
-		if label != "" && !slices.Contains(strings.Split(labels, ","), label) {
-			continue
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			continue
-		}
-		x, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
-			continue
-		}
-		v += x
-		found = true
 	}
 	return v, found
 }

@@ -22,10 +22,11 @@ import (
 	"filippo.io/age"
 	"github.com/google/go-cmp/cmp"
 
-	"genesis.dev/fleet/schema"
-	"genesis.dev/fleet/schema/sealing"
-
 	"genesis.dev/fleet/internal/cliexit"
+	"genesis.dev/fleet/internal/testkit"
+	"genesis.dev/fleet/schema"
+
+	"genesis.dev/fleet/schema/sealing"
 )
 
 // cli runs genesis in-process and returns its exit status and output.
@@ -46,26 +47,12 @@ func needAge(t *testing.T) string {
 	return p
 }
 
-// copyTree copies the schema package's test context into a new state
+// testRepo copies the schema package's test context into a new state
 // repository and adds files.
 func testRepo(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
-	src := "../../schema/testdata/context"
-	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return writeFile(filepath.Join(dir, rel), string(data))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	testkit.CopyTree(t, "../../schema/testdata/context", dir)
 	for name, body := range files {
 		if err := writeFile(filepath.Join(dir, name), body); err != nil {
 			t.Fatal(err)

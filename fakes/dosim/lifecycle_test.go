@@ -17,20 +17,8 @@ import (
 
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/fakes/dosim/dosimtest"
+	"genesis.dev/fleet/internal/testkit"
 )
-
-// waitFor polls cond until it holds; the test's own deadline bounds it. It
-// never asserts how long anything took.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
 
@@ -63,7 +51,7 @@ wait`
 		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		return n
 	}
-	waitFor(t, "the hook's child", func() bool { return alive(childPID()) })
+	testkit.WaitFor(t, "the hook's child", func() bool { return alive(childPID()) })
 	d, _, _ = e.a.Droplets.Get(ctx, d.ID)
 	ip, _ := d.PublicIPv4()
 	boots, _ := os.ReadFile(filepath.Join(dir, "boots"))
@@ -86,7 +74,7 @@ wait`
 	if got := e.Sim.HookPID(d.ID); got != 0 {
 		t.Errorf("hook pid %d after power_off", got)
 	}
-	waitFor(t, "the hook's processes to be reaped", func() bool { return !alive(pid) && !alive(child) })
+	testkit.WaitFor(t, "the hook's processes to be reaped", func() bool { return !alive(pid) && !alive(child) })
 
 	// power_on and reboot start it again.
 	if _, _, err := e.a.DropletActions.PowerOn(ctx, d.ID); err != nil {
@@ -99,7 +87,7 @@ wait`
 	}
 	// Let the second boot's hook record itself before the reboot kills it
 	// (on a loaded machine the shell may not have run its first line yet).
-	waitFor(t, "two boots recorded", func() bool {
+	testkit.WaitFor(t, "two boots recorded", func() bool {
 		b, _ := os.ReadFile(filepath.Join(dir, "boots"))
 		return strings.Count(string(b), "\n") == 2
 	})
@@ -111,7 +99,7 @@ wait`
 	if !alive(pid3) || pid3 == pid2 || alive(pid2) {
 		t.Fatalf("hook after reboot: pid %d (before %d, alive %v)", pid3, pid2, alive(pid2))
 	}
-	waitFor(t, "three boots recorded", func() bool {
+	testkit.WaitFor(t, "three boots recorded", func() bool {
 		b, _ := os.ReadFile(filepath.Join(dir, "boots"))
 		return strings.Count(string(b), "\n") == 3
 	})

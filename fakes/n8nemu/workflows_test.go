@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"genesis.dev/fleet/internal/testkit"
 )
 
 const minimal = `{"name":"w","nodes":[],"connections":{},"settings":{}}`
@@ -57,7 +59,7 @@ func TestDecodeWorkflowErrors(t *testing.T) {
 }
 
 func TestDecodeWorkflowTemplates(t *testing.T) {
-	paths, _ := filepath.Glob("../../state-example/templates/workflows/*.json")
+	paths := testkit.Glob(t, "../../state-example/templates/workflows/*.json")
 	if len(paths) == 0 {
 		t.Fatal("no templates")
 	}
@@ -94,7 +96,7 @@ func TestWebhookKeys(t *testing.T) {
 // FuzzDecodeWorkflow checks the decoder never panics and that what it
 // accepts round-trips: the accepted body, re-encoded, decodes to the same.
 func FuzzDecodeWorkflow(f *testing.F) {
-	paths, _ := filepath.Glob("../../state-example/templates/workflows/*.json")
+	paths := testkit.Glob(f, "../../state-example/templates/workflows/*.json")
 	for _, p := range paths {
 		if data, err := os.ReadFile(p); err == nil {
 			f.Add(data)

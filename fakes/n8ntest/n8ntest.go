@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -40,6 +39,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/fakes/n8nemu"
+	"genesis.dev/fleet/internal/testkit"
 )
 
 // EnvBin names the environment variable holding the path of a real n8n
@@ -76,10 +76,7 @@ func startReal(t testing.TB, bin string) string {
 	t.Helper()
 	startMu.Lock()
 	defer startMu.Unlock()
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("n8ntest: free port: %v", err)
-	}
+	port := testkit.FreePort(t)
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "n8n.log")
 	logf, err := os.Create(logPath)
@@ -114,7 +111,11 @@ func startReal(t testing.TB, bin string) string {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); logf.Close() }()
-	t.Cleanup(func() { stop(t, cmd, exited) })
+	t.Cleanup(func() {
+		if testkit.StopGroup(cmd, exited, 15*time.Second) {
+			t.Logf("n8ntest: n8n (pid %d) ignored SIGTERM; killed it", cmd.Process.Pid)
+		}
+	})
 
 	url := "http://127.0.0.1:" + strconv.Itoa(port)
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
@@ -125,30 +126,6 @@ func startReal(t testing.TB, bin string) string {
 	}
 	t.Logf("n8ntest: real n8n ready at %s in %s", url, time.Since(begin).Round(time.Millisecond))
 	return url
-}
-
-// stop ends the process group: SIGTERM, then SIGKILL after 15 s.
-func stop(t testing.TB, cmd *exec.Cmd, exited <-chan error) {
-	pgid := cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(15 * time.Second):
-		t.Logf("n8ntest: n8n (pid %d) ignored SIGTERM; killing it", pgid)
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-exited
-	}
-	// Children that outlived the leader.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // waitReady waits for /healthz/readiness and then for the REST routes:

@@ -12,17 +12,16 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"filippo.io/age"
-	"filippo.io/age/armor"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/internal/syncio"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -39,18 +38,6 @@ const (
 	// never appear in Postgres, logs or envelopes.
 	secretValue = "PLAINTEXT-SECRET-7f3a9c41"
 )
-
-const fleetYAML = `apiVersion: genesis.dev/v1
-kind: Fleet
-spec:
-  accounts:
-    - {name: acct-a, regions: [nyc3], maxDroplets: 20, tokenEnv: TOKEN_A}
-  defaults: {size: s-1vcpu-1gb, image: ubuntu-22-04-x64, n8nVersion: 1.123.81}
-  recipients: [%s]
-  safety: {maxDestroyPerRun: 2, maxHibernatePercent: 50}
-  sizes:
-    s-1vcpu-1gb: {monthlyUSD: 6}
-`
 
 const templateJSON = `{"name":"Welcome","nodes":[{"name":"Gmail","type":"n8n-nodes-base.gmail","parameters":{"subject":"{{param.greeting}}"},"credentials":{"gmailOAuth2":{"id":"TEMPLATE_GMAIL_UUID","name":"gmail"}}}],"connections":{}}`
 
@@ -91,7 +78,10 @@ func newWorld(t testing.TB, opts ...option) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.st.Close)
-	f, errs := schema.DecodeFleet("genesis.yaml", []byte(fmt.Sprintf(fleetYAML, w.fleetID.Recipient())))
+	fleet := testkit.Fleet()
+	fleet.Spec.Recipients = []string{w.fleetID.Recipient().String()}
+	fleet.Spec.Sizes = map[string]schema.Size{"s-1vcpu-1gb": {MonthlyUSD: 6}}
+	f, errs := schema.DecodeFleet("genesis.yaml", []byte(testkit.FleetYAML(fleet)))
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -172,20 +162,6 @@ func (w *world) replica(opts ...option) (*Service, *httptest.Server) {
 	return svc, srv
 }
 
-// seal encrypts plaintext to the fleet, as genesis seal does.
-func (w *world) seal(plain string) string {
-	var buf bytes.Buffer
-	aw := armor.NewWriter(&buf)
-	enc, err := age.Encrypt(aw, w.fleetID.Recipient())
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	io.WriteString(enc, plain)
-	enc.Close()
-	aw.Close()
-	return buf.String()
-}
-
 // tenantSpec is what setTenant varies.
 type tenantSpec struct {
 	state    string
@@ -203,27 +179,19 @@ func (w *world) setTenant(id, blob string, s tenantSpec) {
 	if s.greeting == "" {
 		s.greeting = "Hello"
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: %s, name: %s, tier: pro}\nspec:\n  state: %s\n  droplet: {region: nyc3}\n", id, id, s.state)
-	if s.n8n != "" {
-		fmt.Fprintf(&b, "  n8n: {version: %s}\n", s.n8n)
-	}
-	if len(s.domains) > 0 {
-		fmt.Fprintf(&b, "  domains: [%s]\n", strings.Join(s.domains, ", "))
-	}
-	b.WriteString("  credentials:\n")
+	tn := testkit.Tenant(id, "nyc3")
+	tn.Spec.State, tn.Spec.N8N.Version, tn.Spec.Domains = schema.State(s.state), s.n8n, s.domains
 	for _, name := range []string{"gmail", "slack"} {
 		typ := map[string]string{"gmail": "gmailOAuth2", "slack": "slackApi"}[name]
-		fmt.Fprintf(&b, "    - name: %s\n      type: %s\n      sealed: |\n", name, typ)
-		for _, line := range strings.Split(strings.TrimSpace(w.seal(fmt.Sprintf(`{"clientId":"%s-id","clientSecret":"%s"}`, name, secretValue))), "\n") {
-			b.WriteString("        " + line + "\n")
-		}
+		sealed := testkit.Seal(w.t, w.fleetID.Recipient(), fmt.Sprintf(`{"clientId":"%s-id","clientSecret":"%s"}`, name, secretValue))
+		tn.Spec.Credentials = append(tn.Spec.Credentials, schema.Credential{Name: name, Type: typ, Sealed: sealed})
 	}
-	fmt.Fprintf(&b, "  workflows:\n    - template: welcome\n      credentials: {TEMPLATE_GMAIL_UUID: gmail}\n      params: {greeting: %q}\n", s.greeting)
+	tn.Spec.Workflows = []schema.Workflow{{Template: "welcome", Credentials: map[string]string{"TEMPLATE_GMAIL_UUID": "gmail"}, Params: map[string]string{"greeting": s.greeting}}}
+	yaml := testkit.TenantYAML(tn)
 	file := "tenants/" + id + ".yaml"
-	t, errs := schema.DecodeTenant(file, []byte(b.String()))
+	t, errs := schema.DecodeTenant(file, []byte(yaml))
 	if len(errs) > 0 {
-		w.t.Fatalf("tenant: %v\n%s", errs, b.String())
+		w.t.Fatalf("tenant: %v\n%s", errs, yaml)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
@@ -364,7 +365,7 @@ func TestNoPlaintext(t *testing.T) {
 	w.mu.Lock()
 	tn := *w.snap.Tenants["ws-acme"].Tenant
 	tn.Spec.Credentials = append([]schema.Credential{}, tn.Spec.Credentials...)
-	tn.Spec.Credentials[0].Sealed = w.seal("not json " + secretValue)
+	tn.Spec.Credentials[0].Sealed = testkit.Seal(t, w.fleetID.Recipient(), "not json "+secretValue)
 	st := w.snap.Tenants["ws-acme"]
 	st.Tenant, st.ValidBlob = &tn, "blob3"
 	w.snap.Tenants = map[string]tenants.TenantState{"ws-acme": st}

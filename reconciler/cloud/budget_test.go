@@ -11,6 +11,7 @@ import (
 
 	"github.com/digitalocean/godo"
 
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/plan"
 )
 
@@ -163,7 +164,7 @@ func TestBudgetPriorityOrder(t *testing.T) {
 			mu.Unlock()
 			done(nil)
 		})
-		waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiters) == i+1 })
+		testkit.WaitForFast(t, "the next waiter", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiters) == i+1 })
 	}
 	hold(nil)
 	wg.Wait()
@@ -185,7 +186,7 @@ func TestBudgetCancelledWaiterLeaves(t *testing.T) {
 		_, err := b.acquire(ctx, 0)
 		errc <- err
 	}()
-	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiters) == 1 })
+	testkit.WaitForFast(t, "a waiter", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiters) == 1 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
@@ -215,7 +216,7 @@ func TestSlotsPriority(t *testing.T) {
 			mu.Unlock()
 			r()
 		})
-		waitFor(t, func() bool { return s.queued() == i+1 })
+		testkit.WaitForFast(t, "the next slot request queued", func() bool { return s.queued() == i+1 })
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
@@ -324,7 +325,7 @@ func TestBudgetListingsLeaveActionsAReserve(t *testing.T) {
 		}
 		listing <- err
 	}()
-	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.observers) == 1 })
+	testkit.WaitForFast(t, "an observer", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.observers) == 1 })
 	for i := range 2 {
 		got := make(chan error, 1)
 		go func() {

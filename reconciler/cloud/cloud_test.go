@@ -14,6 +14,7 @@ import (
 	"github.com/digitalocean/godo"
 
 	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/plan"
 )
 
@@ -606,11 +607,11 @@ func TestPriorityWakeBeforeCreates(t *testing.T) {
 	slots := e.pool.accounts["a"].slots
 	for i := range 3 {
 		run(createAction(fmt.Sprintf("c%d", i), "a"), nil)
-		waitFor(t, func() bool { return slots.queued() == i+1 })
+		testkit.WaitForFast(t, "the next create queued", func() bool { return slots.queued() == i+1 })
 	}
 	run(plan.Action{Kind: plan.Wake, Workspace: "sleepy", Account: "a", Region: "nyc3", Size: "s-1vcpu-1gb", Tier: "starter",
 		Snapshot: h.SnapshotID, Droplet: plan.DropletName("sleepy", 2), Gen: 2}, nil)
-	waitFor(t, func() bool { return slots.queued() == 4 })
+	testkit.WaitForFast(t, "four creates queued", func() bool { return slots.queued() == 4 })
 	close(hold)
 	wg.Wait()
 
@@ -624,19 +625,6 @@ func TestPriorityWakeBeforeCreates(t *testing.T) {
 	if a, b := num(ds["genesis-c0-1"][0]["id"]), num(ds["genesis-c2-1"][0]["id"]); a > b {
 		t.Errorf("creates ran out of order: c0=%d c2=%d", a, b)
 	}
-}
-
-// waitFor polls cond in real time (goroutine hand-offs, not simulated
-// work) for up to 10 s.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 10000; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatal("condition not reached")
 }
 
 func TestMetricsEndpoints(t *testing.T) {

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
 
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/schema"
 )
 
@@ -139,12 +142,18 @@ func loadCase(t *testing.T, path string) (Desired, Observed, time.Time, Options)
 // TestGolden computes the plan of each testdata case and compares it with
 // testdata/<case>.golden.json (regenerate with -update, then review).
 func TestGolden(t *testing.T) {
-	cases, _ := filepath.Glob("testdata/*.yaml")
-	for _, path := range cases {
+	goldens := map[string]bool{}
+	for _, g := range testkit.Glob(t, "testdata/*.golden.json") {
+		goldens[strings.TrimSuffix(filepath.Base(g), ".golden.json")] = true
+	}
+	ran := 0
+	for _, path := range testkit.Glob(t, "testdata/*.yaml") {
 		name := strings.TrimSuffix(filepath.Base(path), ".yaml")
 		if name == "genesis" {
 			continue
 		}
+		ran++
+		delete(goldens, name)
 		t.Run(name, func(t *testing.T) {
 			d, o, now, opt := loadCase(t, path)
 			got, err := json.MarshalIndent(Compute(d, o, now, opt), "", "  ")
@@ -171,6 +180,12 @@ func TestGolden(t *testing.T) {
 				t.Errorf("a second Compute on the same inputs gave another plan")
 			}
 		})
+	}
+	if ran == 0 {
+		t.Fatal("no cases in testdata besides genesis.yaml")
+	}
+	if len(goldens) > 0 {
+		t.Errorf("golden plans without a case in testdata: %v", slices.Sorted(maps.Keys(goldens)))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/tenants"
 )
@@ -60,7 +61,7 @@ func FuzzWrites(f *testing.F) {
 			if got, want := w.trailers(), tenants.CorrelationTrailer+": "+corr; got != want {
 				t.Fatalf("trailers %q, want %q", got, want)
 			}
-			lines := strings.Split(git(t, w.bare, "log", "-1", "--format=%B", "main"), "\n")
+			lines := strings.Split(testkit.Git(t, w.bare, "log", "-1", "--format=%B", "main"), "\n")
 			want := []string{"", "Requested through the Genesis API by dash.", "", tenants.CorrelationTrailer + ": " + corr}
 			if diff := cmp.Diff(want, lines[1:]); diff != "" || !subject.MatchString(lines[0]) {
 				t.Fatalf("commit message %q (-want +got):\n%s", lines, diff)

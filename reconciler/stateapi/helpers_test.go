@@ -10,20 +10,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"filippo.io/age"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/tenants"
 )
 
@@ -34,21 +34,6 @@ func quiet() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-func git(tb testing.TB, dir string, args ...string) string {
-	tb.Helper()
-	cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=admin", "-c", "user.email=admin@example.com", "-c", "gc.auto=0"}, args...)...)
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		tb.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func genTenant(id string) string {
-	return fmt.Sprintf("apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata:\n  id: %s\n  name: Tenant %s\n  tier: starter\nspec:\n  state: running\n  droplet:\n    region: nyc3\n", id, id)
 }
 
 // world is the API on real parts: a bare state repository holding
@@ -68,19 +53,15 @@ var tokens = map[string]string{"dash": "tok-dash", "root": "tok-admin", "agent":
 
 func newWorld(t testing.TB, generated int, propose bool) *world {
 	t.Helper()
-	work := t.TempDir()
-	git(t, work, "init", "-q", "-b", "main")
-	if out, err := exec.Command("cp", "-r", "../../state-example/genesis.yaml", "../../state-example/tenants", "../../state-example/templates", work).CombinedOutput(); err != nil {
-		t.Fatalf("copy state-example: %v\n%s", err, out)
-	}
+	repo := testkit.NewStateRepo(t)
+	repo.CopyExample("genesis.yaml", "tenants", "templates")
 	for i := range generated {
-		id := fmt.Sprintf("ws-gen-%03d", i)
-		os.WriteFile(filepath.Join(work, "tenants", id+".yaml"), []byte(genTenant(id)), 0o644)
+		tn := testkit.Tenant(fmt.Sprintf("ws-gen-%03d", i), "nyc3")
+		tn.Metadata.Name, tn.Metadata.Tier = "Tenant "+tn.Metadata.ID, schema.TierStarter
+		repo.WriteTenant(tn)
 	}
-	git(t, work, "add", "-A")
-	git(t, work, "commit", "-q", "-m", "example state")
-	w := &world{t: t, bare: filepath.Join(t.TempDir(), "state.git"), pushed: make(chan struct{}, 1000)}
-	git(t, work, "clone", "-q", "--bare", work, w.bare)
+	repo.Commit("example state")
+	w := &world{t: t, bare: repo.Push(), pushed: make(chan struct{}, 1000)}
 	w.url = "file://" + w.bare
 	var err error
 	w.store, err = store.Open(t.Context(), pgtest.New(t), quiet())
@@ -96,15 +77,7 @@ func newWorld(t testing.TB, generated int, propose bool) *world {
 	if _, err := w.writer.Fetch(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open("../../state-example/demo-keys/age.key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := age.ParseIdentities(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := testkit.DemoIdentities(t)
 	api := stateapi.New(stateapi.Config{Writer: w.writer, Store: w.store, Identities: ids, Logger: quiet(),
 		Pushed: func() { w.pushed <- struct{}{} }})
 	toks := []auth.Token{
@@ -118,7 +91,7 @@ func newWorld(t testing.TB, generated int, propose bool) *world {
 	return w
 }
 
-func (w *world) head() string { return git(w.t, w.bare, "rev-parse", "main") }
+func (w *world) head() string { return testkit.Git(w.t, w.bare, "rev-parse", "main") }
 
 type resp struct {
 	code int

@@ -6,12 +6,13 @@ import (
 	"testing"
 
 	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/stateapi"
 )
 
 // trailers is what git itself parses as the trailers of main's last commit.
 func (w *world) trailers() string {
-	return git(w.t, w.bare, "log", "-1", "--format=%(trailers:only,unfold)", "main")
+	return testkit.Git(w.t, w.bare, "log", "-1", "--format=%(trailers:only,unfold)", "main")
 }
 
 // TestForgedTrailersRefused reproduces a dashboard token forging commit
@@ -86,7 +87,7 @@ func TestForgedTrailersRefused(t *testing.T) {
 	if r.code != 200 {
 		t.Fatalf("patch: %d %s", r.code, r.body)
 	}
-	if got, want := git(t, w.bare, "log", "-1", "--format=%s", "main"), `patch ws-acme: "metadata.name", "spec.n8n.version", "spec.state"`; got != want {
+	if got, want := testkit.Git(t, w.bare, "log", "-1", "--format=%s", "main"), `patch ws-acme: "metadata.name", "spec.n8n.version", "spec.state"`; got != want {
 		t.Errorf("subject %q, want %q", got, want)
 	}
 	if got, want := w.trailers(), "Genesis-Correlation-Id: req-1"; got != want {

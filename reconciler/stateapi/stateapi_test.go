@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/tenants"
 )
@@ -30,7 +31,7 @@ func TestTenantLifecycle(t *testing.T) {
 	var acme api.Tenant
 	r = w.do("dash", "GET", "/v1/tenants/ws-acme", "")
 	r.json(t, &acme)
-	if want := git(t, w.bare, "rev-parse", "main:tenants/ws-acme.yaml"); r.hdr.Get("ETag") != `"`+want+`"` || acme.ETag != want || acme.Tenant.Metadata.Name != "Acme Corp" || !strings.HasPrefix(acme.YAML, "# yaml-language-server") {
+	if want := testkit.Git(t, w.bare, "rev-parse", "main:tenants/ws-acme.yaml"); r.hdr.Get("ETag") != `"`+want+`"` || acme.ETag != want || acme.Tenant.Metadata.Name != "Acme Corp" || !strings.HasPrefix(acme.YAML, "# yaml-language-server") {
 		t.Fatalf("get: %s %s", r.hdr.Get("ETag"), r.body)
 	}
 	if r := w.do("dash", "GET", "/v1/tenants/ws-nobody", ""); r.code != 404 {
@@ -59,13 +60,13 @@ func TestTenantLifecycle(t *testing.T) {
 	if got := r.hdr.Get(stateapi.CorrelationHeader); got != "req-dash-42" {
 		t.Errorf("correlation header: %q", got)
 	}
-	if got := tenants.Correlation(git(t, w.bare, "log", "-1", "--format=%B", "main"), res.Commit); got != "req-dash-42" {
+	if got := tenants.Correlation(testkit.Git(t, w.bare, "log", "-1", "--format=%B", "main"), res.Commit); got != "req-dash-42" {
 		t.Errorf("commit's correlation id: %q", got)
 	}
-	if got := git(t, w.bare, "log", "-1", "--format=%an|%ae|%s", "main"); got != `dash|dash@api.genesis.invalid|patch ws-acme: "spec.domains", "spec.n8n.version"` {
+	if got := testkit.Git(t, w.bare, "log", "-1", "--format=%an|%ae|%s", "main"); got != `dash|dash@api.genesis.invalid|patch ws-acme: "spec.domains", "spec.n8n.version"` {
 		t.Errorf("commit: %q", got)
 	}
-	golden(t, "ws-acme.patched.yaml", git(t, w.bare, "show", "main:tenants/ws-acme.yaml")+"\n")
+	golden(t, "ws-acme.patched.yaml", testkit.Git(t, w.bare, "show", "main:tenants/ws-acme.yaml")+"\n")
 	if len(w.pushed) != 1 {
 		t.Errorf("pushed %d times, want 1", len(w.pushed))
 	}
@@ -77,7 +78,7 @@ func TestTenantLifecycle(t *testing.T) {
 	if r.code != 201 || res.File != "tenants/ws-new.yaml" || res.Commit != w.head() {
 		t.Fatalf("onboard: %d %s", r.code, r.body)
 	}
-	golden(t, "ws-new.yaml", git(t, w.bare, "show", "main:tenants/ws-new.yaml")+"\n")
+	golden(t, "ws-new.yaml", testkit.Git(t, w.bare, "show", "main:tenants/ws-new.yaml")+"\n")
 	if r := w.do("root", "POST", "/v1/tenants", onboard); r.code != 409 {
 		t.Errorf("onboard twice: %d %s", r.code, r.body)
 	}
@@ -88,7 +89,7 @@ func TestTenantLifecycle(t *testing.T) {
 	if r.code != 200 {
 		t.Fatalf("put: %d %s", r.code, r.body)
 	}
-	golden(t, "ws-acme.replaced.yaml", git(t, w.bare, "show", "main:tenants/ws-acme.yaml")+"\n")
+	golden(t, "ws-acme.replaced.yaml", testkit.Git(t, w.bare, "show", "main:tenants/ws-acme.yaml")+"\n")
 
 	// Credentials: plaintext is sealed to the fleet's recipients and never
 	// reaches the repository; a sealed one must open with the identity.
@@ -97,10 +98,10 @@ func TestTenantLifecycle(t *testing.T) {
 	if r.code != 200 {
 		t.Fatalf("credential: %d %s", r.code, r.body)
 	}
-	if log := git(t, w.bare, "log", "-p", "--all"); strings.Contains(log, "sk-plaintext-never-stored") {
+	if log := testkit.Git(t, w.bare, "log", "-p", "--all"); strings.Contains(log, "sk-plaintext-never-stored") {
 		t.Error("plaintext reached the repository")
 	}
-	if file := git(t, w.bare, "show", "main:tenants/ws-new.yaml"); !strings.Contains(file, "  credentials:\n    - name: openai\n      type: openAiApi\n      sealed: |\n        -----BEGIN AGE ENCRYPTED FILE-----") {
+	if file := testkit.Git(t, w.bare, "show", "main:tenants/ws-new.yaml"); !strings.Contains(file, "  credentials:\n    - name: openai\n      type: openAiApi\n      sealed: |\n        -----BEGIN AGE ENCRYPTED FILE-----") {
 		t.Errorf("credential not in the file:\n%s", file)
 	}
 	var got api.Tenant
@@ -121,7 +122,7 @@ func TestTenantLifecycle(t *testing.T) {
 	if r.code != 200 {
 		t.Fatalf("delete: %d %s", r.code, r.body)
 	}
-	if file := git(t, w.bare, "show", "main:tenants/ws-new.yaml"); !strings.Contains(file, "state: absent") {
+	if file := testkit.Git(t, w.bare, "show", "main:tenants/ws-new.yaml"); !strings.Contains(file, "state: absent") {
 		t.Errorf("after DELETE:\n%s", file)
 	}
 
@@ -136,7 +137,7 @@ func TestTenantLifecycle(t *testing.T) {
 		if err := rows.Scan(&actor, &action, &ws, &commit); err != nil {
 			t.Fatal(err)
 		}
-		if git(t, w.bare, "cat-file", "-t", commit) != "commit" {
+		if testkit.Git(t, w.bare, "cat-file", "-t", commit) != "commit" {
 			t.Errorf("audit commit %s is not in the repository", commit)
 		}
 		audit = append(audit, actor+" "+action+" "+ws)
@@ -145,7 +146,7 @@ func TestTenantLifecycle(t *testing.T) {
 	if diff := cmp.Diff(want, audit); diff != "" {
 		t.Errorf("audit (-want +got):\n%s", diff)
 	}
-	if got := git(t, w.bare, "rev-list", "--count", "main"); got != "7" {
+	if got := testkit.Git(t, w.bare, "rev-list", "--count", "main"); got != "7" {
 		t.Errorf("%s commits, want 7 (the example's and six writes)", got)
 	}
 }
@@ -251,11 +252,11 @@ func TestConcurrentPatches(t *testing.T) {
 			t.Errorf("PATCH ws-gen-%03d: %d", i, c)
 		}
 	}
-	if got := git(t, w.bare, "rev-list", "--count", before+"..main"); got != fmt.Sprint(n) {
+	if got := testkit.Git(t, w.bare, "rev-list", "--count", before+"..main"); got != fmt.Sprint(n) {
 		t.Errorf("%s new commits, want %d", got, n)
 	}
 	subjects := map[string]int{}
-	for _, s := range strings.Split(git(t, w.bare, "log", "--format=%s", before+"..main"), "\n") {
+	for _, s := range strings.Split(testkit.Git(t, w.bare, "log", "--format=%s", before+"..main"), "\n") {
 		subjects[s]++
 	}
 	for i := range n {
@@ -263,7 +264,7 @@ func TestConcurrentPatches(t *testing.T) {
 		if subjects["patch "+id+`: "metadata.name"`] != 1 {
 			t.Errorf("%s: %d commits", id, subjects["patch "+id+`: "metadata.name"`])
 		}
-		if !strings.Contains(git(t, w.bare, "show", "main:tenants/"+id+".yaml"), "name: Patched "+id) {
+		if !strings.Contains(testkit.Git(t, w.bare, "show", "main:tenants/"+id+".yaml"), "name: Patched "+id) {
 			t.Errorf("%s lost its change", id)
 		}
 	}
@@ -286,7 +287,7 @@ func TestConcurrentPatches(t *testing.T) {
 	if diff := cmp.Diff(map[int]int{200: 1, 412: n - 1}, count); diff != "" {
 		t.Errorf("statuses (-want +got):\n%s", diff)
 	}
-	if got := git(t, w.bare, "rev-list", "--count", before+"..main"); got != "1" {
+	if got := testkit.Git(t, w.bare, "rev-list", "--count", before+"..main"); got != "1" {
 		t.Errorf("%s commits, want 1", got)
 	}
 }
@@ -303,10 +304,10 @@ func TestProposeMode(t *testing.T) {
 	if w.head() != head {
 		t.Error("propose mode moved main")
 	}
-	if got := git(t, w.bare, "rev-parse", res.Branch); got != res.Commit {
+	if got := testkit.Git(t, w.bare, "rev-parse", res.Branch); got != res.Commit {
 		t.Errorf("proposal branch %s, want %s", got, res.Commit)
 	}
-	if !strings.Contains(git(t, w.bare, "show", res.Branch+":tenants/ws-acme.yaml"), "state: hibernated") {
+	if !strings.Contains(testkit.Git(t, w.bare, "show", res.Branch+":tenants/ws-acme.yaml"), "state: hibernated") {
 		t.Error("proposal lacks the change")
 	}
 	if len(w.pushed) != 0 {

@@ -9,7 +9,6 @@ package caddytest
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/internal/syncio"
+	"genesis.dev/fleet/internal/testkit"
 )
 
 // Version is the Caddy release the tests run against.
@@ -89,15 +89,7 @@ func repoRoot() (string, error) {
 }
 
 // FreePort returns a TCP port free on 127.0.0.1 right now.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func FreePort(t testing.TB) int { return testkit.FreePort(t) }
 
 // Start runs `caddy run` with config (which must listen its admin API
 // on admin) in a private home directory, waits for the admin API, and stops
