@@ -31,8 +31,6 @@ func commands() []command {
 		{"seal", "encrypt a credential (stdin) to the fleet's age recipients", runSeal},
 		{"plan", "show what merging a state repository would do: actions, cost, API calls", runPlan},
 		{"keygen", "make an age identity or an ed25519 manifest-signing key", runKeygen},
-		{"demo", "run the local demo on a state repository", runDemo},
-		{"dev-db", "start a throwaway local Postgres for development (make db)", runDevDB},
 		{"token", "make an API token and its line for the reconciler's --tokens file", runToken},
 	}
 }
@@ -63,10 +61,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintf(stdout, mainUsage, list.String())
 		return nil
-	}
-	if args[0] == "droplet-sim" {
-		// Hidden: the simulator's boot command in the demo, not an admin's.
-		return runDropletSim(ctx, e, args[1:])
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {

@@ -145,13 +145,6 @@ func request(ctx context.Context, info dropletInfo, host string) routeResult {
 	return out
 }
 
-// recordPID appends a process the demo started to the pid log.
-func (d *demo) recordPID(pid int, role string) {
-	if err := appendLine(d.pidLog(), fmt.Sprintf("%d %s -", pid, role)); err != nil {
-		fmt.Fprintf(d.e.stderr, "genesis demo: pid log: %v\n", err)
-	}
-}
-
 func (d *demo) pidLog() string { return filepath.Join(d.work, "pids.log") }
 
 // leftovers returns the processes of the pid log that still run.

@@ -23,7 +23,7 @@ import (
 	"genesis.dev/fleet/schema/dsse"
 )
 
-// TestDropletSim runs genesis droplet-sim as the simulator's boot hook
+// TestDropletSim runs genesis-demo droplet as the simulator's boot hook
 // would, with the real Caddy and genesis-agent: the emulator and Caddy
 // answer at the addresses droplet-sim.json gives, the agent runs with them
 // (it tries to enroll with a reconciler that is not ready), the agent's
@@ -71,7 +71,7 @@ func TestDropletSim(t *testing.T) {
 	}
 	pidLog := filepath.Join(dir, "pids.log")
 
-	cmd := exec.Command(filepath.Join(bin, "genesis"), "droplet-sim", "--caddy-bin", caddyBin, "--pid-log", pidLog, "--grace", "3s",
+	cmd := exec.Command(filepath.Join(bin, "genesis-demo"), "droplet", "--caddy-bin", caddyBin, "--pid-log", pidLog, "--grace", "3s",
 		"--", "--heartbeat-interval", "1s", "--retry-max", "200ms", "--log-format", "json")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GENESIS_AGENT_CONFIG=" + cfgPath,
 		"DOSIM_DROPLET_ID=42", "DOSIM_DROPLET_IP=127.1.200.7", "DOSIM_DISK_DIR=" + disk}
@@ -186,7 +186,7 @@ func TestDropletSimUsage(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"--help"}, 0, "Usage: genesis droplet-sim"},
+		{[]string{"--help"}, 0, "Usage: genesis-demo droplet"},
 		{[]string{"--disk", disk}, 2, "--caddy-bin is required"},
 		{[]string{"--caddy-bin", exe, "--agent-bin", exe}, 2, "--disk or $DOSIM_DISK_DIR is required"},
 		{[]string{"--caddy-bin", exe, "--agent-bin", exe, "--disk", disk, "--bind", "10.0.0.1"}, 2, `--bind "10.0.0.1": want a loopback IP address`},
@@ -196,7 +196,7 @@ func TestDropletSimUsage(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
-			code, out, errOut := cli(t, "", append([]string{"droplet-sim"}, tc.args...)...)
+			code, out, errOut := cli(t, "", append([]string{"droplet"}, tc.args...)...)
 			if code != tc.code || !strings.Contains(out+errOut, tc.want) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want %d and %q", code, out, errOut, tc.code, tc.want)
 			}
