@@ -91,46 +91,11 @@ func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" |
 
 // newFlags makes a flag set whose --help prints usage to stdout and whose
 // errors are usage errors.
-func newFlags(e env, name, usage string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "%s\n\nFlags:\n", strings.TrimSpace(usage))
-		fs.PrintDefaults()
-	}
-	return fs
-}
+func newFlags(e env, name, usage string) *flag.FlagSet { return cliexit.Flags(e.stderr, name, usage) }
 
 // parse parses flags that may stand before, between or after positional
 // arguments, and returns the positional ones. --help prints the usage to
-// stdout and returns errHelp.
+// stdout and returns cliexit.ErrHelp.
 func parse(e env, fs *flag.FlagSet, args []string) ([]string, error) {
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		if isHelp(a) {
-			fs.SetOutput(e.stdout)
-			fs.Usage()
-			return nil, errHelp
-		}
-	}
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, &cliexit.Error{Code: 2}
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
+	return cliexit.Parse(e.stdout, fs, args)
 }
-
-// errHelp ends a command successfully after --help.
-var errHelp = &cliexit.Error{Code: 0}
