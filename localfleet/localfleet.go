@@ -4,12 +4,14 @@
 // this process through reconciler/service, the constructor
 // genesis-reconciler itself uses, so what runs here is the production
 // wiring. Droplets the simulator boots run Options.BootCmd, their "init":
-// genesis-demo's `droplet` hook runs a real genesis-agent, Caddy and the n8n
-// emulator there (see Droplet in cmd/genesis-demo).
+// `genesis-demo droplet` runs a real genesis-agent, Caddy and the n8n
+// emulator there. Fleet.Stop stops everything, the droplets' processes
+// too.
 //
-// The demo (cmd/genesis-demo) and its end-to-end test are built on it. It
+// The demo (cmd/genesis-demo) and the end-to-end tests are built on it. It
 // is scaffolding for development, demos and tests: no binary an operator
-// deploys (genesis, genesis-reconciler, genesis-agent) may import it.
+// deploys (genesis, genesis-reconciler, genesis-agent) may import it, and
+// it imports no command.
 package localfleet
 
 import (

@@ -146,7 +146,7 @@ func (d *demo) cleanUp() error {
 	fmt.Fprintln(d.e.stdout)
 	d.say("stopping every process the demo started")
 	d.stop()
-	alive, n, err := leftovers(d.pidLog())
+	alive, n, err := localfleet.Leftovers(d.pidLog())
 	if err != nil {
 		return err
 	}

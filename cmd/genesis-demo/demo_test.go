@@ -16,6 +16,7 @@ import (
 	"filippo.io/age"
 
 	"genesis.dev/fleet/internal/cliexit"
+	"genesis.dev/fleet/localfleet"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
 )
@@ -143,7 +144,7 @@ func TestDemoOnce(t *testing.T) {
 			t.Fatalf("pids.log line %q: %v", line, err)
 		}
 		roles[role]++
-		if !processGone(pid) {
+		if !localfleet.ProcessGone(pid) {
 			t.Errorf("process %q still runs after the demo", line)
 		}
 	}

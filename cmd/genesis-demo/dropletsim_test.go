@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/internal/syncio"
+	"genesis.dev/fleet/localfleet"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
@@ -137,7 +138,7 @@ func TestDropletSim(t *testing.T) {
 	waitFor(t, "droplet-sim to notice", logs, func() bool {
 		return strings.Contains(logs.String(), `"msg":"agent exited; n8n and caddy keep running"`)
 	})
-	if processGone(info.PID) || processGone(info.CaddyPID) {
+	if localfleet.ProcessGone(info.PID) || localfleet.ProcessGone(info.CaddyPID) {
 		t.Fatalf("droplet-sim or caddy stopped with the agent:\n%s", logs)
 	}
 	if resp, err := http.Get(info.N8NURL + "/healthz"); err != nil {
@@ -161,7 +162,7 @@ func TestDropletSim(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("droplet-sim still runs 20s after SIGTERM:\n%s", logs)
 	}
-	alive, n, err := leftovers(pidLog)
+	alive, n, err := localfleet.Leftovers(pidLog)
 	if err != nil {
 		t.Fatal(err)
 	}
