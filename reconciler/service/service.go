@@ -192,7 +192,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 		return nil, err
 	}
 
-	proxies, _ := auth.ParsePrefixes(c.TrustedProxies) // checked by parseFlags
+	proxies, _ := auth.ParsePrefixes(c.TrustedProxies) // checked by genesis-reconciler's parseFlags
 	handler := reconciler.Handler(reconciler.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
 		WebhookSecret: []byte(c.WebhookSecret), Events: events, Observations: observations, Agents: agents.Handler(),
 		Auth: authn, API: api, MetricsTokenRequired: c.MetricsTokenRequired})
@@ -210,7 +210,6 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	s.watcher, s.rec, s.events, s.agents, s.api, s.srv, s.handler = watcher, rec, events, agents, api, srv, handler
 	s.addr, s.scheme, s.publicURL = ln.Addr().String(), scheme, publicURL
 	return s, nil
-
 }
 
 // Addr is the address the server listens on.
