@@ -4,9 +4,9 @@
 // the control loop, the event listener, the agent protocol (agentapi), the
 // tenant API (stateapi) and the HTTP server, exactly as a production
 // replica runs them; Run runs them under one errgroup until its context
-// ends. genesis-reconciler, the local fleet (package localfleet) and the
-// load tool all start their reconciler through it, so none of them measures
-// or tests a differently wired server.
+// ends. genesis-reconciler and the local fleet (package localfleet: the
+// demo and the end-to-end tests) start their reconciler through it, so the
+// demo and the tests run the server production runs.
 //
 // It is a library of the control plane: it must not import a command, the
 // fakes (the DigitalOcean simulator, the n8n emulator) or test scaffolding,
