@@ -5,7 +5,7 @@ BIN := bin
 CACHE := $(CURDIR)/.cache
 DEMO_ARGS ?=
 GOTEST_FLAGS ?= -race -count=1
-BINARIES := genesis genesis-reconciler genesis-agent genesis-dosim genesis-load
+BINARIES := genesis genesis-reconciler genesis-agent genesis-dosim genesis-load genesis-demo
 
 .DEFAULT_GOAL := help
 
@@ -103,11 +103,11 @@ bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run 
 
 .PHONY: db
 db: deps build ## Start a throwaway local Postgres and print its DATABASE_URL (Ctrl-C stops it).
-	$(BIN)/genesis dev-db
+	$(BIN)/genesis-demo devdb
 
 .PHONY: demo
 demo: deps build caddy ## Run the demo on state-example/ (DEMO_ARGS=--once to exit after it).
-	$(BIN)/genesis demo --bin $(BIN) --caddy "$$(./scripts/build-caddy)" --state state-example $(DEMO_ARGS)
+	$(BIN)/genesis-demo run --bin $(BIN) --caddy "$$(./scripts/build-caddy)" --state state-example $(DEMO_ARGS)
 
 .PHONY: clean
 clean: ## Remove built binaries and caches.

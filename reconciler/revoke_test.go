@@ -38,7 +38,7 @@ func TestFutureActivityThenIdleHibernation(t *testing.T) {
 
 	// The agent protocol on the same database and clock; the droplet's
 	// agent enrolled with credential cred.
-	svc := agentapi.New(agentapi.Config{Pool: h.store.Pool(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	svc := agentapi.New(agentapi.Config{Store: h.store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now: h.sim.Sim.Now, BatchInterval: 10 * time.Millisecond})
 	sctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

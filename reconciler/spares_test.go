@@ -95,7 +95,7 @@ func newSpareWorld(t *testing.T, boot time.Duration) *spareWorld {
 	srv := httptest.NewUnstartedServer(nil)
 	srv.Listener.Close()
 	srv.Listener = ln
-	w.svc = agentapi.New(agentapi.Config{Pool: h.store.Pool(), Logger: log, Signer: dsse.NewSigner(priv), Identities: []age.Identity{fleetID},
+	w.svc = agentapi.New(agentapi.Config{Store: h.store, Logger: log, Signer: dsse.NewSigner(priv), Identities: []age.Identity{fleetID},
 		PublicURL: "http://" + ln.Addr().String(), Desired: func() (tenants.Snapshot, bool) { return h.rec.Snapshot() },
 		BatchInterval: 20 * time.Millisecond})
 	srv.Config.Handler = w.svc.Handler()

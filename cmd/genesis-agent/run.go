@@ -57,7 +57,7 @@ moved to the manifest's version with docker compose (--compose-file), or
 left alone with --n8n-runtime none (an n8n run by something else). Caddy
 listens on --caddy-http-port and --caddy-https-port (80 and 443) on every
 interface or --caddy-bind, with ACME certificates, or certificates from its
-internal CA with --caddy-internal-tls (offline; genesis droplet-sim uses it).
+internal CA with --caddy-internal-tls (offline; genesis-demo droplet uses it).
 --converge=false only accepts manifests (no n8n, Caddy or docker needed):
 the DigitalOcean simulator's demo runs agents that way.
 

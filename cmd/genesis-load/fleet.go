@@ -96,7 +96,7 @@ func (f *fleet) attach(ctx context.Context, c config, serverLog *slog.Logger) er
 		return fmt.Errorf("find an account in the reconciler's database: %w", err)
 	}
 	// Only MintToken is used: a Service without keys serves nothing.
-	f.tokens = agentapi.New(agentapi.Config{Pool: st.Pool(), Logger: serverLog})
+	f.tokens = agentapi.New(agentapi.Config{Store: st, Logger: serverLog})
 	f.log.Info("targeting a running reconciler", "url", f.url)
 	return nil
 }
@@ -151,7 +151,7 @@ func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger, std
 	}
 	f.closers = append(f.closers, st.Close)
 	f.st = st
-	f.tokens = agentapi.New(agentapi.Config{Pool: st.Pool(), Logger: serverLog})
+	f.tokens = agentapi.New(agentapi.Config{Store: st, Logger: serverLog})
 	f.log.Info("reconciler ready", "url", f.url, "server", c.server, "pid", info.PID, "tenants", c.agents,
 		"took", time.Since(began).Round(time.Millisecond).String())
 	return nil

@@ -93,7 +93,7 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	svc := agentapi.New(agentapi.Config{
-		Pool: st.Pool(), Logger: log, Registerer: reg, Signer: cfg.Signer, Identities: []age.Identity{cfg.Identity}, PublicURL: url,
+		Store: st, Logger: log, Registerer: reg, Signer: cfg.Signer, Identities: []age.Identity{cfg.Identity}, PublicURL: url,
 		Desired: func() (tenants.Snapshot, bool) {
 			if s := snap.Load(); s != nil {
 				return *s, true

@@ -180,8 +180,8 @@ func TestTransportFlags(t *testing.T) {
 		{"--agent-binary-url", "http://dl.example/a", "--agent-binary-sha256", sum, "--agent-insecure-http"},
 	} {
 		c, err := parseFlags(append([]string{"--database-url", "postgres://x", "--state-dir", "x", "--insecure-no-auth"}, args...), func(string) string { return "" }, io.Discard)
-		if err != nil || c.agentBinarySHA256 != sum {
-			t.Errorf("%v: %v, sha256 %q", args, err, c.agentBinarySHA256)
+		if err != nil || c.AgentBinarySHA256 != sum {
+			t.Errorf("%v: %v, sha256 %q", args, err, c.AgentBinarySHA256)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 // Command genesis is the admin CLI of Genesis fleet control: it validates a
 // state repository, seals credentials to the fleet's age recipients, makes
-// keys, and runs the local demo.
+// keys and API tokens, and shows what a merge would do (the local demo is a
+// binary of its own, genesis-demo).
 package main
 
 import (

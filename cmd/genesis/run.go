@@ -31,8 +31,6 @@ func commands() []command {
 		{"seal", "encrypt a credential (stdin) to the fleet's age recipients", runSeal},
 		{"plan", "show what merging a state repository would do: actions, cost, API calls", runPlan},
 		{"keygen", "make an age identity or an ed25519 manifest-signing key", runKeygen},
-		{"demo", "run the local demo on a state repository", runDemo},
-		{"dev-db", "start a throwaway local Postgres for development (make db)", runDevDB},
 		{"token", "make an API token and its line for the reconciler's --tokens file", runToken},
 	}
 }
@@ -64,10 +62,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		fmt.Fprintf(stdout, mainUsage, list.String())
 		return nil
 	}
-	if args[0] == "droplet-sim" {
-		// Hidden: the simulator's boot command in the demo, not an admin's.
-		return runDropletSim(ctx, e, args[1:])
-	}
 	for _, c := range commands() {
 		if c.name == args[0] {
 			return c.run(ctx, e, args[1:])
@@ -78,46 +72,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 
 // newFlags makes a flag set whose --help prints usage to stdout and whose
 // errors are usage errors.
-func newFlags(e env, name, usage string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "%s\n\nFlags:\n", strings.TrimSpace(usage))
-		fs.PrintDefaults()
-	}
-	return fs
-}
+func newFlags(e env, name, usage string) *flag.FlagSet { return cliexit.Flags(e.stderr, name, usage) }
 
 // parse parses flags that may stand before, between or after positional
 // arguments, and returns the positional ones. --help prints the usage to
-// stdout and returns errHelp.
+// stdout and returns cliexit.ErrHelp.
 func parse(e env, fs *flag.FlagSet, args []string) ([]string, error) {
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
-			fs.SetOutput(e.stdout)
-			fs.Usage()
-			return nil, errHelp
-		}
-	}
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, &cliexit.Error{Code: 2}
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
+	return cliexit.Parse(e.stdout, fs, args)
 }
-
-// errHelp ends a command successfully after --help.
-var errHelp = &cliexit.Error{Code: 0}

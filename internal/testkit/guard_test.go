@@ -110,9 +110,11 @@ var boundaries = []boundary{
 		forbidden: func(d string) bool { return hasPrefix(d, clients...) },
 	},
 	{
-		name: "only the simulator binary (and tests) link the DigitalOcean simulator",
+		// The local fleet (the demo's and the e2e tests' world) runs the
+		// simulator in process; no product binary does.
+		name: "only the simulator binary, the local fleet and the demo (and tests) link the DigitalOcean simulator",
 		applies: func(p string) bool {
-			return !under(p, "fakes/dosim") && !under(p, "cmd/genesis-dosim") && !testHelper(p)
+			return !under(p, "fakes/dosim") && !under(p, "cmd/genesis-dosim") && !under(p, "localfleet") && !under(p, "cmd/genesis-demo") && !testHelper(p)
 		},
 		forbidden: func(d string) bool { return hasPrefix(d, module+"/fakes/dosim") },
 	},

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
@@ -46,11 +45,7 @@ const (
 type Config struct {
 	// Store holds the agent tables (agents, enrollment_tokens, manifests)
 	// and fleet_status.
-	Store *store.Store
-	// Pool is used through store.New when Store is nil.
-	//
-	// Deprecated: set Store.
-	Pool   *pgxpool.Pool
+	Store  *store.Store
 	Logger *slog.Logger
 	// Registerer receives the metrics (nil: not registered).
 	Registerer prometheus.Registerer
@@ -178,9 +173,6 @@ func New(cfg Config) *Service {
 		cfg.SigningKeys = bootstrapKeys(cfg.Signer.Public(), cfg.Announce)
 	}
 	st := cfg.Store
-	if st == nil && cfg.Pool != nil {
-		st = store.New(cfg.Pool, cfg.Logger)
-	}
 	return &Service{
 		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer), st: st,
 		enabled: cfg.Signer != nil && len(cfg.Identities) > 0, announceErr: announceErr,

@@ -245,7 +245,7 @@ func TestLongPollAcrossReplicas(t *testing.T) {
 	_, etag := w.manifest(a)
 
 	other := &world{t: t, st: w.st, fleetID: w.fleetID, signer: w.signer, trusted: w.trusted, logs: w.logs, snap: w.snap}
-	replica := New(Config{Pool: w.st.Pool(), Logger: w.svc.cfg.Logger, Signer: w.signer, Identities: []age.Identity{w.fleetID},
+	replica := New(Config{Store: w.st, Logger: w.svc.cfg.Logger, Signer: w.signer, Identities: []age.Identity{w.fleetID},
 		Desired: w.desired, Sweep: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"crypto/tls"
@@ -14,30 +14,30 @@ import (
 	"genesis.dev/fleet/internal/cliexit"
 )
 
-// checkTransportFlags checks the TLS and agent-download flags: both TLS
+// CheckTransportFlags checks the TLS and agent-download flags: both TLS
 // files or neither; an agent download URL comes with the SHA-256 droplets
 // check it against, and is https unless --agent-insecure-http.
-func checkTransportFlags(c *config) error {
-	if (c.tlsCert == "") != (c.tlsKey == "") {
+func CheckTransportFlags(c *Config) error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return cliexit.Usage("give both --tls-cert and --tls-key (or $GENESIS_TLS_CERT and $GENESIS_TLS_KEY), or neither")
 	}
-	c.agentBinarySHA256 = strings.ToLower(strings.TrimSpace(c.agentBinarySHA256))
+	c.AgentBinarySHA256 = strings.ToLower(strings.TrimSpace(c.AgentBinarySHA256))
 	switch {
-	case c.agentBinaryURL == "" && c.agentBinarySHA256 != "":
+	case c.AgentBinaryURL == "" && c.AgentBinarySHA256 != "":
 		return cliexit.Usage("--agent-binary-sha256 without --agent-binary-url")
-	case c.agentBinaryURL == "":
+	case c.AgentBinaryURL == "":
 		return nil
-	case c.agentBinarySHA256 == "":
+	case c.AgentBinarySHA256 == "":
 		return cliexit.Usage("--agent-binary-url needs --agent-binary-sha256 (or $GENESIS_AGENT_BINARY_SHA256): droplets install only a download with that SHA-256")
 	}
-	if err := cloudinit.CheckSHA256(c.agentBinarySHA256); err != nil {
+	if err := cloudinit.CheckSHA256(c.AgentBinarySHA256); err != nil {
 		return cliexit.Usage("--agent-binary-sha256: %v", err)
 	}
-	u, err := url.Parse(c.agentBinaryURL)
+	u, err := url.Parse(c.AgentBinaryURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return cliexit.Usage("--agent-binary-url: not an http(s) URL")
 	}
-	if u.Scheme == "http" && !c.agentInsecureHTTP {
+	if u.Scheme == "http" && !c.AgentInsecureHTTP {
 		return cliexit.Usage("--agent-binary-url %s://%s is plain http: droplets refuse to download the agent over it (--agent-insecure-http allows it, demo and tests only)", u.Scheme, u.Host)
 	}
 	return nil
@@ -46,11 +46,11 @@ func checkTransportFlags(c *config) error {
 // listenTLS wraps ln in TLS when --tls-cert and --tls-key are given (the
 // pair is reloaded when either file changes; see package certreload) and
 // returns the scheme the listener speaks.
-func listenTLS(c config, ln net.Listener, log *slog.Logger, reg prometheus.Registerer) (net.Listener, string, error) {
-	if c.tlsCert == "" {
+func listenTLS(c Config, ln net.Listener, log *slog.Logger, reg prometheus.Registerer) (net.Listener, string, error) {
+	if c.TLSCert == "" {
 		return ln, "http", nil
 	}
-	r, err := certreload.New(certreload.Config{CertFile: c.tlsCert, KeyFile: c.tlsKey, Logger: log, Registerer: reg})
+	r, err := certreload.New(certreload.Config{CertFile: c.TLSCert, KeyFile: c.TLSKey, Logger: log, Registerer: reg})
 	if err != nil {
 		ln.Close()
 		return nil, "", err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,9 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"genesis.dev/fleet/localfleet"
 )
 
 // droplet reads droplet-sim.json from the simulated disk of a droplet.
@@ -63,7 +63,7 @@ func killAgent(ctx context.Context, info dropletInfo) error {
 	if err := syscall.Kill(info.AgentPID, syscall.SIGKILL); err != nil {
 		return fmt.Errorf("kill the agent of droplet %s (pid %d): %w", info.DropletID, info.AgentPID, err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); !processGone(info.AgentPID); {
+	for deadline := time.Now().Add(10 * time.Second); !localfleet.ProcessGone(info.AgentPID); {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the agent of droplet %s (pid %d) is still running", info.DropletID, info.AgentPID)
 		}
@@ -145,58 +145,4 @@ func request(ctx context.Context, info dropletInfo, host string) routeResult {
 	return out
 }
 
-// recordPID appends a process the demo started to the pid log.
-func (d *demo) recordPID(pid int, role string) {
-	if err := appendLine(d.pidLog(), fmt.Sprintf("%d %s -", pid, role)); err != nil {
-		fmt.Fprintf(d.e.stderr, "genesis demo: pid log: %v\n", err)
-	}
-}
-
 func (d *demo) pidLog() string { return filepath.Join(d.work, "pids.log") }
-
-// leftovers returns the processes of the pid log that still run.
-func leftovers(pidLog string) ([]string, int, error) {
-	f, err := os.Open(pidLog)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	defer f.Close()
-	var alive []string
-	n := 0
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 {
-			continue
-		}
-		pid, err := strconv.Atoi(fields[0])
-		if err != nil || pid < 2 {
-			return nil, n, fmt.Errorf("%s: bad line %q", pidLog, sc.Text())
-		}
-		n++
-		if !processGone(pid) {
-			alive = append(alive, sc.Text())
-		}
-	}
-	return alive, n, sc.Err()
-}
-
-// processGone reports whether pid no longer runs (a zombie waiting for its
-// parent to collect it has stopped running too).
-func processGone(pid int) bool {
-	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return true
-	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return errors.Is(err, os.ErrNotExist)
-	}
-	// pid (comm) STATE ...: comm may hold spaces and parentheses.
-	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
-		return stat[i+2] == 'Z' || stat[i+2] == 'X'
-	}
-	return false
-}

@@ -8,7 +8,7 @@ import (
 	"genesis.dev/fleet/internal/cliexit"
 )
 
-const devDBUsage = `Usage: genesis dev-db [--dir DIR]
+const devDBUsage = `Usage: genesis-demo devdb [--dir DIR]
 
 Starts a throwaway Postgres cluster from the system's binaries (initdb and
 pg_ctl from PATH or /usr/lib/postgresql/*/bin), listening on 127.0.0.1 on a
@@ -17,14 +17,14 @@ With --dir the data directory is kept in DIR; otherwise it is a temporary
 directory removed on exit. For development and the demo only.`
 
 func runDevDB(ctx context.Context, e env, args []string) error {
-	fs := newFlags(e, "dev-db", devDBUsage)
+	fs := newFlags(e, "devdb", devDBUsage)
 	dir := fs.String("dir", "", "keep the cluster's data in this directory (default: a temporary one)")
 	pos, err := parse(e, fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
-		return cliexit.Usage("dev-db takes no arguments, got %q", pos)
+		return cliexit.Usage("devdb takes no arguments, got %q", pos)
 	}
 	return pgserver.RunDev(ctx, e.stdout, *dir)
 }

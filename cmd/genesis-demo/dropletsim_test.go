@@ -19,11 +19,12 @@ import (
 	"time"
 
 	"genesis.dev/fleet/internal/syncio"
+	"genesis.dev/fleet/localfleet"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
 )
 
-// TestDropletSim runs genesis droplet-sim as the simulator's boot hook
+// TestDropletSim runs genesis-demo droplet as the simulator's boot hook
 // would, with the real Caddy and genesis-agent: the emulator and Caddy
 // answer at the addresses droplet-sim.json gives, the agent runs with them
 // (it tries to enroll with a reconciler that is not ready), the agent's
@@ -71,7 +72,7 @@ func TestDropletSim(t *testing.T) {
 	}
 	pidLog := filepath.Join(dir, "pids.log")
 
-	cmd := exec.Command(filepath.Join(bin, "genesis"), "droplet-sim", "--caddy-bin", caddyBin, "--pid-log", pidLog, "--grace", "3s",
+	cmd := exec.Command(filepath.Join(bin, "genesis-demo"), "droplet", "--caddy-bin", caddyBin, "--pid-log", pidLog, "--grace", "3s",
 		"--", "--heartbeat-interval", "1s", "--retry-max", "200ms", "--log-format", "json")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GENESIS_AGENT_CONFIG=" + cfgPath,
 		"DOSIM_DROPLET_ID=42", "DOSIM_DROPLET_IP=127.1.200.7", "DOSIM_DISK_DIR=" + disk}
@@ -137,7 +138,7 @@ func TestDropletSim(t *testing.T) {
 	waitFor(t, "droplet-sim to notice", logs, func() bool {
 		return strings.Contains(logs.String(), `"msg":"agent exited; n8n and caddy keep running"`)
 	})
-	if processGone(info.PID) || processGone(info.CaddyPID) {
+	if localfleet.ProcessGone(info.PID) || localfleet.ProcessGone(info.CaddyPID) {
 		t.Fatalf("droplet-sim or caddy stopped with the agent:\n%s", logs)
 	}
 	if resp, err := http.Get(info.N8NURL + "/healthz"); err != nil {
@@ -161,7 +162,7 @@ func TestDropletSim(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("droplet-sim still runs 20s after SIGTERM:\n%s", logs)
 	}
-	alive, n, err := leftovers(pidLog)
+	alive, n, err := localfleet.Leftovers(pidLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +187,7 @@ func TestDropletSimUsage(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"--help"}, 0, "Usage: genesis droplet-sim"},
+		{[]string{"--help"}, 0, "Usage: genesis-demo droplet"},
 		{[]string{"--disk", disk}, 2, "--caddy-bin is required"},
 		{[]string{"--caddy-bin", exe, "--agent-bin", exe}, 2, "--disk or $DOSIM_DISK_DIR is required"},
 		{[]string{"--caddy-bin", exe, "--agent-bin", exe, "--disk", disk, "--bind", "10.0.0.1"}, 2, `--bind "10.0.0.1": want a loopback IP address`},
@@ -196,7 +197,7 @@ func TestDropletSimUsage(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
-			code, out, errOut := cli(t, "", append([]string{"droplet-sim"}, tc.args...)...)
+			code, out, errOut := cli(t, "", append([]string{"droplet"}, tc.args...)...)
 			if code != tc.code || !strings.Contains(out+errOut, tc.want) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want %d and %q", code, out, errOut, tc.code, tc.want)
 			}

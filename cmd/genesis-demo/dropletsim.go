@@ -26,10 +26,10 @@ import (
 	"genesis.dev/fleet/internal/cliexit"
 )
 
-const dropletSimUsage = `Usage: genesis droplet-sim --caddy-bin PATH [--agent-bin PATH] [--disk DIR] [--bind IP] [--pid-log FILE] [-- AGENT-RUN-FLAGS...]
+const dropletSimUsage = `Usage: genesis-demo droplet --caddy-bin PATH [--agent-bin PATH] [--disk DIR] [--bind IP] [--pid-log FILE] [-- AGENT-RUN-FLAGS...]
 
-The "init" of a droplet simulated by genesis-dosim: the demo runs it as the
-simulator's boot command (--boot-cmd 'exec genesis droplet-sim ...'), once
+The "init" of a droplet simulated by the DigitalOcean simulator: the demo
+runs it as the simulator's boot command ('exec genesis-demo droplet ...'), once
 per booted droplet. It runs what a real droplet runs, on loopback:
 
   - n8n: the n8n emulator (fakes/n8nemu), in this process, on a free

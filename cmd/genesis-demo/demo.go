@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,33 +17,32 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"genesis.dev/fleet/internal/pgserver"
+	"genesis.dev/fleet/localfleet"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/schema"
-	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
 
 	"genesis.dev/fleet/internal/cliexit"
 )
 
-const demoUsage = `Usage: genesis demo [--state DIR] [--once] [--bin DIR] [--caddy PATH] [--workdir DIR]
+const demoUsage = `Usage: genesis-demo [run] [--state DIR] [--once] [--bin DIR] [--caddy PATH] [--workdir DIR]
 
 Runs the local demo on the state repository in DIR (default state-example):
 
  1. validates it and prints the fleet it declares (id, state, region, size,
     monthly cost);
- 2. starts a throwaway Postgres, the DigitalOcean simulator (genesis-dosim)
-    with the fleet's accounts and realistic boot and action delays, a local
-    bare git repository initialised from DIR (its genesis.yaml with watchdog
-    thresholds scaled for the demo: 6s, 12s, cooldown 10s), and
-    genesis-reconciler on it with a push webhook, a fresh manifest-signing
-    key and the age identity in DIR/demo-keys/age.key; every droplet the
-    simulator boots runs genesis droplet-sim (its disk is the droplet's
+ 2. starts a local fleet (package localfleet): a throwaway Postgres, the
+    DigitalOcean simulator with the fleet's accounts and realistic boot and
+    action delays, a local bare git repository initialised from DIR (its
+    genesis.yaml with watchdog thresholds scaled for the demo: 6s, 12s,
+    cooldown 10s), and the reconciler (in this process, wired as
+    genesis-reconciler is) on it with a push webhook, a fresh
+    manifest-signing key and the age identity in DIR/demo-keys/age.key;
+    every droplet the simulator boots runs genesis-demo droplet (its disk is the droplet's
     simulated disk): an n8n emulator, a real Caddy (--caddy) and a real
     genesis-agent that enrolls with its one-time token, pulls and verifies
     its signed manifest, converges n8n (credentials opened with the
@@ -69,15 +65,15 @@ Runs the local demo on the state repository in DIR (default state-example):
     and checks that none is left.
 
 --once exits after the story with status 0, or 1 if a step failed (for CI).
-The binaries (genesis, genesis-dosim, genesis-reconciler, genesis-agent)
-are taken from --bin (default: beside this genesis binary; make demo builds
-them into bin/); Caddy from --caddy (make caddy builds it).`
+The droplets' binaries (genesis-demo, genesis-agent) are taken from --bin
+(default: beside this genesis-demo binary; make demo builds them into bin/);
+Caddy from --caddy (make caddy builds it).`
 
 func runDemo(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "demo", demoUsage)
 	dir := fs.String("state", "state-example", "state repository to run the demo on")
 	once := fs.Bool("once", false, "run the story once and exit (for CI)")
-	bin := fs.String("bin", "", "directory holding genesis-dosim, genesis-reconciler and genesis-agent (default: beside this binary)")
+	bin := fs.String("bin", "", "directory holding genesis-demo and genesis-agent, which droplets run (default: beside this binary)")
 	heartbeat := fs.Duration("heartbeat", 2*time.Second, "agents' heartbeat interval (the demo's watchdog calls a droplet degraded after 6s without one)")
 	work := fs.String("workdir", "", "directory for the demo's files (default: a temporary one, removed at exit)")
 	boot := fs.Duration("boot-delay", 3*time.Second, "simulated droplet boot time")
@@ -91,10 +87,10 @@ func runDemo(ctx context.Context, e env, args []string) error {
 	if len(pos) > 0 {
 		return cliexit.Usage("demo takes no arguments, got %q", pos)
 	}
-	repo, err := loadRepo(*dir)
-	if err != nil {
-		return err
+	if fi, err := os.Stat(*dir); err != nil || !fi.IsDir() {
+		return cliexit.Usage("--state %s: not a directory", *dir)
 	}
+	repo := schema.LoadDir(os.DirFS(*dir))
 	fmt.Fprintf(e.stdout, "== Genesis demo on %s\n\n", *dir)
 	if len(repo.Errors) > 0 {
 		for _, er := range repo.Errors {
@@ -110,7 +106,7 @@ func runDemo(ctx context.Context, e env, args []string) error {
 		}
 		*bin = filepath.Dir(exe)
 	}
-	for _, b := range []string{"genesis", "genesis-dosim", "genesis-reconciler", "genesis-agent"} {
+	for _, b := range []string{"genesis-demo", "genesis-agent"} {
 		if _, err := os.Stat(filepath.Join(*bin, b)); err != nil {
 			return fmt.Errorf("%s not found in %s (run make build, or give --bin)", b, *bin)
 		}
@@ -150,7 +146,7 @@ func (d *demo) cleanUp() error {
 	fmt.Fprintln(d.e.stdout)
 	d.say("stopping every process the demo started")
 	d.stop()
-	alive, n, err := leftovers(d.pidLog())
+	alive, n, err := localfleet.Leftovers(d.pidLog())
 	if err != nil {
 		return err
 	}
@@ -185,24 +181,23 @@ func printDeclared(w io.Writer, repo *schema.Repo) {
 
 // demo is the running demo: the processes it started and where.
 type demo struct {
-	e              env
-	bin, work      string
-	caddy          string
-	tty            bool
-	shown          bool // a progress line is on the terminal's last line
-	lastProgress   time.Time
-	lastLine       string
-	beats          beatWindow
-	stateSrc       string
-	fleet          *schema.Fleet
-	boot, action   time.Duration
-	heartbeat      time.Duration
-	timeout        time.Duration
-	start          time.Time
-	pg             *pgserver.Server
-	procs          []*exec.Cmd
-	repo, api, sim string
-	secret         string
+	e            env
+	bin, work    string
+	caddy        string
+	tty          bool
+	shown        bool // a progress line is on the terminal's last line
+	lastProgress time.Time
+	lastLine     string
+	beats        beatWindow
+	stateSrc     string
+	fleet        *schema.Fleet
+	boot, action time.Duration
+	heartbeat    time.Duration
+	timeout      time.Duration
+	start        time.Time
+	local        *localfleet.Fleet
+	repo, api    string
+	secret       string
 	// bare is the shared state repository the reconciler reads and the
 	// state API pushes to; repo is the demo's working clone of it.
 	bare  string
@@ -219,32 +214,12 @@ func (d *demo) say(format string, args ...any) {
 }
 
 func (d *demo) up(ctx context.Context) error {
-	d.say("starting a throwaway Postgres")
-	var err error
-	if d.pg, err = pgserver.Start(ctx, pgserver.Options{}); err != nil {
-		return err
-	}
-	if err := d.pg.CreateDatabase(ctx, "genesis"); err != nil {
-		return err
-	}
-	env := os.Environ()
 	// What every simulated droplet boots: n8n (the emulator), Caddy and the
 	// agent, converging for real; cloud-init's user data and the droplet's
 	// id, address and disk come from the simulator's hook variables.
-	bootCmd := fmt.Sprintf("exec %s droplet-sim --caddy-bin %s --agent-bin %s --pid-log %s -- --heartbeat-interval %s --poll-wait 20s --log-format json",
-		shellQuote(filepath.Join(d.bin, "genesis")), shellQuote(d.caddy), shellQuote(filepath.Join(d.bin, "genesis-agent")),
+	bootCmd := fmt.Sprintf("exec %s droplet --caddy-bin %s --agent-bin %s --pid-log %s -- --heartbeat-interval %s --poll-wait 20s --log-format json",
+		shellQuote(filepath.Join(d.bin, "genesis-demo")), shellQuote(d.caddy), shellQuote(filepath.Join(d.bin, "genesis-agent")),
 		shellQuote(d.pidLog()), d.heartbeat)
-	simArgs := []string{"--listen", "127.0.0.1:0", "--boot-delay", d.boot.String(), "--action-delay", d.action.String(),
-		"--disk-root", filepath.Join(d.work, "disks"), "--log-format", "json", "--boot-cmd", bootCmd, "--hook-grace", "2s"}
-	for _, a := range d.fleet.Spec.Accounts {
-		tok := "demo-token-" + a.Name
-		simArgs = append(simArgs, "--account", fmt.Sprintf("%s:%s:%d", a.Name, tok, a.MaxDroplets))
-		env = append(env, a.TokenEnv+"="+tok)
-	}
-	d.say("starting the DigitalOcean simulator with %d accounts (boot %s, actions %s)", len(d.fleet.Spec.Accounts), d.boot, d.action)
-	if d.sim, err = d.spawn(ctx, "genesis-dosim", simArgs, env); err != nil {
-		return err
-	}
 	d.repo = filepath.Join(d.work, "state")
 	if err := copyTree(d.stateSrc, d.repo); err != nil {
 		return err
@@ -275,27 +250,19 @@ func (d *demo) up(ctx context.Context) error {
 	d.say("API token (scope admin): %s (curl -H \"Authorization: Bearer $(cat %s)\" .../v1/tenants)",
 		filepath.Join(d.work, "api-token"), filepath.Join(d.work, "api-token"))
 	d.secret = "demo-webhook-secret"
-	port, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	signing := filepath.Join(d.work, "signing.pem")
-	if err := writeSigningKey(signing); err != nil {
-		return err
-	}
 	ageKey := filepath.Join(d.stateSrc, "demo-keys", "age.key")
 	if _, err := os.Stat(ageKey); err != nil {
 		return fmt.Errorf("the demo opens sealed credentials with %s: %w", ageKey, err)
 	}
-	recArgs := []string{"--state-repo", "file://" + d.bare, "--tokens", tokensFile, "--database-url", d.pg.URL("genesis"), "--do-api-url", d.sim, "--listen", port,
-		"--poll-interval", "10s", "--resync", "1s", "--webhook-secret", d.secret, "--cache-dir", filepath.Join(d.work, "cache"),
-		"--signing-key", signing, "--age-identity", ageKey, "--public-url", "http://" + port, "--agent-insecure-http", "--watchdog-every", "1s"}
-	d.say("manifest-signing key: %s (new); credentials open with %s (demo only)", signing, ageKey)
-	d.say("starting genesis-reconciler")
-	if d.api, err = d.spawn(ctx, "genesis-reconciler", recArgs, env); err != nil {
+	d.say("starting a throwaway Postgres, the DigitalOcean simulator with %d accounts (boot %s, actions %s) and the reconciler",
+		len(d.fleet.Spec.Accounts), d.boot, d.action)
+	if d.local, err = localfleet.Start(ctx, localfleet.Options{StateRepo: "file://" + d.bare, Accounts: d.fleet.Spec.Accounts, Work: d.work,
+		AgeIdentity: ageKey, TokensFile: tokensFile, WebhookSecret: d.secret, BootDelay: d.boot, ActionDelay: d.action,
+		BootCmd: bootCmd, HookGrace: 2 * time.Second}); err != nil {
 		return err
 	}
-	d.api = strings.TrimSuffix(strings.TrimPrefix(d.api, "listening on "), "/")
+	d.say("manifest-signing key: %s (new); credentials open with %s (demo only)", d.local.SigningKey, ageKey)
+	d.api = strings.TrimSuffix(d.local.URL, "/")
 	d.say("reconciler API at %s", d.api)
 	fmt.Fprintln(d.e.stdout)
 	var want []string
@@ -326,15 +293,6 @@ func (d *demo) up(ctx context.Context) error {
 
 // booted reports a droplet whose agent has applied its current manifest.
 func booted(state string) bool { return state == string(lifecycle.ActiveHealthy) }
-
-// writeSigningKey makes a fresh ed25519 manifest-signing key for the demo.
-func writeSigningKey(path string) error {
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, dsse.MarshalPrivateKeyPEM(key), 0o600)
-}
 
 // shellQuote quotes s for sh.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
@@ -948,72 +906,14 @@ func (d *demo) hook(ctx context.Context) error {
 	return nil
 }
 
-// spawn starts a binary with its logs in the work dir and returns the first
-// line it prints on stdout (its URL).
-func (d *demo) spawn(ctx context.Context, name string, args, env []string) (string, error) {
-	logf, err := os.Create(filepath.Join(d.work, name+".log"))
-	if err != nil {
-		return "", err
-	}
-	cmd := exec.Command(filepath.Join(d.bin, name), args...)
-	cmd.Env = env
-	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start %s: %w", name, err)
-	}
-	d.procs = append(d.procs, cmd)
-	d.recordPID(cmd.Process.Pid, name)
-	lines := make(chan string, 1)
-	go func() {
-		r := bufio.NewReader(out)
-		line, _ := r.ReadString('\n')
-		lines <- strings.TrimSpace(line)
-		io.Copy(logf, r)
-	}()
-	select {
-	case line := <-lines:
-		if line == "" {
-			return "", fmt.Errorf("%s exited at start; see %s", name, logf.Name())
-		}
-		return line, nil
-	case <-time.After(30 * time.Second):
-		return "", fmt.Errorf("%s did not start within 30s; see %s", name, logf.Name())
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-}
-
-// stop ends every process the demo started (newest first) and Postgres.
+// stop stops the local fleet: the reconciler, the simulator with every
+// droplet's boot command, and Postgres.
 func (d *demo) stop() {
-	for i := len(d.procs) - 1; i >= 0; i-- {
-		p := d.procs[i]
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { p.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
-			<-done
+	if d.local != nil {
+		if err := d.local.Stop(); err != nil {
+			d.say("stopping the local fleet: %v", err)
 		}
 	}
-	if d.pg != nil {
-		d.pg.Stop()
-	}
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // copyTree copies the files of src into dst (no symlinks, no .git).

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"fmt"
@@ -21,24 +21,24 @@ import (
 // buildAPI makes the authenticator (nil only with --insecure-no-auth) and
 // the tenant API (nil then, or in --state-dir mode). Without --tokens it
 // refuses to start unless --insecure-no-auth says so (day-2 rule 1).
-func buildAPI(c config, st *store.Store, ids []age.Identity, log *slog.Logger, pushed func()) (*auth.Authenticator, *stateapi.API, error) {
-	if c.tokensFile == "" { // --insecure-no-auth: parseFlags refused anything else
+func buildAPI(c Config, st *store.Store, ids []age.Identity, log *slog.Logger, pushed func()) (*auth.Authenticator, *stateapi.API, error) {
+	if c.TokensFile == "" { // --insecure-no-auth: parseFlags refused anything else
 		return nil, nil, nil
 	}
-	data, err := os.ReadFile(c.tokensFile)
+	data, err := os.ReadFile(c.TokensFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read --tokens: %w", err)
 	}
 	toks, err := auth.ParseTokens(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--tokens %s: %w", c.tokensFile, err)
+		return nil, nil, fmt.Errorf("--tokens %s: %w", c.TokensFile, err)
 	}
-	a := auth.New(auth.Config{Tokens: toks, Rate: c.apiRate, Burst: int(2 * c.apiRate), Logger: log})
-	if c.stateRepo == "" {
+	a := auth.New(auth.Config{Tokens: toks, Rate: c.APIRate, Burst: int(2 * c.APIRate), Logger: log})
+	if c.StateRepo == "" {
 		log.Warn("tenant API disabled: it needs --state-repo (a git repository to commit to)", "component", "stateapi")
 		return a, nil, nil
 	}
-	dir := c.cacheDir
+	dir := c.CacheDir
 	if dir == "" {
 		base, err := os.UserCacheDir()
 		if err != nil {
@@ -46,7 +46,7 @@ func buildAPI(c config, st *store.Store, ids []age.Identity, log *slog.Logger, p
 		}
 		dir = filepath.Join(base, "genesis", "state")
 	}
-	remote := c.stateRepo
+	remote := c.StateRepo
 	if !tenants.IsURL(remote) {
 		if remote, err = filepath.Abs(remote); err != nil {
 			return nil, nil, err
@@ -60,12 +60,12 @@ func buildAPI(c config, st *store.Store, ids []age.Identity, log *slog.Logger, p
 	if err != nil {
 		return nil, nil, err
 	}
-	w, err := tenants.NewWriter(tenants.WriterConfig{Remote: remote, Branch: c.branch, Dir: clone, Auth: cred,
-		Propose: c.propose, Committer: tenants.Identity{Name: "Genesis API", Email: "api@genesis.invalid"}, Logger: log})
+	w, err := tenants.NewWriter(tenants.WriterConfig{Remote: remote, Branch: c.Branch, Dir: clone, Auth: cred,
+		Propose: c.Propose, Committer: tenants.Identity{Name: "Genesis API", Email: "api@genesis.invalid"}, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
-	api := stateapi.New(stateapi.Config{Writer: w, Store: st, Identities: ids, Pushed: pushed, Poll: c.pollInterval, Logger: log})
+	api := stateapi.New(stateapi.Config{Writer: w, Store: st, Identities: ids, Pushed: pushed, Poll: c.PollInterval, Logger: log})
 	return a, api, nil
 }
 
@@ -74,19 +74,19 @@ func buildAPI(c config, st *store.Store, ids []age.Identity, log *slog.Logger, p
 // $GENESIS_GIT_USER ("git" when empty; GitHub and GitLab take any non-empty
 // name with a token). Nil when no token is set: a credential may then be in
 // the URL, which package tenants turns into the same basic auth.
-func gitAuth(c config) (transport.AuthMethod, error) {
-	if c.gitToken == "" {
-		if c.gitUser != "" {
+func gitAuth(c Config) (transport.AuthMethod, error) {
+	if c.GitToken == "" {
+		if c.GitUser != "" {
 			return nil, cliexit.Usage("GENESIS_GIT_USER needs GENESIS_GIT_TOKEN")
 		}
 		return nil, nil
 	}
-	if u := strings.ToLower(c.stateRepo); !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+	if u := strings.ToLower(c.StateRepo); !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
 		return nil, cliexit.Usage("GENESIS_GIT_TOKEN needs an http(s) --state-repo (ssh uses keys)")
 	}
-	user := c.gitUser
+	user := c.GitUser
 	if user == "" {
 		user = "git"
 	}
-	return &githttp.BasicAuth{Username: user, Password: c.gitToken}, nil
+	return &githttp.BasicAuth{Username: user, Password: c.GitToken}, nil
 }

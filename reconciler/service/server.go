@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"fmt"
@@ -39,28 +39,28 @@ const (
 	minConnections = 64
 )
 
-// serverTimeouts are the --http-* flags.
-type serverTimeouts struct {
-	readHeader, read, write, idle time.Duration
-	maxConns                      int
+// ServerTimeouts are the --http-* flags.
+type ServerTimeouts struct {
+	ReadHeader, Read, Write, Idle time.Duration
+	MaxConns                      int
 }
 
-// check refuses timeouts that would cut the protocol's own long-poll.
-func (s serverTimeouts) check() error {
+// Check refuses timeouts that would cut the protocol's own long-poll.
+func (s ServerTimeouts) Check() error {
 	switch {
-	case s.readHeader <= 0 || s.read <= 0 || s.write <= 0 || s.idle <= 0:
+	case s.ReadHeader <= 0 || s.Read <= 0 || s.Write <= 0 || s.Idle <= 0:
 		return cliexit.Usage("--http-*-timeout: every timeout must be positive")
-	case s.write <= agentapi.MaxWait:
-		return cliexit.Usage("--http-write-timeout %s must exceed the longest manifest long-poll (%s)", s.write, agentapi.MaxWait)
-	case s.maxConns < 0:
+	case s.Write <= agentapi.MaxWait:
+		return cliexit.Usage("--http-write-timeout %s must exceed the longest manifest long-poll (%s)", s.Write, agentapi.MaxWait)
+	case s.MaxConns < 0:
 		return cliexit.Usage("--max-connections must not be negative")
 	}
 	return nil
 }
 
-// defaultMaxConnections leaves fdReserve of the process's open-file limit
+// DefaultMaxConnections leaves fdReserve of the process's open-file limit
 // for everything but HTTP clients.
-func defaultMaxConnections() int {
+func DefaultMaxConnections() int {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
 		return 0 // unknown or unlimited: no limit
@@ -69,13 +69,13 @@ func defaultMaxConnections() int {
 }
 
 // newServer is the reconciler's HTTP server for h with the timeouts t.
-func newServer(h http.Handler, t serverTimeouts) *http.Server {
+func newServer(h http.Handler, t ServerTimeouts) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: t.readHeader,
-		ReadTimeout:       t.read,
-		WriteTimeout:      t.write,
-		IdleTimeout:       t.idle,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
 }
@@ -90,10 +90,10 @@ func limitListener(ln net.Listener, n int) net.Listener {
 }
 
 // describe is the server's limits for the start log line.
-func (s serverTimeouts) describe() string {
+func (s ServerTimeouts) describe() string {
 	conns := "unbounded"
-	if s.maxConns > 0 {
-		conns = fmt.Sprint(s.maxConns)
+	if s.MaxConns > 0 {
+		conns = fmt.Sprint(s.MaxConns)
 	}
-	return fmt.Sprintf("read_header=%s read=%s write=%s idle=%s max_connections=%s", s.readHeader, s.read, s.write, s.idle, conns)
+	return fmt.Sprintf("read_header=%s read=%s write=%s idle=%s max_connections=%s", s.ReadHeader, s.Read, s.Write, s.Idle, conns)
 }

@@ -1,0 +1,241 @@
+// Package localfleet starts a whole Genesis fleet on one machine, on
+// 127.0.0.1: a throwaway Postgres (internal/pgserver), the DigitalOcean
+// simulator (fakes/dosim) with the fleet's accounts, and the reconciler in
+// this process through reconciler/service, the constructor
+// genesis-reconciler itself uses, so what runs here is the production
+// wiring. Droplets the simulator boots run Options.BootCmd, their "init":
+// `genesis-demo droplet` runs a real genesis-agent, Caddy and the n8n
+// emulator there. Fleet.Stop stops everything, the droplets' processes
+// too.
+//
+// The demo (cmd/genesis-demo) and the end-to-end tests are built on it. It
+// is scaffolding for development, demos and tests: no binary an operator
+// deploys (genesis, genesis-reconciler, genesis-agent) may import it, and
+// it imports no command.
+package localfleet
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/internal/logflag"
+	"genesis.dev/fleet/internal/pgserver"
+	"genesis.dev/fleet/reconciler"
+	"genesis.dev/fleet/reconciler/agentapi"
+	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/service"
+	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/schema/dsse"
+	"genesis.dev/fleet/tenants"
+)
+
+// Options say what to start.
+type Options struct {
+	// StateRepo is the state repository the reconciler reads: a git URL
+	// (file:// for a local bare repository) or a local repository path.
+	StateRepo string
+	// Accounts are the DigitalOcean accounts to simulate (genesis.yaml's
+	// spec.accounts): each gets a made-up token, handed to the reconciler
+	// in the variable its TokenEnv names.
+	Accounts []schema.Account
+	// Work holds the logs (genesis-dosim.log: the simulator and every
+	// droplet's boot command; genesis-reconciler.log), the droplets' disks
+	// (disks/), the reconciler's git cache and its signing key. Required.
+	Work string
+	// AgeIdentity is the file holding the fleet's age identity, which opens
+	// sealed credentials (none: droplets get no user data).
+	AgeIdentity string
+	// TokensFile is the reconciler's --tokens file; empty serves the API
+	// to anyone (--insecure-no-auth).
+	TokensFile string
+	// WebhookSecret signs the push webhook (POST /hooks/git).
+	WebhookSecret string
+	// BootDelay and ActionDelay are the simulator's droplet boot time and
+	// action (power off, snapshot) time.
+	BootDelay, ActionDelay time.Duration
+	// BootCmd is run with sh -c for every droplet that becomes active (its
+	// environment: the simulator's DOSIM_* variables); empty boots nothing.
+	BootCmd string
+	// HookGrace is how long a stopped boot command gets before SIGKILL.
+	HookGrace time.Duration
+	// Reconciler, when set, adjusts the reconciler's configuration before
+	// it starts.
+	Reconciler func(*service.Config)
+}
+
+// Fleet is a started local fleet. Stop it.
+type Fleet struct {
+	// URL is the reconciler's base URL (http://127.0.0.1:PORT).
+	URL string
+	// SimURL is the simulator's base URL (ending in "/").
+	SimURL string
+	// DatabaseURL is the reconciler's Postgres database.
+	DatabaseURL string
+	// SigningKey is the file holding the fresh manifest-signing key.
+	SigningKey string
+
+	pg      *pgserver.Server
+	sim     *dosim.Sim
+	simSrv  *http.Server
+	svc     *service.Service
+	cancel  context.CancelFunc
+	done    chan error // the simulator's and the reconciler's Run
+	runs    int        // how many of them were started
+	closers []io.Closer
+}
+
+// Start starts Postgres, the simulator and the reconciler, and returns once
+// the reconciler listens. On error, whatever was started is stopped.
+func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
+	if o.StateRepo == "" || o.Work == "" {
+		return nil, errors.New("localfleet: StateRepo and Work are required")
+	}
+	f := &Fleet{done: make(chan error, 2)}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f.cancel = cancel
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, f.Stop())
+		}
+	}()
+	if f.pg, err = pgserver.Start(ctx, pgserver.Options{}); err != nil {
+		return nil, err
+	}
+	if err := f.pg.CreateDatabase(ctx, "genesis"); err != nil {
+		return f, err
+	}
+	f.DatabaseURL = f.pg.URL("genesis")
+
+	simLog, err := f.logFile(filepath.Join(o.Work, "genesis-dosim.log"))
+	if err != nil {
+		return f, err
+	}
+	env := map[string]string{}
+	var accounts []dosim.Account
+	for _, a := range o.Accounts {
+		tok := "localfleet-token-" + a.Name
+		accounts = append(accounts, dosim.Account{Name: a.Name, Token: tok, DropletLimit: a.MaxDroplets})
+		env[a.TokenEnv] = tok
+	}
+	log, err := logflag.New(simLog, "json", "info")
+	if err != nil {
+		return f, err
+	}
+	f.sim, err = dosim.New(dosim.Config{Accounts: accounts, Seed: 1,
+		Limits: dosim.Limits{RatePerMinute: dosim.DefaultRatePerMinute, RatePerHour: dosim.DefaultRatePerHour,
+			BootDelay: dosim.Duration(o.BootDelay), ActionDelay: dosim.Duration(o.ActionDelay)},
+		DiskRoot: filepath.Join(o.Work, "disks"), BootCmd: o.BootCmd, HookOutput: simLog, HookGrace: o.HookGrace, Logger: log})
+	if err != nil {
+		return f, fmt.Errorf("start simulator: %w", err)
+	}
+	simLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return f, err
+	}
+	f.SimURL = "http://" + simLn.Addr().String() + "/"
+	f.simSrv = &http.Server{Handler: f.sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	f.runs++
+	go func() { f.done <- f.sim.Run(runCtx) }()
+	go func() {
+		if err := f.simSrv.Serve(simLn); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("simulator server", "err", err)
+		}
+	}()
+
+	f.SigningKey = filepath.Join(o.Work, "signing.pem")
+	if err := writeSigningKey(f.SigningKey); err != nil {
+		return f, err
+	}
+	c := service.Config{
+		StateRepo: o.StateRepo, Branch: tenants.DefaultBranch, CacheDir: filepath.Join(o.Work, "cache"),
+		DatabaseURL: f.DatabaseURL, DOAPIURL: f.SimURL, Listen: "127.0.0.1:0",
+		AgeIdentity: o.AgeIdentity, SigningKey: f.SigningKey, WebhookSecret: o.WebhookSecret, AgentInsecureHTTP: true,
+		PollInterval: 10 * time.Second, Resync: time.Second, WatchdogEvery: time.Second,
+		TokenTTL: agentapi.DefaultTokenTTL, ManifestTTL: agentapi.DefaultManifestTTL, ManifestSweep: agentapi.DefaultSweep,
+		PrepareTimeout: reconciler.DefaultPrepareTimeout,
+		TokensFile:     o.TokensFile, InsecureNoAuth: o.TokensFile == "", APIRate: 20,
+		HTTP: service.ServerTimeouts{ReadHeader: service.DefaultReadHeaderTimeout, Read: service.DefaultReadTimeout,
+			Write: service.DefaultWriteTimeout, Idle: service.DefaultIdleTimeout},
+		UnauthRate: auth.DefaultFailureRate, UnauthBurst: auth.DefaultFailureBurst,
+		ReplicaID: "localfleet", Getenv: func(k string) string { return env[k] },
+	}
+	if o.Reconciler != nil {
+		o.Reconciler(&c)
+	}
+	if c.ObservedMaxAge <= 0 {
+		c.ObservedMaxAge = 5 * c.Resync
+	}
+	recLog, err := f.logFile(filepath.Join(o.Work, "genesis-reconciler.log"))
+	if err != nil {
+		return f, err
+	}
+	if log, err = logflag.New(recLog, "json", "info"); err != nil {
+		return f, err
+	}
+	if f.svc, err = service.New(ctx, c, log, prometheus.NewRegistry()); err != nil {
+		return f, fmt.Errorf("start the reconciler: %w", err)
+	}
+	f.URL = f.svc.URL()
+	f.runs++
+	go func() { f.done <- f.svc.Run(runCtx) }()
+	return f, nil
+}
+
+// logFile creates a log file that Stop closes.
+func (f *Fleet) logFile(path string) (*os.File, error) {
+	w, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	f.closers = append(f.closers, w)
+	return w, nil
+}
+
+// Stop stops the reconciler, the simulator (and every droplet's boot
+// command) and Postgres, and returns the first errors they ended with.
+func (f *Fleet) Stop() error {
+	f.cancel()
+	var errs []error
+	if f.simSrv != nil {
+		f.simSrv.Close()
+	}
+	for ; f.runs > 0; f.runs-- {
+		if err := <-f.done; err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, err)
+		}
+	}
+	if f.svc != nil {
+		f.svc.Close()
+	}
+	if f.sim != nil {
+		errs = append(errs, f.sim.Close())
+	}
+	if f.pg != nil {
+		errs = append(errs, f.pg.Stop())
+	}
+	for _, c := range f.closers {
+		c.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// writeSigningKey makes a fresh ed25519 manifest-signing key.
+func writeSigningKey(path string) error {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, dsse.MarshalPrivateKeyPEM(key), 0o600)
+}

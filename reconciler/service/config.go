@@ -1,0 +1,42 @@
+package service
+
+import "time"
+
+// Config is what a reconciler replica is started with: the values of
+// genesis-reconciler's flags (its usage text says what each one does), and
+// the environment DigitalOcean tokens are read from.
+type Config struct {
+	StateRepo, StateDir, Branch, CacheDir string
+	DatabaseURL, DOAPIURL, Listen         string
+	AgeIdentity, SigningKey               string
+	// Announce are files of public keys announced beside the signing key.
+	Announce                                                   []string
+	WebhookSecret                                              string
+	PublicURL, DropletCompose, AgentBinaryURL                  string
+	AgentBinarySHA256                                          string
+	AgentInsecureHTTP                                          bool
+	TLSCert, TLSKey                                            string
+	PollInterval, Resync, TokenTTL, ManifestTTL, ManifestSweep time.Duration
+	AllowMassChange                                            bool
+	// CrashAfterJournalWrites is the reliability suite's fault: SIGKILL
+	// this process after the Nth committed journal write (0: never).
+	CrashAfterJournalWrites int
+	NotifyURL               string
+	PrepareTimeout          time.Duration
+	WatchdogEvery           time.Duration
+	TokensFile              string
+	// GitUser and GitToken come from the environment only: a flag would
+	// show in ps.
+	GitUser, GitToken                             string
+	MetricsTokenRequired, Propose, InsecureNoAuth bool
+	APIRate                                       float64
+	HTTP                                          ServerTimeouts
+	TrustedProxies                                string
+	UnauthRate                                    float64
+	UnauthBurst                                   int
+	ReplicaID                                     string
+	ObservedMaxAge                                time.Duration
+	// Getenv reads the DigitalOcean tokens genesis.yaml's accounts name
+	// (spec.accounts[].tokenEnv); nil reads the process's environment.
+	Getenv func(string) string
+}
