@@ -100,6 +100,13 @@ var boundaries = []boundary{
 		},
 	},
 	{
+		// genesis plan runs in pull-request CI with the state repository
+		// and, at most, a reconciler's URL: no database, no cloud.
+		name:      "the admin CLI links no Postgres or DigitalOcean client",
+		applies:   func(p string) bool { return p == module+"/cmd/genesis" },
+		forbidden: func(d string) bool { return hasPrefix(d, clients[:2]...) },
+	},
+	{
 		name:      "schema is the contract: it imports nothing of ours",
 		applies:   func(p string) bool { return p == module+"/schema" },
 		forbidden: func(d string) bool { return hasPrefix(d, module) },
@@ -117,6 +124,13 @@ var boundaries = []boundary{
 			return !under(p, "fakes/dosim") && !under(p, "cmd/genesis-dosim") && !under(p, "localfleet") && !under(p, "cmd/genesis-demo") && !testHelper(p)
 		},
 		forbidden: func(d string) bool { return hasPrefix(d, module+"/fakes/dosim") },
+	},
+	{
+		name: "the products do not link the local fleet (a demo and test world)",
+		applies: func(p string) bool {
+			return under(p, "reconciler") || under(p, "agent") || under(p, "cmd/genesis-reconciler") || under(p, "cmd/genesis-agent") || p == module+"/cmd/genesis"
+		},
+		forbidden: func(d string) bool { return hasPrefix(d, module+"/localfleet") },
 	},
 	{
 		name:      "test scaffolding is linked into tests only",
@@ -174,6 +188,9 @@ func TestBoundariesCatch(t *testing.T) {
 		{module + "/agent/converge", "github.com/go-git/go-git/v5"},
 		{module + "/cmd/genesis-agent", "github.com/digitalocean/godo"},
 		{module + "/cmd/genesis", module + "/fakes/dosim"},
+		{module + "/cmd/genesis", "github.com/jackc/pgx/v5"},
+		{module + "/cmd/genesis", "github.com/digitalocean/godo"},
+		{module + "/cmd/genesis-reconciler", module + "/localfleet"},
 		{module + "/reconciler", module + "/internal/pgserver/pgtest"},
 	}
 	for _, tc := range tests {
@@ -185,6 +202,8 @@ func TestBoundariesCatch(t *testing.T) {
 	}
 	allowed := []goPackage{
 		{ImportPath: module + "/cmd/genesis-dosim", Deps: []string{module + "/fakes/dosim"}},
+		{ImportPath: module + "/localfleet", Deps: []string{module + "/fakes/dosim"}},
+		{ImportPath: module + "/cmd/genesis", Deps: []string{"github.com/go-git/go-git/v5"}},
 		{ImportPath: module + "/fakes/dosim/dosimtest", Deps: []string{module + "/fakes/dosim"}},
 		{ImportPath: module + "/schema/sealing", Deps: []string{module + "/schema"}},
 		{ImportPath: module + "/reconciler/plan", Deps: []string{module + "/schema", "network-free/example"}},
