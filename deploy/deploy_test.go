@@ -47,7 +47,7 @@ var knownMetrics = []struct {
 	{"genesis_git_sync_duration_seconds", "histogram", false},
 	{"genesis_tenants_backing_off", "gauge", false},
 	{"genesis_action_retries_total", "counter", false},
-	// reconciler/hibernation.go
+	// reconciler/metrics.go, reconciler/actions/metrics.go, reconciler/watch.go
 	{"genesis_fleet_monthly_cost_usd", "gauge", false},
 	{"genesis_snapshot_bytes", "gauge", false},
 	{"genesis_hibernate_prepare_total", "counter", false},
