@@ -260,7 +260,7 @@ func FleetYAML(f *schema.Fleet) string { return marshal(f) }
 func TenantYAML(t *schema.Tenant) string { return marshal(t) }
 
 // marshal encodes v with the schema's YAML tags and drops the fields left
-// empty (null, "", [], {} and zero durations), as a person writing the file
+// empty (null, "", 0, [], {} and zero durations), as a person writing the file
 // would: the schema fills defaults for absent fields only when they are
 // absent or zero, and an explicit empty list is not always the same as an
 // absent one. The schema types always encode, so an error is a bug here.
@@ -303,7 +303,15 @@ func prune(n *yaml.Node) bool {
 		}
 		return len(n.Content) == 0
 	case yaml.ScalarNode:
-		return n.Tag == "!!null" || (n.Tag == "!!str" && (n.Value == "" || n.Value == "0s"))
+		switch n.Tag {
+		case "!!null":
+			return true
+		case "!!str":
+			return n.Value == "" || n.Value == "0s"
+		case "!!int", "!!float":
+			return n.Value == "0"
+		}
+		return false
 	}
 	return false
 }

@@ -36,6 +36,18 @@ func TestMarshalRoundTrip(t *testing.T) {
 			}
 		})
 	}
+	// A section left at its zero values is absent from the file, so a test
+	// can append its own (the reliability suite appends a watchdog): a
+	// zero float or int written out would make that a duplicate field.
+	plain := FleetYAML(Fleet())
+	for _, section := range []string{"watchdog:", "pricing:"} {
+		if strings.Contains(plain, section) {
+			t.Errorf("Fleet() at zero %s is written out:\n%s", section, plain)
+		}
+	}
+	if _, errs := schema.DecodeFleet(schema.FleetFile, []byte(plain+"  watchdog: {bootDeadline: 1h}\n")); len(errs) > 0 {
+		t.Errorf("appending a watchdog section: %v", errs)
+	}
 	tn := Tenant("ws-a", "nyc3")
 	tn.Spec.Domains = []string{"a.example.com"}
 	got, errs := schema.DecodeTenant("tenants/ws-a.yaml", []byte(TenantYAML(tn)))
