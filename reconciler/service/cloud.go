@@ -1,6 +1,7 @@
 package service
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -34,4 +35,10 @@ func (f *cloudFactory) build(fleet *schema.Fleet) (*cloud.Pool, error) {
 	}
 	// Only the leader mutates DigitalOcean, under its lease (reconciler.lead).
 	return cloud.New(cloud.Config{Accounts: accts, Logger: f.log, Registerer: f.reg, RequireLease: true})
+}
+
+// noCloud is the cloud factory of an agent-side-only replica, whose loop
+// does not run: nothing may reach DigitalOcean.
+func noCloud(*schema.Fleet) (*cloud.Pool, error) {
+	return nil, errors.New("agent side only: no DigitalOcean")
 }

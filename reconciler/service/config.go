@@ -6,6 +6,20 @@ import "time"
 // genesis-reconciler's flags (its usage text says what each one does), and
 // the environment DigitalOcean tokens are read from.
 type Config struct {
+	// AgentSideOnly runs the replica without DigitalOcean: the control loop
+	// does not run (no leader election, pass, watchdog or cloud client;
+	// DOAPIURL and the accounts' tokens are never read), and everything
+	// else is wired as genesis-reconciler wires it: the store, the state
+	// repository's watcher, the event listener, the agent protocol, the
+	// tenant API, /metrics, the push webhook and the HTTP server. As no
+	// loop leads, this replica runs the manifest sweep itself and records
+	// genesis.yaml's accounts at every snapshot (the first thing a pass
+	// does), so droplets journaled from outside the loop have their
+	// account: run one such replica per database. It is not a flag of
+	// genesis-reconciler; the load tool (cmd/genesis-load) sets it, to
+	// measure the server genesis-reconciler runs.
+	AgentSideOnly bool
+
 	StateRepo, StateDir, Branch, CacheDir string
 	DatabaseURL, DOAPIURL, Listen         string
 	AgeIdentity, SigningKey               string

@@ -6,7 +6,9 @@
 // replica runs them; Run runs them under one errgroup until its context
 // ends. genesis-reconciler and the local fleet (package localfleet: the
 // demo and the end-to-end tests) start their reconciler through it, so the
-// demo and the tests run the server production runs.
+// demo and the tests run the server production runs; so does the load tool
+// (cmd/genesis-load), with Config.AgentSideOnly: the same server without the
+// control loop, which needs DigitalOcean, so its figures are the server's.
 //
 // It is a library of the control plane: it must not import a command, the
 // fakes (the DigitalOcean simulator, the n8n emulator) or test scaffolding,

@@ -31,7 +31,8 @@ import (
 // Service is one reconciler replica, wired: the store, the state
 // repository's watcher, the loop, the event listener, the agent protocol,
 // the tenant API and the HTTP server on its listener. New builds it, Run
-// runs it until its context ends, Close releases what New opened.
+// runs it until its context ends, Close releases what New opened. With
+// Config.AgentSideOnly the loop is built but never run.
 type Service struct {
 	log       *slog.Logger
 	st        *store.Store
@@ -46,6 +47,8 @@ type Service struct {
 	addr      string
 	scheme    string
 	publicURL string
+	// agentSideOnly is Config.AgentSideOnly.
+	agentSideOnly bool
 }
 
 // New opens the database (applying migrations), reads the keys, listens on
@@ -140,9 +143,13 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	}
 	warnPlainHTTP(log, publicURL, c.AgentInsecureHTTP)
 	var rec *reconciler.Reconciler
+	leading := func() bool { return rec.Leading() }
+	if c.AgentSideOnly {
+		leading = func() bool { return true } // no loop leads: this replica sweeps
+	}
 	agents := agentapi.New(agentapi.Config{
 		Store: st, Logger: log, Registerer: reg, Signer: signer, Identities: ids, Announce: announce, PublicURL: strings.TrimSuffix(publicURL, "/"),
-		Desired: func() (tenants.Snapshot, bool) { return rec.Snapshot() }, Leading: func() bool { return rec.Leading() },
+		Desired: func() (tenants.Snapshot, bool) { return rec.Snapshot() }, Leading: leading,
 		TokenTTL: c.TokenTTL, ManifestTTL: c.ManifestTTL, Sweep: c.ManifestSweep, Compose: compose, AgentURL: c.AgentBinaryURL,
 		AgentSHA256: c.AgentBinarySHA256, AgentInsecureHTTP: c.AgentInsecureHTTP,
 	})
@@ -153,7 +160,11 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	} else {
 		log.Warn("agent protocol disabled: give --signing-key and --age-identity; droplets get no user data and enrollment answers 503", "component", "agentapi")
 	}
-	pools := newCloudFactory(c.DOAPIURL, getenv, log, reg)
+	newCloud := newCloudFactory(c.DOAPIURL, getenv, log, reg).build
+	if c.AgentSideOnly {
+		newCloud = noCloud
+		log.Info("agent side only: no control loop, no DigitalOcean", "component", "reconciler")
+	}
 	var notifier func(context.Context, notify.Notification) error
 	if c.NotifyURL != "" {
 		notifier = (&notify.Webhook{URL: c.NotifyURL}).Send
@@ -161,7 +172,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	recMetrics := reconciler.NewMetrics(reg)
 	observations := reconciler.NewObservations(reconciler.ObservationsConfig{Store: st, Replica: c.ReplicaID, MaxAge: c.ObservedMaxAge, Logger: log, Registerer: reg})
 	rec = reconciler.New(reconciler.Config{
-		Store: st, NewCloud: pools.build, Logger: log, Metrics: recMetrics,
+		Store: st, NewCloud: newCloud, Logger: log, Metrics: recMetrics,
 		UserData: userData, Manifest: manifest,
 		AllowMassChange: c.AllowMassChange, Resync: c.Resync, WatchdogEvery: c.WatchdogEvery,
 		PrepareTimeout: c.PrepareTimeout, Notify: notifier, Observations: observations,
@@ -211,6 +222,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	log.Info("listening", "component", "http", "addr", ln.Addr().String(), "scheme", scheme, "limits", c.HTTP.describe())
 	s.watcher, s.rec, s.events, s.agents, s.api, s.srv, s.handler = watcher, rec, events, agents, api, srv, handler
 	s.addr, s.scheme, s.publicURL = ln.Addr().String(), scheme, publicURL
+	s.agentSideOnly = c.AgentSideOnly
 	return s, nil
 }
 
@@ -229,16 +241,22 @@ func (s *Service) Handler() http.Handler { return s.handler }
 
 // Run runs every part until ctx ends or one of them fails, then shuts the
 // server down (parked long-polls are answered as the agent side stops).
+// With Config.AgentSideOnly the control loop is not run.
 func (s *Service) Run(ctx context.Context) error {
 	watcher, rec, events, agents, api, srv, ln := s.watcher, s.rec, s.events, s.agents, s.api, s.srv, s.ln
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return watcher.Run(ctx, func(ctx context.Context, snap tenants.Snapshot, err error) {
+			if s.agentSideOnly && err == nil {
+				s.recordAccounts(ctx, snap)
+			}
 			rec.Deliver(ctx, snap, err)
 			agents.Kick() // templates or fleet defaults may have changed
 		})
 	})
-	g.Go(func() error { return rec.Run(ctx) })
+	if !s.agentSideOnly {
+		g.Go(func() error { return rec.Run(ctx) })
+	}
 	g.Go(func() error { return events.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
 	if api != nil {
@@ -259,6 +277,20 @@ func (s *Service) Run(ctx context.Context) error {
 	err := g.Wait()
 	s.log.Info("stopped")
 	return err
+}
+
+// recordAccounts records snap's accounts, as the loop's pass does before it
+// plans, for an agent-side-only replica (whose loop does not run). It runs
+// before the snapshot is delivered, so /readyz answers ready only once the
+// first snapshot's accounts are recorded (or their failure logged: the next
+// snapshot tries again).
+func (s *Service) recordAccounts(ctx context.Context, snap tenants.Snapshot) {
+	if snap.Fleet == nil {
+		return
+	}
+	if err := s.st.SyncAccounts(ctx, snap.Fleet); err != nil && ctx.Err() == nil {
+		s.log.Error("record accounts failed", "component", "reconciler", "err", err)
+	}
 }
 
 // Close releases what New opened: the listener (when Run did not serve it)
