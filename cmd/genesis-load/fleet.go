@@ -131,12 +131,16 @@ func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger, std
 		return err
 	}
 	f.account = stateAccount
-	cfg := serverConfig{StateRepo: f.repo.dir, Signer: signer, Identity: fleetID, WebhookSecret: f.secret}
+	cfg, err := writeKeys(dir, f.repo.dir, fleetID, priv)
+	if err != nil {
+		return err
+	}
+	cfg.WebhookSecret = string(f.secret)
 	var info serverInfo
 	if c.server == "inproc" {
 		info, err = f.startInproc(ctx, cfg, serverLog)
 	} else {
-		info, err = f.startSubprocess(ctx, c, dir, fleetID, priv, stderr)
+		info, err = f.startSubprocess(ctx, c, dir, cfg, stderr)
 	}
 	if err != nil {
 		return err
@@ -155,6 +159,21 @@ func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger, std
 	f.log.Info("reconciler ready", "url", f.url, "server", c.server, "pid", info.PID, "tenants", c.agents,
 		"took", time.Since(began).Round(time.Millisecond).String())
 	return nil
+}
+
+// writeKeys writes the reconciler's signing key and the fleet's age
+// identity as files under dir (0600, removed with it), as
+// genesis-reconciler takes them, and returns the server's configuration
+// for repo (without the webhook's secret).
+func writeKeys(dir, repo string, id *age.X25519Identity, key ed25519.PrivateKey) (serverConfig, error) {
+	cfg := serverConfig{StateRepo: repo, SigningKey: filepath.Join(dir, "signing.pem"), AgeIdentity: filepath.Join(dir, "fleet.agekey")}
+	if err := os.WriteFile(cfg.SigningKey, dsse.MarshalPrivateKeyPEM(key), 0o600); err != nil {
+		return serverConfig{}, err
+	}
+	if err := os.WriteFile(cfg.AgeIdentity, []byte(id.String()+"\n"), 0o600); err != nil {
+		return serverConfig{}, err
+	}
+	return cfg, nil
 }
 
 // startInproc runs serveFleet on a goroutine of this process.
@@ -184,22 +203,20 @@ func (f *fleet) startInproc(ctx context.Context, cfg serverConfig, serverLog *sl
 // reads it to act as the command).
 const serveEnv = "GENESIS_LOAD_SERVE"
 
-// startSubprocess runs `genesis-load serve` with the keys in files under
-// dir (0600, removed at the end) and reads the line it prints when ready.
-// Closing its stdin stops it.
-func (f *fleet) startSubprocess(ctx context.Context, c config, dir string, id *age.X25519Identity, key ed25519.PrivateKey, stderr io.Writer) (serverInfo, error) {
-	files := map[string][]byte{"signing.pem": dsse.MarshalPrivateKeyPEM(key), "fleet.agekey": []byte(id.String() + "\n"), "webhook.secret": f.secret}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			return serverInfo{}, err
-		}
+// startSubprocess runs `genesis-load serve` with cfg's key files and the
+// webhook's secret in a file under dir (0600, removed at the end) and reads
+// the line it prints when ready. Closing its stdin stops it.
+func (f *fleet) startSubprocess(ctx context.Context, c config, dir string, cfg serverConfig, stderr io.Writer) (serverInfo, error) {
+	secretFile := filepath.Join(dir, "webhook.secret")
+	if err := os.WriteFile(secretFile, []byte(cfg.WebhookSecret), 0o600); err != nil {
+		return serverInfo{}, err
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		return serverInfo{}, err
 	}
-	cmd := exec.Command(exe, "serve", "--state-repo", f.repo.dir, "--signing-key", filepath.Join(dir, "signing.pem"),
-		"--age-identity", filepath.Join(dir, "fleet.agekey"), "--webhook-secret-file", filepath.Join(dir, "webhook.secret"),
+	cmd := exec.Command(exe, "serve", "--state-repo", cfg.StateRepo, "--signing-key", cfg.SigningKey,
+		"--age-identity", cfg.AgeIdentity, "--webhook-secret-file", secretFile,
 		"--log-format", c.logFormat, "--log-level", c.serverLogLevel)
 	cmd.Env = append(os.Environ(), serveEnv+"=1")
 	cmd.Stderr = stderr

@@ -19,7 +19,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/internal/cliexit"
-	"genesis.dev/fleet/schema/dsse"
 )
 
 // TestMain lets the test binary act as `genesis-load serve` when a
@@ -192,16 +191,21 @@ func TestHeartbeatAgainstRunningReconciler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := newStateRepo(t.Context(), t.TempDir(), id.Recipient(), 0, 1)
+	dir := t.TempDir()
+	repo, err := newStateRepo(t.Context(), dir, id.Recipient(), 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg, err := writeKeys(dir, repo.dir, id, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.WebhookSecret = "s"
 	ctx, cancel := context.WithCancel(t.Context())
 	ready := make(chan serverInfo, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- serveFleet(ctx, serverConfig{StateRepo: repo.dir, Signer: dsse.NewSigner(key), Identity: id, WebhookSecret: []byte("s")},
-			slog.New(slog.DiscardHandler), func(i serverInfo) { ready <- i })
+		done <- serveFleet(ctx, cfg, slog.New(slog.DiscardHandler), func(i serverInfo) { ready <- i })
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -27,10 +27,11 @@ const usage = `Usage: genesis-load SCENARIO [flags]
 Simulates --agents agents against a reconciler on real Postgres and reports
 throughput and latency percentiles, each against a baseline measured in the
 same run. Without --reconciler it makes a git state repository (one tenant per
-agent) and starts the reconciler's agent side (a throwaway Postgres, the state
-repository's reader triggered by a signed push webhook, enrollment, manifests,
-heartbeats, /metrics) on 127.0.0.1 as a subprocess of itself (genesis-load
-serve; --server inproc runs it in this process), and stops it at the end.
+agent) and starts a throwaway Postgres and the reconciler genesis-reconciler
+runs, without its control loop and DigitalOcean (the state repository's reader
+triggered by a signed push webhook, enrollment, manifests, heartbeats,
+/metrics) on 127.0.0.1 as a subprocess of itself (genesis-load serve; --server
+inproc runs it in this process), and stops it at the end.
 
 Scenarios:
   heartbeat  every agent enrolls, then heartbeats every 60s/--speedup for

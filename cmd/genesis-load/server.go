@@ -12,31 +12,31 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"filippo.io/age"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/internal/pgserver"
+	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/agentapi"
-	"genesis.dev/fleet/reconciler/store"
-	"genesis.dev/fleet/schema/dsse"
+	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/service"
 	"genesis.dev/fleet/tenants"
 )
 
-// serverConfig is what the reconciler under load is started with.
+// serverConfig is what the reconciler under load is started with: its
+// state repository, its keys as genesis-reconciler takes them (files), and
+// the push webhook's secret.
 type serverConfig struct {
-	StateRepo     string
-	Signer        *dsse.Signer
-	Identity      age.Identity
-	WebhookSecret []byte
+	StateRepo   string
+	SigningKey  string // file: ed25519 PKCS#8 PEM
+	AgeIdentity string // file: the fleet's age identity
+	// WebhookSecret verifies POST /hooks/git.
+	WebhookSecret string
 }
 
 // serverInfo is how the load tool reaches a started server.
@@ -48,15 +48,28 @@ type serverInfo struct {
 	PID     int    `json:"pid"`
 }
 
-// serveFleet runs the reconciler's agent side as genesis-reconciler wires
-// it, minus DigitalOcean: a throwaway Postgres with the migrations, the
-// state repository read by tenants.Source and driven by tenants.Watcher
-// (a signed POST /hooks/git triggers a fetch, as a push does),
-// agentapi.Service (enrollment, manifests, heartbeats, the sweep kicked on
-// every snapshot) and /metrics, on 127.0.0.1, and bare304 on a second
-// port (the same process serves http304's baseline). It calls ready once the
-// state repository has been read, and runs until ctx ends.
+// serveFleet runs, on 127.0.0.1, a throwaway Postgres and the reconciler
+// genesis-reconciler runs, built by the same composition root
+// (service.New) with genesis-reconciler's defaults but
+// service.Config.AgentSideOnly: no control loop, no DigitalOcean. That is
+// the store with the migrations, the state repository read by
+// tenants.Source and driven by tenants.Watcher (a signed POST /hooks/git
+// triggers a fetch, as a push does), agentapi (enrollment, manifests,
+// heartbeats, the sweep kicked on every snapshot), /metrics and the HTTP
+// server with its limits. bare304 runs on a second port (the same process
+// serves http304's baseline). It calls ready once the reconciler's /readyz
+// answers (the state repository read and its accounts recorded), and runs
+// until ctx ends.
 func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready func(serverInfo)) (err error) {
+	// One socket per parked long-poll: as many as the hard limit allows,
+	// before the server sizes its connection limit by it.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			log.Warn("raise open-file limit", "err", err)
+		}
+	}
 	pg, err := pgserver.Start(ctx, pgserver.Options{})
 	if err != nil {
 		return err
@@ -69,77 +82,23 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 	if err := pg.CreateDatabase(ctx, "genesis"); err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, pg.URL("genesis"), log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svc, err := service.New(ctx, reconcilerConfig(cfg, pg.URL("genesis")), log, reg)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	src, err := tenants.Open(tenants.Config{Repo: cfg.StateRepo, Logger: log})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	url := "http://" + ln.Addr().String()
+	defer svc.Close()
 	bareLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	bare := &http.Server{Handler: bare304, ReadHeaderTimeout: 10 * time.Second}
-	var snap atomic.Pointer[tenants.Snapshot]
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc := agentapi.New(agentapi.Config{
-		Store: st, Logger: log, Registerer: reg, Signer: cfg.Signer, Identities: []age.Identity{cfg.Identity}, PublicURL: url,
-		Desired: func() (tenants.Snapshot, bool) {
-			if s := snap.Load(); s != nil {
-				return *s, true
-			}
-			return tenants.Snapshot{}, false
-		},
-	})
-	watcher := tenants.NewWatcher(src, tenants.WatchConfig{Logger: log})
-	mux := http.NewServeMux()
-	mux.Handle("/v1/", svc.Handler())
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("POST /hooks/git", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
-		if err != nil {
-			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		if err := tenants.VerifySignature(cfg.WebhookSecret, body, r.Header.Get(tenants.SignatureHeader)); err != nil {
-			http.Error(w, err.Error(), http.StatusUnauthorized)
-			return
-		}
-		watcher.Trigger()
-		w.WriteHeader(http.StatusAccepted)
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
-	first := make(chan error, 1)
-	var once sync.Once
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		return watcher.Run(gctx, func(ctx context.Context, s tenants.Snapshot, err error) {
-			if err != nil {
-				return
-			}
-			once.Do(func() { first <- st.SyncAccounts(ctx, s.Fleet) })
-			snap.Store(&s)
-			svc.Kick()
-		})
-	})
+	// The service answers parked long-polls as it stops; then its server
+	// drains.
 	g.Go(func() error { return svc.Run(gctx) })
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
 	g.Go(func() error {
 		if err := bare.Serve(bareLn); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -149,27 +108,60 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 	g.Go(func() error {
 		<-gctx.Done()
 		bare.Close()
-		// The service answers parked long-polls as it stops; then the
-		// server drains.
-		shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(shut); err != nil {
-			srv.Close()
-		}
 		return nil
 	})
 	g.Go(func() error {
-		select {
-		case err := <-first:
-			if err != nil {
-				return fmt.Errorf("record accounts: %w", err)
-			}
-			ready(serverInfo{URL: url, DatabaseURL: pg.URL("genesis"), PID: os.Getpid(), BareURL: "http://" + bareLn.Addr().String()})
-		case <-gctx.Done():
+		if waitReady(gctx, svc.URL()) != nil {
+			return nil // the group is ending; its first error says why
 		}
+		ready(serverInfo{URL: svc.URL(), DatabaseURL: pg.URL("genesis"), PID: os.Getpid(), BareURL: "http://" + bareLn.Addr().String()})
 		return nil
 	})
 	return g.Wait()
+}
+
+// reconcilerConfig is genesis-reconciler's configuration with its flags'
+// defaults, for the load tool's state repository, keys and database,
+// listening on a free loopback port, agent side only. No tokens file: the
+// API routes the load does not use answer anyone (--insecure-no-auth), on
+// loopback, for the length of the run.
+func reconcilerConfig(cfg serverConfig, databaseURL string) service.Config {
+	return service.Config{
+		AgentSideOnly: true,
+		StateRepo:     cfg.StateRepo, Branch: tenants.DefaultBranch, DatabaseURL: databaseURL, Listen: "127.0.0.1:0",
+		AgeIdentity: cfg.AgeIdentity, SigningKey: cfg.SigningKey, WebhookSecret: cfg.WebhookSecret,
+		AgentInsecureHTTP: true, // the agents reach it over plain http on loopback
+		PollInterval:      tenants.DefaultPollInterval,
+		TokenTTL:          agentapi.DefaultTokenTTL, ManifestTTL: agentapi.DefaultManifestTTL, ManifestSweep: agentapi.DefaultSweep,
+		PrepareTimeout: reconciler.DefaultPrepareTimeout, WatchdogEvery: reconciler.DefaultWatchdogEvery,
+		InsecureNoAuth: true, APIRate: 20,
+		HTTP: service.ServerTimeouts{ReadHeader: service.DefaultReadHeaderTimeout, Read: service.DefaultReadTimeout,
+			Write: service.DefaultWriteTimeout, Idle: service.DefaultIdleTimeout, MaxConns: service.DefaultMaxConnections()},
+		UnauthRate: auth.DefaultFailureRate, UnauthBurst: auth.DefaultFailureBurst,
+		ReplicaID: "genesis-load",
+	}
+}
+
+// waitReady polls base's GET /readyz until it answers 200 or ctx ends.
+func waitReady(ctx context.Context, base string) error {
+	cl := &http.Client{Timeout: 5 * time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := cl.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // serveMain is `genesis-load serve`, the reconciler side of a subprocess
@@ -198,33 +190,9 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	kb, err := os.ReadFile(keyFile)
-	if err != nil {
-		return err
-	}
-	key, err := dsse.ParsePrivateKeyPEM(kb)
-	if err != nil {
-		return fmt.Errorf("--signing-key %s: not a PKCS#8 PEM ed25519 private key", keyFile)
-	}
-	idb, err := os.ReadFile(idFile)
-	if err != nil {
-		return err
-	}
-	ids, err := age.ParseIdentities(bytes.NewReader(idb))
-	if err != nil || len(ids) != 1 {
-		return fmt.Errorf("--age-identity %s: not one age identity", idFile)
-	}
 	secret, err := os.ReadFile(secretFile)
 	if err != nil {
 		return err
-	}
-	// One socket per parked long-poll: as many as the hard limit allows.
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			log.Warn("raise open-file limit", "err", err)
-		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -232,9 +200,9 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		io.Copy(io.Discard, stdin) // the parent closes it (or dies)
 		cancel()
 	}()
-	return serveFleet(ctx, serverConfig{StateRepo: repo, Signer: dsse.NewSigner(key), Identity: ids[0], WebhookSecret: bytes.TrimSpace(secret)},
-		log, func(info serverInfo) {
-			b, _ := json.Marshal(info)
-			fmt.Fprintf(stdout, "%s\n", b)
-		})
+	cfg := serverConfig{StateRepo: repo, SigningKey: keyFile, AgeIdentity: idFile, WebhookSecret: string(bytes.TrimSpace(secret))}
+	return serveFleet(ctx, cfg, log, func(info serverInfo) {
+		b, _ := json.Marshal(info)
+		fmt.Fprintf(stdout, "%s\n", b)
+	})
 }
