@@ -123,16 +123,32 @@ func (c *Client) Tenant(ctx context.Context, id string) (api.Tenant, error) {
 }
 
 // PatchTenant is PATCH /v1/tenants/{id}: patch is a JSON merge patch (RFC
-// 7386) of the tenant file, made against version ifMatch (an ETag);
-// correlationID, when not empty, is sent as X-Correlation-Id.
+// 7386) of the tenant file, made against version ifMatch: an ETag as the
+// header carries it ("…") or as api.Tenant.ETag does (bare, sent quoted).
+// An empty ifMatch sends no If-Match, which the server refuses (428) once
+// the patch itself is read. correlationID, when not empty, is sent as
+// X-Correlation-Id.
 func (c *Client) PatchTenant(ctx context.Context, id, ifMatch string, patch []byte, correlationID string) (api.WriteResult, error) {
-	h := http.Header{"Content-Type": {"application/merge-patch+json"}, "If-Match": {ifMatch}}
+	h := http.Header{"Content-Type": {"application/merge-patch+json"}}
+	if ifMatch != "" {
+		h.Set("If-Match", EntityTag(ifMatch))
+	}
 	if correlationID != "" {
 		h.Set("X-Correlation-Id", correlationID)
 	}
 	var res api.WriteResult
 	err := c.do(ctx, http.MethodPatch, "/v1/tenants/"+url.PathEscape(id), patch, h, http.StatusOK, &res)
 	return res, err
+}
+
+// EntityTag is etag as an If-Match header sends it (RFC 9110, 8.8.3): a
+// bare tag (api.Tenant.ETag, api.WriteResult.ETag) quoted, one already
+// quoted or weak (W/"…") as it is.
+func EntityTag(etag string) string {
+	if strings.HasPrefix(etag, `"`) || strings.HasPrefix(etag, `W/"`) {
+		return etag
+	}
+	return `"` + etag + `"`
 }
 
 // Wake is POST /v1/tenants/{id}/wake: the tenant's status with the wake

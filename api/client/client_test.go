@@ -31,6 +31,10 @@ func server(t *testing.T) *httptest.Server {
 		api.WriteProblem(w, http.StatusConflict, "cannot wake "+r.PathValue("id"))
 	})
 	mux.HandleFunc("PATCH /v1/tenants/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := r.Header["If-Match"]; !ok {
+			api.WriteProblem(w, http.StatusPreconditionRequired, "If-Match is required")
+			return
+		}
 		if r.Header.Get("Content-Type") != "application/merge-patch+json" || r.Header.Get("If-Match") != `"e1"` || r.Header.Get("X-Correlation-Id") != "c-1" {
 			api.WriteProblem(w, http.StatusBadRequest, "headers")
 			return
@@ -60,9 +64,12 @@ func TestClient(t *testing.T) {
 		t.Errorf("Fleet = %+v", f)
 	}
 
-	res, err := c.PatchTenant(ctx, "ws-a", `"e1"`, []byte(`{"spec":{"state":"running"}}`), "c-1")
-	if diff := cmp.Diff(api.WriteResult{Commit: "c2", File: "tenants/ws-a.yaml"}, res); err != nil || diff != "" {
-		t.Errorf("PatchTenant: %v (-want +got):\n%s", err, diff)
+	// The ETag as the header carries it, or bare as api.Tenant.ETag does.
+	for _, etag := range []string{`"e1"`, "e1"} {
+		res, err := c.PatchTenant(ctx, "ws-a", etag, []byte(`{"spec":{"state":"running"}}`), "c-1")
+		if diff := cmp.Diff(api.WriteResult{Commit: "c2", File: "tenants/ws-a.yaml"}, res); err != nil || diff != "" {
+			t.Errorf("PatchTenant(If-Match %s): %v (-want +got):\n%s", etag, err, diff)
+		}
 	}
 
 	for _, tt := range []struct {
@@ -76,6 +83,10 @@ func TestClient(t *testing.T) {
 			"GET /v1/fleet: 401 Unauthorized: unknown token"},
 		{"conflict", func() error { _, err := c.Wake(ctx, "ws-a"); return err }, 409, api.ErrConflict,
 			"POST /v1/tenants/ws-a/wake: 409 Conflict: cannot wake ws-a"},
+		{"no If-Match", func() error {
+			_, err := c.PatchTenant(ctx, "ws-a", "", []byte(`{"spec":{"state":"running"}}`), "c-1")
+			return err
+		}, 428, nil, "PATCH /v1/tenants/ws-a: 428 Precondition Required: If-Match is required"},
 		{"not problem details", func() error { _, err := c.Retry(ctx, "ws-a"); return err }, 503, api.ErrUnavailable,
 			"POST /v1/tenants/ws-a/retry: 503 Service Unavailable: upstream gone"},
 	} {
@@ -96,5 +107,19 @@ func TestClient(t *testing.T) {
 	// An observation with a field the client does not know is refused.
 	if _, err := c.Observed(ctx); err == nil || !strings.Contains(err.Error(), `unknown field "Extra"`) {
 		t.Errorf("Observed: %v, want unknown field refused", err)
+	}
+}
+
+func TestEntityTag(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"e1", `"e1"`},
+		{`"e1"`, `"e1"`},
+		{`W/"e1"`, `W/"e1"`},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := client.EntityTag(tt.in); got != tt.want {
+				t.Errorf("EntityTag(%s) = %s, want %s", tt.in, got, tt.want)
+			}
+		})
 	}
 }

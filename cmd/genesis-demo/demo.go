@@ -20,9 +20,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/api/client"
 	"genesis.dev/fleet/localfleet"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/lifecycle"
+	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/tenants"
 
@@ -200,9 +203,10 @@ type demo struct {
 	secret       string
 	// bare is the shared state repository the reconciler reads and the
 	// state API pushes to; repo is the demo's working clone of it.
-	bare  string
-	token string // the demo's API token (scope admin); only its hash is configured
-	seen  map[string]string
+	bare   string
+	token  string         // the demo's API token (scope admin); only its hash is configured
+	client *client.Client // the admin API with the demo's token
+	seen   map[string]string
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -263,6 +267,7 @@ func (d *demo) up(ctx context.Context) error {
 	}
 	d.say("manifest-signing key: %s (new); credentials open with %s (demo only)", d.local.SigningKey, ageKey)
 	d.api = strings.TrimSuffix(d.local.URL, "/")
+	d.client = client.New(d.api, d.token, nil)
 	d.say("reconciler API at %s", d.api)
 	fmt.Fprintln(d.e.stdout)
 	var want []string
@@ -276,9 +281,9 @@ func (d *demo) up(ctx context.Context) error {
 		}
 	}
 	d.say("onboarding the fleet: %d running tenants", len(want))
-	took, err := d.waitStates(ctx, func(f fleetDoc) bool {
+	took, err := d.waitStates(ctx, func(f api.Fleet) bool {
 		for _, id := range want {
-			if !booted(f.get(id).Lifecycle) {
+			if !booted(tenantIn(f, id).Lifecycle) {
 				return false
 			}
 		}
@@ -306,7 +311,7 @@ type storyStep struct {
 
 // commitStep is a step that edits the state repository, commits, sends the
 // push webhook and waits until done holds.
-func (d *demo) commitStep(title string, edit func() error, done func(fleetDoc) bool) storyStep {
+func (d *demo) commitStep(title string, edit func() error, done func(api.Fleet) bool) storyStep {
 	return storyStep{title: title, run: func(ctx context.Context) (string, error) {
 		if err := d.commitAndHook(ctx, title, edit); err != nil {
 			return "", err
@@ -327,12 +332,12 @@ func (d *demo) story(ctx context.Context) error {
 	steps := []storyStep{
 		d.commitStep("commit a new tenant ws-demo (running in nyc1)",
 			func() error { return d.writeTenant("ws-demo", schema.StateRunning, "nyc1") },
-			func(f fleetDoc) bool { return booted(f.get("ws-demo").Lifecycle) }),
+			func(f api.Fleet) bool { return booted(tenantIn(f, "ws-demo").Lifecycle) }),
 		{title: "change a domain of " + running[0] + " (its agent applies the new manifest; Caddy routes it)",
 			run: func(ctx context.Context) (string, error) { return d.changeDomain(ctx, running[0]) }},
 		d.commitStep("hibernate ws-demo (state: hibernated → snapshot, then destroy)",
 			func() error { return d.writeTenant("ws-demo", schema.StateHibernated, "nyc1") },
-			func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == string(lifecycle.Hibernated) }),
+			func(f api.Fleet) bool { return tenantIn(f, "ws-demo").Lifecycle == string(lifecycle.Hibernated) }),
 		{title: "wake ws-demo through the API (PATCH state: running → a commit → new droplet from its snapshot)",
 			run: func(ctx context.Context) (string, error) { return d.wakeThroughAPI(ctx, "ws-demo") }},
 		{title: "a stranger and a forged patch are refused (no token: 401; a field name carrying a commit trailer: 400, nothing committed)",
@@ -341,8 +346,8 @@ func (d *demo) story(ctx context.Context) error {
 			run: func(ctx context.Context) (string, error) { return d.silence(ctx, victim) }},
 		d.commitStep("remove the file of ws-stark (orphan reported, nothing destroyed; the table says desired undeclared, ORPHANED)",
 			func() error { return os.Remove(filepath.Join(d.repo, "tenants", "ws-stark.yaml")) },
-			func(f fleetDoc) bool {
-				if f.get("ws-stark").Lifecycle != string(lifecycle.Orphaned) {
+			func(f api.Fleet) bool {
+				if tenantIn(f, "ws-stark").Lifecycle != string(lifecycle.Orphaned) {
 					return false
 				}
 				for _, o := range f.Orphans {
@@ -354,7 +359,7 @@ func (d *demo) story(ctx context.Context) error {
 			}),
 		d.commitStep("offboard ws-demo (state: absent → droplet destroyed)",
 			func() error { return d.writeTenant("ws-demo", schema.StateAbsent, "nyc1") },
-			func(f fleetDoc) bool { return f.get("ws-demo").Lifecycle == string(lifecycle.Destroyed) }),
+			func(f api.Fleet) bool { return tenantIn(f, "ws-demo").Lifecycle == string(lifecycle.Destroyed) }),
 	}
 	for i, s := range steps {
 		d.say("step %d: %s", i+1, s.title)
@@ -446,9 +451,9 @@ func (d *demo) changeDomain(ctx context.Context, id string) (string, error) {
 	if err := d.commitAndHook(ctx, "change a domain of "+id+": "+old+" → "+renamed, edit); err != nil {
 		return "", err
 	}
-	var now fleetRow
-	if _, err := d.waitStates(ctx, func(f fleetDoc) bool {
-		now = f.get(id)
+	var now api.FleetTenant
+	if _, err := d.waitStates(ctx, func(f api.Fleet) bool {
+		now = tenantIn(f, id)
 		return now.ManifestIssued > row.ManifestIssued && now.ManifestApplied >= now.ManifestIssued && booted(now.Lifecycle)
 	}); err != nil {
 		return "", err
@@ -484,8 +489,8 @@ func (d *demo) silence(ctx context.Context, id string) (string, error) {
 	want := lifecycle.Strings([]lifecycle.State{lifecycle.ActiveDegraded, lifecycle.ActiveCritical, lifecycle.Rebooting, lifecycle.ActiveHealthy})
 	var seen []string
 	at := map[string]time.Duration{}
-	if _, err := d.waitStates(ctx, func(f fleetDoc) bool {
-		st := f.get(id).Lifecycle
+	if _, err := d.waitStates(ctx, func(f api.Fleet) bool {
+		st := tenantIn(f, id).Lifecycle
 		if len(seen) == 0 || seen[len(seen)-1] != st {
 			seen = append(seen, st)
 			// (Not the healthy state it was in when the agent died.)
@@ -534,66 +539,21 @@ func dashS(s string) string {
 	return s
 }
 
-// fleetDoc is the part of GET /v1/fleet the demo reads.
-type fleetDoc struct {
-	Tenants []fleetRow `json:"tenants"`
-	Orphans []struct {
-		Workspace string `json:"workspace"`
-		Droplet   string `json:"droplet"`
-		Account   string `json:"account"`
-		Reason    string `json:"reason"`
-	} `json:"orphans"`
+// tenantIn is tenant id of f: a zero row (no lifecycle, no droplet) while
+// the fleet does not list it.
+func tenantIn(f api.Fleet, id string) api.FleetTenant {
+	t, _ := f.Tenant(id)
+	return t
 }
 
-// fleetRow is one tenant of GET /v1/fleet.
-type fleetRow struct {
-	Workspace       string    `json:"workspace"`
-	Desired         string    `json:"desired_state"`
-	Lifecycle       string    `json:"lifecycle"`
-	DropletID       int64     `json:"droplet_id"`
-	DropletName     string    `json:"droplet_name"`
-	Account         string    `json:"account"`
-	IP              string    `json:"ip"`
-	SnapshotID      string    `json:"snapshot_id"`
-	LastHeartbeat   time.Time `json:"last_heartbeat"`
-	ManifestIssued  int64     `json:"manifest_version_issued"`
-	ManifestApplied int64     `json:"manifest_version_applied"`
-}
-
-// Generation is the droplet's number in its deterministic name
+// generation is the number in the deterministic name of t's droplet
 // (genesis-<id>-<n>): a woken tenant's droplet has a higher one.
-func (t fleetRow) Generation() int {
-	i := strings.LastIndex(t.DropletName, "-")
-	n := 0
-	if i >= 0 {
-		fmt.Sscanf(t.DropletName[i+1:], "%d", &n)
-	}
-	return n
-}
+func generation(t api.FleetTenant) int { return plan.ParseGeneration(t.Workspace, t.DropletName) }
 
-func (f fleetDoc) get(id string) fleetRow {
-	for _, t := range f.Tenants {
-		if t.Workspace == id {
-			return t
-		}
-	}
-	return fleetRow{}
-}
-
-func (d *demo) fleetNow(ctx context.Context) (fleetDoc, error) {
-	var f fleetDoc
-	code, _, body, err := d.apiDo(ctx, http.MethodGet, "/v1/fleet", "")
-	if err != nil {
-		return f, err
-	}
-	if code != http.StatusOK {
-		return f, fmt.Errorf("GET /v1/fleet: %d %s", code, body)
-	}
-	return f, json.Unmarshal(body, &f)
-}
+func (d *demo) fleetNow(ctx context.Context) (api.Fleet, error) { return d.client.Fleet(ctx) }
 
 // waitStates polls the fleet, printing every lifecycle change, until done.
-func (d *demo) waitStates(ctx context.Context, done func(fleetDoc) bool) (time.Duration, error) {
+func (d *demo) waitStates(ctx context.Context, done func(api.Fleet) bool) (time.Duration, error) {
 	start := time.Now()
 	if d.seen == nil {
 		d.seen = map[string]string{}
@@ -607,7 +567,7 @@ func (d *demo) waitStates(ctx context.Context, done func(fleetDoc) bool) (time.D
 			}
 			sort.Strings(ids)
 			for _, id := range ids {
-				st := f.get(id).Lifecycle
+				st := tenantIn(f, id).Lifecycle
 				if prev, ok := d.seen[id]; !ok || prev != st {
 					if ok {
 						d.say("  %-12s %s → %s", id, prev, st)
@@ -637,7 +597,7 @@ func (d *demo) waitStates(ctx context.Context, done func(fleetDoc) bool) (time.D
 
 // progress shows the progress line: redrawn in place on a terminal, else
 // printed every few seconds (or now, with force) when it changed.
-func (d *demo) progress(ctx context.Context, f fleetDoc, force bool) {
+func (d *demo) progress(ctx context.Context, f api.Fleet, force bool) {
 	now := time.Now()
 	every := 2 * time.Second
 	if d.tty {
@@ -766,48 +726,22 @@ func (d *demo) writeToken() (string, error) {
 	return path, os.WriteFile(path, append(line, '\n'), 0o600)
 }
 
-// apiDo calls the reconciler's API with the demo's token; it returns the
-// status, the ETag header and the body.
-func (d *demo) apiDo(ctx context.Context, method, path, body string, hdr ...string) (int, string, []byte, error) {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, d.api+path, rd)
-	if err != nil {
-		return 0, "", nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+d.token)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, "", nil, err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	return resp.StatusCode, resp.Header.Get("ETag"), out, err
-}
-
 // strangers shows what a caller without a token and a dashboard sending a
 // hostile patch get: refusals that name the problem, and no commit.
 func (d *demo) strangers(ctx context.Context, id string) (string, error) {
 	var out []string
-	for _, r := range []struct{ method, path string }{{http.MethodGet, "/v1/fleet"}, {http.MethodPost, "/v1/tenants/" + id + "/wake"}} {
-		req, err := http.NewRequestWithContext(ctx, r.method, d.api+r.path, nil)
-		if err != nil {
-			return "", err
+	stranger := client.New(d.api, "", nil)
+	for _, r := range []struct {
+		call string
+		do   func() error
+	}{
+		{"GET /v1/fleet", func() error { _, err := stranger.Fleet(ctx); return err }},
+		{"POST /v1/tenants/" + id + "/wake", func() error { _, err := stranger.Wake(ctx, id); return err }},
+	} {
+		if _, err := refusal(r.do(), http.StatusUnauthorized); err != nil {
+			return "", fmt.Errorf("%s without a token: %w", r.call, err)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return "", err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			return "", fmt.Errorf("%s %s without a token: %d, want 401", r.method, r.path, resp.StatusCode)
-		}
-		out = append(out, fmt.Sprintf("%s %s without a token → 401", r.method, r.path))
+		out = append(out, fmt.Sprintf("%s without a token → 401", r.call))
 	}
 	head := func() (string, error) {
 		b, err := exec.CommandContext(ctx, "git", "-C", d.bare, "rev-parse", "main").Output()
@@ -817,57 +751,62 @@ func (d *demo) strangers(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	code, _, body, err := d.apiDo(ctx, http.MethodPatch, "/v1/tenants/"+id, `{"spec":{"state":"running"},"x\n\nSigned-off-by: Mallory <m@example.com>":null}`,
-		"Content-Type", "application/merge-patch+json")
+	// No If-Match either: the field name is refused before anything else.
+	_, err = d.client.PatchTenant(ctx, id, "", []byte(`{"spec":{"state":"running"},"x\n\nSigned-off-by: Mallory <m@example.com>":null}`), "")
+	refused, err := refusal(err, http.StatusBadRequest)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("hostile patch: %w", err)
 	}
 	after, err := head()
 	if err != nil {
 		return "", err
 	}
-	if code != http.StatusBadRequest || before != after {
-		return "", fmt.Errorf("hostile patch: %d %s (head %s → %s), want 400 and no commit", code, body, before, after)
+	if before != after {
+		return "", fmt.Errorf("hostile patch refused, but the branch head moved: %s → %s", before, after)
 	}
-	var p struct {
-		Error string `json:"error"`
-	}
-	json.Unmarshal(body, &p)
-	out = append(out, fmt.Sprintf("PATCH with a field name carrying a Signed-off-by trailer → 400 %q; branch head unchanged (%s)", p.Error, before[:12]))
+	out = append(out, fmt.Sprintf("PATCH with a field name carrying a Signed-off-by trailer → 400 %q; branch head unchanged (%s)", refused.Problem.Detail, before[:12]))
 	return strings.Join(out, "\n"), nil
+}
+
+// refusal is the *client.Error of an API call refused with status, or an
+// error saying what the call got instead.
+func refusal(err error, status int) (*client.Error, error) {
+	var e *client.Error
+	switch {
+	case err == nil:
+		return nil, fmt.Errorf("accepted, want %d", status)
+	case !errors.As(err, &e):
+		return nil, err
+	case e.StatusCode != status:
+		return nil, fmt.Errorf("%w, want %d", err, status)
+	}
+	return e, nil
 }
 
 // wakeThroughAPI wakes a hibernated tenant as the dashboard does: the
 // state API turns a JSON merge patch into a commit (git stays the source
 // of truth), which the reconciler plans from at once.
 func (d *demo) wakeThroughAPI(ctx context.Context, id string) (string, error) {
-	code, etag, body, err := d.apiDo(ctx, http.MethodGet, "/v1/tenants/"+id, "")
+	t, err := d.client.Tenant(ctx, id)
 	if err != nil {
 		return "", err
-	}
-	if code != http.StatusOK {
-		return "", fmt.Errorf("GET /v1/tenants/%s: %d %s", id, code, body)
 	}
 	const corr = "demo-wake-1"
-	code, _, body, err = d.apiDo(ctx, http.MethodPatch, "/v1/tenants/"+id, `{"spec":{"state":"running"}}`,
-		"If-Match", etag, "Content-Type", "application/merge-patch+json", "X-Correlation-Id", corr)
+	res, err := d.client.PatchTenant(ctx, id, t.ETag, []byte(`{"spec":{"state":"running"}}`), corr)
 	if err != nil {
 		return "", err
 	}
-	var res struct {
-		Commit string `json:"commit"`
+	if len(res.Commit) < 12 {
+		return "", fmt.Errorf("PATCH /v1/tenants/%s: commit %q", id, res.Commit)
 	}
-	if code != http.StatusOK || json.Unmarshal(body, &res) != nil || len(res.Commit) < 12 {
-		return "", fmt.Errorf("PATCH /v1/tenants/%s: %d %s", id, code, body)
-	}
-	took, err := d.waitStates(ctx, func(f fleetDoc) bool { return booted(f.get(id).Lifecycle) && f.get(id).Generation() >= 2 })
+	took, err := d.waitStates(ctx, func(f api.Fleet) bool { return booted(tenantIn(f, id).Lifecycle) && generation(tenantIn(f, id)) >= 2 })
 	if err != nil {
 		return "", err
 	}
 	f, _ := d.fleetNow(ctx)
 	return fmt.Sprintf("PATCH /v1/tenants/%s {\"spec\":{\"state\":\"running\"}} (If-Match %s) → commit %s by demo-dashboard, correlation id %s\n"+
 		"woken from its snapshot onto droplet %s in %.1fs (grep %s in the logs shows the plan, the wake, the manifest and the heartbeat)",
-		id, etag, res.Commit[:12], corr, f.get(id).DropletName, took.Seconds(), corr), nil
+		id, client.EntityTag(t.ETag), res.Commit[:12], corr, tenantIn(f, id).DropletName, took.Seconds(), corr), nil
 }
 
 func (d *demo) writeTenant(id string, state schema.State, region string) error {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/localfleet"
 )
 
@@ -30,12 +31,12 @@ func (d *demo) droplet(id int64) (dropletInfo, error) {
 }
 
 // dropletOf returns the droplet a workspace runs on, from the fleet.
-func (d *demo) dropletOf(ctx context.Context, workspace string) (fleetRow, dropletInfo, error) {
+func (d *demo) dropletOf(ctx context.Context, workspace string) (api.FleetTenant, dropletInfo, error) {
 	f, err := d.fleetNow(ctx)
 	if err != nil {
-		return fleetRow{}, dropletInfo{}, err
+		return api.FleetTenant{}, dropletInfo{}, err
 	}
-	row := f.get(workspace)
+	row := tenantIn(f, workspace)
 	if row.DropletID == 0 {
 		return row, dropletInfo{}, fmt.Errorf("%s has no droplet (%s)", workspace, row.Lifecycle)
 	}

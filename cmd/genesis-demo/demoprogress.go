@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/lifecycle"
 )
 
@@ -24,7 +25,7 @@ func lifecycleOrder() []string {
 // progressLine summarizes the fleet in one line: tenants per lifecycle
 // state, how many droplets run the newest manifest issued to them, and the
 // heartbeats of the last minute (beats, and agents heard from).
-func progressLine(f fleetDoc, beats int, now time.Time) string {
+func progressLine(f api.Fleet, beats int, now time.Time) string {
 	counts := map[string]int{}
 	issued, applied, heard := 0, 0, 0
 	for _, t := range f.Tenants {

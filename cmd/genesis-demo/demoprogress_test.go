@@ -9,13 +9,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/schema"
 )
 
 func TestProgressLine(t *testing.T) {
 	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	row := func(id, state string, issued, applied int64, beat time.Duration) fleetRow {
-		r := fleetRow{Workspace: id, Lifecycle: state, ManifestIssued: issued, ManifestApplied: applied}
+	row := func(id, state string, issued, applied int64, beat time.Duration) api.FleetTenant {
+		r := api.FleetTenant{TenantStatus: api.TenantStatus{Workspace: id, Lifecycle: state, ManifestIssued: issued, ManifestApplied: applied}}
 		if beat >= 0 {
 			r.LastHeartbeat = now.Add(-beat)
 		}
@@ -23,25 +24,25 @@ func TestProgressLine(t *testing.T) {
 	}
 	tests := []struct {
 		name  string
-		rows  []fleetRow
+		rows  []api.FleetTenant
 		beats int
 		want  string
 	}{
 		{"empty", nil, 0, "fleet: no tenants yet | manifests applied 0/0 | heartbeats last minute: 0 from 0 agents"},
-		{"onboarding", []fleetRow{
+		{"onboarding", []api.FleetTenant{
 			row("a", "ACTIVE_HEALTHY", 2, 2, 3*time.Second),
 			row("b", "PROVISIONING", 1, 0, -1),
 			row("c", "INITIALIZING", 1, 1, 59*time.Second),
 			row("d", "PENDING", 0, 0, -1),
 			row("e", "ACTIVE_HEALTHY", 3, 2, 61*time.Second), // applied an older one, silent for a minute
 		}, 42, "fleet: 1 PENDING, 1 PROVISIONING, 1 INITIALIZING, 2 ACTIVE_HEALTHY | manifests applied 2/4 | heartbeats last minute: 42 from 2 agents"},
-		{"unknown states last, by name", []fleetRow{
+		{"unknown states last, by name", []api.FleetTenant{
 			row("a", "ZEBRA", 0, 0, -1), row("b", "", 0, 0, -1), row("c", "HIBERNATED", 0, 0, -1), row("d", "APPLE", 0, 0, -1),
 		}, 0, "fleet: 1 HIBERNATED, 1 unknown, 1 APPLE, 1 ZEBRA | manifests applied 0/0 | heartbeats last minute: 0 from 0 agents"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := progressLine(fleetDoc{Tenants: tc.rows}, tc.beats, now)
+			got := progressLine(api.Fleet{Tenants: tc.rows}, tc.beats, now)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("progressLine (-want +got):\n%s", diff)
 			}
