@@ -32,13 +32,9 @@ import (
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/internal/pgserver"
-	"genesis.dev/fleet/reconciler"
-	"genesis.dev/fleet/reconciler/agentapi"
-	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/service"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
-	"genesis.dev/fleet/tenants"
 )
 
 // Options say what to start.
@@ -158,19 +154,14 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 	if err := writeSigningKey(f.SigningKey); err != nil {
 		return f, err
 	}
-	c := service.Config{
-		StateRepo: o.StateRepo, Branch: tenants.DefaultBranch, CacheDir: filepath.Join(o.Work, "cache"),
-		DatabaseURL: f.DatabaseURL, DOAPIURL: f.SimURL, Listen: "127.0.0.1:0",
-		AgeIdentity: o.AgeIdentity, SigningKey: f.SigningKey, WebhookSecret: o.WebhookSecret, AgentInsecureHTTP: true,
-		PollInterval: 10 * time.Second, Resync: time.Second, WatchdogEvery: time.Second,
-		TokenTTL: agentapi.DefaultTokenTTL, ManifestTTL: agentapi.DefaultManifestTTL, ManifestSweep: agentapi.DefaultSweep,
-		PrepareTimeout: reconciler.DefaultPrepareTimeout,
-		TokensFile:     o.TokensFile, InsecureNoAuth: o.TokensFile == "", APIRate: 20,
-		HTTP: service.ServerTimeouts{ReadHeader: service.DefaultReadHeaderTimeout, Read: service.DefaultReadTimeout,
-			Write: service.DefaultWriteTimeout, Idle: service.DefaultIdleTimeout},
-		UnauthRate: auth.DefaultFailureRate, UnauthBurst: auth.DefaultFailureBurst,
-		ReplicaID: "localfleet", Getenv: func(k string) string { return env[k] },
-	}
+	c := service.Defaults()
+	c.StateRepo, c.CacheDir = o.StateRepo, filepath.Join(o.Work, "cache")
+	c.DatabaseURL, c.DOAPIURL, c.Listen = f.DatabaseURL, f.SimURL, "127.0.0.1:0"
+	c.AgeIdentity, c.SigningKey, c.WebhookSecret, c.AgentInsecureHTTP = o.AgeIdentity, f.SigningKey, o.WebhookSecret, true
+	c.PollInterval, c.Resync, c.WatchdogEvery = 10*time.Second, time.Second, time.Second
+	c.TokensFile, c.InsecureNoAuth = o.TokensFile, o.TokensFile == ""
+	c.HTTP.MaxConns = 0 // no connection limit on the local fleet, as before
+	c.ReplicaID, c.Getenv = "localfleet", func(k string) string { return env[k] }
 	if o.Reconciler != nil {
 		o.Reconciler(&c)
 	}

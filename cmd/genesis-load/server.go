@@ -21,11 +21,7 @@ import (
 
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/internal/pgserver"
-	"genesis.dev/fleet/reconciler"
-	"genesis.dev/fleet/reconciler/agentapi"
-	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/service"
-	"genesis.dev/fleet/tenants"
 )
 
 // serverConfig is what the reconciler under load is started with: its
@@ -126,20 +122,14 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 // API routes the load does not use answer anyone (--insecure-no-auth), on
 // loopback, for the length of the run.
 func reconcilerConfig(cfg serverConfig, databaseURL string) service.Config {
-	return service.Config{
-		AgentSideOnly: true,
-		StateRepo:     cfg.StateRepo, Branch: tenants.DefaultBranch, DatabaseURL: databaseURL, Listen: "127.0.0.1:0",
-		AgeIdentity: cfg.AgeIdentity, SigningKey: cfg.SigningKey, WebhookSecret: cfg.WebhookSecret,
-		AgentInsecureHTTP: true, // the agents reach it over plain http on loopback
-		PollInterval:      tenants.DefaultPollInterval,
-		TokenTTL:          agentapi.DefaultTokenTTL, ManifestTTL: agentapi.DefaultManifestTTL, ManifestSweep: agentapi.DefaultSweep,
-		PrepareTimeout: reconciler.DefaultPrepareTimeout, WatchdogEvery: reconciler.DefaultWatchdogEvery,
-		InsecureNoAuth: true, APIRate: 20,
-		HTTP: service.ServerTimeouts{ReadHeader: service.DefaultReadHeaderTimeout, Read: service.DefaultReadTimeout,
-			Write: service.DefaultWriteTimeout, Idle: service.DefaultIdleTimeout, MaxConns: service.DefaultMaxConnections()},
-		UnauthRate: auth.DefaultFailureRate, UnauthBurst: auth.DefaultFailureBurst,
-		ReplicaID: "genesis-load",
-	}
+	c := service.Defaults()
+	c.AgentSideOnly = true
+	c.StateRepo, c.DatabaseURL, c.Listen = cfg.StateRepo, databaseURL, "127.0.0.1:0"
+	c.AgeIdentity, c.SigningKey, c.WebhookSecret = cfg.AgeIdentity, cfg.SigningKey, cfg.WebhookSecret
+	c.AgentInsecureHTTP = true // the agents reach it over plain http on loopback
+	c.InsecureNoAuth = true
+	c.ReplicaID = "genesis-load"
+	return c
 }
 
 // waitReady polls base's GET /readyz until it answers 200 or ctx ends.

@@ -20,12 +20,9 @@ import (
 
 	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/internal/logflag"
-	"genesis.dev/fleet/reconciler"
-	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/service"
 	"genesis.dev/fleet/reconciler/store"
-	"genesis.dev/fleet/tenants"
 )
 
 func main() {
@@ -124,6 +121,7 @@ func (l *listFlag) Set(v string) error {
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var c config
+	defaults := service.Defaults()
 	fs := flag.NewFlagSet("genesis-reconciler", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	str := func(p *string, name, env, def, help string) {
@@ -142,7 +140,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	str(&c.StateRepo, "state-repo", "GENESIS_STATE_REPO", "", "state repository: a git URL (cloned and fetched) or a local repository path")
 	str(&c.StateDir, "state-dir", "GENESIS_STATE_DIR", "", "read a plain folder instead of git commits (demo and development; watched with fsnotify)")
-	str(&c.Branch, "branch", "GENESIS_BRANCH", tenants.DefaultBranch, "branch of the state repository")
+	str(&c.Branch, "branch", "GENESIS_BRANCH", defaults.Branch, "branch of the state repository")
 	str(&c.CacheDir, "cache-dir", "GENESIS_CACHE_DIR", "", "where URL repositories are cloned (default: the user cache dir)")
 	str(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "Postgres connection URL (required)")
 	str(&c.DOAPIURL, "do-api-url", "GENESIS_DO_API_URL", "https://api.digitalocean.com/", "DigitalOcean API base URL (the simulator's in tests)")
@@ -164,20 +162,20 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		"let droplets' agents use a plain http --public-url and download the agent over http (demo and tests only; $GENESIS_AGENT_INSECURE_HTTP=true)")
 	str(&c.TLSCert, "tls-cert", "GENESIS_TLS_CERT", "", "PEM certificate (chain) `file` to serve HTTPS with, reloaded when it changes (with --tls-key)")
 	str(&c.TLSKey, "tls-key", "GENESIS_TLS_KEY", "", "PEM private key `file` of --tls-cert")
-	dur(&c.TokenTTL, "enroll-token-ttl", "GENESIS_ENROLL_TOKEN_TTL", agentapi.DefaultTokenTTL, "how long a droplet's one-time enrollment token is valid")
-	dur(&c.ManifestTTL, "manifest-ttl", "GENESIS_MANIFEST_TTL", agentapi.DefaultManifestTTL, "lifetime of a signed manifest (re-signed when a third remains)")
-	dur(&c.ManifestSweep, "manifest-sweep", "GENESIS_MANIFEST_SWEEP", agentapi.DefaultSweep, "how often the leader re-renders drifted or expiring manifests")
+	dur(&c.TokenTTL, "enroll-token-ttl", "GENESIS_ENROLL_TOKEN_TTL", defaults.TokenTTL, "how long a droplet's one-time enrollment token is valid")
+	dur(&c.ManifestTTL, "manifest-ttl", "GENESIS_MANIFEST_TTL", defaults.ManifestTTL, "lifetime of a signed manifest (re-signed when a third remains)")
+	dur(&c.ManifestSweep, "manifest-sweep", "GENESIS_MANIFEST_SWEEP", defaults.ManifestSweep, "how often the leader re-renders drifted or expiring manifests")
 	str(&c.WebhookSecret, "webhook-secret", "GENESIS_WEBHOOK_SECRET", "", "secret of the push webhook's HMAC (empty refuses every hook)")
 	str(&c.logFormat, "log-format", "GENESIS_LOG_FORMAT", "json", "log format: json or text")
 	str(&c.logLevel, "log-level", "GENESIS_LOG_LEVEL", "info", "log level: debug, info, warn or error")
-	dur(&c.PollInterval, "poll-interval", "GENESIS_POLL_INTERVAL", tenants.DefaultPollInterval, "how often the state repository is fetched (±10% jitter)")
-	dur(&c.Resync, "resync", "GENESIS_RESYNC", 30*time.Second, "how often the leader re-plans without a new commit, to catch drift")
+	dur(&c.PollInterval, "poll-interval", "GENESIS_POLL_INTERVAL", defaults.PollInterval, "how often the state repository is fetched (±10% jitter)")
+	dur(&c.Resync, "resync", "GENESIS_RESYNC", defaults.Resync, "how often the leader re-plans without a new commit, to catch drift")
 	str(&c.ReplicaID, "replica-id", "GENESIS_REPLICA_ID", defaultReplicaID(), "this replica's name, stored with the observations it makes as leader (GET /v1/observed's leader)")
 	dur(&c.ObservedMaxAge, "observed-max-age", "GENESIS_OBSERVED_MAX_AGE", 0, "GET /v1/observed answers 503 when the leader's stored observation is older (default 5 × --resync)")
 	str(&c.NotifyURL, "notify-url", "GENESIS_NOTIFY_URL", "", "URL idle-hibernation warnings are POSTed to as JSON (optional)")
-	dur(&c.PrepareTimeout, "hibernate-prepare-timeout", "GENESIS_HIBERNATE_PREPARE_TIMEOUT", reconciler.DefaultPrepareTimeout,
+	dur(&c.PrepareTimeout, "hibernate-prepare-timeout", "GENESIS_HIBERNATE_PREPARE_TIMEOUT", defaults.PrepareTimeout,
 		"how long a hibernation waits for the agent to confirm n8n stopped before it snapshots anyway")
-	dur(&c.WatchdogEvery, "watchdog-every", "GENESIS_WATCHDOG_EVERY", reconciler.DefaultWatchdogEvery, "how often the leader runs the watchdog (heartbeat health, remediation)")
+	dur(&c.WatchdogEvery, "watchdog-every", "GENESIS_WATCHDOG_EVERY", defaults.WatchdogEvery, "how often the leader runs the watchdog (heartbeat health, remediation)")
 	allow := getenv("GENESIS_ALLOW_MASS_CHANGE") == "true"
 	fs.BoolVar(&c.AllowMassChange, "allow-mass-change", allow, "let plans past the fleet's safety limits run ($GENESIS_ALLOW_MASS_CHANGE=true)")
 	str(&c.TokensFile, "tokens", "GENESIS_TOKENS_FILE", "", "API tokens file (JSON lines {name, sha256, scopes}; genesis token new); enables the tenant API and bearer checks")
@@ -186,12 +184,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.BoolVar(&c.MetricsTokenRequired, "metrics-token-required", getenv("GENESIS_METRICS_TOKEN_REQUIRED") == "true", "GET /metrics needs a token with the metrics scope ($GENESIS_METRICS_TOKEN_REQUIRED=true)")
 	fs.BoolVar(&c.Propose, "propose", getenv("GENESIS_PROPOSE") == "true", "tenant API writes push a branch genesis/proposals/<id>-<commit> per change for review instead of the branch ($GENESIS_PROPOSE=true)")
 	c.GitUser, c.GitToken = getenv("GENESIS_GIT_USER"), getenv("GENESIS_GIT_TOKEN")
-	fs.Float64Var(&c.APIRate, "api-rate", 20, "requests per second each API token may make (bursts of twice that)")
-	dur(&c.HTTP.ReadHeader, "http-read-header-timeout", "GENESIS_HTTP_READ_HEADER_TIMEOUT", service.DefaultReadHeaderTimeout, "longest a request's headers (or a silent new connection) may take")
-	dur(&c.HTTP.Read, "http-read-timeout", "GENESIS_HTTP_READ_TIMEOUT", service.DefaultReadTimeout, "longest a whole request, body included, may take to arrive")
-	dur(&c.HTTP.Write, "http-write-timeout", "GENESIS_HTTP_WRITE_TIMEOUT", service.DefaultWriteTimeout, "longest a response may take (must exceed the 60s manifest long-poll)")
-	dur(&c.HTTP.Idle, "http-idle-timeout", "GENESIS_HTTP_IDLE_TIMEOUT", service.DefaultIdleTimeout, "how long an idle keep-alive connection is kept")
-	maxConns := service.DefaultMaxConnections()
+	fs.Float64Var(&c.APIRate, "api-rate", defaults.APIRate, "requests per second each API token may make (bursts of twice that)")
+	dur(&c.HTTP.ReadHeader, "http-read-header-timeout", "GENESIS_HTTP_READ_HEADER_TIMEOUT", defaults.HTTP.ReadHeader, "longest a request's headers (or a silent new connection) may take")
+	dur(&c.HTTP.Read, "http-read-timeout", "GENESIS_HTTP_READ_TIMEOUT", defaults.HTTP.Read, "longest a whole request, body included, may take to arrive")
+	dur(&c.HTTP.Write, "http-write-timeout", "GENESIS_HTTP_WRITE_TIMEOUT", defaults.HTTP.Write, "longest a response may take (must exceed the 60s manifest long-poll)")
+	dur(&c.HTTP.Idle, "http-idle-timeout", "GENESIS_HTTP_IDLE_TIMEOUT", defaults.HTTP.Idle, "how long an idle keep-alive connection is kept")
+	maxConns := defaults.HTTP.MaxConns
 	if v := getenv("GENESIS_MAX_CONNECTIONS"); v != "" {
 		if n, err := strconv.Atoi(v); err == nil {
 			maxConns = n
@@ -199,8 +197,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	fs.IntVar(&c.HTTP.MaxConns, "max-connections", maxConns, "most HTTP connections open at once, 0 for no limit (default: the open-file limit less 256 for Postgres and git) ($GENESIS_MAX_CONNECTIONS)")
 	fs.IntVar(&c.CrashAfterJournalWrites, "crash-after-journal-writes", 0, "reliability suite only: SIGKILL this process right after its Nth committed journal write (0: never)")
-	fs.Float64Var(&c.UnauthRate, "unauth-rate", auth.DefaultFailureRate, "unauthenticated answers (401, 403) per second a client regains")
-	fs.IntVar(&c.UnauthBurst, "unauth-burst", auth.DefaultFailureBurst, "unauthenticated answers a client may collect before every request of it gets 429 (0: no limit)")
+	fs.Float64Var(&c.UnauthRate, "unauth-rate", defaults.UnauthRate, "unauthenticated answers (401, 403) per second a client regains")
+	fs.IntVar(&c.UnauthBurst, "unauth-burst", defaults.UnauthBurst, "unauthenticated answers a client may collect before every request of it gets 429 (0: no limit)")
 	str(&c.TrustedProxies, "trusted-proxies", "GENESIS_TRUSTED_PROXIES", "", "comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For names the client (for the per-client limit on unauthenticated requests)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)

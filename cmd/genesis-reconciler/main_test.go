@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/digitalocean/godo"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/api/client"
@@ -26,6 +28,7 @@ import (
 	"genesis.dev/fleet/internal/promcheck"
 	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/internal/testkit"
+	"genesis.dev/fleet/reconciler/service"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/tenants"
 )
@@ -355,4 +358,25 @@ func tail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
+}
+
+// TestFlagDefaultsAreServiceDefaults: with no flag and no environment, the
+// flags give service.Defaults() (what localfleet and genesis-load start
+// from), field for field where Defaults sets one.
+func TestFlagDefaultsAreServiceDefaults(t *testing.T) {
+	c, err := parseFlags([]string{"--database-url", "postgres://x", "--state-dir", "x", "--insecure-no-auth"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := service.Defaults()
+	got := c.Config
+	got.DatabaseURL, got.StateDir, got.InsecureNoAuth = "", "", false
+	got.ReplicaID, got.Listen, got.CacheDir, got.GitUser, got.GitToken = "", "", "", "", ""
+	d.Listen, d.CacheDir = "", ""
+	// Two defaults are the flags' own: DigitalOcean's public API (callers
+	// of New pass the simulator's) and 5 × --resync, derived after parsing.
+	got.DOAPIURL, got.ObservedMaxAge = "", 0
+	if diff := cmp.Diff(d, got, cmpopts.IgnoreFields(service.Config{}, "Getenv")); diff != "" {
+		t.Errorf("flag defaults differ from service.Defaults() (-defaults +flags):\n%s", diff)
+	}
 }

@@ -1,6 +1,13 @@
 package service
 
-import "time"
+import (
+	"time"
+
+	"genesis.dev/fleet/reconciler"
+	"genesis.dev/fleet/reconciler/agentapi"
+	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/tenants"
+)
 
 // Config is what a reconciler replica is started with: the values of
 // genesis-reconciler's flags (its usage text says what each one does), and
@@ -53,4 +60,32 @@ type Config struct {
 	// Getenv reads the DigitalOcean tokens genesis.yaml's accounts name
 	// (spec.accounts[].tokenEnv); nil reads the process's environment.
 	Getenv func(string) string
+}
+
+// DefaultResync is how often the leader re-plans without a new commit.
+const DefaultResync = 30 * time.Second
+
+// DefaultAPIRate is the requests per second each API token may make.
+const DefaultAPIRate = 20
+
+// Defaults is the Config of genesis-reconciler's flag defaults, the one
+// source for its usage text and for the other callers of New (localfleet,
+// genesis-load), which change the fields they need. Paths, URLs, secrets
+// and the replica id have no default.
+func Defaults() Config {
+	return Config{
+		Branch:         tenants.DefaultBranch,
+		PollInterval:   tenants.DefaultPollInterval,
+		Resync:         DefaultResync,
+		TokenTTL:       agentapi.DefaultTokenTTL,
+		ManifestTTL:    agentapi.DefaultManifestTTL,
+		ManifestSweep:  agentapi.DefaultSweep,
+		PrepareTimeout: reconciler.DefaultPrepareTimeout,
+		WatchdogEvery:  reconciler.DefaultWatchdogEvery,
+		APIRate:        DefaultAPIRate,
+		HTTP: ServerTimeouts{ReadHeader: DefaultReadHeaderTimeout, Read: DefaultReadTimeout,
+			Write: DefaultWriteTimeout, Idle: DefaultIdleTimeout, MaxConns: DefaultMaxConnections()},
+		UnauthRate:  auth.DefaultFailureRate,
+		UnauthBurst: auth.DefaultFailureBurst,
+	}
 }
