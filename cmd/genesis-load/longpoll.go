@@ -26,17 +26,21 @@ const (
 
 // raiseFDLimit lifts the soft open-file limit to at least need (each parked
 // long-poll holds a client socket here, and a server socket in the
-// reconciler: here too with --server inproc).
+// reconciler: here too with --server inproc); need 0 lifts it to the hard
+// limit.
 func raiseFDLimit(need uint64) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return err
 	}
-	if lim.Cur >= need {
+	if need > 0 && lim.Cur >= need {
 		return nil
 	}
 	if lim.Max < need {
 		return fmt.Errorf("open-file limit %d is below the %d this run needs (ulimit -n)", lim.Max, need)
+	}
+	if lim.Cur >= lim.Max {
+		return nil
 	}
 	lim.Cur = lim.Max
 	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)

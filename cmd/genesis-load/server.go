@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,12 +58,8 @@ type serverInfo struct {
 func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready func(serverInfo)) (err error) {
 	// One socket per parked long-poll: as many as the hard limit allows,
 	// before the server sizes its connection limit by it.
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			log.Warn("raise open-file limit", "err", err)
-		}
+	if err := raiseFDLimit(0); err != nil {
+		log.Warn("raise open-file limit", "err", err)
 	}
 	pg, err := pgserver.Start(ctx, pgserver.Options{})
 	if err != nil {
