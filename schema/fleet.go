@@ -63,6 +63,9 @@ type FleetSpec struct {
 	// Spares are pre-provisioned, enrolled droplets with no tenant, per
 	// region (seed "VIP pre-warm").
 	Spares []Spare `yaml:"spares" json:"spares,omitempty"`
+	// Backup declares agent-run backups to object storage (backup.go);
+	// nil: none.
+	Backup *Backup `yaml:"backup" json:"backup,omitempty"`
 }
 
 // Watchdog is the health policy. A droplet with no heartbeat for
@@ -305,6 +308,7 @@ func (f *Fleet) validate(c *errorf) {
 	if s.Pricing.SnapshotGBMonthUSD < 0 {
 		at("spec.pricing.snapshotGBMonthUSD", "spec.pricing.snapshotGBMonthUSD: must not be negative")
 	}
+	f.validateBackup(c)
 	regions := map[string]bool{}
 	for i, sp := range s.Spares {
 		p := fmt.Sprintf("spec.spares[%d]", i)
@@ -422,11 +426,11 @@ func hasKey[V any](m map[string]V, k string) bool {
 	return ok
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
+func sortedKeys[K ~string, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
 	return keys
 }

@@ -45,6 +45,71 @@ type Manifest struct {
 	// SigningKeys are PEM public keys the agent should trust from now on
 	// (key rotation); optional.
 	SigningKeys []string `json:"signing_keys,omitempty"`
+	// Backup is the droplet's backup duty and, on a new droplet, the
+	// backup to restore before n8n starts; nil: no backups are declared.
+	Backup *ManifestBackup `json:"backup,omitempty"`
+}
+
+// ManifestBackup tells the agent how often to back up and to whom to
+// encrypt (the fleet's backup recipients plus the workspace's own).
+type ManifestBackup struct {
+	EverySeconds int64    `json:"every_seconds"`
+	Recipients   []string `json:"recipients"`
+	// Restore names the backup a new droplet restores before n8n starts
+	// (it asks GET /v1/agent/backups/{id} for a presigned URL).
+	Restore *ManifestRestore `json:"restore,omitempty"`
+}
+
+// ManifestRestore is a backup to restore. Identity is the workspace's
+// backup identity sealed to this droplet (schema/sealing, bound to the
+// slot "backup:<id>"), so only this droplet can open the backup.
+type ManifestRestore struct {
+	ID       string    `json:"id"`
+	SHA256   string    `json:"sha256"`
+	Size     int64     `json:"size"`
+	Created  time.Time `json:"created"`
+	Identity string    `json:"identity"`
+}
+
+// BackupSlot is the SealedCredential name a restore identity is bound to.
+func BackupSlot(id string) string { return "backup:" + id }
+
+// BackupStart is the answer to POST /v1/agent/backups: where to PUT the
+// encrypted backup (a presigned URL: agents never hold storage keys).
+type BackupStart struct {
+	ID      string    `json:"id"`
+	URL     string    `json:"url"`
+	Expires time.Time `json:"expires"`
+}
+
+// BackupFinish is POST /v1/agent/backups/{id}: the uploaded object's size
+// and SHA-256, or the error that stopped the backup.
+type BackupFinish struct {
+	Size   int64  `json:"size,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// BackupFetch is the answer to GET /v1/agent/backups/{id}: a presigned
+// URL to download the workspace's backup from.
+type BackupFetch struct {
+	ID      string    `json:"id"`
+	URL     string    `json:"url"`
+	SHA256  string    `json:"sha256"`
+	Size    int64     `json:"size"`
+	Expires time.Time `json:"expires"`
+}
+
+// BackupReport is the backup part of a heartbeat.
+type BackupReport struct {
+	// LastOK is when the newest backup this droplet uploaded was taken.
+	LastOK time.Time `json:"last_ok,omitzero"`
+	// LastError is the last backup's error ("" after a success).
+	LastError string `json:"last_error,omitempty"`
+	// Restored is the backup this droplet restored (once, before n8n
+	// started), RestoreError why a restore was refused.
+	Restored     string `json:"restored,omitempty"`
+	RestoreError string `json:"restore_error,omitempty"`
 }
 
 // N8NPin is the n8n version to run.
@@ -120,6 +185,8 @@ type Heartbeat struct {
 	N8NVersion     string                     `json:"n8n_version,omitempty"`
 	// N8NStopped confirms the agent stopped n8n for a hibernation.
 	N8NStopped bool `json:"n8n_stopped,omitempty"`
+	// Backup reports backups and restores (nil: none declared).
+	Backup *BackupReport `json:"backup,omitempty"`
 }
 
 // ComponentHealth is one component's state in a heartbeat.

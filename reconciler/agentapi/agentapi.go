@@ -21,6 +21,7 @@ import (
 
 	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/internal/loglimit"
+	"genesis.dev/fleet/reconciler/backup"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
@@ -65,6 +66,9 @@ type Config struct {
 	// signing key rotates. They are part of a manifest's inputs, so a
 	// change of the list renders every manifest again.
 	Announce []string
+	// Backups issues backup and restore URLs and renders manifests'
+	// backup sections (nil: backups are off; the backup routes say 503).
+	Backups *backup.Service
 	// Desired is the latest desired state (the reconciler's Snapshot).
 	Desired func() (tenants.Snapshot, bool)
 	// Leading reports whether this replica runs the periodic sweep (nil:
@@ -193,6 +197,10 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/enroll", s.handleEnroll)
 	mux.HandleFunc("GET /v1/manifest", s.handleManifest)
 	mux.HandleFunc("POST /v1/heartbeat", s.handleHeartbeat)
+	mux.HandleFunc("POST /v1/agent/backups", s.handleBackupStart)
+	mux.HandleFunc("POST /v1/agent/backups/{id}", s.handleBackupFinish)
+	mux.HandleFunc("GET /v1/agent/backups/{id}", s.handleBackupFetch)
+	mux.HandleFunc("POST /v1/agent/backups/{id}/restored", s.handleRestored)
 	return mux
 }
 

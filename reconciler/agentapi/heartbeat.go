@@ -45,6 +45,8 @@ func decodeHeartbeat(body []byte) (schema.Heartbeat, error) {
 		return hb, errors.New("too many components")
 	case len(hb.AgentVersion) > 100 || len(hb.N8NVersion) > 100:
 		return hb, errors.New("version strings are too long")
+	case hb.Backup != nil && (len(hb.Backup.LastError) > 1000 || len(hb.Backup.RestoreError) > 1000 || len(hb.Backup.Restored) > 100):
+		return hb, errors.New("backup: strings are too long")
 	}
 	if _, err := parseDroplet(hb.Droplet); err != nil {
 		return hb, err

@@ -68,6 +68,9 @@ func (s *Service) prepare(ctx context.Context, snap *tenants.Snapshot, t store.T
 	if t.State == lifecycleHibernating {
 		hibernating(&c)
 	}
+	if err := s.backupSection(ctx, &c, t, dropletS, false); err != nil {
+		return nil, err
+	}
 	now = now.UTC().Truncate(time.Second)
 	if t.Version > 0 && string(t.Inputs) == string(c.inputs[:]) && t.Expires.Sub(now) > s.cfg.ManifestTTL/3 {
 		return nil, nil
@@ -93,6 +96,13 @@ func (s *Service) prepare(ctx context.Context, snap *tenants.Snapshot, t store.T
 		is.resealed = true
 	}
 	is.m.Credentials = creds
+	if is.m.Backup != nil && is.m.Backup.Restore != nil {
+		// Sealed only now: a fresh ciphertext each time, so not an input.
+		if err := s.backupSection(ctx, &c, t, dropletS, true); err != nil {
+			return nil, err
+		}
+		is.m.Backup = c.manifest.Backup
+	}
 	is.m.Commit = snap.Commit
 	is.m.IssuedAt, is.m.Expires = now, now.Add(s.cfg.ManifestTTL)
 	is.m.Version = t.HWM + 1
@@ -108,6 +118,27 @@ func (s *Service) prepare(ctx context.Context, snap *tenants.Snapshot, t store.T
 	}
 	is.digest = sha256.Sum256(is.env)
 	return is, nil
+}
+
+// backupSection puts the manifest's backup section into c and its inputs
+// (the policy, recipients and restore id; never the sealed identity).
+func (s *Service) backupSection(ctx context.Context, c *content, t store.Target, droplet string, seal bool) error {
+	if s.cfg.Backups == nil {
+		return nil
+	}
+	mb, err := s.cfg.Backups.Section(ctx, t.Workspace, droplet, t.Recipient, t.Restore, seal)
+	if err != nil || mb == nil {
+		return err
+	}
+	c.manifest.Backup = mb
+	if !seal {
+		in, err := json.Marshal(mb)
+		if err != nil {
+			return err
+		}
+		c.inputs = sha256.Sum256(append(c.inputs[:], in...))
+	}
+	return nil
 }
 
 // credsKey identifies what a manifest's credentials are sealed from: the

@@ -97,9 +97,9 @@ func Handler(cfg HandlerConfig) http.Handler {
 		}
 	}
 	if cfg.Agents != nil {
-		mux.Handle("POST /v1/enroll", cfg.Agents)
-		mux.Handle("GET /v1/manifest", cfg.Agents)
-		mux.Handle("POST /v1/heartbeat", cfg.Agents)
+		for _, pattern := range agentRoutes {
+			mux.Handle(pattern, cfg.Agents)
+		}
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))

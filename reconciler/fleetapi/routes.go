@@ -20,7 +20,8 @@ func routeScope(pattern string) auth.Scope {
 		return auth.Public
 	case "GET /metrics":
 		return auth.Metrics
-	case "POST /v1/enroll", "GET /v1/manifest", "POST /v1/heartbeat":
+	case "POST /v1/enroll", "GET /v1/manifest", "POST /v1/heartbeat",
+		"POST /v1/agent/backups", "POST /v1/agent/backups/{id}", "GET /v1/agent/backups/{id}", "POST /v1/agent/backups/{id}/restored":
 		return auth.Agent
 	case "GET /v1/fleet", "GET /v1/observed",
 		"GET /v1/tenants", "GET /v1/tenants/{id}", "POST /v1/tenants", "PUT /v1/tenants/{id}",
@@ -32,6 +33,11 @@ func routeScope(pattern string) auth.Scope {
 	}
 	return auth.Admin
 }
+
+// agentRoutes are the agent protocol's routes (agentapi.Service.Handler
+// serves them; each checks the droplet's own credential).
+var agentRoutes = []string{"POST /v1/enroll", "GET /v1/manifest", "POST /v1/heartbeat",
+	"POST /v1/agent/backups", "POST /v1/agent/backups/{id}", "GET /v1/agent/backups/{id}", "POST /v1/agent/backups/{id}/restored"}
 
 // router is a ServeMux that puts every route behind the check its scope
 // asks for and remembers the patterns it serves.

@@ -138,6 +138,10 @@ type Target struct {
 	Expires   time.Time
 	Inputs    []byte
 	Creds     []byte // creds_hash of its newest manifest (nil: unknown)
+	// Restore is the backup this droplet is asked to restore ("" none):
+	// a backup_restores row not finished, for the droplet fleet_status
+	// records.
+	Restore string
 }
 
 // targetsSQL lists the newest agent of each workspace (a droplet woken
@@ -145,8 +149,10 @@ type Target struct {
 // droplet) with its newest manifest.
 const targetsSQL = `SELECT DISTINCT ON (a.workspace) a.droplet_id, a.workspace, a.age_recipient,
 	CASE WHEN f.droplet_id = a.droplet_id THEN coalesce(host(f.ip), '') ELSE '' END, f.state, a.manifest_version,
-	coalesce(m.version, 0), coalesce(m.expires_at, 'epoch'), m.inputs_hash, m.creds_hash
+	coalesce(m.version, 0), coalesce(m.expires_at, 'epoch'), m.inputs_hash, m.creds_hash, coalesce(r.backup_id, '')
 FROM agents a JOIN fleet_status f ON f.workspace = a.workspace
+LEFT JOIN backup_restores r ON r.workspace = a.workspace AND r.finished_at IS NULL
+	AND r.droplet_name = CASE WHEN f.droplet_id = a.droplet_id THEN f.droplet_name END
 LEFT JOIN LATERAL (SELECT version, expires_at, inputs_hash, creds_hash FROM manifests
 	WHERE droplet_id = a.droplet_id ORDER BY version DESC LIMIT 1) m ON true`
 
@@ -161,7 +167,7 @@ func (s *Store) targets(ctx context.Context, where string, args ...any) ([]Targe
 	var out []Target
 	for rows.Next() {
 		var t Target
-		if err := rows.Scan(&t.Droplet, &t.Workspace, &t.Recipient, &t.IP, &t.State, &t.HWM, &t.Version, &t.Expires, &t.Inputs, &t.Creds); err != nil {
+		if err := rows.Scan(&t.Droplet, &t.Workspace, &t.Recipient, &t.IP, &t.State, &t.HWM, &t.Version, &t.Expires, &t.Inputs, &t.Creds, &t.Restore); err != nil {
 			return nil, err
 		}
 		out = append(out, t)
