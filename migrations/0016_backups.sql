@@ -34,3 +34,16 @@ CREATE TABLE backup_restores (
 	error        text,
 	PRIMARY KEY (workspace, droplet_name)
 );
+
+-- retire: the replaced droplet of a rebuild with no newer copy of its data
+-- is stopped, snapshotted and only then destroyed.
+ALTER TABLE operations DROP CONSTRAINT operations_kind_check;
+ALTER TABLE operations ADD CONSTRAINT operations_kind_check CHECK (kind IN (
+	'create', 'hibernate', 'wake', 'destroy', 'resize', 'adopt',
+	'reboot', 'power_cycle', 'rebuild', 'snapshot_delete', 'update_manifest',
+	'create_spare', 'assign_spare', 'destroy_spare', 'retire'));
+
+-- When a rebuild replaces a droplet, the replaced droplet's last sign of
+-- life (heartbeat or n8n activity): the watchdog destroys it without a
+-- snapshot only when a backup it took is newer than that.
+ALTER TABLE fleet_status ADD COLUMN replacing_last_seen_at timestamptz;

@@ -179,9 +179,17 @@ func TestWatchdogTransitions(t *testing.T) {
 
 // TestWatchdogLadderFresh: a silent droplet is rebooted, then power-cycled,
 // each after the cool-down and never sooner; then rebuilt fresh (no
-// snapshot); the dead droplet is destroyed only once the new one reports
-// healthy, and the planner never calls it a stray meanwhile.
+// snapshot); the dead droplet goes only once the new one reports healthy,
+// and the planner never calls it a stray meanwhile. It is destroyed
+// outright only when a backup it took is newer than its last heartbeat;
+// without one it is retired: stopped and snapshotted first, so its data
+// has a copy (issue 18: no destroy without a copy).
 func TestWatchdogLadderFresh(t *testing.T) {
+	t.Run("no newer copy: snapshot, then destroy", func(t *testing.T) { watchdogLadderFresh(t, false) })
+	t.Run("a newer backup: destroyed", func(t *testing.T) { watchdogLadderFresh(t, true) })
+}
+
+func watchdogLadderFresh(t *testing.T, backedUp bool) {
 	h := watchHarness(t)
 	h.onboard("ws-a", "ws-b")
 	ctx := t.Context()
@@ -222,6 +230,13 @@ func TestWatchdogLadderFresh(t *testing.T) {
 		t.Fatalf("remediation within the cool-down: %+v", d.Remediations)
 	}
 	silence(time.Minute)
+	if backedUp {
+		// A backup the dead droplet took after its last heartbeat (its
+		// agent could still reach storage, say): the rebuild restores it,
+		// and it proves the dead droplet's data has a copy.
+		h.exec(`INSERT INTO backups (id, workspace, droplet_id, object_key, state, started_at, finished_at, size_bytes, sha256)
+			VALUES ('b-20300101T000000Z-00000001', 'ws-a', (SELECT droplet_id FROM fleet_status WHERE workspace = 'ws-a'), 'ws-a/b.age', 'good', $1, $1, 10, repeat('a', 64))`, h.sim.Sim.Now())
+	}
 	h.watch()
 	// Rebuilt fresh beside the dead one.
 	if diff := cmp.Diff([]string{"genesis-ws-a-1", "genesis-ws-a-2", "genesis-ws-b-1"}, names(h.droplets())); diff != "" {
@@ -241,6 +256,11 @@ func TestWatchdogLadderFresh(t *testing.T) {
 	if len(h.droplets()) != 3 {
 		t.Fatalf("the dead droplet went before the new one was healthy")
 	}
+	if backedUp {
+		if got := h.column("ws-a", `(SELECT droplet_name || ' ' || backup_id FROM backup_restores WHERE workspace = fleet_status.workspace)`); got != "genesis-ws-a-2 b-20300101T000000Z-00000001" {
+			t.Errorf("restore asked of the rebuilt droplet: %q, want the backup (newer than any snapshot)", got)
+		}
+	}
 	// The new droplet reports healthy: the dead one is retired.
 	silence(2 * time.Minute)
 	h.beat("ws-a", true)
@@ -251,9 +271,27 @@ func TestWatchdogLadderFresh(t *testing.T) {
 	if got := h.column("ws-a", "coalesce(remediation_step, '') || '|' || coalesce(replacing_droplet_id::text, '')"); got != "|" {
 		t.Errorf("ladder after a healthy rebuild: %q, want reset", got)
 	}
-	want := []string{"create/succeeded", "reboot/succeeded", "power_cycle/succeeded", "rebuild/succeeded", "destroy/succeeded"}
+	want := []string{"create/succeeded", "reboot/succeeded", "power_cycle/succeeded", "rebuild/succeeded", "retire/succeeded"}
+	var snaps []string
+	if backedUp {
+		want[4] = "destroy/succeeded"
+	} else {
+		snaps = []string{"genesis-ws-a-1"}
+	}
 	if diff := cmp.Diff(want, h.ops("ws-a")); diff != "" {
 		t.Errorf("journal (-want +got):\n%s", diff)
+	}
+	// The proof or the snapshot is journaled.
+	proof := h.column("ws-a", `(SELECT coalesce(detail->>'snapshot_id', '') || '|' || (detail->'action'->>'reason') FROM audit_log
+		WHERE workspace = fleet_status.workspace AND action IN ('retire', 'destroy') ORDER BY id DESC LIMIT 1)`)
+	if backedUp && !strings.Contains(proof, "|watchdog: the rebuilt droplet is healthy; retiring the one it replaced: backup b-20300101T000000Z-00000001 taken") {
+		t.Errorf("journaled retirement %q does not name the backup", proof)
+	}
+	if !backedUp && strings.HasPrefix(proof, "|") {
+		t.Errorf("journaled retirement %q names no snapshot", proof)
+	}
+	if got := len(h.snapshotNames()); got != len(snaps) {
+		t.Errorf("snapshots after the retirement: %v, want %d", h.snapshotNames(), len(snaps))
 	}
 	if diff := cmp.Diff([]string{"create/succeeded"}, h.ops("ws-b")); diff != "" {
 		t.Errorf("ws-b journal (-want +got):\n%s", diff)

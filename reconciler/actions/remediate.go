@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
@@ -55,10 +56,34 @@ func (e Executor) Remediation(ctx context.Context, d plan.Desired, observed func
 			return e.Remediation(ctx, d, observed, row, m, commit)
 		}
 		rb.Reason = rb.Reason + " (" + m.Reason + ")"
+		e.restoreNewest(ctx, &rb, observed())
 		a = rb
 	}
 	a.APICalls = a.Kind.Info().APICalls
 	return a, true
+}
+
+// restoreNewest makes rebuild a restore the workspace's newest backup
+// when it is newer than the snapshot a starts from (or a starts fresh): a
+// rebuild never starts from an older copy when a newer one exists.
+func (e Executor) restoreNewest(ctx context.Context, a *plan.Action, o plan.Observed) {
+	b, ok, err := e.Store.NewestGoodBackup(ctx, a.Workspace)
+	if err != nil {
+		e.Log.Error("read newest backup failed; the rebuild starts from its snapshot or fresh", "tenant", a.Workspace, "err", err)
+		return
+	}
+	if !ok {
+		return
+	}
+	if a.Snapshot != "" {
+		for _, s := range o.Snapshots {
+			if s.ID == a.Snapshot && !b.Started.After(s.Created) {
+				return // the snapshot is the newer copy
+			}
+		}
+	}
+	a.Restore = b.ID
+	a.Reason += fmt.Sprintf("; restores backup %s of %s, the newest copy", b.ID, b.Started.UTC().Format(time.RFC3339))
 }
 
 // BeginRemediation journals remediation a of step m for the tenant of row
@@ -73,6 +98,12 @@ func (e Executor) BeginRemediation(ctx context.Context, a plan.Action, row watch
 			log.Error("journal remediation failed", "err", err)
 		}
 		return 0, false
+	}
+	if a.Restore != "" {
+		// Before the droplet exists: its first manifest names the backup.
+		if err := e.Store.RequestRestore(ctx, a.Workspace, a.Droplet, a.Restore, commit); err != nil {
+			log.Error("request restore failed; the rebuilt droplet starts from its snapshot or fresh (the replaced one is kept until it has a copy)", "backup", a.Restore, "err", err)
+		}
 	}
 	log.Warn("remediation started", "op", id, "droplet_id", a.DropletID, "reason", a.Reason)
 	return id, true
@@ -90,19 +121,33 @@ func (e Executor) Remediated(ctx context.Context, step string, succeeded bool) {
 	}
 }
 
-// Retirement is the destroy of the droplet a rebuild of ws replaced, once
-// the new one is healthy; false when there is none (or it could not be
-// read: logged).
+// Retirement is what ends the droplet a rebuild of ws replaced, once the
+// new one is healthy; false when there is none (or it could not be read:
+// logged). The replaced droplet is destroyed outright only when a backup
+// it took is newer than its last sign of life (the proof goes into the
+// action's reason, so the journal keeps it); otherwise it is retired:
+// stopped, snapshotted, and destroyed only once the snapshot exists. No
+// droplet whose data has no newer copy is destroyed.
 func (e Executor) Retirement(ctx context.Context, ws string) (plan.Action, bool) {
-	id, name, account, err := e.Store.Replacing(ctx, ws)
-	if err != nil || id == 0 {
+	r, err := e.Store.Replacing(ctx, ws)
+	if err != nil || r.ID == 0 {
 		if err != nil {
 			e.Log.Error("read replaced droplet failed", "tenant", ws, "err", err)
 		}
 		return plan.Action{}, false
 	}
-	return plan.Action{Kind: plan.Destroy, Workspace: ws, Account: account, Droplet: name, DropletID: id, APICalls: plan.Destroy.Info().APICalls,
-		Reason: "watchdog: the rebuilt droplet is healthy; retiring the one it replaced"}, true
+	a := plan.Action{Kind: plan.Retire, Workspace: ws, Account: r.Account, Droplet: r.Name, DropletID: r.ID, APICalls: plan.Retire.Info().APICalls,
+		Reason: "watchdog: the rebuilt droplet is healthy; the replaced one has no copy newer than its last sign of life: snapshot, then destroy"}
+	b, ok, err := e.Store.NewestBackupBy(ctx, ws, r.ID)
+	if err != nil {
+		e.Log.Error("read replaced droplet's backups failed; it is snapshotted before it is destroyed", "tenant", ws, "err", err)
+	}
+	if ok && !r.LastSeen.IsZero() && !b.Started.Before(r.LastSeen) {
+		a.Kind, a.APICalls = plan.Destroy, plan.Destroy.Info().APICalls
+		a.Reason = fmt.Sprintf("watchdog: the rebuilt droplet is healthy; retiring the one it replaced: backup %s taken %s is newer than its last sign of life %s",
+			b.ID, b.Started.UTC().Format(time.RFC3339), r.LastSeen.UTC().Format(time.RFC3339))
+	}
+	return a, true
 }
 
 // BeginRetire journals retirement a; false when it must not run now.

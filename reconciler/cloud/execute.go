@@ -66,6 +66,8 @@ type Result struct {
 //     a.Account is a terminal error.
 //   - Hibernate stops the droplet (shutdown, power_off if that fails),
 //     snapshots it, and destroys it only once the snapshot exists.
+//   - Retire (a rebuild's replaced droplet with no newer copy of its
+//     data) runs the hibernate steps on that droplet.
 //   - Resize is a hibernate followed by a wake of generation a.Gen at
 //     a.Size in the same account.
 //   - Destroy and DeleteSnapshot treat 404 as done.
@@ -94,7 +96,7 @@ func (p *Pool) Execute(ctx context.Context, a plan.Action, opt ExecOptions) (Res
 		if err == nil {
 			err = x.create(ctx, godo.DropletCreateImage{ID: id}, a.Snapshot, a.Droplet, a.Size)
 		}
-	case plan.Hibernate:
+	case plan.Hibernate, plan.Retire:
 		err = x.inAccount(ctx, a.Account, x.hibernate)
 	case plan.Resize:
 		err = x.resize(ctx)

@@ -27,6 +27,7 @@ const (
 	CreateSpare    Kind = "create_spare"    // provision a spare for an empty slot (spares.go)
 	AssignSpare    Kind = "assign_spare"    // give a ready spare's droplet to an onboarding tenant
 	DestroySpare   Kind = "destroy_spare"   // a spare past its region's count
+	Retire         Kind = "retire"          // a rebuild's replaced droplet with no newer copy: stop, snapshot, then destroy
 )
 
 // The safety limits of genesis.yaml's spec.safety an action counts
@@ -105,6 +106,10 @@ var kinds = map[Kind]KindInfo{
 	DestroySpare: {Priority: 4, Destructive: true, Limit: LimitDestroy, APICalls: 1,
 		StartState: lifecycle.Destroying, Towards: schema.StateAbsent},
 	DeleteSnapshot: {Priority: 5, Destructive: true, APICalls: 1},
+	// Retire keeps the replaced droplet's data: it is destroyed only
+	// after its snapshot exists. The workspace's state is its new
+	// droplet's, untouched.
+	Retire: {Priority: 4, Destructive: true, APICalls: 5},
 	// A spare's droplet gets no manifest of its own: its agent parks
 	// until an assignment renders the tenant's.
 	CreateSpare: {Priority: 5, APICalls: 3, CreatesDroplet: true, NeedsUserData: true,
@@ -118,7 +123,7 @@ var unknownKind = KindInfo{Priority: 5}
 // Kinds lists every kind of action, in the order of the constants.
 func Kinds() []Kind {
 	return []Kind{Wake, Create, Adopt, Resize, UpdateManifest, Reboot, PowerCycle, Rebuild, Hibernate, Destroy, DeleteSnapshot,
-		CreateSpare, AssignSpare, DestroySpare}
+		CreateSpare, AssignSpare, DestroySpare, Retire}
 }
 
 // Info is k's row of the kinds table.

@@ -105,7 +105,7 @@ func TestKindsAgree(t *testing.T) {
 		{"rendered", with(func(i KindInfo) bool { return i.Renders }),
 			[]Kind{Wake, Create, Adopt, Resize, UpdateManifest, Rebuild, Hibernate, AssignSpare}},
 		{"destructive", with(func(i KindInfo) bool { return i.Destructive }),
-			[]Kind{Resize, Hibernate, Destroy, DeleteSnapshot, DestroySpare}},
+			[]Kind{Resize, Hibernate, Destroy, DeleteSnapshot, DestroySpare, Retire}},
 		{"no DigitalOcean call", with(func(i KindInfo) bool { return i.APICalls == 0 }),
 			[]Kind{Adopt, UpdateManifest}},
 		{"counts as a destroy", with(func(i KindInfo) bool { return i.Limit == LimitDestroy }),
@@ -123,7 +123,7 @@ func TestKindsAgree(t *testing.T) {
 	order := slices.Clone(Kinds())
 	slices.SortStableFunc(order, func(a, b Kind) int { return a.Priority() - b.Priority() })
 	if diff := cmp.Diff([]Kind{Wake, Create, Adopt, AssignSpare, Resize, UpdateManifest, Reboot, PowerCycle, Rebuild, Hibernate,
-		Destroy, DestroySpare, DeleteSnapshot, CreateSpare}, order); diff != "" {
+		Destroy, DestroySpare, Retire, DeleteSnapshot, CreateSpare}, order); diff != "" {
 		t.Errorf("priority order (-want +got):\n%s", diff)
 	}
 }

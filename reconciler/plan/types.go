@@ -165,6 +165,9 @@ type Action struct {
 	Droplet   string `json:"droplet,omitempty"` // deterministic name
 	DropletID int    `json:"droplet_id,omitempty"`
 	Snapshot  string `json:"snapshot,omitempty"` // snapshot id (wake, delete_snapshot)
+	// Restore is the backup a rebuild's new droplet restores before n8n
+	// starts: the workspace's newest copy when it is newer than Snapshot.
+	Restore string `json:"restore,omitempty"`
 	Gen       int    `json:"generation,omitempty"`
 	// Spare is the spare workspace whose droplet an assign_spare action
 	// gives to Workspace.

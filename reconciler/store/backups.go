@@ -129,6 +129,16 @@ func (s *Store) GoodBackups(ctx context.Context, ws string) ([]Backup, error) {
 	return scanBackups(rows, err)
 }
 
+// NewestGoodBackup is workspace ws's newest good backup (false: none).
+func (s *Store) NewestGoodBackup(ctx context.Context, ws string) (Backup, bool, error) {
+	b, err := scanBackup(s.pool.QueryRow(ctx, `SELECT `+backupCols+` FROM backups
+		WHERE workspace = $1 AND state = 'good' ORDER BY started_at DESC, id LIMIT 1`, ws))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Backup{}, false, nil
+	}
+	return b, err == nil, err
+}
+
 // AllGoodBackups lists every good backup, by workspace and newest first
 // (retention's input).
 func (s *Store) AllGoodBackups(ctx context.Context) ([]Backup, error) {

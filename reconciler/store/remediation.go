@@ -167,7 +167,7 @@ func insertRunning(ctx context.Context, tx pgx.Tx, a plan.Action, commit string)
 // rebuild is complete and the ladder reset.
 func (s *Store) Retired(ctx context.Context, ws string, droplet int) error {
 	_, err := s.pool.Exec(ctx, `UPDATE fleet_status SET replacing_droplet_id = NULL, replacing_droplet_name = NULL, replacing_account = NULL,
-		remediation_step = NULL, remediation_at = NULL, health_reason = NULL, updated_at = now()
+		replacing_last_seen_at = NULL, remediation_step = NULL, remediation_at = NULL, health_reason = NULL, updated_at = now()
 		WHERE workspace = $1 AND replacing_droplet_id = $2`, ws, droplet)
 	if err != nil {
 		return fmt.Errorf("record retired droplet of %s: %w", ws, err)
@@ -175,16 +175,42 @@ func (s *Store) Retired(ctx context.Context, ws string, droplet int) error {
 	return nil
 }
 
-// Replacing is the droplet a rebuild of ws replaces: id, name, account
-// (zero when none).
-func (s *Store) Replacing(ctx context.Context, ws string) (id int, name, account string, err error) {
+// Replaced is the droplet a rebuild replaced, until it is retired.
+type Replaced struct {
+	ID      int
+	Name    string
+	Account string
+	// LastSeen is its last heartbeat or n8n activity, whichever is later
+	// (zero: never heard of).
+	LastSeen time.Time
+}
+
+// Replacing is the droplet a rebuild of ws replaces (ID 0 when none).
+func (s *Store) Replacing(ctx context.Context, ws string) (Replaced, error) {
+	var r Replaced
 	var id64 int64
-	err = s.pool.QueryRow(ctx, `SELECT coalesce(replacing_droplet_id, 0), coalesce(replacing_droplet_name, ''), coalesce(replacing_account, '')
-		FROM fleet_status WHERE workspace = $1`, ws).Scan(&id64, &name, &account)
+	var seen *time.Time
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(replacing_droplet_id, 0), coalesce(replacing_droplet_name, ''), coalesce(replacing_account, ''),
+		replacing_last_seen_at FROM fleet_status WHERE workspace = $1`, ws).Scan(&id64, &r.Name, &r.Account, &seen)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = nil
 	}
-	return int(id64), name, account, err
+	r.ID = int(id64)
+	if seen != nil {
+		r.LastSeen = *seen
+	}
+	return r, err
+}
+
+// NewestBackupBy is workspace ws's newest good backup taken by droplet
+// (false: none).
+func (s *Store) NewestBackupBy(ctx context.Context, ws string, droplet int) (Backup, bool, error) {
+	b, err := scanBackup(s.pool.QueryRow(ctx, `SELECT `+backupCols+` FROM backups
+		WHERE workspace = $1 AND droplet_id = $2 AND state = 'good' ORDER BY started_at DESC LIMIT 1`, ws, droplet))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Backup{}, false, nil
+	}
+	return b, err == nil, err
 }
 
 // Fail moves a workspace to FAILED (the ladder is exhausted), remembering
@@ -240,6 +266,8 @@ func applyRebuild(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 		replacing_droplet_id = CASE WHEN droplet_id IS DISTINCT FROM $2 THEN droplet_id ELSE replacing_droplet_id END,
 		replacing_droplet_name = CASE WHEN droplet_id IS DISTINCT FROM $2 THEN droplet_name ELSE replacing_droplet_name END,
 		replacing_account = CASE WHEN droplet_id IS DISTINCT FROM $2 THEN account ELSE replacing_account END,
+		replacing_last_seen_at = CASE WHEN droplet_id IS DISTINCT FROM $2
+			THEN GREATEST(last_heartbeat_at, last_activity_at) ELSE replacing_last_seen_at END,
 		droplet_id = $2, droplet_name = $3, account = $4, ip = $5, state = $7, state_since = now(),
 		generation = $6, health = 'unknown', last_heartbeat_at = NULL, last_error = NULL, updated_at = now()
 		WHERE workspace = $1`,

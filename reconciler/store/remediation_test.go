@@ -80,8 +80,8 @@ func TestWatchdogCompareAndSet(t *testing.T) {
 	if got := st["ws-a"]; got.DropletID != 78 || got.Replacing != 77 || got.Generation != 2 || got.Lifecycle != "INITIALIZING" {
 		t.Errorf("after the rebuild: %+v", got)
 	}
-	if rid, name, acct, err := s.Replacing(ctx, "ws-a"); err != nil || rid != 77 || name != "genesis-ws-a-1" || acct != "acct-a" {
-		t.Errorf("replacing = %d %s %s (%v)", rid, name, acct, err)
+	if r, err := s.Replacing(ctx, "ws-a"); err != nil || r.ID != 77 || r.Name != "genesis-ws-a-1" || r.Account != "acct-a" {
+		t.Errorf("replacing = %+v (%v)", r, err)
 	}
 	if err := s.Retired(ctx, "ws-a", 77); err != nil {
 		t.Fatal(err)

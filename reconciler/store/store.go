@@ -392,6 +392,9 @@ func (s *Store) Finish(ctx context.Context, id int64, a plan.Action, out Outcome
 		if err := applyOutcome(ctx, tx, a, out); err != nil {
 			return fmt.Errorf("record outcome of %s: %w", a, err)
 		}
+		if out.SnapshotID != "" {
+			detail["snapshot_id"] = out.SnapshotID
+		}
 		return audit(ctx, tx, out.Actor, string(a.Kind), a.Workspace, id, detail, out.Commit)
 	})
 }
