@@ -168,7 +168,7 @@ type Action struct {
 	// Restore is the backup a rebuild's new droplet restores before n8n
 	// starts: the workspace's newest copy when it is newer than Snapshot.
 	Restore string `json:"restore,omitempty"`
-	Gen       int    `json:"generation,omitempty"`
+	Gen     int    `json:"generation,omitempty"`
 	// Spare is the spare workspace whose droplet an assign_spare action
 	// gives to Workspace.
 	Spare     string  `json:"spare,omitempty"`
