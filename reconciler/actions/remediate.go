@@ -75,15 +75,15 @@ func (e Executor) restoreNewest(ctx context.Context, a *plan.Action, o plan.Obse
 	if !ok {
 		return
 	}
-	if a.Snapshot != "" {
-		for _, s := range o.Snapshots {
-			if s.ID == a.Snapshot && !b.Started.After(s.Created) {
-				return // the snapshot is the newer copy
-			}
+	var from plan.Snapshot
+	for _, s := range o.Snapshots {
+		if s.ID == a.Snapshot && a.Snapshot != "" {
+			from = s
 		}
 	}
-	a.Restore = b.ID
-	a.Reason += fmt.Sprintf("; restores backup %s of %s, the newest copy", b.ID, b.Started.UTC().Format(time.RFC3339))
+	if a.Restore = plan.RestoreFrom(from, &plan.BackupCopy{ID: b.ID, DropletID: int(b.DropletID), Started: b.Started}); a.Restore != "" {
+		a.Reason += fmt.Sprintf("; restores backup %s of %s, the newest copy", b.ID, b.Started.UTC().Format(time.RFC3339))
+	}
 }
 
 // BeginRemediation journals remediation a of step m for the tenant of row
@@ -136,18 +136,15 @@ func (e Executor) Retirement(ctx context.Context, ws string) (plan.Action, bool)
 		}
 		return plan.Action{}, false
 	}
-	a := plan.Action{Kind: plan.Retire, Workspace: ws, Account: r.Account, Droplet: r.Name, DropletID: r.ID, APICalls: plan.Retire.Info().APICalls,
-		Reason: "watchdog: the rebuilt droplet is healthy; the replaced one has no copy newer than its last sign of life: snapshot, then destroy"}
+	var newest *plan.BackupCopy
 	b, ok, err := e.Store.NewestBackupBy(ctx, ws, r.ID)
 	if err != nil {
 		e.Log.Error("read replaced droplet's backups failed; it is snapshotted before it is destroyed", "tenant", ws, "err", err)
 	}
-	if ok && !r.LastSeen.IsZero() && !b.Started.Before(r.LastSeen) {
-		a.Kind, a.APICalls = plan.Destroy, plan.Destroy.Info().APICalls
-		a.Reason = fmt.Sprintf("watchdog: the rebuilt droplet is healthy; retiring the one it replaced: backup %s taken %s is newer than its last sign of life %s",
-			b.ID, b.Started.UTC().Format(time.RFC3339), r.LastSeen.UTC().Format(time.RFC3339))
+	if ok {
+		newest = &plan.BackupCopy{ID: b.ID, DropletID: int(b.DropletID), Started: b.Started}
 	}
-	return a, true
+	return plan.RetireAction(plan.Replaced{Workspace: ws, ID: r.ID, Name: r.Name, Account: r.Account, LastSeen: r.LastSeen}, newest), true
 }
 
 // BeginRetire journals retirement a; false when it must not run now.
