@@ -38,6 +38,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Applier accepts every manifest when nil.
 	Applier Applier
+	// Backup turns on backups and restores (nil: none).
+	Backup *BackupConfig
 	// Probes report component health by component name ("n8n", "caddy",
 	// "postgres"); components without a probe are left out of heartbeats.
 	Probes map[string]Probe
@@ -86,6 +88,9 @@ type Agent struct {
 	// kick asks the heartbeat loop for a heartbeat now (after a manifest
 	// was accepted or rejected).
 	kick chan struct{}
+
+	// bk is the backup state (nil: backups are off).
+	bk *backups
 
 	mu          sync.Mutex
 	cred        string // the bearer credential in use
@@ -148,7 +153,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent metrics: %w", err)
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:     cfg,
 		client:  &Client{BaseURL: cfg.Bootstrap.ReconcilerURL, HTTP: cfg.HTTPClient},
 		trusted: trusted,
@@ -156,7 +161,12 @@ func New(cfg Config) (*Agent, error) {
 		metrics: m,
 		started: cfg.Now(),
 		kick:    make(chan struct{}, 1),
-	}, nil
+		bk:      newBackups(cfg.Backup, cfg.State.Dir()),
+	}
+	if a.bk != nil {
+		a.cfg.Applier = backupApplier{a: a, inner: cfg.Applier}
+	}
+	return a, nil
 }
 
 // CheckBootstrap checks what cloud-init gave the agent.
@@ -227,6 +237,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return a.pullLoop(gctx)
 	})
 	g.Go(func() error { return a.heartbeatLoop(gctx) })
+	if a.bk != nil {
+		g.Go(func() error { return a.backupLoop(gctx) })
+	}
 	return g.Wait()
 }
 
@@ -570,6 +583,7 @@ func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
 		AgentVersion:   a.cfg.Version,
 		Components:     map[string]schema.ComponentHealth{},
 		N8NStopped:     a.cfg.State.N8NStopped(a.cfg.Bootstrap.Workspace, a.cfg.DropletID),
+		Backup:         a.bk.report(),
 	}
 	a.mu.Lock()
 	hb.VerifyError, hb.ApplyError = a.verifyError, a.applyError
