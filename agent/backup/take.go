@@ -170,7 +170,8 @@ func dump(ctx context.Context, argv []string, w io.Writer, buf []byte) error {
 	var bad, copyErr error
 	killed := false
 	hdr := buf[:len(dumpMagic)]
-	switch n, err := io.ReadFull(out, hdr); {
+	n, err := io.ReadFull(out, hdr)
+	switch {
 	case err == nil && string(hdr) == dumpMagic:
 		if _, copyErr = w.Write(hdr); copyErr == nil {
 			_, copyErr = io.CopyBuffer(w, out, buf)
@@ -182,8 +183,8 @@ func dump(ctx context.Context, argv []string, w io.Writer, buf []byte) error {
 	default:
 		copyErr = err
 	}
-	if bad != nil || copyErr != nil {
-		cmd.Process.Kill()
+	if copyErr != nil || bad != nil && err == nil {
+		cmd.Process.Kill() // we stop reading: do not leave it blocked on a full pipe
 		killed = true
 	}
 	werr := cmd.Wait()
