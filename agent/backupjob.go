@@ -139,9 +139,7 @@ func (ba backupApplier) Apply(ctx context.Context, m *schema.Manifest, creds map
 	if err := ba.a.restoreFirst(ctx, m); err != nil {
 		return err
 	}
-	if err := ba.inner.Apply(ctx, m, creds); err != nil {
-		return err
-	}
+	// The policy first: an n8n upgrade in this apply backs up first.
 	b := ba.a.bk
 	b.mu.Lock()
 	changed := (b.policy == nil) != (m.Backup == nil) || (m.Backup != nil && b.policy.EverySeconds != m.Backup.EverySeconds)
@@ -153,7 +151,7 @@ func (ba backupApplier) Apply(ctx context.Context, m *schema.Manifest, creds map
 		default:
 		}
 	}
-	return nil
+	return ba.inner.Apply(ctx, m, creds)
 }
 
 // restoreFirst restores the backup m names, once. A transient failure
@@ -315,6 +313,29 @@ func (a *Agent) backupLoop(ctx context.Context) error {
 		}
 		a.heartbeatSoon()
 	}
+}
+
+// BackupBeforeUpgrade takes a backup now when the droplet's manifest asks
+// for backups (nil otherwise), for converge.Config.BeforeUpgrade: an n8n
+// upgrade waits until its tenant's data has a fresh copy.
+func (a *Agent) BackupBeforeUpgrade(ctx context.Context, from, to string) error {
+	if a.bk == nil {
+		return nil
+	}
+	a.bk.mu.Lock()
+	p := a.bk.policy
+	a.bk.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	a.log.Info("backup before the n8n upgrade", "from", from, "to", to)
+	if err := a.backupOnce(ctx, p); err != nil {
+		a.bk.mu.Lock()
+		a.bk.lastErr = err.Error()
+		a.bk.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // backupOnce takes one backup and uploads it: the reconciler records it

@@ -53,6 +53,10 @@ type Config struct {
 	Ask *caddy.Ask
 	// Runtime moves n8n to the manifest's version; nil leaves it alone.
 	Runtime Runtime
+	// BeforeUpgrade runs before n8n moves to another version (the agent
+	// takes a backup); its error stops the switch, which is tried again
+	// with the next apply. nil: nothing.
+	BeforeUpgrade func(ctx context.Context, from, to string) error
 	// Logger; default: discard.
 	Logger *slog.Logger
 	// ReadyTimeout bounds the wait for n8n's readiness in an Apply;
@@ -482,6 +486,11 @@ func (c *Converger) version(ctx context.Context, m *schema.Manifest) error {
 	}
 	if cur == m.N8N.Version {
 		return nil
+	}
+	if c.cfg.BeforeUpgrade != nil {
+		if err := c.cfg.BeforeUpgrade(ctx, cur, m.N8N.Version); err != nil {
+			return fmt.Errorf("n8n version %s: before the upgrade from %s: %w", m.N8N.Version, cur, err)
+		}
 	}
 	c.log.InfoContext(ctx, "switching n8n version", "from", cur, "to", m.N8N.Version)
 	c.forgetVersion()

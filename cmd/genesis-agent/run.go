@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"genesis.dev/fleet/agent"
+	"genesis.dev/fleet/agent/backup"
 	"genesis.dev/fleet/agent/caddy"
 	"genesis.dev/fleet/agent/converge"
 	"genesis.dev/fleet/agent/n8n"
@@ -94,6 +96,11 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	caddyBind := fs.String("caddy-bind", "", "`address` Caddy's listeners bind to (empty: every interface)")
 	caddyInternal := fs.Bool("caddy-internal-tls", false, "issue certificates from Caddy's internal CA instead of ACME (offline: the simulator's demo)")
 	n8nRuntime := fs.String("n8n-runtime", "compose", "how n8n is moved to the manifest's version: compose (docker compose, --compose-file) or none (n8n is run by something else, e.g. the simulator's emulator; the version is left alone)")
+	backups := fs.Bool("backups", true, "take backups and restore them when the manifest asks (false: never)")
+	backupDump := fs.String("backup-dump", "", "`command` (space-separated) that writes n8n's database as pg_dump -Fc to stdout (default: pg_dump in the compose stack's postgres service)")
+	backupRestore := fs.String("backup-restore", "", "`command` (space-separated) that restores a pg_dump -Fc archive from stdin (default: pg_restore --clean --if-exists --single-transaction in the compose stack's postgres service)")
+	n8nDataDir := fs.String("n8n-data-dir", "/var/lib/docker/volumes/genesis_n8n_data/_data", "n8n's data `directory`, backed up and restored with its database (empty: none)")
+	backupTmp := fs.String("backup-tmp", "", "`directory` for a backup while it uploads or restores (default: <state-dir>/backup-tmp; needs room for one backup)")
 	if err := parse(e, fs, args); err != nil {
 		return err
 	}
@@ -148,6 +155,9 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var (
+		ag        *agent.Agent // for the converger's backup before an n8n upgrade
+		bkStop    func(context.Context) error
+		bkStart   func(context.Context) error
 		applier   agent.Applier
 		probes    map[string]agent.Probe
 		n8nVer    func(context.Context) (string, error)
@@ -191,6 +201,10 @@ func runAgent(ctx context.Context, e env, args []string) error {
 		comp := &converge.Compose{File: *composeFile, Dir: dir, Ready: n8nClient.WaitReady}
 		if *n8nRuntime != "none" {
 			convCfg.Runtime = comp
+			bkStop, bkStart = comp.Stop, comp.Start
+		}
+		if *backups {
+			convCfg.BeforeUpgrade = func(ctx context.Context, from, to string) error { return ag.BackupBeforeUpgrade(ctx, from, to) }
 		}
 		conv, err := converge.New(convCfg)
 		if err != nil {
@@ -204,7 +218,18 @@ func runAgent(ctx context.Context, e env, args []string) error {
 		n8nVer = conv.N8NVersion
 		activity = conv.LastActivity
 	}
+	var bk *agent.BackupConfig
+	if *backups {
+		compose := "docker compose -p genesis -f " + *composeFile + " exec -T postgres "
+		bk = &agent.BackupConfig{
+			Source: backup.Source{Dump: strings.Fields(firstNonEmpty(*backupDump, compose+"pg_dump -Fc -U n8n n8n")), DataDir: *n8nDataDir},
+			Target: backup.Target{Restore: strings.Fields(firstNonEmpty(*backupRestore,
+				compose+"pg_restore --clean --if-exists --no-owner --single-transaction -U n8n -d n8n")), DataDir: *n8nDataDir},
+			TmpDir: *backupTmp, Stop: bkStop, Start: bkStart,
+		}
+	}
 	a, err := agent.New(agent.Config{
+		Backup:            bk,
 		Applier:           applier,
 		Probes:            probes,
 		N8NVersion:        n8nVer,
@@ -224,6 +249,7 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
+	ag = a
 	log.Info("starting", "component", "genesis-agent", "version", agentVersion(), "workspace", cfg.Workspace,
 		"droplet", id, "reconciler", cfg.ReconcilerURL, "state_dir", dir, "age_recipient", st.Keys().Recipient())
 
