@@ -16,13 +16,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"genesis.dev/fleet/agent/converge"
 	"genesis.dev/fleet/fakes/n8nemu"
 	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/internal/logflag"
+	"genesis.dev/fleet/internal/procgroup"
 )
 
 const dropletSimUsage = `Usage: genesis-demo droplet --caddy-bin PATH [--agent-bin PATH] [--disk DIR] [--bind IP] [--pid-log FILE] [-- AGENT-RUN-FLAGS...]
@@ -282,13 +282,7 @@ func (s *dropletSim) stop() {
 		if c == nil {
 			continue
 		}
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.done:
-		case <-time.After(s.grace):
-			_ = c.cmd.Process.Kill()
-			<-c.done
-		}
+		procgroup.Stop(c.cmd, c.done, s.grace)
 	}
 	if s.n8n != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
