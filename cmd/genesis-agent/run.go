@@ -237,33 +237,11 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		log.Info("serving metrics", "component", "genesis-agent", "addr", ln.Addr().String())
-		g.Go(func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("metrics: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
+		serve(gctx, g, "metrics", srv, ln)
 	}
 	if askServer != nil {
 		log.Info("serving caddy ask endpoint", "component", "genesis-agent", "addr", askLn.Addr().String())
-		g.Go(func() error {
-			if err := askServer.Serve(askLn); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("ask endpoint: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return askServer.Shutdown(sctx)
-		})
+		serve(gctx, g, "ask endpoint", askServer, askLn)
 	}
 	g.Go(func() error {
 		err := a.Run(gctx)
@@ -345,4 +323,21 @@ func firstNonEmpty(vs ...string) string {
 		}
 	}
 	return ""
+}
+
+// serve adds srv, serving on ln, to g: it serves until ctx (g's) ends, then
+// shuts down, giving its requests 5s.
+func serve(ctx context.Context, g *errgroup.Group, name string, srv *http.Server, ln net.Listener) {
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
 }
