@@ -2,6 +2,7 @@ package schema
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -71,4 +72,21 @@ type errorf struct {
 
 func (c *errorf) at(p Pos, format string, args ...any) {
 	c.errs = append(c.errs, Error{File: c.file, Line: p.Line, Col: p.Col, Message: fmt.Sprintf(format, args...)})
+}
+
+// itemKey judges the field of list item p that names the item (an
+// account's name, a credential's name, a workflow's template): it is
+// required, matches re (want says how, after the quoted value), and is not
+// a name an earlier item took (seen; noun names the item). It adds the name
+// to seen.
+func itemKey(at func(path, format string, args ...any), p, field, v string, re *regexp.Regexp, want, noun string, seen map[string]bool) {
+	switch {
+	case v == "":
+		at(p, "%s.%s is required", p, field)
+	case !re.MatchString(v):
+		at(p+"."+field, "%s.%s: %q %s", p, field, v, want)
+	case seen[v]:
+		at(p+"."+field, "%s.%s: %s %q is declared twice", p, field, noun, v)
+	}
+	seen[v] = true
 }

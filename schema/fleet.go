@@ -186,15 +186,7 @@ func (f *Fleet) validate(c *errorf) {
 	names := map[string]bool{}
 	for i, a := range s.Accounts {
 		p := fmt.Sprintf("spec.accounts[%d]", i)
-		switch {
-		case a.Name == "":
-			at(p, "%s.name is required", p)
-		case !accountName.MatchString(a.Name):
-			at(p+".name", "%s.name: %q must be 1-40 characters of a-z, 0-9 and -", p, a.Name)
-		case names[a.Name]:
-			at(p+".name", "%s.name: account %q is declared twice", p, a.Name)
-		}
-		names[a.Name] = true
+		itemKey(at, p, "name", a.Name, accountName, "must be 1-40 characters of a-z, 0-9 and -", "account", names)
 		if len(a.Regions) == 0 {
 			at(p, "%s.regions: at least one region is required", p)
 		}

@@ -39,7 +39,7 @@ func ParseTemplate(file, name string, data []byte) (*Template, Errors) {
 		return nil, c.errs
 	}
 	if !itemName.MatchString(name) {
-		c.at(Pos{}, "template name %q must be 1-63 characters of a-z, 0-9 and -", name)
+		c.at(Pos{}, "template name %q %s", name, itemNameWant)
 	}
 	var wf struct {
 		Name        *string           `json:"name"`

@@ -105,6 +105,9 @@ var (
 	paramName       = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
 )
 
+// itemNameWant is what itemName asks of a name.
+const itemNameWant = "must be 1-63 characters of a-z, 0-9 and -"
+
 // IDFromPath is the tenant id a file at p must declare: its base name
 // without the .yaml or .yml extension.
 func IDFromPath(p string) string {
@@ -205,15 +208,7 @@ func (t *Tenant) validate(c *errorf, wantID string) {
 	creds := map[string]bool{}
 	for i, cr := range s.Credentials {
 		p := fmt.Sprintf("spec.credentials[%d]", i)
-		switch {
-		case cr.Name == "":
-			at(p, "%s.name is required", p)
-		case !itemName.MatchString(cr.Name):
-			at(p+".name", "%s.name: %q must be 1-63 characters of a-z, 0-9 and -", p, cr.Name)
-		case creds[cr.Name]:
-			at(p+".name", "%s.name: credential %q is declared twice", p, cr.Name)
-		}
-		creds[cr.Name] = true
+		itemKey(at, p, "name", cr.Name, itemName, itemNameWant, "credential", creds)
 		switch {
 		case cr.Type == "":
 			at(p, "%s.type is required (an n8n credential type such as gmailOAuth2)", p)
@@ -229,15 +224,7 @@ func (t *Tenant) validate(c *errorf, wantID string) {
 	wfs := map[string]bool{}
 	for i, w := range s.Workflows {
 		p := fmt.Sprintf("spec.workflows[%d]", i)
-		switch {
-		case w.Template == "":
-			at(p, "%s.template is required", p)
-		case !itemName.MatchString(w.Template):
-			at(p+".template", "%s.template: %q must be 1-63 characters of a-z, 0-9 and -", p, w.Template)
-		case wfs[w.Template]:
-			at(p+".template", "%s.template: workflow %q is declared twice", p, w.Template)
-		}
-		wfs[w.Template] = true
+		itemKey(at, p, "template", w.Template, itemName, itemNameWant, "workflow", wfs)
 		for _, ph := range sortedKeys(w.Credentials) {
 			kp := p + ".credentials." + ph
 			if !placeholderName.MatchString(ph) {

@@ -11,71 +11,40 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"runtime/debug"
-	"syscall"
 
 	"genesis.dev/fleet/internal/cliexit"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(cliexit.Code("genesis-agent", err, os.Stderr))
+func main() { cliexit.Main("genesis-agent", program.Run) }
+
+// program is genesis-agent: its commands and usage.
+var program = cliexit.Commands{
+	Name:  "genesis-agent",
+	Usage: usageText,
+	List: []cliexit.Command{
+		{Name: "run", Summary: "enroll, then pull and apply manifests and send heartbeats", Run: runAgent},
+		{Name: "keys", Summary: "make the droplet's keys in a state directory if missing; print\nthe age recipient and the ed25519 public key", Run: runKeys},
+		{Name: "verify", Summary: "judge one manifest envelope (stdin) exactly as run does; record\nit in the state directory if accepted", Run: runVerify},
+		{Name: "version", Summary: "print the agent's version", Run: func(_ context.Context, e cliexit.Env, _ []string) error {
+			fmt.Fprintln(e.Stdout, agentVersion())
+			return nil
+		}},
+	},
 }
 
 const usageText = `Usage: genesis-agent COMMAND [flags]
 
 Commands:
-  run      enroll, then pull and apply manifests and send heartbeats
-  keys     make the droplet's keys in a state directory if missing; print
-           the age recipient and the ed25519 public key
-  verify   judge one manifest envelope (stdin) exactly as run does; record
-           it in the state directory if accepted
-  version  print the agent's version
-
+%s
 Run "genesis-agent COMMAND --help" for a command's flags.
 `
 
-// env is what every subcommand gets.
-type env struct {
-	getenv func(string) string
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-}
-
-func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	e := env{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usageText)
-		return &cliexit.Error{Code: 2}
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usageText)
-		return nil
-	case "run":
-		return runAgent(ctx, e, args[1:])
-	case "keys":
-		return runKeys(e, args[1:])
-	case "verify":
-		return runVerify(ctx, e, args[1:])
-	case "version":
-		fmt.Fprintln(stdout, agentVersion())
-		return nil
-	}
-	fmt.Fprint(stderr, usageText)
-	return cliexit.Usage("unknown command %q", args[0])
-}
-
 // newFlags makes a subcommand's flag set. The flag package's own usage
 // printing is off: parse prints the usage where it belongs.
-func newFlags(e env, name, usage string) *cmdFlags {
+func newFlags(e cliexit.Env, name, usage string) *cmdFlags {
 	fs := flag.NewFlagSet("genesis-agent "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(e.Stderr)
 	fs.Usage = func() {}
 	return &cmdFlags{FlagSet: fs, usage: usage}
 }
@@ -96,13 +65,13 @@ func (fs *cmdFlags) printUsage(w io.Writer) {
 
 // parse parses a subcommand's flags; --help prints the usage to stdout, a
 // mistake prints it to stderr (exit status 2).
-func parse(e env, fs *cmdFlags, args []string) error {
+func parse(e cliexit.Env, fs *cmdFlags, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.printUsage(e.stdout)
+			fs.printUsage(e.Stdout)
 			return flag.ErrHelp
 		}
-		fs.printUsage(e.stderr)
+		fs.printUsage(e.Stderr)
 		return &cliexit.Error{Code: 2}
 	}
 	if fs.NArg() > 0 {

@@ -69,7 +69,7 @@ is given, which only the demo and tests should do. The reconciler's
 certificate is checked against the system's roots; $SSL_CERT_FILE (a PEM
 bundle) or $SSL_CERT_DIR replace them, e.g. with a private CA.`
 
-func runAgent(ctx context.Context, e env, args []string) error {
+func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	fs := newFlags(e, "run", runUsage)
 	configPath := fs.String("config", "", "agent config JSON `file` (default "+schema.AgentConfigPath+")")
 	userData := fs.String("user-data", "", "cloud-config `file` holding the agent config in write_files")
@@ -80,10 +80,10 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	pollWait := fs.Duration("poll-wait", 30*time.Second, "long-poll wait of manifest requests")
 	skew := fs.Duration("max-clock-skew", agent.DefaultMaxClockSkew, "how far in the future a manifest's issued_at may be")
 	retryMax := fs.Duration("retry-max", time.Minute, "longest wait between retries")
-	metricsListen := fs.String("metrics-listen", e.getenv("GENESIS_AGENT_METRICS_LISTEN"), "`address` to serve /metrics on (off when empty)")
+	metricsListen := fs.String("metrics-listen", e.Getenv("GENESIS_AGENT_METRICS_LISTEN"), "`address` to serve /metrics on (off when empty)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
-	insecureHTTP := fs.Bool("insecure-http", e.getenv("GENESIS_AGENT_INSECURE_HTTP") == "true",
+	insecureHTTP := fs.Bool("insecure-http", e.Getenv("GENESIS_AGENT_INSECURE_HTTP") == "true",
 		"allow a plain http:// reconciler URL (demo and tests only; $GENESIS_AGENT_INSECURE_HTTP=true)")
 	doConverge := fs.Bool("converge", true, "apply manifests to n8n, Caddy and docker compose (false: accept them only, e.g. under the simulator)")
 	n8nURL := fs.String("n8n-url", "http://127.0.0.1:5678", "n8n's base `URL`")
@@ -104,7 +104,7 @@ func runAgent(ctx context.Context, e env, args []string) error {
 	if err := parse(e, fs, args); err != nil {
 		return err
 	}
-	log, err := logflag.New(e.stderr, *logFormat, *logLevel)
+	log, err := logflag.New(e.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return cliexit.Usage("%v", err)
 	}
@@ -136,7 +136,7 @@ func runAgent(ctx context.Context, e env, args []string) error {
 		log.Warn("--insecure-http: a plain http reconciler URL is allowed; token, credential and manifests may cross the network in the clear", "component", "genesis-agent")
 	}
 	dir := resolveStateDir(e, *stateDir)
-	id := firstNonEmpty(*dropletID, e.getenv("GENESIS_AGENT_DROPLET_ID"), e.getenv("DOSIM_DROPLET_ID"))
+	id := firstNonEmpty(*dropletID, e.Getenv("GENESIS_AGENT_DROPLET_ID"), e.Getenv("DOSIM_DROPLET_ID"))
 	if id == "" {
 		id, err = agent.DropletIDFromMetadata(ctx, nil, *metadataURL, 10)
 		if err != nil {
@@ -263,33 +263,11 @@ func runAgent(ctx context.Context, e env, args []string) error {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		log.Info("serving metrics", "component", "genesis-agent", "addr", ln.Addr().String())
-		g.Go(func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("metrics: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
+		serve(gctx, g, "metrics", srv, ln)
 	}
 	if askServer != nil {
 		log.Info("serving caddy ask endpoint", "component", "genesis-agent", "addr", askLn.Addr().String())
-		g.Go(func() error {
-			if err := askServer.Serve(askLn); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("ask endpoint: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return askServer.Shutdown(sctx)
-		})
+		serve(gctx, g, "ask endpoint", askServer, askLn)
 	}
 	g.Go(func() error {
 		err := a.Run(gctx)
@@ -307,14 +285,14 @@ func runAgent(ctx context.Context, e env, args []string) error {
 }
 
 // loadConfig reads the agent config from the flag, env or default source.
-func loadConfig(e env, configPath, userData string) (schema.AgentConfig, error) {
+func loadConfig(e cliexit.Env, configPath, userData string) (schema.AgentConfig, error) {
 	if configPath != "" && userData != "" {
 		return schema.AgentConfig{}, cliexit.Usage("run: give --config or --user-data, not both")
 	}
 	if configPath == "" && userData == "" {
-		configPath = e.getenv("GENESIS_AGENT_CONFIG")
+		configPath = e.Getenv("GENESIS_AGENT_CONFIG")
 		if configPath == "" {
-			userData = firstNonEmpty(e.getenv("GENESIS_AGENT_USER_DATA"), e.getenv("DOSIM_USER_DATA_FILE"))
+			userData = firstNonEmpty(e.Getenv("GENESIS_AGENT_USER_DATA"), e.Getenv("DOSIM_USER_DATA_FILE"))
 		}
 		if configPath == "" && userData == "" {
 			configPath = schema.AgentConfigPath
@@ -342,21 +320,21 @@ func loadConfig(e env, configPath, userData string) (schema.AgentConfig, error) 
 	return cfg, nil
 }
 
-func resolveStateDir(e env, flagValue string) string {
+func resolveStateDir(e cliexit.Env, flagValue string) string {
 	if flagValue != "" {
 		return flagValue
 	}
-	if d := e.getenv("GENESIS_AGENT_STATE_DIR"); d != "" {
+	if d := e.Getenv("GENESIS_AGENT_STATE_DIR"); d != "" {
 		return d
 	}
-	if d := e.getenv("DOSIM_DISK_DIR"); d != "" {
+	if d := e.Getenv("DOSIM_DISK_DIR"); d != "" {
 		return filepath.Join(d, "genesis-agent")
 	}
 	return "/var/lib/genesis-agent"
 }
 
-func envDuration(e env, name string, def time.Duration) time.Duration {
-	if v := e.getenv(name); v != "" {
+func envDuration(e cliexit.Env, name string, def time.Duration) time.Duration {
+	if v := e.Getenv(name); v != "" {
 		if d, err := time.ParseDuration(v); err == nil {
 			return d
 		}
@@ -371,4 +349,21 @@ func firstNonEmpty(vs ...string) string {
 		}
 	}
 	return ""
+}
+
+// serve adds srv, serving on ln, to g: it serves until ctx (g's) ends, then
+// shuts down, giving its requests 5s.
+func serve(ctx context.Context, g *errgroup.Group, name string, srv *http.Server, ln net.Listener) {
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
 }

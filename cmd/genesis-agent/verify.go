@@ -21,7 +21,7 @@ Makes the droplet's age X25519 identity and ed25519 key in DIR (files 0600)
 if they are missing, and prints the age recipient (first line) and the
 ed25519 public key (PKIX PEM). The private halves never leave DIR.`
 
-func runKeys(e env, args []string) error {
+func runKeys(_ context.Context, e cliexit.Env, args []string) error {
 	fs := newFlags(e, "keys", keysUsage)
 	dir := fs.String("state-dir", "", "state `directory` (required)")
 	if err := parse(e, fs, args); err != nil {
@@ -42,8 +42,8 @@ func runKeys(e env, args []string) error {
 			return err
 		}
 	}
-	fmt.Fprintln(e.stdout, keys.Recipient())
-	fmt.Fprint(e.stdout, keys.PublicKeyPEM())
+	fmt.Fprintln(e.Stdout, keys.Recipient())
+	fmt.Fprint(e.Stdout, keys.PublicKeyPEM())
 	return nil
 }
 
@@ -69,7 +69,7 @@ func (k *keyFiles) Set(v string) error {
 	return nil
 }
 
-func runVerify(ctx context.Context, e env, args []string) error {
+func runVerify(ctx context.Context, e cliexit.Env, args []string) error {
 	fs := newFlags(e, "verify", verifyUsage)
 	var keys keyFiles
 	fs.Var(&keys, "trusted-key", "PKIX PEM ed25519 public key `file` manifests may be signed with (repeatable)")
@@ -111,7 +111,7 @@ func runVerify(ctx context.Context, e env, args []string) error {
 	}
 	// Read one byte past the limit so an oversized envelope is seen as
 	// such, never buffered whole.
-	envelope, err := io.ReadAll(io.LimitReader(e.stdin, schema.MaxEnvelopeSize+1))
+	envelope, err := io.ReadAll(io.LimitReader(e.Stdin, schema.MaxEnvelopeSize+1))
 	if err != nil {
 		return fmt.Errorf("read envelope: %w", err)
 	}
@@ -135,8 +135,8 @@ func runVerify(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	if v.Unchanged {
-		fmt.Fprintf(e.stderr, "genesis-agent: version %d is already applied (same bytes)\n", v.Manifest.Version)
+		fmt.Fprintf(e.Stderr, "genesis-agent: version %d is already applied (same bytes)\n", v.Manifest.Version)
 	}
-	fmt.Fprintln(e.stdout, v.Manifest.Version)
+	fmt.Fprintln(e.Stdout, v.Manifest.Version)
 	return nil
 }

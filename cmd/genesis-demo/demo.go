@@ -72,8 +72,8 @@ The droplets' binaries (genesis-demo, genesis-agent) are taken from --bin
 (default: beside this genesis-demo binary; make demo builds them into bin/);
 Caddy from --caddy (make caddy builds it).`
 
-func runDemo(ctx context.Context, e env, args []string) error {
-	fs := newFlags(e, "demo", demoUsage)
+func runDemo(ctx context.Context, e cliexit.Env, args []string) error {
+	fs := e.Flags("demo", demoUsage)
 	dir := fs.String("state", "state-example", "state repository to run the demo on")
 	once := fs.Bool("once", false, "run the story once and exit (for CI)")
 	bin := fs.String("bin", "", "directory holding genesis-demo and genesis-agent, which droplets run (default: beside this binary)")
@@ -83,7 +83,7 @@ func runDemo(ctx context.Context, e env, args []string) error {
 	action := fs.Duration("action-delay", 2*time.Second, "simulated DigitalOcean action time (power off, snapshot)")
 	timeout := fs.Duration("step-timeout", 3*time.Minute, "how long one step may take before the demo gives up")
 	caddyBin := fs.String("caddy", filepath.Join(".cache", "caddy", "v2.11.9", "caddy"), "the Caddy `binary` every simulated droplet runs (make caddy builds it)")
-	pos, err := parse(e, fs, args)
+	pos, err := e.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -94,14 +94,14 @@ func runDemo(ctx context.Context, e env, args []string) error {
 		return cliexit.Usage("--state %s: not a directory", *dir)
 	}
 	repo := schema.LoadDir(os.DirFS(*dir))
-	fmt.Fprintf(e.stdout, "== Genesis demo on %s\n\n", *dir)
+	fmt.Fprintf(e.Stdout, "== Genesis demo on %s\n\n", *dir)
 	if len(repo.Errors) > 0 {
 		for _, er := range repo.Errors {
-			fmt.Fprintln(e.stderr, er.Error())
+			fmt.Fprintln(e.Stderr, er.Error())
 		}
 		return fmt.Errorf("the state repository %s is invalid (%d errors)", *dir, len(repo.Errors))
 	}
-	printDeclared(e.stdout, repo)
+	printDeclared(e.Stdout, repo)
 	if *bin == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -122,7 +122,7 @@ func runDemo(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	d := &demo{e: e, bin: *bin, caddy: caddyAbs, stateSrc: *dir, fleet: repo.Fleet, boot: *boot, action: *action, timeout: *timeout,
-		heartbeat: *heartbeat, start: time.Now(), tty: isTerminal(e.stdout)}
+		heartbeat: *heartbeat, start: time.Now(), tty: isTerminal(e.Stdout)}
 	if *work == "" {
 		tmp, err := os.MkdirTemp("", "genesis-demo-")
 		if err != nil {
@@ -137,7 +137,7 @@ func runDemo(ctx context.Context, e env, args []string) error {
 		err = d.story(ctx)
 	}
 	if err == nil && !*once {
-		fmt.Fprintf(e.stdout, "\nEverything keeps running; press Ctrl-C to stop and clean up.\n")
+		fmt.Fprintf(e.Stdout, "\nEverything keeps running; press Ctrl-C to stop and clean up.\n")
 		<-ctx.Done()
 	}
 	return errors.Join(err, d.cleanUp())
@@ -146,7 +146,7 @@ func runDemo(ctx context.Context, e env, args []string) error {
 // cleanUp stops everything and checks that no process the demo (or a
 // droplet) started is left.
 func (d *demo) cleanUp() error {
-	fmt.Fprintln(d.e.stdout)
+	fmt.Fprintln(d.e.Stdout)
 	d.say("stopping every process the demo started")
 	d.stop()
 	alive, n, err := localfleet.Leftovers(d.pidLog())
@@ -184,7 +184,7 @@ func printDeclared(w io.Writer, repo *schema.Repo) {
 
 // demo is the running demo: the processes it started and where.
 type demo struct {
-	e            env
+	e            cliexit.Env
 	bin, work    string
 	caddy        string
 	tty          bool
@@ -211,10 +211,10 @@ type demo struct {
 
 func (d *demo) say(format string, args ...any) {
 	if d.shown {
-		fmt.Fprint(d.e.stdout, "\r\033[K")
+		fmt.Fprint(d.e.Stdout, "\r\033[K")
 		d.shown = false
 	}
-	fmt.Fprintf(d.e.stdout, "[%6.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
+	fmt.Fprintf(d.e.Stdout, "[%6.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
 func (d *demo) up(ctx context.Context) error {
@@ -269,7 +269,7 @@ func (d *demo) up(ctx context.Context) error {
 	d.api = strings.TrimSuffix(d.local.URL, "/")
 	d.client = client.New(d.api, d.token, nil)
 	d.say("reconciler API at %s", d.api)
-	fmt.Fprintln(d.e.stdout)
+	fmt.Fprintln(d.e.Stdout)
 	var want []string
 	repo := schema.LoadDir(os.DirFS(d.repo))
 	if len(repo.Errors) > 0 {
@@ -322,7 +322,7 @@ func (d *demo) commitStep(title string, edit func() error, done func(api.Fleet) 
 }
 
 func (d *demo) story(ctx context.Context) error {
-	fmt.Fprintf(d.e.stdout, "\n== The story\n\n")
+	fmt.Fprintf(d.e.Stdout, "\n== The story\n\n")
 	running := d.runningTenants()
 	if len(running) < 2 {
 		return fmt.Errorf("the story needs two running tenants in %s, found %d", d.stateSrc, len(running))
@@ -379,8 +379,8 @@ func (d *demo) story(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(d.e.stdout, "\n== The fleet\n\n")
-	tw := tabwriter.NewWriter(d.e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(d.e.Stdout, "\n== The fleet\n\n")
+	tw := tabwriter.NewWriter(d.e.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TENANT\tDESIRED\tLIFECYCLE\tDROPLET\tACCOUNT\tIP\tMANIFEST\tHEARTBEAT\tSNAPSHOT")
 	now := time.Now()
 	for _, t := range f.Tenants {
@@ -396,9 +396,9 @@ func (d *demo) story(ctx context.Context) error {
 	}
 	tw.Flush()
 	for _, o := range f.Orphans {
-		fmt.Fprintf(d.e.stdout, "orphan: %s %s in %s: %s\n", o.Workspace, o.Droplet, o.Account, o.Reason)
+		fmt.Fprintf(d.e.Stdout, "orphan: %s %s in %s: %s\n", o.Workspace, o.Droplet, o.Account, o.Reason)
 	}
-	fmt.Fprintf(d.e.stdout, "\nFleet:   %s/v1/fleet\nMetrics: %s/metrics\nLogs:    %s\n", d.api, d.api, d.work)
+	fmt.Fprintf(d.e.Stdout, "\nFleet:   %s/v1/fleet\nMetrics: %s/metrics\nLogs:    %s\n", d.api, d.api, d.work)
 	return nil
 }
 
@@ -614,7 +614,7 @@ func (d *demo) progress(ctx context.Context, f api.Fleet, force bool) {
 	line := progressLine(f, beats, now)
 	switch {
 	case d.tty:
-		fmt.Fprintf(d.e.stdout, "\r\033[K[%6.1fs] %s", time.Since(d.start).Seconds(), line)
+		fmt.Fprintf(d.e.Stdout, "\r\033[K[%6.1fs] %s", time.Since(d.start).Seconds(), line)
 		d.shown = true
 	case line != d.lastLine:
 		d.say("%s", line)

@@ -16,15 +16,15 @@ free port, prints DATABASE_URL=... and runs until interrupted, then stops it.
 With --dir the data directory is kept in DIR; otherwise it is a temporary
 directory removed on exit. For development and the demo only.`
 
-func runDevDB(ctx context.Context, e env, args []string) error {
-	fs := newFlags(e, "devdb", devDBUsage)
+func runDevDB(ctx context.Context, e cliexit.Env, args []string) error {
+	fs := e.Flags("devdb", devDBUsage)
 	dir := fs.String("dir", "", "keep the cluster's data in this directory (default: a temporary one)")
-	pos, err := parse(e, fs, args)
+	pos, err := e.Parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		return cliexit.Usage("devdb takes no arguments, got %q", pos)
 	}
-	return pgserver.RunDev(ctx, e.stdout, *dir)
+	return pgserver.RunDev(ctx, e.Stdout, *dir)
 }

@@ -16,14 +16,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"genesis.dev/fleet/agent/converge"
 	"genesis.dev/fleet/fakes/n8nemu"
-	"genesis.dev/fleet/internal/logflag"
-
 	"genesis.dev/fleet/internal/cliexit"
+	"genesis.dev/fleet/internal/logflag"
+	"genesis.dev/fleet/internal/procgroup"
 )
 
 const dropletSimUsage = `Usage: genesis-demo droplet --caddy-bin PATH [--agent-bin PATH] [--disk DIR] [--bind IP] [--pid-log FILE] [-- AGENT-RUN-FLAGS...]
@@ -82,8 +81,8 @@ type dropletInfo struct {
 	AgentPID   int    `json:"agent_pid"`
 }
 
-func runDropletSim(ctx context.Context, e env, args []string) error {
-	fs := newFlags(e, "droplet-sim", dropletSimUsage)
+func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
+	fs := e.Flags("droplet-sim", dropletSimUsage)
 	caddyBin := fs.String("caddy-bin", "", "the Caddy `binary` to run (make caddy builds it)")
 	agentBin := fs.String("agent-bin", "", "the genesis-agent `binary` (default: beside this binary)")
 	disk := fs.String("disk", "", "the droplet's disk `directory` (default $DOSIM_DISK_DIR)")
@@ -96,14 +95,14 @@ func runDropletSim(ctx context.Context, e env, args []string) error {
 	if i := slices.Index(args, "--"); i >= 0 {
 		args, agentArgs = args[:i], args[i+1:]
 	}
-	pos, err := parse(e, fs, args)
+	pos, err := e.Parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		return cliexit.Usage("droplet-sim: unexpected arguments %q (agent flags go after --)", pos)
 	}
-	base, err := logflag.New(e.stderr, *logFormat, *logLevel)
+	base, err := logflag.New(e.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return cliexit.Usage("droplet-sim: %v", err)
 	}
@@ -119,13 +118,13 @@ func runDropletSim(ctx context.Context, e env, args []string) error {
 		*agentBin = filepath.Join(filepath.Dir(exe), "genesis-agent")
 	}
 	if *disk == "" {
-		*disk = e.getenv("DOSIM_DISK_DIR")
+		*disk = e.Getenv("DOSIM_DISK_DIR")
 	}
 	if *disk == "" {
 		return cliexit.Usage("droplet-sim: --disk or $DOSIM_DISK_DIR is required")
 	}
 	if *bind == "" {
-		*bind = firstNonEmpty(e.getenv("DOSIM_DROPLET_IP"), "127.0.0.1")
+		*bind = firstNonEmpty(e.Getenv("DOSIM_DROPLET_IP"), "127.0.0.1")
 	}
 	if ip := net.ParseIP(*bind); ip == nil || !ip.IsLoopback() {
 		return cliexit.Usage("droplet-sim: --bind %q: want a loopback IP address", *bind)
@@ -135,8 +134,8 @@ func runDropletSim(ctx context.Context, e env, args []string) error {
 			return cliexit.Usage("droplet-sim: %s %s: not an executable file", b.flag, b.path)
 		}
 	}
-	s := &dropletSim{log: log, stderr: e.stderr, grace: *grace, pidLog: *pidLog,
-		info: dropletInfo{DropletID: e.getenv("DOSIM_DROPLET_ID"), IP: *bind, PID: os.Getpid()}}
+	s := &dropletSim{log: log, stderr: e.Stderr, grace: *grace, pidLog: *pidLog,
+		info: dropletInfo{DropletID: e.Getenv("DOSIM_DROPLET_ID"), IP: *bind, PID: os.Getpid()}}
 	if s.pidLog != "" {
 		if err := appendLine(s.pidLog, fmt.Sprintf("%d droplet-sim %s", s.info.PID, s.info.DropletID)); err != nil {
 			log.Warn("pid log", "err", err)
@@ -144,7 +143,7 @@ func runDropletSim(ctx context.Context, e env, args []string) error {
 	}
 	// Like cloud-init, keep the user data on the droplet's disk
 	// (/var/lib/cloud/instance/user-data.txt on a real one; 0600).
-	if ud := e.getenv("DOSIM_USER_DATA_FILE"); ud != "" {
+	if ud := e.Getenv("DOSIM_USER_DATA_FILE"); ud != "" {
 		if b, err := os.ReadFile(ud); err == nil {
 			if err := os.WriteFile(filepath.Join(*disk, "user-data.txt"), b, 0o600); err != nil {
 				log.Warn("keep user data on the disk", "err", err)
@@ -283,13 +282,7 @@ func (s *dropletSim) stop() {
 		if c == nil {
 			continue
 		}
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.done:
-		case <-time.After(s.grace):
-			_ = c.cmd.Process.Kill()
-			<-c.done
-		}
+		procgroup.Stop(c.cmd, c.done, s.grace)
 	}
 	if s.n8n != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)

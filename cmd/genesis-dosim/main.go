@@ -11,11 +11,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -25,12 +22,7 @@ import (
 	"genesis.dev/fleet/internal/logflag"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(cliexit.Code("genesis-dosim", err, os.Stderr))
-}
+func main() { cliexit.Main("genesis-dosim", cliexit.Runner(run)) }
 
 // accountsFlag collects raw --account values; they are parsed after flag
 // parsing so that an error never echoes a token (the flag package quotes

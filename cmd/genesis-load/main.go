@@ -19,21 +19,6 @@
 // a running reconciler instead (loopback only).
 package main
 
-import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
+import "genesis.dev/fleet/internal/cliexit"
 
-	"genesis.dev/fleet/internal/cliexit"
-)
-
-func main() { os.Exit(mainStatus(os.Args[1:])) }
-
-// mainStatus runs the command and returns its exit status.
-func mainStatus(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, args, os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	return cliexit.Code("genesis-load", err, os.Stderr)
-}
+func main() { cliexit.Main("genesis-load", cliexit.Runner(run)) }

@@ -25,7 +25,7 @@ import (
 // subprocess run re-executes it.
 func TestMain(m *testing.M) {
 	if os.Getenv(serveEnv) == "1" {
-		os.Exit(mainStatus(os.Args[1:]))
+		os.Exit(cliexit.Status("genesis-load", cliexit.Runner(run), os.Args[1:]))
 	}
 	os.Exit(m.Run())
 }

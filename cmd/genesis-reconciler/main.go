@@ -9,10 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,12 +23,7 @@ import (
 	"genesis.dev/fleet/reconciler/store"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(cliexit.Code("genesis-reconciler", err, os.Stderr))
-}
+func main() { cliexit.Main("genesis-reconciler", cliexit.Runner(run)) }
 
 const usage = `Usage: genesis-reconciler [flags]
 

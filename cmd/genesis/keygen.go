@@ -30,11 +30,11 @@ signing:  makes an ed25519 manifest-signing key: FILE holds the private key
 
 An existing FILE is never overwritten unless --force is given.`
 
-func runKeygen(ctx context.Context, e env, args []string) error {
-	fs := newFlags(e, "keygen", keygenUsage)
+func runKeygen(ctx context.Context, e cliexit.Env, args []string) error {
+	fs := e.Flags("keygen", keygenUsage)
 	out := fs.String("out", "", "file to write the private key to (required)")
 	force := fs.Bool("force", false, "overwrite an existing file")
-	pos, err := parse(e, fs, args)
+	pos, err := e.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -54,8 +54,8 @@ func runKeygen(ctx context.Context, e env, args []string) error {
 		if err := writeSecret(*out, []byte(body), *force); err != nil {
 			return err
 		}
-		fmt.Fprintln(e.stdout, id.Recipient())
-		fmt.Fprintf(e.stderr, "wrote age identity to %s\n", *out)
+		fmt.Fprintln(e.Stdout, id.Recipient())
+		fmt.Fprintf(e.Stderr, "wrote age identity to %s\n", *out)
 		return nil
 	case "signing":
 		pub, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -82,8 +82,8 @@ func runKeygen(ctx context.Context, e env, args []string) error {
 		if err := os.WriteFile(*out+".pub", pubPEM, 0o644); err != nil {
 			return err
 		}
-		e.stdout.Write(pubPEM)
-		fmt.Fprintf(e.stderr, "wrote signing key to %s and public key to %s.pub\n", *out, *out)
+		e.Stdout.Write(pubPEM)
+		fmt.Fprintf(e.Stderr, "wrote signing key to %s and public key to %s.pub\n", *out, *out)
 		return nil
 	default:
 		return cliexit.Usage("keygen: unknown kind %q (age or signing)", pos[0])

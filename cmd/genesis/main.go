@@ -4,18 +4,35 @@
 // binary of its own, genesis-demo).
 package main
 
-import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
+import "genesis.dev/fleet/internal/cliexit"
 
-	"genesis.dev/fleet/internal/cliexit"
-)
+func main() { cliexit.Main("genesis", program.Run) }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(cliexit.Code("genesis", err, os.Stderr))
+// program is genesis: its commands and usage.
+var program = cliexit.Commands{
+	Name:  "genesis",
+	Usage: mainUsage,
+	List:  commands(),
 }
+
+func commands() []cliexit.Command {
+	return []cliexit.Command{
+		{Name: "validate", Summary: "check a state repository: every file, every rule, file:line:col errors", Run: runValidate},
+		{Name: "seal", Summary: "encrypt a credential (stdin) to the fleet's age recipients", Run: runSeal},
+		{Name: "plan", Summary: "show what merging a state repository would do: actions, cost, API calls", Run: runPlan},
+		{Name: "keygen", Summary: "make an age identity or an ed25519 manifest-signing key", Run: runKeygen},
+		{Name: "token", Summary: "make an API token and its line for the reconciler's --tokens file", Run: runToken},
+	}
+}
+
+const mainUsage = `genesis is the admin CLI of Genesis fleet control.
+
+Usage:
+  genesis <command> [flags] [args]
+
+Commands:
+%s
+Run 'genesis <command> --help' for a command's flags.
+
+Exit status: 0 success, 1 failure (for validate: invalid files), 2 usage error.
+`

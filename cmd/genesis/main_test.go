@@ -27,7 +27,7 @@ import (
 func cli(t *testing.T, stdin string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	err := run(context.Background(), args, func(string) string { return "" }, strings.NewReader(stdin), &out, &errb)
+	err := program.Run(context.Background(), args, cliexit.Env{Getenv: func(string) string { return "" }, Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb})
 	return cliexit.Code("genesis", err, &errb), out.String(), errb.String()
 }
 
@@ -138,13 +138,13 @@ func TestHelpOnEveryCommand(t *testing.T) {
 		t.Fatalf("genesis --help: exit %d, output %q", code, out)
 	}
 	for _, c := range commands() {
-		t.Run(c.name, func(t *testing.T) {
-			code, out, errOut := cli(t, "", c.name, "--help")
+		t.Run(c.Name, func(t *testing.T) {
+			code, out, errOut := cli(t, "", c.Name, "--help")
 			if code != 0 || !strings.Contains(out, "Usage") || errOut != "" {
-				t.Errorf("genesis %s --help: exit %d, stdout %q, stderr %q", c.name, code, out, errOut)
+				t.Errorf("genesis %s --help: exit %d, stdout %q, stderr %q", c.Name, code, out, errOut)
 			}
-			if !strings.Contains(out, "genesis "+c.name) {
-				t.Errorf("genesis %s --help does not show how to call it:\n%s", c.name, out)
+			if !strings.Contains(out, "genesis "+c.Name) {
+				t.Errorf("genesis %s --help does not show how to call it:\n%s", c.Name, out)
 			}
 		})
 	}

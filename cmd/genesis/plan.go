@@ -39,15 +39,15 @@ repository's CI posts it). Exit status 1 when DIR has invalid files (their
 errors go to stderr; the plan of the valid tenants is still printed) or the
 plan is refused by the safety limits.`
 
-func runPlan(ctx context.Context, e env, args []string) error {
-	fs := newFlags(e, "plan", planUsage)
+func runPlan(ctx context.Context, e cliexit.Env, args []string) error {
+	fs := e.Flags("plan", planUsage)
 	dir := fs.String("state", ".", "state repository folder to plan")
 	url := fs.String("reconciler", "", "base URL of the running reconciler to read the observed fleet from")
 	format := fs.String("format", "text", "output format: text, markdown or json")
 	allow := fs.Bool("allow-mass-change", false, "plan as the reconciler would with --allow-mass-change")
 	token := fs.String("token", "", "bearer token for the reconciler API (default $GENESIS_TOKEN)")
 	maxAge := fs.Duration("max-observed-age", 10*time.Minute, "refuse a --reconciler observation older than this")
-	pos, err := parse(e, fs, args)
+	pos, err := e.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func runPlan(ctx context.Context, e env, args []string) error {
 	}
 	if snap.Fleet == nil {
 		for _, er := range snap.Errors {
-			fmt.Fprintln(e.stderr, er.Error())
+			fmt.Fprintln(e.Stderr, er.Error())
 		}
 		return fmt.Errorf("no valid genesis.yaml in %s: nothing to plan", *dir)
 	}
@@ -77,7 +77,7 @@ func runPlan(ctx context.Context, e env, args []string) error {
 	if *url != "" {
 		tok := *token
 		if tok == "" {
-			tok = e.getenv("GENESIS_TOKEN")
+			tok = e.Getenv("GENESIS_TOKEN")
 		}
 		doc, err := fetchObserved(ctx, *url, tok)
 		if err != nil {
@@ -93,7 +93,7 @@ func runPlan(ctx context.Context, e env, args []string) error {
 	sum := plan.Summarize(p, d, observed)
 	switch *format {
 	case "json":
-		enc := json.NewEncoder(e.stdout)
+		enc := json.NewEncoder(e.Stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(struct {
 			Plan    plan.Plan    `json:"plan"`
@@ -103,15 +103,15 @@ func runPlan(ctx context.Context, e env, args []string) error {
 			return err
 		}
 	case "markdown":
-		plan.WriteMarkdown(e.stdout, p, sum, snap.Commit)
+		plan.WriteMarkdown(e.Stdout, p, sum, snap.Commit)
 		if len(snap.Errors) > 0 {
-			fmt.Fprintf(e.stdout, "\n**%d validation error(s)** — the tenants concerned are left out of this plan:\n\n```\n%s\n```\n", len(snap.Errors), snap.Errors.Error())
+			fmt.Fprintf(e.Stdout, "\n**%d validation error(s)** — the tenants concerned are left out of this plan:\n\n```\n%s\n```\n", len(snap.Errors), snap.Errors.Error())
 		}
 	default:
-		plan.WriteText(e.stdout, p, sum, snap.Commit)
+		plan.WriteText(e.Stdout, p, sum, snap.Commit)
 	}
 	for _, er := range snap.Errors {
-		fmt.Fprintln(e.stderr, er.Error())
+		fmt.Fprintln(e.Stderr, er.Error())
 	}
 	if len(snap.Errors) > 0 {
 		return &cliexit.Error{Code: 1, Msg: fmt.Sprintf("%d validation error(s) in %s", len(snap.Errors), *dir)}

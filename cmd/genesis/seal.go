@@ -28,13 +28,13 @@ spec.recipients (default ./genesis.yaml). The output opens with 'age -d -i KEY'.
 // maxPlaintext bounds what seal reads: a credential, not a disk image.
 const maxPlaintext = 256 << 10
 
-func runSeal(ctx context.Context, e env, args []string) error {
-	fs := newFlags(e, "seal", sealUsage)
+func runSeal(ctx context.Context, e cliexit.Env, args []string) error {
+	fs := e.Flags("seal", sealUsage)
 	fleet := fs.String("fleet", "", "read recipients from this genesis.yaml (default ./genesis.yaml when no --recipient)")
 	var recips stringList
 	fs.Var(&recips, "recipient", "age recipient (age1...) to seal to; repeatable")
 	raw := fs.Bool("raw", false, "do not require the plaintext to be a JSON object")
-	pos, err := parse(e, fs, args)
+	pos, err := e.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func runSeal(ctx context.Context, e env, args []string) error {
 		}
 		rs = append(rs, rcp)
 	}
-	plain, err := io.ReadAll(io.LimitReader(e.stdin, maxPlaintext+1))
+	plain, err := io.ReadAll(io.LimitReader(e.Stdin, maxPlaintext+1))
 	if err != nil {
 		return fmt.Errorf("read plaintext: %w", err)
 	}
@@ -89,7 +89,7 @@ func runSeal(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, err = e.stdout.Write(sealed)
+	_, err = e.Stdout.Write(sealed)
 	return err
 }
 

@@ -23,19 +23,19 @@ Scopes: dashboard (tenant reads and writes), admin (dashboard plus overrides
 and retries, and metrics), metrics (GET /metrics with
 --metrics-token-required), agent (agent routes only).`
 
-func runToken(ctx context.Context, e env, args []string) error {
+func runToken(ctx context.Context, e cliexit.Env, args []string) error {
 	if len(args) == 0 || args[0] != "new" {
 		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-			fmt.Fprintln(e.stdout, tokenUsage)
+			fmt.Fprintln(e.Stdout, tokenUsage)
 			return nil
 		}
 		return cliexit.Usage("token: want 'genesis token new --name NAME --scopes S' (see genesis token --help)")
 	}
-	fs := newFlags(e, "token new", tokenUsage)
+	fs := e.Flags("token new", tokenUsage)
 	name := fs.String("name", "", "the caller's name (git author, audit actor)")
 	scopes := fs.String("scopes", "", "comma-separated scopes: dashboard, admin, metrics, agent")
 	email := fs.String("email", "", "the caller's e-mail for git commits (default NAME@api.genesis.invalid)")
-	pos, err := parse(e, fs, args[1:])
+	pos, err := e.Parse(fs, args[1:])
 	if err != nil {
 		return err
 	}
@@ -60,6 +60,6 @@ func runToken(ctx context.Context, e env, args []string) error {
 	if _, err := auth.ParseTokens(b); err != nil {
 		return cliexit.Usage("%s", strings.TrimPrefix(err.Error(), "tokens line 1: "))
 	}
-	fmt.Fprintf(e.stdout, "%s\n%s\n", tok, b)
+	fmt.Fprintf(e.Stdout, "%s\n%s\n", tok, b)
 	return nil
 }

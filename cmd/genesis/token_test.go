@@ -13,7 +13,7 @@ import (
 
 func TestTokenNew(t *testing.T) {
 	var out, errb bytes.Buffer
-	err := run(context.Background(), []string{"token", "new", "--name", "dash", "--scopes", "dashboard,metrics"}, func(string) string { return "" }, strings.NewReader(""), &out, &errb)
+	err := program.Run(context.Background(), []string{"token", "new", "--name", "dash", "--scopes", "dashboard,metrics"}, cliexit.Env{Getenv: func(string) string { return "" }, Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb})
 	if err != nil {
 		t.Fatalf("token new: %v %s", err, errb.String())
 	}
@@ -29,7 +29,7 @@ func TestTokenNew(t *testing.T) {
 		t.Errorf("line %s does not describe token %s", lines[1], lines[0])
 	}
 	for _, bad := range [][]string{{"token"}, {"token", "new", "--name", "x"}, {"token", "new", "--name", "a b", "--scopes", "admin"}, {"token", "new", "--name", "x", "--scopes", "root"}} {
-		if err := run(context.Background(), bad, func(string) string { return "" }, strings.NewReader(""), &out, &errb); cliexit.Code("genesis", err, &errb) != 2 {
+		if err := program.Run(context.Background(), bad, cliexit.Env{Getenv: func(string) string { return "" }, Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb}); cliexit.Code("genesis", err, &errb) != 2 {
 			t.Errorf("%q: exit %d, want 2", bad, cliexit.Code("genesis", err, &errb))
 		}
 	}

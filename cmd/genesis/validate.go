@@ -20,10 +20,10 @@ path relative to DIR; one bad file never hides the errors of the others.
 
 Exit status: 0 valid, 1 invalid, 2 usage error or DIR unreadable.`
 
-func runValidate(ctx context.Context, e env, args []string) error {
-	fs := newFlags(e, "validate", validateUsage)
+func runValidate(ctx context.Context, e cliexit.Env, args []string) error {
+	fs := e.Flags("validate", validateUsage)
 	asJSON := fs.Bool("json", false, "print the errors as a JSON array on stdout ([] when valid)")
-	pos, err := parse(e, fs, args)
+	pos, err := e.Parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -44,24 +44,24 @@ func runValidate(ctx context.Context, e env, args []string) error {
 		if errs == nil {
 			errs = schema.Errors{}
 		}
-		enc := json.NewEncoder(e.stdout)
+		enc := json.NewEncoder(e.Stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(errs); err != nil {
 			return err
 		}
 	} else {
 		for _, er := range repo.Errors {
-			fmt.Fprintln(e.stderr, er.Error())
+			fmt.Fprintln(e.Stderr, er.Error())
 		}
 	}
 	if len(repo.Errors) > 0 {
 		if !*asJSON {
-			fmt.Fprintf(e.stderr, "%d error(s) in %d file(s); %d valid tenant(s)\n", len(repo.Errors), countFiles(repo.Errors), len(repo.Tenants))
+			fmt.Fprintf(e.Stderr, "%d error(s) in %d file(s); %d valid tenant(s)\n", len(repo.Errors), countFiles(repo.Errors), len(repo.Tenants))
 		}
 		return &cliexit.Error{Code: 1}
 	}
 	if !*asJSON {
-		fmt.Fprintf(e.stdout, "ok: %s is valid: %d tenant(s), %d template(s), %d account(s)\n", dir, len(repo.Tenants), len(repo.Templates), len(repo.Fleet.Spec.Accounts))
+		fmt.Fprintf(e.Stdout, "ok: %s is valid: %d tenant(s), %d template(s), %d account(s)\n", dir, len(repo.Tenants), len(repo.Templates), len(repo.Fleet.Spec.Accounts))
 	}
 	return nil
 }

@@ -1,6 +1,9 @@
 package dosim
 
-import "sort"
+import (
+	"slices"
+	"sort"
+)
 
 // regionInfo describes one DigitalOcean region the simulator accepts.
 type regionInfo struct {
@@ -71,39 +74,28 @@ var (
 )
 
 func findRegion(slug string) (regionInfo, bool) {
-	for _, r := range catalogRegions {
-		if r.Slug == slug {
-			return r, true
-		}
-	}
-	return regionInfo{}, false
+	return first(catalogRegions, func(r regionInfo) bool { return r.Slug == slug })
 }
 
 func findSize(slug string) (sizeInfo, bool) {
-	for _, s := range catalogSizes {
-		if s.Slug == slug {
-			return s, true
-		}
-	}
-	return sizeInfo{}, false
+	return first(catalogSizes, func(s sizeInfo) bool { return s.Slug == slug })
 }
 
 func findImageBySlug(slug string) (baseImage, bool) {
-	for _, i := range catalogImages {
-		if i.Slug == slug {
-			return i, true
-		}
-	}
-	return baseImage{}, false
+	return first(catalogImages, func(i baseImage) bool { return i.Slug == slug })
 }
 
 func findImageByID(id int) (baseImage, bool) {
-	for _, i := range catalogImages {
-		if i.ID == id {
-			return i, true
-		}
+	return first(catalogImages, func(i baseImage) bool { return i.ID == id })
+}
+
+// first is the first entry of a catalog list that match accepts.
+func first[T any](list []T, match func(T) bool) (T, bool) {
+	if i := slices.IndexFunc(list, match); i >= 0 {
+		return list[i], true
 	}
-	return baseImage{}, false
+	var none T
+	return none, false
 }
 
 func regionSlugs() []string {

@@ -6,8 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"syscall"
 	"time"
+
+	"genesis.dev/fleet/internal/procgroup"
 )
 
 // hookEvent asks the hook runner to start (env set) or stop a droplet's boot
@@ -49,8 +50,7 @@ func (h *hookRunner) apply(ev hookEvent) {
 	cmd := exec.Command("sh", "-c", h.command)
 	cmd.Env = append(os.Environ(), ev.env...)
 	cmd.Stdout, cmd.Stderr = h.out, h.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := procgroup.Start(cmd); err != nil {
 		h.log.Error("start boot hook", "droplet", ev.droplet, "err", err)
 		return
 	}
@@ -64,25 +64,20 @@ func (h *hookRunner) apply(ev hookEvent) {
 	h.log.Info("boot hook started", "droplet", ev.droplet, "pid", cmd.Process.Pid)
 }
 
-// stop sends SIGTERM to the droplet's process group, then SIGKILL after the
-// grace period, and waits for the command to exit.
+// stop ends the droplet's boot command and its process group (SIGTERM,
+// SIGKILL after the grace period) and waits for the command to exit.
 func (h *hookRunner) stop(droplet int) {
 	p, ok := h.procs[droplet]
 	if !ok {
 		return
 	}
 	delete(h.procs, droplet)
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(h.grace):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-	}
-	// Whatever the group left behind goes too.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	h.log.Info("boot hook stopped", "droplet", droplet, "pid", pgid)
+	h.stopProc(droplet, p)
+}
+
+func (h *hookRunner) stopProc(droplet int, p *hookProc) {
+	procgroup.Stop(p.cmd, p.done, h.grace)
+	h.log.Info("boot hook stopped", "droplet", droplet, "pid", p.cmd.Process.Pid)
 }
 
 func (h *hookRunner) stopAll() {
@@ -91,15 +86,10 @@ func (h *hookRunner) stopAll() {
 	var wg sync.WaitGroup
 	for id, p := range procs {
 		wg.Go(func() {
-			h.procs2(id, p)
+			h.stopProc(id, p)
 		})
 	}
 	wg.Wait()
-}
-
-func (h *hookRunner) procs2(droplet int, p *hookProc) {
-	one := &hookRunner{grace: h.grace, log: h.log, procs: map[int]*hookProc{droplet: p}}
-	one.stop(droplet)
 }
 
 // running reports the pid of a droplet's boot command, or 0.

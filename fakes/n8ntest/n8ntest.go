@@ -34,11 +34,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"genesis.dev/fleet/fakes/n8nemu"
+	"genesis.dev/fleet/internal/procgroup"
 	"genesis.dev/fleet/internal/testkit"
 )
 
@@ -103,16 +103,15 @@ func startReal(t testing.TB, bin string) string {
 	)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	begin := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := procgroup.Start(cmd); err != nil {
 		logf.Close()
 		t.Fatalf("n8ntest: start %s: %v", bin, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); logf.Close() }()
 	t.Cleanup(func() {
-		if testkit.StopGroup(cmd, exited, 15*time.Second) {
+		if procgroup.Stop(cmd, exited, 15*time.Second) {
 			t.Logf("n8ntest: n8n (pid %d) ignored SIGTERM; killed it", cmd.Process.Pid)
 		}
 	})

@@ -1,8 +1,13 @@
-// Package cliexit is how the binaries turn the error their run function
-// returns into an exit status: 0 for success or --help, 2 for a mistake in
-// the command line (Usage), an Error's own Code, else 1; the message goes to
-// stderr prefixed with the binary's name, unless it was printed already
-// (an Error with an empty Msg).
+// Package cliexit is the one way the binaries start and end. Main gives a
+// binary's run function the command line, the process's Env and a context
+// cancelled by SIGINT or SIGTERM, and turns the error it returns into an
+// exit status: 0 for success or --help, 2 for a mistake in the command line
+// (Usage), an Error's own Code, else 1; the message goes to stderr prefixed
+// with the binary's name, unless it was printed already (an Error with an
+// empty Msg). A binary made of subcommands is a Commands table, which
+// dispatches on the first argument and answers help and unknown commands
+// the same way in every binary; Flags and Parse give every subcommand the
+// same flag handling.
 package cliexit
 
 import (

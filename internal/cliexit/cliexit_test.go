@@ -2,6 +2,7 @@ package cliexit
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,5 +33,40 @@ func TestCode(t *testing.T) {
 	}
 	if !IsUsage(fmt.Errorf("x: %w", Usage("y"))) || IsUsage(errors.New("y")) || IsUsage(&Error{Code: 1}) {
 		t.Error("IsUsage")
+	}
+}
+
+func TestCommands(t *testing.T) {
+	ran := func(ctx context.Context, e Env, args []string) error {
+		fmt.Fprintf(e.Stdout, "ran %q", args)
+		return nil
+	}
+	list := []Command{{Name: "go", Summary: "run it\nand more", Run: ran}}
+	const usage = "Usage: tool\n\nCommands:\n  go         run it\n             and more\n"
+	for _, tc := range []struct {
+		name           string
+		dflt           string
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{"command", "", []string{"go", "x"}, 0, `ran ["x"]`, ""},
+		{"no command", "", nil, 2, "", usage},
+		{"help", "", []string{"--help"}, 0, usage, ""},
+		{"help word", "", []string{"help"}, 0, usage, ""},
+		{"unknown", "", []string{"stop"}, 2, "", "tool: unknown command \"stop\" (run 'tool --help')\n"},
+		{"default without args", "go", nil, 0, `ran []`, ""},
+		{"default with flags", "go", []string{"-v", "y"}, 0, `ran ["-v" "y"]`, ""},
+		{"help with a default", "go", []string{"-h"}, 0, usage, ""},
+		{"unknown with a default", "go", []string{"stop"}, 2, "", "tool: unknown command \"stop\" (run 'tool --help')\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Commands{Name: "tool", Usage: "Usage: tool\n\nCommands:\n%s", Default: tc.dflt, List: list}
+			var stdout, stderr bytes.Buffer
+			err := c.Run(context.Background(), tc.args, Env{Stdout: &stdout, Stderr: &stderr})
+			if got := Code("tool", err, &stderr); got != tc.code || stdout.String() != tc.stdout || stderr.String() != tc.stderr {
+				t.Errorf("Run(%q) = %d, stdout %q, stderr %q; want %d, %q, %q", tc.args, got, stdout.String(), stderr.String(), tc.code, tc.stdout, tc.stderr)
+			}
+		})
 	}
 }

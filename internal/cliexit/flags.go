@@ -28,7 +28,7 @@ func Parse(stdout io.Writer, fs *flag.FlagSet, args []string) ([]string, error) 
 		if a == "--" {
 			break
 		}
-		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+		if isHelp(a) {
 			fs.SetOutput(stdout)
 			fs.Usage()
 			return nil, ErrHelp

@@ -2,8 +2,9 @@
 // package writes its own copy: a git state repository built from typed
 // values (a fleet, tenants marshalled through the schema types, credentials
 // sealed to the fleet, commits, a bare remote to push to), and a small
-// process, port and wait toolkit (free loopback ports, polling with a
-// deadline, stopping a process group).
+// port and wait toolkit (free loopback ports, polling with a deadline).
+// Stopping a process group is internal/procgroup's: code that is not a
+// test needs it too.
 //
 // Only tests import testkit. It may import the schema packages and the
 // standard library's testing support; it must not import the reconciler,

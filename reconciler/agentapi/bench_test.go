@@ -118,7 +118,7 @@ func benchAgents(b *testing.B, w *world, n int) []string {
 	}
 	// The service learns of the new credentials from the agents table's
 	// notifications (or its initial load): until then it refuses them.
-	eventually(b, "the bench agents' credentials", func() bool {
+	poll.Until(b, "the bench agents' credentials", func() bool {
 		w.svc.authMu.RLock()
 		defer w.svc.authMu.RUnlock()
 		return w.svc.creds.loaded && w.svc.creds.keys.len() >= n
@@ -165,7 +165,7 @@ func BenchmarkHeartbeatIngest(b *testing.B) {
 		return testutilCount(b, w.svc.m.heartbeats.WithLabelValues("written")) + testutilCount(b, w.svc.m.heartbeats.WithLabelValues("dropped"))
 	}
 	queued := func() float64 { return testutilCount(b, w.svc.m.heartbeats.WithLabelValues("queued")) }
-	eventually(b, "warm-up written", func() bool { return written() == queued() })
+	poll.Until(b, "warm-up written", func() bool { return written() == queued() })
 	var next atomic.Int64
 	b.ResetTimer()
 	start := time.Now()

@@ -275,18 +275,18 @@ func TestEnrollLostResponse(t *testing.T) {
 				// The first agent waits an hour after the lost response:
 				// it is killed in that wait, before it stored anything.
 				st, cancel, done := run(time.Hour)
-				eventually(t, "the lost response", func() bool { return strings.Contains(logs.String(), "enroll failed, retrying") })
+				poll.Until(t, "the lost response", func() bool { return strings.Contains(logs.String(), "enroll failed, retrying") })
 				stop(st, cancel, done)
 				if _, err := fleetagent.ReadKeys(dir); err != nil {
 					t.Fatalf("keys not on disk before the enrollment: %v", err)
 				}
 			}
 			st, cancel, done := run(10 * time.Millisecond)
-			eventually(t, "the agent's stored credential", func() bool {
+			poll.Until(t, "the agent's stored credential", func() bool {
 				_, ok, _ := st.Credential("1001")
 				return ok
 			})
-			eventually(t, "the droplet's first manifest", func() bool { return w.count(`SELECT count(*) FROM manifests WHERE droplet_id = 1001`) > 0 })
+			poll.Until(t, "the droplet's first manifest", func() bool { return w.count(`SELECT count(*) FROM manifests WHERE droplet_id = 1001`) > 0 })
 			cred, _, _ := st.Credential("1001")
 			stop(st, cancel, done)
 			if !strings.Contains(logs.String(), "enroll failed, retrying") {

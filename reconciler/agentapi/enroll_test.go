@@ -302,7 +302,7 @@ func TestReenrollAfterWake(t *testing.T) {
 	}
 	// The old droplet was replaced: its credential (on the snapshot's
 	// disk) is revoked.
-	eventually(t, "old credential refused", func() bool {
+	poll.Until(t, "old credential refused", func() bool {
 		code, _, _ := w.do("GET", "/v1/manifest", old, nil, nil)
 		return code == http.StatusUnauthorized
 	})

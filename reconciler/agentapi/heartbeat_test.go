@@ -67,12 +67,12 @@ func TestHeartbeatLifecycle(t *testing.T) {
 	if code := w.beat(a.cred, hb("ws-acme", "1001", 1, 0, true)); code != http.StatusAccepted {
 		t.Fatalf("heartbeat: %d", code)
 	}
-	eventually(t, "CONFIGURING", func() bool { return w.status("ws-acme", 1001).State == "CONFIGURING" })
+	poll.Until(t, "CONFIGURING", func() bool { return w.status("ws-acme", 1001).State == "CONFIGURING" })
 	// Applied, but n8n down: DEPLOYING (the first manifest is applied, not yet healthy), degraded.
 	if code := w.beat(a.cred, hb("ws-acme", "1001", 2, 1, false)); code != http.StatusAccepted {
 		t.Fatalf("heartbeat: %d", code)
 	}
-	eventually(t, "seq 2 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 2 })
+	poll.Until(t, "seq 2 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 2 })
 	if got := w.status("ws-acme", 1001); got.State != "DEPLOYING" || got.Health != "degraded" || got.Applied != 1 {
 		t.Errorf("applied with n8n down: %+v", got)
 	}
@@ -82,7 +82,7 @@ func TestHeartbeatLifecycle(t *testing.T) {
 	if code := w.beat(a.cred, beat); code != http.StatusAccepted {
 		t.Fatalf("heartbeat: %d", code)
 	}
-	eventually(t, "ACTIVE_HEALTHY", func() bool { return w.status("ws-acme", 1001).State == "ACTIVE_HEALTHY" })
+	poll.Until(t, "ACTIVE_HEALTHY", func() bool { return w.status("ws-acme", 1001).State == "ACTIVE_HEALTHY" })
 	got := w.status("ws-acme", 1001)
 	if got.Health != "healthy" || got.AgentVersion != "0.1.0" || !got.Activity.Equal(beat.LastActivity) || !got.Beat {
 		t.Errorf("healthy row: %+v", got)
@@ -97,7 +97,7 @@ func TestHeartbeatLifecycle(t *testing.T) {
 		t.Errorf("batch size histogram: %d series", n)
 	}
 	// The counter moves just after the batch commits.
-	eventually(t, "3 heartbeats counted as written", func() bool {
+	poll.Until(t, "3 heartbeats counted as written", func() bool {
 		return testutilCount(t, w.svc.m.heartbeats.WithLabelValues("written")) == 3
 	})
 	// Convergence is observed once per newly applied version (seq 2), not
@@ -124,7 +124,7 @@ func TestHeartbeatRefusals(t *testing.T) {
 	if code := w.beat(a.cred, hb("ws-acme", "1001", 5, 0, true)); code != http.StatusAccepted {
 		t.Fatalf("heartbeat: %d", code)
 	}
-	eventually(t, "seq 5 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 5 })
+	poll.Until(t, "seq 5 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 5 })
 
 	big := hb("ws-acme", "1001", 10, 0, true)
 	big.VerifyError = strings.Repeat("x", schema.MaxHeartbeatSize)
@@ -175,7 +175,7 @@ func TestHeartbeatRefusals(t *testing.T) {
 	if code := w.beat(a.cred, hb("ws-acme", "1001", 6, 0, true)); code != http.StatusAccepted {
 		t.Fatal(code)
 	}
-	eventually(t, "seq 6 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 6 })
+	poll.Until(t, "seq 6 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 6 })
 	if got := w.status("ws-acme", 1001); got.AgentVersion == "replayed" || got.Applied != 0 {
 		t.Errorf("a replayed heartbeat was stored: %+v", got)
 	}
@@ -199,7 +199,7 @@ func TestHeartbeatQueueFull(t *testing.T) {
 	if code := w.beat(a.cred, hb("ws-acme", "1001", 1, 0, true)); code != http.StatusAccepted {
 		t.Fatalf("first heartbeat: %d", code)
 	}
-	eventually(t, "the batcher to take the first heartbeat", func() bool { return len(w.svc.queueFor(1001)) == 0 })
+	poll.Until(t, "the batcher to take the first heartbeat", func() bool { return len(w.svc.queueFor(1001)) == 0 })
 	if code := w.beat(a.cred, hb("ws-acme", "1001", 2, 0, true)); code != http.StatusAccepted {
 		t.Fatalf("second heartbeat (queued): %d", code)
 	}
@@ -208,11 +208,11 @@ func TestHeartbeatQueueFull(t *testing.T) {
 	}
 	tx.Rollback(t.Context())
 	// The refused seq was not consumed: the agent's retry is accepted.
-	eventually(t, "the queue to drain", func() bool { return w.status("ws-acme", 1001).LastSeq == 2 })
+	poll.Until(t, "the queue to drain", func() bool { return w.status("ws-acme", 1001).LastSeq == 2 })
 	if code := w.beat(a.cred, hb("ws-acme", "1001", 3, 0, true)); code != http.StatusAccepted {
 		t.Fatalf("retried heartbeat: %d, want 202", code)
 	}
-	eventually(t, "seq 3 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 3 })
+	poll.Until(t, "seq 3 written", func() bool { return w.status("ws-acme", 1001).LastSeq == 3 })
 }
 
 // TestBatchKeepsHighestSeq: one batch with several heartbeats of one droplet
@@ -257,7 +257,7 @@ func TestHeartbeatAgentReportedHealth(t *testing.T) {
 		if code := w.beat(a.cred, beat); code != http.StatusAccepted {
 			t.Fatalf("heartbeat %d: %d", seq, code)
 		}
-		eventually(t, fmt.Sprintf("seq %d written", seq), func() bool { return w.status("ws-acme", 1001).LastSeq == seq })
+		poll.Until(t, fmt.Sprintf("seq %d written", seq), func() bool { return w.status("ws-acme", 1001).LastSeq == seq })
 	}
 	ok := func(*schema.Heartbeat) {}
 	setState := func(state string) {
@@ -330,7 +330,7 @@ func TestHeartbeatWriters(t *testing.T) {
 	}
 	wg.Wait()
 	for i := range n {
-		eventually(t, "every droplet's last heartbeat written", func() bool {
+		poll.Until(t, "every droplet's last heartbeat written", func() bool {
 			r := w.status(fmt.Sprintf("ws-hb-%02d", i), int64(4000+i))
 			return r.LastSeq == 5 && r.State == "ACTIVE_HEALTHY"
 		})
@@ -373,7 +373,7 @@ func TestHeartbeatDuringFinish(t *testing.T) {
 	go func() {
 		done <- w.svc.writeBatch(context.Background(), []store.Heartbeat{{Droplet: 7001, Workspace: "ws-race", Seq: 1, At: time.Now(), Body: []byte(`{}`), OK: true}})
 	}()
-	eventually(t, "the heartbeat to wait for the row lock", func() bool {
+	poll.Until(t, "the heartbeat to wait for the row lock", func() bool {
 		return w.count(`SELECT count(*) FROM pg_locks WHERE NOT granted`) > 0
 	})
 	if err := tx.Commit(ctx); err != nil {

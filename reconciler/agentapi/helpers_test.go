@@ -320,7 +320,7 @@ func (w *world) enroll(a *agent, req schema.EnrollRequest) int {
 // are rendered (or refused): enrollment answers first and renders after.
 func (w *world) firstManifest() {
 	w.t.Helper()
-	eventually(w.t, "the first manifests", func() bool { return w.svc.firstsPending.Load() == 0 })
+	poll.Until(w.t, "the first manifests", func() bool { return w.svc.firstsPending.Load() == 0 })
 }
 
 // mustEnroll provisions and enrolls a droplet of ws.
@@ -358,17 +358,8 @@ func (w *world) verify(env []byte) schema.Manifest {
 	return m
 }
 
-// eventually polls cond until it holds or 10s pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// poll is how these tests wait for a condition: every 5ms, for at most 10s.
+var poll = testkit.Poll{Every: 5 * time.Millisecond, Within: 10 * time.Second}
 
 func (w *world) count(sql string, args ...any) int {
 	w.t.Helper()

@@ -191,7 +191,7 @@ func TestLongPoll(t *testing.T) {
 	}
 
 	done := w.longPoll(a.cred, etag, "30s")
-	eventually(t, "the long-poll to wait", func() bool { return testutilCount(t, w.svc.m.longpolls) == 1 })
+	poll.Until(t, "the long-poll to wait", func() bool { return testutilCount(t, w.svc.m.longpolls) == 1 })
 	select {
 	case r := <-done:
 		t.Fatalf("long-poll returned %v before a new version existed", r[0])
@@ -256,7 +256,7 @@ func TestLongPollAcrossReplicas(t *testing.T) {
 	defer other.srv.Close()
 
 	done := other.longPoll(a.cred, etag, "30s")
-	eventually(t, "the replica's long-poll to wait", func() bool { return testutilCount(t, replica.m.longpolls) == 1 })
+	poll.Until(t, "the replica's long-poll to wait", func() bool { return testutilCount(t, replica.m.longpolls) == 1 })
 	w.setTenant("ws-acme", "blob2", tenantSpec{greeting: "Hi"})
 	if err := w.svc.RenderWorkspace(t.Context(), "ws-acme"); err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ func BenchmarkBogusCredentialXacts(b *testing.B) {
 	w := newWorld(b)
 	w.setTenant("ws-real", "blob", tenantSpec{})
 	a := w.mustEnroll("ws-real", 1, 9101, "203.0.113.7")
-	eventually(b, "ready", func() bool {
+	poll.Until(b, "ready", func() bool {
 		return credentialsLoaded(w.svc) && manifestCode(b, w.srv.URL, a.cred) == http.StatusOK
 	})
 	conn, err := pgx.ConnectConfig(context.Background(), w.st.Pool().Config().ConnConfig.Copy())

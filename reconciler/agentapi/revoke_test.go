@@ -168,13 +168,13 @@ func TestRevocationPaths(t *testing.T) {
 			a := w.mustEnroll(ws, 1, old, "203.0.113.7")
 			// The other replica learns of the enrollment through NOTIFY.
 			for _, base := range []string{w.srv.URL, rsrv.URL} {
-				eventually(t, "manifest before", func() bool { return manifestCode(t, base, a.cred) == http.StatusOK })
+				poll.Until(t, "manifest before", func() bool { return manifestCode(t, base, a.cred) == http.StatusOK })
 			}
 
 			nws, next, fresh := tc.run(ws, old)
 
 			for name, base := range map[string]string{"this replica": w.srv.URL, "other replica": rsrv.URL} {
-				eventually(t, "old credential refused on "+name, func() bool { return manifestCode(t, base, a.cred) == http.StatusUnauthorized })
+				poll.Until(t, "old credential refused on "+name, func() bool { return manifestCode(t, base, a.cred) == http.StatusUnauthorized })
 			}
 			if n := w.count(`SELECT count(*) FROM agents WHERE droplet_id = $1 AND revoked_at IS NULL`, old); n != 0 {
 				t.Errorf("agents row of droplet %d not revoked", old)
@@ -243,11 +243,11 @@ func TestDestroySpareRevokes(t *testing.T) {
 	w := newWorld(t)
 	_, rsrv := w.replica()
 	s := w.mustEnroll("spare-nyc3-0", 1, 7001, "203.0.113.7")
-	eventually(t, "manifest before", func() bool { return manifestCode(t, rsrv.URL, s.cred) == http.StatusOK })
+	poll.Until(t, "manifest before", func() bool { return manifestCode(t, rsrv.URL, s.cred) == http.StatusOK })
 	a := plan.Action{Kind: plan.DestroySpare, Workspace: "spare-nyc3-0", Account: "acct-a", Droplet: plan.DropletName("spare-nyc3-0", 1), DropletID: 7001}
 	w.act(a, schema.StateAbsent, store.Outcome{})
 	for _, base := range []string{w.srv.URL, rsrv.URL} {
-		eventually(t, "spare credential refused", func() bool { return manifestCode(t, base, s.cred) == http.StatusUnauthorized })
+		poll.Until(t, "spare credential refused", func() bool { return manifestCode(t, base, s.cred) == http.StatusUnauthorized })
 	}
 }
 
@@ -291,11 +291,11 @@ func TestReplicaReloadsAfterMissedNotifications(t *testing.T) {
 
 	// The real listener: its connection is killed, it reconnects and
 	// loads again.
-	eventually(t, "listener connected", func() bool {
+	poll.Until(t, "listener connected", func() bool {
 		return w.count(`SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN genesis_agents'`) > 0
 	})
 	w.count(`SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN genesis_agents') t`)
-	eventually(t, "listener back with the set loaded", func() bool { return credentialsLoaded(w.svc) })
+	poll.Until(t, "listener back with the set loaded", func() bool { return credentialsLoaded(w.svc) })
 	if got := manifestCode(t, w.srv.URL, a.cred); got != http.StatusUnauthorized {
 		t.Errorf("after reconnect: %d, want 401", got)
 	}
@@ -329,7 +329,7 @@ func TestHeartbeatTimesClamped(t *testing.T) {
 			if code := w.beat(a.cred, beat); code != http.StatusAccepted {
 				t.Fatalf("heartbeat: %d", code)
 			}
-			eventually(t, "written", func() bool { return w.status("ws-clock", 9001).LastSeq == int64(i+1) })
+			poll.Until(t, "written", func() bool { return w.status("ws-clock", 9001).LastSeq == int64(i+1) })
 			got := w.status("ws-clock", 9001).Activity
 			var stored time.Time
 			if err := w.st.Pool().QueryRow(context.Background(), `SELECT (heartbeat->>'sent_at')::timestamptz FROM fleet_status WHERE workspace = 'ws-clock'`).Scan(&stored); err != nil {
@@ -410,7 +410,7 @@ func TestBogusCredentialsCostNoQuery(t *testing.T) {
 	w.setTenant("ws-real", "blob", tenantSpec{})
 	a := w.mustEnroll("ws-real", 1, 9101, "203.0.113.7")
 	svc, base, qc := w.countedReplica()
-	eventually(t, "credential set loaded", func() bool { return credentialsLoaded(svc) })
+	poll.Until(t, "credential set loaded", func() bool { return credentialsLoaded(svc) })
 	all0 := qc.all.Load()
 	for i := range 1000 {
 		if got := sendBogus(t, base, i); got != http.StatusUnauthorized {

@@ -188,36 +188,31 @@ func decodeBase64(s string) ([]byte, error) {
 
 // ParsePublicKeyPEM reads a PKIX PEM ed25519 public key.
 func ParsePublicKeyPEM(data []byte) (ed25519.PublicKey, error) {
-	b, _ := pem.Decode(data)
-	if b == nil || b.Type != "PUBLIC KEY" {
-		return nil, errors.New("not a PEM PUBLIC KEY block")
-	}
-	k, err := x509.ParsePKIXPublicKey(b.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, errors.New("not an ed25519 public key")
-	}
-	return pub, nil
+	return parseKeyPEM[ed25519.PublicKey](data, "PUBLIC KEY", x509.ParsePKIXPublicKey, "public")
 }
 
 // ParsePrivateKeyPEM reads a PKCS#8 PEM ed25519 private key.
 func ParsePrivateKeyPEM(data []byte) (ed25519.PrivateKey, error) {
+	return parseKeyPEM[ed25519.PrivateKey](data, "PRIVATE KEY", x509.ParsePKCS8PrivateKey, "private")
+}
+
+// parseKeyPEM reads the one PEM block of blockType in data with parse and
+// requires an ed25519 key of type K (which names the key in the error).
+func parseKeyPEM[K any](data []byte, blockType string, parse func([]byte) (any, error), which string) (K, error) {
+	var none K
 	b, _ := pem.Decode(data)
-	if b == nil || b.Type != "PRIVATE KEY" {
-		return nil, errors.New("not a PEM PRIVATE KEY block")
+	if b == nil || b.Type != blockType {
+		return none, fmt.Errorf("not a PEM %s block", blockType)
 	}
-	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	k, err := parse(b.Bytes)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
-	priv, ok := k.(ed25519.PrivateKey)
+	key, ok := k.(K)
 	if !ok {
-		return nil, errors.New("not an ed25519 private key")
+		return none, fmt.Errorf("not an ed25519 %s key", which)
 	}
-	return priv, nil
+	return key, nil
 }
 
 // MarshalPublicKeyPEM writes pub as PKIX PEM.
