@@ -26,6 +26,10 @@ build: ## Build the binaries into bin/.
 caddy: ## Build the pinned Caddy (v2.11.9) from its Go module into .cache/caddy/ (tests do it when missing).
 	@./scripts/build-caddy
 
+.PHONY: weed
+weed: ## Build the pinned SeaweedFS (weed, the object-storage tests' S3 server) from its Go module into .cache/weed/ (tests do it when missing).
+	@./scripts/build-weed
+
 .PHONY: vet
 vet: ## go vet every package.
 	$(GO) vet ./...
@@ -40,7 +44,7 @@ lint: vet ## gofmt check, go vet, and go mod tidy leaving no diff.
 	 rm -f $(CACHE)-go.*.bak
 
 .PHONY: unit
-unit: deps caddy ## Unit, integration and e2e tests (real Postgres, git, age, Caddy, the simulator, agents) with the race detector.
+unit: deps caddy weed ## Unit, integration and e2e tests (real Postgres, git, age, Caddy, SeaweedFS's S3, the simulator, agents) with the race detector.
 	$(GO) test $(GOTEST_FLAGS) ./...
 
 .PHONY: test
@@ -106,7 +110,7 @@ db: deps build ## Start a throwaway local Postgres and print its DATABASE_URL (C
 	$(BIN)/genesis-demo devdb
 
 .PHONY: demo
-demo: deps build caddy ## Run the demo on state-example/ (DEMO_ARGS=--once to exit after it).
+demo: deps build caddy weed ## Run the demo on state-example/ (DEMO_ARGS=--once to exit after it).
 	$(BIN)/genesis-demo run --bin $(BIN) --caddy "$$(./scripts/build-caddy)" --state state-example $(DEMO_ARGS)
 
 .PHONY: clean

@@ -117,6 +117,15 @@ var boundaries = []boundary{
 		forbidden: func(d string) bool { return hasPrefix(d, clients...) },
 	},
 	{
+		// Agents upload backups with plain HTTP to URLs the reconciler
+		// presigns; the storage credentials never reach a droplet.
+		name:    "the droplet side links no S3 client: it uses presigned URLs",
+		applies: func(p string) bool { return under(p, "agent") || under(p, "cmd/genesis-agent") },
+		forbidden: func(d string) bool {
+			return hasPrefix(d, "github.com/minio/minio-go/v7", module+"/reconciler/objstore")
+		},
+	},
+	{
 		// The local fleet (the demo's and the e2e tests' world) runs the
 		// simulator in process; no product binary does.
 		name: "only the simulator binary, the local fleet and the demo (and tests) link the DigitalOcean simulator",
@@ -187,6 +196,8 @@ func TestBoundariesCatch(t *testing.T) {
 		{module + "/schema", module + "/internal/syncio"},
 		{module + "/agent/converge", "github.com/go-git/go-git/v5"},
 		{module + "/cmd/genesis-agent", "github.com/digitalocean/godo"},
+		{module + "/cmd/genesis-agent", "github.com/minio/minio-go/v7"},
+		{module + "/agent/backup", module + "/reconciler/objstore"},
 		{module + "/cmd/genesis", module + "/fakes/dosim"},
 		{module + "/cmd/genesis", "github.com/jackc/pgx/v5"},
 		{module + "/cmd/genesis", "github.com/digitalocean/godo"},
@@ -204,6 +215,7 @@ func TestBoundariesCatch(t *testing.T) {
 		{ImportPath: module + "/cmd/genesis-dosim", Deps: []string{module + "/fakes/dosim"}},
 		{ImportPath: module + "/localfleet", Deps: []string{module + "/fakes/dosim"}},
 		{ImportPath: module + "/cmd/genesis", Deps: []string{"github.com/go-git/go-git/v5"}},
+		{ImportPath: module + "/reconciler/objstore", Deps: []string{"github.com/minio/minio-go/v7"}},
 		{ImportPath: module + "/fakes/dosim/dosimtest", Deps: []string{module + "/fakes/dosim"}},
 		{ImportPath: module + "/schema/sealing", Deps: []string{module + "/schema"}},
 		{ImportPath: module + "/reconciler/plan", Deps: []string{module + "/schema", "network-free/example"}},
