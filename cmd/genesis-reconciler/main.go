@@ -139,6 +139,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	str(&c.DOAPIURL, "do-api-url", "GENESIS_DO_API_URL", "https://api.digitalocean.com/", "DigitalOcean API base URL (the simulator's in tests)")
 	str(&c.Listen, "listen", "GENESIS_LISTEN", "127.0.0.1:8080", "HTTP listen address")
 	str(&c.AgeIdentity, "age-identity", "GENESIS_AGE_IDENTITY", "", "file holding the age identity that opens sealed credentials")
+	str(&c.BackupKey, "backup-key", "GENESIS_BACKUP_KEY", "", "file holding the age identity each workspace's backup key is derived from (its recipient belongs in spec.backup.recipients); without it backups are off")
 	str(&c.SigningKey, "signing-key", "GENESIS_SIGNING_KEY", "", "file holding the ed25519 manifest-signing key (PKCS#8 PEM)")
 	for _, f := range strings.Split(getenv("GENESIS_ANNOUNCE_SIGNING_KEYS"), ",") {
 		if f = strings.TrimSpace(f); f != "" {

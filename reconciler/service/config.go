@@ -30,6 +30,9 @@ type Config struct {
 	StateRepo, StateDir, Branch, CacheDir string
 	DatabaseURL, DOAPIURL, Listen         string
 	AgeIdentity, SigningKey               string
+	// BackupKey is the file of the age identity backups derive each
+	// workspace's key from ("": backups are off).
+	BackupKey string
 	// Announce are files of public keys announced beside the signing key.
 	Announce                                                   []string
 	WebhookSecret                                              string

@@ -17,6 +17,7 @@ import (
 
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/agentapi"
+	"genesis.dev/fleet/reconciler/backup"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/fleetstats"
@@ -147,7 +148,18 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	if c.AgentSideOnly {
 		leading = func() bool { return true } // no loop leads: this replica sweeps
 	}
+	bkKeys, err := loadBackupKeys(c.BackupKey, log)
+	if err != nil {
+		return nil, err
+	}
+	var backups *backup.Service
+	if bkKeys != nil {
+		desired := func() (tenants.Snapshot, bool) { return rec.Snapshot() }
+		backups = backup.New(backup.Config{Store: st, Objects: &fleetObjects{desired: desired, getenv: getenv}, Keys: bkKeys,
+			Desired: desired, Logger: log})
+	}
 	agents := agentapi.New(agentapi.Config{
+		Backups: backups,
 		Store: st, Logger: log, Registerer: reg, Signer: signer, Identities: ids, Announce: announce, PublicURL: strings.TrimSuffix(publicURL, "/"),
 		Desired: func() (tenants.Snapshot, bool) { return rec.Snapshot() }, Leading: leading,
 		TokenTTL: c.TokenTTL, ManifestTTL: c.ManifestTTL, Sweep: c.ManifestSweep, Compose: compose, AgentURL: c.AgentBinaryURL,

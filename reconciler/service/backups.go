@@ -1,0 +1,112 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"genesis.dev/fleet/reconciler/backup"
+	"genesis.dev/fleet/reconciler/objstore"
+	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/tenants"
+)
+
+// fleetObjects is backup.Objects for the bucket genesis.yaml's
+// spec.backup.storage names, with the keys read from the environment
+// variables it names. The client follows the declaration: a changed
+// storage section makes a new one at the next call; a missing key or
+// section is an error (backups wait; n8n never does).
+type fleetObjects struct {
+	desired func() (tenants.Snapshot, bool)
+	getenv  func(string) string
+
+	mu  sync.Mutex
+	key schema.BackupStorage
+	cl  *objstore.Client
+}
+
+func (o *fleetObjects) client() (*objstore.Client, error) {
+	snap, ok := o.desired()
+	if !ok || snap.Fleet == nil || !snap.Fleet.Spec.Backup.Enabled() {
+		return nil, backup.ErrDisabled
+	}
+	s := snap.Fleet.Spec.Backup.Storage
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.cl != nil && o.key == s {
+		return o.cl, nil
+	}
+	access, secret := o.getenv(s.AccessKeyEnv), o.getenv(s.SecretKeyEnv)
+	if access == "" || secret == "" {
+		return nil, fmt.Errorf("%w: spec.backup.storage: $%s or $%s is empty", backup.ErrDisabled, s.AccessKeyEnv, s.SecretKeyEnv)
+	}
+	region := s.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	cl, err := objstore.New(objstore.Config{Endpoint: s.Endpoint, Region: region, Bucket: s.Bucket, Prefix: s.Prefix, AccessKey: access, SecretKey: secret})
+	if err != nil {
+		return nil, err
+	}
+	o.cl, o.key = cl, s
+	return cl, nil
+}
+
+func (o *fleetObjects) PresignPut(ctx context.Context, key string, ttl time.Duration) (string, error) {
+	cl, err := o.client()
+	if err != nil {
+		return "", err
+	}
+	return cl.PresignPut(ctx, key, ttl)
+}
+
+func (o *fleetObjects) PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error) {
+	cl, err := o.client()
+	if err != nil {
+		return "", err
+	}
+	return cl.PresignGet(ctx, key, ttl)
+}
+
+func (o *fleetObjects) Stat(ctx context.Context, key string) (int64, error) {
+	cl, err := o.client()
+	if err != nil {
+		return 0, err
+	}
+	n, err := cl.Stat(ctx, key)
+	if errors.Is(err, objstore.ErrNotFound) {
+		return 0, fmt.Errorf("%w: %w", backup.ErrNotFound, err)
+	}
+	return n, err
+}
+
+func (o *fleetObjects) Remove(ctx context.Context, key string) error {
+	cl, err := o.client()
+	if err != nil {
+		return err
+	}
+	return cl.Remove(ctx, key)
+}
+
+// loadBackupKeys reads --backup-key (nil, nil: none given, backups are
+// off).
+func loadBackupKeys(path string, log *slog.Logger) (*backup.Keys, error) {
+	if path == "" {
+		log.Info("backups off: no --backup-key", "component", "backup")
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read --backup-key: %w", err)
+	}
+	keys, err := backup.NewKeys(data)
+	clear(data)
+	if err != nil {
+		return nil, fmt.Errorf("--backup-key %s: %w", path, err)
+	}
+	return keys, nil
+}
