@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -151,7 +152,7 @@ func (e *env) good(ws string, at time.Time) string {
 	e.t.Helper()
 	ctx := e.t.Context()
 	var rnd [4]byte
-	copy(rnd[:], fmt.Sprint(at.UnixNano()%10000))
+	rand.Read(rnd[:])
 	id := "b-" + at.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd[:])
 	key := "fleet/" + ws + "/" + id + ".age"
 	if err := e.st.BeginBackup(ctx, id, ws, 77, key, at.Add(100*365*24*time.Hour)); err != nil {

@@ -242,7 +242,7 @@ func (s *Store) FinishRestore(ctx context.Context, ws, droplet, id, errMsg strin
 		action = "restore.failed"
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE backup_restores SET finished_at = now(), error = $4
+		tag, err := tx.Exec(ctx, `UPDATE backup_restores SET finished_at = now(), error = $3
 			WHERE workspace = $1 AND backup_id = $2 AND finished_at IS NULL`, ws, id, nullIfEmpty(errMsg))
 		if err != nil {
 			return err
