@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"genesis.dev/fleet/internal/objtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -33,12 +34,12 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // operators is the fleet's backup recipient (spec.backup.recipients).
 const operators = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 
-// env is a Service on a real Postgres with real keys and dirObjects.
+// env is a Service on a real Postgres with real keys and objtest storage.
 type env struct {
 	t    *testing.T
 	url  string
 	st   *store.Store
-	obj  *dirObjects
+	obj  *objtest.Store
 	keys *Keys
 	svc  *Service
 	reg  *prometheus.Registry
@@ -76,7 +77,7 @@ func newEnv(t *testing.T) *env {
 		"ws-a": tenant("ws-a", schema.TierStarter),
 		"ws-e": tenant("ws-e", schema.TierEnterprise),
 	}}
-	e.obj = newDirObjects(t, e.clock)
+	e.obj = objtest.New(t, e.clock, ErrNotFound)
 	e.svc = New(Config{
 		Store: e.st, Objects: e.obj, Keys: e.keys, Prefix: "fleet/", Desired: e.desired, Now: e.clock,
 		Snapshots: func() map[string]SnapshotCopy { e.mu.Lock(); defer e.mu.Unlock(); return e.snaps },
@@ -140,7 +141,7 @@ func (e *env) upload(ws string, data []byte) (schema.BackupStart, schema.BackupF
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if code, body := httpDo(e.t, http.MethodPut, start.URL, data); code != http.StatusOK {
+	if code, body := objtest.Do(e.t, http.MethodPut, start.URL, data); code != http.StatusOK {
 		e.t.Fatalf("PUT = %d %s", code, body)
 	}
 	sum := sha256.Sum256(data)
@@ -158,7 +159,7 @@ func (e *env) good(ws string, at time.Time) string {
 	if err := e.st.BeginBackup(ctx, id, ws, 77, key, at.Add(100*365*24*time.Hour)); err != nil {
 		e.t.Fatal(err)
 	}
-	e.obj.put(e.t, key, []byte("backup "+id))
+	e.obj.Put(e.t, key, []byte("backup "+id))
 	if err := e.st.FinishBackup(ctx, ws, id, int64(len("backup "+id)), strings.Repeat("ab", 32), ""); err != nil {
 		e.t.Fatal(err)
 	}
@@ -215,7 +216,7 @@ func TestStartUploadFinishFetch(t *testing.T) {
 	if f.SHA256 != fin.SHA256 || f.Size != fin.Size || f.ID != start.ID {
 		t.Errorf("Fetch = %+v", f)
 	}
-	if code, body := httpDo(t, http.MethodGet, f.URL, nil); code != http.StatusOK || string(body) != string(data) {
+	if code, body := objtest.Do(t, http.MethodGet, f.URL, nil); code != http.StatusOK || string(body) != string(data) {
 		t.Errorf("GET of the fetch URL = %d %q", code, body)
 	}
 	if _, err := e.svc.Fetch(ctx, "ws-e", start.ID); !errors.Is(err, ErrUnknown) {
@@ -264,7 +265,7 @@ func TestFinishFailures(t *testing.T) {
 			}
 			data := tt.upload
 			if data != nil {
-				if code, _ := httpDo(t, http.MethodPut, start.URL, data); code != http.StatusOK {
+				if code, _ := objtest.Do(t, http.MethodPut, start.URL, data); code != http.StatusOK {
 					t.Fatalf("PUT = %d", code)
 				}
 			} else {
@@ -303,7 +304,7 @@ var errAny = errors.New("any error")
 func TestFinishStorageDown(t *testing.T) {
 	e := newEnv(t)
 	start, fin := e.upload("ws-a", []byte("backup"))
-	e.obj.down.Store(true)
+	e.obj.Down.Store(true)
 	err := e.svc.Finish(t.Context(), "ws-a", start.ID, fin)
 	if err == nil || errors.Is(err, ErrMismatch) || errors.Is(err, ErrUnknown) {
 		t.Fatalf("Finish with storage down: err = %v, want a plain (retryable) error", err)
@@ -311,7 +312,7 @@ func TestFinishStorageDown(t *testing.T) {
 	if b := e.backup("ws-a", start.ID); b.State != store.BackupPending {
 		t.Fatalf("state = %s, want pending (the agent reports again)", b.State)
 	}
-	e.obj.down.Store(false)
+	e.obj.Down.Store(false)
 	if err := e.svc.Finish(t.Context(), "ws-a", start.ID, fin); err != nil {
 		t.Fatalf("Finish once storage is back: %v", err)
 	}

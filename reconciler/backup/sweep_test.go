@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"genesis.dev/fleet/internal/objtest"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
 )
@@ -66,7 +67,7 @@ func TestSweepRetention(t *testing.T) {
 	}
 	for _, id := range []string{a[1], gone[0], gone[1]} {
 		ws := map[bool]string{true: "ws-a", false: "ws-gone"}[id == a[1]]
-		if e.obj.exists("fleet/" + ws + "/" + id + ".age") {
+		if e.obj.Exists("fleet/" + ws + "/" + id + ".age") {
 			t.Errorf("object of expired %s is still stored", id)
 		}
 		if _, err := e.st.GetBackup(ctx, ws, id); err != store.ErrNoBackup {
@@ -74,7 +75,7 @@ func TestSweepRetention(t *testing.T) {
 		}
 	}
 	for _, id := range []string{a[0], a[2]} {
-		if !e.obj.exists("fleet/ws-a/" + id + ".age") {
+		if !e.obj.Exists("fleet/ws-a/" + id + ".age") {
 			t.Errorf("object of kept %s is gone", id)
 		}
 	}
@@ -132,7 +133,7 @@ func TestSweepCleanup(t *testing.T) {
 	key := func(ws, id string) string { return "fleet/" + ws + "/" + id + ".age" }
 
 	// Storage down: nothing is forgotten whose object may still exist.
-	e.obj.down.Store(true)
+	e.obj.Down.Store(true)
 	rep, err := e.svc.Sweep(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -145,11 +146,11 @@ func TestSweepCleanup(t *testing.T) {
 			t.Errorf("%s: state = %s, want deleting (kept until its object is gone)", c.id, b.State)
 		}
 	}
-	if !e.obj.exists(key("ws-a", mismatch.ID)) || !e.obj.exists(key("ws-gone", abandoned.ID)) {
+	if !e.obj.Exists(key("ws-a", mismatch.ID)) || !e.obj.Exists(key("ws-gone", abandoned.ID)) {
 		t.Error("an object went while storage was down")
 	}
 
-	e.obj.down.Store(false)
+	e.obj.Down.Store(false)
 	rep, err = e.svc.Sweep(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +162,7 @@ func TestSweepCleanup(t *testing.T) {
 		if _, err := e.st.GetBackup(ctx, c.ws, c.id); err != store.ErrNoBackup {
 			t.Errorf("%s: GetBackup err = %v, want ErrNoBackup", c.id, err)
 		}
-		if e.obj.exists(key(c.ws, c.id)) {
+		if e.obj.Exists(key(c.ws, c.id)) {
 			t.Errorf("%s: object still stored", c.id)
 		}
 	}
@@ -169,7 +170,7 @@ func TestSweepCleanup(t *testing.T) {
 	if b := e.backup("ws-a", fresh.ID); b.State != store.BackupPending {
 		t.Errorf("fresh backup: state = %s, want pending", b.State)
 	}
-	if code, _ := httpDo(t, http.MethodPut, fresh.URL, []byte("fresh")); code != http.StatusOK {
+	if code, _ := objtest.Do(t, http.MethodPut, fresh.URL, []byte("fresh")); code != http.StatusOK {
 		t.Errorf("PUT of the fresh upload = %d", code)
 	}
 	if rep, err := e.svc.Sweep(ctx); err != nil || rep != (Report{}) {
