@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/schema"
 )
 
@@ -178,4 +179,13 @@ func (s *Service) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstHistogram(ageDesc, count, sum, buckets)
 	ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, float64(stale))
 	s.results.Collect(ch)
+}
+
+// API is p as the fleet and tenant APIs show it (recovery_point).
+func (p Point) API() *api.RecoveryPoint {
+	rp := &api.RecoveryPoint{Kind: p.Kind, ID: p.ID, AgeSeconds: p.Age.Seconds(), ObjectiveSeconds: p.Objective.Seconds(), Stale: p.Stale}
+	if !p.At.IsZero() {
+		rp.At = p.At.UTC()
+	}
+	return rp
 }
