@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -61,5 +62,34 @@ func TestDecodedBackup(t *testing.T) {
 	rs, err := b.ParsedRecipients()
 	if err != nil || len(rs) != 1 {
 		t.Errorf("ParsedRecipients = %d, %v; want 1", len(rs), err)
+	}
+}
+
+func TestBackupEndpoint(t *testing.T) {
+	good := string(mustRead(t, "testdata/fleets/backup.good.yaml"))
+	const declared = "endpoint: https://nyc3.digitaloceanspaces.com"
+	for endpoint, ok := range map[string]bool{
+		"https://nyc3.digitaloceanspaces.com":  true,
+		"https://nyc3.digitaloceanspaces.com/": true,
+		"http://127.0.0.1:8333":                true,
+		"http://seaweedfs:8333":                true,
+		"ftp://nyc3.digitaloceanspaces.com":    false,
+		"https://key:secret@example.com":       false,
+		"https://example.com/bucket":           false,
+		"https://example.com?x=1":              false,
+		"nyc3.digitaloceanspaces.com":          false,
+		"https://":                             false,
+	} {
+		t.Run(endpoint, func(t *testing.T) {
+			_, errs := DecodeFleet(FleetFile, []byte(strings.Replace(good, declared, "endpoint: "+endpoint, 1)))
+			if got := len(errs) == 0; got != ok {
+				t.Errorf("accepted = %v, want %v (%v)", got, ok, errs)
+			}
+			for _, e := range errs {
+				if !strings.Contains(e.Message, "spec.backup.storage.endpoint") || e.Line != 17 {
+					t.Errorf("error %d:%d %q does not name the endpoint at its line", e.Line, e.Col, e.Message)
+				}
+			}
+		})
 	}
 }
