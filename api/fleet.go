@@ -85,6 +85,27 @@ type FleetTenant struct {
 	// MonthlyUSD is what the tenant costs now: its droplet's size price,
 	// or its snapshot's storage when hibernated.
 	MonthlyUSD float64 `json:"monthly_usd"`
+	// RecoveryPoint is the tenant's newest copy (nil: backups are not
+	// wired in, or the tenant is not known to them yet).
+	RecoveryPoint *RecoveryPoint `json:"recovery_point,omitempty"`
+}
+
+// RecoveryPoint is a tenant's recovery point: its newest good copy, a
+// backup or a snapshot, against its tier's objective.
+type RecoveryPoint struct {
+	// At is when the copy's data was taken (zero: no copy).
+	At time.Time `json:"at,omitzero"`
+	// Kind is "backup" or "snapshot" ("" when there is no copy).
+	Kind string `json:"kind,omitempty"`
+	// ID is the backup id or the snapshot id.
+	ID string `json:"id,omitempty"`
+	// AgeSeconds is how old the copy is; for a live tenant with no copy,
+	// how long its droplet has been live.
+	AgeSeconds float64 `json:"age_seconds"`
+	// ObjectiveSeconds is the tier's recovery-point objective.
+	ObjectiveSeconds float64 `json:"objective_seconds"`
+	// Stale: the tenant runs and its copy is older than the objective.
+	Stale bool `json:"stale"`
 }
 
 // FleetCost is GET /v1/fleet's monthly totals in USD.

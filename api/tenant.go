@@ -15,6 +15,9 @@ type Tenant struct {
 	Tenant *schema.Tenant `json:"tenant"`
 	YAML   string         `json:"yaml,omitempty"`
 	Status *TenantStatus  `json:"status"`
+	// RecoveryPoint is the tenant's newest copy (nil: backups are not
+	// wired in, or the tenant is not known to them yet).
+	RecoveryPoint *RecoveryPoint `json:"recovery_point,omitempty"`
 }
 
 // TenantList is GET /v1/tenants.

@@ -72,6 +72,10 @@ var knownMetrics = []struct {
 	{"genesis_fleetstats_errors_total", "counter", false},
 	{"genesis_convergence_seconds", "histogram", false},
 	{"genesis_manifest_expiry_seconds", "gauge", false},
+	// reconciler/backup
+	{"genesis_backups_total", "counter", false},
+	{"genesis_recovery_point_age_seconds", "histogram", false},
+	{"genesis_recovery_point_stale_tenants", "gauge", false},
 }
 
 // prometheusMetrics are series Prometheus makes itself.

@@ -22,6 +22,7 @@ var notExpressible = map[string]string{
 	"tenants/cred-dup.bad.yaml":        "credential names unique within a list of objects (uniqueItems compares whole items)",
 	"tenants/undeclared-cred.bad.yaml": "a workflow maps a placeholder to a credential declared in a sibling list",
 	"tenants/wf-dup.bad.yaml":          "workflow templates unique within a list of objects",
+	"fleets/backup-rules.bad.yaml":     "backup recipients apart from spec.recipients, durations compared with each other and with a minimum",
 }
 
 // TestJSONSchemaAgreesWithGo runs every testdata fixture through both the

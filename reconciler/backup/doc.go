@@ -12,5 +12,8 @@
 // manifest can name a backup to restore (Section): it carries the
 // workspace's backup identity sealed to that droplet, and the agent asks
 // Fetch for a presigned GET. A tenant's recovery point is its newest copy,
-// backup or snapshot (Newest, Stale).
+// backup or snapshot (Newest, Stale): Sweep refreshes them (Refresh), the
+// APIs show them (Points) and the Service, a prometheus.Collector, exports
+// them as genesis_recovery_point_age_seconds and
+// genesis_recovery_point_stale_tenants, next to genesis_backups_total.
 package backup

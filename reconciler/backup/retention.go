@@ -70,6 +70,19 @@ type Point struct {
 	Kind string `json:"kind,omitempty"`
 	// ID is the backup id or the snapshot id.
 	ID string `json:"id,omitempty"`
+
+	// The rest is filled by Service.Point and Service.Points, at the time
+	// of the call (Newest leaves it zero).
+
+	// LiveSince is since when the tenant's droplet runs (zero: not live).
+	LiveSince time.Time `json:"live_since,omitzero"`
+	// Age is how old the copy is; for a live tenant with no copy, how long
+	// it has been live (its data is uncovered since then); 0 otherwise.
+	Age time.Duration `json:"-"`
+	// Objective is the tenant's tier's recovery-point objective.
+	Objective time.Duration `json:"-"`
+	// Stale is Stale(point, LiveSince, now, Objective).
+	Stale bool `json:"stale,omitempty"`
 }
 
 // Newest is the newer of a backup and a snapshot copy (either may be

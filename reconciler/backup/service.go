@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"sync"
 	"time"
 
 	"filippo.io/age"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -60,15 +62,35 @@ type Config struct {
 	Prefix string
 	// Desired is the latest desired state (the backup policy and tiers).
 	Desired func() (tenants.Snapshot, bool)
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Snapshots is each workspace's newest snapshot (nil: none known); a
+	// snapshot is a copy too, so a tenant's recovery point is the newer of
+	// it and its newest good backup.
+	Snapshots func() map[string]SnapshotCopy
+	// Live is, for each tenant whose droplet runs, since when
+	// (store.LiveSince); nil: no tenant counts as live, so none is stale.
+	Live func(ctx context.Context) (map[string]time.Time, error)
+	// Registerer takes the Service's metrics (nil: not registered; the
+	// Service is a prometheus.Collector either way).
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// SnapshotCopy is a workspace's newest snapshot.
+type SnapshotCopy struct {
+	ID string
+	At time.Time
 }
 
 // Service issues presigned URLs for agents' backups and restores, records
 // backups, enforces retention and reports recovery points.
 type Service struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	results *prometheus.CounterVec
+
+	mu     sync.Mutex
+	points map[string]tenantPoint // by workspace, refreshed by Sweep
 }
 
 // New makes a Service; nil when cfg has no object storage or keys (then
@@ -84,8 +106,25 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg, log: cfg.Logger.With("component", "backup")}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "backup"), results: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "genesis_backups_total",
+		Help: "Backups agents finished, by result: succeeded (storage holds what the agent reported), failed (the agent reported an error, or the upload URL could not be made) or mismatch (storage holds nothing, or another size).",
+	}, []string{"result"})}
+	for _, r := range []string{resultSucceeded, resultFailed, resultMismatch} {
+		s.results.WithLabelValues(r)
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s)
+	}
+	return s
 }
+
+// Results of genesis_backups_total.
+const (
+	resultSucceeded = "succeeded"
+	resultFailed    = "failed"
+	resultMismatch  = "mismatch"
+)
 
 // policy is the fleet's backup declaration and the tenant's tier policy
 // (ErrDisabled when backups are not declared).
@@ -130,6 +169,8 @@ func (s *Service) Start(ctx context.Context, ws string, droplet int64) (schema.B
 	if err != nil {
 		if ferr := s.cfg.Store.FinishBackup(ctx, ws, id, 0, "", "presign: "+err.Error()); ferr != nil {
 			s.log.Error("record failed backup", "tenant", ws, "backup", id, "err", ferr)
+		} else {
+			s.results.WithLabelValues(resultFailed).Inc()
 		}
 		return schema.BackupStart{}, fmt.Errorf("presign upload of %s: %w", id, err)
 	}
@@ -153,7 +194,11 @@ func (s *Service) Finish(ctx context.Context, ws, id string, f schema.BackupFini
 		return fmt.Errorf("%w: backup %s is %s", ErrUnknown, id, b.State)
 	}
 	if f.Error != "" {
-		return s.cfg.Store.FinishBackup(ctx, ws, id, 0, "", truncate(f.Error, 1000))
+		if err := s.cfg.Store.FinishBackup(ctx, ws, id, 0, "", truncate(f.Error, 1000)); err != nil {
+			return err
+		}
+		s.results.WithLabelValues(resultFailed).Inc()
+		return nil
 	}
 	if f.Size <= 0 || !sha256RE.MatchString(f.SHA256) {
 		return fmt.Errorf("backup %s: a success needs size > 0 and a hex sha256", id)
@@ -171,9 +216,14 @@ func (s *Service) Finish(ctx context.Context, ws, id string, f schema.BackupFini
 		if ferr := s.cfg.Store.FinishBackup(ctx, ws, id, 0, "", err.Error()); ferr != nil {
 			return ferr
 		}
+		s.results.WithLabelValues(resultMismatch).Inc()
 		return err
 	}
-	return s.cfg.Store.FinishBackup(ctx, ws, id, f.Size, f.SHA256, "")
+	if err := s.cfg.Store.FinishBackup(ctx, ws, id, f.Size, f.SHA256, ""); err != nil {
+		return err
+	}
+	s.results.WithLabelValues(resultSucceeded).Inc()
+	return nil
 }
 
 // Fetch is a presigned download of ws's good backup id.

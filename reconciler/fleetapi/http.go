@@ -10,6 +10,7 @@ import (
 
 	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/backup"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
@@ -84,6 +85,10 @@ type HandlerConfig struct {
 	MetricsTokenRequired bool
 	// API serves the tenant API (/v1/tenants...); nil leaves it unserved.
 	API *stateapi.API
+	// RecoveryPoints is every tenant's recovery point
+	// ((*backup.Service).Points), shown as recovery_point in GET
+	// /v1/fleet; nil leaves it out.
+	RecoveryPoints func() map[string]backup.Point
 }
 
 // Handler serves every replica's HTTP API: health, readiness, metrics, the
@@ -122,7 +127,11 @@ func Handler(cfg HandlerConfig) http.Handler {
 			api.WriteProblem(w, http.StatusInternalServerError, err.Error())
 			return
 		}
-		api.WriteJSON(w, http.StatusOK, View(rows, cfg.Reconciler))
+		doc := View(rows, cfg.Reconciler)
+		if cfg.RecoveryPoints != nil {
+			withRecoveryPoints(&doc, cfg.RecoveryPoints())
+		}
+		api.WriteJSON(w, http.StatusOK, doc)
 	})
 	mux.HandleFunc("POST /v1/tenants/{id}/wake", func(w http.ResponseWriter, r *http.Request) {
 		handleWake(w, r, cfg.Reconciler)

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/reconciler/backup"
 	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -75,4 +76,13 @@ func tenantCost(f *schema.Fleet, row store.FleetRow, sum *api.FleetCost) float64
 	}
 	sum.Total += c
 	return c
+}
+
+// withRecoveryPoints sets each tenant's recovery_point from pts.
+func withRecoveryPoints(doc *api.Fleet, pts map[string]backup.Point) {
+	for i := range doc.Tenants {
+		if p, ok := pts[doc.Tenants[i].Workspace]; ok {
+			doc.Tenants[i].RecoveryPoint = p.API()
+		}
+	}
 }

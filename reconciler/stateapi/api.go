@@ -22,6 +22,7 @@ import (
 
 	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/backup"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema/sealing"
 	"genesis.dev/fleet/tenants"
@@ -46,6 +47,10 @@ type Config struct {
 	Poll    time.Duration
 	MaxBody int64
 	Logger  *slog.Logger
+	// RecoveryPoints is every tenant's recovery point
+	// ((*backup.Service).Points), shown as recovery_point in the tenant
+	// reads (GET /v1/tenants, GET /v1/tenants/{id}); nil leaves it out.
+	RecoveryPoints func() map[string]backup.Point
 }
 
 // API serves the tenant endpoints.
@@ -136,6 +141,14 @@ func (a *API) status(ctx context.Context) map[string]*api.TenantStatus {
 	return out
 }
 
+// points is every tenant's recovery point (none when not wired).
+func (a *API) points() map[string]backup.Point {
+	if a.cfg.RecoveryPoints == nil {
+		return nil
+	}
+	return a.cfg.RecoveryPoints()
+}
+
 func view(snap tenants.Snapshot, ts tenants.TenantState, st *api.TenantStatus) api.Tenant {
 	t := api.Tenant{ID: ts.ID, File: ts.File, ETag: ts.Blob, Commit: snap.Commit, Valid: ts.Status == tenants.StatusValid, Errors: ts.Errors, Status: st}
 	if t.Valid {
@@ -150,9 +163,14 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := a.status(r.Context())
+	pts := a.points()
 	out := api.TenantList{Commit: snap.Commit, Tenants: []api.Tenant{}}
 	for _, id := range snap.IDs() {
-		out.Tenants = append(out.Tenants, view(snap, snap.Tenants[id], st[id]))
+		t := view(snap, snap.Tenants[id], st[id])
+		if p, ok := pts[id]; ok {
+			t.RecoveryPoint = p.API()
+		}
+		out.Tenants = append(out.Tenants, t)
 	}
 	api.WriteJSON(w, http.StatusOK, out)
 }
@@ -166,6 +184,9 @@ func (a *API) current(ctx context.Context, id string) (*api.Tenant, bool) {
 		return nil, false
 	}
 	t := view(snap, ts, a.status(ctx)[id])
+	if p, ok := a.points()[id]; ok {
+		t.RecoveryPoint = p.API()
+	}
 	if data, err := a.cfg.Writer.ReadBlob(ts.Blob); err == nil {
 		t.YAML = string(data)
 	}

@@ -51,7 +51,10 @@ type world struct {
 
 var tokens = map[string]string{"dash": "tok-dash", "root": "tok-admin", "agent": "tok-agent", "slow": "tok-slow"}
 
-func newWorld(t testing.TB, generated int, propose bool) *world {
+// worldOption changes the API's configuration before it starts.
+type worldOption func(*stateapi.Config)
+
+func newWorld(t testing.TB, generated int, propose bool, opts ...worldOption) *world {
 	t.Helper()
 	repo := testkit.NewStateRepo(t)
 	repo.CopyExample("genesis.yaml", "tenants", "templates")
@@ -78,8 +81,12 @@ func newWorld(t testing.TB, generated int, propose bool) *world {
 		t.Fatal(err)
 	}
 	ids := testkit.DemoIdentities(t)
-	api := stateapi.New(stateapi.Config{Writer: w.writer, Store: w.store, Identities: ids, Logger: quiet(),
-		Pushed: func() { w.pushed <- struct{}{} }})
+	cfg := stateapi.Config{Writer: w.writer, Store: w.store, Identities: ids, Logger: quiet(),
+		Pushed: func() { w.pushed <- struct{}{} }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	api := stateapi.New(cfg)
 	toks := []auth.Token{
 		{Name: "dash", SHA256: auth.Hash(tokens["dash"]), Scopes: []auth.Scope{auth.Dashboard}},
 		{Name: "root", SHA256: auth.Hash(tokens["root"]), Scopes: []auth.Scope{auth.Admin}},

@@ -170,13 +170,15 @@ func (s *Store) Unfinished(ctx context.Context, pendingBefore time.Time) ([]Back
 	return scanBackups(rows, err)
 }
 
-// MarkDeleting marks backup id for deletion (its object is removed next);
-// a backup a pending restore names is kept (false).
-func (s *Store) MarkDeleting(ctx context.Context, id, reason string) (bool, error) {
+// MarkDeleting marks backup id for deletion (its object is removed next)
+// if it is still in state from (what the caller saw: a backup that moved
+// on since, say a pending one an agent just finished, is left alone); a
+// backup a pending restore names is kept too (false).
+func (s *Store) MarkDeleting(ctx context.Context, id, from, reason string) (bool, error) {
 	var ws string
-	err := s.pool.QueryRow(ctx, `UPDATE backups SET state = 'deleting', error = coalesce(error, $2) WHERE id = $1
+	err := s.pool.QueryRow(ctx, `UPDATE backups SET state = 'deleting', error = coalesce(error, $2) WHERE id = $1 AND state = $3
 		AND NOT EXISTS (SELECT 1 FROM backup_restores r WHERE r.backup_id = $1 AND r.finished_at IS NULL)
-		RETURNING workspace`, id, reason).Scan(&ws)
+		RETURNING workspace`, id, reason, from).Scan(&ws)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -250,7 +252,7 @@ func (s *Store) FinishRestore(ctx context.Context, ws, droplet, id, errMsg strin
 		action = "restore.failed"
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE backup_restores SET finished_at = now(), error = $4
+		tag, err := tx.Exec(ctx, `UPDATE backup_restores SET finished_at = now(), error = $3
 			WHERE workspace = $1 AND backup_id = $2 AND finished_at IS NULL`, ws, id, nullIfEmpty(errMsg))
 		if err != nil {
 			return err
