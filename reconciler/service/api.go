@@ -13,6 +13,7 @@ import (
 
 	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/backup"
 	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/tenants"
@@ -21,7 +22,7 @@ import (
 // buildAPI makes the authenticator (nil only with --insecure-no-auth) and
 // the tenant API (nil then, or in --state-dir mode). Without --tokens it
 // refuses to start unless --insecure-no-auth says so (day-2 rule 1).
-func buildAPI(c Config, st *store.Store, ids []age.Identity, log *slog.Logger, pushed func()) (*auth.Authenticator, *stateapi.API, error) {
+func buildAPI(c Config, st *store.Store, ids []age.Identity, log *slog.Logger, pushed func(), points func() map[string]backup.Point) (*auth.Authenticator, *stateapi.API, error) {
 	if c.TokensFile == "" { // --insecure-no-auth: parseFlags refused anything else
 		return nil, nil, nil
 	}
@@ -65,7 +66,7 @@ func buildAPI(c Config, st *store.Store, ids []age.Identity, log *slog.Logger, p
 	if err != nil {
 		return nil, nil, err
 	}
-	api := stateapi.New(stateapi.Config{Writer: w, Store: st, Identities: ids, Pushed: pushed, Poll: c.PollInterval, Logger: log})
+	api := stateapi.New(stateapi.Config{Writer: w, Store: st, Identities: ids, Pushed: pushed, Poll: c.PollInterval, Logger: log, RecoveryPoints: points})
 	return a, api, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"genesis.dev/fleet/reconciler/backup"
 	"genesis.dev/fleet/reconciler/objstore"
+	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/tenants"
 )
@@ -109,4 +110,41 @@ func loadBackupKeys(path string, log *slog.Logger) (*backup.Keys, error) {
 		return nil, fmt.Errorf("--backup-key %s: %w", path, err)
 	}
 	return keys, nil
+}
+
+// BackupSweepEvery is how often the leader applies backup retention,
+// cleans up failed uploads and refreshes the recovery points.
+const BackupSweepEvery = 5 * time.Minute
+
+// sweepBackups runs the backup sweep every BackupSweepEvery while this
+// replica leads, until ctx ends.
+func sweepBackups(ctx context.Context, svc *backup.Service, leading func() bool, log *slog.Logger) error {
+	t := time.NewTicker(BackupSweepEvery)
+	defer t.Stop()
+	for {
+		if leading() {
+			if rep, err := svc.Sweep(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, backup.ErrDisabled) {
+				log.Error("backup sweep failed", "component", "backup", "err", err, "report", rep)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// newestSnapshots is each workspace's newest snapshot in o.
+func newestSnapshots(o plan.Observed) map[string]backup.SnapshotCopy {
+	out := map[string]backup.SnapshotCopy{}
+	for _, s := range o.Snapshots {
+		if s.Workspace == "" {
+			continue
+		}
+		if cur, ok := out[s.Workspace]; !ok || s.Created.After(cur.At) {
+			out[s.Workspace] = backup.SnapshotCopy{ID: s.ID, At: s.Created}
+		}
+	}
+	return out
 }

@@ -17,8 +17,8 @@ import (
 
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/agentapi"
-	"genesis.dev/fleet/reconciler/backup"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/backup"
 	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/fleetstats"
 	"genesis.dev/fleet/reconciler/notify"
@@ -50,6 +50,7 @@ type Service struct {
 	publicURL string
 	// agentSideOnly is Config.AgentSideOnly.
 	agentSideOnly bool
+	backups       *backup.Service
 }
 
 // New opens the database (applying migrations), reads the keys, listens on
@@ -156,11 +157,12 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	if bkKeys != nil {
 		desired := func() (tenants.Snapshot, bool) { return rec.Snapshot() }
 		backups = backup.New(backup.Config{Store: st, Objects: &fleetObjects{desired: desired, getenv: getenv}, Keys: bkKeys,
-			Desired: desired, Logger: log})
+			Desired: desired, Logger: log, Registerer: reg, Live: st.LiveSince,
+			Snapshots: func() map[string]backup.SnapshotCopy { return newestSnapshots(rec.Observed()) }})
 	}
 	agents := agentapi.New(agentapi.Config{
 		Backups: backups,
-		Store: st, Logger: log, Registerer: reg, Signer: signer, Identities: ids, Announce: announce, PublicURL: strings.TrimSuffix(publicURL, "/"),
+		Store:   st, Logger: log, Registerer: reg, Signer: signer, Identities: ids, Announce: announce, PublicURL: strings.TrimSuffix(publicURL, "/"),
 		Desired: func() (tenants.Snapshot, bool) { return rec.Snapshot() }, Leading: leading,
 		TokenTTL: c.TokenTTL, ManifestTTL: c.ManifestTTL, Sweep: c.ManifestSweep, Compose: compose, AgentURL: c.AgentBinaryURL,
 		AgentSHA256: c.AgentBinarySHA256, AgentInsecureHTTP: c.AgentInsecureHTTP,
@@ -212,14 +214,18 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 		}
 	}
 	events := reconciler.NewEvents(reconciler.EventsConfig{Store: st, Reconciler: rec, Fetch: trigger, Logger: log, Registerer: reg})
-	authn, api, err := buildAPI(c, st, ids, log, func() { _ = events.Pushed(context.WithoutCancel(ctx)) })
+	var points func() map[string]backup.Point
+	if backups != nil {
+		points = backups.Points
+	}
+	authn, api, err := buildAPI(c, st, ids, log, func() { _ = events.Pushed(context.WithoutCancel(ctx)) }, points)
 	if err != nil {
 		return nil, err
 	}
 
 	proxies, _ := auth.ParsePrefixes(c.TrustedProxies) // checked by genesis-reconciler's parseFlags
 	handler := fleetapi.Handler(fleetapi.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
-		WebhookSecret: []byte(c.WebhookSecret), Events: events, Observations: observations, Agents: agents.Handler(),
+		WebhookSecret: []byte(c.WebhookSecret), Events: events, Observations: observations, Agents: agents.Handler(), RecoveryPoints: points,
 		Auth: authn, API: api, MetricsTokenRequired: c.MetricsTokenRequired})
 	if c.UnauthBurst > 0 {
 		handler = auth.NewFailures(auth.FailuresConfig{Rate: c.UnauthRate, Burst: c.UnauthBurst, TrustedProxies: proxies,
@@ -235,6 +241,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	s.watcher, s.rec, s.events, s.agents, s.api, s.srv, s.handler = watcher, rec, events, agents, api, srv, handler
 	s.addr, s.scheme, s.publicURL = ln.Addr().String(), scheme, publicURL
 	s.agentSideOnly = c.AgentSideOnly
+	s.backups = backups
 	return s, nil
 }
 
@@ -268,6 +275,9 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	if !s.agentSideOnly {
 		g.Go(func() error { return rec.Run(ctx) })
+		if s.backups != nil {
+			g.Go(func() error { return sweepBackups(ctx, s.backups, rec.Leading, s.log) })
+		}
 	}
 	g.Go(func() error { return events.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
