@@ -40,6 +40,10 @@ type BackupConfig struct {
 	// Retry is how long after a failed backup the next try starts
 	// (default 5 minutes, jittered; never later than the schedule).
 	Retry time.Duration
+	// FirstWithin spreads the first backup after a start over up to this
+	// long (default 10 minutes, never more than the schedule), so a fleet
+	// restarted at once does not back up at once.
+	FirstWithin time.Duration
 }
 
 // backupFile in the state directory keeps when the last backup succeeded
@@ -82,6 +86,9 @@ func newBackups(cfg *BackupConfig, dir string) *backups {
 	}
 	if c.Retry <= 0 {
 		c.Retry = 5 * time.Minute
+	}
+	if c.FirstWithin <= 0 {
+		c.FirstWithin = 10 * time.Minute
 	}
 	b := &backups{cfg: &c, kick: make(chan struct{}, 1), fetches: map[string]int{}}
 	if data, err := os.ReadFile(filepath.Join(dir, backupFile)); err == nil {
@@ -276,7 +283,7 @@ func (a *Agent) backupLoop(ctx context.Context) error {
 			if next.IsZero() {
 				next = last.Add(every)
 				if last.IsZero() || next.Before(a.cfg.Now()) {
-					next = a.cfg.Now().Add(time.Duration(rand.Int64N(int64(min(every, 10*time.Minute)/time.Second)+1)) * time.Second)
+					next = a.cfg.Now().Add(time.Duration(rand.Int64N(int64(min(every, b.cfg.FirstWithin)/time.Millisecond)+1)) * time.Millisecond)
 				}
 			}
 			wait = next.Sub(a.cfg.Now())

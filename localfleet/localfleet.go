@@ -19,6 +19,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"io"
 	"net"
@@ -32,6 +33,7 @@ import (
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/internal/pgserver"
+	"genesis.dev/fleet/internal/s3server"
 	"genesis.dev/fleet/reconciler/service"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/dsse"
@@ -69,6 +71,27 @@ type Options struct {
 	// Reconciler, when set, adjusts the reconciler's configuration before
 	// it starts.
 	Reconciler func(*service.Config)
+	// WeedBin, when set, turns on backups: a real S3 server (SeaweedFS's
+	// weed, scripts/build-weed) on loopback holds them, the reconciler gets
+	// a fresh --backup-key and the bucket's keys, and every droplet's boot
+	// command gets GENESIS_FLEET_PG_URL and GENESIS_FLEET_PG_BIN (an admin
+	// URL of the fleet's Postgres and its binaries: droplet-sim keeps each
+	// droplet's "n8n database" there). The state repository must then
+	// declare Fleet.Backup in genesis.yaml's spec.backup.
+	WeedBin string
+}
+
+// Backup is what a local fleet with backups gives genesis.yaml's
+// spec.backup.
+type Backup struct {
+	// Spec is a spec.backup for the fleet's S3 server (tiers left to the
+	// caller).
+	Spec schema.Backup
+	// KeyFile holds the reconciler's backup key; its recipient is
+	// Spec.Recipients[0].
+	KeyFile string
+	// S3 is the S3 server (its Down and Up make storage outages).
+	S3 *s3server.Server
 }
 
 // Fleet is a started local fleet. Stop it.
@@ -81,6 +104,8 @@ type Fleet struct {
 	DatabaseURL string
 	// SigningKey is the file holding the fresh manifest-signing key.
 	SigningKey string
+	// Backup is set when Options.WeedBin turned backups on.
+	Backup *Backup
 
 	pg      *pgserver.Server
 	sim     *dosim.Sim
@@ -119,6 +144,14 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 		return f, err
 	}
 	env := map[string]string{}
+	var hookEnv []string
+	if o.WeedBin != "" {
+		if f.Backup, err = startBackups(ctx, o.WeedBin, o.Work, env); err != nil {
+			return f, err
+		}
+		f.closers = append(f.closers, closerFunc(f.Backup.S3.Stop))
+		hookEnv = []string{"GENESIS_FLEET_PG_URL=" + f.pg.URL("postgres"), "GENESIS_FLEET_PG_BIN=" + f.pg.BinDir()}
+	}
 	var accounts []dosim.Account
 	for _, a := range o.Accounts {
 		tok := "localfleet-token-" + a.Name
@@ -132,7 +165,7 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 	f.sim, err = dosim.New(dosim.Config{Accounts: accounts, Seed: 1,
 		Limits: dosim.Limits{RatePerMinute: dosim.DefaultRatePerMinute, RatePerHour: dosim.DefaultRatePerHour,
 			BootDelay: dosim.Duration(o.BootDelay), ActionDelay: dosim.Duration(o.ActionDelay)},
-		DiskRoot: filepath.Join(o.Work, "disks"), BootCmd: o.BootCmd, HookOutput: simLog, HookGrace: o.HookGrace, Logger: log})
+		DiskRoot: filepath.Join(o.Work, "disks"), BootCmd: o.BootCmd, HookEnv: hookEnv, HookOutput: simLog, HookGrace: o.HookGrace, Logger: log})
 	if err != nil {
 		return f, fmt.Errorf("start simulator: %w", err)
 	}
@@ -162,6 +195,9 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 	c.TokensFile, c.InsecureNoAuth = o.TokensFile, o.TokensFile == ""
 	c.HTTP.MaxConns = 0 // no connection limit on the local fleet, as before
 	c.ReplicaID, c.Getenv = "localfleet", func(k string) string { return env[k] }
+	if f.Backup != nil {
+		c.BackupKey = f.Backup.KeyFile
+	}
 	if o.Reconciler != nil {
 		o.Reconciler(&c)
 	}
@@ -230,3 +266,37 @@ func writeSigningKey(path string) error {
 	}
 	return os.WriteFile(path, dsse.MarshalPrivateKeyPEM(key), 0o600)
 }
+
+// The environment variables a local fleet's spec.backup names for the S3
+// server's keys.
+const (
+	BackupAccessKeyEnv = "GENESIS_LOCALFLEET_S3_ACCESS_KEY"
+	BackupSecretKeyEnv = "GENESIS_LOCALFLEET_S3_SECRET_KEY"
+)
+
+// startBackups starts the S3 server and writes a backup key; the bucket's
+// keys go into env.
+func startBackups(ctx context.Context, weed, work string, env map[string]string) (*Backup, error) {
+	s3, err := s3server.Start(ctx, s3server.Options{Bin: weed, Dir: filepath.Join(work, "s3"), Bucket: "genesis-backups"})
+	if err != nil {
+		return nil, fmt.Errorf("start the S3 server: %w", err)
+	}
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return nil, errors.Join(err, s3.Stop())
+	}
+	key := filepath.Join(work, "backup.key")
+	if err := os.WriteFile(key, []byte("# the local fleet's backup key\n"+id.String()+"\n"), 0o600); err != nil {
+		return nil, errors.Join(err, s3.Stop())
+	}
+	env[BackupAccessKeyEnv], env[BackupSecretKeyEnv] = s3.AccessKey(), s3.SecretKey()
+	return &Backup{KeyFile: key, S3: s3, Spec: schema.Backup{
+		Recipients: []string{id.Recipient().String()},
+		Storage: schema.BackupStorage{Endpoint: s3.Endpoint(), Region: s3.Region(), Bucket: s3.Bucket(),
+			AccessKeyEnv: BackupAccessKeyEnv, SecretKeyEnv: BackupSecretKeyEnv},
+	}}, nil
+}
+
+type closerFunc func() error
+
+func (c closerFunc) Close() error { return c() }

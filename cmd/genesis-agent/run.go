@@ -100,6 +100,7 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	backupDump := fs.String("backup-dump", "", "`command` (space-separated) that writes n8n's database as pg_dump -Fc to stdout (default: pg_dump in the compose stack's postgres service)")
 	backupRestore := fs.String("backup-restore", "", "`command` (space-separated) that restores a pg_dump -Fc archive from stdin (default: pg_restore --clean --if-exists --single-transaction in the compose stack's postgres service)")
 	n8nDataDir := fs.String("n8n-data-dir", "/var/lib/docker/volumes/genesis_n8n_data/_data", "n8n's data `directory`, backed up and restored with its database (empty: none)")
+	backupFirst := fs.Duration("backup-first-within", 10*time.Minute, "spread the first backup after a start over up to this `duration` (never more than the schedule)")
 	backupTmp := fs.String("backup-tmp", "", "`directory` for a backup while it uploads or restores (default: <state-dir>/backup-tmp; needs room for one backup)")
 	if err := parse(e, fs, args); err != nil {
 		return err
@@ -225,7 +226,7 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 			Source: backup.Source{Dump: strings.Fields(firstNonEmpty(*backupDump, compose+"pg_dump -Fc -U n8n n8n")), DataDir: *n8nDataDir},
 			Target: backup.Target{Restore: strings.Fields(firstNonEmpty(*backupRestore,
 				compose+"pg_restore --clean --if-exists --no-owner --single-transaction -U n8n -d n8n")), DataDir: *n8nDataDir},
-			TmpDir: *backupTmp, Stop: bkStop, Start: bkStart,
+			TmpDir: *backupTmp, Stop: bkStop, Start: bkStart, FirstWithin: *backupFirst,
 		}
 	}
 	a, err := agent.New(agent.Config{

@@ -83,6 +83,7 @@ func runDemo(ctx context.Context, e cliexit.Env, args []string) error {
 	action := fs.Duration("action-delay", 2*time.Second, "simulated DigitalOcean action time (power off, snapshot)")
 	timeout := fs.Duration("step-timeout", 3*time.Minute, "how long one step may take before the demo gives up")
 	caddyBin := fs.String("caddy", filepath.Join(".cache", "caddy", "v2.11.9", "caddy"), "the Caddy `binary` every simulated droplet runs (make caddy builds it)")
+	weedBin := fs.String("weed", "", "SeaweedFS's weed `binary` (make weed builds it): backups go to it as S3 storage and the story rebuilds a droplet from its backup; none: no backups")
 	pos, err := e.Parse(fs, args)
 	if err != nil {
 		return err
@@ -121,7 +122,12 @@ func runDemo(ctx context.Context, e cliexit.Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	d := &demo{e: e, bin: *bin, caddy: caddyAbs, stateSrc: *dir, fleet: repo.Fleet, boot: *boot, action: *action, timeout: *timeout,
+	if *weedBin != "" {
+		if fi, err := os.Stat(*weedBin); err != nil || fi.IsDir() {
+			return fmt.Errorf("weed not found at %s (run make weed, or give --weed)", *weedBin)
+		}
+	}
+	d := &demo{e: e, bin: *bin, caddy: caddyAbs, weed: *weedBin, stateSrc: *dir, fleet: repo.Fleet, boot: *boot, action: *action, timeout: *timeout,
 		heartbeat: *heartbeat, start: time.Now(), tty: isTerminal(e.Stdout)}
 	if *work == "" {
 		tmp, err := os.MkdirTemp("", "genesis-demo-")
@@ -187,6 +193,7 @@ type demo struct {
 	e            cliexit.Env
 	bin, work    string
 	caddy        string
+	weed         string // SeaweedFS for backups ("": none)
 	tty          bool
 	shown        bool // a progress line is on the terminal's last line
 	lastProgress time.Time
@@ -221,7 +228,7 @@ func (d *demo) up(ctx context.Context) error {
 	// What every simulated droplet boots: n8n (the emulator), Caddy and the
 	// agent, converging for real; cloud-init's user data and the droplet's
 	// id, address and disk come from the simulator's hook variables.
-	bootCmd := fmt.Sprintf("exec %s droplet --caddy-bin %s --agent-bin %s --pid-log %s -- --heartbeat-interval %s --poll-wait 20s --log-format json",
+	bootCmd := fmt.Sprintf("exec %s droplet --caddy-bin %s --agent-bin %s --pid-log %s -- --heartbeat-interval %s --poll-wait 20s --log-format json --backup-first-within 2s",
 		shellQuote(filepath.Join(d.bin, "genesis-demo")), shellQuote(d.caddy), shellQuote(filepath.Join(d.bin, "genesis-agent")),
 		shellQuote(d.pidLog()), d.heartbeat)
 	d.repo = filepath.Join(d.work, "state")
@@ -262,8 +269,14 @@ func (d *demo) up(ctx context.Context) error {
 		len(d.fleet.Spec.Accounts), d.boot, d.action)
 	if d.local, err = localfleet.Start(ctx, localfleet.Options{StateRepo: "file://" + d.bare, Accounts: d.fleet.Spec.Accounts, Work: d.work,
 		AgeIdentity: ageKey, TokensFile: tokensFile, WebhookSecret: d.secret, BootDelay: d.boot, ActionDelay: d.action,
-		BootCmd: bootCmd, HookGrace: 2 * time.Second}); err != nil {
+		BootCmd: bootCmd, HookGrace: 2 * time.Second, WeedBin: d.weed}); err != nil {
 		return err
+	}
+	if b := d.local.Backup; b != nil {
+		d.say("backups: a real S3 server (SeaweedFS) at %s, bucket %s; the reconciler's backup key %s", b.Spec.Storage.Endpoint, b.Spec.Storage.Bucket, b.KeyFile)
+		if err := d.declareBackups(ctx, b.Spec); err != nil {
+			return err
+		}
 	}
 	d.say("manifest-signing key: %s (new); credentials open with %s (demo only)", d.local.SigningKey, ageKey)
 	d.api = strings.TrimSuffix(d.local.URL, "/")
@@ -344,6 +357,12 @@ func (d *demo) story(ctx context.Context) error {
 			run: func(ctx context.Context) (string, error) { return d.strangers(ctx, "ws-demo") }},
 		{title: "kill the agent of " + victim + " (silent → degraded → critical → reboot → healthy)",
 			run: func(ctx context.Context) (string, error) { return d.silence(ctx, victim) }},
+	}
+	if d.local.Backup != nil {
+		steps = append(steps, storyStep{title: "break the droplet of " + running[0] + " for good (the watchdog rebuilds it from its newest backup; the dead one is snapshotted before it goes)",
+			run: func(ctx context.Context) (string, error) { return d.rebuildFromBackup(ctx, running[0]) }})
+	}
+	steps = append(steps, []storyStep{
 		d.commitStep("remove the file of ws-stark (orphan reported, nothing destroyed; the table says desired undeclared, ORPHANED)",
 			func() error { return os.Remove(filepath.Join(d.repo, "tenants", "ws-stark.yaml")) },
 			func(f api.Fleet) bool {
@@ -360,7 +379,7 @@ func (d *demo) story(ctx context.Context) error {
 		d.commitStep("offboard ws-demo (state: absent → droplet destroyed)",
 			func() error { return d.writeTenant("ws-demo", schema.StateAbsent, "nyc1") },
 			func(f api.Fleet) bool { return tenantIn(f, "ws-demo").Lifecycle == string(lifecycle.Destroyed) }),
-	}
+	}...)
 	for i, s := range steps {
 		d.say("step %d: %s", i+1, s.title)
 		start := time.Now()

@@ -91,6 +91,8 @@ func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
 	grace := fs.Duration("grace", 5*time.Second, "how long children get after SIGTERM before SIGKILL")
 	logFormat := fs.String("log-format", "json", "log `format`: text or json")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	pgURL := fs.String("pg-url", "", "admin `URL` of a Postgres for the droplet's n8n database, which the agent backs up (default $GENESIS_FLEET_PG_URL; none: no database, no backups)")
+	pgBin := fs.String("pg-bin", "", "`directory` of pg_dump and pg_restore (default $GENESIS_FLEET_PG_BIN)")
 	var agentArgs []string
 	if i := slices.Index(args, "--"); i >= 0 {
 		args, agentArgs = args[:i], args[i+1:]
@@ -150,7 +152,34 @@ func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
 			}
 		}
 	}
+	if _, err := os.Stat(filepath.Join(*disk, brokenFile)); err == nil {
+		log.Error("droplet broken: its disk refuses to boot", "droplet", s.info.DropletID)
+		return fmt.Errorf("droplet %s is broken (%s on its disk)", s.info.DropletID, brokenFile)
+	}
 	defer s.stop()
+	if *pgURL = firstNonEmpty(*pgURL, e.Getenv("GENESIS_FLEET_PG_URL")); *pgURL != "" {
+		db, err := openDropletDB(ctx, *pgURL, firstNonEmpty(*pgBin, e.Getenv("GENESIS_FLEET_PG_BIN")), s.info.DropletID)
+		if err != nil {
+			log.Error("droplet start failed", "err", err)
+			return err
+		}
+		data := filepath.Join(*disk, "n8n-data")
+		if err := os.MkdirAll(data, 0o700); err != nil {
+			return err
+		}
+		// n8n makes its encryption key on its first start; a restore
+		// brings the backed-up one back.
+		if _, err := os.Stat(filepath.Join(data, "config")); os.IsNotExist(err) {
+			if err := os.WriteFile(filepath.Join(data, "config"), []byte(`{"encryptionKey":"droplet-`+s.info.DropletID+`"}`+"\n"), 0o600); err != nil {
+				return err
+			}
+		}
+		agentArgs = append(db.agentArgs(data), agentArgs...)
+		go db.write(ctx, s.info.DropletID, log)
+		log.Info("n8n database", "droplet", s.info.DropletID, "database", "n8n_"+s.info.DropletID)
+	} else {
+		agentArgs = append([]string{"--backups=false"}, agentArgs...)
+	}
 	if err := s.start(ctx, *disk, *caddyBin, *agentBin, agentArgs); err != nil {
 		log.Error("droplet start failed", "err", err)
 		return err

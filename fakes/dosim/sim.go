@@ -103,6 +103,9 @@ type Config struct {
 	// BootCmd, when set, runs with sh -c for every droplet that becomes
 	// active; see the package documentation for its environment.
 	BootCmd string
+	// HookEnv is added to the boot command's environment (after the
+	// process's own and before the DOSIM_* variables).
+	HookEnv []string
 	// HookOutput receives the boot commands' stdout and stderr (discarded
 	// when nil).
 	HookOutput io.Writer
@@ -401,6 +404,7 @@ func (s *Sim) startEvent(d *droplet) hookEvent {
 		"DOSIM_ACCOUNT=" + d.Account,
 		"DOSIM_USER_DATA_FILE=" + s.userDataPath(d.ID),
 	}}
+	ev.env = append(append([]string{}, s.cfg.HookEnv...), ev.env...)
 	if s.cfg.DiskRoot != "" {
 		ev.env = append(ev.env, "DOSIM_DISK_DIR="+s.diskPath("droplets", d.ID))
 	}

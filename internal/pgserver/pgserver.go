@@ -188,6 +188,10 @@ func (s *Server) URL(dbname string) string {
 // Port returns the TCP port the server listens on (on 127.0.0.1).
 func (s *Server) Port() int { return s.port }
 
+// BinDir is the directory of the server's binaries (pg_dump and
+// pg_restore are there too).
+func (s *Server) BinDir() string { return s.bin }
+
 // Dir returns the cluster directory.
 func (s *Server) Dir() string { return s.root }
 
