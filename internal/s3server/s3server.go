@@ -14,8 +14,10 @@
 // Iceberg and Lance endpoints are off.
 //
 // Start returns once the S3 gateway answers a signed request and the bucket
-// exists. The process leads its own process group; Stop ends the group and
-// removes a temporary directory. Down and Up stop and start the same server
+// exists. The process leads its own process group and dies with the process
+// that started it; Stop ends the group and removes a temporary directory (a
+// process killed before Stop leaves only that directory, s3server-* in the
+// temporary directory, about half a megabyte). Down and Up stop and start the same server
 // on the same ports and data, for tests of storage that goes away and comes
 // back.
 package s3server
@@ -201,7 +203,10 @@ func (s *Server) Up(ctx context.Context) error {
 	cmd.Env = s.env()
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, for Down; and killed with the process that
+	// started it (Linux's parent-death signal), so a test binary that dies
+	// on its -timeout leaves no server running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("s3server: start %s: %w", s.bin, err)
 	}

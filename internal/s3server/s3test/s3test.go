@@ -37,7 +37,7 @@ func Bin(tb testing.TB) string {
 		return bin
 	}
 	root := testkit.ModuleRoot(tb)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "build-weed"))
 	cmd.Env = append(os.Environ(), "WEED_VERSION="+Version)
