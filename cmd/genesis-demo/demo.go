@@ -272,16 +272,16 @@ func (d *demo) up(ctx context.Context) error {
 		BootCmd: bootCmd, HookGrace: 2 * time.Second, WeedBin: d.weed}); err != nil {
 		return err
 	}
+	d.say("manifest-signing key: %s (new); credentials open with %s (demo only)", d.local.SigningKey, ageKey)
+	d.api = strings.TrimSuffix(d.local.URL, "/")
+	d.client = client.New(d.api, d.token, nil)
+	d.say("reconciler API at %s", d.api)
 	if b := d.local.Backup; b != nil {
 		d.say("backups: a real S3 server (SeaweedFS) at %s, bucket %s; the reconciler's backup key %s", b.Spec.Storage.Endpoint, b.Spec.Storage.Bucket, b.KeyFile)
 		if err := d.declareBackups(ctx, b.Spec); err != nil {
 			return err
 		}
 	}
-	d.say("manifest-signing key: %s (new); credentials open with %s (demo only)", d.local.SigningKey, ageKey)
-	d.api = strings.TrimSuffix(d.local.URL, "/")
-	d.client = client.New(d.api, d.token, nil)
-	d.say("reconciler API at %s", d.api)
 	fmt.Fprintln(d.e.Stdout)
 	var want []string
 	repo := schema.LoadDir(os.DirFS(d.repo))

@@ -16,6 +16,7 @@ import (
 	"filippo.io/age"
 
 	"genesis.dev/fleet/internal/cliexit"
+	"genesis.dev/fleet/internal/s3server/s3test"
 	"genesis.dev/fleet/localfleet"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
@@ -64,7 +65,7 @@ func TestDemoOnce(t *testing.T) {
 	}
 	caddyBin := buildCaddy(t)
 	work := t.TempDir()
-	code, out, errOut := cli(t, "", "run", "--state", "../../state-example", "--bin", bin, "--caddy", caddyBin, "--once",
+	code, out, errOut := cli(t, "", "run", "--state", "../../state-example", "--bin", bin, "--caddy", caddyBin, "--weed", s3test.Bin(t), "--once",
 		"--boot-delay", "300ms", "--action-delay", "200ms", "--heartbeat", "1s", "--workdir", work)
 	if code != 0 {
 		logs, _ := exec.Command("sh", "-c", "tail -n 30 "+work+"/*.log").CombinedOutput()
@@ -73,7 +74,10 @@ func TestDemoOnce(t *testing.T) {
 	for _, want := range []string{
 		"ws-acme", "$60.00", // the declared fleet and its cost
 		"all 5 running tenants ACTIVE_HEALTHY",
-		"step 1 done", "step 2 done", "step 3 done", "step 4 done", "step 5 done", "step 6 done", "step 7 done",
+		"step 1 done", "step 2 done", "step 3 done", "step 4 done", "step 5 done", "step 6 done", "step 7 done", "step 8 done", "step 9 done",
+		// Backups: declared, taken, and a broken droplet rebuilt from one.
+		"backups declared (genesis.yaml spec.backup)", "its n8n database had", "rebuilt as genesis-ws-", "the new droplet restored backup b-",
+		"was retired: stopped, snapshotted",
 		"HIBERNATING → HIBERNATED", "→ DESTROYED",
 		// Never created: nothing to do, not PENDING; a removed file's row.
 		"ws-hooli     hibernated  NOT_CREATED", "ws-soylent   absent      NOT_CREATED", "ws-stark     undeclared  ORPHANED",

@@ -80,6 +80,32 @@ func (s *Service) Refresh(ctx context.Context) error {
 	return nil
 }
 
+// noteBackup moves ws's cached recovery point to good backup id, taken at
+// started, when it is newer (this replica recorded it: no need to wait for
+// the next Refresh).
+func (s *Service) noteBackup(ws, id string, started time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.points[ws]
+	if ok && !started.After(p.pt.At) {
+		return
+	}
+	if s.points == nil {
+		s.points = map[string]tenantPoint{}
+	}
+	p.pt = Point{At: started, Kind: "backup", ID: id}
+	if !ok {
+		if snap, ok := s.cfg.Desired(); ok && snap.Fleet != nil {
+			tier := schema.TierStarter
+			if ts, ok := snap.Tenants[ws]; ok && ts.Tenant != nil {
+				tier = ts.Tenant.Metadata.Tier
+			}
+			p.objective = snap.Fleet.Spec.Backup.Policy(tier).Objective.Std()
+		}
+	}
+	s.points[ws] = p
+}
+
 func keys[V any](m map[string]V) map[string]bool {
 	out := make(map[string]bool, len(m))
 	for k := range m {

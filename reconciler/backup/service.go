@@ -222,6 +222,7 @@ func (s *Service) Finish(ctx context.Context, ws, id string, f schema.BackupFini
 	if err := s.cfg.Store.FinishBackup(ctx, ws, id, f.Size, f.SHA256, ""); err != nil {
 		return err
 	}
+	s.noteBackup(ws, id, b.Started)
 	s.results.WithLabelValues(resultSucceeded).Inc()
 	return nil
 }

@@ -112,25 +112,37 @@ func loadBackupKeys(path string, log *slog.Logger) (*backup.Keys, error) {
 	return keys, nil
 }
 
-// BackupSweepEvery is how often the leader applies backup retention,
-// cleans up failed uploads and refreshes the recovery points.
-const BackupSweepEvery = 5 * time.Minute
+// BackupSweepEvery is how often the leader applies backup retention and
+// cleans up failed uploads; BackupRefreshEvery how often every replica
+// reads the recovery points again (the leader's sweep does it too).
+const (
+	BackupSweepEvery   = 5 * time.Minute
+	BackupRefreshEvery = 30 * time.Second
+)
 
-// sweepBackups runs the backup sweep every BackupSweepEvery while this
-// replica leads, until ctx ends.
-func sweepBackups(ctx context.Context, svc *backup.Service, leading func() bool, log *slog.Logger) error {
-	t := time.NewTicker(BackupSweepEvery)
-	defer t.Stop()
+// runBackups sweeps backups every BackupSweepEvery while this replica
+// leads, and refreshes the recovery points every BackupRefreshEvery on
+// every replica (so GET /v1/fleet says the same on each), until ctx ends.
+func runBackups(ctx context.Context, svc *backup.Service, leading func() bool, log *slog.Logger) error {
+	refresh := time.NewTicker(BackupRefreshEvery)
+	defer refresh.Stop()
+	var swept time.Time
 	for {
-		if leading() {
+		switch {
+		case leading() && time.Since(swept) >= BackupSweepEvery:
+			swept = time.Now()
 			if rep, err := svc.Sweep(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, backup.ErrDisabled) {
 				log.Error("backup sweep failed", "component", "backup", "err", err, "report", rep)
+			}
+		default:
+			if err := svc.Refresh(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, backup.ErrDisabled) {
+				log.Warn("recovery points not refreshed", "component", "backup", "err", err)
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-refresh.C:
 		}
 	}
 }

@@ -275,9 +275,13 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	if !s.agentSideOnly {
 		g.Go(func() error { return rec.Run(ctx) })
-		if s.backups != nil {
-			g.Go(func() error { return sweepBackups(ctx, s.backups, rec.Leading, s.log) })
+	}
+	if s.backups != nil {
+		leading := rec.Leading
+		if s.agentSideOnly {
+			leading = func() bool { return false } // no loop: no retention either
 		}
+		g.Go(func() error { return runBackups(ctx, s.backups, leading, s.log) })
 	}
 	g.Go(func() error { return events.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
