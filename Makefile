@@ -69,12 +69,12 @@ openapi-lint: ## Lint api/openapi.yaml with Redocly's linter (@redocly/cli 2.11.
 
 # The tests that run against a real n8n when GENESIS_N8N_BIN is set (see
 # fakes/n8ntest); without it they run against the emulator in make unit.
-E2E_N8N_TESTS := ^(TestRealStack|TestVersionNeedsOwner|TestBootstrap|TestBootstrapPasswordRules|TestPublicAPIAuth|TestCredentials|TestCredentialsMethodNotAllowed|TestWorkflowLifecycle|TestWorkflowValidation|TestWorkflowReadOnlyFields|TestExampleTemplatesActivate|TestActivationConflicts|TestListPaginationAndTags|TestWritesCount|TestOpenAPIContract|TestConvergeFromEmptyThenIdempotent|TestConvergeExampleTemplates|TestCredentialRotation|TestRotationWithWorkflowFailureKeepsOldCredential|TestWorkflowRemovalLeavesHandMadeAlone)$$
+E2E_N8N_TESTS := ^(TestRealStack|TestVersionNeedsOwner|TestBootstrap|TestBootstrapPasswordRules|TestPublicAPIAuth|TestCredentials|TestCredentialsMethodNotAllowed|TestWorkflowLifecycle|TestWorkflowValidation|TestWorkflowReadOnlyFields|TestExampleTemplatesActivate|TestActivationConflicts|TestListPaginationAndTags|TestWritesCount|TestOpenAPIContract|TestConvergeFromEmptyThenIdempotent|TestConvergeExampleTemplates|TestCredentialRotation|TestRotationWithWorkflowFailureKeepsOldCredential|TestWorkflowRemovalLeavesHandMadeAlone|TestN8NBackupRestore)$$
 
 .PHONY: e2e-n8n
-e2e-n8n: ## Install n8n 1.123.81 from npm into .cache (first time ~6 min) and run the real-n8n suite (~2 min)
+e2e-n8n: ## Install n8n 1.123.81 from npm into .cache (first time ~6 min) and run the real-n8n suite (~3.5 min)
 	@bin=$$(./scripts/install-n8n) && \
-	 GENESIS_N8N_BIN="$$bin" $(GO) test -count=1 -timeout 20m -run '$(E2E_N8N_TESTS)' ./agent/n8n/ ./agent/converge/ ./cmd/genesis-agent/
+	 GENESIS_N8N_BIN="$$bin" $(GO) test -count=1 -timeout 20m -run '$(E2E_N8N_TESTS)' ./agent/n8n/ ./agent/converge/ ./agent/backup/ ./cmd/genesis-agent/
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).

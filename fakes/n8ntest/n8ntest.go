@@ -16,8 +16,14 @@
 // templates, personalization and task runners off, a fixed encryption key
 // and N8N_EXPRESSION_ENGINE=legacy (node 20). Start waits for
 // /healthz/readiness (up to StartTimeout) and the test's cleanup stops the
-// whole process group. Each Start costs a cold start (about 10 s) and about
-// 600 MB of memory, so real-n8n tests don't run in parallel.
+// whole process group.
+//
+// StartWith (real n8n only) takes a user folder and a Postgres database
+// and returns an Instance the test can Stop, so that a test can stop n8n,
+// restore or copy its data and start another n8n on the result, as a
+// restore on a new droplet or a wake from a snapshot does. Each start
+// costs a cold start (about 10 s) and about 600 MB of memory, so real-n8n
+// tests don't run in parallel.
 package n8ntest
 
 import (
@@ -68,20 +74,92 @@ func Start(t testing.TB) (url string, emu *n8nemu.Server) {
 	return startReal(t, bin), nil
 }
 
+// PG is a Postgres database for a real n8n (DB_TYPE=postgresdb and n8n's
+// DB_POSTGRESDB_* variables). The user must own the database or be a
+// superuser: n8n creates its tables there on first start.
+type PG struct {
+	Host     string
+	Port     int
+	DB       string
+	User     string
+	Password string
+}
+
+// Options configure StartWith.
+type Options struct {
+	// UserFolder is N8N_USER_FOLDER (n8n keeps its config, encryption key
+	// and binary data in its .n8n subdirectory). Empty means a new
+	// temporary directory. The log is written beside it, never into it,
+	// so a backup of the folder does not read a file n8n is appending to.
+	UserFolder string
+	// Postgres is n8n's database; nil means SQLite in the user folder.
+	Postgres *PG
+	// Env is more of n8n's environment (KEY=value), after the defaults.
+	Env []string
+}
+
+// Instance is a real n8n started by StartWith.
+type Instance struct {
+	URL        string
+	UserFolder string
+
+	stop func()
+}
+
+// Stop stops n8n (SIGTERM to its process group, SIGKILL after 15 s) and
+// waits for it to exit. Safe to call more than once; t's cleanup calls it
+// too.
+func (i *Instance) Stop() { i.stop() }
+
+// StartWith starts a real n8n with opts and returns once it serves its
+// REST routes. It needs GENESIS_N8N_BIN (see Real): the emulator has no
+// database to point at. Unlike Start it lets a test stop n8n and start
+// another on the same user folder and database, as a restore or a wake
+// does; every instance gets the same EncryptionKey, so credentials stay
+// readable across them.
+func StartWith(t testing.TB, opts Options) *Instance {
+	t.Helper()
+	bin := os.Getenv(EnvBin)
+	if bin == "" {
+		t.Fatalf("n8ntest: StartWith needs a real n8n (%s)", EnvBin)
+	}
+	return startWith(t, bin, opts)
+}
+
 // startMu serialises real starts: two cold starts at once double the time
 // of each and the memory peak.
 var startMu sync.Mutex
 
 func startReal(t testing.TB, bin string) string {
 	t.Helper()
+	return startWith(t, bin, Options{}).URL
+}
+
+func startWith(t testing.TB, bin string, opts Options) *Instance {
+	t.Helper()
 	startMu.Lock()
 	defer startMu.Unlock()
 	port := testkit.FreePort(t)
-	dir := t.TempDir()
-	logPath := filepath.Join(dir, "n8n.log")
+	logDir := t.TempDir()
+	dir := opts.UserFolder
+	if dir == "" {
+		dir = logDir
+	}
+	logPath := filepath.Join(logDir, "n8n.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	db := []string{"DB_TYPE=sqlite"}
+	if pg := opts.Postgres; pg != nil {
+		db = []string{
+			"DB_TYPE=postgresdb",
+			"DB_POSTGRESDB_HOST=" + pg.Host,
+			"DB_POSTGRESDB_PORT=" + strconv.Itoa(pg.Port),
+			"DB_POSTGRESDB_DATABASE=" + pg.DB,
+			"DB_POSTGRESDB_USER=" + pg.User,
+			"DB_POSTGRESDB_PASSWORD=" + pg.Password,
+		}
 	}
 	cmd := exec.Command(bin, "start")
 	cmd.Env = append(os.Environ(),
@@ -96,12 +174,13 @@ func startReal(t testing.TB, bin string) string {
 		"N8N_PERSONALIZATION_ENABLED=false",
 		"N8N_SECURE_COOKIE=false",
 		"N8N_RUNNERS_ENABLED=false",
-		"DB_TYPE=sqlite",
 		"N8N_ENCRYPTION_KEY="+EncryptionKey,
 		"N8N_EXPRESSION_ENGINE=legacy",
 		"N8N_LOG_LEVEL=warn",
 	)
-	cmd.Dir = dir
+	cmd.Env = append(cmd.Env, db...)
+	cmd.Env = append(cmd.Env, opts.Env...)
+	cmd.Dir = logDir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	begin := time.Now()
 	if err := procgroup.Start(cmd); err != nil {
@@ -109,12 +188,22 @@ func startReal(t testing.TB, bin string) string {
 		t.Fatalf("n8ntest: start %s: %v", bin, err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); logf.Close() }()
-	t.Cleanup(func() {
-		if procgroup.Stop(cmd, exited, 15*time.Second) {
-			t.Logf("n8ntest: n8n (pid %d) ignored SIGTERM; killed it", cmd.Process.Pid)
-		}
-	})
+	go func() {
+		// Closed after the send: waitReady may take the value, and Stop
+		// must still see the exit.
+		exited <- cmd.Wait()
+		close(exited)
+		logf.Close()
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			if procgroup.Stop(cmd, exited, 15*time.Second) {
+				t.Logf("n8ntest: n8n (pid %d) ignored SIGTERM; killed it", cmd.Process.Pid)
+			}
+		})
+	}
+	t.Cleanup(stop)
 
 	url := "http://127.0.0.1:" + strconv.Itoa(port)
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
@@ -124,7 +213,7 @@ func startReal(t testing.TB, bin string) string {
 			url, time.Since(begin).Round(time.Millisecond), err, tail(logPath, 4000))
 	}
 	t.Logf("n8ntest: real n8n ready at %s in %s", url, time.Since(begin).Round(time.Millisecond))
-	return url
+	return &Instance{URL: url, UserFolder: dir, stop: stop}
 }
 
 // waitReady waits for /healthz/readiness and then for the REST routes:
