@@ -291,9 +291,11 @@ func writeTar(ctx context.Context, w io.Writer, dir string, buf []byte) error {
 			return err
 		}
 		defer f.Close()
-		n, err := io.CopyBuffer(tw, io.LimitReader(f, hdr.Size+1), buf)
-		if errors.Is(err, tar.ErrWriteTooLong) || err == nil && n != hdr.Size {
-			return fmt.Errorf("%s: changed size while being read", rel)
+		// A file that grows while it is read (n8n's append-only event log)
+		// is kept as it was when listed; one that shrank is an error.
+		n, err := io.CopyBuffer(tw, io.LimitReader(f, hdr.Size), buf)
+		if err == nil && n != hdr.Size {
+			return fmt.Errorf("%s: shrank while being read", rel)
 		}
 		return err
 	})
