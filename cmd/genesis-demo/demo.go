@@ -400,7 +400,7 @@ func (d *demo) story(ctx context.Context) error {
 	}
 	fmt.Fprintf(d.e.Stdout, "\n== The fleet\n\n")
 	tw := tabwriter.NewWriter(d.e.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TENANT\tDESIRED\tLIFECYCLE\tDROPLET\tACCOUNT\tIP\tMANIFEST\tHEARTBEAT\tSNAPSHOT")
+	fmt.Fprintln(tw, "TENANT\tDESIRED\tLIFECYCLE\tDROPLET\tACCOUNT\tIP\tMANIFEST\tHEARTBEAT\tSNAPSHOT\tRECOVERY POINT")
 	now := time.Now()
 	for _, t := range f.Tenants {
 		manifest, beat := "-", "-"
@@ -410,8 +410,15 @@ func (d *demo) story(ctx context.Context) error {
 		if !t.LastHeartbeat.IsZero() {
 			beat = fmt.Sprintf("%.0fs ago", now.Sub(t.LastHeartbeat).Seconds())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Workspace, dashS(t.Desired), t.Lifecycle, dashS(t.DropletName),
-			dashS(t.Account), dashS(t.IP), manifest, beat, dashS(t.SnapshotID))
+		recovery := "-"
+		if rp := t.RecoveryPoint; rp != nil && rp.Kind != "" {
+			recovery = fmt.Sprintf("%s %.0fs ago", rp.Kind, now.Sub(rp.At).Seconds())
+			if rp.Stale {
+				recovery += " (stale)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Workspace, dashS(t.Desired), t.Lifecycle, dashS(t.DropletName),
+			dashS(t.Account), dashS(t.IP), manifest, beat, dashS(t.SnapshotID), recovery)
 	}
 	tw.Flush()
 	for _, o := range f.Orphans {

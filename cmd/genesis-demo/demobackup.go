@@ -148,7 +148,22 @@ func (d *demo) rebuildFromBackup(ctx context.Context, id string) (string, error)
 		return "", fmt.Errorf("the dead droplet %s was not retired: %w", row.DropletName, err)
 	}
 	snaps, _ := os.ReadDir(filepath.Join(d.work, "disks", "snapshots"))
-	fmt.Fprintf(&b, "the dead droplet %s was retired: stopped, snapshotted (%d snapshots kept), then destroyed", row.DropletName, len(snaps))
+	fmt.Fprintf(&b, "the dead droplet %s was retired: stopped, snapshotted (%d snapshots kept), then destroyed\n", row.DropletName, len(snaps))
+	// The measure: the recovery point after a forced rebuild is within
+	// the tier's schedule (the new droplet backs up soon after it starts).
+	f, err := d.fleetNow(ctx)
+	if err != nil {
+		return "", err
+	}
+	after := tenantIn(f, id).RecoveryPoint
+	if after == nil || after.Kind == "" {
+		return "", fmt.Errorf("%s has no recovery point after the rebuild", id)
+	}
+	age := time.Since(after.At)
+	fmt.Fprintf(&b, "recovery point after the rebuild: %s %s, %.1fs old (schedule 5m, objective %.0fs)", after.Kind, after.ID, age.Seconds(), after.ObjectiveSeconds)
+	if age > 5*time.Minute {
+		return "", fmt.Errorf("the recovery point after the rebuild is %s old, over the 5m schedule", age.Round(time.Second))
+	}
 	return b.String(), nil
 }
 

@@ -13,7 +13,7 @@ import (
 
 // dropletDB is a simulated droplet's "n8n database": a database of its own
 // on the local fleet's Postgres (n8n_<droplet id>), where a writer adds an
-// execution row every half second as n8n would. The agent backs it up with
+// execution row every 100 ms as n8n would. The agent backs it up with
 // pg_dump and restores into it with pg_restore, as on a real droplet.
 type dropletDB struct {
 	url string // the droplet's database
@@ -55,10 +55,10 @@ func (d *dropletDB) agentArgs(dataDir string) []string {
 	}
 }
 
-// write adds an execution every half second until ctx ends; errors (a
+// write adds an execution every 100 ms until ctx ends; errors (a
 // restore holding the table, say) are logged at debug and retried.
 func (d *dropletDB) write(ctx context.Context, droplet string, log *slog.Logger) {
-	t := time.NewTicker(500 * time.Millisecond)
+	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	var conn *pgx.Conn
 	defer func() {
