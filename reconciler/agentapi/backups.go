@@ -30,6 +30,20 @@ func (s *Service) handleBackupStart(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleBackupFinish(w http.ResponseWriter, r *http.Request) {
+	s.backupReport(w, r, "finish", func(ref *agentRef, id string, f schema.BackupFinish) error {
+		return s.cfg.Backups.Finish(r.Context(), ref.workspace, id, f)
+	})
+}
+
+func (s *Service) handleRestored(w http.ResponseWriter, r *http.Request) {
+	s.backupReport(w, r, "restored", func(ref *agentRef, id string, f schema.BackupFinish) error {
+		return s.cfg.Backups.Restored(r.Context(), ref.workspace, ref.dropletS, id, f.Error)
+	})
+}
+
+// backupReport answers an agent's report about backup {id} (a
+// schema.BackupFinish body): 204 once record took it.
+func (s *Service) backupReport(w http.ResponseWriter, r *http.Request, call string, record func(*agentRef, string, schema.BackupFinish) error) {
 	ref, ok := s.agentOf(w, r)
 	if !ok {
 		return
@@ -39,8 +53,8 @@ func (s *Service) handleBackupFinish(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.cfg.Backups.Finish(r.Context(), ref.workspace, id, f); err != nil {
-		s.backupError(w, ref, "finish", err)
+	if err := record(ref, id, f); err != nil {
+		s.backupError(w, ref, call, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -62,23 +76,6 @@ func (s *Service) handleBackupFetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, f)
-}
-
-func (s *Service) handleRestored(w http.ResponseWriter, r *http.Request) {
-	ref, ok := s.agentOf(w, r)
-	if !ok {
-		return
-	}
-	var f schema.BackupFinish
-	id, ok := s.backupBody(w, r, &f)
-	if !ok {
-		return
-	}
-	if err := s.cfg.Backups.Restored(r.Context(), ref.workspace, ref.dropletS, id, f.Error); err != nil {
-		s.backupError(w, ref, "restored", err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // agentOf authenticates the calling droplet (false: answered).
