@@ -132,16 +132,7 @@ func (f *Fleet) validateBackup(c *errorf) {
 	if len(b.Recipients) == 0 {
 		at("spec.backup", "spec.backup.recipients: at least one age recipient is required (the operators' backup keys)")
 	}
-	seen := map[string]bool{}
-	for i, r := range b.Recipients {
-		p := fmt.Sprintf("spec.backup.recipients[%d]", i)
-		if _, err := age.ParseX25519Recipient(r); err != nil {
-			at(p, "%s: not an age X25519 recipient (age1...)", p)
-		} else if seen[r] {
-			at(p, "%s: recipient listed twice", p)
-		}
-		seen[r] = true
-	}
+	checkRecipients(at, "spec.backup.recipients", b.Recipients)
 	for _, r := range b.Recipients {
 		for _, cr := range f.Spec.Recipients {
 			if r == cr {

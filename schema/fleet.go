@@ -242,16 +242,7 @@ func (f *Fleet) validate(c *errorf) {
 	if len(s.Recipients) == 0 {
 		at("spec.recipients", "spec.recipients: at least one age recipient is required")
 	}
-	seen := map[string]bool{}
-	for i, r := range s.Recipients {
-		p := fmt.Sprintf("spec.recipients[%d]", i)
-		if _, err := age.ParseX25519Recipient(r); err != nil {
-			at(p, "%s: not an age X25519 recipient (age1...)", p)
-		} else if seen[r] {
-			at(p, "%s: recipient listed twice", p)
-		}
-		seen[r] = true
-	}
+	checkRecipients(at, "spec.recipients", s.Recipients)
 	// Safety limits have no default: a missing one used to read as 0 (no
 	// destroy, no hibernation without a person); each is stated.
 	if !f.has("spec.safety") {
@@ -327,6 +318,21 @@ func (f *Fleet) validate(c *errorf) {
 				at(fmt.Sprintf("%s.tiers[%d]", p, j), "%s.tiers[%d]: %q is not one of starter, pro, enterprise", p, j, t)
 			}
 		}
+	}
+}
+
+// checkRecipients judges a list of age recipients at path: each an X25519
+// recipient, none twice.
+func checkRecipients(at func(path, format string, args ...any), path string, rs []string) {
+	seen := map[string]bool{}
+	for i, r := range rs {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if _, err := age.ParseX25519Recipient(r); err != nil {
+			at(p, "%s: not an age X25519 recipient (age1...)", p)
+		} else if seen[r] {
+			at(p, "%s: recipient listed twice", p)
+		}
+		seen[r] = true
 	}
 }
 
