@@ -74,6 +74,7 @@ func (r *recorder) applied() []int64 {
 }
 
 type running struct {
+	agent  *Agent
 	cancel context.CancelFunc
 	done   chan error
 	st     *State
@@ -124,7 +125,7 @@ func (h *harness) start(droplet, token string, applier Applier, mod func(*Config
 		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1), st: st}
+	r := &running{agent: a, cancel: cancel, done: make(chan error, 1), st: st}
 	go func() { r.done <- a.Run(ctx) }()
 	h.t.Cleanup(func() { r.stop() })
 	return r

@@ -224,6 +224,9 @@ func (a *Agent) restoreFirst(ctx context.Context, m *schema.Manifest) error {
 	}
 	path, err := backup.Fetch(ctx, b.cfg.HTTP, f.URL, r.Size, r.SHA256, b.cfg.TmpDir)
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("restore %s: %w", r.ID, err) // the agent is stopping: not a bad download
+		}
 		b.mu.Lock()
 		b.fetches[r.ID]++
 		n := b.fetches[r.ID]
@@ -247,6 +250,12 @@ func (a *Agent) restoreFirst(ctx context.Context, m *schema.Manifest) error {
 		}
 	}
 	if rerr != nil {
+		if ctx.Err() != nil {
+			// Cut short by the agent stopping, not refused: nothing was
+			// overwritten (a cut pg_restore rolls back), the next start
+			// restores it.
+			return fmt.Errorf("restore %s: %w", r.ID, rerr)
+		}
 		return refuse(rerr)
 	}
 	log.Info("backup restored", "took", time.Since(start), "created", r.Created)

@@ -3,16 +3,20 @@ package agent
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"genesis.dev/fleet/internal/objtest"
 	"genesis.dev/fleet/schema"
 )
 
@@ -20,7 +24,8 @@ import (
 // exactly as the contract says, from memory: one-time tokens bound to a
 // workspace and droplet name, per-droplet credentials, per-droplet
 // manifests with ETag/If-None-Match and ?wait= long-polls, heartbeats with
-// replayed sequence numbers ignored.
+// replayed sequence numbers ignored; and the backup routes, presigning
+// through an objtest store the way reconciler/backup.Service does.
 type fakeReconciler struct {
 	t   testing.TB
 	srv *httptest.Server
@@ -36,6 +41,11 @@ type fakeReconciler struct {
 	lastSeq    map[string]int64
 	dateOffset time.Duration
 	requests   map[string]int // "GET /v1/manifest 304" → count
+
+	objects   *objtest.Store         // nil: backups are off (503)
+	backups   map[string]*fakeBackup // by id
+	restores  []fakeRestore
+	fetchCode int // non-zero: GET /v1/agent/backups/{id} answers it
 }
 
 type fakeToken struct {
@@ -57,11 +67,16 @@ func newFakeReconciler(t testing.TB) *fakeReconciler {
 		changed:   make(chan struct{}),
 		lastSeq:   map[string]int64{},
 		requests:  map[string]int{},
+		backups:   map[string]*fakeBackup{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/enroll", f.enroll)
 	mux.HandleFunc("GET /v1/manifest", f.manifest)
 	mux.HandleFunc("POST /v1/heartbeat", f.heartbeat)
+	mux.HandleFunc("POST /v1/agent/backups", f.backupStart)
+	mux.HandleFunc("POST /v1/agent/backups/{id}", f.backupFinish)
+	mux.HandleFunc("GET /v1/agent/backups/{id}", f.backupFetch)
+	mux.HandleFunc("POST /v1/agent/backups/{id}/restored", f.backupRestored)
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	return f
@@ -93,6 +108,20 @@ func (f *fakeReconciler) setDateOffset(d time.Duration) {
 	f.mu.Lock()
 	f.dateOffset = d
 	f.mu.Unlock()
+}
+
+// countPrefix is how many requests were answered whose key starts with
+// prefix.
+func (f *fakeReconciler) countPrefix(prefix string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for k, c := range f.requests {
+		if strings.HasPrefix(k, prefix) {
+			n += c
+		}
+	}
+	return n
 }
 
 func (f *fakeReconciler) count(key string) int {
@@ -308,4 +337,257 @@ func (f *fakeReconciler) unuse(token string) {
 	f.mu.Lock()
 	f.tokens[token].used = false
 	f.mu.Unlock()
+}
+
+// fakeBackup is one backup as the reconciler records it.
+type fakeBackup struct {
+	ID, Workspace, Droplet string
+	Key                    string // the object's key in storage
+	State                  string // "pending", "good" or "failed"
+	Size                   int64
+	SHA256                 string
+	Error                  string
+	Started, Finished      time.Time
+}
+
+// fakeRestore is a droplet's report of a restore (Error "": restored).
+type fakeRestore struct {
+	Workspace, Droplet, ID, Error string
+}
+
+// errNoObject is what the fake's objtest store wraps for a missing object.
+var errNoObject = errors.New("no such object")
+
+// useObjects turns the backup routes on, over objects.
+func (f *fakeReconciler) useObjects(objects *objtest.Store) {
+	f.mu.Lock()
+	f.objects = objects
+	f.mu.Unlock()
+}
+
+// addBackup records a backup (one taken earlier, maybe by another
+// droplet).
+func (f *fakeReconciler) addBackup(b fakeBackup) {
+	f.mu.Lock()
+	f.backups[b.ID] = &b
+	f.mu.Unlock()
+}
+
+// setFetchCode makes GET /v1/agent/backups/{id} answer code (0: as the
+// reconciler does).
+func (f *fakeReconciler) setFetchCode(code int) {
+	f.mu.Lock()
+	f.fetchCode = code
+	f.mu.Unlock()
+}
+
+// backupList is the recorded backups in the order they started.
+func (f *fakeReconciler) backupList() []fakeBackup {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]fakeBackup, 0, len(f.backups))
+	for _, b := range f.backups {
+		out = append(out, *b)
+	}
+	slices.SortFunc(out, func(a, b fakeBackup) int { return a.Started.Compare(b.Started) })
+	return out
+}
+
+func (f *fakeReconciler) restoreList() []fakeRestore {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]fakeRestore(nil), f.restores...)
+}
+
+// waitBackups waits until the recorded backups satisfy ok and returns them.
+func (f *fakeReconciler) waitBackups(t testing.TB, what string, timeout time.Duration, ok func([]fakeBackup) bool) []fakeBackup {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if bs := f.backupList(); ok(bs) {
+			return bs
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %s; backups %+v", what, f.backupList())
+	return nil
+}
+
+// backupsIn returns those of bs in state.
+func backupsIn(bs []fakeBackup, state string) []fakeBackup {
+	var out []fakeBackup
+	for _, b := range bs {
+		if b.State == state {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// backupAgent authenticates a backup call and checks that backups are on
+// (false: answered).
+func (f *fakeReconciler) backupAgent(w http.ResponseWriter, r *http.Request) (fakeAgent, *objtest.Store, bool) {
+	a, ok := f.auth(r)
+	if !ok {
+		f.fail(w, r, http.StatusUnauthorized, "bad credential")
+		return fakeAgent{}, nil, false
+	}
+	f.mu.Lock()
+	objects := f.objects
+	f.mu.Unlock()
+	if objects == nil {
+		f.fail(w, r, http.StatusServiceUnavailable, "backups are not configured")
+		return fakeAgent{}, nil, false
+	}
+	return a, objects, true
+}
+
+var fakeSHA256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// backupBody decodes a strict BackupFinish body (false: answered).
+func (f *fakeReconciler) backupBody(w http.ResponseWriter, r *http.Request) (schema.BackupFinish, bool) {
+	var bf schema.BackupFinish
+	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<10))
+	if err != nil || schema.DecodeStrict(body, &bf) != nil {
+		f.fail(w, r, http.StatusBadRequest, "malformed body")
+		return bf, false
+	}
+	return bf, true
+}
+
+func (f *fakeReconciler) writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		f.t.Errorf("encode %T: %v", v, err)
+	}
+	f.date(w, r, code)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(data)
+}
+
+// backupStart records a pending backup and presigns its upload; a pending
+// backup of the workspace makes it busy (429), as the reconciler's store
+// does.
+func (f *fakeReconciler) backupStart(w http.ResponseWriter, r *http.Request) {
+	a, objects, ok := f.backupAgent(w, r)
+	if !ok {
+		return
+	}
+	now := time.Now().UTC()
+	rnd := make([]byte, 4)
+	rand.Read(rnd)
+	id := "b-" + now.Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd)
+	key := a.workspace + "/" + id + ".age"
+	f.mu.Lock()
+	for _, b := range f.backups {
+		if b.Workspace == a.workspace && b.State == "pending" {
+			f.mu.Unlock()
+			w.Header().Set("Retry-After", "600")
+			f.fail(w, r, http.StatusTooManyRequests, "a backup is in progress")
+			return
+		}
+	}
+	f.backups[id] = &fakeBackup{ID: id, Workspace: a.workspace, Droplet: a.droplet, Key: key, State: "pending", Started: time.Now()}
+	f.mu.Unlock()
+	url, _ := objects.PresignPut(r.Context(), key, time.Hour)
+	f.writeJSON(w, r, http.StatusCreated, schema.BackupStart{ID: id, URL: url, Expires: now.Add(time.Hour)})
+}
+
+// backupFinish records how a pending backup ended: good only when storage
+// holds an object of the reported size.
+func (f *fakeReconciler) backupFinish(w http.ResponseWriter, r *http.Request) {
+	a, objects, ok := f.backupAgent(w, r)
+	if !ok {
+		return
+	}
+	bf, ok := f.backupBody(w, r)
+	if !ok {
+		return
+	}
+	f.mu.Lock()
+	b := f.backups[r.PathValue("id")]
+	var key string
+	if b != nil && b.Workspace == a.workspace && b.State == "pending" {
+		key = b.Key
+	}
+	f.mu.Unlock()
+	if key == "" {
+		f.fail(w, r, http.StatusNotFound, "no such pending backup")
+		return
+	}
+	finish := func(state string, size int64, sum, msg string) {
+		f.mu.Lock()
+		b.State, b.Size, b.SHA256, b.Error, b.Finished = state, size, sum, msg, time.Now()
+		f.mu.Unlock()
+	}
+	if bf.Error != "" {
+		finish("failed", 0, "", bf.Error)
+		f.date(w, r, http.StatusNoContent)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if bf.Size <= 0 || !fakeSHA256RE.MatchString(bf.SHA256) {
+		f.fail(w, r, http.StatusBadRequest, "a success needs size > 0 and a hex sha256")
+		return
+	}
+	size, err := objects.Stat(r.Context(), key)
+	switch {
+	case errors.Is(err, errNoObject):
+		finish("failed", 0, "", "no object "+key)
+		f.fail(w, r, http.StatusConflict, "the stored object does not match the report")
+		return
+	case err != nil:
+		f.fail(w, r, http.StatusServiceUnavailable, "check object: "+err.Error())
+		return
+	case size != bf.Size:
+		finish("failed", 0, "", "object size differs")
+		f.fail(w, r, http.StatusConflict, "the stored object does not match the report")
+		return
+	}
+	finish("good", bf.Size, bf.SHA256, "")
+	f.date(w, r, http.StatusNoContent)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// backupFetch presigns a download of one of the workspace's good backups.
+func (f *fakeReconciler) backupFetch(w http.ResponseWriter, r *http.Request) {
+	a, objects, ok := f.backupAgent(w, r)
+	if !ok {
+		return
+	}
+	f.mu.Lock()
+	code := f.fetchCode
+	var bk fakeBackup
+	if b := f.backups[r.PathValue("id")]; b != nil && b.Workspace == a.workspace && b.State == "good" {
+		bk = *b
+	}
+	f.mu.Unlock()
+	switch {
+	case code != 0:
+		f.fail(w, r, code, "injected failure")
+		return
+	case bk.ID == "":
+		f.fail(w, r, http.StatusNotFound, "no such backup")
+		return
+	}
+	url, _ := objects.PresignGet(r.Context(), bk.Key, time.Hour)
+	f.writeJSON(w, r, http.StatusOK, schema.BackupFetch{ID: bk.ID, URL: url, SHA256: bk.SHA256, Size: bk.Size, Expires: time.Now().UTC().Add(time.Hour)})
+}
+
+// backupRestored records a droplet's restore report.
+func (f *fakeReconciler) backupRestored(w http.ResponseWriter, r *http.Request) {
+	a, _, ok := f.backupAgent(w, r)
+	if !ok {
+		return
+	}
+	bf, ok := f.backupBody(w, r)
+	if !ok {
+		return
+	}
+	f.mu.Lock()
+	f.restores = append(f.restores, fakeRestore{Workspace: a.workspace, Droplet: a.droplet, ID: r.PathValue("id"), Error: bf.Error})
+	f.mu.Unlock()
+	f.date(w, r, http.StatusNoContent)
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -422,6 +422,63 @@ func TestVersionSwitch(t *testing.T) {
 	}
 }
 
+// TestBeforeUpgrade: the hook (the agent's backup) runs before n8n moves
+// to another version; its error stops the switch and fails the apply, so
+// the manifest is tried again; it is not called when the version stays.
+func TestBeforeUpgrade(t *testing.T) {
+	errBackup := errors.New("backup storage unreachable")
+	for _, tt := range []struct {
+		name         string
+		version      string
+		hookErr      error
+		wantCalls    []string
+		wantSwitches []string
+		wantErr      string
+	}{
+		{name: "an error stops the switch", version: "1.124.0", hookErr: errBackup, wantCalls: []string{"1.123.81 -> 1.124.0"},
+			wantErr: "n8n version 1.124.0: before the upgrade from 1.123.81: backup storage unreachable"},
+		{name: "nil lets it switch", version: "1.124.0", wantCalls: []string{"1.123.81 -> 1.124.0"}, wantSwitches: []string{"1.124.0"}},
+		{name: "not called for the running version", version: "1.123.81"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t)
+			var calls []string
+			r.beforeUpgrade = func(ctx context.Context, from, to string) error {
+				r.runtime.mu.Lock()
+				switched := len(r.runtime.switches)
+				r.runtime.mu.Unlock()
+				if switched != 0 {
+					t.Errorf("BeforeUpgrade called after %d switches", switched)
+				}
+				calls = append(calls, from+" -> "+to)
+				return tt.hookErr
+			}
+			m, plain := manifest(1, creds5[:1], nil)
+			m.N8N.Version = tt.version
+			err := r.converger().Apply(context.Background(), m, plain)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Apply: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, tt.hookErr)):
+				t.Fatalf("Apply: %v, want an error wrapping %q", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.wantCalls, calls); diff != "" {
+				t.Errorf("BeforeUpgrade calls (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantSwitches, r.runtime.switches); diff != "" {
+				t.Errorf("switches (-want +got):\n%s", diff)
+			}
+			wantCurrent := "1.123.81"
+			if tt.wantSwitches != nil {
+				wantCurrent = tt.version
+			}
+			if r.runtime.current != wantCurrent {
+				t.Errorf("running %s, want %s", r.runtime.current, wantCurrent)
+			}
+		})
+	}
+}
+
 func TestManifestErrors(t *testing.T) {
 	ambiguous := []schema.ManifestWorkflow{{Name: "click-tracker", JSON: workflowJSON("Click Tracker", "click", ref{"httpHeaderAuth", "TEMPLATE_OTHER_UUID"})}}
 	unknownType := []schema.ManifestWorkflow{{Name: "notify", JSON: workflowJSON("Notify", "n", ref{"telegramApi", "TEMPLATE_TG_UUID"})}}

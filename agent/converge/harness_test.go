@@ -437,6 +437,8 @@ type rig struct {
 	dir     string
 	client  *n8n.Client
 	cc      *caddy.Client
+	// beforeUpgrade is the converger's Config.BeforeUpgrade (nil: none).
+	beforeUpgrade func(ctx context.Context, from, to string) error
 }
 
 // newRig is a droplet with the n8n emulator.
@@ -468,8 +470,9 @@ func (r *rig) converger() *converge.Converger {
 	r.cc = caddy.NewClient(r.admin, caddy.ClientOptions{})
 	c, err := converge.New(converge.Config{
 		Dir: r.dir, N8N: client, Caddy: r.cc, Ask: r.ask, Runtime: r.runtime,
-		CaddyConfig:  caddy.Config{AskURL: "http://127.0.0.1:9180/ask"},
-		ReadyTimeout: 200 * time.Millisecond,
+		CaddyConfig:   caddy.Config{AskURL: "http://127.0.0.1:9180/ask"},
+		ReadyTimeout:  200 * time.Millisecond,
+		BeforeUpgrade: r.beforeUpgrade,
 	})
 	if err != nil {
 		r.t.Fatal(err)
