@@ -58,6 +58,8 @@ const maxRestoreFetches = 3
 type backups struct {
 	cfg  *BackupConfig
 	kick chan struct{}
+	// one runs one backup at a time (the schedule's and an upgrade's).
+	one sync.Mutex
 
 	mu      sync.Mutex
 	policy  *schema.ManifestBackup // of the applied manifest (nil: none)
@@ -358,6 +360,8 @@ func (a *Agent) BackupBeforeUpgrade(ctx context.Context, from, to string) error 
 // good only once storage holds it.
 func (a *Agent) backupOnce(ctx context.Context, p *schema.ManifestBackup) error {
 	b := a.bk
+	b.one.Lock()
+	defer b.one.Unlock()
 	recs := make([]age.Recipient, 0, len(p.Recipients))
 	for _, r := range p.Recipients {
 		rec, err := age.ParseX25519Recipient(r)
