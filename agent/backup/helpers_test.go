@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,40 +20,11 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// pgBin returns the directory of pg_dump and pg_restore: PATH's, else the
-// highest /usr/lib/postgresql/<version>/bin (where pgserver finds the
-// server).
-func pgBin(tb testing.TB) string {
-	tb.Helper()
-	if p, err := exec.LookPath("pg_dump"); err == nil {
-		if p, err := filepath.EvalSymlinks(p); err == nil {
-			if _, err := os.Stat(filepath.Join(filepath.Dir(p), "pg_restore")); err == nil {
-				return filepath.Dir(p)
-			}
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	slices.SortFunc(dirs, func(a, b string) int {
-		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
-		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
-		return vb - va
-	})
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "pg_dump")); err == nil {
-			return d
-		}
-	}
-	tb.Fatal("no pg_dump in PATH or /usr/lib/postgresql/*/bin")
-	return ""
-}
+func pgBin(tb testing.TB) string { return pgtest.ClientBin(tb) }
 
-func dumpArgv(tb testing.TB, url string) []string {
-	return []string{filepath.Join(pgBin(tb), "pg_dump"), "-Fc", "-d", url}
-}
+func dumpArgv(tb testing.TB, url string) []string { return pgtest.DumpArgv(tb, url) }
 
-func restoreArgv(tb testing.TB, url string) []string {
-	return []string{filepath.Join(pgBin(tb), "pg_restore"), "--clean", "--if-exists", "--no-owner", "--single-transaction", "-d", url}
-}
+func restoreArgv(tb testing.TB, url string) []string { return pgtest.RestoreArgv(tb, url) }
 
 // n8nSchema is a cut of n8n's tables: workflows with JSON columns and
 // executions.
