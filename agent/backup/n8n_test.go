@@ -46,7 +46,7 @@ const (
 // (pg/) and n8n's user folder (n8n/).
 func TestN8NBackupRestore(t *testing.T) {
 	if !n8ntest.Real() {
-		t.Skip("needs a real n8n: make e2e-n8n")
+		t.Skip("requires a real n8n (GENESIS_N8N_BIN, which make e2e-n8n sets)")
 	}
 	ctx := t.Context()
 	begin := time.Now()
