@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"filippo.io/age"
 
@@ -134,7 +135,21 @@ func (b *backups) report() *schema.BackupReport {
 	if b.policy == nil && b.rec.Restored == "" && b.rec.RestoreError == "" {
 		return nil
 	}
-	return &schema.BackupReport{LastOK: b.rec.LastOK, LastError: b.lastErr, Restored: b.rec.Restored, RestoreError: b.rec.RestoreError}
+	// Bounded: the reconciler refuses a heartbeat with longer strings
+	// (1000), and a refused heartbeat would make the droplet look dead.
+	return &schema.BackupReport{LastOK: b.rec.LastOK, LastError: clip(b.lastErr, 500), Restored: b.rec.Restored,
+		RestoreError: clip(b.rec.RestoreError, 500)}
+}
+
+// clip cuts s to at most n bytes, on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // backupApplier runs a pending restore before the manifest is applied

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"filippo.io/age"
 	"github.com/google/go-cmp/cmp"
@@ -806,5 +807,19 @@ func TestBackupBeforeUpgrade(t *testing.T) {
 	want := []string{"switch to 1.124.0 after 1 good backups", "switch to 1.125.0 after 2 good backups", "switch to 1.126.0 after 2 good backups"}
 	if diff := cmp.Diff(want, w.events.get()); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
+
+// TestBackupReportBounded: however long a backup or restore error is, the
+// heartbeat's report stays within what the reconciler accepts (1000
+// bytes), so a long error never gets the droplet's heartbeats refused.
+func TestBackupReportBounded(t *testing.T) {
+	b := newBackups(&BackupConfig{}, t.TempDir())
+	b.policy = &schema.ManifestBackup{EverySeconds: 60}
+	b.lastErr = strings.Repeat("é", 2000)
+	b.rec.RestoreError = strings.Repeat("x", 5000)
+	r := b.report()
+	if len(r.LastError) > 500 || len(r.RestoreError) > 500 || !utf8.ValidString(r.LastError) || r.LastError == "" {
+		t.Errorf("report strings: %d and %d bytes (valid UTF-8: %v)", len(r.LastError), len(r.RestoreError), utf8.ValidString(r.LastError))
 	}
 }
