@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -438,7 +439,12 @@ func writeIdentities(path string) error {
 }
 
 // pickPorts returns ten distinct ports that were free on 127.0.0.1 a
-// moment ago (held open together, so no two are the same).
+// moment ago (held open together, so no two are the same). They are taken
+// below the kernel's ephemeral range (ip_local_port_range), from which
+// every other test's "listen on :0" draws: weed binds its ports seconds
+// after they are picked, and a port from the shared range could be handed
+// to another test in between (seen: a test's Caddy found its HTTPS port
+// answered by weed).
 func pickPorts() (ports, error) {
 	var ls []net.Listener
 	defer func() {
@@ -446,16 +452,45 @@ func pickPorts() (ports, error) {
 			l.Close()
 		}
 	}()
+	low := ephemeralLow()
 	var n [10]int
 	for i := range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return ports{}, err
+		var l net.Listener
+		var err error
+		for try := 0; try < 200; try++ {
+			port := lowPortBase + rand.IntN(low-lowPortBase)
+			if l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+				break
+			}
+		}
+		if l == nil {
+			// The low range is crowded: fall back to the kernel's choice.
+			if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+				return ports{}, err
+			}
 		}
 		ls = append(ls, l)
 		n[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	return ports{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], n[9]}, nil
+}
+
+// lowPortBase is the lowest port pickPorts uses.
+const lowPortBase = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// default 32768 when it cannot be read, or when it is too low to leave
+// room below it).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > lowPortBase+1000 {
+				return v
+			}
+		}
+	}
+	return 32768
 }
 
 func cmpOr(a, b string) string {
