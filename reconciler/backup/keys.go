@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"strings"
+	"sync"
 
 	"filippo.io/age"
 )
@@ -17,6 +18,11 @@ import (
 // own workspace's backups and no other's.
 type Keys struct {
 	secret []byte
+
+	// recipients caches Recipient: every manifest render asks for its
+	// workspace's, and deriving one costs a scalar multiplication.
+	mu         sync.Mutex
+	recipients map[string]string
 }
 
 // NewKeys parses the backup key file's content: an age identity
@@ -33,7 +39,7 @@ func NewKeys(file []byte) (*Keys, error) {
 	if !ok {
 		return nil, fmt.Errorf("backup key: not an X25519 identity")
 	}
-	return &Keys{secret: []byte(x.String())}, nil
+	return &Keys{secret: []byte(x.String()), recipients: map[string]string{}}, nil
 }
 
 // Identity is workspace ws's backup identity: HKDF-SHA256 of the backup
@@ -48,11 +54,21 @@ func (k *Keys) Identity(ws string) (*age.X25519Identity, error) {
 
 // Recipient is workspace ws's backup recipient.
 func (k *Keys) Recipient(ws string) (string, error) {
+	k.mu.Lock()
+	r, ok := k.recipients[ws]
+	k.mu.Unlock()
+	if ok {
+		return r, nil
+	}
 	id, err := k.Identity(ws)
 	if err != nil {
 		return "", err
 	}
-	return id.Recipient().String(), nil
+	r = id.Recipient().String()
+	k.mu.Lock()
+	k.recipients[ws] = r
+	k.mu.Unlock()
+	return r, nil
 }
 
 // bech32Encode is BIP 173's encoding of data under hrp (lower case), the
