@@ -31,7 +31,10 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // MarshalYAML writes d the way it is read.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
-var durationType = reflect.TypeOf(Duration(0))
+var (
+	durationType = reflect.TypeOf(Duration(0))
+	quantityType = reflect.TypeOf(Quantity(""))
+)
 
 // positions records where each field path ("spec.droplet.region",
 // "spec.credentials[1].name") stands in its file: the value for scalars, the
@@ -198,6 +201,16 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetInt(int64(dur))
+		return
+	}
+	if v.Type() == quantityType {
+		// A count (3) or a percentage ("10%"), kept as written; validation
+		// parses it.
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!str") {
+			d.at(p, "%s: want a count such as 3 or a percentage such as \"10%%\", got %s", name, kindName(n))
+			return
+		}
+		v.SetString(n.Value)
 		return
 	}
 	switch v.Kind() {

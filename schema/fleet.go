@@ -66,6 +66,9 @@ type FleetSpec struct {
 	// Backup declares agent-run backups to object storage (backup.go);
 	// nil: none.
 	Backup *Backup `yaml:"backup" json:"backup,omitempty"`
+	// Rollout paces fleet-wide changes in waves (rollout.go); nil: every
+	// droplet changes at once.
+	Rollout *Rollout `yaml:"rollout" json:"rollout,omitempty"`
 }
 
 // Watchdog is the health policy. A droplet with no heartbeat for
@@ -292,6 +295,7 @@ func (f *Fleet) validate(c *errorf) {
 		at("spec.pricing.snapshotGBMonthUSD", "spec.pricing.snapshotGBMonthUSD: must not be negative")
 	}
 	f.validateBackup(c)
+	f.validateRollout(c)
 	regions := map[string]bool{}
 	for i, sp := range s.Spares {
 		p := fmt.Sprintf("spec.spares[%d]", i)
@@ -356,6 +360,7 @@ func (f *Fleet) setDefaults() {
 	if s.Pricing.SnapshotGBMonthUSD == 0 {
 		s.Pricing.SnapshotGBMonthUSD = DefaultSnapshotGBMonthUSD
 	}
+	s.Rollout.setDefaults()
 	for i := range s.Spares {
 		if s.Spares[i].Size == "" {
 			s.Spares[i].Size = s.Defaults.Size

@@ -7,6 +7,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"time"
 
 	"filippo.io/age/armor"
 )
@@ -27,6 +28,21 @@ type TenantMeta struct {
 	ID   string `yaml:"id" json:"id"`
 	Name string `yaml:"name" json:"name"`
 	Tier Tier   `yaml:"tier" json:"tier"`
+	// Labels are free key/value tags (at most 32; keys and values 1-63
+	// characters of a-z, 0-9 and -) that rollout waves select by.
+	Labels map[string]string `yaml:"labels" json:"labels,omitempty"`
+	// Timezone is the IANA zone (Europe/Paris) the fleet's maintenance
+	// windows are read in for this tenant; empty is UTC.
+	Timezone string `yaml:"timezone" json:"timezone,omitempty"`
+}
+
+// Location is the tenant's time zone for maintenance windows: its
+// metadata.timezone (validated by DecodeTenant), or UTC.
+func (m TenantMeta) Location() (*time.Location, error) {
+	if m.Timezone == "" {
+		return time.UTC, nil
+	}
+	return time.LoadLocation(m.Timezone)
 }
 
 // Tier is the tenant's plan.
@@ -171,6 +187,14 @@ func (t *Tenant) validate(c *errorf, wantID string) {
 		at("metadata", "metadata.tier is required (starter, pro or enterprise)")
 	default:
 		at("metadata.tier", "metadata.tier: %q is not one of starter, pro, enterprise", m.Tier)
+	}
+	checkLabels(at, "metadata.labels", m.Labels)
+	if m.Timezone != "" {
+		if msg := checkTimezone(m.Timezone); msg != "" {
+			at("metadata.timezone", "metadata.timezone: %q %s", m.Timezone, msg)
+		} else if _, err := time.LoadLocation(m.Timezone); err != nil {
+			at("metadata.timezone", "metadata.timezone: %q is not a time zone this host knows (IANA names such as Europe/Paris)", m.Timezone)
+		}
 	}
 	s := &t.Spec
 	switch s.State {

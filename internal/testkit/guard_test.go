@@ -92,8 +92,8 @@ type boundary struct {
 
 var boundaries = []boundary{
 	{
-		name:    "the planner is pure: reconciler/plan does no I/O",
-		applies: func(p string) bool { return under(p, "reconciler/plan") },
+		name:    "the planner is pure: reconciler/plan and reconciler/rollout do no I/O",
+		applies: func(p string) bool { return under(p, "reconciler/plan") || under(p, "reconciler/rollout") },
 		forbidden: func(d string) bool {
 			return hasPrefix(d, "net", "os/exec", "database", "github.com/jackc/pgx", "github.com/digitalocean/godo",
 				"github.com/go-git/go-git", "golang.org/x/net")
