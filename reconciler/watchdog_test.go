@@ -246,6 +246,7 @@ func watchdogLadderFresh(t *testing.T, backedUp bool) {
 		t.Errorf("after the rebuild: %s, want %s", got, want)
 	}
 	old := h.column("ws-a", "replacing_droplet_id")
+	oldAccount, oldSeen := h.column("ws-a", "replacing_account"), h.column("ws-a", "replacing_last_seen_at::text")
 	if old == "" || h.column("ws-a", "droplet_name") != "genesis-ws-a-2" {
 		t.Fatalf("fleet_status after the rebuild: droplet %s, replacing %q", h.column("ws-a", "droplet_name"), old)
 	}
@@ -301,6 +302,24 @@ func watchdogLadderFresh(t *testing.T, backedUp bool) {
 		if got := testutil.ToFloat64(steps.WithLabelValues(k, "succeeded")); got != 1 {
 			t.Errorf("genesis_watchdog_remediations_total{kind=%q,result=succeeded} = %v, want 1", k, got)
 		}
+	}
+	// Killed after the droplet went but before the retirement was
+	// recorded: the next watch retires it again, which finds the droplet
+	// gone (and, for a snapshot retirement, its snapshot there) and
+	// completes; nothing new is made or lost.
+	h.exec(`UPDATE fleet_status SET replacing_droplet_id = $2, replacing_droplet_name = 'genesis-ws-a-1', replacing_account = $3,
+		replacing_last_seen_at = $4::timestamptz WHERE workspace = $1`, "ws-a", old, oldAccount, oldSeen)
+	silence(time.Minute)
+	h.beat("ws-a", true)
+	h.watch()
+	if got := h.column("ws-a", "coalesce(replacing_droplet_id::text, '')"); got != "" {
+		t.Errorf("replacing after the retirement was repeated: %q, want none", got)
+	}
+	if diff := cmp.Diff(append(want, want[4]), h.ops("ws-a")); diff != "" {
+		t.Errorf("journal after the repeated retirement (-want +got):\n%s", diff)
+	}
+	if got := len(h.snapshotNames()); got != len(snaps) {
+		t.Errorf("snapshots after the repeated retirement: %v, want %d", h.snapshotNames(), len(snaps))
 	}
 }
 

@@ -92,18 +92,22 @@ func (e Executor) restoreNewest(ctx context.Context, a *plan.Action, o plan.Obse
 // workspace changed since, or has an operation in flight.
 func (e Executor) BeginRemediation(ctx context.Context, a plan.Action, row watchdog.Row, m watchdog.Remediation, commit string) (int64, bool) {
 	log := e.Log.With("tenant", m.Workspace, "step", m.Step)
+	if a.Restore != "" {
+		// Asked before the rebuild is journaled, so a process killed in
+		// between cannot leave a rebuild that was never asked to restore
+		// (the resumed rebuild would start from older data). A request
+		// left by a rebuild that is then not journaled names the same
+		// next-generation droplet the next decision asks again (upsert).
+		if err := e.Store.RequestRestore(ctx, a.Workspace, a.Droplet, a.Restore, commit); err != nil {
+			log.Error("request restore failed; the rebuilt droplet starts from its snapshot or fresh (the replaced one is kept until it has a copy)", "backup", a.Restore, "err", err)
+		}
+	}
 	id, err := e.Store.BeginRemediation(ctx, a, row.Lifecycle, m.Heartbeat, e.Now(), commit)
 	if err != nil {
 		if !errors.Is(err, store.ErrStale) && !errors.Is(err, store.ErrBusy) {
 			log.Error("journal remediation failed", "err", err)
 		}
 		return 0, false
-	}
-	if a.Restore != "" {
-		// Before the droplet exists: its first manifest names the backup.
-		if err := e.Store.RequestRestore(ctx, a.Workspace, a.Droplet, a.Restore, commit); err != nil {
-			log.Error("request restore failed; the rebuilt droplet starts from its snapshot or fresh (the replaced one is kept until it has a copy)", "backup", a.Restore, "err", err)
-		}
 	}
 	log.Warn("remediation started", "op", id, "droplet_id", a.DropletID, "reason", a.Reason)
 	return id, true
