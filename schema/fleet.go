@@ -126,6 +126,18 @@ type Defaults struct {
 	Size       string `yaml:"size" json:"size"`
 	Image      string `yaml:"image" json:"image"`
 	N8NVersion string `yaml:"n8nVersion" json:"n8nVersion"`
+	// Agent, when set, is the agent build every droplet should run; a
+	// change reaches the droplets through spec.rollout like any fleet
+	// default. Nil: droplets keep the agent they were created with.
+	Agent *AgentRelease `yaml:"agent" json:"agent,omitempty"`
+}
+
+// AgentRelease is an agent build to run: the version the binary reports,
+// its hex SHA-256 and an http(s) URL to download it from.
+type AgentRelease struct {
+	Version string `yaml:"version" json:"version"`
+	SHA256  string `yaml:"sha256" json:"sha256"`
+	URL     string `yaml:"url" json:"url"`
 }
 
 // Safety bounds how much one plan may take away. Both limits are required
@@ -296,6 +308,7 @@ func (f *Fleet) validate(c *errorf) {
 	}
 	f.validateBackup(c)
 	f.validateRollout(c)
+	f.validateAgent(c)
 	regions := map[string]bool{}
 	for i, sp := range s.Spares {
 		p := fmt.Sprintf("spec.spares[%d]", i)

@@ -3,9 +3,11 @@ package schema
 import (
 	"fmt"
 	"math"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Rollout defaults (spec.rollout). A wave's failure budget of 0 pauses the
@@ -35,7 +37,28 @@ type Rollout struct {
 	// MaintenanceWindows, when any, are the only times a wave may change a
 	// droplet, read in each tenant's metadata.timezone.
 	MaintenanceWindows []MaintenanceWindow `yaml:"maintenanceWindows" json:"maintenanceWindows,omitempty"`
+	// OnFailure is what a wave past its failure budget does: pause (the
+	// default: the droplets that changed keep the change, nothing else
+	// changes until a person resumes or aborts) or rollback (pause, and
+	// every droplet of the finished and current waves goes back to the
+	// previous values).
+	OnFailure OnFailure `yaml:"onFailure" json:"onFailure,omitempty"`
+	// ProgressDeadline is how long a droplet may take to apply the change
+	// and report healthy before it counts as failed. Default 30m.
+	ProgressDeadline Duration `yaml:"progressDeadline" json:"progressDeadline,omitempty"`
 }
+
+// OnFailure is what a rollout does past a wave's failure budget.
+type OnFailure string
+
+// The failure policies.
+const (
+	OnFailurePause    OnFailure = "pause"
+	OnFailureRollback OnFailure = "rollback"
+)
+
+// DefaultProgressDeadline is spec.rollout.progressDeadline's default.
+const DefaultProgressDeadline = 30 * time.Minute
 
 // RolloutWave is one step of a rollout.
 type RolloutWave struct {
@@ -213,6 +236,14 @@ func (f *Fleet) validateRollout(c *errorf) {
 			}
 		}
 	}
+	switch r.OnFailure {
+	case "", OnFailurePause, OnFailureRollback:
+	default:
+		at("spec.rollout.onFailure", "spec.rollout.onFailure: %q is not one of pause, rollback", r.OnFailure)
+	}
+	if r.ProgressDeadline < 0 || (f.has("spec.rollout.progressDeadline") && r.ProgressDeadline < Duration(time.Minute)) {
+		at("spec.rollout.progressDeadline", "spec.rollout.progressDeadline: must be at least 1m")
+	}
 	switch r.TenantChanges {
 	case "", TenantChangesImmediate, TenantChangesRollout:
 	default:
@@ -272,6 +303,12 @@ func (r *Rollout) setDefaults() {
 	if r.TenantChanges == "" {
 		r.TenantChanges = TenantChangesImmediate
 	}
+	if r.OnFailure == "" {
+		r.OnFailure = OnFailurePause
+	}
+	if r.ProgressDeadline == 0 {
+		r.ProgressDeadline = Duration(DefaultProgressDeadline)
+	}
 	for i := range r.Waves {
 		w := &r.Waves[i]
 		if !w.Rest && w.Percent == 0 {
@@ -292,4 +329,28 @@ func checkTimezone(name string) string {
 		return "is not an IANA time zone name such as Europe/Paris or UTC"
 	}
 	return ""
+}
+
+var (
+	sha256Hex    = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	agentVersion = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$`)
+)
+
+// validateAgent judges spec.defaults.agent.
+func (f *Fleet) validateAgent(c *errorf) {
+	a := f.Spec.Defaults.Agent
+	if a == nil {
+		return
+	}
+	at := func(path, format string, args ...any) { c.at(f.pos.at(path), format, args...) }
+	const p = "spec.defaults.agent"
+	if !agentVersion.MatchString(a.Version) {
+		at(p+".version", "%s.version: %q must be 1-64 characters of letters, digits and . _ + -", p, a.Version)
+	}
+	if !sha256Hex.MatchString(a.SHA256) {
+		at(p+".sha256", "%s.sha256: want the binary's SHA-256 as 64 lower-case hex digits", p)
+	}
+	if u, err := url.Parse(a.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || len(a.URL) > 2048 {
+		at(p+".url", "%s.url: want an http(s) URL without credentials (the SHA-256 is what is trusted)", p)
+	}
 }

@@ -24,9 +24,16 @@ func TestDecodedRollout(t *testing.T) {
 			{Days: []string{"sat", "sun"}, Start: "02:00", End: "05:00"},
 			{Days: []string{"wed"}, Start: "22:30", End: "01:00"},
 		},
+		OnFailure:        OnFailureRollback,
+		ProgressDeadline: Duration(45 * time.Minute),
 	}
 	if diff := cmp.Diff(want, f.Spec.Rollout); diff != "" {
 		t.Errorf("spec.rollout (-want +got):\n%s", diff)
+	}
+	wantAgent := &AgentRelease{Version: "1.4.0", SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		URL: "https://releases.example.com/genesis-agent/1.4.0/genesis-agent-linux-amd64"}
+	if diff := cmp.Diff(wantAgent, f.Spec.Defaults.Agent); diff != "" {
+		t.Errorf("spec.defaults.agent (-want +got):\n%s", diff)
 	}
 	plain, errs := DecodeFleet(FleetFile, mustRead(t, "testdata/fleets/backup.good.yaml"))
 	if errs != nil {
@@ -40,7 +47,8 @@ func TestDecodedRollout(t *testing.T) {
 	if errs != nil {
 		t.Fatal(errs)
 	}
-	wantMin := &Rollout{Waves: []RolloutWave{{Name: "all", Rest: true, MaxUnavailable: "1", FailureBudget: "0"}}, TenantChanges: TenantChangesImmediate}
+	wantMin := &Rollout{Waves: []RolloutWave{{Name: "all", Rest: true, MaxUnavailable: "1", FailureBudget: "0"}}, TenantChanges: TenantChangesImmediate,
+		OnFailure: OnFailurePause, ProgressDeadline: Duration(DefaultProgressDeadline)}
 	if diff := cmp.Diff(wantMin, f.Spec.Rollout); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}

@@ -48,6 +48,45 @@ type Manifest struct {
 	// Backup is the droplet's backup duty and, on a new droplet, the
 	// backup to restore before n8n starts; nil: no backups are declared.
 	Backup *ManifestBackup `json:"backup,omitempty"`
+	// Agent names the agent build the droplet should run (spec.defaults.agent,
+	// paced by the rollout); nil: keep the running agent.
+	Agent *AgentPin `json:"agent,omitempty"`
+}
+
+// AgentPin is an agent build: its version (as the binary reports it in
+// heartbeats), the hex SHA-256 of the binary and where to download it
+// (http or https; the digest, signed with the manifest, is what is
+// trusted).
+type AgentPin struct {
+	Version string `json:"version"`
+	SHA256  string `json:"sha256"`
+	URL     string `json:"url"`
+}
+
+// Rejection parts: what an agent gave up on.
+const (
+	RejectN8N   = "n8n"
+	RejectAgent = "agent"
+)
+
+// MaxRejections bounds Heartbeat.Rejected.
+const MaxRejections = 4
+
+// Rejection is a manifest change an agent tried, failed, undid and will not
+// try again until a manifest asks for something else: an n8n version that
+// did not pass its checks (the database and the previous image were
+// restored) or an agent build that did not report healthy in time (the
+// previous binary was restored).
+type Rejection struct {
+	// Version is the manifest version that asked for the change.
+	Version int64 `json:"version"`
+	// Part is what was refused: n8n or agent.
+	Part string `json:"part"`
+	// Target is the refused version (n8n's or the agent's).
+	Target string `json:"target"`
+	// Reason says why, at most 500 bytes.
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
 }
 
 // ManifestBackup tells the agent how often to back up and to whom to
@@ -187,6 +226,10 @@ type Heartbeat struct {
 	N8NStopped bool `json:"n8n_stopped,omitempty"`
 	// Backup reports backups and restores (nil: none declared).
 	Backup *BackupReport `json:"backup,omitempty"`
+	// Rejected lists the changes this agent gave up on (at most
+	// MaxRejections, newest first); a rollout counts such a droplet as
+	// failed.
+	Rejected []Rejection `json:"rejected,omitempty"`
 }
 
 // ComponentHealth is one component's state in a heartbeat.

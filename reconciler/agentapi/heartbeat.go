@@ -47,6 +47,18 @@ func decodeHeartbeat(body []byte) (schema.Heartbeat, error) {
 		return hb, errors.New("version strings are too long")
 	case hb.Backup != nil && (len(hb.Backup.LastError) > 1000 || len(hb.Backup.RestoreError) > 1000 || len(hb.Backup.Restored) > 100):
 		return hb, errors.New("backup: strings are too long")
+	case len(hb.Rejected) > schema.MaxRejections:
+		return hb, fmt.Errorf("rejected: at most %d entries", schema.MaxRejections)
+	}
+	for i, r := range hb.Rejected {
+		switch {
+		case r.Part != schema.RejectN8N && r.Part != schema.RejectAgent:
+			return hb, fmt.Errorf("rejected[%d].part: want %s or %s", i, schema.RejectN8N, schema.RejectAgent)
+		case r.Version <= 0:
+			return hb, fmt.Errorf("rejected[%d].version must be positive", i)
+		case len(r.Target) > 100 || len(r.Reason) > 1000:
+			return hb, fmt.Errorf("rejected[%d]: strings are too long", i)
+		}
 	}
 	if _, err := parseDroplet(hb.Droplet); err != nil {
 		return hb, err
