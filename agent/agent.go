@@ -46,6 +46,9 @@ type Config struct {
 	// LastActivity reports the time of n8n's last activity (zero when
 	// unknown; nil means unknown).
 	LastActivity func(ctx context.Context) (time.Time, error)
+	// Rejections are the changes this droplet gave up on, reported in
+	// every heartbeat (nil: none are kept).
+	Rejections *Rejections
 	// N8NVersion reports the running n8n version (nil: not reported).
 	N8NVersion func(ctx context.Context) (string, error)
 	// Registerer receives the agent's metrics (nil: not registered).
@@ -584,6 +587,7 @@ func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
 		Components:     map[string]schema.ComponentHealth{},
 		N8NStopped:     a.cfg.State.N8NStopped(a.cfg.Bootstrap.Workspace, a.cfg.DropletID),
 		Backup:         a.bk.report(),
+		Rejected:       a.cfg.Rejections.List(),
 	}
 	a.mu.Lock()
 	hb.VerifyError, hb.ApplyError = a.verifyError, a.applyError
