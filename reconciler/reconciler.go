@@ -90,6 +90,7 @@ type Reconciler struct {
 	observed plan.Observed
 	last     plan.Plan
 	leading  bool
+	leadCtx  context.Context // while leading: fenced by the epoch
 	running  map[string]bool
 	// pending holds the tenants to plan in the next scoped pass (changed
 	// in git, or whose job just ended); needFull asks for a full pass.
@@ -210,6 +211,19 @@ func (r *Reconciler) Leading() bool {
 	return r.leading
 }
 
+// LeaderContext is the context of this replica's leadership while it
+// leads: it carries the leader epoch (store.WithEpoch), so every journal
+// write made with it is refused once another replica leads, and it ends
+// when the leadership does. False when this replica does not lead.
+func (r *Reconciler) LeaderContext() (context.Context, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.leading || r.leadCtx == nil || r.leadCtx.Err() != nil {
+		return nil, false
+	}
+	return r.leadCtx, true
+}
+
 // LastPlan is the plan of the last pass.
 func (r *Reconciler) LastPlan() plan.Plan {
 	r.mu.Lock()
@@ -258,11 +272,17 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 		}
 	}()
 	defer func() {
+		r.mu.Lock()
+		r.leadCtx = nil
+		r.mu.Unlock()
 		r.setLeading(false)
 		lease.Revoke(errors.New("leadership ended"))
 		r.Wait()
 		leader.Release()
 	}()
+	r.mu.Lock()
+	r.leadCtx = ctx
+	r.mu.Unlock()
 	r.setLeading(true)
 	r.log.Info("leading", "epoch", leader.Epoch)
 	resumed := false

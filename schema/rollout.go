@@ -3,7 +3,6 @@ package schema
 import (
 	"fmt"
 	"math"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -334,6 +333,10 @@ func checkTimezone(name string) string {
 var (
 	sha256Hex    = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	agentVersion = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$`)
+	// agentURL is an http(s) URL whose authority is a host name, an IPv4
+	// or a bracketed IPv6 address and an optional port (no user info),
+	// and whose path is printable ASCII without spaces.
+	agentURL = regexp.MustCompile(`^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(/[!-~]*)?$`)
 )
 
 // validateAgent judges spec.defaults.agent.
@@ -350,7 +353,7 @@ func (f *Fleet) validateAgent(c *errorf) {
 	if !sha256Hex.MatchString(a.SHA256) {
 		at(p+".sha256", "%s.sha256: want the binary's SHA-256 as 64 lower-case hex digits", p)
 	}
-	if u, err := url.Parse(a.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || len(a.URL) > 2048 {
+	if !agentURL.MatchString(a.URL) || len(a.URL) > 2048 {
 		at(p+".url", "%s.url: want an http(s) URL without credentials (the SHA-256 is what is trusted)", p)
 	}
 }

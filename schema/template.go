@@ -29,6 +29,9 @@ var (
 	paramRef       = regexp.MustCompile(`\{\{param\.([A-Za-z][A-Za-z0-9_]*)\}\}`)
 )
 
+// Source is the template file's content as parsed (shared: do not modify).
+func (t *Template) Source() []byte { return t.raw }
+
 // ParseTemplate reads templates/workflows/<name>.json. The workflow must be a
 // JSON object with name, nodes and connections; a placeholder used as two
 // different credential types is an error.

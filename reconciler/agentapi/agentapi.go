@@ -22,6 +22,7 @@ import (
 	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/internal/loglimit"
 	"genesis.dev/fleet/reconciler/backup"
+	"genesis.dev/fleet/reconciler/rollout"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
@@ -128,6 +129,9 @@ type Service struct {
 	manMu   sync.Mutex
 	man     map[int64]*entry
 	waiters map[int64]chan struct{}
+
+	// inputs keeps the fleet-wide inputs renders take (rollouts).
+	inputs rollout.Cache
 }
 
 // New makes a Service.

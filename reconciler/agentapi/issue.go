@@ -45,6 +45,7 @@ type issue struct {
 	env      []byte
 	digest   [32]byte
 	inputs   [32]byte
+	fleet    string // digest of the fleet inputs rendered from
 	creds    [32]byte
 	resealed bool // false: the previous manifest's ciphertexts were reused
 }
@@ -61,7 +62,11 @@ func (s *Service) prepare(ctx context.Context, snap *tenants.Snapshot, t store.T
 		return nil, s.announceErr
 	}
 	dropletS := strconv.FormatInt(t.Droplet, 10)
-	c, err := build(*snap, t.Workspace, dropletS, t.IP, t.Recipient, s.cfg.Signer.KeyID(), s.cfg.Announce)
+	fi, err := s.fleetInputsFor(ctx, snap, t)
+	if err != nil {
+		return nil, err
+	}
+	c, err := build(*snap, fi, t.Workspace, dropletS, t.IP, t.Recipient, s.cfg.Signer.KeyID(), s.cfg.Announce)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +80,7 @@ func (s *Service) prepare(ctx context.Context, snap *tenants.Snapshot, t store.T
 	if t.Version > 0 && string(t.Inputs) == string(c.inputs[:]) && t.Expires.Sub(now) > s.cfg.ManifestTTL/3 {
 		return nil, nil
 	}
-	is := &issue{t: t, snap: snap, m: c.manifest, inputs: c.inputs, creds: credsKey(c.creds, t.Recipient, t.Workspace, dropletS)}
+	is := &issue{t: t, snap: snap, m: c.manifest, inputs: c.inputs, fleet: fi.digest, creds: credsKey(c.creds, t.Recipient, t.Workspace, dropletS)}
 	var creds []schema.ManifestCredential
 	if t.Version > 0 && string(t.Creds) == string(is.creds[:]) {
 		// Same credentials for the same droplet key and slot: the
@@ -209,7 +214,7 @@ func (s *Service) store(ctx context.Context, batch []*issue) ([]bool, error) {
 	for k, is := range batch {
 		m := store.Manifest{Droplet: is.t.Droplet, Version: is.m.Version, Workspace: is.t.Workspace,
 			Envelope: is.env, Digest: is.digest[:], IssuedAt: is.m.IssuedAt, Expires: is.m.Expires,
-			Commit: is.snap.Commit, InputsHash: is.inputs[:], CredsHash: is.creds[:]}
+			Commit: is.snap.Commit, InputsHash: is.inputs[:], CredsHash: is.creds[:], FleetInputs: is.fleet}
 		if m.Commit == "" {
 			m.Commit = noCommit
 		}

@@ -14,6 +14,7 @@ import (
 	"filippo.io/age"
 
 	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/reconciler/rollout"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
@@ -172,9 +173,45 @@ type content struct {
 // ErrNoTenant means the workspace is not (validly) in the desired state.
 var ErrNoTenant = errors.New("tenant is not in the desired state")
 
-// build computes a droplet's manifest content from the desired state, the
-// id of the key it will be signed with and the keys to announce; pure.
-func build(snap tenants.Snapshot, workspace, droplet, ip, recipient, signer string, announce []string) (content, error) {
+// fleetInputs are the fleet-wide inputs one render takes.
+type fleetInputs struct {
+	in     *rollout.Inputs
+	digest string
+	// paced: spec.rollout is declared, so the digest itself is an input
+	// (a released tenant gets a new manifest even when nothing else of
+	// its manifest changed, and "applied" is exact).
+	paced bool
+}
+
+// fleetInputsFor is what t's manifest takes its fleet-wide inputs from:
+// the desired state's without spec.rollout (every droplet at once) or
+// before the first rollout, else the inputs the newest rollout gives t
+// (rollout.Effective, read with t in the same query).
+func (s *Service) fleetInputsFor(ctx context.Context, snap *tenants.Snapshot, t store.Target) (fleetInputs, error) {
+	in, _, digest, err := s.inputs.Desired(snap.Fleet, snap.Templates)
+	if err != nil {
+		return fleetInputs{}, fmt.Errorf("fleet inputs: %w", err)
+	}
+	paced := snap.Fleet != nil && snap.Fleet.Spec.Rollout != nil
+	if !paced || t.Rollout.ID == "" {
+		return fleetInputs{in: in, digest: digest, paced: paced}, nil
+	}
+	p := t.Rollout
+	eff := rollout.Effective(rollout.Position{State: p.State, Baseline: p.Baseline, Target: p.Target, Member: p.Member, Released: p.Released, From: p.From})
+	if eff == digest {
+		return fleetInputs{in: in, digest: digest, paced: true}, nil
+	}
+	stored, err := s.inputs.Stored(eff, func(d string) ([]byte, error) { return s.st.RolloutInputs(ctx, d) })
+	if err != nil {
+		return fleetInputs{}, err
+	}
+	return fleetInputs{in: stored, digest: eff, paced: true}, nil
+}
+
+// build computes a droplet's manifest content from the desired state and
+// the fleet inputs it takes, the id of the key it will be signed with and
+// the keys to announce; pure.
+func build(snap tenants.Snapshot, fi fleetInputs, workspace, droplet, ip, recipient, signer string, announce []string) (content, error) {
 	var c content
 	ts, ok := snap.Tenants[workspace]
 	if (!ok || ts.Tenant == nil) && schema.IsSpareWorkspace(workspace) && snap.Fleet != nil {
@@ -186,15 +223,18 @@ func build(snap tenants.Snapshot, workspace, droplet, ip, recipient, signer stri
 	t := ts.Tenant
 	m := schema.Manifest{
 		Type: schema.ManifestType, Workspace: workspace, Droplet: droplet,
-		N8N: schema.N8NPin{Version: t.N8NVersion(snap.Fleet)}, State: string(t.Spec.State),
+		N8N: schema.N8NPin{Version: fi.in.N8NFor(t)}, State: string(t.Spec.State),
 		Domains: append([]string{}, t.Spec.Domains...), Workflows: []schema.ManifestWorkflow{}, Credentials: []schema.ManifestCredential{},
 		SigningKeys: append([]string(nil), announce...),
+	}
+	if a := fi.in.Agent; a != nil {
+		m.Agent = &schema.AgentPin{Version: a.Version, SHA256: a.SHA256, URL: a.URL}
 	}
 	if addr, err := netip.ParseAddr(ip); err == nil && addr.Is4() {
 		m.Domains = append(m.Domains, addr.String()+".sslip.io")
 	}
 	for _, w := range t.Spec.Workflows {
-		tpl := snap.Templates[w.Template]
+		tpl := fi.in.Template(w.Template)
 		if tpl == nil {
 			return c, fmt.Errorf("workflow %s: no template %s", w.Template, w.Template)
 		}
@@ -226,7 +266,12 @@ func build(snap tenants.Snapshot, workspace, droplet, ip, recipient, signer stri
 		Recipient   string
 		Signer      string
 		SigningKeys []string
-	}{Blob: ts.ValidBlob, N8N: m.N8N.Version, State: m.State, Domains: m.Domains, Recipient: recipient, Signer: signer, SigningKeys: m.SigningKeys}
+		Agent       *schema.AgentPin `json:",omitempty"`
+		Fleet       string           `json:",omitempty"`
+	}{Blob: ts.ValidBlob, N8N: m.N8N.Version, State: m.State, Domains: m.Domains, Recipient: recipient, Signer: signer, SigningKeys: m.SigningKeys, Agent: m.Agent}
+	if fi.paced {
+		in.Fleet = fi.digest
+	}
 	for _, w := range m.Workflows {
 		in.Workflows = append(in.Workflows, w.Name+"="+w.SHA256)
 	}

@@ -51,6 +51,9 @@ type Manifest struct {
 	// correlation id (nil: unknown).
 	CommitAt    *time.Time
 	Correlation *string
+	// FleetInputs is the digest of the fleet-wide inputs it was rendered
+	// from (rollout.Inputs).
+	FleetInputs string
 }
 
 // storeManifestsSQL stores a batch of manifests in one statement. A
@@ -61,15 +64,15 @@ type Manifest struct {
 // and is announced on the agents channel ("m <droplet> <version>").
 const storeManifestsSQL = `WITH i AS (
 	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[], $5::bytea[], $6::timestamptz[], $7::timestamptz[],
-		$8::text[], $9::bytea[], $10::timestamptz[], $11::text[], $12::bytea[])
-	AS i(droplet_id, version, workspace, envelope, digest, issued_at, expires_at, commit, inputs_hash, commit_at, correlation, creds_hash)
+		$8::text[], $9::bytea[], $10::timestamptz[], $11::text[], $12::bytea[], $13::text[])
+	AS i(droplet_id, version, workspace, envelope, digest, issued_at, expires_at, commit, inputs_hash, commit_at, correlation, creds_hash, fleet_inputs)
 ), ok AS (
 	SELECT a.droplet_id FROM agents a JOIN i ON a.droplet_id = i.droplet_id AND a.workspace = i.workspace::workspace_id
 	WHERE a.manifest_version = i.version - 1
 	ORDER BY a.droplet_id FOR NO KEY UPDATE OF a
 ), ins AS (
-	INSERT INTO manifests (droplet_id, version, workspace, envelope, digest, issued_at, expires_at, commit, inputs_hash, commit_at, correlation, creds_hash)
-	SELECT i.droplet_id, i.version, i.workspace, i.envelope, i.digest, i.issued_at, i.expires_at, i.commit, i.inputs_hash, i.commit_at, i.correlation, i.creds_hash
+	INSERT INTO manifests (droplet_id, version, workspace, envelope, digest, issued_at, expires_at, commit, inputs_hash, commit_at, correlation, creds_hash, fleet_inputs)
+	SELECT i.droplet_id, i.version, i.workspace, i.envelope, i.digest, i.issued_at, i.expires_at, i.commit, i.inputs_hash, i.commit_at, i.correlation, i.creds_hash, nullif(i.fleet_inputs, '')
 	FROM i JOIN ok USING (droplet_id)
 	RETURNING droplet_id, workspace, version
 ), fs AS (
@@ -92,6 +95,7 @@ func (s *Store) StoreManifests(ctx context.Context, ms []Manifest) ([]bool, erro
 		inputs, creds      = make([][]byte, n), make([][]byte, n)
 		commitAt           = make([]*time.Time, n)
 		correlation        = make([]*string, n)
+		fleetInputs        = make([]string, n)
 	)
 	for k, m := range ms {
 		droplets[k], versions[k], workspaces[k] = m.Droplet, m.Version, m.Workspace
@@ -100,8 +104,9 @@ func (s *Store) StoreManifests(ctx context.Context, ms []Manifest) ([]bool, erro
 		commits[k] = m.Commit
 		inputs[k], creds[k] = m.InputsHash, m.CredsHash
 		commitAt[k], correlation[k] = m.CommitAt, m.Correlation
+		fleetInputs[k] = m.FleetInputs
 	}
-	rows, err := s.pool.Query(ctx, storeManifestsSQL, droplets, versions, workspaces, envs, digests, issued, expires, commits, inputs, commitAt, correlation, creds)
+	rows, err := s.pool.Query(ctx, storeManifestsSQL, droplets, versions, workspaces, envs, digests, issued, expires, commits, inputs, commitAt, correlation, creds, fleetInputs)
 	if err != nil {
 		return nil, fmt.Errorf("store %d manifests: %w", n, err)
 	}
@@ -142,6 +147,19 @@ type Target struct {
 	// a backup_restores row not finished, for the droplet fleet_status
 	// records.
 	Restore string
+	// Rollout is where the newest rollout has the workspace (zero: there
+	// is no rollout).
+	Rollout RolloutPos
+}
+
+// RolloutPos is a workspace's place in the newest rollout.
+type RolloutPos struct {
+	ID, State        string
+	Baseline, Target string // input digests
+	// Member: the workspace is in the rollout; Released: its wave released
+	// it; From: the inputs it had before ("" the baseline).
+	Member, Released bool
+	From             string
 }
 
 // targetsSQL lists the newest agent of each workspace (a droplet woken
@@ -149,8 +167,12 @@ type Target struct {
 // droplet) with its newest manifest.
 const targetsSQL = `SELECT DISTINCT ON (a.workspace) a.droplet_id, a.workspace, a.age_recipient,
 	CASE WHEN f.droplet_id = a.droplet_id THEN coalesce(host(f.ip), '') ELSE '' END, f.state, a.manifest_version,
-	coalesce(m.version, 0), coalesce(m.expires_at, 'epoch'), m.inputs_hash, m.creds_hash, coalesce(r.backup_id, '')
+	coalesce(m.version, 0), coalesce(m.expires_at, 'epoch'), m.inputs_hash, m.creds_hash, coalesce(r.backup_id, ''),
+	coalesce(ro.id, ''), coalesce(ro.state, ''), coalesce(ro.baseline, ''), coalesce(ro.target, ''),
+	rm.workspace IS NOT NULL, rm.released_at IS NOT NULL, coalesce(rm.from_inputs, '')
 FROM agents a JOIN fleet_status f ON f.workspace = a.workspace
+LEFT JOIN LATERAL (SELECT id, state, baseline, target FROM rollouts ORDER BY seq DESC LIMIT 1) ro ON true
+LEFT JOIN rollout_members rm ON rm.rollout_id = ro.id AND rm.workspace = a.workspace
 LEFT JOIN backup_restores r ON r.workspace = a.workspace AND r.finished_at IS NULL
 	AND r.droplet_name = CASE WHEN f.droplet_id = a.droplet_id THEN f.droplet_name END
 LEFT JOIN LATERAL (SELECT version, expires_at, inputs_hash, creds_hash FROM manifests
@@ -167,7 +189,8 @@ func (s *Store) targets(ctx context.Context, where string, args ...any) ([]Targe
 	var out []Target
 	for rows.Next() {
 		var t Target
-		if err := rows.Scan(&t.Droplet, &t.Workspace, &t.Recipient, &t.IP, &t.State, &t.HWM, &t.Version, &t.Expires, &t.Inputs, &t.Creds, &t.Restore); err != nil {
+		if err := rows.Scan(&t.Droplet, &t.Workspace, &t.Recipient, &t.IP, &t.State, &t.HWM, &t.Version, &t.Expires, &t.Inputs, &t.Creds, &t.Restore,
+			&t.Rollout.ID, &t.Rollout.State, &t.Rollout.Baseline, &t.Rollout.Target, &t.Rollout.Member, &t.Rollout.Released, &t.Rollout.From); err != nil {
 			return nil, err
 		}
 		out = append(out, t)
