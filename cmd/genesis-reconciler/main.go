@@ -159,6 +159,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	dur(&c.TokenTTL, "enroll-token-ttl", "GENESIS_ENROLL_TOKEN_TTL", defaults.TokenTTL, "how long a droplet's one-time enrollment token is valid")
 	dur(&c.ManifestTTL, "manifest-ttl", "GENESIS_MANIFEST_TTL", defaults.ManifestTTL, "lifetime of a signed manifest (re-signed when a third remains)")
 	dur(&c.ManifestSweep, "manifest-sweep", "GENESIS_MANIFEST_SWEEP", defaults.ManifestSweep, "how often the leader re-renders drifted or expiring manifests")
+	dur(&c.RolloutEvery, "rollout-every", "GENESIS_ROLLOUT_EVERY", defaults.RolloutEvery, "how often the leader moves rollouts of fleet-wide changes a step (spec.rollout)")
 	str(&c.WebhookSecret, "webhook-secret", "GENESIS_WEBHOOK_SECRET", "", "secret of the push webhook's HMAC (empty refuses every hook)")
 	str(&c.logFormat, "log-format", "GENESIS_LOG_FORMAT", "json", "log format: json or text")
 	str(&c.logLevel, "log-level", "GENESIS_LOG_LEVEL", "info", "log level: debug, info, warn or error")

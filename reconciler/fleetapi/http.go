@@ -137,6 +137,7 @@ func Handler(cfg HandlerConfig) http.Handler {
 		handleWake(w, r, cfg.Reconciler)
 	})
 	mux.HandleFunc("POST /v1/tenants/{id}/retry", retryHandler(cfg.Reconciler))
+	rolloutRoutes(mux, cfg.Store)
 	mux.HandleFunc("GET /v1/observed", func(w http.ResponseWriter, r *http.Request) {
 		handleObserved(w, r, cfg.Observations)
 	})

@@ -26,9 +26,9 @@ func routeScope(pattern string) auth.Scope {
 	case "GET /v1/fleet", "GET /v1/observed",
 		"GET /v1/tenants", "GET /v1/tenants/{id}", "POST /v1/tenants", "PUT /v1/tenants/{id}",
 		"PATCH /v1/tenants/{id}", "DELETE /v1/tenants/{id}", "POST /v1/tenants/{id}/credentials",
-		"POST /v1/tenants/{id}/wake":
+		"POST /v1/tenants/{id}/wake", "GET /v1/rollouts", "GET /v1/rollouts/{id}":
 		return auth.Dashboard
-	case "POST /v1/tenants/{id}/retry":
+	case "POST /v1/tenants/{id}/retry", "POST /v1/rollouts/{id}/pause", "POST /v1/rollouts/{id}/resume", "POST /v1/rollouts/{id}/abort":
 		return auth.Admin
 	}
 	return auth.Admin

@@ -6,6 +6,7 @@ import (
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/rollouts"
 	"genesis.dev/fleet/tenants"
 )
 
@@ -48,7 +49,10 @@ type Config struct {
 	NotifyURL               string
 	PrepareTimeout          time.Duration
 	WatchdogEvery           time.Duration
-	TokensFile              string
+	// RolloutEvery is how often the leader moves rollouts (default
+	// rollouts.DefaultEvery).
+	RolloutEvery time.Duration
+	TokensFile   string
 	// GitUser and GitToken come from the environment only: a flag would
 	// show in ps.
 	GitUser, GitToken                             string
@@ -85,6 +89,7 @@ func Defaults() Config {
 		ManifestSweep:  agentapi.DefaultSweep,
 		PrepareTimeout: reconciler.DefaultPrepareTimeout,
 		WatchdogEvery:  reconciler.DefaultWatchdogEvery,
+		RolloutEvery:   rollouts.DefaultEvery,
 		APIRate:        DefaultAPIRate,
 		HTTP: ServerTimeouts{ReadHeader: DefaultReadHeaderTimeout, Read: DefaultReadTimeout,
 			Write: DefaultWriteTimeout, Idle: DefaultIdleTimeout, MaxConns: DefaultMaxConnections()},

@@ -24,6 +24,7 @@ import (
 	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/stateapi"
+	"genesis.dev/fleet/reconciler/rollouts"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/tenants"
@@ -51,6 +52,7 @@ type Service struct {
 	// agentSideOnly is Config.AgentSideOnly.
 	agentSideOnly bool
 	backups       *backup.Service
+	rollouts      *rollouts.Executor
 }
 
 // New opens the database (applying migrations), reads the keys, listens on
@@ -242,6 +244,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	s.addr, s.scheme, s.publicURL = ln.Addr().String(), scheme, publicURL
 	s.agentSideOnly = c.AgentSideOnly
 	s.backups = backups
+	s.rollouts = rollouts.New(rollouts.Config{Store: st, Desired: rec.Snapshot, Kick: agents.Kick, Logger: log, Registerer: reg, Every: c.RolloutEvery})
 	return s, nil
 }
 
@@ -283,6 +286,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return runBackups(ctx, s.backups, leading, s.log) })
 	}
+	leader := rec.LeaderContext
+	if s.agentSideOnly {
+		leader = func() (context.Context, bool) { return nil, false } // no loop: no rollouts move
+	}
+	g.Go(func() error { return s.rollouts.Run(ctx, leader) })
 	g.Go(func() error { return events.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
 	if api != nil {

@@ -229,16 +229,16 @@ func (s *Store) CreateRollout(ctx context.Context, r Rollout, members []RolloutM
 		if err := checkEpoch(ctx, tx); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE rollouts SET superseded_by = $1, updated_at = now(),
-			state = CASE WHEN state IN ('running', 'paused') THEN 'superseded' ELSE state END,
-			finished_at = coalesce(finished_at, now())
-			WHERE superseded_by IS NULL`, r.ID); err != nil {
-			return err
-		}
 		if _, err := tx.Exec(ctx, `INSERT INTO rollouts (id, commit, correlation, baseline, target, waves, policy, state, wave, wave_started_at, reason, finished_at)
 			VALUES ($1, nullif($2, ''), nullif($3, ''), $4, $5, $6, $7, $8, 0, $9, $10, $11)`,
 			r.ID, r.Commit, r.Correlation, r.Baseline, r.Target, waves, policy, r.State, r.WaveStartedAt, r.Reason, r.FinishedAt); err != nil {
 			return fmt.Errorf("insert rollout %s: %w", r.ID, err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE rollouts SET superseded_by = $1, updated_at = now(),
+			state = CASE WHEN state IN ('running', 'paused') THEN 'superseded' ELSE state END,
+			finished_at = coalesce(finished_at, now())
+			WHERE superseded_by IS NULL AND id <> $1`, r.ID); err != nil {
+			return err
 		}
 		if len(members) > 0 {
 			if _, err := tx.Exec(ctx, `INSERT INTO rollout_members (rollout_id, workspace, wave, from_inputs)

@@ -1,0 +1,339 @@
+package agentapi
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"genesis.dev/fleet/reconciler/rollout"
+	"genesis.dev/fleet/reconciler/rollouts"
+	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/schema"
+)
+
+// canaryPolicy is a 10% canary that pauses on its first failure and bakes
+// 10 minutes, then everyone else, five at a time.
+func canaryPolicy(onFailure schema.OnFailure) *schema.Rollout {
+	return &schema.Rollout{
+		Waves: []schema.RolloutWave{
+			{Name: "canary", Percent: 10, Bake: schema.Duration(10 * time.Minute), MaxUnavailable: "1", FailureBudget: "0"},
+			{Name: "rest", Rest: true, MaxUnavailable: "5", FailureBudget: "10%"},
+		},
+		TenantChanges: schema.TenantChangesImmediate, OnFailure: onFailure, ProgressDeadline: schema.Duration(30 * time.Minute),
+	}
+}
+
+// setFleet replaces the desired genesis.yaml by a copy changed by edit
+// (a new pointer, as the index gives for a changed file).
+func (w *world) setFleet(commit string, edit func(*schema.Fleet)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f := *w.snap.Fleet
+	edit(&f)
+	w.snap.Fleet, w.snap.Commit = &f, commit
+}
+
+// rolloutFleet is a world of n enrolled tenants under policy, each with
+// its first manifest applied and healthy, and an executor (whose first
+// step adopted the fleet's inputs).
+type rolloutFleet struct {
+	*world
+	x      *rollouts.Executor
+	agents map[string]*agent
+	ids    map[string]string // droplet ids
+	seq    map[string]int64
+}
+
+func newRolloutFleet(t *testing.T, n int, policy *schema.Rollout) *rolloutFleet {
+	w := newWorld(t)
+	w.setFleet(commitA, func(f *schema.Fleet) { f.Spec.Rollout = policy })
+	rf := &rolloutFleet{world: w, agents: map[string]*agent{}, ids: map[string]string{}, seq: map[string]int64{}}
+	for i := range n {
+		ws := fmt.Sprintf("ws-%02d", i)
+		w.setTenant(ws, fmt.Sprintf("blob-%02d", i), tenantSpec{})
+		rf.agents[ws] = w.mustEnroll(ws, 1, 7000+i, fmt.Sprintf("10.1.0.%d", i+1))
+		rf.ids[ws] = fmt.Sprint(7000 + i)
+	}
+	rf.x = rollouts.New(rollouts.Config{Store: w.st, Desired: w.desired, Now: w.now})
+	rf.step()
+	rf.sweep()
+	for ws := range rf.agents {
+		rf.applyLatest(ws)
+	}
+	return rf
+}
+
+func (rf *rolloutFleet) step() {
+	rf.t.Helper()
+	if err := rf.x.Step(context.Background()); err != nil {
+		rf.t.Fatal(err)
+	}
+}
+
+func (rf *rolloutFleet) sweep() {
+	rf.t.Helper()
+	if _, err := rf.svc.Sweep(context.Background()); err != nil {
+		rf.t.Fatal(err)
+	}
+}
+
+// applyLatest has ws's agent fetch its manifest and report it applied
+// and healthy, and waits until fleet_status says so.
+func (rf *rolloutFleet) applyLatest(ws string) schema.Manifest {
+	rf.t.Helper()
+	m, _ := rf.manifest(rf.agents[ws])
+	rf.seq[ws]++
+	h := hb(ws, rf.ids[ws], rf.seq[ws], m.Version, true)
+	h.N8NVersion = m.N8N.Version
+	if code := rf.beat(rf.agents[ws].cred, h); code != 204 && code != 200 && code != 202 {
+		rf.t.Fatalf("heartbeat %s: %d", ws, code)
+	}
+	poll.Until(rf.t, ws+" healthy at version "+fmt.Sprint(m.Version), func() bool {
+		s := rf.status(ws, int64(7000+wsIndex(ws)))
+		return s.Applied == m.Version && s.State == "ACTIVE_HEALTHY"
+	})
+	return m
+}
+
+// reject has ws's agent report that it gave up on manifest m's n8n
+// version and runs the previous one (applied stays at the old version).
+func (rf *rolloutFleet) reject(ws string, m schema.Manifest, applied int64, reason string) {
+	rf.t.Helper()
+	rf.seq[ws]++
+	h := hb(ws, rf.ids[ws], rf.seq[ws], applied, true)
+	h.ApplyError = reason
+	h.Rejected = []schema.Rejection{{Version: m.Version, Part: schema.RejectN8N, Target: m.N8N.Version, Reason: reason, At: time.Now().UTC()}}
+	if code := rf.beat(rf.agents[ws].cred, h); code >= 300 {
+		rf.t.Fatalf("heartbeat %s: %d", ws, code)
+	}
+	poll.Until(rf.t, ws+"'s rejection recorded", func() bool {
+		return rf.count(`SELECT count(*) FROM fleet_status WHERE workspace = $1 AND heartbeat ? 'rejected'`, ws) == 1
+	})
+}
+
+func wsIndex(ws string) int {
+	var i int
+	fmt.Sscanf(ws, "ws-%d", &i)
+	return i
+}
+
+// versionsIssued lists, per workspace, every n8n version any of its
+// manifests ever carried.
+func (rf *rolloutFleet) versionsIssued() map[string][]string {
+	rf.t.Helper()
+	rows, err := rf.st.Pool().Query(context.Background(), `SELECT workspace, envelope FROM manifests ORDER BY workspace, version`)
+	if err != nil {
+		rf.t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var ws string
+		var env []byte
+		if err := rows.Scan(&ws, &env); err != nil {
+			rf.t.Fatal(err)
+		}
+		v := rf.verify(env).N8N.Version
+		if l := out[ws]; len(l) == 0 || l[len(l)-1] != v {
+			out[ws] = append(out[ws], v)
+		}
+	}
+	return out
+}
+
+func (rf *rolloutFleet) latest() store.Rollout {
+	rf.t.Helper()
+	r, ok, err := rf.st.LatestRollout(context.Background())
+	if err != nil || !ok {
+		rf.t.Fatalf("latest rollout: %v %v", ok, err)
+	}
+	return r
+}
+
+// TestRolloutStopsAtCanary: a bad n8n version reaches only the canary;
+// the agent's rejection pauses the rollout; nothing else is released
+// across an executor and manifest-service restart; an abort sends the
+// canary back to the version it had.
+func TestRolloutStopsAtCanary(t *testing.T) {
+	rf := newRolloutFleet(t, 10, canaryPolicy(schema.OnFailurePause))
+	good := rf.snap.Fleet.Spec.Defaults.N8NVersion
+	if r := rf.latest(); r.State != rollout.Done || r.Baseline != r.Target {
+		t.Fatalf("first rollout = %+v, want an adopted, done rollout", r)
+	}
+	rf.setFleet(commitB, func(f *schema.Fleet) { f.Spec.Defaults.N8NVersion = "9.9.9-broken" })
+	rf.step() // starts the rollout and releases the canary
+	r := rf.latest()
+	if r.State != rollout.Running || len(r.Waves) != 2 || r.Waves[0].Size != 1 || r.Waves[1].Size != 9 {
+		t.Fatalf("rollout = %+v", r)
+	}
+	rf.sweep()
+	issued := rf.versionsIssued()
+	var canary string
+	for ws, vs := range issued {
+		if vs[len(vs)-1] == "9.9.9-broken" {
+			if canary != "" {
+				t.Fatalf("two tenants got the new version before the canary passed: %s and %s", canary, ws)
+			}
+			canary = ws
+		}
+	}
+	if canary == "" {
+		t.Fatalf("no tenant got the new version: %v", issued)
+	}
+	// A step before the canary answers releases nobody else.
+	rf.step()
+	rf.sweep()
+	m, _ := rf.manifest(rf.agents[canary])
+	prev := rf.status(canary, int64(7000+wsIndex(canary))).Applied
+	rf.reject(canary, m, prev, "n8n 9.9.9-broken failed verification: the synthetic webhook execution answered 500")
+	rf.step()
+	r = rf.latest()
+	if r.State != rollout.Paused || !strings.Contains(r.Reason, canary) || !strings.Contains(r.Reason, "synthetic webhook") {
+		t.Fatalf("after the canary's rejection: state %s, reason %q; want paused naming %s and the agent's reason", r.State, r.Reason, canary)
+	}
+	// A restart: a new executor and a new manifest service on the same
+	// database keep it paused and release nobody.
+	rf.x = rollouts.New(rollouts.Config{Store: rf.st, Desired: rf.desired, Now: rf.now})
+	rf.advance(time.Hour)
+	rf.step()
+	replica, _ := rf.replica()
+	if _, err := replica.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r = rf.latest(); r.State != rollout.Paused {
+		t.Fatalf("after a restart: %s", r.State)
+	}
+	for ws, vs := range rf.versionsIssued() {
+		if ws != canary && vs[len(vs)-1] != good {
+			t.Errorf("%s outside the canary received %v", ws, vs)
+		}
+	}
+	// A person aborts: the canary gets the version it had.
+	if _, err := rf.st.SetRolloutState(context.Background(), r.ID, []string{rollout.Running, rollout.Paused}, rollout.Aborted, "aborted by test"); err != nil {
+		t.Fatal(err)
+	}
+	rf.sweep()
+	if m := rf.applyLatest(canary); m.N8N.Version != good {
+		t.Errorf("canary after the abort runs %s, want %s", m.N8N.Version, good)
+	}
+	// The next fleet-wide change (the fix) starts a new rollout whose
+	// baseline is what every tenant runs.
+	rf.setFleet("fedcba9876543210fedcba9876543210fedcba98", func(f *schema.Fleet) { f.Spec.Defaults.N8NVersion = "9.9.10" })
+	rf.step()
+	next := rf.latest()
+	if next.ID == r.ID || next.State != rollout.Running || next.Baseline != r.Baseline {
+		t.Errorf("the fix's rollout = %+v, want running from %s", next, r.Baseline)
+	}
+}
+
+// TestRolloutWavesAndBake drives a good change through both waves: the
+// canary bakes before the rest starts, at most maxUnavailable change at
+// once, and the rollout ends done with every tenant on the new version.
+func TestRolloutWavesAndBake(t *testing.T) {
+	rf := newRolloutFleet(t, 10, canaryPolicy(schema.OnFailurePause))
+	rf.setFleet(commitB, func(f *schema.Fleet) { f.Spec.Defaults.N8NVersion = "1.124.0" })
+	rf.step()
+	rf.sweep()
+	onNew := func() []string {
+		var out []string
+		for ws, vs := range rf.versionsIssued() {
+			if vs[len(vs)-1] == "1.124.0" {
+				out = append(out, ws)
+			}
+		}
+		return out
+	}
+	canary := onNew()
+	if len(canary) != 1 {
+		t.Fatalf("canary = %v", canary)
+	}
+	rf.applyLatest(canary[0])
+	rf.step() // the canary applied: the wave bakes
+	rf.step()
+	rf.sweep()
+	if got := onNew(); len(got) != 1 {
+		t.Fatalf("during the canary's bake %d tenants have the new version", len(got))
+	}
+	if r := rf.latest(); r.BakingSince == nil || r.Wave != 0 {
+		t.Fatalf("rollout = %+v, want wave 0 baking", r)
+	}
+	rf.advance(11 * time.Minute)
+	rf.step() // bake over: wave rest starts
+	rf.step() // releases 5
+	rf.sweep()
+	if got := onNew(); len(got) != 6 {
+		t.Fatalf("after the canary, with maxUnavailable 5: %d tenants on the new version, want 6", len(got))
+	}
+	for len(onNew()) < 10 {
+		for _, ws := range onNew() {
+			rf.applyLatest(ws)
+		}
+		rf.step()
+		rf.step()
+		rf.sweep()
+	}
+	for _, ws := range onNew() {
+		rf.applyLatest(ws)
+	}
+	for range 3 {
+		rf.step()
+	}
+	if r := rf.latest(); r.State != rollout.Done {
+		t.Fatalf("rollout = %s (%s), want done", r.State, r.Reason)
+	}
+}
+
+// TestRolloutRollback: with onFailure: rollback a breach ends the rollout
+// rolled back and the canary renders its previous version again.
+func TestRolloutRollback(t *testing.T) {
+	rf := newRolloutFleet(t, 4, canaryPolicy(schema.OnFailureRollback))
+	good := rf.snap.Fleet.Spec.Defaults.N8NVersion
+	rf.setFleet(commitB, func(f *schema.Fleet) { f.Spec.Defaults.N8NVersion = "9.9.9" })
+	rf.step()
+	rf.sweep()
+	// The canary never applies: past the progress deadline it failed.
+	rf.advance(31 * time.Minute)
+	rf.step()
+	r := rf.latest()
+	if r.State != rollout.RolledBack || !strings.Contains(r.Reason, "within 30m0s") {
+		t.Fatalf("rollout = %s %q, want rolled_back past the progress deadline", r.State, r.Reason)
+	}
+	rf.sweep()
+	for ws, vs := range rf.versionsIssued() {
+		if vs[len(vs)-1] != good {
+			t.Errorf("%s renders %v after the rollback, want back on %s", ws, vs, good)
+		}
+	}
+}
+
+// TestRolloutFencedAfterLeaderChange: a step of a replica whose epoch
+// was taken over writes nothing.
+func TestRolloutFencedAfterLeaderChange(t *testing.T) {
+	rf := newRolloutFleet(t, 4, canaryPolicy(schema.OnFailurePause))
+	rf.setFleet(commitB, func(f *schema.Fleet) { f.Spec.Defaults.N8NVersion = "1.124.0" })
+	old, err := rf.st.TryLead(context.Background(), time.Second)
+	if err != nil || old == nil {
+		t.Fatalf("lead: %v", err)
+	}
+	oldCtx := store.WithEpoch(context.Background(), old.Epoch, nil)
+	old.Release()
+	next, err := rf.st.TryLead(context.Background(), time.Second)
+	if err != nil || next == nil {
+		t.Fatalf("second lead: %v", err)
+	}
+	defer next.Release()
+	if err := rf.x.Step(oldCtx); err == nil || !strings.Contains(err.Error(), "epoch") {
+		t.Fatalf("stale leader's step: %v, want refused by the epoch", err)
+	}
+	if r := rf.latest(); r.State != rollout.Done {
+		t.Fatalf("the stale leader started a rollout: %+v", r)
+	}
+	if err := rf.x.Step(store.WithEpoch(context.Background(), next.Epoch, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if r := rf.latest(); r.State != rollout.Running {
+		t.Fatalf("the leader's step: %+v", r)
+	}
+}
