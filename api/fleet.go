@@ -31,9 +31,13 @@ type TenantStatus struct {
 	// ManifestIssued is the newest manifest version issued to the
 	// workspace's droplet; ManifestApplied the one its agent last reported
 	// applied. Equal: the agent runs (and trusts the keys of) the newest.
-	ManifestIssued  int64     `json:"manifest_version_issued"`
-	ManifestApplied int64     `json:"manifest_version_applied"`
-	UpdatedAt       time.Time `json:"updated_at"`
+	ManifestIssued  int64 `json:"manifest_version_issued"`
+	ManifestApplied int64 `json:"manifest_version_applied"`
+	// N8NVersion and AgentVersion are what the droplet's agent last
+	// reported running.
+	N8NVersion   string    `json:"n8n_version,omitempty"`
+	AgentVersion string    `json:"agent_version,omitempty"`
+	UpdatedAt    time.Time `json:"updated_at"`
 	// Hibernation (idle policy and the wake fast path).
 	WakeRequested bool      `json:"wake_requested,omitempty"`
 	LastActivity  time.Time `json:"last_activity,omitzero"`

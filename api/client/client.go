@@ -215,3 +215,30 @@ func answer(resp *http.Response, want int) error {
 	}
 	return e
 }
+
+// Rollouts is GET /v1/rollouts: the newest rollouts, newest first.
+func (c *Client) Rollouts(ctx context.Context) (api.RolloutList, error) {
+	var l api.RolloutList
+	err := c.do(ctx, http.MethodGet, "/v1/rollouts", nil, nil, http.StatusOK, &l)
+	return l, err
+}
+
+// Rollout is GET /v1/rollouts/{id} ("latest": the newest).
+func (c *Client) Rollout(ctx context.Context, id string) (api.Rollout, error) {
+	var r api.Rollout
+	err := c.do(ctx, http.MethodGet, "/v1/rollouts/"+url.PathEscape(id), nil, nil, http.StatusOK, &r)
+	return r, err
+}
+
+// RolloutAction is POST /v1/rollouts/{id}/{verb} (pause, resume, abort)
+// with an optional reason.
+func (c *Client) RolloutAction(ctx context.Context, id, verb, reason string) (api.Rollout, error) {
+	var r api.Rollout
+	body, err := json.Marshal(api.RolloutAction{Reason: reason})
+	if err != nil {
+		return r, err
+	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	err = c.do(ctx, http.MethodPost, "/v1/rollouts/"+url.PathEscape(id)+"/"+url.PathEscape(verb), body, h, http.StatusOK, &r)
+	return r, err
+}

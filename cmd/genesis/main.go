@@ -21,6 +21,7 @@ func commands() []cliexit.Command {
 		{Name: "seal", Summary: "encrypt a credential (stdin) to the fleet's age recipients", Run: runSeal},
 		{Name: "plan", Summary: "show what merging a state repository would do: actions, cost, API calls", Run: runPlan},
 		{Name: "keygen", Summary: "make an age identity or an ed25519 manifest-signing key", Run: runKeygen},
+		{Name: "rollout", Summary: "list, show, pause, resume or abort rollouts of fleet-wide changes (needs a reconciler)", Run: runRollout},
 		{Name: "token", Summary: "make an API token and its line for the reconciler's --tokens file", Run: runToken},
 	}
 }

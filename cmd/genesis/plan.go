@@ -47,6 +47,7 @@ func runPlan(ctx context.Context, e cliexit.Env, args []string) error {
 	allow := fs.Bool("allow-mass-change", false, "plan as the reconciler would with --allow-mass-change")
 	token := fs.String("token", "", "bearer token for the reconciler API (default $GENESIS_TOKEN)")
 	maxAge := fs.Duration("max-observed-age", 10*time.Minute, "refuse a --reconciler observation older than this")
+	applyTime := fs.Duration("rollout-apply-time", 2*time.Minute, "how long one droplet takes to apply a fleet-wide change, for the rollout's earliest finish")
 	pos, err := e.Parse(fs, args)
 	if err != nil {
 		return err
@@ -91,6 +92,20 @@ func runPlan(ctx context.Context, e cliexit.Env, args []string) error {
 	d := snap.Desired()
 	p := plan.Compute(d, observed, time.Now(), plan.Options{AllowMassChange: *allow})
 	sum := plan.Summarize(p, d, observed)
+	var latest *api.Rollout
+	if *url != "" && snap.Fleet.Spec.Rollout != nil {
+		tok := *token
+		if tok == "" {
+			tok = e.Getenv("GENESIS_TOKEN")
+		}
+		if latest, err = fetchLatestRollout(ctx, *url, tok); err != nil {
+			return err
+		}
+	}
+	waves, err := planRollout(snap, latest, *applyTime)
+	if err != nil {
+		return err
+	}
 	switch *format {
 	case "json":
 		enc := json.NewEncoder(e.Stdout)
@@ -98,17 +113,20 @@ func runPlan(ctx context.Context, e cliexit.Env, args []string) error {
 		if err := enc.Encode(struct {
 			Plan    plan.Plan    `json:"plan"`
 			Summary plan.Summary `json:"summary"`
+			Rollout *rolloutPlan `json:"rollout,omitempty"`
 			Errors  any          `json:"errors"`
-		}{p, sum, snap.Errors}); err != nil {
+		}{p, sum, waves, snap.Errors}); err != nil {
 			return err
 		}
 	case "markdown":
 		plan.WriteMarkdown(e.Stdout, p, sum, snap.Commit)
+		waves.write(e.Stdout, true)
 		if len(snap.Errors) > 0 {
 			fmt.Fprintf(e.Stdout, "\n**%d validation error(s)** — the tenants concerned are left out of this plan:\n\n```\n%s\n```\n", len(snap.Errors), snap.Errors.Error())
 		}
 	default:
 		plan.WriteText(e.Stdout, p, sum, snap.Commit)
+		waves.write(e.Stdout, false)
 	}
 	for _, er := range snap.Errors {
 		fmt.Fprintln(e.Stderr, er.Error())

@@ -2,11 +2,17 @@ package agentapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/api/client"
+	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/rollout"
 	"genesis.dev/fleet/reconciler/rollouts"
 	"genesis.dev/fleet/reconciler/store"
@@ -210,9 +216,37 @@ func TestRolloutStopsAtCanary(t *testing.T) {
 			t.Errorf("%s outside the canary received %v", ws, vs)
 		}
 	}
-	// A person aborts: the canary gets the version it had.
-	if _, err := rf.st.SetRolloutState(context.Background(), r.ID, []string{rollout.Running, rollout.Paused}, rollout.Aborted, "aborted by test"); err != nil {
+	// The API shows it and a person aborts it: the canary gets the
+	// version it had.
+	apiSrv := httptest.NewServer(fleetapi.Handler(fleetapi.HandlerConfig{Store: rf.st}))
+	defer apiSrv.Close()
+	cl := client.New(apiSrv.URL, "", nil)
+	doc, err := cl.Rollout(context.Background(), "latest")
+	if err != nil {
 		t.Fatal(err)
+	}
+	if doc.ID != r.ID || doc.State != rollout.Paused || len(doc.Failures) != 1 || doc.Failures[0].Workspace != canary ||
+		!slices.Contains(doc.Changes, "n8n "+good+" -> 9.9.9-broken") || doc.Waves[0].Failed != 1 || doc.Waves[1].Released != 0 {
+		t.Errorf("GET /v1/rollouts/latest = %+v", doc)
+	}
+	if _, err := cl.RolloutAction(context.Background(), r.ID, "resume", ""); err != nil {
+		t.Fatal(err) // accepts the canary's failure...
+	}
+	if _, err := cl.RolloutAction(context.Background(), r.ID, "pause", "looking at it"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.RolloutAction(context.Background(), r.ID, "resume", strings.Repeat("x", 501)); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("a 501-byte reason: %v, want 400", err)
+	}
+	if doc, err = cl.RolloutAction(context.Background(), r.ID, "abort", "bad release"); err != nil || doc.State != rollout.Aborted ||
+		!strings.Contains(doc.Reason, "bad release") {
+		t.Fatalf("abort: %+v %v", doc, err)
+	}
+	if _, err := cl.RolloutAction(context.Background(), r.ID, "resume", ""); !errors.Is(err, api.ErrConflict) {
+		t.Errorf("resume of an aborted rollout: %v, want 409", err)
+	}
+	if n := rf.count(`SELECT count(*) FROM audit_log WHERE action LIKE 'rollout.%'`); n != 3 {
+		t.Errorf("audit_log has %d rollout actions, want 3 (resume, pause, abort)", n)
 	}
 	rf.sweep()
 	if m := rf.applyLatest(canary); m.N8N.Version != good {
@@ -282,6 +316,10 @@ func TestRolloutWavesAndBake(t *testing.T) {
 	}
 	if r := rf.latest(); r.State != rollout.Done {
 		t.Fatalf("rollout = %s (%s), want done", r.State, r.Reason)
+	}
+	// The running version the agents report is in fleet_status.
+	if n := rf.count(`SELECT count(*) FROM fleet_status WHERE n8n_version = '1.124.0'`); n != 10 {
+		t.Errorf("%d tenants have fleet_status.n8n_version 1.124.0, want 10", n)
 	}
 }
 

@@ -116,6 +116,8 @@ UPDATE fleet_status f SET
 	manifest_version_applied = nx.applied,
 	last_activity_at = GREATEST(f.last_activity_at, nx.activity),
 	agent_version = nx.agent_version,
+	n8n_version = CASE WHEN f.droplet_id IS DISTINCT FROM nx.droplet_id THEN f.n8n_version
+		ELSE coalesce(nullif(nx.body->>'n8n_version', ''), f.n8n_version) END,
 	health = CASE WHEN f.droplet_id IS DISTINCT FROM nx.droplet_id THEN f.health WHEN nx.ok THEN 'healthy' ELSE 'degraded' END,
 	state = {{state}},
 	state_since = CASE WHEN {{state}} <> f.state THEN now() ELSE f.state_since END,

@@ -533,7 +533,11 @@ type FleetRow struct {
 	// applied. Equal: the agent runs (and trusts the keys of) the newest.
 	ManifestIssued  int64
 	ManifestApplied int64
-	UpdatedAt       time.Time
+	// N8NVersion and AgentVersion are what the droplet's agent last
+	// reported running.
+	N8NVersion   string
+	AgentVersion string
+	UpdatedAt    time.Time
 	// Hibernation (idle policy and the wake fast path).
 	WakeRequested bool
 	LastActivity  time.Time
@@ -554,7 +558,8 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, desired_state, state, health, coalesce(droplet_id, 0), coalesce(droplet_name, ''),
 		coalesce(account, ''), coalesce(region, ''), coalesce(size, ''), coalesce(host(ip), ''), coalesce(snapshot_id, ''),
 		coalesce(snapshot_size_gb, 0), hibernated_by_policy, coalesce(last_commit, ''), coalesce(f.last_error, ''),
-		coalesce(last_heartbeat_at, 'epoch'), manifest_version_issued, manifest_version_applied, f.updated_at,
+		coalesce(last_heartbeat_at, 'epoch'), manifest_version_issued, manifest_version_applied,
+		coalesce(n8n_version, ''), coalesce(agent_version, ''), f.updated_at,
 		wake_requested, coalesce(last_activity_at, 'epoch'),
 		CASE WHEN idle_warned_at >= coalesce(last_activity_at, 'epoch') THEN idle_warned_at ELSE 'epoch' END,
 		coalesce(r.retry_after, 'epoch'), coalesce(r.attempts, 0), coalesce(r.last_error_kind, '')
@@ -568,7 +573,7 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 		var r FleetRow
 		if err := rows.Scan(&r.Workspace, &r.Desired, &r.Lifecycle, &r.Health, &r.DropletID, &r.DropletName, &r.Account, &r.Region, &r.Size,
 			&r.IP, &r.SnapshotID, &r.SnapshotGB, &r.HibernatedByPol, &r.LastCommit, &r.LastError, &r.LastHeartbeat,
-			&r.ManifestIssued, &r.ManifestApplied, &r.UpdatedAt, &r.WakeRequested, &r.LastActivity, &r.IdleWarnedAt,
+			&r.ManifestIssued, &r.ManifestApplied, &r.N8NVersion, &r.AgentVersion, &r.UpdatedAt, &r.WakeRequested, &r.LastActivity, &r.IdleWarnedAt,
 			&r.RetryAfter, &r.Attempts, &r.LastErrorKind); err != nil {
 			return nil, err
 		}
