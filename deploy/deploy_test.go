@@ -76,6 +76,11 @@ var knownMetrics = []struct {
 	{"genesis_backups_total", "counter", false},
 	{"genesis_recovery_point_age_seconds", "histogram", false},
 	{"genesis_recovery_point_stale_tenants", "gauge", false},
+	{"genesis_rollout_state", "gauge", false},
+	{"genesis_rollout_wave", "gauge", false},
+	{"genesis_rollout_members", "gauge", false},
+	{"genesis_rollout_last_progress_timestamp_seconds", "gauge", false},
+	{"genesis_rollout_wave_started_timestamp_seconds", "gauge", false},
 }
 
 // prometheusMetrics are series Prometheus makes itself.
