@@ -111,8 +111,8 @@ type Agent struct {
 	// upgradeError is the last agent upgrade's failure (reported with
 	// applyError).
 	upgradeError string
-	clockOffset time.Duration
-	haveOffset  bool
+	clockOffset  time.Duration
+	haveOffset   bool
 }
 
 // New checks cfg and makes an Agent.
@@ -177,7 +177,7 @@ func New(cfg Config) (*Agent, error) {
 		kick:    make(chan struct{}, 1),
 
 		upgradeKick: make(chan struct{}, 1),
-		bk:      newBackups(cfg.Backup, cfg.State.Dir()),
+		bk:          newBackups(cfg.Backup, cfg.State.Dir()),
 	}
 	if a.bk != nil {
 		a.cfg.Applier = backupApplier{a: a, inner: cfg.Applier}
