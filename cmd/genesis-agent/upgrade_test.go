@@ -177,8 +177,6 @@ func TestAgentUpgrade(t *testing.T) {
 	})
 }
 
-
-
 // waitBeat waits for a heartbeat that satisfies ok.
 func (d *upgradeDroplet) waitBeat(what string, ok func(schema.Heartbeat) bool) {
 	d.t.Helper()
