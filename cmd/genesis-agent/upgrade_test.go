@@ -107,7 +107,7 @@ func TestAgentUpgrade(t *testing.T) {
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		go func() { d.sup.Run(ctx); close(done) }()
+		go func() { d.sup.Run(ctx); close(done) }() //nolint:errcheck // restarts always
 		mu.Lock()
 		current = d.sup
 		mu.Unlock()

@@ -37,6 +37,9 @@ type Config struct {
 	Logger *slog.Logger
 	// OnStart is called with each started process's pid.
 	OnStart func(pid int)
+	// RestartIf says whether an exit (cmd.Wait's error) is followed by a
+	// new start; nil: always. Run returns at the first exit it refuses.
+	RestartIf func(err error) bool
 }
 
 // Supervisor runs one process at a time, restarting it.
@@ -64,9 +67,10 @@ func New(cfg Config) *Supervisor {
 }
 
 // Run starts the process and starts it again after every exit until ctx
-// ends; then it stops the running one and returns. A start that fails
+// ends (then it stops the running one and returns nil) or RestartIf
+// refuses an exit (then it returns that exit's error). A start that fails
 // (the path missing) is retried after Delay too.
-func (s *Supervisor) Run(ctx context.Context) {
+func (s *Supervisor) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		cmd := exec.Command(s.cfg.Path, s.cfg.Args...)
 		cmd.Env = s.cfg.Env
@@ -86,21 +90,29 @@ func (s *Supervisor) Run(ctx context.Context) {
 			}
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
+			var exit error
 			select {
-			case err := <-done:
-				s.cfg.Logger.Warn("process exited; restarting", "pid", cmd.Process.Pid, "err", err, "restart_in", s.cfg.Delay)
+			case exit = <-done:
 			case <-ctx.Done():
 				procgroup.Stop(cmd, done, s.cfg.Grace)
 			}
 			s.mu.Lock()
 			s.cmd = nil
 			s.mu.Unlock()
+			if ctx.Err() == nil {
+				if s.cfg.RestartIf != nil && !s.cfg.RestartIf(exit) {
+					s.cfg.Logger.Warn("process exited; not restarting", "pid", cmd.Process.Pid, "err", exit)
+					return exit
+				}
+				s.cfg.Logger.Warn("process exited; restarting", "pid", cmd.Process.Pid, "err", exit, "restart_in", s.cfg.Delay)
+			}
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(s.cfg.Delay):
 		}
 	}
+	return nil
 }
 
 // Restart asks the running process to exit (SIGTERM to its group); Run
