@@ -395,21 +395,7 @@ func (u *Upgrader) download(ctx context.Context, pin *schema.AgentPin, path stri
 		f.Close()
 		return fmt.Errorf("download from %s: SHA-256 is %s, the manifest pins %s: refused", pu.Host, got, pin.SHA256)
 	}
-	if err := f.Chmod(0o755); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return finishTemp(f, path, 0o755)
 }
 
 // checkVersion runs `bin version` and wants version.
