@@ -108,16 +108,9 @@ func Accept(ctx context.Context, s *State, envelope []byte, p Policy) (*Verified
 // for. It returns false if nothing is recorded.
 func Reapply(ctx context.Context, s *State, applier Applier) (bool, error) {
 	a := s.Applied()
-	if len(a.Envelope) == 0 {
-		return false, nil
-	}
-	payload, err := envelopePayload(a.Envelope)
-	if err != nil {
-		return true, fmt.Errorf("reapply recorded manifest: %w", err)
-	}
-	var m schema.Manifest
-	if err := schema.DecodeStrict(payload, &m); err != nil {
-		return true, fmt.Errorf("reapply recorded manifest: %w", err)
+	m, err := appliedManifest(a)
+	if m == nil || err != nil {
+		return err != nil, err
 	}
 	creds := make(map[string]json.RawMessage, len(m.Credentials))
 	defer Forget(creds)
@@ -131,10 +124,26 @@ func Reapply(ctx context.Context, s *State, applier Applier) (bool, error) {
 	if applier == nil {
 		applier = acceptAll{}
 	}
-	if err := applier.Apply(ctx, &m, creds); err != nil {
+	if err := applier.Apply(ctx, m, creds); err != nil {
 		return true, &ApplyError{Version: m.Version, Err: err}
 	}
 	return true, nil
+}
+
+// appliedManifest decodes the recorded manifest (nil: none recorded).
+func appliedManifest(a Applied) (*schema.Manifest, error) {
+	if len(a.Envelope) == 0 {
+		return nil, nil
+	}
+	payload, err := envelopePayload(a.Envelope)
+	if err != nil {
+		return nil, fmt.Errorf("reapply recorded manifest: %w", err)
+	}
+	var m schema.Manifest
+	if err := schema.DecodeStrict(payload, &m); err != nil {
+		return nil, fmt.Errorf("reapply recorded manifest: %w", err)
+	}
+	return &m, nil
 }
 
 // envelopePayload decodes a recorded envelope without checking its

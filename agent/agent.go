@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +50,10 @@ type Config struct {
 	// Rejections are the changes this droplet gave up on, reported in
 	// every heartbeat (nil: none are kept).
 	Rejections *Rejections
+	// Upgrader installs the agent build accepted manifests pin and writes
+	// the healthy marker after accepted heartbeats (nil: the agent is
+	// never upgraded and pins are ignored).
+	Upgrader *Upgrader
 	// N8NVersion reports the running n8n version (nil: not reported).
 	N8NVersion func(ctx context.Context) (string, error)
 	// Registerer receives the agent's metrics (nil: not registered).
@@ -91,6 +96,9 @@ type Agent struct {
 	// kick asks the heartbeat loop for a heartbeat now (after a manifest
 	// was accepted or rejected).
 	kick chan struct{}
+	// upgradeKick asks the upgrade loop to look at the applied manifest's
+	// agent pin again.
+	upgradeKick chan struct{}
 
 	// bk is the backup state (nil: backups are off).
 	bk *backups
@@ -100,8 +108,11 @@ type Agent struct {
 	refusals    int    // manifest requests refused (401/403) in a row
 	verifyError string
 	applyError  string
-	clockOffset time.Duration
-	haveOffset  bool
+	// upgradeError is the last agent upgrade's failure (reported with
+	// applyError).
+	upgradeError string
+	clockOffset  time.Duration
+	haveOffset   bool
 }
 
 // New checks cfg and makes an Agent.
@@ -164,7 +175,9 @@ func New(cfg Config) (*Agent, error) {
 		metrics: m,
 		started: cfg.Now(),
 		kick:    make(chan struct{}, 1),
-		bk:      newBackups(cfg.Backup, cfg.State.Dir()),
+
+		upgradeKick: make(chan struct{}, 1),
+		bk:          newBackups(cfg.Backup, cfg.State.Dir()),
 	}
 	if a.bk != nil {
 		a.cfg.Applier = backupApplier{a: a, inner: cfg.Applier}
@@ -242,6 +255,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.heartbeatLoop(gctx) })
 	if a.bk != nil {
 		g.Go(func() error { return a.backupLoop(gctx) })
+	}
+	if a.cfg.Upgrader != nil {
+		g.Go(func() error { return a.upgradeLoop(gctx) })
 	}
 	return g.Wait()
 }
@@ -461,6 +477,10 @@ func (a *Agent) pullLoop(ctx context.Context) error {
 			a.log.Info("manifest applied", "version", v.Manifest.Version, "commit", v.Manifest.Commit, "key_id", v.KeyID, "new_keys", len(v.SigningKeys),
 				"serves", v.Manifest.Workspace)
 			a.heartbeatSoon()
+			select {
+			case a.upgradeKick <- struct{}{}:
+			default:
+			}
 			continue
 		case errors.As(err, &re):
 			rejectedAt = a.cfg.Now()
@@ -569,6 +589,9 @@ func (a *Agent) sendHeartbeat(ctx context.Context, cred string) {
 		return
 	}
 	a.metrics.heartbeats.WithLabelValues("ok").Inc()
+	if a.cfg.Upgrader != nil {
+		a.cfg.Upgrader.MarkHealthy()
+	}
 	a.log.Debug("heartbeat sent", "seq", seq, "applied_version", hb.AppliedVersion)
 }
 
@@ -591,6 +614,9 @@ func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
 	}
 	a.mu.Lock()
 	hb.VerifyError, hb.ApplyError = a.verifyError, a.applyError
+	if a.upgradeError != "" {
+		hb.ApplyError = strings.TrimPrefix(hb.ApplyError+"; "+a.upgradeError, "; ")
+	}
 	offset, haveOffset := a.clockOffset, a.haveOffset
 	a.mu.Unlock()
 	// Only probed components are reported: an unprobed one is no evidence

@@ -374,11 +374,17 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 			os.Remove(tmp)
 		}
 	}()
-	if err := f.Chmod(perm); err != nil {
+	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
+	return finishTemp(f, path, perm)
+}
+
+// finishTemp makes the temporary file f path's content: mode, fsync,
+// close, rename over path, fsync the directory. f is closed either way.
+func finishTemp(f *os.File, path string, perm os.FileMode) error {
+	if err := f.Chmod(perm); err != nil {
 		f.Close()
 		return err
 	}
@@ -389,13 +395,8 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := os.Rename(f.Name(), path); err != nil {
 		return err
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncDir(filepath.Dir(path))
 }

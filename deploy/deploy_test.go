@@ -717,13 +717,13 @@ func TestSystemdUnits(t *testing.T) {
 	for _, tc := range []struct {
 		file, binary string
 		want         []want
-		// readWrite is the only writable path the unit may list.
+		// readWrite are the only writable paths the unit may list.
 		readWrite string
 		present   []string
 	}{
-		{"droplet/genesis-agent.service", "/usr/local/bin/genesis-agent",
+		{"droplet/genesis-agent.service", "/opt/genesis-agent/current",
 			append(slices.Clone(hardening), want{"StateDirectory", "genesis-agent"}),
-			"/var/lib/genesis-agent", []string{"ExecStart", "MemoryMax"}},
+			"/var/lib/genesis-agent /opt/genesis-agent", []string{"ExecStart", "MemoryMax"}},
 		{"reconciler/genesis-reconciler.service", "/usr/local/bin/genesis-reconciler",
 			append(slices.Clone(hardening), want{"DynamicUser", "yes"}, want{"LoadCredential", "tokens:/etc/genesis/tokens"}),
 			"", []string{"ExecStart", "EnvironmentFile", "LoadCredential"}},
@@ -749,7 +749,7 @@ func TestSystemdUnits(t *testing.T) {
 			if tc.readWrite == "" && len(rw) > 0 {
 				t.Errorf("ReadWritePaths = %q, want none", rw)
 			}
-			if tc.readWrite != "" && !slices.Equal(rw, []string{tc.readWrite}) {
+			if tc.readWrite != "" && !slices.Equal(rw, strings.Fields(tc.readWrite)) {
 				t.Errorf("ReadWritePaths = %q, want only %s", rw, tc.readWrite)
 			}
 			if !strings.HasPrefix(svc["ExecStart"][0], tc.binary) {

@@ -26,6 +26,7 @@ var program = cliexit.Commands{
 		{Name: "run", Summary: "enroll, then pull and apply manifests and send heartbeats", Run: runAgent},
 		{Name: "keys", Summary: "make the droplet's keys in a state directory if missing; print\nthe age recipient and the ed25519 public key", Run: runKeys},
 		{Name: "verify", Summary: "judge one manifest envelope (stdin) exactly as run does; record\nit in the state directory if accepted", Run: runVerify},
+		{Name: "upgrade-watch", Summary: "judge a pending agent upgrade: commit it once the new build\nreported healthy, else roll back (started by run, not by hand)", Run: runUpgradeWatch},
 		{Name: "version", Summary: "print the agent's version", Run: func(_ context.Context, e cliexit.Env, _ []string) error {
 			fmt.Fprintln(e.Stdout, agentVersion())
 			return nil
@@ -80,9 +81,20 @@ func parse(e cliexit.Env, fs *cmdFlags, args []string) error {
 	return nil
 }
 
-// agentVersion is the module version and VCS revision the binary was built
-// from.
+// buildVersion, when set at build time (-ldflags "-X
+// main.buildVersion=1.4.0"), is the agent's version; agent pins name it.
+var buildVersion string
+
+// crashAtStart, set at build time to anything (-X main.crashAtStart=yes),
+// makes run exit 1 at once: the crashing build the upgrade tests roll back.
+var crashAtStart string
+
+// agentVersion is "genesis-agent/" and buildVersion, else the module
+// version and VCS revision the binary was built from.
 func agentVersion() string {
+	if buildVersion != "" {
+		return "genesis-agent/" + buildVersion
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "genesis-agent/dev"

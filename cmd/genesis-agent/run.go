@@ -67,7 +67,21 @@ The reconciler URL must be https: a plain http:// URL is refused at start
 (exit status 2) unless --insecure-http (or $GENESIS_AGENT_INSECURE_HTTP=true)
 is given, which only the demo and tests should do. The reconciler's
 certificate is checked against the system's roots; $SSL_CERT_FILE (a PEM
-bundle) or $SSL_CERT_DIR replace them, e.g. with a private CA.`
+bundle) or $SSL_CERT_DIR replace them, e.g. with a private CA.
+
+Agent upgrades (A/B): when --agent-root (else $GENESIS_AGENT_ROOT, else
+/opt/genesis-agent) holds the slot layout (slots/{a,b}/genesis-agent and the
+symlink current, which the service manager executes), an accepted manifest
+that pins another agent build is downloaded (at most 256 MiB), checked
+against the pinned SHA-256, written to the inactive slot and asked its
+version; then the upgrade is recorded (pending.json), the old build's
+upgrade-watch started (--upgrade-watcher: systemd-run, or detached), current
+switched, and run exits with status 3 so the service manager starts the new
+build. The watcher rolls back a build that sends no accepted heartbeat
+within --upgrade-deadline, records the rejection and runs --upgrade-restart.
+A failed download or check is reported as the heartbeat's apply_error and
+retried for the same digest only after a backoff. Without the layout, agent
+pins are ignored.`
 
 func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	fs := newFlags(e, "run", runUsage)
@@ -101,6 +115,10 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	backupRestore := fs.String("backup-restore", "", "`command` (space-separated) that restores a pg_dump -Fc archive from stdin (default: pg_restore --clean --if-exists --single-transaction in the compose stack's postgres service)")
 	n8nDataDir := fs.String("n8n-data-dir", "/var/lib/docker/volumes/genesis_n8n_data/_data", "n8n's data `directory`, backed up and restored with its database (empty: none)")
 	backupFirst := fs.Duration("backup-first-within", 10*time.Minute, "spread the first backup after a start over up to this `duration` (never more than the schedule)")
+	agentRoot := fs.String("agent-root", firstNonEmpty(e.Getenv("GENESIS_AGENT_ROOT"), "/opt/genesis-agent"), "`directory` of the agent's A/B slots and its current symlink ($GENESIS_AGENT_ROOT)")
+	upgradeWatcher := fs.String("upgrade-watcher", "systemd-run", "how an upgrade's watcher is started: systemd-run (a transient unit) or detached (a process of its own; the simulator)")
+	upgradeRestart := fs.String("upgrade-restart", "systemctl restart genesis-agent.service", "`command` (space-separated) the watcher runs to restart the agent after a rollback")
+	upgradeDeadline := fs.Duration("upgrade-deadline", 3*time.Minute, "how long a new agent build has to send a heartbeat the reconciler accepts")
 	backupTmp := fs.String("backup-tmp", "", "`directory` for a backup while it uploads or restores (default: <state-dir>/backup-tmp; needs room for one backup)")
 	if err := parse(e, fs, args); err != nil {
 		return err
@@ -109,8 +127,17 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	if err != nil {
 		return cliexit.Usage("%v", err)
 	}
-	if *hbInterval <= 0 || *pollWait <= 0 || *skew <= 0 || *retryMax <= 0 {
+	if crashAtStart != "" {
+		return errors.New("run: this build crashes at start (built with main.crashAtStart, for tests)")
+	}
+	if *hbInterval <= 0 || *pollWait <= 0 || *skew <= 0 || *retryMax <= 0 || *upgradeDeadline <= 0 {
 		return cliexit.Usage("run: durations must be positive")
+	}
+	if *upgradeWatcher != "systemd-run" && *upgradeWatcher != "detached" {
+		return cliexit.Usage("run: --upgrade-watcher: want systemd-run or detached, got %q", *upgradeWatcher)
+	}
+	if len(strings.Fields(*upgradeRestart)) == 0 {
+		return cliexit.Usage("run: --upgrade-restart: empty command")
 	}
 	if *n8nRuntime != "compose" && *n8nRuntime != "none" {
 		return cliexit.Usage("run: --n8n-runtime: want compose or none, got %q", *n8nRuntime)
@@ -152,6 +179,32 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		return err
 	}
 	defer st.Close()
+	var upgrader *agent.Upgrader
+	if fi, err := os.Lstat(filepath.Join(*agentRoot, "current")); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		upgrader = &agent.Upgrader{
+			Slots: agent.Slots{Root: *agentRoot}, StateDir: dir, Version: agent.BareVersion(agentVersion()),
+			Deadline: *upgradeDeadline, StartWatcher: watcherStarter(*upgradeWatcher, *logFormat),
+			Restart: strings.Fields(*upgradeRestart), Logger: log,
+		}
+		restart, err := upgrader.Resume()
+		if err != nil {
+			return fmt.Errorf("resume agent upgrade: %w", err)
+		}
+		if restart {
+			log.Warn("exiting to restart into the previous agent build", "component", "genesis-agent")
+			return &cliexit.Error{Code: exitRestart}
+		}
+	} else {
+		log.Info("no agent slot layout; agent pins are ignored", "component", "genesis-agent", "agent_root", *agentRoot)
+	}
+	// After Resume, which may have recorded a rejection.
+	rejections, err := agent.OpenRejections(dir)
+	if err != nil {
+		return err
+	}
+	if upgrader != nil {
+		upgrader.Rejections = rejections
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -246,6 +299,8 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		MaxClockSkew:      *skew,
 		RetryMax:          *retryMax,
 		Version:           agentVersion(),
+		Rejections:        rejections,
+		Upgrader:          upgrader,
 	})
 	if err != nil {
 		return err
@@ -278,6 +333,10 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		return err
 	})
 	err = g.Wait()
+	if errors.Is(err, agent.ErrRestart) {
+		log.Info("exiting to restart into the new agent build", "component", "genesis-agent", "exit_status", exitRestart)
+		return &cliexit.Error{Code: exitRestart}
+	}
 	log.Info("stopped", "component", "genesis-agent")
 	if ctx.Err() != nil {
 		return nil

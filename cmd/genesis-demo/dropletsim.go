@@ -12,17 +12,22 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
+	"genesis.dev/fleet/agent"
 	"genesis.dev/fleet/agent/converge"
 	"genesis.dev/fleet/fakes/n8nemu"
 	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/internal/procgroup"
+	"genesis.dev/fleet/internal/supervise"
 )
 
 const dropletSimUsage = `Usage: genesis-demo droplet --caddy-bin PATH [--agent-bin PATH] [--disk DIR] [--bind IP] [--pid-log FILE] [-- AGENT-RUN-FLAGS...]
@@ -56,7 +61,13 @@ requests and kill the agent. With --pid-log every process started is
 appended to FILE as "PID ROLE DROPLET" (the demo checks they are all gone
 at exit).
 
-An agent that exits is not restarted: n8n and Caddy keep running and the
+The agent runs like under systemd's Restart=always: the first boot installs
+--agent-bin as slot a of DIR/agent (agent slots: DIR/agent/current ->
+slots/a/genesis-agent), and the agent is started from DIR/agent/current
+and started again 1s after it exits, so it can upgrade itself (exit status
+3 after switching current). Its upgrade watcher runs detached and asks for
+a restart with SIGHUP to this process, which restarts the agent. An agent
+killed with SIGKILL is not restarted: n8n and Caddy keep running and the
 droplet falls silent (the demo's kill-agent step). SIGTERM or SIGINT stops
 the agent and Caddy (SIGKILL after --grace) and the emulator, then exits;
 the children also get SIGKILL if this process dies. Logs are JSON on
@@ -197,7 +208,12 @@ type dropletSim struct {
 
 	n8n   *http.Server
 	caddy *child
-	agent *child
+	// agent supervises genesis-agent; agentDone closes when it stopped
+	// restarting it (agentErr is why).
+	agent     *supervise.Supervisor
+	agentStop context.CancelFunc
+	agentDone chan struct{}
+	agentErr  error
 }
 
 // child is a process droplet-sim started; done closes when it was reaped.
@@ -269,33 +285,89 @@ func (s *dropletSim) start(ctx context.Context, disk, caddyBin, agentBin string,
 		"--n8n-url", s.info.N8NURL, "--caddy-admin", s.info.CaddyAdmin, "--ask-listen", s.info.Ask,
 		"--caddy-bind", s.info.IP, "--caddy-http-port", strconv.Itoa(s.info.HTTPPort),
 		"--caddy-https-port", strconv.Itoa(s.info.HTTPSPort), "--caddy-internal-tls", "--state-dir", state}, agentArgs...)
-	if s.agent, err = s.spawn("agent", agentBin, runArgs, os.Environ()); err != nil {
-		return err
-	}
-	s.info.AgentPID = s.agent.cmd.Process.Pid
-	info, err := json.MarshalIndent(s.info, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(disk, dropletInfoFile), append(info, '\n')); err != nil {
+	if err := s.superviseAgent(disk, agentBin, runArgs); err != nil {
 		return err
 	}
 	s.log.Info("droplet up", "droplet", s.info.DropletID, "ip", s.info.IP, "https_port", s.info.HTTPSPort,
-		"http_port", s.info.HTTPPort, "agent_pid", s.info.AgentPID)
+		"http_port", s.info.HTTPPort)
 	return nil
+}
+
+// superviseAgent installs agentBin as slot a of DIR/agent on the first
+// boot and runs DIR/agent/current under a supervisor: restarted after
+// every exit but a SIGKILL, each start's pid recorded in droplet-sim.json
+// (written first when the first agent starts).
+func (s *dropletSim) superviseAgent(disk, agentBin string, runArgs []string) error {
+	root := filepath.Join(disk, "agent")
+	if err := agent.Install(root, agentBin); err != nil {
+		return err
+	}
+	runArgs = append(runArgs, "--agent-root", root, "--upgrade-watcher", "detached",
+		"--upgrade-restart", "kill -HUP "+strconv.Itoa(os.Getpid()))
+	started := make(chan error, 1)
+	var mu sync.Mutex
+	s.agent = supervise.New(supervise.Config{
+		Path: filepath.Join(root, "current"), Args: runArgs, Env: os.Environ(), Stdout: s.stderr, Stderr: s.stderr,
+		Delay: time.Second, Grace: s.grace, Attr: childAttr, Logger: s.log,
+		RestartIf: func(err error) bool {
+			var ee *exec.ExitError
+			ws, ok := syscall.WaitStatus(0), false
+			if errors.As(err, &ee) {
+				ws, ok = ee.Sys().(syscall.WaitStatus)
+			}
+			return !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL
+		},
+		OnStart: func(pid int) {
+			mu.Lock()
+			defer mu.Unlock()
+			s.info.AgentPID = pid
+			if s.pidLog != "" {
+				if err := appendLine(s.pidLog, fmt.Sprintf("%d agent %s", pid, s.info.DropletID)); err != nil {
+					s.log.Warn("pid log", "err", err)
+				}
+			}
+			info, err := json.MarshalIndent(s.info, "", "  ")
+			if err == nil {
+				err = writeFileAtomic(filepath.Join(disk, dropletInfoFile), append(info, '\n'))
+			}
+			s.log.Info("agent started", "droplet", s.info.DropletID, "agent_pid", pid)
+			select {
+			case started <- err:
+			default:
+			}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	s.agentStop, s.agentDone = cancel, make(chan struct{})
+	go func() {
+		s.agentErr = s.agent.Run(ctx)
+		close(s.agentDone)
+	}()
+	select {
+	case err := <-started:
+		return err
+	case <-s.agentDone:
+		return fmt.Errorf("start agent: %v", s.agentErr)
+	}
 }
 
 // wait runs until ctx ends (SIGTERM/SIGINT) or Caddy dies. An agent that
 // exits leaves the droplet up and silent.
 func (s *dropletSim) wait(ctx context.Context) error {
-	agentDone := s.agent.done
+	agentDone := s.agentDone
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	for {
 		select {
 		case <-ctx.Done():
 			s.log.Info("stopping", "droplet", s.info.DropletID)
 			return nil
+		case <-hup:
+			s.log.Info("restart of the agent asked (its upgrade watcher)", "droplet", s.info.DropletID)
+			s.agent.Restart()
 		case <-agentDone:
-			s.log.Warn("agent exited; n8n and caddy keep running", "droplet", s.info.DropletID, "err", errString(s.agent.err))
+			s.log.Warn("agent exited; n8n and caddy keep running", "droplet", s.info.DropletID, "err", errString(s.agentErr))
 			agentDone = nil
 		case <-s.caddy.done:
 			s.log.Error("caddy exited", "droplet", s.info.DropletID, "err", errString(s.caddy.err))
@@ -307,11 +379,12 @@ func (s *dropletSim) wait(ctx context.Context) error {
 // stop ends the agent, then Caddy (SIGTERM, SIGKILL after the grace
 // period), then the emulator.
 func (s *dropletSim) stop() {
-	for _, c := range []*child{s.agent, s.caddy} {
-		if c == nil {
-			continue
-		}
-		procgroup.Stop(c.cmd, c.done, s.grace)
+	if s.agentStop != nil {
+		s.agentStop()
+		<-s.agentDone
+	}
+	if s.caddy != nil {
+		procgroup.Stop(s.caddy.cmd, s.caddy.done, s.grace)
 	}
 	if s.n8n != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -110,8 +110,8 @@ func TestAgentInstall(t *testing.T) {
 				t.Fatal("no genesis-agent-install in the user data")
 			}
 			before := hits.Load()
-			bin := filepath.Join(binDir, "genesis-agent")
-			cmd := exec.Command("sh", script, bin, etc)
+			bin := filepath.Join(binDir, "slots", "a", "genesis-agent")
+			cmd := exec.Command("sh", script, binDir, etc, filepath.Join(etc, "no-image-binary"))
 			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "CURL_CA_BUNDLE=" + ca, "HOME=" + t.TempDir()}
 			var stderr strings.Builder
 			cmd.Stderr = &stderr
@@ -145,12 +145,19 @@ func TestAgentInstall(t *testing.T) {
 			if fi, _ := os.Stat(bin); fi.Mode().Perm() != 0o755 {
 				t.Errorf("mode %v, want 0755", fi.Mode().Perm())
 			}
-			if len(entries) != 1 {
-				t.Errorf("%s holds %v, want only the binary", binDir, entries)
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			if strings.Join(names, " ") != "current slots" {
+				t.Errorf("%s holds %v, want current and slots", binDir, names)
+			}
+			if target, err := os.Readlink(filepath.Join(binDir, "current")); err != nil || target != "slots/a/genesis-agent" {
+				t.Errorf("current -> %q (%v), want slots/a/genesis-agent", target, err)
 			}
 			// Installed once: a second boot leaves it alone.
 			before = hits.Load()
-			if out, err := exec.Command("sh", script, bin, etc).CombinedOutput(); err != nil || hits.Load() != before {
+			if out, err := exec.Command("sh", script, binDir, etc).CombinedOutput(); err != nil || hits.Load() != before {
 				t.Errorf("second run: err %v, downloads %d; %s", err, hits.Load()-before, out)
 			}
 		})
