@@ -199,9 +199,9 @@ func TestComposeContract(t *testing.T) {
 		wantCode int
 		wantOut  string
 		// after: "up" (answers at version), "down"
-		after    string
-		atVer    string
-		sameID   int // index into ids the container must equal (-1: a new one)
+		after  string
+		atVer  string
+		sameID int // index into ids the container must equal (-1: a new one)
 	}{
 		{"start without a container fails", "1.123.81", []string{"start", "n8n"}, 1, `service "n8n" has no container to start`, "down", "", -2},
 		{"stop without a container succeeds", "1.123.81", []string{"stop", "n8n"}, 0, "", "down", "", -2},
