@@ -157,7 +157,6 @@ services:
 	return d
 }
 
-
 // hookWorkflow is a managed workflow with a webhook trigger.
 func hookWorkflow(name, path string) schema.ManifestWorkflow {
 	js, _ := json.Marshal(map[string]any{"name": name, "connections": map[string]any{}, "settings": map[string]any{"executionOrder": "v1"},
