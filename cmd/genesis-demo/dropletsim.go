@@ -209,7 +209,7 @@ type dropletSim struct {
 	n8n     *http.Server
 	compose *composeN8N // with --n8n-runtime compose, instead of n8n
 	caddy   *child
-	agent *child
+	agent   *child
 }
 
 // child is a process droplet-sim started; done closes when it was reaped.
