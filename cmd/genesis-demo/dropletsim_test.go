@@ -31,12 +31,7 @@ import (
 // records of an earlier n8n are dropped, killing the agent leaves the
 // droplet up, and SIGTERM stops every process it started.
 func TestDropletSim(t *testing.T) {
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", ".", "../genesis-agent")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	caddyBin := buildCaddy(t)
+	bin, caddyBin := buildDroplet(t)
 
 	// A reconciler that is not ready: the agent retries its enrollment.
 	var enrolls atomic.Int32
@@ -47,17 +42,8 @@ func TestDropletSim(t *testing.T) {
 		http.Error(w, "not yet", http.StatusServiceUnavailable)
 	}))
 	defer rec.Close()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := json.Marshal(schema.AgentConfig{ReconcilerURL: rec.URL, SigningKeys: []string{string(dsse.MarshalPublicKeyPEM(pub))},
-		Workspace: "ws-test", DropletName: "genesis-ws-test-1", Token: "one-time"})
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "agent.json")
-	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := agentConfigFile(t, rec.URL, dir)
 	disk := filepath.Join(dir, "disk")
 	state := filepath.Join(disk, "genesis-agent")
 	if err := os.MkdirAll(state, 0o700); err != nil {
@@ -220,27 +206,13 @@ func waitFor(t *testing.T, what string, logs *syncio.Buffer, cond func() bool) {
 // switch versions through it, its records of n8n are kept (n8n's state
 // lives in its database), and SIGTERM stops the container.
 func TestDropletSimCompose(t *testing.T) {
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", ".", "../genesis-agent")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	caddyBin := buildCaddy(t)
+	bin, caddyBin := buildDroplet(t)
 	rec := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not yet", http.StatusServiceUnavailable)
 	}))
 	defer rec.Close()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := json.Marshal(schema.AgentConfig{ReconcilerURL: rec.URL, SigningKeys: []string{string(dsse.MarshalPublicKeyPEM(pub))},
-		Workspace: "ws-test", DropletName: "genesis-ws-test-1", Token: "one-time"})
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "agent.json")
-	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := agentConfigFile(t, rec.URL, dir)
 	disk := filepath.Join(dir, "disk")
 	state := filepath.Join(disk, "genesis-agent")
 	if err := os.MkdirAll(state, 0o700); err != nil {
@@ -303,4 +275,33 @@ func TestDropletSimCompose(t *testing.T) {
 		resp.Body.Close()
 		t.Error("the n8n container still answers after the droplet stopped")
 	}
+}
+
+// buildDroplet builds genesis-demo and genesis-agent into a temporary
+// directory and returns it with a Caddy binary.
+func buildDroplet(t *testing.T) (bin, caddyBin string) {
+	t.Helper()
+	bin = t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", ".", "../genesis-agent")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin, buildCaddy(t)
+}
+
+// agentConfigFile writes an agent config for reconciler into dir and
+// returns its path.
+func agentConfigFile(t *testing.T, reconciler, dir string) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(schema.AgentConfig{ReconcilerURL: reconciler, SigningKeys: []string{string(dsse.MarshalPublicKeyPEM(pub))},
+		Workspace: "ws-test", DropletName: "genesis-ws-test-1", Token: "one-time"})
+	path := filepath.Join(dir, "agent.json")
+	if err := os.WriteFile(path, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

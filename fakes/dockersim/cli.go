@@ -359,3 +359,22 @@ func alive(pid int) bool {
 	}
 	return true
 }
+
+// AsChild runs this process as what the emulator started it as, if it was:
+// the docker CLI when $DOCKERSIM_TEST_AS is "docker" (a test binary
+// standing in for docker), or an n8n container when the first argument is
+// "n8n-container". It returns false for any other process. Test binaries
+// call it first thing in TestMain.
+func AsChild() (exitCode int, ok bool) {
+	switch {
+	case os.Getenv("DOCKERSIM_TEST_AS") == "docker":
+		return Main(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr), true
+	case len(os.Args) > 1 && os.Args[1] == "n8n-container":
+		if err := RunContainer(context.Background(), os.Getenv, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1, true
+		}
+		return 0, true
+	}
+	return 0, false
+}

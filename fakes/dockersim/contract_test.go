@@ -2,7 +2,6 @@ package dockersim_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -21,15 +20,8 @@ import (
 // TestMain lets the test binary play the docker CLI (DOCKERSIM_TEST_AS=docker)
 // and the n8n container (argument n8n-container), as genesis-demo does.
 func TestMain(m *testing.M) {
-	if os.Getenv("DOCKERSIM_TEST_AS") == "docker" {
-		os.Exit(dockersim.Main(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
-	}
-	if len(os.Args) > 1 && os.Args[1] == "n8n-container" {
-		if err := dockersim.RunContainer(context.Background(), os.Getenv, os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+	if code, ok := dockersim.AsChild(); ok {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }

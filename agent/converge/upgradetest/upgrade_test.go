@@ -37,15 +37,8 @@ import (
 // TestMain: the test binary is also the docker CLI (DOCKERSIM_TEST_AS) and
 // the n8n container (n8n-container), like genesis-demo.
 func TestMain(m *testing.M) {
-	if os.Getenv("DOCKERSIM_TEST_AS") == "docker" {
-		os.Exit(dockersim.Main(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
-	}
-	if len(os.Args) > 1 && os.Args[1] == "n8n-container" {
-		if err := dockersim.RunContainer(context.Background(), os.Getenv, os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+	if code, ok := dockersim.AsChild(); ok {
+		os.Exit(code)
 	}
 	pgtest.Main(m)
 }
