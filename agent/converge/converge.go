@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"genesis.dev/fleet/agent/backup"
 	"genesis.dev/fleet/agent/caddy"
 	"genesis.dev/fleet/agent/n8n"
 	"genesis.dev/fleet/schema"
@@ -25,12 +26,16 @@ const DefaultTag = "genesis-managed"
 // Runtime runs n8n at a version: the droplet's compose stack in production,
 // a fake in tests.
 type Runtime interface {
-	// Current is the version n8n runs (or was last switched to).
+	// Current is the version last committed (before the first commit:
+	// the version n8n reports).
 	Current(ctx context.Context) (string, error)
-	// SwitchTo runs n8n at version, waits until it is ready, and goes back
-	// to the previous version (returning an error) when it doesn't get
-	// ready.
+	// SwitchTo runs n8n at version (recreating its container when the
+	// version differs; starting it when it is stopped) and waits until it
+	// is ready. It neither records the version nor goes back on failure:
+	// the converger does both.
 	SwitchTo(ctx context.Context, version string) error
+	// Commit records version as the one n8n runs.
+	Commit(ctx context.Context, version string) error
 	// Stop stops n8n cleanly (a hibernation's snapshot follows); stopping
 	// a stopped n8n is no error.
 	Stop(ctx context.Context) error
@@ -54,9 +59,22 @@ type Config struct {
 	// Runtime moves n8n to the manifest's version; nil leaves it alone.
 	Runtime Runtime
 	// BeforeUpgrade runs before n8n moves to another version (the agent
-	// takes a backup); its error stops the switch, which is tried again
-	// with the next apply. nil: nothing.
+	// takes a backup to storage when the manifest asks for backups); its
+	// error stops the switch, which is tried again with the next apply.
+	// nil: nothing.
 	BeforeUpgrade func(ctx context.Context, from, to string) error
+	// Backups keeps the local backup taken right before each version
+	// switch: a failed switch restores it, a downgrade restores the one
+	// taken before the upgrade from the older version. nil: a failed
+	// switch only goes back to the previous image (the database stays as
+	// the new version left it) and downgrades are refused.
+	Backups *backup.Local
+	// Rejections remembers versions that failed their switch, so they are
+	// not tried again while the manifest asks for them. nil: a failed
+	// version is tried again with every apply.
+	Rejections Rejections
+	// Now defaults to time.Now (a rejection's time).
+	Now func() time.Time
 	// Logger; default: discard.
 	Logger *slog.Logger
 	// ReadyTimeout bounds the wait for n8n's readiness in an Apply;
@@ -471,31 +489,6 @@ func (c *Converger) caddy(ctx context.Context, m *schema.Manifest) error {
 	c.cfg.Ask.Set(m.Domains)
 	if _, err := c.cfg.Caddy.Load(ctx, raw); err != nil {
 		return err
-	}
-	return nil
-}
-
-// version moves n8n to the manifest's version.
-func (c *Converger) version(ctx context.Context, m *schema.Manifest) error {
-	if c.cfg.Runtime == nil || m.N8N.Version == "" {
-		return nil
-	}
-	cur, err := c.cfg.Runtime.Current(ctx)
-	if err != nil {
-		return fmt.Errorf("n8n version: %w", err)
-	}
-	if cur == m.N8N.Version {
-		return nil
-	}
-	if c.cfg.BeforeUpgrade != nil {
-		if err := c.cfg.BeforeUpgrade(ctx, cur, m.N8N.Version); err != nil {
-			return fmt.Errorf("n8n version %s: before the upgrade from %s: %w", m.N8N.Version, cur, err)
-		}
-	}
-	c.log.InfoContext(ctx, "switching n8n version", "from", cur, "to", m.N8N.Version)
-	c.forgetVersion()
-	if err := c.cfg.Runtime.SwitchTo(ctx, m.N8N.Version); err != nil {
-		return fmt.Errorf("n8n version %s: %w", m.N8N.Version, err)
 	}
 	return nil
 }

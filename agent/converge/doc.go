@@ -28,7 +28,8 @@
 //  4. Caddy: the ask endpoint is given the manifest's domains, then the
 //     rendered config is loaded when its digest differs from the running
 //     one.
-//  5. n8n version: moved through a Runtime when the manifest pins another.
+//  5. n8n version: moved through a Runtime when the manifest pins another
+//     (below).
 //
 // Re-applying an applied manifest sends only GET requests to n8n and nothing
 // to Caddy's /load. Every write to n8n is recorded in the state directory
@@ -36,4 +37,51 @@
 // window left is a crash between n8n creating something and the record: a
 // workflow is then found again by its name (and our tag, or its exact
 // content); a credential, which n8n cannot list, stays behind unused.
+//
+// # n8n upgrades
+//
+// A version switch runs backup → switch → verify → commit:
+//
+//  1. BeforeUpgrade (the agent's backup to storage, when the manifest asks
+//     for backups), then a local backup (Config.Backups: pg_dump of n8n's
+//     database and its data directory, encrypted to the agent's own age
+//     key, kept in the state directory with the record of which upgrade it
+//     was taken before). n8n-upgrade.json records the switch in progress.
+//  2. Switch: docker compose up -d n8n with the new image; wait for
+//     readiness.
+//  3. Verify: every managed workflow of the manifest is active in n8n, and a
+//     synthetic execution through one managed webhook (the first workflow by
+//     name with a webhook trigger without path parameters) answers 2xx. Its
+//     body is {"genesis":"upgrade-check","n8n_version":...}: templates with
+//     side effects should ignore it. Without a webhook trigger the check is
+//     readiness and active workflows, and the log says so.
+//  4. Commit: the version file (n8n-version) names the new version; the
+//     switch record is removed.
+//
+// Any failure in 2–3 is undone: n8n is stopped, the local backup restored
+// (backup.Restore, the code of the agent's restores), the previous image
+// started and waited for; then the version is recorded as rejected
+// (Config.Rejections, reported in heartbeats) and the apply fails naming
+// the failed step. While the manifest keeps asking for a rejected version,
+// an apply changes nothing and answers "n8n X was rejected at T: reason;
+// waiting for a manifest with another version" (a RejectedError); a
+// manifest asking another version forgets the rejection. An agent stopped
+// mid-switch finds the record at its next apply and undoes the switch
+// (unless the version was already committed) before anything else.
+//
+// A downgrade (the manifest asks a version older than the running one, a
+// rolled-back rollout) cannot just start the older image: n8n migrated the
+// database when the newer version started, and an older n8n does not run on
+// a newer schema. So a downgrade restores the newest local backup taken
+// before the upgrade from that older version (losing what was written
+// since) and runs it; without such a backup it is refused and rejected.
+//
+// Why not blue-green (start the new version beside the old one and move
+// traffic when it is healthy): n8n migrates its schema in place when it
+// starts, and two versions cannot share one database. A second container
+// would need its own copy of the database, and would miss every write (an
+// execution, a webhook's data, a user's edit) made to the old one while the
+// new one started and was checked. Stopping the old version, keeping a
+// backup and restoring it on failure is the honest version of that: a
+// short, bounded outage and no lost or forked data.
 package converge

@@ -417,9 +417,15 @@ func (f *fakeRuntime) SwitchTo(_ context.Context, v string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.switches = append(f.switches, v)
-	if f.fail != nil {
+	if f.fail != nil && v != f.current { // going back to the committed version works
 		return f.fail
 	}
+	return nil
+}
+
+func (f *fakeRuntime) Commit(_ context.Context, v string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.current = v
 	return nil
 }

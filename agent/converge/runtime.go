@@ -24,8 +24,8 @@ var versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+([.-][0-9A-Za-z.-]+)?
 
 // Compose runs n8n through the droplet's compose stack
 // (deploy/droplet/compose.yaml): N8N_VERSION=<version> docker compose -p
-// <project> -f <file> up -d n8n, then waits for readiness; if n8n doesn't
-// get ready it goes back to the previous version.
+// <project> -f <file> up -d n8n, then waits for readiness. The converger
+// decides what a failure means (see the package doc, "n8n upgrades").
 type Compose struct {
 	// File is the compose file; default /opt/genesis/compose.yaml.
 	File string
@@ -38,6 +38,8 @@ type Compose struct {
 	// Running asks n8n its version; Current uses it before the first
 	// switch (nil: "").
 	Running func(ctx context.Context) (string, error)
+	// Docker is the docker CLI; default "docker" (found in PATH).
+	Docker string
 	// ReadyTimeout bounds the wait after a switch; default 5 minutes.
 	ReadyTimeout time.Duration
 	// Exec runs a command with extra environment and returns its combined
@@ -61,29 +63,27 @@ func (c *Compose) Current(ctx context.Context) (string, error) {
 	return strings.TrimSpace(string(data)), nil
 }
 
-// SwitchTo runs n8n at version and records it once n8n is ready.
+// SwitchTo runs n8n at version (docker compose up recreates the container
+// when the version, its image, changed) and waits until it is ready. It
+// does not record the version (Commit does) and does not go back on
+// failure (the converger undoes a failed switch).
 func (c *Compose) SwitchTo(ctx context.Context, version string) error {
 	if !versionRE.MatchString(version) {
 		return fmt.Errorf("n8n version %q: not a release version", version)
-	}
-	prev, err := c.Current(ctx)
-	if err != nil {
-		return err
 	}
 	if err := c.up(ctx, version); err != nil {
 		return err
 	}
 	if err := c.waitReady(ctx); err != nil {
-		if prev == "" || prev == version {
-			return fmt.Errorf("n8n %s not ready: %w", version, err)
-		}
-		if rerr := c.up(ctx, prev); rerr != nil {
-			return fmt.Errorf("n8n %s not ready (%v); rollback to %s: %w", version, err, prev, rerr)
-		}
-		if rerr := c.waitReady(ctx); rerr != nil {
-			return fmt.Errorf("n8n %s not ready (%v); rolled back to %s, not ready either: %w", version, err, prev, rerr)
-		}
-		return fmt.Errorf("n8n %s not ready, rolled back to %s: %w", version, prev, err)
+		return fmt.Errorf("n8n %s not ready: %w", version, err)
+	}
+	return nil
+}
+
+// Commit records version as the one n8n runs (the version file).
+func (c *Compose) Commit(_ context.Context, version string) error {
+	if !versionRE.MatchString(version) {
+		return fmt.Errorf("n8n version %q: not a release version", version)
 	}
 	return os.WriteFile(filepath.Join(c.Dir, versionFile), []byte(version+"\n"), 0o600)
 }
@@ -119,7 +119,7 @@ func (c *Compose) compose(ctx context.Context, verb string) error {
 		env = append(env, "N8N_VERSION="+version)
 	}
 	args := []string{"compose", "-p", cmp.Or(c.Project, "genesis"), "-f", cmp.Or(c.File, "/opt/genesis/compose.yaml"), verb, "n8n"}
-	out, err := run(ctx, env, "docker", args...)
+	out, err := run(ctx, env, cmp.Or(c.Docker, "docker"), args...)
 	if err != nil {
 		out = bytes.TrimSpace(out)
 		if len(out) > 500 {
@@ -136,7 +136,7 @@ func (c *Compose) up(ctx context.Context, version string) error {
 		run = execCommand
 	}
 	args := []string{"compose", "-p", cmp.Or(c.Project, "genesis"), "-f", cmp.Or(c.File, "/opt/genesis/compose.yaml"), "up", "-d", "n8n"}
-	out, err := run(ctx, []string{"N8N_VERSION=" + version}, "docker", args...)
+	out, err := run(ctx, []string{"N8N_VERSION=" + version}, cmp.Or(c.Docker, "docker"), args...)
 	if err != nil {
 		out = bytes.TrimSpace(out)
 		if len(out) > 500 {

@@ -23,10 +23,11 @@ func TestComposeRuntime(t *testing.T) {
 		current   string
 	}{
 		{"switch", nil, []call{{"N8N_VERSION=1.124.0", "docker compose -p genesis -f /opt/genesis/compose.yaml up -d n8n"}}, "", "1.124.0"},
-		{"rollback", map[string]bool{"1.124.0": true}, []call{
+		// A switch that does not get ready is an error and not committed
+		// (the converger undoes it).
+		{"not ready", map[string]bool{"1.124.0": true}, []call{
 			{"N8N_VERSION=1.124.0", "docker compose -p genesis -f /opt/genesis/compose.yaml up -d n8n"},
-			{"N8N_VERSION=1.123.81", "docker compose -p genesis -f /opt/genesis/compose.yaml up -d n8n"},
-		}, "n8n 1.124.0 not ready, rolled back to 1.123.81", "1.123.81"},
+		}, "n8n 1.124.0 not ready", "1.123.81"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -50,7 +51,13 @@ func TestComposeRuntime(t *testing.T) {
 			if cur, _ := rt.Current(ctx); cur != "1.123.81" {
 				t.Errorf("Current before a switch = %q, want n8n's own", cur)
 			}
+			if err := rt.Commit(ctx, "1.123.81"); err != nil {
+				t.Fatal(err)
+			}
 			err := rt.SwitchTo(ctx, "1.124.0")
+			if err == nil {
+				err = rt.Commit(ctx, "1.124.0")
+			}
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("SwitchTo: %v, want %q", err, tt.wantErr)
 			}
@@ -69,6 +76,9 @@ func TestComposeRuntime(t *testing.T) {
 	}
 	if err := (&converge.Compose{Dir: t.TempDir()}).SwitchTo(context.Background(), "latest; rm -rf /"); err == nil {
 		t.Error("a non-version was accepted")
+	}
+	if err := (&converge.Compose{Dir: t.TempDir()}).Commit(context.Background(), "../x"); err == nil {
+		t.Error("a non-version was committed")
 	}
 }
 

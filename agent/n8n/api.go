@@ -302,3 +302,15 @@ func (c *Client) LastExecution(ctx context.Context) (time.Time, error) {
 	}
 	return out.Data[0].StartedAt, nil
 }
+
+// CallWebhook sends body (JSON) to n8n's production webhook method path
+// (/webhook/<path>), starting the workflow whose webhook node serves it,
+// and returns an error unless n8n answers 2xx.
+func (c *Client) CallWebhook(ctx context.Context, method, path string, body any) error {
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	_, err := c.do(ctx, request{method: strings.ToUpper(method), path: "/webhook/" + strings.Join(segs, "/"), body: body})
+	return err
+}

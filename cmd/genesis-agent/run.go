@@ -198,6 +198,8 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		log.Info("no agent slot layout; agent pins are ignored", "component", "genesis-agent", "agent_root", *agentRoot)
 	}
 	// After Resume, which may have recorded a rejection.
+	// n8n versions (and agent builds) this droplet gave up on: reported in
+	// every heartbeat, not tried again while the manifest asks for them.
 	rejections, err := agent.OpenRejections(dir)
 	if err != nil {
 		return err
@@ -205,6 +207,10 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	if upgrader != nil {
 		upgrader.Rejections = rejections
 	}
+	compose := "docker compose -p genesis -f " + *composeFile + " exec -T postgres "
+	bkSource := backup.Source{Dump: strings.Fields(firstNonEmpty(*backupDump, compose+"pg_dump -Fc -U n8n n8n")), DataDir: *n8nDataDir}
+	bkTarget := backup.Target{Restore: strings.Fields(firstNonEmpty(*backupRestore,
+		compose+"pg_restore --clean --if-exists --no-owner --single-transaction -U n8n -d n8n")), DataDir: *n8nDataDir}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -249,8 +255,9 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 				AdminListen: *caddyAdmin, ACMEEmail: *acmeEmail,
 				HTTPPort: *caddyHTTP, HTTPSPort: *caddyHTTPS, BindHost: *caddyBind, Internal: *caddyInternal,
 			},
-			Ask:    ask,
-			Logger: log,
+			Ask:        ask,
+			Logger:     log,
+			Rejections: rejections,
 		}
 		comp := &converge.Compose{File: *composeFile, Dir: dir, Ready: n8nClient.WaitReady}
 		if *n8nRuntime != "none" {
@@ -259,6 +266,11 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		}
 		if *backups {
 			convCfg.BeforeUpgrade = func(ctx context.Context, from, to string) error { return ag.BackupBeforeUpgrade(ctx, from, to) }
+			if *n8nRuntime != "none" {
+				// The copy a failed n8n upgrade restores (and a downgrade).
+				convCfg.Backups = &backup.Local{Dir: filepath.Join(dir, "upgrade-backups"), Identity: st.Keys().Identity,
+					Source: bkSource, Target: bkTarget, Workspace: cfg.Workspace}
+			}
 		}
 		conv, err := converge.New(convCfg)
 		if err != nil {
@@ -274,16 +286,14 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	}
 	var bk *agent.BackupConfig
 	if *backups {
-		compose := "docker compose -p genesis -f " + *composeFile + " exec -T postgres "
 		bk = &agent.BackupConfig{
-			Source: backup.Source{Dump: strings.Fields(firstNonEmpty(*backupDump, compose+"pg_dump -Fc -U n8n n8n")), DataDir: *n8nDataDir},
-			Target: backup.Target{Restore: strings.Fields(firstNonEmpty(*backupRestore,
-				compose+"pg_restore --clean --if-exists --no-owner --single-transaction -U n8n -d n8n")), DataDir: *n8nDataDir},
+			Source: bkSource, Target: bkTarget,
 			TmpDir: *backupTmp, Stop: bkStop, Start: bkStart, FirstWithin: *backupFirst,
 		}
 	}
 	a, err := agent.New(agent.Config{
 		Backup:            bk,
+		Rejections:        rejections,
 		Applier:           applier,
 		Probes:            probes,
 		N8NVersion:        n8nVer,
@@ -299,7 +309,6 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		MaxClockSkew:      *skew,
 		RetryMax:          *retryMax,
 		Version:           agentVersion(),
-		Rejections:        rejections,
 		Upgrader:          upgrader,
 	})
 	if err != nil {

@@ -104,6 +104,7 @@ func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	pgURL := fs.String("pg-url", "", "admin `URL` of a Postgres for the droplet's n8n database, which the agent backs up (default $GENESIS_FLEET_PG_URL; none: no database, no backups)")
 	pgBin := fs.String("pg-bin", "", "`directory` of pg_dump and pg_restore (default $GENESIS_FLEET_PG_BIN)")
+	n8nRuntime := fs.String("n8n-runtime", "emulator", "how n8n runs: emulator (in this process, empty at every boot, version left alone) or compose (through docker compose and the docker emulator: the agent switches its version; state kept in its database)")
 	var agentArgs []string
 	if i := slices.Index(args, "--"); i >= 0 {
 		args, agentArgs = args[:i], args[i+1:]
@@ -139,6 +140,9 @@ func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
 	if *bind == "" {
 		*bind = firstNonEmpty(e.Getenv("DOSIM_DROPLET_IP"), "127.0.0.1")
 	}
+	if *n8nRuntime != "emulator" && *n8nRuntime != "compose" {
+		return cliexit.Usage("droplet-sim: --n8n-runtime: want emulator or compose, got %q", *n8nRuntime)
+	}
 	if ip := net.ParseIP(*bind); ip == nil || !ip.IsLoopback() {
 		return cliexit.Usage("droplet-sim: --bind %q: want a loopback IP address", *bind)
 	}
@@ -168,6 +172,7 @@ func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
 		return fmt.Errorf("droplet %s is broken (%s on its disk)", s.info.DropletID, brokenFile)
 	}
 	defer s.stop()
+	dbURL := ""
 	if *pgURL = firstNonEmpty(*pgURL, e.Getenv("GENESIS_FLEET_PG_URL")); *pgURL != "" {
 		db, err := openDropletDB(ctx, *pgURL, firstNonEmpty(*pgBin, e.Getenv("GENESIS_FLEET_PG_BIN")), s.info.DropletID)
 		if err != nil {
@@ -186,10 +191,16 @@ func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
 			}
 		}
 		agentArgs = append(db.agentArgs(data), agentArgs...)
+		dbURL = db.url
 		go db.write(ctx, s.info.DropletID, log)
 		log.Info("n8n database", "droplet", s.info.DropletID, "database", "n8n_"+s.info.DropletID)
 	} else {
 		agentArgs = append([]string{"--backups=false"}, agentArgs...)
+	}
+	if *n8nRuntime == "compose" {
+		if s.compose, err = newComposeN8N(*disk, dbURL); err != nil {
+			return err
+		}
 	}
 	if err := s.start(ctx, *disk, *caddyBin, *agentBin, agentArgs); err != nil {
 		log.Error("droplet start failed", "err", err)
@@ -206,8 +217,9 @@ type dropletSim struct {
 	pidLog string
 	info   dropletInfo
 
-	n8n   *http.Server
-	caddy *child
+	n8n     *http.Server
+	compose *composeN8N // with --n8n-runtime compose, instead of n8n
+	caddy   *child
 	// agent supervises genesis-agent; agentDone closes when it stopped
 	// restarting it (agentErr is why).
 	agent     *supervise.Supervisor
@@ -226,20 +238,31 @@ type child struct {
 
 func (s *dropletSim) start(ctx context.Context, disk, caddyBin, agentBin string, agentArgs []string) error {
 	state := filepath.Join(disk, "genesis-agent")
-	// The emulator below starts empty: the agent must not use the login and
-	// ids it recorded for an earlier boot's n8n.
-	if err := converge.Forget(state); err != nil {
-		return err
+	n8nArgs, agentEnv := []string{"--n8n-runtime", "none"}, os.Environ()
+	if s.compose != nil {
+		// n8n keeps its state in its database: the agent's records stay.
+		if err := s.compose.compose(ctx, "up", "-d", "n8n"); err != nil {
+			return err
+		}
+		s.info.N8NURL = s.compose.url
+		n8nArgs, agentEnv = s.compose.agentArgs(), s.compose.env
+		s.log.Info("n8n container started", "url", s.info.N8NURL, "compose_file", s.compose.file)
+	} else {
+		// The emulator below starts empty: the agent must not use the login and
+		// ids it recorded for an earlier boot's n8n.
+		if err := converge.Forget(state); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("n8n emulator listen: %w", err)
+		}
+		s.n8n = &http.Server{Handler: n8nemu.New(seedOf(s.info.DropletID)), ReadHeaderTimeout: 10 * time.Second}
+		go s.n8n.Serve(ln)
+		s.info.N8NURL = "http://" + ln.Addr().String()
+		s.log.Info("n8n emulator started", "url", s.info.N8NURL, "version", n8nemu.Version)
+		n8nArgs = append(n8nArgs, "--n8n-url", s.info.N8NURL)
 	}
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("n8n emulator listen: %w", err)
-	}
-	s.n8n = &http.Server{Handler: n8nemu.New(seedOf(s.info.DropletID)), ReadHeaderTimeout: 10 * time.Second}
-	go s.n8n.Serve(ln)
-	s.info.N8NURL = "http://" + ln.Addr().String()
-	s.log.Info("n8n emulator started", "url", s.info.N8NURL, "version", n8nemu.Version)
 
 	admin, err := freePortOn("127.0.0.1")
 	if err != nil {
@@ -281,11 +304,11 @@ func (s *dropletSim) start(ctx context.Context, disk, caddyBin, agentBin string,
 	}
 	s.log.Info("caddy started", "admin", s.info.CaddyAdmin, "pid", s.info.CaddyPID)
 
-	runArgs := append([]string{"run", "--insecure-http", "--converge=true", "--n8n-runtime", "none",
-		"--n8n-url", s.info.N8NURL, "--caddy-admin", s.info.CaddyAdmin, "--ask-listen", s.info.Ask,
+	runArgs := append([]string{"run", "--insecure-http", "--converge=true"}, n8nArgs...)
+	runArgs = append(append(runArgs, "--caddy-admin", s.info.CaddyAdmin, "--ask-listen", s.info.Ask,
 		"--caddy-bind", s.info.IP, "--caddy-http-port", strconv.Itoa(s.info.HTTPPort),
-		"--caddy-https-port", strconv.Itoa(s.info.HTTPSPort), "--caddy-internal-tls", "--state-dir", state}, agentArgs...)
-	if err := s.superviseAgent(disk, agentBin, runArgs); err != nil {
+		"--caddy-https-port", strconv.Itoa(s.info.HTTPSPort), "--caddy-internal-tls", "--state-dir", state), agentArgs...)
+	if err := s.superviseAgent(disk, agentBin, runArgs, agentEnv); err != nil {
 		return err
 	}
 	s.log.Info("droplet up", "droplet", s.info.DropletID, "ip", s.info.IP, "https_port", s.info.HTTPSPort,
@@ -297,7 +320,7 @@ func (s *dropletSim) start(ctx context.Context, disk, caddyBin, agentBin string,
 // boot and runs DIR/agent/current under a supervisor: restarted after
 // every exit but a SIGKILL, each start's pid recorded in droplet-sim.json
 // (written first when the first agent starts).
-func (s *dropletSim) superviseAgent(disk, agentBin string, runArgs []string) error {
+func (s *dropletSim) superviseAgent(disk, agentBin string, runArgs, env []string) error {
 	root := filepath.Join(disk, "agent")
 	if err := agent.Install(root, agentBin); err != nil {
 		return err
@@ -307,7 +330,7 @@ func (s *dropletSim) superviseAgent(disk, agentBin string, runArgs []string) err
 	started := make(chan error, 1)
 	var mu sync.Mutex
 	s.agent = supervise.New(supervise.Config{
-		Path: filepath.Join(root, "current"), Args: runArgs, Env: os.Environ(), Stdout: s.stderr, Stderr: s.stderr,
+		Path: filepath.Join(root, "current"), Args: runArgs, Env: env, Stdout: s.stderr, Stderr: s.stderr,
 		Delay: time.Second, Grace: s.grace, Attr: childAttr, Logger: s.log,
 		RestartIf: func(err error) bool {
 			var ee *exec.ExitError
@@ -385,6 +408,11 @@ func (s *dropletSim) stop() {
 	}
 	if s.caddy != nil {
 		procgroup.Stop(s.caddy.cmd, s.caddy.done, s.grace)
+	}
+	if s.compose != nil {
+		if err := s.compose.stop(); err != nil {
+			s.log.Warn("stop n8n container", "err", err)
+		}
 	}
 	if s.n8n != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)

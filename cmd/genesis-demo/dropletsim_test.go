@@ -31,12 +31,7 @@ import (
 // records of an earlier n8n are dropped, killing the agent leaves the
 // droplet up, and SIGTERM stops every process it started.
 func TestDropletSim(t *testing.T) {
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", ".", "../genesis-agent")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	caddyBin := buildCaddy(t)
+	bin, caddyBin := buildDroplet(t)
 
 	// A reconciler that is not ready: the agent retries its enrollment.
 	var enrolls atomic.Int32
@@ -47,17 +42,8 @@ func TestDropletSim(t *testing.T) {
 		http.Error(w, "not yet", http.StatusServiceUnavailable)
 	}))
 	defer rec.Close()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := json.Marshal(schema.AgentConfig{ReconcilerURL: rec.URL, SigningKeys: []string{string(dsse.MarshalPublicKeyPEM(pub))},
-		Workspace: "ws-test", DropletName: "genesis-ws-test-1", Token: "one-time"})
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "agent.json")
-	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := agentConfigFile(t, rec.URL, dir)
 	disk := filepath.Join(dir, "disk")
 	state := filepath.Join(disk, "genesis-agent")
 	if err := os.MkdirAll(state, 0o700); err != nil {
@@ -213,4 +199,109 @@ func waitFor(t *testing.T, what string, logs *syncio.Buffer, cond func() bool) {
 			t.Fatalf("no %s after 30s; logs:\n%s", what, logs)
 		}
 	}
+}
+
+// TestDropletSimCompose: with --n8n-runtime compose the droplet's n8n is a
+// container of the docker emulator (DIR/bin/docker), the agent is told to
+// switch versions through it, its records of n8n are kept (n8n's state
+// lives in its database), and SIGTERM stops the container.
+func TestDropletSimCompose(t *testing.T) {
+	bin, caddyBin := buildDroplet(t)
+	rec := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "not yet", http.StatusServiceUnavailable)
+	}))
+	defer rec.Close()
+	dir := t.TempDir()
+	cfgPath := agentConfigFile(t, rec.URL, dir)
+	disk := filepath.Join(dir, "disk")
+	state := filepath.Join(disk, "genesis-agent")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "n8n.json"), []byte(`{"email":"a@b","password":"x"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(bin, "genesis-demo"), "droplet", "--caddy-bin", caddyBin, "--grace", "3s", "--n8n-runtime", "compose",
+		"--", "--heartbeat-interval", "1s", "--retry-max", "200ms", "--log-format", "json", "--backups=false")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GENESIS_AGENT_CONFIG=" + cfgPath,
+		"DOSIM_DROPLET_ID=43", "DOSIM_DROPLET_IP=127.1.200.8", "DOSIM_DISK_DIR=" + disk}
+	logs := &syncio.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	var info dropletInfo
+	waitFor(t, "droplet-sim.json", logs, func() bool {
+		data, err := os.ReadFile(filepath.Join(disk, dropletInfoFile))
+		if err != nil {
+			return false
+		}
+		info, err = parseDropletInfo(data)
+		return err == nil
+	})
+	waitFor(t, "the n8n container", logs, func() bool {
+		resp, err := http.Get(info.N8NURL + "/healthz/readiness")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if _, err := os.Stat(filepath.Join(state, "n8n.json")); err != nil {
+		t.Errorf("the agent's n8n login was dropped: %v", err)
+	}
+	if !strings.Contains(logs.String(), "--n8n-runtime") && !strings.Contains(logs.String(), `"msg":"n8n container started"`) {
+		t.Errorf("no container start logged:\n%s", logs)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("droplet-sim still runs 30s after SIGTERM:\n%s", logs)
+	}
+	if resp, err := http.Get(info.N8NURL + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Error("the n8n container still answers after the droplet stopped")
+	}
+}
+
+// buildDroplet builds genesis-demo and genesis-agent into a temporary
+// directory and returns it with a Caddy binary.
+func buildDroplet(t *testing.T) (bin, caddyBin string) {
+	t.Helper()
+	bin = t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", ".", "../genesis-agent")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin, buildCaddy(t)
+}
+
+// agentConfigFile writes an agent config for reconciler into dir and
+// returns its path.
+func agentConfigFile(t *testing.T, reconciler, dir string) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(schema.AgentConfig{ReconcilerURL: reconciler, SigningKeys: []string{string(dsse.MarshalPublicKeyPEM(pub))},
+		Workspace: "ws-test", DropletName: "genesis-ws-test-1", Token: "one-time"})
+	path := filepath.Join(dir, "agent.json")
+	if err := os.WriteFile(path, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

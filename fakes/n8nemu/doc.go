@@ -40,11 +40,17 @@
 // is 400 on create and 404 on GET /credentials/schema/{type}) and deleted;
 // listing and PATCH are 405. Creating a tag whose name exists is 409.
 // Listings page with limit (at most 250) and an opaque cursor, answering
-// {data, nextCursor}.
+// {data, nextCursor}. Production webhooks (/webhook/<path>) of active
+// workflows start their workflow (200 "Workflow was started", recorded as
+// an execution); an unknown one is 404 "The requested webhook ... is not
+// registered."
 //
 // # Test controls
 //
-// Everything lives in memory. SetMode switches between Ready, StartingUp and
+// Everything lives in memory; Export and Import move the state out and back
+// (fakes/dockersim keeps it in n8n's database). SetVersion sets the version
+// reported, FailWebhooks makes webhooks answer 500 (a broken release).
+// SetMode switches between Ready, StartingUp and
 // Down (every connection is closed without an answer, like a stopped
 // process). Calls counts requests by route pattern ("POST /api/v1/workflows")
 // so tests can assert that a re-apply made no writes; Workflow, Credential

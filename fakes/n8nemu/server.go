@@ -62,6 +62,8 @@ type Server struct {
 	tagOrder  []string
 
 	executions []*execution // oldest first
+	version    string       // reported in the settings (Version unless SetVersion)
+	hookFail   string       // when set, webhook calls answer 500 with it
 
 	listed []string // public API route patterns, see PublicRoutes
 }
@@ -88,6 +90,7 @@ func New(seed uint64) *Server {
 		creds:     map[string]*credential{},
 		workflows: map[string]*workflow{},
 		tags:      map[string]*tag{},
+		version:   Version,
 	}
 	s.routes()
 	return s
@@ -173,6 +176,8 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /api/v1/tags/{id}", s.public("tag:delete", s.deleteTag))
 
 	m.HandleFunc("GET /api/v1/executions", s.public("execution:list", s.listExecutions))
+
+	m.unlisted("/webhook/{path...}", s.webhook)
 
 	m.unlisted("/api/v1/", s.public("", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, message("not found"))
@@ -281,7 +286,7 @@ func (s *Server) settings(w http.ResponseWriter, r *http.Request) {
 			"userManagement": map[string]any{"authenticationMethod": "email", "showSetupOnFirstLoad": !ownerSet}}})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{"settingsMode": "authenticated", "versionCli": Version}})
+	writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{"settingsMode": "authenticated", "versionCli": s.versionOf()}})
 }
 
 // public wraps a public API handler with n8n's API key check. scope "" only

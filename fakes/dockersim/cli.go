@@ -1,0 +1,380 @@
+package dockersim
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// StopTimeout is how long stop waits after SIGTERM before SIGKILL
+// (compose's default).
+const StopTimeout = 10 * time.Second
+
+// projectRE is what compose accepts as a project name.
+var projectRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+
+// Main runs the docker CLI subset (see the package doc) with args (without
+// the program name) and environ (KEY=VALUE) and returns docker's exit
+// status.
+func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v // later entries win, like the kernel's getenv
+		}
+	}
+	c, err := parseArgs(args)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	state := env["DOCKERSIM_STATE"]
+	if state == "" {
+		fmt.Fprintln(stderr, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running? (dockersim: DOCKERSIM_STATE is not set)")
+		return 1
+	}
+	data, err := os.ReadFile(c.file)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	services, err := ParseCompose(data, lookup)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	svc, ok := services[c.service]
+	if !ok {
+		fmt.Fprintf(stderr, "no such service: %s\n", c.service)
+		return 1
+	}
+	e := &engine{dir: filepath.Join(state, c.project), name: c.project + "-" + c.service + "-1", service: c.service,
+		stderr: stderr, bin: env["DOCKERSIM_N8N_BIN"]}
+	unlock, err := e.lock()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer unlock()
+	switch c.verb {
+	case "up":
+		err = e.up(ctx, svc)
+	case "stop":
+		err = e.stop()
+	case "start":
+		err = e.start(svc)
+	case "ps":
+		err = e.ps(stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+type command struct {
+	project, file, verb, service string
+}
+
+// parseArgs accepts exactly: compose -p P -f F (up -d | stop | start) S.
+func parseArgs(args []string) (command, error) {
+	var c command
+	if len(args) == 0 || args[0] != "compose" {
+		return c, fmt.Errorf("dockersim: only \"docker compose\" is emulated, got %q", args)
+	}
+	rest := args[1:]
+	for len(rest) >= 2 && strings.HasPrefix(rest[0], "-") {
+		switch rest[0] {
+		case "-p", "--project-name":
+			c.project = rest[1]
+		case "-f", "--file":
+			c.file = rest[1]
+		default:
+			return c, fmt.Errorf("unknown flag: %s", rest[0])
+		}
+		rest = rest[2:]
+	}
+	if c.project == "" || c.file == "" {
+		return c, errors.New("dockersim: -p and -f are required")
+	}
+	if !projectRE.MatchString(c.project) {
+		return c, fmt.Errorf("invalid project name %q: must consist only of lowercase alphanumeric characters, hyphens, and underscores as well as start with a letter or number", c.project)
+	}
+	if len(rest) == 0 {
+		return c, errors.New("dockersim: no compose command")
+	}
+	c.verb, rest = rest[0], rest[1:]
+	switch c.verb {
+	case "up":
+		if len(rest) != 2 || rest[0] != "-d" {
+			return c, errors.New("dockersim: want up -d SERVICE")
+		}
+		rest = rest[1:]
+	case "stop", "start":
+		if len(rest) != 1 {
+			return c, fmt.Errorf("dockersim: want %s SERVICE", c.verb)
+		}
+	case "ps":
+		if len(rest) != 2 || rest[0] != "-q" {
+			return c, errors.New("dockersim: want ps -q SERVICE")
+		}
+		rest = rest[1:]
+	default:
+		return c, fmt.Errorf("unknown docker command: \"compose %s\"", c.verb)
+	}
+	c.service = rest[0]
+	if c.service == "" || strings.ContainsAny(c.service, "/\\.") {
+		return c, fmt.Errorf("no such service: %s", c.service)
+	}
+	return c, nil
+}
+
+// engine acts on one service's container.
+type engine struct {
+	dir, name, service string
+	bin                string
+	stderr             io.Writer
+}
+
+func (e *engine) recordPath() string { return filepath.Join(e.dir, e.service+".json") }
+
+func (e *engine) lock() (func(), error) {
+	if err := os.MkdirAll(e.dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(e.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// load returns the container's record (ok false: no container).
+func (e *engine) load() (record, bool, error) {
+	data, err := os.ReadFile(e.recordPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return record{}, false, nil
+	}
+	if err != nil {
+		return record{}, false, err
+	}
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return record{}, false, fmt.Errorf("container %s: %w", e.name, err)
+	}
+	if r.PID != 0 && !alive(r.PID) {
+		r.PID = 0 // exited by itself
+	}
+	return r, true, nil
+}
+
+func (e *engine) save(r record) error {
+	tmp := e.recordPath() + ".tmp"
+	if err := os.WriteFile(tmp, r.marshal(), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, e.recordPath())
+}
+
+func (e *engine) say(action string) { fmt.Fprintf(e.stderr, " Container %s  %s\n", e.name, action) }
+
+func (e *engine) up(_ context.Context, svc Service) error {
+	r, ok, err := e.load()
+	if err != nil {
+		return err
+	}
+	if ok && r.Hash == svc.hash() {
+		if r.PID != 0 {
+			e.say("Running")
+			return nil
+		}
+		return e.run(r, svc)
+	}
+	if ok {
+		e.say("Recreate")
+		if err := e.kill(&r); err != nil {
+			return err
+		}
+		if err := os.Remove(e.recordPath()); err != nil {
+			return err
+		}
+		e.say("Recreated")
+	} else {
+		e.say("Creating")
+		e.say("Created")
+	}
+	r = record{Name: e.name, Hash: svc.hash(), Image: svc.Image, Log: filepath.Join(e.dir, e.service+".log"),
+		Created: time.Now().UTC().Format(time.RFC3339Nano)}
+	return e.run(r, svc)
+}
+
+func (e *engine) start(svc Service) error {
+	r, ok, err := e.load()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("service %q has no container to start", e.service)
+	}
+	if r.PID != 0 {
+		return nil
+	}
+	// start runs the container as it was created, whatever the file says now.
+	_ = svc
+	return e.run(r, Service{})
+}
+
+func (e *engine) stop() error {
+	r, ok, err := e.load()
+	if err != nil || !ok {
+		return err
+	}
+	e.say("Stopping")
+	if err := e.kill(&r); err != nil {
+		return err
+	}
+	if err := e.save(r); err != nil {
+		return err
+	}
+	e.say("Stopped")
+	return nil
+}
+
+// ps prints the id of the running container (nothing when none runs).
+func (e *engine) ps(stdout io.Writer) error {
+	r, ok, err := e.load()
+	if err != nil || !ok || r.PID == 0 {
+		return err
+	}
+	sum := sha256.Sum256([]byte(r.Name + "\x00" + r.Created))
+	fmt.Fprintln(stdout, hex.EncodeToString(sum[:]))
+	return nil
+}
+
+// kill stops r's process: SIGTERM, SIGKILL after StopTimeout.
+func (e *engine) kill(r *record) error {
+	if r.PID == 0 {
+		return nil
+	}
+	_ = syscall.Kill(r.PID, syscall.SIGTERM)
+	deadline := time.Now().Add(StopTimeout)
+	for alive(r.PID) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(r.PID, syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.PID = 0
+	return nil
+}
+
+// run starts r's container process. env is the service's environment for
+// a new container; a container started again keeps the one it was
+// created with (kept in its env file).
+func (e *engine) run(r record, svc Service) error {
+	envFile := filepath.Join(e.dir, e.service+".env.json")
+	var env map[string]string
+	if svc.Environment != nil || svc.Image != "" {
+		data, _ := json.Marshal(svc.Environment)
+		if err := os.WriteFile(envFile, data, 0o600); err != nil {
+			return err
+		}
+		env = svc.Environment
+	} else {
+		data, err := os.ReadFile(envFile)
+		if err != nil {
+			return fmt.Errorf("container %s: %w", e.name, err)
+		}
+		if err := json.Unmarshal(data, &env); err != nil {
+			return fmt.Errorf("container %s: %w", e.name, err)
+		}
+	}
+	if !strings.Contains(r.Image, "n8nio/n8n:") {
+		return fmt.Errorf("Error response from daemon: dockersim runs only n8n images, not %q", r.Image)
+	}
+	bin := e.bin
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		bin = exe
+	}
+	logf, err := os.OpenFile(r.Log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "n8n-container")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DOCKERSIM_IMAGE=" + r.Image, "DOCKERSIM_RECORD=" + e.recordPath()}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	e.say("Starting")
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("Error response from daemon: %w", err)
+	}
+	r.PID = cmd.Process.Pid
+	_ = cmd.Process.Release()
+	if err := e.save(r); err != nil {
+		return err
+	}
+	e.say("Started")
+	return nil
+}
+
+// alive reports whether pid is a live (not zombie) process.
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true // no /proc: trust kill
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	if i := strings.LastIndexByte(string(data), ')'); i >= 0 && i+2 < len(data) {
+		return data[i+2] != 'Z'
+	}
+	return true
+}
+
+// AsChild runs this process as what the emulator started it as, if it was:
+// the docker CLI when $DOCKERSIM_TEST_AS is "docker" (a test binary
+// standing in for docker), or an n8n container when the first argument is
+// "n8n-container". It returns false for any other process. Test binaries
+// call it first thing in TestMain.
+func AsChild() (exitCode int, ok bool) {
+	switch {
+	case os.Getenv("DOCKERSIM_TEST_AS") == "docker":
+		return Main(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr), true
+	case len(os.Args) > 1 && os.Args[1] == "n8n-container":
+		if err := RunContainer(context.Background(), os.Getenv, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1, true
+		}
+		return 0, true
+	}
+	return 0, false
+}
