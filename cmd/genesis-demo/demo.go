@@ -231,11 +231,20 @@ func (d *demo) up(ctx context.Context) error {
 	bootCmd := fmt.Sprintf("exec %s droplet --caddy-bin %s --agent-bin %s --pid-log %s -- --heartbeat-interval %s --poll-wait 20s --log-format json --backup-first-within 2s",
 		shellQuote(filepath.Join(d.bin, "genesis-demo")), shellQuote(d.caddy), shellQuote(filepath.Join(d.bin, "genesis-agent")),
 		shellQuote(d.pidLog()), d.heartbeat)
+	if d.weed != "" {
+		// With backups, n8n runs the way it does on a droplet: through
+		// docker compose (the docker emulator), so the agent switches its
+		// version with a backup, a verification and an undo.
+		bootCmd = strings.Replace(bootCmd, " -- ", " --n8n-runtime compose -- ", 1)
+	}
 	d.repo = filepath.Join(d.work, "state")
 	if err := copyTree(d.stateSrc, d.repo); err != nil {
 		return err
 	}
 	if err := demoWatchdog(filepath.Join(d.repo, "genesis.yaml")); err != nil {
+		return err
+	}
+	if err := demoRolloutTimes(filepath.Join(d.repo, "genesis.yaml")); err != nil {
 		return err
 	}
 	if err := d.git("init", "-q", "-b", "main"); err != nil {
@@ -359,6 +368,7 @@ func (d *demo) story(ctx context.Context) error {
 			run: func(ctx context.Context) (string, error) { return d.silence(ctx, victim) }},
 	}
 	if d.local.Backup != nil {
+		steps = append(steps, d.rolloutSteps()...)
 		steps = append(steps, storyStep{title: "break the droplet of " + running[0] + " for good (the watchdog rebuilds it from its newest backup; the dead one is snapshotted before it goes)",
 			run: func(ctx context.Context) (string, error) { return d.rebuildFromBackup(ctx, running[0]) }})
 	}
