@@ -100,6 +100,7 @@ bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run 
 	set -o pipefail; $(GO) test -run '^$$' -bench 'ColdLoad/tenants=15000|RawYAMLDecode/tenants=15000' -benchtime 1x ./tenants/ | tee -a $(BENCH_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'Provision1000/boot=0s' -benchtime 1x ./reconciler/cloud/ | tee -a $(BENCH_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'TakeRestore' -benchtime 3x ./agent/backup/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'Rollout15000' -benchtime 1x ./reconciler/rollouts/ | tee -a $(BENCH_OUT)
 	$(LOAD) gobench --input $(BENCH_OUT) $(LOAD_FLAGS)
 	$(LOAD) http304 --agents 100 --connections 64 --duration 5s $(LOAD_FLAGS)
 	$(LOAD) heartbeat --agents 10000 --speedup 120 --duration 20s --credentials 1 --connections 128 $(LOAD_FLAGS)

@@ -55,7 +55,14 @@ func (c *Compose) Current(ctx context.Context) (string, error) {
 		if c.Running == nil {
 			return "", nil
 		}
-		return c.Running(ctx)
+		// A new droplet starts n8n only at its first manifest's version
+		// (cloud-init brings up Postgres and Caddy): n8n not answering
+		// before the first switch means it never ran.
+		v, err := c.Running(ctx)
+		if err != nil {
+			return "", nil
+		}
+		return v, nil
 	}
 	if err != nil {
 		return "", err

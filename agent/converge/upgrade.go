@@ -102,7 +102,11 @@ func (c *Converger) version(ctx context.Context, m *schema.Manifest) error {
 			return c.reject(ctx, m, fmt.Sprintf("downgrade from %s refused: n8n cannot run an older version on a database a newer one migrated, and no backup taken before the upgrade from %s is kept", cur, want))
 		}
 	}
-	if c.cfg.BeforeUpgrade != nil {
+	// cur "": n8n never ran on this droplet (a new droplet starts it at
+	// its first manifest's version): there is nothing to back up yet (a
+	// rebuilt droplet's restored data is the backup it came from).
+	first := cur == ""
+	if c.cfg.BeforeUpgrade != nil && !first {
 		if err := c.cfg.BeforeUpgrade(ctx, cur, want); err != nil {
 			return fmt.Errorf("n8n version %s: before the upgrade from %s: %w", want, cur, err)
 		}
@@ -115,7 +119,7 @@ func (c *Converger) version(ctx context.Context, m *schema.Manifest) error {
 		}
 	}
 	p = pendingUpgrade{From: cur, To: want, Started: c.now()}
-	if c.cfg.Backups != nil {
+	if c.cfg.Backups != nil && !first {
 		b, err := c.cfg.Backups.Take(ctx, cur, want)
 		if err != nil {
 			return fmt.Errorf("n8n version %s: back up before the switch: %w", want, err)

@@ -241,8 +241,13 @@ func (s *dropletSim) start(ctx context.Context, disk, caddyBin, agentBin string,
 	n8nArgs, agentEnv := []string{"--n8n-runtime", "none"}, os.Environ()
 	if s.compose != nil {
 		// n8n keeps its state in its database: the agent's records stay.
-		if err := s.compose.compose(ctx, "up", "-d", "n8n"); err != nil {
-			return err
+		// Like cloud-init, a new droplet leaves n8n to the agent, which
+		// starts it at its first manifest's version; a rebooted one runs
+		// the version its agent committed.
+		if _, err := os.Stat(filepath.Join(state, "n8n-version")); err == nil {
+			if err := s.compose.compose(ctx, "up", "-d", "n8n"); err != nil {
+				return err
+			}
 		}
 		s.info.N8NURL = s.compose.url
 		n8nArgs, agentEnv = s.compose.agentArgs(), s.compose.env

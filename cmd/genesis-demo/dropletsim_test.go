@@ -221,6 +221,12 @@ func TestDropletSimCompose(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(state, "n8n.json"), []byte(`{"email":"a@b","password":"x"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A droplet whose agent committed a version (a reboot): droplet-sim
+	// starts n8n at it, as docker's restart policy would. A new droplet
+	// (no version yet) leaves n8n to the agent's first manifest.
+	if err := os.WriteFile(filepath.Join(state, "n8n-version"), []byte("1.123.81\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(filepath.Join(bin, "genesis-demo"), "droplet", "--caddy-bin", caddyBin, "--grace", "3s", "--n8n-runtime", "compose",
 		"--", "--heartbeat-interval", "1s", "--retry-max", "200ms", "--log-format", "json", "--backups=false")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GENESIS_AGENT_CONFIG=" + cfgPath,

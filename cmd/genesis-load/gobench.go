@@ -137,6 +137,22 @@ func goBenchReport(b map[string]map[string]float64) *report {
 			Goal: "zero 429s at ≥ 90% of the bound", Verdict: verdict(rr >= 0.9 && n429 == 0),
 			Note: fmt.Sprintf("%v 429s; `go test -run '^$' -bench 'Provision1000/boot=%s' -benchtime 1x ./reconciler/cloud/`", n429, boot)})
 	}
+	if x, ok := get("Rollout15000", "x-bound"); ok {
+		sim, _ := get("Rollout15000", "sim-min")
+		bound, _ := get("Rollout15000", "bound-min")
+		step, _ := get("Rollout15000", "ms/step")
+		rep.add(figure{Measure: "rollout of a fleet-wide change to 15,000 tenants (1% canary, 10%, rest; bake 5 min; 30 s per droplet; simulated time)", Value: sim, Unit: "min",
+			Baseline: "the policy's lower bound (rollout.LowerBound)", BaselineValue: bound, Ratio: x,
+			Goal: "≤ 1.2× the bound", Verdict: verdict(x <= 1.2),
+			Note: fmt.Sprintf("%.0f ms of real time per step over the fleet; `go test -run '^$' -bench Rollout15000 -benchtime 1x ./reconciler/rollouts/`", step)})
+		affected, _ := get("Rollout15000", "affected")
+		budget, _ := get("Rollout15000", "canary-budget")
+		pause, _ := get("Rollout15000", "sim-s-to-pause")
+		rep.add(figure{Measure: "a version failing on every droplet: droplets that got it before the pause", Value: affected, Unit: "droplets",
+			Baseline: "the canary's failure budget + 1 (a breach needs one more failure than the budget)", BaselineValue: budget + 1,
+			Ratio: affected / (budget + 1), Goal: "≤ budget + 1", Verdict: verdict(affected <= budget+1),
+			Note: fmt.Sprintf("paused %.0f s (simulated) after the change, droplets failing 30 s after their manifest; same benchmark", pause)})
+	}
 	if p99, ok := get("CommitToApplied", "p99-ms"); ok {
 		render, _ := get("CommitToApplied", "render-s")
 		p50, _ := get("CommitToApplied", "p50-ms")
