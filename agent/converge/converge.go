@@ -158,6 +158,9 @@ func (c *Converger) Apply(ctx context.Context, m *schema.Manifest, credentials m
 	if err := c.startAfterHibernation(ctx); err != nil {
 		return err
 	}
+	if err := c.firstStart(ctx, m); err != nil {
+		return &StepError{Step: StepVersion, Err: err}
+	}
 	api, err := c.bootstrap(ctx)
 	if err != nil {
 		return &StepError{Step: StepBootstrap, Err: err}

@@ -57,6 +57,27 @@ func (e *RejectedError) Error() string {
 		e.Rejection.Target, e.Rejection.At.UTC().Format(time.RFC3339), e.Rejection.Reason)
 }
 
+// firstStart starts n8n on a new droplet at the manifest's version: it
+// never ran (cloud-init leaves n8n to the agent, so its database is first
+// migrated by the version the tenant runs), and everything else of the
+// manifest needs it. There is nothing to back up or verify yet (the
+// workflows are created next); a failure is an apply error, tried again.
+func (c *Converger) firstStart(ctx context.Context, m *schema.Manifest) error {
+	if c.cfg.Runtime == nil || m.N8N.Version == "" {
+		return nil
+	}
+	cur, err := c.cfg.Runtime.Current(ctx)
+	if err != nil || cur != "" {
+		return err
+	}
+	c.log.InfoContext(ctx, "starting n8n for the first time", "version", m.N8N.Version)
+	c.forgetVersion()
+	if err := c.cfg.Runtime.SwitchTo(ctx, m.N8N.Version); err != nil {
+		return fmt.Errorf("start n8n %s: %w", m.N8N.Version, err)
+	}
+	return c.cfg.Runtime.Commit(ctx, m.N8N.Version)
+}
+
 // version moves n8n to the manifest's version: see the package doc, "n8n
 // upgrades".
 func (c *Converger) version(ctx context.Context, m *schema.Manifest) error {

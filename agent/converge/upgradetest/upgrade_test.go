@@ -59,7 +59,11 @@ type droplet struct {
 	ups []string // N8N_VERSION of every docker compose up
 }
 
-func newDroplet(t *testing.T) *droplet {
+func newDroplet(t *testing.T) *droplet { return newDropletAt(t, "1.123.81") }
+
+// newDropletAt is a droplet whose n8n booted at boot ("": a new droplet,
+// n8n not started: the agent starts it at its first manifest's version).
+func newDropletAt(t *testing.T, boot string) *droplet {
 	t.Helper()
 	d := &droplet{t: t, db: pgtest.New(t), dir: t.TempDir()}
 	u, err := url.Parse(d.db)
@@ -139,15 +143,45 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The droplet boots with n8n at the compose file's default.
+	if boot == "" {
+		return d
+	}
 	ctx := context.Background()
-	if err := d.rt.SwitchTo(ctx, "1.123.81"); err != nil {
+	if err := d.rt.SwitchTo(ctx, boot); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.rt.Commit(ctx, "1.123.81"); err != nil {
+	if err := d.rt.Commit(ctx, boot); err != nil {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestFirstStartAtManifestVersion: on a new droplet n8n first starts at
+// the first manifest's version, even one older than the compose file's
+// default (a tenant pinning an older release), with nothing to back up.
+func TestFirstStartAtManifestVersion(t *testing.T) {
+	d := newDropletAt(t, "")
+	if got := d.current(); got != "" {
+		t.Fatalf("before the first manifest current = %q, want none", got)
+	}
+	if err := d.apply(manifest(1, "1.122.5")); err != nil {
+		t.Fatalf("first apply: %v", err)
+	}
+	if d.current() != "1.122.5" || d.running() != "1.122.5" {
+		t.Errorf("current %q, running %q; want 1.122.5", d.current(), d.running())
+	}
+	if m := d.migrations(); fmt.Sprint(m) != "[1.122.5]" {
+		t.Errorf("migrations = %v, want only 1.122.5's", m)
+	}
+	if n := d.upCount(); n != 1 {
+		t.Errorf("%d compose ups, want 1", n)
+	}
+	if _, ok, err := d.backups.Before(""); ok || err != nil {
+		t.Errorf("a backup was taken of a database n8n never ran on: %v %v", ok, err)
+	}
+	if l := d.rej.List(); l != nil {
+		t.Errorf("rejections: %+v", l)
+	}
 }
 
 // hookWorkflow is a managed workflow with a webhook trigger.
