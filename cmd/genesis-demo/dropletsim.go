@@ -172,7 +172,6 @@ func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
 		return fmt.Errorf("droplet %s is broken (%s on its disk)", s.info.DropletID, brokenFile)
 	}
 	defer s.stop()
-	dbURL := ""
 	if *pgURL = firstNonEmpty(*pgURL, e.Getenv("GENESIS_FLEET_PG_URL")); *pgURL != "" {
 		db, err := openDropletDB(ctx, *pgURL, firstNonEmpty(*pgBin, e.Getenv("GENESIS_FLEET_PG_BIN")), s.info.DropletID)
 		if err != nil {
@@ -191,14 +190,18 @@ func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
 			}
 		}
 		agentArgs = append(db.agentArgs(data), agentArgs...)
-		dbURL = db.url
 		go db.write(ctx, s.info.DropletID, log)
 		log.Info("n8n database", "droplet", s.info.DropletID, "database", "n8n_"+s.info.DropletID)
 	} else {
 		agentArgs = append([]string{"--backups=false"}, agentArgs...)
 	}
 	if *n8nRuntime == "compose" {
-		if s.compose, err = newComposeN8N(*disk, dbURL); err != nil {
+		// n8n's state is a file in its data directory on the droplet's
+		// disk (not the droplet's database, which droplet-sim's writer
+		// owns): a snapshot carries it to the woken droplet, as the
+		// Postgres volume does on a real droplet, and the agent's
+		// backups (database and data directory) cover it.
+		if s.compose, err = newComposeN8N(*disk, ""); err != nil {
 			return err
 		}
 	}

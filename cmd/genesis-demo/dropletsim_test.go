@@ -62,35 +62,8 @@ func TestDropletSim(t *testing.T) {
 		"--", "--heartbeat-interval", "1s", "--retry-max", "200ms", "--log-format", "json")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GENESIS_AGENT_CONFIG=" + cfgPath,
 		"DOSIM_DROPLET_ID=42", "DOSIM_DROPLET_IP=127.1.200.7", "DOSIM_DISK_DIR=" + disk}
-	logs := &syncio.Buffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	defer func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
-
-	var info dropletInfo
-	waitFor(t, "droplet-sim.json", logs, func() bool {
-		data, err := os.ReadFile(filepath.Join(disk, dropletInfoFile))
-		if err != nil {
-			return false
-		}
-		info, err = parseDropletInfo(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return true
-	})
+	d := startDroplet(t, cmd, disk)
+	logs, exited, info := d.logs, d.exited, d.info
 	if info.DropletID != "42" || info.IP != "127.1.200.7" || info.PID != cmd.Process.Pid {
 		t.Errorf("droplet-sim.json: %+v", info)
 	}
@@ -142,8 +115,8 @@ func TestDropletSim(t *testing.T) {
 	}
 	select {
 	case <-exited:
-		if waitErr != nil {
-			t.Errorf("droplet-sim after SIGTERM: %v\n%s", waitErr, logs)
+		if d.err != nil {
+			t.Errorf("droplet-sim after SIGTERM: %v\n%s", d.err, logs)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatalf("droplet-sim still runs 20s after SIGTERM:\n%s", logs)
@@ -231,30 +204,8 @@ func TestDropletSimCompose(t *testing.T) {
 		"--", "--heartbeat-interval", "1s", "--retry-max", "200ms", "--log-format", "json", "--backups=false")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GENESIS_AGENT_CONFIG=" + cfgPath,
 		"DOSIM_DROPLET_ID=43", "DOSIM_DROPLET_IP=127.1.200.8", "DOSIM_DISK_DIR=" + disk}
-	logs := &syncio.Buffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	defer func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	var info dropletInfo
-	waitFor(t, "droplet-sim.json", logs, func() bool {
-		data, err := os.ReadFile(filepath.Join(disk, dropletInfoFile))
-		if err != nil {
-			return false
-		}
-		info, err = parseDropletInfo(data)
-		return err == nil
-	})
+	d := startDroplet(t, cmd, disk)
+	logs, exited, info := d.logs, d.exited, d.info
 	waitFor(t, "the n8n container", logs, func() bool {
 		resp, err := http.Get(info.N8NURL + "/healthz/readiness")
 		if err != nil {
@@ -281,6 +232,46 @@ func TestDropletSimCompose(t *testing.T) {
 		resp.Body.Close()
 		t.Error("the n8n container still answers after the droplet stopped")
 	}
+}
+
+// runningDroplet is a started droplet-sim: its output, its exit (err is
+// set when exited closes) and its droplet-sim.json.
+type runningDroplet struct {
+	logs   *syncio.Buffer
+	exited chan struct{}
+	err    error
+	info   dropletInfo
+}
+
+// startDroplet starts cmd (a droplet-sim on disk), kills it when the test
+// ends if it still runs, and waits for its droplet-sim.json.
+func startDroplet(t *testing.T, cmd *exec.Cmd, disk string) *runningDroplet {
+	t.Helper()
+	d := &runningDroplet{logs: &syncio.Buffer{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = d.logs, d.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.err = cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-d.exited:
+		default:
+			cmd.Process.Kill()
+			<-d.exited
+		}
+	})
+	waitFor(t, "droplet-sim.json", d.logs, func() bool {
+		data, err := os.ReadFile(filepath.Join(disk, dropletInfoFile))
+		if err != nil {
+			return false
+		}
+		if d.info, err = parseDropletInfo(data); err != nil {
+			t.Fatal(err)
+		}
+		return true
+	})
+	return d
 }
 
 // buildDroplet builds genesis-demo and genesis-agent into a temporary
