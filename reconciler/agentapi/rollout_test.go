@@ -375,3 +375,43 @@ func TestRolloutFencedAfterLeaderChange(t *testing.T) {
 		t.Fatalf("the leader's step: %+v", r)
 	}
 }
+
+// TestRolloutAgentPin: a new spec.defaults.agent is a rollout like an n8n
+// version: the canary's manifest names the build (signed with the rest),
+// the others' do not until their wave; an agent whose watcher rolled the
+// build back (a rejection of part agent) fails the canary.
+func TestRolloutAgentPin(t *testing.T) {
+	rf := newRolloutFleet(t, 10, canaryPolicy(schema.OnFailurePause))
+	pin := &schema.AgentRelease{Version: "1.5.0", SHA256: strings.Repeat("ab", 32), URL: "https://releases.example.com/genesis-agent-1.5.0"}
+	rf.setFleet(commitB, func(f *schema.Fleet) { f.Spec.Defaults.Agent = pin })
+	rf.step()
+	rf.sweep()
+	var canary string
+	for ws, a := range rf.agents {
+		m, _ := rf.manifest(a)
+		if m.Agent != nil {
+			if canary != "" || *m.Agent != (schema.AgentPin{Version: pin.Version, SHA256: pin.SHA256, URL: pin.URL}) {
+				t.Fatalf("%s got %+v (canary so far %q)", ws, m.Agent, canary)
+			}
+			canary = ws
+		}
+	}
+	if canary == "" {
+		t.Fatal("no tenant got the agent pin")
+	}
+	m := rf.applyLatest(canary)
+	rf.step()
+	rf.seq[canary]++
+	h := hb(canary, rf.ids[canary], rf.seq[canary], m.Version, true)
+	h.Rejected = []schema.Rejection{{Version: m.Version, Part: schema.RejectAgent, Target: "1.5.0", Reason: "agent 1.5.0 sent no healthy heartbeat within 3m0s; rolled back", At: time.Now().UTC()}}
+	if code := rf.beat(rf.agents[canary].cred, h); code >= 300 {
+		t.Fatalf("heartbeat: %d", code)
+	}
+	poll.Until(t, "the rejection recorded", func() bool {
+		return rf.count(`SELECT count(*) FROM fleet_status WHERE workspace = $1 AND heartbeat ? 'rejected'`, canary) == 1
+	})
+	rf.step()
+	if r := rf.latest(); r.State != rollout.Paused || !strings.Contains(r.Reason, "agent 1.5.0") {
+		t.Fatalf("rollout %s %q, want paused by the agent's rollback", r.State, r.Reason)
+	}
+}

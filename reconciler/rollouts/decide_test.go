@@ -112,6 +112,13 @@ func TestDecide(t *testing.T) {
 				t.Fatalf("state %s failed %v", d.State, d.Failed)
 			}
 		}},
+		{"a rejection after applying fails (an agent build rolled back by its watcher)", wave(1, 0, time.Hour), members(1, func(i int, m *store.MemberStatus) {
+			m.Released, m.Applied, m.Rejected = ago(time.Hour), ago(time.Minute), "agent 1.5.0: no healthy heartbeat within 3m0s"
+		}), func(t *testing.T, d Decision) {
+			if d.State != rollout.Paused || !strings.Contains(d.Failed["ws-0"], "after applying it: agent 1.5.0") {
+				t.Fatalf("state %s failed %v", d.State, d.Failed)
+			}
+		}},
 		{"not running is skipped", wave(1, 0, 0), members(1, func(i int, m *store.MemberStatus) {
 			m.Released, m.State = ago(time.Minute), "HIBERNATED"
 		}), func(t *testing.T, d Decision) {

@@ -359,7 +359,13 @@ func Decide(r store.Rollout, ms []store.MemberStatus, windows []schema.Maintenan
 		case m.Released == nil:
 			waiting = append(waiting, m.Workspace)
 		case m.Applied != nil:
-			if !m.Skipped && slices.Contains(unhealthy, m.State) {
+			switch {
+			case m.Skipped:
+			case m.Rejected != "":
+				// An agent build that failed after the manifest was
+				// applied: its watcher rolled it back.
+				fail(m.Workspace, "the agent rejected the change after applying it: "+m.Rejected)
+			case slices.Contains(unhealthy, m.State):
 				fail(m.Workspace, "unhealthy after applying the change: "+m.State)
 			}
 		case m.Rejected != "":
