@@ -13,7 +13,9 @@
 -- the manifest it reports applied carries the rollout's target digest.
 CREATE TABLE rollout_inputs (
 	digest     text PRIMARY KEY CHECK (digest ~ '^[0-9a-f]{64}$'),
-	body       jsonb NOT NULL CHECK (jsonb_typeof(body) = 'object'),
+	-- The canonical JSON exactly as hashed (not jsonb, which would
+	-- reorder it: a render from it must match one from git byte for byte).
+	body       bytea NOT NULL CHECK (octet_length(body) > 0),
 	created_at timestamptz NOT NULL DEFAULT now()
 );
 

@@ -75,6 +75,12 @@ func TestDemoOnce(t *testing.T) {
 		"ws-acme", "$60.00", // the declared fleet and its cost
 		"all 5 running tenants ACTIVE_HEALTHY",
 		"step 1 done", "step 2 done", "step 3 done", "step 4 done", "step 5 done", "step 6 done", "step 7 done", "step 8 done", "step 9 done",
+		"step 10 done", "step 11 done",
+		// A broken n8n release stopped at the canary and undone there,
+		// then the fix through every wave.
+		"paused: wave canary: 1 of 1 droplets failed (budget 0): ", "the agent rejected the change: n8n 1.123.82-broken",
+		"is back on n8n 1.123.81 with its database restored; the other 2 waves released nobody",
+		"n8n 1.123.81 -> 1.123.82", "every running droplet reports n8n 1.123.82",
 		// Backups: declared, taken, and a broken droplet rebuilt from one.
 		"backups declared (genesis.yaml spec.backup)", "its n8n database had", "rebuilt as genesis-ws-", "the new droplet restored backup b-",
 		"was retired: stopped, snapshotted",

@@ -216,6 +216,12 @@ func TestRolloutStopsAtCanary(t *testing.T) {
 			t.Errorf("%s outside the canary received %v", ws, vs)
 		}
 	}
+	// Outside the canary nothing was issued at all: a render from the
+	// stored baseline is byte for byte the one from git (no workflow
+	// churn on 9 droplets for a change they do not get yet).
+	if n := rf.count(`SELECT count(*) FROM manifests WHERE workspace <> $1`, canary); n != 9 {
+		t.Errorf("%d manifests outside the canary, want their 9 first ones only", n)
+	}
 	// The API shows it and a person aborts it: the canary gets the
 	// version it had.
 	apiSrv := httptest.NewServer(fleetapi.Handler(fleetapi.HandlerConfig{Store: rf.st}))
@@ -266,7 +272,12 @@ func TestRolloutStopsAtCanary(t *testing.T) {
 // canary bakes before the rest starts, at most maxUnavailable change at
 // once, and the rollout ends done with every tenant on the new version.
 func TestRolloutWavesAndBake(t *testing.T) {
-	rf := newRolloutFleet(t, 10, canaryPolicy(schema.OnFailurePause))
+	rf := newRolloutFleet(t, 11, canaryPolicy(schema.OnFailurePause))
+	// ws-10 pins its own n8n: the change does not affect it, so it is no
+	// canary and takes no place in a wave.
+	rf.setTenant("ws-10", "blob-10-pinned", tenantSpec{n8n: "1.122.5"})
+	rf.sweep()
+	rf.applyLatest("ws-10")
 	rf.setFleet(commitB, func(f *schema.Fleet) { f.Spec.Defaults.N8NVersion = "1.124.0" })
 	rf.step()
 	rf.sweep()
@@ -288,7 +299,7 @@ func TestRolloutWavesAndBake(t *testing.T) {
 	rf.step()
 	rf.sweep()
 	if got := onNew(); len(got) != 1 {
-		t.Fatalf("during the canary's bake %d tenants have the new version", len(got))
+		t.Fatalf("during the canary's bake %d tenants have the new version: %v (canary %v)", len(got), got, canary)
 	}
 	if r := rf.latest(); r.BakingSince == nil || r.Wave != 0 {
 		t.Fatalf("rollout = %+v, want wave 0 baking", r)
@@ -314,8 +325,12 @@ func TestRolloutWavesAndBake(t *testing.T) {
 	for range 3 {
 		rf.step()
 	}
-	if r := rf.latest(); r.State != rollout.Done {
+	r := rf.latest()
+	if r.State != rollout.Done {
 		t.Fatalf("rollout = %s (%s), want done", r.State, r.Reason)
+	}
+	if r.Waves[0].Size+r.Waves[1].Size != 10 {
+		t.Errorf("waves %+v: want the 10 affected tenants, not the pinned one", r.Waves)
 	}
 	// The running version the agents report is in fleet_status.
 	if n := rf.count(`SELECT count(*) FROM fleet_status WHERE n8n_version = '1.124.0'`); n != 10 {

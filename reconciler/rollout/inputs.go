@@ -110,3 +110,30 @@ func (in *Inputs) N8NFor(t *schema.Tenant) string {
 	}
 	return in.N8NVersion
 }
+
+// Affects reports whether moving tenant t from inputs a to b changes its
+// manifest: its n8n version (unless it pins its own), the agent build, or
+// a template one of its workflows uses. A tenant the change does not
+// affect is no canary: it proves nothing about the change.
+func Affects(a, b *Inputs, t *schema.Tenant) bool {
+	if a.N8NFor(t) != b.N8NFor(t) {
+		return true
+	}
+	switch {
+	case (a.Agent == nil) != (b.Agent == nil):
+		return true
+	case a.Agent != nil && *a.Agent != *b.Agent:
+		return true
+	}
+	if t == nil {
+		return false
+	}
+	for _, w := range t.Spec.Workflows {
+		x, inA := a.Templates[w.Template]
+		y, inB := b.Templates[w.Template]
+		if inA != inB || !bytes.Equal(x, y) {
+			return true
+		}
+	}
+	return false
+}

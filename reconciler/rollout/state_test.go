@@ -1,6 +1,8 @@
 package rollout
 
 import (
+	"encoding/json"
+	"maps"
 	"testing"
 	"time"
 
@@ -69,5 +71,34 @@ func TestInWindow(t *testing.T) {
 	}
 	if !InWindow(nil, time.UTC, sat2130) {
 		t.Error("no windows: always")
+	}
+}
+
+func TestAffects(t *testing.T) {
+	base := &Inputs{N8NVersion: "1.0.0", Templates: map[string]json.RawMessage{"a": json.RawMessage(`{"x":1}`), "b": json.RawMessage(`{"y":1}`)}}
+	with := func(f func(*Inputs)) *Inputs {
+		c := *base
+		c.Templates = maps.Clone(base.Templates)
+		f(&c)
+		return &c
+	}
+	usesA := &schema.Tenant{Spec: schema.TenantSpec{Workflows: []schema.Workflow{{Template: "a"}}}}
+	pinned := &schema.Tenant{Spec: schema.TenantSpec{N8N: schema.N8NSpec{Version: "0.9.0"}, Workflows: []schema.Workflow{{Template: "a"}}}}
+	for _, tc := range []struct {
+		name string
+		b    *Inputs
+		t    *schema.Tenant
+		want bool
+	}{
+		{"same", with(func(*Inputs) {}), usesA, false},
+		{"n8n default", with(func(i *Inputs) { i.N8NVersion = "1.1.0" }), usesA, true},
+		{"n8n default, tenant pins its own", with(func(i *Inputs) { i.N8NVersion = "1.1.0" }), pinned, false},
+		{"a template it uses", with(func(i *Inputs) { i.Templates["a"] = json.RawMessage(`{"x":2}`) }), usesA, true},
+		{"a template it does not use", with(func(i *Inputs) { i.Templates["b"] = json.RawMessage(`{"y":2}`) }), usesA, false},
+		{"the agent", with(func(i *Inputs) { i.Agent = &schema.AgentRelease{Version: "2"} }), pinned, true},
+	} {
+		if got := Affects(base, tc.b, tc.t); got != tc.want {
+			t.Errorf("%s: Affects = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

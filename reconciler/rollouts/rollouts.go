@@ -185,9 +185,29 @@ func (x *Executor) start(ctx context.Context, snap tenants.Snapshot, body []byte
 		return rollout.Effective(p)
 	}
 	r.Baseline = effective("") // a tenant the old rollout did not have
-	members := Members(policy, snap, r.ID)
+	target, _, _, err := x.inputs.Desired(snap.Fleet, snap.Templates)
+	if err != nil {
+		return latest, err
+	}
+	// Only the tenants the change affects take part in the waves; the
+	// rest are settled at once (each keeps rendering the same content).
+	members, unaffected := map[string]*schema.Tenant{}, []string{}
+	for ws, t := range Members(policy, snap, r.ID) {
+		before, err := x.inputs.Stored(effective(ws), func(d string) ([]byte, error) { return x.cfg.Store.RolloutInputs(ctx, d) })
+		if err != nil {
+			return latest, fmt.Errorf("inputs of %s before the rollout: %w", ws, err)
+		}
+		if rollout.Affects(before, target, t) {
+			members[ws] = t
+		} else {
+			unaffected = append(unaffected, ws)
+		}
+	}
 	waves := rollout.Assign(policy, members, r.ID)
 	var list []store.RolloutMember
+	for _, ws := range unaffected {
+		list = append(list, store.RolloutMember{Workspace: ws, Wave: len(waves) - 1, Unaffected: true})
+	}
 	for i, w := range waves {
 		r.Waves = append(r.Waves, store.RolloutWave{Name: w.Name, Size: len(w.Tenants), BakeSeconds: w.Bake.Seconds(),
 			MaxUnavailable: w.MaxUnavailable, FailureBudget: w.FailureBudget})
@@ -199,12 +219,13 @@ func (x *Executor) start(ctx context.Context, snap tenants.Snapshot, body []byte
 			list = append(list, m)
 		}
 	}
-	r.State, r.WaveStartedAt = rollout.Running, &now
+	r.State, r.WaveStartedAt, r.CreatedAt = rollout.Running, &now, now
 	if err := x.cfg.Store.CreateRollout(ctx, r, list); err != nil {
 		return latest, err
 	}
 	x.log.Info("rollout started", "rollout", r.ID, "commit", snap.Commit, "correlation_id", snap.Correlation,
-		"from", r.Baseline, "to", digest, "waves", len(r.Waves), "tenants", len(list), "supersedes", latest.ID, "superseded_state", latest.State)
+		"from", r.Baseline, "to", digest, "waves", len(r.Waves), "tenants", len(list)-len(unaffected), "unaffected", len(unaffected),
+		"supersedes", latest.ID, "superseded_state", latest.State)
 	return x.cfg.Store.RolloutByID(ctx, r.ID)
 }
 

@@ -65,6 +65,9 @@ type RolloutMember struct {
 	Workspace string
 	Wave      int
 	From      string // "" the baseline
+	// Unaffected: the change does not alter this tenant's manifest; it is
+	// released and settled (skipped) from the start.
+	Unaffected bool
 }
 
 // MemberStatus is one member of a wave with what its droplet reports.
@@ -222,8 +225,9 @@ func (s *Store) CreateRollout(ctx context.Context, r Rollout, members []RolloutM
 		return err
 	}
 	wss, waveIdx, froms := make([]string, len(members)), make([]int32, len(members)), make([]string, len(members))
+	settled := make([]bool, len(members))
 	for i, m := range members {
-		wss[i], waveIdx[i], froms[i] = m.Workspace, int32(m.Wave), m.From
+		wss[i], waveIdx[i], froms[i], settled[i] = m.Workspace, int32(m.Wave), m.From, m.Unaffected
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := checkEpoch(ctx, tx); err != nil {
@@ -241,9 +245,12 @@ func (s *Store) CreateRollout(ctx context.Context, r Rollout, members []RolloutM
 			return err
 		}
 		if len(members) > 0 {
-			if _, err := tx.Exec(ctx, `INSERT INTO rollout_members (rollout_id, workspace, wave, from_inputs)
-				SELECT $1, m.ws, m.wave, nullif(m.from_inputs, '') FROM unnest($2::text[], $3::int[], $4::text[]) AS m(ws, wave, from_inputs)`,
-				r.ID, wss, waveIdx, froms); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO rollout_members (rollout_id, workspace, wave, from_inputs, released_at, applied_at, skipped, reason)
+				SELECT $1, m.ws, m.wave, nullif(m.from_inputs, ''),
+					CASE WHEN m.settled THEN $6::timestamptz END, CASE WHEN m.settled THEN $6::timestamptz END,
+					m.settled, CASE WHEN m.settled THEN 'not affected by the change' ELSE '' END
+				FROM unnest($2::text[], $3::int[], $4::text[], $5::boolean[]) AS m(ws, wave, from_inputs, settled)`,
+				r.ID, wss, waveIdx, froms, settled, r.CreatedAt); err != nil {
 				return fmt.Errorf("insert rollout %s members: %w", r.ID, err)
 			}
 		}
