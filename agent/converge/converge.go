@@ -105,7 +105,21 @@ type Converger struct {
 	verMu sync.Mutex
 	ver   string
 	verAt time.Time
+
+	// switching is the n8n version switch in progress (nil: none), for
+	// ProbeN8N.
+	switching atomic.Pointer[switchInProgress]
 }
+
+// switchInProgress is an n8n version switch (or its undo) under way.
+type switchInProgress struct {
+	from, to string
+	since    time.Time
+}
+
+// MaxSwitchQuiet bounds how long a switch in progress reports n8n as in
+// maintenance instead of down: a switch stuck longer shows as it is.
+const MaxSwitchQuiet = 10 * time.Minute
 
 // versionTTL is how long N8NVersion reuses what n8n reported.
 const versionTTL = 5 * time.Minute
@@ -504,6 +518,13 @@ func (c *Converger) forgetVersion() {
 
 // ProbeN8N reports whether n8n is ready.
 func (c *Converger) ProbeN8N(ctx context.Context) schema.ComponentHealth {
+	if sw := c.switching.Load(); sw != nil && time.Since(sw.since) < MaxSwitchQuiet {
+		// n8n is down on purpose while its version switches (and, on a
+		// failure, while it is undone): not a fault for the watchdog to
+		// reboot the droplet over mid-switch. A failed switch ends in a
+		// rejection the heartbeat reports.
+		return schema.ComponentHealth{OK: true, Detail: fmt.Sprintf("maintenance: n8n %s -> %s since %s", sw.from, sw.to, sw.since.UTC().Format(time.RFC3339))}
+	}
 	if err := c.cfg.N8N.Ready(ctx); err != nil {
 		return schema.ComponentHealth{OK: false, Detail: err.Error()}
 	}

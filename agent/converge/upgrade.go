@@ -151,6 +151,8 @@ func (c *Converger) version(ctx context.Context, m *schema.Manifest) error {
 		return fmt.Errorf("n8n version %s: %w", want, err)
 	}
 	c.log.InfoContext(ctx, "switching n8n version", "from", cur, "to", want, "downgrade", down, "backup", p.Backup)
+	c.switching.Store(&switchInProgress{from: cur, to: want, since: time.Now()})
+	defer c.switching.Store(nil)
 	c.forgetVersion()
 	defer c.forgetVersion()
 	step, verified, err := c.switchTo(ctx, m, down, from)
