@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -323,6 +324,7 @@ func WebhookOf(workflow json.RawMessage) (method, path string, ok bool) {
 		Nodes []struct {
 			Type       string          `json:"type"`
 			Disabled   bool            `json:"disabled"`
+			WebhookID  string          `json:"webhookId"`
 			Parameters json.RawMessage `json:"parameters"`
 		} `json:"nodes"`
 	}
@@ -342,13 +344,35 @@ func WebhookOf(workflow json.RawMessage) (method, path string, ok bool) {
 		method, _ := p.HTTPMethod.(string)
 		path = strings.Trim(path, "/")
 		method = strings.ToUpper(cmp.Or(method, "GET"))
-		if path == "" || strings.Contains(path, ":") || !methodRE(method) {
+		if path == "" || !methodRE(method) {
 			continue
+		}
+		if strings.Contains(path, ":") {
+			// A path with :parameters is served under the node's
+			// webhookId (n8n's dynamic webhooks): fill each parameter
+			// with a value templates can recognise.
+			if !webhookIDRE.MatchString(n.WebhookID) {
+				continue
+			}
+			segs := strings.Split(path, "/")
+			for i, sg := range segs {
+				if strings.HasPrefix(sg, ":") {
+					segs[i] = SyntheticParam
+				}
+			}
+			path = n.WebhookID + "/" + strings.Join(segs, "/")
 		}
 		return method, path, true
 	}
 	return "", "", false
 }
+
+// SyntheticParam is what the verification's synthetic call puts in a
+// webhook path's :parameters.
+const SyntheticParam = "genesis-upgrade-check"
+
+// webhookIDRE bounds a node's webhookId used in a path.
+var webhookIDRE = regexp.MustCompile(`^[0-9A-Za-z-]{1,64}$`)
 
 func methodRE(m string) bool {
 	switch m {

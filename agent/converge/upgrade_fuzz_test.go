@@ -2,6 +2,7 @@ package converge_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"genesis.dev/fleet/agent/converge"
@@ -52,8 +53,25 @@ func FuzzWebhookOf(f *testing.F) {
 	f.Add([]byte(`{"nodes":[{"type":"x.webhook","parameters":{"path":7}}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		method, path, ok := converge.WebhookOf(json.RawMessage(data))
-		if ok && (path == "" || method == "") {
+		if ok && (path == "" || method == "" || strings.Contains(path, ":")) {
 			t.Fatalf("ok with method %q path %q", method, path)
 		}
 	})
+}
+
+// TestWebhookOf: a static path is called as it is; one with :parameters
+// under the node's webhookId (n8n's dynamic webhooks) with each parameter
+// filled; a node without a usable webhookId is passed over.
+func TestWebhookOf(t *testing.T) {
+	for _, tc := range []struct{ doc, method, path string }{
+		{`{"nodes":[{"type":"n8n-nodes-base.webhook","parameters":{"path":"/click/","httpMethod":"post"}}]}`, "POST", "click"},
+		{`{"nodes":[{"type":"n8n-nodes-base.webhook","webhookId":"0d5f-3c8e","parameters":{"path":"c/:sendId"}}]}`, "GET", "0d5f-3c8e/c/" + converge.SyntheticParam},
+		{`{"nodes":[{"type":"n8n-nodes-base.webhook","webhookId":"a b","parameters":{"path":"c/:sendId"}},{"type":"n8n-nodes-base.webhook","parameters":{"path":"o"}}]}`, "GET", "o"},
+		{`{"nodes":[{"type":"n8n-nodes-base.webhook","disabled":true,"parameters":{"path":"x"}}]}`, "", ""},
+	} {
+		method, path, _ := converge.WebhookOf(json.RawMessage(tc.doc))
+		if method != tc.method || path != tc.path {
+			t.Errorf("%s: %q %q, want %q %q", tc.doc, method, path, tc.method, tc.path)
+		}
+	}
 }

@@ -43,7 +43,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		for _, k := range wf.body.webhooks() {
-			if k == key {
+			if webhookMatch(k, key) {
 				id = wid
 			}
 		}
@@ -62,4 +62,23 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	}
 	s.RecordExecution(id, s.now())
 	writeJSON(w, http.StatusOK, message("Workflow was started"))
+}
+
+// webhookMatch reports whether a request "METHOD path" reaches a
+// registered "METHOD pattern": segment by segment, a :parameter segment
+// matching any non-empty one (n8n's dynamic webhooks).
+func webhookMatch(pattern, key string) bool {
+	if pattern == key {
+		return true
+	}
+	ps, ks := strings.Split(pattern, "/"), strings.Split(key, "/")
+	if len(ps) != len(ks) {
+		return false
+	}
+	for i := range ps {
+		if ps[i] != ks[i] && !(strings.HasPrefix(ps[i], ":") && ks[i] != "") {
+			return false
+		}
+	}
+	return true
 }
