@@ -80,7 +80,7 @@ func TestDemoOnce(t *testing.T) {
 		// then the fix through every wave.
 		"paused: wave canary: 1 of 1 droplets failed (budget 0): ", "the agent rejected the change: n8n 1.123.82-broken",
 		"is back on n8n 1.123.81 with its database restored; the other 2 waves released nobody",
-		"n8n 1.123.81 -> 1.123.82", "every running droplet reports n8n 1.123.82",
+		"n8n 1.123.81 -> 1.123.82", "reports n8n 1.123.82, a tenant pinning its own version kept it",
 		// Backups: declared, taken, and a broken droplet rebuilt from one.
 		"backups declared (genesis.yaml spec.backup)", "its n8n database had", "rebuilt as genesis-ws-", "the new droplet restored backup b-",
 		"was retired: stopped, snapshotted",

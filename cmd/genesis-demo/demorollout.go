@@ -55,6 +55,9 @@ func (d *demo) setDefaultN8N(version string) error {
 // version), then the fixed release through every wave.
 func (d *demo) rolloutSteps() []storyStep {
 	var before string
+	// was is what each running droplet reported before the change (a
+	// tenant pinning its own version is not moved by a default's change).
+	was := map[string]string{}
 	return []storyStep{
 		{title: "roll out n8n " + demoBrokenN8N + " (spec.rollout: a canary first; the release fails its checks there, the rollout pauses, nobody else gets it)",
 			run: func(ctx context.Context) (string, error) {
@@ -63,6 +66,15 @@ func (d *demo) rolloutSteps() []storyStep {
 					return "", err
 				}
 				before = prev.To.N8NVersion
+				f, err := d.fleetNow(ctx)
+				if err != nil {
+					return "", err
+				}
+				for _, t := range f.Tenants {
+					if t.Lifecycle == "ACTIVE_HEALTHY" && t.N8NVersion != "" {
+						was[t.Workspace] = t.N8NVersion
+					}
+				}
 				if err := d.commitAndHook(ctx, "spec.defaults.n8nVersion: "+demoBrokenN8N, func() error { return d.setDefaultN8N(demoBrokenN8N) }); err != nil {
 					return "", err
 				}
@@ -70,7 +82,7 @@ func (d *demo) rolloutSteps() []storyStep {
 				if err != nil {
 					return "", err
 				}
-				return d.checkCanaryStop(ctx, r, before)
+				return d.checkCanaryStop(ctx, r, before, was)
 			}},
 		{title: "roll out the fixed n8n " + demoFixedN8N + " (it supersedes the paused rollout and goes through every wave)",
 			run: func(ctx context.Context) (string, error) {
@@ -93,18 +105,27 @@ func (d *demo) rolloutSteps() []storyStep {
 					}
 					fmt.Fprintf(&b, "%s %d applied", w.Name, w.Applied)
 				}
+				moved := 0
 				_, err = d.waitStates(ctx, func(f api.Fleet) bool {
-					for _, t := range f.Tenants {
-						if booted(t.Lifecycle) && t.Lifecycle == "ACTIVE_HEALTHY" && t.N8NVersion != demoFixedN8N {
+					moved = 0
+					for ws, v := range was {
+						want := v
+						if v == before {
+							want = demoFixedN8N
+						}
+						if t := tenantIn(f, ws); t.Lifecycle == "ACTIVE_HEALTHY" && t.N8NVersion != want {
 							return false
+						}
+						if want == demoFixedN8N {
+							moved++
 						}
 					}
 					return true
 				})
 				if err != nil {
-					return "", fmt.Errorf("not every running droplet reports n8n %s: %w", demoFixedN8N, err)
+					return "", fmt.Errorf("not every running droplet that ran %s reports n8n %s: %w", before, demoFixedN8N, err)
 				}
-				b.WriteString("; every running droplet reports n8n " + demoFixedN8N)
+				fmt.Fprintf(&b, "; every running droplet that ran %s (%d) reports n8n %s, a tenant pinning its own version kept it", before, moved, demoFixedN8N)
 				return b.String(), nil
 			}},
 	}
@@ -114,7 +135,7 @@ func (d *demo) rolloutSteps() []storyStep {
 // story promises: the failure is the agent's own (the release was undone),
 // no later wave released anybody, and every running droplet, the canary
 // included, reports the version it had.
-func (d *demo) checkCanaryStop(ctx context.Context, r api.Rollout, before string) (string, error) {
+func (d *demo) checkCanaryStop(ctx context.Context, r api.Rollout, before string, was map[string]string) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rollout %s paused: %s\n", r.ID, r.Reason)
 	if len(r.Failures) == 0 || !strings.Contains(r.Failures[0].Reason, "rejected") {
@@ -122,13 +143,15 @@ func (d *demo) checkCanaryStop(ctx context.Context, r api.Rollout, before string
 	}
 	canary := r.Failures[0].Workspace
 	for i, w := range r.Waves {
-		if i > 0 && w.Released > 0 {
-			return "", fmt.Errorf("wave %s released %d tenants while the canary failed", w.Name, w.Released)
+		// Skipped members are released from the start: the change does
+		// not alter their manifests (a tenant pinning its own version).
+		if i > 0 && w.Released-w.Skipped > 0 {
+			return "", fmt.Errorf("wave %s released %d tenants while the canary failed", w.Name, w.Released-w.Skipped)
 		}
 	}
 	_, err := d.waitStates(ctx, func(f api.Fleet) bool {
-		for _, t := range f.Tenants {
-			if t.Lifecycle == "ACTIVE_HEALTHY" && t.N8NVersion != "" && t.N8NVersion != before {
+		for ws, v := range was {
+			if t := tenantIn(f, ws); t.Lifecycle == "ACTIVE_HEALTHY" && t.N8NVersion != v {
 				return false
 			}
 		}
