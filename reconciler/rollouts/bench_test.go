@@ -49,7 +49,7 @@ func newSimFleet(tb testing.TB, n int, policy *schema.Rollout) *simFleet {
 		Tenants: make(map[string]tenants.TenantState, n)}
 	for i := range n {
 		ws := fmt.Sprintf("ws-%06d", i)
-		sf.snap.Tenants[ws] = tenants.TenantState{ID: ws, Tenant: &schema.Tenant{Metadata: schema.TenantMeta{ID: ws, Tier: schema.TierStarter}}}
+		sf.snap.Tenants[ws] = tenants.TenantState{ID: ws, Tenant: &schema.Tenant{Metadata: schema.TenantMeta{ID: ws, Tier: schema.TierStarter}, Spec: schema.TenantSpec{State: schema.StateRunning}}}
 	}
 	sf.x = New(Config{Store: st, Desired: func() (tenants.Snapshot, bool) { return sf.snap, true }, Now: func() time.Time { return sf.now }, Logger: log})
 	if err := sf.x.Step(ctx); err != nil { // adopts the fleet's inputs
@@ -211,8 +211,24 @@ func TestRolloutSimulated(t *testing.T) {
 		t.Errorf("took %s of simulated time, lower bound %s", took, bound)
 	}
 	bad := newSimFleet(t, 600, benchPolicy())
+	// A hundred tenants are declared hibernated: no canary among them.
+	for i := range 100 {
+		ws := fmt.Sprintf("ws-%06d", i)
+		ts := bad.snap.Tenants[ws]
+		tn := *ts.Tenant
+		tn.Spec.State = schema.StateHibernated
+		ts.Tenant = &tn
+		bad.snap.Tenants[ws] = ts
+	}
 	bad.change("9.9.9")
 	r, _, _ = bad.run(t, 5*time.Second, 6*time.Hour, true)
+	var asleep int
+	if err := bad.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM rollout_members WHERE rollout_id = $1 AND wave < 2 AND workspace < 'ws-000100'`, r.ID).Scan(&asleep); err != nil {
+		t.Fatal(err)
+	}
+	if asleep != 0 {
+		t.Errorf("%d tenants declared hibernated are in the canary or the 10%% wave", asleep)
+	}
 	if r.State != rollout.Paused || r.Wave != 0 {
 		t.Fatalf("failing version: %s at wave %d (%s)", r.State, r.Wave, r.Reason)
 	}

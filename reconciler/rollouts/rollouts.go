@@ -191,22 +191,29 @@ func (x *Executor) start(ctx context.Context, snap tenants.Snapshot, body []byte
 	}
 	// Only the tenants the change affects take part in the waves; the
 	// rest are settled at once (each keeps rendering the same content).
-	members, unaffected := map[string]*schema.Tenant{}, []string{}
+	// Tenants declared hibernated (or absent) take part too, but last: a
+	// canary must be a droplet that runs.
+	members, unaffected, asleep := map[string]*schema.Tenant{}, []string{}, []string{}
 	for ws, t := range Members(policy, snap, r.ID) {
 		before, err := x.inputs.Stored(effective(ws), func(d string) ([]byte, error) { return x.cfg.Store.RolloutInputs(ctx, d) })
 		if err != nil {
 			return latest, fmt.Errorf("inputs of %s before the rollout: %w", ws, err)
 		}
-		if rollout.Affects(before, target, t) {
-			members[ws] = t
-		} else {
+		switch {
+		case !rollout.Affects(before, target, t):
 			unaffected = append(unaffected, ws)
+		case t.Spec.State != schema.StateRunning:
+			asleep = append(asleep, ws)
+		default:
+			members[ws] = t
 		}
 	}
 	waves := rollout.Assign(policy, members, r.ID)
+	last := len(waves) - 1
+	waves[last].Tenants = append(waves[last].Tenants, asleep...)
 	var list []store.RolloutMember
 	for _, ws := range unaffected {
-		list = append(list, store.RolloutMember{Workspace: ws, Wave: len(waves) - 1, Unaffected: true})
+		list = append(list, store.RolloutMember{Workspace: ws, Wave: last, Unaffected: true})
 	}
 	for i, w := range waves {
 		r.Waves = append(r.Waves, store.RolloutWave{Name: w.Name, Size: len(w.Tenants), BakeSeconds: w.Bake.Seconds(),
