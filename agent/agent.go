@@ -489,6 +489,15 @@ func (a *Agent) pullLoop(ctx context.Context) error {
 			a.mu.Unlock()
 			a.metrics.rejections.WithLabelValues(string(re.Reason)).Inc()
 			a.log.Warn("manifest rejected, keeping the last good one", "reason", re.Reason, "err", err, "applied_version", st.Applied().Version)
+		case errors.As(err, &ae) && isRejectedChange(err):
+			// Everything else applied; the droplet keeps the version it
+			// had, and the heartbeat's rejected list says why. Not an
+			// apply error: the droplet is healthy, nothing to remediate.
+			rejected = ""
+			a.mu.Lock()
+			a.verifyError, a.applyError = "", ""
+			a.mu.Unlock()
+			a.log.Warn("manifest applied but for a rejected change; keeping what runs", "version", ae.Version, "err", err)
 		case errors.As(err, &ae):
 			// Valid but not applied: fetch and try again after a while.
 			rejected = ""
@@ -510,6 +519,14 @@ func (a *Agent) pullLoop(ctx context.Context) error {
 // the tenant's a hot spare adopted (State.Workspace).
 func (a *Agent) workspace() string {
 	return a.cfg.State.Workspace(a.cfg.Bootstrap.Workspace, a.cfg.DropletID)
+}
+
+// isRejectedChange reports whether err is a change this droplet tried,
+// undid and rejected (converge.RejectedError: reported in heartbeats'
+// rejected list).
+func isRejectedChange(err error) bool {
+	var rc interface{ RejectedChange() schema.Rejection }
+	return errors.As(err, &rc)
 }
 
 func (a *Agent) setApplyError(err error) {

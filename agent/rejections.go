@@ -78,12 +78,16 @@ func (r *Rejections) Add(x schema.Rejection) error {
 	return r.save(list)
 }
 
-// Forget drops the rejection of part unless it is of keep (the target the
-// manifest asks for now): a manifest that asks for something else ends it.
-func (r *Rejections) Forget(part, keep string) error {
+// Forget drops the rejection of part unless it is of keep (the target
+// manifest version asks for): a newer manifest that asks for something
+// else ends it. A manifest not newer than the rejected one (the agent
+// reapplying the one it ran before, at a restart) ends nothing.
+func (r *Rejections) Forget(part, keep string, version int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	list := slices.DeleteFunc(slices.Clone(r.list), func(o schema.Rejection) bool { return o.Part == part && o.Target != keep })
+	list := slices.DeleteFunc(slices.Clone(r.list), func(o schema.Rejection) bool {
+		return o.Part == part && o.Target != keep && version > o.Version
+	})
 	if len(list) == len(r.list) {
 		return nil
 	}

@@ -37,14 +37,22 @@ func TestRejectionsPersist(t *testing.T) {
 	if _, ok := again.Rejected(schema.RejectN8N, "9.9.9"); !ok {
 		t.Error("9.9.9 is not rejected after a restart")
 	}
-	// The manifest still asks for 9.9.9: kept. It asks for 9.9.10: gone.
-	if err := again.Forget(schema.RejectN8N, "9.9.9"); err != nil {
+	// The manifest still asks for 9.9.9: kept. The older manifest 6
+	// (reapplied at a restart) asks for another version: kept. A newer
+	// one asks for 9.9.10: gone.
+	if err := again.Forget(schema.RejectN8N, "9.9.9", 9); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := again.Rejected(schema.RejectN8N, "9.9.9"); !ok {
 		t.Error("Forget dropped the rejection the manifest still asks for")
 	}
-	if err := again.Forget(schema.RejectN8N, "9.9.10"); err != nil {
+	if err := again.Forget(schema.RejectN8N, "1.0.0", 6); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := again.Rejected(schema.RejectN8N, "9.9.9"); !ok {
+		t.Error("reapplying an older manifest ended the rejection")
+	}
+	if err := again.Forget(schema.RejectN8N, "9.9.10", 9); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := again.Rejected(schema.RejectN8N, "9.9.9"); ok {

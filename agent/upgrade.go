@@ -285,7 +285,7 @@ func (u *Upgrader) Apply(ctx context.Context, manifest int64, pin *schema.AgentP
 	if pin != nil {
 		keep = pin.Version
 	}
-	if err := u.Rejections.Forget(schema.RejectAgent, keep); err != nil {
+	if err := u.Rejections.Forget(schema.RejectAgent, keep, manifest); err != nil {
 		return fmt.Errorf("agent upgrade: %w", err)
 	}
 	if pin == nil || pin.Version == u.Version {

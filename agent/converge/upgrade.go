@@ -25,8 +25,9 @@ type Rejections interface {
 	Rejected(part, target string) (schema.Rejection, bool)
 	// Add records a rejection.
 	Add(x schema.Rejection) error
-	// Forget drops part's rejection unless it is of keep.
-	Forget(part, keep string) error
+	// Forget drops part's rejection unless it is of keep, when manifest
+	// version is newer than the rejected one.
+	Forget(part, keep string, version int64) error
 }
 
 // upgradeFile in the state directory records a version switch in
@@ -52,6 +53,11 @@ const (
 // RejectedError is an apply's answer while the manifest asks for a version
 // this droplet rejected: n8n keeps running the current version.
 type RejectedError struct{ Rejection schema.Rejection }
+
+// RejectedChange is the rejection (the agent reports it in its heartbeat's
+// rejected list, not as an apply error: the droplet runs fine at the
+// version it had).
+func (e *RejectedError) RejectedChange() schema.Rejection { return e.Rejection }
 
 func (e *RejectedError) Error() string {
 	return fmt.Sprintf("n8n %s was rejected at %s: %s; waiting for a manifest with another version",
@@ -87,7 +93,7 @@ func (c *Converger) version(ctx context.Context, m *schema.Manifest) error {
 	}
 	want := m.N8N.Version
 	if r := c.cfg.Rejections; r != nil {
-		if err := r.Forget(schema.RejectN8N, want); err != nil {
+		if err := r.Forget(schema.RejectN8N, want, m.Version); err != nil {
 			c.log.WarnContext(ctx, "forget n8n rejection", "err", err)
 		}
 	}
@@ -254,7 +260,7 @@ func (c *Converger) reject(ctx context.Context, m *schema.Manifest, reason strin
 			c.log.ErrorContext(ctx, "record n8n rejection", "err", err)
 		}
 	}
-	return fmt.Errorf("n8n %s rejected: %s", x.Target, reason)
+	return &RejectedError{Rejection: x}
 }
 
 func (c *Converger) now() time.Time {
