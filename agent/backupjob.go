@@ -35,6 +35,13 @@ type BackupConfig struct {
 	// Stop and Start stop n8n for a restore and start it again (nil:
 	// nothing to stop).
 	Stop, Start func(ctx context.Context) error
+	// BeforeTake runs before each backup is taken (nil: nothing): the
+	// converger copies its n8n records (owner, key, ids) into n8n's data
+	// directory so they travel with the data (converge.AccessDir).
+	BeforeTake func() error
+	// AfterRestore runs after a restore succeeded (nil: nothing): the
+	// converger adopts the records the backup brought.
+	AfterRestore func() error
 	// HTTP talks to the object storage (presigned URLs); default
 	// http.DefaultClient.
 	HTTP *http.Client
@@ -276,6 +283,13 @@ func (a *Agent) restoreFirst(ctx context.Context, m *schema.Manifest) error {
 		return refuse(rerr)
 	}
 	log.Info("backup restored", "took", time.Since(start), "created", r.Created)
+	if b.cfg.AfterRestore != nil {
+		if err := b.cfg.AfterRestore(); err != nil {
+			// The data is back; n8n's login is not: the next apply
+			// fails (401) and says so, nothing is overwritten.
+			log.Error("adopt the restored n8n login", "err", err)
+		}
+	}
 	b.mu.Lock()
 	b.rec.Restored, b.rec.Refused, b.rec.RestoreError = r.ID, "", ""
 	b.mu.Unlock()
@@ -403,6 +417,11 @@ func (a *Agent) backupOnce(ctx context.Context, p *schema.ManifestBackup) error 
 			a.log.Warn("report failed backup", "backup", st.ID, "err", rerr)
 		}
 		return fmt.Errorf("backup %s: %w", st.ID, err)
+	}
+	if b.cfg.BeforeTake != nil {
+		if err := b.cfg.BeforeTake(); err != nil {
+			return fail(fmt.Errorf("copy n8n's login into the backup: %w", err))
+		}
 	}
 	arch, err := backup.Take(ctx, b.cfg.Source, backup.Binding{Workspace: a.workspace(), Droplet: a.cfg.DropletID, BackupID: st.ID, Created: taken}, recs, b.cfg.TmpDir)
 	if err != nil {

@@ -7,8 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -138,18 +141,30 @@ func New(cfg Config) (*Converger, error) {
 	cfg.Tag = cmp.Or(cfg.Tag, DefaultTag)
 	cfg.OwnerEmail = cmp.Or(cfg.OwnerEmail, "agent@genesis.invalid")
 	c := &Converger{cfg: cfg, log: cfg.Logger.With("component", "converge")}
-	if _, err := loadJSON(cfg.Dir, n8nFile, &c.access); err != nil {
-		return nil, fmt.Errorf("converge: %w", err)
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// load reads what cfg.Dir records about n8n (the login and key, the ids
+// of what the converger made); c.mu is held or c is new.
+func (c *Converger) load() error {
+	c.access, c.rec, c.api = n8nAccess{}, record{}, nil
+	c.owner.Store(nil)
+	c.keyed.Store(nil)
+	if _, err := loadJSON(c.cfg.Dir, n8nFile, &c.access); err != nil {
+		return fmt.Errorf("converge: %w", err)
 	}
 	if c.access.Password != "" {
 		c.owner.Store(&n8nAccess{Email: c.access.Email, Password: c.access.Password})
 	}
 	if c.access.APIKey != "" {
-		c.api = cfg.N8N.WithAPIKey(c.access.APIKey)
+		c.api = c.cfg.N8N.WithAPIKey(c.access.APIKey)
 		c.keyed.Store(c.api)
 	}
-	if _, err := loadJSON(cfg.Dir, stateFile, &c.rec); err != nil {
-		return nil, fmt.Errorf("converge: %w", err)
+	if _, err := loadJSON(c.cfg.Dir, stateFile, &c.rec); err != nil {
+		return fmt.Errorf("converge: %w", err)
 	}
 	if c.rec.Credentials == nil {
 		c.rec.Credentials = map[string]credentialRecord{}
@@ -157,7 +172,88 @@ func New(cfg Config) (*Converger, error) {
 	if c.rec.Workflows == nil {
 		c.rec.Workflows = map[string]workflowRecord{}
 	}
-	return c, nil
+	return nil
+}
+
+// AccessDir is the folder in n8n's data directory where the converger's
+// records (n8n.json: the owner login and API key; converge.json: the ids
+// of what it made) travel with a backup: n8n's database holds that owner,
+// that key and those ids, so a droplet that restores the backup must use
+// them, not its own (it would get 401s and make everything twice). The
+// backup is encrypted to the workspace's recipients like the rest.
+const AccessDir = ".genesis-agent"
+
+// ExportAccess copies the converger's records into dataDir's AccessDir
+// (before a backup is taken). Missing records are fine.
+// It takes no lock: an n8n upgrade backs up from inside Apply, and the
+// records are written whole (rename), so a copy is never half of one.
+func (c *Converger) ExportAccess(dataDir string) error {
+	dst := filepath.Join(dataDir, AccessDir)
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return fmt.Errorf("converge: export access: %w", err)
+	}
+	for _, name := range []string{n8nFile, stateFile} {
+		data, err := os.ReadFile(filepath.Join(c.cfg.Dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("converge: export access: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, name), data, 0o600); err != nil {
+			return fmt.Errorf("converge: export access: %w", err)
+		}
+	}
+	return nil
+}
+
+// AdoptAccess takes the records a restored backup brought in dataDir's
+// AccessDir as the converger's own (after a restore): the restored n8n is
+// the backed-up droplet's. A backup without them (taken before this
+// release) leaves the records as they are.
+func (c *Converger) AdoptAccess(dataDir string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	src := filepath.Join(dataDir, AccessDir)
+	data, err := os.ReadFile(filepath.Join(src, n8nFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("converge: adopt access: %w", err)
+	}
+	var probe n8nAccess
+	if err := json.Unmarshal(data, &probe); err != nil || probe.APIKey == "" && probe.Password == "" {
+		return fmt.Errorf("converge: adopt access: %s in the restored data is not a login record", n8nFile)
+	}
+	state, err := os.ReadFile(filepath.Join(src, stateFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("converge: adopt access: %w", err)
+	}
+	if err := writeAtomic(filepath.Join(c.cfg.Dir, n8nFile), data); err != nil {
+		return fmt.Errorf("converge: adopt access: %w", err)
+	}
+	if state == nil {
+		err = os.Remove(filepath.Join(c.cfg.Dir, stateFile))
+		if errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+	} else {
+		err = writeAtomic(filepath.Join(c.cfg.Dir, stateFile), state)
+	}
+	if err != nil {
+		return fmt.Errorf("converge: adopt access: %w", err)
+	}
+	return c.load()
+}
+
+// writeAtomic writes data to path through a temporary file and a rename.
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // Apply makes n8n and Caddy match m; credentials holds the plaintext of

@@ -218,6 +218,8 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		ag        *agent.Agent // for the converger's backup before an n8n upgrade
 		bkStop    func(context.Context) error
 		bkStart   func(context.Context) error
+		bkExport  func() error
+		bkAdopt   func() error
 		applier   agent.Applier
 		probes    map[string]agent.Probe
 		n8nVer    func(context.Context) (string, error)
@@ -283,12 +285,18 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		probes = map[string]agent.Probe{"n8n": conv.ProbeN8N, "caddy": conv.ProbeCaddy}
 		n8nVer = conv.N8NVersion
 		activity = conv.LastActivity
+		if *n8nDataDir != "" {
+			// n8n's owner, key and ids travel with its data in a backup.
+			bkExport = func() error { return conv.ExportAccess(*n8nDataDir) }
+			bkAdopt = func() error { return conv.AdoptAccess(*n8nDataDir) }
+		}
 	}
 	var bk *agent.BackupConfig
 	if *backups {
 		bk = &agent.BackupConfig{
 			Source: bkSource, Target: bkTarget,
 			TmpDir: *backupTmp, Stop: bkStop, Start: bkStart, FirstWithin: *backupFirst,
+			BeforeTake: bkExport, AfterRestore: bkAdopt,
 		}
 	}
 	a, err := agent.New(agent.Config{
