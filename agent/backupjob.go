@@ -261,6 +261,11 @@ func (a *Agent) restoreFirst(ctx context.Context, m *schema.Manifest) error {
 		return fmt.Errorf("restore %s: %w", r.ID, err)
 	}
 	defer os.Remove(path)
+	// No backup while n8n's data is replaced and its login adopted: a
+	// backup copies this droplet's login into the data directory, and
+	// would take half-restored data.
+	b.one.Lock()
+	defer b.one.Unlock()
 	if b.cfg.Stop != nil {
 		if err := b.cfg.Stop(ctx); err != nil {
 			return fmt.Errorf("restore %s: stop n8n: %w", r.ID, err)
