@@ -16,6 +16,7 @@ import (
 	"filippo.io/age"
 
 	"genesis.dev/fleet/agent/backup"
+	"genesis.dev/fleet/internal/atomicfile"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
 )
@@ -115,21 +116,7 @@ func (b *backups) save(dir string) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, backupFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, backupFile))
+	return atomicfile.Write(filepath.Join(dir, backupFile), data, 0o600)
 }
 
 // report is the backup part of a heartbeat (nil: nothing to report).

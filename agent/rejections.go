@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 
+	"genesis.dev/fleet/internal/atomicfile"
 	"genesis.dev/fleet/schema"
 )
 
@@ -113,11 +114,7 @@ func (r *Rejections) save(list []schema.Rejection) error {
 	if err != nil {
 		return err
 	}
-	tmp := r.path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, r.path); err != nil {
+	if err := atomicfile.Write(r.path, data, 0o600); err != nil {
 		return err
 	}
 	r.list = list

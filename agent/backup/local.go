@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"filippo.io/age"
+
+	"genesis.dev/fleet/internal/atomicfile"
 )
 
 // Local keeps backups on the droplet's own disk, encrypted to the agent's
@@ -172,19 +174,5 @@ func (l *Local) save(list []LocalBackup) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(l.Dir, localIndex+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(l.Dir, localIndex))
+	return atomicfile.Write(filepath.Join(l.Dir, localIndex), data, 0o600)
 }

@@ -20,6 +20,7 @@ import (
 	"genesis.dev/fleet/agent/backup"
 	"genesis.dev/fleet/agent/caddy"
 	"genesis.dev/fleet/agent/n8n"
+	"genesis.dev/fleet/internal/atomicfile"
 	"genesis.dev/fleet/schema"
 )
 
@@ -230,7 +231,7 @@ func (c *Converger) AdoptAccess(dataDir string) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("converge: adopt access: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(c.cfg.Dir, n8nFile), data); err != nil {
+	if err := atomicfile.Write(filepath.Join(c.cfg.Dir, n8nFile), data, 0o600); err != nil {
 		return fmt.Errorf("converge: adopt access: %w", err)
 	}
 	if state == nil {
@@ -239,21 +240,12 @@ func (c *Converger) AdoptAccess(dataDir string) error {
 			err = nil
 		}
 	} else {
-		err = writeAtomic(filepath.Join(c.cfg.Dir, stateFile), state)
+		err = atomicfile.Write(filepath.Join(c.cfg.Dir, stateFile), state, 0o600)
 	}
 	if err != nil {
 		return fmt.Errorf("converge: adopt access: %w", err)
 	}
 	return c.load()
-}
-
-// writeAtomic writes data to path through a temporary file and a rename.
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // Apply makes n8n and Caddy match m; credentials holds the plaintext of
