@@ -55,19 +55,22 @@ func (c *Compose) Current(ctx context.Context) (string, error) {
 		if c.Running == nil {
 			return "", nil
 		}
-		// A new droplet starts n8n only at its first manifest's version
-		// (cloud-init brings up Postgres and Caddy): n8n not answering
-		// before the first switch means it never ran.
-		v, err := c.Running(ctx)
-		if err != nil {
-			return "", nil
-		}
-		return v, nil
+		return c.Running(ctx)
 	}
 	if err != nil {
 		return "", err
 	}
 	return strings.TrimSpace(string(data)), nil
+}
+
+// Committed is the version last switched to (false: none yet, the
+// droplet's n8n has never been switched by the agent).
+func (c *Compose) Committed() (string, bool) {
+	data, err := os.ReadFile(filepath.Join(c.Dir, versionFile))
+	if err != nil {
+		return "", false
+	}
+	return strings.TrimSpace(string(data)), true
 }
 
 // SwitchTo runs n8n at version (docker compose up recreates the container

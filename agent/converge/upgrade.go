@@ -73,9 +73,21 @@ func (c *Converger) firstStart(ctx context.Context, m *schema.Manifest) error {
 	if c.cfg.Runtime == nil || m.N8N.Version == "" {
 		return nil
 	}
-	cur, err := c.cfg.Runtime.Current(ctx)
-	if err != nil || cur != "" {
-		return err
+	rt, ok := c.cfg.Runtime.(interface{ Committed() (string, bool) })
+	if !ok {
+		return nil
+	}
+	if _, done := rt.Committed(); done {
+		return nil
+	}
+	// Never switched, but n8n answers: it runs (a droplet set up before
+	// this release started it with the image's default); the version step
+	// moves it like any change.
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := c.cfg.N8N.Ready(rctx)
+	cancel()
+	if err == nil {
+		return nil
 	}
 	c.log.InfoContext(ctx, "starting n8n for the first time", "version", m.N8N.Version)
 	c.forgetVersion()
