@@ -236,6 +236,12 @@ func build(snap tenants.Snapshot, fi fleetInputs, workspace, droplet, ip, recipi
 	for _, w := range t.Spec.Workflows {
 		tpl := fi.in.Template(w.Template)
 		if tpl == nil {
+			// A template the rollout's earlier inputs did not have (added
+			// in the same change a tenant started using it): there is no
+			// older version to keep, so the desired one.
+			tpl = snap.Templates[w.Template]
+		}
+		if tpl == nil {
 			return c, fmt.Errorf("workflow %s: no template %s", w.Template, w.Template)
 		}
 		// Placeholders stay: the agent maps them to its n8n ids.

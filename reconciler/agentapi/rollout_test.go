@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -428,5 +429,42 @@ func TestRolloutAgentPin(t *testing.T) {
 	rf.step()
 	if r := rf.latest(); r.State != rollout.Paused || !strings.Contains(r.Reason, "agent 1.5.0") {
 		t.Fatalf("rollout %s %q, want paused by the agent's rollback", r.State, r.Reason)
+	}
+}
+
+// TestRolloutNewTemplate: a commit that adds a template (a fleet-wide
+// change: a rollout) and a tenant file that starts using it (immediate)
+// renders for that tenant before its wave: the older inputs have no
+// version of the template to keep.
+func TestRolloutNewTemplate(t *testing.T) {
+	rf := newRolloutFleet(t, 4, canaryPolicy(schema.OnFailurePause))
+	tpl, errs := schema.ParseTemplate("templates/workflows/welcome2.json", "welcome2", []byte(strings.Replace(templateJSON, "Welcome", "Welcome two", 1)))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	rf.mu.Lock()
+	next := rf.snap
+	next.Templates = map[string]*schema.Template{"welcome": rf.snap.Templates["welcome"], "welcome2": tpl}
+	next.Tenants = maps.Clone(rf.snap.Tenants)
+	ts := next.Tenants["ws-03"]
+	tn := *ts.Tenant
+	tn.Spec.Workflows = append(slices.Clone(tn.Spec.Workflows), schema.Workflow{Template: "welcome2", Credentials: tn.Spec.Workflows[0].Credentials, Params: tn.Spec.Workflows[0].Params})
+	ts.Tenant, ts.ValidBlob = &tn, "blob-03-welcome2"
+	next.Tenants["ws-03"] = ts
+	next.Commit = commitB
+	rf.snap = next
+	rf.mu.Unlock()
+	rf.step()
+	if r := rf.latest(); r.State != rollout.Running {
+		t.Fatalf("adding a template started no rollout: %+v", r)
+	}
+	rf.sweep()
+	m, _ := rf.manifest(rf.agents["ws-03"])
+	var names []string
+	for _, w := range m.Workflows {
+		names = append(names, w.Name)
+	}
+	if !slices.Contains(names, "welcome2") {
+		t.Errorf("ws-03's manifest has workflows %v, want welcome2 too", names)
 	}
 }
