@@ -445,26 +445,43 @@ func TestRolloutNewTemplate(t *testing.T) {
 	rf.mu.Lock()
 	next := rf.snap
 	next.Templates = map[string]*schema.Template{"welcome": rf.snap.Templates["welcome"], "welcome2": tpl}
-	next.Tenants = maps.Clone(rf.snap.Tenants)
-	ts := next.Tenants["ws-03"]
-	tn := *ts.Tenant
-	tn.Spec.Workflows = append(slices.Clone(tn.Spec.Workflows), schema.Workflow{Template: "welcome2", Credentials: tn.Spec.Workflows[0].Credentials, Params: tn.Spec.Workflows[0].Params})
-	ts.Tenant, ts.ValidBlob = &tn, "blob-03-welcome2"
-	next.Tenants["ws-03"] = ts
-	next.Commit = commitB
 	rf.snap = next
 	rf.mu.Unlock()
+	// With a new n8n default, so every tenant is in the waves.
+	rf.setFleet(commitB, func(f *schema.Fleet) { f.Spec.Defaults.N8NVersion = "1.124.0" })
 	rf.step()
-	if r := rf.latest(); r.State != rollout.Running {
+	r := rf.latest()
+	if r.State != rollout.Running {
 		t.Fatalf("adding a template started no rollout: %+v", r)
 	}
+	// A tenant the rollout has not released starts using the new template.
+	var waiting string
+	for ws := range rf.agents {
+		if rf.count(`SELECT count(*) FROM rollout_members WHERE rollout_id = $1 AND workspace = $2 AND released_at IS NULL`, r.ID, ws) == 1 {
+			waiting = ws
+			break
+		}
+	}
+	if waiting == "" {
+		t.Fatal("no waiting member")
+	}
+	rf.mu.Lock()
+	next = rf.snap
+	next.Tenants = maps.Clone(rf.snap.Tenants)
+	ts := next.Tenants[waiting]
+	tn := *ts.Tenant
+	tn.Spec.Workflows = append(slices.Clone(tn.Spec.Workflows), schema.Workflow{Template: "welcome2", Credentials: tn.Spec.Workflows[0].Credentials, Params: tn.Spec.Workflows[0].Params})
+	ts.Tenant, ts.ValidBlob = &tn, "blob-welcome2"
+	next.Tenants[waiting] = ts
+	rf.snap = next
+	rf.mu.Unlock()
 	rf.sweep()
-	m, _ := rf.manifest(rf.agents["ws-03"])
+	m, _ := rf.manifest(rf.agents[waiting])
 	var names []string
 	for _, w := range m.Workflows {
 		names = append(names, w.Name)
 	}
 	if !slices.Contains(names, "welcome2") {
-		t.Errorf("ws-03's manifest has workflows %v, want welcome2 too", names)
+		t.Errorf("%s (waiting for its wave) has workflows %v, want welcome2 too", waiting, names)
 	}
 }
