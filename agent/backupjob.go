@@ -405,7 +405,11 @@ func (a *Agent) backupOnce(ctx context.Context, p *schema.ManifestBackup) error 
 	taken := a.cfg.Now().UTC()
 	start := time.Now()
 	fail := func(err error) error {
-		if rerr := a.client.FinishBackup(ctx, cred, st.ID, schema.BackupFinish{Error: err.Error()}); rerr != nil {
+		// Reported even when the agent is stopping (a short grace), so the
+		// reconciler does not keep it pending until its sweep.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if rerr := a.client.FinishBackup(rctx, cred, st.ID, schema.BackupFinish{Error: err.Error()}); rerr != nil {
 			a.log.Warn("report failed backup", "backup", st.ID, "err", rerr)
 		}
 		return fmt.Errorf("backup %s: %w", st.ID, err)
