@@ -75,6 +75,8 @@ type Executor struct {
 	m   *metrics
 
 	inputs rollout.Cache
+	// warned: the not-yet-acted-on tenantChanges: rollout was logged.
+	warned bool
 }
 
 // New makes an Executor.
@@ -120,6 +122,10 @@ func (x *Executor) Step(ctx context.Context) error {
 	snap, ok := x.cfg.Desired()
 	if !ok || snap.Fleet == nil || snap.Fleet.Spec.Rollout == nil {
 		return x.Observe(ctx)
+	}
+	if snap.Fleet.Spec.Rollout.TenantChanges == schema.TenantChangesRollout && !x.warned {
+		x.warned = true
+		x.log.Warn("spec.rollout.tenantChanges: rollout is not acted on yet: a change of one tenant's file applies at once")
 	}
 	latest, have, err := x.cfg.Store.LatestRollout(ctx)
 	if err != nil {
