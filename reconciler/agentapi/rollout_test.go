@@ -384,11 +384,42 @@ func TestRolloutFencedAfterLeaderChange(t *testing.T) {
 	if r := rf.latest(); r.State != rollout.Done {
 		t.Fatalf("the stale leader started a rollout: %+v", r)
 	}
-	if err := rf.x.Step(store.WithEpoch(context.Background(), next.Epoch, nil)); err != nil {
+	newCtx := store.WithEpoch(context.Background(), next.Epoch, nil)
+	if err := rf.x.Step(newCtx); err != nil {
 		t.Fatal(err)
 	}
-	if r := rf.latest(); r.State != rollout.Running {
+	r := rf.latest()
+	if r.State != rollout.Running {
 		t.Fatalf("the leader's step: %+v", r)
+	}
+	// Mid-wave: the canary is released and applies; the old leader, still
+	// running its loop, steps again and writes nothing; a new executor
+	// (another replica taking over) continues from the stored state.
+	rf.sweep()
+	released := rf.count(`SELECT count(*) FROM rollout_members WHERE rollout_id = $1 AND released_at IS NOT NULL`, r.ID)
+	if released != 1 {
+		t.Fatalf("%d released after the first step, want the canary", released)
+	}
+	var canary string
+	if err := rf.st.Pool().QueryRow(context.Background(), `SELECT workspace FROM rollout_members WHERE rollout_id = $1 AND released_at IS NOT NULL`, r.ID).Scan(&canary); err != nil {
+		t.Fatal(err)
+	}
+	rf.applyLatest(canary)
+	if err := rf.x.Step(oldCtx); err == nil {
+		t.Fatal("the stale leader's step mid-wave was not refused")
+	}
+	if n := rf.count(`SELECT count(*) FROM rollout_members WHERE rollout_id = $1 AND applied_at IS NOT NULL`, r.ID); n != 0 {
+		t.Fatalf("the stale leader recorded %d members applied", n)
+	}
+	other := rollouts.New(rollouts.Config{Store: rf.st, Desired: rf.desired, Now: rf.now})
+	if err := other.Step(newCtx); err != nil {
+		t.Fatal(err)
+	}
+	if n := rf.count(`SELECT count(*) FROM rollout_members WHERE rollout_id = $1 AND workspace = $2 AND applied_at IS NOT NULL`, r.ID, canary); n != 1 {
+		t.Errorf("the new leader's executor did not take the canary as applied")
+	}
+	if r2 := rf.latest(); r2.ID != r.ID || r2.State != rollout.Running || r2.BakingSince == nil {
+		t.Errorf("after the take-over: %+v, want the same rollout baking its canary", r2)
 	}
 }
 
