@@ -695,7 +695,7 @@ func demoWatchdog(path string) error {
 		return err
 	}
 	lines := strings.SplitAfter(string(data), "\n")
-	want := []string{"degradedAfter: 6s", "criticalAfter: 12s", "cooldown: 10s"}
+	want := []string{"degradedAfter: 6s", "criticalAfter: 12s", "cooldown: 20s"}
 	block := slices.Index(lines, "  watchdog:\n")
 	if block < 0 {
 		spec := slices.Index(lines, "spec:\n")
