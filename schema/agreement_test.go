@@ -23,6 +23,7 @@ var notExpressible = map[string]string{
 	"tenants/undeclared-cred.bad.yaml": "a workflow maps a placeholder to a credential declared in a sibling list",
 	"tenants/wf-dup.bad.yaml":          "workflow templates unique within a list of objects",
 	"fleets/backup-rules.bad.yaml":     "backup recipients apart from spec.recipients, durations compared with each other and with a minimum",
+	"fleets/dns-rules.bad.yaml":        "the zone's account must be one of spec.accounts (a list of objects), a duration compared with its bounds",
 	"fleets/rollout-rules.bad.yaml":    "wave names unique within a list of objects, the rest wave last (no keyword addresses the last item), a window's end compared with its start",
 }
 

@@ -69,6 +69,8 @@ type FleetSpec struct {
 	// Rollout paces fleet-wide changes in waves (rollout.go); nil: every
 	// droplet changes at once.
 	Rollout *Rollout `yaml:"rollout" json:"rollout,omitempty"`
+	// DNS names the zone of tenants' stable names (dns.go); nil: none.
+	DNS *DNS `yaml:"dns" json:"dns,omitempty"`
 }
 
 // Watchdog is the health policy. A droplet with no heartbeat for
@@ -309,6 +311,7 @@ func (f *Fleet) validate(c *errorf) {
 	f.validateBackup(c)
 	f.validateRollout(c)
 	f.validateAgent(c)
+	f.validateDNS(c)
 	regions := map[string]bool{}
 	for i, sp := range s.Spares {
 		p := fmt.Sprintf("spec.spares[%d]", i)
@@ -374,6 +377,7 @@ func (f *Fleet) setDefaults() {
 		s.Pricing.SnapshotGBMonthUSD = DefaultSnapshotGBMonthUSD
 	}
 	s.Rollout.setDefaults()
+	s.DNS.setDefaults(s.Accounts)
 	for i := range s.Spares {
 		if s.Spares[i].Size == "" {
 			s.Spares[i].Size = s.Defaults.Size

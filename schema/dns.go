@@ -1,0 +1,74 @@
+package schema
+
+import "time"
+
+// DNS bounds and default (spec.dns.ttl).
+const (
+	DefaultDNSTTL = time.Minute
+	MinDNSTTL     = 30 * time.Second
+	MaxDNSTTL     = 24 * time.Hour
+)
+
+// DNS is spec.dns: the fleet's DNS zone, managed through DigitalOcean's
+// Domains API, in which every tenant gets a stable name
+// <workspace>.<zone> that follows its current droplet (wake, resize,
+// rebuild). Customers point their CNAMEs at it and n8n's webhook URL uses
+// it. Absent, tenants have no stable name (only <ip>.sslip.io).
+type DNS struct {
+	// Zone is the DNS zone (a domain the fleet's DigitalOcean account
+	// hosts), e.g. t.genesis.example.
+	Zone string `yaml:"zone" json:"zone"`
+	// Account names the spec.accounts entry whose token manages the
+	// zone; default the first account.
+	Account string `yaml:"account" json:"account,omitempty"`
+	// TTL is the records' time to live; default 60s, 30s to 24h.
+	TTL Duration `yaml:"ttl" json:"ttl,omitempty"`
+}
+
+// StableName is workspace's stable name in the fleet's zone ("" without
+// spec.dns).
+func (f *Fleet) StableName(workspace string) string {
+	if f == nil || f.Spec.DNS == nil || f.Spec.DNS.Zone == "" {
+		return ""
+	}
+	return workspace + "." + f.Spec.DNS.Zone
+}
+
+// validateDNS judges spec.dns.
+func (f *Fleet) validateDNS(c *errorf) {
+	d := f.Spec.DNS
+	if d == nil {
+		return
+	}
+	at := func(path, format string, args ...any) { c.at(f.pos.at(path), format, args...) }
+	switch {
+	case d.Zone == "":
+		at("spec.dns", "spec.dns.zone is required (the DNS zone tenants' stable names live in, e.g. t.genesis.example)")
+	case checkDomain(d.Zone) != "":
+		at("spec.dns.zone", "spec.dns.zone: %q %s", d.Zone, checkDomain(d.Zone))
+	case len(d.Zone) > 200:
+		// <workspace id, up to 40>.<zone> must stay within 253.
+		at("spec.dns.zone", "spec.dns.zone: %q is longer than 200 characters (a stable name adds a workspace id)", d.Zone)
+	}
+	if d.Account != "" {
+		if _, ok := f.Account(d.Account); !ok {
+			at("spec.dns.account", "spec.dns.account: %q is not in spec.accounts", d.Account)
+		}
+	}
+	if f.has("spec.dns.ttl") && (d.TTL < Duration(MinDNSTTL) || d.TTL > Duration(MaxDNSTTL)) {
+		at("spec.dns.ttl", "spec.dns.ttl: %s is outside %s to %s", d.TTL, Duration(MinDNSTTL), Duration(MaxDNSTTL))
+	}
+}
+
+// setDefaults fills what a valid spec.dns left out.
+func (d *DNS) setDefaults(accounts []Account) {
+	if d == nil {
+		return
+	}
+	if d.TTL == 0 {
+		d.TTL = Duration(DefaultDNSTTL)
+	}
+	if d.Account == "" && len(accounts) > 0 {
+		d.Account = accounts[0].Name
+	}
+}
