@@ -33,3 +33,30 @@ func TestDecodedDNS(t *testing.T) {
 		t.Errorf("no spec.dns: %+v, %q", plain.Spec.DNS, plain.StableName("ws-acme"))
 	}
 }
+
+// TestTenantDomainInFleetZone: a tenant's own domain in the fleet's zone
+// is refused by the rules that see genesis.yaml (it could take another
+// tenant's stable name); one outside it is fine.
+func TestTenantDomainInFleetZone(t *testing.T) {
+	f, errs := DecodeFleet(FleetFile, mustRead(t, "testdata/fleets/dns.good.yaml"))
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	const file = "tenants/ws-acme.yaml"
+	tenant := func(domain string) *Tenant {
+		tn, errs := DecodeTenant(file, []byte("apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: ws-acme, name: Acme, tier: pro}\n"+
+			"spec:\n  state: running\n  droplet: {region: nyc3}\n  domains: ["+domain+"]\n"))
+		if errs != nil {
+			t.Fatal(errs)
+		}
+		return tn
+	}
+	errs = tenant("ws-other.t.genesis.example").Check(file, Context{Fleet: f})
+	if len(errs) != 1 || !strings.Contains(errs.Error(), "7:") || !strings.Contains(errs.Error(), "is in the fleet's zone t.genesis.example") ||
+		!strings.Contains(errs.Error(), "ws-acme.t.genesis.example") {
+		t.Errorf("a domain in the zone: %v", errs)
+	}
+	if errs := tenant("track.acme.com").Check(file, Context{Fleet: f}); len(errs) != 0 {
+		t.Errorf("a domain outside the zone: %v", errs)
+	}
+}

@@ -45,7 +45,8 @@ func (t *Tenant) N8NVersion(f *Fleet) string {
 // Check applies the rules that need the fleet and the templates: the region
 // is served by some account, the size is priced, every workflow's template
 // exists, every placeholder in it maps to a declared credential of the type
-// the template uses it as, and params match the template's markers exactly.
+// the template uses it as, params match the template's markers exactly, and
+// no domain lies in the fleet's DNS zone (spec.dns).
 func (t *Tenant) Check(file string, ctx Context) Errors {
 	c := &errorf{file: file}
 	at := func(path, format string, args ...any) { c.at(t.pos.at(path), format, args...) }
@@ -55,6 +56,18 @@ func (t *Tenant) Check(file string, ctx Context) Errors {
 		}
 		if s := t.Size(f); !hasKey(f.Spec.Sizes, s) {
 			at("spec.droplet.size", "spec.droplet.size: %q is not in genesis.yaml spec.sizes (%s)", s, strings.Join(sortedKeys(f.Spec.Sizes), ", "))
+		}
+		if f.Spec.DNS != nil && f.Spec.DNS.Zone != "" {
+			// The fleet zone holds the tenants' stable names: a custom
+			// domain in it could take another tenant's name.
+			zone := f.Spec.DNS.Zone
+			for i, d := range t.Spec.Domains {
+				if d == zone || strings.HasSuffix(d, "."+zone) {
+					p := fmt.Sprintf("spec.domains[%d]", i)
+					at(p, "%s: %q is in the fleet's zone %s (genesis.yaml spec.dns), where tenants' stable names live; point a CNAME at %s instead",
+						p, d, zone, f.StableName(t.Metadata.ID))
+				}
+			}
 		}
 	}
 	creds := map[string]Credential{}
