@@ -47,9 +47,6 @@ type upgradeDroplet struct {
 // under a supervisor that restarts it like systemd's Restart=always and
 // restarts it on SIGHUP (the watcher's restart command is kill -HUP).
 func TestAgentUpgrade(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds three agents")
-	}
 	builds := t.TempDir()
 	build := func(version string, ldflags string) string {
 		t.Helper()

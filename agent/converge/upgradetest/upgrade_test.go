@@ -330,20 +330,34 @@ func TestUpgradeSequence(t *testing.T) {
 		eq("migrations", d.migrations(), []string{"1.123.81", "1.124.0"})
 	})
 
-	t.Run("a downgrade without a backup is refused", func(t *testing.T) {
-		// Keep (3) dropped the backup taken before the upgrade from 1.123.81.
-		if _, ok, _ := d.backups.Before("1.123.81"); ok {
-			t.Skip("the backup before 1.123.81 is still kept")
+}
+
+// TestDowngradeWithoutBackupRefused: a droplet that never ran the older
+// version (so keeps no backup taken before an upgrade from it) refuses the
+// downgrade without touching n8n: n8n cannot run an older version on a
+// database a newer one migrated.
+func TestDowngradeWithoutBackupRefused(t *testing.T) {
+	d := newDropletAt(t, "1.124.0")
+	eq := func(what string, got, want any) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s = %v, want %v", what, got, want)
 		}
-		ups := d.upCount()
-		err := d.apply(manifest(6, "1.123.81"))
-		if err == nil || !strings.Contains(err.Error(), "downgrade from 1.124.0 refused") {
-			t.Fatalf("apply: %v", err)
-		}
-		eq("docker compose up calls", d.upCount()-ups, 0)
-		eq("running", d.running(), "1.124.0")
-		if _, ok := d.rej.Rejected(schema.RejectN8N, "1.123.81"); !ok {
-			t.Error("not rejected")
-		}
-	})
+	}
+	if err := d.apply(manifest(1, "1.124.0")); err != nil {
+		t.Fatalf("first apply: %v", err)
+	}
+	if _, ok, err := d.backups.Before("1.123.81"); ok || err != nil {
+		t.Fatalf("a backup before an upgrade from 1.123.81 exists: %v %v", ok, err)
+	}
+	ups := d.upCount()
+	err := d.apply(manifest(2, "1.123.81"))
+	if err == nil || !strings.Contains(err.Error(), "downgrade from 1.124.0 refused") {
+		t.Fatalf("apply: %v", err)
+	}
+	eq("docker compose up calls", d.upCount()-ups, 0)
+	eq("running", d.running(), "1.124.0")
+	if _, ok := d.rej.Rejected(schema.RejectN8N, "1.123.81"); !ok {
+		t.Error("not rejected")
+	}
 }
