@@ -171,7 +171,7 @@ func BenchmarkRollout15000(b *testing.B) {
 		if r.State != rollout.Done {
 			b.Fatalf("good version: rollout %s (%s)", r.State, r.Reason)
 		}
-		waves := rollout.Assign(benchPolicy(), Members(nil, sf.snap, ""), r.ID)
+		waves := rollout.Assign(benchPolicy(), Members(sf.snap), r.ID)
 		bound := rollout.LowerBound(waves, sf.applyAfter)
 		b.ReportMetric(took.Minutes(), "sim-min")
 		b.ReportMetric(bound.Minutes(), "bound-min")
@@ -206,7 +206,7 @@ func TestRolloutSimulated(t *testing.T) {
 	if r.State != rollout.Done {
 		t.Fatalf("rollout %s (%s)", r.State, r.Reason)
 	}
-	bound := rollout.LowerBound(rollout.Assign(benchPolicy(), Members(nil, sf.snap, ""), r.ID), sf.applyAfter)
+	bound := rollout.LowerBound(rollout.Assign(benchPolicy(), Members(sf.snap), r.ID), sf.applyAfter)
 	if took < bound || took > bound*3/2 {
 		t.Errorf("took %s of simulated time, lower bound %s", took, bound)
 	}

@@ -200,7 +200,7 @@ func (x *Executor) start(ctx context.Context, snap tenants.Snapshot, body []byte
 	// Tenants declared hibernated (or absent) take part too, but last: a
 	// canary must be a droplet that runs.
 	members, unaffected, asleep := map[string]*schema.Tenant{}, []string{}, []string{}
-	for ws, t := range Members(policy, snap, r.ID) {
+	for ws, t := range Members(snap) {
 		before, err := x.inputs.Stored(effective(ws), func(d string) ([]byte, error) { return x.cfg.Store.RolloutInputs(ctx, d) })
 		if err != nil {
 			return latest, fmt.Errorf("inputs of %s before the rollout: %w", ws, err)
@@ -244,7 +244,7 @@ func (x *Executor) start(ctx context.Context, snap tenants.Snapshot, body []byte
 
 // Members are the tenants a rollout takes: every tenant with a valid
 // version in snap (spares take their inputs at assignment).
-func Members(_ *schema.Rollout, snap tenants.Snapshot, _ string) map[string]*schema.Tenant {
+func Members(snap tenants.Snapshot) map[string]*schema.Tenant {
 	out := make(map[string]*schema.Tenant, len(snap.Tenants))
 	for ws, ts := range snap.Tenants {
 		if ts.Tenant != nil && !schema.IsSpareWorkspace(ws) {
