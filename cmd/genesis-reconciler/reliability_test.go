@@ -739,7 +739,8 @@ func relFaults(t *testing.T, report *relReport) {
 		}},
 		{name: "Postgres: the leader's lock connection cut mid-create", during: func(rw *relWorld, url string) {
 			testkit.WaitFor(rw.t, "a create journaled", func() bool { return rw.inFlight() > 0 })
-			rw.exec(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted`)
+			rw.exec(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+				AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
