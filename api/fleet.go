@@ -51,6 +51,9 @@ type TenantStatus struct {
 	RetryAfter    time.Time `json:"retry_after,omitzero"`
 	Attempts      int       `json:"attempts,omitempty"`
 	LastErrorKind string    `json:"last_error_kind,omitempty"`
+	// NameTarget is the address the tenant's stable DNS name was last
+	// written to say (spec.dns; "" when it has no record).
+	NameTarget string `json:"dns_target,omitempty"`
 }
 
 // Fleet is GET /v1/fleet: every tenant, what git declares next to what the
@@ -89,6 +92,9 @@ type FleetTenant struct {
 	// MonthlyUSD is what the tenant costs now: its droplet's size price,
 	// or its snapshot's storage when hibernated.
 	MonthlyUSD float64 `json:"monthly_usd"`
+	// StableName is the tenant's <workspace>.<spec.dns.zone>: the name
+	// customers' CNAMEs target ("" without spec.dns).
+	StableName string `json:"stable_name,omitempty"`
 	// RecoveryPoint is the tenant's newest copy (nil: backups are not
 	// wired in, or the tenant is not known to them yet).
 	RecoveryPoint *RecoveryPoint `json:"recovery_point,omitempty"`

@@ -20,6 +20,8 @@ type Metrics struct {
 	declared         *prometheus.GaugeVec
 	invalid          prometheus.Gauge
 	orphans          prometheus.Gauge
+	nameOrphans      prometheus.Gauge
+	nameDrift        prometheus.Counter
 	noCapacity       prometheus.Gauge
 	leader           prometheus.Gauge
 	lastCommitTime   prometheus.Gauge
@@ -72,6 +74,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Hot spares ready to be taken (ACTIVE_HEALTHY), by region of genesis.yaml spec.spares."}, []string{"region"}),
 		backingOff: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_tenants_backing_off",
 			Help: "Workspaces the planner leaves alone because their last action failed, by error kind (transient, terminal, capacity, pending, not_found)."}, []string{"kind"}),
+		nameOrphans: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_dns_orphan_records",
+			Help: "A and AAAA records in the fleet's zone (spec.dns) that match no declared tenant, at the last name audit (reported, never deleted)."}),
+		nameDrift: prometheus.NewCounter(prometheus.CounterOpts{Name: "genesis_dns_drift_total",
+			Help: "Tenants' stable names the name audit found saying something else than recorded (a point_name repair follows)."}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_action_retries_total",
 			Help: "Failed actions requeued by the work queue, by error kind (transient, terminal, capacity, pending, not_found)."}, []string{"kind"}),
 	}
@@ -82,7 +88,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.refusals, m.lifecycle, m.declared,
 			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors, m.gitSync, m.backingOff, m.retries,
-			m.cost, m.snapshotBytes, m.sparesReady)
+			m.cost, m.snapshotBytes, m.sparesReady, m.nameOrphans, m.nameDrift)
 		reg.MustRegister(m.watchdog.collectors()...)
 	}
 	m.exec = actions.NewMetrics(reg)

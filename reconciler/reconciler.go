@@ -66,6 +66,9 @@ type Config struct {
 	// Observations stores each observation for every replica's
 	// /v1/observed (nil: not stored).
 	Observations *Observations
+	// NameAuditEvery is how often the leader audits the fleet's DNS zone
+	// (names.go; default DefaultNameAuditEvery).
+	NameAuditEvery time.Duration
 }
 
 // DefaultPrepareTimeout is Config.PrepareTimeout's default.
@@ -109,6 +112,8 @@ type Reconciler struct {
 	// set once a pass loaded it.
 	holds       map[string]plan.Hold
 	holdsLoaded bool
+	// nameAudit is the last audit of the fleet's DNS zone (names.go).
+	nameAudit NameAudit
 	// jobs are the workers the loop started (one per workspace with
 	// actions, plus watchdog remediations and idle warnings); Wait waits
 	// for them. Only the Reconciler adds to it.
@@ -137,6 +142,9 @@ func New(cfg Config) *Reconciler {
 	}
 	if cfg.Jitter == nil {
 		cfg.Jitter = rand.Float64
+	}
+	if cfg.NameAuditEvery == 0 {
+		cfg.NameAuditEvery = DefaultNameAuditEvery
 	}
 	return &Reconciler{cfg: cfg, log: cfg.Logger.With("component", "reconciler"), kick: make(chan struct{}, 1),
 		running: map[string]bool{}, pending: map[string]bool{}, needFull: true, wlog: cfg.Logger.With("component", "watchdog"),
@@ -224,11 +232,23 @@ func (r *Reconciler) LeaderContext() (context.Context, bool) {
 	return r.leadCtx, true
 }
 
-// LastPlan is the plan of the last pass.
+// LastPlan is the plan of the last pass, with the last name audit's
+// orphan DNS records among its orphans.
 func (r *Reconciler) LastPlan() plan.Plan {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.last
+	p := r.last
+	if len(r.nameAudit.Orphans) > 0 {
+		p.Orphans = append(append([]plan.Orphan(nil), p.Orphans...), r.nameAudit.Orphans...)
+	}
+	return p
+}
+
+// auditNames runs AuditNames in the loop, logging its failure.
+func (r *Reconciler) auditNames(ctx context.Context) {
+	if _, err := r.AuditNames(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errNoSnapshot) {
+		r.log.Error("name audit failed", "err", err)
+	}
 }
 
 // Run takes the lead when it is free and reconciles while it holds it,
@@ -290,6 +310,9 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 	defer tick.Stop()
 	watch := time.NewTicker(r.cfg.WatchdogEvery)
 	defer watch.Stop()
+	audit := time.NewTicker(r.cfg.NameAuditEvery)
+	defer audit.Stop()
+	audited := false
 	watched := false
 	r.mu.Lock()
 	r.needFull = true
@@ -307,6 +330,11 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 			if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errNoSnapshot) {
 				r.log.Error("reconcile pass failed", "err", err)
 			}
+		}
+		if !audited && resumed {
+			// Once per leadership at first, then on its ticker.
+			audited = true
+			r.auditNames(ctx)
 		}
 		watched = false
 		// Wake for the earliest end of a backoff: the pass plans the
@@ -333,6 +361,9 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 			r.mu.Lock()
 			r.needFull = true
 			r.mu.Unlock()
+		case <-audit.C:
+			r.auditNames(ctx)
+			watched = true // the audit kicks a pass when it found drift
 		}
 	}
 }
@@ -644,8 +675,12 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 // executor is the action executor of the loop's configuration, logging to
 // log.
 func (r *Reconciler) executor(log *slog.Logger) actions.Executor {
+	var names *actions.Names
+	if snap, ok := r.Snapshot(); ok {
+		names = actions.NamesOf(snap.Fleet)
+	}
 	return actions.Executor{Store: r.cfg.Store, UserData: r.cfg.UserData, Manifest: r.cfg.Manifest, PrepareTimeout: r.cfg.PrepareTimeout,
-		Notify: r.cfg.Notify, Metrics: r.cfg.Metrics.exec, Now: r.cfg.Now, Log: log}
+		Notify: r.cfg.Notify, Metrics: r.cfg.Metrics.exec, Names: names, Now: r.cfg.Now, Log: log}
 }
 
 // record keeps the last observation and plan, and updates the gauges.

@@ -1,6 +1,9 @@
 package schema
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // DNS bounds and default (spec.dns.ttl).
 const (
@@ -23,12 +26,21 @@ type DNS struct {
 	Account string `yaml:"account" json:"account,omitempty"`
 	// TTL is the records' time to live; default 60s, 30s to 24h.
 	TTL Duration `yaml:"ttl" json:"ttl,omitempty"`
+	// Activator is the public IPv4 address of the activator (the HTTPS
+	// front that wakes a hibernated tenant on its first request, behind
+	// a load balancer when several replicas run one). A hibernated
+	// tenant's stable name points here; without it the name keeps its
+	// last address while the tenant sleeps.
+	Activator string `yaml:"activator" json:"activator,omitempty"`
+	// ActivatorIPv6 is the activator's IPv6 address (optional): the AAAA
+	// record of a hibernated tenant's name.
+	ActivatorIPv6 string `yaml:"activatorIPv6" json:"activatorIPv6,omitempty"`
 }
 
 // StableName is workspace's stable name in the fleet's zone ("" without
-// spec.dns).
+// spec.dns, and for a spare, which serves no customer).
 func (f *Fleet) StableName(workspace string) string {
-	if f == nil || f.Spec.DNS == nil || f.Spec.DNS.Zone == "" {
+	if f == nil || f.Spec.DNS == nil || f.Spec.DNS.Zone == "" || IsSpareWorkspace(workspace) {
 		return ""
 	}
 	return workspace + "." + f.Spec.DNS.Zone
@@ -53,6 +65,18 @@ func (f *Fleet) validateDNS(c *errorf) {
 	if d.Account != "" {
 		if _, ok := f.Account(d.Account); !ok {
 			at("spec.dns.account", "spec.dns.account: %q is not in spec.accounts", d.Account)
+		}
+	}
+	if d.Activator != "" {
+		if a, err := netip.ParseAddr(d.Activator); err != nil || !a.Is4() {
+			at("spec.dns.activator", "spec.dns.activator: %q is not an IPv4 address", d.Activator)
+		}
+	}
+	if d.ActivatorIPv6 != "" {
+		if a, err := netip.ParseAddr(d.ActivatorIPv6); err != nil || !a.Is6() || a.Is4In6() {
+			at("spec.dns.activatorIPv6", "spec.dns.activatorIPv6: %q is not an IPv6 address", d.ActivatorIPv6)
+		} else if d.Activator == "" {
+			at("spec.dns.activatorIPv6", "spec.dns.activatorIPv6 needs spec.dns.activator (the IPv4 address) too")
 		}
 	}
 	if f.has("spec.dns.ttl") && (d.TTL < Duration(MinDNSTTL) || d.TTL > Duration(MaxDNSTTL)) {

@@ -11,7 +11,7 @@ func TestDecodedDNS(t *testing.T) {
 	if errs != nil {
 		t.Fatal(errs)
 	}
-	if d := f.Spec.DNS; d == nil || d.Zone != "t.genesis.example" || d.Account != "dns-owner" || d.TTL != Duration(2*time.Minute) {
+	if d := f.Spec.DNS; d == nil || d.Zone != "t.genesis.example" || d.Account != "dns-owner" || d.TTL != Duration(2*time.Minute) || d.Activator != "203.0.113.10" {
 		t.Errorf("spec.dns = %+v", d)
 	}
 	if got := f.StableName("ws-acme"); got != "ws-acme.t.genesis.example" {

@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -60,6 +61,10 @@ const (
 	AgentSHA256Path = "/etc/genesis/agent.sha256"
 	// AgentEnvPath is the agent unit's EnvironmentFile.
 	AgentEnvPath = "/etc/genesis/agent.env"
+	// StableNamePath holds the tenant's stable DNS name (spec.dns), n8n's
+	// N8N_HOST and WEBHOOK_URL host from the first boot; without it the
+	// bootstrap uses <ip>.sslip.io.
+	StableNamePath = "/etc/genesis/stable-name"
 )
 
 // Input is one droplet's part of its user data.
@@ -77,6 +82,11 @@ type Input struct {
 	// AgentURL (required with AgentURL): a download that differs is not
 	// installed.
 	AgentSHA256 string
+	// StableName is the tenant's stable DNS name <workspace>.<zone>
+	// (optional): n8n's host and webhook URL use it from the first boot,
+	// so webhooks registered with third parties survive wake, resize and
+	// rebuild.
+	StableName string
 	// InsecureHTTP lets the agent use a plain http:// reconciler URL and
 	// the bootstrap download the agent over http:// (demo and tests only).
 	InsecureHTTP bool
@@ -89,6 +99,10 @@ type File struct {
 	Permissions string `yaml:"permissions,omitempty"`
 	Content     string `yaml:"content"`
 }
+
+// stableName is a lowercase DNS name of two or more labels (the bootstrap
+// script keeps only these characters too).
+var stableName = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // Render returns the user data for one droplet.
 func Render(in Input) ([]byte, error) {
@@ -113,6 +127,13 @@ func Render(in Input) ([]byte, error) {
 		// new user data rather than an old file.
 		{Path: AgentEnvPath, Owner: "root:root", Permissions: "0644", Content: fmt.Sprintf("GENESIS_AGENT_INSECURE_HTTP=%t\n", in.InsecureHTTP)},
 	}
+	// Always written (empty without a stable name), so a droplet woken
+	// from a snapshot follows its new user data rather than an old file.
+	sn := ""
+	if in.StableName != "" {
+		sn = in.StableName + "\n"
+	}
+	files = append(files, File{Path: StableNamePath, Owner: "root:root", Permissions: "0644", Content: sn})
 	if in.AgentURL != "" {
 		files = append(files,
 			File{Path: AgentURLPath, Owner: "root:root", Permissions: "0644", Content: in.AgentURL + "\n"},
@@ -189,6 +210,9 @@ func check(in Input) error {
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			return fmt.Errorf("%q is not an http(s) URL", u)
 		}
+	}
+	if in.StableName != "" && !stableName.MatchString(in.StableName) {
+		return fmt.Errorf("stable name %q is not a lowercase DNS name", in.StableName)
 	}
 	if in.AgentURL != "" {
 		if err := CheckSHA256(in.AgentSHA256); err != nil {

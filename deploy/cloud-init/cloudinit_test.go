@@ -54,6 +54,7 @@ func TestRender(t *testing.T) {
 		wantPaths []string
 	}{
 		{"defaults", Input{Agent: agent}, nil},
+		{"stable name", Input{Agent: agent, StableName: "ws-acme.t.genesis.example"}, nil},
 		{"with compose and agent url", Input{Agent: agent, Compose: []byte("services:\n  n8n:\n    image: n8nio/n8n:1.123.81\n"), AgentURL: "https://dl.example.com/genesis-agent", AgentSHA256: strings.Repeat("ab", 32)},
 			[]string{AgentURLPath, AgentSHA256Path}},
 		// Hostile values cannot change the document's structure.
@@ -93,7 +94,7 @@ func TestRender(t *testing.T) {
 			if len(cc.RunCmd) == 0 {
 				t.Error("no runcmd")
 			}
-			want := append([]string{"/usr/local/sbin/genesis-bootstrap", "/usr/local/sbin/genesis-agent-install", schema.AgentConfigPath, ComposePath, AgentUnitPath, AgentEnvPath}, tc.wantPaths...)
+			want := append([]string{"/usr/local/sbin/genesis-bootstrap", "/usr/local/sbin/genesis-agent-install", schema.AgentConfigPath, ComposePath, AgentUnitPath, AgentEnvPath, StableNamePath}, tc.wantPaths...)
 			var got []string
 			byPath := map[string]File{}
 			for _, f := range cc.WriteFiles {
@@ -102,6 +103,9 @@ func TestRender(t *testing.T) {
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Fatalf("write_files paths (-want +got):\n%s", diff)
+			}
+			if want := strings.TrimSpace(tc.in.StableName + "\n"); strings.TrimSpace(byPath[StableNamePath].Content) != want {
+				t.Errorf("%s = %q, want %q", StableNamePath, byPath[StableNamePath].Content, want)
 			}
 			if sh, err := exec.LookPath("sh"); err == nil {
 				for _, script := range []string{"/usr/local/sbin/genesis-bootstrap", "/usr/local/sbin/genesis-agent-install"} {
@@ -221,5 +225,17 @@ func TestTemplateIsCloudConfig(t *testing.T) {
 	b, _ := json.Marshal(v["packages"])
 	if !strings.Contains(string(b), "ufw") {
 		t.Errorf("packages = %s, want ufw", b)
+	}
+}
+
+// TestStableNameRefused: a stable name that is not a DNS name never
+// reaches the droplet's .env (it would become n8n's host).
+func TestStableNameRefused(t *testing.T) {
+	for _, bad := range []string{"ws-a.T.example", "ws a.example", "ws-a\nN8N_HOST=evil.example", "-x.example", "single"} {
+		_, err := Render(Input{Agent: schema.AgentConfig{ReconcilerURL: "https://fleet.example.com", SigningKeys: []string{pubPEM(t)},
+			Workspace: "ws-a", DropletName: "genesis-ws-a-1", Token: "tok"}, StableName: bad})
+		if err == nil || !strings.Contains(err.Error(), "stable name") {
+			t.Errorf("StableName %q: err = %v, want a refusal naming the stable name", bad, err)
+		}
 	}
 }

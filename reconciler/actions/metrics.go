@@ -17,6 +17,9 @@ type Metrics struct {
 	Warnings prometheus.Counter
 	// Notifications counts notifications sent by kind and result.
 	Notifications *prometheus.CounterVec
+	// Names counts writes of tenants' stable DNS names by the action kind
+	// that made them and result.
+	Names *prometheus.CounterVec
 }
 
 // NewMetrics makes the metrics and registers them on reg (nil: not
@@ -35,9 +38,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Tenants warned that idleness will hibernate them."}),
 		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_notifications_total",
 			Help: "Notifications POSTed to --notify-url by kind and result."}, []string{"kind", "result"}),
+		Names: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_dns_name_writes_total",
+			Help: "Writes of tenants' stable DNS names (spec.dns) by the action that made them and result (succeeded, failed: a point_name repair follows)."}, []string{"kind", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Actions, m.Prepare, m.Assignments, m.Steps, m.Warnings, m.Notifications)
+		reg.MustRegister(m.Actions, m.Prepare, m.Assignments, m.Steps, m.Warnings, m.Notifications, m.Names)
 	}
 	return m
 }

@@ -26,6 +26,8 @@ type Executor struct {
 	// PrepareTimeout bounds a hibernation's wait for its agent to confirm
 	// n8n stopped (DefaultPrepareTimeout when not positive).
 	PrepareTimeout time.Duration
+	// Names is the fleet's spec.dns (nil: tenants have no stable names).
+	Names *Names
 	// Notify sends idle warnings (nil: recorded and logged only).
 	Notify  func(ctx context.Context, n notify.Notification) error
 	Metrics *Metrics
@@ -95,7 +97,13 @@ func (e Executor) Run(ctx context.Context, c *cloud.Pool, op Op, log *slog.Logge
 	if a.Kind == plan.Hibernate {
 		e.prepareHibernate(ctx, op.ID, a, log)
 	}
-	res, err := c.Execute(ctx, a, opt)
+	var res cloud.Result
+	var err error
+	if a.Kind == plan.PointName {
+		res.Account = a.Account
+	} else {
+		res, err = c.Execute(ctx, a, opt)
+	}
 	if a.Kind == plan.AssignSpare {
 		err = e.assignSpare(ctx, c, a, res, desired, err)
 	}
@@ -113,9 +121,17 @@ func (e Executor) Run(ctx context.Context, c *cloud.Pool, op Op, log *slog.Logge
 	if err != nil && a.RollBack(res.DropletID) {
 		err = e.rollBack(ctx, c, a, res, err)
 	}
+	var name *store.NameWrite
+	if err == nil {
+		name, err = e.writeName(ctx, c, op, res, log)
+		if ctx.Err() != nil {
+			log.Info("action interrupted; left for resume")
+			return Outcome{Err: err, Executed: true}
+		}
+	}
 	out := store.Outcome{Account: res.Account, DropletID: res.DropletID, DropletName: a.Droplet, IP: res.IP,
 		SnapshotID: res.SnapshotID, SnapshotGB: res.SnapshotSizeGB, TenantHash: hash, Desired: desired, Commit: commit,
-		ByPolicy: a.Kind == plan.Hibernate && desired == schema.StateRunning}
+		ByPolicy: a.Kind == plan.Hibernate && desired == schema.StateRunning, Name: name}
 	if out.Account == "" {
 		out.Account = a.Account
 	}

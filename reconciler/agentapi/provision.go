@@ -43,11 +43,25 @@ func (s *Service) UserData(ctx context.Context, a plan.Action) (string, error) {
 	ud, err := cloudinit.Render(cloudinit.Input{
 		Agent: schema.AgentConfig{ReconcilerURL: s.cfg.PublicURL, SigningKeys: s.cfg.SigningKeys,
 			Workspace: a.Workspace, DropletName: name, Token: tok},
-		Compose: s.cfg.Compose, AgentURL: s.cfg.AgentURL, AgentSHA256: s.cfg.AgentSHA256, InsecureHTTP: s.cfg.AgentInsecureHTTP,
+		StableName: s.stableName(a.Workspace),
+		Compose:    s.cfg.Compose, AgentURL: s.cfg.AgentURL, AgentSHA256: s.cfg.AgentSHA256, InsecureHTTP: s.cfg.AgentInsecureHTTP,
 	})
 	if err != nil {
 		return "", err
 	}
 	s.log.Info("provisioning token issued", "tenant", a.Workspace, "droplet", name, "expires_in", s.cfg.TokenTTL.String())
 	return string(ud), nil
+}
+
+// stableName is workspace's stable DNS name in the desired fleet ("" when
+// it has no spec.dns, or no desired state is known yet).
+func (s *Service) stableName(workspace string) string {
+	if s.cfg.Desired == nil {
+		return ""
+	}
+	snap, ok := s.cfg.Desired()
+	if !ok {
+		return ""
+	}
+	return snap.Fleet.StableName(workspace)
 }

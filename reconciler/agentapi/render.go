@@ -230,6 +230,12 @@ func build(snap tenants.Snapshot, fi fleetInputs, workspace, droplet, ip, recipi
 	if a := fi.in.Agent; a != nil {
 		m.Agent = &schema.AgentPin{Version: a.Version, SHA256: a.SHA256, URL: a.URL}
 	}
+	// The stable name (spec.dns) is what customers' CNAMEs and n8n's
+	// webhook URL use; <ip>.sslip.io stays as the bootstrap fallback
+	// until its record exists.
+	if name := snap.Fleet.StableName(workspace); name != "" {
+		m.Domains = append(m.Domains, name)
+	}
 	if addr, err := netip.ParseAddr(ip); err == nil && addr.Is4() {
 		m.Domains = append(m.Domains, addr.String()+".sslip.io")
 	}

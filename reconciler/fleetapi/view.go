@@ -30,6 +30,7 @@ func View(rows []store.FleetRow, r Fleet) api.Fleet {
 			}
 		}
 		v.MonthlyUSD = tenantCost(snap.Fleet, row, &doc.Cost)
+		v.StableName = snap.Fleet.StableName(row.Workspace)
 		// A row whose file is gone: desired "undeclared", ORPHANED while
 		// it holds a droplet or snapshot (lifecycle.Render). Spares are
 		// the fleet's own, never declared.

@@ -125,7 +125,11 @@ func Compute(d Desired, o Observed, now time.Time, opt Options) Plan {
 			return ss[i].Created.Before(ss[j].Created) || (ss[i].Created.Equal(ss[j].Created) && ss[i].ID < ss[j].ID)
 		})
 		st := o.Status[id]
+		before := len(p.Actions)
 		planTenant(&p, d, o, acct, t, st, ds, ss, now)
+		if len(p.Actions) == before {
+			planName(&p, d, t, st, len(ds))
+		}
 	}
 	planSpares(&p, d, o, acct)
 	holdSpares(&p, o, now)

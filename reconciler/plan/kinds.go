@@ -14,6 +14,7 @@ type Kind string
 // The actions, in the order of their priority (lower runs first).
 const (
 	Wake           Kind = "wake"            // create a droplet from the tenant's latest snapshot
+	PointName      Kind = "point_name"      // move the tenant's stable DNS name to Action.Target (names.go)
 	Create         Kind = "create"          // create a fresh droplet
 	Adopt          Kind = "adopt"           // record a tagged droplet we have no record of
 	Resize         Kind = "resize"          // snapshot, destroy, recreate at the new size
@@ -112,6 +113,10 @@ var kinds = map[Kind]KindInfo{
 	Retire: {Priority: 4, Destructive: true, APICalls: 5},
 	// A spare's droplet gets no manifest of its own: its agent parks
 	// until an assignment renders the tenant's.
+	// A name follows its tenant's droplet: a repair of a record the action
+	// that moved the droplet could not write (or someone changed), as
+	// urgent as a wake, since clients follow it.
+	PointName: {Priority: 0, APICalls: 3},
 	CreateSpare: {Priority: 5, APICalls: 3, CreatesDroplet: true, NeedsUserData: true,
 		StartState: lifecycle.Provisioning, Towards: schema.StateRunning},
 }
@@ -122,7 +127,7 @@ var unknownKind = KindInfo{Priority: 5}
 
 // Kinds lists every kind of action, in the order of the constants.
 func Kinds() []Kind {
-	return []Kind{Wake, Create, Adopt, Resize, UpdateManifest, Reboot, PowerCycle, Rebuild, Hibernate, Destroy, DeleteSnapshot,
+	return []Kind{Wake, PointName, Create, Adopt, Resize, UpdateManifest, Reboot, PowerCycle, Rebuild, Hibernate, Destroy, DeleteSnapshot,
 		CreateSpare, AssignSpare, DestroySpare, Retire}
 }
 

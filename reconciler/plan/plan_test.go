@@ -68,6 +68,8 @@ type caseStatus struct {
 	IdleWarnedAt       time.Time `yaml:"idleWarnedAt"`
 	TenantHash         string    `yaml:"tenantHash"`
 	Replacing          int       `yaml:"replacing"`
+	IP                 string    `yaml:"ip"`
+	NameTarget         string    `yaml:"nameTarget"`
 }
 
 func testFleet(t testing.TB) *schema.Fleet {

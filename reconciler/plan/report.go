@@ -84,7 +84,7 @@ func WriteText(w io.Writer, p Plan, s Summary, commit string) {
 		tw.Flush()
 	}
 	for _, o := range p.Orphans {
-		fmt.Fprintf(w, "orphan: %s %s in %s: %s (never destroyed automatically)\n", dash(o.Workspace), dash(o.Droplet+o.Snapshot), o.Account, o.Reason)
+		fmt.Fprintf(w, "orphan: %s %s in %s: %s (never destroyed automatically)\n", dash(o.Workspace), dash(o.Droplet+o.Snapshot+o.Record), o.Account, o.Reason)
 	}
 	for _, id := range p.NoCapacity {
 		fmt.Fprintf(w, "no capacity: %s (no account serving its region has room)\n", id)
@@ -141,7 +141,7 @@ func WriteMarkdown(w io.Writer, p Plan, s Summary, commit string) {
 	if len(p.Orphans) > 0 {
 		fmt.Fprintln(w, "\n**Orphans** (reported, never destroyed automatically):")
 		for _, o := range p.Orphans {
-			fmt.Fprintf(w, "- %s %s in `%s`: %s\n", code(o.Workspace), code(o.Droplet+o.Snapshot), o.Account, o.Reason)
+			fmt.Fprintf(w, "- %s %s in `%s`: %s\n", code(o.Workspace), code(o.Droplet+o.Snapshot+o.Record), o.Account, o.Reason)
 		}
 	}
 	if len(p.NoCapacity) > 0 {

@@ -151,6 +151,11 @@ type Status struct {
 	// until the new one (DropletID) reports healthy, and is not a stray
 	// second droplet meanwhile.
 	Replacing int
+	// IP is the public IPv4 of DropletID ("" while unknown).
+	IP string
+	// NameTarget is the address the tenant's stable DNS name was last
+	// written to say ("" when it has no record).
+	NameTarget string
 }
 
 // Action is one thing to do for one workspace.
@@ -171,7 +176,10 @@ type Action struct {
 	Gen     int    `json:"generation,omitempty"`
 	// Spare is the spare workspace whose droplet an assign_spare action
 	// gives to Workspace.
-	Spare     string  `json:"spare,omitempty"`
+	Spare string `json:"spare,omitempty"`
+	// Target is the IPv4 address a point_name action writes into the
+	// tenant's stable name ("" removes its records).
+	Target    string  `json:"dns_target,omitempty"`
 	Reason    string  `json:"reason"`
 	APICalls  int     `json:"api_calls"`
 	CostDelta float64 `json:"monthly_usd_delta"`
@@ -204,7 +212,10 @@ type Orphan struct {
 	Droplet   string `json:"droplet,omitempty"`
 	DropletID int    `json:"droplet_id,omitempty"`
 	Snapshot  string `json:"snapshot,omitempty"`
-	Reason    string `json:"reason"`
+	// Record is a DNS record in the fleet's zone (spec.dns) that matches
+	// no tenant: "<name> <type> <data>".
+	Record string `json:"dns_record,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // Refusal is a safety limit a plan broke.

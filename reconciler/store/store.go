@@ -129,7 +129,7 @@ func (s *Store) SyncAccounts(ctx context.Context, f *schema.Fleet) error {
 func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, state, coalesce(account, ''), coalesce(droplet_id, 0), generation,
 		coalesce(snapshot_id, ''), hibernated_by_policy, wake_requested, coalesce(last_activity_at, 'epoch'), coalesce(tenant_hash, ''),
-		coalesce(idle_warned_at, 'epoch'), coalesce(replacing_droplet_id, 0)
+		coalesce(idle_warned_at, 'epoch'), coalesce(replacing_droplet_id, 0), coalesce(host(ip), ''), coalesce(host(dns_target), '')
 		FROM fleet_status`)
 	if err != nil {
 		return nil, fmt.Errorf("load fleet status: %w", err)
@@ -141,7 +141,7 @@ func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) 
 		var st plan.Status
 		var droplet, replacing int64
 		if err := rows.Scan(&ws, &st.Lifecycle, &st.Account, &droplet, &st.Generation, &st.SnapshotID,
-			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash, &st.IdleWarnedAt, &replacing); err != nil {
+			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash, &st.IdleWarnedAt, &replacing, &st.IP, &st.NameTarget); err != nil {
 			return nil, fmt.Errorf("load fleet status: %w", err)
 		}
 		if st.LastActivity.Equal(time.Unix(0, 0)) {
@@ -353,7 +353,14 @@ type Outcome struct {
 	ByPolicy    bool // a hibernation the idle policy decided
 	Actor       string
 	Commit      string
+	// Name, when set, is what the action wrote into the tenant's stable
+	// DNS name (NameTarget, "" for removed), recorded with the outcome.
+	Name *NameWrite
 }
+
+// NameWrite is a write of a stable name: the address it now says ("" for
+// no record).
+type NameWrite struct{ Target string }
 
 // Finish ends operation id. With runErr nil it succeeded: the workspace's
 // status is updated for the action in the same transaction, with an audit
@@ -391,6 +398,13 @@ func (s *Store) Finish(ctx context.Context, id int64, a plan.Action, out Outcome
 		}
 		if err := applyOutcome(ctx, tx, a, out); err != nil {
 			return fmt.Errorf("record outcome of %s: %w", a, err)
+		}
+		if out.Name != nil {
+			detail["dns_target"] = out.Name.Target
+			if _, err := tx.Exec(ctx, `UPDATE fleet_status SET dns_target = $2, dns_at = now() WHERE workspace = $1`,
+				a.Workspace, nullIfEmpty(out.Name.Target)); err != nil {
+				return fmt.Errorf("record name of %s: %w", a.Workspace, err)
+			}
 		}
 		if out.SnapshotID != "" {
 			detail["snapshot_id"] = out.SnapshotID
@@ -443,6 +457,8 @@ func applyOutcome(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 		_, err = tx.Exec(ctx, `UPDATE fleet_status SET droplet_id = NULL, ip = NULL, state = $3, state_since = now(),
 			desired_state = 'absent', last_error = NULL, updated_at = now() WHERE workspace = $1 AND (droplet_id IS NULL OR droplet_id = $2)`,
 			a.Workspace, a.DropletID, lifecycle.Finished(lifecycle.Destroy, false))
+	case plan.PointName:
+		// Finish records out.Name.
 	case plan.DeleteSnapshot:
 		_, err = tx.Exec(ctx, `UPDATE fleet_status SET snapshot_id = NULL, snapshot_size_gb = NULL, snapshot_at = NULL, updated_at = now()
 			WHERE workspace = $1 AND snapshot_id = $2 AND state <> $3`, a.Workspace, a.Snapshot, lifecycle.Hibernated)
@@ -551,6 +567,8 @@ type FleetRow struct {
 	RetryAfter    time.Time
 	Attempts      int
 	LastErrorKind string
+	// NameTarget is what the stable DNS name says (dns_target).
+	NameTarget string
 }
 
 // Fleet lists every workspace's status, by id.
@@ -562,7 +580,7 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 		coalesce(n8n_version, ''), coalesce(agent_version, ''), f.updated_at,
 		wake_requested, coalesce(last_activity_at, 'epoch'),
 		CASE WHEN idle_warned_at >= coalesce(last_activity_at, 'epoch') THEN idle_warned_at ELSE 'epoch' END,
-		coalesce(r.retry_after, 'epoch'), coalesce(r.attempts, 0), coalesce(r.last_error_kind, '')
+		coalesce(r.retry_after, 'epoch'), coalesce(r.attempts, 0), coalesce(r.last_error_kind, ''), coalesce(host(f.dns_target), '')
 		FROM fleet_status f LEFT JOIN tenant_retries r USING (workspace) ORDER BY workspace`)
 	if err != nil {
 		return nil, fmt.Errorf("list fleet: %w", err)
@@ -574,7 +592,7 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 		if err := rows.Scan(&r.Workspace, &r.Desired, &r.Lifecycle, &r.Health, &r.DropletID, &r.DropletName, &r.Account, &r.Region, &r.Size,
 			&r.IP, &r.SnapshotID, &r.SnapshotGB, &r.HibernatedByPol, &r.LastCommit, &r.LastError, &r.LastHeartbeat,
 			&r.ManifestIssued, &r.ManifestApplied, &r.N8NVersion, &r.AgentVersion, &r.UpdatedAt, &r.WakeRequested, &r.LastActivity, &r.IdleWarnedAt,
-			&r.RetryAfter, &r.Attempts, &r.LastErrorKind); err != nil {
+			&r.RetryAfter, &r.Attempts, &r.LastErrorKind, &r.NameTarget); err != nil {
 			return nil, err
 		}
 		for _, t := range []*time.Time{&r.LastHeartbeat, &r.LastActivity, &r.IdleWarnedAt, &r.RetryAfter} {
@@ -585,4 +603,17 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// SetNameTarget makes workspace's recorded name target actual when it
+// still says recorded (the name audit found the zone saying something
+// else: the planner's point_name repairs it); a write since the audit's
+// read wins.
+func (s *Store) SetNameTarget(ctx context.Context, workspace, recorded, actual string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE fleet_status SET dns_target = $3, dns_at = now()
+		WHERE workspace = $1 AND coalesce(host(dns_target), '') = $2`, workspace, recorded, nullIfEmpty(actual))
+	if err != nil {
+		return fmt.Errorf("record name drift of %s: %w", workspace, err)
+	}
+	return nil
 }

@@ -64,7 +64,8 @@ func TestJournalLifecycle(t *testing.T) {
 	if st["ws-a"].Lifecycle != "PROVISIONING" {
 		t.Errorf("lifecycle during create = %q, want PROVISIONING", st["ws-a"].Lifecycle)
 	}
-	out := Outcome{Account: "acct-a", DropletID: 77, DropletName: "genesis-ws-a-1", IP: "127.1.0.1", TenantHash: "h1", Desired: schema.StateRunning, Commit: commit}
+	out := Outcome{Account: "acct-a", DropletID: 77, DropletName: "genesis-ws-a-1", IP: "127.1.0.1", TenantHash: "h1", Desired: schema.StateRunning, Commit: commit,
+		Name: &NameWrite{Target: "127.1.0.1"}}
 	if err := s.Finish(ctx, id, create, out, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +73,23 @@ func TestJournalLifecycle(t *testing.T) {
 		t.Errorf("in flight after finish = %v", ops)
 	}
 	st, _ = s.LoadStatus(ctx)
-	want := plan.Status{Lifecycle: "INITIALIZING", Account: "acct-a", DropletID: 77, Generation: 1, TenantHash: "h1"}
+	want := plan.Status{Lifecycle: "INITIALIZING", Account: "acct-a", DropletID: 77, Generation: 1, TenantHash: "h1", IP: "127.1.0.1", NameTarget: "127.1.0.1"}
 	if diff := cmp.Diff(want, st["ws-a"]); diff != "" {
 		t.Errorf("status after create (-want +got):\n%s", diff)
+	}
+	// The name audit's drift: recorded only while the record still says
+	// what the audit read.
+	if err := s.SetNameTarget(ctx, "ws-a", "127.9.9.9", "127.1.0.8"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ = s.LoadStatus(ctx); st["ws-a"].NameTarget != "127.1.0.1" {
+		t.Errorf("a stale audit changed the name target to %q", st["ws-a"].NameTarget)
+	}
+	if err := s.SetNameTarget(ctx, "ws-a", "127.1.0.1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ = s.LoadStatus(ctx); st["ws-a"].NameTarget != "" {
+		t.Errorf("after the audit found no record, target %q", st["ws-a"].NameTarget)
 	}
 
 	// Hibernate records the snapshot and drops the droplet.

@@ -1,0 +1,10 @@
+-- 0018_names: tenants' stable DNS names (spec.dns).
+--
+-- dns_target is the IPv4 address the tenant's <workspace>.<zone> A record
+-- was last written to say (NULL: no record), by the action that moved the
+-- droplet (create, wake, resize, rebuild, spare assignment, hibernate,
+-- destroy) or a point_name repair; the planner compares it with where the
+-- name should point. dns_at is when it was written.
+ALTER TABLE fleet_status
+	ADD COLUMN dns_target inet,
+	ADD COLUMN dns_at timestamptz;
