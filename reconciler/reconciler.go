@@ -676,11 +676,12 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 // log.
 func (r *Reconciler) executor(log *slog.Logger) actions.Executor {
 	var names *actions.Names
+	var reserved func(schema.Tier) bool
 	if snap, ok := r.Snapshot(); ok {
-		names = actions.NamesOf(snap.Fleet)
+		names, reserved = actions.NamesOf(snap.Fleet), snap.Fleet.ReservedIP
 	}
 	return actions.Executor{Store: r.cfg.Store, UserData: r.cfg.UserData, Manifest: r.cfg.Manifest, PrepareTimeout: r.cfg.PrepareTimeout,
-		Notify: r.cfg.Notify, Metrics: r.cfg.Metrics.exec, Names: names, Now: r.cfg.Now, Log: log}
+		Notify: r.cfg.Notify, Metrics: r.cfg.Metrics.exec, Names: names, ReservedIP: reserved, Now: r.cfg.Now, Log: log}
 }
 
 // record keeps the last observation and plan, and updates the gauges.

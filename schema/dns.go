@@ -96,3 +96,31 @@ func (d *DNS) setDefaults(accounts []Account) {
 		d.Account = accounts[0].Name
 	}
 }
+
+// DefaultReservedIPMonthUSD is spec.pricing.reservedIPMonthUSD's default:
+// DigitalOcean bills a reserved IPv4 that no droplet holds.
+const DefaultReservedIPMonthUSD = 5.0
+
+// TierPolicy is spec.tiers.<tier>.
+type TierPolicy struct {
+	// ReservedIP gives each tenant of the tier a DigitalOcean reserved
+	// IPv4 that moves to its droplet on every create, wake, resize and
+	// rebuild (customers may use it in an A record); its stable name then
+	// says the reserved IP. It stays reserved (and billed) while the
+	// tenant hibernates, and is released at state: absent.
+	ReservedIP bool `yaml:"reservedIP" json:"reservedIP,omitempty"`
+}
+
+// ReservedIP reports whether tenants of tier get a reserved IP.
+func (f *Fleet) ReservedIP(tier Tier) bool {
+	return f != nil && f.Spec.Tiers[tier].ReservedIP
+}
+
+// validateTiers judges spec.tiers.
+func (f *Fleet) validateTiers(c *errorf) {
+	for _, t := range sortedKeys(f.Spec.Tiers) {
+		if !t.valid() {
+			c.at(f.pos.at("spec.tiers."+string(t)), "spec.tiers: %q is not one of starter, pro, enterprise", t)
+		}
+	}
+}

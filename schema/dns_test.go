@@ -60,3 +60,22 @@ func TestTenantDomainInFleetZone(t *testing.T) {
 		t.Errorf("a domain outside the zone: %v", errs)
 	}
 }
+
+// TestTierPolicy: spec.tiers decodes by tier, reservedIP defaults off, and
+// the reserved IP price defaults to DefaultReservedIPMonthUSD.
+func TestTierPolicy(t *testing.T) {
+	f, errs := DecodeFleet(FleetFile, mustRead(t, "testdata/fleets/tiers.good.yaml"))
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	if !f.ReservedIP(TierEnterprise) || f.ReservedIP(TierStarter) || f.ReservedIP(TierPro) || f.Spec.Pricing.ReservedIPMonthUSD != 4 {
+		t.Errorf("tiers %+v pricing %+v", f.Spec.Tiers, f.Spec.Pricing)
+	}
+	plain, errs := DecodeFleet(FleetFile, mustRead(t, "testdata/fleets/dns.good.yaml"))
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	if plain.ReservedIP(TierEnterprise) || plain.Spec.Pricing.ReservedIPMonthUSD != DefaultReservedIPMonthUSD {
+		t.Errorf("defaults: tiers %+v pricing %+v", plain.Spec.Tiers, plain.Spec.Pricing)
+	}
+}

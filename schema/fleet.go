@@ -71,6 +71,8 @@ type FleetSpec struct {
 	Rollout *Rollout `yaml:"rollout" json:"rollout,omitempty"`
 	// DNS names the zone of tenants' stable names (dns.go); nil: none.
 	DNS *DNS `yaml:"dns" json:"dns,omitempty"`
+	// Tiers holds per-tier policies (dns.go: reserved IPs), by tier.
+	Tiers map[Tier]TierPolicy `yaml:"tiers" json:"tiers,omitempty"`
 }
 
 // Watchdog is the health policy. A droplet with no heartbeat for
@@ -101,6 +103,9 @@ type Pricing struct {
 	// SnapshotGBMonthUSD is the price of one GB of snapshot storage per
 	// month.
 	SnapshotGBMonthUSD float64 `yaml:"snapshotGBMonthUSD" json:"snapshotGBMonthUSD"`
+	// ReservedIPMonthUSD is what a reserved IPv4 costs per month while no
+	// droplet holds it (a hibernated tenant's, spec.tiers.<t>.reservedIP).
+	ReservedIPMonthUSD float64 `yaml:"reservedIPMonthUSD" json:"reservedIPMonthUSD"`
 }
 
 // Spare asks for Count pre-provisioned droplets in Region, of Size (the
@@ -308,6 +313,10 @@ func (f *Fleet) validate(c *errorf) {
 	if s.Pricing.SnapshotGBMonthUSD < 0 {
 		at("spec.pricing.snapshotGBMonthUSD", "spec.pricing.snapshotGBMonthUSD: must not be negative")
 	}
+	if s.Pricing.ReservedIPMonthUSD < 0 {
+		at("spec.pricing.reservedIPMonthUSD", "spec.pricing.reservedIPMonthUSD: must not be negative")
+	}
+	f.validateTiers(c)
 	f.validateBackup(c)
 	f.validateRollout(c)
 	f.validateAgent(c)
@@ -375,6 +384,9 @@ func (f *Fleet) setDefaults() {
 	}
 	if s.Pricing.SnapshotGBMonthUSD == 0 {
 		s.Pricing.SnapshotGBMonthUSD = DefaultSnapshotGBMonthUSD
+	}
+	if s.Pricing.ReservedIPMonthUSD == 0 {
+		s.Pricing.ReservedIPMonthUSD = DefaultReservedIPMonthUSD
 	}
 	s.Rollout.setDefaults()
 	s.DNS.setDefaults(s.Accounts)

@@ -34,15 +34,28 @@ func NamesOf(f *schema.Fleet) *Names {
 	return &Names{Account: d.Account, Zone: d.Zone, TTL: int(d.TTL.Std().Seconds()), Activator: d.Activator, ActivatorIPv6: d.ActivatorIPv6}
 }
 
+// movesDroplet reports whether a succeeded action of kind leaves the
+// tenant on a new droplet (its name and reserved IP follow).
+func movesDroplet(k plan.Kind) bool {
+	switch k {
+	case plan.Create, plan.Wake, plan.Resize, plan.Rebuild, plan.AssignSpare:
+		return true
+	}
+	return false
+}
+
 // nameTarget is the address the succeeded action a leaves its tenant's
-// name at, and whether it moves the name at all.
-func (n *Names) nameTarget(a plan.Action, res cloud.Result) (string, bool) {
+// name at (addr: the droplet's public address, its reserved IP when it
+// holds one), and whether it moves the name at all.
+func (n *Names) nameTarget(a plan.Action, addr string) (string, bool) {
 	if n == nil || schema.IsSpareWorkspace(a.Workspace) {
 		return "", false
 	}
+	switch {
+	case movesDroplet(a.Kind):
+		return addr, addr != ""
+	}
 	switch a.Kind {
-	case plan.Create, plan.Wake, plan.Resize, plan.Rebuild, plan.AssignSpare:
-		return res.IP, res.IP != ""
 	case plan.Hibernate:
 		return n.Activator, n.Activator != ""
 	case plan.Destroy:
@@ -59,9 +72,9 @@ func (n *Names) nameTarget(a plan.Action, res cloud.Result) (string, bool) {
 // rolling it back would lose more than a stale record): it is logged and
 // counted, the record keeps its old target, and the planner's point_name
 // repairs it. For point_name itself the failure is the action's.
-func (e Executor) writeName(ctx context.Context, c *cloud.Pool, op Op, res cloud.Result, log *slog.Logger) (*store.NameWrite, error) {
+func (e Executor) writeName(ctx context.Context, c *cloud.Pool, op Op, res cloud.Result, addr string, log *slog.Logger) (*store.NameWrite, error) {
 	a := op.Action
-	target, ok := e.Names.nameTarget(a, res)
+	target, ok := e.Names.nameTarget(a, addr)
 	if !ok {
 		return nil, nil
 	}
@@ -91,3 +104,60 @@ func (e Executor) writeName(ctx context.Context, c *cloud.Pool, op Op, res cloud
 	log.Info("stable name points", "name", n.FQDN(), "target", target)
 	return &store.NameWrite{Target: target}, nil
 }
+
+// holdReserved moves the tenant's reserved IP (spec.tiers.<t>.reservedIP)
+// with the droplet a succeeded action a left it on, or releases it when
+// the tenant is gone (destroy, or the point_name to "" of an absent
+// tenant). It returns what to record (nil: nothing changed) and the
+// address the tenant's name should say. A reserved IP that cannot be moved
+// fails the action (the queue retries it; a half-moved address would leave
+// the name pointing nowhere); one that cannot be released fails only a
+// point_name (the planner repeats it), never the destroy that already
+// happened.
+func (e Executor) holdReserved(ctx context.Context, c *cloud.Pool, op Op, res cloud.Result, log *slog.Logger) (*store.ReservedIP, string, error) {
+	a := op.Action
+	addr := res.IP
+	switch {
+	case movesDroplet(a.Kind) && e.ReservedIP != nil && e.ReservedIP(schema.Tier(a.Tier)) && res.DropletID != 0 && !schema.IsSpareWorkspace(a.Workspace):
+		cur, err := e.Store.ReservedIPOf(ctx, a.Workspace)
+		if err != nil {
+			return nil, addr, err
+		}
+		ip := cur.Address
+		if ip != "" && cur.Account != res.Account {
+			// Reserved IPs do not cross accounts: the tenant's droplet
+			// moved to another one, so its address does too.
+			if err := c.ReleaseReservedIP(ctx, cur.Account, ip); err != nil {
+				log.Warn("release of the reserved ip in the old account failed; it stays billed there until released", "ip", ip, "account", cur.Account, "err", err)
+			}
+			ip = ""
+		}
+		held, err := c.HoldReservedIP(ctx, res.Account, a.Region, ip, res.DropletID)
+		if err != nil {
+			return nil, addr, fmt.Errorf("reserved ip: %w", err)
+		}
+		if err := e.Store.Step(ctx, op.ID, StepReserved, res.DropletID); err != nil {
+			log.Error("journal step failed", "step", StepReserved, "err", err)
+		}
+		return &store.ReservedIP{Address: held, Account: res.Account}, held, nil
+	case a.Kind == plan.Destroy || (a.Kind == plan.PointName && a.Target == ""):
+		cur, err := e.Store.ReservedIPOf(ctx, a.Workspace)
+		if err != nil || cur.Address == "" {
+			return nil, addr, err
+		}
+		if err := c.ReleaseReservedIP(ctx, cur.Account, cur.Address); err != nil {
+			if a.Kind == plan.PointName {
+				return nil, addr, fmt.Errorf("release reserved ip %s: %w", cur.Address, err)
+			}
+			log.Warn("release of the reserved ip failed; a point_name retries it", "ip", cur.Address, "err", err)
+			return nil, addr, nil
+		}
+		log.Info("reserved ip released", "ip", cur.Address, "account", cur.Account)
+		return &store.ReservedIP{}, addr, nil
+	}
+	return nil, addr, nil
+}
+
+// StepReserved is the journal step of an action that moved its tenant's
+// reserved IP to its droplet.
+const StepReserved = "reserved_ip_held"

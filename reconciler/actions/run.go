@@ -28,6 +28,9 @@ type Executor struct {
 	PrepareTimeout time.Duration
 	// Names is the fleet's spec.dns (nil: tenants have no stable names).
 	Names *Names
+	// ReservedIP reports whether tenants of a tier hold a reserved IP
+	// (spec.tiers.<t>.reservedIP; nil: none do).
+	ReservedIP func(schema.Tier) bool
 	// Notify sends idle warnings (nil: recorded and logged only).
 	Notify  func(ctx context.Context, n notify.Notification) error
 	Metrics *Metrics
@@ -122,8 +125,15 @@ func (e Executor) Run(ctx context.Context, c *cloud.Pool, op Op, log *slog.Logge
 		err = e.rollBack(ctx, c, a, res, err)
 	}
 	var name *store.NameWrite
+	var reserved *store.ReservedIP
 	if err == nil {
-		name, err = e.writeName(ctx, c, op, res, log)
+		var addr string
+		reserved, addr, err = e.holdReserved(ctx, c, op, res, log)
+		if err == nil {
+			name, err = e.writeName(ctx, c, op, res, addr, log)
+		} else if a.RollBack(res.DropletID) {
+			err = e.rollBack(ctx, c, a, res, err)
+		}
 		if ctx.Err() != nil {
 			log.Info("action interrupted; left for resume")
 			return Outcome{Err: err, Executed: true}
@@ -131,7 +141,7 @@ func (e Executor) Run(ctx context.Context, c *cloud.Pool, op Op, log *slog.Logge
 	}
 	out := store.Outcome{Account: res.Account, DropletID: res.DropletID, DropletName: a.Droplet, IP: res.IP,
 		SnapshotID: res.SnapshotID, SnapshotGB: res.SnapshotSizeGB, TenantHash: hash, Desired: desired, Commit: commit,
-		ByPolicy: a.Kind == plan.Hibernate && desired == schema.StateRunning, Name: name}
+		ByPolicy: a.Kind == plan.Hibernate && desired == schema.StateRunning, Name: name, Reserved: reserved}
 	if out.Account == "" {
 		out.Account = a.Account
 	}

@@ -190,6 +190,7 @@ func planTenant(p *Plan, d Desired, o Observed, acct *accounts, t *schema.Tenant
 	base := Action{Workspace: id, Region: t.Spec.Droplet.Region, Size: size, Image: f.Spec.Defaults.Image, Tier: string(t.Metadata.Tier)}
 	add := func(a Action) {
 		a.APICalls = a.Kind.Info().APICalls
+		a.CostDelta += reservedIPCost(f, t, st, a.Kind)
 		p.Actions = append(p.Actions, a)
 	}
 	if t.Spec.State == schema.StateAbsent {

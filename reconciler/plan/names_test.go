@@ -83,3 +83,53 @@ func TestPlanName(t *testing.T) {
 
 func withTarget(s Status, target string) Status { s.NameTarget = target; return s }
 func withIP(s Status, ip string) Status         { s.IP = ip; return s }
+
+// TestReservedIPPlan: a reserved-IP tier's hibernation costs the reserved
+// IP's price (billed while no droplet holds it), its wake saves it, its
+// name says the reserved IP, and state: absent releases it once the
+// droplets are gone — with or without spec.dns.
+func TestReservedIPPlan(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	f := testFleet(t)
+	f.Spec.Tiers = map[schema.Tier]schema.TierPolicy{schema.TierEnterprise: {ReservedIP: true}}
+	price := f.Spec.Pricing.ReservedIPMonthUSD
+	if price <= 0 {
+		t.Fatalf("reserved IP price %v", price)
+	}
+	drop := Droplet{ID: 7, Name: "genesis-ws-a-1", Account: "acct-a", Region: "nyc3", Size: "s-1vcpu-1gb", Status: "active", Workspace: "ws-a"}
+	up := Status{Lifecycle: string(lifecycle.ActiveHealthy), Account: "acct-a", DropletID: 7, Generation: 1, IP: "127.1.0.9", ReservedIP: "127.2.0.1", TenantHash: "h"}
+	plan := func(state string, ds []Droplet, st Status, snaps []Snapshot) Plan {
+		tn := tenant(t, f, caseTenant{ID: "ws-a", State: state, Region: "nyc3", Tier: "enterprise"})
+		d := Desired{Fleet: f, Tenants: map[string]*schema.Tenant{"ws-a": tn}, Hashes: map[string]string{"ws-a": "h"}}
+		return Compute(d, Observed{Droplets: ds, Snapshots: snaps, Status: map[string]Status{"ws-a": st}}, now, Options{AllowMassChange: true})
+	}
+	p := plan("hibernated", []Droplet{drop}, up, nil)
+	if len(p.Actions) != 1 || p.Actions[0].Kind != Hibernate || p.Actions[0].CostDelta != -f.MonthlyUSD("s-1vcpu-1gb")+price {
+		t.Errorf("hibernate: %+v", p.Actions)
+	}
+	asleep := Status{Lifecycle: string(lifecycle.Hibernated), Account: "acct-a", Generation: 1, SnapshotID: "55", ReservedIP: "127.2.0.1", TenantHash: "h"}
+	snap := Snapshot{ID: "55", Name: "genesis-ws-a-1-snap", Account: "acct-a", Region: "nyc3", Workspace: "ws-a", Created: now.Add(-time.Hour)}
+	p = plan("running", nil, asleep, []Snapshot{snap})
+	if len(p.Actions) != 1 || p.Actions[0].Kind != Wake || p.Actions[0].CostDelta != f.MonthlyUSD("s-1vcpu-1gb")-price {
+		t.Errorf("wake: %+v", p.Actions)
+	}
+	// With spec.dns, the name says the reserved IP.
+	f.Spec.DNS = &schema.DNS{Zone: "t.genesis.test", Account: "acct-a", TTL: schema.Duration(time.Minute)}
+	p = plan("running", []Droplet{drop}, up, nil)
+	if len(p.Actions) != 1 || p.Actions[0].Kind != PointName || p.Actions[0].Target != "127.2.0.1" {
+		t.Errorf("name of a reserved-IP tenant: %+v", p.Actions)
+	}
+	// Absent, droplets gone: one point_name to "" releases it.
+	for _, dns := range []*schema.DNS{f.Spec.DNS, nil} {
+		f.Spec.DNS = dns
+		gone := Status{Lifecycle: "DESTROYED", Account: "acct-a", ReservedIP: "127.2.0.1", TenantHash: "h"}
+		p = plan("absent", nil, gone, nil)
+		if len(p.Actions) != 1 || p.Actions[0].Kind != PointName || p.Actions[0].Target != "" || p.Actions[0].CostDelta != -price {
+			t.Errorf("absent (dns %v): %+v", dns != nil, p.Actions)
+		}
+		gone.ReservedIP = ""
+		if p = plan("absent", nil, gone, nil); !p.Empty() {
+			t.Errorf("absent, released (dns %v): %+v", dns != nil, p.Actions)
+		}
+	}
+}

@@ -70,6 +70,7 @@ type caseStatus struct {
 	Replacing          int       `yaml:"replacing"`
 	IP                 string    `yaml:"ip"`
 	NameTarget         string    `yaml:"nameTarget"`
+	ReservedIP         string    `yaml:"reservedIP"`
 }
 
 func testFleet(t testing.TB) *schema.Fleet {

@@ -156,6 +156,9 @@ type Status struct {
 	// NameTarget is the address the tenant's stable DNS name was last
 	// written to say ("" when it has no record).
 	NameTarget string
+	// ReservedIP is the tenant's reserved IPv4 (spec.tiers.<t>.reservedIP;
+	// "" for none), held by its droplet while it has one.
+	ReservedIP string
 }
 
 // Action is one thing to do for one workspace.

@@ -129,7 +129,7 @@ func (s *Store) SyncAccounts(ctx context.Context, f *schema.Fleet) error {
 func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, state, coalesce(account, ''), coalesce(droplet_id, 0), generation,
 		coalesce(snapshot_id, ''), hibernated_by_policy, wake_requested, coalesce(last_activity_at, 'epoch'), coalesce(tenant_hash, ''),
-		coalesce(idle_warned_at, 'epoch'), coalesce(replacing_droplet_id, 0), coalesce(host(ip), ''), coalesce(host(dns_target), '')
+		coalesce(idle_warned_at, 'epoch'), coalesce(replacing_droplet_id, 0), coalesce(host(ip), ''), coalesce(host(dns_target), ''), coalesce(host(reserved_ip), '')
 		FROM fleet_status`)
 	if err != nil {
 		return nil, fmt.Errorf("load fleet status: %w", err)
@@ -141,7 +141,7 @@ func (s *Store) LoadStatus(ctx context.Context) (map[string]plan.Status, error) 
 		var st plan.Status
 		var droplet, replacing int64
 		if err := rows.Scan(&ws, &st.Lifecycle, &st.Account, &droplet, &st.Generation, &st.SnapshotID,
-			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash, &st.IdleWarnedAt, &replacing, &st.IP, &st.NameTarget); err != nil {
+			&st.HibernatedByPolicy, &st.WakeRequested, &st.LastActivity, &st.TenantHash, &st.IdleWarnedAt, &replacing, &st.IP, &st.NameTarget, &st.ReservedIP); err != nil {
 			return nil, fmt.Errorf("load fleet status: %w", err)
 		}
 		if st.LastActivity.Equal(time.Unix(0, 0)) {
@@ -356,7 +356,13 @@ type Outcome struct {
 	// Name, when set, is what the action wrote into the tenant's stable
 	// DNS name (NameTarget, "" for removed), recorded with the outcome.
 	Name *NameWrite
+	// Reserved, when set, is the tenant's reserved IP after the action
+	// (Address "" : released).
+	Reserved *ReservedIP
 }
+
+// ReservedIP is a tenant's reserved IPv4 and the account holding it.
+type ReservedIP struct{ Address, Account string }
 
 // NameWrite is a write of a stable name: the address it now says ("" for
 // no record).
@@ -398,6 +404,13 @@ func (s *Store) Finish(ctx context.Context, id int64, a plan.Action, out Outcome
 		}
 		if err := applyOutcome(ctx, tx, a, out); err != nil {
 			return fmt.Errorf("record outcome of %s: %w", a, err)
+		}
+		if out.Reserved != nil {
+			detail["reserved_ip"] = out.Reserved.Address
+			if _, err := tx.Exec(ctx, `UPDATE fleet_status SET reserved_ip = $2, reserved_ip_account = $3 WHERE workspace = $1`,
+				a.Workspace, nullIfEmpty(out.Reserved.Address), nullIfEmpty(out.Reserved.Account)); err != nil {
+				return fmt.Errorf("record reserved ip of %s: %w", a.Workspace, err)
+			}
 		}
 		if out.Name != nil {
 			detail["dns_target"] = out.Name.Target
@@ -616,4 +629,18 @@ func (s *Store) SetNameTarget(ctx context.Context, workspace, recorded, actual s
 		return fmt.Errorf("record name drift of %s: %w", workspace, err)
 	}
 	return nil
+}
+
+// ReservedIPOf is workspace's reserved IP and its account (zero: none).
+func (s *Store) ReservedIPOf(ctx context.Context, workspace string) (ReservedIP, error) {
+	var r ReservedIP
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(host(reserved_ip), ''), coalesce(reserved_ip_account, '') FROM fleet_status WHERE workspace = $1`,
+		workspace).Scan(&r.Address, &r.Account)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ReservedIP{}, nil
+	}
+	if err != nil {
+		return ReservedIP{}, fmt.Errorf("read reserved ip of %s: %w", workspace, err)
+	}
+	return r, nil
 }
