@@ -79,6 +79,12 @@ URL (ending in "/") on stdout once listening; logs go to stderr.
 Accounts come from --account, else from $DOSIM_ACCOUNTS (comma-separated
 NAME:TOKEN:DROPLET_LIMIT), else one account default:dosim-token:25.
 
+With --dns-listen, the hosted zones of every account (/v2/domains and their
+records) are also answered authoritatively over DNS (UDP and TCP) on that
+loopback address, e.g. for Pebble's -dnsserver or a Go net.Resolver; the bound
+address is logged as dns_addr. Reserved IPs (/v2/reserved_ips, 127.2.x.y) are
+data only: no traffic is routed to them.
+
 Boot hook environment: DOSIM_DROPLET_ID, DOSIM_DROPLET_NAME, DOSIM_DROPLET_IP
 (127.1.x.y), DOSIM_DROPLET_TAGS (comma-separated), DOSIM_DROPLET_REGION,
 DOSIM_DROPLET_SIZE, DOSIM_ACCOUNT, DOSIM_USER_DATA_FILE and, with
@@ -108,6 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	diskRoot := fs.String("disk-root", "", "`directory` holding one directory per droplet (droplets/ID) and per snapshot (snapshots/ID)")
 	bootCmd := fs.String("boot-cmd", "", "shell `command` run (sh -c) for every droplet that becomes active; stopped on power off, shutdown and destroy")
 	hookGrace := fs.Duration("hook-grace", 3*time.Second, "time between SIGTERM and SIGKILL when a boot command is stopped")
+	dnsListen := fs.String("dns-listen", "", "loopback `address` (host:port, UDP and TCP) to serve every account's domains over DNS on, e.g. 127.0.0.1:5353 (port 0 picks a free port, logged as dns_addr); off when empty")
 	publicURL := fs.String("public-url", "", "base `URL` (ending in /) used in links instead of http://<Host header>/")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
@@ -181,6 +188,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		sim.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
+	var dnsSrv *dosim.DNSServer
+	if *dnsListen != "" {
+		if dnsSrv, err = sim.ListenDNS(*dnsListen); err != nil {
+			ln.Close()
+			sim.Close()
+			return fmt.Errorf("--dns-listen: %w", err)
+		}
+		log.Info("dns listening", "component", "genesis-dosim", "dns_addr", dnsSrv.Addr())
+	}
 	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	base := "http://" + ln.Addr().String() + "/"
 	log.Info("listening", "component", "genesis-dosim", "url", base, "accounts", accountNames(accounts),
@@ -195,6 +211,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	})
 	g.Go(func() error { return sim.Run(gctx) })
+	if dnsSrv != nil {
+		g.Go(func() error { return dnsSrv.Serve(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

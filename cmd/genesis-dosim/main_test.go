@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	for _, f := range []string{"listen", "account", "rate-per-minute", "rate-per-hour", "boot-delay", "action-delay",
-		"fault-rate", "latency", "seed", "state", "disk-root", "boot-cmd", "DOSIM_DROPLET_IP", "DOSIM_USER_DATA_FILE", "/_sim/"} {
+		"fault-rate", "latency", "seed", "state", "disk-root", "boot-cmd", "DOSIM_DROPLET_IP", "DOSIM_USER_DATA_FILE", "/_sim/", "dns-listen"} {
 		if !strings.Contains(stderr.String(), f) {
 			t.Errorf("--help does not mention %s", f)
 		}
@@ -66,6 +67,13 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 
 // serve runs the binary's run function until the returned stop is called.
 func serve(t *testing.T, args ...string) (string, func()) {
+	t.Helper()
+	url, stop, _ := serveLog(t, args...)
+	return url, stop
+}
+
+// serveLog is serve that also returns the log (stderr).
+func serveLog(t *testing.T, args ...string) (string, func(), *syncio.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stdout, stderr := &syncio.Buffer{}, &syncio.Buffer{}
@@ -98,7 +106,7 @@ func serve(t *testing.T, args ...string) (string, func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return strings.TrimSpace(stdout.String()), stop
+	return strings.TrimSpace(stdout.String()), stop, stderr
 }
 
 func TestServesGodoAndKeepsStateAcrossRestarts(t *testing.T) {
@@ -138,5 +146,30 @@ func TestServesGodoAndKeepsStateAcrossRestarts(t *testing.T) {
 	_, resp, err := c2.Account.Get(ctx)
 	if err != nil || resp.Rate.Limit != dosim.DefaultRatePerHour {
 		t.Errorf("rate limit %+v %v", resp.Rate, err)
+	}
+}
+
+func TestDNSListen(t *testing.T) {
+	url, _, log := serveLog(t, "--account", "ops:tok:3", "--dns-listen", "127.0.0.1:0")
+	m := regexp.MustCompile(`msg="dns listening".*dns_addr=(127\.0\.0\.1:\d+)`).FindStringSubmatch(log.String())
+	if m == nil {
+		t.Fatalf("no dns_addr logged:\n%s", log.String())
+	}
+	ctx := context.Background()
+	c := dosimtest.NewClient(url, "tok")
+	if _, _, err := c.Domains.Create(ctx, &godo.DomainCreateRequest{Name: "cli.test", IPAddress: "127.1.0.3"}); err != nil {
+		t.Fatal(err)
+	}
+	ips, err := dosimtest.Resolver(m[1]).LookupHost(ctx, "cli.test")
+	if err != nil || !cmp.Equal(ips, []string{"127.1.0.3"}) {
+		t.Errorf("LookupHost(cli.test) via %s = %v, %v", m[1], ips, err)
+	}
+}
+
+func TestDNSListenRefusesNonLoopback(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"--listen", "127.0.0.1:0", "--dns-listen", "0.0.0.0:0"}, noEnv, &bytes.Buffer{}, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--dns-listen") || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Errorf("err = %v, want a refusal of the non-loopback address", err)
 	}
 }

@@ -74,6 +74,22 @@ func (s *Sim) Handler() http.Handler {
 	s.route(api, "GET /v2/snapshots/{snapshot_id}", false, s.getSnapshot)
 	s.route(api, "DELETE /v2/snapshots/{snapshot_id}", false, s.deleteSnapshot)
 	s.route(api, "POST /v2/tags", false, s.createTag)
+	s.route(api, "GET /v2/domains", true, s.listDomains)
+	s.route(api, "POST /v2/domains", false, s.createDomain)
+	s.route(api, "GET /v2/domains/{domain_name}", false, s.getDomain)
+	s.route(api, "DELETE /v2/domains/{domain_name}", false, s.deleteDomain)
+	s.route(api, "GET /v2/domains/{domain_name}/records", true, s.listRecords)
+	s.route(api, "POST /v2/domains/{domain_name}/records", false, s.createRecord)
+	s.route(api, "GET /v2/domains/{domain_name}/records/{domain_record_id}", false, s.getRecord)
+	s.route(api, "PUT /v2/domains/{domain_name}/records/{domain_record_id}", false, s.updateRecord)
+	s.route(api, "PATCH /v2/domains/{domain_name}/records/{domain_record_id}", false, s.updateRecord)
+	s.route(api, "DELETE /v2/domains/{domain_name}/records/{domain_record_id}", false, s.deleteRecord)
+	s.route(api, "GET /v2/reserved_ips", true, s.listReservedIPs)
+	s.route(api, "POST /v2/reserved_ips", false, s.createReservedIP)
+	s.route(api, "GET /v2/reserved_ips/{reserved_ip}", false, s.getReservedIP)
+	s.route(api, "DELETE /v2/reserved_ips/{reserved_ip}", false, s.deleteReservedIP)
+	s.route(api, "POST /v2/reserved_ips/{reserved_ip}/actions", false, s.postReservedIPAction)
+	s.route(api, "GET /v2/reserved_ips/{reserved_ip}/actions/{action_id}", false, s.getReservedIPAction)
 	s.route(api, "POST /v2/tags/{tag_id}/resources", false, s.tagResources)
 	s.route(api, "DELETE /v2/tags/{tag_id}/resources", false, s.untagResources)
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -583,6 +599,7 @@ func (s *Sim) destroyLocked(d *droplet, now time.Time) {
 		}
 	}
 	delete(s.st.Droplets, d.ID)
+	s.unassignReservedIPsLocked(d.ID)
 	s.events = append(s.events, hookEvent{droplet: d.ID, stop: true})
 	s.removeDisk("droplets", d.ID)
 	_ = removeIfExists(s.userDataPath(d.ID))
@@ -939,14 +956,18 @@ func (s *Sim) actionView(a *action) map[string]any {
 	if a.CompletedAt != nil {
 		completed = a.CompletedAt.UTC().Format(time.RFC3339)
 	}
+	resourceID, resourceType := a.DropletID, "droplet"
+	if a.ReservedIP != "" {
+		resourceID, resourceType = ipResourceID(a.ReservedIP), "reserved_ip"
+	}
 	return map[string]any{
 		"id":            a.ID,
 		"status":        a.Status,
 		"type":          a.Type,
 		"started_at":    a.StartedAt.UTC().Format(time.RFC3339),
 		"completed_at":  completed,
-		"resource_id":   a.DropletID,
-		"resource_type": "droplet",
+		"resource_id":   resourceID,
+		"resource_type": resourceType,
 		"region":        regionView(a.Region),
 		"region_slug":   a.Region,
 	}

@@ -18,7 +18,11 @@ type State struct {
 	Droplets  []map[string]any `json:"droplets"`
 	Actions   []map[string]any `json:"actions"`
 	Snapshots []map[string]any `json:"snapshots"`
-	Faults    []Fault          `json:"faults"`
+	// Domains are the hosted zones of every account, each with its
+	// "records" (the same JSON /v2/domains/{name}/records answers).
+	Domains     []map[string]any `json:"domains"`
+	ReservedIPs []map[string]any `json:"reserved_ips"`
+	Faults      []Fault          `json:"faults"`
 }
 
 // AccountState is an account as listed by the control API (no token).
@@ -129,8 +133,9 @@ func (s *Sim) ClearFaults() {
 	s.faults = nil
 }
 
-// Reset destroys every droplet (stopping boot hooks), action and snapshot,
-// clears faults and rate windows, and keeps accounts and limits.
+// Reset destroys every droplet (stopping boot hooks), action, snapshot,
+// domain (with its records) and reserved IP, clears faults and rate
+// windows, and keeps accounts and limits.
 func (s *Sim) Reset() {
 	s.update(func(now time.Time) error {
 		for _, d := range s.st.sortedDroplets() {
@@ -141,6 +146,9 @@ func (s *Sim) Reset() {
 		}
 		s.st.Actions = map[int]*action{}
 		s.st.Snapshots = map[int]*snapshot{}
+		s.st.Domains = map[string]*domain{}
+		s.st.Records = map[int]*domainRecord{}
+		s.st.ReservedIPs = map[string]*reservedIP{}
 		s.st.pending = map[int]struct{}{}
 		s.faults = nil
 		s.windows = map[string]*window{}
@@ -163,7 +171,8 @@ func (s *Sim) Snapshot() State {
 	s.update(func(now time.Time) error {
 		_, frozen, _ := s.clock.state()
 		out = State{Now: now, Frozen: frozen, Limits: s.limits, Accounts: []AccountState{},
-			Droplets: []map[string]any{}, Actions: []map[string]any{}, Snapshots: []map[string]any{}, Faults: []Fault{}}
+			Droplets: []map[string]any{}, Actions: []map[string]any{}, Snapshots: []map[string]any{},
+			Domains: []map[string]any{}, ReservedIPs: []map[string]any{}, Faults: []Fault{}}
 		lim := s.limitsLocked()
 		for _, name := range sortedKeys(s.st.Accounts) {
 			a := s.st.Accounts[name]
@@ -186,6 +195,22 @@ func (s *Sim) Snapshot() State {
 			v := snapshotView(sn)
 			v["account"] = sn.Account
 			out.Snapshots = append(out.Snapshots, v)
+		}
+		for _, name := range sortedKeys(s.st.Domains) {
+			d := s.st.Domains[name]
+			v := s.domainViewLocked(d)
+			v["account"] = d.Account
+			recs := []any{}
+			for _, rec := range s.zoneRecordsLocked(name) {
+				recs = append(recs, recordView(rec))
+			}
+			v["records"] = recs
+			out.Domains = append(out.Domains, v)
+		}
+		for _, rip := range s.st.sortedReservedIPs() {
+			v := s.reservedIPViewLocked(rip)
+			v["account"] = rip.Account
+			out.ReservedIPs = append(out.ReservedIPs, v)
 		}
 		for _, f := range s.faults {
 			out.Faults = append(out.Faults, *f)

@@ -1,7 +1,8 @@
 // Package dosim simulates the part of the DigitalOcean API v2 that the fleet
-// reconciler drives (account, droplets, droplet actions, actions and
-// snapshots), so that the real godo client can be exercised over HTTP in
-// tests, benchmarks and the demo.
+// reconciler drives (account, droplets, droplet actions, actions, snapshots,
+// tags, domains and their records, reserved IPs and their actions), so that
+// the real godo client can be exercised over HTTP in tests, benchmarks and
+// the demo, and serves the hosted zones over real DNS on loopback.
 //
 // # Model
 //
@@ -46,6 +47,21 @@
 // snapshot copies and a droplet created from that snapshot starts from. With
 // a state file, every change is written atomically (temp file and rename) and
 // reloaded by New.
+//
+// # Domains, DNS and reserved IPs
+//
+// /v2/domains hosts zones per account (a zone name belongs to one account)
+// and /v2/domains/{name}/records edits A, AAAA, CNAME, TXT and NS records
+// (the SOA record only has its ttl changed), validated as DigitalOcean
+// does with 422s that name the field. ListenDNS and DNSServer.Serve answer
+// for the zones of every account, authoritatively, over UDP and TCP on a
+// loopback address, straight from the current records: what the API
+// changes, the next query sees. It is plain DNS, so Pebble's -dnsserver
+// and a net.Resolver with PreferGo and a Dial function both use it.
+//
+// Reserved IPs come from 127.2.0.0/16 (droplets have 127.1.x.y). They are
+// data only: assigning one records the droplet, but no traffic is routed.
+// Assign and unassign are actions that complete after ActionDelay.
 //
 // Under /_sim/ an unauthenticated control API (and the matching Sim methods)
 // injects faults, changes limits, moves the clock, lists everything and

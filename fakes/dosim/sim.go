@@ -342,6 +342,10 @@ func (s *Sim) completeLocked(a *action) {
 	at := a.DueAt
 	a.CompletedAt = &at
 	s.dirty = true
+	if a.ReservedIP != "" {
+		s.completeReservedIPActionLocked(a)
+		return
+	}
 	d := s.st.Droplets[a.DropletID]
 	if a.Fail || d == nil {
 		a.Status = actionErrored

@@ -100,6 +100,43 @@ type action struct {
 	SnapshotName string     `json:"snapshot_name,omitempty"`
 	// NewName is a rename's new droplet name (applied when it completes).
 	NewName string `json:"new_name,omitempty"`
+	// ReservedIP is set on reserved IP actions (assign_ip, unassign_ip),
+	// whose DropletID is 0; TargetDroplet is the droplet assign_ip assigns
+	// the address to when it completes.
+	ReservedIP    string `json:"reserved_ip,omitempty"`
+	TargetDroplet int    `json:"target_droplet,omitempty"`
+}
+
+// domain is a hosted zone. Serial is its SOA serial, bumped on every
+// change to its records.
+type domain struct {
+	Name      string    `json:"name"`
+	Account   string    `json:"account"`
+	TTL       int       `json:"ttl"`
+	Serial    uint32    `json:"serial"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// domainRecord is one record of a zone. Name is relative to the zone ("@"
+// for the apex), lower case; Data is as DigitalOcean returns it (CNAME and
+// NS targets end in "." or are "@"; the default NS records are written
+// without the dot, as DigitalOcean does).
+type domainRecord struct {
+	ID     int    `json:"id"`
+	Domain string `json:"domain"`
+	Type   string `json:"type"`
+	Name   string `json:"name"`
+	Data   string `json:"data"`
+	TTL    int    `json:"ttl"`
+}
+
+// reservedIP is a reserved IP address: data only, never routed.
+type reservedIP struct {
+	IP        string    `json:"ip"`
+	Account   string    `json:"account"`
+	Region    string    `json:"region"`
+	DropletID int       `json:"droplet_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 type snapshot struct {
@@ -128,6 +165,14 @@ type state struct {
 	// Tags are the tags made with POST /v2/tags, by account (a tag on a
 	// droplet exists too).
 	Tags map[string]map[string]bool `json:"tags,omitempty"`
+	// Domains are the hosted zones by (lower-case) name; a name is hosted by
+	// at most one account, as on DigitalOcean. Records are keyed by id.
+	// Since version 2.
+	Domains     map[string]*domain     `json:"domains,omitempty"`
+	Records     map[int]*domainRecord  `json:"domain_records,omitempty"`
+	NextRecord  int                    `json:"next_domain_record,omitempty"`
+	ReservedIPs map[string]*reservedIP `json:"reserved_ips,omitempty"`
+	NextRIP     uint32                 `json:"next_reserved_ip,omitempty"`
 
 	pending map[int]struct{}  // in-progress action ids (derived)
 	tokens  map[string]string // token -> account name (derived)
@@ -135,15 +180,19 @@ type state struct {
 
 func newState() *state {
 	return &state{
-		Accounts:  map[string]*Account{},
-		Droplets:  map[int]*droplet{},
-		Actions:   map[int]*action{},
-		Snapshots: map[int]*snapshot{},
-		NextID:    300000001,
-		NextAct:   2000000001,
-		NextSnap:  170000001,
-		pending:   map[int]struct{}{},
-		tokens:    map[string]string{},
+		Accounts:    map[string]*Account{},
+		Droplets:    map[int]*droplet{},
+		Actions:     map[int]*action{},
+		Snapshots:   map[int]*snapshot{},
+		NextID:      300000001,
+		Domains:     map[string]*domain{},
+		Records:     map[int]*domainRecord{},
+		NextRecord:  40000001,
+		ReservedIPs: map[string]*reservedIP{},
+		NextAct:     2000000001,
+		NextSnap:    170000001,
+		pending:     map[int]struct{}{},
+		tokens:      map[string]string{},
 	}
 }
 
@@ -240,6 +289,33 @@ func (st *state) allocIP() string {
 	}
 }
 
+// allocReservedIP hands out distinct loopback addresses 127.2.0.1,
+// 127.2.0.2, ... for reserved IPs, a range apart from droplets' 127.1.x.y.
+// They are data only: nothing listens on them and no traffic is routed.
+func (st *state) allocReservedIP() string {
+	for {
+		n := st.NextRIP
+		st.NextRIP++
+		v := uint32(127)<<24 | uint32(2)<<16 + n + 1
+		if v>>16 != 127<<8|2 {
+			st.NextRIP = 0
+			continue
+		}
+		if b := v & 0xff; b == 0 || b == 255 {
+			continue
+		}
+		ip := fmt.Sprintf("%d.%d.%d.%d", v>>24, v>>16&0xff, v>>8&0xff, v&0xff)
+		if _, taken := st.ReservedIPs[ip]; taken {
+			continue
+		}
+		return ip
+	}
+}
+
+// stateVersion is the state file format written. Version 1 files (before
+// domains and reserved IPs) load unchanged: the new maps start empty.
+const stateVersion = 2
+
 type stateFile struct {
 	Version     int      `json:"version"`
 	ClockOffset Duration `json:"clock_offset"`
@@ -255,7 +331,7 @@ func loadState(path string) (*state, time.Duration, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
-	if f.Version != 1 || f.State == nil {
+	if f.Version < 1 || f.Version > stateVersion || f.State == nil {
 		return nil, 0, fmt.Errorf("%s: unsupported state file version %d", path, f.Version)
 	}
 	st := f.State
@@ -271,6 +347,18 @@ func loadState(path string) (*state, time.Duration, error) {
 	if st.Snapshots == nil {
 		st.Snapshots = map[int]*snapshot{}
 	}
+	if st.Domains == nil {
+		st.Domains = map[string]*domain{}
+	}
+	if st.Records == nil {
+		st.Records = map[int]*domainRecord{}
+	}
+	if st.NextRecord == 0 {
+		st.NextRecord = newState().NextRecord
+	}
+	if st.ReservedIPs == nil {
+		st.ReservedIPs = map[string]*reservedIP{}
+	}
 	st.reindex()
 	return st, f.ClockOffset.Std(), nil
 }
@@ -278,7 +366,7 @@ func loadState(path string) (*state, time.Duration, error) {
 // saveState writes the state to a temporary file in the same directory and
 // renames it over path, so a crash leaves either the old or the new file.
 func saveState(path string, st *state, offset time.Duration) error {
-	b, err := json.Marshal(stateFile{Version: 1, ClockOffset: Duration(offset), State: st})
+	b, err := json.Marshal(stateFile{Version: stateVersion, ClockOffset: Duration(offset), State: st})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ package dosimtest
 import (
 	"context"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -107,4 +108,38 @@ func ServeLate(next http.Handler, w http.ResponseWriter, r *http.Request, wait f
 	maps.Copy(w.Header(), rec.Header())
 	w.WriteHeader(rec.Code)
 	_, _ = w.Write(rec.Body.Bytes())
+}
+
+// StartDNS serves the simulator's hosted zones (every account's
+// /v2/domains records) over DNS on 127.0.0.1, UDP and TCP on one free port,
+// until the test ends, and returns the address ("127.0.0.1:PORT").
+func StartDNS(t testing.TB, sim *dosim.Sim) string {
+	t.Helper()
+	srv, err := sim.ListenDNS("127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("dosim: listen dns: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dosim dns: %v", err)
+		}
+	})
+	return srv.Addr()
+}
+
+// Resolver returns a pure-Go resolver that sends every query to the DNS
+// server at addr (over UDP, or TCP when the resolver asks for it), instead
+// of the system's name servers.
+func Resolver(addr string) *net.Resolver {
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}
 }
