@@ -30,6 +30,10 @@ caddy: ## Build the pinned Caddy (v2.11.9) from its Go module into .cache/caddy/
 weed: ## Build the pinned SeaweedFS (weed, the object-storage tests' S3 server) from its Go module into .cache/weed/ (tests do it when missing).
 	@./scripts/build-weed
 
+.PHONY: pebble
+pebble: ## Build the pinned Pebble (v2.10.3, Let's Encrypt's test ACME CA) and pebble-challtestsrv from their Go module into .cache/pebble/ (tests do it when missing).
+	@./scripts/build-pebble
+
 .PHONY: vet
 vet: ## go vet every package.
 	$(GO) vet ./...
@@ -44,7 +48,7 @@ lint: vet ## gofmt check, go vet, and go mod tidy leaving no diff.
 	 rm -f $(CACHE)-go.*.bak
 
 .PHONY: unit
-unit: deps caddy weed ## Unit, integration and e2e tests (real Postgres, git, age, Caddy, SeaweedFS's S3, the simulator, agents) with the race detector.
+unit: deps caddy weed pebble ## Unit, integration and e2e tests (real Postgres, git, age, Caddy, SeaweedFS's S3, the simulator, agents) with the race detector.
 	$(GO) test $(GOTEST_FLAGS) ./...
 
 .PHONY: test

@@ -45,6 +45,12 @@ func TestRenderGolden(t *testing.T) {
 			AdminListen: "127.0.0.1:40019", GracePeriod: 2 * time.Second,
 		}},
 		{"no hosts", caddy.Config{AskURL: "http://127.0.0.1:8089/ask"}},
+		{"private acme", caddy.Config{
+			Hosts: []string{"ws-a.t.genesis.test"}, Upstream: "127.0.0.1:40001", AskURL: "http://127.0.0.1:40002/ask",
+			HTTPPort: 40080, HTTPSPort: 40443, BindHost: "127.1.0.5",
+			ACMECA: "https://127.0.0.1:14000/dir", ACMECARoots: "/var/lib/genesis/acme-ca.pem", ACMEEmail: "ops@genesis.dev",
+			AdminListen: "127.0.0.1:40019", GracePeriod: 2 * time.Second,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,6 +120,7 @@ func TestRenderErrors(t *testing.T) {
 		{"bad upstream", func(c *caddy.Config) { c.Upstream = "n8n" }, `render caddy config: upstream "n8n": want host:port`},
 		{"bad port", func(c *caddy.Config) { c.HTTPSPort = 70000 }, `render caddy config: port 70000 out of range`},
 		{"bad admin", func(c *caddy.Config) { c.AdminListen = "2019" }, `render caddy config: admin listen "2019": want host:port`},
+		{"acme ca with internal", func(c *caddy.Config) { c.Internal, c.ACMECARoots = true, "/ca.pem" }, `render caddy config: an ACME CA with the internal issuer`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -45,6 +45,19 @@ type Config struct {
 	// ACMEEmail and ACMECA configure the ACME issuer; ACMECA empty is Let's
 	// Encrypt's production directory.
 	ACMEEmail, ACMECA string
+	// ACMECARoots is a PEM file of the CA certificates the ACME issuer
+	// trusts when it talks to ACMECA's API (trusted_roots_pem_files): a
+	// private ACME CA such as Pebble in tests. Empty: the system's roots.
+	//
+	// A CA validates a name on the address it resolves to, at port 80
+	// (HTTP-01) or 443 (TLS-ALPN-01) in production and at HTTPPort and
+	// HTTPSPort for a private CA configured so. So when BindHost or a port
+	// is set, the ACME issuer's challenge solvers bind to BindHost and
+	// answer on HTTPPort and HTTPSPort (challenges.bind_host,
+	// challenges.http.alternate_port, challenges["tls-alpn"].alternate_port):
+	// several Caddys on distinct loopback addresses then each answer the
+	// validation of their own names on the same ports.
+	ACMECARoots string
 	// AdminListen is the admin API address; default 127.0.0.1:2019. Tests
 	// use a free port.
 	AdminListen string
@@ -114,9 +127,21 @@ type (
 		OnDemand bool     `json:"on_demand"`
 	}
 	issuer struct {
-		Module string `json:"module"`
-		CA     string `json:"ca,omitempty"`
-		Email  string `json:"email,omitempty"`
+		Module       string      `json:"module"`
+		CA           string      `json:"ca,omitempty"`
+		Email        string      `json:"email,omitempty"`
+		TrustedRoots []string    `json:"trusted_roots_pem_files,omitempty"`
+		Challenges   *challenges `json:"challenges,omitempty"`
+	}
+	// challenges is the ACME issuer's challenges block: where the solvers
+	// bind and the ports the CA connects to.
+	challenges struct {
+		BindHost string        `json:"bind_host,omitempty"`
+		HTTP     challengePort `json:"http"`
+		TLSALPN  challengePort `json:"tls-alpn"`
+	}
+	challengePort struct {
+		AlternatePort int `json:"alternate_port"`
 	}
 	onDemand struct {
 		Permission permission `json:"permission"`
@@ -178,7 +203,17 @@ func Render(cfg Config) ([]byte, Digest, error) {
 	routes = append(routes, route{Handle: []handler{{Handler: "static_response", StatusCode: 404}}})
 
 	iss := issuer{Module: "acme", CA: cfg.ACMECA, Email: cfg.ACMEEmail}
+	if cfg.ACMECARoots != "" {
+		iss.TrustedRoots = []string{cfg.ACMECARoots}
+	}
+	if cfg.BindHost != "" || httpPort != DefaultHTTPPort || httpsPort != DefaultHTTPSPort {
+		iss.Challenges = &challenges{BindHost: cfg.BindHost,
+			HTTP: challengePort{AlternatePort: httpPort}, TLSALPN: challengePort{AlternatePort: httpsPort}}
+	}
 	if cfg.Internal {
+		if cfg.ACMECA != "" || cfg.ACMECARoots != "" {
+			return nil, "", fmt.Errorf("render caddy config: an ACME CA with the internal issuer")
+		}
 		iss = issuer{Module: "internal"}
 	}
 	doc := document{

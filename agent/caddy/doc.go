@@ -12,7 +12,14 @@
 // the agent's ask endpoint allows it (Caddy calls GET <ask>?domain=<sni>; 200
 // allows). Issuers are ACME in production and Caddy's internal CA in offline
 // tests (with install_trust false, so nothing touches the system trust
-// store). The admin block is always part of the config (listen on
+// store). A private ACME CA (Pebble in tests, see internal/acmetest) is an
+// ACME issuer with its directory URL and the roots its API is trusted with
+// (trusted_roots_pem_files). The CA validates a name at the address it
+// resolves to: when the listeners are bound to one address or moved off
+// ports 80/443, the issuer's challenge solvers bind to that address and
+// answer on the same ports (challenges.bind_host and the HTTP-01 and
+// TLS-ALPN-01 alternate_port), so Caddys on distinct loopback addresses
+// answer their own validations on shared ports. The admin block is always part of the config (listen on
 // 127.0.0.1:2019, persist false): a config without it would reset the admin
 // endpoint to defaults and turn autosave on. grace_period bounds how long a
 // reload waits for old connections (the default waits forever, and n8n's

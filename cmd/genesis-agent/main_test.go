@@ -527,6 +527,9 @@ func TestUsage(t *testing.T) {
 		{"run bad https port", []string{"run", "--caddy-https-port", "0", "--droplet-id", "1", "--state-dir", dir}, 2, "", "--caddy-https-port: 0 is not a port"},
 		{"run bad http port", []string{"run", "--caddy-http-port", "70000", "--droplet-id", "1", "--state-dir", dir}, 2, "", "--caddy-http-port: 70000 is not a port"},
 		{"run help shows caddy flags", []string{"run", "--help"}, 0, "-caddy-internal-tls", ""},
+		{"run help shows acme flags", []string{"run", "--help"}, 0, "-acme-ca-roots file", ""},
+		{"run acme ca not https", []string{"run", "--acme-ca", "http://127.0.0.1:14000/dir", "--droplet-id", "1", "--state-dir", dir}, 2, "", `--acme-ca "http://127.0.0.1:14000/dir": want an https URL`},
+		{"run acme ca with internal tls", []string{"run", "--caddy-internal-tls", "--acme-ca-roots", "ca.pem", "--droplet-id", "1", "--state-dir", dir}, 2, "", "choose one issuer"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

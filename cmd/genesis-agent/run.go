@@ -58,8 +58,11 @@ domains; the on-demand TLS ask endpoint is served on --ask-listen; n8n is
 moved to the manifest's version with docker compose (--compose-file), or
 left alone with --n8n-runtime none (an n8n run by something else). Caddy
 listens on --caddy-http-port and --caddy-https-port (80 and 443) on every
-interface or --caddy-bind, with ACME certificates, or certificates from its
-internal CA with --caddy-internal-tls (offline; genesis-demo droplet uses it).
+interface or --caddy-bind, with ACME certificates (from Let's Encrypt, or
+from the ACME directory --acme-ca, whose API is trusted through the PEM file
+--acme-ca-roots: a private or test CA such as Pebble), or certificates from
+its internal CA with --caddy-internal-tls (offline; genesis-demo droplet
+uses it).
 --converge=false only accepts manifests (no n8n, Caddy or docker needed):
 the DigitalOcean simulator's demo runs agents that way.
 
@@ -105,6 +108,8 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	askListen := fs.String("ask-listen", "127.0.0.1:9180", "`address` to serve Caddy's on-demand TLS ask endpoint (/ask) on")
 	composeFile := fs.String("compose-file", "/opt/genesis/compose.yaml", "the droplet's compose `file` (n8n version switches)")
 	acmeEmail := fs.String("acme-email", "", "ACME account e-mail for Caddy's certificates (optional)")
+	acmeCA := fs.String("acme-ca", "", "ACME directory `URL` of Caddy's certificates (default: Let's Encrypt)")
+	acmeCARoots := fs.String("acme-ca-roots", "", "PEM `file` of the CA certificates Caddy trusts for --acme-ca's API (default: the system's roots)")
 	caddyHTTP := fs.Int("caddy-http-port", caddy.DefaultHTTPPort, "`port` of Caddy's HTTP listener (redirects to HTTPS)")
 	caddyHTTPS := fs.Int("caddy-https-port", caddy.DefaultHTTPSPort, "`port` of Caddy's HTTPS listener")
 	caddyBind := fs.String("caddy-bind", "", "`address` Caddy's listeners bind to (empty: every interface)")
@@ -141,6 +146,14 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	}
 	if *n8nRuntime != "compose" && *n8nRuntime != "none" {
 		return cliexit.Usage("run: --n8n-runtime: want compose or none, got %q", *n8nRuntime)
+	}
+	if *caddyInternal && (*acmeCA != "" || *acmeCARoots != "") {
+		return cliexit.Usage("run: --caddy-internal-tls and --acme-ca or --acme-ca-roots: choose one issuer")
+	}
+	if *acmeCA != "" {
+		if u, err := url.Parse(*acmeCA); err != nil || u.Scheme != "https" || u.Host == "" {
+			return cliexit.Usage("run: --acme-ca %q: want an https URL", *acmeCA)
+		}
 	}
 	for _, p := range []struct {
 		flag string
@@ -254,7 +267,7 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 			Caddy: caddy.NewClient(*caddyAdmin, caddy.ClientOptions{Logger: log}),
 			CaddyConfig: caddy.Config{
 				Upstream: upstream, AskURL: "http://" + askLn.Addr().String() + "/ask",
-				AdminListen: *caddyAdmin, ACMEEmail: *acmeEmail,
+				AdminListen: *caddyAdmin, ACMEEmail: *acmeEmail, ACMECA: *acmeCA, ACMECARoots: *acmeCARoots,
 				HTTPPort: *caddyHTTP, HTTPSPort: *caddyHTTPS, BindHost: *caddyBind, Internal: *caddyInternal,
 			},
 			Ask:        ask,

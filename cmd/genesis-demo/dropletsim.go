@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -30,7 +31,8 @@ import (
 	"genesis.dev/fleet/internal/supervise"
 )
 
-const dropletSimUsage = `Usage: genesis-demo droplet --caddy-bin PATH [--agent-bin PATH] [--disk DIR] [--bind IP] [--pid-log FILE] [-- AGENT-RUN-FLAGS...]
+const dropletSimUsage = `Usage: genesis-demo droplet --caddy-bin PATH [--agent-bin PATH] [--disk DIR] [--bind IP] [--pid-log FILE]
+       [--acme-ca URL [--acme-ca-roots FILE]] [--http-port N] [--https-port N] [-- AGENT-RUN-FLAGS...]
 
 The "init" of a droplet simulated by the DigitalOcean simulator: the demo
 runs it as the simulator's boot command ('exec genesis-demo droplet ...'), once
@@ -49,6 +51,15 @@ per booted droplet. It runs what a real droplet runs, on loopback:
     address), certificates from Caddy's internal CA (no ACME), n8n's version
     left alone (--n8n-runtime none), its state in DIR/genesis-agent. Flags
     after -- are added to its command line.
+
+With --acme-ca the droplet's certificates come from that ACME directory
+instead (a test CA such as Pebble; the agent's --acme-ca), whose API
+Caddy trusts through the PEM file --acme-ca-roots (the agent's
+--acme-ca-roots; default: the system's roots). The CA validates a name on
+the address it resolves to, at fixed ports: --http-port (HTTP-01) and
+--https-port (TLS-ALPN-01) put Caddy's listeners on those ports of --bind
+(default: free ports), where its challenge solvers answer too. Several
+droplets on distinct 127.1.x.y addresses share the ports.
 
 The droplet's disk DIR is --disk, else $DOSIM_DISK_DIR. --bind defaults to
 $DOSIM_DROPLET_IP, else 127.0.0.1. The agent finds its config and droplet id
@@ -104,6 +115,10 @@ func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	pgURL := fs.String("pg-url", "", "admin `URL` of a Postgres for the droplet's n8n database, which the agent backs up (default $GENESIS_FLEET_PG_URL; none: no database, no backups)")
 	pgBin := fs.String("pg-bin", "", "`directory` of pg_dump and pg_restore (default $GENESIS_FLEET_PG_BIN)")
+	acmeCA := fs.String("acme-ca", "", "ACME directory `URL` the droplet's certificates come from (default: Caddy's internal CA)")
+	acmeCARoots := fs.String("acme-ca-roots", "", "PEM `file` of the CA certificates to trust for --acme-ca's API (default: the system's roots)")
+	httpPort := fs.Int("http-port", 0, "`port` of Caddy's HTTP listener on --bind, where HTTP-01 is answered (default: a free port)")
+	httpsPort := fs.Int("https-port", 0, "`port` of Caddy's HTTPS listener on --bind, where TLS-ALPN-01 is answered (default: a free port)")
 	n8nRuntime := fs.String("n8n-runtime", "emulator", "how n8n runs: emulator (in this process, empty at every boot, version left alone) or compose (through docker compose and the docker emulator: the agent switches its version; state kept in its database)")
 	var agentArgs []string
 	if i := slices.Index(args, "--"); i >= 0 {
@@ -146,13 +161,39 @@ func runDropletSim(ctx context.Context, e cliexit.Env, args []string) error {
 	if ip := net.ParseIP(*bind); ip == nil || !ip.IsLoopback() {
 		return cliexit.Usage("droplet-sim: --bind %q: want a loopback IP address", *bind)
 	}
+	if *acmeCA != "" {
+		if u, err := url.Parse(*acmeCA); err != nil || u.Scheme != "https" || u.Host == "" {
+			return cliexit.Usage("droplet-sim: --acme-ca %q: want an https URL", *acmeCA)
+		}
+	}
+	if *acmeCARoots != "" {
+		if *acmeCA == "" {
+			return cliexit.Usage("droplet-sim: --acme-ca-roots needs --acme-ca")
+		}
+		if fi, err := os.Stat(*acmeCARoots); err != nil || !fi.Mode().IsRegular() {
+			return cliexit.Usage("droplet-sim: --acme-ca-roots %s: not a file", *acmeCARoots)
+		}
+	}
+	for _, p := range []struct {
+		flag string
+		port int
+	}{{"--http-port", *httpPort}, {"--https-port", *httpsPort}} {
+		if p.port < 0 || p.port > 65535 {
+			return cliexit.Usage("droplet-sim: %s: %d is not a port (1-65535, 0: a free one)", p.flag, p.port)
+		}
+	}
+	if *httpPort != 0 && *httpPort == *httpsPort {
+		return cliexit.Usage("droplet-sim: --http-port and --https-port are both %d", *httpPort)
+	}
 	for _, b := range []struct{ flag, path string }{{"--caddy-bin", *caddyBin}, {"--agent-bin", *agentBin}} {
 		if fi, err := os.Stat(b.path); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 			return cliexit.Usage("droplet-sim: %s %s: not an executable file", b.flag, b.path)
 		}
 	}
 	s := &dropletSim{log: log, stderr: e.Stderr, grace: *grace, pidLog: *pidLog,
-		info: dropletInfo{DropletID: e.Getenv("DOSIM_DROPLET_ID"), IP: *bind, PID: os.Getpid()}}
+		acmeCA: *acmeCA, acmeCARoots: *acmeCARoots,
+		info: dropletInfo{DropletID: e.Getenv("DOSIM_DROPLET_ID"), IP: *bind, PID: os.Getpid(),
+			HTTPPort: *httpPort, HTTPSPort: *httpsPort}}
 	if s.pidLog != "" {
 		if err := appendLine(s.pidLog, fmt.Sprintf("%d droplet-sim %s", s.info.PID, s.info.DropletID)); err != nil {
 			log.Warn("pid log", "err", err)
@@ -219,6 +260,9 @@ type dropletSim struct {
 	grace  time.Duration
 	pidLog string
 	info   dropletInfo
+	// acmeCA and acmeCARoots are --acme-ca and --acme-ca-roots: ACME
+	// instead of Caddy's internal CA when acmeCA is set.
+	acmeCA, acmeCARoots string
 
 	n8n     *http.Server
 	compose *composeN8N // with --n8n-runtime compose, instead of n8n
@@ -277,11 +321,17 @@ func (s *dropletSim) start(ctx context.Context, disk, caddyBin, agentBin string,
 		return err
 	}
 	s.info.CaddyAdmin = net.JoinHostPort("127.0.0.1", strconv.Itoa(admin))
-	if s.info.HTTPPort, err = freePortOn(s.info.IP); err != nil {
-		return err
+	// Fixed ports (--http-port, --https-port) or free ones of the
+	// droplet's address.
+	if s.info.HTTPPort == 0 {
+		if s.info.HTTPPort, err = freePortOn(s.info.IP); err != nil {
+			return err
+		}
 	}
-	if s.info.HTTPSPort, err = freePortOn(s.info.IP); err != nil {
-		return err
+	if s.info.HTTPSPort == 0 {
+		if s.info.HTTPSPort, err = freePortOn(s.info.IP); err != nil {
+			return err
+		}
 	}
 	ask, err := freePortOn("127.0.0.1")
 	if err != nil {
@@ -312,10 +362,18 @@ func (s *dropletSim) start(ctx context.Context, disk, caddyBin, agentBin string,
 	}
 	s.log.Info("caddy started", "admin", s.info.CaddyAdmin, "pid", s.info.CaddyPID)
 
+	tlsArgs := []string{"--caddy-internal-tls"}
+	if s.acmeCA != "" {
+		tlsArgs = []string{"--acme-ca", s.acmeCA}
+		if s.acmeCARoots != "" {
+			tlsArgs = append(tlsArgs, "--acme-ca-roots", s.acmeCARoots)
+		}
+	}
 	runArgs := append([]string{"run", "--insecure-http", "--converge=true"}, n8nArgs...)
-	runArgs = append(append(runArgs, "--caddy-admin", s.info.CaddyAdmin, "--ask-listen", s.info.Ask,
+	runArgs = append(runArgs, "--caddy-admin", s.info.CaddyAdmin, "--ask-listen", s.info.Ask,
 		"--caddy-bind", s.info.IP, "--caddy-http-port", strconv.Itoa(s.info.HTTPPort),
-		"--caddy-https-port", strconv.Itoa(s.info.HTTPSPort), "--caddy-internal-tls", "--state-dir", state), agentArgs...)
+		"--caddy-https-port", strconv.Itoa(s.info.HTTPSPort))
+	runArgs = append(append(append(runArgs, tlsArgs...), "--state-dir", state), agentArgs...)
 	if err := s.superviseAgent(disk, agentBin, runArgs, agentEnv); err != nil {
 		return err
 	}
