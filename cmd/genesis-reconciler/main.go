@@ -195,6 +195,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Float64Var(&c.UnauthRate, "unauth-rate", defaults.UnauthRate, "unauthenticated answers (401, 403) per second a client regains")
 	fs.IntVar(&c.UnauthBurst, "unauth-burst", defaults.UnauthBurst, "unauthenticated answers a client may collect before every request of it gets 429 (0: no limit)")
 	str(&c.TrustedProxies, "trusted-proxies", "GENESIS_TRUSTED_PROXIES", "", "comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For names the client (for the per-client limit on unauthenticated requests)")
+	str(&c.Activator.Listen, "activator-listen", "GENESIS_ACTIVATOR_LISTEN", "",
+		"run the activator on this address: hibernated tenants' names point at its Caddy front, which proxies here; a request wakes its tenant and is held until it is up, and Caddy's on-demand TLS asks http://<this address>/ask (empty: no activator)")
+	dur(&c.Activator.Hold, "activator-hold", "GENESIS_ACTIVATOR_HOLD", defaults.Activator.Hold, "how long the activator holds a request while its tenant wakes, then 503 with Retry-After")
+	fs.IntVar(&c.Activator.MaxHeld, "activator-max-held", defaults.Activator.MaxHeld, "most requests the activator holds at once (past it: 503 with Retry-After)")
+	fs.IntVar(&c.Activator.MaxHeldPerTenant, "activator-max-held-per-tenant", defaults.Activator.MaxHeldPerTenant,
+		"most requests the activator holds at once for one tenant; below --activator-max-held, so one tenant's flood cannot starve the others")
+	fs.Int64Var(&c.Activator.MaxBody, "activator-max-body", defaults.Activator.MaxBody, "largest request body (bytes) the activator buffers while it holds a request (past it: 413)")
+	fs.IntVar(&c.Activator.DropletPort, "activator-droplet-port", defaults.Activator.DropletPort, "HTTPS port of the droplets the activator proxies woken tenants' requests to")
+	str(&c.Activator.DropletCA, "activator-droplet-ca", "GENESIS_ACTIVATOR_DROPLET_CA", "", "PEM `file` of the roots that verify the droplets' certificates when the activator proxies to them (default: the system roots)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -223,6 +232,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, cliexit.Usage("--metrics-token-required needs --tokens")
 	case c.UnauthBurst < 0 || c.UnauthRate <= 0:
 		return c, cliexit.Usage("--unauth-burst must not be negative and --unauth-rate must be positive")
+	case c.Activator.Listen != "" && (c.Activator.MaxHeldPerTenant < 1 || c.Activator.MaxHeldPerTenant >= c.Activator.MaxHeld ||
+		c.Activator.Hold <= 0 || c.Activator.MaxBody < 1 || c.Activator.DropletPort < 1 || c.Activator.DropletPort > 65535):
+		return c, cliexit.Usage("--activator-*: want 0 < --activator-max-held-per-tenant < --activator-max-held, a positive --activator-hold and --activator-max-body, and a port in 1-65535")
 	}
 	if err := c.HTTP.Check(); err != nil {
 		return c, err

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/reconciler"
+	"genesis.dev/fleet/reconciler/activator"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/rollouts"
@@ -67,6 +68,30 @@ type Config struct {
 	// Getenv reads the DigitalOcean tokens genesis.yaml's accounts name
 	// (spec.accounts[].tokenEnv); nil reads the process's environment.
 	Getenv func(string) string
+	// Activator runs the activator (reconciler/activator) when its Listen
+	// is set.
+	Activator ActivatorConfig
+}
+
+// ActivatorConfig is the activator's part of a replica (activator.go):
+// the --activator-* flags. Zero values take the activator's defaults.
+type ActivatorConfig struct {
+	// Listen is the activator's own listener, serving the held requests
+	// its Caddy front proxies and Caddy's /ask ("": no activator).
+	Listen string
+	// Hold is how long a request waits for its tenant to wake.
+	Hold time.Duration
+	// MaxHeld and MaxHeldPerTenant bound the requests held at once.
+	MaxHeld, MaxHeldPerTenant int
+	// MaxBody bounds a held request's buffered body (bytes).
+	MaxBody int64
+	// DropletPort is the droplets' HTTPS port.
+	DropletPort int
+	// DropletCA is a PEM file of the roots that verify the droplets'
+	// certificates ("": the system roots).
+	DropletCA string
+	// PixelPaths are the open pixels' path patterns (nil: the default).
+	PixelPaths []string
 }
 
 // DefaultResync is how often the leader re-plans without a new commit.
@@ -95,5 +120,7 @@ func Defaults() Config {
 			Write: DefaultWriteTimeout, Idle: DefaultIdleTimeout, MaxConns: DefaultMaxConnections()},
 		UnauthRate:  auth.DefaultFailureRate,
 		UnauthBurst: auth.DefaultFailureBurst,
+		Activator: ActivatorConfig{Hold: activator.DefaultHold, MaxHeld: activator.DefaultMaxHeld,
+			MaxHeldPerTenant: activator.DefaultMaxHeldPerTenant, MaxBody: activator.DefaultMaxBody, DropletPort: activator.DefaultDropletPort},
 	}
 }

@@ -53,6 +53,7 @@ type Service struct {
 	agentSideOnly bool
 	backups       *backup.Service
 	rollouts      *rollouts.Executor
+	activator     *activatorServer
 }
 
 // New opens the database (applying migrations), reads the keys, listens on
@@ -245,6 +246,11 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	s.agentSideOnly = c.AgentSideOnly
 	s.backups = backups
 	s.rollouts = rollouts.New(rollouts.Config{Store: st, Desired: rec.Snapshot, Kick: agents.Kick, Logger: log, Registerer: reg, Every: c.RolloutEvery})
+	if c.Activator.Listen != "" {
+		if s.activator, err = newActivator(c.Activator, rec, st, log, reg); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -291,6 +297,9 @@ func (s *Service) Run(ctx context.Context) error {
 		leader = func() (context.Context, bool) { return nil, false } // no loop: no rollouts move
 	}
 	g.Go(func() error { return s.rollouts.Run(ctx, leader) })
+	if s.activator != nil {
+		g.Go(func() error { return s.activator.run(ctx) })
+	}
 	g.Go(func() error { return events.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
 	if api != nil {
@@ -332,6 +341,9 @@ func (s *Service) recordAccounts(ctx context.Context, snap tenants.Snapshot) {
 func (s *Service) Close() {
 	if s.ln != nil {
 		s.ln.Close()
+	}
+	if s.activator != nil {
+		s.activator.close()
 	}
 	if s.st != nil {
 		s.st.Close()

@@ -1,0 +1,129 @@
+package activator
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"time"
+)
+
+// proxyKey carries a request's *proxyInfo in its context: the droplet's
+// address the transport dials (the URL keeps the tenant's name, so TLS
+// verifies the droplet's certificate for that name and sends it as SNI).
+type proxyKey struct{}
+
+type proxyInfo struct {
+	ip     string
+	ep     *episode
+	h      *Handler
+	failed bool
+}
+
+// newProxy returns the transport to the droplets and the reverse proxy
+// held requests go through.
+func (h *Handler) newProxy() (*http.Transport, *httputil.ReverseProxy) {
+	dial := h.cfg.Dial
+	if dial == nil {
+		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+		dial = d.DialContext
+	}
+	port := strconv.Itoa(h.cfg.DropletPort)
+	rt := &http.Transport{
+		Proxy: nil, // straight to the droplet
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			pi, ok := ctx.Value(proxyKey{}).(*proxyInfo)
+			if !ok || pi.ip == "" {
+				return nil, errors.New("activator: no droplet address for " + addr)
+			}
+			return dial(ctx, network, net.JoinHostPort(pi.ip, port))
+		},
+		// Never InsecureSkipVerify: the droplet proves it holds the
+		// tenant's name.
+		TLSClientConfig:     &tls.Config{RootCAs: h.cfg.RootCAs, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   true,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConns:        1000,
+		MaxIdleConnsPerHost: 32,
+		// A droplet's address changes at every wake: idle connections go
+		// soon.
+		IdleConnTimeout: 30 * time.Second,
+	}
+	rp := &httputil.ReverseProxy{
+		Transport: rt,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			host, _ := ParseHost(pr.In.Host)
+			pr.Out.URL.Scheme = "https"
+			pr.Out.URL.Host = net.JoinHostPort(host, port)
+			pr.Out.Host = pr.In.Host
+			// The activator runs behind its Caddy (Render), which set
+			// these for the client: keep them, and add Caddy's hop.
+			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			pr.SetXForwarded()
+			for _, k := range []string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
+				if v := pr.In.Header.Get(k); v != "" {
+					pr.Out.Header.Set(k, v)
+				}
+			}
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			pi, ok := resp.Request.Context().Value(proxyKey{}).(*proxyInfo)
+			if ok && pi.ep != nil && pi.ep.woke {
+				select {
+				case <-pi.ep.answered:
+				default:
+					pi.h.firstAnswer(pi.ep)
+				}
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if pi, ok := r.Context().Value(proxyKey{}).(*proxyInfo); ok {
+				pi.failed = true
+			}
+			if r.Context().Err() == nil {
+				h.log.Warn("proxy to droplet failed", "host", r.Host, "err", err)
+			}
+			http.Error(w, "the workspace's server did not answer", http.StatusBadGateway)
+		},
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+	}
+	return rt, rp
+}
+
+// firstAnswer records the wake-to-first-answer latency of ep once.
+func (h *Handler) firstAnswer(ep *episode) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-ep.answered:
+		return
+	default:
+	}
+	close(ep.answered)
+	h.m.wakeLatency.Observe(h.now().Sub(ep.start).Seconds())
+}
+
+// readBody buffers r's body, at most max bytes (*http.MaxBytesError past
+// it).
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return b, nil
+}
+
+func bodyOf(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
