@@ -79,6 +79,9 @@ type Options struct {
 	// droplet's "n8n database" there). The state repository must then
 	// declare Fleet.Backup in genesis.yaml's spec.backup.
 	WeedBin string
+	// Names, when set, gives tenants stable names (names.go): DNS on
+	// loopback, ACME certificates from Pebble, the activator.
+	Names *Names
 }
 
 // Backup is what a local fleet with backups gives genesis.yaml's
@@ -106,15 +109,18 @@ type Fleet struct {
 	SigningKey string
 	// Backup is set when Options.WeedBin turned backups on.
 	Backup *Backup
+	// Names is set when Options.Names was.
+	Names *NamesInfo
 
 	pg      *pgserver.Server
 	sim     *dosim.Sim
 	simSrv  *http.Server
 	svc     *service.Service
 	cancel  context.CancelFunc
-	done    chan error // the simulator's and the reconciler's Run
+	done    chan error // the simulator's, its DNS server's and the reconciler's Run
 	runs    int        // how many of them were started
 	closers []io.Closer
+	tokens  map[string]string // the simulated accounts' tokens by name
 }
 
 // Start starts Postgres, the simulator and the reconciler, and returns once
@@ -123,7 +129,7 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 	if o.StateRepo == "" || o.Work == "" {
 		return nil, errors.New("localfleet: StateRepo and Work are required")
 	}
-	f := &Fleet{done: make(chan error, 2)}
+	f := &Fleet{done: make(chan error, 4)}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f.cancel = cancel
 	defer func() {
@@ -153,10 +159,18 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 		hookEnv = []string{"GENESIS_FLEET_PG_URL=" + f.pg.URL("postgres"), "GENESIS_FLEET_PG_BIN=" + f.pg.BinDir()}
 	}
 	var accounts []dosim.Account
+	f.tokens = map[string]string{}
 	for _, a := range o.Accounts {
 		tok := "localfleet-token-" + a.Name
 		accounts = append(accounts, dosim.Account{Name: a.Name, Token: tok, DropletLimit: a.MaxDroplets})
 		env[a.TokenEnv] = tok
+		f.tokens[a.Name] = tok
+	}
+	bootCmd := o.BootCmd
+	if o.Names != nil {
+		if bootCmd, err = f.prepareNames(ctx, o); err != nil {
+			return f, err
+		}
 	}
 	log, err := logflag.New(simLog, "json", "info")
 	if err != nil {
@@ -165,7 +179,7 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 	f.sim, err = dosim.New(dosim.Config{Accounts: accounts, Seed: 1,
 		Limits: dosim.Limits{RatePerMinute: dosim.DefaultRatePerMinute, RatePerHour: dosim.DefaultRatePerHour,
 			BootDelay: dosim.Duration(o.BootDelay), ActionDelay: dosim.Duration(o.ActionDelay)},
-		DiskRoot: filepath.Join(o.Work, "disks"), BootCmd: o.BootCmd, HookEnv: hookEnv, HookOutput: simLog, HookGrace: o.HookGrace, Logger: log})
+		DiskRoot: filepath.Join(o.Work, "disks"), BootCmd: bootCmd, HookEnv: hookEnv, HookOutput: simLog, HookGrace: o.HookGrace, Logger: log})
 	if err != nil {
 		return f, fmt.Errorf("start simulator: %w", err)
 	}
@@ -182,6 +196,11 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 			log.Error("simulator server", "err", err)
 		}
 	}()
+	if o.Names != nil {
+		if err := f.startDNS(ctx, runCtx, o.Names); err != nil {
+			return f, err
+		}
+	}
 
 	f.SigningKey = filepath.Join(o.Work, "signing.pem")
 	if err := writeSigningKey(f.SigningKey); err != nil {
@@ -198,6 +217,7 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 	if f.Backup != nil {
 		c.BackupKey = f.Backup.KeyFile
 	}
+	f.activatorConfig(o.Names, &c)
 	if o.Reconciler != nil {
 		o.Reconciler(&c)
 	}
@@ -217,6 +237,9 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 	f.URL = f.svc.URL()
 	f.runs++
 	go func() { f.done <- f.svc.Run(runCtx) }()
+	if err := f.startFront(ctx, o); err != nil {
+		return f, err
+	}
 	return f, nil
 }
 

@@ -21,15 +21,7 @@ import (
 // droplet hook with a real genesis-agent and Caddy, until both agents
 // applied their signed manifests; then Stop leaves no process behind.
 func TestFleet(t *testing.T) {
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin+"/", "../cmd/genesis-demo", "../cmd/genesis-agent").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	out, err := exec.Command("../scripts/build-caddy").Output()
-	if err != nil {
-		t.Fatalf("scripts/build-caddy: %v", err)
-	}
-	caddy := strings.TrimSpace(string(out))
+	bin, caddy := buildBins(t)
 
 	// The state repository: state-example with two running tenants.
 	work := t.TempDir()

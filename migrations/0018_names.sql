@@ -15,3 +15,11 @@ ALTER TABLE fleet_status
 	ADD COLUMN dns_at timestamptz,
 	ADD COLUMN reserved_ip inet,
 	ADD COLUMN reserved_ip_account text;
+
+-- point_name: the repair that moves a tenant's stable name (or, for a
+-- tenant at state: absent, removes it and releases its reserved IP).
+ALTER TABLE operations DROP CONSTRAINT operations_kind_check;
+ALTER TABLE operations ADD CONSTRAINT operations_kind_check CHECK (kind IN (
+	'create', 'hibernate', 'wake', 'destroy', 'resize', 'adopt',
+	'reboot', 'power_cycle', 'rebuild', 'snapshot_delete', 'update_manifest',
+	'create_spare', 'assign_spare', 'destroy_spare', 'retire', 'point_name'));

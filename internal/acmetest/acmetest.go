@@ -1,52 +1,31 @@
-// Package acmetest runs Pebble, Let's Encrypt's test ACME CA, as a real
-// process for tests, so that certificates are obtained over the ACME
-// protocol (RFC 8555) with real HTTP-01 and TLS-ALPN-01 validation instead
-// of coming from Caddy's internal CA.
+// Package acmetest runs Pebble, Let's Encrypt's test ACME CA, for tests:
+// a thin wrapper over internal/pebble (whose doc explains the pieces: the
+// API certificate clients trust through ServerCAFile, the issuing root and
+// intermediate served by the management interface, validation through
+// Options.DNSServer at HTTPPort and TLSPort) that takes a testing.TB, runs
+// Pebble in t.TempDir() until the test ends and prints its log when the
+// test failed.
 //
-// The pieces and how they meet:
+// It also runs the DNS server Pebble validates names with: StartDNS runs
+// pebble-challtestsrv (built with Pebble) as that server. It answers UDP
+// and TCP on one loopback port, and its A records are set over its
+// management API (/add-a). Names without a record get no address (its
+// default answers are switched off). Several ACME clients on distinct
+// loopback addresses (Linux routes all of 127.0.0.0/8 to lo) can so be
+// validated on the same ports, each on its own address: the DNS decides
+// which one answers for a name.
 //
-//   - Pebble serves its ACME API (DirectoryURL) over HTTPS with a
-//     certificate this package makes for 127.0.0.1 and localhost, signed by
-//     a throwaway CA written to ServerCAFile: an ACME client (Caddy's
-//     trusted_roots_pem_files) trusts that file to talk to Pebble.
-//   - Pebble signs the certificates it issues with a root and an
-//     intermediate it generates at every start; its management interface
-//     serves them (/roots/0, /intermediates/0). A TLS client of the issued
-//     certificates trusts IssuerRoots, nothing else.
-//   - To validate a name, Pebble's validation authority looks the name up
-//     at the DNS server Options.DNSServer (A and AAAA queries over TCP) and
-//     connects to the address found at Options.HTTPPort (HTTP-01) or
-//     Options.TLSPort (TLS-ALPN-01). Several ACME clients on distinct
-//     loopback addresses (Linux routes all of 127.0.0.0/8 to lo) can so be
-//     validated on the same ports, each on its own address: the DNS decides
-//     which one answers for a name.
-//   - StartDNS runs pebble-challtestsrv (built with Pebble) as that DNS
-//     server: it answers UDP and TCP on one loopback port, and its A
-//     records are set over its management API (/add-a). Names without a
-//     record get no address (its default answers are switched off).
-//
-// Pebble runs with PEBBLE_VA_NOSLEEP=1 (no random validation delay),
-// PEBBLE_WFE_NONCEREJECT=0 (no deliberately rejected nonces) and
-// PEBBLE_AUTHZREUSE=100 (valid authorizations are reused), so tests are
-// fast and deterministic. Binary builds the pinned Pebble the first time
-// the way scripts/build-pebble does (`make pebble`); a failed build fails
-// the test.
+// Binary builds the pinned Pebble the first time the way
+// scripts/build-pebble does (`make pebble`); a failed build fails the test.
 package acmetest
 
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -56,14 +35,13 @@ import (
 	"testing"
 	"time"
 
+	"genesis.dev/fleet/internal/pebble"
 	"genesis.dev/fleet/internal/procgroup"
 	"genesis.dev/fleet/internal/testkit"
 )
 
 // Version is the Pebble release the tests run against.
-const Version = "v2.10.3"
-
-const module = "github.com/letsencrypt/pebble/v2"
+const Version = pebble.Version
 
 // Binary returns the pinned pebble binary, building it (and
 // pebble-challtestsrv, next to it) into the cache directory the first time
@@ -75,35 +53,17 @@ func Binary(t testing.TB) string {
 	if cache == "" {
 		cache = filepath.Join(testkit.ModuleRoot(t), ".cache")
 	}
-	dir := filepath.Join(cache, "pebble", Version)
-	bin := filepath.Join(dir, "pebble")
-	if executable(bin) && executable(filepath.Join(dir, "pebble-challtestsrv")) {
-		return bin
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("building pebble %s into %s", Version, dir)
-	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "install",
-		module+"/cmd/pebble@"+Version, module+"/cmd/pebble-challtestsrv@"+Version)
-	cmd.Dir = dir // outside our module: go.mod and go.sum stay untouched
-	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
-	out, err := cmd.CombinedOutput()
+	start := time.Now()
+	bin, err := pebble.Build(ctx, cache)
 	if err != nil {
-		proxy, _ := exec.Command("go", "env", "GOPROXY").Output()
-		t.Fatalf("building pebble %s failed (is the Go module proxy %s reachable? run scripts/build-pebble to pre-build): %v\n%s",
-			Version, strings.TrimSpace(string(proxy)), err, tail(out, 4000))
+		t.Fatalf("acmetest: %v", err)
 	}
-	t.Logf("built pebble in %s", time.Since(start).Round(time.Second))
+	if d := time.Since(start); d > time.Second {
+		t.Logf("built pebble %s into %s in %s", Version, filepath.Dir(bin), d.Round(time.Second))
+	}
 	return bin
-}
-
-func executable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
 func tail(b []byte, n int) []byte {
@@ -136,8 +96,8 @@ type Pebble struct {
 	// ManagementURL is the base URL of Pebble's management interface.
 	ManagementURL string
 
-	dir    string
-	client *http.Client
+	dir string
+	srv *pebble.Server
 }
 
 // Start runs Pebble on free ports of 127.0.0.1 until the test ends, and
@@ -155,114 +115,55 @@ func Start(t testing.TB, opt Options) *Pebble {
 	}
 	bin := Binary(t)
 	dir := t.TempDir()
-	caFile, certFile, keyFile := serverCertificate(t, dir)
-	listen, mgmt := testkit.FreeAddr(t), testkit.FreeAddr(t)
-	var conf struct {
-		Pebble map[string]any `json:"pebble"`
-	}
-	conf.Pebble = map[string]any{
-		"listenAddress":                  listen,
-		"managementListenAddress":        mgmt,
-		"certificate":                    certFile,
-		"privateKey":                     keyFile,
-		"httpPort":                       opt.HTTPPort,
-		"tlsPort":                        opt.TLSPort,
-		"ocspResponderURL":               "",
-		"keyAlgorithm":                   "ecdsa",
-		"externalAccountBindingRequired": false,
-	}
-	raw, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	confFile := filepath.Join(dir, "pebble-config.json")
-	if err := os.WriteFile(confFile, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	p := &Pebble{
-		DirectoryURL:  "https://" + listen + "/dir",
-		ServerCAFile:  caFile,
-		ManagementURL: "https://" + mgmt,
-		dir:           dir,
-	}
-	p.client = clientTrusting(t, caFile)
-	cmd := exec.Command(bin, "-config", confFile, "-dnsserver", opt.DNSServer)
-	cmd.Env = []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=100"}
-	runLogged(t, "pebble", cmd, filepath.Join(dir, "pebble.log"), func() error {
-		for _, u := range []string{p.DirectoryURL, p.ManagementURL + "/roots/0"} {
-			if err := p.get(u, nil); err != nil {
-				return err
+	logPath := filepath.Join(dir, "pebble.log") // where pebble.Start logs when Options.Log is nil
+	var srv *pebble.Server
+	t.Cleanup(func() {
+		if srv != nil {
+			if err := srv.Stop(); err != nil {
+				t.Errorf("acmetest: %v", err)
 			}
 		}
-		return nil
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("pebble log (%s):\n%s", logPath, tail(b, 8000))
+		}
 	})
-	return p
-}
-
-// get fetches u from Pebble into out (when not nil), wanting a 200.
-func (p *Pebble) get(u string, out *[]byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	srv, err := pebble.Start(ctx, pebble.Options{
+		Bin: bin, Dir: dir, DNSServer: opt.DNSServer, HTTPPort: opt.HTTPPort, TLSPort: opt.TLSPort,
+	})
 	if err != nil {
-		return err
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	if out != nil {
-		*out = body
-	}
-	return nil
-}
-
-// certs fetches the PEM certificates at a management path.
-func (p *Pebble) certs(t testing.TB, path string) []*x509.Certificate {
-	t.Helper()
-	var body []byte
-	if err := p.get(p.ManagementURL+path, &body); err != nil {
 		t.Fatalf("acmetest: %v", err)
 	}
-	var out []*x509.Certificate
-	for rest := body; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatalf("acmetest: %s: %v", path, err)
-		}
-		out = append(out, c)
+	return &Pebble{
+		DirectoryURL:  srv.DirectoryURL,
+		ServerCAFile:  srv.ServerCAFile,
+		ManagementURL: srv.ManagementURL,
+		dir:           dir,
+		srv:           srv,
 	}
-	if len(out) == 0 {
-		t.Fatalf("acmetest: %s: no certificate in %q", path, tail(body, 200))
-	}
-	return out
 }
 
 // Root is the root certificate Pebble issues under (/roots/0).
 func (p *Pebble) Root(t testing.TB) *x509.Certificate {
 	t.Helper()
-	return p.certs(t, "/roots/0")[0]
+	c, err := p.srv.Root(context.Background())
+	if err != nil {
+		t.Fatalf("acmetest: %v", err)
+	}
+	return c
 }
 
 // Intermediate is the certificate that signs the certificates Pebble
 // issues (/intermediates/0); it chains to Root.
 func (p *Pebble) Intermediate(t testing.TB) *x509.Certificate {
 	t.Helper()
-	return p.certs(t, "/intermediates/0")[0]
+	c, err := p.srv.Intermediate(context.Background())
+	if err != nil {
+		t.Fatalf("acmetest: %v", err)
+	}
+	return c
 }
 
 // IssuerRoots is a pool of the root certificates Pebble issues under: what
@@ -279,9 +180,8 @@ func (p *Pebble) IssuerRoots(t testing.TB) *x509.CertPool {
 func (p *Pebble) IssuerRootsFile(t testing.TB) string {
 	t.Helper()
 	path := filepath.Join(p.dir, "issuer-roots.pem")
-	data := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.Root(t).Raw})
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
+	if err := p.srv.WriteIssuerRoots(context.Background(), path); err != nil {
+		t.Fatalf("acmetest: %v", err)
 	}
 	return path
 }
@@ -411,90 +311,4 @@ func runLogged(t testing.TB, name string, cmd *exec.Cmd, logPath string, ready f
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// clientTrusting is an HTTP client that trusts only the CA in caFile.
-func clientTrusting(t testing.TB, caFile string) *http.Client {
-	t.Helper()
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatalf("acmetest: no certificate in %s", caFile)
-	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
-}
-
-// serverCertificate makes a throwaway CA and a certificate it signs for
-// 127.0.0.1 and localhost (Pebble's ACME API and management interface),
-// and writes the CA certificate, the leaf and its key as PEM files in dir.
-func serverCertificate(t testing.TB, dir string) (caFile, certFile, keyFile string) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: "acmetest Pebble API CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, typ string, der []byte, mode os.FileMode) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	return write("api-ca.pem", "CERTIFICATE", caDER, 0o644),
-		write("api-cert.pem", "CERTIFICATE", leafDER, 0o644),
-		write("api-key.pem", "EC PRIVATE KEY", keyDER, 0o600)
-}
-
-func serial(t testing.TB) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
