@@ -116,8 +116,8 @@ db: deps build ## Start a throwaway local Postgres and print its DATABASE_URL (C
 	$(BIN)/genesis-demo devdb
 
 .PHONY: demo
-demo: deps build caddy weed ## Run the demo on state-example/ (DEMO_ARGS=--once to exit after it).
-	$(BIN)/genesis-demo run --bin $(BIN) --caddy "$$(./scripts/build-caddy)" --weed "$$(./scripts/build-weed)" --state state-example $(DEMO_ARGS)
+demo: deps build caddy weed pebble ## Run the demo on state-example/ (DEMO_ARGS=--once to exit after it).
+	$(BIN)/genesis-demo run --bin $(BIN) --caddy "$$(./scripts/build-caddy)" --weed "$$(./scripts/build-weed)" --pebble "$$(./scripts/build-pebble)" --state state-example $(DEMO_ARGS)
 
 .PHONY: clean
 clean: ## Remove built binaries and caches.

@@ -84,6 +84,7 @@ func runDemo(ctx context.Context, e cliexit.Env, args []string) error {
 	timeout := fs.Duration("step-timeout", 3*time.Minute, "how long one step may take before the demo gives up")
 	caddyBin := fs.String("caddy", filepath.Join(".cache", "caddy", "v2.11.9", "caddy"), "the Caddy `binary` every simulated droplet runs (make caddy builds it)")
 	weedBin := fs.String("weed", "", "SeaweedFS's weed `binary` (make weed builds it): backups go to it as S3 storage and the story rebuilds a droplet from its backup; none: no backups")
+	pebbleBin := fs.String("pebble", "", "Pebble's `binary` (make pebble builds it): tenants get stable names ("+demoZone+", served over DNS on loopback), certificates come from Pebble over ACME, and a click on a hibernated tenant's link wakes it through the activator; none: no stable names")
 	pos, err := e.Parse(fs, args)
 	if err != nil {
 		return err
@@ -127,7 +128,12 @@ func runDemo(ctx context.Context, e cliexit.Env, args []string) error {
 			return fmt.Errorf("weed not found at %s (run make weed, or give --weed)", *weedBin)
 		}
 	}
-	d := &demo{e: e, bin: *bin, caddy: caddyAbs, weed: *weedBin, stateSrc: *dir, fleet: repo.Fleet, boot: *boot, action: *action, timeout: *timeout,
+	if *pebbleBin != "" {
+		if fi, err := os.Stat(*pebbleBin); err != nil || fi.IsDir() {
+			return fmt.Errorf("pebble not found at %s (run make pebble, or give --pebble)", *pebbleBin)
+		}
+	}
+	d := &demo{e: e, bin: *bin, caddy: caddyAbs, weed: *weedBin, pebble: *pebbleBin, stateSrc: *dir, fleet: repo.Fleet, boot: *boot, action: *action, timeout: *timeout,
 		heartbeat: *heartbeat, start: time.Now(), tty: isTerminal(e.Stdout)}
 	if *work == "" {
 		tmp, err := os.MkdirTemp("", "genesis-demo-")
@@ -194,6 +200,7 @@ type demo struct {
 	bin, work    string
 	caddy        string
 	weed         string // SeaweedFS for backups ("": none)
+	pebble       string // Pebble for stable names and ACME ("": none)
 	tty          bool
 	shown        bool // a progress line is on the terminal's last line
 	lastProgress time.Time
@@ -247,6 +254,11 @@ func (d *demo) up(ctx context.Context) error {
 	if err := demoRolloutTimes(filepath.Join(d.repo, "genesis.yaml")); err != nil {
 		return err
 	}
+	if d.pebble != "" {
+		if err := demoDNS(filepath.Join(d.repo, "genesis.yaml")); err != nil {
+			return err
+		}
+	}
 	if err := d.git("init", "-q", "-b", "main"); err != nil {
 		return err
 	}
@@ -278,7 +290,10 @@ func (d *demo) up(ctx context.Context) error {
 		len(d.fleet.Spec.Accounts), d.boot, d.action)
 	if d.local, err = localfleet.Start(ctx, localfleet.Options{StateRepo: "file://" + d.bare, Accounts: d.fleet.Spec.Accounts, Work: d.work,
 		AgeIdentity: ageKey, TokensFile: tokensFile, WebhookSecret: d.secret, BootDelay: d.boot, ActionDelay: d.action,
-		BootCmd: bootCmd, HookGrace: 2 * time.Second, WeedBin: d.weed}); err != nil {
+		BootCmd: bootCmd, HookGrace: 2 * time.Second, WeedBin: d.weed, Names: d.namesOptions()}); err != nil {
+		return err
+	}
+	if err := d.namesUp(ctx); err != nil {
 		return err
 	}
 	d.say("manifest-signing key: %s (new); credentials open with %s (demo only)", d.local.SigningKey, ageKey)
@@ -366,6 +381,10 @@ func (d *demo) story(ctx context.Context) error {
 			run: func(ctx context.Context) (string, error) { return d.strangers(ctx, "ws-demo") }},
 		{title: "kill the agent of " + victim + " (silent → degraded → critical → reboot → healthy)",
 			run: func(ctx context.Context) (string, error) { return d.silence(ctx, victim) }},
+	}
+	if d.local.Names != nil {
+		steps = append(steps, storyStep{title: "a click on a hibernated tenant's link wakes it (ws-demo hibernated as if idle; " + demoCustomerName + " → its stable name → the activator → wake → its n8n answers)",
+			run: func(ctx context.Context) (string, error) { return d.clickWakes(ctx, "ws-demo") }})
 	}
 	if d.local.Backup != nil {
 		steps = append(steps, d.rolloutSteps()...)
@@ -467,7 +486,11 @@ func (d *demo) changeDomain(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	before := request(ctx, info, old)
+	roots, err := d.issuerRoots()
+	if err != nil {
+		return "", err
+	}
+	before := request(ctx, info, old, roots)
 	if !before.routed() {
 		return "", fmt.Errorf("before the change, https://%s on droplet %d: %s", old, row.DropletID, before)
 	}
@@ -495,7 +518,7 @@ func (d *demo) changeDomain(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	applied := time.Since(start)
-	after, gone := request(ctx, info, renamed), request(ctx, info, old)
+	after, gone := request(ctx, info, renamed, roots), request(ctx, info, old, roots)
 	if !after.routed() {
 		return "", fmt.Errorf("https://%s on droplet %d: %s", renamed, row.DropletID, after)
 	}
@@ -847,6 +870,10 @@ func (d *demo) wakeThroughAPI(ctx context.Context, id string) (string, error) {
 
 func (d *demo) writeTenant(id string, state schema.State, region string) error {
 	body := fmt.Sprintf("# yaml-language-server: $schema=../../schema/tenant.schema.json\napiVersion: genesis.dev/v1\nkind: Tenant\nmetadata:\n  id: %s\n  name: Demo Inc\n  tier: pro\nspec:\n  state: %s\n  droplet: {region: %s}\n", id, state, region)
+	if d.pebble != "" && id == "ws-demo" {
+		// The tracking domain its customer CNAMEd to the stable name.
+		body += "  domains: [" + demoCustomerName + "]\n"
+	}
 	return os.WriteFile(filepath.Join(d.repo, "tenants", id+".yaml"), []byte(body), 0o644)
 }
 

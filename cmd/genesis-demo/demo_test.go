@@ -15,6 +15,7 @@ import (
 
 	"filippo.io/age"
 
+	"genesis.dev/fleet/internal/acmetest"
 	"genesis.dev/fleet/internal/cliexit"
 	"genesis.dev/fleet/internal/s3server/s3test"
 	"genesis.dev/fleet/localfleet"
@@ -65,7 +66,7 @@ func TestDemoOnce(t *testing.T) {
 	}
 	caddyBin := buildCaddy(t)
 	work := t.TempDir()
-	code, out, errOut := cli(t, "", "run", "--state", "../../state-example", "--bin", bin, "--caddy", caddyBin, "--weed", s3test.Bin(t), "--once",
+	code, out, errOut := cli(t, "", "run", "--state", "../../state-example", "--bin", bin, "--caddy", caddyBin, "--weed", s3test.Bin(t), "--pebble", acmetest.Binary(t), "--once",
 		"--boot-delay", "300ms", "--action-delay", "200ms", "--heartbeat", "1s", "--workdir", work)
 	if code != 0 {
 		logs, _ := exec.Command("sh", "-c", "tail -n 30 "+work+"/*.log").CombinedOutput()
@@ -75,7 +76,11 @@ func TestDemoOnce(t *testing.T) {
 		"ws-acme", "$60.00", // the declared fleet and its cost
 		"all 5 running tenants ACTIVE_HEALTHY",
 		"step 1 done", "step 2 done", "step 3 done", "step 4 done", "step 5 done", "step 6 done", "step 7 done", "step 8 done", "step 9 done",
-		"step 10 done", "step 11 done",
+		"step 10 done", "step 11 done", "step 12 done",
+		// Stable names: a click on a hibernated tenant's link wakes it.
+		"stable names: zone t.genesis.example served over DNS at 127.0.0.1:", "certificates from Pebble (ACME)",
+		"track.demo-inc.example → ws-demo.t.genesis.example → [127.0.9.1] (the activator)",
+		"/healthz → 200 OK", "held by the activator while ws-demo woke", "track.demo-inc.example now → [127.1.",
 		// A broken n8n release stopped at the canary and undone there,
 		// then the fix through every wave.
 		"paused: wave canary: 1 of 1 droplets failed (budget 0): ", "the agent rejected the change: n8n 1.123.82-broken",
@@ -180,8 +185,9 @@ func TestDemoOnce(t *testing.T) {
 			recipients = append(recipients, l.Recipient)
 		}
 	}
-	if len(recipients) != 2 || recipients[0] != recipients[1] || recipients[0] == "" {
-		t.Errorf("ws-demo enrollments (before hibernation, after wake) = %q; want two with one identity", recipients)
+	// Three: created, woken through the API, woken by a click.
+	if len(recipients) != 3 || recipients[0] != recipients[1] || recipients[1] != recipients[2] || recipients[0] == "" {
+		t.Errorf("ws-demo enrollments (created, woken by the API, woken by a click) = %q; want three with one identity", recipients)
 	}
 	// No credential plaintext, signing key or token in any log: the API
 	// token and every droplet's one-time provisioning token (from the

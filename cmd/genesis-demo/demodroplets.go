@@ -100,14 +100,17 @@ func (r routeResult) routed() bool { return r.status == http.StatusOK && r.n8n !
 // request sends GET https://host/rest/settings to the droplet's Caddy
 // (host as SNI and Host), trusting only Caddy's local CA from the droplet's
 // disk, and reports whether n8n answered.
-func request(ctx context.Context, info dropletInfo, host string) routeResult {
-	root, err := os.ReadFile(info.CaddyRoot)
-	if err != nil {
-		return routeResult{err: fmt.Errorf("caddy's local CA: %w", err)}
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(root) {
-		return routeResult{err: fmt.Errorf("caddy's local CA %s: no certificate", info.CaddyRoot)}
+func request(ctx context.Context, info dropletInfo, host string, roots *x509.CertPool) routeResult {
+	pool := roots
+	if pool == nil {
+		root, err := os.ReadFile(info.CaddyRoot)
+		if err != nil {
+			return routeResult{err: fmt.Errorf("caddy's local CA: %w", err)}
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(root) {
+			return routeResult{err: fmt.Errorf("caddy's local CA %s: no certificate", info.CaddyRoot)}
+		}
 	}
 	addr := net.JoinHostPort(info.IP, strconv.Itoa(info.HTTPSPort))
 	tr := &http.Transport{

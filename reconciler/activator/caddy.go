@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -105,6 +106,14 @@ type (
 		CA           string   `json:"ca,omitempty"`
 		Email        string   `json:"email,omitempty"`
 		TrustedRoots []string `json:"trusted_roots_pem_files,omitempty"`
+		// Challenges: the front answers TLS-ALPN-01 on its own listener
+		// (it serves no HTTP), bound to its address.
+		Challenges *frontChallenges `json:"challenges,omitempty"`
+	}
+	frontChallenges struct {
+		BindHost string         `json:"bind_host,omitempty"`
+		HTTP     map[string]any `json:"http"`
+		TLSALPN  map[string]any `json:"tls-alpn"`
 	}
 )
 
@@ -131,6 +140,12 @@ func RenderFront(f Front) ([]byte, error) {
 	iss := frontIssuer{Module: "acme", CA: f.ACMECA, Email: f.ACMEEmail}
 	if f.ACMERoots != "" {
 		iss.TrustedRoots = []string{f.ACMERoots}
+	}
+	if host, port, _ := net.SplitHostPort(f.Listen); host != "" || port != "443" {
+		// A CA validates TLS-ALPN-01 on the address the name resolves
+		// to, at its TLS port: the front's own listener.
+		p, _ := strconv.Atoi(port)
+		iss.Challenges = &frontChallenges{BindHost: host, HTTP: map[string]any{"disabled": true}, TLSALPN: map[string]any{"alternate_port": p}}
 	}
 	if f.Internal {
 		iss = frontIssuer{Module: "internal"}
