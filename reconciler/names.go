@@ -108,7 +108,7 @@ func (r *Reconciler) AuditNames(ctx context.Context) (NameAudit, error) {
 		}
 	}
 	if len(audit.Drifted) > 0 {
-		r.Kick()
+		r.passFor(audit.Drifted...)
 	}
 	return audit, nil
 }
