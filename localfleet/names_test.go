@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/internal/acmetest"
 	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/service"
@@ -40,7 +41,7 @@ const (
 // namesWorld is a local fleet with stable names, the activator and
 // Pebble, on a state repository of the test's own.
 type namesWorld struct {
-	t     *testing.T
+	t     testing.TB
 	f     *Fleet
 	repo  *testkit.StateRepo
 	fleet *schema.Fleet
@@ -54,7 +55,7 @@ type namesWorld struct {
 
 // buildBins builds genesis-demo and genesis-agent into a temporary
 // directory and returns it with the pinned Caddy.
-func buildBins(t *testing.T) (bin, caddy string) {
+func buildBins(t testing.TB) (bin, caddy string) {
 	t.Helper()
 	bin = t.TempDir()
 	if out, err := exec.Command("go", "build", "-o", bin+"/", "../cmd/genesis-demo", "../cmd/genesis-agent").CombinedOutput(); err != nil {
@@ -67,7 +68,7 @@ func buildBins(t *testing.T) (bin, caddy string) {
 	return bin, strings.TrimSpace(string(out))
 }
 
-func startNamesWorld(t *testing.T, tenants ...*schema.Tenant) *namesWorld {
+func startNamesWorld(t testing.TB, tenants ...*schema.Tenant) *namesWorld {
 	t.Helper()
 	bin, caddy := buildBins(t)
 	pebbleBin := acmetest.Binary(t)
@@ -472,5 +473,65 @@ func TestWakeOnRequestFlood(t *testing.T) {
 		if n := w.count(`SELECT count(*) FROM operations WHERE kind = 'wake' AND workspace = $1`, id); n != 1 {
 			t.Errorf("%s woken %d times", id, n)
 		}
+	}
+}
+
+// BenchmarkWakeOnRequest measures what a visitor of a hibernated tenant
+// waits: one request to its customer's name, resolved through DNS to the
+// activator, held while the tenant wakes, answered by its n8n — with the
+// simulator's boot delay at 0 and at the seed's 15 s wake budget. The
+// baseline, measured in the same run, is the dashboard's wake (POST
+// /v1/tenants/{id}/wake) until the woken tenant's n8n answers a request
+// through its name: the ratio is what waking through the activator adds.
+func BenchmarkWakeOnRequest(b *testing.B) {
+	w := startNamesWorld(b, tenantWith("ws-a", customerName), tenantWith("ws-b"))
+	if _, _, err := w.f.Client("customer").Domains.CreateRecord(context.Background(), customerZone,
+		&godo.DomainRecordEditRequest{Type: "CNAME", Name: "track", Data: "ws-a." + testZone + ".", TTL: 300}); err != nil {
+		b.Fatal(err)
+	}
+	w.healthyOn("ws-a", 0)
+	w.healthyOn("ws-b", 0)
+	for _, boot := range []time.Duration{0, 15 * time.Second} {
+		b.Run("boot="+boot.String(), func(b *testing.B) {
+			lim := w.f.Sim().Limits()
+			lim.BootDelay = dosim.Duration(boot)
+			if err := w.f.Sim().SetLimits(lim); err != nil {
+				b.Fatal(err)
+			}
+			var byRequest, byAPI time.Duration
+			for range b.N {
+				w.hibernateByPolicy("ws-a", "ws-b")
+				// Baseline: the dashboard wakes ws-b.
+				start := time.Now()
+				resp, err := http.Post(w.f.URL+"/v1/tenants/ws-b/wake", "application/json", nil)
+				if err != nil || resp.StatusCode != http.StatusAccepted {
+					b.Fatalf("POST wake: %v %v", resp, err)
+				}
+				resp.Body.Close()
+				// As a dashboard does: once the tenant is healthy its name
+				// says its droplet (the wake wrote it), and the first
+				// request through it gets n8n's answer. (Asked earlier, the
+				// name would still lead to the activator.)
+				testkit.Poll{Every: 20 * time.Millisecond, Within: 3 * time.Minute}.Until(b, "ws-b answers", func() bool {
+					if w.row("ws-b").Lifecycle != "ACTIVE_HEALTHY" {
+						return false
+					}
+					resp, _, err := w.get("ws-b."+testZone, "/healthz")
+					return err == nil && resp.StatusCode == 200
+				})
+				byAPI += time.Since(start)
+				// A visitor's click on ws-a's customer name.
+				start = time.Now()
+				resp, body, err := w.get(customerName, "/healthz")
+				if err != nil || resp.StatusCode != 200 {
+					b.Fatalf("request to hibernated ws-a: %v %v %s", resp, err, body)
+				}
+				byRequest += time.Since(start)
+			}
+			n := float64(b.N)
+			b.ReportMetric(byRequest.Seconds()/n, "s/wake-by-request")
+			b.ReportMetric(byAPI.Seconds()/n, "s/wake-by-api")
+			b.ReportMetric(byRequest.Seconds()/byAPI.Seconds(), "request/api")
+		})
 	}
 }

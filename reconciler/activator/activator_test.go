@@ -406,3 +406,39 @@ func TestNewRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestActivatorHibernatedAgain: a tenant woken, then hibernated again
+// within UpTTL, is not proxied to its gone droplet: once a status read
+// says it no longer runs there, the next request starts a new wake.
+func TestActivatorHibernatedAgain(t *testing.T) {
+	w := newWorld(t)
+	w.add("ws-a", lifecycle.Hibernated, true)
+	cfg := w.config(prometheus.NewRegistry())
+	cfg.UpTTL = time.Hour
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, h)
+	if resp, body := do(t, client(), srv, http.MethodGet, stable("ws-a"), "/one", ""); resp.StatusCode != 200 || !strings.HasPrefix(body, "ws-a GET /one") {
+		t.Fatalf("first wake: %d %q", resp.StatusCode, body)
+	}
+	// Hibernated again: its droplet is gone.
+	w.mu.Lock()
+	old := w.status["ws-a"].IP
+	w.droplets[old].Close()
+	delete(w.droplets, old)
+	w.status["ws-a"] = Status{Lifecycle: lifecycle.Hibernated}
+	w.mu.Unlock()
+	testkit.WaitFor(t, "the status read after the hibernation", func() bool {
+		tbl := h.statuses.Load()
+		return tbl != nil && tbl.m["ws-a"].Lifecycle == lifecycle.Hibernated
+	})
+	resp, body := do(t, client(), srv, http.MethodGet, stable("ws-a"), "/two", "")
+	if resp.StatusCode != 200 || !strings.HasPrefix(body, "ws-a GET /two") {
+		t.Fatalf("after a second hibernation: %d %q", resp.StatusCode, body)
+	}
+	if n := w.wakeCount("ws-a"); n != 2 {
+		t.Errorf("%d wake calls, want 2 (one per hibernation)", n)
+	}
+}

@@ -48,8 +48,23 @@ func (ep *episode) finished() bool {
 // fresh reports whether a finished episode's outcome still holds: an up
 // tenant's address, or a refusal, is trusted for UpTTL; a failed episode
 // is not (the next request starts a new one).
-func (h *Handler) fresh(ep *episode, now time.Time) bool {
-	return (ep.ip != "" || ep.refused) && now.Sub(ep.upAt) < h.cfg.UpTTL
+//
+// An up tenant's address stops holding at once when a status read after
+// it says the tenant no longer runs there (hibernated again, moved): the
+// next request starts a new episode instead of being proxied to a droplet
+// that is gone.
+func (h *Handler) fresh(ep *episode, t *tenant, now time.Time) bool {
+	if !(ep.ip != "" || ep.refused) || now.Sub(ep.upAt) >= h.cfg.UpTTL {
+		return false
+	}
+	if ep.ip != "" {
+		if tbl := h.statuses.Load(); tbl != nil && tbl.at.After(ep.upAt) {
+			if st := tbl.m[t.id]; !st.Up() || st.IP != ep.ip {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // tenantLocked returns ws's state, created when absent.
@@ -65,7 +80,7 @@ func (h *Handler) tenantLocked(ws string) *tenant {
 // episodeLocked returns t's current episode, starting one when there is
 // none (or the last one ended and is no longer fresh).
 func (h *Handler) episodeLocked(t *tenant, now time.Time) *episode {
-	if ep := t.ep; ep != nil && (!ep.finished() || h.fresh(ep, now)) {
+	if ep := t.ep; ep != nil && (!ep.finished() || h.fresh(ep, t, now)) {
 		return ep
 	}
 	ep := &episode{done: make(chan struct{}), start: now, answered: make(chan struct{})}
@@ -116,7 +131,7 @@ func (h *Handler) release(t *tenant) {
 // idleLocked reports whether t holds nothing worth keeping.
 func (h *Handler) idleLocked(t *tenant, now time.Time) bool {
 	return t.held == 0 && len(t.pixels) == 0 && !t.draining &&
-		(t.ep == nil || (t.ep.finished() && !h.fresh(t.ep, now)))
+		(t.ep == nil || (t.ep.finished() && !h.fresh(t.ep, t, now)))
 }
 
 // sweep drops idle tenants' state.
