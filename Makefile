@@ -93,7 +93,7 @@ LOAD := $(BIN)/genesis-load
 LOAD_FLAGS ?= --markdown bench/results.md
 
 .PHONY: bench
-bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run baselines, into bench/results.md (~14 min).
+bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run baselines, into bench/results.md (~16 min).
 	@./scripts/install-deps bench
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/genesis-load
@@ -105,6 +105,8 @@ bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run 
 	set -o pipefail; $(GO) test -run '^$$' -bench 'Provision1000/boot=0s' -benchtime 1x ./reconciler/cloud/ | tee -a $(BENCH_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'TakeRestore' -benchtime 3x ./agent/backup/ | tee -a $(BENCH_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'Rollout15000' -benchtime 1x ./reconciler/rollouts/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'WakeOnRequest' -benchtime 1x ./localfleet/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'ActivatorHold' -benchtime 3000x ./reconciler/activator/ | tee -a $(BENCH_OUT)
 	$(LOAD) gobench --input $(BENCH_OUT) $(LOAD_FLAGS)
 	$(LOAD) http304 --agents 100 --connections 64 --duration 5s $(LOAD_FLAGS)
 	$(LOAD) heartbeat --agents 10000 --speedup 120 --duration 20s --credentials 1 --connections 128 $(LOAD_FLAGS)
