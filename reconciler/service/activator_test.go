@@ -1,7 +1,6 @@
 package service
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -61,19 +60,7 @@ func TestActivatorWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		svc.Close()
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs.String())
-		}
-	})
+	runUntilCleanup(t, svc, logs)
 	if _, err := svc.st.Pool().Exec(t.Context(), `INSERT INTO fleet_status (workspace, state, desired_state, droplet_id, ip, snapshot_id) VALUES
 		('ws-acme', 'HIBERNATED', 'running', NULL, NULL, '1001'),
 		('ws-off', 'HIBERNATED', 'hibernated', NULL, NULL, '1002'),

@@ -100,19 +100,7 @@ func TestAgentSideOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		svc.Close()
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs.String())
-		}
-	})
+	runUntilCleanup(t, svc, logs)
 	get := func(path string) (int, string) {
 		resp, err := http.Get(svc.URL() + path)
 		if err != nil {
@@ -170,7 +158,7 @@ func TestAgentSideOnly(t *testing.T) {
 	repo.Push()
 	got := make(chan fleetagent.ManifestResponse, 1)
 	go func() {
-		mr, err := cl.Manifest(ctx, enrolled.Credential, first.ETag, 50*time.Second)
+		mr, err := cl.Manifest(t.Context(), enrolled.Credential, first.ETag, 50*time.Second)
 		if err != nil {
 			t.Errorf("long-poll: %v", err)
 		}
@@ -216,4 +204,23 @@ func TestAgentSideOnly(t *testing.T) {
 	if n := doCalls.Load(); n != 0 {
 		t.Errorf("%d calls to the DigitalOcean API, want none", n)
 	}
+}
+
+// runUntilCleanup runs svc until the test ends, then stops and closes it;
+// its logs are printed when the test failed.
+func runUntilCleanup(t *testing.T, svc *Service, logs *syncio.Buffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		svc.Close()
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	})
 }
