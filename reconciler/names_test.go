@@ -159,6 +159,33 @@ func TestNamesFollowTenants(t *testing.T) {
 	if got := h.reservedIPs(); len(got) != 0 {
 		t.Errorf("absent ws-e's reserved IP kept: %v", got)
 	}
+	// DigitalOcean's Domains API down during a create: the droplet is
+	// made and kept (no rollback for a record), the name is missing, the
+	// point_name repair fails and backs off; once the API is back, a retry
+	// (or the backoff's end) writes it.
+	if _, err := h.sim.Sim.InjectFault(dosim.Fault{Kind: dosim.FaultError, Route: "POST /v2/domains/*/records", Count: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	h.state.WriteTenant(tenant("ws-f", "running", "nyc3"))
+	h.state.Commit("ws-f while the Domains API fails")
+	h.converge(ctx)
+	st, _ = h.store.LoadStatus(ctx)
+	if f := st["ws-f"]; f.DropletID == 0 || f.IP == "" || f.NameTarget != "" || len(h.zoneA("ws-f")) != 0 {
+		t.Fatalf("ws-f with the Domains API down: %+v, name %v", f, h.zoneA("ws-f"))
+	}
+	if !slices.ContainsFunc(h.rec.LastPlan().Held, func(x plan.Held) bool { return x.Workspace == "ws-f" && x.Action == plan.PointName }) {
+		t.Errorf("the failed repair is not backing off: held %+v", h.rec.LastPlan().Held)
+	}
+	h.sim.Sim.ClearFaults()
+	if err := h.rec.Retry(ctx, "ws-f", "test", "the Domains API is back"); err != nil {
+		t.Fatal(err)
+	}
+	h.converge(ctx)
+	st, _ = h.store.LoadStatus(ctx)
+	if f := st["ws-f"]; !slices.Equal(h.zoneA("ws-f"), []string{f.IP}) || f.NameTarget != f.IP {
+		t.Errorf("ws-f after the API came back: %+v, name %v", f, h.zoneA("ws-f"))
+	}
+
 	// A tenant whose file is removed keeps its name (only absent removes).
 	h.state.Remove("tenants/ws-a.yaml")
 	h.state.Commit("ws-a's file removed")
