@@ -53,6 +53,9 @@ var knownMetrics = []struct {
 	{"genesis_hibernate_prepare_total", "counter", false},
 	{"genesis_idle_warnings_total", "counter", false},
 	{"genesis_notifications_total", "counter", false},
+	// reconciler/actions/metrics.go, reconciler/metrics.go: stable names
+	{"genesis_dns_name_writes_total", "counter", false},
+	{"genesis_dns_orphan_records", "gauge", false},
 	{"genesis_watchdog_remediations_total", "counter", false},
 	{"genesis_watchdog_tenants", "gauge", false},
 	{"genesis_watchdog_outage", "gauge", false},
