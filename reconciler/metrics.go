@@ -85,6 +85,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.backingOff.WithLabelValues(k).Set(0)
 		m.retries.WithLabelValues(k)
 	}
+	for _, reason := range []string{plan.LimitDestroy, plan.LimitHibernate} {
+		m.refusals.WithLabelValues(reason)
+	}
 	if reg != nil {
 		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.refusals, m.lifecycle, m.declared,
 			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors, m.gitSync, m.backingOff, m.retries,

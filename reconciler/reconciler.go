@@ -12,6 +12,7 @@ import (
 
 	"genesis.dev/fleet/reconciler/actions"
 	"genesis.dev/fleet/reconciler/cloud"
+	"genesis.dev/fleet/reconciler/lifecycle"
 	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
@@ -717,7 +718,12 @@ func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot,
 	for _, ref := range p.Refused {
 		m.refusals.WithLabelValues(ref.Reason).Inc()
 	}
+	// Every state is exported, at 0 when no tenant is in it: a panel reads
+	// 0, not "No data".
 	states := map[string]int{}
+	for _, s := range lifecycle.All() {
+		states[string(s)] = 0
+	}
 	for _, st := range o.Status {
 		states[st.Lifecycle]++
 	}
@@ -726,7 +732,7 @@ func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot,
 		m.lifecycle.WithLabelValues(s).Set(float64(n))
 	}
 	m.recordSpares(snap.Fleet, o)
-	declared := map[string]int{}
+	declared := map[string]int{string(schema.StateRunning): 0, string(schema.StateHibernated): 0, string(schema.StateAbsent): 0}
 	for _, ts := range snap.Tenants {
 		if ts.Tenant != nil {
 			declared[string(ts.Tenant.Spec.State)]++

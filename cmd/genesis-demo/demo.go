@@ -545,7 +545,9 @@ func (d *demo) silence(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	killed := time.Now()
-	want := lifecycle.Strings([]lifecycle.State{lifecycle.ActiveDegraded, lifecycle.ActiveCritical, lifecycle.Rebooting, lifecycle.ActiveHealthy})
+	// A droplet back from its reboot may report a component still
+	// starting (degraded) in its first heartbeat, before healthy.
+	want := lifecycle.Strings([]lifecycle.State{lifecycle.ActiveDegraded, lifecycle.ActiveCritical, lifecycle.Rebooting, lifecycle.ActiveDegraded, lifecycle.ActiveHealthy})
 	var seen []string
 	at := map[string]time.Duration{}
 	if _, err := d.waitStates(ctx, func(f api.Fleet) bool {
@@ -582,8 +584,10 @@ func (d *demo) silence(ctx context.Context, id string) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "killed genesis-agent (pid %d) on droplet %s; n8n and Caddy keep running\n", info.AgentPID, info.DropletID)
+	printed := map[string]bool{}
 	for _, st := range want {
-		if t, ok := at[st]; ok {
+		if t, ok := at[st]; ok && !printed[st] {
+			printed[st] = true
 			fmt.Fprintf(&b, "%-16s after %.1fs\n", st, t.Seconds())
 		}
 	}

@@ -1,6 +1,10 @@
 package actions
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"genesis.dev/fleet/reconciler/plan"
+)
 
 // Metrics are the executor's series. The fields are exported for tests of
 // the loop that count what it executed.
@@ -40,6 +44,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Notifications POSTed to --notify-url by kind and result."}, []string{"kind", "result"}),
 		Names: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_dns_name_writes_total",
 			Help: "Writes of tenants' stable DNS names (spec.dns) by the action that made them and result (succeeded, failed: a point_name repair follows)."}, []string{"kind", "result"}),
+	}
+	// Every series a dashboard or an alert queries starts at 0.
+	for _, k := range plan.Kinds() {
+		for _, r := range []string{"succeeded", "failed"} {
+			m.Actions.WithLabelValues(string(k), r)
+			if movesDroplet(k) || k == plan.Hibernate || k == plan.Destroy || k == plan.PointName {
+				m.Names.WithLabelValues(string(k), r)
+			}
+		}
 	}
 	if reg != nil {
 		reg.MustRegister(m.Actions, m.Prepare, m.Assignments, m.Steps, m.Warnings, m.Notifications, m.Names)

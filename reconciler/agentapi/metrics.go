@@ -44,6 +44,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		credentials: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_agent_credentials_valid",
 			Help: "Valid agent credentials in this replica's memory (a credential outside the set is refused without a database lookup)."}),
 	}
+	for _, r := range []string{"ok", "repeated", "not_yet", "bad_request", "unauthorized", "forbidden", "disabled", "error"} {
+		m.enrollments.WithLabelValues(r)
+	}
+	for _, r := range []string{"queued", "replay", "unauthorized", "forbidden", "bad_request", "too_large", "queue_full", "written", "dropped"} {
+		m.heartbeats.WithLabelValues(r)
+	}
 	m.byCode = map[string]prometheus.Counter{}
 	for _, code := range []string{"200", "304", "400", "401", "404", "500"} {
 		m.byCode[code] = m.served.WithLabelValues(code)

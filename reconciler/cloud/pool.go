@@ -207,6 +207,7 @@ func New(cfg Config) (*Pool, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cloud: account %s: %w", a.Name, err)
 		}
+		m.limited.WithLabelValues(a.Name) // 0 until the first 429
 		p.accounts[a.Name] = &account{
 			name:    a.Name,
 			regions: slices.Clone(a.Regions),
