@@ -194,3 +194,46 @@ func TestNamesFollowTenants(t *testing.T) {
 		t.Errorf("a removed file's name: %v", got)
 	}
 }
+
+// TestAccountAddedWithoutRestart: an account added to genesis.yaml is used
+// by the running reconciler (before, the planner picked it and the create
+// failed as "unknown account" until a restart); one whose token is missing
+// is reported and leaves the pool as it was; the unchanged accounts keep
+// working throughout.
+func TestAccountAddedWithoutRestart(t *testing.T) {
+	h := newHarness(t, dosim.Limits{})
+	ctx := t.Context()
+	h.state.WriteTenant(tenant("ws-a", "running", "nyc3"))
+	h.state.Commit("one tenant")
+	h.converge(ctx)
+	if err := h.sim.Sim.AddAccount(dosim.Account{Name: "acct-c", Token: "tok-c", DropletLimit: 5}); err != nil {
+		t.Fatal(err)
+	}
+	f := testFleet()
+	f.Spec.Accounts = append(f.Spec.Accounts, schema.Account{Name: "acct-c", Regions: []string{"sfo3"}, MaxDroplets: 5, TokenEnv: "TOKEN_C"})
+	h.state.WriteFleet(f)
+	h.state.WriteTenant(tenant("ws-sf", "running", "sfo3"))
+	h.state.Commit("acct-c serves sfo3")
+	// Its token is not there yet: nothing is created in it, and the
+	// other accounts' work goes on.
+	h.converge(ctx)
+	if d := h.droplets(); d["genesis-ws-sf-1"] != "" || d["genesis-ws-a-1"] == "" {
+		t.Fatalf("without acct-c's token: droplets %v", d)
+	}
+	h.tokens["acct-c"] = "tok-c"
+	if err := h.rec.Retry(ctx, "ws-sf", "test", "acct-c's token is set"); err != nil {
+		t.Fatal(err)
+	}
+	h.converge(ctx)
+	c := h.sim.Client("tok-c")
+	ds, _, err := c.Droplets.List(ctx, &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || ds[0].Name != "genesis-ws-sf-1" {
+		t.Errorf("acct-c's droplets %v, want genesis-ws-sf-1", ds)
+	}
+	if got := h.rec.cloud.Accounts(); !slices.Equal(got, []string{"acct-a", "acct-b", "acct-c"}) {
+		t.Errorf("the pool's accounts %v", got)
+	}
+}

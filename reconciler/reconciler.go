@@ -90,7 +90,7 @@ type Reconciler struct {
 	syncErr  error
 	cloud    *cloud.Pool
 	accounts string
-	warned   bool
+	warned   string // the accounts key an unusable change was reported for
 	observed plan.Observed
 	last     plan.Plan
 	leading  bool
@@ -389,10 +389,25 @@ func (r *Reconciler) cloudFor(f *schema.Fleet) (*cloud.Pool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cloud != nil {
-		if r.accounts != key && !r.warned {
-			r.warned = true
-			r.log.Warn("genesis.yaml changed its accounts; restart the reconciler to use them")
+		if r.accounts == key {
+			return r.cloud, nil
 		}
+		// genesis.yaml changed its accounts: the pool takes them without
+		// a restart, keeping the rate budgets of unchanged ones. One that
+		// cannot be built (its tokenEnv empty) leaves the pool as it was,
+		// reported once per change; the planner's create in an account
+		// the pool lacks fails as unknown account until it is fixed.
+		next, err := r.cfg.NewCloud(f)
+		if err != nil {
+			if r.warned != key {
+				r.warned = key
+				r.log.Error("genesis.yaml changed its accounts, but they cannot be used; keeping the previous ones", "err", err)
+			}
+			return r.cloud, nil
+		}
+		added, changed, removed := r.cloud.Adopt(next)
+		r.accounts = key
+		r.log.Info("accounts changed in genesis.yaml; in use without a restart", "added", added, "changed", changed, "removed", removed)
 		return r.cloud, nil
 	}
 	c, err := r.cfg.NewCloud(f)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -58,13 +59,16 @@ type harness struct {
 	// api is the DigitalOcean API the reconciler talks to: the simulator
 	// unless a test puts something in front of it before the first pass.
 	api string
+	// tokens are the accounts' tokens the reconciler's pool is built with
+	// (tokens, plus what a test adds).
+	tokens map[string]string
 }
 
 var tokens = map[string]string{"acct-a": "tok-a", "acct-b": "tok-b"}
 
 func newHarness(t *testing.T, limits dosim.Limits) *harness {
 	t.Helper()
-	h := &harness{t: t, state: testkit.NewStateRepo(t)}
+	h := &harness{t: t, state: testkit.NewStateRepo(t), tokens: maps.Clone(tokens)}
 	h.repo = h.state.Dir
 	h.state.WriteFleet(testFleet())
 	h.state.Commit("fleet")
@@ -87,7 +91,7 @@ func newHarness(t *testing.T, limits dosim.Limits) *harness {
 	h.rec = New(Config{Store: h.store, Logger: log, NewCloud: func(f *schema.Fleet) (*cloud.Pool, error) {
 		var accts []cloud.Account
 		for _, a := range f.Spec.Accounts {
-			accts = append(accts, cloud.Account{Name: a.Name, Token: tokens[a.Name], BaseURL: h.api})
+			accts = append(accts, cloud.Account{Name: a.Name, Token: h.tokens[a.Name], BaseURL: h.api})
 		}
 		p, err := cloud.New(cloud.Config{Accounts: accts, Logger: log, Limits: cloud.Limits{PollMin: 5 * time.Millisecond, PollMax: 20 * time.Millisecond, RetryBase: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond}})
 		h.pool = p

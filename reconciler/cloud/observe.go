@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -48,10 +49,16 @@ func (p *Pool) Observe(ctx context.Context) Observation {
 		snapshots []plan.Snapshot
 		problems  []string
 	}
-	parts := make([]part, len(p.names))
+	p.mu.RLock()
+	names := slices.Clone(p.names)
+	accts := make([]*account, len(names))
+	for i, name := range names {
+		accts[i] = p.accounts[name]
+	}
+	p.mu.RUnlock()
+	parts := make([]part, len(names))
 	var wg sync.WaitGroup
-	for i, name := range p.names {
-		ac := p.accounts[name]
+	for i, ac := range accts {
 		wg.Go(func() {
 			pt := &parts[i]
 			var err error
@@ -66,7 +73,7 @@ func (p *Pool) Observe(ctx context.Context) Observation {
 		})
 	}
 	wg.Wait()
-	for i, name := range p.names {
+	for i, name := range names {
 		pt := parts[i]
 		obs.Droplets = append(obs.Droplets, pt.droplets...)
 		obs.Snapshots = append(obs.Snapshots, pt.snapshots...)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/digitalocean/godo"
@@ -124,9 +125,12 @@ type Pool struct {
 	lim        Limits
 	now        func() time.Time
 	sleepUntil func(context.Context, time.Time) error
-	accounts   map[string]*account
-	names      []string
-	idle       []*http.Transport
+	// mu guards accounts, names and idle, which Adopt replaces; an
+	// *account taken from them stays usable after.
+	mu       sync.RWMutex
+	accounts map[string]*account
+	names    []string
+	idle     []*http.Transport
 }
 
 // account is one account's client and scheduler.
@@ -136,6 +140,9 @@ type account struct {
 	client  *godo.Client
 	budget  *budget
 	slots   *slots
+	// conf is what it was built from (Adopt keeps an account whose token
+	// and API did not change, with its budget and slots).
+	conf Account
 }
 
 // New builds a Pool. It makes no requests.
@@ -214,6 +221,7 @@ func New(cfg Config) (*Pool, error) {
 			client:  client,
 			budget:  b,
 			slots:   newSlots(p.lim.MaxInFlight),
+			conf:    a,
 		}
 		p.names = append(p.names, a.Name)
 	}
@@ -221,10 +229,54 @@ func New(cfg Config) (*Pool, error) {
 }
 
 // Accounts returns the account names in configuration order.
-func (p *Pool) Accounts() []string { return slices.Clone(p.names) }
+func (p *Pool) Accounts() []string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return slices.Clone(p.names)
+}
+
+// Adopt takes next's accounts (a Pool built from a changed genesis.yaml):
+// an account whose token and API are unchanged keeps its rate budget, job
+// slots and client (only its regions are updated); a new or changed one
+// comes from next; one next lacks is dropped — jobs already running in it
+// finish with the account they hold. It returns the names added, changed
+// and removed. next must not be used after.
+func (p *Pool) Adopt(next *Pool) (added, changed, removed []string) {
+	next.mu.Lock()
+	accts, names, idle := next.accounts, next.names, next.idle
+	next.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	merged := make(map[string]*account, len(accts))
+	for _, name := range names {
+		nac, old := accts[name], p.accounts[name]
+		switch {
+		case old == nil:
+			added = append(added, name)
+			merged[name] = nac
+		case old.conf.Token != nac.conf.Token || old.conf.BaseURL != nac.conf.BaseURL:
+			changed = append(changed, name)
+			merged[name] = nac
+		default:
+			old.regions, old.conf.Regions = slices.Clone(nac.regions), slices.Clone(nac.conf.Regions)
+			merged[name] = old
+		}
+	}
+	for _, name := range p.names {
+		if merged[name] == nil {
+			removed = append(removed, name)
+		}
+	}
+	p.accounts, p.names = merged, slices.Clone(names)
+	p.idle = append(p.idle, idle...)
+	p.log.Info("accounts updated", "added", added, "changed", changed, "removed", removed)
+	return added, changed, removed
+}
 
 // Close releases idle connections.
 func (p *Pool) Close() {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	for _, t := range p.idle {
 		t.CloseIdleConnections()
 	}
@@ -232,6 +284,8 @@ func (p *Pool) Close() {
 
 // inFlight returns how many requests are in flight in every account.
 func (p *Pool) inFlight() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	n := 0
 	for _, ac := range p.accounts {
 		n += ac.budget.active()
@@ -240,7 +294,9 @@ func (p *Pool) inFlight() int {
 }
 
 func (p *Pool) account(name, op string) (*account, error) {
+	p.mu.RLock()
 	ac := p.accounts[name]
+	p.mu.RUnlock()
 	if ac == nil {
 		return nil, terminalf(name, op, "unknown account")
 	}

@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -39,10 +40,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"account", "endpoint"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.remaining, m.limited, m.duration} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
+		// A second Pool on the same registry (genesis.yaml's accounts
+		// changed: Pool.Adopt) shares the first one's series.
+		var err error
+		if m.requests, err = registered(reg, m.requests); err != nil {
+			return nil, err
+		}
+		if m.remaining, err = registered(reg, m.remaining); err != nil {
+			return nil, err
+		}
+		if m.limited, err = registered(reg, m.limited); err != nil {
+			return nil, err
+		}
+		if m.duration, err = registered(reg, m.duration); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil
@@ -169,4 +180,17 @@ func priorityFrom(ctx context.Context) int {
 		return p
 	}
 	return 100
+}
+
+// registered registers c on reg, or returns the collector of the same
+// description registered before.
+func registered[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
 }
