@@ -56,6 +56,10 @@ var knownMetrics = []struct {
 	// reconciler/actions/metrics.go, reconciler/metrics.go: stable names
 	{"genesis_dns_name_writes_total", "counter", false},
 	{"genesis_dns_orphan_records", "gauge", false},
+	// reconciler/cloud/transport.go, reconciler/metrics.go: the account pool
+	{"genesis_do_account_failovers_total", "counter", false},
+	{"genesis_account_headroom", "gauge", false},
+	{"genesis_account_status", "gauge", false},
 	{"genesis_watchdog_remediations_total", "counter", false},
 	{"genesis_watchdog_tenants", "gauge", false},
 	{"genesis_watchdog_outage", "gauge", false},

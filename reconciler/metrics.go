@@ -21,6 +21,8 @@ type Metrics struct {
 	invalid          prometheus.Gauge
 	orphans          prometheus.Gauge
 	nameOrphans      prometheus.Gauge
+	headroom         *prometheus.GaugeVec
+	accountStatus    *prometheus.GaugeVec
 	nameDrift        prometheus.Counter
 	noCapacity       prometheus.Gauge
 	leader           prometheus.Gauge
@@ -76,6 +78,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Workspaces the planner leaves alone because their last action failed, by error kind (transient, terminal, capacity, pending, not_found)."}, []string{"kind"}),
 		nameOrphans: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_dns_orphan_records",
 			Help: "A and AAAA records in the fleet's zone (spec.dns) that match no declared tenant, at the last name audit (reported, never deleted)."}),
+		headroom: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_account_headroom",
+			Help: "Droplets an account may still take (spec.accounts[].maxDroplets minus the droplets observed in it; not updated while its listing is incomplete)."}, []string{"account"}),
+		accountStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "genesis_account_status",
+			Help: "1 for each account's spec.accounts[].status (active, draining, disabled)."}, []string{"account", "status"}),
 		nameDrift: prometheus.NewCounter(prometheus.CounterOpts{Name: "genesis_dns_drift_total",
 			Help: "Tenants' stable names the name audit found saying something else than recorded (a point_name repair follows)."}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_action_retries_total",
@@ -91,7 +97,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.refusals, m.lifecycle, m.declared,
 			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors, m.gitSync, m.backingOff, m.retries,
-			m.cost, m.snapshotBytes, m.sparesReady, m.nameOrphans, m.nameDrift)
+			m.cost, m.snapshotBytes, m.sparesReady, m.nameOrphans, m.nameDrift, m.headroom, m.accountStatus)
 		reg.MustRegister(m.watchdog.collectors()...)
 	}
 	m.exec = actions.NewMetrics(reg)
@@ -143,4 +149,27 @@ func (m *Metrics) ObserveSync(took time.Duration, err error) {
 		result = "error"
 	}
 	m.gitSync.WithLabelValues(result).Observe(took.Seconds())
+}
+
+// recordAccounts sets each account's headroom (from a complete listing)
+// and status.
+func (m *Metrics) recordAccounts(f *schema.Fleet, o plan.Observed) {
+	if f == nil {
+		return
+	}
+	load := map[string]int{}
+	for _, d := range o.Droplets {
+		load[d.Account]++
+	}
+	m.accountStatus.Reset()
+	for _, a := range f.Spec.Accounts {
+		status := a.Status
+		if status == "" {
+			status = schema.AccountActive
+		}
+		m.accountStatus.WithLabelValues(a.Name, string(status)).Set(1)
+		if _, incomplete := o.Incomplete[a.Name]; !incomplete {
+			m.headroom.WithLabelValues(a.Name).Set(float64(a.MaxDroplets - load[a.Name]))
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/godo"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"genesis.dev/fleet/fakes/dosim"
 
@@ -235,5 +236,49 @@ func TestAccountAddedWithoutRestart(t *testing.T) {
 	}
 	if got := h.rec.cloud.Accounts(); !slices.Equal(got, []string{"acct-a", "acct-b", "acct-c"}) {
 		t.Errorf("the pool's accounts %v", got)
+	}
+}
+
+// TestDisabledAccountNotObserved: with --skip-disabled-accounts a disabled
+// account is not listed, and its tenants' droplets are neither recreated
+// elsewhere nor read as gone; without the flag it is observed as before
+// and its droplets kept.
+func TestDisabledAccountNotObserved(t *testing.T) {
+	h := newHarness(t, dosim.Limits{})
+	ctx := t.Context()
+	f := testFleet()
+	f.Spec.Accounts[1].Regions = []string{"fra1"} // ws-a can only live in acct-a
+	h.state.WriteFleet(f)
+	h.state.WriteTenant(tenant("ws-a", "running", "nyc3"))
+	h.state.Commit("ws-a in acct-a")
+	h.converge(ctx)
+	if d := h.droplets(); d["genesis-ws-a-1"] != "acct-a" {
+		t.Fatalf("droplets %v", d)
+	}
+	m := h.rec.cfg.Metrics
+	if got := testutil.ToFloat64(m.headroom.WithLabelValues("acct-a")); got != float64(f.Spec.Accounts[0].MaxDroplets-1) {
+		t.Errorf("acct-a headroom %v, want %d", got, f.Spec.Accounts[0].MaxDroplets-1)
+	}
+	f.Spec.Accounts[0].Status = schema.AccountDisabled
+	h.state.WriteFleet(f)
+	h.state.Commit("acct-a disabled")
+	for _, skip := range []bool{false, true} {
+		h.rec.cfg.SkipDisabledAccounts = skip
+		h.rec.passAll()
+		h.converge(ctx)
+		p := h.rec.LastPlan()
+		if d := h.droplets(); len(d) != 1 || d["genesis-ws-a-1"] != "acct-a" {
+			t.Errorf("skip=%v: droplets %v, want ws-a's kept and no other", skip, d)
+		}
+		deferred := strings.Join(p.Deferred, "; ")
+		if skip != strings.Contains(deferred, "acct-a: disabled in genesis.yaml and not observed") {
+			t.Errorf("skip=%v: deferred %q", skip, deferred)
+		}
+		if len(p.Orphans) != 0 || len(p.Withheld) != 0 {
+			t.Errorf("skip=%v: orphans %v withheld %v", skip, p.Orphans, p.Withheld)
+		}
+		if testutil.ToFloat64(m.accountStatus.WithLabelValues("acct-a", "disabled")) != 1 {
+			t.Errorf("skip=%v: genesis_account_status{acct-a,disabled} is not 1", skip)
+		}
 	}
 }

@@ -70,6 +70,10 @@ type Config struct {
 	// NameAuditEvery is how often the leader audits the fleet's DNS zone
 	// (names.go; default DefaultNameAuditEvery).
 	NameAuditEvery time.Duration
+	// SkipDisabledAccounts stops observing the accounts genesis.yaml marks
+	// disabled (--skip-disabled-accounts): each is an incomplete listing,
+	// never droplets gone.
+	SkipDisabledAccounts bool
 }
 
 // DefaultPrepareTimeout is Config.PrepareTimeout's default.
@@ -243,6 +247,21 @@ func (r *Reconciler) LastPlan() plan.Plan {
 		p.Orphans = append(append([]plan.Orphan(nil), p.Orphans...), r.nameAudit.Orphans...)
 	}
 	return p
+}
+
+// skippedAccounts are the accounts not to observe: the disabled ones, with
+// SkipDisabledAccounts.
+func (r *Reconciler) skippedAccounts(f *schema.Fleet) map[string]string {
+	if !r.cfg.SkipDisabledAccounts || f == nil {
+		return nil
+	}
+	skip := map[string]string{}
+	for _, a := range f.Spec.Accounts {
+		if a.Status == schema.AccountDisabled {
+			skip[a.Name] = "disabled in genesis.yaml and not observed (--skip-disabled-accounts): nothing in it is planned"
+		}
+	}
+	return skip
 }
 
 // auditNames runs AuditNames in the loop, logging its failure.
@@ -602,7 +621,7 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 	if err != nil {
 		return plan.Plan{}, err
 	}
-	obs := c.Observe(ctx)
+	obs := c.ObserveExcept(ctx, r.skippedAccounts(snap.Fleet))
 	o := plan.Observed{Droplets: obs.Droplets, Snapshots: obs.Snapshots, Incomplete: obs.Incomplete, Status: status, InFlight: inFlight, Held: holds}
 	p := plan.Compute(d, o, now, plan.Options{AllowMassChange: r.cfg.AllowMassChange, Scope: scope})
 	planned = true
@@ -728,6 +747,7 @@ func (r *Reconciler) record(o plan.Observed, p plan.Plan, snap tenants.Snapshot,
 	r.mu.Unlock()
 	m := r.cfg.Metrics
 	m.recordCost(snap.Fleet, o)
+	m.recordAccounts(snap.Fleet, o)
 	m.orphans.Set(float64(len(p.Orphans)))
 	m.noCapacity.Set(float64(len(p.NoCapacity)))
 	for _, ref := range p.Refused {

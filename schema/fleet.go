@@ -126,7 +126,27 @@ type Account struct {
 	// TokenEnv names the environment variable that holds the account's API
 	// token; the token itself never appears in the state repository.
 	TokenEnv string `yaml:"tokenEnv" json:"tokenEnv"`
+	// Status is how the pool uses the account (AccountActive when empty):
+	// draining takes no new droplets and keeps the existing ones (a
+	// hibernated tenant whose snapshot is in it still wakes there:
+	// snapshots do not cross accounts); disabled takes none either, and is
+	// not observed when the reconciler runs with --skip-disabled-accounts
+	// (then read as an incomplete listing, never as droplets gone).
+	Status AccountStatus `yaml:"status" json:"status,omitempty"`
 }
+
+// AccountStatus is spec.accounts[].status.
+type AccountStatus string
+
+// The account statuses.
+const (
+	AccountActive   AccountStatus = "active"
+	AccountDraining AccountStatus = "draining"
+	AccountDisabled AccountStatus = "disabled"
+)
+
+// TakesNew reports whether the account may get new droplets.
+func (a Account) TakesNew() bool { return a.Status == "" || a.Status == AccountActive }
 
 // Defaults fill tenant fields that a tenant leaves out.
 type Defaults struct {
@@ -219,6 +239,11 @@ func (f *Fleet) validate(c *errorf) {
 		}
 		if a.MaxDroplets < 1 {
 			at(p+".maxDroplets", "%s.maxDroplets: must be at least 1", p)
+		}
+		switch a.Status {
+		case "", AccountActive, AccountDraining, AccountDisabled:
+		default:
+			at(p+".status", "%s.status: %q is not one of active, draining, disabled", p, a.Status)
 		}
 		switch {
 		case a.TokenEnv == "":

@@ -173,6 +173,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	dur(&c.WatchdogEvery, "watchdog-every", "GENESIS_WATCHDOG_EVERY", defaults.WatchdogEvery, "how often the leader runs the watchdog (heartbeat health, remediation)")
 	allow := getenv("GENESIS_ALLOW_MASS_CHANGE") == "true"
 	fs.BoolVar(&c.AllowMassChange, "allow-mass-change", allow, "let plans past the fleet's safety limits run ($GENESIS_ALLOW_MASS_CHANGE=true)")
+	fs.BoolVar(&c.SkipDisabledAccounts, "skip-disabled-accounts", getenv("GENESIS_SKIP_DISABLED_ACCOUNTS") == "true",
+		"do not observe the accounts genesis.yaml marks status: disabled (each is read as an incomplete listing, never as droplets gone; $GENESIS_SKIP_DISABLED_ACCOUNTS=true)")
 	str(&c.TokensFile, "tokens", "GENESIS_TOKENS_FILE", "", "API tokens file (JSON lines {name, sha256, scopes}; genesis token new); enables the tenant API and bearer checks")
 	fs.BoolVar(&c.InsecureNoAuth, "insecure-no-auth", getenv("GENESIS_INSECURE_NO_AUTH") == "true",
 		"serve without --tokens: every API route answers anyone (demo and tests only; $GENESIS_INSECURE_NO_AUTH=true)")

@@ -141,7 +141,8 @@ func (e Executor) Run(ctx context.Context, c *cloud.Pool, op Op, log *slog.Logge
 	}
 	out := store.Outcome{Account: res.Account, DropletID: res.DropletID, DropletName: a.Droplet, IP: res.IP,
 		SnapshotID: res.SnapshotID, SnapshotGB: res.SnapshotSizeGB, TenantHash: hash, Desired: desired, Commit: commit,
-		ByPolicy: a.Kind == plan.Hibernate && desired == schema.StateRunning, Name: name, Reserved: reserved}
+		ByPolicy: a.Kind == plan.Hibernate && desired == schema.StateRunning, Name: name, Reserved: reserved,
+		FailedOver: res.FailedOver}
 	if out.Account == "" {
 		out.Account = a.Account
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -148,7 +149,7 @@ func TestCreateIsIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("second: %v", err)
 		}
-		if r2 != r1 {
+		if !reflect.DeepEqual(r2, r1) {
 			t.Errorf("second result = %+v, want %+v", r2, r1)
 		}
 		if got, want := st.list(), []string{StepCreated, StepActive, StepFound, StepActive}; !slices.Equal(got, want) {
@@ -640,5 +641,50 @@ func TestMetricsEndpoints(t *testing.T) {
 	}
 	if got := e.counter("genesis_do_rate_remaining", map[string]string{"account": "a"}); got != 5000-3 {
 		t.Errorf("rate remaining = %v, want 4997", got)
+	}
+}
+
+// TestFailoverOnBrokenAccount: a create moves to the next candidate when
+// its account keeps failing and provably made nothing — a 5xx storm on
+// every request, or a refused token — with the decision in the result
+// (the journal) and the failover counter; a 5xx answering the POST itself
+// (the droplet may exist) never moves it, so nothing is made twice.
+func TestFailoverOnBrokenAccount(t *testing.T) {
+	accts := []dosim.Account{{Name: "a", Token: "tok-a", DropletLimit: 5}, {Name: "b", Token: "tok-b", DropletLimit: 5}}
+	for _, c := range []struct {
+		name     string
+		fault    dosim.Fault
+		wantIn   string // "" : an error, nothing made in b
+		failover bool
+	}{
+		{"5xx storm", dosim.Fault{Kind: dosim.FaultError, Account: "a", Status: 503, Count: 1000}, "b", true},
+		{"refused token", dosim.Fault{Kind: dosim.FaultError, Account: "a", Status: 401, Count: 1000}, "b", true},
+		{"5xx on the POST", dosim.Fault{Kind: dosim.FaultError, Account: "a", Route: "POST /v2/droplets", Status: 500, Count: 1000}, "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{accounts: accts, sim: unlimitedSim(), limits: Limits{MaxAttempts: 3}})
+			if _, err := e.sim.InjectFault(c.fault); err != nil {
+				t.Fatal(err)
+			}
+			var st steps
+			r, err := e.pool.Execute(context.Background(), createAction("acme", "a", "b"), ExecOptions{UserData: "#cloud-config\n", Progress: st.add})
+			ds := e.droplets()["genesis-acme-1"]
+			switch {
+			case c.wantIn != "":
+				if err != nil || r.Account != c.wantIn || len(ds) != 1 || ds[0]["account"] != c.wantIn {
+					t.Fatalf("result %+v err %v droplets %v, want one in %s", r, err, ds, c.wantIn)
+				}
+			default:
+				if err == nil || len(ds) > 1 || (len(ds) == 1 && ds[0]["account"] != "a") {
+					t.Fatalf("result %+v err %v droplets %v, want an error and nothing outside a", r, err, ds)
+				}
+			}
+			if got := len(r.FailedOver) > 0 && slices.Contains(st.list(), StepFailover); got != c.failover {
+				t.Errorf("failed over: %v (%v, steps %v), want %v", got, r.FailedOver, st.list(), c.failover)
+			}
+			if n := e.counter("genesis_do_account_failovers_total", map[string]string{"account": "a"}); (n > 0) != c.failover {
+				t.Errorf("genesis_do_account_failovers_total{account=a} = %v", n)
+			}
+		})
 	}
 }

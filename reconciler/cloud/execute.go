@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -36,6 +37,7 @@ const (
 	StepSnapshotted  = "snapshotted"      // hibernate: the snapshot exists
 	StepDestroyed    = "destroyed"        // the droplet is gone
 	StepDeleted      = "deleted"          // the snapshot is gone
+	StepFailover     = "failover"         // create: an account failed and made nothing; the next candidate is tried
 )
 
 // Result is what an action did.
@@ -51,6 +53,9 @@ type Result struct {
 	// SnapshotID and SnapshotSizeGB are the hibernation snapshot.
 	SnapshotID     string
 	SnapshotSizeGB float64
+	// FailedOver names each candidate account a create gave up on because
+	// it kept failing without making anything, with the error.
+	FailedOver []string
 }
 
 // Execute carries out one planned action in DigitalOcean and returns once
@@ -190,6 +195,7 @@ func (x *exec) create(ctx context.Context, image godo.DropletCreateImage, snapsh
 	}
 	var capErrs []error
 	for i, c := range cands {
+		unsure, made := false, false
 		err := x.inAccount(ctx, c, func(ctx context.Context, ac *account) error {
 			if snapshot != "" {
 				ok, err := x.p.hasSnapshot(ctx, ac, snapshot)
@@ -203,10 +209,11 @@ func (x *exec) create(ctx context.Context, image godo.DropletCreateImage, snapsh
 					return errSkip
 				}
 			}
-			d, found, err := x.p.findOrCreate(ctx, ac, x.a, name, size, image, x.opt.UserData)
+			d, found, err := x.p.findOrCreate(ctx, ac, x.a, name, size, image, x.opt.UserData, &unsure)
 			if err != nil {
 				return err
 			}
+			made = true
 			return x.boot(ctx, ac, d, found)
 		})
 		switch {
@@ -216,6 +223,14 @@ func (x *exec) create(ctx context.Context, image godo.DropletCreateImage, snapsh
 			x.p.log.Info("account full, trying the next", "account", c, "workspace", x.a.Workspace, "err", err)
 			capErrs = append(capErrs, err)
 			continue
+		case i < len(cands)-1 && !made && !unsure && brokenAccount(err):
+			// The account fails (a 5xx storm, timeouts, a refused
+			// token) and provably made nothing: the next one takes it.
+			x.p.log.Warn("account failing, trying the next", "account", c, "next", cands[i+1], "workspace", x.a.Workspace, "err", err)
+			x.res.FailedOver = append(x.res.FailedOver, fmt.Sprintf("%s: %v", c, err))
+			x.p.m.failovers.WithLabelValues(c).Inc()
+			x.progress(StepFailover)
+			continue
 		}
 		return err
 	}
@@ -224,6 +239,17 @@ func (x *exec) create(ctx context.Context, image godo.DropletCreateImage, snapsh
 	}
 	return &Error{Kind: KindCapacity, Account: x.a.Account, Op: "create droplet " + name,
 		Err: fmt.Errorf("every candidate account is full (%d tried): %w", len(capErrs), capErrs[len(capErrs)-1])}
+}
+
+// brokenAccount reports whether err says the account itself fails rather
+// than the request: transient errors that outlived their retries (a 5xx
+// storm, timeouts, no connection) and a refused token (401, 403).
+func brokenAccount(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Kind == KindTransient || e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
 }
 
 // errSkip makes create pass over an account that cannot take the action.
@@ -250,7 +276,11 @@ func (x *exec) boot(ctx context.Context, ac *account, d *godo.Droplet, found boo
 // a.Workspace, creating it when there is none. A create that fails in a
 // way that may have gone through (5xx, timeout, connection) is never sent
 // again blindly: the next try lists first.
-func (p *Pool) findOrCreate(ctx context.Context, ac *account, a plan.Action, name, size string, image godo.DropletCreateImage, userData string) (*godo.Droplet, bool, error) {
+//
+// *unsure reports, when it returns an error, whether a POST it sent may
+// have made the droplet after all (a 5xx or no answer that no later
+// listing cleared): the caller must not make it in another account then.
+func (p *Pool) findOrCreate(ctx context.Context, ac *account, a plan.Action, name, size string, image godo.DropletCreateImage, userData string, unsure *bool) (*godo.Droplet, bool, error) {
 	op := "create droplet " + name
 	req := &godo.DropletCreateRequest{
 		Name:     name,
@@ -269,6 +299,7 @@ func (p *Pool) findOrCreate(ctx context.Context, ac *account, a plan.Action, nam
 		if d != nil {
 			return d, true, nil
 		}
+		*unsure = false // the listing shows no droplet of an earlier POST
 		d, resp, err := ac.client.Droplets.Create(ctx, req)
 		if err == nil {
 			p.log.Info("droplet created", "account", ac.name, "workspace", a.Workspace, "droplet", d.ID, "name", name)
@@ -281,6 +312,8 @@ func (p *Pool) findOrCreate(ctx context.Context, ac *account, a plan.Action, nam
 		if e.Kind != KindTransient {
 			return nil, false, e
 		}
+		// A 429 was not carried out; a 5xx or no answer may have been.
+		*unsure = resp == nil || resp.StatusCode != http.StatusTooManyRequests
 		var wait time.Duration
 		if resp != nil && resp.StatusCode == 429 {
 			if limited++; limited > p.lim.MaxRateLimited {

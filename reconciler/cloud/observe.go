@@ -41,7 +41,12 @@ func (o Observation) Partial(account string) bool {
 // account's rate budget (ahead of queued actions) and its retries. An
 // account whose listing fails is recorded in Incomplete; Observe itself
 // never fails.
-func (p *Pool) Observe(ctx context.Context) Observation {
+func (p *Pool) Observe(ctx context.Context) Observation { return p.ObserveExcept(ctx, nil) }
+
+// ObserveExcept is Observe without the accounts of skip (name → why): they
+// are not listed and are recorded in Incomplete with the reason, so
+// nothing is read as their droplets being gone.
+func (p *Pool) ObserveExcept(ctx context.Context, skip map[string]string) Observation {
 	ctx = withPriority(ctx, prioObserve)
 	obs := Observation{At: p.now(), Incomplete: map[string]string{}}
 	type part struct {
@@ -59,6 +64,10 @@ func (p *Pool) Observe(ctx context.Context) Observation {
 	parts := make([]part, len(names))
 	var wg sync.WaitGroup
 	for i, ac := range accts {
+		if why, ok := skip[ac.name]; ok {
+			parts[i].problems = []string{why}
+			continue
+		}
 		wg.Go(func() {
 			pt := &parts[i]
 			var err error

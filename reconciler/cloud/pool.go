@@ -127,6 +127,7 @@ type Pool struct {
 	sleepUntil func(context.Context, time.Time) error
 	// mu guards accounts, names and idle, which Adopt replaces; an
 	// *account taken from them stays usable after.
+	m        *metrics
 	mu       sync.RWMutex
 	accounts map[string]*account
 	names    []string
@@ -172,6 +173,7 @@ func New(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cloud: register metrics: %w", err)
 	}
+	p.m = m
 	for _, a := range cfg.Accounts {
 		if a.Name == "" || a.Token == "" {
 			return nil, fmt.Errorf("cloud: account %q: name and token are required", a.Name)
@@ -215,6 +217,7 @@ func New(cfg Config) (*Pool, error) {
 			return nil, fmt.Errorf("cloud: account %s: %w", a.Name, err)
 		}
 		m.limited.WithLabelValues(a.Name) // 0 until the first 429
+		m.failovers.WithLabelValues(a.Name)
 		p.accounts[a.Name] = &account{
 			name:    a.Name,
 			regions: slices.Clone(a.Regions),

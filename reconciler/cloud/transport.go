@@ -17,6 +17,7 @@ type metrics struct {
 	remaining *prometheus.GaugeVec
 	limited   *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
+	failovers *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -32,6 +33,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "genesis_do_429_total",
 			Help: "DigitalOcean answers of 429 Too Many Requests, per account.",
+		}, []string{"account"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "genesis_do_account_failovers_total",
+			Help: "Creates moved to the next candidate account because this one kept failing (a 5xx storm, timeouts, a refused token) and provably made nothing, per account given up on.",
 		}, []string{"account"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "genesis_do_request_duration_seconds",
@@ -53,6 +58,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 		if m.duration, err = registered(reg, m.duration); err != nil {
+			return nil, err
+		}
+		if m.failovers, err = registered(reg, m.failovers); err != nil {
 			return nil, err
 		}
 	}

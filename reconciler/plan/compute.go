@@ -386,18 +386,22 @@ func newAccounts(f *schema.Fleet, o Observed, load map[string]int) *accounts {
 
 // take counts a new droplet against account name if it is reachable and
 // has room.
+//
+// A draining account still takes a wake (the snapshot is there and
+// snapshots do not cross accounts); a disabled one takes nothing.
 func (a *accounts) take(name string) bool {
 	ac, ok := a.fleet.Account(name)
-	if _, down := a.down[name]; !ok || down || a.load[name] >= ac.MaxDroplets {
+	if _, down := a.down[name]; !ok || down || a.load[name] >= ac.MaxDroplets || ac.Status == schema.AccountDisabled {
 		return false
 	}
 	a.load[name]++
 	return true
 }
 
-// pick returns the least-loaded reachable account serving region with free
-// capacity, and the others that could take it in order, and counts the new
-// droplet against the chosen one.
+// pick returns the least-loaded reachable active account (not draining
+// or disabled) serving region with free capacity, and the others that
+// could take it in order, and counts the new droplet against the chosen
+// one.
 func (a *accounts) pick(region string) (string, []string) {
 	type cand struct {
 		name string
@@ -405,7 +409,7 @@ func (a *accounts) pick(region string) (string, []string) {
 	}
 	var cs []cand
 	for _, ac := range a.fleet.Spec.Accounts {
-		if _, down := a.down[ac.Name]; down || a.load[ac.Name] >= ac.MaxDroplets {
+		if _, down := a.down[ac.Name]; down || a.load[ac.Name] >= ac.MaxDroplets || !ac.TakesNew() {
 			continue
 		}
 		serves := false

@@ -44,6 +44,8 @@ type Config struct {
 	TLSCert, TLSKey                                            string
 	PollInterval, Resync, TokenTTL, ManifestTTL, ManifestSweep time.Duration
 	AllowMassChange                                            bool
+	// SkipDisabledAccounts: --skip-disabled-accounts.
+	SkipDisabledAccounts bool
 	// CrashAfterJournalWrites is the reliability suite's fault: SIGKILL
 	// this process after the Nth committed journal write (0: never).
 	CrashAfterJournalWrites int

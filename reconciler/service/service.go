@@ -191,7 +191,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	rec = reconciler.New(reconciler.Config{
 		Store: st, NewCloud: newCloud, Logger: log, Metrics: recMetrics,
 		UserData: userData, Manifest: manifest,
-		AllowMassChange: c.AllowMassChange, Resync: c.Resync, WatchdogEvery: c.WatchdogEvery,
+		AllowMassChange: c.AllowMassChange, SkipDisabledAccounts: c.SkipDisabledAccounts, Resync: c.Resync, WatchdogEvery: c.WatchdogEvery,
 		PrepareTimeout: c.PrepareTimeout, Notify: notifier, Observations: observations,
 		Reconciled: func(commit string) {
 			if gitSrc == nil || commit == last {

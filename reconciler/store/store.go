@@ -359,6 +359,9 @@ type Outcome struct {
 	// Reserved, when set, is the tenant's reserved IP after the action
 	// (Address "" : released).
 	Reserved *ReservedIP
+	// FailedOver are the accounts a create gave up on (cloud.Result), in
+	// the audit entry.
+	FailedOver []string
 }
 
 // ReservedIP is a tenant's reserved IPv4 and the account holding it.
@@ -378,6 +381,9 @@ func (s *Store) Finish(ctx context.Context, id int64, a plan.Action, out Outcome
 			return err
 		}
 		detail := map[string]any{"action": a, "droplet_id": out.DropletID}
+		if len(out.FailedOver) > 0 {
+			detail["failed_over"] = out.FailedOver
+		}
 		if runErr != nil {
 			msg := runErr.Error()
 			detail["error"] = msg
