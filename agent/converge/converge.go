@@ -113,6 +113,11 @@ type Converger struct {
 	// switching is the n8n version switch in progress (nil: none), for
 	// ProbeN8N.
 	switching atomic.Pointer[switchInProgress]
+	// caddyWant is the Caddy config the last manifest asked for (nil:
+	// none yet), which ProbeCaddy checks Caddy still runs.
+	caddyWant atomic.Pointer[[]byte]
+	// caddyRepairs counts the reloads ProbeCaddy made.
+	caddyRepairs atomic.Int64
 }
 
 // switchInProgress is an n8n version switch (or its undo) under way.
@@ -592,6 +597,7 @@ func (c *Converger) caddy(ctx context.Context, m *schema.Manifest) error {
 		return err
 	}
 	c.cfg.Ask.Set(m.Domains)
+	c.caddyWant.Store(&raw)
 	if _, err := c.cfg.Caddy.Load(ctx, raw); err != nil {
 		return err
 	}
@@ -619,13 +625,39 @@ func (c *Converger) ProbeN8N(ctx context.Context) schema.ComponentHealth {
 	return schema.ComponentHealth{OK: true}
 }
 
-// ProbeCaddy reports whether Caddy's admin API answers.
+// ProbeCaddy reports whether Caddy runs the config the manifest asked for,
+// and repairs it when Caddy lost it: a Caddy restarted with its initial
+// config (a crash, the droplet's restart policy) answers on its admin API
+// but routes nothing, while the client still remembers the digest it
+// loaded and would never load it again. The probe compares the running
+// config's digest with the wanted one and, when they differ, forgets the
+// remembered one and loads the config again — a local repair, reported
+// in the component's detail (the heartbeat carries it) and counted
+// (CaddyRepairs).
 func (c *Converger) ProbeCaddy(ctx context.Context) schema.ComponentHealth {
-	if _, err := c.cfg.Caddy.Running(ctx); err != nil {
+	running, err := c.cfg.Caddy.Running(ctx)
+	if err != nil {
 		return schema.ComponentHealth{OK: false, Detail: err.Error()}
 	}
-	return schema.ComponentHealth{OK: true}
+	want := c.caddyWant.Load()
+	if want == nil {
+		return schema.ComponentHealth{OK: true}
+	}
+	d, err := caddy.DigestOf(*want)
+	if err != nil || d == running {
+		return schema.ComponentHealth{OK: true}
+	}
+	c.log.WarnContext(ctx, "caddy is not running the config the manifest asked for; loading it again", "running", string(running), "want", string(d))
+	c.cfg.Caddy.Forget()
+	if _, err := c.cfg.Caddy.Load(ctx, *want); err != nil {
+		return schema.ComponentHealth{OK: false, Detail: "caddy lost its config and reloading it failed: " + err.Error()}
+	}
+	c.caddyRepairs.Add(1)
+	return schema.ComponentHealth{OK: true, Detail: "repaired: caddy had lost its config; reloaded"}
 }
+
+// CaddyRepairs is how many times ProbeCaddy reloaded a lost Caddy config.
+func (c *Converger) CaddyRepairs() int64 { return c.caddyRepairs.Load() }
 
 // LastActivity is when n8n's newest execution started: the zero time when
 // there is none, or before n8n is bootstrapped (no API key yet).

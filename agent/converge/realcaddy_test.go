@@ -54,7 +54,9 @@ func caddyBinary(t *testing.T) string {
 }
 
 // startRealCaddy runs Caddy with only its admin API, like a fresh droplet.
-func startRealCaddy(t *testing.T, admin string) {
+// startRealCaddy runs the real Caddy with only its admin API on admin,
+// until the test ends or the returned stop is called.
+func startRealCaddy(t *testing.T, admin string) (stop func()) {
 	t.Helper()
 	home := t.TempDir()
 	cfg := filepath.Join(home, "caddy.json")
@@ -67,7 +69,7 @@ func startRealCaddy(t *testing.T, admin string) {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	stop = func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-done:
@@ -75,10 +77,11 @@ func startRealCaddy(t *testing.T, admin string) {
 			cmd.Process.Kill()
 			<-done
 		}
-	})
+	}
+	t.Cleanup(stop)
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := caddy.NewClient(admin, caddy.ClientOptions{}).Running(context.Background()); err == nil {
-			return
+			return stop
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("caddy admin on %s not up after 15s", admin)
@@ -158,5 +161,85 @@ func TestDomainsReachRealCaddy(t *testing.T) {
 	}
 	if cc.Loads() != loads {
 		t.Errorf("re-apply posted /load %d more times", cc.Loads()-loads)
+	}
+}
+
+// TestCaddyLostConfigRepaired: Caddy restarted with its initial config
+// (a crash, the droplet's restart policy) answers on its admin API but
+// routes nothing; the agent's probe finds the running config is not the
+// one the manifest asked for, loads it again and says so, and the tenant's
+// domain reaches n8n again. A Caddy running the right config is left
+// alone.
+func TestCaddyLostConfigRepaired(t *testing.T) {
+	r := newRig(t)
+	admin, httpPort, httpsPort := testkit.FreeAddr(t), testkit.FreePort(t), testkit.FreePort(t)
+	stop := startRealCaddy(t, admin)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		fmt.Fprintf(w, "n8n for %s", req.Host)
+	}))
+	defer backend.Close()
+	askSrv := httptest.NewServer(r.ask)
+	defer askSrv.Close()
+	client, _ := n8n.New(r.n8n.url, n8n.Options{})
+	cc := caddy.NewClient(admin, caddy.ClientOptions{})
+	c, err := converge.New(converge.Config{Dir: r.dir, N8N: client, Caddy: cc, Ask: r.ask,
+		CaddyConfig: caddy.Config{Upstream: strings.TrimPrefix(backend.URL, "http://"), AskURL: askSrv.URL + "/ask",
+			HTTPPort: httpPort, HTTPSPort: httpsPort, BindHost: "127.0.0.1", Internal: true, AdminListen: admin, GracePeriod: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(host string) (string, error) {
+		tr := &http.Transport{
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(httpsPort))
+			},
+			TLSClientConfig: &tls.Config{ServerName: host, InsecureSkipVerify: true}, DisableKeepAlives: true,
+		}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + host + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, body), nil
+	}
+	ctx := context.Background()
+	m, plain := manifest(1, creds5, workflows4, "track.acme.test")
+	if err := c.Apply(ctx, m, plain); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := get("track.acme.test"); err != nil || got != "200 n8n for track.acme.test" {
+		t.Fatalf("before: %q %v", got, err)
+	}
+	if h := c.ProbeCaddy(ctx); !h.OK || h.Detail != "" || c.CaddyRepairs() != 0 {
+		t.Errorf("a Caddy running the right config: %+v, %d repairs", h, c.CaddyRepairs())
+	}
+	loads := cc.Loads()
+
+	// Caddy restarts with its initial config.
+	stop()
+	startRealCaddy(t, admin)
+	if _, err := get("track.acme.test"); err == nil {
+		t.Fatal("a restarted Caddy still routes the domain: the test restarts nothing")
+	}
+	// Applying the same manifest again loads nothing: the client remembers
+	// the digest it loaded (the bug the probe repairs).
+	if err := c.Apply(ctx, m, plain); err != nil {
+		t.Fatal(err)
+	}
+	if cc.Loads() != loads {
+		t.Fatalf("re-apply loaded %d configs", cc.Loads()-loads)
+	}
+	h := c.ProbeCaddy(ctx)
+	if !h.OK || !strings.Contains(h.Detail, "repaired") || c.CaddyRepairs() != 1 || cc.Loads() != loads+1 {
+		t.Errorf("probe of a Caddy that lost its config: %+v, %d repairs, %d loads", h, c.CaddyRepairs(), cc.Loads()-loads)
+	}
+	if got, err := get("track.acme.test"); err != nil || got != "200 n8n for track.acme.test" {
+		t.Errorf("after the repair: %q %v", got, err)
+	}
+	if h := c.ProbeCaddy(ctx); !h.OK || h.Detail != "" || c.CaddyRepairs() != 1 {
+		t.Errorf("probe after the repair: %+v, %d repairs", h, c.CaddyRepairs())
 	}
 }
