@@ -14,11 +14,11 @@ type Kind string
 // The actions, in the order of their priority (lower runs first).
 const (
 	Wake           Kind = "wake"            // create a droplet from the tenant's latest snapshot
-	PointName      Kind = "point_name"      // move the tenant's stable DNS name to Action.Target (names.go)
 	Create         Kind = "create"          // create a fresh droplet
 	Adopt          Kind = "adopt"           // record a tagged droplet we have no record of
 	Resize         Kind = "resize"          // snapshot, destroy, recreate at the new size
 	UpdateManifest Kind = "update_manifest" // render and sign the tenant's manifest again
+	PointName      Kind = "point_name"      // move the tenant's stable DNS name to Action.Target (names.go)
 	Reboot         Kind = "reboot"          // watchdog: reboot a silent droplet
 	PowerCycle     Kind = "power_cycle"     // watchdog: power-cycle a droplet a reboot did not bring back
 	Rebuild        Kind = "rebuild"         // watchdog: a new droplet (latest snapshot or fresh) beside a dead one
@@ -113,10 +113,12 @@ var kinds = map[Kind]KindInfo{
 	Retire: {Priority: 4, Destructive: true, APICalls: 5},
 	// A spare's droplet gets no manifest of its own: its agent parks
 	// until an assignment renders the tenant's.
-	// A name follows its tenant's droplet: a repair of a record the action
-	// that moved the droplet could not write (or someone changed), as
-	// urgent as a wake, since clients follow it.
-	PointName: {Priority: 0, APICalls: 3},
+	// A name follows its tenant's droplet: the action that moves the
+	// droplet writes it; point_name repairs one it could not write (or
+	// someone changed) and backfills every name when spec.dns is turned on
+	// — 15,000 of them must not queue ahead of wakes and creates, so it
+	// ranks with the other non-urgent fixes.
+	PointName: {Priority: 2, APICalls: 3},
 	CreateSpare: {Priority: 5, APICalls: 3, CreatesDroplet: true, NeedsUserData: true,
 		StartState: lifecycle.Provisioning, Towards: schema.StateRunning},
 }
@@ -127,7 +129,7 @@ var unknownKind = KindInfo{Priority: 5}
 
 // Kinds lists every kind of action, in the order of the constants.
 func Kinds() []Kind {
-	return []Kind{Wake, PointName, Create, Adopt, Resize, UpdateManifest, Reboot, PowerCycle, Rebuild, Hibernate, Destroy, DeleteSnapshot,
+	return []Kind{Wake, Create, Adopt, Resize, UpdateManifest, PointName, Reboot, PowerCycle, Rebuild, Hibernate, Destroy, DeleteSnapshot,
 		CreateSpare, AssignSpare, DestroySpare, Retire}
 }
 
