@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/schema"
 )
 
 // TenantStatus is what the reconciler records about a tenant (its
@@ -54,6 +55,10 @@ type TenantStatus struct {
 	// NameTarget is the address the tenant's stable DNS name was last
 	// written to say (spec.dns; "" when it has no record).
 	NameTarget string `json:"dns_target,omitempty"`
+	// HealthDetail is what the droplet's newest heartbeat said: each
+	// component's state and reason (local repairs included), memory,
+	// disk, uptime (absent before the first heartbeat).
+	HealthDetail *schema.HealthDetail `json:"health_detail,omitempty"`
 }
 
 // Fleet is GET /v1/fleet: every tenant, what git declares next to what the

@@ -232,6 +232,22 @@ type Heartbeat struct {
 	Rejected []Rejection `json:"rejected,omitempty"`
 }
 
+// HealthDetail is what a tenant's newest heartbeat said about its droplet,
+// as the API shows it: each component's state and reason (a local repair
+// the agent made shows in its detail), memory, disk, uptime and the last
+// apply or verification error.
+type HealthDetail struct {
+	ReportedAt    time.Time                  `json:"reported_at"`
+	Components    map[string]ComponentHealth `json:"components,omitempty"`
+	MemoryUsed    uint64                     `json:"memory_used_bytes"`
+	MemoryTotal   uint64                     `json:"memory_total_bytes"`
+	DiskUsed      uint64                     `json:"disk_used_bytes"`
+	DiskTotal     uint64                     `json:"disk_total_bytes"`
+	UptimeSeconds float64                    `json:"uptime_seconds"`
+	ApplyError    string                     `json:"apply_error,omitempty"`
+	VerifyError   string                     `json:"verify_error,omitempty"`
+}
+
 // ComponentHealth is one component's state in a heartbeat.
 type ComponentHealth struct {
 	OK     bool   `json:"ok"`

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/reconciler/lifecycle"
+	"genesis.dev/fleet/schema"
 )
 
 // TestHeartbeatSQLMatchesLifecycle drives the real batched heartbeat
@@ -127,5 +128,53 @@ func TestRawHeartbeatUpsert(t *testing.T) {
 	}
 	if diff := cmp.Diff(got, map[int64]int64{9000: 2, 9001: 1}); diff != "" {
 		t.Errorf("AppliedVersions (-got +want):\n%s", diff)
+	}
+}
+
+// TestFleetHealthDetail: /v1/fleet's row carries what the newest
+// heartbeat said — components with their reasons, memory, disk, uptime,
+// the apply error — and none before the first heartbeat.
+func TestFleetHealthDetail(t *testing.T) {
+	db, _ := open(t)
+	ctx := context.Background()
+	for i, ws := range []string{"ws-hd", "ws-quiet"} {
+		droplet := int64(7100 + i)
+		if _, err := db.pool.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, state, desired_state) VALUES ($1, $2, 'ACTIVE_HEALTHY', 'running')`, ws, droplet); err != nil {
+			t.Fatal(err)
+		}
+		hash := sha256.Sum256([]byte(ws))
+		if _, err := db.pool.Exec(ctx, `INSERT INTO agents (droplet_id, workspace, age_recipient, ed25519_public_key, credential_hash)
+			VALUES ($1, $2, 'age1test', $3, $4)`, droplet, ws, make([]byte, 32), hash[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := `{"components":{"n8n":{"ok":true},"caddy":{"ok":true,"detail":"repaired: caddy had lost its config; reloaded"}},` +
+		`"memory_used_bytes":536870912,"memory_total_bytes":1073741824,"disk_used_bytes":5368709120,"disk_total_bytes":26843545600,` +
+		`"uptime_seconds":3600.5,"apply_error":"workflow x: n8n said 500"}`
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	if _, err := db.WriteHeartbeats(ctx, NewHeartbeatBatch([]Heartbeat{{Droplet: 7100, Workspace: "ws-hd", Seq: 1, At: at, Body: []byte(body), OK: true}})); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Fleet(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]FleetRow{}
+	for _, r := range rows {
+		got[r.Workspace] = r
+	}
+	want := &schema.HealthDetail{ReportedAt: at, MemoryUsed: 536870912, MemoryTotal: 1073741824, DiskUsed: 5368709120, DiskTotal: 26843545600,
+		UptimeSeconds: 3600.5, ApplyError: "workflow x: n8n said 500",
+		Components: map[string]schema.ComponentHealth{"n8n": {OK: true}, "caddy": {OK: true, Detail: "repaired: caddy had lost its config; reloaded"}}}
+	hd := got["ws-hd"].HealthDetail
+	if hd == nil {
+		t.Fatal("no health detail after a heartbeat")
+	}
+	hd.ReportedAt = hd.ReportedAt.UTC()
+	if diff := cmp.Diff(want, hd); diff != "" {
+		t.Errorf("health detail (-want +got):\n%s", diff)
+	}
+	if got["ws-quiet"].HealthDetail != nil {
+		t.Errorf("a droplet that never sent a heartbeat: %+v", got["ws-quiet"].HealthDetail)
 	}
 }
