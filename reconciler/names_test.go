@@ -194,4 +194,3 @@ func TestNamesFollowTenants(t *testing.T) {
 		t.Errorf("a removed file's name: %v", got)
 	}
 }
-
