@@ -77,13 +77,16 @@ type Config struct {
 	// not tried again while the manifest asks for them. nil: a failed
 	// version is tried again with every apply.
 	Rejections Rejections
-	// Now defaults to time.Now (a rejection's time).
+	// Now defaults to time.Now (a rejection's time, a repair's backoff).
 	Now func() time.Time
 	// Logger; default: discard.
 	Logger *slog.Logger
 	// ReadyTimeout bounds the wait for n8n's readiness in an Apply;
 	// default 2 minutes.
 	ReadyTimeout time.Duration
+	// RepairBackoff is the first wait between ProbeN8N's restarts of a
+	// down n8n (on Now's clock), doubling up to 16 times it; default 30 s.
+	RepairBackoff time.Duration
 	// Tag marks our workflows; default DefaultTag.
 	Tag string
 	// OwnerEmail is the n8n owner's e-mail; default agent@genesis.invalid.
@@ -118,6 +121,21 @@ type Converger struct {
 	caddyWant atomic.Pointer[[]byte]
 	// caddyRepairs counts the reloads ProbeCaddy made.
 	caddyRepairs atomic.Int64
+	// asleep is set from before a hibernation stops n8n until a wake
+	// started it again (rec.N8NStopped, readable without mu): ProbeN8N
+	// never restarts n8n then.
+	asleep atomic.Bool
+	// n8nRepair is ProbeN8N's restart backoff (repairMu guards it).
+	repairMu  sync.Mutex
+	n8nRepair repairState
+}
+
+// repairState is a local repair's backoff: the attempts since the
+// component was last seen well, and when the next one may run.
+type repairState struct {
+	attempts int
+	next     time.Time
+	repairs  int64
 }
 
 // switchInProgress is an n8n version switch (or its undo) under way.
@@ -172,6 +190,7 @@ func (c *Converger) load() error {
 	if _, err := loadJSON(c.cfg.Dir, stateFile, &c.rec); err != nil {
 		return fmt.Errorf("converge: %w", err)
 	}
+	c.asleep.Store(c.rec.N8NStopped)
 	if c.rec.Credentials == nil {
 		c.rec.Credentials = map[string]credentialRecord{}
 	}
@@ -619,10 +638,79 @@ func (c *Converger) ProbeN8N(ctx context.Context) schema.ComponentHealth {
 		// rejection the heartbeat reports.
 		return schema.ComponentHealth{OK: true, Detail: fmt.Sprintf("maintenance: n8n %s -> %s since %s", sw.from, sw.to, sw.since.UTC().Format(time.RFC3339))}
 	}
-	if err := c.cfg.N8N.Ready(ctx); err != nil {
-		return schema.ComponentHealth{OK: false, Detail: err.Error()}
+	err := c.cfg.N8N.Ready(ctx)
+	if err == nil {
+		c.repairMu.Lock()
+		c.n8nRepair.attempts, c.n8nRepair.next = 0, time.Time{}
+		c.repairMu.Unlock()
+		return schema.ComponentHealth{OK: true}
 	}
-	return schema.ComponentHealth{OK: true}
+	return c.repairN8N(ctx, err)
+}
+
+// ContainerState is a Runtime that can tell whether n8n's container runs
+// (Compose); ProbeN8N repairs only through one.
+type ContainerState interface {
+	ContainerUp(ctx context.Context) (bool, error)
+}
+
+// repairN8N is ProbeN8N's local repair of a down n8n (its container
+// crashed or was killed, and nothing brought it back): it starts n8n again
+// through the runtime, at most once per backoff (RepairBackoff doubling,
+// so a crash-looping n8n is not restarted in a tight loop), never while n8n
+// is meant to be down (a hibernation stopped it). It reports what it did in the
+// component's detail, which the heartbeat carries; while n8n stays down the
+// droplet stays ACTIVE_DEGRADED, and past spec.watchdog.criticalAfter the
+// watchdog's ladder (reboot, power cycle, rebuild) takes over.
+func (c *Converger) repairN8N(ctx context.Context, down error) schema.ComponentHealth {
+	cs, ok := c.cfg.Runtime.(ContainerState)
+	if !ok || c.asleep.Load() {
+		return schema.ComponentHealth{OK: false, Detail: down.Error()}
+	}
+	// Only an exited container is started again: one that runs holds an
+	// n8n starting up, or wedged (the watchdog's ladder, not a restart
+	// loop here).
+	up, err := cs.ContainerUp(ctx)
+	switch {
+	case err != nil:
+		return schema.ComponentHealth{OK: false, Detail: fmt.Sprintf("%v; its container's state is unknown: %v", down, err)}
+	case up:
+		return schema.ComponentHealth{OK: false, Detail: down.Error()}
+	}
+	rt := c.cfg.Runtime
+	now := c.now()
+	c.repairMu.Lock()
+	if now.Before(c.n8nRepair.next) {
+		st := c.n8nRepair
+		c.repairMu.Unlock()
+		return schema.ComponentHealth{OK: false, Detail: fmt.Sprintf("%v; %d restarts failed, next at %s", down, st.attempts, st.next.UTC().Format(time.RFC3339))}
+	}
+	c.n8nRepair.attempts++
+	base := cmp.Or(c.cfg.RepairBackoff, 30*time.Second)
+	c.n8nRepair.next = now.Add(base << min(c.n8nRepair.attempts-1, 4))
+	attempt := c.n8nRepair.attempts
+	c.repairMu.Unlock()
+	c.log.WarnContext(ctx, "n8n is down; starting it again", "err", down, "attempt", attempt)
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.ReadyTimeout)
+	defer cancel()
+	if err := rt.Start(rctx); err != nil {
+		c.log.ErrorContext(ctx, "restarting n8n failed", "err", err, "attempt", attempt)
+		return schema.ComponentHealth{OK: false, Detail: fmt.Sprintf("%v; restart %d failed: %v", down, attempt, err)}
+	}
+	c.repairMu.Lock()
+	c.n8nRepair.attempts, c.n8nRepair.next = 0, time.Time{}
+	c.n8nRepair.repairs++
+	c.repairMu.Unlock()
+	c.forgetVersion()
+	c.log.InfoContext(ctx, "n8n started again", "attempt", attempt)
+	return schema.ComponentHealth{OK: true, Detail: fmt.Sprintf("repaired: n8n was down (%v); started it again", down)}
+}
+
+// N8NRepairs is how many times ProbeN8N started a down n8n again.
+func (c *Converger) N8NRepairs() int64 {
+	c.repairMu.Lock()
+	defer c.repairMu.Unlock()
+	return c.n8nRepair.repairs
 }
 
 // ProbeCaddy reports whether Caddy runs the config the manifest asked for,

@@ -19,6 +19,8 @@ func (c *Converger) stopForHibernation(ctx context.Context, m *schema.Manifest) 
 	if c.rec.N8NStopped {
 		return nil
 	}
+	// From now on a down n8n is meant to be (ProbeN8N leaves it alone).
+	c.asleep.Store(true)
 	if c.cfg.Runtime != nil {
 		if err := c.cfg.Runtime.Stop(ctx); err != nil {
 			return fmt.Errorf("stop n8n for hibernation: %w", err)
@@ -43,6 +45,7 @@ func (c *Converger) startAfterHibernation(ctx context.Context) error {
 		}
 	}
 	c.rec.N8NStopped = false
+	c.asleep.Store(false)
 	if err := c.save(); err != nil {
 		return err
 	}

@@ -113,6 +113,22 @@ func (c *Compose) Start(ctx context.Context) error {
 	return c.waitReady(ctx)
 }
 
+// ContainerUp reports whether n8n's container runs (docker compose ps -q
+// n8n prints its id): false for one that exited — crashed or killed —
+// which ProbeN8N starts again.
+func (c *Compose) ContainerUp(ctx context.Context) (bool, error) {
+	run := c.Exec
+	if run == nil {
+		run = execCommand
+	}
+	args := []string{"compose", "-p", cmp.Or(c.Project, "genesis"), "-f", cmp.Or(c.File, "/opt/genesis/compose.yaml"), "ps", "-q", "n8n"}
+	out, err := run(ctx, nil, cmp.Or(c.Docker, "docker"), args...)
+	if err != nil {
+		return false, fmt.Errorf("docker compose ps n8n: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return len(bytes.TrimSpace(out)) > 0, nil
+}
+
 // compose runs docker compose <verb> n8n with the pinned version in the
 // environment (the compose file interpolates it).
 func (c *Compose) compose(ctx context.Context, verb string) error {

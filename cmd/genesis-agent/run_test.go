@@ -214,13 +214,22 @@ func TestRunConverges(t *testing.T) {
 	w := newWorld(t)
 	emu := n8nemu.Start(t)
 	var loads atomic.Int32
+	// Like Caddy, it answers GET /config/ with the config it runs (the
+	// agent's probe checks it is the one it loaded).
+	var running atomic.Pointer[[]byte]
 	caddySrv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		switch r.Method + " " + r.URL.Path {
 		case "GET /config/":
 			rw.Header().Set("Content-Type", "application/json")
+			if cfg := running.Load(); cfg != nil {
+				rw.Write(*cfg)
+				return
+			}
 			rw.Write([]byte("null"))
 		case "POST /load":
 			loads.Add(1)
+			body, _ := io.ReadAll(r.Body)
+			running.Store(&body)
 		default:
 			http.NotFound(rw, r)
 		}
