@@ -9,6 +9,7 @@ import (
 // error says which it is by matching one with errors.Is (NewError makes
 // such an error); the client's errors match them too.
 var (
+	ErrBadRequest  = errors.New("bad request") // 400
 	ErrNotFound    = errors.New("not found")   // 404
 	ErrConflict    = errors.New("conflict")    // 409
 	ErrUnavailable = errors.New("unavailable") // 503: not yet, retry
@@ -30,6 +31,8 @@ func (e *kindError) Unwrap() error { return e.kind }
 // Status is the status the API answers err with: its kind's, else 500.
 func Status(err error) int {
 	switch {
+	case errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, ErrConflict):

@@ -148,3 +148,20 @@ type RetryResult struct {
 	Workspace string `json:"workspace"`
 	Result    string `json:"result"`
 }
+
+// ActionRequest is the body of POST /v1/tenants/{id}/actions: an
+// operator's remediation step for the tenant's droplet.
+type ActionRequest struct {
+	// Action is reboot, power_cycle or rebuild.
+	Action string `json:"action"`
+	// Reason is why (audited; 1-500 characters).
+	Reason string `json:"reason"`
+}
+
+// ActionResult is the 202 answer of POST /v1/tenants/{id}/actions: the
+// step is recorded; the leader's watchdog takes it at its next run.
+type ActionResult struct {
+	Workspace string `json:"workspace"`
+	Action    string `json:"action"`
+	Result    string `json:"result"`
+}

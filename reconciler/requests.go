@@ -7,6 +7,7 @@ import (
 
 	"genesis.dev/fleet/api"
 	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/reconciler/watchdog"
 	"genesis.dev/fleet/schema"
 )
 
@@ -100,5 +101,40 @@ func (r *Reconciler) Retry(ctx context.Context, id, actor, reason string) error 
 	// the tenant whichever replica took the call.
 	r.wlog.Info("tenant retry", "tenant", id, "actor", actor, "reason", reason)
 	r.passFor(id)
+	return nil
+}
+
+// ErrBadAction means an operator asked for a step that is not one.
+var ErrBadAction = api.NewError(api.ErrBadRequest, "action")
+
+// ErrNotRunning means the tenant has no running droplet to act on.
+var ErrNotRunning = api.NewError(api.ErrConflict, "cannot act")
+
+// Operate records an operator's remediation step for a tenant's droplet
+// (reboot, power_cycle or rebuild; POST /v1/tenants/{id}/actions): any
+// replica takes the call, the leader's watchdog runs the step at its next
+// run (Config.WatchdogEvery) like one of its own — journaled, through the
+// account's rate budget, a rebuild with the copy rules of every rebuild —
+// with an audit entry naming actor and reason.
+func (r *Reconciler) Operate(ctx context.Context, id, action, actor, reason string) error {
+	step := watchdog.Step(action)
+	switch step {
+	case watchdog.StepReboot, watchdog.StepPowerCycle, watchdog.StepRebuild:
+	default:
+		return fmt.Errorf("%w: %q is not reboot, power_cycle or rebuild", ErrBadAction, action)
+	}
+	if n := len(reason); n == 0 || n > 500 {
+		return fmt.Errorf("%w: reason: 1-500 characters (got %d)", ErrBadAction, n)
+	}
+	err := r.cfg.Store.RequestStep(ctx, id, step, actor, reason)
+	switch {
+	case errors.Is(err, store.ErrUnknownTenant):
+		return fmt.Errorf("%w %s", ErrUnknownTenant, id)
+	case errors.Is(err, store.ErrNotRunning):
+		return fmt.Errorf("%w %s: %v", ErrNotRunning, id, err)
+	case err != nil:
+		return err
+	}
+	r.log.Warn("operator action requested", "tenant", id, "action", action, "actor", actor, "reason", reason)
 	return nil
 }

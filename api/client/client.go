@@ -166,6 +166,19 @@ func (c *Client) Retry(ctx context.Context, id string) (api.RetryResult, error) 
 	return r, err
 }
 
+// Act is POST /v1/tenants/{id}/actions: an operator's reboot,
+// power_cycle or rebuild of the tenant's droplet.
+func (c *Client) Act(ctx context.Context, id, action, reason string) (api.ActionResult, error) {
+	body, err := json.Marshal(api.ActionRequest{Action: action, Reason: reason})
+	if err != nil {
+		return api.ActionResult{}, err
+	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	var r api.ActionResult
+	err = c.do(ctx, http.MethodPost, "/v1/tenants/"+url.PathEscape(id)+"/actions", body, h, http.StatusAccepted, &r)
+	return r, err
+}
+
 // do sends a request and decodes a want answer into out.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, h http.Header, want int, out any) error {
 	resp, err := c.send(ctx, method, path, body, h)

@@ -59,3 +59,37 @@ func TestRolloutCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestActionCommand: genesis action sends the operator's step with its
+// reason and the token, prints what happens next, and exits 1 with the
+// API's problem on a refusal, 2 on a usage error.
+func TestActionCommand(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got = append(got, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization")+" "+string(body))
+		if r.URL.Path == "/v1/tenants/ws-off/actions" {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusConflict)
+			fmt.Fprint(w, `{"title":"Conflict","status":409,"detail":"cannot act ws-off: the tenant has no running droplet (lifecycle HIBERNATED)"}`)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprint(w, `{"workspace":"ws-a","action":"power_cycle","result":"requested"}`)
+	}))
+	defer srv.Close()
+	code, out, errOut := cli(t, "", "action", "power-cycle", "ws-a", "--reason", "n8n wedged", "--reconciler", srv.URL, "--token", "t0k")
+	if code != 0 || !strings.Contains(out, "power-cycle of ws-a requested") ||
+		got[len(got)-1] != `POST /v1/tenants/ws-a/actions Bearer t0k {"action":"power_cycle","reason":"n8n wedged"}` {
+		t.Errorf("action: exit %d, stderr %s, out %s, request %q", code, errOut, out, got)
+	}
+	code, _, errOut = cli(t, "", "action", "reboot", "ws-off", "--reason", "x", "--reconciler", srv.URL)
+	if code != 1 || !strings.Contains(errOut, "no running droplet") {
+		t.Errorf("refused: exit %d, stderr %s", code, errOut)
+	}
+	for _, args := range [][]string{{"action", "reboot", "ws-a", "--reconciler", srv.URL}, {"action", "explode", "ws-a", "--reason", "x", "--reconciler", srv.URL}, {"action", "reboot"}} {
+		if code, _, _ := cli(t, "", args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}

@@ -30,6 +30,12 @@ func (l fakeLoop) Wake(_ context.Context, id, _ string) (store.FleetRow, error) 
 	return store.FleetRow{Workspace: id, Lifecycle: "HIBERNATED", WakeRequested: true}, l.err
 }
 func (l fakeLoop) Retry(context.Context, string, string, string) error { return l.err }
+func (l fakeLoop) Operate(_ context.Context, _, action, _, _ string) error {
+	if l.err == nil && action != "reboot" && action != "power_cycle" && action != "rebuild" {
+		return api.NewError(api.ErrBadRequest, "action: not reboot, power_cycle or rebuild")
+	}
+	return l.err
+}
 
 type fakeObservations struct{ err error }
 
@@ -53,27 +59,32 @@ func TestHandlerAnswers(t *testing.T) {
 	notYet := api.NewError(api.ErrUnavailable, "no desired state yet")
 	for _, tt := range []struct {
 		name, method, path string
+		body               string
 		loop               fakeLoop
 		obs                Observations
 		code               int
 		want               string // in the body
 	}{
-		{"wake", "POST", "/v1/tenants/ws-a/wake", fakeLoop{}, nil, 202, `"wake_requested": true`},
-		{"wake unknown", "POST", "/v1/tenants/ws-a/wake", fakeLoop{fmt.Errorf("%w ws-a", api.NewError(api.ErrNotFound, "unknown tenant"))}, nil, 404, "unknown tenant ws-a"},
-		{"wake conflict", "POST", "/v1/tenants/ws-a/wake", fakeLoop{api.NewError(api.ErrConflict, "cannot wake")}, nil, 409, "cannot wake"},
-		{"wake before the first sync", "POST", "/v1/tenants/ws-a/wake", fakeLoop{notYet}, nil, 503, "no desired state yet"},
-		{"wake failed", "POST", "/v1/tenants/ws-a/wake", fakeLoop{errors.New("database down")}, nil, 500, "database down"},
-		{"retry", "POST", "/v1/tenants/ws-a/retry", fakeLoop{}, nil, 202, `"result": "retrying"`},
-		{"retry bad id", "POST", "/v1/tenants/A/retry", fakeLoop{}, nil, 400, "not a workspace id"},
-		{"retry not failed", "POST", "/v1/tenants/ws-a/retry", fakeLoop{store.ErrNotFailed}, nil, 409, "neither FAILED nor backing off"},
-		{"observed", "GET", "/v1/observed", fakeLoop{}, fakeObservations{}, 200, `"leader": "r-1"`},
-		{"observed none", "GET", "/v1/observed", fakeLoop{}, fakeObservations{errors.New("no observation stored yet")}, 503, "no observation stored yet"},
-		{"observed not served", "GET", "/v1/observed", fakeLoop{}, nil, 503, "does not serve observations"},
+		{"wake", "POST", "/v1/tenants/ws-a/wake", "", fakeLoop{}, nil, 202, `"wake_requested": true`},
+		{"wake unknown", "POST", "/v1/tenants/ws-a/wake", "", fakeLoop{fmt.Errorf("%w ws-a", api.NewError(api.ErrNotFound, "unknown tenant"))}, nil, 404, "unknown tenant ws-a"},
+		{"wake conflict", "POST", "/v1/tenants/ws-a/wake", "", fakeLoop{api.NewError(api.ErrConflict, "cannot wake")}, nil, 409, "cannot wake"},
+		{"wake before the first sync", "POST", "/v1/tenants/ws-a/wake", "", fakeLoop{notYet}, nil, 503, "no desired state yet"},
+		{"wake failed", "POST", "/v1/tenants/ws-a/wake", "", fakeLoop{errors.New("database down")}, nil, 500, "database down"},
+		{"retry", "POST", "/v1/tenants/ws-a/retry", "", fakeLoop{}, nil, 202, `"result": "retrying"`},
+		{"retry bad id", "POST", "/v1/tenants/A/retry", "", fakeLoop{}, nil, 400, "not a workspace id"},
+		{"retry not failed", "POST", "/v1/tenants/ws-a/retry", "", fakeLoop{store.ErrNotFailed}, nil, 409, "neither FAILED nor backing off"},
+		{"action", "POST", "/v1/tenants/ws-a/actions", `{"action":"reboot","reason":"n8n wedged"}`, fakeLoop{}, nil, 202, `"result": "requested"`},
+		{"action unknown", "POST", "/v1/tenants/ws-a/actions", `{"action":"explode","reason":"x"}`, fakeLoop{}, nil, 400, "not reboot, power_cycle or rebuild"},
+		{"action bad body", "POST", "/v1/tenants/ws-a/actions", `{"action":"reboot","reason":"x","force":true}`, fakeLoop{}, nil, 400, "body:"},
+		{"action not running", "POST", "/v1/tenants/ws-a/actions", `{"action":"rebuild","reason":"x"}`, fakeLoop{api.NewError(api.ErrConflict, "cannot act")}, nil, 409, "cannot act"},
+		{"observed", "GET", "/v1/observed", "", fakeLoop{}, fakeObservations{}, 200, `"leader": "r-1"`},
+		{"observed none", "GET", "/v1/observed", "", fakeLoop{}, fakeObservations{errors.New("no observation stored yet")}, 503, "no observation stored yet"},
+		{"observed not served", "GET", "/v1/observed", "", fakeLoop{}, nil, 503, "does not serve observations"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := httptest.NewServer(Handler(HandlerConfig{Reconciler: tt.loop, Observations: tt.obs}))
 			defer srv.Close()
-			req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+			req, _ := http.NewRequest(tt.method, srv.URL+tt.path, strings.NewReader(tt.body))
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -40,11 +40,19 @@ type Retrier interface {
 	Retry(ctx context.Context, id, actor, reason string) error
 }
 
+// Operator records an operator's remediation step (POST
+// /v1/tenants/{id}/actions). Its errors name their status by an api error
+// kind (api.Status).
+type Operator interface {
+	Operate(ctx context.Context, id, action, actor, reason string) error
+}
+
 // Loop is the reconciler's loop as the API uses it: *reconciler.Reconciler.
 type Loop interface {
 	Fleet
 	Waker
 	Retrier
+	Operator
 }
 
 // Observations loads the leader's stored observation (GET /v1/observed):
@@ -137,6 +145,7 @@ func Handler(cfg HandlerConfig) http.Handler {
 		handleWake(w, r, cfg.Reconciler)
 	})
 	mux.HandleFunc("POST /v1/tenants/{id}/retry", retryHandler(cfg.Reconciler))
+	mux.HandleFunc("POST /v1/tenants/{id}/actions", actionHandler(cfg.Reconciler))
 	rolloutRoutes(mux, cfg.Store)
 	mux.HandleFunc("GET /v1/observed", func(w http.ResponseWriter, r *http.Request) {
 		handleObserved(w, r, cfg.Observations)

@@ -28,7 +28,7 @@ func routeScope(pattern string) auth.Scope {
 		"PATCH /v1/tenants/{id}", "DELETE /v1/tenants/{id}", "POST /v1/tenants/{id}/credentials",
 		"POST /v1/tenants/{id}/wake", "GET /v1/rollouts", "GET /v1/rollouts/{id}":
 		return auth.Dashboard
-	case "POST /v1/tenants/{id}/retry", "POST /v1/rollouts/{id}/pause", "POST /v1/rollouts/{id}/resume", "POST /v1/rollouts/{id}/abort":
+	case "POST /v1/tenants/{id}/retry", "POST /v1/tenants/{id}/actions", "POST /v1/rollouts/{id}/pause", "POST /v1/rollouts/{id}/resume", "POST /v1/rollouts/{id}/abort":
 		return auth.Admin
 	}
 	return auth.Admin

@@ -2,6 +2,8 @@ package fleetapi
 
 import (
 	"errors"
+	"genesis.dev/fleet/schema"
+	"io"
 	"net/http"
 	"regexp"
 
@@ -42,6 +44,34 @@ func retryHandler(rec Retrier) http.HandlerFunc {
 		default:
 			api.WriteJSON(w, http.StatusAccepted, api.RetryResult{Workspace: id, Result: "retrying"})
 		}
+	}
+}
+
+// actionHandler serves POST /v1/tenants/{id}/actions: an operator's
+// reboot, power cycle or rebuild of the tenant's droplet, recorded for the
+// leader's watchdog (202); 400 for a bad body, 404 for an unknown tenant,
+// 409 when it has no running droplet.
+func actionHandler(rec Operator) http.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) {
+		id := req.PathValue("id")
+		if !workspaceID.MatchString(id) {
+			api.WriteProblem(w, http.StatusBadRequest, "id: not a workspace id ([a-z0-9-]{3,40})")
+			return
+		}
+		var body api.ActionRequest
+		data, err := io.ReadAll(http.MaxBytesReader(w, req.Body, 4<<10))
+		if err == nil {
+			err = schema.DecodeStrict(data, &body)
+		}
+		if err != nil {
+			api.WriteProblem(w, http.StatusBadRequest, "body: "+err.Error())
+			return
+		}
+		if err := rec.Operate(req.Context(), id, body.Action, apiActor(req), body.Reason); err != nil {
+			api.WriteProblem(w, api.Status(err), err.Error())
+			return
+		}
+		api.WriteJSON(w, http.StatusAccepted, api.ActionResult{Workspace: id, Action: body.Action, Result: "requested"})
 	}
 }
 

@@ -32,7 +32,8 @@ var ErrNotFailed = errors.New("workspace is not FAILED")
 func (s *Store) WatchRows(ctx context.Context) ([]watchdog.Row, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, state, desired_state, coalesce(droplet_id, 0), coalesce(droplet_name, ''), coalesce(account, ''), state_since,
 		coalesce(last_heartbeat_at, 'epoch'), coalesce(remediation_step, ''), coalesce(remediation_at, 'epoch'),
-		coalesce(replacing_droplet_id, 0), coalesce(failed_hash, '')
+		coalesce(replacing_droplet_id, 0), coalesce(failed_hash, ''),
+		coalesce(operator_step, ''), coalesce(operator_actor, ''), coalesce(operator_reason, '')
 		FROM fleet_status`)
 	if err != nil {
 		return nil, fmt.Errorf("read fleet for the watchdog: %w", err)
@@ -43,9 +44,9 @@ func (s *Store) WatchRows(ctx context.Context) ([]watchdog.Row, error) {
 	for rows.Next() {
 		var r watchdog.Row
 		var droplet, replacing int64
-		var step string
+		var step, requested string
 		if err := rows.Scan(&r.Workspace, &r.Lifecycle, &r.Desired, &droplet, &r.DropletName, &r.Account, &r.StateSince, &r.LastHeartbeat, &step, &r.StepAt,
-			&replacing, &r.FailedHash); err != nil {
+			&replacing, &r.FailedHash, &requested, &r.RequestedBy, &r.RequestReason); err != nil {
 			return nil, fmt.Errorf("read fleet for the watchdog: %w", err)
 		}
 		if r.LastHeartbeat.Equal(epoch) {
@@ -54,7 +55,7 @@ func (s *Store) WatchRows(ctx context.Context) ([]watchdog.Row, error) {
 		if r.StepAt.Equal(epoch) {
 			r.StepAt = time.Time{}
 		}
-		r.DropletID, r.Replacing, r.Step = int(droplet), int(replacing), watchdog.Step(step)
+		r.DropletID, r.Replacing, r.Step, r.Requested = int(droplet), int(replacing), watchdog.Step(step), watchdog.Step(requested)
 		out = append(out, r)
 	}
 	return out, rows.Err()
@@ -112,8 +113,10 @@ func (s *Store) BeginRemediation(ctx context.Context, a plan.Action, from lifecy
 	state := a.Kind.Info().StartState
 	var id int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// A step an operator asked for is taken with this one.
 		tag, err := tx.Exec(ctx, `UPDATE fleet_status SET state = $4, state_since = now(), health = 'critical', remediation_step = $5,
-			remediation_at = $6, updated_at = now() WHERE `+guard, a.Workspace, from, nullTime(hb), state, string(a.Kind), at)
+			remediation_at = $6, operator_step = NULL, operator_actor = NULL, operator_reason = NULL, operator_requested_at = NULL,
+			updated_at = now() WHERE `+guard, a.Workspace, from, nullTime(hb), state, string(a.Kind), at)
 		if err != nil {
 			return err
 		}
@@ -276,4 +279,34 @@ func applyRebuild(ctx context.Context, tx pgx.Tx, a plan.Action, out Outcome) er
 		return err
 	}
 	return bindTokens(ctx, tx, a.Workspace, out.DropletName, out.DropletID)
+}
+
+// ErrNotRunning means an operator's step was asked of a tenant that has no
+// running droplet to act on (not in a running lifecycle state).
+var ErrNotRunning = errors.New("the tenant has no running droplet")
+
+// RequestStep records an operator's request for a remediation step of
+// workspace's droplet (the leader's watchdog takes it at its next run),
+// with an audit entry naming actor and reason. ErrUnknownTenant, or
+// ErrNotRunning when the workspace has no droplet in a running state.
+func (s *Store) RequestStep(ctx context.Context, workspace string, step watchdog.Step, actor, reason string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var state string
+		var droplet *int64
+		err := tx.QueryRow(ctx, `SELECT state, droplet_id FROM fleet_status WHERE workspace = $1 FOR UPDATE`, workspace).Scan(&state, &droplet)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrUnknownTenant
+		}
+		if err != nil {
+			return fmt.Errorf("request %s of %s: %w", step, workspace, err)
+		}
+		if droplet == nil || !lifecycle.State(state).In(lifecycle.Watched()) {
+			return fmt.Errorf("%w (lifecycle %s)", ErrNotRunning, state)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE fleet_status SET operator_step = $2, operator_actor = $3, operator_reason = $4,
+			operator_requested_at = now(), updated_at = now() WHERE workspace = $1`, workspace, string(step), actor, reason); err != nil {
+			return fmt.Errorf("request %s of %s: %w", step, workspace, err)
+		}
+		return audit(ctx, tx, actor, "operator."+string(step)+".requested", workspace, 0, map[string]any{"reason": reason, "droplet_id": *droplet}, "")
+	})
 }

@@ -176,6 +176,10 @@ type Row struct {
 	// the tenant was FAILED: a change asks for a retry.
 	GitHash    string
 	FailedHash string
+	// Requested is the step an operator asked for (POST
+	// /v1/tenants/{id}/actions; "" none), by RequestedBy with RequestReason.
+	Requested                  Step
+	RequestedBy, RequestReason string
 }
 
 // Transition moves one workspace between health states; Reset also clears
@@ -279,6 +283,14 @@ func Evaluate(rows []Row, p Policy, now time.Time) Decision {
 			continue
 		}
 		running := r.Desired == string(schema.StateRunning)
+		if r.Requested != StepNone && running && r.DropletID != 0 && r.Lifecycle.In(watched) {
+			// A person asked for this step: it runs now, whatever the
+			// health, and an outage does not hold it (the ladder's
+			// guard is against automatic mass remediation).
+			d.Remediations = append(d.Remediations, Remediation{Workspace: r.Workspace, Step: r.Requested,
+				Reason: fmt.Sprintf("operator %s: %s", r.RequestedBy, r.RequestReason), Heartbeat: r.LastHeartbeat})
+			continue
+		}
 		if r.Lifecycle == Failed {
 			if r.FailedHash != "" && r.GitHash != "" && r.GitHash != r.FailedHash {
 				d.Retry = append(d.Retry, r.Workspace)

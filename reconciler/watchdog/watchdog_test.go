@@ -445,3 +445,38 @@ func FuzzProblems(f *testing.F) {
 		}
 	})
 }
+
+// TestOperatorStep: a step an operator asked for runs at the next
+// evaluation whatever the tenant's health, also during an outage (the
+// guard holds only automatic remediation), and not for a tenant with an
+// operation in flight, no droplet or not declared running.
+func TestOperatorStep(t *testing.T) {
+	asked := func(r Row, s Step) Row { r.Requested, r.RequestedBy, r.RequestReason = s, "ops", "ticket 1"; return r }
+	for _, c := range []struct {
+		name string
+		rows []Row
+		want []Remediation
+	}{
+		{"healthy", []Row{asked(row("ws-a", Healthy, time.Minute), StepReboot)},
+			[]Remediation{{Workspace: "ws-a", Step: StepReboot, Reason: "operator ops: ticket 1", Heartbeat: t0.Add(-time.Minute)}}},
+		{"during an outage", append([]Row{asked(row("ws-a", Degraded, 10*time.Minute), StepRebuild)},
+			row("ws-b", Degraded, 10*time.Minute), row("ws-c", Degraded, 10*time.Minute)),
+			[]Remediation{{Workspace: "ws-a", Step: StepRebuild, Reason: "operator ops: ticket 1", Heartbeat: t0.Add(-10 * time.Minute)}}},
+		{"in flight", []Row{func() Row { r := asked(row("ws-a", Healthy, time.Minute), StepReboot); r.InFlight = true; return r }()}, nil},
+		{"no droplet", []Row{func() Row { r := asked(row("ws-a", Healthy, time.Minute), StepReboot); r.DropletID = 0; return r }()}, nil},
+		{"not running", []Row{func() Row { r := asked(row("ws-a", Healthy, time.Minute), StepReboot); r.Desired = "hibernated"; return r }()}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := Evaluate(c.rows, policy, t0)
+			var got []Remediation
+			for _, m := range d.Remediations {
+				if m.Workspace == "ws-a" {
+					got = append(got, m)
+				}
+			}
+			if diff := cmp.Diff(c.want, got); diff != "" {
+				t.Errorf("remediations of ws-a (-want +got):\n%s (outage %v)", diff, d.Outage)
+			}
+		})
+	}
+}
