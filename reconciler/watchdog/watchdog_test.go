@@ -464,7 +464,11 @@ func TestOperatorStep(t *testing.T) {
 			[]Remediation{{Workspace: "ws-a", Step: StepRebuild, Reason: "operator ops: ticket 1", Heartbeat: t0.Add(-10 * time.Minute)}}},
 		{"in flight", []Row{func() Row { r := asked(row("ws-a", Healthy, time.Minute), StepReboot); r.InFlight = true; return r }()}, nil},
 		{"no droplet", []Row{func() Row { r := asked(row("ws-a", Healthy, time.Minute), StepReboot); r.DropletID = 0; return r }()}, nil},
-		{"not running", []Row{func() Row { r := asked(row("ws-a", Healthy, time.Minute), StepReboot); r.Desired = "hibernated"; return r }()}, nil},
+		{"not running", []Row{func() Row {
+			r := asked(row("ws-a", Healthy, time.Minute), StepReboot)
+			r.Desired = "hibernated"
+			return r
+		}()}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := Evaluate(c.rows, policy, t0)
