@@ -99,8 +99,9 @@ func TestIdleWarningThenHibernation(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer endpoint.Close()
-	h.rec.cfg.Notify = (&notify.Webhook{URL: endpoint.URL}).Send
+	h.rec.cfg.NotifyTargets = []notify.Target{{Name: "webhook", Send: (&notify.Webhook{URL: endpoint.URL}).Send}}
 	notes := func() []notify.Notification {
+		h.rec.DeliverNotices(ctx) // the leader's sender, once
 		mu.Lock()
 		defer mu.Unlock()
 		return append([]notify.Notification(nil), got...)

@@ -56,8 +56,14 @@ type Config struct {
 	// PrepareTimeout bounds a hibernation's wait for its agent to confirm
 	// n8n stopped (default DefaultPrepareTimeout); see actions/hibernate.go.
 	PrepareTimeout time.Duration
-	// Notify sends idle warnings (nil: recorded and logged only).
-	Notify func(ctx context.Context, n notify.Notification) error
+	// NotifyTargets are where notices to people go (idle warnings, a
+	// tenant FAILED, an account failing): queued in Postgres (the outbox,
+	// deduplicated and damped for NoticeDamping) and delivered by the
+	// leader's sender with retries; none: logged only.
+	NotifyTargets []notify.Target
+	// NoticeDamping is how long the same notice about the same subject is
+	// not queued again (default DefaultNoticeDamping).
+	NoticeDamping time.Duration
 	// WatchdogEvery is how often the leader runs the watchdog (default
 	// 15s).
 	WatchdogEvery time.Duration
@@ -150,6 +156,9 @@ func New(cfg Config) *Reconciler {
 	}
 	if cfg.NameAuditEvery == 0 {
 		cfg.NameAuditEvery = DefaultNameAuditEvery
+	}
+	if cfg.NoticeDamping == 0 {
+		cfg.NoticeDamping = DefaultNoticeDamping
 	}
 	return &Reconciler{cfg: cfg, log: cfg.Logger.With("component", "reconciler"), kick: make(chan struct{}, 1),
 		running: map[string]bool{}, pending: map[string]bool{}, needFull: true, wlog: cfg.Logger.With("component", "watchdog"),
@@ -325,6 +334,11 @@ func (r *Reconciler) lead(parent context.Context, leader *store.Leader) {
 	r.mu.Unlock()
 	r.setLeading(true)
 	r.log.Info("leading", "epoch", leader.Epoch)
+	if len(r.cfg.NotifyTargets) > 0 {
+		// Delivery never blocks the loop: its own goroutine, each
+		// target's call bounded.
+		r.jobs.Go(func() { r.sender().Run(ctx) })
+	}
 	resumed := false
 	tick := time.NewTicker(r.cfg.Resync)
 	defer tick.Stop()
@@ -716,7 +730,7 @@ func (r *Reconciler) executor(log *slog.Logger) actions.Executor {
 		names, reserved = actions.NamesOf(snap.Fleet), snap.Fleet.ReservedIP
 	}
 	return actions.Executor{Store: r.cfg.Store, UserData: r.cfg.UserData, Manifest: r.cfg.Manifest, PrepareTimeout: r.cfg.PrepareTimeout,
-		Notify: r.cfg.Notify, Metrics: r.cfg.Metrics.exec, Names: names, ReservedIP: reserved, Now: r.cfg.Now, Log: log}
+		Notify: r.queueNotice, Metrics: r.cfg.Metrics.exec, Names: names, ReservedIP: reserved, Now: r.cfg.Now, Log: log}
 }
 
 // record keeps the last observation and plan, and updates the gauges.

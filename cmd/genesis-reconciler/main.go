@@ -167,7 +167,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	dur(&c.Resync, "resync", "GENESIS_RESYNC", defaults.Resync, "how often the leader re-plans without a new commit, to catch drift")
 	str(&c.ReplicaID, "replica-id", "GENESIS_REPLICA_ID", defaultReplicaID(), "this replica's name, stored with the observations it makes as leader (GET /v1/observed's leader)")
 	dur(&c.ObservedMaxAge, "observed-max-age", "GENESIS_OBSERVED_MAX_AGE", 0, "GET /v1/observed answers 503 when the leader's stored observation is older (default 5 × --resync)")
-	str(&c.NotifyURL, "notify-url", "GENESIS_NOTIFY_URL", "", "URL idle-hibernation warnings are POSTed to as JSON (optional)")
+	str(&c.NotifyURL, "notify-url", "GENESIS_NOTIFY_URL", "", "URL notices (idle warnings, a tenant FAILED, an account failing) are POSTed to as JSON, retried with backoff (optional)")
+	str(&c.NotifySlackURL, "notify-slack-url", "GENESIS_NOTIFY_SLACK_URL", "", "Slack-compatible incoming webhook URL the same notices go to as {\"text\": ...} (optional)")
 	dur(&c.PrepareTimeout, "hibernate-prepare-timeout", "GENESIS_HIBERNATE_PREPARE_TIMEOUT", defaults.PrepareTimeout,
 		"how long a hibernation waits for the agent to confirm n8n stopped before it snapshots anyway")
 	dur(&c.WatchdogEvery, "watchdog-every", "GENESIS_WATCHDOG_EVERY", defaults.WatchdogEvery, "how often the leader runs the watchdog (heartbeat health, remediation)")

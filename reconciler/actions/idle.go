@@ -27,14 +27,17 @@ func (e Executor) WarnIdle(ctx context.Context, ws []plan.IdleWarning) {
 		}
 		e.Metrics.Warnings.Inc()
 		e.Log.Info("tenant warned of idle hibernation", "tenant", w.Workspace, "last_activity", w.LastActivity, "hibernate_at", w.HibernateAt)
-		if e.Notify == nil {
-			continue
-		}
-		result := "sent"
-		if err := e.Notify(ctx, n); err != nil {
-			result = "failed"
-			e.Log.Warn("idle warning notification failed", "tenant", w.Workspace, "err", err)
-		}
-		e.Metrics.Notifications.WithLabelValues(string(n.Kind), result).Inc()
+		e.notice(ctx, n)
+	}
+}
+
+// notice queues n for people (Executor.Notify), logging a failure: a
+// notice never fails what it reports.
+func (e Executor) notice(ctx context.Context, n notify.Notification) {
+	if e.Notify == nil {
+		return
+	}
+	if err := e.Notify(ctx, n); err != nil {
+		e.Log.Warn("queue notice failed", "kind", n.Kind, "workspace", n.Workspace, "account", n.Account, "err", err)
 	}
 }

@@ -41,7 +41,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Warnings: prometheus.NewCounter(prometheus.CounterOpts{Name: "genesis_idle_warnings_total",
 			Help: "Tenants warned that idleness will hibernate them."}),
 		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_notifications_total",
-			Help: "Notifications POSTed to --notify-url by kind and result."}, []string{"kind", "result"}),
+			Help: "Notices delivered to --notify-url / --notify-slack-url targets, by kind and result (sent, retry: a failed try, gave_up)."}, []string{"kind", "result"}),
 		Names: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_dns_name_writes_total",
 			Help: "Writes of tenants' stable DNS names (spec.dns) by the action that made them and result (succeeded, failed: a point_name repair follows)."}, []string{"kind", "result"}),
 	}

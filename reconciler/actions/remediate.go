@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/reconciler/watchdog"
@@ -36,6 +37,8 @@ func (e Executor) Remediation(ctx context.Context, d plan.Desired, observed func
 		}
 		e.Metrics.Steps.WithLabelValues("fail", "succeeded").Inc()
 		log.Error("tenant FAILED: remediation exhausted; retry with POST /v1/tenants/{id}/retry or a change of its file", "reason", m.Reason)
+		e.notice(ctx, notify.Notification{Kind: notify.TenantFailed, Workspace: m.Workspace,
+			Summary: "tenant " + m.Workspace + " FAILED: a person must act (POST /v1/tenants/" + m.Workspace + "/retry, or a change of its file)", Detail: m.Reason})
 		return plan.Action{}, false
 	}
 	a := plan.Action{Workspace: m.Workspace, Account: row.Account, Droplet: row.DropletName, DropletID: row.DropletID, Reason: "watchdog: " + m.Reason}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"genesis.dev/fleet/reconciler/cloud"
@@ -31,7 +32,8 @@ type Executor struct {
 	// ReservedIP reports whether tenants of a tier hold a reserved IP
 	// (spec.tiers.<t>.reservedIP; nil: none do).
 	ReservedIP func(schema.Tier) bool
-	// Notify sends idle warnings (nil: recorded and logged only).
+	// Notify queues a notice for people (idle warnings, a tenant FAILED,
+	// an account failing); nil: logged only.
 	Notify  func(ctx context.Context, n notify.Notification) error
 	Metrics *Metrics
 	Now     func() time.Time
@@ -109,6 +111,11 @@ func (e Executor) Run(ctx context.Context, c *cloud.Pool, op Op, log *slog.Logge
 	}
 	if a.Kind == plan.AssignSpare {
 		err = e.assignSpare(ctx, c, a, res, desired, err)
+	}
+	for _, f := range res.FailedOver {
+		account, why, _ := strings.Cut(f, ": ")
+		e.notice(ctx, notify.Notification{Kind: notify.AccountFailing, Account: account,
+			Summary: "DigitalOcean account " + account + " fails; creates move to other accounts", Detail: why})
 	}
 	if err == nil && a.Kind == plan.UpdateManifest && e.Manifest != nil {
 		if merr := e.Manifest(ctx, a); merr != nil {

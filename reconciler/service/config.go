@@ -50,8 +50,11 @@ type Config struct {
 	// this process after the Nth committed journal write (0: never).
 	CrashAfterJournalWrites int
 	NotifyURL               string
-	PrepareTimeout          time.Duration
-	WatchdogEvery           time.Duration
+	// NotifySlackURL is --notify-slack-url: notices as a Slack incoming
+	// webhook's {"text": ...}.
+	NotifySlackURL string
+	PrepareTimeout time.Duration
+	WatchdogEvery  time.Duration
 	// RolloutEvery is how often the leader moves rollouts (default
 	// rollouts.DefaultEvery).
 	RolloutEvery time.Duration

@@ -182,9 +182,12 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 		newCloud = noCloud
 		log.Info("agent side only: no control loop, no DigitalOcean", "component", "reconciler")
 	}
-	var notifier func(context.Context, notify.Notification) error
+	var targets []notify.Target
 	if c.NotifyURL != "" {
-		notifier = (&notify.Webhook{URL: c.NotifyURL}).Send
+		targets = append(targets, notify.Target{Name: "webhook", Send: (&notify.Webhook{URL: c.NotifyURL}).Send})
+	}
+	if c.NotifySlackURL != "" {
+		targets = append(targets, notify.Target{Name: "slack", Send: (&notify.Slack{URL: c.NotifySlackURL}).Send})
 	}
 	recMetrics := reconciler.NewMetrics(reg)
 	observations := reconciler.NewObservations(reconciler.ObservationsConfig{Store: st, Replica: c.ReplicaID, MaxAge: c.ObservedMaxAge, Logger: log, Registerer: reg})
@@ -192,7 +195,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 		Store: st, NewCloud: newCloud, Logger: log, Metrics: recMetrics,
 		UserData: userData, Manifest: manifest,
 		AllowMassChange: c.AllowMassChange, SkipDisabledAccounts: c.SkipDisabledAccounts, Resync: c.Resync, WatchdogEvery: c.WatchdogEvery,
-		PrepareTimeout: c.PrepareTimeout, Notify: notifier, Observations: observations,
+		PrepareTimeout: c.PrepareTimeout, NotifyTargets: targets, Observations: observations,
 		Reconciled: func(commit string) {
 			if gitSrc == nil || commit == last {
 				return
