@@ -121,6 +121,9 @@ type Converger struct {
 	caddyWant atomic.Pointer[[]byte]
 	// caddyRepairs counts the reloads ProbeCaddy made.
 	caddyRepairs atomic.Int64
+	// held counts the holders of n8n's repairs (HoldRepairs): a backup or
+	// a restore stopped n8n on purpose.
+	held atomic.Int32
 	// asleep is set from before a hibernation stops n8n until a wake
 	// started it again (rec.N8NStopped, readable without mu): ProbeN8N
 	// never restarts n8n then.
@@ -664,7 +667,10 @@ type ContainerState interface {
 // watchdog's ladder (reboot, power cycle, rebuild) takes over.
 func (c *Converger) repairN8N(ctx context.Context, down error) schema.ComponentHealth {
 	cs, ok := c.cfg.Runtime.(ContainerState)
-	if !ok || c.asleep.Load() {
+	// Not while n8n is down on purpose (a hibernation, a backup or a
+	// restore), nor before it was ever set up here (a new droplet's n8n
+	// starts with its first manifest; a rebuilt one's after its restore).
+	if !ok || c.asleep.Load() || c.held.Load() > 0 || c.keyed.Load() == nil {
 		return schema.ComponentHealth{OK: false, Detail: down.Error()}
 	}
 	// Only an exited container is started again: one that runs holds an
@@ -704,6 +710,16 @@ func (c *Converger) repairN8N(ctx context.Context, down error) schema.ComponentH
 	c.forgetVersion()
 	c.log.InfoContext(ctx, "n8n started again", "attempt", attempt)
 	return schema.ComponentHealth{OK: true, Detail: fmt.Sprintf("repaired: n8n was down (%v); started it again", down)}
+}
+
+// HoldRepairs keeps ProbeN8N from starting n8n until the returned release
+// is called: the agent holds it while a backup or a restore has n8n
+// stopped on purpose (starting it then would write into the data being
+// copied or replaced).
+func (c *Converger) HoldRepairs() (release func()) {
+	c.held.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { c.held.Add(-1) }) }
 }
 
 // N8NRepairs is how many times ProbeN8N started a down n8n again.

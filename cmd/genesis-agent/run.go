@@ -277,7 +277,6 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		comp := &converge.Compose{File: *composeFile, Dir: dir, Ready: n8nClient.WaitReady}
 		if *n8nRuntime != "none" {
 			convCfg.Runtime = comp
-			bkStop, bkStart = comp.Stop, comp.Start
 		}
 		if *backups {
 			convCfg.BeforeUpgrade = func(ctx context.Context, from, to string) error { return ag.BackupBeforeUpgrade(ctx, from, to) }
@@ -290,6 +289,23 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		conv, err := converge.New(convCfg)
 		if err != nil {
 			return err
+		}
+		if *n8nRuntime != "none" {
+			// A backup or a restore stops n8n on purpose: the probe's
+			// repair must not start it in between.
+			var release func()
+			bkStop = func(ctx context.Context) error {
+				release = conv.HoldRepairs()
+				return comp.Stop(ctx)
+			}
+			bkStart = func(ctx context.Context) error {
+				defer func() {
+					if release != nil {
+						release()
+					}
+				}()
+				return comp.Start(ctx)
+			}
 		}
 		// Before its first switch the runtime asks n8n its version, which
 		// n8n tells only the signed-in owner: through the converger.

@@ -86,7 +86,10 @@ func TestFreshSeries(t *testing.T) {
 		}
 		return m
 	}
-	testkit.WaitFor(t, "the first pass", func() bool { return have()["genesis_reconcile_total"] })
+	// The first pass that observed DigitalOcean and planned (an earlier
+	// one may have ended before, without a desired state) records the
+	// accounts' series.
+	testkit.WaitFor(t, "the first complete pass", func() bool { return have()["genesis_account_status"] })
 	var missing []string
 	got := have()
 	for _, name := range seriesQueried(t) {

@@ -83,7 +83,14 @@ func TestN8NKilledRepairedLocally(t *testing.T) {
 	if h := d.conv.ProbeN8N(ctx); !h.OK || h.Detail != "" {
 		t.Errorf("after the wake: %+v", h)
 	}
+	// A backup or a restore holds repairs while it has n8n stopped.
 	kill()
+	release := d.conv.HoldRepairs()
+	if h := d.conv.ProbeN8N(ctx); h.OK || d.conv.N8NRepairs() != 1 || d.client.Ready(ctx) == nil {
+		t.Errorf("held: %+v, %d repairs", h, d.conv.N8NRepairs())
+	}
+	release()
+	release() // twice is once
 	if h := d.conv.ProbeN8N(ctx); !h.OK || d.conv.N8NRepairs() != 2 {
 		t.Fatalf("second repair: %+v, %d repairs", h, d.conv.N8NRepairs())
 	}
