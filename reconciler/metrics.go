@@ -94,6 +94,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, reason := range []string{plan.LimitDestroy, plan.LimitHibernate} {
 		m.refusals.WithLabelValues(reason)
 	}
+	for _, result := range []string{"ok", "refused", "error"} {
+		m.reconciles.WithLabelValues(result)
+		m.reconcileSeconds.WithLabelValues(result)
+	}
 	if reg != nil {
 		reg.MustRegister(m.reconciles, m.reconcileSeconds, m.refusals, m.lifecycle, m.declared,
 			m.invalid, m.orphans, m.noCapacity, m.leader, m.lastCommitTime, m.gitErrors, m.gitSync, m.backingOff, m.retries,

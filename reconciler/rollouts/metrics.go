@@ -34,6 +34,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		started: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_rollout_wave_started_timestamp_seconds",
 			Help: "When the newest rollout's current wave started."}),
 	}
+	// Every state exists at 0 before the first rollout step reads one.
+	for _, st := range states {
+		m.state.WithLabelValues(st).Set(0)
+	}
 	if reg != nil {
 		reg.MustRegister(m.state, m.wave, m.members, m.progress, m.started)
 	}
