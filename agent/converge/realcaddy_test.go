@@ -89,19 +89,31 @@ func startRealCaddy(t *testing.T, admin string) (stop func()) {
 	}
 }
 
-// TestDomainsReachRealCaddy: a declared domain reaches n8n through the real
-// Caddy, a removed one no longer does, and re-applying loads nothing.
-func TestDomainsReachRealCaddy(t *testing.T) {
+// caddyRig is a converger in front of the real Caddy: the rig's n8n
+// emulator and ask endpoint, Caddy's HTTPS on a free port of 127.0.0.1
+// with its internal CA, and a backend standing in for n8n's port that
+// answers "n8n for <host>".
+type caddyRig struct {
+	c     *converge.Converger
+	cc    *caddy.Client
+	admin string
+	// stop stops the Caddy it started.
+	stop func()
+	// get fetches https://host/ through Caddy: "<status> <body>".
+	get func(host string) (string, error)
+}
+
+func newCaddyRig(t *testing.T) *caddyRig {
+	t.Helper()
 	r := newRig(t)
 	admin, httpPort, httpsPort := testkit.FreeAddr(t), testkit.FreePort(t), testkit.FreePort(t)
-	startRealCaddy(t, admin)
+	stop := startRealCaddy(t, admin)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		fmt.Fprintf(w, "n8n for %s", req.Host)
 	}))
-	defer backend.Close()
+	t.Cleanup(backend.Close)
 	askSrv := httptest.NewServer(r.ask)
-	defer askSrv.Close()
-
+	t.Cleanup(askSrv.Close)
 	client, _ := n8n.New(r.n8n.url, n8n.Options{})
 	cc := caddy.NewClient(admin, caddy.ClientOptions{})
 	c, err := converge.New(converge.Config{Dir: r.dir, N8N: client, Caddy: cc, Ask: r.ask,
@@ -127,6 +139,14 @@ func TestDomainsReachRealCaddy(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return fmt.Sprintf("%d %s", resp.StatusCode, body), nil
 	}
+	return &caddyRig{c: c, cc: cc, admin: admin, stop: stop, get: get}
+}
+
+// TestDomainsReachRealCaddy: a declared domain reaches n8n through the real
+// Caddy, a removed one no longer does, and re-applying loads nothing.
+func TestDomainsReachRealCaddy(t *testing.T) {
+	cr := newCaddyRig(t)
+	c, cc, get := cr.c, cr.cc, cr.get
 	ctx := context.Background()
 
 	m, plain := manifest(1, creds5, workflows4, "track.acme.test", "127.0.0.1.sslip.io")
@@ -171,40 +191,8 @@ func TestDomainsReachRealCaddy(t *testing.T) {
 // domain reaches n8n again. A Caddy running the right config is left
 // alone.
 func TestCaddyLostConfigRepaired(t *testing.T) {
-	r := newRig(t)
-	admin, httpPort, httpsPort := testkit.FreeAddr(t), testkit.FreePort(t), testkit.FreePort(t)
-	stop := startRealCaddy(t, admin)
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		fmt.Fprintf(w, "n8n for %s", req.Host)
-	}))
-	defer backend.Close()
-	askSrv := httptest.NewServer(r.ask)
-	defer askSrv.Close()
-	client, _ := n8n.New(r.n8n.url, n8n.Options{})
-	cc := caddy.NewClient(admin, caddy.ClientOptions{})
-	c, err := converge.New(converge.Config{Dir: r.dir, N8N: client, Caddy: cc, Ask: r.ask,
-		CaddyConfig: caddy.Config{Upstream: strings.TrimPrefix(backend.URL, "http://"), AskURL: askSrv.URL + "/ask",
-			HTTPPort: httpPort, HTTPSPort: httpsPort, BindHost: "127.0.0.1", Internal: true, AdminListen: admin, GracePeriod: time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	get := func(host string) (string, error) {
-		tr := &http.Transport{
-			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(httpsPort))
-			},
-			TLSClientConfig: &tls.Config{ServerName: host, InsecureSkipVerify: true}, DisableKeepAlives: true,
-		}
-		defer tr.CloseIdleConnections()
-		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + host + "/")
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return fmt.Sprintf("%d %s", resp.StatusCode, body), nil
-	}
+	cr := newCaddyRig(t)
+	c, cc, get, admin, stop := cr.c, cr.cc, cr.get, cr.admin, cr.stop
 	ctx := context.Background()
 	m, plain := manifest(1, creds5, workflows4, "track.acme.test")
 	if err := c.Apply(ctx, m, plain); err != nil {
