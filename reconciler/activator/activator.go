@@ -42,6 +42,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -418,8 +419,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, ws, host strin
 	pi := &proxyInfo{ip: ep.ip, ep: ep, h: h}
 	out := r.WithContext(context.WithValue(r.Context(), proxyKey{}, pi))
 	out.Body, out.ContentLength = bodyOf(body), int64(len(body))
+	out.GetBody = func() (io.ReadCloser, error) { return bodyOf(body), nil }
 	if body == nil {
-		out.Body = http.NoBody
+		out.Body, out.GetBody = http.NoBody, nil
 	}
 	h.proxy.ServeHTTP(w, out)
 	if pi.failed {

@@ -442,3 +442,21 @@ func TestActivatorHibernatedAgain(t *testing.T) {
 		t.Errorf("%d wake calls, want 2 (one per hibernation)", n)
 	}
 }
+
+// TestActivatorDropletNotListeningYet: a tenant reported healthy whose
+// droplet still refuses connections (its Caddy binding its listener) is
+// retried, not answered 502; the held POST's body arrives whole.
+func TestActivatorDropletNotListeningYet(t *testing.T) {
+	w := newWorld(t)
+	w.add("ws-a", lifecycle.Hibernated, true)
+	w.late["ws-a"] = 400 * time.Millisecond
+	h, err := New(w.config(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, h)
+	resp, body := do(t, client(), srv, http.MethodPost, stable("ws-a"), "/webhook/x", "payload")
+	if resp.StatusCode != 200 || body != "ws-a POST /webhook/x payload" {
+		t.Errorf("a droplet listening late: %d %q", resp.StatusCode, body)
+	}
+}

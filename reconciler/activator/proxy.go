@@ -56,7 +56,7 @@ func (h *Handler) newProxy() (*http.Transport, *httputil.ReverseProxy) {
 		IdleConnTimeout: 30 * time.Second,
 	}
 	rp := &httputil.ReverseProxy{
-		Transport: rt,
+		Transport: redial{rt: rt, within: dialRetryWithin},
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			host, _ := ParseHost(pr.In.Host)
 			pr.Out.URL.Scheme = "https"
@@ -95,6 +95,53 @@ func (h *Handler) newProxy() (*http.Transport, *httputil.ReverseProxy) {
 		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
 	return rt, rp
+}
+
+// dialRetryWithin bounds redial's retries of one request.
+const dialRetryWithin = 10 * time.Second
+
+// redial retries a request whose connection to the droplet was refused
+// (a droplet just reported healthy whose Caddy is still binding or
+// reloading its listener), every 100 ms doubling to 1 s, for at most
+// within: nothing was sent, so a retry of any request is safe (its body is
+// buffered: GetBody).
+type redial struct {
+	rt     http.RoundTripper
+	within time.Duration
+}
+
+func (t redial) RoundTrip(req *http.Request) (*http.Response, error) {
+	var deadline time.Time
+	for attempt := 1; ; attempt++ {
+		resp, err := t.rt.RoundTrip(req)
+		var op *net.OpError
+		if err == nil || !errors.As(err, &op) || op.Op != "dial" {
+			return resp, err
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(t.within)
+		}
+		wait := min(100*time.Millisecond<<min(attempt-1, 4), time.Second)
+		if time.Now().Add(wait).After(deadline) {
+			return nil, err
+		}
+		select {
+		case <-req.Context().Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		if req.Body != nil && req.Body != http.NoBody {
+			if req.GetBody == nil {
+				return nil, err
+			}
+			body, gerr := req.GetBody()
+			if gerr != nil {
+				return nil, err
+			}
+			req = req.Clone(req.Context())
+			req.Body = body
+		}
+	}
 }
 
 // firstAnswer records the wake-to-first-answer latency of ep once.

@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,12 +101,16 @@ type world struct {
 	refuse map[string]bool
 	// never keeps these tenants WAKING forever.
 	never map[string]bool
+	// late: these tenants report ACTIVE_HEALTHY this long before their
+	// droplet's listener accepts connections (refused meanwhile).
+	late map[string]time.Duration
 }
 
 func newWorld(t testing.TB) *world {
 	return &world{t: t, ca: newCA(t), tenants: map[string]Tenant{}, status: map[string]Status{}, wakes: map[string]int{},
 		droplets: map[string]*httptest.Server{}, received: map[string][]*http.Request{}, bodies: map[string][]string{},
-		wakeDelay: 100 * time.Millisecond, gate: map[string]chan struct{}{}, refuse: map[string]bool{}, never: map[string]bool{}}
+		wakeDelay: 100 * time.Millisecond, gate: map[string]chan struct{}{}, refuse: map[string]bool{}, never: map[string]bool{},
+		late: map[string]time.Duration{}}
 }
 
 func stable(ws string) string { return ws + "." + zone }
@@ -178,6 +183,15 @@ func (w *world) wake(_ context.Context, ws string) error {
 		w.status[ws] = Status{Lifecycle: lifecycle.Booting}
 		ip := w.startDropletLocked(ws)
 		w.status[ws] = Status{Lifecycle: lifecycle.ActiveHealthy, IP: ip}
+		if d := w.late[ws]; d > 0 {
+			srv := w.droplets[ip]
+			delete(w.droplets, ip)
+			time.AfterFunc(d, func() {
+				w.mu.Lock()
+				w.droplets[ip] = srv
+				w.mu.Unlock()
+			})
+		}
 	}()
 	return nil
 }
@@ -221,7 +235,7 @@ func (w *world) dial(ctx context.Context, network, addr string) (net.Conn, error
 	srv := w.droplets[host]
 	w.mu.Unlock()
 	if srv == nil {
-		return nil, fmt.Errorf("dial %s: connection refused", addr)
+		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, srv.Listener.Addr().String())
