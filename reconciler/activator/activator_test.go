@@ -460,3 +460,24 @@ func TestActivatorDropletNotListeningYet(t *testing.T) {
 		t.Errorf("a droplet listening late: %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestActivatorDropletCertificateLate: a woken droplet whose Caddy is
+// still getting the certificate for the tenant's name fails the TLS
+// handshake; the held request is retried, not answered 502.
+func TestActivatorDropletCertificateLate(t *testing.T) {
+	w := newWorld(t)
+	w.add("ws-a", lifecycle.Hibernated, true)
+	w.certLate["ws-a"] = 700 * time.Millisecond
+	h, err := New(w.config(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, h)
+	resp, body := do(t, client(), srv, http.MethodPost, stable("ws-a"), "/webhook/x", "payload")
+	if resp.StatusCode != 200 || body != "ws-a POST /webhook/x payload" {
+		t.Errorf("a droplet without its certificate yet: %d %q", resp.StatusCode, body)
+	}
+	if n := len(w.bodies["ws-a"]); n != 1 {
+		t.Errorf("the droplet received %d requests, want 1", n)
+	}
+}

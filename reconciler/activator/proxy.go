@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -35,20 +36,36 @@ func (h *Handler) newProxy() (*http.Transport, *httputil.ReverseProxy) {
 		dial = d.DialContext
 	}
 	port := strconv.Itoa(h.cfg.DropletPort)
+	// Never InsecureSkipVerify: the droplet proves it holds the tenant's
+	// name.
+	tlsConf := &tls.Config{RootCAs: h.cfg.RootCAs, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	rt := &http.Transport{
 		Proxy: nil, // straight to the droplet
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		// The connection and its TLS handshake are made here, so that a
+		// failure of either comes back as a beforeSend error, which
+		// redial retries (nothing of the request was sent).
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			pi, ok := ctx.Value(proxyKey{}).(*proxyInfo)
 			if !ok || pi.ip == "" {
 				return nil, errors.New("activator: no droplet address for " + addr)
 			}
-			return dial(ctx, network, net.JoinHostPort(pi.ip, port))
+			raw, err := dial(ctx, network, net.JoinHostPort(pi.ip, port))
+			if err != nil {
+				return nil, beforeSend{err}
+			}
+			host, _, _ := net.SplitHostPort(addr)
+			conf := tlsConf.Clone()
+			conf.ServerName = host
+			conn := tls.Client(raw, conf)
+			hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
+			defer cancel()
+			if err := conn.HandshakeContext(hctx); err != nil {
+				raw.Close()
+				return nil, beforeSend{fmt.Errorf("TLS handshake with %s for %s: %w", pi.ip, host, err)}
+			}
+			return conn, nil
 		},
-		// Never InsecureSkipVerify: the droplet proves it holds the
-		// tenant's name.
-		TLSClientConfig:     &tls.Config{RootCAs: h.cfg.RootCAs, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:   true,
-		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConns:        1000,
 		MaxIdleConnsPerHost: 32,
 		// A droplet's address changes at every wake: idle connections go
@@ -97,14 +114,29 @@ func (h *Handler) newProxy() (*http.Transport, *httputil.ReverseProxy) {
 	return rt, rp
 }
 
-// dialRetryWithin bounds redial's retries of one request.
-const dialRetryWithin = 10 * time.Second
+// dialRetryWithin bounds redial's retries of one request;
+// tlsHandshakeTimeout bounds one handshake. A woken droplet's Caddy gets
+// its certificate for the tenant's name on demand, during the first
+// handshake (an ACME order: seconds, more under load), and fails the
+// handshakes of a name whose order is still going or just failed: both
+// are generous.
+const (
+	dialRetryWithin     = 30 * time.Second
+	tlsHandshakeTimeout = 30 * time.Second
+)
 
-// redial retries a request whose connection to the droplet was refused
-// (a droplet just reported healthy whose Caddy is still binding or
-// reloading its listener), every 100 ms doubling to 1 s, for at most
-// within: nothing was sent, so a retry of any request is safe (its body is
-// buffered: GetBody).
+// beforeSend is a failure to connect to the droplet or to finish the TLS
+// handshake with it: nothing of the request was sent.
+type beforeSend struct{ err error }
+
+func (e beforeSend) Error() string { return e.err.Error() }
+func (e beforeSend) Unwrap() error { return e.err }
+
+// redial retries a request that failed before it was sent (beforeSend: a
+// droplet just reported healthy whose Caddy is still binding or reloading
+// its listener, or still getting the certificate for the name), every
+// 100 ms doubling to 1 s, for at most within: nothing was sent, so a
+// retry of any request is safe (its body is buffered: GetBody).
 type redial struct {
 	rt     http.RoundTripper
 	within time.Duration
@@ -114,8 +146,8 @@ func (t redial) RoundTrip(req *http.Request) (*http.Response, error) {
 	var deadline time.Time
 	for attempt := 1; ; attempt++ {
 		resp, err := t.rt.RoundTrip(req)
-		var op *net.OpError
-		if err == nil || !errors.As(err, &op) || op.Op != "dial" {
+		var bs beforeSend
+		if err == nil || !errors.As(err, &bs) {
 			return resp, err
 		}
 		if deadline.IsZero() {

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -104,13 +105,17 @@ type world struct {
 	// late: these tenants report ACTIVE_HEALTHY this long before their
 	// droplet's listener accepts connections (refused meanwhile).
 	late map[string]time.Duration
+	// certLate: these tenants' droplets fail TLS handshakes this long
+	// after they report ACTIVE_HEALTHY (the certificate still being
+	// obtained).
+	certLate map[string]time.Duration
 }
 
 func newWorld(t testing.TB) *world {
 	return &world{t: t, ca: newCA(t), tenants: map[string]Tenant{}, status: map[string]Status{}, wakes: map[string]int{},
 		droplets: map[string]*httptest.Server{}, received: map[string][]*http.Request{}, bodies: map[string][]string{},
 		wakeDelay: 100 * time.Millisecond, gate: map[string]chan struct{}{}, refuse: map[string]bool{}, never: map[string]bool{},
-		late: map[string]time.Duration{}}
+		late: map[string]time.Duration{}, certLate: map[string]time.Duration{}}
 }
 
 func stable(ws string) string { return ws + "." + zone }
@@ -214,7 +219,14 @@ func (w *world) startDropletLocked(ws string) string {
 		w.mu.Unlock()
 		fmt.Fprintf(rw, "%s %s %s %s", ws, r.Method, r.URL.Path, b)
 	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{w.ca.issue(w.t, stable(ws), domain(ws))}}
+	cert := w.ca.issue(w.t, stable(ws), domain(ws))
+	from := time.Now().Add(w.certLate[ws])
+	srv.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if time.Now().Before(from) {
+			return nil, errors.New("no certificate yet")
+		}
+		return &cert, nil
+	}}
 	srv.StartTLS()
 	w.t.Cleanup(srv.Close)
 	w.droplets[ip] = srv
