@@ -18,6 +18,10 @@ type Tenant struct {
 	// RecoveryPoint is the tenant's newest copy (nil: backups are not
 	// wired in, or the tenant is not known to them yet).
 	RecoveryPoint *RecoveryPoint `json:"recovery_point,omitempty"`
+	// Availability is what the availability prober measured of the
+	// tenant (GET /v1/tenants/{id} only; nil: not probed in 30 days, or
+	// the prober is not wired in).
+	Availability *TenantAvailability `json:"availability,omitempty"`
 }
 
 // TenantList is GET /v1/tenants.

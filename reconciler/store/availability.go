@@ -172,9 +172,9 @@ const upAfter = `CASE WHEN bit_count(d.probed & EXCLUDED.probed) > 0 THEN d.up &
 
 // RecordProbes stores one round of replica's probes, all made at the
 // minute of at (UTC), in one statement. A workspace listed twice keeps its
-// last probe. It returns how many were stored (probes of shards replica
-// no longer holds are not).
-func (s *Store) RecordProbes(ctx context.Context, replica string, at time.Time, probes []Probe) (int, error) {
+// last probe. It returns how many were stored: probes of shards replica
+// does not hold at now (its clock when it writes) are not.
+func (s *Store) RecordProbes(ctx context.Context, replica string, at, now time.Time, probes []Probe) (int, error) {
 	idx := make(map[string]int, len(probes))
 	var wss, tiers []string
 	var shards []int16
@@ -192,7 +192,7 @@ func (s *Store) RecordProbes(ctx context.Context, replica string, at time.Time, 
 	}
 	at = at.UTC()
 	day, minute := dayOf(at), minuteOf(at)
-	tag, err := s.pool.Exec(ctx, strings.ReplaceAll(recordProbesSQL, "{{up}}", upAfter), wss, tiers, shards, ups, replica, at, day, minute)
+	tag, err := s.pool.Exec(ctx, strings.ReplaceAll(recordProbesSQL, "{{up}}", upAfter), wss, tiers, shards, ups, replica, now, day, minute)
 	if err != nil {
 		return 0, fmt.Errorf("record %d probes: %w", len(wss), err)
 	}
@@ -210,7 +210,9 @@ func (s *Store) PruneAvailability(ctx context.Context, now time.Time) (int64, er
 	return tag.RowsAffected(), nil
 }
 
-func dayOf(t time.Time) time.Time { return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC) }
+func dayOf(t time.Time) time.Time {
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
 
 func minuteOf(t time.Time) int { return t.Hour()*60 + t.Minute() }
 

@@ -104,7 +104,7 @@ func TestAvailabilityWindows(t *testing.T) {
 		now = day.Add(time.Duration(m) * time.Minute)
 		down := m >= 600 && m < 610
 		probes := []Probe{{Workspace: "ws-a", Tier: "pro", Shard: 1, Up: !down}, {Workspace: "ws-b", Tier: "pro", Shard: 2, Up: true}}
-		if n, err := s.RecordProbes(ctx, "r", now, probes); err != nil || n != 2 {
+		if n, err := s.RecordProbes(ctx, "r", now, now, probes); err != nil || n != 2 {
 			t.Fatalf("minute %d: stored %d, err %v", m, n, err)
 		}
 		switch m {
@@ -132,7 +132,7 @@ func TestAvailabilityWindows(t *testing.T) {
 	// A second probe in a minute: a failure makes the minute down, a
 	// success afterwards does not bring it back.
 	for _, up := range []bool{false, true} {
-		if _, err := s.RecordProbes(ctx, "r", now, []Probe{{Workspace: "ws-b", Tier: "pro", Shard: 2, Up: up}}); err != nil {
+		if _, err := s.RecordProbes(ctx, "r", now, now, []Probe{{Workspace: "ws-b", Tier: "pro", Shard: 2, Up: up}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,7 +157,7 @@ func TestAvailabilityWindows(t *testing.T) {
 	}
 	// The next day, the 1d window is yesterday 00:01 to today 00:00.
 	next := day.Add(24 * time.Hour)
-	if _, err := s.RecordProbes(ctx, "r", next, []Probe{{Workspace: "ws-a", Tier: "pro", Shard: 1, Up: true}}); err != nil {
+	if _, err := s.RecordProbes(ctx, "r", next, next, []Probe{{Workspace: "ws-a", Tier: "pro", Shard: 1, Up: true}}); err != nil {
 		t.Fatal(err)
 	}
 	got, _, _ = s.TenantAvailability(ctx, "ws-a", next)
@@ -186,10 +186,10 @@ func TestRecordProbesNeedsTheLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := []Probe{{Workspace: "ws-a", Tier: "pro", Shard: 1, Up: true}}
-	if n, _ := s.RecordProbes(ctx, "other", now, p); n != 0 {
+	if n, _ := s.RecordProbes(ctx, "other", now, now, p); n != 0 {
 		t.Errorf("a replica without the shard stored %d", n)
 	}
-	if n, _ := s.RecordProbes(ctx, "r", now.Add(2*time.Minute), p); n != 0 {
+	if n, _ := s.RecordProbes(ctx, "r", now, now.Add(2*time.Minute), p); n != 0 {
 		t.Errorf("an expired lease stored %d", n)
 	}
 }
