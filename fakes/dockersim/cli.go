@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -57,13 +59,26 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	switch c.verb {
+	case "config":
+		// config --services: the services, one a line.
+		for _, name := range slices.Sorted(maps.Keys(services)) {
+			fmt.Fprintln(stdout, name)
+		}
+		return 0
+	case "ps-json":
+		if err := psJSON(state, c, services, stdout); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
 	svc, ok := services[c.service]
 	if !ok {
 		fmt.Fprintf(stderr, "no such service: %s\n", c.service)
 		return 1
 	}
-	e := &engine{dir: filepath.Join(state, c.project), name: c.project + "-" + c.service + "-1", service: c.service,
-		stderr: stderr, bin: env["DOCKERSIM_N8N_BIN"]}
+	e := newEngine(state, c.project, c.service, env["DOCKERSIM_N8N_BIN"], stderr)
 	unlock, err := e.lock()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -91,7 +106,9 @@ type command struct {
 	project, file, verb, service string
 }
 
-// parseArgs accepts exactly: compose -p P -f F (up -d | stop | start) S.
+// parseArgs accepts exactly: compose -p P -f F (up -d | stop | start |
+// ps -q) S, compose -p P -f F ps --all --format json [S] and compose -p P
+// -f F config --services.
 func parseArgs(args []string) (command, error) {
 	var c command
 	if len(args) == 0 || args[0] != "compose" {
@@ -130,10 +147,37 @@ func parseArgs(args []string) (command, error) {
 			return c, fmt.Errorf("dockersim: want %s SERVICE", c.verb)
 		}
 	case "ps":
-		if len(rest) != 2 || rest[0] != "-q" {
-			return c, errors.New("dockersim: want ps -q SERVICE")
+		if len(rest) == 2 && rest[0] == "-q" {
+			rest = rest[1:]
+			break
 		}
-		rest = rest[1:]
+		// ps --all --format json [SERVICE]: every container of the
+		// project (or of SERVICE), one JSON object a line.
+		all, format := false, ""
+		for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
+			switch {
+			case rest[0] == "-a" || rest[0] == "--all":
+				all, rest = true, rest[1:]
+			case rest[0] == "--format" && len(rest) > 1:
+				format, rest = rest[1], rest[2:]
+			case strings.HasPrefix(rest[0], "--format="):
+				format, rest = strings.TrimPrefix(rest[0], "--format="), rest[1:]
+			default:
+				return c, fmt.Errorf("unknown flag: %s", rest[0])
+			}
+		}
+		if !all || format != "json" || len(rest) > 1 {
+			return c, errors.New("dockersim: want ps -q SERVICE or ps --all --format json [SERVICE]")
+		}
+		c.verb = "ps-json"
+		if len(rest) == 0 {
+			return c, nil
+		}
+	case "config":
+		if len(rest) != 1 || rest[0] != "--services" {
+			return c, errors.New("dockersim: want config --services")
+		}
+		return c, nil
 	default:
 		return c, fmt.Errorf("unknown docker command: \"compose %s\"", c.verb)
 	}
@@ -147,8 +191,14 @@ func parseArgs(args []string) (command, error) {
 // engine acts on one service's container.
 type engine struct {
 	dir, name, service string
+	project            string
 	bin                string
 	stderr             io.Writer
+}
+
+func newEngine(state, project, service, bin string, stderr io.Writer) *engine {
+	return &engine{dir: filepath.Join(state, project), name: project + "-" + service + "-1", service: service,
+		project: project, stderr: stderr, bin: bin}
 }
 
 func (e *engine) recordPath() string { return filepath.Join(e.dir, e.service+".json") }
@@ -249,6 +299,10 @@ func (e *engine) stop() error {
 		return err
 	}
 	e.say("Stopping")
+	if r.PID == 0 && r.Finished != "" {
+		e.say("Stopped")
+		return nil // stopped already: keeps its exit
+	}
 	if err := e.kill(&r); err != nil {
 		return err
 	}
@@ -270,20 +324,29 @@ func (e *engine) ps(stdout io.Writer) error {
 	return nil
 }
 
-// kill stops r's process: SIGTERM, SIGKILL after StopTimeout.
+// kill stops r's process: SIGTERM, SIGKILL after StopTimeout. It records
+// the exit as docker shows it: 0 for a container that stopped on SIGTERM,
+// 137 (128+SIGKILL) for one that had to be killed or had already ended by
+// itself (the CLI is not its parent and cannot see its status; tests end
+// containers with SIGKILL).
 func (e *engine) kill(r *record) error {
 	if r.PID == 0 {
+		if r.Started != "" && r.Finished == "" {
+			r.ExitCode, r.Finished = 137, time.Now().UTC().Format(time.RFC3339Nano)
+		}
 		return nil
 	}
 	_ = syscall.Kill(r.PID, syscall.SIGTERM)
 	deadline := time.Now().Add(StopTimeout)
+	code := 0
 	for alive(r.PID) {
 		if time.Now().After(deadline) {
 			_ = syscall.Kill(r.PID, syscall.SIGKILL)
+			code = 137
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.PID = 0
+	r.PID, r.ExitCode, r.Finished = 0, code, time.Now().UTC().Format(time.RFC3339Nano)
 	return nil
 }
 
@@ -336,6 +399,7 @@ func (e *engine) run(r record, svc Service) error {
 		return fmt.Errorf("Error response from daemon: %w", err)
 	}
 	r.PID = cmd.Process.Pid
+	r.Started, r.Finished, r.ExitCode = time.Now().UTC().Format(time.RFC3339Nano), "", 0
 	_ = cmd.Process.Release()
 	if err := e.save(r); err != nil {
 		return err

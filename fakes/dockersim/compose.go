@@ -180,6 +180,11 @@ type record struct {
 	PID     int    `json:"pid"` // 0 when stopped
 	Log     string `json:"log"`
 	Created string `json:"created"`
+	// Started and Finished are the last start and end (RFC 3339; empty:
+	// never started, or running), ExitCode the last end's status.
+	Started  string `json:"started,omitempty"`
+	Finished string `json:"finished,omitempty"`
+	ExitCode int    `json:"exit_code,omitempty"`
 }
 
 func (r record) marshal() []byte {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"genesis.dev/fleet/agent/probe"
 	"genesis.dev/fleet/fakes/dockersim"
 )
 
@@ -262,4 +263,50 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestComposePSContract: ps --all --format json lists a project's
+// containers, running or not, in the format the agent's containers probe
+// parses (agent/probe.ParsePS), and config --services its services. Like
+// TestComposeContract, GENESIS_DOCKER_CONTRACT=1 runs it against the real
+// docker CLI and engine.
+func TestComposePSContract(t *testing.T) {
+	s := newStack(t)
+	ps := func() []probe.Container {
+		t.Helper()
+		// stdout only: a real docker may warn on stderr.
+		args := append(append(s.docker[1:], "compose", "-p", s.project, "-f", s.file), "ps", "--all", "--format", "json")
+		cmd := exec.Command(s.docker[0], args...)
+		cmd.Env = append(os.Environ(), s.env...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("ps: %v", err)
+		}
+		cs, err := probe.ParsePS(out)
+		if err != nil {
+			t.Fatalf("ps output %q: %v", out, err)
+		}
+		for i := range cs {
+			cs[i].Name = ""
+		}
+		return cs
+	}
+	if code, out := s.run("1.123.81", "config", "--services"); code != 0 || strings.TrimSpace(out) != "n8n" {
+		t.Errorf("config --services: exit %d %q", code, out)
+	}
+	if cs := ps(); len(cs) != 0 {
+		t.Errorf("before up: %+v", cs)
+	}
+	if code, out := s.run("1.123.81", "up", "-d", "n8n"); code != 0 {
+		t.Fatalf("up: %d %s", code, out)
+	}
+	if cs := ps(); len(cs) != 1 || cs[0] != (probe.Container{Service: "n8n", State: "running"}) {
+		t.Errorf("after up: %+v", cs)
+	}
+	if code, out := s.run("1.123.81", "stop", "n8n"); code != 0 {
+		t.Fatalf("stop: %d %s", code, out)
+	}
+	if cs := ps(); len(cs) != 1 || cs[0].State != "exited" {
+		t.Errorf("after stop: %+v", cs)
+	}
 }

@@ -10,6 +10,8 @@
 //	docker compose -p P -f F stop SERVICE
 //	docker compose -p P -f F start SERVICE
 //	docker compose -p P -f F ps -q SERVICE   (the contract test's)
+//	docker compose -p P -f F ps --all --format json [SERVICE]
+//	docker compose -p P -f F config --services
 //
 // with the semantics documented for docker compose v2:
 //
@@ -23,6 +25,12 @@
 //     stopping a stopped or missing one succeeds.
 //   - start starts a stopped container; without one it fails with compose's
 //     `service "n8n" has no container to start`.
+//   - ps --all --format json prints every container of the project, one
+//     JSON object a line with Compose v2.21's keys (State running, exited
+//     or created; ExitCode 0 after a stop, 137 for a container killed or
+//     ended behind the CLI's back; Health empty: no healthchecks run); a
+//     service without a container prints nothing. config --services prints
+//     the file's services, one a line.
 //   - A compose file that does not open or parse, an unknown service, or a
 //     missing required variable (${X:?message}) fails with exit status 1
 //     and the message on stderr, as docker does; usage errors exit 1 too.
