@@ -97,6 +97,9 @@ type HandlerConfig struct {
 	// ((*backup.Service).Points), shown as recovery_point in GET
 	// /v1/fleet; nil leaves it out.
 	RecoveryPoints func() map[string]backup.Point
+	// Availability serves GET /v1/availability (reconciler/availability);
+	// nil answers it 503.
+	Availability AvailabilityReport
 }
 
 // Handler serves every replica's HTTP API: health, readiness, metrics, the
@@ -129,6 +132,7 @@ func Handler(cfg HandlerConfig) http.Handler {
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/availability", serveAvailability(cfg.Availability))
 	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
 		rows, err := cfg.Store.Fleet(r.Context())
 		if err != nil {
