@@ -121,6 +121,11 @@ type Converger struct {
 	caddyWant atomic.Pointer[[]byte]
 	// caddyRepairs counts the reloads ProbeCaddy made.
 	caddyRepairs atomic.Int64
+	// managed is rec.Workflows as of the last save (name and n8n id of
+	// each managed workflow), for ProbeWorkflows without mu; converging is
+	// set while Apply's workflows step runs.
+	managed    atomic.Pointer[[]managedWorkflow]
+	converging atomic.Bool
 	// held counts the holders of n8n's repairs (HoldRepairs): a backup or
 	// a restore stopped n8n on purpose.
 	held atomic.Int32
@@ -200,6 +205,7 @@ func (c *Converger) load() error {
 	if c.rec.Workflows == nil {
 		c.rec.Workflows = map[string]workflowRecord{}
 	}
+	c.publishManaged()
 	return nil
 }
 
@@ -341,6 +347,7 @@ func (c *Converger) save() error {
 	if err := saveJSON(c.cfg.Dir, stateFile, c.rec); err != nil {
 		return fmt.Errorf("converge: %w", err)
 	}
+	c.publishManaged()
 	return nil
 }
 
@@ -440,6 +447,8 @@ func (c *Converger) deleteRetired(ctx context.Context, api *n8n.Client) error {
 // workflows creates, updates and activates the declared workflows and
 // deletes the ones of ours no longer declared.
 func (c *Converger) workflows(ctx context.Context, api *n8n.Client, m *schema.Manifest) error {
+	c.converging.Store(true)
+	defer c.converging.Store(false)
 	ids := map[string]string{}
 	for name, cr := range c.rec.Credentials {
 		ids[name] = cr.ID
