@@ -77,7 +77,7 @@ func Accept(ctx context.Context, s *State, envelope []byte, p Policy) (*Verified
 		Workspace:      p.Workspace,
 		Droplet:        p.Droplet,
 		Trusted:        trusted,
-		Identity:       s.Keys().Identity,
+		Identity:       s.identity(),
 		AppliedVersion: version,
 		AppliedDigest:  dig,
 		Now:            p.Now,
@@ -115,7 +115,7 @@ func Reapply(ctx context.Context, s *State, applier Applier) (bool, error) {
 	creds := make(map[string]json.RawMessage, len(m.Credentials))
 	defer Forget(creds)
 	for _, c := range m.Credentials {
-		data, err := sealing.Open(s.Keys().Identity, c, a.Workspace, a.Droplet)
+		data, err := sealing.Open(s.identity(), c, a.Workspace, a.Droplet)
 		if err != nil {
 			return true, fmt.Errorf("reapply recorded manifest: %w", err)
 		}

@@ -56,6 +56,10 @@ type Config struct {
 	Upgrader *Upgrader
 	// N8NVersion reports the running n8n version (nil: not reported).
 	N8NVersion func(ctx context.Context) (string, error)
+	// RotateSecrets carries out the n8n and database part of a secret
+	// rotation generation (idempotent per generation; see rotate.go); nil:
+	// only the agent's own keys rotate.
+	RotateSecrets func(ctx context.Context, generation int64) error
 	// Registerer receives the agent's metrics (nil: not registered).
 	Registerer prometheus.Registerer
 
@@ -99,6 +103,8 @@ type Agent struct {
 	// upgradeKick asks the upgrade loop to look at the applied manifest's
 	// agent pin again.
 	upgradeKick chan struct{}
+	// rotateKick asks the rotation loop to look at the applied manifest.
+	rotateKick chan struct{}
 
 	// bk is the backup state (nil: backups are off).
 	bk *backups
@@ -177,6 +183,7 @@ func New(cfg Config) (*Agent, error) {
 		kick:    make(chan struct{}, 1),
 
 		upgradeKick: make(chan struct{}, 1),
+		rotateKick:  make(chan struct{}, 1),
 		bk:          newBackups(cfg.Backup, cfg.State.Dir()),
 	}
 	if a.bk != nil {
@@ -253,6 +260,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return a.pullLoop(gctx)
 	})
 	g.Go(func() error { return a.heartbeatLoop(gctx) })
+	g.Go(func() error { return a.rotateLoop(gctx) })
 	if a.bk != nil {
 		g.Go(func() error { return a.backupLoop(gctx) })
 	}
@@ -370,6 +378,18 @@ func (a *Agent) refused(ctx context.Context, code int, bo *backoff) time.Duratio
 		a.log.Warn("manifest request refused: credential not accepted", "code", code, "retry_in", d)
 		return d
 	}
+	if n == RevokedAfter {
+		// A rotation's switch the reconciler accepted before this agent
+		// recorded it: the next credential is the droplet's now.
+		if gen := a.cfg.State.rotation().Working; gen > 0 {
+			if ok, err := a.trySwitch(ctx, gen); ok {
+				bo.reset()
+				return 0
+			} else if err != nil {
+				a.log.Warn("switch to the new credential failed", "err", err)
+			}
+		}
+	}
 	if n == RevokedAfter && a.cfg.Bootstrap.Token != "" {
 		cred, err := a.trade(ctx, a.enrollRequest())
 		if err == nil {
@@ -479,6 +499,10 @@ func (a *Agent) pullLoop(ctx context.Context) error {
 			a.heartbeatSoon()
 			select {
 			case a.upgradeKick <- struct{}{}:
+			default:
+			}
+			select {
+			case a.rotateKick <- struct{}{}:
 			default:
 			}
 			continue
@@ -628,6 +652,7 @@ func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
 		N8NStopped:     a.cfg.State.N8NStopped(a.cfg.Bootstrap.Workspace, a.cfg.DropletID),
 		Backup:         a.bk.report(),
 		Rejected:       a.cfg.Rejections.List(),
+		Rotation:       a.cfg.State.RotationReport(),
 	}
 	a.mu.Lock()
 	hb.VerifyError, hb.ApplyError = a.verifyError, a.applyError

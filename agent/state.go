@@ -37,7 +37,11 @@ const (
 type State struct {
 	dir  string
 	lock *os.File
+
+	// keys are the droplet's keys; prev is the age identity a secret
+	// rotation replaced, kept to open what was sealed to it (mu).
 	keys Keys
+	prev *age.X25519Identity
 
 	mu      sync.Mutex
 	applied Applied
@@ -109,8 +113,12 @@ func (s *State) Close() error { return s.lock.Close() }
 // Dir is the directory's path.
 func (s *State) Dir() string { return s.dir }
 
-// Keys are the droplet's keys.
-func (s *State) Keys() Keys { return s.keys }
+// Keys are the droplet's keys (a secret rotation replaces them).
+func (s *State) Keys() Keys {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys
+}
 
 func (s *State) load() error {
 	keys, err := readKeys(s.dir, true)
@@ -118,6 +126,9 @@ func (s *State) load() error {
 		return err
 	}
 	s.keys = keys
+	if err := s.loadPrev(); err != nil {
+		return err
+	}
 	data, err := os.ReadFile(filepath.Join(s.dir, appliedFile))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -154,8 +165,14 @@ func ReadKeys(dir string) (Keys, error) { return readKeys(dir, false) }
 
 // readKeys reads the droplet's keys, making whichever is missing if create.
 func readKeys(dir string, create bool) (Keys, error) {
+	return readKeyFiles(dir, ageKeyFile, signingKeyFile, create)
+}
+
+// readKeyFiles reads keys from the files ageName and sigName of dir,
+// making whichever is missing if create.
+func readKeyFiles(dir, ageName, sigName string, create bool) (Keys, error) {
 	var keys Keys
-	agePath := filepath.Join(dir, ageKeyFile)
+	agePath := filepath.Join(dir, ageName)
 	data, err := os.ReadFile(agePath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && create:
@@ -181,7 +198,7 @@ func readKeys(dir string, create bool) (Keys, error) {
 		}
 		keys.Identity = id
 	}
-	sigPath := filepath.Join(dir, signingKeyFile)
+	sigPath := filepath.Join(dir, sigName)
 	data, err = os.ReadFile(sigPath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && create:

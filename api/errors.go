@@ -13,6 +13,7 @@ var (
 	ErrNotFound    = errors.New("not found")   // 404
 	ErrConflict    = errors.New("conflict")    // 409
 	ErrUnavailable = errors.New("unavailable") // 503: not yet, retry
+	ErrTooMany     = errors.New("too many")    // 429: a budget is spent, retry later
 )
 
 // NewError is an error saying msg that matches kind (one of the kinds
@@ -39,6 +40,8 @@ func Status(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrTooMany):
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }

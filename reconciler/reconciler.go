@@ -34,8 +34,12 @@ type Config struct {
 	// action's droplet (nil: none). Its failure fails the action, so the
 	// tenant's hash is not recorded and the next pass tries again.
 	Manifest func(ctx context.Context, a plan.Action) error
-	Logger   *slog.Logger
-	Metrics  *Metrics
+	// RotateSecrets records an operator's secret rotation of a workspace
+	// and renders its manifest (agentapi.Service.RequestRotation; nil:
+	// the action answers 503).
+	RotateSecrets func(ctx context.Context, workspace, actor, reason string) (store.Rotation, error)
+	Logger        *slog.Logger
+	Metrics       *Metrics
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	// AllowMassChange lets plans through the safety limits.

@@ -117,6 +117,9 @@ var ErrNotRunning = api.NewError(api.ErrConflict, "cannot act")
 // account's rate budget, a rebuild with the copy rules of every rebuild —
 // with an audit entry naming actor and reason.
 func (r *Reconciler) Operate(ctx context.Context, id, action, actor, reason string) error {
+	if action == ActionRotateSecrets {
+		return r.rotateSecrets(ctx, id, actor, reason)
+	}
 	step := watchdog.Step(action)
 	switch step {
 	case watchdog.StepReboot, watchdog.StepPowerCycle, watchdog.StepRebuild:

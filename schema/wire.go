@@ -51,6 +51,48 @@ type Manifest struct {
 	// Agent names the agent build the droplet should run (spec.defaults.agent,
 	// paced by the rollout); nil: keep the running agent.
 	Agent *AgentPin `json:"agent,omitempty"`
+	// Rotate asks the agent to rotate the droplet's secrets (an operator's
+	// rotate_secrets); nil: no rotation is running.
+	Rotate *ManifestRotate `json:"rotate,omitempty"`
+}
+
+// ManifestRotate is a secret rotation the agent should carry out once:
+// new n8n owner password and API key, new database password, new agent
+// keys (re-enrolled with Token through POST /v1/agent/reenroll), each old
+// one given up only after its successor works. Generation grows per
+// workspace; the agent reports the highest it completed
+// (Heartbeat.Rotation).
+type ManifestRotate struct {
+	Generation int64 `json:"generation"`
+	// Token is the one-time re-enrollment token, sealed (schema/sealing)
+	// to this droplet's age recipient, bound to the slot RotateSlot.
+	Token string `json:"token"`
+}
+
+// RotateSlot is the SealedCredential name a rotation token is bound to.
+func RotateSlot(generation int64) string { return fmt.Sprintf("rotate:%d", generation) }
+
+// ReenrollRequest is POST /v1/agent/reenroll (authenticated with the
+// agent's current credential): the rotation's token and the public halves
+// of the agent's new keys. The answer is an EnrollResponse with the new
+// keys' credential; both work until the reconciler has seen the new one
+// used.
+type ReenrollRequest struct {
+	Token        string `json:"token"`
+	Generation   int64  `json:"generation"`
+	AgeRecipient string `json:"age_recipient"`
+	// SigningKey is the new ed25519 public key, PKIX PEM.
+	SigningKey string `json:"signing_key"`
+}
+
+// RotationReport is the rotation part of a heartbeat.
+type RotationReport struct {
+	// Done is the highest generation the agent completed.
+	Done int64 `json:"done"`
+	// Working is the generation under way (0: none) and Error why its
+	// last attempt stopped, at most 500 bytes.
+	Working int64  `json:"working,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // AgentPin is an agent build: its version (as the binary reports it in
@@ -230,6 +272,8 @@ type Heartbeat struct {
 	// MaxRejections, newest first); a rollout counts such a droplet as
 	// failed.
 	Rejected []Rejection `json:"rejected,omitempty"`
+	// Rotation reports secret rotations (nil: none ever asked for).
+	Rotation *RotationReport `json:"rotation,omitempty"`
 }
 
 // HealthDetail is what a tenant's newest heartbeat said about its droplet,

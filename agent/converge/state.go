@@ -21,6 +21,15 @@ type n8nAccess struct {
 	Email    string `json:"email"`
 	Password string `json:"password"`
 	APIKey   string `json:"api_key,omitempty"`
+	// APIKeyID is APIKey's id in n8n (known once a rotation made it).
+	APIKeyID string `json:"api_key_id,omitempty"`
+	// NextPassword is a password a rotation is moving the owner to:
+	// recorded before n8n is asked, so a crash in between can still log
+	// in (with one or the other).
+	NextPassword string `json:"next_password,omitempty"`
+	// Rotated is the highest secret rotation generation whose n8n part
+	// is done.
+	Rotated int64 `json:"rotated,omitempty"`
 }
 
 // record is what converge.json holds.

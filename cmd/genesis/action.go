@@ -10,7 +10,7 @@ import (
 	"genesis.dev/fleet/internal/cliexit"
 )
 
-const actionUsage = `Usage: genesis action <reboot|power-cycle|rebuild> TENANT --reason TEXT [--reconciler URL] [--token T] [--json]
+const actionUsage = `Usage: genesis action <reboot|power-cycle|rebuild|rotate-secrets> TENANT --reason TEXT [--reconciler URL] [--token T] [--json]
 
 Asks a running reconciler for a remediation step of a tenant's droplet, as
 an operator (the seed's HARD_REBOOT): any replica records it, and the
@@ -23,6 +23,13 @@ account's rate budget, and not held back by an outage.
                 backup is restored); the old one is kept until the new one
                 is healthy, and destroyed only once a copy newer than its
                 last write exists
+  rotate-secrets
+                a new n8n owner password and API key and new agent keys
+                (re-enrolled with a one-time token); each old one is given
+                up only after its successor works (the old agent credential
+                is revoked when the reconciler has seen the new one used).
+                One per tenant at a time (409), a fleet-wide budget per
+                minute (429)
 
 --reason is required and goes into the audit log with the token's name.
 The reconciler URL defaults to $GENESIS_RECONCILER, the token (scope admin)
@@ -48,10 +55,12 @@ func runAction(ctx context.Context, e cliexit.Env, args []string) error {
 		action = "reboot"
 	case "power-cycle":
 		action = "power_cycle"
+	case "rotate-secrets":
+		action = "rotate_secrets"
 	case "rebuild":
 		action = "rebuild"
 	default:
-		return cliexit.Usage("action: %q is not reboot, power-cycle or rebuild", pos[0])
+		return cliexit.Usage("action: %q is not reboot, power-cycle, rebuild or rotate-secrets", pos[0])
 	}
 	if *reason == "" {
 		return cliexit.Usage("action: --reason is required (it goes into the audit log)")
@@ -73,6 +82,10 @@ func runAction(ctx context.Context, e cliexit.Env, args []string) error {
 	}
 	if *asJSON {
 		return json.NewEncoder(e.Stdout).Encode(res)
+	}
+	if action == "rotate_secrets" {
+		fmt.Fprintf(e.Stdout, "secret rotation of %s requested; its agent carries it out when its next manifest arrives (the audit log shows operator.rotate_secrets.succeeded when the old secrets are revoked)\n", res.Workspace)
+		return nil
 	}
 	fmt.Fprintf(e.Stdout, "%s of %s requested; the leader's watchdog runs it at its next run (GET /v1/fleet shows the tenant REBOOTING or rebuilding)\n", pos[0], res.Workspace)
 	return nil

@@ -152,6 +152,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /rest/login", s.login)
 	m.HandleFunc("GET /rest/api-keys/scopes", s.session(s.apiKeyScopes))
 	m.HandleFunc("POST /rest/api-keys", s.session(s.createAPIKey))
+	m.HandleFunc("GET /rest/api-keys", s.session(s.listAPIKeys))
+	m.HandleFunc("DELETE /rest/api-keys/{id}", s.session(s.deleteAPIKey))
+	m.HandleFunc("PATCH /rest/me/password", s.session(s.changePassword))
 	m.HandleFunc("GET /rest/credentials", s.session(s.restCredentials))
 
 	m.HandleFunc("GET /api/v1/credentials/schema/{type}", s.public("credential:create", s.credentialSchema))

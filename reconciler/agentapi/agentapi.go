@@ -95,6 +95,9 @@ type Config struct {
 	Queue         int
 	BatchSize     int
 	BatchInterval time.Duration
+	// RotationsPerMinute is the fleet-wide budget of secret rotation
+	// requests per minute (default DefaultRotationsPerMinute).
+	RotationsPerMinute int
 	// Writers is how many heartbeat batches are written at once (default
 	// 2). Droplets are split among them, each writer with its own share
 	// of Queue, so no two batches in flight touch the same rows.
@@ -201,6 +204,7 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/enroll", s.handleEnroll)
 	mux.HandleFunc("GET /v1/manifest", s.handleManifest)
 	mux.HandleFunc("POST /v1/heartbeat", s.handleHeartbeat)
+	mux.HandleFunc("POST /v1/agent/reenroll", s.handleReenroll)
 	mux.HandleFunc("POST /v1/agent/backups", s.handleBackupStart)
 	mux.HandleFunc("POST /v1/agent/backups/{id}", s.handleBackupFinish)
 	mux.HandleFunc("GET /v1/agent/backups/{id}", s.handleBackupFetch)
@@ -246,6 +250,9 @@ type agentRef struct {
 	droplet   int64
 	dropletS  string
 	workspace string
+	// pending: the credential is the droplet's next one (a secret
+	// rotation's, not used before); its first heartbeat promotes it.
+	pending bool
 	// lastSeq is the highest heartbeat sequence number accepted here.
 	mu      sync.Mutex
 	lastSeq int64

@@ -141,7 +141,7 @@ func (s *Service) authenticate(r *http.Request) (*agentRef, error) {
 		s.authMu.Unlock()
 		return nil, nil
 	}
-	ref = &agentRef{droplet: ag.Droplet, dropletS: strconv.FormatInt(ag.Droplet, 10), workspace: ag.Workspace, lastSeq: ag.LastHeartbeatSeq}
+	ref = &agentRef{droplet: ag.Droplet, dropletS: strconv.FormatInt(ag.Droplet, 10), workspace: ag.Workspace, lastSeq: ag.LastHeartbeatSeq, pending: ag.Pending}
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
 	if s.creds.epoch != epoch {

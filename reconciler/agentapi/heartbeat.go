@@ -47,6 +47,8 @@ func decodeHeartbeat(body []byte) (schema.Heartbeat, error) {
 		return hb, errors.New("version strings are too long")
 	case hb.Backup != nil && (len(hb.Backup.LastError) > 1000 || len(hb.Backup.RestoreError) > 1000 || len(hb.Backup.Restored) > 100):
 		return hb, errors.New("backup: strings are too long")
+	case hb.Rotation != nil && (hb.Rotation.Done < 0 || hb.Rotation.Working < 0 || len(hb.Rotation.Error) > 1000):
+		return hb, errors.New("rotation: generations must not be negative, error at most 1000 bytes")
 	case len(hb.Rejected) > schema.MaxRejections:
 		return hb, fmt.Errorf("rejected: at most %d entries", schema.MaxRejections)
 	}
@@ -102,6 +104,11 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("heartbeat for another droplet refused", "tenant", ref.workspace, "droplet", ref.droplet,
 			"claimed_tenant", hb.Workspace, "claimed_droplet", hb.Droplet)
 		httpError(w, http.StatusForbidden, "the heartbeat names another workspace or droplet")
+		return
+	}
+	if err := s.rotationHeartbeat(r.Context(), r, ref, hb); err != nil {
+		s.log.Error("heartbeat's secret rotation report failed", "tenant", ref.workspace, "droplet", ref.droplet, "err", err)
+		httpError(w, http.StatusInternalServerError, "rotation report failed")
 		return
 	}
 	now := s.cfg.Now()

@@ -76,6 +76,7 @@ func (s *Service) prepare(ctx context.Context, snap *tenants.Snapshot, t store.T
 	if err := s.backupSection(ctx, &c, t, dropletS, false); err != nil {
 		return nil, err
 	}
+	rotateSection(&c, t)
 	now = now.UTC().Truncate(time.Second)
 	if t.Version > 0 && string(t.Inputs) == string(c.inputs[:]) && t.Expires.Sub(now) > s.cfg.ManifestTTL/3 {
 		return nil, nil

@@ -17,6 +17,7 @@ type metrics struct {
 	convergence prometheus.Histogram
 	delivery    prometheus.Histogram
 	credentials prometheus.Gauge
+	rotations   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,6 +44,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10}}),
 		credentials: prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_agent_credentials_valid",
 			Help: "Valid agent credentials in this replica's memory (a credential outside the set is refused without a database lookup)."}),
+		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_secret_rotations_total",
+			Help: "Secret rotation events by result (requested, reenrolled, reenroll_refused, reenroll_bad_request, reenroll_unauthorized, promoted, succeeded)."}, []string{"result"}),
+	}
+	for _, r := range []string{"requested", "reenrolled", "reenroll_refused", "reenroll_bad_request", "reenroll_unauthorized", "promoted", "succeeded"} {
+		m.rotations.WithLabelValues(r)
 	}
 	for _, r := range []string{"ok", "repeated", "not_yet", "bad_request", "unauthorized", "forbidden", "disabled", "error"} {
 		m.enrollments.WithLabelValues(r)
@@ -55,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.byCode[code] = m.served.WithLabelValues(code)
 	}
 	if reg != nil {
-		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry, m.convergence, m.delivery, m.credentials)
+		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry, m.convergence, m.delivery, m.credentials, m.rotations)
 	}
 	return m
 }

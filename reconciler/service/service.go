@@ -172,8 +172,9 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	})
 	var userData func(context.Context, plan.Action) (string, error)
 	var manifest func(context.Context, plan.Action) error
+	var rotateSecrets func(context.Context, string, string, string) (store.Rotation, error)
 	if agents.Enabled() {
-		userData, manifest = agents.UserData, agents.RenderAction
+		userData, manifest, rotateSecrets = agents.UserData, agents.RenderAction, agents.RequestRotation
 	} else {
 		log.Warn("agent protocol disabled: give --signing-key and --age-identity; droplets get no user data and enrollment answers 503", "component", "agentapi")
 	}
@@ -193,7 +194,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	observations := reconciler.NewObservations(reconciler.ObservationsConfig{Store: st, Replica: c.ReplicaID, MaxAge: c.ObservedMaxAge, Logger: log, Registerer: reg})
 	rec = reconciler.New(reconciler.Config{
 		Store: st, NewCloud: newCloud, Logger: log, Metrics: recMetrics,
-		UserData: userData, Manifest: manifest,
+		UserData: userData, Manifest: manifest, RotateSecrets: rotateSecrets,
 		AllowMassChange: c.AllowMassChange, SkipDisabledAccounts: c.SkipDisabledAccounts, Resync: c.Resync, WatchdogEvery: c.WatchdogEvery,
 		PrepareTimeout: c.PrepareTimeout, NotifyTargets: targets, Observations: observations,
 		Reconciled: func(commit string) {

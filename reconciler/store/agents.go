@@ -22,14 +22,19 @@ type Agent struct {
 	Workspace string
 	// LastHeartbeatSeq is the highest heartbeat sequence number written.
 	LastHeartbeatSeq int64
+	// Pending: the credential is the agent's next one (a secret rotation
+	// re-enrolled it and it was not used yet; PromoteCredential).
+	Pending bool
 }
 
 // AgentByCredential finds the agent whose valid (not revoked) credential
-// has the SHA-256 credHash (false: none).
+// has the SHA-256 credHash (false: none): its credential, or the next one
+// a secret rotation re-enrolled (Pending).
 func (s *Store) AgentByCredential(ctx context.Context, credHash [32]byte) (Agent, bool, error) {
 	var a Agent
-	err := s.pool.QueryRow(ctx, `SELECT droplet_id, workspace, last_heartbeat_seq FROM agents WHERE credential_hash = $1 AND revoked_at IS NULL`, credHash[:]).
-		Scan(&a.Droplet, &a.Workspace, &a.LastHeartbeatSeq)
+	err := s.pool.QueryRow(ctx, `SELECT droplet_id, workspace, last_heartbeat_seq, next_credential_hash IS NOT DISTINCT FROM $1 FROM agents
+		WHERE (credential_hash = $1 OR next_credential_hash = $1) AND revoked_at IS NULL`, credHash[:]).
+		Scan(&a.Droplet, &a.Workspace, &a.LastHeartbeatSeq, &a.Pending)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Agent{}, false, nil
 	}
@@ -40,14 +45,15 @@ func (s *Store) AgentByCredential(ctx context.Context, credHash [32]byte) (Agent
 }
 
 // CredentialPrefixes returns the first 8 bytes (big-endian) of the SHA-256
-// of every valid agent credential.
+// of every valid agent credential (next ones of secret rotations too).
 func (s *Store) CredentialPrefixes(ctx context.Context) ([]uint64, error) {
 	var n int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE revoked_at IS NULL`).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) + count(next_credential_hash) FROM agents WHERE revoked_at IS NULL`).Scan(&n); err != nil {
 		return nil, fmt.Errorf("count valid credentials: %w", err)
 	}
 	keys := make([]uint64, 0, n)
-	rows, err := s.pool.Query(ctx, `SELECT substring(credential_hash FROM 1 FOR 8) FROM agents WHERE revoked_at IS NULL`)
+	rows, err := s.pool.Query(ctx, `SELECT substring(credential_hash FROM 1 FOR 8) FROM agents WHERE revoked_at IS NULL
+		UNION ALL SELECT substring(next_credential_hash FROM 1 FOR 8) FROM agents WHERE revoked_at IS NULL AND next_credential_hash IS NOT NULL`)
 	if err != nil {
 		return nil, fmt.Errorf("load valid credentials: %w", err)
 	}

@@ -150,6 +150,11 @@ type Target struct {
 	// Rollout is where the newest rollout has the workspace (zero: there
 	// is no rollout).
 	Rollout RolloutPos
+	// RotateGeneration and RotateToken are the droplet's running secret
+	// rotation (0 and "": none): its generation and its token sealed to
+	// the droplet.
+	RotateGeneration int64
+	RotateToken      string
 }
 
 // RolloutPos is a workspace's place in the newest rollout.
@@ -169,8 +174,10 @@ const targetsSQL = `SELECT DISTINCT ON (a.workspace) a.droplet_id, a.workspace, 
 	CASE WHEN f.droplet_id = a.droplet_id THEN coalesce(host(f.ip), '') ELSE '' END, f.state, a.manifest_version,
 	coalesce(m.version, 0), coalesce(m.expires_at, 'epoch'), m.inputs_hash, m.creds_hash, coalesce(r.backup_id, ''),
 	coalesce(ro.id, ''), coalesce(ro.state, ''), coalesce(ro.baseline, ''), coalesce(ro.target, ''),
-	rm.workspace IS NOT NULL, rm.released_at IS NOT NULL, coalesce(rm.from_inputs, '')
+	rm.workspace IS NOT NULL, rm.released_at IS NOT NULL, coalesce(rm.from_inputs, ''),
+	coalesce(sr.generation, 0), coalesce(sr.token_sealed, '')
 FROM agents a JOIN fleet_status f ON f.workspace = a.workspace
+LEFT JOIN secret_rotations sr ON sr.droplet_id = a.droplet_id AND sr.state = 'running' AND sr.step <> 'promoted' 
 LEFT JOIN LATERAL (SELECT id, state, baseline, target FROM rollouts ORDER BY seq DESC LIMIT 1) ro ON true
 LEFT JOIN rollout_members rm ON rm.rollout_id = ro.id AND rm.workspace = a.workspace
 LEFT JOIN backup_restores r ON r.workspace = a.workspace AND r.finished_at IS NULL
@@ -190,7 +197,8 @@ func (s *Store) targets(ctx context.Context, where string, args ...any) ([]Targe
 	for rows.Next() {
 		var t Target
 		if err := rows.Scan(&t.Droplet, &t.Workspace, &t.Recipient, &t.IP, &t.State, &t.HWM, &t.Version, &t.Expires, &t.Inputs, &t.Creds, &t.Restore,
-			&t.Rollout.ID, &t.Rollout.State, &t.Rollout.Baseline, &t.Rollout.Target, &t.Rollout.Member, &t.Rollout.Released, &t.Rollout.From); err != nil {
+			&t.Rollout.ID, &t.Rollout.State, &t.Rollout.Baseline, &t.Rollout.Target, &t.Rollout.Member, &t.Rollout.Released, &t.Rollout.From,
+			&t.RotateGeneration, &t.RotateToken); err != nil {
 			return nil, err
 		}
 		out = append(out, t)
