@@ -32,8 +32,9 @@ type Agent struct {
 // a secret rotation re-enrolled (Pending).
 func (s *Store) AgentByCredential(ctx context.Context, credHash [32]byte) (Agent, bool, error) {
 	var a Agent
-	err := s.pool.QueryRow(ctx, `SELECT droplet_id, workspace, last_heartbeat_seq, next_credential_hash IS NOT DISTINCT FROM $1 FROM agents
-		WHERE (credential_hash = $1 OR next_credential_hash = $1) AND revoked_at IS NULL`, credHash[:]).
+	err := s.pool.QueryRow(ctx, `SELECT droplet_id, workspace, last_heartbeat_seq, false FROM agents WHERE credential_hash = $1 AND revoked_at IS NULL
+		UNION ALL SELECT droplet_id, workspace, last_heartbeat_seq, true FROM agents WHERE next_credential_hash = $1 AND revoked_at IS NULL
+		LIMIT 1`, credHash[:]).
 		Scan(&a.Droplet, &a.Workspace, &a.LastHeartbeatSeq, &a.Pending)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Agent{}, false, nil
