@@ -78,7 +78,11 @@ type backups struct {
 }
 
 type backupRecord struct {
-	LastOK       time.Time `json:"last_ok,omitzero"`
+	LastOK time.Time `json:"last_ok,omitzero"`
+	// Asked is the operator's backup request (ManifestBackup.RequestedAt)
+	// a backup was taken for: a manifest asking with a different time
+	// asks for another.
+	Asked        time.Time `json:"asked,omitzero"`
 	Restored     string    `json:"restored,omitempty"`
 	Refused      string    `json:"refused,omitempty"` // the backup a refused restore named
 	RestoreError string    `json:"restore_error,omitempty"`
@@ -160,7 +164,8 @@ func (ba backupApplier) Apply(ctx context.Context, m *schema.Manifest, creds map
 	// The policy first: an n8n upgrade in this apply backs up first.
 	b := ba.a.bk
 	b.mu.Lock()
-	changed := (b.policy == nil) != (m.Backup == nil) || (m.Backup != nil && b.policy.EverySeconds != m.Backup.EverySeconds)
+	changed := (b.policy == nil) != (m.Backup == nil) || (m.Backup != nil && (b.policy.EverySeconds != m.Backup.EverySeconds ||
+		!b.policy.RequestedAt.Equal(m.Backup.RequestedAt)))
 	b.policy = m.Backup
 	b.mu.Unlock()
 	if changed {
@@ -302,12 +307,19 @@ func (a *Agent) backupLoop(ctx context.Context) error {
 	b := a.bk
 	// Spread a fleet's first backups after an upgrade or a restart.
 	var next time.Time
+	retrying := false // next is a failed backup's retry
 	for {
 		b.mu.Lock()
-		p, last := b.policy, b.rec.LastOK
+		p, last, served := b.policy, b.rec.LastOK, b.rec.Asked
 		b.mu.Unlock()
 		var wait time.Duration
+		asked := p != nil && !p.RequestedAt.IsZero() && !p.RequestedAt.Equal(served)
 		switch {
+		case asked && !retrying:
+			// An operator asked for a backup now.
+		case asked:
+			// A failed one is retried on the usual backoff.
+			wait = next.Sub(a.cfg.Now())
 		case p == nil || p.EverySeconds <= 0:
 			wait = time.Hour // until a manifest asks (kick)
 		default:
@@ -328,15 +340,19 @@ func (a *Agent) backupLoop(ctx context.Context) error {
 				return nil
 			case <-b.kick:
 				t.Stop()
-				next = time.Time{}
+				next, retrying = time.Time{}, false
 				continue
 			case <-t.C:
 			}
 		}
-		if p == nil || p.EverySeconds <= 0 {
+		if p == nil || (p.EverySeconds <= 0 && !asked) {
 			continue
 		}
-		every := time.Duration(p.EverySeconds) * time.Second
+		every := time.Duration(max(p.EverySeconds, 1)) * time.Second
+		if asked {
+			a.log.Info("backup asked for by an operator", "requested_at", p.RequestedAt)
+		}
+		retrying = false
 		if err := a.backupOnce(ctx, p); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -347,8 +363,17 @@ func (a *Agent) backupLoop(ctx context.Context) error {
 			b.mu.Unlock()
 			retry := b.cfg.Retry/2 + time.Duration(rand.Int64N(int64(b.cfg.Retry)))
 			next = a.cfg.Now().Add(min(retry, every))
+			retrying = true
 		} else {
 			next = a.cfg.Now().Add(every)
+			if asked {
+				b.mu.Lock()
+				b.rec.Asked = p.RequestedAt
+				b.mu.Unlock()
+				if err := b.save(a.cfg.State.Dir()); err != nil {
+					a.log.Error("record the operator's backup as taken failed; it may be taken again", "err", err)
+				}
+			}
 		}
 		a.heartbeatSoon()
 	}

@@ -23,6 +23,7 @@ import (
 	"genesis.dev/fleet/agent/backup"
 	"genesis.dev/fleet/internal/objtest"
 	"genesis.dev/fleet/internal/pgserver/pgtest"
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
 )
@@ -822,4 +823,39 @@ func TestBackupReportBounded(t *testing.T) {
 	if len(r.LastError) > 500 || len(r.RestoreError) > 500 || !utf8.ValidString(r.LastError) || r.LastError == "" {
 		t.Errorf("report strings: %d and %d bytes (valid UTF-8: %v)", len(r.LastError), len(r.RestoreError), utf8.ValidString(r.LastError))
 	}
+}
+
+// TestBackupAskedByOperator: a manifest whose backup section carries an
+// operator's request (requested_at) makes the agent take a backup at once,
+// outside its schedule; the same request in the next manifest, or after a
+// restart, takes none; a newer request takes another.
+func TestBackupAskedByOperator(t *testing.T) {
+	w := newBackupWorld(t)
+	hour := func(c *BackupConfig) { c.FirstWithin = time.Hour }
+	r := w.start(w.token(), hour)
+	asked := func(at time.Time) *schema.ManifestBackup {
+		p := w.policy(3600) // the schedule alone takes none in this test
+		p.RequestedAt = at
+		return p
+	}
+	good := func() int { return len(backupsIn(w.h.fake.backupList(), "good")) }
+	first := time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC)
+	w.publish(1, asked(first))
+	w.h.fake.waitBackups(t, "the asked-for backup", 20*time.Second, func(bs []fakeBackup) bool { return len(backupsIn(bs, "good")) == 1 })
+	// Recorded once the upload is done (a crash before takes it again).
+	testkit.WaitFor(t, "backup.json to record the request as served", func() bool { return readBackupRecord(t, w.h.dir).Asked.Equal(first) })
+
+	// The same request again, then a restart: nothing more.
+	w.publish(2, asked(first))
+	w.h.fake.waitBeat(t, "applied version 2", func(hb schema.Heartbeat) bool { return hb.AppliedVersion == 2 })
+	r.stop()
+	w.start("", hour)
+	w.h.fake.waitBeat(t, "a heartbeat after the restart at version 2", func(hb schema.Heartbeat) bool { return hb.AppliedVersion == 2 && hb.Seq > 1 })
+	if n := good(); n != 1 {
+		t.Errorf("%d good backups after the same request again, want 1", n)
+	}
+
+	// A newer request: another backup.
+	w.publish(3, asked(first.Add(time.Hour)))
+	w.h.fake.waitBackups(t, "the second asked-for backup", 20*time.Second, func(bs []fakeBackup) bool { return len(backupsIn(bs, "good")) == 2 })
 }

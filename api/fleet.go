@@ -152,7 +152,7 @@ type RetryResult struct {
 // ActionRequest is the body of POST /v1/tenants/{id}/actions: an
 // operator's remediation step for the tenant's droplet.
 type ActionRequest struct {
-	// Action is reboot, power_cycle or rebuild.
+	// Action is reboot, power_cycle, rebuild, snapshot or backup.
 	Action string `json:"action"`
 	// Reason is why (audited; 1-500 characters).
 	Reason string `json:"reason"`

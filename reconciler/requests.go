@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"genesis.dev/fleet/api"
+	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/reconciler/watchdog"
 	"genesis.dev/fleet/schema"
@@ -107,29 +108,54 @@ func (r *Reconciler) Retry(ctx context.Context, id, actor, reason string) error 
 // ErrBadAction means an operator asked for a step that is not one.
 var ErrBadAction = api.NewError(api.ErrBadRequest, "action")
 
+// stepBackup is the operator action "backup": not a watchdog step, a
+// request the manifest carries to the agent.
+const stepBackup watchdog.Step = "backup"
+
 // ErrNotRunning means the tenant has no running droplet to act on.
 var ErrNotRunning = api.NewError(api.ErrConflict, "cannot act")
 
-// Operate records an operator's remediation step for a tenant's droplet
-// (reboot, power_cycle or rebuild; POST /v1/tenants/{id}/actions): any
-// replica takes the call, the leader's watchdog runs the step at its next
-// run (Config.WatchdogEvery) like one of its own — journaled, through the
-// account's rate budget, a rebuild with the copy rules of every rebuild —
-// with an audit entry naming actor and reason.
+// Operate records an operator's action on a tenant's droplet (POST
+// /v1/tenants/{id}/actions), with an audit entry naming actor and reason;
+// any replica takes the call.
+//
+//   - reboot, power_cycle, rebuild and snapshot: the leader's watchdog
+//     runs the step at its next run (Config.WatchdogEvery) like one of its
+//     own — journaled, through the account's rate budget, a rebuild with
+//     the copy rules of every rebuild; a snapshot is taken live and leaves
+//     the tenant's state and ladder alone.
+//   - backup: the droplet's next manifest asks its agent for a backup now
+//     (store.RequestBackup), rendered at once by this replica, until a
+//     good backup that started after the request exists (the tenant's
+//     recovery_point then names it).
 func (r *Reconciler) Operate(ctx context.Context, id, action, actor, reason string) error {
 	if action == ActionRotateSecrets {
 		return r.rotateSecrets(ctx, id, actor, reason)
 	}
 	step := watchdog.Step(action)
 	switch step {
-	case watchdog.StepReboot, watchdog.StepPowerCycle, watchdog.StepRebuild:
+	case watchdog.StepReboot, watchdog.StepPowerCycle, watchdog.StepRebuild, watchdog.StepSnapshot, stepBackup:
 	default:
-		return fmt.Errorf("%w: %q is not reboot, power_cycle or rebuild", ErrBadAction, action)
+		return fmt.Errorf("%w: %q is not reboot, power_cycle, rebuild, snapshot or backup", ErrBadAction, action)
 	}
 	if n := len(reason); n == 0 || n > 500 {
 		return fmt.Errorf("%w: reason: 1-500 characters (got %d)", ErrBadAction, n)
 	}
-	err := r.cfg.Store.RequestStep(ctx, id, step, actor, reason)
+	var err error
+	if step == stepBackup {
+		err = r.cfg.Store.RequestBackup(ctx, id, actor, reason)
+		if err == nil && r.cfg.Manifest != nil {
+			// The request is an input of the droplet's manifest: render it
+			// now (any replica may; a version issued in between is
+			// detected). Should this fail, the leader's manifest sweep
+			// issues it.
+			if rerr := r.cfg.Manifest(ctx, plan.Action{Kind: plan.UpdateManifest, Workspace: id}); rerr != nil {
+				r.log.Warn("render the manifest that asks for the backup failed; the sweep issues it", "tenant", id, "err", rerr)
+			}
+		}
+	} else {
+		err = r.cfg.Store.RequestStep(ctx, id, step, actor, reason)
+	}
 	switch {
 	case errors.Is(err, store.ErrUnknownTenant):
 		return fmt.Errorf("%w %s", ErrUnknownTenant, id)

@@ -139,6 +139,10 @@ type ManifestBackup struct {
 	// Restore names the backup a new droplet restores before n8n starts
 	// (it asks GET /v1/agent/backups/{id} for a presigned URL).
 	Restore *ManifestRestore `json:"restore,omitempty"`
+	// RequestedAt is an operator's request for a backup now (POST
+	// /v1/tenants/{id}/actions backup): the agent takes one unless it
+	// took one for this request already. Zero: none outstanding.
+	RequestedAt time.Time `json:"requested_at,omitzero"`
 }
 
 // ManifestRestore is a backup to restore. Identity is the workspace's
@@ -245,9 +249,7 @@ type EnrollResponse struct {
 	Credential string `json:"credential"`
 }
 
-// Heartbeat is POST /v1/heartbeat. SwapUsed and SwapTotal are the
-// droplet's swap (SwapTotal - SwapFree and SwapTotal of /proc/meminfo; 0
-// and 0: no swap, or an agent older than the fields).
+// Heartbeat is POST /v1/heartbeat.
 type Heartbeat struct {
 	Workspace      string                     `json:"workspace"`
 	Droplet        string                     `json:"droplet"`
@@ -260,8 +262,6 @@ type Heartbeat struct {
 	Components     map[string]ComponentHealth `json:"components,omitempty"`
 	MemoryUsed     uint64                     `json:"memory_used_bytes"`
 	MemoryTotal    uint64                     `json:"memory_total_bytes"`
-	SwapUsed       uint64                     `json:"swap_used_bytes"`
-	SwapTotal      uint64                     `json:"swap_total_bytes"`
 	DiskUsed       uint64                     `json:"disk_used_bytes"`
 	DiskTotal      uint64                     `json:"disk_total_bytes"`
 	UptimeSeconds  float64                    `json:"uptime_seconds"`
@@ -282,15 +282,13 @@ type Heartbeat struct {
 
 // HealthDetail is what a tenant's newest heartbeat said about its droplet,
 // as the API shows it: each component's state and reason (a local repair
-// the agent made shows in its detail), memory, swap, disk, uptime and the
-// last apply or verification error.
+// the agent made shows in its detail), memory, disk, uptime and the last
+// apply or verification error.
 type HealthDetail struct {
 	ReportedAt    time.Time                  `json:"reported_at"`
 	Components    map[string]ComponentHealth `json:"components,omitempty"`
 	MemoryUsed    uint64                     `json:"memory_used_bytes"`
 	MemoryTotal   uint64                     `json:"memory_total_bytes"`
-	SwapUsed      uint64                     `json:"swap_used_bytes"`
-	SwapTotal     uint64                     `json:"swap_total_bytes"`
 	DiskUsed      uint64                     `json:"disk_used_bytes"`
 	DiskTotal     uint64                     `json:"disk_total_bytes"`
 	UptimeSeconds float64                    `json:"uptime_seconds"`

@@ -167,7 +167,7 @@ func (c *Client) Retry(ctx context.Context, id string) (api.RetryResult, error) 
 }
 
 // Act is POST /v1/tenants/{id}/actions: an operator's reboot,
-// power_cycle or rebuild of the tenant's droplet.
+// power_cycle, rebuild, snapshot or backup of the tenant's droplet.
 func (c *Client) Act(ctx context.Context, id, action, reason string) (api.ActionResult, error) {
 	body, err := json.Marshal(api.ActionRequest{Action: action, Reason: reason})
 	if err != nil {

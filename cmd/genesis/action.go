@@ -10,12 +10,13 @@ import (
 	"genesis.dev/fleet/internal/cliexit"
 )
 
-const actionUsage = `Usage: genesis action <reboot|power-cycle|rebuild|rotate-secrets> TENANT --reason TEXT [--reconciler URL] [--token T] [--json]
+const actionUsage = `Usage: genesis action <reboot|power-cycle|rebuild|snapshot|backup|rotate-secrets> TENANT --reason TEXT [--reconciler URL] [--token T] [--json]
 
-Asks a running reconciler for a remediation step of a tenant's droplet, as
-an operator (the seed's HARD_REBOOT): any replica records it, and the
-leader's watchdog runs it at its next run — journaled, through the
-account's rate budget, and not held back by an outage.
+Asks a running reconciler for an action on a tenant's droplet, as an
+operator (the seed's HARD_REBOOT, and copies on demand): any replica
+records it. The leader's watchdog runs reboot, power-cycle, rebuild and
+snapshot at its next run — journaled, through the account's rate budget,
+and not held back by an outage.
 
   reboot        reboot the droplet
   power-cycle   power it off and on
@@ -23,6 +24,14 @@ account's rate budget, and not held back by an outage.
                 backup is restored); the old one is kept until the new one
                 is healthy, and destroyed only once a copy newer than its
                 last write exists
+  snapshot      a DigitalOcean snapshot of the running droplet, taken live
+                (crash-consistent), named genesis-<ws>-<gen>-snap-<stamp>;
+                the tenant keeps running, its latest snapshot until a
+                newer one supersedes it (spec.snapshotRetention)
+  backup        the droplet's next manifest asks its agent for a backup
+                now (spec.backup must be on); the tenant's recovery_point
+                (GET /v1/tenants/{id}) moves to it once it
+                is good, and the manifest asks until then
   rotate-secrets
                 a new n8n owner password and API key and new agent keys
                 (re-enrolled with a one-time token); each old one is given
@@ -47,7 +56,7 @@ func runAction(ctx context.Context, e cliexit.Env, args []string) error {
 		return err
 	}
 	if len(pos) != 2 {
-		return cliexit.Usage("action: want reboot, power-cycle or rebuild and a tenant id, got %q", pos)
+		return cliexit.Usage("action: want reboot, power-cycle, rebuild, snapshot or backup and a tenant id, got %q", pos)
 	}
 	var action string
 	switch pos[0] {
@@ -57,10 +66,10 @@ func runAction(ctx context.Context, e cliexit.Env, args []string) error {
 		action = "power_cycle"
 	case "rotate-secrets":
 		action = "rotate_secrets"
-	case "rebuild":
-		action = "rebuild"
+	case "rebuild", "snapshot", "backup":
+		action = pos[0]
 	default:
-		return cliexit.Usage("action: %q is not reboot, power-cycle, rebuild or rotate-secrets", pos[0])
+		return cliexit.Usage("action: %q is not reboot, power-cycle, rebuild, snapshot, backup or rotate-secrets", pos[0])
 	}
 	if *reason == "" {
 		return cliexit.Usage("action: --reason is required (it goes into the audit log)")
@@ -83,10 +92,15 @@ func runAction(ctx context.Context, e cliexit.Env, args []string) error {
 	if *asJSON {
 		return json.NewEncoder(e.Stdout).Encode(res)
 	}
-	if action == "rotate_secrets" {
+	switch action {
+	case "snapshot":
+		fmt.Fprintf(e.Stdout, "snapshot of %s requested; the leader's watchdog takes it at its next run (the audit log and /v1/fleet's journal show it)\n", res.Workspace)
+	case "backup":
+		fmt.Fprintf(e.Stdout, "backup of %s requested; its agent takes one when its next manifest arrives (its recovery_point in GET /v1/tenants/%s moves to it once it is good)\n", res.Workspace, res.Workspace)
+	case "rotate_secrets":
 		fmt.Fprintf(e.Stdout, "secret rotation of %s requested; its agent carries it out when its next manifest arrives (the audit log shows operator.rotate_secrets.succeeded when the old secrets are revoked)\n", res.Workspace)
-		return nil
+	default:
+		fmt.Fprintf(e.Stdout, "%s of %s requested; the leader's watchdog runs it at its next run (GET /v1/fleet shows the tenant REBOOTING or rebuilding)\n", pos[0], res.Workspace)
 	}
-	fmt.Fprintf(e.Stdout, "%s of %s requested; the leader's watchdog runs it at its next run (GET /v1/fleet shows the tenant REBOOTING or rebuilding)\n", pos[0], res.Workspace)
 	return nil
 }

@@ -83,6 +83,13 @@ func TestActionCommand(t *testing.T) {
 		got[len(got)-1] != `POST /v1/tenants/ws-a/actions Bearer t0k {"action":"power_cycle","reason":"n8n wedged"}` {
 		t.Errorf("action: exit %d, stderr %s, out %s, request %q", code, errOut, out, got)
 	}
+	for action, says := range map[string]string{"snapshot": "snapshot of ws-a requested", "backup": "backup of ws-a requested"} {
+		code, out, errOut := cli(t, "", "action", action, "ws-a", "--reason", "before the migration", "--reconciler", srv.URL, "--token", "t0k")
+		if code != 0 || !strings.Contains(out, says) ||
+			got[len(got)-1] != `POST /v1/tenants/ws-a/actions Bearer t0k {"action":"`+action+`","reason":"before the migration"}` {
+			t.Errorf("action %s: exit %d, stderr %s, out %s, request %q", action, code, errOut, out, got[len(got)-1])
+		}
+	}
 	code, _, errOut = cli(t, "", "action", "reboot", "ws-off", "--reason", "x", "--reconciler", srv.URL)
 	if code != 1 || !strings.Contains(errOut, "no running droplet") {
 		t.Errorf("refused: exit %d, stderr %s", code, errOut)

@@ -47,6 +47,12 @@ func (e Executor) Remediation(ctx context.Context, d plan.Desired, observed func
 		a.Kind = plan.Reboot
 	case watchdog.StepPowerCycle:
 		a.Kind = plan.PowerCycle
+	case watchdog.StepSnapshot:
+		a.Kind = plan.SnapshotNow
+		a.Reason = m.Reason
+		// (An adopted droplet's name may carry no generation: 1.)
+		gen := max(1, plan.ParseGeneration(m.Workspace, row.DropletName))
+		a.SnapshotName = plan.ManualSnapshotName(m.Workspace, gen, e.Now())
 	case watchdog.StepRebuild:
 		rb, err := plan.RebuildAction(d, observed(), m.Workspace)
 		if errors.Is(err, plan.ErrNotObserved) {

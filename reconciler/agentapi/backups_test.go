@@ -237,3 +237,57 @@ func TestManifestBackupRestore(t *testing.T) {
 		t.Errorf("second restored = %d, want 404", code)
 	}
 }
+
+// TestManifestBackupAsked: an operator's backup request goes into the
+// droplet's next manifest (backup.requested_at, a new version); once a
+// good backup started after it exists, the next manifest drops it.
+func TestManifestBackupAsked(t *testing.T) {
+	opt, _, _ := withBackups(t)
+	w := newWorld(t, opt)
+	w.declareBackups()
+	w.setTenant("ws-acme", "blob1", tenantSpec{})
+	ctx := t.Context()
+	a := w.mustEnroll("ws-acme", 1, 1001, "203.0.113.7")
+	before, _ := w.manifest(a)
+	if before.Backup == nil || !before.Backup.RequestedAt.IsZero() {
+		t.Fatalf("manifest backup section before a request = %+v", before.Backup)
+	}
+	if _, err := w.st.Pool().Exec(ctx, `UPDATE fleet_status SET state = 'ACTIVE_HEALTHY', droplet_id = 1001 WHERE workspace = 'ws-acme'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.st.RequestBackup(ctx, "ws-acme", "ops", "before the migration"); err != nil {
+		t.Fatal(err)
+	}
+	var asked time.Time
+	if err := w.st.Pool().QueryRow(ctx, `SELECT backup_requested_at FROM fleet_status WHERE workspace = 'ws-acme'`).Scan(&asked); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.svc.RenderWorkspace(ctx, "ws-acme"); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := w.manifest(a)
+	if m.Version <= before.Version || m.Backup == nil || !m.Backup.RequestedAt.Equal(asked) {
+		t.Fatalf("manifest v%d backup section = %+v, want requested_at %v in a new version", m.Version, m.Backup, asked)
+	}
+	// A backup that started after the request satisfies it.
+	const id = "b-20261207T060000Z-0123abcd"
+	if err := w.st.BeginBackup(ctx, id, "ws-acme", 1001, "ws-acme/"+id+".age", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.svc.RenderWorkspace(ctx, "ws-acme"); err != nil {
+		t.Fatal(err)
+	}
+	if pending, _ := w.manifest(a); pending.Version != m.Version {
+		t.Errorf("a pending backup issued manifest v%d; the request stands until one is good", pending.Version)
+	}
+	if err := w.st.FinishBackup(ctx, "ws-acme", id, 42, strings.Repeat("ab", 32), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.svc.RenderWorkspace(ctx, "ws-acme"); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := w.manifest(a)
+	if after.Version <= m.Version || after.Backup == nil || !after.Backup.RequestedAt.IsZero() {
+		t.Errorf("after a good backup: manifest v%d backup section = %+v, want no request", after.Version, after.Backup)
+	}
+}

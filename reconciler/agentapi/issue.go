@@ -127,7 +127,8 @@ func (s *Service) prepare(ctx context.Context, snap *tenants.Snapshot, t store.T
 }
 
 // backupSection puts the manifest's backup section into c and its inputs
-// (the policy, recipients and restore id; never the sealed identity).
+// (the policy, recipients, restore id and an operator's outstanding
+// request; never the sealed identity).
 func (s *Service) backupSection(ctx context.Context, c *content, t store.Target, droplet string, seal bool) error {
 	if s.cfg.Backups == nil {
 		return nil
@@ -136,6 +137,9 @@ func (s *Service) backupSection(ctx context.Context, c *content, t store.Target,
 	if err != nil || mb == nil {
 		return err
 	}
+	// An operator's backup request is an input: a new one issues a
+	// manifest, a satisfied one (a good backup started since) another.
+	mb.RequestedAt = t.BackupAsked
 	c.manifest.Backup = mb
 	if !seal {
 		in, err := json.Marshal(mb)

@@ -292,6 +292,9 @@ func TestWorkspaceFromSnapshotName(t *testing.T) {
 		"genesis-acme-3":          "",
 		"genesis-acme-x-snap":     "",
 		"manual":                  "",
+		// An operator's snapshot (plan.ManualSnapshotName).
+		"genesis-acme-co-12-snap-20261207054001": "acme-co",
+		"genesis-acme-co-12-snap-2026120705400":  "",
 	} {
 		if got := workspaceFromSnapshotName(name); got != want {
 			t.Errorf("workspaceFromSnapshotName(%q) = %q, want %q", name, got, want)

@@ -111,6 +111,8 @@ func (p *Pool) Execute(ctx context.Context, a plan.Action, opt ExecOptions) (Res
 		err = x.inAccount(ctx, a.Account, x.deleteSnapshot)
 	case plan.Reboot, plan.PowerCycle, plan.Rebuild:
 		err = x.remediate(ctx)
+	case plan.SnapshotNow:
+		err = x.inAccount(ctx, a.Account, x.snapshotNow)
 	case plan.CreateSpare:
 		err = x.create(ctx, godo.DropletCreateImage{Slug: a.Image}, "", a.Droplet, a.Size)
 	case plan.DestroySpare:

@@ -196,9 +196,10 @@ func toSnapshot(account string, s *godo.Snapshot) plan.Snapshot {
 }
 
 // workspaceFromSnapshotName inverts plan.SnapshotName
-// (genesis-<ws>-<gen>-snap); "" when the name is not one.
+// (genesis-<ws>-<gen>-snap) and plan.ManualSnapshotName; "" when the name
+// is neither.
 func workspaceFromSnapshotName(name string) string {
-	rest, ok := strings.CutPrefix(name, "genesis-")
+	rest, ok := strings.CutPrefix(plan.TrimSnapshotStamp(name), "genesis-")
 	if !ok {
 		return ""
 	}

@@ -78,3 +78,57 @@ func (x *exec) reboot(ctx context.Context, ac *account) error {
 	x.progress(StepRebooted)
 	return nil
 }
+
+// snapshotNow takes an operator's snapshot of the action's running droplet
+// (a.SnapshotName), live: DigitalOcean snapshots a running droplet as it
+// is, crash-consistent. Like hibernate it is a loop over what DigitalOcean
+// shows — the snapshot there → done; the droplet busy (perhaps with the
+// snapshot an earlier call started) → wait; else post the snapshot — so a
+// call resumed after a crash takes no second one. The droplet is never
+// stopped or touched otherwise.
+func (x *exec) snapshotNow(ctx context.Context, ac *account) error {
+	name := x.a.SnapshotName
+	op := fmt.Sprintf("snapshot droplet %s as %s", x.a.Droplet, name)
+	if plan.ParseGeneration(x.a.Workspace, name) == 0 || plan.TrimSnapshotStamp(name) == name {
+		return terminalf(ac.name, op, "%q is not an operator's snapshot name of workspace %s", name, x.a.Workspace)
+	}
+	x.res.Account = ac.name
+	pl := x.p.newPoller()
+	for {
+		snap, err := x.p.findSnapshot(ctx, ac, name)
+		if err != nil {
+			return err
+		}
+		if snap != nil {
+			x.res.SnapshotID, x.res.SnapshotSizeGB = snap.ID, snap.SizeGigaBytes
+			x.progress(StepSnapshotted)
+			return nil
+		}
+		d, err := x.droplet(ctx, ac)
+		if err != nil {
+			return err
+		}
+		if d == nil {
+			return terminalf(ac.name, op, "droplet %d (%s) is gone", x.a.DropletID, x.a.Droplet)
+		}
+		x.res.DropletID = d.ID
+		act, err := x.p.dropletAction(ctx, ac, d.ID, "snapshot", name)
+		if err == nil {
+			x.progress(StepSnapshotting)
+			if act, err = x.p.waitAction(ctx, ac, act.ID); err == nil {
+				if act.Status != godo.ActionCompleted {
+					return &Error{Kind: KindTransient, Account: ac.name, Op: op, Err: fmt.Errorf("snapshot action %d errored", act.ID)}
+				}
+				continue // the loop finds the snapshot
+			}
+		}
+		// Busy with another action (a pending event, perhaps the
+		// snapshot an earlier call started): wait and look again.
+		if KindOf(err) != KindPending {
+			return err
+		}
+		if err := pl.wait(ctx); err != nil {
+			return &Error{Kind: KindPending, Account: ac.name, Op: op, Err: err}
+		}
+	}
+}

@@ -29,6 +29,7 @@ const (
 	AssignSpare    Kind = "assign_spare"    // give a ready spare's droplet to an onboarding tenant
 	DestroySpare   Kind = "destroy_spare"   // a spare past its region's count
 	Retire         Kind = "retire"          // a rebuild's replaced droplet with no newer copy: stop, snapshot, then destroy
+	SnapshotNow    Kind = "snapshot"        // operator: snapshot the running droplet now (Action.SnapshotName)
 )
 
 // The safety limits of genesis.yaml's spec.safety an action counts
@@ -119,6 +120,11 @@ var kinds = map[Kind]KindInfo{
 	// — 15,000 of them must not queue ahead of wakes and creates, so it
 	// ranks with the other non-urgent fixes.
 	PointName: {Priority: 2, APICalls: 3},
+	// An operator's snapshot of a running droplet (taken live, as
+	// DigitalOcean allows: crash-consistent, like a power loss): the
+	// droplet and the tenant's state are untouched; the snapshot is the
+	// tenant's latest copy until a newer one supersedes it (retention).
+	SnapshotNow: {Priority: 2, APICalls: 4},
 	CreateSpare: {Priority: 5, APICalls: 3, CreatesDroplet: true, NeedsUserData: true,
 		StartState: lifecycle.Provisioning, Towards: schema.StateRunning},
 }
@@ -130,7 +136,7 @@ var unknownKind = KindInfo{Priority: 5}
 // Kinds lists every kind of action, in the order of the constants.
 func Kinds() []Kind {
 	return []Kind{Wake, Create, Adopt, Resize, UpdateManifest, PointName, Reboot, PowerCycle, Rebuild, Hibernate, Destroy, DeleteSnapshot,
-		CreateSpare, AssignSpare, DestroySpare, Retire}
+		CreateSpare, AssignSpare, DestroySpare, Retire, SnapshotNow}
 }
 
 // Info is k's row of the kinds table.

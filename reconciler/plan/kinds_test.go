@@ -122,7 +122,7 @@ func TestKindsAgree(t *testing.T) {
 	// The scheduler's order: wake > create > reboot > hibernate > cleanup.
 	order := slices.Clone(Kinds())
 	slices.SortStableFunc(order, func(a, b Kind) int { return a.Priority() - b.Priority() })
-	if diff := cmp.Diff([]Kind{Wake, Create, Adopt, AssignSpare, Resize, UpdateManifest, PointName, Reboot, PowerCycle, Rebuild, Hibernate,
+	if diff := cmp.Diff([]Kind{Wake, Create, Adopt, AssignSpare, Resize, UpdateManifest, PointName, Reboot, PowerCycle, Rebuild, SnapshotNow, Hibernate,
 		Destroy, DestroySpare, Retire, DeleteSnapshot, CreateSpare}, order); diff != "" {
 		t.Errorf("priority order (-want +got):\n%s", diff)
 	}

@@ -390,12 +390,20 @@ func TestNames(t *testing.T) {
 	if got := DropletName("ws-a-b", 12); got != "genesis-ws-a-b-12" {
 		t.Errorf("DropletName = %q", got)
 	}
+	// An operator's snapshot is never the name a hibernation looks for.
+	at := time.Date(2026, 12, 7, 5, 40, 1, 0, time.FixedZone("x", 3600))
+	if got := ManualSnapshotName("ws-a", 3, at); got != "genesis-ws-a-3-snap-20261207044001" || got == SnapshotName("ws-a", 3) {
+		t.Errorf("ManualSnapshotName = %q", got)
+	}
 	tests := []struct {
 		ws, name string
 		want     int
 	}{
 		{"ws-a", "genesis-ws-a-3", 3},
 		{"ws-a", "genesis-ws-a-3-snap", 3},
+		{"ws-a", ManualSnapshotName("ws-a", 3, time.Date(2026, 12, 7, 5, 40, 1, 0, time.UTC)), 3},
+		{"ws-a", "genesis-ws-a-3-snap-2026", 0},
+		{"ws-a", "genesis-ws-a-3-snap-20261307054001", 0},
 		{"ws-a", "genesis-ws-a-b-3", 0},
 		{"ws-a", "genesis-ws-a-0", 0},
 		{"ws-a", "other", 0},

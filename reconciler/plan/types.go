@@ -173,6 +173,9 @@ type Action struct {
 	Droplet   string `json:"droplet,omitempty"` // deterministic name
 	DropletID int    `json:"droplet_id,omitempty"`
 	Snapshot  string `json:"snapshot,omitempty"` // snapshot id (wake, delete_snapshot)
+	// SnapshotName is the name of the snapshot a snapshot action takes
+	// (ManualSnapshotName).
+	SnapshotName string `json:"snapshot_name,omitempty"`
 	// Restore is the backup a rebuild's new droplet restores before n8n
 	// starts: the workspace's newest copy when it is newer than Snapshot.
 	Restore string `json:"restore,omitempty"`
@@ -288,10 +291,32 @@ func SnapshotName(workspace string, gen int) string {
 	return fmt.Sprintf("genesis-%s-%d-snap", workspace, gen)
 }
 
+// ManualSnapshotName is the name of an operator's snapshot of a
+// generation's droplet taken at at: SnapshotName plus a UTC stamp, so it is
+// never the name a hibernation looks for (a hibernation that found it
+// would destroy the droplet with an older copy) and two are never alike.
+func ManualSnapshotName(workspace string, gen int, at time.Time) string {
+	return SnapshotName(workspace, gen) + "-" + at.UTC().Format("20060102150405")
+}
+
+// TrimSnapshotStamp is name without ManualSnapshotName's stamp (name
+// itself when it has none).
+func TrimSnapshotStamp(name string) string {
+	i := strings.LastIndex(name, "-snap-")
+	if i < 0 {
+		return name
+	}
+	stamp := name[i+len("-snap-"):]
+	if _, err := time.Parse("20060102150405", stamp); err != nil || len(stamp) != 14 {
+		return name
+	}
+	return name[:i+len("-snap")]
+}
+
 // ParseGeneration returns the generation in a droplet or snapshot name of
-// workspace, or 0.
+// workspace (an operator's snapshot's too), or 0.
 func ParseGeneration(workspace, name string) int {
-	rest, ok := strings.CutPrefix(name, "genesis-"+workspace+"-")
+	rest, ok := strings.CutPrefix(TrimSnapshotStamp(name), "genesis-"+workspace+"-")
 	if !ok {
 		return 0
 	}

@@ -66,8 +66,7 @@ func buildAPI(c Config, st *store.Store, ids []age.Identity, log *slog.Logger, p
 	if err != nil {
 		return nil, nil, err
 	}
-	api := stateapi.New(stateapi.Config{Writer: w, Store: st, Identities: ids, Pushed: pushed, Poll: c.PollInterval, Logger: log, RecoveryPoints: points,
-		Availability: tenantAvailability(st)})
+	api := stateapi.New(stateapi.Config{Writer: w, Store: st, Identities: ids, Pushed: pushed, Poll: c.PollInterval, Logger: log, RecoveryPoints: points})
 	return a, api, nil
 }
 

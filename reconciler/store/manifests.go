@@ -143,6 +143,9 @@ type Target struct {
 	Expires   time.Time
 	Inputs    []byte
 	Creds     []byte // creds_hash of its newest manifest (nil: unknown)
+	// BackupAsked is when an operator asked for a backup now (zero: no
+	// request, or a good backup started since).
+	BackupAsked time.Time
 	// Restore is the backup this droplet is asked to restore ("" none):
 	// a backup_restores row not finished, for the droplet fleet_status
 	// records.
@@ -173,6 +176,8 @@ type RolloutPos struct {
 const targetsSQL = `SELECT DISTINCT ON (a.workspace) a.droplet_id, a.workspace, a.age_recipient,
 	CASE WHEN f.droplet_id = a.droplet_id THEN coalesce(host(f.ip), '') ELSE '' END, f.state, a.manifest_version,
 	coalesce(m.version, 0), coalesce(m.expires_at, 'epoch'), m.inputs_hash, m.creds_hash, coalesce(r.backup_id, ''),
+	CASE WHEN NOT EXISTS (SELECT 1 FROM backups b WHERE b.workspace = a.workspace AND b.state = 'good'
+		AND b.started_at >= f.backup_requested_at) THEN f.backup_requested_at END,
 	coalesce(ro.id, ''), coalesce(ro.state, ''), coalesce(ro.baseline, ''), coalesce(ro.target, ''),
 	rm.workspace IS NOT NULL, rm.released_at IS NOT NULL, coalesce(rm.from_inputs, ''),
 	coalesce(sr.generation, 0), coalesce(sr.token_sealed, '')
@@ -196,10 +201,14 @@ func (s *Store) targets(ctx context.Context, where string, args ...any) ([]Targe
 	var out []Target
 	for rows.Next() {
 		var t Target
-		if err := rows.Scan(&t.Droplet, &t.Workspace, &t.Recipient, &t.IP, &t.State, &t.HWM, &t.Version, &t.Expires, &t.Inputs, &t.Creds, &t.Restore,
+		var asked *time.Time
+		if err := rows.Scan(&t.Droplet, &t.Workspace, &t.Recipient, &t.IP, &t.State, &t.HWM, &t.Version, &t.Expires, &t.Inputs, &t.Creds, &t.Restore, &asked,
 			&t.Rollout.ID, &t.Rollout.State, &t.Rollout.Baseline, &t.Rollout.Target, &t.Rollout.Member, &t.Rollout.Released, &t.Rollout.From,
 			&t.RotateGeneration, &t.RotateToken); err != nil {
 			return nil, err
+		}
+		if asked != nil {
+			t.BackupAsked = asked.UTC()
 		}
 		out = append(out, t)
 	}

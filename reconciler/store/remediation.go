@@ -114,9 +114,18 @@ func (s *Store) BeginRemediation(ctx context.Context, a plan.Action, from lifecy
 	var id int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// A step an operator asked for is taken with this one.
-		tag, err := tx.Exec(ctx, `UPDATE fleet_status SET state = $4, state_since = now(), health = 'critical', remediation_step = $5,
-			remediation_at = $6, operator_step = NULL, operator_actor = NULL, operator_reason = NULL, operator_requested_at = NULL,
-			updated_at = now() WHERE `+guard, a.Workspace, from, nullTime(hb), state, string(a.Kind), at)
+		var tag pgconn.CommandTag
+		var err error
+		if state == "" {
+			// No rung (an operator's snapshot): the tenant's state,
+			// health and ladder stay as they are.
+			tag, err = tx.Exec(ctx, `UPDATE fleet_status SET operator_step = NULL, operator_actor = NULL, operator_reason = NULL,
+				operator_requested_at = NULL, updated_at = now() WHERE `+guard, a.Workspace, from, nullTime(hb))
+		} else {
+			tag, err = tx.Exec(ctx, `UPDATE fleet_status SET state = $4, state_since = now(), health = 'critical', remediation_step = $5,
+				remediation_at = $6, operator_step = NULL, operator_actor = NULL, operator_reason = NULL, operator_requested_at = NULL,
+				updated_at = now() WHERE `+guard, a.Workspace, from, nullTime(hb), state, string(a.Kind), at)
+		}
 		if err != nil {
 			return err
 		}
@@ -290,6 +299,23 @@ var ErrNotRunning = errors.New("the tenant has no running droplet")
 // with an audit entry naming actor and reason. ErrUnknownTenant, or
 // ErrNotRunning when the workspace has no droplet in a running state.
 func (s *Store) RequestStep(ctx context.Context, workspace string, step watchdog.Step, actor, reason string) error {
+	return s.request(ctx, workspace, string(step), actor, reason, `UPDATE fleet_status SET operator_step = $2, operator_actor = $3,
+		operator_reason = $4, operator_requested_at = now(), updated_at = now() WHERE workspace = $1`, string(step))
+}
+
+// RequestBackup records an operator's request for a backup of workspace
+// now: the droplet's next manifest carries it (Target.BackupAsked) and its
+// agent takes a backup unless one started after it. A newer request
+// replaces an older one. Errors as RequestStep's.
+func (s *Store) RequestBackup(ctx context.Context, workspace, actor, reason string) error {
+	return s.request(ctx, workspace, "backup", actor, reason, `UPDATE fleet_status SET backup_requested_at = now(),
+		backup_requested_by = $2, backup_request_reason = $3, updated_at = now() WHERE workspace = $1`)
+}
+
+// request runs update ($1 workspace, then args, actor and reason) on a
+// workspace with a running droplet, locked, with the audit entry
+// operator.<what>.requested.
+func (s *Store) request(ctx context.Context, workspace, what, actor, reason, update string, args ...any) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var state string
 		var droplet *int64
@@ -298,15 +324,14 @@ func (s *Store) RequestStep(ctx context.Context, workspace string, step watchdog
 			return ErrUnknownTenant
 		}
 		if err != nil {
-			return fmt.Errorf("request %s of %s: %w", step, workspace, err)
+			return fmt.Errorf("request %s of %s: %w", what, workspace, err)
 		}
 		if droplet == nil || !lifecycle.State(state).In(lifecycle.Watched()) {
 			return fmt.Errorf("%w (lifecycle %s)", ErrNotRunning, state)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE fleet_status SET operator_step = $2, operator_actor = $3, operator_reason = $4,
-			operator_requested_at = now(), updated_at = now() WHERE workspace = $1`, workspace, string(step), actor, reason); err != nil {
-			return fmt.Errorf("request %s of %s: %w", step, workspace, err)
+		if _, err := tx.Exec(ctx, update, append(append([]any{workspace}, args...), actor, reason)...); err != nil {
+			return fmt.Errorf("request %s of %s: %w", what, workspace, err)
 		}
-		return audit(ctx, tx, actor, "operator."+string(step)+".requested", workspace, 0, map[string]any{"reason": reason, "droplet_id": *droplet}, "")
+		return audit(ctx, tx, actor, "operator."+what+".requested", workspace, 0, map[string]any{"reason": reason, "droplet_id": *droplet}, "")
 	})
 }

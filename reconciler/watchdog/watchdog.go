@@ -71,6 +71,11 @@ const (
 	StepPowerCycle Step = "power_cycle"
 	StepRebuild    Step = "rebuild"
 	StepFail       Step = "fail"
+	// StepSnapshot is no rung: an operator's snapshot of the running
+	// droplet (POST /v1/tenants/{id}/actions), taken by the watchdog's
+	// run like a requested step, without touching the tenant's health or
+	// ladder.
+	StepSnapshot Step = "snapshot"
 )
 
 // Next is the step after s.
