@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -21,7 +22,13 @@ import (
 	"genesis.dev/fleet/tenants"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(benchServerEnv) != "" {
+		benchServe()
+		return
+	}
+	pgtest.Main(m)
+}
 
 const zone = "t.genesis.test"
 

@@ -27,6 +27,7 @@ import (
 type world struct {
 	zone  string
 	roots *x509.CertPool
+	caDER []byte
 	addrs []string
 	// closed is a port nothing listens on.
 	closed string
@@ -35,10 +36,23 @@ type world struct {
 	down   map[string]bool // refused
 	status map[string]int  // non-200 answers
 	hits   map[string]int  // requests per host
+
+	servers []*http.Server
+}
+
+func (w *world) close() {
+	for _, s := range w.servers {
+		s.Close()
+	}
 }
 
 // testCA makes a CA and a leaf for names, signed by it.
 func testCA(t testing.TB, names ...string) (*x509.CertPool, tls.Certificate) {
+	pool, cert, _ := testCADER(t, names...)
+	return pool, cert
+}
+
+func testCADER(t testing.TB, names ...string) (*x509.CertPool, tls.Certificate, []byte) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "genesis test CA"},
@@ -59,14 +73,21 @@ func testCA(t testing.TB, names ...string) (*x509.CertPool, tls.Certificate) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return pool, tls.Certificate{Certificate: [][]byte{leafDER, caDER}, PrivateKey: key}
+	return pool, tls.Certificate{Certificate: [][]byte{leafDER, caDER}, PrivateKey: key}, caDER
 }
 
 // newWorld starts servers TLS servers for zone's names, closed at cleanup.
 func newWorld(t testing.TB, zone string, servers int) *world {
 	t.Helper()
-	roots, cert := testCA(t, "*."+zone)
-	w := &world{zone: zone, roots: roots, down: map[string]bool{}, status: map[string]int{}, hits: map[string]int{}}
+	w := newWorldNoCleanup(t, zone, servers)
+	t.Cleanup(w.close)
+	return w
+}
+
+// newWorldNoCleanup is newWorld whose servers stay until close.
+func newWorldNoCleanup(t testing.TB, zone string, servers int) *world {
+	roots, cert, caDER := testCADER(t, "*."+zone)
+	w := &world{zone: zone, roots: roots, caDER: caDER, down: map[string]bool{}, status: map[string]int{}, hits: map[string]int{}}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		if !strings.HasSuffix(hello.ServerName, "."+zone) {
 			return nil, fmt.Errorf("no certificate for %q", hello.ServerName)
@@ -98,7 +119,7 @@ func newWorld(t testing.TB, zone string, servers int) *world {
 		srv := &http.Server{Handler: h, TLSConfig: cfg, ErrorLog: nil, ReadHeaderTimeout: 10 * time.Second}
 		srv.SetKeepAlivesEnabled(false)
 		go srv.ServeTLS(ln, "", "")
-		t.Cleanup(func() { srv.Close() })
+		w.servers = append(w.servers, srv)
 		w.addrs = append(w.addrs, ln.Addr().String())
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,12 +1,15 @@
 package service
 
 import (
+	"context"
+	"net"
 	"time"
 
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/activator"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/availability"
 	"genesis.dev/fleet/reconciler/rollouts"
 	"genesis.dev/fleet/tenants"
 )
@@ -76,6 +79,26 @@ type Config struct {
 	// Activator runs the activator (reconciler/activator) when its Listen
 	// is set.
 	Activator ActivatorConfig
+	// Probe is the availability prober's part (reconciler/availability):
+	// the --probe-* flags. It runs on every replica while genesis.yaml has
+	// spec.dns.
+	Probe ProbeConfig
+}
+
+// ProbeConfig is the availability prober's part of a replica: the
+// --probe-* flags. Zero values take the prober's defaults.
+type ProbeConfig struct {
+	// Interval is the time between rounds; Timeout a probe's limit;
+	// Concurrency the most probes in flight.
+	Interval, Timeout time.Duration
+	Concurrency       int
+	// CA is a PEM file of the roots that verify the tenants' certificates
+	// ("": the system roots).
+	CA string
+	// Off turns the prober off (--probe-interval 0).
+	Off bool
+	// DialContext replaces the dialer (tests: names to loopback).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // ActivatorConfig is the activator's part of a replica (activator.go):
@@ -125,6 +148,7 @@ func Defaults() Config {
 			Write: DefaultWriteTimeout, Idle: DefaultIdleTimeout, MaxConns: DefaultMaxConnections()},
 		UnauthRate:  auth.DefaultFailureRate,
 		UnauthBurst: auth.DefaultFailureBurst,
+		Probe:       ProbeConfig{Interval: availability.DefaultInterval, Timeout: availability.DefaultTimeout, Concurrency: availability.DefaultConcurrency},
 		Activator: ActivatorConfig{Hold: activator.DefaultHold, MaxHeld: activator.DefaultMaxHeld,
 			MaxHeldPerTenant: activator.DefaultMaxHeldPerTenant, MaxBody: activator.DefaultMaxBody, DropletPort: activator.DefaultDropletPort},
 	}
