@@ -24,6 +24,7 @@ func commands() []cliexit.Command {
 		{Name: "rollout", Summary: "list, show, pause, resume or abort rollouts of fleet-wide changes (needs a reconciler)", Run: runRollout},
 		{Name: "action", Summary: "reboot, power-cycle, rebuild, snapshot or back up a tenant's droplet as an operator (needs a reconciler)", Run: runAction},
 		{Name: "token", Summary: "make an API token and its line for the reconciler's --tokens file", Run: runToken},
+		{Name: "availability", Summary: "show measured availability per tier and the worst tenants (needs a reconciler)", Run: runAvailability},
 	}
 }
 
