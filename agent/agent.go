@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -86,7 +87,13 @@ type Config struct {
 	Now func() time.Time
 	// ProcDir is where meminfo and uptime are read; default /proc.
 	ProcDir string
+	// SwapMaxPercent is the share of the swap in use past which the
+	// "swap" component is down; default DefaultSwapMaxPercent.
+	SwapMaxPercent float64
 }
+
+// DefaultSwapMaxPercent is Config.SwapMaxPercent's default.
+const DefaultSwapMaxPercent = 80
 
 // Agent runs the droplet side of the protocol: enroll, then pull manifests
 // and send heartbeats until its context ends.
@@ -168,6 +175,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.ProcDir == "" {
 		cfg.ProcDir = "/proc"
+	}
+	if cfg.SwapMaxPercent <= 0 {
+		cfg.SwapMaxPercent = DefaultSwapMaxPercent
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -679,6 +689,13 @@ func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
 	}
 	if used, total, err := memory(a.cfg.ProcDir + "/meminfo"); err == nil {
 		hb.MemoryUsed, hb.MemoryTotal = used, total
+	}
+	if used, total, err := swap(a.cfg.ProcDir + "/meminfo"); err == nil {
+		hb.SwapUsed, hb.SwapTotal = used, total
+		hb.Components["swap"] = swapHealth(used, total, a.cfg.SwapMaxPercent)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		// No meminfo (not Linux) is no evidence; a malformed one is.
+		hb.Components["swap"] = schema.ComponentHealth{OK: false, Detail: err.Error()}
 	}
 	if used, total, err := disk(a.cfg.State.Dir()); err == nil {
 		hb.DiskUsed, hb.DiskTotal = used, total

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"genesis.dev/fleet/schema"
 )
 
 // memory reads total and used memory (total - MemAvailable) from a
@@ -92,3 +95,78 @@ func uptime(path string) (time.Duration, error) {
 	}
 	return time.Duration(s * float64(time.Second)), nil
 }
+
+// swap reads total and used swap (SwapTotal - SwapFree) from a
+// /proc/meminfo file.
+func swap(path string) (used, total uint64, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseSwap(data)
+}
+
+// parseSwap reads SwapTotal and SwapFree (kB) from /proc/meminfo text.
+// Both missing is no swap (0, 0); one without the other, or a malformed
+// value, is an error naming the field.
+func parseSwap(data []byte) (used, total uint64, err error) {
+	var free uint64
+	var haveTotal, haveFree bool
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		key, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (key != "SwapTotal" && key != "SwapFree") {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 || len(f) > 2 || (len(f) == 2 && f[1] != "kB") {
+			return 0, 0, errors.New("meminfo: malformed " + key)
+		}
+		n, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil || n > 1<<53 {
+			return 0, 0, errors.New("meminfo: malformed " + key)
+		}
+		if len(f) == 2 {
+			n *= 1024
+		}
+		if key == "SwapTotal" {
+			if haveTotal {
+				return 0, 0, errors.New("meminfo: SwapTotal twice")
+			}
+			total, haveTotal = n, true
+		} else {
+			if haveFree {
+				return 0, 0, errors.New("meminfo: SwapFree twice")
+			}
+			free, haveFree = n, true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, err
+	}
+	if haveTotal != haveFree {
+		return 0, 0, errors.New("meminfo: SwapTotal without SwapFree or the other way round")
+	}
+	if free > total {
+		free = total
+	}
+	return total - free, total, nil
+}
+
+// swapHealth is the swap component: not OK when more than maxPercent of
+// the swap is in use (swap absorbs n8n's peaks on a small droplet; heavy,
+// lasting use means it needs more memory). No swap is no problem.
+func swapHealth(used, total uint64, maxPercent float64) schema.ComponentHealth {
+	if total == 0 {
+		return schema.ComponentHealth{OK: true, Detail: "no swap"}
+	}
+	pct := float64(used) * 100 / float64(total)
+	d := fmt.Sprintf("%s of %s swap used (%.0f%%)", gib(used), gib(total), pct)
+	if pct > maxPercent {
+		return schema.ComponentHealth{OK: false, Detail: fmt.Sprintf("%s, more than %g%%", d, maxPercent)}
+	}
+	return schema.ComponentHealth{OK: true, Detail: d}
+}
+
+// gib formats a byte count in GiB with one decimal.
+func gib(n uint64) string { return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30)) }

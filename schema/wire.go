@@ -249,7 +249,9 @@ type EnrollResponse struct {
 	Credential string `json:"credential"`
 }
 
-// Heartbeat is POST /v1/heartbeat.
+// Heartbeat is POST /v1/heartbeat. SwapUsed and SwapTotal are the
+// droplet's swap (SwapTotal - SwapFree and SwapTotal of /proc/meminfo; 0
+// and 0: no swap, or an agent older than the fields).
 type Heartbeat struct {
 	Workspace      string                     `json:"workspace"`
 	Droplet        string                     `json:"droplet"`
@@ -262,6 +264,8 @@ type Heartbeat struct {
 	Components     map[string]ComponentHealth `json:"components,omitempty"`
 	MemoryUsed     uint64                     `json:"memory_used_bytes"`
 	MemoryTotal    uint64                     `json:"memory_total_bytes"`
+	SwapUsed       uint64                     `json:"swap_used_bytes"`
+	SwapTotal      uint64                     `json:"swap_total_bytes"`
 	DiskUsed       uint64                     `json:"disk_used_bytes"`
 	DiskTotal      uint64                     `json:"disk_total_bytes"`
 	UptimeSeconds  float64                    `json:"uptime_seconds"`
@@ -282,13 +286,15 @@ type Heartbeat struct {
 
 // HealthDetail is what a tenant's newest heartbeat said about its droplet,
 // as the API shows it: each component's state and reason (a local repair
-// the agent made shows in its detail), memory, disk, uptime and the last
-// apply or verification error.
+// the agent made shows in its detail), memory, swap, disk, uptime and the
+// last apply or verification error.
 type HealthDetail struct {
 	ReportedAt    time.Time                  `json:"reported_at"`
 	Components    map[string]ComponentHealth `json:"components,omitempty"`
 	MemoryUsed    uint64                     `json:"memory_used_bytes"`
 	MemoryTotal   uint64                     `json:"memory_total_bytes"`
+	SwapUsed      uint64                     `json:"swap_used_bytes"`
+	SwapTotal     uint64                     `json:"swap_total_bytes"`
 	DiskUsed      uint64                     `json:"disk_used_bytes"`
 	DiskTotal     uint64                     `json:"disk_total_bytes"`
 	UptimeSeconds float64                    `json:"uptime_seconds"`

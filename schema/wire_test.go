@@ -45,6 +45,7 @@ func FuzzDecodeStrict(f *testing.F) {
 	f.Add([]byte(`{"_type":"genesis.manifest.v1","workspace":"ws-a","version":1,"domains":["a.b"]}`))
 	f.Add([]byte(`{"a":{"a":{"a":[1,2,{"b":null}]}}}`))
 	f.Add([]byte(`{"seq":1,"components":{"n8n":{"ok":true}}}`))
+	f.Add([]byte(`{"seq":1,"swap_used_bytes":1073741824,"swap_total_bytes":4294967296,"components":{"swap":{"ok":true}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m Manifest
 		_ = DecodeStrict(data, &m)

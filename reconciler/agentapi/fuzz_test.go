@@ -23,12 +23,13 @@ func FuzzDecodeHeartbeat(f *testing.F) {
 	f.Add([]byte(`{"droplet":"01","seq":1}`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"components":{"n8n":{"ok":true,"ok":false}}}`))
+	f.Add([]byte(`{"workspace":"ws-acme","droplet":"1001","seq":1,"swap_used_bytes":5,"swap_total_bytes":4}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		h, err := decodeHeartbeat(body)
 		if err != nil {
 			return
 		}
-		if h.Seq <= 0 || h.AppliedVersion < 0 || len(h.Components) > 32 {
+		if h.Seq <= 0 || h.AppliedVersion < 0 || len(h.Components) > 32 || h.SwapUsed > h.SwapTotal {
 			t.Fatalf("accepted a heartbeat that breaks the checks: %+v", h)
 		}
 		if _, err := parseDroplet(h.Droplet); err != nil {

@@ -62,6 +62,9 @@ func decodeHeartbeat(body []byte) (schema.Heartbeat, error) {
 			return hb, fmt.Errorf("rejected[%d]: strings are too long", i)
 		}
 	}
+	if hb.SwapUsed > hb.SwapTotal {
+		return hb, fmt.Errorf("swap_used_bytes %d is more than swap_total_bytes %d", hb.SwapUsed, hb.SwapTotal)
+	}
 	if _, err := parseDroplet(hb.Droplet); err != nil {
 		return hb, err
 	}

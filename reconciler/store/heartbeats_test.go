@@ -132,8 +132,8 @@ func TestRawHeartbeatUpsert(t *testing.T) {
 }
 
 // TestFleetHealthDetail: /v1/fleet's row carries what the newest
-// heartbeat said — components with their reasons, memory, disk, uptime,
-// the apply error — and none before the first heartbeat.
+// heartbeat said — components with their reasons, memory, swap, disk,
+// uptime, the apply error — and none before the first heartbeat.
 func TestFleetHealthDetail(t *testing.T) {
 	db, _ := open(t)
 	ctx := context.Background()
@@ -150,6 +150,7 @@ func TestFleetHealthDetail(t *testing.T) {
 	}
 	body := `{"components":{"n8n":{"ok":true},"caddy":{"ok":true,"detail":"repaired: caddy had lost its config; reloaded"}},` +
 		`"memory_used_bytes":536870912,"memory_total_bytes":1073741824,"disk_used_bytes":5368709120,"disk_total_bytes":26843545600,` +
+		`"swap_used_bytes":3650722201,"swap_total_bytes":4294967296,` +
 		`"uptime_seconds":3600.5,"apply_error":"workflow x: n8n said 500"}`
 	at := time.Now().UTC().Truncate(time.Millisecond)
 	if _, err := db.WriteHeartbeats(ctx, NewHeartbeatBatch([]Heartbeat{{Droplet: 7100, Workspace: "ws-hd", Seq: 1, At: at, Body: []byte(body), OK: true}})); err != nil {
@@ -164,6 +165,7 @@ func TestFleetHealthDetail(t *testing.T) {
 		got[r.Workspace] = r
 	}
 	want := &schema.HealthDetail{ReportedAt: at, MemoryUsed: 536870912, MemoryTotal: 1073741824, DiskUsed: 5368709120, DiskTotal: 26843545600,
+		SwapUsed: 3650722201, SwapTotal: 4294967296,
 		UptimeSeconds: 3600.5, ApplyError: "workflow x: n8n said 500",
 		Components: map[string]schema.ComponentHealth{"n8n": {OK: true}, "caddy": {OK: true, Detail: "repaired: caddy had lost its config; reloaded"}}}
 	hd := got["ws-hd"].HealthDetail

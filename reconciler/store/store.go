@@ -607,7 +607,8 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 		coalesce(r.retry_after, 'epoch'), coalesce(r.attempts, 0), coalesce(r.last_error_kind, ''), coalesce(host(f.dns_target), ''),
 		f.heartbeat->'components', coalesce((f.heartbeat->>'memory_used_bytes')::numeric, 0), coalesce((f.heartbeat->>'memory_total_bytes')::numeric, 0),
 		coalesce((f.heartbeat->>'disk_used_bytes')::numeric, 0), coalesce((f.heartbeat->>'disk_total_bytes')::numeric, 0),
-		coalesce((f.heartbeat->>'uptime_seconds')::float8, 0), coalesce(f.heartbeat->>'apply_error', ''), coalesce(f.heartbeat->>'verify_error', '')
+		coalesce((f.heartbeat->>'uptime_seconds')::float8, 0), coalesce(f.heartbeat->>'apply_error', ''), coalesce(f.heartbeat->>'verify_error', ''),
+		coalesce((f.heartbeat->>'swap_used_bytes')::numeric, 0), coalesce((f.heartbeat->>'swap_total_bytes')::numeric, 0)
 		FROM fleet_status f LEFT JOIN tenant_retries r USING (workspace) ORDER BY workspace`)
 	if err != nil {
 		return nil, fmt.Errorf("list fleet: %w", err)
@@ -618,18 +619,20 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 		var r FleetRow
 		var hd schema.HealthDetail
 		var components []byte
-		var memUsed, memTotal, diskUsed, diskTotal float64
+		var memUsed, memTotal, diskUsed, diskTotal, swapUsed, swapTotal float64
 		if err := rows.Scan(&r.Workspace, &r.Desired, &r.Lifecycle, &r.Health, &r.DropletID, &r.DropletName, &r.Account, &r.Region, &r.Size,
 			&r.IP, &r.SnapshotID, &r.SnapshotGB, &r.HibernatedByPol, &r.LastCommit, &r.LastError, &r.LastHeartbeat,
 			&r.ManifestIssued, &r.ManifestApplied, &r.N8NVersion, &r.AgentVersion, &r.UpdatedAt, &r.WakeRequested, &r.LastActivity, &r.IdleWarnedAt,
 			&r.RetryAfter, &r.Attempts, &r.LastErrorKind, &r.NameTarget,
-			&components, &memUsed, &memTotal, &diskUsed, &diskTotal, &hd.UptimeSeconds, &hd.ApplyError, &hd.VerifyError); err != nil {
+			&components, &memUsed, &memTotal, &diskUsed, &diskTotal, &hd.UptimeSeconds, &hd.ApplyError, &hd.VerifyError,
+			&swapUsed, &swapTotal); err != nil {
 			return nil, err
 		}
 		if !r.LastHeartbeat.Equal(time.Unix(0, 0)) {
 			d := hd
 			d.ReportedAt = r.LastHeartbeat
 			d.MemoryUsed, d.MemoryTotal, d.DiskUsed, d.DiskTotal = uint64(memUsed), uint64(memTotal), uint64(diskUsed), uint64(diskTotal)
+			d.SwapUsed, d.SwapTotal = uint64(swapUsed), uint64(swapTotal)
 			if len(components) > 0 {
 				// Stored as the agent sent it, already validated; a row
 				// that does not decode shows without components.
