@@ -528,6 +528,8 @@ func TestUsage(t *testing.T) {
 		{"run bad http port", []string{"run", "--caddy-http-port", "70000", "--droplet-id", "1", "--state-dir", dir}, 2, "", "--caddy-http-port: 70000 is not a port"},
 		{"run help shows caddy flags", []string{"run", "--help"}, 0, "-caddy-internal-tls", ""},
 		{"run help shows acme flags", []string{"run", "--help"}, 0, "-acme-ca-roots file", ""},
+		{"run help shows probe flags", []string{"run", "--help"}, 0, "-postgres-probe command", ""},
+		{"run bad swap threshold", []string{"run", "--swap-max-percent", "0", "--droplet-id", "1", "--state-dir", dir}, 2, "", "--swap-max-percent: want a percentage above 0 and at most 100, got 0"},
 		{"run acme ca not https", []string{"run", "--acme-ca", "http://127.0.0.1:14000/dir", "--droplet-id", "1", "--state-dir", dir}, 2, "", `--acme-ca "http://127.0.0.1:14000/dir": want an https URL`},
 		{"run acme ca with internal tls", []string{"run", "--caddy-internal-tls", "--acme-ca-roots", "ca.pem", "--droplet-id", "1", "--state-dir", dir}, 2, "", "choose one issuer"},
 	}

@@ -22,6 +22,7 @@ import (
 	"genesis.dev/fleet/agent/caddy"
 	"genesis.dev/fleet/agent/converge"
 	"genesis.dev/fleet/agent/n8n"
+	"genesis.dev/fleet/agent/probe"
 	"genesis.dev/fleet/internal/logflag"
 	"genesis.dev/fleet/schema"
 
@@ -65,6 +66,15 @@ its internal CA with --caddy-internal-tls (offline; genesis-demo droplet
 uses it).
 --converge=false only accepts manifests (no n8n, Caddy or docker needed):
 the DigitalOcean simulator's demo runs agents that way.
+
+Every heartbeat reports each part of the droplet as a component: n8n
+(ready; an exited container is started again), caddy (runs the loaded
+config; a lost one is reloaded), workflows (the manifest's workflows are
+active in n8n), swap (down when more than --swap-max-percent of the swap is
+in use), and with --n8n-runtime compose: containers (every service of the
+compose stack runs: docker compose ps --all --format json) and postgres
+(SELECT 1 through psql in the stack's postgres service; --postgres-probe
+runs another command, none turns it off).
 
 The reconciler URL must be https: a plain http:// URL is refused at start
 (exit status 2) unless --insecure-http (or $GENESIS_AGENT_INSECURE_HTTP=true)
@@ -119,6 +129,8 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	backupDump := fs.String("backup-dump", "", "`command` (space-separated) that writes n8n's database as pg_dump -Fc to stdout (default: pg_dump in the compose stack's postgres service)")
 	backupRestore := fs.String("backup-restore", "", "`command` (space-separated) that restores a pg_dump -Fc archive from stdin (default: pg_restore --clean --if-exists --single-transaction in the compose stack's postgres service)")
 	n8nDataDir := fs.String("n8n-data-dir", "/var/lib/docker/volumes/genesis_n8n_data/_data", "n8n's data `directory`, backed up and restored with its database (empty: none)")
+	postgresProbe := fs.String("postgres-probe", "", "`command` (space-separated) that reads SQL on stdin and prints the rows unaligned (psql -tA ...), run against n8n's database for the heartbeat's postgres component (default with --n8n-runtime compose: psql -tA in the compose stack's postgres service; none: no postgres component)")
+	swapMax := fs.Float64("swap-max-percent", agent.DefaultSwapMaxPercent, "share of the swap in use (percent) past which the heartbeat's swap component is down")
 	backupFirst := fs.Duration("backup-first-within", 10*time.Minute, "spread the first backup after a start over up to this `duration` (never more than the schedule)")
 	agentRoot := fs.String("agent-root", firstNonEmpty(e.Getenv("GENESIS_AGENT_ROOT"), "/opt/genesis-agent"), "`directory` of the agent's A/B slots and its current symlink ($GENESIS_AGENT_ROOT)")
 	upgradeWatcher := fs.String("upgrade-watcher", "systemd-run", "how an upgrade's watcher is started: systemd-run (a transient unit) or detached (a process of its own; the simulator)")
@@ -146,6 +158,9 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	}
 	if *n8nRuntime != "compose" && *n8nRuntime != "none" {
 		return cliexit.Usage("run: --n8n-runtime: want compose or none, got %q", *n8nRuntime)
+	}
+	if !(*swapMax > 0 && *swapMax <= 100) {
+		return cliexit.Usage("run: --swap-max-percent: want a percentage above 0 and at most 100, got %g", *swapMax)
 	}
 	if *caddyInternal && (*acmeCA != "" || *acmeCARoots != "") {
 		return cliexit.Usage("run: --caddy-internal-tls and --acme-ca or --acme-ca-roots: choose one issuer")
@@ -312,7 +327,17 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		// n8n tells only the signed-in owner: through the converger.
 		comp.Running = conv.N8NVersion
 		applier = conv
-		probes = map[string]agent.Probe{"n8n": conv.ProbeN8N, "caddy": conv.ProbeCaddy}
+		probes = map[string]agent.Probe{"n8n": conv.ProbeN8N, "caddy": conv.ProbeCaddy, "workflows": conv.ProbeWorkflows}
+		if *n8nRuntime != "none" {
+			// n8n's container is down on purpose during a switch, a
+			// hibernation or a backup: not a failed service then.
+			probes["containers"] = probe.Containers{File: *composeFile, Expected: func(service string) (string, bool) {
+				if service != "n8n" {
+					return "", false
+				}
+				return conv.N8NDownOnPurpose()
+			}}.Probe
+		}
 		n8nVer = conv.N8NVersion
 		activity = conv.LastActivity
 		// A secret rotation's n8n part (its database password part is not
@@ -323,6 +348,12 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 			bkExport = func() error { return conv.ExportAccess(*n8nDataDir) }
 			bkAdopt = func() error { return conv.AdoptAccess(*n8nDataDir) }
 		}
+	}
+	if argv := postgresProbeArgv(*postgresProbe, *doConverge && *n8nRuntime != "none", *composeFile); argv != nil {
+		if probes == nil {
+			probes = map[string]agent.Probe{}
+		}
+		probes["postgres"] = probe.Postgres{Argv: argv}.Probe
 	}
 	var bk *agent.BackupConfig
 	if *backups {
@@ -352,6 +383,7 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		RetryMax:          *retryMax,
 		Version:           agentVersion(),
 		Upgrader:          upgrader,
+		SwapMaxPercent:    *swapMax,
 	})
 	if err != nil {
 		return err
@@ -393,6 +425,21 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		return nil
 	}
 	return err
+}
+
+// postgresProbeArgv is the postgres component's command: flag's ("none":
+// no component), else psql in the compose stack's postgres service when
+// the droplet runs the compose stack, else none.
+func postgresProbeArgv(flag string, compose bool, composeFile string) []string {
+	switch {
+	case flag == "none":
+		return nil
+	case strings.TrimSpace(flag) != "":
+		return strings.Fields(flag)
+	case compose:
+		return probe.DefaultPostgres("docker", "genesis", composeFile)
+	}
+	return nil
 }
 
 // loadConfig reads the agent config from the flag, env or default source.

@@ -241,14 +241,16 @@ func TestRunConverges(t *testing.T) {
 
 	cmd := exec.Command(bin, "run", "--insecure-http", "--config", cfgPath, "--droplet-id", w.droplet, "--state-dir", filepath.Join(dir, "state"),
 		"--n8n-url", emu.URL, "--caddy-admin", strings.TrimPrefix(caddySrv.URL, "http://"), "--ask-listen", askAddr,
-		"--heartbeat-interval", "200ms", "--poll-wait", "1s", "--log-format", "json")
+		"--heartbeat-interval", "200ms", "--poll-wait", "1s", "--log-format", "json",
+		// A stand-in for psql that answers the probe's SELECT 1.
+		"--postgres-probe", "echo 1")
 	stderr, done := startProc(t, cmd, []string{"PATH=" + os.Getenv("PATH")})
 
 	deadline := time.Now().Add(15 * time.Second)
 	var applied *schema.Heartbeat
 	for applied == nil && time.Now().Before(deadline) {
 		for _, hb := range ps.beats() {
-			if hb.AppliedVersion == 1 && hb.Components["n8n"].OK && hb.Components["caddy"].OK {
+			if hb.AppliedVersion == 1 && hb.Components["n8n"].OK && hb.Components["caddy"].OK && hb.Components["workflows"].OK {
 				applied = &hb
 				break
 			}
@@ -260,6 +262,16 @@ func TestRunConverges(t *testing.T) {
 	}
 	if applied.ApplyError != "" || applied.N8NVersion != n8nemu.Version {
 		t.Errorf("heartbeat %+v", applied)
+	}
+	// Every part of the droplet is reported: the containers probe runs
+	// docker compose (here there may be no docker: then it says so).
+	for _, c := range []string{"n8n", "caddy", "workflows", "postgres", "containers", "swap"} {
+		if _, ok := applied.Components[c]; !ok {
+			t.Errorf("no %s component in %+v", c, applied.Components)
+		}
+	}
+	if w, p := applied.Components["workflows"], applied.Components["postgres"]; w.Detail != "1 of 1 managed workflows active" || !p.OK {
+		t.Errorf("workflows %+v, postgres %+v", w, p)
 	}
 	// Idle hibernation: no execution yet, no last_activity; after one, the
 	// heartbeats carry when it started.

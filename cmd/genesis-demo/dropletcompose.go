@@ -89,9 +89,11 @@ func (c *composeN8N) compose(ctx context.Context, verb ...string) error {
 	return nil
 }
 
-// agentArgs are the agent's n8n flags.
+// agentArgs are the agent's n8n flags. The simulated stack has n8n only
+// (its state in a file or the droplet's database, no postgres service):
+// no postgres probe.
 func (c *composeN8N) agentArgs() []string {
-	return []string{"--n8n-runtime", "compose", "--compose-file", c.file, "--n8n-url", c.url}
+	return []string{"--n8n-runtime", "compose", "--compose-file", c.file, "--n8n-url", c.url, "--postgres-probe", "none"}
 }
 
 // stop stops the container (it is kept, like on a droplet).
