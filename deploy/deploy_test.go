@@ -88,6 +88,10 @@ var knownMetrics = []struct {
 	{"genesis_rollout_members", "gauge", false},
 	{"genesis_rollout_last_progress_timestamp_seconds", "gauge", false},
 	{"genesis_rollout_wave_started_timestamp_seconds", "gauge", false},
+	// reconciler/availability
+	{"genesis_availability_probes_total", "counter", false},
+	{"genesis_availability_probe_errors_total", "counter", false},
+	{"genesis_availability_probe_duration_seconds", "histogram", false},
 }
 
 // prometheusMetrics are series Prometheus makes itself.

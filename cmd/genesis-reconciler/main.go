@@ -207,6 +207,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Int64Var(&c.Activator.MaxBody, "activator-max-body", defaults.Activator.MaxBody, "largest request body (bytes) the activator buffers while it holds a request (past it: 413)")
 	fs.IntVar(&c.Activator.DropletPort, "activator-droplet-port", defaults.Activator.DropletPort, "HTTPS port of the droplets the activator proxies woken tenants' requests to")
 	str(&c.Activator.DropletCA, "activator-droplet-ca", "GENESIS_ACTIVATOR_DROPLET_CA", "", "PEM `file` of the roots that verify the droplets' certificates when the activator proxies to them (default: the system roots)")
+	dur(&c.Probe.Interval, "probe-interval", "GENESIS_PROBE_INTERVAL", defaults.Probe.Interval,
+		"how often every running tenant's stable name is probed (GET https://<name>/healthz) for the availability figures; each replica probes its shards; 0 turns the prober off (it is off anyway without spec.dns)")
+	dur(&c.Probe.Timeout, "probe-timeout", "GENESIS_PROBE_TIMEOUT", defaults.Probe.Timeout, "longest one availability probe (resolve, connect, TLS, answer) may take before it counts as down")
+	fs.IntVar(&c.Probe.Concurrency, "probe-concurrency", defaults.Probe.Concurrency, "most availability probes this replica has in flight at once")
+	str(&c.Probe.CA, "probe-ca", "GENESIS_PROBE_CA", "", "PEM `file` of the roots that verify the tenants' certificates when probing their stable names (default: the system roots)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -218,6 +223,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, &cliexit.Error{Code: 2}
 	}
 	c.Announce, c.Getenv = c.announce.vals, getenv
+	c.Probe.Off = c.Probe.Interval == 0
 	switch {
 	case fs.NArg() > 0:
 		return c, cliexit.Usage("unexpected arguments %q", fs.Args())
@@ -235,6 +241,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, cliexit.Usage("--metrics-token-required needs --tokens")
 	case c.UnauthBurst < 0 || c.UnauthRate <= 0:
 		return c, cliexit.Usage("--unauth-burst must not be negative and --unauth-rate must be positive")
+	case c.Probe.Interval < 0 || (c.Probe.Interval > 0 && c.Probe.Interval < 10*time.Second):
+		return c, cliexit.Usage("--probe-interval: want 0 (off) or at least 10s, got %v", c.Probe.Interval)
+	case c.Probe.Timeout <= 0 || (c.Probe.Interval > 0 && c.Probe.Timeout > c.Probe.Interval):
+		return c, cliexit.Usage("--probe-timeout: want a positive duration no longer than --probe-interval, got %v", c.Probe.Timeout)
+	case c.Probe.Concurrency < 1 || c.Probe.Concurrency > 10000:
+		return c, cliexit.Usage("--probe-concurrency: want 1 to 10000, got %d", c.Probe.Concurrency)
 	case c.Activator.Listen != "" && (c.Activator.MaxHeldPerTenant < 1 || c.Activator.MaxHeldPerTenant >= c.Activator.MaxHeld ||
 		c.Activator.Hold <= 0 || c.Activator.MaxBody < 1 || c.Activator.DropletPort < 1 || c.Activator.DropletPort > 65535):
 		return c, cliexit.Usage("--activator-*: want 0 < --activator-max-held-per-tenant < --activator-max-held, a positive --activator-hold and --activator-max-body, and a port in 1-65535")

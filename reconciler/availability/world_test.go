@@ -116,7 +116,7 @@ func newWorldNoCleanup(t testing.TB, zone string, servers int) *world {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := &http.Server{Handler: h, TLSConfig: cfg, ErrorLog: nil, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: h, TLSConfig: cfg.Clone(), ErrorLog: nil, ReadHeaderTimeout: 10 * time.Second}
 		srv.SetKeepAlivesEnabled(false)
 		go srv.ServeTLS(ln, "", "")
 		w.servers = append(w.servers, srv)

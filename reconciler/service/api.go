@@ -66,7 +66,8 @@ func buildAPI(c Config, st *store.Store, ids []age.Identity, log *slog.Logger, p
 	if err != nil {
 		return nil, nil, err
 	}
-	api := stateapi.New(stateapi.Config{Writer: w, Store: st, Identities: ids, Pushed: pushed, Poll: c.PollInterval, Logger: log, RecoveryPoints: points})
+	api := stateapi.New(stateapi.Config{Writer: w, Store: st, Identities: ids, Pushed: pushed, Poll: c.PollInterval, Logger: log, RecoveryPoints: points,
+		Availability: tenantAvailability(st)})
 	return a, api, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/auth"
+	"genesis.dev/fleet/reconciler/availability"
 	"genesis.dev/fleet/reconciler/backup"
 	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/fleetstats"
@@ -54,6 +55,7 @@ type Service struct {
 	backups       *backup.Service
 	rollouts      *rollouts.Executor
 	activator     *activatorServer
+	prober        *availability.Prober
 }
 
 // New opens the database (applying migrations), reads the keys, listens on
@@ -233,7 +235,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	proxies, _ := auth.ParsePrefixes(c.TrustedProxies) // checked by genesis-reconciler's parseFlags
 	handler := fleetapi.Handler(fleetapi.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
 		WebhookSecret: []byte(c.WebhookSecret), Events: events, Observations: observations, Agents: agents.Handler(), RecoveryPoints: points,
-		Auth: authn, API: api, MetricsTokenRequired: c.MetricsTokenRequired})
+		Auth: authn, API: api, MetricsTokenRequired: c.MetricsTokenRequired, Availability: availabilityReport(st)})
 	if c.UnauthBurst > 0 {
 		handler = auth.NewFailures(auth.FailuresConfig{Rate: c.UnauthRate, Burst: c.UnauthBurst, TrustedProxies: proxies,
 			Logger: log, Registerer: reg}).Wrap(handler)
@@ -250,6 +252,9 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	s.agentSideOnly = c.AgentSideOnly
 	s.backups = backups
 	s.rollouts = rollouts.New(rollouts.Config{Store: st, Desired: rec.Snapshot, Kick: agents.Kick, Logger: log, Registerer: reg, Every: c.RolloutEvery})
+	if s.prober, err = newProber(c.Probe, c.ReplicaID, rec, st, log, reg); err != nil {
+		return nil, err
+	}
 	if c.Activator.Listen != "" {
 		if s.activator, err = newActivator(c.Activator, rec, st, log, reg); err != nil {
 			return nil, err
@@ -303,6 +308,9 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return s.rollouts.Run(ctx, leader) })
 	if s.activator != nil {
 		g.Go(func() error { return s.activator.run(ctx) })
+	}
+	if s.prober != nil { // every replica: each probes its shards
+		g.Go(func() error { return s.prober.Run(ctx) })
 	}
 	g.Go(func() error { return events.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })

@@ -51,6 +51,10 @@ type Config struct {
 	// ((*backup.Service).Points), shown as recovery_point in the tenant
 	// reads (GET /v1/tenants, GET /v1/tenants/{id}); nil leaves it out.
 	RecoveryPoints func() map[string]backup.Point
+	// Availability is a tenant's measured availability
+	// (reconciler/availability TenantReport), shown as availability in GET
+	// /v1/tenants/{id}; nil leaves it out.
+	Availability func(ctx context.Context, workspace string) (*api.TenantAvailability, error)
 }
 
 // API serves the tenant endpoints.
@@ -189,6 +193,13 @@ func (a *API) current(ctx context.Context, id string) (*api.Tenant, bool) {
 	}
 	if data, err := a.cfg.Writer.ReadBlob(ts.Blob); err == nil {
 		t.YAML = string(data)
+	}
+	if a.cfg.Availability != nil {
+		av, err := a.cfg.Availability(ctx, id)
+		if err != nil {
+			a.log.Warn("read availability", "workspace", id, "err", err)
+		}
+		t.Availability = av
 	}
 	return &t, true
 }
