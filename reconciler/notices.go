@@ -21,16 +21,20 @@ func (r *Reconciler) queueNotice(ctx context.Context, n notify.Notification) err
 	if n.At.IsZero() {
 		n.At = r.cfg.Now().UTC()
 	}
-	subject := n.Workspace
-	if subject == "" {
-		subject = n.Account
-	}
+	subject := n.Subject()
 	names := make([]string, len(r.cfg.NotifyTargets))
 	for i, t := range r.cfg.NotifyTargets {
 		names[i] = t.Name
 	}
 	_, err := r.cfg.Store.QueueNotice(ctx, string(n.Kind), subject, n, names, r.cfg.NoticeDamping)
 	return err
+}
+
+// Notice queues n for the configured targets, deduplicated and damped per
+// kind and subject (the rollouts executor and the backup service's
+// producers, which run beside the loop).
+func (r *Reconciler) Notice(ctx context.Context, n notify.Notification) error {
+	return r.queueNotice(ctx, n)
 }
 
 // sender is the outbox's deliverer for the configured targets.

@@ -146,3 +146,67 @@ func webhookCopy(mu *sync.Mutex, ns *[]notify.Notification) []notify.Notificatio
 	defer mu.Unlock()
 	return append([]notify.Notification(nil), *ns...)
 }
+
+// TestWatchNotices: a watchdog run tells people of a tenant past its
+// lifecycle state's deadline (with the step it takes) and of an operator's
+// action still not taken past Config.OperatorRequestDeadline — once per
+// tenant within the damping window, and not for a request taken in that
+// very run.
+func TestWatchNotices(t *testing.T) {
+	h := watchHarness(t)
+	ctx := t.Context()
+	h.rec.cfg.NotifyTargets = []notify.Target{{Name: "webhook", Send: func(context.Context, notify.Notification) error { return nil }}}
+	h.onboard("ws-a", "ws-b", "ws-c")
+	now := h.sim.Sim.Now()
+	// ws-a never got past its boot: past the boot deadline.
+	h.exec(`UPDATE fleet_status SET state = 'INITIALIZING', state_since = $1 WHERE workspace = 'ws-a'`, now.Add(-24*time.Hour))
+	// ws-b: a reboot asked an hour ago of a tenant that is hibernating
+	// since (an operator's step runs only on a running droplet).
+	if err := h.rec.Operate(ctx, "ws-b", "reboot", "ops", "ticket 4711"); err != nil {
+		t.Fatal(err)
+	}
+	h.exec(`UPDATE fleet_status SET state = 'HIBERNATING', operator_requested_at = $1 WHERE workspace = 'ws-b'`, now.Add(-time.Hour))
+	// ws-c: a reboot asked as long ago, taken in this run.
+	if err := h.rec.Operate(ctx, "ws-c", "reboot", "ops", "ticket 4712"); err != nil {
+		t.Fatal(err)
+	}
+	h.exec(`UPDATE fleet_status SET operator_requested_at = $1 WHERE workspace = 'ws-c'`, now.Add(-time.Hour))
+	h.beat("ws-c", true)
+	d := h.watch()
+	if len(d.Overdue) != 1 || d.Overdue[0].Workspace != "ws-a" {
+		t.Fatalf("overdue %+v, want ws-a", d.Overdue)
+	}
+	type row struct{ kind, subject, summary, detail string }
+	read := func() []row {
+		rows, err := h.store.Pool().Query(ctx, `SELECT kind, subject, body->>'summary', body->>'detail' FROM notifications ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.kind, &r.subject, &r.summary, &r.detail); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r)
+		}
+		return out
+	}
+	got := read()
+	if len(got) != 2 {
+		t.Fatalf("notices %+v, want ws-a stuck and ws-b's request", got)
+	}
+	if g := got[0]; g.kind != "stuck" || g.subject != "ws-a" || !strings.Contains(g.summary, "past the boot deadline") || g.detail != "the watchdog's step: rebuild" {
+		t.Errorf("stuck notice %+v", g)
+	}
+	if g := got[1]; g.kind != "operator_request_stuck" || g.subject != "ws-b" || !strings.Contains(g.summary, "reboot of ws-b, asked by ops 1h0m0s ago, was not taken") ||
+		!strings.Contains(g.detail, "HIBERNATING") || !strings.Contains(g.detail, "ticket 4711") {
+		t.Errorf("request notice %+v", g)
+	}
+	// The next run: still overdue and still not taken, but damped.
+	h.watch()
+	if n := len(read()); n != 2 {
+		t.Errorf("%d notices after a second run, want 2 (damped)", n)
+	}
+}

@@ -68,6 +68,10 @@ type Config struct {
 	// NoticeDamping is how long the same notice about the same subject is
 	// not queued again (default DefaultNoticeDamping).
 	NoticeDamping time.Duration
+	// OperatorRequestDeadline is how long an operator's action may wait
+	// for the watchdog before a notice says it was not taken (default
+	// DefaultOperatorRequestDeadline).
+	OperatorRequestDeadline time.Duration
 	// WatchdogEvery is how often the leader runs the watchdog (default
 	// 15s).
 	WatchdogEvery time.Duration
@@ -160,6 +164,9 @@ func New(cfg Config) *Reconciler {
 	}
 	if cfg.NameAuditEvery == 0 {
 		cfg.NameAuditEvery = DefaultNameAuditEvery
+	}
+	if cfg.OperatorRequestDeadline == 0 {
+		cfg.OperatorRequestDeadline = DefaultOperatorRequestDeadline
 	}
 	if cfg.NoticeDamping == 0 {
 		cfg.NoticeDamping = DefaultNoticeDamping

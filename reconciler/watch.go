@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"genesis.dev/fleet/reconciler/cloud"
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/reconciler/watchdog"
@@ -91,7 +92,54 @@ func (r *Reconciler) Watch(ctx context.Context) (watchdog.Decision, error) {
 	for _, m := range dec.Remediations {
 		r.remediate(ctx, c, snap, d, byWS[m.Workspace], m)
 	}
+	r.watchNotices(ctx, rows, dec, now)
 	return dec, nil
+}
+
+// DefaultOperatorRequestDeadline is Config.OperatorRequestDeadline's
+// default: several watchdog runs.
+const DefaultOperatorRequestDeadline = 10 * time.Minute
+
+// watchNotices queues the notices a watchdog run owes people: each tenant
+// found past its lifecycle deadline, and each operator's action still not
+// taken past Config.OperatorRequestDeadline (its tenant left its running
+// state, or kept changing under the watchdog). Queueing is deduplicated
+// and damped per tenant (notices.go); a failure is logged, never fails
+// the run.
+func (r *Reconciler) watchNotices(ctx context.Context, rows []watchdog.Row, dec watchdog.Decision, now time.Time) {
+	var ns []notify.Notification
+	steps := map[string]watchdog.Step{}
+	for _, m := range dec.Remediations {
+		steps[m.Workspace] = m.Step
+	}
+	for _, o := range dec.Overdue {
+		detail := "the watchdog takes its step"
+		if s, ok := steps[o.Workspace]; ok {
+			detail = "the watchdog's step: " + string(s)
+		} else if dec.Outage || dec.Recovering {
+			detail = "the watchdog holds its step back: fleet-wide silence"
+		}
+		ns = append(ns, notify.Notification{Kind: notify.Stuck, Workspace: o.Workspace,
+			Summary: o.Workspace + " is stuck: " + o.Reason, Detail: detail})
+	}
+	for _, row := range rows {
+		if row.Requested == watchdog.StepNone || row.RequestedAt.IsZero() || now.Sub(row.RequestedAt) < r.cfg.OperatorRequestDeadline {
+			continue
+		}
+		if steps[row.Workspace] == row.Requested {
+			continue // taken in this run
+		}
+		ns = append(ns, notify.Notification{Kind: notify.OperatorRequestStuck, Workspace: row.Workspace,
+			Summary: fmt.Sprintf("%s of %s, asked by %s %s ago, was not taken", row.Requested, row.Workspace, row.RequestedBy,
+				now.Sub(row.RequestedAt).Round(time.Second)),
+			Detail: fmt.Sprintf("the tenant is %s (an operator's step runs only on a running droplet); reason given: %s", row.Lifecycle, row.RequestReason)})
+	}
+	for _, n := range ns {
+		r.wlog.Warn("notice", "kind", n.Kind, "tenant", n.Workspace, "summary", n.Summary)
+		if err := r.queueNotice(ctx, n); err != nil && ctx.Err() == nil {
+			r.wlog.Error("queue notice failed", "kind", n.Kind, "tenant", n.Workspace, "err", err)
+		}
+	}
 }
 
 // recordWatch updates the gauges and logs the outage guard's edges.

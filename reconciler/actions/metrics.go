@@ -3,6 +3,7 @@ package actions
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/plan"
 )
 
@@ -52,6 +53,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			if movesDroplet(k) || k == plan.Hibernate || k == plan.Destroy || k == plan.PointName {
 				m.Names.WithLabelValues(string(k), r)
 			}
+		}
+	}
+	for _, k := range notify.Kinds() {
+		for _, r := range []string{"sent", "retry", "gave_up"} {
+			m.Notifications.WithLabelValues(string(k), r)
 		}
 	}
 	if reg != nil {

@@ -33,7 +33,27 @@ const (
 	// AccountFailing: creates moved away from an account that kept
 	// failing (a 5xx storm, timeouts, a refused token).
 	AccountFailing Kind = "account_failing"
+	// Stuck: a tenant is past its lifecycle state's deadline (the
+	// watchdog takes its step; a person should know it happened).
+	Stuck Kind = "stuck"
+	// OperatorRequestStuck: an operator's action was not taken within
+	// its deadline (the tenant left its running state, or kept changing).
+	OperatorRequestStuck Kind = "operator_request_stuck"
+	// RolloutPaused: a rollout stopped at a wave's failure budget (or
+	// rolled back): a person resumes or aborts it.
+	RolloutPaused Kind = "rollout_paused"
+	// RecoveryPointStale: a tenant's newest copy (backup or snapshot) is
+	// older than its tier's recovery-point objective; past a handful of
+	// tenants, one notice for the fleet names the count.
+	RecoveryPointStale Kind = "recovery_point_stale"
+	// SLOBurn: a tier's availability is burning its error budget fast.
+	SLOBurn Kind = "slo_burn"
 )
+
+// Kinds lists every kind (metrics are initialised for each).
+func Kinds() []Kind {
+	return []Kind{IdleWarning, TenantFailed, AccountFailing, Stuck, OperatorRequestStuck, RolloutPaused, RecoveryPointStale, SLOBurn}
+}
 
 // Notification is the JSON body POSTed to --notify-url. An idle warning
 // carries the idle fields; the others Summary and Detail.
@@ -41,6 +61,8 @@ type Notification struct {
 	Kind         Kind      `json:"kind"`
 	Workspace    string    `json:"workspace,omitempty"`
 	Account      string    `json:"account,omitempty"`
+	Rollout      string    `json:"rollout,omitempty"`
+	Tier         string    `json:"tier,omitempty"`
 	LastActivity time.Time `json:"last_activity,omitzero"`
 	AfterIdle    string    `json:"after_idle,omitempty"`
 	HibernateAt  time.Time `json:"hibernate_at,omitzero"`
@@ -49,6 +71,17 @@ type Notification struct {
 	Summary string    `json:"summary,omitempty"`
 	Detail  string    `json:"detail,omitempty"`
 	At      time.Time `json:"at,omitzero"`
+}
+
+// Subject is what n is about, for deduplication: its workspace, account,
+// rollout or tier, else the fleet.
+func (n Notification) Subject() string {
+	for _, s := range []string{n.Workspace, n.Account, n.Rollout, n.Tier} {
+		if s != "" {
+			return s
+		}
+	}
+	return "fleet"
 }
 
 // Text is n as one line of text (the Slack body).

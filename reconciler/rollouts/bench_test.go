@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"genesis.dev/fleet/internal/pgserver/pgtest"
 	"genesis.dev/fleet/internal/testkit"
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/rollout"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -221,7 +223,17 @@ func TestRolloutSimulated(t *testing.T) {
 		bad.snap.Tenants[ws] = ts
 	}
 	bad.change("9.9.9")
+	var notices []notify.Notification
+	bad.x.cfg.Notify = func(_ context.Context, n notify.Notification) error {
+		notices = append(notices, n)
+		return nil
+	}
 	r, _, _ = bad.run(t, 5*time.Second, 6*time.Hour, true)
+	// People hear of the pause once, with the reason.
+	if len(notices) != 1 || notices[0].Kind != notify.RolloutPaused || notices[0].Rollout != r.ID || notices[0].Detail != r.Reason ||
+		!strings.Contains(notices[0].Summary, "paused") {
+		t.Errorf("notices %+v, want one rollout_paused for %s (%s)", notices, r.ID, r.Reason)
+	}
 	var asleep int
 	if err := bad.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM rollout_members WHERE rollout_id = $1 AND wave < 2 AND workspace < 'ws-000100'`, r.ID).Scan(&asleep); err != nil {
 		t.Fatal(err)

@@ -45,6 +45,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/rollout"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
@@ -66,6 +67,9 @@ type Config struct {
 	Now        func() time.Time
 	// Every is the time between steps; default DefaultEvery.
 	Every time.Duration
+	// Notify tells people a rollout paused at a failure budget or rolled
+	// back (nil: only logged); reconciler.Reconciler.Notice.
+	Notify func(context.Context, notify.Notification) error
 }
 
 // Executor runs rollouts.
@@ -288,6 +292,16 @@ func (x *Executor) advance(ctx context.Context, snap tenants.Snapshot, r store.R
 		return err
 	}
 	x.report(r, d)
+	if x.cfg.Notify != nil && d.State != r.State && (d.State == rollout.Paused || d.State == rollout.RolledBack) {
+		what := "paused: resume it (genesis rollout resume) or abort it"
+		if d.State == rollout.RolledBack {
+			what = "rolled back"
+		}
+		n := notify.Notification{Kind: notify.RolloutPaused, Rollout: r.ID, Summary: "rollout " + r.ID + " " + what, Detail: d.Reason}
+		if err := x.cfg.Notify(ctx, n); err != nil && ctx.Err() == nil {
+			x.log.Error("queue notice failed", "rollout", r.ID, "err", err)
+		}
+	}
 	if len(d.Release) > 0 || d.State != r.State {
 		x.kick()
 	}

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"genesis.dev/fleet/reconciler/backup"
+	"genesis.dev/fleet/reconciler/notify"
 	"genesis.dev/fleet/reconciler/objstore"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
@@ -123,7 +126,9 @@ const (
 // runBackups sweeps backups every BackupSweepEvery while this replica
 // leads, and refreshes the recovery points every BackupRefreshEvery on
 // every replica (so GET /v1/fleet says the same on each), until ctx ends.
-func runBackups(ctx context.Context, svc *backup.Service, leading func() bool, log *slog.Logger) error {
+// After each sweep the leader tells people of stale recovery points
+// (staleNotices) through notice (nil: none).
+func runBackups(ctx context.Context, svc *backup.Service, leading func() bool, notice func(context.Context, notify.Notification) error, log *slog.Logger) error {
 	refresh := time.NewTicker(BackupRefreshEvery)
 	defer refresh.Stop()
 	var swept time.Time
@@ -133,6 +138,12 @@ func runBackups(ctx context.Context, svc *backup.Service, leading func() bool, l
 			swept = time.Now()
 			if rep, err := svc.Sweep(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, backup.ErrDisabled) {
 				log.Error("backup sweep failed", "component", "backup", "err", err, "report", rep)
+			} else if err == nil && notice != nil {
+				for _, n := range staleNotices(svc.Points()) {
+					if err := notice(ctx, n); err != nil && ctx.Err() == nil {
+						log.Error("queue notice failed", "component", "backup", "kind", n.Kind, "err", err)
+					}
+				}
 			}
 		default:
 			if err := svc.Refresh(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, backup.ErrDisabled) {
@@ -157,6 +168,48 @@ func newestSnapshots(o plan.Observed) map[string]backup.SnapshotCopy {
 		if cur, ok := out[s.Workspace]; !ok || s.Created.After(cur.At) {
 			out[s.Workspace] = backup.SnapshotCopy{ID: s.ID, At: s.Created}
 		}
+	}
+	return out
+}
+
+// staleNoticeMax is how many tenants' stale recovery points are told one
+// by one; past it, one notice for the fleet names the count and the
+// oldest (a storage outage must not page once per tenant).
+const staleNoticeMax = 5
+
+// staleNotices are the notices for the stale recovery points among pts:
+// one per tenant, oldest first, or one for the fleet past staleNoticeMax.
+func staleNotices(pts map[string]backup.Point) []notify.Notification {
+	var stale []string
+	for ws, p := range pts {
+		if p.Stale {
+			stale = append(stale, ws)
+		}
+	}
+	sort.Slice(stale, func(i, j int) bool {
+		a, b := pts[stale[i]], pts[stale[j]]
+		return a.Age > b.Age || (a.Age == b.Age && stale[i] < stale[j])
+	})
+	describe := func(ws string) string {
+		p := pts[ws]
+		if p.ID == "" {
+			return fmt.Sprintf("%s has no copy (objective %s)", ws, p.Objective)
+		}
+		return fmt.Sprintf("%s's newest copy (%s %s) is %s old (objective %s)", ws, p.Kind, p.ID, p.Age.Round(time.Minute), p.Objective)
+	}
+	if len(stale) > staleNoticeMax {
+		var oldest []string
+		for _, ws := range stale[:staleNoticeMax] {
+			oldest = append(oldest, describe(ws))
+		}
+		return []notify.Notification{{Kind: notify.RecoveryPointStale,
+			Summary: fmt.Sprintf("%d tenants' recovery points are older than their objective (is backup storage reachable?)", len(stale)),
+			Detail:  "oldest: " + strings.Join(oldest, "; ")}}
+	}
+	out := make([]notify.Notification, 0, len(stale))
+	for _, ws := range stale {
+		out = append(out, notify.Notification{Kind: notify.RecoveryPointStale, Workspace: ws,
+			Summary: ws + "'s recovery point is older than its objective", Detail: describe(ws)})
 	}
 	return out
 }

@@ -251,7 +251,8 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	s.addr, s.scheme, s.publicURL = ln.Addr().String(), scheme, publicURL
 	s.agentSideOnly = c.AgentSideOnly
 	s.backups = backups
-	s.rollouts = rollouts.New(rollouts.Config{Store: st, Desired: rec.Snapshot, Kick: agents.Kick, Logger: log, Registerer: reg, Every: c.RolloutEvery})
+	s.rollouts = rollouts.New(rollouts.Config{Store: st, Desired: rec.Snapshot, Kick: agents.Kick, Logger: log, Registerer: reg, Every: c.RolloutEvery,
+		Notify: rec.Notice})
 	if s.prober, err = newProber(c.Probe, c.ReplicaID, rec, st, log, reg); err != nil {
 		return nil, err
 	}
@@ -299,7 +300,7 @@ func (s *Service) Run(ctx context.Context) error {
 		if s.agentSideOnly {
 			leading = func() bool { return false } // no loop: no retention either
 		}
-		g.Go(func() error { return runBackups(ctx, s.backups, leading, s.log) })
+		g.Go(func() error { return runBackups(ctx, s.backups, leading, s.rec.Notice, s.log) })
 	}
 	leader := rec.LeaderContext
 	if s.agentSideOnly {

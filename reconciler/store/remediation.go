@@ -33,7 +33,7 @@ func (s *Store) WatchRows(ctx context.Context) ([]watchdog.Row, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, state, desired_state, coalesce(droplet_id, 0), coalesce(droplet_name, ''), coalesce(account, ''), state_since,
 		coalesce(last_heartbeat_at, 'epoch'), coalesce(remediation_step, ''), coalesce(remediation_at, 'epoch'),
 		coalesce(replacing_droplet_id, 0), coalesce(failed_hash, ''),
-		coalesce(operator_step, ''), coalesce(operator_actor, ''), coalesce(operator_reason, '')
+		coalesce(operator_step, ''), coalesce(operator_actor, ''), coalesce(operator_reason, ''), coalesce(operator_requested_at, 'epoch')
 		FROM fleet_status`)
 	if err != nil {
 		return nil, fmt.Errorf("read fleet for the watchdog: %w", err)
@@ -46,7 +46,7 @@ func (s *Store) WatchRows(ctx context.Context) ([]watchdog.Row, error) {
 		var droplet, replacing int64
 		var step, requested string
 		if err := rows.Scan(&r.Workspace, &r.Lifecycle, &r.Desired, &droplet, &r.DropletName, &r.Account, &r.StateSince, &r.LastHeartbeat, &step, &r.StepAt,
-			&replacing, &r.FailedHash, &requested, &r.RequestedBy, &r.RequestReason); err != nil {
+			&replacing, &r.FailedHash, &requested, &r.RequestedBy, &r.RequestReason, &r.RequestedAt); err != nil {
 			return nil, fmt.Errorf("read fleet for the watchdog: %w", err)
 		}
 		if r.LastHeartbeat.Equal(epoch) {
@@ -54,6 +54,9 @@ func (s *Store) WatchRows(ctx context.Context) ([]watchdog.Row, error) {
 		}
 		if r.StepAt.Equal(epoch) {
 			r.StepAt = time.Time{}
+		}
+		if r.RequestedAt.Equal(epoch) {
+			r.RequestedAt = time.Time{}
 		}
 		r.DropletID, r.Replacing, r.Step, r.Requested = int(droplet), int(replacing), watchdog.Step(step), watchdog.Step(requested)
 		out = append(out, r)

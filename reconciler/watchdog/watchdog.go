@@ -185,6 +185,7 @@ type Row struct {
 	// /v1/tenants/{id}/actions; "" none), by RequestedBy with RequestReason.
 	Requested                  Step
 	RequestedBy, RequestReason string
+	RequestedAt                time.Time
 }
 
 // Transition moves one workspace between health states; Reset also clears
@@ -217,6 +218,10 @@ type Decision struct {
 	Retire []string
 	// Retry lists FAILED workspaces whose tenant file changed.
 	Retry []string
+	// Overdue lists the workspaces found past their lifecycle state's
+	// deadline in this run (a person hears of it; the step taken, if
+	// any, is in Remediations), with the reason.
+	Overdue []Remediation
 	// Outage is set when too much of the fleet is silent at once: no
 	// remediation is decided. Held counts the steps it held back.
 	Outage bool
@@ -326,6 +331,7 @@ func Evaluate(rows []Row, p Policy, now time.Time) Decision {
 		if r.Lifecycle.In(preActive) {
 			reason = fmt.Sprintf("in %s for %s, past the boot deadline of %s", r.Lifecycle, since, limit)
 		}
+		d.Overdue = append(d.Overdue, Remediation{Workspace: r.Workspace, Reason: reason, Heartbeat: r.LastHeartbeat})
 		switch lifecycle.OnDeadline(r.Lifecycle) {
 		case lifecycle.RebuildDroplet:
 			// The boot deadline: a droplet that never became healthy

@@ -3,6 +3,8 @@ package watchdog
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -212,8 +214,28 @@ func TestEvaluate(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got := Evaluate(c.rows, policy, t0)
-			if diff := cmp.Diff(c.want, got, cmpopts.EquateEmpty(), cmpopts.IgnoreFields(Decision{}, "Health")); diff != "" {
+			if diff := cmp.Diff(c.want, got, cmpopts.EquateEmpty(), cmpopts.IgnoreFields(Decision{}, "Health", "Overdue")); diff != "" {
 				t.Errorf("decision (-want +got):\n%s", diff)
+			}
+			// Overdue names exactly the workspaces a lifecycle deadline
+			// acted on, with the reason the step starts from.
+			var want []string
+			for _, m := range got.Remediations {
+				if strings.Contains(m.Reason, " deadline of ") {
+					want = append(want, m.Workspace)
+				}
+			}
+			var overdue []string
+			for _, o := range got.Overdue {
+				overdue = append(overdue, o.Workspace)
+				for _, m := range got.Remediations {
+					if m.Workspace == o.Workspace && !strings.HasPrefix(m.Reason, o.Reason) {
+						t.Errorf("overdue %s: reason %q is not where the step's %q starts", o.Workspace, o.Reason, m.Reason)
+					}
+				}
+			}
+			if !got.Outage && !got.Recovering && !slices.Equal(want, overdue) {
+				t.Errorf("overdue %v, want %v", overdue, want)
 			}
 		})
 	}
