@@ -127,7 +127,9 @@ func startNamesWorld(t testing.TB, tenants ...*schema.Tenant) *namesWorld {
 	if !roots.AppendCertsFromPEM(pem) {
 		t.Fatal("no issuer roots")
 	}
-	dialer := &net.Dialer{Resolver: fl.Names.Resolver(), Timeout: 5 * time.Second}
+	// A browser waits tens of seconds for a connection; so does this
+	// client (a thousand at once on a machine busy with other tests).
+	dialer := &net.Dialer{Resolver: fl.Names.Resolver(), Timeout: 30 * time.Second}
 	w.client = &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{
 		DialContext:     dialer.DialContext,
 		TLSClientConfig: &tls.Config{RootCAs: roots},
