@@ -113,6 +113,10 @@ type Verified struct {
 	Unchanged bool
 }
 
+// MaxRotateToken bounds a manifest's sealed rotation token (an age file
+// of a 32-byte secret is a few hundred bytes).
+const MaxRotateToken = 4 << 10
+
 // Verify checks one manifest envelope against e. Any failure is a
 // *RejectError. It is the one verifier behind both the running agent and
 // genesis-agent verify.
@@ -166,6 +170,16 @@ func Verify(envelope []byte, e Expectation) (*Verified, error) {
 		return nil, reject(ReasonExpired, "manifest version %d expired at %s (now %s)", m.Version, m.Expires.UTC().Format(time.RFC3339), e.Now.UTC().Format(time.RFC3339))
 	case m.IssuedAt.Sub(e.Now) > skew:
 		return nil, reject(ReasonFuture, "manifest version %d issued at %s, more than %s after now %s", m.Version, m.IssuedAt.UTC().Format(time.RFC3339), skew, e.Now.UTC().Format(time.RFC3339))
+	}
+	if r := m.Rotate; r != nil {
+		switch {
+		case r.Generation < 1:
+			return nil, reject(ReasonMalformed, "rotate.generation %d is not positive", r.Generation)
+		case r.Token == "":
+			return nil, reject(ReasonMalformed, "rotate.token is required")
+		case len(r.Token) > MaxRotateToken:
+			return nil, reject(ReasonMalformed, "rotate.token is over %d bytes", MaxRotateToken)
+		}
 	}
 	v := &Verified{Manifest: m, Envelope: envelope, Digest: d, KeyID: keyID, Unchanged: m.Version == e.AppliedVersion}
 	for i, p := range m.SigningKeys {

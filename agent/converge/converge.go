@@ -62,6 +62,9 @@ type Config struct {
 	Ask *caddy.Ask
 	// Runtime moves n8n to the manifest's version; nil leaves it alone.
 	Runtime Runtime
+	// DBPassword rotates n8n's database password in a secret rotation
+	// (RotateSecrets); nil: only n8n's own secrets rotate.
+	DBPassword *DBPassword
 	// BeforeUpgrade runs before n8n moves to another version (the agent
 	// takes a backup to storage when the manifest asks for backups); its
 	// error stops the switch, which is tried again with the next apply.

@@ -129,6 +129,41 @@ func (c *Compose) ContainerUp(ctx context.Context) (bool, error) {
 	return len(bytes.TrimSpace(out)) > 0, nil
 }
 
+// Recreate runs docker compose up -d --no-deps n8n at the pinned version
+// and waits until n8n is ready: compose recreates n8n's container when its
+// configuration changed, such as the database password it interpolates
+// from the project's .env (a secret rotation's, see DBPassword). --no-deps
+// leaves Postgres alone: its service interpolates the same variable, and
+// recreating it would only restart the database (the password it was
+// initialized with no longer matters once the role's is set).
+func (c *Compose) Recreate(ctx context.Context) error {
+	run := c.Exec
+	if run == nil {
+		run = execCommand
+	}
+	version, err := c.Current(ctx)
+	if err != nil {
+		return err
+	}
+	var env []string
+	if versionRE.MatchString(version) {
+		env = append(env, "N8N_VERSION="+version)
+	}
+	args := []string{"compose", "-p", cmp.Or(c.Project, "genesis"), "-f", cmp.Or(c.File, "/opt/genesis/compose.yaml"), "up", "-d", "--no-deps", "n8n"}
+	out, err := run(ctx, env, cmp.Or(c.Docker, "docker"), args...)
+	if err != nil {
+		out = bytes.TrimSpace(out)
+		if len(out) > 500 {
+			out = out[len(out)-500:]
+		}
+		return fmt.Errorf("docker compose up --no-deps n8n: %w: %s", err, out)
+	}
+	if err := c.waitReady(ctx); err != nil {
+		return fmt.Errorf("n8n not ready: %w", err)
+	}
+	return nil
+}
+
 // compose runs docker compose <verb> n8n with the pinned version in the
 // environment (the compose file interpolates it).
 func (c *Compose) compose(ctx context.Context, verb string) error {

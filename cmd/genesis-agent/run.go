@@ -128,6 +128,7 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 	backups := fs.Bool("backups", true, "take backups and restore them when the manifest asks (false: never)")
 	backupDump := fs.String("backup-dump", "", "`command` (space-separated) that writes n8n's database as pg_dump -Fc to stdout (default: pg_dump in the compose stack's postgres service)")
 	backupRestore := fs.String("backup-restore", "", "`command` (space-separated) that restores a pg_dump -Fc archive from stdin (default: pg_restore --clean --if-exists --single-transaction in the compose stack's postgres service)")
+	dbPasswordSQL := fs.String("db-password-sql", "", "`command` (space-separated) that runs SQL from stdin against n8n's database as a role that may change n8n's password, stopping at the first error, for a secret rotation's database password (default with --n8n-runtime compose: psql -X -q -v ON_ERROR_STOP=1 in the compose stack's postgres service; none: the database password is not rotated)")
 	n8nDataDir := fs.String("n8n-data-dir", "/var/lib/docker/volumes/genesis_n8n_data/_data", "n8n's data `directory`, backed up and restored with its database (empty: none)")
 	postgresProbe := fs.String("postgres-probe", "", "`command` (space-separated) that reads SQL on stdin and prints the rows unaligned (psql -tA ...), run against n8n's database for the heartbeat's postgres component (default with --n8n-runtime compose: psql -tA in the compose stack's postgres service; none: no postgres component)")
 	swapMax := fs.Float64("swap-max-percent", agent.DefaultSwapMaxPercent, "share of the swap in use (percent) past which the heartbeat's swap component is down")
@@ -293,6 +294,17 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		comp := &converge.Compose{File: *composeFile, Dir: dir, Ready: n8nClient.WaitReady}
 		if *n8nRuntime != "none" {
 			convCfg.Runtime = comp
+			// A secret rotation's database password: the role's (SQL on
+			// stdin), the compose project's .env (which compose reads next
+			// to the compose file) and n8n recreated from it.
+			if *dbPasswordSQL != "none" {
+				sql := strings.Fields(*dbPasswordSQL)
+				if len(sql) == 0 {
+					sql = converge.DefaultDBPasswordSQL("docker", "genesis", *composeFile)
+				}
+				convCfg.DBPassword = &converge.DBPassword{Dir: dir, EnvFile: filepath.Join(filepath.Dir(*composeFile), ".env"),
+					SQL: sql, Recreate: comp.Recreate, Logger: log}
+			}
 		}
 		if *backups {
 			convCfg.BeforeUpgrade = func(ctx context.Context, from, to string) error { return ag.BackupBeforeUpgrade(ctx, from, to) }
@@ -340,9 +352,10 @@ func runAgent(ctx context.Context, e cliexit.Env, args []string) error {
 		}
 		n8nVer = conv.N8NVersion
 		activity = conv.LastActivity
-		// A secret rotation's n8n part (its database password part is not
-		// implemented yet: see the README, "rotate-secrets").
-		rotate = conv.RotateN8N
+		// A secret rotation's droplet part: n8n's API key and owner
+		// password, then the database password (see the README,
+		// "rotate-secrets").
+		rotate = conv.RotateSecrets
 		if *n8nDataDir != "" {
 			// n8n's owner, key and ids travel with its data in a backup.
 			bkExport = func() error { return conv.ExportAccess(*n8nDataDir) }

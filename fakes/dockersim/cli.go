@@ -53,7 +53,20 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	// Interpolation reads the project directory's .env, the calling
+	// process's environment winning over it (compose's precedence).
+	dotenv, err := readDotEnv(filepath.Join(filepath.Dir(c.file), ".env"))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	lookup := func(k string) (string, bool) {
+		if v, ok := env[k]; ok {
+			return v, true
+		}
+		v, ok := dotenv[k]
+		return v, ok
+	}
 	services, err := ParseCompose(data, lookup)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -106,8 +119,8 @@ type command struct {
 	project, file, verb, service string
 }
 
-// parseArgs accepts exactly: compose -p P -f F (up -d | stop | start |
-// ps -q) S, compose -p P -f F ps --all --format json [S] and compose -p P
+// parseArgs accepts exactly: compose -p P -f F (up -d [--no-deps] | stop |
+// start | ps -q) S, compose -p P -f F ps --all --format json [S] and compose -p P
 // -f F config --services.
 func parseArgs(args []string) (command, error) {
 	var c command
@@ -138,8 +151,13 @@ func parseArgs(args []string) (command, error) {
 	c.verb, rest = rest[0], rest[1:]
 	switch c.verb {
 	case "up":
+		// up -d [--no-deps] SERVICE: this emulator starts no dependencies
+		// either way.
+		if len(rest) == 3 && rest[1] == "--no-deps" {
+			rest = append(rest[:1:1], rest[2])
+		}
 		if len(rest) != 2 || rest[0] != "-d" {
-			return c, errors.New("dockersim: want up -d SERVICE")
+			return c, errors.New("dockersim: want up -d [--no-deps] SERVICE")
 		}
 		rest = rest[1:]
 	case "stop", "start":
@@ -441,4 +459,35 @@ func AsChild() (exitCode int, ok bool) {
 		return 0, true
 	}
 	return 0, false
+}
+
+// readDotEnv reads a compose .env file (none: empty): KEY=VALUE lines,
+// blank lines and # comments skipped, a value in matching single or
+// double quotes unquoted (without escapes).
+func readDotEnv(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for n, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		k = strings.TrimSpace(strings.TrimPrefix(k, "export "))
+		if !ok || k == "" {
+			return nil, fmt.Errorf("failed to read %s: line %d: unexpected character in variable name", path, n+1)
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		out[k] = v
+	}
+	return out, nil
 }

@@ -6,7 +6,7 @@
 //
 // # The CLI subset
 //
-//	docker compose -p P -f F up -d SERVICE
+//	docker compose -p P -f F up -d [--no-deps] SERVICE
 //	docker compose -p P -f F stop SERVICE
 //	docker compose -p P -f F start SERVICE
 //	docker compose -p P -f F ps -q SERVICE   (the contract test's)
@@ -36,7 +36,9 @@
 //     and the message on stderr, as docker does; usage errors exit 1 too.
 //
 // Interpolation supports $VAR, ${VAR}, ${VAR:-default}, ${VAR-default},
-// ${VAR:?message} and $$, from the calling process's environment.
+// ${VAR:?message} and $$, from the calling process's environment and the
+// .env file next to the compose file (the project directory's, as compose
+// reads it; the process environment wins).
 //
 // # The container
 //

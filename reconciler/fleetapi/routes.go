@@ -20,7 +20,7 @@ func routeScope(pattern string) auth.Scope {
 		return auth.Public
 	case "GET /metrics":
 		return auth.Metrics
-	case "POST /v1/enroll", "GET /v1/manifest", "POST /v1/heartbeat",
+	case "POST /v1/enroll", "GET /v1/manifest", "POST /v1/heartbeat", "POST /v1/agent/reenroll",
 		"POST /v1/agent/backups", "POST /v1/agent/backups/{id}", "GET /v1/agent/backups/{id}", "POST /v1/agent/backups/{id}/restored":
 		return auth.Agent
 	case "GET /v1/fleet", "GET /v1/observed",
@@ -36,7 +36,7 @@ func routeScope(pattern string) auth.Scope {
 
 // agentRoutes are the agent protocol's routes (agentapi.Service.Handler
 // serves them; each checks the droplet's own credential).
-var agentRoutes = []string{"POST /v1/enroll", "GET /v1/manifest", "POST /v1/heartbeat",
+var agentRoutes = []string{"POST /v1/enroll", "GET /v1/manifest", "POST /v1/heartbeat", "POST /v1/agent/reenroll",
 	"POST /v1/agent/backups", "POST /v1/agent/backups/{id}", "GET /v1/agent/backups/{id}", "POST /v1/agent/backups/{id}/restored"}
 
 // router is a ServeMux that puts every route behind the check its scope
