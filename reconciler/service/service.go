@@ -312,6 +312,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	if s.prober != nil { // every replica: each probes its shards
 		g.Go(func() error { return s.prober.Run(ctx) })
+		if !s.agentSideOnly { // the leader tells people of a fast burn
+			g.Go(func() error { return runBurnNotices(ctx, s.st, rec.Leading, rec.Notice, s.log) })
+		}
 	}
 	g.Go(func() error { return events.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
