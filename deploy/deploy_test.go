@@ -734,7 +734,7 @@ func TestSystemdUnits(t *testing.T) {
 	}{
 		{"droplet/genesis-agent.service", "/opt/genesis-agent/current",
 			append(slices.Clone(hardening), want{"StateDirectory", "genesis-agent"}),
-			"/var/lib/genesis-agent /opt/genesis-agent", []string{"ExecStart", "MemoryMax"}},
+			"/var/lib/genesis-agent /opt/genesis-agent /opt/genesis", []string{"ExecStart", "MemoryMax"}},
 		{"reconciler/genesis-reconciler.service", "/usr/local/bin/genesis-reconciler",
 			append(slices.Clone(hardening), want{"DynamicUser", "yes"}, want{"LoadCredential", "tokens:/etc/genesis/tokens"}),
 			"", []string{"ExecStart", "EnvironmentFile", "LoadCredential"}},
