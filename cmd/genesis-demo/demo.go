@@ -42,7 +42,7 @@ Runs the local demo on the state repository in DIR (default state-example):
     DigitalOcean simulator with the fleet's accounts and realistic boot and
     action delays, a local bare git repository initialised from DIR (its
     genesis.yaml with watchdog thresholds scaled for the demo: 6s, 12s,
-    cooldown 10s), and the reconciler (in this process, wired as
+    cooldown 30s), and the reconciler (in this process, wired as
     genesis-reconciler is) on it with a push webhook, a fresh
     manifest-signing key and the age identity in DIR/demo-keys/age.key;
     every droplet the simulator boots runs genesis-demo droplet (its disk is the droplet's
@@ -381,6 +381,8 @@ func (d *demo) story(ctx context.Context) error {
 			run: func(ctx context.Context) (string, error) { return d.strangers(ctx, "ws-demo") }},
 		{title: "kill the agent of " + victim + " (silent → degraded → critical → reboot → healthy)",
 			run: func(ctx context.Context) (string, error) { return d.silence(ctx, victim) }},
+		{title: "an operator snapshots " + victim + " now (genesis action snapshot: a live snapshot, journaled; the tenant stays healthy) and reads its health detail",
+			run: func(ctx context.Context) (string, error) { return d.operatorSnapshot(ctx, victim) }},
 	}
 	if d.local.Names != nil {
 		steps = append(steps, storyStep{title: "a click on a hibernated tenant's link wakes it (ws-demo hibernated as if idle; " + demoCustomerName + " → its stable name → the activator → wake → its n8n answers)",
@@ -712,7 +714,9 @@ func isTerminal(w io.Writer) bool {
 }
 
 // demoWatchdog rewrites the watchdog thresholds of the demo's copy of
-// genesis.yaml to seconds (degraded 6s, critical 12s, cooldown 10s), so a
+// genesis.yaml to seconds (degraded 6s, critical 12s, cooldown 30s: the
+// time a rebuilt droplet gets to boot, restore its backup and report
+// healthy, on a machine that may be busy), so a
 // silent droplet is noticed and rebooted while the demo watches. Only the
 // lines of the spec.watchdog block (two-space indented) are touched; the
 // result is validated with the rest of the repository.
@@ -722,7 +726,7 @@ func demoWatchdog(path string) error {
 		return err
 	}
 	lines := strings.SplitAfter(string(data), "\n")
-	want := []string{"degradedAfter: 6s", "criticalAfter: 12s", "cooldown: 20s"}
+	want := []string{"degradedAfter: 6s", "criticalAfter: 12s", "cooldown: 30s"}
 	block := slices.Index(lines, "  watchdog:\n")
 	if block < 0 {
 		spec := slices.Index(lines, "spec:\n")
