@@ -843,7 +843,11 @@ func TestBackupAskedByOperator(t *testing.T) {
 	w.publish(1, asked(first))
 	w.h.fake.waitBackups(t, "the asked-for backup", 20*time.Second, func(bs []fakeBackup) bool { return len(backupsIn(bs, "good")) == 1 })
 	// Recorded once the upload is done (a crash before takes it again).
-	testkit.WaitFor(t, "backup.json to record the request as served", func() bool { return readBackupRecord(t, w.h.dir).Asked.Equal(first) })
+	testkit.WaitFor(t, "backup.json to record the request as served", func() bool {
+		data, err := os.ReadFile(filepath.Join(w.h.dir, backupFile))
+		var rec backupRecord
+		return err == nil && json.Unmarshal(data, &rec) == nil && rec.Asked.Equal(first)
+	})
 
 	// The same request again, then a restart: nothing more.
 	w.publish(2, asked(first))
