@@ -14,7 +14,7 @@ help: ## List the targets and what they do.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install the system packages tests and the demo need (Postgres, age, promtool) when missing.
+deps: ## Install the system packages tests and the demo need (Postgres, age, promtool, Chromium) when missing.
 	@./scripts/install-deps
 
 .PHONY: build
