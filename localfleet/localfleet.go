@@ -101,6 +101,9 @@ type Backup struct {
 type Fleet struct {
 	// URL is the reconciler's base URL (http://127.0.0.1:PORT).
 	URL string
+	// ConsoleURL is the fleet console's URL: URL + "/console/" (served
+	// unless the reconciler's Config.Console is off).
+	ConsoleURL string
 	// SimURL is the simulator's base URL (ending in "/").
 	SimURL string
 	// DatabaseURL is the reconciler's Postgres database.
@@ -235,6 +238,7 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 		return f, fmt.Errorf("start the reconciler: %w", err)
 	}
 	f.URL = f.svc.URL()
+	f.ConsoleURL = f.URL + "/console/"
 	f.runs++
 	go func() { f.done <- f.svc.Run(runCtx) }()
 	if err := f.startFront(ctx, o); err != nil {

@@ -179,6 +179,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	str(&c.TokensFile, "tokens", "GENESIS_TOKENS_FILE", "", "API tokens file (JSON lines {name, sha256, scopes}; genesis token new); enables the tenant API and bearer checks")
 	fs.BoolVar(&c.InsecureNoAuth, "insecure-no-auth", getenv("GENESIS_INSECURE_NO_AUTH") == "true",
 		"serve without --tokens: every API route answers anyone (demo and tests only; $GENESIS_INSECURE_NO_AUTH=true)")
+	fs.BoolVar(&c.Console, "console", getenv("GENESIS_CONSOLE") != "false",
+		"serve the fleet console at /console/ on the API's listener (every replica; --console=false or $GENESIS_CONSOLE=false turns it off)")
+	str(&c.ConsoleKey, "console-key", "GENESIS_CONSOLE_KEY", "", "`file` of secret bytes (32 or more) the console's session cookies are sealed with; every replica needs the same one (default: derived from --tokens)")
 	fs.BoolVar(&c.MetricsTokenRequired, "metrics-token-required", getenv("GENESIS_METRICS_TOKEN_REQUIRED") == "true", "GET /metrics needs a token with the metrics scope ($GENESIS_METRICS_TOKEN_REQUIRED=true)")
 	fs.BoolVar(&c.Propose, "propose", getenv("GENESIS_PROPOSE") == "true", "tenant API writes push a branch genesis/proposals/<id>-<commit> per change for review instead of the branch ($GENESIS_PROPOSE=true)")
 	c.GitUser, c.GitToken = getenv("GENESIS_GIT_USER"), getenv("GENESIS_GIT_TOKEN")

@@ -79,6 +79,13 @@ type Config struct {
 	// Activator runs the activator (reconciler/activator) when its Listen
 	// is set.
 	Activator ActivatorConfig
+	// Console serves the fleet console (reconciler/console) under
+	// /console/ on the API's listener (--console; on by default).
+	Console bool
+	// ConsoleKey is the file the console's session key is derived from
+	// (--console-key); "" derives it from the tokens file (or, with
+	// --insecure-no-auth, makes one per process).
+	ConsoleKey string
 	// Probe is the availability prober's part (reconciler/availability):
 	// the --probe-* flags. It runs on every replica while genesis.yaml has
 	// spec.dns.
@@ -146,6 +153,7 @@ func Defaults() Config {
 		APIRate:        DefaultAPIRate,
 		HTTP: ServerTimeouts{ReadHeader: DefaultReadHeaderTimeout, Read: DefaultReadTimeout,
 			Write: DefaultWriteTimeout, Idle: DefaultIdleTimeout, MaxConns: DefaultMaxConnections()},
+		Console:     true,
 		UnauthRate:  auth.DefaultFailureRate,
 		UnauthBurst: auth.DefaultFailureBurst,
 		Probe:       ProbeConfig{Interval: availability.DefaultInterval, Timeout: availability.DefaultTimeout, Concurrency: availability.DefaultConcurrency},

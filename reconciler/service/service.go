@@ -20,6 +20,7 @@ import (
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/availability"
 	"genesis.dev/fleet/reconciler/backup"
+	"genesis.dev/fleet/reconciler/console"
 	"genesis.dev/fleet/reconciler/fleetapi"
 	"genesis.dev/fleet/reconciler/fleetstats"
 	"genesis.dev/fleet/reconciler/notify"
@@ -56,6 +57,7 @@ type Service struct {
 	rollouts      *rollouts.Executor
 	activator     *activatorServer
 	prober        *availability.Prober
+	console       *console.Console
 }
 
 // New opens the database (applying migrations), reads the keys, listens on
@@ -236,6 +238,11 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	handler := fleetapi.Handler(fleetapi.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg,
 		WebhookSecret: []byte(c.WebhookSecret), Events: events, Observations: observations, Agents: agents.Handler(), RecoveryPoints: points,
 		Auth: authn, API: api, MetricsTokenRequired: c.MetricsTokenRequired, Availability: availabilityReport(st)})
+	if c.Console {
+		if s.console, handler, err = newConsole(c, st, handler, authn, rec.Snapshot, points, reg, log); err != nil {
+			return nil, err
+		}
+	}
 	if c.UnauthBurst > 0 {
 		handler = auth.NewFailures(auth.FailuresConfig{Rate: c.UnauthRate, Burst: c.UnauthBurst, TrustedProxies: proxies,
 			Logger: log, Registerer: reg}).Wrap(handler)
@@ -315,6 +322,9 @@ func (s *Service) Run(ctx context.Context) error {
 		if !s.agentSideOnly { // the leader tells people of a fast burn
 			g.Go(func() error { return runBurnNotices(ctx, s.st, rec.Leading, rec.Notice, s.log) })
 		}
+	}
+	if s.console != nil { // one LISTEN for every browser of this replica
+		g.Go(func() error { return s.console.Run(ctx) })
 	}
 	g.Go(func() error { return events.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })

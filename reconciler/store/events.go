@@ -113,12 +113,17 @@ var ErrListenerLost = errors.New("event listener lost")
 // ErrListenerLost). handle runs on Listen's goroutine and should return
 // promptly.
 func (s *Store) Listen(ctx context.Context, ready func(), handle func(payload string)) error {
+	return s.listen(ctx, EventChannel, ready, handle)
+}
+
+// listen follows channel as Listen describes.
+func (s *Store) listen(ctx context.Context, channel string, ready func(), handle func(payload string)) error {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return fmt.Errorf("%w: connect: %w", ErrListenerLost, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+EventChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
 		return fmt.Errorf("%w: listen: %w", ErrListenerLost, err)
 	}
 	ready()

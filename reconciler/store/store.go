@@ -597,6 +597,12 @@ type FleetRow struct {
 
 // Fleet lists every workspace's status, by id.
 func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
+	return s.fleetRows(ctx, "")
+}
+
+// fleetRows reads fleet_status rows (with their retry state) matching
+// where ("": all), by id.
+func (s *Store) fleetRows(ctx context.Context, where string, args ...any) ([]FleetRow, error) {
 	rows, err := s.pool.Query(ctx, `SELECT workspace, desired_state, state, health, coalesce(droplet_id, 0), coalesce(droplet_name, ''),
 		coalesce(account, ''), coalesce(region, ''), coalesce(size, ''), coalesce(host(ip), ''), coalesce(snapshot_id, ''),
 		coalesce(snapshot_size_gb, 0), hibernated_by_policy, coalesce(last_commit, ''), coalesce(f.last_error, ''),
@@ -609,7 +615,7 @@ func (s *Store) Fleet(ctx context.Context) ([]FleetRow, error) {
 		coalesce((f.heartbeat->>'disk_used_bytes')::numeric, 0), coalesce((f.heartbeat->>'disk_total_bytes')::numeric, 0),
 		coalesce((f.heartbeat->>'uptime_seconds')::float8, 0), coalesce(f.heartbeat->>'apply_error', ''), coalesce(f.heartbeat->>'verify_error', ''),
 		coalesce((f.heartbeat->>'swap_used_bytes')::numeric, 0), coalesce((f.heartbeat->>'swap_total_bytes')::numeric, 0)
-		FROM fleet_status f LEFT JOIN tenant_retries r USING (workspace) ORDER BY workspace`)
+		FROM fleet_status f LEFT JOIN tenant_retries r USING (workspace) `+where+` ORDER BY workspace`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list fleet: %w", err)
 	}
