@@ -22,7 +22,7 @@ func commands() []cliexit.Command {
 		{Name: "plan", Summary: "show what merging a state repository would do: actions, cost, API calls", Run: runPlan},
 		{Name: "keygen", Summary: "make an age identity or an ed25519 manifest-signing key", Run: runKeygen},
 		{Name: "rollout", Summary: "list, show, pause, resume or abort rollouts of fleet-wide changes (needs a reconciler)", Run: runRollout},
-		{Name: "action", Summary: "reboot, power-cycle, rebuild, snapshot or back up a tenant's droplet as an operator (needs a reconciler)", Run: runAction},
+		{Name: "action", Summary: "reboot, power-cycle, rebuild, snapshot, back up or rotate the secrets of a tenant's droplet as an operator (needs a reconciler)", Run: runAction},
 		{Name: "token", Summary: "make an API token and its line for the reconciler's --tokens file", Run: runToken},
 		{Name: "availability", Summary: "show measured availability per tier and the worst tenants (needs a reconciler)", Run: runAvailability},
 	}
