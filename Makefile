@@ -108,6 +108,7 @@ bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run 
 	set -o pipefail; $(GO) test -run '^$$' -bench 'WakeOnRequest' -benchtime 1x ./localfleet/ | tee -a $(BENCH_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'ActivatorHold' -benchtime 3000x ./reconciler/activator/ | tee -a $(BENCH_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'Prober15000' -benchtime 2x ./reconciler/availability/ | tee -a $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'Overview100k/(render|raw)' -benchtime 20x ./reconciler/console/ | tee -a $(BENCH_OUT)
 	$(LOAD) gobench --input $(BENCH_OUT) $(LOAD_FLAGS)
 	$(LOAD) http304 --agents 100 --connections 64 --duration 5s $(LOAD_FLAGS)
 	$(LOAD) heartbeat --agents 10000 --speedup 120 --duration 20s --credentials 1 --connections 128 $(LOAD_FLAGS)

@@ -74,6 +74,10 @@ type Console struct {
 
 	idxMu sync.Mutex
 	idx   *index
+
+	countsMu  sync.Mutex
+	countsAt  time.Time
+	countsVal []store.StateCount
 }
 
 // New builds the console.
