@@ -214,6 +214,31 @@ func (b *Browser) Navigate(url string) {
 	}
 }
 
+// ClickNavigate clicks the element sel matches (a link or a submit
+// button) and waits, one step, until a new page replaced the current one
+// and finished loading (a redirect after a POST included).
+func (b *Browser) ClickNavigate(sel string) {
+	b.t.Helper()
+	// The old page carries a mark the new one lacks.
+	Eval[bool](b, `(window.__browsertestOld = true)`)
+	b.Do("click "+sel, chromedp.Click(chromedp.CSS(sel)))
+	deadline := time.Now().Add(b.step)
+	for {
+		// Evaluate in whatever document the tab holds now: during the
+		// navigation it fails, or answers from the old page.
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		done, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__browsertestOld !== true && document.readyState === "complete"`))
+		cancel()
+		if err == nil && done {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("browser: click %s: no new page loaded within %s (page %s, last error %v)", sel, b.step, b.Location(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // SetViewport sizes the page as v (and emulates a phone when v.Mobile).
 // The page re-lays out at once; a reload is not needed.
 func (b *Browser) SetViewport(v Viewport) {
@@ -262,11 +287,16 @@ func (b *Browser) Text(sel string) string {
 
 // WaitText waits, up to within, until the text of the first element sel
 // matches re, and returns that text. It reads the page only: it never
-// reloads it.
+// reloads it. The page runs re as a JavaScript RegExp: keep to the syntax
+// both share (a leading (?i) becomes the flag i).
 func (b *Browser) WaitText(sel string, re *regexp.Regexp, within time.Duration) string {
 	b.t.Helper()
-	js := fmt.Sprintf(`(() => { const e = document.querySelector(%s); if (!e) return ""; const s = (e.innerText || e.textContent || "").trim(); return new RegExp(%s).test(s) ? s : ""; })()`,
-		jsString(sel), jsString(re.String()))
+	expr, flags := re.String(), ""
+	if rest, ok := strings.CutPrefix(expr, "(?i)"); ok {
+		expr, flags = rest, "i"
+	}
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%s); if (!e) return ""; const s = (e.innerText || e.textContent || "").trim(); return new RegExp(%s, %s).test(s) ? s : ""; })()`,
+		jsString(sel), jsString(expr), jsString(flags))
 	ctx, cancel := context.WithTimeout(b.ctx, within+5*time.Second)
 	defer cancel()
 	s, err := chromedp.Run(ctx, chromedp.Poll[string](js, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(within)))
