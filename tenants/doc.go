@@ -12,8 +12,12 @@
 // large the fleet. Decoding (schema.DecodeTenant) is the expensive step, so
 // the decoded *schema.Tenant is kept per blob; the cheaper rules that depend
 // on genesis.yaml and the templates (schema.Tenant.Check) are re-run for
-// every tenant only when the fleet or a template changed, and the rules that
-// span tenants (schema.CheckUnique) run over the whole set on every sync.
+// every tenant only when the fleet or a template changed. The rules that
+// span tenants (schema.CheckUnique: ids and domains) are incremental too: an
+// index kept with the snapshot lists, for every id and domain, the files
+// claiming it, and a sync re-checks only the files whose version changed
+// and those sharing an id or a domain with them (unique.go), with the same
+// errors the whole-set check gives.
 //
 // # Bad files never delete anything
 //

@@ -120,6 +120,13 @@ type index struct {
 	prev Snapshot
 	// prevTenantErrs is the tenants' part of prev.Errors.
 	prevTenantErrs schema.Errors
+
+	// unique holds the cross-tenant rules' state, updated with the files
+	// whose candidate changed.
+	unique *uniqueIndex
+	// wholeSet runs schema.CheckUnique over every tenant on every sync
+	// instead (the benchmark's same-run baseline and the tests' oracle).
+	wholeSet bool
 }
 
 func newIndex() *index {
@@ -128,6 +135,7 @@ func newIndex() *index {
 		validTemplates: map[string]*schema.Template{},
 		files:          map[string]*tenantFile{},
 		valid:          map[string]validVersion{},
+		unique:         newUniqueIndex(),
 	}
 }
 
@@ -268,7 +276,7 @@ func (ix *index) update(ctx context.Context, l listing, read readFunc) (Snapshot
 	ix.syncs.Add(1)
 
 	tenantsSame := wasLoaded && len(changed) == 0 && len(removed) == 0 && !contextChanged
-	snap := ix.snapshot(fleet, effFleet, sctx, tenantsSame, len(removed) > 0)
+	snap := ix.snapshot(fleet, effFleet, sctx, tenantsSame, removed)
 	ix.prev = snap
 	return snap, nil
 }
@@ -389,7 +397,7 @@ func (ix *index) decodeTenants(ctx context.Context, changed []file, read readFun
 // compares with the previous Snapshot. When no tenant file and nothing they
 // are checked against changed (tenantsSame), the previous tenant states are
 // still exact and are shared, not rebuilt.
-func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.Context, tenantsSame, removed bool) Snapshot {
+func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.Context, tenantsSame bool, removed []string) Snapshot {
 	snap := Snapshot{
 		Fleet:        effFleet,
 		FleetErrors:  fleet.errs,
@@ -409,19 +417,7 @@ func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.C
 	snap.Tenants = make(map[string]TenantState, len(ix.paths))
 	var tenantErrs schema.Errors
 
-	// The cross-tenant rules see, for each file, the version that will be
-	// acted on: a broken tenant keeps its id and domains through its last
-	// valid version, so no newcomer can take them meanwhile.
-	cands := make([]schema.TenantFile, 0, len(ix.paths))
-	for _, p := range ix.paths {
-		f := ix.files[p]
-		if f.errs() == nil {
-			cands = append(cands, schema.TenantFile{File: p, Tenant: f.tenant})
-		} else if v, ok := ix.valid[schema.IDFromPath(p)]; ok {
-			cands = append(cands, schema.TenantFile{File: p, Tenant: v.tenant})
-		}
-	}
-	conflicts := schema.CheckUnique(cands)
+	conflicts := ix.checkUnique(removed)
 
 	for _, p := range ix.paths {
 		f := ix.files[p]
@@ -447,7 +443,7 @@ func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.C
 		}
 		snap.Tenants[id] = st
 	}
-	if removed {
+	if len(removed) > 0 {
 		for id := range ix.valid {
 			if _, ok := snap.Tenants[id]; !ok {
 				delete(ix.valid, id)
@@ -480,6 +476,47 @@ func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.C
 	errs.Sort()
 	snap.Errors = errs
 	return snap
+}
+
+// checkUnique applies the cross-tenant rules and returns the errors by
+// file. The rules see, for each file, the version that will be acted on: a
+// broken tenant keeps its id and domains through its last valid version, so
+// no newcomer can take them meanwhile. Only the files whose candidate moved
+// since the last sync (a pointer comparison per file) are handed to the
+// unique index, which re-checks just the groups they touch.
+func (ix *index) checkUnique(removed []string) map[string]schema.Errors {
+	candidate := func(p string) *schema.Tenant {
+		f := ix.files[p]
+		if f.errs() == nil {
+			return f.tenant
+		}
+		if v, ok := ix.valid[schema.IDFromPath(p)]; ok {
+			return v.tenant
+		}
+		return nil
+	}
+	if ix.wholeSet {
+		cands := make([]schema.TenantFile, 0, len(ix.paths))
+		for _, p := range ix.paths {
+			if t := candidate(p); t != nil {
+				cands = append(cands, schema.TenantFile{File: p, Tenant: t})
+			}
+		}
+		return schema.CheckUnique(cands)
+	}
+	changes := map[string]*schema.Tenant{}
+	for _, p := range ix.paths {
+		if t := candidate(p); t != ix.unique.cand[p] {
+			changes[p] = t
+		}
+	}
+	for _, p := range removed {
+		if _, ok := ix.unique.cand[p]; ok {
+			changes[p] = nil
+		}
+	}
+	ix.unique.update(changes)
+	return ix.unique.conflicts
 }
 
 // changedIDs lists the tenants whose state differs between two snapshots,
