@@ -42,7 +42,7 @@ Runs the local demo on the state repository in DIR (default state-example):
     DigitalOcean simulator with the fleet's accounts and realistic boot and
     action delays, a local bare git repository initialised from DIR (its
     genesis.yaml with watchdog thresholds scaled for the demo: 6s, 12s,
-    cooldown 30s), and the reconciler (in this process, wired as
+    cooldown 45s), and the reconciler (in this process, wired as
     genesis-reconciler is) on it with a push webhook, a fresh
     manifest-signing key and the age identity in DIR/demo-keys/age.key;
     every droplet the simulator boots runs genesis-demo droplet (its disk is the droplet's
@@ -81,7 +81,7 @@ func runDemo(ctx context.Context, e cliexit.Env, args []string) error {
 	work := fs.String("workdir", "", "directory for the demo's files (default: a temporary one, removed at exit)")
 	boot := fs.Duration("boot-delay", 3*time.Second, "simulated droplet boot time")
 	action := fs.Duration("action-delay", 2*time.Second, "simulated DigitalOcean action time (power off, snapshot)")
-	timeout := fs.Duration("step-timeout", 3*time.Minute, "how long one step may take before the demo gives up")
+	timeout := fs.Duration("step-timeout", 4*time.Minute, "how long one step may take before the demo gives up")
 	caddyBin := fs.String("caddy", filepath.Join(".cache", "caddy", "v2.11.9", "caddy"), "the Caddy `binary` every simulated droplet runs (make caddy builds it)")
 	weedBin := fs.String("weed", "", "SeaweedFS's weed `binary` (make weed builds it): backups go to it as S3 storage and the story rebuilds a droplet from its backup; none: no backups")
 	pebbleBin := fs.String("pebble", "", "Pebble's `binary` (make pebble builds it): tenants get stable names ("+demoZone+", served over DNS on loopback), certificates come from Pebble over ACME, and a click on a hibernated tenant's link wakes it through the activator; none: no stable names")
@@ -714,7 +714,7 @@ func isTerminal(w io.Writer) bool {
 }
 
 // demoWatchdog rewrites the watchdog thresholds of the demo's copy of
-// genesis.yaml to seconds (degraded 6s, critical 12s, cooldown 30s: the
+// genesis.yaml to seconds (degraded 6s, critical 12s, cooldown 45s: the
 // time a rebuilt droplet gets to boot, restore its backup and report
 // healthy, on a machine that may be busy), so a
 // silent droplet is noticed and rebooted while the demo watches. Only the
@@ -726,7 +726,7 @@ func demoWatchdog(path string) error {
 		return err
 	}
 	lines := strings.SplitAfter(string(data), "\n")
-	want := []string{"degradedAfter: 6s", "criticalAfter: 12s", "cooldown: 30s"}
+	want := []string{"degradedAfter: 6s", "criticalAfter: 12s", "cooldown: 45s"}
 	block := slices.Index(lines, "  watchdog:\n")
 	if block < 0 {
 		spec := slices.Index(lines, "spec:\n")
