@@ -98,6 +98,11 @@ type Config struct {
 	// RotationsPerMinute is the fleet-wide budget of secret rotation
 	// requests per minute (default DefaultRotationsPerMinute).
 	RotationsPerMinute int
+	// EnvelopeCacheBytes bounds the signed envelopes kept in memory
+	// (default DefaultEnvelopeCacheBytes); a pushed-out envelope is read
+	// from Postgres when an agent needs it. Versions and ETags (for 304s
+	// and long-polls) are kept for every droplet regardless.
+	EnvelopeCacheBytes int
 	// Writers is how many heartbeat batches are written at once (default
 	// 2). Droplets are split among them, each writer with its own share
 	// of Queue, so no two batches in flight touch the same rows.
@@ -132,6 +137,8 @@ type Service struct {
 	manMu   sync.Mutex
 	man     map[int64]*entry
 	waiters map[int64]chan struct{}
+	// bodies holds the envelopes of man's entries, within a byte bound.
+	bodies *envelopes
 
 	// inputs keeps the fleet-wide inputs renders take (rollouts).
 	inputs rollout.Cache
@@ -163,6 +170,9 @@ func New(cfg Config) *Service {
 	if cfg.Writers <= 0 {
 		cfg.Writers = DefaultWriters
 	}
+	if cfg.EnvelopeCacheBytes <= 0 {
+		cfg.EnvelopeCacheBytes = DefaultEnvelopeCacheBytes
+	}
 	queues := make([]chan store.Heartbeat, cfg.Writers)
 	for k := range queues {
 		queues[k] = make(chan store.Heartbeat, max(1, cfg.Queue/cfg.Writers))
@@ -184,8 +194,9 @@ func New(cfg Config) *Service {
 		cfg.SigningKeys = bootstrapKeys(cfg.Signer.Public(), cfg.Announce)
 	}
 	st := cfg.Store
+	bodies := newEnvelopes(cfg.EnvelopeCacheBytes)
 	return &Service{
-		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer), st: st,
+		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer, bodies.stats), st: st, bodies: bodies,
 		enabled: cfg.Signer != nil && len(cfg.Identities) > 0, announceErr: announceErr,
 		queues: queues, firsts: make(chan int64, firstQueue), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
 		refusals: loglimit.New(refusalWindow, refusalBurst),

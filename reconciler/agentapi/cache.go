@@ -222,12 +222,14 @@ func (s *Service) loadCredentials(ctx context.Context) error {
 	return nil
 }
 
-// entry is the newest manifest of a droplet as served. Entries are never
-// changed once made; a newer version replaces the entry.
+// entry is the newest manifest of a droplet as served: its version and
+// ETag, enough to answer a 304 and to park a long-poll. The envelope itself
+// lives in the bounded envelopes cache (Service.bodies) and is read from
+// Postgres when pushed out (body). Entries are never changed once made; a
+// newer version replaces the entry.
 type entry struct {
 	version int64 // 0: no manifest yet
 	etag    string
-	body    []byte
 	// published is when this replica learnt of the manifest (zero: read
 	// on demand, not announced).
 	published time.Time
@@ -263,7 +265,23 @@ func (s *Service) loadManifest(ctx context.Context, droplet int64) (*entry, erro
 	if version == 0 {
 		return &entry{}, nil
 	}
-	return &entry{version: version, etag: etagOf(env), body: env}, nil
+	s.bodies.put(droplet, version, env)
+	return &entry{version: version, etag: etagOf(env)}, nil
+}
+
+// body returns the envelope of droplet's version e: from the bounded cache,
+// or else from Postgres (and caches it again).
+func (s *Service) body(ctx context.Context, droplet int64, e *entry) ([]byte, error) {
+	if env := s.bodies.get(droplet, e.version); env != nil {
+		return env, nil
+	}
+	s.m.envelopeMisses.Inc()
+	env, err := s.st.ManifestEnvelope(ctx, droplet, e.version)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %d of droplet %d: %w", e.version, droplet, err)
+	}
+	s.bodies.put(droplet, e.version, env)
+	return env, nil
 }
 
 // install caches e for droplet unless a newer version is cached, wakes the
@@ -311,6 +329,7 @@ func (s *Service) flush() {
 	s.creds.loaded = false
 	s.creds.epoch++
 	s.authMu.Unlock()
+	s.bodies.clear()
 	s.manMu.Lock()
 	clear(s.man)
 	for d, ch := range s.waiters {

@@ -119,8 +119,13 @@
 // # Serving
 //
 // GET /v1/manifest answers from memory: each replica caches the newest
-// envelope and ETag per droplet, so a 304 costs a hash lookup and a string
-// compare. With ?wait= (at most 60s) and a matching If-None-Match the
+// version and ETag per droplet, so a 304 costs a hash lookup and a string
+// compare. The envelopes themselves (a 200) come from a cache bounded in
+// bytes (Config.EnvelopeCacheBytes, least recently used out) and, once
+// pushed out, from Postgres by (droplet, version): a fleet-wide change holds
+// the envelopes its agents are about to fetch, not every droplet's at once.
+// The leader's sweep likewise reads and renders the fleet a page of
+// droplets at a time. With ?wait= (at most 60s) and a matching If-None-Match the
 // request waits on the droplet's notification channel and returns the new
 // envelope as soon as one is stored. Replicas learn of manifests issued
 // elsewhere through Postgres LISTEN/NOTIFY on channel genesis_agents

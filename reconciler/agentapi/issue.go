@@ -178,8 +178,9 @@ func (s *Service) previousCreds(ctx context.Context, t store.Target) ([]schema.M
 	s.manMu.Unlock()
 	var env []byte
 	if e != nil && e.version == t.Version {
-		env = e.body
-	} else {
+		env = s.bodies.get(t.Droplet, t.Version)
+	}
+	if env == nil {
 		var err error
 		if env, err = s.st.ManifestEnvelope(ctx, t.Droplet, t.Version); err != nil {
 			return nil, fmt.Errorf("read manifest %d of droplet %d: %w", t.Version, t.Droplet, err)
@@ -237,7 +238,8 @@ func (s *Service) store(ctx context.Context, batch []*issue) ([]bool, error) {
 // published serves a stored manifest from the cache (waking its droplet's
 // long-polls) and records it.
 func (s *Service) published(is *issue) {
-	s.install(is.t.Droplet, &entry{version: is.m.Version, etag: `"` + hex.EncodeToString(is.digest[:]) + `"`, body: is.env, published: s.cfg.Now()})
+	s.bodies.put(is.t.Droplet, is.m.Version, is.env)
+	s.install(is.t.Droplet, &entry{version: is.m.Version, etag: `"` + hex.EncodeToString(is.digest[:]) + `"`, published: s.cfg.Now()})
 	s.m.issued.Inc()
 	s.log.Info("manifest issued", "tenant", is.t.Workspace, "droplet", is.t.Droplet, "version", is.m.Version, "commit", is.snap.Commit,
 		"correlation_id", is.snap.Correlation, "workflows", len(is.m.Workflows), "credentials", len(is.m.Credentials),

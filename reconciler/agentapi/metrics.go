@@ -18,9 +18,15 @@ type metrics struct {
 	delivery    prometheus.Histogram
 	credentials prometheus.Gauge
 	rotations   *prometheus.CounterVec
+	// envelopeMisses counts envelopes read from Postgres because the
+	// bounded cache had pushed them out.
+	envelopeMisses prometheus.Counter
+	envelopeBytes  prometheus.GaugeFunc
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics makes the series; cacheStats reports the envelope cache's
+// bytes and count (read at scrape time).
+func newMetrics(reg prometheus.Registerer, cacheStats func() (size, n int)) *metrics {
 	m := &metrics{
 		served: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_manifests_served_total",
 			Help: "GET /v1/manifest responses by status code."}, []string{"code"}),
@@ -46,6 +52,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Valid agent credentials in this replica's memory (a credential outside the set is refused without a database lookup)."}),
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "genesis_secret_rotations_total",
 			Help: "Secret rotation events by result (requested, reenrolled, reenroll_refused, reenroll_bad_request, reenroll_unauthorized, promoted, succeeded)."}, []string{"result"}),
+		envelopeMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "genesis_manifest_envelope_cache_misses_total",
+			Help: "Manifest envelopes read from Postgres because the bounded in-memory cache no longer held them."}),
+		envelopeBytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "genesis_manifest_envelope_cache_bytes",
+			Help: "Bytes of signed manifest envelopes held in memory (bounded by the agent service's EnvelopeCacheBytes, 64 MiB by default)."},
+			func() float64 { size, _ := cacheStats(); return float64(size) }),
 	}
 	for _, r := range []string{"requested", "reenrolled", "reenroll_refused", "reenroll_bad_request", "reenroll_unauthorized", "promoted", "succeeded"} {
 		m.rotations.WithLabelValues(r)
@@ -61,7 +72,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.byCode[code] = m.served.WithLabelValues(code)
 	}
 	if reg != nil {
-		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry, m.convergence, m.delivery, m.credentials, m.rotations)
+		reg.MustRegister(m.served, m.longpolls, m.enrollments, m.heartbeats, m.batchSize, m.issued, m.expiry, m.convergence, m.delivery, m.credentials, m.rotations,
+			m.envelopeMisses, m.envelopeBytes)
 	}
 	return m
 }

@@ -107,6 +107,9 @@ func (s *Service) RenderAction(ctx context.Context, a plan.Action) error {
 	return s.RenderWorkspace(ctx, a.Workspace)
 }
 
+// sweepPage is how many targets a sweep reads and renders at a time.
+const sweepPage = 2048
+
 // sweepLoop runs Sweep every cfg.Sweep and on Kick while leading.
 func (s *Service) sweepLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Sweep)
@@ -139,22 +142,28 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	if err := s.st.PruneTokens(ctx, now.Add(-7*24*time.Hour)); err != nil {
 		return 0, fmt.Errorf("prune tokens: %w", err)
 	}
-	ts, err := s.st.SweepTargets(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("list agents: %w", err)
-	}
-	expires := s.issueAll(ctx, &snap, ts, now)
+	// The fleet is walked a page of targets at a time: a fleet-wide change
+	// holds one page's targets and the manifests in flight (issueAll's
+	// bounded queue), not every droplet's at once.
 	var issued int64
-	for _, e := range expires {
-		if e.issued {
-			issued++
-		}
-	}
 	soonest := time.Time{}
-	for _, r := range expires {
-		if !r.expires.IsZero() && r.expires.After(time.Unix(0, 0)) && (soonest.IsZero() || r.expires.Before(soonest)) {
-			soonest = r.expires
+	for after := ""; ; {
+		ts, err := s.st.SweepTargetsAfter(ctx, after, sweepPage)
+		if err != nil {
+			return int(issued), fmt.Errorf("list agents: %w", err)
 		}
+		for _, r := range s.issueAll(ctx, &snap, ts, now) {
+			if r.issued {
+				issued++
+			}
+			if !r.expires.IsZero() && r.expires.After(time.Unix(0, 0)) && (soonest.IsZero() || r.expires.Before(soonest)) {
+				soonest = r.expires
+			}
+		}
+		if len(ts) < sweepPage || ctx.Err() != nil {
+			break
+		}
+		after = ts[len(ts)-1].Workspace
 	}
 	if !soonest.IsZero() {
 		s.m.expiry.Set(soonest.Sub(now).Seconds())

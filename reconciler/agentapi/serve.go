@@ -115,13 +115,20 @@ func (s *Service) handleManifest(w http.ResponseWriter, r *http.Request) {
 		h["Cache-Control"] = []string{"no-cache"}
 		w.WriteHeader(http.StatusNotModified)
 	default:
+		body, err := s.body(r.Context(), ref.droplet, e)
+		if err != nil {
+			s.m.servedInc("500")
+			s.log.Error("load manifest failed", "droplet", ref.droplet, "err", err)
+			httpError(w, http.StatusInternalServerError, "manifest unavailable")
+			return
+		}
 		s.m.servedInc("200")
 		h := w.Header()
 		h["Etag"] = []string{e.etag}
 		h["Cache-Control"] = []string{"no-cache"}
 		h["Content-Type"] = []string{"application/json"}
-		h["Content-Length"] = []string{strconv.Itoa(len(e.body))}
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(e.body)
+		_, _ = w.Write(body)
 	}
 }

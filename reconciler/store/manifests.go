@@ -193,7 +193,11 @@ LEFT JOIN LATERAL (SELECT version, expires_at, inputs_hash, creds_hash FROM mani
 // targets runs targetsSQL with the condition where (on agents a and
 // fleet_status f).
 func (s *Store) targets(ctx context.Context, where string, args ...any) ([]Target, error) {
-	rows, err := s.pool.Query(ctx, targetsSQL+" WHERE "+where+" ORDER BY a.workspace, a.enrolled_at DESC", args...)
+	return s.targetsQuery(ctx, targetsSQL+" WHERE "+where+" ORDER BY a.workspace, a.enrolled_at DESC", args...)
+}
+
+func (s *Store) targetsQuery(ctx context.Context, query string, args ...any) ([]Target, error) {
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -239,4 +243,12 @@ func (s *Store) LiveTargetOf(ctx context.Context, droplet int64) (Target, bool, 
 // takes manifests (not lifecycle.NoManifest).
 func (s *Store) SweepTargets(ctx context.Context) ([]Target, error) {
 	return s.targets(ctx, `f.state NOT IN (`+lifecycle.SQLList(lifecycle.NoManifest())+`)`)
+}
+
+// SweepTargetsAfter is one page of SweepTargets: at most limit workspaces
+// sorted after the workspace after ("": from the first). A sweep walks the
+// fleet page by page so it never holds every target at once.
+func (s *Store) SweepTargetsAfter(ctx context.Context, after string, limit int) ([]Target, error) {
+	return s.targetsQuery(ctx, targetsSQL+` WHERE f.state NOT IN (`+lifecycle.SQLList(lifecycle.NoManifest())+`) AND a.workspace > $1`+
+		` ORDER BY a.workspace, a.enrolled_at DESC LIMIT $2`, after, limit)
 }
