@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -51,7 +52,15 @@ type fleet struct {
 	secret     []byte // the push webhook's
 	http       *http.Client
 	log        *slog.Logger
+	closersMu  sync.Mutex // replicas start concurrently (scale)
 	closers    []func()
+}
+
+// addCloser has close run fn (safe from several goroutines).
+func (f *fleet) addCloser(fn func()) {
+	f.closersMu.Lock()
+	defer f.closersMu.Unlock()
+	f.closers = append(f.closers, fn)
 }
 
 // close stops what startFleet started, last started first.
@@ -126,7 +135,7 @@ func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger, std
 		return err
 	}
 	f.closers = append(f.closers, func() { os.RemoveAll(dir) })
-	f.repo, err = newStateRepo(ctx, dir, fleetID.Recipient(), c.agents, c.credentials)
+	f.repo, err = newStateRepo(ctx, dir, fleetID.Recipient(), c.agents, c.credentials, 0)
 	if err != nil {
 		return err
 	}
@@ -206,10 +215,13 @@ const serveEnv = "GENESIS_LOAD_SERVE"
 // startSubprocess runs `genesis-load serve` with cfg's key files and the
 // webhook's secret in a file under dir (0600, removed at the end) and reads
 // the line it prints when ready. Closing its stdin stops it.
-func (f *fleet) startSubprocess(ctx context.Context, c config, dir string, cfg serverConfig, stderr io.Writer) (serverInfo, error) {
+func (f *fleet) startSubprocess(ctx context.Context, c config, dir string, cfg serverConfig, stderr io.Writer, extra ...string) (serverInfo, error) {
 	secretFile := filepath.Join(dir, "webhook.secret")
-	if err := os.WriteFile(secretFile, []byte(cfg.WebhookSecret), 0o600); err != nil {
-		return serverInfo{}, err
+	// Replicas starting together share the file: it is written once.
+	if old, err := os.ReadFile(secretFile); err != nil || string(old) != cfg.WebhookSecret {
+		if err := os.WriteFile(secretFile, []byte(cfg.WebhookSecret), 0o600); err != nil {
+			return serverInfo{}, err
+		}
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -218,6 +230,7 @@ func (f *fleet) startSubprocess(ctx context.Context, c config, dir string, cfg s
 	cmd := exec.Command(exe, "serve", "--state-repo", cfg.StateRepo, "--signing-key", cfg.SigningKey,
 		"--age-identity", cfg.AgeIdentity, "--webhook-secret-file", secretFile,
 		"--log-format", c.logFormat, "--log-level", c.serverLogLevel)
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), serveEnv+"=1")
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()
@@ -240,7 +253,7 @@ func (f *fleet) startSubprocess(ctx context.Context, c config, dir string, cfg s
 		io.Copy(io.Discard, br)
 		exited <- cmd.Wait()
 	}()
-	f.closers = append(f.closers, func() {
+	f.addCloser(func() {
 		stdin.Close()
 		select {
 		case err := <-exited:

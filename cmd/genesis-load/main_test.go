@@ -48,7 +48,7 @@ func TestHelp(t *testing.T) {
 		if !errors.Is(err, flag.ErrHelp) {
 			t.Fatalf("%v: err = %v, want flag.ErrHelp", args, err)
 		}
-		for _, want := range []string{"Usage: genesis-load SCENARIO", "heartbeat", "longpoll", "converge", "http304", "gobench", "-agents", "-speedup", "-reconciler", "-markdown", "-json"} {
+		for _, want := range []string{"Usage: genesis-load SCENARIO", "heartbeat", "longpoll", "converge", "http304", "scale", "gobench", "-agents", "-speedup", "-reconciler", "-markdown", "-json", "-replicas", "-agent-procs", "-sources", "-heartbeat-rate", "-time-limit"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("%v: help lacks %q:\n%s", args, want, stderr)
 			}
@@ -192,7 +192,7 @@ func TestHeartbeatAgainstRunningReconciler(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	repo, err := newStateRepo(t.Context(), dir, id.Recipient(), 0, 1)
+	repo, err := newStateRepo(t.Context(), dir, id.Recipient(), 0, 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,5 +273,60 @@ func TestHTTP304TinyRun(t *testing.T) {
 	f := figureOf(t, rep, "manifest 304 throughput (go)")
 	if f.Ratio <= 0 {
 		t.Errorf("figure %+v: want a ratio", f)
+	}
+}
+
+// TestScaleTinyRun: 40 agents over 2 agent processes and 3 replicas on one
+// Postgres: every long-poll parks, every agent gets the template change,
+// and every heartbeat sent is written by one of the replicas.
+func TestScaleTinyRun(t *testing.T) {
+	rep := decodeReport(t, "scale", "--agents", "40", "--replicas", "3", "--agent-procs", "2", "--sources", "2",
+		"--credentials", "1", "--duration", "3s", "--heartbeat-rate", "40", "--connections", "16", "--time-limit", "170s")
+	c := rep.Counts
+	want := map[string]int64{"long-polls parked": 40, "agents with the new manifest": 40,
+		"heartbeats rejected (4xx/5xx)": 0, "heartbeat network errors": 0, "heartbeats dropped (replicas)": 0}
+	got := map[string]int64{}
+	for k := range want {
+		got[k] = c[k]
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+	if c["manifests stored for the commit"] < 40 {
+		t.Errorf("%d manifests stored for the commit, want at least one per agent", c["manifests stored for the commit"])
+	}
+	if c["heartbeats sent"] < 40 || c["heartbeats written (replicas)"] != c["heartbeats sent"] {
+		t.Errorf("heartbeats: sent %d, written %d: want at least one per agent, all written", c["heartbeats sent"], c["heartbeats written (replicas)"])
+	}
+	if f := figureOf(t, rep, "fleet-wide template change → all 40 agents"); f.Value <= 0 || f.BaselineValue <= 0 {
+		t.Errorf("fan-out figure %+v: want a value and a baseline", f)
+	}
+	if f := figureOf(t, rep, "40 agents parked across 3 replicas"); f.Value <= 0 || f.BaselineValue <= 0 {
+		t.Errorf("RSS figure %+v: want positive values", f)
+	}
+}
+
+func TestScaleUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"scale", "--replicas", "0"}, "--replicas must be between"},
+		{[]string{"scale", "--sources", "0"}, "--sources must be between"},
+		{[]string{"scale", "--heartbeat-rate", "0"}, "--heartbeat-rate must be"},
+		{[]string{"scale", "--time-limit", "0s"}, "--time-limit must be positive"},
+		{[]string{"scale", "--reconciler", "http://127.0.0.1:8080", "--database-url", "postgres://127.0.0.1/x"}, "scale starts its own replicas"},
+	} {
+		_, _, err := runTool(t, tc.args...)
+		if !cliexit.IsUsage(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want a usage error containing %q", tc.args, err, tc.want)
+		}
+	}
+	c, err := parseFlags([]string{"scale", "--agents", "100000"}, noenv, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.agentProcs != 7 || c.agents/c.agentProcs >= 20_000 || c.duration != 30*time.Second {
+		t.Errorf("100,000 agents: %d agent processes, heartbeat phase %s: want 7 (each under 20,000 open files), 30s", c.agentProcs, c.duration)
 	}
 }

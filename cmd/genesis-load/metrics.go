@@ -24,7 +24,12 @@ const maxMetricsBody = 8 << 20
 // scrape reads the reconciler's /metrics (Prometheus text format) into
 // series → value, keyed as the page spells them: name{label="v",...}.
 func (f *fleet) scrape(ctx context.Context) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(f.url, "/")+"/metrics", nil)
+	return f.scrapeURL(ctx, f.url)
+}
+
+// scrapeURL is scrape of the replica at base (scale runs several).
+func (f *fleet) scrapeURL(ctx context.Context, base string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}

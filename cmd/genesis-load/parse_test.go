@@ -121,6 +121,8 @@ BenchmarkComputeIncremental-2                  10	   3200000 ns/op	         3.20
 pkg: genesis.dev/fleet/tenants
 BenchmarkColdLoad/tenants=15000-2   	       1	820000000 ns/op	        54.67 µs/tenant
 BenchmarkRawYAMLDecode/tenants=15000-2         1	530000000 ns/op	        35.33 µs/tenant
+BenchmarkIncrementalOneTenant/unique=whole-set-2         	      20	 950247912 ns/op	         1.000 parses/op
+BenchmarkIncrementalOneTenant/unique=incremental-2       	      20	 608349492 ns/op	         1.000 parses/op
 PASS
 `
 
@@ -146,6 +148,8 @@ func TestGoBenchReport(t *testing.T) {
 		{"heartbeat ingest, handler → Postgres (in process)", "met", 0.611},
 		{"cold load of 15,000 tenants (git, decode, validate, index)", "", 1.547},
 		{"incremental plan at 100,000 tenants (plan.Compute, one tenant changed)", "met", 0.015},
+		{"sync after a one-tenant commit at 100,000 tenants (git, one parse, cross-tenant rules, snapshot)", "", 0.64},
+		{"one-tenant commit at 100,000 tenants: sync + plan", "not met", 0.641},
 		{"provisioning 1,000 droplets, boot 0s: achieved ÷ rate-limit bound", "met", 1},
 		{"sweep → 1,000 long-polling agents verified, p99 (in process)", "met", 1.297},
 	}

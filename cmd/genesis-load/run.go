@@ -48,6 +48,19 @@ Scenarios:
   http304    conditional GET of a cached manifest (304) vs a bare net/http
              handler answering 304, with wrk when installed, else a Go load
              generator (the report says which)
+  scale      the fleet past one process (make bench-scale): starts --replicas
+             reconciler processes on one Postgres (replica 0 follows pushes and
+             sweeps, the others serve agents and hear of manifests through
+             Postgres notifications) and spreads the agents over --agent-procs
+             processes, each under the open-file limit, dialing from --sources
+             loopback addresses of 127.0.0.0/8 each (so ephemeral ports do not
+             run out); agent i talks to replica i mod --replicas. It reports
+             RSS per replica and per parked long-poll; a fleet-wide template
+             change -> every agent has its manifest (p50/p99/max) against
+             signing and storing as many manifests alone; and heartbeats from
+             every agent at --heartbeat-rate per second across the replicas
+             (written/s, p99, Postgres CPU) against the one-statement batch
+             alone. Everything stays on loopback and ends within --time-limit.
   gobench    read 'go test -bench' output (--input, default stdin) and report the repository's
              benchmark pairs as ratios (used by make bench)
 
@@ -82,13 +95,25 @@ type config struct {
 	serverLogLevel string
 	input          string
 	server         string
+	// scale
+	replicas      int
+	agentProcs    int
+	sources       int
+	heartbeatRate float64
+	timeLimit     time.Duration
+	// gobench
+	as string
 }
 
-var scenarios = map[string]bool{"heartbeat": true, "longpoll": true, "converge": true, "http304": true, "gobench": true}
+var scenarios = map[string]bool{"heartbeat": true, "longpoll": true, "converge": true, "http304": true, "gobench": true, "scale": true}
 
 // defaultAgents is each scenario's --agents default (modest: make bench
 // runs them all on 2 cores in a few minutes).
-var defaultAgents = map[string]int{"heartbeat": 2000, "longpoll": 2000, "converge": 1000, "http304": 100}
+var defaultAgents = map[string]int{"heartbeat": 2000, "longpoll": 2000, "converge": 1000, "http304": 100, "scale": 2000}
+
+// agentsPerProc is how many agents one agent process of the scale scenario
+// holds by default: one socket each, well under a 20,000 open-file limit.
+const agentsPerProc = 15_000
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var c config
@@ -108,20 +133,26 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	c.scenario = args[0]
 	if !scenarios[c.scenario] {
-		return c, usageErr("unknown scenario %q (heartbeat, longpoll, converge, http304, gobench)", c.scenario)
+		return c, usageErr("unknown scenario %q (heartbeat, longpoll, converge, http304, scale, gobench)", c.scenario)
 	}
 	fs.IntVar(&c.agents, "agents", 0, "number of simulated agents (default: heartbeat 2000, longpoll 2000, converge 1000, http304 100)")
-	fs.DurationVar(&c.duration, "duration", 0, "heartbeat and http304: how long to send load (default 20s and 5s per measurement); longpoll and converge: the most to wait for every agent (default 2m)")
+	fs.DurationVar(&c.duration, "duration", 0, "heartbeat and http304: how long to send load (default 20s and 5s per measurement); longpoll and converge: the most to wait for every agent (default 2m); scale: the heartbeat phase (default 30s)")
 	fs.Float64Var(&c.speedup, "speedup", 60, "heartbeat: time compression; each agent heartbeats every 60s/speedup")
 	fs.StringVar(&c.reconciler, "reconciler", getenv("GENESIS_LOAD_RECONCILER"), "target a running reconciler at this URL (loopback only) instead of starting one ($GENESIS_LOAD_RECONCILER)")
 	fs.StringVar(&c.databaseURL, "database-url", getenv("DATABASE_URL"), "with --reconciler: its Postgres (loopback only), to record fake droplets and mint their tokens ($DATABASE_URL)")
 	fs.IntVar(&c.credentials, "credentials", 2, "sealed credentials per tenant (each manifest re-seals them to the droplet)")
-	fs.IntVar(&c.connections, "connections", 64, "heartbeat: most requests in flight; http304: connections")
+	fs.IntVar(&c.connections, "connections", 64, "heartbeat and scale: most heartbeat requests in flight (scale: split over the agent processes); http304: connections")
 	fs.StringVar(&c.wrk, "wrk", "wrk", "http304: the wrk binary (looked up in PATH); \"off\" uses the Go load generator")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the report as JSON instead of a table")
 	fs.StringVar(&c.markdown, "markdown", "", "write or update this scenario's rows in the generated section of this Markdown `FILE` (bench/results.md)")
 	fs.StringVar(&c.server, "server", "subprocess", "where the reconciler under load runs: subprocess (its own process, so its RSS and CPU are its own) or inproc")
 	fs.StringVar(&c.input, "input", "-", "gobench: the 'go test -bench' output to read (- is stdin)")
+	fs.StringVar(&c.as, "as", "", "gobench: the scenario name its rows get in --markdown (default \"go test -bench\"; a run replaces all rows of its scenario, so make bench-scale uses its own)")
+	fs.IntVar(&c.replicas, "replicas", 2, "scale: reconciler processes on the one Postgres")
+	fs.IntVar(&c.agentProcs, "agent-procs", 0, "scale: processes the agents are spread over (default: one per 15,000 agents, at least 2)")
+	fs.IntVar(&c.sources, "sources", 4, "scale: loopback source addresses each agent process dials from (127.20.0.1, 127.21.0.1, ...; ~28,000 ephemeral ports each)")
+	fs.Float64Var(&c.heartbeatRate, "heartbeat-rate", 16_700, "scale: heartbeats per second the whole fleet offers (each agent every agents/rate seconds)")
+	fs.DurationVar(&c.timeLimit, "time-limit", 15*time.Minute, "scale: the most the whole run may take (setup included); it stops there and reports what it measured")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level of the load tool")
 	fs.StringVar(&c.serverLogLevel, "server-log-level", "warn", "log level of the in-process reconciler")
@@ -146,9 +177,30 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, usageErr("--connections must be between 1 and 10000")
 	case c.server != "subprocess" && c.server != "inproc":
 		return c, usageErr("--server must be subprocess or inproc")
+	case c.replicas < 1 || c.replicas > 32:
+		return c, usageErr("--replicas must be between 1 and 32")
+	case c.agentProcs < 0 || c.agentProcs > 64:
+		return c, usageErr("--agent-procs must be between 1 and 64")
+	case c.sources < 1 || c.sources > 1000:
+		return c, usageErr("--sources must be between 1 and 1000")
+	case c.heartbeatRate <= 0 || c.heartbeatRate > 1_000_000:
+		return c, usageErr("--heartbeat-rate must be in (0, 1000000]")
+	case c.timeLimit <= 0 || c.timeLimit > 24*time.Hour:
+		return c, usageErr("--time-limit must be positive and at most 24h")
 	}
 	if c.agents == 0 {
 		c.agents = defaultAgents[c.scenario]
+	}
+	if c.scenario == "scale" {
+		if c.agentProcs == 0 {
+			c.agentProcs = max(2, (c.agents+agentsPerProc-1)/agentsPerProc)
+		}
+		if c.duration == 0 {
+			c.duration = 30 * time.Second
+		}
+		if c.reconciler != "" {
+			return c, usageErr("scale starts its own replicas; drop --reconciler")
+		}
 	}
 	if c.reconciler != "" {
 		if err := loopbackURL("--reconciler", c.reconciler); err != nil {
@@ -189,6 +241,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == "serve" {
 		return serveMain(ctx, args[1:], os.Stdin, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "agents" {
+		return agentsMain(ctx, args[1:], os.Stdin, stdout, stderr)
+	}
 	// Two loggers and the reconciler subprocess's output share stderr.
 	stderr = &syncio.Writer{W: stderr}
 	c, err := parseFlags(args, getenv, stderr)
@@ -205,9 +260,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log = log.With("component", "load")
 	var rep *report
-	if c.scenario == "gobench" {
-		rep, err = goBenchFile(c.input, log)
-	} else {
+	switch c.scenario {
+	case "gobench":
+		if rep, err = goBenchFile(c.input, log); err == nil && c.as != "" {
+			rep.Scenario, rep.Command = c.as, "" // the notes carry each command
+		}
+	case "scale":
+		rep, err = scaleScenario(ctx, c, log, serverLog, stderr)
+	default:
 		rep, err = runScenario(ctx, c, log, serverLog, stderr)
 	}
 	if err != nil {

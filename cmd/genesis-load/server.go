@@ -32,6 +32,16 @@ type serverConfig struct {
 	AgeIdentity string // file: the fleet's age identity
 	// WebhookSecret verifies POST /hooks/git.
 	WebhookSecret string
+	// DatabaseURL is a Postgres shared with other replicas ("": start a
+	// throwaway one for this replica alone).
+	DatabaseURL string
+	// ReplicaID names the replica (default genesis-load).
+	ReplicaID string
+	// Follower: the replica serves agents but does not sweep; it renders
+	// only the first manifests of the agents enrolling with it and learns
+	// of the others' manifests through Postgres notifications, as a
+	// replica that does not lead does (genesis-load scale).
+	Follower bool
 }
 
 // serverInfo is how the load tool reaches a started server.
@@ -61,21 +71,25 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 	if err := raiseFDLimit(0); err != nil {
 		log.Warn("raise open-file limit", "err", err)
 	}
-	pg, err := pgserver.Start(ctx, pgserver.Options{})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if serr := pg.Stop(); serr != nil {
-			err = errors.Join(err, serr)
+	dbURL := cfg.DatabaseURL
+	if dbURL == "" {
+		pg, err := pgserver.Start(ctx, pgserver.Options{})
+		if err != nil {
+			return err
 		}
-	}()
-	if err := pg.CreateDatabase(ctx, "genesis"); err != nil {
-		return err
+		defer func() {
+			if serr := pg.Stop(); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}()
+		if err := pg.CreateDatabase(ctx, "genesis"); err != nil {
+			return err
+		}
+		dbURL = pg.URL("genesis")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc, err := service.New(ctx, reconcilerConfig(cfg, pg.URL("genesis")), log, reg)
+	svc, err := service.New(ctx, reconcilerConfig(cfg, dbURL), log, reg)
 	if err != nil {
 		return err
 	}
@@ -105,7 +119,7 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 		if waitReady(gctx, svc.URL()) != nil {
 			return nil // the group is ending; its first error says why
 		}
-		ready(serverInfo{URL: svc.URL(), DatabaseURL: pg.URL("genesis"), PID: os.Getpid(), BareURL: "http://" + bareLn.Addr().String()})
+		ready(serverInfo{URL: svc.URL(), DatabaseURL: dbURL, PID: os.Getpid(), BareURL: "http://" + bareLn.Addr().String()})
 		return nil
 	})
 	return g.Wait()
@@ -124,6 +138,15 @@ func reconcilerConfig(cfg serverConfig, databaseURL string) service.Config {
 	c.AgentInsecureHTTP = true // the agents reach it over plain http on loopback
 	c.InsecureNoAuth = true
 	c.ReplicaID = "genesis-load"
+	if cfg.ReplicaID != "" {
+		c.ReplicaID = cfg.ReplicaID
+	}
+	if cfg.Follower {
+		// Agent side only, every replica would sweep (none leads): a
+		// follower neither follows pushes nor sweeps, so one replica
+		// renders a change, as the leader does in production.
+		c.PollInterval, c.ManifestSweep = 24*time.Hour, 24*time.Hour
+	}
 	return c
 }
 
@@ -155,13 +178,17 @@ func waitReady(ctx context.Context, base string) error {
 func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("genesis-load serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var repo, keyFile, idFile, secretFile, logFormat, logLevel string
+	var repo, keyFile, idFile, secretFile, logFormat, logLevel, dbURL, replicaID string
+	var follower bool
 	fs.StringVar(&repo, "state-repo", "", "local git state repository")
 	fs.StringVar(&keyFile, "signing-key", "", "ed25519 manifest-signing key (PKCS#8 PEM)")
 	fs.StringVar(&idFile, "age-identity", "", "age identity opening the tenants' credentials")
 	fs.StringVar(&secretFile, "webhook-secret-file", "", "file holding the push webhook's HMAC secret")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&logLevel, "log-level", "warn", "log level")
+	fs.StringVar(&dbURL, "database-url", "", "a Postgres shared with other replicas (default: start a throwaway one)")
+	fs.StringVar(&replicaID, "replica-id", "", "the replica's name (default genesis-load)")
+	fs.BoolVar(&follower, "follower", false, "serve agents but neither follow pushes nor sweep (another replica renders)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -185,7 +212,8 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		io.Copy(io.Discard, stdin) // the parent closes it (or dies)
 		cancel()
 	}()
-	cfg := serverConfig{StateRepo: repo, SigningKey: keyFile, AgeIdentity: idFile, WebhookSecret: string(bytes.TrimSpace(secret))}
+	cfg := serverConfig{StateRepo: repo, SigningKey: keyFile, AgeIdentity: idFile, WebhookSecret: string(bytes.TrimSpace(secret)),
+		DatabaseURL: dbURL, ReplicaID: replicaID, Follower: follower}
 	return serveFleet(ctx, cfg, log, func(info serverInfo) {
 		b, _ := json.Marshal(info)
 		fmt.Fprintf(stdout, "%s\n", b)

@@ -47,7 +47,12 @@ type stateRepo struct {
 	sealed [][]string // per tenant, its credentials sealed to the fleet
 }
 
-func newStateRepo(ctx context.Context, dir string, fleet *age.X25519Recipient, n, creds int) (*stateRepo, error) {
+// newStateRepo makes the repository under dir with n tenants, each with
+// creds sealed credentials. distinct > 0 seals only that many different
+// credential sets, shared by the tenants in turn (sealing costs ~1 ms a
+// credential here: at 100,000 tenants a fresh one each would take minutes);
+// 0 gives every tenant its own.
+func newStateRepo(ctx context.Context, dir string, fleet *age.X25519Recipient, n, creds, distinct int) (*stateRepo, error) {
 	r := &stateRepo{dir: filepath.Join(dir, "state"), n: n, sealed: make([][]string, n)}
 	for _, d := range []string{"tenants", "templates/workflows"} {
 		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o755); err != nil {
@@ -61,6 +66,10 @@ func newStateRepo(ctx context.Context, dir string, fleet *age.X25519Recipient, n
 		return nil, err
 	}
 	for i := range n {
+		if distinct > 0 && i >= distinct {
+			r.sealed[i] = r.sealed[i%distinct]
+			continue
+		}
 		for k := range creds {
 			var secret [16]byte
 			rand.Read(secret[:])
@@ -135,6 +144,16 @@ func (r *stateRepo) changeAll(ctx context.Context, round int) error {
 		return err
 	}
 	return r.commit(ctx, fmt.Sprintf("genesis-load: round %d changes every tenant", round))
+}
+
+// changeTemplate commits round's version of the golden template every
+// tenant uses: one file, and every tenant's manifest changes.
+func (r *stateRepo) changeTemplate(ctx context.Context, round int) error {
+	tpl := strings.Replace(stateTemplate, `"name":"Welcome"`, fmt.Sprintf(`"name":"Welcome, template round %d"`, round), 1)
+	if err := os.WriteFile(filepath.Join(r.dir, "templates/workflows/welcome.json"), []byte(tpl), 0o644); err != nil {
+		return err
+	}
+	return r.commit(ctx, fmt.Sprintf("genesis-load: template round %d", round))
 }
 
 func (r *stateRepo) commit(ctx context.Context, msg string) error {

@@ -1,0 +1,763 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"filippo.io/age"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sync/errgroup"
+
+	"genesis.dev/fleet/internal/pgserver"
+	"genesis.dev/fleet/reconciler/agentapi"
+	"genesis.dev/fleet/reconciler/lifecycle"
+	"genesis.dev/fleet/reconciler/plan"
+	"genesis.dev/fleet/reconciler/store"
+	"genesis.dev/fleet/schema"
+	"genesis.dev/fleet/schema/dsse"
+)
+
+// The scale scenario (issue 23) runs the design's answer to "past one
+// machine" on this one: --replicas reconciler processes on one Postgres,
+// agents spread over --agent-procs processes (each below the open-file
+// limit) that dial from many 127.0.0.0/8 source addresses, every agent
+// assigned to a replica in turn as a DNS round robin would. Replica 0
+// follows pushes and sweeps (the leader's part); the others serve agents
+// and learn of manifests through Postgres notifications.
+
+// replica is one reconciler process of a scale run.
+type replica struct {
+	url string
+	pid int
+}
+
+// scaleWorker is one `genesis-load agents` process.
+type scaleWorker struct {
+	agents   int
+	stdin    io.WriteCloser
+	events   chan workerEvent
+	received atomic.Int64
+}
+
+func (w *scaleWorker) send(cmd string) error {
+	_, err := io.WriteString(w.stdin, cmd+"\n")
+	return err
+}
+
+// wait returns the worker's next event named name (skipping progress).
+func (w *scaleWorker) wait(ctx context.Context, name string) (workerEvent, error) {
+	for {
+		select {
+		case e, ok := <-w.events:
+			if !ok {
+				return workerEvent{}, errors.New("agent process ended (its log is above)")
+			}
+			if e.Event == "error" {
+				return e, fmt.Errorf("agent process: %s", e.Error)
+			}
+			if e.Event == name {
+				return e, nil
+			}
+		case <-ctx.Done():
+			return workerEvent{}, fmt.Errorf("waiting for %s: %w", name, ctx.Err())
+		}
+	}
+}
+
+// scaleScenario runs the whole scale scenario within c.timeLimit.
+func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, stderr io.Writer) (_ *report, err error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeLimit)
+	defer cancel()
+	began := time.Now()
+	f := &fleet{log: log, started: true, serverOnly: true}
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxIdleConns: 64 * c.replicas, IdleConnTimeout: 2 * time.Minute}
+	f.http = &http.Client{Transport: tr}
+	f.closers = append(f.closers, tr.CloseIdleConnections)
+	defer f.close()
+
+	// Postgres, the state repository, the keys.
+	pg, err := pgserver.Start(ctx, pgserver.Options{})
+	if err != nil {
+		return nil, err
+	}
+	f.closers = append(f.closers, func() {
+		if err := pg.Stop(); err != nil {
+			log.Error("stop Postgres", "err", err)
+		}
+	})
+	if err := pg.CreateDatabase(ctx, "genesis"); err != nil {
+		return nil, err
+	}
+	dbURL := pg.URL("genesis")
+	fleetID, err := age.GenerateX25519Identity()
+	if err != nil {
+		return nil, err
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	signer := dsse.NewSigner(priv)
+	f.trusted = dsse.Trusted{}
+	f.trusted.Add(signer.Public())
+	var secret [32]byte
+	rand.Read(secret[:])
+	f.secret = []byte(hex.EncodeToString(secret[:]))
+	dir, err := os.MkdirTemp("", "genesis-load-scale-")
+	if err != nil {
+		return nil, err
+	}
+	f.closers = append(f.closers, func() { os.RemoveAll(dir) })
+	if f.repo, err = newStateRepo(ctx, dir, fleetID.Recipient(), c.agents, c.credentials, 1000); err != nil {
+		return nil, err
+	}
+	f.account = stateAccount
+	cfg, err := writeKeys(dir, f.repo.dir, fleetID, priv)
+	if err != nil {
+		return nil, err
+	}
+	cfg.WebhookSecret = string(f.secret)
+	log.Info("state repository made", "tenants", c.agents, "took", time.Since(began).Round(time.Millisecond).String())
+
+	// The replicas: the first alone (it applies the migrations), then the
+	// others together.
+	// The followers read a clone of the state repository that the run
+	// never changes: agent side only, a replica that saw the change would
+	// sweep it too (none leads), so only replica 0 renders it.
+	followerCfg := cfg
+	followerCfg.StateRepo = filepath.Join(dir, "state-follower")
+	if c.replicas > 1 {
+		if err := f.repo.git(ctx, "clone", "-q", f.repo.dir, followerCfg.StateRepo); err != nil {
+			return nil, err
+		}
+	}
+	reps := make([]replica, c.replicas)
+	start := func(k int) error {
+		extra := []string{"--database-url", dbURL, "--replica-id", fmt.Sprintf("load-%d", k)}
+		rc := cfg
+		if k > 0 {
+			extra, rc = append(extra, "--follower"), followerCfg
+		}
+		info, err := f.startSubprocess(ctx, c, dir, rc, stderr, extra...)
+		if err != nil {
+			return fmt.Errorf("replica %d: %w", k, err)
+		}
+		reps[k] = replica{url: info.URL, pid: info.PID}
+		return nil
+	}
+	if err := start(0); err != nil {
+		return nil, err
+	}
+	var g errgroup.Group
+	for k := 1; k < c.replicas; k++ {
+		g.Go(func() error { return start(k) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	f.url, f.serverPID = reps[0].url, reps[0].pid
+	if f.st, err = store.Open(ctx, dbURL, serverLog); err != nil {
+		return nil, err
+	}
+	f.closers = append(f.closers, f.st.Close)
+	f.tokens = agentapi.New(agentapi.Config{Store: f.st, Logger: serverLog})
+	log.Info("replicas ready", "replicas", c.replicas, "took", time.Since(began).Round(time.Millisecond).String())
+
+	// Fake droplets, journaled as created, each with its one-time token.
+	as := make([]*simAgent, c.agents)
+	for i := range as {
+		as[i] = &simAgent{i: i, ws: tenantID(i), droplet: fmt.Sprint(dropletBase + i), name: plan.DropletName(tenantID(i), 1),
+			ip: fmt.Sprintf("100.%d.%d.%d", 64+i>>16, (i>>8)&255, i&255)}
+	}
+	provisioned := time.Now()
+	if err := seedDroplets(ctx, f, as); err != nil {
+		return nil, err
+	}
+	log.Info("droplets recorded", "droplets", c.agents, "took", time.Since(provisioned).Round(time.Millisecond).String())
+
+	// The agent processes.
+	workers, err := startWorkers(ctx, c, f, dir, as, reps, stderr)
+	if err != nil {
+		return nil, err
+	}
+	enrollStart := time.Now()
+	for _, w := range workers {
+		if _, err := w.wait(ctx, "fetched"); err != nil {
+			return nil, fmt.Errorf("enroll: %w", err)
+		}
+	}
+	log.Info("agents enrolled and holding their first manifest", "agents", c.agents, "took", time.Since(enrollStart).Round(time.Millisecond).String())
+
+	rep := &report{Scenario: "scale", Agents: c.agents,
+		Command: fmt.Sprintf("genesis-load scale --agents %d --replicas %d --agent-procs %d --sources %d --credentials %d --heartbeat-rate %g --duration %s",
+			c.agents, c.replicas, len(workers), c.sources, c.credentials, c.heartbeatRate, c.duration), Counts: map[string]int64{}}
+
+	// 1. Parked long-polls: RSS per replica before and after.
+	rss0 := make([]int64, len(reps))
+	for k, r := range reps {
+		rss0[k], _ = rssOf(r.pid)
+	}
+	for _, w := range workers {
+		if err := w.send("park"); err != nil {
+			return nil, err
+		}
+	}
+	for _, w := range workers {
+		if _, err := w.wait(ctx, "parked"); err != nil {
+			return nil, err
+		}
+	}
+	parked, perReplica, err := waitParkedAll(ctx, f, reps, c.agents, 3*time.Minute)
+	if err != nil {
+		log.Warn("not every long-poll parked", "err", err)
+	}
+	time.Sleep(2 * time.Second) // let the replicas settle before reading RSS
+	var rssNotes []string
+	var maxRSS, maxPer float64
+	for k, r := range reps {
+		rss, _ := rssOf(r.pid)
+		per := 0.0
+		if perReplica[k] > 0 {
+			per = float64(rss-rss0[k]) / float64(perReplica[k])
+		}
+		maxRSS, maxPer = max(maxRSS, float64(rss)/(1<<20)), max(maxPer, per/1024)
+		rssNotes = append(rssNotes, fmt.Sprintf("r%d %d parked, %d → %d MiB (%.1f KiB/poll)", k, perReplica[k], rss0[k]>>20, rss>>20, per/1024))
+	}
+	var rss0Max int64
+	for _, v := range rss0 {
+		rss0Max = max(rss0Max, v)
+	}
+	rep.Counts["long-polls parked"] = parked
+	rep.add(figure{Measure: fmt.Sprintf("%s agents parked across %d replicas: largest replica RSS", thousands(strconv.Itoa(c.agents)), c.replicas),
+		Value: maxRSS, Unit: "MiB", Baseline: "the largest replica's RSS before parking", BaselineValue: float64(rss0Max) / (1 << 20),
+		Goal: "100,000 parked in ≤ 4 GB (all replicas)", Verdict: verdict(parked >= 100_000 && sumRSS(reps) <= 4<<30) + scaleSuffix(parked),
+		Note: fmt.Sprintf("%d long-polls parked (genesis_manifest_longpolls_waiting summed over the replicas); %s; all replicas together %.0f MiB",
+			parked, strings.Join(rssNotes, "; "), sumRSS(reps)/(1<<20))})
+	rep.add(figure{Measure: "RSS per parked long-poll (largest of the replicas)", Value: maxPer, Unit: "KiB",
+		Note: "(RSS parked − RSS before parking) ÷ long-polls parked on that replica; before parking every agent had enrolled and fetched its manifest, so its credential and manifest entry were cached already: this is the parked request itself (goroutine, connection, buffers)"})
+
+	// 2. A fleet-wide template change → every agent has its manifest.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	issuedCh, err := watchIssued(watchCtx, f, c.agents)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.repo.changeTemplate(ctx, 1); err != nil {
+		return nil, err
+	}
+	committed := time.Now()
+	if err := f.push(ctx); err != nil {
+		return nil, err
+	}
+	commit, _ := f.repo.head(ctx)
+	// What the run has left, less the heartbeat phase and the baselines.
+	fanBound := max(10*time.Second, min(5*time.Minute, time.Until(deadlineOf(ctx))-c.duration-time.Minute))
+	all := waitReceived(ctx, workers, c.agents, fanBound)
+	var lat []time.Duration
+	for _, w := range workers {
+		if err := w.send("report"); err != nil {
+			return nil, err
+		}
+		e, err := w.wait(ctx, "received")
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range e.Times {
+			if t > 0 {
+				lat = append(lat, time.Unix(0, t).Sub(committed))
+			}
+		}
+	}
+	slices.Sort(lat)
+	var it issueTimes
+	select {
+	case it = <-issuedCh:
+	case <-time.After(2 * time.Second):
+		stopWatch()
+		it = <-issuedCh
+	}
+	lastStored := "the last"
+	if it.last.IsZero() {
+		it.last, lastStored = time.Now(), "not all of them by the end; the newest seen"
+	}
+	var peakNotes []string
+	var maxPeak int64
+	for k, r := range reps {
+		_, peak := rssOf(r.pid)
+		maxPeak = max(maxPeak, peak)
+		peakNotes = append(peakNotes, fmt.Sprintf("r%d %d MiB", k, peak>>20))
+	}
+	stored, _ := issuedFor(ctx, f, commit)
+	rep.Counts["agents with the new manifest"] = int64(len(lat))
+	rep.Counts["manifests stored for the commit"] = stored
+	var envBytes float64
+	_ = f.st.Pool().QueryRow(ctx, `SELECT coalesce(avg(octet_length(envelope)), 0)::float8 FROM manifests WHERE commit = $1`, commit).Scan(&envBytes)
+	rawSign, rawErr := rawSignStore(ctx, f, signer, c.agents, int(envBytes))
+	if rawErr != nil {
+		log.Warn("raw sign-and-store baseline failed", "err", rawErr)
+	}
+	note := fmt.Sprintf("commit of templates/workflows/welcome.json → each agent's long-poll answered with its new manifest, seen by the agent processes; %d of %d agents got it within %s; p50 %.0f ms, p99 %.0f ms, max %.0f ms; the leader stored the first manifest %.0f ms and %s %.0f ms after the commit (%d stored, %.0f-byte envelopes); peak RSS (VmHWM) per replica over the whole run: %s",
+		len(lat), c.agents, fanBound.Round(time.Second), ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1)),
+		ms(it.first.Sub(committed)), lastStored, ms(it.last.Sub(committed)), it.issued, envBytes, strings.Join(peakNotes, ", "))
+	if !all {
+		note += fmt.Sprintf("; NOT every agent got it: %d missing", c.agents-len(lat))
+	}
+	rep.add(figure{Measure: fmt.Sprintf("fleet-wide template change → all %s agents have their manifest", thousands(strconv.Itoa(c.agents))),
+		Value: ms(percentile(lat, 1)) / 1000, Unit: "s",
+		Baseline:      fmt.Sprintf("signing and storing %s manifests of the same size alone (ed25519 on every core, 256 rows a statement, 2 writers)", thousands(strconv.Itoa(c.agents))),
+		BaselineValue: rawSign.Seconds(), Verdict: map[bool]string{true: "", false: "not every agent"}[all], Note: note})
+	rep.add(figure{Measure: "fleet-wide template change → received p50", Value: ms(percentile(lat, 0.5)), Unit: "ms"})
+	rep.add(figure{Measure: "fleet-wide template change → received p99", Value: ms(percentile(lat, 0.99)), Unit: "ms"})
+
+	// 3. Heartbeats from every agent at --heartbeat-rate across the replicas.
+	if c.duration > 0 && time.Until(deadlineOf(ctx)) > c.duration+time.Minute {
+		if err := heartbeatsAtScale(ctx, c, f, reps, workers, as, pg, rep, log); err != nil {
+			return nil, err
+		}
+	} else {
+		rep.check(false, "no time left for the heartbeat phase within --time-limit %s", c.timeLimit)
+	}
+	log.Info("scale run done", "took", time.Since(began).Round(time.Second).String())
+	return rep, nil
+}
+
+func scaleSuffix(parked int64) string {
+	if parked < 100_000 {
+		return fmt.Sprintf(" (at %d, not 100,000)", parked)
+	}
+	return ""
+}
+
+func sumRSS(reps []replica) float64 {
+	var s int64
+	for _, r := range reps {
+		rss, _ := rssOf(r.pid)
+		s += rss
+	}
+	return float64(s)
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(time.Hour)
+}
+
+// seedDroplets records as' droplets in bulk, as a create's outcome
+// records each (a fleet_status row with the droplet's id, name, address and
+// boot state) with a one-time provisioning token bound to it, 5,000 rows a
+// statement. The journal is left out (the other scenarios go through it,
+// one droplet at a time): at 100,000 droplets it would take most of the
+// run's time bound.
+func seedDroplets(ctx context.Context, f *fleet, as []*simAgent) error {
+	state := string(lifecycle.Finished(lifecycle.Create, false))
+	now := time.Now()
+	for lo := 0; lo < len(as); lo += 5000 {
+		batch := as[lo:min(len(as), lo+5000)]
+		var ws, names, ips []string
+		var ids []int64
+		var hashes [][]byte
+		for _, a := range batch {
+			var b [32]byte
+			rand.Read(b[:])
+			a.token = base64.RawURLEncoding.EncodeToString(b[:])
+			h := sha256.Sum256([]byte(a.token))
+			ws, names, ips, ids, hashes = append(ws, a.ws), append(names, a.name), append(ips, a.ip), append(ids, int64(dropletBase+a.i)), append(hashes, h[:])
+		}
+		err := pgxBegin(ctx, f, func(q execer) error {
+			if _, err := q.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation)
+				SELECT w, d, n, $5, $6, $7, ip::inet, $8, 'running', 1 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS t(w, d, n, ip)`,
+				ws, ids, names, ips, f.account, stateRegion, stateSize, state); err != nil {
+				return fmt.Errorf("record droplets: %w", err)
+			}
+			if _, err := q.Exec(ctx, `INSERT INTO enrollment_tokens (token_hash, workspace, droplet_name, droplet_id, created_at, expires_at)
+				SELECT h, w, n, d, $5, $6 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bigint[]) AS t(h, w, n, d)`,
+				hashes, ws, names, ids, now, now.Add(agentapi.DefaultTokenTTL)); err != nil {
+				return fmt.Errorf("mint tokens: %w", err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// execer is what seedDroplets runs statements on.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func pgxBegin(ctx context.Context, f *fleet, fn func(execer) error) error {
+	return pgx.BeginFunc(ctx, f.st.Pool(), func(tx pgx.Tx) error { return fn(tx) })
+}
+
+// startWorkers starts c.agentProcs agent processes, each with its share of
+// the agents (agent i talks to replica i mod R) and its own source
+// addresses 127.(20+w).0.1…
+func startWorkers(ctx context.Context, c config, f *fleet, dir string, as []*simAgent, reps []replica, stderr io.Writer) ([]*scaleWorker, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	urls := make([]string, len(reps))
+	for k, r := range reps {
+		urls[k] = r.url
+	}
+	procs := c.agentProcs
+	per := (len(as) + procs - 1) / procs
+	var workers []*scaleWorker
+	for w := 0; w < procs && w*per < len(as); w++ {
+		share := as[w*per : min(len(as), (w+1)*per)]
+		job := workerJob{URLs: urls, Conns: max(8, c.connections/procs)}
+		for s := range c.sources {
+			job.Sources = append(job.Sources, fmt.Sprintf("127.%d.%d.%d", 20+w, s/250, 1+s%250))
+		}
+		for _, a := range share {
+			job.Agents = append(job.Agents, workerAgent{WS: a.ws, Droplet: a.droplet, Name: a.name, Token: a.token, Replica: a.i % len(reps)})
+		}
+		data, err := json.Marshal(job)
+		if err != nil {
+			return nil, err
+		}
+		jobFile := filepath.Join(dir, fmt.Sprintf("agents-%d.json", w))
+		if err := os.WriteFile(jobFile, data, 0o600); err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(exe, "agents", "--job", jobFile, "--log-level", c.logLevel)
+		cmd.Env = append(os.Environ(), serveEnv+"=1")
+		cmd.Stderr = stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start agent process %d: %w", w, err)
+		}
+		sw := &scaleWorker{agents: len(share), stdin: stdin, events: make(chan workerEvent, 64)}
+		exited := make(chan error, 1)
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 1<<20), 256<<20)
+			for sc.Scan() {
+				var e workerEvent
+				if json.Unmarshal(sc.Bytes(), &e) != nil {
+					continue
+				}
+				if e.Event == "progress" {
+					sw.received.Store(e.Received)
+					continue
+				}
+				sw.events <- e
+			}
+			close(sw.events)
+			exited <- cmd.Wait()
+		}()
+		f.closers = append(f.closers, func() {
+			stdin.Close()
+			select {
+			case <-exited:
+			case <-time.After(30 * time.Second):
+				f.log.Error("agent process did not stop; killing it", "pid", cmd.Process.Pid)
+				cmd.Process.Kill()
+				<-exited
+			}
+		})
+		workers = append(workers, sw)
+	}
+	return workers, nil
+}
+
+// waitParkedAll waits until the replicas together report n long-polls
+// waiting; it returns the total and each replica's count.
+func waitParkedAll(ctx context.Context, f *fleet, reps []replica, n int, bound time.Duration) (int64, []int64, error) {
+	deadline := time.Now().Add(bound)
+	for {
+		per := make([]int64, len(reps))
+		var total int64
+		for k, r := range reps {
+			m, err := scrapeAt(ctx, f, r.url)
+			if err != nil {
+				return 0, per, err
+			}
+			per[k] = int64(m["genesis_manifest_longpolls_waiting"])
+			total += per[k]
+		}
+		if total >= int64(n) {
+			return total, per, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return total, per, fmt.Errorf("only %d of %d long-polls parked after %s", total, n, bound)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// scrapeAt scrapes the replica at url.
+func scrapeAt(ctx context.Context, f *fleet, url string) (map[string]float64, error) {
+	return f.scrapeURL(ctx, url)
+}
+
+// waitReceived waits until the workers' agents together received n new
+// manifests, or bound passes.
+func waitReceived(ctx context.Context, workers []*scaleWorker, n int, bound time.Duration) bool {
+	deadline := time.Now().Add(bound)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		var got int64
+		for _, w := range workers {
+			got += w.received.Load()
+		}
+		if got >= int64(n) {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+// heartbeatsAtScale has every agent heartbeat so that the fleet offers
+// c.heartbeatRate per second across the replicas for c.duration, waits
+// until the replicas wrote everything queued, and compares the written
+// rate with the one-statement batch alone (rawUpsert).
+func heartbeatsAtScale(ctx context.Context, c config, f *fleet, reps []replica, workers []*scaleWorker, as []*simAgent, pg *pgserver.Server, rep *report, log *slog.Logger) error {
+	iv := time.Duration(float64(c.agents) / c.heartbeatRate * float64(time.Second))
+	before := make([]heartbeatCounts, len(reps))
+	for k, r := range reps {
+		m, err := scrapeAt(ctx, f, r.url)
+		if err != nil {
+			return err
+		}
+		before[k] = heartbeatsOf(m)
+	}
+	pgCPU0, pgAt0 := postgresCPU(pg), time.Now()
+	log.Info("heartbeats starting", "agents", c.agents, "interval", iv.String(), "offered_per_s", int(c.heartbeatRate), "duration", c.duration.String())
+	for _, w := range workers {
+		if err := w.send(fmt.Sprintf("heartbeat %s %s", iv, c.duration)); err != nil {
+			return err
+		}
+	}
+	var sent, accepted, rejected, netErrs, late, sumSeq int64
+	var lat []time.Duration
+	first := time.Now()
+	for _, w := range workers {
+		e, err := w.wait(ctx, "heartbeats")
+		if err != nil {
+			return err
+		}
+		sent, accepted, rejected, netErrs, late, sumSeq = sent+e.Sent, accepted+e.Accepted, rejected+e.Rejected, netErrs+e.NetErrs, late+e.Late, sumSeq+e.SumSeq
+		if t := time.Unix(0, e.FirstAt); t.Before(first) {
+			first = t
+		}
+		for _, us := range e.LatUS {
+			lat = append(lat, time.Duration(us)*time.Microsecond)
+		}
+	}
+	// Until every replica wrote what it queued (bounded).
+	var got heartbeatCounts
+	drained := time.Now()
+	for deadline := time.Now().Add(time.Minute); ; {
+		got = heartbeatCounts{}
+		for k, r := range reps {
+			m, err := scrapeAt(ctx, f, r.url)
+			if err != nil {
+				return err
+			}
+			d := heartbeatsOf(m).minus(before[k])
+			got = heartbeatCounts{got.queued + d.queued, got.written + d.written, got.dropped + d.dropped, got.replay + d.replay,
+				got.queueFull + d.queueFull, got.badRequest + d.badRequest, got.unauthorized + d.unauthorized, got.forbidden + d.forbidden}
+		}
+		drained = time.Now()
+		if got.written+got.dropped >= got.queued || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pgCPU1, pgAt1 := postgresCPU(pg), time.Now()
+	slices.Sort(lat)
+	elapsed := drained.Sub(first)
+	rate := float64(got.written) / elapsed.Seconds()
+	raw, rawRows, err := rawUpsert(ctx, f, as, int64(len(as)))
+	if err != nil {
+		return err
+	}
+	pgCores := (pgCPU1 - pgCPU0) / pgAt1.Sub(pgAt0).Seconds()
+	for k, v := range map[string]int64{"heartbeats sent": sent, "heartbeats accepted (202)": accepted, "heartbeats rejected (4xx/5xx)": rejected,
+		"heartbeat network errors": netErrs, "heartbeat generator fell behind": late, "heartbeats queued (replicas)": got.queued,
+		"heartbeats written (replicas)": got.written, "heartbeats dropped (replicas)": got.dropped, "heartbeat queue full (503)": got.queueFull} {
+		rep.Counts[k] = v
+	}
+	rep.check(sent == accepted+rejected+netErrs, "heartbeats: sent %d != accepted %d + rejected %d + errors %d", sent, accepted, rejected, netErrs)
+	rep.check(accepted == got.queued+got.replay, "heartbeats: accepted %d != queued %d + replays %d on the replicas", accepted, got.queued, got.replay)
+	rep.check(got.written+got.dropped == got.queued, "heartbeats: the replicas wrote %d + dropped %d of %d queued", got.written, got.dropped, got.queued)
+	var dbSeq int64
+	if err := f.st.Pool().QueryRow(ctx, `SELECT coalesce(sum(last_heartbeat_seq), 0)::bigint FROM agents WHERE workspace LIKE 'load-%'`).Scan(&dbSeq); err == nil {
+		rep.check(dbSeq == sumSeq, "heartbeats: agents.last_heartbeat_seq sums to %d, the agents' last accepted to %d", dbSeq, sumSeq)
+	}
+	offered := c.heartbeatRate
+	rep.add(figure{Measure: fmt.Sprintf("heartbeats from %s agents across %d replicas, written to Postgres", thousands(strconv.Itoa(c.agents)), len(reps)),
+		Value: rate, Unit: "/s", Baseline: fmt.Sprintf("the one-statement batch alone (raw INSERT … ON CONFLICT of %d rows through pgx, 1,000 a statement)", rawRows),
+		BaselineValue: raw, Goal: fmt.Sprintf("%s/s offered (1,000,000 agents at 60 s: 16,667/s)", thousands(strconv.Itoa(int(offered)))),
+		Verdict: verdict(rate >= 0.97*offered),
+		Note: fmt.Sprintf("each agent every %s for %s (%.0f/s offered); %d written in %.1f s (first send → last write); request p50 %.1f ms, p99 %.1f ms; %d answered 503 (queue full); Postgres %.2f cores (its processes' CPU time over the phase) of %d",
+			iv.Round(time.Millisecond), c.duration, offered, got.written, elapsed.Seconds(), ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), got.queueFull, pgCores, runtime.NumCPU())})
+	rep.add(figure{Measure: "heartbeat request latency p99, across the replicas", Value: ms(percentile(lat, 0.99)), Unit: "ms"})
+	rep.add(figure{Measure: "Postgres CPU during the heartbeats", Value: pgCores, Unit: "cores", Note: fmt.Sprintf("of %d", runtime.NumCPU())})
+	return nil
+}
+
+// postgresCPU is the CPU seconds the cluster's processes (the postmaster
+// and its children) have used.
+func postgresCPU(pg *pgserver.Server) float64 {
+	b, err := os.ReadFile(filepath.Join(pg.Dir(), "data", "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pm, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil {
+		return 0
+	}
+	entries, _ := os.ReadDir("/proc")
+	var ticks int64
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command (which may hold spaces): state ppid ...
+		s := string(st)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		if pid != pm && ppid != pm {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		stt, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += ut + stt
+	}
+	return float64(ticks) / 100 // USER_HZ
+}
+
+// rawSignStore is the fan-out's baseline: sign n payloads of size bytes
+// (ed25519 DSSE, on every core) and store them 256 to a statement from 2
+// writers into a table shaped like manifests' stored columns, without its
+// triggers or any HTTP. It returns the wall time.
+func rawSignStore(ctx context.Context, f *fleet, signer *dsse.Signer, n, size int) (time.Duration, error) {
+	if size <= 0 {
+		size = 4096
+	}
+	pool := f.st.Pool()
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS load_raw_manifests (droplet_id bigint, version bigint, envelope bytea NOT NULL,
+		digest bytea NOT NULL, issued_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (droplet_id, version))`); err != nil {
+		return 0, err
+	}
+	defer pool.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS load_raw_manifests`)
+	// An envelope is base64 of the payload plus ~200 bytes: aim at size.
+	payload := make([]byte, max(64, (size-200)*3/4))
+	for i := range payload {
+		payload[i] = 'a' + byte(i%26)
+	}
+	type signed struct {
+		d   int64
+		env []byte
+	}
+	start := time.Now()
+	out := make(chan signed, 1024)
+	var next atomic.Int64
+	var signers sync.WaitGroup
+	var signErr atomic.Value
+	for range runtime.GOMAXPROCS(0) {
+		signers.Go(func() {
+			for i := next.Add(1) - 1; i < int64(n) && ctx.Err() == nil; i = next.Add(1) - 1 {
+				p := append([]byte(strconv.FormatInt(i, 10)+":"), payload...)
+				env, err := signer.Sign(schema.ManifestPayloadType, p)
+				if err != nil {
+					signErr.Store(err)
+					return
+				}
+				out <- signed{d: dropletBase + i, env: env}
+			}
+		})
+	}
+	go func() { signers.Wait(); close(out) }()
+	var writers errgroup.Group
+	for range 2 {
+		writers.Go(func() error {
+			batch := make([]signed, 0, 256)
+			flush := func() error {
+				if len(batch) == 0 {
+					return nil
+				}
+				ds := make([]int64, len(batch))
+				envs := make([][]byte, len(batch))
+				digests := make([][]byte, len(batch))
+				for k, s := range batch {
+					sum := sha256.Sum256(s.env)
+					ds[k], envs[k], digests[k] = s.d, s.env, sum[:]
+				}
+				now := time.Now()
+				_, err := pool.Exec(ctx, `INSERT INTO load_raw_manifests (droplet_id, version, envelope, digest, issued_at, expires_at)
+					SELECT d, 1, e, g, $4, $5 FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS t(d, e, g)`, ds, envs, digests, now, now.Add(24*time.Hour))
+				batch = batch[:0]
+				return err
+			}
+			for s := range out {
+				batch = append(batch, s)
+				if len(batch) == cap(batch) {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+			return flush()
+		})
+	}
+	if err := writers.Wait(); err != nil {
+		for range out { // let the signers finish
+		}
+		return 0, err
+	}
+	if err, ok := signErr.Load().(error); ok {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
