@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,6 +128,8 @@ type Agent struct {
 	upgradeError string
 	clockOffset  time.Duration
 	haveOffset   bool
+	// repairs are the recent local repairs, newest first (noteRepairs).
+	repairs []schema.Repair
 }
 
 // New checks cfg and makes an Agent.
@@ -679,6 +683,7 @@ func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
 		hb.Components[name] = p(pctx)
 		cancel()
 	}
+	hb.Repairs = a.noteRepairs(hb.Components, hb.SentAt)
 	if haveOffset {
 		// The heartbeat has no field of its own for it: it is reported as
 		// the "clock" component (sent_at lets the reconciler check too).
@@ -722,4 +727,27 @@ func (a *Agent) heartbeat(ctx context.Context, seq int64) schema.Heartbeat {
 		cancel()
 	}
 	return hb
+}
+
+// noteRepairs records the local repairs the probes just made (a
+// component whose detail says "repaired: ...") and returns the recent
+// ones, newest first: at most schema.MaxRepairs, kept in memory since the
+// agent started, each detail clipped for the heartbeat's bounds.
+func (a *Agent) noteRepairs(components map[string]schema.ComponentHealth, at time.Time) []schema.Repair {
+	var names []string
+	for name, h := range components {
+		if strings.HasPrefix(h.Detail, "repaired") {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, name := range names {
+		a.repairs = append([]schema.Repair{{Component: name, At: at, Detail: clip(components[name].Detail, 500)}}, a.repairs...)
+	}
+	if len(a.repairs) > schema.MaxRepairs {
+		a.repairs = a.repairs[:schema.MaxRepairs]
+	}
+	return slices.Clone(a.repairs)
 }

@@ -505,3 +505,27 @@ func TestDropletIDFromMetadata(t *testing.T) {
 		t.Error("accepted a non-numeric id")
 	}
 }
+
+// TestNoteRepairs: the heartbeat's repairs are the components a probe
+// just repaired, newest first, at most schema.MaxRepairs, details clipped.
+func TestNoteRepairs(t *testing.T) {
+	a := &Agent{}
+	t0 := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	if got := a.noteRepairs(map[string]schema.ComponentHealth{"n8n": {OK: true}}, t0); len(got) != 0 {
+		t.Fatalf("no repair: %+v", got)
+	}
+	got := a.noteRepairs(map[string]schema.ComponentHealth{
+		"n8n":   {OK: true, Detail: "repaired: n8n was down; started it again"},
+		"caddy": {OK: true, Detail: "repaired: caddy had lost its config; reloaded"},
+		"swap":  {OK: false, Detail: "swap 90% used"},
+	}, t0)
+	if len(got) != 2 || got[0].Component != "n8n" || got[1].Component != "caddy" || !got[0].At.Equal(t0) {
+		t.Errorf("repairs %+v, want n8n then caddy", got)
+	}
+	for i := range 20 {
+		got = a.noteRepairs(map[string]schema.ComponentHealth{"caddy": {OK: true, Detail: "repaired: " + strings.Repeat("x", 2000)}}, t0.Add(time.Duration(i+1)*time.Minute))
+	}
+	if len(got) != schema.MaxRepairs || !got[0].At.Equal(t0.Add(20*time.Minute)) || len(got[0].Detail) != 500 {
+		t.Errorf("after 22 repairs: %d kept, newest at %v, detail %d bytes", len(got), got[0].At, len(got[0].Detail))
+	}
+}

@@ -282,6 +282,21 @@ type Heartbeat struct {
 	Rejected []Rejection `json:"rejected,omitempty"`
 	// Rotation reports secret rotations (nil: none ever asked for).
 	Rotation *RotationReport `json:"rotation,omitempty"`
+	// Repairs are the agent's recent local repairs, newest first (at
+	// most MaxRepairs, since the agent started).
+	Repairs []Repair `json:"repairs,omitempty"`
+}
+
+// MaxRepairs bounds Heartbeat.Repairs.
+const MaxRepairs = 10
+
+// Repair is a local repair the agent made: a component its probe found
+// down and brought back (n8n's exited container started again, a config
+// Caddy lost loaded again), with the probe's detail.
+type Repair struct {
+	Component string    `json:"component"`
+	At        time.Time `json:"at"`
+	Detail    string    `json:"detail"`
 }
 
 // HealthDetail is what a tenant's newest heartbeat said about its droplet,
@@ -300,6 +315,8 @@ type HealthDetail struct {
 	UptimeSeconds float64                    `json:"uptime_seconds"`
 	ApplyError    string                     `json:"apply_error,omitempty"`
 	VerifyError   string                     `json:"verify_error,omitempty"`
+	// Repairs are the agent's recent local repairs, newest first.
+	Repairs []Repair `json:"repairs,omitempty"`
 }
 
 // ComponentHealth is one component's state in a heartbeat.

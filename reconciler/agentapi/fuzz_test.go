@@ -24,6 +24,7 @@ func FuzzDecodeHeartbeat(f *testing.F) {
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"components":{"n8n":{"ok":true,"ok":false}}}`))
 	f.Add([]byte(`{"workspace":"ws-acme","droplet":"1001","seq":1,"swap_used_bytes":5,"swap_total_bytes":4}`))
+	f.Add([]byte(`{"workspace":"ws-acme","droplet":"1001","seq":1,"repairs":[{"component":"n8n","at":"2026-12-07T06:00:00Z","detail":"repaired: started again"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		h, err := decodeHeartbeat(body)
 		if err != nil {

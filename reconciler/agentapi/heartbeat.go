@@ -51,6 +51,18 @@ func decodeHeartbeat(body []byte) (schema.Heartbeat, error) {
 		return hb, errors.New("rotation: generations must not be negative, error at most 1000 bytes")
 	case len(hb.Rejected) > schema.MaxRejections:
 		return hb, fmt.Errorf("rejected: at most %d entries", schema.MaxRejections)
+	case len(hb.Repairs) > schema.MaxRepairs:
+		return hb, fmt.Errorf("repairs: at most %d entries", schema.MaxRepairs)
+	}
+	for i, r := range hb.Repairs {
+		switch {
+		case r.Component == "" || len(r.Component) > 64:
+			return hb, fmt.Errorf("repairs[%d].component: 1-64 bytes", i)
+		case r.At.IsZero():
+			return hb, fmt.Errorf("repairs[%d].at is required", i)
+		case len(r.Detail) > 1000:
+			return hb, fmt.Errorf("repairs[%d].detail: at most 1000 bytes", i)
+		}
 	}
 	for i, r := range hb.Rejected {
 		switch {

@@ -151,6 +151,8 @@ func TestHeartbeatRefusals(t *testing.T) {
 		{"trailing data", a.cred, `{"workspace":"ws-acme","droplet":"1001","seq":6} x`, http.StatusBadRequest, "bad_request"},
 		{"zero seq", a.cred, hb("ws-acme", "1001", 0, 0, true), http.StatusBadRequest, "bad_request"},
 		{"swap used past its total", a.cred, `{"workspace":"ws-acme","droplet":"1001","seq":6,"swap_used_bytes":2,"swap_total_bytes":1}`, http.StatusBadRequest, "bad_request"},
+		{"repair without a time", a.cred, `{"workspace":"ws-acme","droplet":"1001","seq":6,"repairs":[{"component":"n8n","detail":"repaired"}]}`, http.StatusBadRequest, "bad_request"},
+		{"repair without a component", a.cred, `{"workspace":"ws-acme","droplet":"1001","seq":6,"repairs":[{"at":"2026-12-07T06:00:00Z","detail":"repaired"}]}`, http.StatusBadRequest, "bad_request"},
 		{"oversized", a.cred, big, http.StatusRequestEntityTooLarge, "too_large"},
 	}
 	for _, tc := range tests {

@@ -531,7 +531,7 @@ func TestTenantPage(t *testing.T) {
 	r := newRig(t, false)
 	ctx := t.Context()
 	if _, err := r.st.Pool().Exec(ctx, `UPDATE fleet_status SET last_heartbeat_at = now(), dns_target = '203.0.113.7',
-		heartbeat = '{"components":{"n8n":{"ok":true,"detail":"repaired: restarted n8n after 3 failed probes"},"caddy":{"ok":false,"detail":"admin API refused"}},"memory_used_bytes":1048576,"memory_total_bytes":2097152}'
+		heartbeat = '{"components":{"n8n":{"ok":true,"detail":"repaired: restarted n8n after 3 failed probes"},"caddy":{"ok":false,"detail":"admin API refused"}},"memory_used_bytes":1048576,"memory_total_bytes":2097152,"repairs":[{"component":"n8n","at":"2026-12-07T06:00:00Z","detail":"repaired: restarted n8n after 3 failed probes"}]}'
 		WHERE workspace = 'ws-acme'`); err != nil {
 		t.Fatal(err)
 	}
@@ -551,7 +551,7 @@ func TestTenantPage(t *testing.T) {
 		t.Errorf("#lifecycle data-live = %q", v)
 	}
 	want := map[string][]string{
-		"health":       {"repaired: restarted n8n", "admin API refused", "caddy"},
+		"health":       {"repaired: restarted n8n", "admin API refused", "caddy", "Recent repairs", "n8n: repaired: restarted n8n after 3 failed probes"},
 		"history":      {"tenant.updated", "alice", "create succeeded"},
 		"manifest":     {"Issued version 3", "applied 3"},
 		"backups":      {"No backups"},

@@ -151,7 +151,8 @@ func TestFleetHealthDetail(t *testing.T) {
 	body := `{"components":{"n8n":{"ok":true},"caddy":{"ok":true,"detail":"repaired: caddy had lost its config; reloaded"}},` +
 		`"memory_used_bytes":536870912,"memory_total_bytes":1073741824,"disk_used_bytes":5368709120,"disk_total_bytes":26843545600,` +
 		`"swap_used_bytes":3650722201,"swap_total_bytes":4294967296,` +
-		`"uptime_seconds":3600.5,"apply_error":"workflow x: n8n said 500"}`
+		`"uptime_seconds":3600.5,"apply_error":"workflow x: n8n said 500",` +
+		`"repairs":[{"component":"caddy","at":"2026-12-07T06:00:00Z","detail":"repaired: caddy had lost its config; reloaded"}]}`
 	at := time.Now().UTC().Truncate(time.Millisecond)
 	if _, err := db.WriteHeartbeats(ctx, NewHeartbeatBatch([]Heartbeat{{Droplet: 7100, Workspace: "ws-hd", Seq: 1, At: at, Body: []byte(body), OK: true}})); err != nil {
 		t.Fatal(err)
@@ -167,7 +168,8 @@ func TestFleetHealthDetail(t *testing.T) {
 	want := &schema.HealthDetail{ReportedAt: at, MemoryUsed: 536870912, MemoryTotal: 1073741824, DiskUsed: 5368709120, DiskTotal: 26843545600,
 		SwapUsed: 3650722201, SwapTotal: 4294967296,
 		UptimeSeconds: 3600.5, ApplyError: "workflow x: n8n said 500",
-		Components: map[string]schema.ComponentHealth{"n8n": {OK: true}, "caddy": {OK: true, Detail: "repaired: caddy had lost its config; reloaded"}}}
+		Components: map[string]schema.ComponentHealth{"n8n": {OK: true}, "caddy": {OK: true, Detail: "repaired: caddy had lost its config; reloaded"}},
+		Repairs:    []schema.Repair{{Component: "caddy", At: time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC), Detail: "repaired: caddy had lost its config; reloaded"}}}
 	hd := got["ws-hd"].HealthDetail
 	if hd == nil {
 		t.Fatal("no health detail after a heartbeat")

@@ -614,7 +614,8 @@ func (s *Store) fleetRows(ctx context.Context, where string, args ...any) ([]Fle
 		f.heartbeat->'components', coalesce((f.heartbeat->>'memory_used_bytes')::numeric, 0), coalesce((f.heartbeat->>'memory_total_bytes')::numeric, 0),
 		coalesce((f.heartbeat->>'disk_used_bytes')::numeric, 0), coalesce((f.heartbeat->>'disk_total_bytes')::numeric, 0),
 		coalesce((f.heartbeat->>'uptime_seconds')::float8, 0), coalesce(f.heartbeat->>'apply_error', ''), coalesce(f.heartbeat->>'verify_error', ''),
-		coalesce((f.heartbeat->>'swap_used_bytes')::numeric, 0), coalesce((f.heartbeat->>'swap_total_bytes')::numeric, 0)
+		coalesce((f.heartbeat->>'swap_used_bytes')::numeric, 0), coalesce((f.heartbeat->>'swap_total_bytes')::numeric, 0),
+		f.heartbeat->'repairs'
 		FROM fleet_status f LEFT JOIN tenant_retries r USING (workspace) `+where+` ORDER BY workspace`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list fleet: %w", err)
@@ -624,14 +625,14 @@ func (s *Store) fleetRows(ctx context.Context, where string, args ...any) ([]Fle
 	for rows.Next() {
 		var r FleetRow
 		var hd schema.HealthDetail
-		var components []byte
+		var components, repairs []byte
 		var memUsed, memTotal, diskUsed, diskTotal, swapUsed, swapTotal float64
 		if err := rows.Scan(&r.Workspace, &r.Desired, &r.Lifecycle, &r.Health, &r.DropletID, &r.DropletName, &r.Account, &r.Region, &r.Size,
 			&r.IP, &r.SnapshotID, &r.SnapshotGB, &r.HibernatedByPol, &r.LastCommit, &r.LastError, &r.LastHeartbeat,
 			&r.ManifestIssued, &r.ManifestApplied, &r.N8NVersion, &r.AgentVersion, &r.UpdatedAt, &r.WakeRequested, &r.LastActivity, &r.IdleWarnedAt,
 			&r.RetryAfter, &r.Attempts, &r.LastErrorKind, &r.NameTarget,
 			&components, &memUsed, &memTotal, &diskUsed, &diskTotal, &hd.UptimeSeconds, &hd.ApplyError, &hd.VerifyError,
-			&swapUsed, &swapTotal); err != nil {
+			&swapUsed, &swapTotal, &repairs); err != nil {
 			return nil, err
 		}
 		if !r.LastHeartbeat.Equal(time.Unix(0, 0)) {
@@ -643,6 +644,9 @@ func (s *Store) fleetRows(ctx context.Context, where string, args ...any) ([]Fle
 				// Stored as the agent sent it, already validated; a row
 				// that does not decode shows without components.
 				_ = json.Unmarshal(components, &d.Components)
+			}
+			if len(repairs) > 0 {
+				_ = json.Unmarshal(repairs, &d.Repairs)
 			}
 			r.HealthDetail = &d
 		}
