@@ -27,41 +27,50 @@ func memory(path string) (used, total uint64, err error) {
 // parseMeminfo reads MemTotal and MemAvailable (kB) from /proc/meminfo
 // text.
 func parseMeminfo(data []byte) (used, total uint64, err error) {
-	var avail uint64
-	var haveTotal, haveAvail bool
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		key, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (key != "MemTotal" && key != "MemAvailable") {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 || len(f) > 2 || (len(f) == 2 && f[1] != "kB") {
-			return 0, 0, errors.New("meminfo: malformed " + key)
-		}
-		n, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil || n > 1<<53 {
-			return 0, 0, errors.New("meminfo: malformed " + key)
-		}
-		if len(f) == 2 {
-			n *= 1024
-		}
-		if key == "MemTotal" {
-			total, haveTotal = n, true
-		} else {
-			avail, haveAvail = n, true
-		}
-	}
-	if err := sc.Err(); err != nil {
+	total, avail, haveTotal, haveAvail, err := meminfoPair(data, "MemTotal", "MemAvailable")
+	if err != nil {
 		return 0, 0, err
 	}
 	if !haveTotal || !haveAvail {
 		return 0, 0, errors.New("meminfo: no MemTotal or MemAvailable")
 	}
-	if avail > total {
-		avail = total
+	return total - min(avail, total), total, nil
+}
+
+// meminfoPair reads the sizes (kB, in bytes) of /proc/meminfo's fields
+// totalKey and freeKey, and whether each was there; a malformed value or a
+// field given twice is an error naming it.
+func meminfoPair(data []byte, totalKey, freeKey string) (total, free uint64, haveTotal, haveFree bool, err error) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		key, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (key != totalKey && key != freeKey) {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 || len(f) > 2 || (len(f) == 2 && f[1] != "kB") {
+			return 0, 0, false, false, errors.New("meminfo: malformed " + key)
+		}
+		n, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil || n > 1<<53 {
+			return 0, 0, false, false, errors.New("meminfo: malformed " + key)
+		}
+		if len(f) == 2 {
+			n *= 1024
+		}
+		have, v := &haveTotal, &total
+		if key == freeKey {
+			have, v = &haveFree, &free
+		}
+		if *have {
+			return 0, 0, false, false, errors.New("meminfo: " + key + " twice")
+		}
+		*have, *v = true, n
 	}
-	return total - avail, total, nil
+	if err := sc.Err(); err != nil {
+		return 0, 0, false, false, err
+	}
+	return total, free, haveTotal, haveFree, nil
 }
 
 // disk reads the size and use of the file system holding path.
@@ -110,47 +119,14 @@ func swap(path string) (used, total uint64, err error) {
 // Both missing is no swap (0, 0); one without the other, or a malformed
 // value, is an error naming the field.
 func parseSwap(data []byte) (used, total uint64, err error) {
-	var free uint64
-	var haveTotal, haveFree bool
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		key, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (key != "SwapTotal" && key != "SwapFree") {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 || len(f) > 2 || (len(f) == 2 && f[1] != "kB") {
-			return 0, 0, errors.New("meminfo: malformed " + key)
-		}
-		n, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil || n > 1<<53 {
-			return 0, 0, errors.New("meminfo: malformed " + key)
-		}
-		if len(f) == 2 {
-			n *= 1024
-		}
-		if key == "SwapTotal" {
-			if haveTotal {
-				return 0, 0, errors.New("meminfo: SwapTotal twice")
-			}
-			total, haveTotal = n, true
-		} else {
-			if haveFree {
-				return 0, 0, errors.New("meminfo: SwapFree twice")
-			}
-			free, haveFree = n, true
-		}
-	}
-	if err := sc.Err(); err != nil {
+	total, free, haveTotal, haveFree, err := meminfoPair(data, "SwapTotal", "SwapFree")
+	if err != nil {
 		return 0, 0, err
 	}
 	if haveTotal != haveFree {
 		return 0, 0, errors.New("meminfo: SwapTotal without SwapFree or the other way round")
 	}
-	if free > total {
-		free = total
-	}
-	return total - free, total, nil
+	return total - min(free, total), total, nil
 }
 
 // swapHealth is the swap component: not OK when more than maxPercent of
