@@ -101,6 +101,7 @@ type config struct {
 	sources       int
 	heartbeatRate float64
 	timeLimit     time.Duration
+	enroll        string
 	// gobench
 	as string
 }
@@ -152,6 +153,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.agentProcs, "agent-procs", 0, "scale: processes the agents are spread over (default: one per 15,000 agents, at least 2)")
 	fs.IntVar(&c.sources, "sources", 4, "scale: loopback source addresses each agent process dials from (127.20.0.1, 127.21.0.1, ...; ~28,000 ephemeral ports each)")
 	fs.Float64Var(&c.heartbeatRate, "heartbeat-rate", 16_700, "scale: heartbeats per second the whole fleet offers (each agent every agents/rate seconds)")
+	fs.StringVar(&c.enroll, "enroll", "bulk", "scale: bulk records the agents as enrolled in Postgres and the leader's sweep renders their first manifests (100,000 enrollments through HTTP take most of the time bound here); http enrolls each through POST /v1/enroll with its replica")
 	fs.DurationVar(&c.timeLimit, "time-limit", 15*time.Minute, "scale: the most the whole run may take (setup included); it stops there and reports what it measured")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level of the load tool")
@@ -185,6 +187,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, usageErr("--sources must be between 1 and 1000")
 	case c.heartbeatRate <= 0 || c.heartbeatRate > 1_000_000:
 		return c, usageErr("--heartbeat-rate must be in (0, 1000000]")
+	case c.enroll != "bulk" && c.enroll != "http":
+		return c, usageErr("--enroll must be bulk or http")
 	case c.timeLimit <= 0 || c.timeLimit > 24*time.Hour:
 		return c, usageErr("--time-limit must be positive and at most 24h")
 	}

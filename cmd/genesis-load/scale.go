@@ -192,8 +192,26 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 			ip: fmt.Sprintf("100.%d.%d.%d", 64+i>>16, (i>>8)&255, i&255)}
 	}
 	provisioned := time.Now()
-	if err := seedDroplets(ctx, f, as); err != nil {
+	if err := seedDroplets(ctx, f, as, c.enroll == "bulk"); err != nil {
 		return nil, err
+	}
+	var firstRender time.Duration
+	if c.enroll == "bulk" {
+		// Nothing renders a first manifest for an agent recorded in bulk
+		// until a sweep: a commit outside tenants/ gives the leader a new
+		// snapshot, whose sweep renders every droplet's.
+		kicked := time.Now()
+		if err := f.repo.touch(ctx); err != nil {
+			return nil, err
+		}
+		if err := f.push(ctx); err != nil {
+			return nil, err
+		}
+		if err := waitManifests(ctx, f, c.agents, max(time.Minute, time.Until(deadlineOf(ctx))/2)); err != nil {
+			return nil, err
+		}
+		firstRender = time.Since(kicked)
+		log.Info("first manifests rendered by the leader's sweep", "droplets", c.agents, "took", firstRender.Round(time.Millisecond).String())
 	}
 	log.Info("droplets recorded", "droplets", c.agents, "took", time.Since(provisioned).Round(time.Millisecond).String())
 
@@ -211,8 +229,13 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	log.Info("agents enrolled and holding their first manifest", "agents", c.agents, "took", time.Since(enrollStart).Round(time.Millisecond).String())
 
 	rep := &report{Scenario: "scale", Agents: c.agents,
-		Command: fmt.Sprintf("genesis-load scale --agents %d --replicas %d --agent-procs %d --sources %d --credentials %d --heartbeat-rate %g --duration %s",
-			c.agents, c.replicas, len(workers), c.sources, c.credentials, c.heartbeatRate, c.duration), Counts: map[string]int64{}}
+		Command: fmt.Sprintf("genesis-load scale --agents %d --replicas %d --agent-procs %d --sources %d --credentials %d --heartbeat-rate %g --duration %s --enroll %s",
+			c.agents, c.replicas, len(workers), c.sources, c.credentials, c.heartbeatRate, c.duration, c.enroll), Counts: map[string]int64{}}
+	if firstRender > 0 {
+		rep.add(figure{Measure: fmt.Sprintf("first manifests of %s droplets, one sweep of the leader", thousands(strconv.Itoa(c.agents))),
+			Value: firstRender.Seconds(), Unit: "s",
+			Note: "agents recorded as enrolled in bulk, then a commit that changes no tenant: commit → every droplet has a stored manifest (render, seal, sign, store; polled every 0.5 s)"})
+	}
 
 	// 1. Parked long-polls: RSS per replica before and after.
 	rss0 := make([]int64, len(reps))
@@ -373,20 +396,40 @@ func deadlineOf(ctx context.Context) time.Time {
 // statement. The journal is left out (the other scenarios go through it,
 // one droplet at a time): at 100,000 droplets it would take most of the
 // run's time bound.
-func seedDroplets(ctx context.Context, f *fleet, as []*simAgent) error {
-	state := string(lifecycle.Finished(lifecycle.Create, false))
+func seedDroplets(ctx context.Context, f *fleet, as []*simAgent, enrolled bool) error {
+	state := string(lifecycle.Finished(lifecycle.Create, enrolled))
 	now := time.Now()
+	// Enrolled in bulk: 1,000 agent identities shared in turn (a manifest
+	// is still sealed and signed for each droplet).
+	var recipients []string
+	if enrolled {
+		for range min(len(as), 1000) {
+			id, err := age.GenerateX25519Identity()
+			if err != nil {
+				return err
+			}
+			recipients = append(recipients, id.Recipient().String())
+		}
+	}
 	for lo := 0; lo < len(as); lo += 5000 {
 		batch := as[lo:min(len(as), lo+5000)]
-		var ws, names, ips []string
+		var ws, names, ips, recips []string
 		var ids []int64
-		var hashes [][]byte
+		var hashes, creds, pubs [][]byte
 		for _, a := range batch {
 			var b [32]byte
 			rand.Read(b[:])
 			a.token = base64.RawURLEncoding.EncodeToString(b[:])
 			h := sha256.Sum256([]byte(a.token))
 			ws, names, ips, ids, hashes = append(ws, a.ws), append(names, a.name), append(ips, a.ip), append(ids, int64(dropletBase+a.i)), append(hashes, h[:])
+			if enrolled {
+				rand.Read(b[:])
+				a.cred = base64.RawURLEncoding.EncodeToString(b[:])
+				ch := sha256.Sum256([]byte(a.cred))
+				pub := make([]byte, 32)
+				rand.Read(pub)
+				creds, pubs, recips = append(creds, ch[:]), append(pubs, pub), append(recips, recipients[a.i%len(recipients)])
+			}
 		}
 		err := pgxBegin(ctx, f, func(q execer) error {
 			if _, err := q.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation)
@@ -399,6 +442,14 @@ func seedDroplets(ctx context.Context, f *fleet, as []*simAgent) error {
 				hashes, ws, names, ids, now, now.Add(agentapi.DefaultTokenTTL)); err != nil {
 				return fmt.Errorf("mint tokens: %w", err)
 			}
+			if !enrolled {
+				return nil
+			}
+			if _, err := q.Exec(ctx, `INSERT INTO agents (droplet_id, workspace, age_recipient, ed25519_public_key, credential_hash, enrolled_at)
+				SELECT d, w, r, k, c, $6 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[]) AS t(d, w, r, k, c)`,
+				ids, ws, recips, pubs, creds, now); err != nil {
+				return fmt.Errorf("record agents: %w", err)
+			}
 			return nil
 		})
 		if err != nil {
@@ -406,6 +457,24 @@ func seedDroplets(ctx context.Context, f *fleet, as []*simAgent) error {
 		}
 	}
 	return nil
+}
+
+// waitManifests waits until n load droplets have a manifest.
+func waitManifests(ctx context.Context, f *fleet, n int, bound time.Duration) error {
+	deadline := time.Now().Add(bound)
+	for {
+		var got int
+		if err := f.st.Pool().QueryRow(ctx, `SELECT count(DISTINCT droplet_id) FROM manifests WHERE workspace LIKE 'load-%'`).Scan(&got); err != nil {
+			return err
+		}
+		if got >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d droplets have a first manifest after %s", got, n, bound)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // execer is what seedDroplets runs statements on.
@@ -439,7 +508,7 @@ func startWorkers(ctx context.Context, c config, f *fleet, dir string, as []*sim
 			job.Sources = append(job.Sources, fmt.Sprintf("127.%d.%d.%d", 20+w, s/250, 1+s%250))
 		}
 		for _, a := range share {
-			job.Agents = append(job.Agents, workerAgent{WS: a.ws, Droplet: a.droplet, Name: a.name, Token: a.token, Replica: a.i % len(reps)})
+			job.Agents = append(job.Agents, workerAgent{WS: a.ws, Droplet: a.droplet, Name: a.name, Token: a.token, Cred: a.cred, Replica: a.i % len(reps)})
 		}
 		data, err := json.Marshal(job)
 		if err != nil {

@@ -64,6 +64,9 @@ type workerAgent struct {
 	Droplet string `json:"droplet"`
 	Name    string `json:"name"`
 	Token   string `json:"token"`
+	// Cred is the agent's credential when it was enrolled in bulk ("":
+	// it enrolls with Token through POST /v1/enroll).
+	Cred    string `json:"cred,omitempty"`
 	Replica int    `json:"replica"`
 }
 
@@ -213,6 +216,12 @@ func (w *worker) enroll(ctx context.Context) error {
 	g.SetLimit(32)
 	for k, a := range w.job.Agents {
 		g.Go(func() error {
+			st := &w.state[k]
+			cl := w.client(k, w.pollHTTP)
+			if a.Cred != "" {
+				st.cred = a.Cred
+				return w.firstManifest(gctx, cl, st, a.WS)
+			}
 			id, err := age.GenerateX25519Identity()
 			if err != nil {
 				return err
@@ -221,29 +230,33 @@ func (w *worker) enroll(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			cl := w.client(k, w.pollHTTP)
 			resp, err := cl.Enroll(gctx, schema.EnrollRequest{Token: a.Token, Workspace: a.WS, DropletID: a.Droplet, DropletName: a.Name,
 				AgeRecipient: id.Recipient().String(), SigningKey: string(dsse.MarshalPublicKeyPEM(pub)), AgentVersion: "genesis-load"})
 			if err != nil {
 				return fmt.Errorf("enroll %s: %w", a.WS, err)
 			}
-			st := &w.state[k]
 			st.cred = resp.Credential
-			deadline := time.Now().Add(5 * time.Minute)
-			for {
-				mr, err := cl.Manifest(gctx, st.cred, "", 0)
-				if err == nil {
-					st.etag = mr.ETag
-					return nil
-				}
-				if time.Now().After(deadline) || gctx.Err() != nil {
-					return fmt.Errorf("%s: first manifest: %w", a.WS, err)
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
+			return w.firstManifest(gctx, cl, st, a.WS)
 		})
 	}
 	return g.Wait()
+}
+
+// firstManifest fetches an agent's first manifest, retrying the 404 of one
+// not rendered yet.
+func (w *worker) firstManifest(ctx context.Context, cl *fleetagent.Client, st *workerState, ws string) error {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		mr, err := cl.Manifest(ctx, st.cred, "", 0)
+		if err == nil {
+			st.etag = mr.ETag
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s: first manifest: %w", ws, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // park starts one long-poll loop per agent, for as long as the worker

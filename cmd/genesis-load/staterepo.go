@@ -156,6 +156,15 @@ func (r *stateRepo) changeTemplate(ctx context.Context, round int) error {
 	return r.commit(ctx, fmt.Sprintf("genesis-load: template round %d", round))
 }
 
+// touch commits a change outside tenants/ and templates/ (a README): a new
+// commit, and no tenant's manifest changes.
+func (r *stateRepo) touch(ctx context.Context) error {
+	if err := os.WriteFile(filepath.Join(r.dir, "README.md"), []byte("State repository of a genesis-load run.\n"), 0o644); err != nil {
+		return err
+	}
+	return r.commit(ctx, "genesis-load: a commit that changes no tenant")
+}
+
 func (r *stateRepo) commit(ctx context.Context, msg string) error {
 	if err := r.git(ctx, "add", "-A", "."); err != nil {
 		return err
