@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -24,7 +23,6 @@ import (
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/internal/browsertest"
 	"genesis.dev/fleet/internal/testkit"
-	"genesis.dev/fleet/reconciler/service"
 	"genesis.dev/fleet/schema"
 )
 
@@ -54,7 +52,6 @@ func newToken(t *testing.T, name string, scopes ...string) (token, line string) 
 
 func startConsoleWorld(t *testing.T, tenants ...*schema.Tenant) *consoleWorld {
 	t.Helper()
-	bin, caddy := buildBins(t)
 	w := &consoleWorld{t: t, work: t.TempDir(), repo: testkit.NewStateRepo(t)}
 	var adminLine, dashLine string
 	w.admin, adminLine = newToken(t, "ops-admin", "admin")
@@ -74,37 +71,7 @@ func startConsoleWorld(t *testing.T, tenants ...*schema.Tenant) *consoleWorld {
 	}
 	w.repo.Commit("a fleet for the console")
 	w.repo.Push()
-	pidLog := filepath.Join(w.work, "pids.log")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	fl, err := Start(ctx, Options{StateRepo: w.repo.URL(), Accounts: f.Spec.Accounts, Work: w.work,
-		AgeIdentity: testkit.ExamplePath(t, "demo-keys/age.key"), WebhookSecret: "test-secret", TokensFile: tokens,
-		BootDelay: 200 * time.Millisecond, ActionDelay: 100 * time.Millisecond, HookGrace: 2 * time.Second,
-		BootCmd: fmt.Sprintf("exec %s droplet --caddy-bin %s --agent-bin %s --pid-log %s -- --heartbeat-interval 1s --poll-wait 20s --log-format json",
-			filepath.Join(bin, "genesis-demo"), caddy, filepath.Join(bin, "genesis-agent"), pidLog),
-		Reconciler: func(c *service.Config) { c.PollInterval = 300 * time.Millisecond },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.f = fl
-	t.Cleanup(func() {
-		if err := fl.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-		alive, _, err := Leftovers(pidLog)
-		if err != nil || len(alive) > 0 {
-			t.Errorf("after Stop still running: %q (%v)", alive, err)
-		}
-		if t.Failed() {
-			logs, _ := exec.Command("sh", "-c", "tail -n 40 "+w.work+"/*.log").CombinedOutput()
-			t.Logf("logs:\n%s", logs)
-		}
-	})
-	if w.db, err = pgx.Connect(context.Background(), fl.DatabaseURL); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.db.Close(context.Background()) })
+	w.f, w.db = startTestFleet(t, w.repo, f.Spec.Accounts, w.work, func(o *Options, _ string) { o.TokensFile = tokens })
 	return w
 }
 

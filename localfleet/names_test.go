@@ -27,7 +27,6 @@ import (
 	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/internal/acmetest"
 	"genesis.dev/fleet/internal/testkit"
-	"genesis.dev/fleet/reconciler/service"
 	"genesis.dev/fleet/schema"
 )
 
@@ -70,7 +69,6 @@ func buildBins(t testing.TB) (bin, caddy string) {
 
 func startNamesWorld(t testing.TB, tenants ...*schema.Tenant) *namesWorld {
 	t.Helper()
-	bin, caddy := buildBins(t)
 	pebbleBin := acmetest.Binary(t)
 	w := &namesWorld{t: t, work: t.TempDir(), repo: testkit.NewStateRepo(t)}
 	f := testkit.Fleet()
@@ -87,38 +85,10 @@ func startNamesWorld(t testing.TB, tenants ...*schema.Tenant) *namesWorld {
 	}
 	w.repo.Commit("a fleet with stable names")
 	w.repo.Push()
-	pidLog := filepath.Join(w.work, "pids.log")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	fl, err := Start(ctx, Options{StateRepo: w.repo.URL(), Accounts: f.Spec.Accounts, Work: w.work,
-		AgeIdentity: testkit.ExamplePath(t, "demo-keys/age.key"), WebhookSecret: "test-secret",
-		BootDelay: 200 * time.Millisecond, ActionDelay: 100 * time.Millisecond, HookGrace: 2 * time.Second,
-		BootCmd: fmt.Sprintf("exec %s droplet --caddy-bin %s --agent-bin %s --pid-log %s -- --heartbeat-interval 1s --poll-wait 20s --log-format json",
-			filepath.Join(bin, "genesis-demo"), caddy, filepath.Join(bin, "genesis-agent"), pidLog),
-		Names:      &Names{Zone: testZone, Account: "acct-a", ActivatorIP: testActivator, CaddyBin: caddy, PebbleBin: pebbleBin, Hold: 60 * time.Second},
-		Reconciler: func(c *service.Config) { c.PollInterval = 300 * time.Millisecond },
+	fl, db := startTestFleet(t, w.repo, f.Spec.Accounts, w.work, func(o *Options, caddy string) {
+		o.Names = &Names{Zone: testZone, Account: "acct-a", ActivatorIP: testActivator, CaddyBin: caddy, PebbleBin: pebbleBin, Hold: 60 * time.Second}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.f = fl
-	t.Cleanup(func() {
-		if err := fl.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-		alive, _, err := Leftovers(pidLog)
-		if err != nil || len(alive) > 0 {
-			t.Errorf("after Stop still running: %q (%v)", alive, err)
-		}
-		if t.Failed() {
-			logs, _ := exec.Command("sh", "-c", "tail -n 40 "+w.work+"/*.log").CombinedOutput()
-			t.Logf("logs:\n%s", logs)
-		}
-	})
-	if w.db, err = pgx.Connect(context.Background(), fl.DatabaseURL); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.db.Close(context.Background()) })
+	w.f, w.db = fl, db
 	pem, err := os.ReadFile(fl.Names.IssuerRoots)
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +107,7 @@ func startNamesWorld(t testing.TB, tenants ...*schema.Tenant) *namesWorld {
 	}}
 	// The customer's own zone, in another account: their tracking name is
 	// a CNAME of the tenant's stable name.
-	if _, _, err := fl.Client("customer").Domains.Create(ctx, &godo.DomainCreateRequest{Name: customerZone}); err != nil {
+	if _, _, err := fl.Client("customer").Domains.Create(t.Context(), &godo.DomainCreateRequest{Name: customerZone}); err != nil {
 		t.Fatal(err)
 	}
 	return w
