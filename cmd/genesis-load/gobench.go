@@ -129,7 +129,7 @@ func goBenchReport(b map[string]map[string]float64) *report {
 		whole, _ := get("IncrementalOneTenant/unique=whole-set", "ns/op")
 		rep.add(figure{Measure: "sync after a one-tenant commit at 100,000 tenants (git, one parse, cross-tenant rules, snapshot)", Value: inc / 1e6, Unit: "ms",
 			Baseline: "the same sync with the whole-set uniqueness check (before issue 23)", BaselineValue: whole / 1e6,
-			Note: "`go test -run '^$' -bench IncrementalOneTenant -benchtime 20x ./tenants/`: the cross-tenant rules re-check only the changed tenant and those sharing an id or a domain with it"})
+			Note: "`go test -run '^$' -bench IncrementalOneTenant ./tenants/` (make bench-scale: -benchtime 3x): the cross-tenant rules re-check only the changed tenant and those sharing an id or a domain with it"})
 		if plan, ok := get("ComputeIncremental", "ms/plan"); ok {
 			total := inc/1e6 + plan
 			rep.add(figure{Measure: "one-tenant commit at 100,000 tenants: sync + plan", Value: total, Unit: "ms",
