@@ -149,7 +149,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	followerCfg := cfg
 	followerCfg.StateRepo = filepath.Join(dir, "state-follower")
 	if c.replicas > 1 {
-		if err := f.repo.git(ctx, "clone", "-q", f.repo.dir, followerCfg.StateRepo); err != nil {
+		if err := f.repo.git(ctx, "clone", "-q", "--no-checkout", f.repo.dir, followerCfg.StateRepo); err != nil {
 			return nil, err
 		}
 	}
