@@ -99,18 +99,41 @@ func (c *Compose) Commit(_ context.Context, version string) error {
 }
 
 // Stop stops n8n's container: docker compose -p <project> -f <file> stop
-// n8n (compose sends SIGTERM and waits for n8n's graceful shutdown).
+// n8n (compose sends SIGTERM and waits for n8n's graceful shutdown). On a
+// droplet whose n8n the agent never started (a new one: n8n starts with
+// its first manifest, after the restore that manifest may ask for) there
+// is nothing to stop unless its container runs: done.
 func (c *Compose) Stop(ctx context.Context) error {
+	if c.neverStarted(ctx) {
+		return nil
+	}
 	return c.compose(ctx, "stop")
 }
 
 // Start starts n8n's stopped container again (docker compose start n8n)
-// and waits until it is ready.
+// and waits until it is ready. On a droplet whose n8n the agent never
+// started there is nothing to start again: the first manifest's apply
+// starts it at its version.
 func (c *Compose) Start(ctx context.Context) error {
+	if c.neverStarted(ctx) {
+		return nil
+	}
 	if err := c.compose(ctx, "start"); err != nil {
 		return err
 	}
 	return c.waitReady(ctx)
+}
+
+// neverStarted reports whether the agent never started n8n here (no
+// committed version) and its container does not run (compose says so);
+// when compose cannot tell, false (the caller's compose command says
+// what is wrong).
+func (c *Compose) neverStarted(ctx context.Context) bool {
+	if _, ok := c.Committed(); ok {
+		return false
+	}
+	up, err := c.ContainerUp(ctx)
+	return err == nil && !up
 }
 
 // ContainerUp reports whether n8n's container runs (docker compose ps -q

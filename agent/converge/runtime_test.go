@@ -123,3 +123,43 @@ func TestComposeStopStart(t *testing.T) {
 		t.Errorf("failed stop: %v", err)
 	}
 }
+
+// TestComposeStopStartNeverStarted: on a new droplet, whose n8n the agent
+// never started (no committed version, no container: n8n starts with the
+// first manifest), a restore's stop and start have nothing to do and
+// succeed without asking n8n its version (it does not answer); a
+// container that runs anyway is stopped.
+func TestComposeStopStartNeverStarted(t *testing.T) {
+	var calls []string
+	running := false
+	rt := &converge.Compose{Dir: t.TempDir(), Project: "p", File: "/f.yaml",
+		Exec: func(_ context.Context, _ []string, name string, args ...string) ([]byte, error) {
+			calls = append(calls, name+" "+strings.Join(args, " "))
+			if args[len(args)-2] == "-q" && running {
+				return []byte("0123abcd\n"), nil
+			}
+			return nil, nil
+		},
+		Running: func(context.Context) (string, error) {
+			return "", errors.New("n8n: GET /rest/settings: connection refused")
+		},
+		Ready: func(context.Context) error { return errors.New("n8n is not up") },
+	}
+	ctx := context.Background()
+	if err := rt.Stop(ctx); err != nil {
+		t.Errorf("stop of a never-started n8n: %v", err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Errorf("start of a never-started n8n: %v", err)
+	}
+	want := []string{"docker compose -p p -f /f.yaml ps -q n8n", "docker compose -p p -f /f.yaml ps -q n8n"}
+	if diff := cmp.Diff(want, calls); diff != "" {
+		t.Errorf("calls (-want +got):\n%s", diff)
+	}
+	// Its container runs (started by hand): stopped, at the version n8n
+	// reports — here it cannot, so the stop says why.
+	running, calls = true, nil
+	if err := rt.Stop(ctx); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("stop of a running, unrecorded n8n: %v", err)
+	}
+}
