@@ -145,7 +145,7 @@ func TestEventsLeaderActsFollowerIgnores(t *testing.T) {
 	t.Run("reconnect: fetch and a full pass on the leader", func(t *testing.T) {
 		g.rec.setLeading(true)
 		before := g.fetches.Load()
-		if _, err := g.store.Pool().Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN `+store.EventChannel+`'`); err != nil {
+		if _, err := g.store.Pool().Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN "`+store.EventChannel+`"'`); err != nil {
 			t.Fatal(err)
 		}
 		testkit.WaitFor(t, "the listener to reconnect and fetch", func() bool { return g.fetches.Load() > before })
