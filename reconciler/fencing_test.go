@@ -215,8 +215,11 @@ func TestLockCutMidCreate(t *testing.T) {
 	if err := stB.Pool().QueryRow(t.Context(), `SELECT epoch FROM leader_lease`).Scan(&epochB); err != nil {
 		t.Fatal(err)
 	}
-	if epochB != epochA+1 {
-		t.Errorf("epoch after the take-over = %d, want %d", epochB, epochA+1)
+	// B took over (more than once if a ping of its lock's session timed
+	// out on a busy machine: it then steps down and takes the lock again,
+	// each time under a new epoch; A retries only after a minute).
+	if epochB <= epochA {
+		t.Errorf("epoch after the take-over = %d, want more than A's %d", epochB, epochA)
 	}
 	rows, err := stA.Pool().Query(t.Context(), `SELECT workspace, kind, state, coalesce(epoch, 0), coalesce(error, '') FROM operations ORDER BY id`)
 	if err != nil {
@@ -233,15 +236,15 @@ func TestLockCutMidCreate(t *testing.T) {
 		if state != "succeeded" {
 			t.Errorf("operation %s %s is %s (%s), want succeeded", kind, ws, state, msg)
 		}
-		if epoch != epochA && epoch != epochB {
-			t.Errorf("operation %s %s has epoch %d, want %d or %d", kind, ws, epoch, epochA, epochB)
+		if epoch < epochA || epoch > epochB {
+			t.Errorf("operation %s %s has epoch %d, want A's %d or one of B's up to %d", kind, ws, epoch, epochA, epochB)
 		}
-		if epoch == epochB {
+		if epoch > epochA {
 			resumed++
 		}
 	}
 	if resumed == 0 {
-		t.Errorf("no operation finished under the new leader's epoch %d; the cut did not interrupt a create", epochB)
+		t.Errorf("no operation finished under the new leader's epochs (after %d); the cut did not interrupt a create", epochA)
 	}
 	var failed int
 	if err := stA.Pool().QueryRow(t.Context(), `SELECT count(*) FROM audit_log WHERE action LIKE '%.failed'`).Scan(&failed); err != nil || failed != 0 {
