@@ -42,7 +42,7 @@ Runs the local demo on the state repository in DIR (default state-example):
     DigitalOcean simulator with the fleet's accounts and realistic boot and
     action delays, a local bare git repository initialised from DIR (its
     genesis.yaml with watchdog thresholds scaled for the demo: 6s, 12s,
-    cooldown 45s), and the reconciler (in this process, wired as
+    cooldown 30s), and the reconciler (in this process, wired as
     genesis-reconciler is) on it with a push webhook, a fresh
     manifest-signing key and the age identity in DIR/demo-keys/age.key;
     every droplet the simulator boots runs genesis-demo droplet (its disk is the droplet's
@@ -714,9 +714,9 @@ func isTerminal(w io.Writer) bool {
 }
 
 // demoWatchdog rewrites the watchdog thresholds of the demo's copy of
-// genesis.yaml to seconds (degraded 6s, critical 12s, cooldown 45s: the
+// genesis.yaml to seconds (degraded 6s, critical 12s, cooldown 30s: the
 // time a rebuilt droplet gets to boot, restore its backup and report
-// healthy, on a machine that may be busy), so a
+// healthy), so a
 // silent droplet is noticed and rebooted while the demo watches. Only the
 // lines of the spec.watchdog block (two-space indented) are touched; the
 // result is validated with the rest of the repository.
@@ -726,7 +726,7 @@ func demoWatchdog(path string) error {
 		return err
 	}
 	lines := strings.SplitAfter(string(data), "\n")
-	want := []string{"degradedAfter: 6s", "criticalAfter: 12s", "cooldown: 45s"}
+	want := []string{"degradedAfter: 6s", "criticalAfter: 12s", "cooldown: 30s"}
 	block := slices.Index(lines, "  watchdog:\n")
 	if block < 0 {
 		spec := slices.Index(lines, "spec:\n")

@@ -201,7 +201,7 @@ func TestDemoWatchdog(t *testing.T) {
 			}
 			w := repo.Fleet.Spec.Watchdog
 			got := []time.Duration{time.Duration(w.DegradedAfter), time.Duration(w.CriticalAfter), time.Duration(w.Cooldown)}
-			if diff := cmp.Diff([]time.Duration{6 * time.Second, 12 * time.Second, 45 * time.Second}, got); diff != "" {
+			if diff := cmp.Diff([]time.Duration{6 * time.Second, 12 * time.Second, 30 * time.Second}, got); diff != "" {
 				t.Errorf("watchdog (-want +got):\n%s", diff)
 			}
 			if name == "example" && repo.Fleet.Spec.Watchdog.OutagePercent != 30 {
