@@ -447,41 +447,35 @@ func TestActivatorHibernatedAgain(t *testing.T) {
 	}
 }
 
-// TestActivatorDropletNotListeningYet: a tenant reported healthy whose
-// droplet still refuses connections (its Caddy binding its listener) is
-// retried, not answered 502; the held POST's body arrives whole.
-func TestActivatorDropletNotListeningYet(t *testing.T) {
-	w := newWorld(t)
-	w.add("ws-a", lifecycle.Hibernated, true)
-	w.late["ws-a"] = 400 * time.Millisecond
-	h, err := New(w.config(prometheus.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := serve(t, h)
-	resp, body := do(t, client(), srv, http.MethodPost, stable("ws-a"), "/webhook/x", "payload")
-	if resp.StatusCode != 200 || body != "ws-a POST /webhook/x payload" {
-		t.Errorf("a droplet listening late: %d %q", resp.StatusCode, body)
-	}
-}
-
-// TestActivatorDropletCertificateLate: a woken droplet whose Caddy is
-// still getting the certificate for the tenant's name fails the TLS
-// handshake; the held request is retried, not answered 502.
-func TestActivatorDropletCertificateLate(t *testing.T) {
-	w := newWorld(t)
-	w.add("ws-a", lifecycle.Hibernated, true)
-	w.certLate["ws-a"] = 700 * time.Millisecond
-	h, err := New(w.config(prometheus.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := serve(t, h)
-	resp, body := do(t, client(), srv, http.MethodPost, stable("ws-a"), "/webhook/x", "payload")
-	if resp.StatusCode != 200 || body != "ws-a POST /webhook/x payload" {
-		t.Errorf("a droplet without its certificate yet: %d %q", resp.StatusCode, body)
-	}
-	if n := len(w.bodies["ws-a"]); n != 1 {
-		t.Errorf("the droplet received %d requests, want 1", n)
+// TestActivatorDropletNotReadyYet: a woken droplet reported healthy that
+// still refuses connections (its Caddy binding its listener) or fails the
+// TLS handshake (its Caddy still getting the name's certificate on
+// demand) is retried, not answered 502: nothing was sent, so the held
+// POST arrives once and whole.
+func TestActivatorDropletNotReadyYet(t *testing.T) {
+	for name, late := range map[string]func(*world){
+		"not listening":  func(w *world) { w.late["ws-a"] = 400 * time.Millisecond },
+		"no certificate": func(w *world) { w.certLate["ws-a"] = 700 * time.Millisecond },
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.add("ws-a", lifecycle.Hibernated, true)
+			late(w)
+			h, err := New(w.config(prometheus.NewRegistry()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := serve(t, h)
+			resp, body := do(t, client(), srv, http.MethodPost, stable("ws-a"), "/webhook/x", "payload")
+			if resp.StatusCode != 200 || body != "ws-a POST /webhook/x payload" {
+				t.Errorf("%d %q", resp.StatusCode, body)
+			}
+			w.mu.Lock()
+			n := len(w.bodies["ws-a"])
+			w.mu.Unlock()
+			if n != 1 {
+				t.Errorf("the droplet received %d requests, want 1", n)
+			}
+		})
 	}
 }
