@@ -61,17 +61,23 @@ func decodeEnroll(body []byte) (enrollment, error) {
 		return e, err
 	}
 	e.droplet = id
-	rcpt, err := age.ParseX25519Recipient(r.AgeRecipient)
+	e.recipient, e.pub, err = parseAgentKeys(r.AgeRecipient, r.SigningKey)
+	return e, err
+}
+
+// parseAgentKeys reads the public halves of an agent's keys as an
+// enrollment or a re-enrollment sends them: its age recipient (returned in
+// its canonical spelling) and its ed25519 signing key (PEM).
+func parseAgentKeys(ageRecipient, signingKey string) (recipient string, pub []byte, err error) {
+	rcpt, err := age.ParseX25519Recipient(ageRecipient)
 	if err != nil {
-		return e, errors.New("age_recipient is not an age X25519 recipient")
+		return "", nil, errors.New("age_recipient is not an age X25519 recipient")
 	}
-	e.recipient = rcpt.String()
-	pub, err := dsse.ParsePublicKeyPEM([]byte(r.SigningKey))
+	pub, err = dsse.ParsePublicKeyPEM([]byte(signingKey))
 	if err != nil {
-		return e, fmt.Errorf("signing_key: %w", err)
+		return "", nil, fmt.Errorf("signing_key: %w", err)
 	}
-	e.pub = pub
-	return e, nil
+	return rcpt.String(), pub, nil
 }
 
 // parseDroplet reads a droplet id as the wire spells it: a canonical

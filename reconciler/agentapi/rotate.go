@@ -16,7 +16,6 @@ import (
 
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
-	"genesis.dev/fleet/schema/dsse"
 	"genesis.dev/fleet/schema/sealing"
 )
 
@@ -138,17 +137,9 @@ func decodeReenroll(body []byte) (reenrollment, error) {
 	case r.Generation <= 0:
 		return e, errors.New("generation must be positive")
 	}
-	rcpt, err := age.ParseX25519Recipient(r.AgeRecipient)
-	if err != nil {
-		return e, errors.New("age_recipient is not an age X25519 recipient")
-	}
-	e.recipient = rcpt.String()
-	pub, err := dsse.ParsePublicKeyPEM([]byte(r.SigningKey))
-	if err != nil {
-		return e, fmt.Errorf("signing_key: %w", err)
-	}
-	e.pub = pub
-	return e, nil
+	var err error
+	e.recipient, e.pub, err = parseAgentKeys(r.AgeRecipient, r.SigningKey)
+	return e, err
 }
 
 // handleReenroll is POST /v1/agent/reenroll: an agent authenticated with
