@@ -198,7 +198,11 @@ func withRetry(ctx context.Context, attempt func() (*StatusError, error)) error 
 			return p.err
 		case err != nil:
 			if ctx.Err() != nil {
-				return ctx.Err()
+				// Cut short: say why the tries before failed, if any.
+				if last == nil {
+					last = redact(err)
+				}
+				return fmt.Errorf("%w (after %d attempts; last: %w)", ctx.Err(), i+1, last)
 			}
 			last = redact(err)
 			continue
