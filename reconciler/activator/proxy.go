@@ -117,11 +117,13 @@ func (h *Handler) newProxy() (*http.Transport, *httputil.ReverseProxy) {
 // dialRetryWithin bounds redial's retries of one request;
 // tlsHandshakeTimeout bounds one handshake. A woken droplet's Caddy gets
 // its certificate for the tenant's name on demand, during the first
-// handshake (an ACME order: seconds, more under load), and fails the
-// handshakes of a name whose order is still going or just failed: both
-// are generous.
+// handshake (an ACME order: seconds, more under load; the ACME CA
+// validates the name at the droplet, so it cannot start before the wake
+// wrote the name), and fails the handshakes of a name whose order is
+// still going or just failed: both are generous (a client waits at most
+// the request's own deadline anyway).
 const (
-	dialRetryWithin     = 30 * time.Second
+	dialRetryWithin     = time.Minute
 	tlsHandshakeTimeout = 30 * time.Second
 )
 
