@@ -160,26 +160,8 @@ func (c *Compose) ContainerUp(ctx context.Context) (bool, error) {
 // recreating it would only restart the database (the password it was
 // initialized with no longer matters once the role's is set).
 func (c *Compose) Recreate(ctx context.Context) error {
-	run := c.Exec
-	if run == nil {
-		run = execCommand
-	}
-	version, err := c.Current(ctx)
-	if err != nil {
+	if err := c.compose(ctx, "up", "-d", "--no-deps"); err != nil {
 		return err
-	}
-	var env []string
-	if versionRE.MatchString(version) {
-		env = append(env, "N8N_VERSION="+version)
-	}
-	args := []string{"compose", "-p", cmp.Or(c.Project, "genesis"), "-f", cmp.Or(c.File, "/opt/genesis/compose.yaml"), "up", "-d", "--no-deps", "n8n"}
-	out, err := run(ctx, env, cmp.Or(c.Docker, "docker"), args...)
-	if err != nil {
-		out = bytes.TrimSpace(out)
-		if len(out) > 500 {
-			out = out[len(out)-500:]
-		}
-		return fmt.Errorf("docker compose up --no-deps n8n: %w: %s", err, out)
 	}
 	if err := c.waitReady(ctx); err != nil {
 		return fmt.Errorf("n8n not ready: %w", err)
@@ -187,9 +169,9 @@ func (c *Compose) Recreate(ctx context.Context) error {
 	return nil
 }
 
-// compose runs docker compose <verb> n8n with the pinned version in the
+// compose runs docker compose <verb...> n8n with the pinned version in the
 // environment (the compose file interpolates it).
-func (c *Compose) compose(ctx context.Context, verb string) error {
+func (c *Compose) compose(ctx context.Context, verb ...string) error {
 	run := c.Exec
 	if run == nil {
 		run = execCommand
@@ -202,14 +184,14 @@ func (c *Compose) compose(ctx context.Context, verb string) error {
 	if versionRE.MatchString(version) {
 		env = append(env, "N8N_VERSION="+version)
 	}
-	args := []string{"compose", "-p", cmp.Or(c.Project, "genesis"), "-f", cmp.Or(c.File, "/opt/genesis/compose.yaml"), verb, "n8n"}
+	args := append(append([]string{"compose", "-p", cmp.Or(c.Project, "genesis"), "-f", cmp.Or(c.File, "/opt/genesis/compose.yaml")}, verb...), "n8n")
 	out, err := run(ctx, env, cmp.Or(c.Docker, "docker"), args...)
 	if err != nil {
 		out = bytes.TrimSpace(out)
 		if len(out) > 500 {
 			out = out[len(out)-500:]
 		}
-		return fmt.Errorf("docker compose %s n8n: %w: %s", verb, err, out)
+		return fmt.Errorf("docker compose %s n8n: %w: %s", strings.Join(verb, " "), err, out)
 	}
 	return nil
 }
