@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"time"
 
 	"filippo.io/age"
@@ -180,6 +181,9 @@ func Verify(envelope []byte, e Expectation) (*Verified, error) {
 		case len(r.Token) > MaxRotateToken:
 			return nil, reject(ReasonMalformed, "rotate.token is over %d bytes", MaxRotateToken)
 		}
+	}
+	if m.StableName != "" && !slices.Contains(m.Domains, m.StableName) {
+		return nil, reject(ReasonMalformed, "stable_name %q is not one of domains", m.StableName)
 	}
 	v := &Verified{Manifest: m, Envelope: envelope, Digest: d, KeyID: keyID, Unchanged: m.Version == e.AppliedVersion}
 	for i, p := range m.SigningKeys {

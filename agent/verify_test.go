@@ -394,3 +394,22 @@ func TestAcceptOtherDSSEEncodings(t *testing.T) {
 		t.Errorf("Reapply = %v, %v, version %d; want true, nil, 2", ok, err, version)
 	}
 }
+
+// TestVerifyStableNameAmongDomains: a manifest's stable_name must be one
+// of its domains (Caddy serves only the domains; a name outside them would
+// keep the caddy component down for ever).
+func TestVerifyStableNameAmongDomains(t *testing.T) {
+	st, f := stateFixture(t)
+	exp := Expectation{Workspace: f.workspace, Droplet: f.droplet, Trusted: trustedOf(f.signer), Identity: st.Keys().Identity, Now: testNow}
+	m := f.manifest(1)
+	m.Domains = []string{"track.acme.test", f.workspace + ".t.genesis.test"}
+	m.StableName = f.workspace + ".t.genesis.test"
+	if _, err := Verify(f.sign(m, nil), exp); err != nil {
+		t.Fatalf("stable name among the domains: %v", err)
+	}
+	m.StableName = "other.t.genesis.test"
+	_, err := Verify(f.sign(m, nil), exp)
+	if ReasonOf(err) != ReasonMalformed || !strings.Contains(err.Error(), `stable_name "other.t.genesis.test" is not one of domains`) {
+		t.Errorf("stable name outside the domains: %v", err)
+	}
+}

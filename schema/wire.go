@@ -38,8 +38,14 @@ type Manifest struct {
 	N8N       N8NPin    `json:"n8n"`
 	// State is the tenant's declared state; "hibernated" asks the agent to
 	// stop n8n cleanly before its droplet is snapshotted.
-	State       string               `json:"state,omitempty"`
-	Domains     []string             `json:"domains"`
+	State   string   `json:"state,omitempty"`
+	Domains []string `json:"domains"`
+	// StableName is the tenant's stable name <workspace>.<spec.dns.zone>,
+	// also one of Domains ("" without spec.dns). The agent's caddy
+	// component is not healthy until Caddy serves a certificate for it, so
+	// a woken or rebuilt droplet counts as healthy only once a visitor
+	// reaching it through the name gets HTTPS.
+	StableName  string               `json:"stable_name,omitempty"`
 	Workflows   []ManifestWorkflow   `json:"workflows"`
 	Credentials []ManifestCredential `json:"credentials"`
 	// SigningKeys are PEM public keys the agent should trust from now on

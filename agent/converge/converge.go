@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,6 +127,10 @@ type Converger struct {
 	caddyWant atomic.Pointer[[]byte]
 	// caddyRepairs counts the reloads ProbeCaddy made.
 	caddyRepairs atomic.Int64
+	// stableName is the last manifest's stable name ("" : none, or the
+	// tenant hibernates); certSeen is the stable name Caddy was last seen
+	// serving a certificate for (ProbeCaddy checks until it has).
+	stableName, certSeen atomic.Pointer[string]
 	// managed is rec.Workflows as of the last save (name and n8n id of
 	// each managed workflow), for ProbeWorkflows without mu; converging is
 	// set while Apply's workflows step runs.
@@ -632,6 +639,8 @@ func (c *Converger) caddy(ctx context.Context, m *schema.Manifest) error {
 	}
 	c.cfg.Ask.Set(m.Domains)
 	c.caddyWant.Store(&raw)
+	name := m.StableName
+	c.stableName.Store(&name)
 	if _, err := c.cfg.Caddy.Load(ctx, raw); err != nil {
 		return err
 	}
@@ -761,7 +770,7 @@ func (c *Converger) ProbeCaddy(ctx context.Context) schema.ComponentHealth {
 	}
 	d, err := caddy.DigestOf(*want)
 	if err != nil || d == running {
-		return schema.ComponentHealth{OK: true}
+		return c.probeCertificate(ctx)
 	}
 	c.log.WarnContext(ctx, "caddy is not running the config the manifest asked for; loading it again", "running", string(running), "want", string(d))
 	c.cfg.Caddy.Forget()
@@ -770,6 +779,67 @@ func (c *Converger) ProbeCaddy(ctx context.Context) schema.ComponentHealth {
 	}
 	c.caddyRepairs.Add(1)
 	return schema.ComponentHealth{OK: true, Detail: "repaired: caddy had lost its config; reloaded"}
+}
+
+// probeCertificate is ProbeCaddy's check that Caddy serves a certificate
+// for the manifest's stable name: a TLS handshake with the name, on Caddy's
+// HTTPS listener, must present a leaf that names it and is valid now. The
+// handshake is also what makes Caddy get the certificate (on-demand TLS),
+// so a new droplet asks its CA at once instead of at its first visitor's
+// request. Until a handshake succeeds the component is down, which keeps a
+// woken, rebuilt or resized droplet out of ACTIVE_HEALTHY (and so the
+// activator from sending visitors to it) while its certificate is still
+// being issued. Once seen, the name is not checked again: renewals are
+// Caddy's, and the availability prober sees expiry from outside (a failed
+// renewal must page, not walk the watchdog's reboot ladder). Whether the
+// chain leads to a trusted root is the prober's check too; the ACME CA and
+// Caddy's internal CA both pass here.
+func (c *Converger) probeCertificate(ctx context.Context) schema.ComponentHealth {
+	name := ""
+	if p := c.stableName.Load(); p != nil {
+		name = *p
+	}
+	if seen := c.certSeen.Load(); name == "" || (seen != nil && *seen == name) {
+		return schema.ComponentHealth{OK: true}
+	}
+	port := c.cfg.CaddyConfig.HTTPSPort
+	if port == 0 {
+		port = caddy.DefaultHTTPSPort
+	}
+	addr := net.JoinHostPort(cmp.Or(c.cfg.CaddyConfig.BindHost, "127.0.0.1"), strconv.Itoa(port))
+	if err := checkCertificate(ctx, addr, name, c.now()); err != nil {
+		return schema.ComponentHealth{OK: false, Detail: "no certificate for " + name + " yet: " + err.Error()}
+	}
+	c.certSeen.Store(&name)
+	c.log.InfoContext(ctx, "caddy serves a certificate for the stable name", "name", name)
+	return schema.ComponentHealth{OK: true}
+}
+
+// checkCertificate makes a TLS handshake with addr for name and checks the
+// leaf certificate names it and is valid at now.
+func checkCertificate(ctx context.Context, addr, name string, now time.Time) error {
+	d := tls.Dialer{Config: &tls.Config{
+		ServerName:         name,
+		InsecureSkipVerify: true, // the chain is not this check's (see probeCertificate)
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("no certificate presented")
+			}
+			leaf := cs.PeerCertificates[0]
+			if err := leaf.VerifyHostname(name); err != nil {
+				return err
+			}
+			if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+				return fmt.Errorf("certificate valid %s to %s, not now", leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+			}
+			return nil
+		},
+	}}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
 }
 
 // CaddyRepairs is how many times ProbeCaddy reloaded a lost Caddy config.

@@ -97,6 +97,8 @@ type caddyRig struct {
 	c     *converge.Converger
 	cc    *caddy.Client
 	admin string
+	// ask is the on-demand TLS endpoint Caddy asks.
+	ask *caddy.Ask
 	// stop stops the Caddy it started.
 	stop func()
 	// get fetches https://host/ through Caddy: "<status> <body>".
@@ -139,7 +141,7 @@ func newCaddyRig(t *testing.T) *caddyRig {
 		body, _ := io.ReadAll(resp.Body)
 		return fmt.Sprintf("%d %s", resp.StatusCode, body), nil
 	}
-	return &caddyRig{c: c, cc: cc, admin: admin, stop: stop, get: get}
+	return &caddyRig{c: c, cc: cc, admin: admin, ask: r.ask, stop: stop, get: get}
 }
 
 // TestDomainsReachRealCaddy: a declared domain reaches n8n through the real
@@ -229,5 +231,41 @@ func TestCaddyLostConfigRepaired(t *testing.T) {
 	}
 	if h := c.ProbeCaddy(ctx); !h.OK || h.Detail != "" || c.CaddyRepairs() != 1 {
 		t.Errorf("probe after the repair: %+v, %d repairs", h, c.CaddyRepairs())
+	}
+}
+
+// TestCaddyProbeStableNameCertificate: the caddy component is down until
+// Caddy serves a certificate for the manifest's stable name (a TLS
+// handshake with the name, which also makes Caddy get it), so a new
+// droplet is not healthy while a visitor through the name would fail.
+func TestCaddyProbeStableNameCertificate(t *testing.T) {
+	cr := newCaddyRig(t)
+	c := cr.c
+	ctx := context.Background()
+	m, plain := manifest(1, creds5, workflows4, "track.acme.test", "ws-acme.t.genesis.test")
+	m.StableName = "ws-acme.t.genesis.test"
+	if err := c.Apply(ctx, m, plain); err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	h := c.ProbeCaddy(pctx)
+	cancel()
+	if !h.OK || h.Detail != "" {
+		t.Fatalf("Caddy serving the stable name: %+v", h)
+	}
+
+	// A stable name Caddy will not get a certificate for (here its ask
+	// refuses it; in life the CA is down or the record points elsewhere).
+	m2, plain2 := manifest(2, creds5, workflows4, "track.acme.test", "ws-other.t.genesis.test")
+	m2.StableName = "ws-other.t.genesis.test"
+	if err := c.Apply(ctx, m2, plain2); err != nil {
+		t.Fatal(err)
+	}
+	cr.ask.Set([]string{"track.acme.test"})
+	pctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	h = c.ProbeCaddy(pctx)
+	cancel()
+	if h.OK || !strings.HasPrefix(h.Detail, "no certificate for ws-other.t.genesis.test yet: ") {
+		t.Errorf("Caddy without the stable name's certificate: %+v", h)
 	}
 }

@@ -418,3 +418,24 @@ func TestNoPlaintext(t *testing.T) {
 		t.Error("logs were not captured")
 	}
 }
+
+// TestManifestStableName: with spec.dns, the manifest names the tenant's
+// stable name in stable_name and among its domains (before the sslip.io
+// fallback); the agent's caddy component waits for its certificate.
+func TestManifestStableName(t *testing.T) {
+	w := newWorld(t)
+	w.snap.Fleet.Spec.DNS = &schema.DNS{Zone: "t.genesis.test"}
+	w.setTenant("ws-acme", "blob1", tenantSpec{domains: []string{"track.acme.com"}})
+	a := w.mustEnroll("ws-acme", 1, 1001, "203.0.113.7")
+	code, _, env := w.do("GET", "/v1/manifest", a.cred, nil, nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET: %d %s", code, env)
+	}
+	m := w.verify(env)
+	if m.StableName != "ws-acme.t.genesis.test" {
+		t.Errorf("stable_name = %q", m.StableName)
+	}
+	if diff := cmp.Diff([]string{"track.acme.com", "ws-acme.t.genesis.test", "203.0.113.7.sslip.io"}, m.Domains); diff != "" {
+		t.Errorf("domains (-want +got):\n%s", diff)
+	}
+}

@@ -244,6 +244,7 @@ func build(snap tenants.Snapshot, fi fleetInputs, workspace, droplet, ip, recipi
 	// until its record exists.
 	if name := snap.Fleet.StableName(workspace); name != "" {
 		m.Domains = append(m.Domains, name)
+		m.StableName = name
 	}
 	if addr, err := netip.ParseAddr(ip); err == nil && addr.Is4() {
 		m.Domains = append(m.Domains, addr.String()+".sslip.io")
