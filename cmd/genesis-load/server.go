@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,7 +147,10 @@ func reconcilerConfig(cfg serverConfig, databaseURL string) service.Config {
 	if cfg.Follower {
 		// Agent side only, every replica would sweep (none leads): a
 		// follower neither follows pushes nor sweeps, so one replica
-		// renders a change, as the leader does in production.
+		// renders a change, as the leader does in production. (Until
+		// AgentSideFollower, a follower still swept once, at its first
+		// snapshot: every replica rendered the whole fleet at start.)
+		c.AgentSideFollower = true
 		c.PollInterval, c.ManifestSweep = 24*time.Hour, 24*time.Hour
 	}
 	return c
@@ -214,6 +220,20 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}()
 	cfg := serverConfig{StateRepo: repo, SigningKey: keyFile, AgeIdentity: idFile, WebhookSecret: string(bytes.TrimSpace(secret)),
 		DatabaseURL: dbURL, ReplicaID: replicaID, Follower: follower}
+	// GENESIS_LOAD_CPUPROFILE_DIR: each serve process writes a CPU profile
+	// of its whole life to <dir>/<replica-id>.cpu.pprof (where a replica's
+	// time goes in a scale run).
+	if dir := os.Getenv("GENESIS_LOAD_CPUPROFILE_DIR"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, cmp.Or(replicaID, "genesis-load")+".cpu.pprof"))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	return serveFleet(ctx, cfg, log, func(info serverInfo) {
 		b, _ := json.Marshal(info)
 		fmt.Fprintf(stdout, "%s\n", b)

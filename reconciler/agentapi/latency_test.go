@@ -129,8 +129,16 @@ func BenchmarkCommitToApplied(b *testing.B) {
 	if err := g.Wait(); err != nil {
 		b.Fatal(err)
 	}
-	if n := w.count(`SELECT count(*) FROM manifests`); n != latencyAgents {
-		b.Fatalf("%d first manifests, want %d", n, latencyAgents)
+	// First manifests are rendered after the enrollment answer (Run's
+	// render worker).
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		n := w.count(`SELECT count(*) FROM manifests`)
+		if n == latencyAgents {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d first manifests, want %d", n, latencyAgents)
+		}
 	}
 
 	var received, verified []time.Duration

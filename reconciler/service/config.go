@@ -31,6 +31,13 @@ type Config struct {
 	// genesis-reconciler; the load tool (cmd/genesis-load) sets it, to
 	// measure the server genesis-reconciler runs.
 	AgentSideOnly bool
+	// AgentSideFollower, with AgentSideOnly, makes the replica a follower
+	// as genesis-reconciler's non-leading replicas are: it serves agents
+	// and hears of manifests through Postgres, but never sweeps (another
+	// replica of the same database does). Without it every agent-side
+	// replica would render the whole fleet at its first snapshot, racing
+	// the others for every manifest.
+	AgentSideFollower bool
 
 	StateRepo, StateDir, Branch, CacheDir string
 	DatabaseURL, DOAPIURL, Listen         string

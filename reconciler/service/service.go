@@ -154,7 +154,8 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	var rec *reconciler.Reconciler
 	leading := func() bool { return rec.Leading() }
 	if c.AgentSideOnly {
-		leading = func() bool { return true } // no loop leads: this replica sweeps
+		// No loop leads: this replica sweeps, unless it is told it follows.
+		leading = func() bool { return !c.AgentSideFollower }
 	}
 	bkKeys, err := loadBackupKeys(c.BackupKey, log)
 	if err != nil {
