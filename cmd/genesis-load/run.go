@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -100,8 +101,10 @@ type config struct {
 	agentProcs    int
 	sources       int
 	heartbeatRate float64
-	timeLimit     time.Duration
-	enroll        string
+	// replicaMemLimit is GOMEMLIMIT for each scale replica ("" : none).
+	replicaMemLimit string
+	timeLimit       time.Duration
+	enroll          string
 	// gobench
 	as string
 }
@@ -154,6 +157,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.sources, "sources", 4, "scale: loopback source addresses each agent process dials from (127.20.0.1, 127.21.0.1, ...; ~28,000 ephemeral ports each)")
 	fs.Float64Var(&c.heartbeatRate, "heartbeat-rate", 16_700, "scale: heartbeats per second the whole fleet offers (each agent every agents/rate seconds)")
 	fs.StringVar(&c.enroll, "enroll", "bulk", "scale: bulk records the agents as enrolled in Postgres and the leader's sweep renders their first manifests (100,000 enrollments through HTTP take most of the time bound here); http enrolls each through POST /v1/enroll with its replica")
+	fs.StringVar(&c.replicaMemLimit, "replica-memory-limit", "", "scale: GOMEMLIMIT of each replica (e.g. 600MiB; a soft limit: the Go runtime collects harder near it, as the systemd unit and the pod set it from their memory limit); empty: none")
 	fs.DurationVar(&c.timeLimit, "time-limit", 15*time.Minute, "scale: the most the whole run may take (setup included); it stops there and reports what it measured")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level of the load tool")
@@ -189,6 +193,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, usageErr("--heartbeat-rate must be in (0, 1000000]")
 	case c.enroll != "bulk" && c.enroll != "http":
 		return c, usageErr("--enroll must be bulk or http")
+	case c.replicaMemLimit != "" && !memLimit.MatchString(c.replicaMemLimit):
+		return c, usageErr("--replica-memory-limit %q: want a GOMEMLIMIT value such as 600MiB or 2GiB", c.replicaMemLimit)
 	case c.timeLimit <= 0 || c.timeLimit > 24*time.Hour:
 		return c, usageErr("--time-limit must be positive and at most 24h")
 	}
@@ -315,3 +321,6 @@ func runScenario(ctx context.Context, c config, log, serverLog *slog.Logger, std
 	}
 	return nil, usageErr("unknown scenario %q", c.scenario)
 }
+
+// memLimit is a GOMEMLIMIT value: bytes with an optional IEC unit.
+var memLimit = regexp.MustCompile(`^[1-9][0-9]{0,15}(B|KiB|MiB|GiB|TiB)?$`)

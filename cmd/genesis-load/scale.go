@@ -231,6 +231,9 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	rep := &report{Scenario: "scale", Agents: c.agents,
 		Command: fmt.Sprintf("genesis-load scale --agents %d --replicas %d --agent-procs %d --sources %d --credentials %d --heartbeat-rate %g --duration %s --enroll %s",
 			c.agents, c.replicas, len(workers), c.sources, c.credentials, c.heartbeatRate, c.duration, c.enroll), Counts: map[string]int64{}}
+	if c.replicaMemLimit != "" {
+		rep.Command += " --replica-memory-limit " + c.replicaMemLimit
+	}
 	if firstRender > 0 {
 		rep.add(figure{Measure: fmt.Sprintf("first manifests of %s droplets, one sweep of the leader", thousands(strconv.Itoa(c.agents))),
 			Value: firstRender.Seconds(), Unit: "s",

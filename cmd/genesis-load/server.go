@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"time"
 
@@ -45,6 +46,9 @@ type serverConfig struct {
 	// of the others' manifests through Postgres notifications, as a
 	// replica that does not lead does (genesis-load scale).
 	Follower bool
+	// beforeStop, when set, runs as the server starts stopping (its state
+	// still in memory).
+	beforeStop func()
 }
 
 // serverInfo is how the load tool reaches a started server.
@@ -115,6 +119,9 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 	})
 	g.Go(func() error {
 		<-gctx.Done()
+		if cfg.beforeStop != nil {
+			cfg.beforeStop()
+		}
 		bare.Close()
 		return nil
 	})
@@ -220,11 +227,13 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}()
 	cfg := serverConfig{StateRepo: repo, SigningKey: keyFile, AgeIdentity: idFile, WebhookSecret: string(bytes.TrimSpace(secret)),
 		DatabaseURL: dbURL, ReplicaID: replicaID, Follower: follower}
-	// GENESIS_LOAD_CPUPROFILE_DIR: each serve process writes a CPU profile
-	// of its whole life to <dir>/<replica-id>.cpu.pprof (where a replica's
-	// time goes in a scale run).
-	if dir := os.Getenv("GENESIS_LOAD_CPUPROFILE_DIR"); dir != "" {
-		f, err := os.Create(filepath.Join(dir, cmp.Or(replicaID, "genesis-load")+".cpu.pprof"))
+	// GENESIS_LOAD_PROFILE_DIR: each serve process writes a CPU profile of
+	// its whole life to <dir>/<replica-id>.cpu.pprof and, as it stops, a
+	// heap profile to <dir>/<replica-id>.heap.pprof (where a replica's time
+	// and memory go in a scale run).
+	if dir := os.Getenv("GENESIS_LOAD_PROFILE_DIR"); dir != "" {
+		name := filepath.Join(dir, cmp.Or(replicaID, "genesis-load"))
+		f, err := os.Create(name + ".cpu.pprof")
 		if err != nil {
 			return err
 		}
@@ -233,6 +242,18 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			return err
 		}
 		defer pprof.StopCPUProfile()
+		cfg.beforeStop = func() {
+			runtime.GC()
+			h, err := os.Create(name + ".heap.pprof")
+			if err != nil {
+				log.Warn("heap profile", "err", err)
+				return
+			}
+			defer h.Close()
+			if err := pprof.WriteHeapProfile(h); err != nil {
+				log.Warn("heap profile", "err", err)
+			}
+		}
 	}
 	return serveFleet(ctx, cfg, log, func(info serverInfo) {
 		b, _ := json.Marshal(info)
