@@ -209,7 +209,7 @@ func DecodeFleet(file string, data []byte) (*Fleet, Errors) {
 
 // has reports whether path was written in the file (null or not).
 func (f *Fleet) has(path string) bool {
-	_, ok := f.pos[path]
+	_, ok := f.pos.get(path)
 	return ok
 }
 
