@@ -136,8 +136,9 @@ func (w *consoleWorld) hibernateByPolicy(tn *schema.Tenant) {
 
 // TestConsoleInBrowser drives the fleet console in a real headless
 // Chromium against a local fleet whose droplets run real agents: log in
-// (a wrong token is refused), filter the overview by state and search it
-// by id, open a hibernated tenant, wake it through the console's action
+// (a wrong token is refused), filter the overview by state, region and
+// tier and search it by id, open a hibernated tenant (its event stream
+// opens with a resync), wake it through the console's action
 // and its confirmation, and watch its lifecycle change on the page through
 // the server's event stream — WAKING, BOOTING, … ACTIVE_HEALTHY — without
 // the page ever reloading; then log out, log in with a dashboard-only
@@ -218,6 +219,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	if got := c.rows(); !slices.Equal(got, []string{"ws-charlie"}) {
 		t.Errorf("region=sfo3: rows %q", got)
 	}
+	// Filter by tier (git's, as the leader recorded it in Postgres):
+	// ws-bravo is the only starter.
+	c.open("/console/")
+	c.b.Do("choose tier starter", chromedp.SetValue(chromedp.CSS("#f-tier"), "starter"))
+	c.submit("#f-apply", "table#tenants")
+	if got := c.rows(); !slices.Equal(got, []string{"ws-bravo"}) {
+		t.Errorf("tier=starter: rows %q", got)
+	}
 	// Search by id, typed as a person types.
 	c.open("/console/")
 	c.b.Do("type a search", chromedp.SendKeys(chromedp.CSS("#q"), "ws-bravo"))
@@ -244,6 +253,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	}
 	c.photograph("tenant-hibernated")
+	// The page's event stream names the tenant it shows and opens with a
+	// resync of its state (the script marks the body when one arrived).
+	testkit.Poll{Every: 50 * time.Millisecond, Within: 20 * time.Second}.Until(t, "the tenant page's stream resynced", func() bool {
+		return browsertest.Eval[string](b, `document.body.getAttribute("data-live-synced") || ""`) != ""
+	})
 
 	// Wake it through the console: a slower boot, so the page shows each
 	// step.

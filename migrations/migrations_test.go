@@ -113,7 +113,7 @@ func TestApplyEmptyDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantTables := []string{"agents", "audit_log", "availability_days", "availability_replicas", "availability_shards", "backup_restores", "backups", "do_accounts", "enrollment_tokens", "fleet_status", "leader_lease", "manifests", "notifications", "observation", "operations", "reconciler_state", "rollout_inputs", "rollout_members", "rollouts", "schema_migrations", "secret_rotations", "tenant_retries"}
+	wantTables := []string{"account_figures", "agents", "audit_log", "availability_days", "availability_replicas", "availability_shards", "backup_restores", "backups", "do_accounts", "enrollment_tokens", "fleet_status", "leader_lease", "manifests", "notifications", "observation", "operations", "reconciler_state", "rollout_inputs", "rollout_members", "rollouts", "schema_migrations", "secret_rotations", "tenant_domains", "tenant_retries"}
 	if diff := cmp.Diff(tables, wantTables); diff != "" {
 		t.Errorf("tables (-got +want):\n%s", diff)
 	}

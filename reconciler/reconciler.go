@@ -603,20 +603,30 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 	d := snap.Desired()
 	// Record what git declares: every tenant on a full pass, the scope's
 	// on a scoped one (a commit touching one tenant writes one row).
+	// With it, what the fleet console filters by (tier, domains); a
+	// scoped tenant git no longer declares loses them.
 	declared := map[string]schema.State{}
+	facts := map[string]store.TenantFacts{}
 	if scope == nil {
 		for id, t := range d.Tenants {
 			declared[id] = t.Spec.State
+			facts[id] = store.FactsOf(t)
 		}
 	} else {
 		for _, id := range scope {
 			if t, ok := d.Tenants[id]; ok {
 				declared[id] = t.Spec.State
 			}
+			facts[id] = store.FactsOf(d.Tenants[id])
 		}
 	}
 	if err := r.cfg.Store.SetDesired(ctx, declared, snap.Commit); err != nil {
 		return plan.Plan{}, err
+	}
+	if err := r.cfg.Store.SetTenantFacts(ctx, facts, scope == nil); err != nil && ctx.Err() == nil {
+		// The console's index only: the pass goes on (the next full pass
+		// writes it again).
+		r.log.Error("record tenant facts failed", "commit", snap.Commit, "err", err)
 	}
 	// What is in flight is read first: a job that ends while this pass
 	// observes is still skipped, so its outcome (written as it ends) and

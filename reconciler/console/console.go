@@ -44,13 +44,26 @@ type Config struct {
 	// Key seals session cookies (DeriveKey; at least 32 bytes). Replicas
 	// must share it for a session to open on each of them.
 	Key []byte
-	// Desired is the state repository's snapshot (tiers, domains, the
-	// fleet's accounts and prices).
+	// Desired is the state repository's snapshot (a tenant's declaration,
+	// the fleet's accounts and prices). The overview's tier filter and
+	// domain search read what the leader recorded in Postgres instead
+	// (store.SetTenantFacts), so every replica filters alike.
 	Desired func() (tenants.Snapshot, bool)
 	// RecoveryPoints is every tenant's recovery point (nil: backups off).
 	RecoveryPoints func() map[string]backup.Point
-	// Gatherer is read for the accounts' headroom and rate budget.
+	// Gatherer is read for the accounts' headroom and rate budget: while
+	// this replica leads (Leading), Run publishes them to Postgres every
+	// FiguresEvery, and every replica's accounts page shows what was
+	// published last, with its age.
 	Gatherer prometheus.Gatherer
+	// Leading reports whether this replica holds the leader lease (only
+	// the leader calls DigitalOcean); nil: never.
+	Leading func() bool
+	// Replica names this replica in what it publishes.
+	Replica string
+	// FiguresEvery is how often the leader publishes its account figures
+	// (DefaultFiguresEvery when 0).
+	FiguresEvery time.Duration
 	// SessionTTL is a session's life (DefaultSessionTTL when 0).
 	SessionTTL time.Duration
 	// MaxSubscribers bounds the live-update streams (DefaultMaxSubscribers).
@@ -71,9 +84,6 @@ type Console struct {
 	pages map[string]*template.Template
 	mux   *http.ServeMux
 	api   *http.Client
-
-	idxMu sync.Mutex
-	idx   *index
 
 	countsMu  sync.Mutex
 	countsAt  time.Time
@@ -99,6 +109,12 @@ func New(cfg Config) (*Console, error) {
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = HeartbeatEvery
+	}
+	if cfg.FiguresEvery <= 0 {
+		cfg.FiguresEvery = DefaultFiguresEvery
+	}
+	if cfg.Leading == nil {
+		cfg.Leading = func() bool { return false }
 	}
 	if cfg.Desired == nil {
 		cfg.Desired = func() (tenants.Snapshot, bool) { return tenants.Snapshot{}, false }
@@ -144,8 +160,17 @@ func parsePages() (map[string]*template.Template, error) {
 	return out, nil
 }
 
-// Run runs the live-update hub until ctx ends.
-func (c *Console) Run(ctx context.Context) error { return c.hub.Run(ctx) }
+// Run runs the live-update hub, and the publishing of the leader's
+// account figures, until ctx ends.
+func (c *Console) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.publishFigures(ctx)
+	}()
+	defer func() { <-done }()
+	return c.hub.Run(ctx)
+}
 
 // Handler serves every /console/ path.
 func (c *Console) Handler() http.Handler { return c.mux }

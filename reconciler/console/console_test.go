@@ -26,6 +26,7 @@ import (
 	"genesis.dev/fleet/reconciler"
 	"genesis.dev/fleet/reconciler/auth"
 	"genesis.dev/fleet/reconciler/fleetapi"
+	"genesis.dev/fleet/reconciler/stateapi"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/tenants"
@@ -42,16 +43,36 @@ const (
 
 // rig is a console on a real Postgres, in front of the real API handler
 // (fleetapi with a real reconciler loop that never runs passes), served by
-// httptest on 127.0.0.1.
+// httptest on 127.0.0.1. Its snapshot's tiers and domains are recorded as
+// the leader's pass records them (SetTenantFacts).
 type rig struct {
-	st  *store.Store
-	rec *reconciler.Reconciler
-	con *Console
-	srv *httptest.Server
+	st    *store.Store
+	rec   *reconciler.Reconciler
+	con   *Console
+	srv   *httptest.Server
+	reg   *prometheus.Registry
+	apiH  http.Handler
+	authn *auth.Authenticator
+}
+
+// rigOptions change a rig.
+type rigOptions struct {
+	insecure bool
+	// stateAPI makes the API's tenant endpoints (GET, PATCH
+	// /v1/tenants/{id}) on the rig's store: without it they answer 404.
+	stateAPI func(*store.Store) *stateapi.API
+	// config changes the console's configuration before New.
+	config func(*Config)
 }
 
 func newRig(t *testing.T, insecure bool) *rig {
 	t.Helper()
+	return newRigWith(t, rigOptions{insecure: insecure})
+}
+
+func newRigWith(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	insecure := o.insecure
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(ctx, pgtest.New(t), log)
@@ -93,6 +114,13 @@ func newRig(t *testing.T, insecure bool) *rig {
 	}
 	rec := reconciler.New(reconciler.Config{Store: st, Logger: log})
 	rec.Deliver(ctx, snap, nil)
+	facts := map[string]store.TenantFacts{}
+	for id, ts := range snap.Tenants {
+		facts[id] = store.FactsOf(ts.Tenant)
+	}
+	if err := st.SetTenantFacts(ctx, facts, true); err != nil {
+		t.Fatal(err)
+	}
 	var authn *auth.Authenticator
 	if !insecure {
 		authn = auth.New(auth.Config{Logger: log, Tokens: []auth.Token{
@@ -102,9 +130,17 @@ func newRig(t *testing.T, insecure bool) *rig {
 		}})
 	}
 	reg := prometheus.NewRegistry()
-	apiH := fleetapi.Handler(fleetapi.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg, Auth: authn})
-	con, err := New(Config{Store: st, API: apiH, Auth: authn, Key: DeriveKey([]byte("test key material")), Desired: rec.Snapshot,
-		Gatherer: reg, Logger: log, Registerer: reg, Heartbeat: 200 * time.Millisecond})
+	var sapi *stateapi.API
+	if o.stateAPI != nil {
+		sapi = o.stateAPI(st)
+	}
+	apiH := fleetapi.Handler(fleetapi.HandlerConfig{Reconciler: rec, Store: st, Gatherer: reg, Auth: authn, API: sapi})
+	cfg := Config{Store: st, API: apiH, Auth: authn, Key: DeriveKey([]byte("test key material")), Desired: rec.Snapshot,
+		Gatherer: reg, Logger: log, Registerer: reg, Heartbeat: 200 * time.Millisecond}
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	con, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,8 +157,11 @@ func newRig(t *testing.T, insecure bool) *rig {
 		cancel()
 		<-done
 	})
-	return &rig{st: st, rec: rec, con: con, srv: srv}
+	return &rig{st: st, rec: rec, con: con, srv: srv, reg: reg, apiH: apiH, authn: authn}
 }
+
+// quietLog discards what it is given.
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // browser is a cookie-keeping client that does not follow redirects.
 type browser struct {
@@ -711,6 +750,7 @@ func TestEvents(t *testing.T) {
 	}
 	heartbeat := false
 	timeout := time.After(10 * time.Second)
+	event := ""
 	for {
 		select {
 		case l, ok := <-lines:
@@ -720,7 +760,10 @@ func TestEvents(t *testing.T) {
 			if l == ": heartbeat" {
 				heartbeat = true
 			}
-			if data, ok := strings.CutPrefix(l, "data: "); ok {
+			if name, ok := strings.CutPrefix(l, "event: "); ok {
+				event = name
+			}
+			if data, ok := strings.CutPrefix(l, "data: "); ok && event == "lifecycle" {
 				var ev lifecycleEvent
 				if err := json.Unmarshal([]byte(data), &ev); err != nil {
 					t.Fatal(err)

@@ -17,10 +17,17 @@
 // same-origin by its Origin or Referer.
 //
 // Reads that must stay fast at 100,000 tenants (the overview) are SQL of
-// package store with keyset paging; everything that changes something is a
-// request to the reconciler's own API handler, served in-process with the
-// viewer's token (so the API's scopes, validation and audit apply
-// unchanged, and a refusal shows the API's problem detail). Live updates
-// come from one LISTEN per replica on the lifecycle channel, fanned out to
-// every browser's event stream (Hub).
+// package store with keyset paging; what they filter by of git (tier,
+// tracking domains) the leader records in Postgres as its pass records the
+// desired state, so every replica filters alike with indexed predicates
+// and no replica hands SQL a list of ids. Everything that changes
+// something is a request to the reconciler's own API handler, served
+// in-process with the viewer's token (so the API's scopes, validation and
+// audit apply unchanged, and a refusal shows the API's problem detail).
+// Live updates come from one LISTEN per replica on the lifecycle channel,
+// fanned out to every browser's event stream (Hub); a stream is resynced
+// with its tenants' current states when it opens and whenever it may have
+// missed a change. What only the leader knows (DigitalOcean's rate budget)
+// the leader's console publishes to Postgres for every replica's accounts
+// page.
 package console

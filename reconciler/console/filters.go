@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"genesis.dev/fleet/reconciler/lifecycle"
+	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
 )
 
@@ -20,7 +21,8 @@ type Filter struct {
 	State, Health, Tier, Region, Account, Version string
 	// Wave is a wave index of the newest rollout (-1: any).
 	Wave int
-	// Q searches workspace ids (substring) and domains (git).
+	// Q searches workspace ids and declared domains (substring, case
+	// insensitive).
 	Q string
 	// After and Before are the keyset: the page after (before) this id.
 	After, Before string
@@ -135,6 +137,12 @@ func ParseFilter(q url.Values) (Filter, error) {
 	}
 	f.Q = strings.ToLower(s)
 	return f, nil
+}
+
+// store is f as the store's filter of one overview page.
+func (f Filter) store() store.ConsoleFilter {
+	return store.ConsoleFilter{State: f.State, Health: f.Health, Tier: f.Tier, Region: f.Region, Account: f.Account,
+		Version: f.Version, Wave: f.Wave, Query: f.Q, After: f.After, Before: f.Before, Limit: PageSize}
 }
 
 // Query is f as a query string (without the keyset unless keep).

@@ -3,7 +3,9 @@ package console
 import (
 	"net/url"
 	"reflect"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzParseFilter: any query string is parsed or refused with an error,
@@ -57,4 +59,41 @@ func TestParseFilterErrors(t *testing.T) {
 			t.Errorf("%s: err = %v, want %q…", tc.query, err, tc.want)
 		}
 	}
+}
+
+// FuzzParseWatch: any query string gives an event stream's watch list or
+// an error naming t, never a panic; what it gives is distinct workspace
+// ids, at most maxWatch, in the order first given.
+func FuzzParseWatch(f *testing.F) {
+	for _, s := range []string{"", "t=ws-acme", "t=ws-acme&t=ws-beta&t=ws-acme", "t=A", "t=%ff", "t=ws-a&other=1", "t=" + string(make([]byte, 60))} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		got, err := ParseWatch(q)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "t: ") || !utf8.ValidString(err.Error()) && utf8.ValidString(raw) {
+				t.Errorf("%q: error %q", raw, err)
+			}
+			return
+		}
+		if len(got) > maxWatch {
+			t.Errorf("%q: %d ids", raw, len(got))
+		}
+		seen := map[string]bool{}
+		for _, id := range got {
+			if !workspaceRe.MatchString(id) || seen[id] {
+				t.Errorf("%q: id %q repeated or malformed", raw, id)
+			}
+			seen[id] = true
+		}
+		for _, id := range q["t"] {
+			if !seen[id] {
+				t.Errorf("%q: %q left out", raw, id)
+			}
+		}
+	})
 }

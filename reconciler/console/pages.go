@@ -24,9 +24,6 @@ import (
 // PageSize is the overview's rows per page.
 const PageSize = 50
 
-// maxDomainMatches bounds the tenants a domain search adds.
-const maxDomainMatches = 1000
-
 // funcs are the templates' helpers.
 var funcs = template.FuncMap{
 	"when": func(t time.Time) string {
@@ -78,44 +75,12 @@ func humanBytes(n uint64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// index is what the overview needs of a snapshot, built once per commit:
-// each tier's workspaces and every tenant's domains.
-type index struct {
-	key     string
-	tiers   map[string][]string
-	tierOf  map[string]string
-	domains []domainOf
-}
-
-type domainOf struct{ domain, workspace string }
-
-// snapIndex is the index of the current snapshot (cached on c).
-func (c *Console) snapIndex() (*index, tenants.Snapshot) {
+// snapshot is the state repository's snapshot as this replica has it
+// (the tenant page's declaration, the fleet's accounts and prices). The
+// overview never reads it: what it filters by of git is in Postgres.
+func (c *Console) snapshot() tenants.Snapshot {
 	snap, _ := c.cfg.Desired()
-	key := fmt.Sprintf("%s/%d/%p", snap.Commit, snap.Time.UnixNano(), snap.Tenants)
-	c.idxMu.Lock()
-	defer c.idxMu.Unlock()
-	if c.idx != nil && c.idx.key == key {
-		return c.idx, snap
-	}
-	ix := &index{key: key, tiers: map[string][]string{}, tierOf: make(map[string]string, len(snap.Tenants))}
-	for id, ts := range snap.Tenants {
-		if ts.Tenant == nil {
-			continue
-		}
-		t := string(ts.Tenant.Metadata.Tier)
-		ix.tiers[t] = append(ix.tiers[t], id)
-		ix.tierOf[id] = t
-		for _, d := range ts.Tenant.Spec.Domains {
-			ix.domains = append(ix.domains, domainOf{strings.ToLower(d), id})
-		}
-	}
-	for _, ids := range ix.tiers {
-		sort.Strings(ids)
-	}
-	sort.Slice(ix.domains, func(i, j int) bool { return ix.domains[i].domain < ix.domains[j].domain })
-	c.idx = ix
-	return ix, snap
+	return snap
 }
 
 // countsTTL is how long the fleet's counts by state and health are
@@ -149,7 +114,7 @@ type overviewData struct {
 	Counts   []countRow
 	Healths  []string
 	Page     store.ConsolePage
-	Rows     []overviewRow
+	Rows     []store.ConsoleTenant
 	Total    int
 	Next     string
 	Prev     string
@@ -171,11 +136,6 @@ type countRow struct {
 	Link      string
 }
 
-type overviewRow struct {
-	store.ConsoleTenant
-	Tier string
-}
-
 // overview is GET /console/.
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, v *viewer) {
 	ctx := r.Context()
@@ -190,25 +150,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, v *viewer) {
 		f = Filter{Wave: -1}
 	}
 	d.Filter = f
-	ix, _ := c.snapIndex()
-	sf := store.ConsoleFilter{State: f.State, Health: f.Health, Region: f.Region, Account: f.Account, Version: f.Version,
-		Wave: f.Wave, Query: f.Q, After: f.After, Before: f.Before, Limit: PageSize}
-	if f.Tier != "" {
-		sf.Only = ix.tiers[f.Tier]
-		if sf.Only == nil {
-			sf.Only = []string{}
-		}
-	}
-	if f.Q != "" {
-		for _, dm := range ix.domains {
-			if strings.Contains(dm.domain, f.Q) {
-				sf.QueryIDs = append(sf.QueryIDs, dm.workspace)
-				if len(sf.QueryIDs) >= maxDomainMatches {
-					break
-				}
-			}
-		}
-	}
+	sf := f.store()
 	var errs []error
 	d.Page, err = c.cfg.Store.ConsoleTenants(ctx, sf)
 	errs = append(errs, err)
@@ -236,9 +178,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, v *viewer) {
 		d.WaveOpts = append(d.WaveOpts, waveOpt{i, n})
 	}
 	d.Counts = countTable(counts)
-	for _, t := range d.Page.Tenants {
-		d.Rows = append(d.Rows, overviewRow{ConsoleTenant: t, Tier: ix.tierOf[t.Workspace]})
-	}
+	d.Rows = d.Page.Tenants
 	base := f.Query(false)
 	if d.Page.More && len(d.Page.Tenants) > 0 {
 		q := cloneValues(base)
@@ -323,7 +263,7 @@ func (c *Console) tenant(w http.ResponseWriter, r *http.Request, v *viewer) {
 		c.fail(w, r, v, http.StatusBadRequest, "id: not a workspace id ([a-z0-9-]{3,40})")
 		return
 	}
-	_, snap := c.snapIndex()
+	snap := c.snapshot()
 	d := tenantData{ID: id, Commit: snap.Commit, Actions: actionList}
 	ts, declared := snap.Tenants[id]
 	if declared {
@@ -409,93 +349,4 @@ func (c *Console) rollouts(w http.ResponseWriter, r *http.Request, v *viewer) {
 	}
 	d.Rollouts = l.Rollouts
 	c.render(w, r, http.StatusOK, "rollouts", "Rollouts", v, d)
-}
-
-// accountRow is one row of the accounts page.
-type accountRow struct {
-	Name, Status, LastError, TokenEnv string
-	Regions                           []string
-	MaxDroplets, Droplets, Headroom   int
-	// Gauges read from this replica's metrics (NaN-free; Has* false when
-	// the gauge is absent: no DigitalOcean call made yet here).
-	RateRemaining    float64
-	HasRate          bool
-	HeadroomGauge    float64
-	HasHeadroomGauge bool
-	Declared         bool
-}
-
-// accounts is GET /console/accounts: genesis.yaml's accounts, do_accounts
-// and the droplets each holds, and this replica's gauges (headroom as the
-// leader last computed it, DigitalOcean's rate budget left).
-func (c *Console) accounts(w http.ResponseWriter, r *http.Request, v *viewer) {
-	uses, err := c.cfg.Store.AccountUses(r.Context())
-	if err != nil {
-		c.fail(w, r, v, http.StatusInternalServerError, err.Error())
-		return
-	}
-	_, snap := c.snapIndex()
-	gauges := c.accountGauges()
-	rows := map[string]*accountRow{}
-	var order []string
-	if snap.Fleet != nil {
-		for _, a := range snap.Fleet.Spec.Accounts {
-			st := string(a.Status)
-			if st == "" {
-				st = string(schema.AccountActive)
-			}
-			rows[a.Name] = &accountRow{Name: a.Name, Status: st, Regions: a.Regions, MaxDroplets: a.MaxDroplets, TokenEnv: a.TokenEnv, Declared: true}
-			order = append(order, a.Name)
-		}
-	}
-	for _, u := range uses {
-		row, ok := rows[u.Name]
-		if !ok {
-			row = &accountRow{Name: u.Name, Status: u.Status, Regions: u.Regions, MaxDroplets: u.MaxDroplets}
-			rows[u.Name] = row
-			order = append(order, u.Name)
-		}
-		row.Droplets, row.LastError = u.Droplets, u.LastError
-	}
-	var out []accountRow
-	for _, n := range order {
-		row := rows[n]
-		row.Headroom = row.MaxDroplets - row.Droplets
-		if g, ok := gauges["genesis_do_rate_remaining"][n]; ok {
-			row.RateRemaining, row.HasRate = g, true
-		}
-		if g, ok := gauges["genesis_account_headroom"][n]; ok {
-			row.HeadroomGauge, row.HasHeadroomGauge = g, true
-		}
-		out = append(out, *row)
-	}
-	c.render(w, r, http.StatusOK, "accounts", "Accounts", v, out)
-}
-
-// accountGauges reads the per-account gauges of this replica's registry.
-func (c *Console) accountGauges() map[string]map[string]float64 {
-	out := map[string]map[string]float64{}
-	if c.cfg.Gatherer == nil {
-		return out
-	}
-	fams, err := c.cfg.Gatherer.Gather()
-	if err != nil {
-		c.log.Warn("gather metrics failed", "err", err)
-	}
-	for _, f := range fams {
-		name := f.GetName()
-		if name != "genesis_do_rate_remaining" && name != "genesis_account_headroom" {
-			continue
-		}
-		m := map[string]float64{}
-		for _, met := range f.GetMetric() {
-			for _, l := range met.GetLabel() {
-				if l.GetName() == "account" && met.GetGauge() != nil {
-					m[l.GetValue()] = met.GetGauge().GetValue()
-				}
-			}
-		}
-		out[name] = m
-	}
-	return out
 }

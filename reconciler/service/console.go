@@ -26,8 +26,12 @@ import (
 // file, which every replica shares, so a session opens on any replica and
 // editing the tokens file ends them all; with neither (--insecure-no-auth)
 // a random key per process.
+//
+// leading is the loop's Reconciler.Leading: while it holds, the console
+// publishes this replica's DigitalOcean rate budget for the others'
+// accounts pages.
 func newConsole(c Config, st *store.Store, api http.Handler, authn *auth.Authenticator, desired func() (tenants.Snapshot, bool),
-	points func() map[string]backup.Point, reg *prometheus.Registry, log *slog.Logger) (*console.Console, http.Handler, error) {
+	leading func() bool, points func() map[string]backup.Point, reg *prometheus.Registry, log *slog.Logger) (*console.Console, http.Handler, error) {
 	var material []byte
 	switch {
 	case c.ConsoleKey != "":
@@ -50,7 +54,7 @@ func newConsole(c Config, st *store.Store, api http.Handler, authn *auth.Authent
 		rand.Read(material)
 	}
 	con, err := console.New(console.Config{Store: st, API: api, Auth: authn, Key: console.DeriveKey(material), Desired: desired,
-		RecoveryPoints: points, Gatherer: reg, Logger: log, Registerer: reg})
+		RecoveryPoints: points, Gatherer: reg, Leading: leading, Replica: c.ReplicaID, Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, nil, err
 	}

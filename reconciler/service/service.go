@@ -240,7 +240,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 		WebhookSecret: []byte(c.WebhookSecret), Events: events, Observations: observations, Agents: agents.Handler(), RecoveryPoints: points,
 		Auth: authn, API: api, MetricsTokenRequired: c.MetricsTokenRequired, Availability: availabilityReport(st)})
 	if c.Console {
-		if s.console, handler, err = newConsole(c, st, handler, authn, rec.Snapshot, points, reg, log); err != nil {
+		if s.console, handler, err = newConsole(c, st, handler, authn, rec.Snapshot, rec.Leading, points, reg, log); err != nil {
 			return nil, err
 		}
 	}

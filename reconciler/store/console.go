@@ -14,7 +14,9 @@ import (
 // The fleet console's reads (reconciler/console). The overview pages
 // through fleet_status by workspace id (keyset: a page costs the same at
 // the first tenant and the 100,000th), with every filter in SQL; what only
-// git knows (tier, domains) arrives resolved to workspace ids.
+// git knows (tier, domains) the leader keeps in Postgres
+// (console_index.go), so a tier is an indexed column and a domain search a
+// trigram-indexed LIKE.
 
 // LifecycleChannel is the Postgres notification channel on which a trigger
 // (migrations/0024_console.sql) announces every change of a tenant's
@@ -35,15 +37,14 @@ const MaxConsolePage = 200
 // ConsoleFilter selects the overview's tenants. Empty fields match all.
 type ConsoleFilter struct {
 	State, Health, Region, Account, Version string
+	// Tier is a tier as git declares it (fleet_status.tier, which the
+	// leader records: SetTenantFacts).
+	Tier string
 	// Wave is a wave index of the newest rollout (-1: any).
 	Wave int
-	// Query matches a workspace id containing it, or one of QueryIDs (the
-	// tenants whose domain matched, resolved from git).
-	Query    string
-	QueryIDs []string
-	// Only restricts to these workspaces (a tier, resolved from git); nil
-	// restricts nothing, an empty non-nil slice matches none.
-	Only []string
+	// Query matches, case-insensitively, a workspace id containing it or a
+	// tenant with a declared domain containing it (tenant_domains).
+	Query string
 	// After pages forward (ids > After); Before backward (ids < Before).
 	After, Before string
 	// Limit is the page size (1..MaxConsolePage; 0: 50).
@@ -54,8 +55,10 @@ type ConsoleFilter struct {
 type ConsoleTenant struct {
 	Workspace, Lifecycle, Health, Desired string
 	Region, Account, Size, N8NVersion     string
-	ManifestIssued, ManifestApplied       int64
-	LastHeartbeat, StateSince             time.Time
+	// Tier is as git declares it ("": not declared).
+	Tier                            string
+	ManifestIssued, ManifestApplied int64
+	LastHeartbeat, StateSince       time.Time
 }
 
 // ConsolePage is one page of the overview: its rows, whether there are
@@ -93,15 +96,18 @@ func (f ConsoleFilter) where() (string, []any) {
 		conds = append(conds, `EXISTS (SELECT 1 FROM rollout_members m WHERE m.workspace = f.workspace AND m.wave = `+arg(f.Wave)+`
 			AND m.rollout_id = (SELECT id FROM rollouts ORDER BY seq DESC LIMIT 1))`)
 	}
-	if f.Only != nil {
-		conds = append(conds, "workspace = ANY("+arg(f.Only)+"::text[])")
+	if f.Tier != "" {
+		conds = append(conds, "tier = "+arg(f.Tier))
 	}
 	if f.Query != "" {
-		like := "workspace LIKE " + arg("%"+escapeLike(f.Query)+"%")
-		if len(f.QueryIDs) > 0 {
-			like = "(" + like + " OR workspace = ANY(" + arg(f.QueryIDs) + "::text[]))"
-		}
-		conds = append(conds, like)
+		// One set of the matching ids, joined to the page: the ids' side
+		// scans the ids (as it always did), the domains' side is answered
+		// by tenant_domains' trigram index. (An OR of the two in the
+		// outer WHERE made the planner walk the primary key testing every
+		// row.)
+		p := arg("%" + escapeLike(strings.ToLower(f.Query)) + "%")
+		conds = append(conds, "workspace IN (SELECT s.workspace FROM fleet_status s WHERE s.workspace LIKE "+p+
+			" UNION SELECT d.workspace FROM tenant_domains d WHERE d.domain LIKE "+p+")")
 	}
 	if len(conds) == 0 {
 		return "TRUE", args
@@ -135,7 +141,7 @@ func (s *Store) ConsoleTenants(ctx context.Context, f ConsoleFilter) (ConsolePag
 	}
 	args = append(args, f.Limit+1)
 	rows, err := s.pool.Query(ctx, `SELECT workspace, state, health, desired_state, coalesce(region, ''), coalesce(account, ''),
-		coalesce(size, ''), coalesce(n8n_version, ''), manifest_version_issued, manifest_version_applied,
+		coalesce(size, ''), coalesce(n8n_version, ''), coalesce(tier, ''), manifest_version_issued, manifest_version_applied,
 		coalesce(last_heartbeat_at, 'epoch'), state_since
 		FROM fleet_status f WHERE `+where+` ORDER BY workspace `+order+` LIMIT $`+strconv.Itoa(len(args)), args...)
 	if err != nil {
@@ -143,7 +149,7 @@ func (s *Store) ConsoleTenants(ctx context.Context, f ConsoleFilter) (ConsolePag
 	}
 	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ConsoleTenant, error) {
 		var t ConsoleTenant
-		err := r.Scan(&t.Workspace, &t.Lifecycle, &t.Health, &t.Desired, &t.Region, &t.Account, &t.Size, &t.N8NVersion,
+		err := r.Scan(&t.Workspace, &t.Lifecycle, &t.Health, &t.Desired, &t.Region, &t.Account, &t.Size, &t.N8NVersion, &t.Tier,
 			&t.ManifestIssued, &t.ManifestApplied, &t.LastHeartbeat, &t.StateSince)
 		if t.LastHeartbeat.Equal(time.Unix(0, 0)) {
 			t.LastHeartbeat = time.Time{}

@@ -32,21 +32,47 @@
     });
   }
 
+  // setupLive follows the server's event stream: "lifecycle" events carry
+  // one tenant's new state; "resync" events the current state of every
+  // tenant this page shows (named in the stream's URL), sent when the
+  // stream opens or reopens and whenever the server may have missed a
+  // change (its LISTEN connection came back, this stream fell behind).
   function setupLive() {
     var src = document.body.getAttribute("data-live-stream");
     if (!src || !window.EventSource) return;
-    if (!document.querySelector("[data-live]")) return;
-    var es = new EventSource(src);
+    var live = document.querySelectorAll("[data-live]");
+    if (!live.length) return;
+    var ids = [], seen = {};
+    for (var i = 0; i < live.length && ids.length < 200; i++) {
+      var v = live[i].getAttribute("data-live") || "";
+      if (v.indexOf("lifecycle:") !== 0) continue;
+      var id = v.slice("lifecycle:".length);
+      if (!seen[id]) { seen[id] = true; ids.push("t=" + encodeURIComponent(id)); }
+    }
+    var es = new EventSource(ids.length ? src + "?" + ids.join("&") : src);
+    function show(tenant, lifecycle) {
+      if (typeof tenant !== "string" || typeof lifecycle !== "string") return;
+      var sel = '[data-live="lifecycle:' + (window.CSS && CSS.escape ? CSS.escape(tenant) : tenant) + '"]';
+      var els = document.querySelectorAll(sel);
+      for (var i = 0; i < els.length; i++) {
+        if (els[i].textContent === lifecycle) continue;
+        els[i].textContent = lifecycle;
+        els[i].setAttribute("data-updated", String(Date.now()));
+      }
+    }
     es.addEventListener("lifecycle", function (ev) {
       var d;
       try { d = JSON.parse(ev.data); } catch (e) { return; }
-      if (!d || typeof d.tenant !== "string" || typeof d.lifecycle !== "string") return;
-      var sel = '[data-live="lifecycle:' + (window.CSS && CSS.escape ? CSS.escape(d.tenant) : d.tenant) + '"]';
-      var els = document.querySelectorAll(sel);
-      for (var i = 0; i < els.length; i++) {
-        els[i].textContent = d.lifecycle;
-        els[i].setAttribute("data-updated", String(Date.now()));
+      if (d) show(d.tenant, d.lifecycle);
+    });
+    es.addEventListener("resync", function (ev) {
+      var d;
+      try { d = JSON.parse(ev.data); } catch (e) { return; }
+      if (!d || !d.lifecycles || typeof d.lifecycles !== "object") return;
+      for (var t in d.lifecycles) {
+        if (Object.prototype.hasOwnProperty.call(d.lifecycles, t)) show(t, d.lifecycles[t]);
       }
+      document.body.setAttribute("data-live-synced", String(Date.now()));
     });
     window.addEventListener("pagehide", function () { es.close(); });
   }
