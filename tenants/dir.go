@@ -172,7 +172,7 @@ func (d *DirSource) Sync(ctx context.Context) (Snapshot, error) {
 	d.cur = snap
 	d.state.Unlock()
 	if len(snap.Changed) > 0 || snap.FleetChanged {
-		d.log.Info("loaded desired state", "tenants", len(snap.Tenants), "invalid", len(snap.Invalid()),
+		d.log.Info("loaded desired state", "tenants", len(snap.Tenants), "invalid", d.ix.invalid,
 			"changed", len(snap.Changed), "errors", len(snap.Errors))
 	}
 	return snap, nil

@@ -9,7 +9,9 @@
 // walks the commit's tree (cheap: hashes only, and the whole tenants/ tree is
 // skipped when its own hash has not moved) and decodes only the blobs that
 // are new or changed, so a commit touching one tenant costs one parse however
-// large the fleet. Decoding (schema.DecodeTenant) is the expensive step, so
+// large the fleet. The tenants/ tree itself is compared with the index in its
+// raw form, entry by entry, without a value made for each unchanged entry
+// (tree.go). Decoding (schema.DecodeTenant) is the expensive step, so
 // the decoded *schema.Tenant is kept per blob; the cheaper rules that depend
 // on genesis.yaml and the templates (schema.Tenant.Check) are re-run for
 // every tenant only when the fleet or a template changed. The rules that
@@ -17,7 +19,13 @@
 // index kept with the snapshot lists, for every id and domain, the files
 // claiming it, and a sync re-checks only the files whose version changed
 // and those sharing an id or a domain with them (unique.go), with the same
-// errors the whole-set check gives.
+// errors the whole-set check gives. The Snapshot is patched the same way:
+// a commit that changes tenant files but neither the fleet nor a template
+// copies the previous tenant map (a Snapshot is never modified once
+// returned) and redoes only the tenants it touched, those whose
+// cross-tenant errors moved, and ids with two files; the changed list and
+// the errors are kept per file and updated likewise. A commit that changes
+// genesis.yaml or a template re-checks and rebuilds every tenant.
 //
 // # Bad files never delete anything
 //

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -35,6 +37,12 @@ type listing struct {
 	// listed at all; the zero hash means "unknown, list it".
 	tenantsKey plumbing.Hash
 	tenants    func() ([]file, error)
+	// diffTenants, when set, compares the tenants folder with known (the
+	// files the index holds, sorted by path) without listing it: what
+	// index.diff would return for tenants(). prev is the folder's raw
+	// tree from the sync known came from, or nil; raw is the folder's to
+	// keep for the next. ok false means "use tenants".
+	diffTenants func(prev []byte, known []*tenantFile) (changed []file, removed []string, raw []byte, ok bool)
 }
 
 // readFunc returns the content of a listed file. A *fileError makes only
@@ -76,6 +84,7 @@ type templateFile struct {
 // kept for as long as the blob stays; the check is redone when the fleet or
 // the templates change.
 type tenantFile struct {
+	path       string
 	blob       plumbing.Hash
 	blobHex    string
 	tenant     *schema.Tenant // nil when decoding failed
@@ -113,19 +122,43 @@ type index struct {
 
 	loaded     bool
 	tenantsKey plumbing.Hash
+	tenantsRaw []byte                 // the tenants folder's raw tree at tenantsKey, when known
 	files      map[string]*tenantFile // by path
-	paths      []string               // keys of files, sorted
+	order      []*tenantFile          // the values of files, sorted by path
 	valid      map[string]validVersion
 
 	prev Snapshot
 	// prevTenantErrs is the tenants' part of prev.Errors.
 	prevTenantErrs schema.Errors
 
+	// What prev was built from, kept so that the next Snapshot rebuilds only
+	// the tenants a commit touches (see patch).
+	fileErrs map[string]schema.Errors // by path: each invalid file's errors
+	errPaths []string                 // keys of fileErrs, sorted
+	invalid  int                      // tenants of prev with StatusInvalid
+	// uses counts, per template name, the workflows of the versions to act
+	// on in prev.Tenants that name it.
+	uses map[string]int
+	// pairs holds the ids with two files (x.yaml and x.yml): their states
+	// depend on each other through valid, so every patch redoes them.
+	pairs map[string]bool
+	// odd counts files whose path is not TenantsDir/<name> (possible only
+	// in a malformed tree); while there are any, every Snapshot is rebuilt.
+	odd int
+	// patches counts the Snapshots patch built (tests).
+	patches int
+
 	// unique holds the cross-tenant rules' state, updated with the files
 	// whose candidate changed.
 	unique *uniqueIndex
+	// full recomputes every tenant on every sync, as before incremental
+	// snapshots: it lists the whole tenants folder and diffs it against the
+	// index, and rebuilds every tenant's state and the changed list (the
+	// benchmark's same-run baseline and the tests' oracle).
+	full bool
 	// wholeSet runs schema.CheckUnique over every tenant on every sync
-	// instead (the benchmark's same-run baseline and the tests' oracle).
+	// instead of the unique index, and implies full (the benchmark's
+	// baseline from before issue 23 and the tests' oracle).
 	wholeSet bool
 }
 
@@ -135,6 +168,9 @@ func newIndex() *index {
 		validTemplates: map[string]*schema.Template{},
 		files:          map[string]*tenantFile{},
 		valid:          map[string]validVersion{},
+		fileErrs:       map[string]schema.Errors{},
+		uses:           map[string]int{},
+		pairs:          map[string]bool{},
 		unique:         newUniqueIndex(),
 	}
 }
@@ -211,13 +247,29 @@ func (ix *index) update(ctx context.Context, l listing, read readFunc) (Snapshot
 	// tenants/*.yaml: list, diff against the index, decode what changed.
 	var changed []file
 	var removed []string
+	var raw []byte
 	listed := ix.loaded && !l.tenantsKey.IsZero() && l.tenantsKey == ix.tenantsKey
+	// A Snapshot that will likely be patched starts from a copy of the
+	// previous tenant map, which at 100,000 tenants takes as long as
+	// reading the tenants tree: it is made meanwhile, on another goroutine.
+	var prevTenants func() map[string]TenantState
+	if !listed && ix.loaded && !contextChanged && !ix.recomputeAll() && ix.odd == 0 {
+		prevTenants = cloneAsync(ix.prev.Tenants)
+		defer prevTenants() // joined on every path
+	}
 	if !listed {
-		files, err := l.tenants()
-		if err != nil {
-			return Snapshot{}, fmt.Errorf("list %s: %w", schema.TenantsDir, err)
+		ok := false
+		if l.diffTenants != nil && !ix.recomputeAll() {
+			changed, removed, raw, ok = l.diffTenants(ix.tenantsRaw, ix.order)
 		}
-		changed, removed = ix.diff(files)
+		if !ok {
+			raw = nil
+			files, err := l.tenants()
+			if err != nil {
+				return Snapshot{}, fmt.Errorf("list %s: %w", schema.TenantsDir, err)
+			}
+			changed, removed = ix.diff(files)
+		}
 	}
 	decoded, err := ix.decodeTenants(ctx, changed, read, sctx)
 	if err != nil {
@@ -236,18 +288,10 @@ func (ix *index) update(ctx context.Context, l listing, read readFunc) (Snapshot
 		}
 	}
 	if !listed {
-		ix.tenantsKey = l.tenantsKey
+		ix.tenantsKey, ix.tenantsRaw = l.tenantsKey, raw
 	}
-	for _, p := range removed {
-		delete(ix.files, p)
-	}
-	added := false
-	for i, f := range changed {
-		if _, ok := ix.files[f.path]; !ok {
-			added = true
-		}
-		ix.files[f.path] = decoded[i]
-	}
+	wasOdd := ix.odd > 0
+	ix.apply(decoded, removed)
 	if contextChanged {
 		// The fleet or a template moved: re-run the context rules on every
 		// tenant, reusing its decode. Files decoded just now were checked
@@ -256,19 +300,12 @@ func (ix *index) update(ctx context.Context, l listing, read readFunc) (Snapshot
 		for _, f := range decoded {
 			fresh[f] = true
 		}
-		for p, f := range ix.files {
+		for _, f := range ix.order {
 			if f.tenant != nil && !fresh[f] {
 				ix.checks.Add(1)
-				f.checkErrs = f.tenant.Check(p, sctx)
+				f.checkErrs = f.tenant.Check(f.path, sctx)
 			}
 		}
-	}
-	if added || len(removed) > 0 {
-		ix.paths = ix.paths[:0]
-		for p := range ix.files {
-			ix.paths = append(ix.paths, p)
-		}
-		sort.Strings(ix.paths)
 	}
 	ix.ctxFleet, ix.ctxTemplates, ix.ctxBad = effFleet, sctx.Templates, sctx.BadTemplates
 	wasLoaded := ix.loaded
@@ -276,9 +313,111 @@ func (ix *index) update(ctx context.Context, l listing, read readFunc) (Snapshot
 	ix.syncs.Add(1)
 
 	tenantsSame := wasLoaded && len(changed) == 0 && len(removed) == 0 && !contextChanged
-	snap := ix.snapshot(fleet, effFleet, sctx, tenantsSame, removed)
+	// A patch needs a previous Snapshot of the same fleet and templates,
+	// and every file, before and after, at a path idPaths finds.
+	patch := wasLoaded && !contextChanged && !ix.recomputeAll() && !wasOdd && ix.odd == 0
+	if patch && prevTenants == nil {
+		prevTenants = func() map[string]TenantState { return maps.Clone(ix.prev.Tenants) }
+	}
+	snap := ix.snapshot(fleet, effFleet, sctx, tenantsSame, patch, prevTenants, decoded, removed)
 	ix.prev = snap
 	return snap, nil
+}
+
+func (ix *index) recomputeAll() bool { return ix.full || ix.wholeSet }
+
+// apply puts the decoded files in place of the ones they replace and drops
+// the removed paths; both lists are in path order.
+func (ix *index) apply(decoded []*tenantFile, removed []string) {
+	var added []*tenantFile
+	for _, p := range removed {
+		delete(ix.files, p)
+		ix.pairChanged(p)
+		if !simplePath(p) {
+			ix.odd--
+		}
+	}
+	for _, f := range decoded {
+		if _, ok := ix.files[f.path]; !ok {
+			added = append(added, f)
+			if !simplePath(f.path) {
+				ix.odd++
+			}
+		}
+		ix.files[f.path] = f
+		ix.pairChanged(f.path)
+	}
+	if len(added) == 0 && len(removed) == 0 {
+		for _, f := range decoded {
+			i := sort.Search(len(ix.order), func(i int) bool { return ix.order[i].path >= f.path })
+			ix.order[i] = f
+		}
+		return
+	}
+	// Merge, keeping the last of any path listed twice (a malformed
+	// listing), as the files map does.
+	less := func(i, j int) bool { return decoded[i].path < decoded[j].path }
+	if !sort.SliceIsSorted(decoded, less) {
+		sort.SliceStable(decoded, less)
+	}
+	order := make([]*tenantFile, 0, len(ix.files))
+	i, j, k := 0, 0, 0
+	for i < len(ix.order) || j < len(decoded) {
+		if j < len(decoded) && (i == len(ix.order) || decoded[j].path <= ix.order[i].path) {
+			if j+1 < len(decoded) && decoded[j+1].path == decoded[j].path {
+				j++
+				continue
+			}
+			if i < len(ix.order) && ix.order[i].path == decoded[j].path {
+				i++
+			}
+			order = append(order, decoded[j])
+			j++
+			continue
+		}
+		p := ix.order[i].path
+		for k < len(removed) && removed[k] < p {
+			k++
+		}
+		if k < len(removed) && removed[k] == p {
+			i++
+			continue
+		}
+		order = append(order, ix.order[i])
+		i++
+	}
+	ix.order = order
+}
+
+// simplePath reports whether p is TenantsDir/<name>: the files of one id
+// are then found by name (idPaths).
+func simplePath(p string) bool {
+	name, ok := strings.CutPrefix(p, schema.TenantsDir+"/")
+	return ok && name != "" && !strings.Contains(name, "/")
+}
+
+// idPaths are the paths a tenant id's file can have, in path order.
+func idPaths(id string) [2]string {
+	return [2]string{schema.TenantsDir + "/" + id + ".yaml", schema.TenantsDir + "/" + id + ".yml"}
+}
+
+// pairChanged updates pairs for the id of a file added or removed.
+func (ix *index) pairChanged(p string) {
+	id := schema.IDFromPath(p)
+	var buf [128]byte
+	both := true
+	for _, ext := range [...]string{".yaml", ".yml"} {
+		q := append(append(append(append(buf[:0], schema.TenantsDir...), '/'), id...), ext...)
+		if _, ok := ix.files[string(q)]; !ok { // idPaths(id), without a string made
+			both = false
+			break
+		}
+	}
+	if both {
+		ix.pairs[id] = true
+	} else if len(ix.pairs) > 0 {
+		delete(ix.pairs, id)
+	}
 }
 
 // diff compares the listed tenant files with the index: which are new or
@@ -286,16 +425,16 @@ func (ix *index) update(ctx context.Context, l listing, read readFunc) (Snapshot
 func (ix *index) diff(files []file) (changed []file, removed []string) {
 	sort.Slice(files, func(i, j int) bool { return files[i].path < files[j].path })
 	i, j := 0, 0
-	for i < len(files) || j < len(ix.paths) {
+	for i < len(files) || j < len(ix.order) {
 		switch {
-		case j == len(ix.paths) || (i < len(files) && files[i].path < ix.paths[j]):
+		case j == len(ix.order) || (i < len(files) && files[i].path < ix.order[j].path):
 			changed = append(changed, files[i])
 			i++
-		case i == len(files) || ix.paths[j] < files[i].path:
-			removed = append(removed, ix.paths[j])
+		case i == len(files) || ix.order[j].path < files[i].path:
+			removed = append(removed, ix.order[j].path)
 			j++
 		default:
-			if ix.files[ix.paths[j]].blob != files[i].blob {
+			if ix.order[j].blob != files[i].blob {
 				changed = append(changed, files[i])
 			}
 			i++
@@ -316,7 +455,7 @@ func (ix *index) decodeTenants(ctx context.Context, changed []file, read readFun
 		data, err := read(f)
 		var fe *fileError
 		if errors.As(err, &fe) {
-			out[i] = &tenantFile{blob: f.blob, blobHex: f.blob.String(), decodeErrs: schema.Errors{{File: f.path, Message: fe.msg}}}
+			out[i] = &tenantFile{path: f.path, blob: f.blob, blobHex: f.blob.String(), decodeErrs: schema.Errors{{File: f.path, Message: fe.msg}}}
 			return nil, nil
 		}
 		if err != nil {
@@ -328,7 +467,7 @@ func (ix *index) decodeTenants(ctx context.Context, changed []file, read readFun
 		f := changed[i]
 		ix.parses.Add(1)
 		ix.tenantParses.Add(1)
-		tf := &tenantFile{blob: f.blob, blobHex: f.blob.String()}
+		tf := &tenantFile{path: f.path, blob: f.blob, blobHex: f.blob.String()}
 		tf.tenant, tf.decodeErrs = schema.DecodeTenant(f.path, data)
 		if tf.tenant != nil {
 			ix.checks.Add(1)
@@ -396,8 +535,9 @@ func (ix *index) decodeTenants(ctx context.Context, changed []file, read readFun
 // cross-tenant rules, picks the version to act on for each tenant, and
 // compares with the previous Snapshot. When no tenant file and nothing they
 // are checked against changed (tenantsSame), the previous tenant states are
-// still exact and are shared, not rebuilt.
-func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.Context, tenantsSame bool, removed []string) Snapshot {
+// still exact and are shared, not rebuilt. Otherwise, with patch, only the
+// tenants the commit touched are redone (see patch); without, every one is.
+func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.Context, tenantsSame, patch bool, prevTenants func() map[string]TenantState, decoded []*tenantFile, removed []string) Snapshot {
 	snap := Snapshot{
 		Fleet:        effFleet,
 		FleetErrors:  fleet.errs,
@@ -414,41 +554,16 @@ func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.C
 		snap.Errors = errs
 		return snap
 	}
-	snap.Tenants = make(map[string]TenantState, len(ix.paths))
 	var tenantErrs schema.Errors
-
-	conflicts := ix.checkUnique(removed)
-
-	for _, p := range ix.paths {
-		f := ix.files[p]
-		id := schema.IDFromPath(p)
-		st := TenantState{ID: id, File: p, Blob: f.blobHex}
-		fileErrs := f.errs()
-		if fileErrs == nil {
-			fileErrs = conflicts[p]
+	var touched map[string]bool // ids redone by patch
+	if patch {
+		ix.patches++
+		snap.Tenants, touched = ix.patch(prevTenants(), decoded, removed)
+		for _, p := range ix.errPaths {
+			tenantErrs = append(tenantErrs, ix.fileErrs[p]...)
 		}
-		if len(fileErrs) == 0 {
-			ix.valid[id] = validVersion{tenant: f.tenant, blobHex: f.blobHex}
-			st.Status, st.Tenant, st.ValidBlob = StatusValid, f.tenant, st.Blob
-		} else {
-			st.Status, st.Errors = StatusInvalid, fileErrs
-			tenantErrs = append(tenantErrs, fileErrs...)
-			if v, ok := ix.valid[id]; ok {
-				st.Tenant, st.ValidBlob = v.tenant, v.blobHex
-			}
-		}
-		// Two files for one id (x.yaml and x.yml): a valid one wins.
-		if prev, dup := snap.Tenants[id]; dup && (prev.Status == StatusValid || st.Status == StatusInvalid) {
-			continue
-		}
-		snap.Tenants[id] = st
-	}
-	if len(removed) > 0 {
-		for id := range ix.valid {
-			if _, ok := snap.Tenants[id]; !ok {
-				delete(ix.valid, id)
-			}
-		}
+	} else {
+		snap.Tenants, tenantErrs = ix.rebuild(removed)
 	}
 
 	// Templates: every valid one, plus the last valid version of a broken
@@ -458,24 +573,208 @@ func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.C
 		snap.Templates[name] = t
 	}
 	if len(ix.validTemplates) > len(sctx.Templates) {
-		for _, st := range snap.Tenants {
-			if st.Tenant == nil {
-				continue
-			}
-			for _, w := range st.Tenant.Spec.Workflows {
-				if _, ok := snap.Templates[w.Template]; !ok && ix.validTemplates[w.Template] != nil {
-					snap.Templates[w.Template] = ix.validTemplates[w.Template]
-				}
+		for name, t := range ix.validTemplates {
+			if _, ok := snap.Templates[name]; !ok && t != nil && ix.uses[name] > 0 {
+				snap.Templates[name] = t
 			}
 		}
 	}
 
-	snap.Changed = changedIDs(ix.prev, snap)
+	if patch {
+		snap.Changed = changedAmong(ix.prev, snap, touched)
+	} else {
+		snap.Changed = changedIDs(ix.prev, snap)
+	}
 	ix.prevTenantErrs = tenantErrs
 	errs = append(errs, tenantErrs...)
 	errs.Sort()
 	snap.Errors = errs
 	return snap
+}
+
+// rebuild judges every file and returns the tenant states and, in path
+// order, the errors of every invalid file. It resets what patch keeps.
+func (ix *index) rebuild(removed []string) (map[string]TenantState, schema.Errors) {
+	conflicts := ix.checkUnique(removed)
+	tenants := make(map[string]TenantState, len(ix.order))
+	var tenantErrs schema.Errors
+	clear(ix.fileErrs)
+	ix.errPaths = ix.errPaths[:0]
+	for _, f := range ix.order {
+		st := ix.judge(f, conflicts)
+		if st.Status == StatusInvalid {
+			tenantErrs = append(tenantErrs, st.Errors...)
+			ix.fileErrs[f.path] = st.Errors
+			ix.errPaths = append(ix.errPaths, f.path)
+		}
+		place(tenants, st)
+	}
+	if len(removed) > 0 {
+		for id := range ix.valid {
+			if _, ok := tenants[id]; !ok {
+				delete(ix.valid, id)
+			}
+		}
+	}
+	ix.invalid = 0
+	clear(ix.uses)
+	for _, st := range tenants {
+		ix.count(st, 1)
+	}
+	return tenants, tenantErrs
+}
+
+// patch is rebuild for a commit that changed some tenant files (decoded,
+// removed) and nothing they are checked against: given tenants, a copy of
+// the previous tenant map, it redoes only the ids whose state can have
+// moved, which gives what rebuild gives (the tests hold it to that). A
+// file's state depends on the file, its cross-tenant errors and, when it
+// is invalid, the last valid version of its id; so the ids redone are
+// those of the changed and removed files, those of the files whose
+// cross-tenant errors the unique index re-checked, and every id with two
+// files, whose last valid version can move between its files from one sync
+// to the next. It returns the new map and the ids it redid.
+func (ix *index) patch(tenants map[string]TenantState, decoded []*tenantFile, removed []string) (map[string]TenantState, map[string]bool) {
+	ids := make(map[string]bool, len(decoded)+len(removed)+len(ix.pairs))
+	for _, f := range decoded {
+		ids[schema.IDFromPath(f.path)] = true
+	}
+	for _, p := range removed {
+		ids[schema.IDFromPath(p)] = true
+	}
+	for id := range ix.pairs {
+		ids[id] = true
+	}
+
+	// The cross-tenant rules, given every file whose candidate can have
+	// moved: those of the ids above (a superset is harmless).
+	changes := map[string]*schema.Tenant{}
+	for id := range ids {
+		for _, p := range idPaths(id) {
+			if f, ok := ix.files[p]; ok {
+				if t := ix.candidate(f); t != ix.unique.cand[p] {
+					changes[p] = t
+				}
+			}
+		}
+	}
+	for _, p := range removed {
+		if _, ok := ix.unique.cand[p]; ok {
+			changes[p] = nil
+		}
+	}
+	for _, p := range ix.unique.update(changes) {
+		ids[schema.IDFromPath(p)] = true
+	}
+	conflicts := ix.unique.conflicts
+
+	if tenants == nil {
+		tenants = map[string]TenantState{}
+	}
+	for id := range ids {
+		if old, ok := tenants[id]; ok {
+			ix.count(old, -1)
+			delete(tenants, id)
+		}
+		for _, p := range idPaths(id) {
+			if _, ok := ix.fileErrs[p]; ok {
+				delete(ix.fileErrs, p)
+				i := sort.SearchStrings(ix.errPaths, p)
+				ix.errPaths = slices.Delete(ix.errPaths, i, i+1)
+			}
+			f, ok := ix.files[p]
+			if !ok {
+				continue
+			}
+			st := ix.judge(f, conflicts)
+			if st.Status == StatusInvalid {
+				ix.fileErrs[p] = st.Errors
+				i := sort.SearchStrings(ix.errPaths, p)
+				ix.errPaths = slices.Insert(ix.errPaths, i, p)
+			}
+			place(tenants, st)
+		}
+		if st, ok := tenants[id]; ok {
+			ix.count(st, 1)
+		} else {
+			delete(ix.valid, id) // its files are gone
+		}
+	}
+	return tenants, ids
+}
+
+// cloneAsync copies m on a goroutine of its own; the function returned
+// waits for the copy and returns it (the same one at every call).
+func cloneAsync(m map[string]TenantState) func() map[string]TenantState {
+	done := make(chan struct{})
+	var c map[string]TenantState
+	go func() {
+		defer close(done)
+		c = maps.Clone(m)
+	}()
+	return func() map[string]TenantState {
+		<-done
+		return c
+	}
+}
+
+// judge returns the state of one file and, when the file is valid, records
+// it as its id's last valid version.
+func (ix *index) judge(f *tenantFile, conflicts map[string]schema.Errors) TenantState {
+	id := schema.IDFromPath(f.path)
+	st := TenantState{ID: id, File: f.path, Blob: f.blobHex}
+	fileErrs := f.errs()
+	if fileErrs == nil {
+		fileErrs = conflicts[f.path]
+	}
+	if len(fileErrs) == 0 {
+		ix.valid[id] = validVersion{tenant: f.tenant, blobHex: f.blobHex}
+		st.Status, st.Tenant, st.ValidBlob = StatusValid, f.tenant, st.Blob
+	} else {
+		st.Status, st.Errors = StatusInvalid, fileErrs
+		if v, ok := ix.valid[id]; ok {
+			st.Tenant, st.ValidBlob = v.tenant, v.blobHex
+		}
+	}
+	return st
+}
+
+// place puts a file's state in tenants, the files of an id in path order.
+// Two files for one id (x.yaml and x.yml): a valid one wins, else the first.
+func place(tenants map[string]TenantState, st TenantState) {
+	if prev, dup := tenants[st.ID]; dup && (prev.Status == StatusValid || st.Status == StatusInvalid) {
+		return
+	}
+	tenants[st.ID] = st
+}
+
+// count adds (by +1) or takes away (by -1) a tenant state's part of the
+// invalid count and the template uses.
+func (ix *index) count(st TenantState, by int) {
+	if st.Status == StatusInvalid {
+		ix.invalid += by
+	}
+	if st.Tenant == nil {
+		return
+	}
+	for _, w := range st.Tenant.Spec.Workflows {
+		if ix.uses[w.Template] += by; ix.uses[w.Template] == 0 {
+			delete(ix.uses, w.Template)
+		}
+	}
+}
+
+// candidate is the version of a file the cross-tenant rules see: the file
+// itself when it has no errors of its own, else its id's last valid
+// version (nil when none).
+func (ix *index) candidate(f *tenantFile) *schema.Tenant {
+	if f.errs() == nil {
+		return f.tenant
+	}
+	if v, ok := ix.valid[schema.IDFromPath(f.path)]; ok {
+		return v.tenant
+	}
+	return nil
 }
 
 // checkUnique applies the cross-tenant rules and returns the errors by
@@ -485,29 +784,19 @@ func (ix *index) snapshot(fleet fleetFile, effFleet *schema.Fleet, sctx schema.C
 // since the last sync (a pointer comparison per file) are handed to the
 // unique index, which re-checks just the groups they touch.
 func (ix *index) checkUnique(removed []string) map[string]schema.Errors {
-	candidate := func(p string) *schema.Tenant {
-		f := ix.files[p]
-		if f.errs() == nil {
-			return f.tenant
-		}
-		if v, ok := ix.valid[schema.IDFromPath(p)]; ok {
-			return v.tenant
-		}
-		return nil
-	}
 	if ix.wholeSet {
-		cands := make([]schema.TenantFile, 0, len(ix.paths))
-		for _, p := range ix.paths {
-			if t := candidate(p); t != nil {
-				cands = append(cands, schema.TenantFile{File: p, Tenant: t})
+		cands := make([]schema.TenantFile, 0, len(ix.order))
+		for _, f := range ix.order {
+			if t := ix.candidate(f); t != nil {
+				cands = append(cands, schema.TenantFile{File: f.path, Tenant: t})
 			}
 		}
 		return schema.CheckUnique(cands)
 	}
 	changes := map[string]*schema.Tenant{}
-	for _, p := range ix.paths {
-		if t := candidate(p); t != ix.unique.cand[p] {
-			changes[p] = t
+	for _, f := range ix.order {
+		if t := ix.candidate(f); t != ix.unique.cand[f.path] {
+			changes[f.path] = t
 		}
 	}
 	for _, p := range removed {
@@ -542,7 +831,7 @@ func changedIDs(prev, next Snapshot) []string {
 	var ids []string
 	for id, st := range next.Tenants {
 		old, ok := prev.Tenants[id]
-		if !ok || old.Blob != st.Blob || old.Status != st.Status || old.Tenant != st.Tenant || !sameErrors(old.Errors, st.Errors) || usesTemplate(st.Tenant, tplChanged) {
+		if !ok || stateChanged(old, st) || usesTemplate(st.Tenant, tplChanged) {
 			ids = append(ids, id)
 		}
 	}
@@ -553,6 +842,34 @@ func changedIDs(prev, next Snapshot) []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// changedAmong is changedIDs when only the ids in touched can differ
+// between the two snapshots' tenant states: it looks at those, and at every
+// tenant only when a template they use changed.
+func changedAmong(prev, next Snapshot, touched map[string]bool) []string {
+	if templatesMoved(prev.Templates, next.Templates) {
+		return changedIDs(prev, next)
+	}
+	var ids []string
+	for id := range touched {
+		old, had := prev.Tenants[id]
+		st, has := next.Tenants[id]
+		if had != has || (has && stateChanged(old, st)) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func templatesMoved(prev, next map[string]*schema.Template) bool {
+	return !samePointers(prev, next)
+}
+
+// stateChanged reports whether a tenant's state differs between snapshots.
+func stateChanged(old, st TenantState) bool {
+	return old.Blob != st.Blob || old.Status != st.Status || old.Tenant != st.Tenant || !sameErrors(old.Errors, st.Errors)
 }
 
 func usesTemplate(t *schema.Tenant, names map[string]bool) bool {

@@ -1,6 +1,7 @@
 package tenants
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,15 +9,19 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"genesis.dev/fleet/schema"
 )
@@ -94,9 +99,11 @@ type Source struct {
 	gitDir string // the clone (URL) or the repository (local path)
 	subdir string // the state folder inside the repository's tree
 
-	mu     sync.Mutex // serializes Sync; guards ix, cloned and head
+	mu     sync.Mutex // serializes Sync; guards ix, cloned, local, packs and head
 	ix     *index
 	cloned *git.Repository // URL mode: the cache clone, kept open
+	local  *git.Repository // local path: the repository as the last Sync opened it
+	packs  []plumbing.Hash // local's pack files then
 	head   plumbing.Hash   // commit of the last Snapshot
 
 	stateMu    sync.Mutex // guards current and reconciled
@@ -244,14 +251,52 @@ func restrict(dir string) error {
 	return os.Chmod(filepath.Join(dir, "config"), 0o600)
 }
 
-// openLocal opens the local repository afresh, so objects and refs written
-// by other git processes since the last Sync (commits, gc) are seen.
+// localCacheSize is the object cache of the local repository kept between
+// syncs (go-git's default is 96 MiB).
+const localCacheSize = 8 * cache.MiByte
+
+// openLocal returns the local repository, so that objects and refs written
+// by other git processes since the last Sync (commits, gc) are seen. go-git
+// reads refs and loose objects from disk at every use but loads the packs'
+// indexes once, which for a large repository is more work than the rest of
+// a one-tenant sync; so the repository is kept between syncs, and opened
+// afresh when its pack files changed (gc, repack, a fetch). A fresh open
+// has go-git's default object cache, which a cold load reading every blob
+// (delta chains in a pack) wants; the copy kept for the next syncs has a
+// small one, so it does not hold on to what a cold load read. s.mu held.
 func (s *Source) openLocal() (*git.Repository, error) {
+	if s.local != nil {
+		if packs, err := objectPacks(s.local); err == nil && slices.Equal(packs, s.packs) {
+			return s.local, nil
+		}
+		s.local, s.packs = nil, nil
+	}
 	repo, err := git.PlainOpenWithOptions(s.gitDir, &git.PlainOpenOptions{EnableDotGitCommonDir: true})
 	if err != nil {
 		return nil, fmt.Errorf("open state repository %s: %w", s.gitDir, err)
 	}
+	if st, ok := repo.Storer.(*filesystem.Storage); ok {
+		if packs, err := objectPacks(repo); err == nil {
+			if kept, err := git.Open(filesystem.NewStorage(st.Filesystem(), cache.NewObjectLRU(localCacheSize)), nil); err == nil {
+				s.local, s.packs = kept, packs
+			}
+		}
+	}
 	return repo, nil
+}
+
+// objectPacks lists a repository's pack files, sorted.
+func objectPacks(repo *git.Repository) ([]plumbing.Hash, error) {
+	ps, ok := repo.Storer.(storer.PackedObjectStorer)
+	if !ok {
+		return nil, errors.New("not a pack storage")
+	}
+	packs, err := ps.ObjectPacks()
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(packs, func(a, b plumbing.Hash) int { return bytes.Compare(a[:], b[:]) })
+	return packs, nil
 }
 
 // Subdir is the state folder inside the repository ("" for its root).
@@ -366,7 +411,7 @@ func (s *Source) sync(ctx context.Context) (Snapshot, error) {
 	s.stateMu.Unlock()
 	after := s.ix.stats()
 	s.log.Info("loaded desired state", "commit", head.String(), "tenants", len(snap.Tenants),
-		"invalid", len(snap.Invalid()), "changed", len(snap.Changed), "parses", after.Parses-before.Parses,
+		"invalid", s.ix.invalid, "changed", len(snap.Changed), "parses", after.Parses-before.Parses,
 		"errors", len(snap.Errors))
 	return snap, nil
 }
@@ -418,7 +463,8 @@ func (s *Source) checkHistory(repo *git.Repository, head *object.Commit) error {
 }
 
 // gitListing lists the state files of a commit's tree. The tenants folder is
-// listed lazily: the index skips it when its tree hash has not moved.
+// listed lazily: the index skips it when its tree hash has not moved, and
+// otherwise compares its raw tree with the files it holds (diffTree).
 func gitListing(repo *git.Repository, root *object.Tree) (listing, error) {
 	var l listing
 	e, err := root.FindEntry(schema.FleetFile)
@@ -456,6 +502,22 @@ func gitListing(repo *git.Repository, root *object.Tree) (listing, error) {
 				}
 			}
 			return files, nil
+		}
+		l.diffTenants = func(prev []byte, known []*tenantFile) ([]file, []string, []byte, bool) {
+			raw, err := readTree(repo, e.Hash)
+			if err != nil {
+				return nil, nil, nil, false // listed the ordinary way, which reports it
+			}
+			ok := false
+			var changed []file
+			var removed []string
+			if prev != nil {
+				changed, removed, ok = diffTrees(prev, raw, schema.TenantsDir, known)
+			}
+			if !ok {
+				changed, removed, ok = diffTree(raw, schema.TenantsDir, known)
+			}
+			return changed, removed, raw, ok
 		}
 	case err != nil && !notFound(err):
 		return l, err

@@ -38,11 +38,12 @@ func newUniqueIndex() *uniqueIndex {
 }
 
 // update sets each file's candidate (nil: the file has none, it is gone or
-// was never valid) and re-checks the groups the changes touch.
-func (u *uniqueIndex) update(changes map[string]*schema.Tenant) {
+// was never valid) and re-checks the groups the changes touch. It returns
+// the files it re-checked: no other file's conflicts changed.
+func (u *uniqueIndex) update(changes map[string]*schema.Tenant) []string {
 	u.checked = 0
 	if len(changes) == 0 {
-		return
+		return nil
 	}
 	// Keys whose holders must be re-checked: the old and new keys of every
 	// changed file.
@@ -115,8 +116,10 @@ func (u *uniqueIndex) update(changes map[string]*schema.Tenant) {
 	}
 
 	files := make([]schema.TenantFile, 0, len(group))
+	checked := make([]string, 0, len(group)+len(changes))
 	for f := range group {
 		files = append(files, schema.TenantFile{File: f, Tenant: u.cand[f]})
+		checked = append(checked, f)
 		delete(u.conflicts, f)
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].File < files[j].File })
@@ -124,6 +127,14 @@ func (u *uniqueIndex) update(changes map[string]*schema.Tenant) {
 		u.conflicts[f] = errs
 	}
 	u.checked = len(files)
+	// A changed file without a candidate now is in no group; its conflicts
+	// were dropped above.
+	for f := range changes {
+		if !group[f] {
+			checked = append(checked, f)
+		}
+	}
+	return checked
 }
 
 // insertSorted adds file to m[key], kept sorted and without repeats (a file
