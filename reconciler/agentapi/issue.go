@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,11 @@ type issue struct {
 	fleet    string // digest of the fleet inputs rendered from
 	creds    [32]byte
 	resealed bool // false: the previous manifest's ciphertexts were reused
+	// c and droplet are what content built (finish seals from them);
+	// reuse: the previous manifest's credential ciphertexts stay valid.
+	c       content
+	droplet string
+	reuse   bool
 }
 
 // prepare renders t's next manifest, or returns nil when its inputs are
@@ -55,6 +61,18 @@ type issue struct {
 // the droplet's highest issued version as read with t: store refuses it if
 // another render issued one since.
 func (s *Service) prepare(ctx context.Context, snap *tenants.Snapshot, t store.Target, now time.Time) (*issue, error) {
+	is, err := s.content(ctx, snap, t, now)
+	if err != nil || is == nil {
+		return nil, err
+	}
+	return is, s.finish(ctx, is, now, nil)
+}
+
+// content is prepare's first half: what t's next manifest holds but its
+// credentials, version and signature, or nil when none is due (inputs
+// unchanged, far from expiry). is.reuse says the previous manifest's
+// credential ciphertexts stay valid (finish reads them).
+func (s *Service) content(ctx context.Context, snap *tenants.Snapshot, t store.Target, now time.Time) (*issue, error) {
 	if !s.enabled {
 		return nil, errDisabled
 	}
@@ -81,49 +99,68 @@ func (s *Service) prepare(ctx context.Context, snap *tenants.Snapshot, t store.T
 	if t.Version > 0 && string(t.Inputs) == string(c.inputs[:]) && t.Expires.Sub(now) > s.cfg.ManifestTTL/3 {
 		return nil, nil
 	}
-	is := &issue{t: t, snap: snap, m: c.manifest, inputs: c.inputs, fleet: fi.digest, creds: credsKey(c.creds, t.Recipient, t.Workspace, dropletS)}
+	is := &issue{t: t, snap: snap, m: c.manifest, c: c, droplet: dropletS, inputs: c.inputs, fleet: fi.digest,
+		creds: credsKey(c.creds, t.Recipient, t.Workspace, dropletS)}
+	// Same credentials for the same droplet key and slot: the ciphertexts
+	// already sealed to this droplet stay valid (and their digests
+	// unchanged, so the agent does not rewrite them).
+	is.reuse = t.Version > 0 && string(t.Creds) == string(is.creds[:])
+	return is, nil
+}
+
+// finish completes is: its credentials (the previous manifest's
+// ciphertexts when they stay valid, read from envs when it holds the
+// droplet's previous envelope, else from the cache or Postgres; otherwise
+// sealed anew), version, times and signature.
+func (s *Service) finish(ctx context.Context, is *issue, now time.Time, envs map[int64][]byte) error {
+	t := is.t
 	var creds []schema.ManifestCredential
-	if t.Version > 0 && string(t.Creds) == string(is.creds[:]) {
-		// Same credentials for the same droplet key and slot: the
-		// ciphertexts already sealed to this droplet stay valid (and
-		// their digests unchanged, so the agent does not rewrite them).
-		if creds, err = s.previousCreds(ctx, t); err != nil {
+	var err error
+	if is.reuse {
+		if env := envs[t.Droplet]; env != nil {
+			creds, err = envelopeCreds(env)
+		} else {
+			creds, err = s.previousCreds(ctx, t)
+		}
+		if err != nil {
 			s.log.Warn("previous manifest's credentials unreadable; sealing again", "tenant", t.Workspace, "droplet", t.Droplet, "err", err)
+			creds = nil
 		}
 	}
 	if creds == nil {
 		recipient, err := age.ParseX25519Recipient(t.Recipient)
 		if err != nil {
-			return nil, fmt.Errorf("droplet %d recipient: %w", t.Droplet, err)
+			return fmt.Errorf("droplet %d recipient: %w", t.Droplet, err)
 		}
-		if creds, err = reseal(c.creds, s.cfg.Identities, recipient, t.Workspace, dropletS); err != nil {
-			return nil, err
+		if creds, err = reseal(is.c.creds, s.cfg.Identities, recipient, t.Workspace, is.droplet); err != nil {
+			return err
 		}
 		is.resealed = true
 	}
 	is.m.Credentials = creds
 	if is.m.Backup != nil && is.m.Backup.Restore != nil {
 		// Sealed only now: a fresh ciphertext each time, so not an input.
-		if err := s.backupSection(ctx, &c, t, dropletS, true); err != nil {
-			return nil, err
+		if err := s.backupSection(ctx, &is.c, t, is.droplet, true); err != nil {
+			return err
 		}
-		is.m.Backup = c.manifest.Backup
+		is.m.Backup = is.c.manifest.Backup
 	}
-	is.m.Commit = snap.Commit
+	now = now.UTC().Truncate(time.Second)
+	is.m.Commit = is.snap.Commit
 	is.m.IssuedAt, is.m.Expires = now, now.Add(s.cfg.ManifestTTL)
 	is.m.Version = t.HWM + 1
 	payload, err := json.Marshal(is.m)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if is.env, err = s.cfg.Signer.Sign(schema.ManifestPayloadType, payload); err != nil {
-		return nil, fmt.Errorf("sign: %w", err)
+		return fmt.Errorf("sign: %w", err)
 	}
 	if len(is.env) > schema.MaxEnvelopeSize {
-		return nil, fmt.Errorf("manifest is %d bytes, over the %d-byte limit", len(is.env), schema.MaxEnvelopeSize)
+		return fmt.Errorf("manifest is %d bytes, over the %d-byte limit", len(is.env), schema.MaxEnvelopeSize)
 	}
 	is.digest = sha256.Sum256(is.env)
-	return is, nil
+	return nil
 }
 
 // backupSection puts the manifest's backup section into c and its inputs
@@ -261,25 +298,37 @@ func (s *Service) issueAll(ctx context.Context, snap *tenants.Snapshot, ts []sto
 	for i, t := range ts {
 		out[i].expires = t.Expires
 	}
+	// First what is due (cheap: inputs compared, nothing sealed or read),
+	// then the previous envelopes of those that keep their credentials
+	// in one statement (a fleet-wide template change reuses every
+	// droplet's ciphertexts: one read per droplet, two workers waiting on
+	// each, paced a 100,000-droplet sweep), then seal, sign and store.
+	due := make([]*issue, len(ts))
+	forEach(ctx, len(ts), func(i int) {
+		is, err := s.content(ctx, snap, ts[i], now)
+		if err != nil {
+			s.log.Error("render manifest failed", "tenant", ts[i].Workspace, "droplet", ts[i].Droplet, "err", err)
+			return
+		}
+		if is != nil {
+			is.idx = i
+			due[i] = is
+		}
+	})
+	due = slices.DeleteFunc(due, func(is *issue) bool { return is == nil })
+	envs := s.previousEnvelopes(ctx, due)
 	prepared := make(chan *issue, 2*maxStoreBatch)
-	var next atomic.Int64
-	var workers sync.WaitGroup
-	for range max(2, runtime.GOMAXPROCS(0)) {
-		workers.Go(func() {
-			for i := int(next.Add(1) - 1); i < len(ts) && ctx.Err() == nil; i = int(next.Add(1) - 1) {
-				is, err := s.prepare(ctx, snap, ts[i], now)
-				if err != nil {
-					s.log.Error("render manifest failed", "tenant", ts[i].Workspace, "droplet", ts[i].Droplet, "err", err)
-					continue
-				}
-				if is != nil {
-					is.idx = i
-					prepared <- is
-				}
+	go func() {
+		forEach(ctx, len(due), func(k int) {
+			is := due[k]
+			if err := s.finish(ctx, is, now, envs); err != nil {
+				s.log.Error("render manifest failed", "tenant", is.t.Workspace, "droplet", is.t.Droplet, "err", err)
+				return
 			}
+			prepared <- is
 		})
-	}
-	go func() { workers.Wait(); close(prepared) }()
+		close(prepared)
+	}()
 	var writers sync.WaitGroup
 	for range storeWriters {
 		writers.Go(func() {
@@ -326,4 +375,46 @@ func (s *Service) storeBatch(ctx context.Context, batch []*issue, out []swept) {
 			s.log.Error("render manifest failed", "tenant", is.t.Workspace, "droplet", is.t.Droplet, "err", err)
 		}
 	}
+}
+
+// forEach runs f(0) … f(n-1) on every core (at least two workers) and
+// returns when all have, or when ctx ends (the rest are not started).
+func forEach(ctx context.Context, n int, f func(i int)) {
+	var next atomic.Int64
+	var workers sync.WaitGroup
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		workers.Go(func() {
+			for i := int(next.Add(1) - 1); i < n && ctx.Err() == nil; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		})
+	}
+	workers.Wait()
+}
+
+// previousEnvelopes reads, in one statement, the newest envelope of every
+// droplet in due whose credentials stay valid and whose envelope the cache
+// does not hold. A failure is logged: finish then reads them one by one.
+func (s *Service) previousEnvelopes(ctx context.Context, due []*issue) map[int64][]byte {
+	var refs []store.ManifestRef
+	for _, is := range due {
+		if !is.reuse {
+			continue
+		}
+		s.manMu.Lock()
+		e := s.man[is.t.Droplet]
+		s.manMu.Unlock()
+		if e != nil && e.version == is.t.Version && s.bodies.get(is.t.Droplet, is.t.Version) != nil {
+			continue
+		}
+		refs = append(refs, store.ManifestRef{Droplet: is.t.Droplet, Version: is.t.Version})
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	envs, err := s.st.ManifestEnvelopes(ctx, refs)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("previous manifests unreadable in one statement; reading them one by one", "manifests", len(refs), "err", err)
+	}
+	return envs
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/schema"
 	"genesis.dev/fleet/schema/sealing"
 )
@@ -73,6 +74,14 @@ func TestCredentialsReused(t *testing.T) {
 	m3 := sweep()
 	if diff := cmp.Diff(m1.Credentials, m3.Credentials); diff != "" {
 		t.Errorf("unchanged credentials after a cache flush (-v1 +v3):\n%s", diff)
+	}
+	// A sweep reads them for all its droplets in one statement.
+	if strings.Contains(w.logs.String(), "unreadable") {
+		t.Errorf("previous manifests were not read in one statement:\n%s", w.logs.String())
+	}
+	envs, err := w.st.ManifestEnvelopes(t.Context(), []store.ManifestRef{{Droplet: 1001, Version: m2.Version}, {Droplet: 1001, Version: 99}, {Droplet: 7, Version: 1}})
+	if err != nil || len(envs) != 1 || len(envs[1001]) == 0 {
+		t.Errorf("ManifestEnvelopes = %d envelopes, %v; want droplet 1001's version %d alone", len(envs), err, m2.Version)
 	}
 
 	// New ciphertexts in git: sealed again.

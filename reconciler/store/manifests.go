@@ -34,6 +34,37 @@ func (s *Store) ManifestEnvelope(ctx context.Context, droplet, version int64) ([
 	return env, err
 }
 
+// ManifestRef names one stored manifest.
+type ManifestRef struct{ Droplet, Version int64 }
+
+// ManifestEnvelopes reads the envelopes of refs in one statement, by
+// droplet; a manifest that does not exist is left out.
+func (s *Store) ManifestEnvelopes(ctx context.Context, refs []ManifestRef) (map[int64][]byte, error) {
+	droplets, versions := make([]int64, len(refs)), make([]int64, len(refs))
+	for k, r := range refs {
+		droplets[k], versions[k] = r.Droplet, r.Version
+	}
+	rows, err := s.pool.Query(ctx, `SELECT m.droplet_id, m.envelope FROM unnest($1::bigint[], $2::bigint[]) AS r(droplet_id, version)
+		JOIN manifests m ON m.droplet_id = r.droplet_id AND m.version = r.version`, droplets, versions)
+	if err != nil {
+		return nil, fmt.Errorf("read %d manifests: %w", len(refs), err)
+	}
+	out := make(map[int64][]byte, len(refs))
+	for rows.Next() {
+		var d int64
+		var env []byte
+		if err := rows.Scan(&d, &env); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read %d manifests: %w", len(refs), err)
+		}
+		out[d] = env
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %d manifests: %w", len(refs), err)
+	}
+	return out, nil
+}
+
 // Manifest is a signed manifest to store.
 type Manifest struct {
 	Droplet   int64
