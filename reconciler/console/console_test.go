@@ -140,6 +140,14 @@ func newRigWith(t *testing.T, o rigOptions) *rig {
 	if o.config != nil {
 		o.config(&cfg)
 	}
+	con, srv := serveConsole(t, cfg, apiH)
+	return &rig{st: st, rec: rec, con: con, srv: srv, reg: reg, apiH: apiH, authn: authn}
+}
+
+// serveConsole runs a console made of cfg, and serves it with the API
+// apiH beside it, until the test ends.
+func serveConsole(t *testing.T, cfg Config, apiH http.Handler) (*Console, *httptest.Server) {
+	t.Helper()
 	con, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +165,7 @@ func newRigWith(t *testing.T, o rigOptions) *rig {
 		cancel()
 		<-done
 	})
-	return &rig{st: st, rec: rec, con: con, srv: srv, reg: reg, apiH: apiH, authn: authn}
+	return con, srv
 }
 
 // quietLog discards what it is given.

@@ -1,9 +1,7 @@
 package console
 
 import (
-	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -27,23 +25,7 @@ func (r *rig) replica(t *testing.T, tweak func(*Config)) *rig {
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	con, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- con.Run(ctx) }()
-	mux := http.NewServeMux()
-	mux.Handle("/console/", con.Handler())
-	mux.Handle("/", r.apiH)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		cancel()
-		<-done
-	})
+	con, srv := serveConsole(t, cfg, r.apiH)
 	return &rig{st: r.st, rec: r.rec, con: con, srv: srv, apiH: r.apiH, authn: r.authn}
 }
 
