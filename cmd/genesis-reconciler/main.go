@@ -44,6 +44,14 @@ and executes; every replica serves HTTP:
   POST /hooks/git    push webhook (X-Hub-Signature-256): every replica
                      fetches now
 
+Roles (--role): a "full" replica (the default) campaigns for the leader lock
+and, leading, plans and executes against DigitalOcean. A "serve" replica
+never leads: it serves agents, the API, the console and the webhook, follows
+the state repository and hears of manifests through Postgres, but runs no
+control loop, no sweep and no watchdog, and reads no DigitalOcean token. Run
+two or three full replicas and scale serve replicas with the agents (about
+50,000 each); if no full replica is up, nothing plans (GenesisNoLeader).
+
 A webhook, a dashboard commit, a wake or a retry may reach any replica: it
 is announced on the Postgres channel genesis_reconciler, which every replica
 follows, and the leader acts on it at once.
@@ -91,8 +99,8 @@ Flags:
 // repeatable --announce-signing-key's own.
 type config struct {
 	service.Config
-	logFormat, logLevel string
-	announce            listFlag
+	logFormat, logLevel, role string
+	announce                  listFlag
 }
 
 // listFlag is a repeatable flag whose default comes from a comma-separated
@@ -161,6 +169,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	dur(&c.ManifestSweep, "manifest-sweep", "GENESIS_MANIFEST_SWEEP", defaults.ManifestSweep, "how often the leader re-renders drifted or expiring manifests")
 	dur(&c.RolloutEvery, "rollout-every", "GENESIS_ROLLOUT_EVERY", defaults.RolloutEvery, "how often the leader moves rollouts of fleet-wide changes a step (spec.rollout)")
 	str(&c.WebhookSecret, "webhook-secret", "GENESIS_WEBHOOK_SECRET", "", "secret of the push webhook's HMAC (empty refuses every hook)")
+	str(&c.role, "role", "GENESIS_ROLE", "full", "full: campaign for the leader lock and, leading, plan and execute against DigitalOcean; "+
+		"serve: never lead (agents, API, console and webhook only; no DigitalOcean token is read)")
 	str(&c.logFormat, "log-format", "GENESIS_LOG_FORMAT", "json", "log format: json or text")
 	str(&c.logLevel, "log-level", "GENESIS_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	dur(&c.PollInterval, "poll-interval", "GENESIS_POLL_INTERVAL", defaults.PollInterval, "how often the state repository is fetched (±10% jitter)")
@@ -226,10 +236,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, &cliexit.Error{Code: 2}
 	}
 	c.Announce, c.Getenv = c.announce.vals, getenv
+	// A serve replica is the agent side of service.Config without the
+	// sweep: it never leads, so it needs no DigitalOcean token.
+	c.AgentSideOnly, c.AgentSideFollower = c.role == "serve", c.role == "serve"
 	c.Probe.Off = c.Probe.Interval == 0
 	switch {
 	case fs.NArg() > 0:
 		return c, cliexit.Usage("unexpected arguments %q", fs.Args())
+	case c.role != "full" && c.role != "serve":
+		return c, cliexit.Usage("--role: want full or serve, got %q", c.role)
 	case c.DatabaseURL == "":
 		return c, cliexit.Usage("--database-url (or DATABASE_URL) is required")
 	case (c.StateRepo == "") == (c.StateDir == ""):

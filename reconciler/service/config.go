@@ -23,20 +23,20 @@ type Config struct {
 	// DOAPIURL and the accounts' tokens are never read), and everything
 	// else is wired as genesis-reconciler wires it: the store, the state
 	// repository's watcher, the event listener, the agent protocol, the
-	// tenant API, /metrics, the push webhook and the HTTP server. As no
-	// loop leads, this replica runs the manifest sweep itself and records
+	// tenant API, the console, /metrics, the push webhook and the HTTP
+	// server. Alone (the load tool's stand-in for a leader), as no loop
+	// leads, this replica runs the manifest sweep itself and records
 	// genesis.yaml's accounts at every snapshot (the first thing a pass
 	// does), so droplets journaled from outside the loop have their
-	// account: run one such replica per database. It is not a flag of
-	// genesis-reconciler; the load tool (cmd/genesis-load) sets it, to
-	// measure the server genesis-reconciler runs.
+	// account: run one such replica per database.
 	AgentSideOnly bool
-	// AgentSideFollower, with AgentSideOnly, makes the replica a follower
-	// as genesis-reconciler's non-leading replicas are: it serves agents
-	// and hears of manifests through Postgres, but never sweeps (another
-	// replica of the same database does). Without it every agent-side
-	// replica would render the whole fleet at its first snapshot, racing
-	// the others for every manifest.
+	// AgentSideFollower, with AgentSideOnly, is genesis-reconciler's
+	// --role serve: a replica that never leads. It serves agents, the API
+	// and the console, follows the state repository, and hears of
+	// manifests through Postgres, but never sweeps, never records the
+	// accounts and never campaigns for the leader lock, so it holds no
+	// DigitalOcean token: the tier an operator scales with the number of
+	// agents (another replica of the same database, --role full, leads).
 	AgentSideFollower bool
 
 	StateRepo, StateDir, Branch, CacheDir string

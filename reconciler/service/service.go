@@ -51,13 +51,14 @@ type Service struct {
 	addr      string
 	scheme    string
 	publicURL string
-	// agentSideOnly is Config.AgentSideOnly.
-	agentSideOnly bool
-	backups       *backup.Service
-	rollouts      *rollouts.Executor
-	activator     *activatorServer
-	prober        *availability.Prober
-	console       *console.Console
+	// agentSideOnly is Config.AgentSideOnly; serveOnly is
+	// Config.AgentSideFollower with it (--role serve).
+	agentSideOnly, serveOnly bool
+	backups                  *backup.Service
+	rollouts                 *rollouts.Executor
+	activator                *activatorServer
+	prober                   *availability.Prober
+	console                  *console.Console
 }
 
 // New opens the database (applying migrations), reads the keys, listens on
@@ -77,7 +78,12 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	}()
 	insecure := prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_insecure_no_auth",
 		Help: "1 when this replica serves its API without tokens (--insecure-no-auth: demo and tests only)."})
-	reg.MustRegister(insecure)
+	eligible := prometheus.NewGauge(prometheus.GaugeOpts{Name: "genesis_replica_leader_eligible",
+		Help: "1 when this replica campaigns for the leader lock (--role full), 0 when it never leads (--role serve)."})
+	reg.MustRegister(insecure, eligible)
+	if !c.AgentSideOnly {
+		eligible.Set(1)
+	}
 	if c.InsecureNoAuth {
 		insecure.Set(1)
 		log.Error("INSECURE: serving without authentication (--insecure-no-auth): wake, retry, /v1/fleet and /v1/observed answer anyone; for demos and tests only",
@@ -184,7 +190,12 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 		log.Warn("agent protocol disabled: give --signing-key and --age-identity; droplets get no user data and enrollment answers 503", "component", "agentapi")
 	}
 	newCloud := newCloudFactory(c.DOAPIURL, getenv, log, reg).build
-	if c.AgentSideOnly {
+	switch {
+	case c.AgentSideOnly && c.AgentSideFollower:
+		newCloud = noCloud
+		log.Info("role serve: this replica never leads (no control loop, no DigitalOcean token, no sweep); a --role full replica of the same database leads",
+			"component", "reconciler")
+	case c.AgentSideOnly:
 		newCloud = noCloud
 		log.Info("agent side only: no control loop, no DigitalOcean", "component", "reconciler")
 	}
@@ -257,7 +268,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	log.Info("listening", "component", "http", "addr", ln.Addr().String(), "scheme", scheme, "limits", c.HTTP.describe())
 	s.watcher, s.rec, s.events, s.agents, s.api, s.srv, s.handler = watcher, rec, events, agents, api, srv, handler
 	s.addr, s.scheme, s.publicURL = ln.Addr().String(), scheme, publicURL
-	s.agentSideOnly = c.AgentSideOnly
+	s.agentSideOnly, s.serveOnly = c.AgentSideOnly, c.AgentSideOnly && c.AgentSideFollower
 	s.backups = backups
 	s.rollouts = rollouts.New(rollouts.Config{Store: st, Desired: rec.Snapshot, Kick: agents.Kick, Logger: log, Registerer: reg, Every: c.RolloutEvery,
 		Notify: rec.Notice})
@@ -293,7 +304,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return watcher.Run(ctx, func(ctx context.Context, snap tenants.Snapshot, err error) {
-			if s.agentSideOnly && err == nil {
+			if s.agentSideOnly && !s.serveOnly && err == nil {
 				s.recordAccounts(ctx, snap)
 			}
 			rec.Deliver(ctx, snap, err)
