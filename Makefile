@@ -116,7 +116,9 @@ bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run 
 	$(LOAD) converge --agents 1000 $(LOAD_FLAGS)
 
 # make bench-scale: the fleet past one process (issue 23). genesis-load scale
-# starts SCALE_REPLICAS reconciler processes on one Postgres and spreads
+# starts SCALE_REPLICAS reconciler processes on one Postgres (replica 0
+# genesis-load serve, the leader's stand-in that sweeps; the others the
+# genesis-reconciler binary with --role serve) and spreads
 # SCALE_AGENTS agents over processes of 15,000 (each under the 20,000
 # open-file limit) dialing from many 127.0.0.0/8 addresses; it stops at its
 # --time-limit (SCALE_LIMIT) and reports what it measured. Then the
@@ -137,7 +139,7 @@ BENCH_SCALE_OUT := $(BIN)/bench-scale-go.txt
 bench-scale: ## 100,000 agents over 6 reconciler replicas on one Postgres (genesis-load scale) and the one-tenant commit at 100,000 tenants, into bench/results.md (~15 min).
 	@./scripts/install-deps bench
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/genesis-load
+	$(GO) build -o $(BIN)/ ./cmd/genesis-load ./cmd/genesis-reconciler
 	$(LOAD) scale --agents $(SCALE_AGENTS) --replicas $(SCALE_REPLICAS) --credentials 1 --connections 384 --duration 30s --time-limit $(SCALE_LIMIT) $(if $(SCALE_MEMLIMIT),--replica-memory-limit $(SCALE_MEMLIMIT)) $(LOAD_FLAGS)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'IncrementalOneTenant' -benchtime 3x -timeout 30m ./tenants/ | tee $(BENCH_SCALE_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'ComputeIncremental' -benchtime 10x ./reconciler/plan/ | tee -a $(BENCH_SCALE_OUT)

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -280,9 +281,14 @@ func TestHTTP304TinyRun(t *testing.T) {
 // Postgres: every long-poll parks, every agent gets the template change,
 // and every heartbeat sent is written by one of the replicas.
 func TestScaleTinyRun(t *testing.T) {
+	// Replicas 1 and 2 are the real genesis-reconciler binary.
+	bin := filepath.Join(t.TempDir(), "genesis-reconciler")
+	if out, err := exec.Command("go", "build", "-o", bin, "genesis.dev/fleet/cmd/genesis-reconciler").CombinedOutput(); err != nil {
+		t.Fatalf("build genesis-reconciler: %v\n%s", err, out)
+	}
 	rep := decodeReport(t, "scale", "--agents", "40", "--replicas", "3", "--agent-procs", "2", "--sources", "2",
 		"--credentials", "1", "--duration", "3s", "--heartbeat-rate", "40", "--connections", "16", "--time-limit", "170s",
-		"--replica-memory-limit", "512MiB")
+		"--replica-memory-limit", "512MiB", "--reconciler-bin", bin)
 	if !strings.HasSuffix(rep.Command, " --replica-memory-limit 512MiB") {
 		t.Errorf("command %q does not say the replicas' memory limit", rep.Command)
 	}
@@ -307,8 +313,15 @@ func TestScaleTinyRun(t *testing.T) {
 	if f := figureOf(t, rep, "fleet-wide template change → all 40 agents"); f.Value <= 0 || f.BaselineValue <= 0 {
 		t.Errorf("fan-out figure %+v: want a value and a baseline", f)
 	}
-	if f := figureOf(t, rep, "40 agents parked across 3 replicas"); f.Value <= 0 || f.BaselineValue <= 0 {
-		t.Errorf("RSS figure %+v: want positive values", f)
+	if f := figureOf(t, rep, "40 agents parked across 3 replicas"); f.Value <= 0 || f.BaselineValue <= 0 || !strings.Contains(f.Note, "genesis-reconciler binary with --role serve") {
+		t.Errorf("RSS figure %+v: want positive values, and a note saying which replicas are the genesis-reconciler binary", f)
+	} else {
+		// Agent i talks to replica i mod 3: each holds 13 or 14 polls.
+		for _, want := range []string{"r0 14 parked", "r1 13 parked", "r2 13 parked"} {
+			if !strings.Contains(f.Note, want) {
+				t.Errorf("RSS figure's note lacks %q: %s", want, f.Note)
+			}
+		}
 	}
 }
 

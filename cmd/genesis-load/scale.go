@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"filippo.io/age"
@@ -142,29 +143,30 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	log.Info("state repository made", "tenants", c.agents, "took", time.Since(began).Round(time.Millisecond).String())
 
 	// The replicas: the first alone (it applies the migrations), then the
-	// others together.
-	// The followers read a clone of the state repository that the run
-	// never changes: agent side only, a replica that saw the change would
-	// sweep it too (none leads), so only replica 0 renders it.
-	followerCfg := cfg
-	followerCfg.StateRepo = filepath.Join(dir, "state-follower")
-	if c.replicas > 1 {
-		if err := f.repo.git(ctx, "clone", "-q", "--no-checkout", f.repo.dir, followerCfg.StateRepo); err != nil {
-			return nil, err
-		}
+	// others together. Replica 0 stands in for the leader: genesis-load
+	// serve, the reconciler's composition root agent side only, sweeps
+	// every snapshot (the real loop would need 100,000 droplets on
+	// DigitalOcean). The others are the real genesis-reconciler binary
+	// with --role serve, as a production serving tier runs: they follow
+	// the same state repository (a push to replica 0 reaches them through
+	// Postgres) and never sweep.
+	bin, err := reconcilerBinary(c.reconcilerBin)
+	if err != nil && c.replicas > 1 {
+		return nil, err
 	}
 	reps := make([]replica, c.replicas)
 	start := func(k int) error {
-		extra := []string{"--database-url", dbURL, "--replica-id", fmt.Sprintf("load-%d", k)}
-		rc := cfg
-		if k > 0 {
-			extra, rc = append(extra, "--follower"), followerCfg
+		var err error
+		if k == 0 {
+			var info serverInfo
+			info, err = f.startSubprocess(ctx, c, dir, cfg, stderr, "--database-url", dbURL, "--replica-id", "load-0")
+			reps[0] = replica{url: info.URL, pid: info.PID}
+		} else {
+			reps[k], err = f.startServeReplica(ctx, c, bin, fmt.Sprintf("load-%d", k), cfg, dbURL, stderr)
 		}
-		info, err := f.startSubprocess(ctx, c, dir, rc, stderr, extra...)
 		if err != nil {
 			return fmt.Errorf("replica %d: %w", k, err)
 		}
-		reps[k] = replica{url: info.URL, pid: info.PID}
 		return nil
 	}
 	if err := start(0); err != nil {
@@ -279,7 +281,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	rep.add(figure{Measure: fmt.Sprintf("%s agents parked across %d replicas: largest replica RSS", thousands(strconv.Itoa(c.agents)), c.replicas),
 		Value: maxRSS, Unit: "MiB", Baseline: "the largest replica's RSS before parking", BaselineValue: float64(rss0Max) / (1 << 20),
 		Goal: "100,000 parked in ≤ 4 GB (all replicas)", Verdict: verdict(parked >= 100_000 && sumRSS(reps) <= 4<<30) + scaleSuffix(parked),
-		Note: fmt.Sprintf("%d long-polls parked (genesis_manifest_longpolls_waiting summed over the replicas); %s; all replicas together %.0f MiB",
+		Note: fmt.Sprintf("r0 is genesis-load serve, the leader's stand-in (it sweeps), r1… the genesis-reconciler binary with --role serve; %d long-polls parked (genesis_manifest_longpolls_waiting summed over the replicas); %s; all replicas together %.0f MiB",
 			parked, strings.Join(rssNotes, "; "), sumRSS(reps)/(1<<20))})
 	rep.add(figure{Measure: "RSS per parked long-poll (largest of the replicas)", Value: maxPer, Unit: "KiB",
 		Note: "(RSS parked − RSS before parking) ÷ long-polls parked on that replica; before parking every agent had enrolled and fetched its manifest, so its credential and manifest entry were cached already: this is the parked request itself (goroutine, connection, buffers)"})
@@ -832,4 +834,92 @@ func rawSignStore(ctx context.Context, f *fleet, signer *dsse.Signer, n, size in
 		return 0, err
 	}
 	return time.Since(start), nil
+}
+
+// reconcilerBinary finds the genesis-reconciler binary: bin when given,
+// else beside this executable (make build puts both in one folder), else
+// in PATH.
+func reconcilerBinary(bin string) (string, error) {
+	if bin != "" {
+		return bin, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "genesis-reconciler")
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("genesis-reconciler")
+	if err != nil {
+		return "", errors.New("no genesis-reconciler binary beside genesis-load or in PATH: build it (make build) or pass --reconciler-bin")
+	}
+	return p, nil
+}
+
+// startServeReplica runs bin, the real genesis-reconciler, with --role
+// serve on the run's state repository, database and keys, listening on a
+// free loopback port, and returns once its /readyz answers. The webhook's
+// secret goes in its environment, not its arguments; no other GENESIS_*
+// variable of this process reaches it. It is stopped with SIGTERM as the
+// run ends.
+func (f *fleet) startServeReplica(ctx context.Context, c config, bin, id string, cfg serverConfig, dbURL string, stderr io.Writer) (replica, error) {
+	cmd := exec.Command(bin, "--role", "serve", "--replica-id", id, "--state-repo", cfg.StateRepo, "--database-url", dbURL,
+		"--signing-key", cfg.SigningKey, "--age-identity", cfg.AgeIdentity, "--listen", "127.0.0.1:0",
+		"--insecure-no-auth", "--agent-insecure-http", "--log-format", c.logFormat, "--log-level", c.serverLogLevel)
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "GENESIS_") && !strings.HasPrefix(e, "DATABASE_URL=") && !strings.HasPrefix(e, "GOMEMLIMIT=") {
+			cmd.Env = append(cmd.Env, e)
+		}
+	}
+	cmd.Env = append(cmd.Env, "GENESIS_WEBHOOK_SECRET="+cfg.WebhookSecret)
+	if c.replicaMemLimit != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+c.replicaMemLimit)
+	}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return replica{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return replica{}, fmt.Errorf("start %s: %w", bin, err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 1)
+	go func() {
+		br := bufio.NewReader(stdout)
+		line, _ := br.ReadString('\n')
+		lines <- line
+		io.Copy(io.Discard, br)
+		exited <- cmd.Wait()
+	}()
+	f.addCloser(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				f.log.Error("serve replica ended", "replica", id, "err", err)
+			}
+		case <-time.After(30 * time.Second):
+			f.log.Error("serve replica did not stop; killing it", "replica", id, "pid", cmd.Process.Pid)
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	var url string
+	select {
+	case line := <-lines:
+		var ok bool
+		if url, ok = strings.CutPrefix(strings.TrimSpace(line), "listening on "); !ok {
+			return replica{}, fmt.Errorf("%s ended before it listened (its log is above)", bin)
+		}
+	case <-ctx.Done():
+		return replica{}, ctx.Err()
+	}
+	if err := loopbackURL("serve replica url", url); err != nil {
+		return replica{}, err
+	}
+	if err := waitReady(ctx, url); err != nil {
+		return replica{}, err
+	}
+	return replica{url: url, pid: cmd.Process.Pid}, nil
 }

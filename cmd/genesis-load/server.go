@@ -41,11 +41,6 @@ type serverConfig struct {
 	DatabaseURL string
 	// ReplicaID names the replica (default genesis-load).
 	ReplicaID string
-	// Follower: the replica serves agents but does not sweep; it renders
-	// only the first manifests of the agents enrolling with it and learns
-	// of the others' manifests through Postgres notifications, as a
-	// replica that does not lead does (genesis-load scale).
-	Follower bool
 	// beforeStop, when set, runs as the server starts stopping (its state
 	// still in memory).
 	beforeStop func()
@@ -151,15 +146,6 @@ func reconcilerConfig(cfg serverConfig, databaseURL string) service.Config {
 	if cfg.ReplicaID != "" {
 		c.ReplicaID = cfg.ReplicaID
 	}
-	if cfg.Follower {
-		// Agent side only, every replica would sweep (none leads): a
-		// follower neither follows pushes nor sweeps, so one replica
-		// renders a change, as the leader does in production. (Until
-		// AgentSideFollower, a follower still swept once, at its first
-		// snapshot: every replica rendered the whole fleet at start.)
-		c.AgentSideFollower = true
-		c.PollInterval, c.ManifestSweep = 24*time.Hour, 24*time.Hour
-	}
 	return c
 }
 
@@ -192,7 +178,6 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs := flag.NewFlagSet("genesis-load serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var repo, keyFile, idFile, secretFile, logFormat, logLevel, dbURL, replicaID string
-	var follower bool
 	fs.StringVar(&repo, "state-repo", "", "local git state repository")
 	fs.StringVar(&keyFile, "signing-key", "", "ed25519 manifest-signing key (PKCS#8 PEM)")
 	fs.StringVar(&idFile, "age-identity", "", "age identity opening the tenants' credentials")
@@ -201,7 +186,6 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&logLevel, "log-level", "warn", "log level")
 	fs.StringVar(&dbURL, "database-url", "", "a Postgres shared with other replicas (default: start a throwaway one)")
 	fs.StringVar(&replicaID, "replica-id", "", "the replica's name (default genesis-load)")
-	fs.BoolVar(&follower, "follower", false, "serve agents but neither follow pushes nor sweep (another replica renders)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -226,7 +210,7 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		cancel()
 	}()
 	cfg := serverConfig{StateRepo: repo, SigningKey: keyFile, AgeIdentity: idFile, WebhookSecret: string(bytes.TrimSpace(secret)),
-		DatabaseURL: dbURL, ReplicaID: replicaID, Follower: follower}
+		DatabaseURL: dbURL, ReplicaID: replicaID}
 	// GENESIS_LOAD_PROFILE_DIR: each serve process writes a CPU profile of
 	// its whole life to <dir>/<replica-id>.cpu.pprof and, as it stops, a
 	// heap profile to <dir>/<replica-id>.heap.pprof (where a replica's time
