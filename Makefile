@@ -116,9 +116,9 @@ bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run 
 	$(LOAD) converge --agents 1000 $(LOAD_FLAGS)
 
 # make bench-scale: the fleet past one process (issue 23). genesis-load scale
-# starts SCALE_REPLICAS reconciler processes on one Postgres (replica 0
-# genesis-load serve, the leader's stand-in that sweeps; the others the
-# genesis-reconciler binary with --role serve) and spreads
+# starts SCALE_REPLICAS genesis-reconciler processes on one Postgres
+# (replica 0 --role full, leading, with the DigitalOcean simulator seeded
+# with every tenant's droplet; the others --role serve) and spreads
 # SCALE_AGENTS agents over processes of 15,000 (each under the 20,000
 # open-file limit) dialing from many 127.0.0.0/8 addresses; it stops at its
 # --time-limit (SCALE_LIMIT) and reports what it measured. Then the

@@ -232,9 +232,6 @@ func (f *fleet) startSubprocess(ctx context.Context, c config, dir string, cfg s
 		"--log-format", c.logFormat, "--log-level", c.serverLogLevel)
 	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), serveEnv+"=1")
-	if c.scenario == "scale" && c.replicaMemLimit != "" {
-		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+c.replicaMemLimit)
-	}
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

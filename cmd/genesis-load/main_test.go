@@ -281,7 +281,7 @@ func TestHTTP304TinyRun(t *testing.T) {
 // Postgres: every long-poll parks, every agent gets the template change,
 // and every heartbeat sent is written by one of the replicas.
 func TestScaleTinyRun(t *testing.T) {
-	// Replicas 1 and 2 are the real genesis-reconciler binary.
+	// The replicas are the genesis-reconciler binary.
 	bin := filepath.Join(t.TempDir(), "genesis-reconciler")
 	if out, err := exec.Command("go", "build", "-o", bin, "genesis.dev/fleet/cmd/genesis-reconciler").CombinedOutput(); err != nil {
 		t.Fatalf("build genesis-reconciler: %v\n%s", err, out)
@@ -307,13 +307,19 @@ func TestScaleTinyRun(t *testing.T) {
 	if c["manifests stored for the commit"] != 40 {
 		t.Errorf("%d manifests stored for the commit, want one per agent", c["manifests stored for the commit"])
 	}
+	// The leader observed the simulator (droplets, snapshots, the rate
+	// budget) and found nothing to change.
+	if c["DigitalOcean reads (the leader's observations)"] == 0 || c["DigitalOcean writes"] != 0 {
+		t.Errorf("DigitalOcean: %d reads, %d writes; want the leader's observations and no write",
+			c["DigitalOcean reads (the leader's observations)"], c["DigitalOcean writes"])
+	}
 	if c["heartbeats sent"] < 40 || c["heartbeats written (replicas)"] != c["heartbeats sent"] {
 		t.Errorf("heartbeats: sent %d, written %d: want at least one per agent, all written", c["heartbeats sent"], c["heartbeats written (replicas)"])
 	}
 	if f := figureOf(t, rep, "fleet-wide template change → all 40 agents"); f.Value <= 0 || f.BaselineValue <= 0 {
 		t.Errorf("fan-out figure %+v: want a value and a baseline", f)
 	}
-	if f := figureOf(t, rep, "40 agents parked across 3 replicas"); f.Value <= 0 || f.BaselineValue <= 0 || !strings.Contains(f.Note, "genesis-reconciler binary with --role serve") {
+	if f := figureOf(t, rep, "40 agents parked across 3 replicas"); f.Value <= 0 || f.BaselineValue <= 0 || !strings.Contains(f.Note, "every replica is the genesis-reconciler binary, r0 --role full") {
 		t.Errorf("RSS figure %+v: want positive values, and a note saying which replicas are the genesis-reconciler binary", f)
 	} else {
 		// Agent i talks to replica i mod 3: each holds 13 or 14 polls.

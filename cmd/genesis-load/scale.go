@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 
+	"genesis.dev/fleet/fakes/dosim"
 	"genesis.dev/fleet/internal/pgserver"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/lifecycle"
@@ -142,33 +144,57 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	cfg.WebhookSecret = string(f.secret)
 	log.Info("state repository made", "tenants", c.agents, "took", time.Since(began).Round(time.Millisecond).String())
 
-	// The replicas: the first alone (it applies the migrations), then the
-	// others together. Replica 0 stands in for the leader: genesis-load
-	// serve, the reconciler's composition root agent side only, sweeps
-	// every snapshot (the real loop would need 100,000 droplets on
-	// DigitalOcean). The others are the real genesis-reconciler binary
-	// with --role serve, as a production serving tier runs: they follow
-	// the same state repository (a push to replica 0 reaches them through
-	// Postgres) and never sweep.
+	// The fleet exists before any replica runs: Postgres with the schema
+	// and the accounts, the simulator with one running droplet per tenant,
+	// and their fleet_status rows, tokens and (--enroll bulk) agents, as
+	// a fleet that has been running for a while is. The leader's first
+	// pass then finds nothing to create.
+	if f.st, err = store.Open(ctx, dbURL, serverLog); err != nil {
+		return nil, err
+	}
+	f.closers = append(f.closers, f.st.Close)
+	f.tokens = agentapi.New(agentapi.Config{Store: f.st, Logger: serverLog})
+	fleetDoc, ferrs := schema.DecodeFleet(schema.FleetFile, fmt.Appendf(nil, stateFleet, max(c.agents, 1), fleetID.Recipient()))
+	if len(ferrs) > 0 {
+		return nil, fmt.Errorf("the load fleet's genesis.yaml: %v", ferrs)
+	}
+	if err := f.st.SyncAccounts(ctx, fleetDoc); err != nil {
+		return nil, err
+	}
+	as := make([]*simAgent, c.agents)
+	for i := range as {
+		as[i] = &simAgent{i: i, ws: tenantID(i), droplet: fmt.Sprint(dropletBase + i), name: plan.DropletName(tenantID(i), 1),
+			ip: fmt.Sprintf("100.%d.%d.%d", 64+i>>16, (i>>8)&255, i&255)}
+	}
+	provisioned := time.Now()
+	var calls doCalls
+	do, doToken, err := startSimulator(ctx, f, as, &calls, serverLog)
+	if err != nil {
+		return nil, err
+	}
+	if err := seedDroplets(ctx, f, as, c.enroll == "bulk"); err != nil {
+		return nil, err
+	}
+	log.Info("droplets recorded", "droplets", c.agents, "took", time.Since(provisioned).Round(time.Millisecond).String())
+
+	// The replicas, all the genesis-reconciler binary: replica 0 alone
+	// (--role full: it takes the leader lock, observes the simulator,
+	// plans and sweeps), then the others together (--role serve: they
+	// follow the same state repository, hear of a push through Postgres
+	// and never sweep), as a production serving tier runs.
 	bin, err := reconcilerBinary(c.reconcilerBin)
-	if err != nil && c.replicas > 1 {
+	if err != nil {
 		return nil, err
 	}
 	reps := make([]replica, c.replicas)
 	start := func(k int) error {
 		var err error
-		if k == 0 {
-			var info serverInfo
-			info, err = f.startSubprocess(ctx, c, dir, cfg, stderr, "--database-url", dbURL, "--replica-id", "load-0")
-			reps[0] = replica{url: info.URL, pid: info.PID}
-		} else {
-			reps[k], err = f.startServeReplica(ctx, c, bin, fmt.Sprintf("load-%d", k), cfg, dbURL, stderr)
-		}
-		if err != nil {
+		if reps[k], err = f.startReplica(ctx, c, bin, k, cfg, dbURL, do, doToken, stderr); err != nil {
 			return fmt.Errorf("replica %d: %w", k, err)
 		}
 		return nil
 	}
+	leaderStart := time.Now()
 	if err := start(0); err != nil {
 		return nil, err
 	}
@@ -180,42 +206,17 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 		return nil, err
 	}
 	f.url, f.serverPID = reps[0].url, reps[0].pid
-	if f.st, err = store.Open(ctx, dbURL, serverLog); err != nil {
-		return nil, err
-	}
-	f.closers = append(f.closers, f.st.Close)
-	f.tokens = agentapi.New(agentapi.Config{Store: f.st, Logger: serverLog})
-	log.Info("replicas ready", "replicas", c.replicas, "took", time.Since(began).Round(time.Millisecond).String())
-
-	// Fake droplets, journaled as created, each with its one-time token.
-	as := make([]*simAgent, c.agents)
-	for i := range as {
-		as[i] = &simAgent{i: i, ws: tenantID(i), droplet: fmt.Sprint(dropletBase + i), name: plan.DropletName(tenantID(i), 1),
-			ip: fmt.Sprintf("100.%d.%d.%d", 64+i>>16, (i>>8)&255, i&255)}
-	}
-	provisioned := time.Now()
-	if err := seedDroplets(ctx, f, as, c.enroll == "bulk"); err != nil {
-		return nil, err
-	}
+	log.Info("replicas ready", "replicas", c.replicas, "took", time.Since(leaderStart).Round(time.Millisecond).String())
 	var firstRender time.Duration
 	if c.enroll == "bulk" {
-		// Nothing renders a first manifest for an agent recorded in bulk
-		// until a sweep: a commit outside tenants/ gives the leader a new
-		// snapshot, whose sweep renders every droplet's.
-		kicked := time.Now()
-		if err := f.repo.touch(ctx); err != nil {
-			return nil, err
-		}
-		if err := f.push(ctx); err != nil {
-			return nil, err
-		}
+		// The leader's sweep renders every recorded droplet's first
+		// manifest once it leads and has read the state repository.
 		if err := waitManifests(ctx, f, c.agents, max(time.Minute, time.Until(deadlineOf(ctx))/2)); err != nil {
 			return nil, err
 		}
-		firstRender = time.Since(kicked)
+		firstRender = time.Since(leaderStart)
 		log.Info("first manifests rendered by the leader's sweep", "droplets", c.agents, "took", firstRender.Round(time.Millisecond).String())
 	}
-	log.Info("droplets recorded", "droplets", c.agents, "took", time.Since(provisioned).Round(time.Millisecond).String())
 
 	// The agent processes.
 	workers, err := startWorkers(ctx, c, f, dir, as, reps, stderr)
@@ -239,7 +240,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	if firstRender > 0 {
 		rep.add(figure{Measure: fmt.Sprintf("first manifests of %s droplets, one sweep of the leader", thousands(strconv.Itoa(c.agents))),
 			Value: firstRender.Seconds(), Unit: "s",
-			Note: "agents recorded as enrolled in bulk, then a commit that changes no tenant: commit → every droplet has a stored manifest (render, seal, sign, store; polled every 0.5 s)"})
+			Note: "agents recorded as enrolled in bulk: the leader's start → every droplet has a stored manifest (it reads the state repository, takes the lock, and sweeps: render, seal, sign, store; polled every 0.5 s)"})
 	}
 
 	// 1. Parked long-polls: RSS per replica before and after.
@@ -281,7 +282,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	rep.add(figure{Measure: fmt.Sprintf("%s agents parked across %d replicas: largest replica RSS", thousands(strconv.Itoa(c.agents)), c.replicas),
 		Value: maxRSS, Unit: "MiB", Baseline: "the largest replica's RSS before parking", BaselineValue: float64(rss0Max) / (1 << 20),
 		Goal: "100,000 parked in ≤ 4 GB (all replicas)", Verdict: verdict(parked >= 100_000 && sumRSS(reps) <= 4<<30) + scaleSuffix(parked),
-		Note: fmt.Sprintf("r0 is genesis-load serve, the leader's stand-in (it sweeps), r1… the genesis-reconciler binary with --role serve; %d long-polls parked (genesis_manifest_longpolls_waiting summed over the replicas); %s; all replicas together %.0f MiB",
+		Note: fmt.Sprintf("every replica is the genesis-reconciler binary, r0 --role full (the leader), r1… --role serve; %d long-polls parked (genesis_manifest_longpolls_waiting summed over the replicas); %s; all replicas together %.0f MiB",
 			parked, strings.Join(rssNotes, "; "), sumRSS(reps)/(1<<20))})
 	rep.add(figure{Measure: "RSS per parked long-poll (largest of the replicas)", Value: maxPer, Unit: "KiB",
 		Note: "(RSS parked − RSS before parking) ÷ long-polls parked on that replica; before parking every agent had enrolled and fetched its manifest, so its credential and manifest entry were cached already: this is the parked request itself (goroutine, connection, buffers)"})
@@ -368,6 +369,11 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	} else {
 		rep.check(false, "no time left for the heartbeat phase within --time-limit %s", c.timeLimit)
 	}
+	// The leader observed DigitalOcean and had nothing to change there:
+	// every tenant's droplet exists as declared.
+	rep.Counts["DigitalOcean reads (the leader's observations)"] = calls.reads.Load()
+	rep.Counts["DigitalOcean writes"] = calls.writes.Load()
+	rep.check(calls.writes.Load() == 0, "the leader made %d DigitalOcean writes; every droplet existed as declared", calls.writes.Load())
 	log.Info("scale run done", "took", time.Since(began).Round(time.Second).String())
 	return rep, nil
 }
@@ -856,22 +862,83 @@ func reconcilerBinary(bin string) (string, error) {
 	return p, nil
 }
 
-// startServeReplica runs bin, the real genesis-reconciler, with --role
-// serve on the run's state repository, database and keys, listening on a
-// free loopback port, and returns once its /readyz answers. The webhook's
-// secret goes in its environment, not its arguments; no other GENESIS_*
-// variable of this process reaches it. It is stopped with SIGTERM as the
-// run ends.
-func (f *fleet) startServeReplica(ctx context.Context, c config, bin, id string, cfg serverConfig, dbURL string, stderr io.Writer) (replica, error) {
-	cmd := exec.Command(bin, "--role", "serve", "--replica-id", id, "--state-repo", cfg.StateRepo, "--database-url", dbURL,
-		"--signing-key", cfg.SigningKey, "--age-identity", cfg.AgeIdentity, "--listen", "127.0.0.1:0",
-		"--insecure-no-auth", "--agent-insecure-http", "--log-format", c.logFormat, "--log-level", c.serverLogLevel)
+// startSimulator serves the DigitalOcean simulator on 127.0.0.1 with the
+// load fleet's account (no rate limit: one account holds the whole fleet
+// here, where production spreads it over many, each with its own budget)
+// and one running droplet per agent, tagged as the reconciler tags the
+// droplets it creates. It returns the API's URL and the account's token,
+// and counts the API's requests in calls.
+func startSimulator(ctx context.Context, f *fleet, as []*simAgent, calls *doCalls, log *slog.Logger) (string, string, error) {
+	var b [16]byte
+	rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	sim, err := dosim.New(dosim.Config{Accounts: []dosim.Account{{Name: stateAccount, Token: token, DropletLimit: len(as) + 100}},
+		Limits: dosim.Limits{RatePerMinute: -1, RatePerHour: -1}, Seed: 1, Logger: log.With("component", "dosim")})
+	if err != nil {
+		return "", "", err
+	}
+	seeds := make([]dosim.Seed, len(as))
+	for i, a := range as {
+		seeds[i] = dosim.Seed{ID: dropletBase + a.i, Name: a.name, Region: stateRegion, Size: stateSize, Image: stateImage,
+			Tags: plan.Tags(a.ws, stateAccount, string(schema.TierPro)), IP: a.ip}
+	}
+	if err := sim.SeedDroplets(stateAccount, seeds); err != nil {
+		return "", "", err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", err
+	}
+	h := sim.Handler()
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			calls.reads.Add(1)
+		} else {
+			calls.writes.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	})}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{}, 2)
+	go func() { sim.Run(runCtx); done <- struct{}{} }()
+	go func() { srv.Serve(ln); done <- struct{}{} }()
+	f.addCloser(func() {
+		srv.Close()
+		cancel()
+		<-done
+		<-done
+	})
+	return "http://" + ln.Addr().String() + "/", token, nil
+}
+
+// doCalls counts the DigitalOcean API's requests of a scale run.
+type doCalls struct{ reads, writes atomic.Int64 }
+
+// startReplica runs bin, the genesis-reconciler binary, as replica k on
+// the run's state repository, database and keys, listening on a free
+// loopback port, and returns once its /readyz answers: replica 0 with
+// --role full and the simulator as DigitalOcean (the account's token in
+// the variable genesis.yaml names), the others with --role serve. The
+// webhook's secret goes in its environment, not its arguments; no other
+// GENESIS_* variable of this process reaches it. The watchdog runs hourly:
+// the load's agents heartbeat only in the heartbeat phase, and silent
+// droplets would be remediated (the watchdog is measured elsewhere). It is
+// stopped with SIGTERM as the run ends.
+func (f *fleet) startReplica(ctx context.Context, c config, bin string, k int, cfg serverConfig, dbURL, doURL, doToken string, stderr io.Writer) (replica, error) {
+	id := fmt.Sprintf("load-%d", k)
+	role := map[bool]string{true: "full", false: "serve"}[k == 0]
+	cmd := exec.Command(bin, "--role", role, "--replica-id", id, "--state-repo", cfg.StateRepo, "--database-url", dbURL,
+		"--signing-key", cfg.SigningKey, "--age-identity", cfg.AgeIdentity, "--listen", "127.0.0.1:0", "--do-api-url", doURL,
+		"--watchdog-every", "1h", "--insecure-no-auth", "--agent-insecure-http", "--log-format", c.logFormat, "--log-level", c.serverLogLevel)
 	for _, e := range os.Environ() {
 		if !strings.HasPrefix(e, "GENESIS_") && !strings.HasPrefix(e, "DATABASE_URL=") && !strings.HasPrefix(e, "GOMEMLIMIT=") {
 			cmd.Env = append(cmd.Env, e)
 		}
 	}
 	cmd.Env = append(cmd.Env, "GENESIS_WEBHOOK_SECRET="+cfg.WebhookSecret)
+	if k == 0 {
+		cmd.Env = append(cmd.Env, stateTokenEnv+"="+doToken)
+	}
 	if c.replicaMemLimit != "" {
 		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+c.replicaMemLimit)
 	}
@@ -897,10 +964,10 @@ func (f *fleet) startServeReplica(ctx context.Context, c config, bin, id string,
 		select {
 		case err := <-exited:
 			if err != nil {
-				f.log.Error("serve replica ended", "replica", id, "err", err)
+				f.log.Error("replica ended", "replica", id, "err", err)
 			}
 		case <-time.After(30 * time.Second):
-			f.log.Error("serve replica did not stop; killing it", "replica", id, "pid", cmd.Process.Pid)
+			f.log.Error("replica did not stop; killing it", "replica", id, "pid", cmd.Process.Pid)
 			cmd.Process.Kill()
 			<-exited
 		}
@@ -915,7 +982,7 @@ func (f *fleet) startServeReplica(ctx context.Context, c config, bin, id string,
 	case <-ctx.Done():
 		return replica{}, ctx.Err()
 	}
-	if err := loopbackURL("serve replica url", url); err != nil {
+	if err := loopbackURL("replica url", url); err != nil {
 		return replica{}, err
 	}
 	if err := waitReady(ctx, url); err != nil {

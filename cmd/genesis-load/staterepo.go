@@ -21,6 +21,10 @@ const (
 	stateAccount = "load"
 	stateRegion  = "nyc3"
 	stateSize    = "s-1vcpu-1gb"
+	stateImage   = "ubuntu-22-04-x64"
+	// stateTokenEnv is the variable genesis.yaml names for the account's
+	// DigitalOcean token.
+	stateTokenEnv = "GENESIS_LOAD_DO_TOKEN"
 )
 
 const stateFleet = `apiVersion: genesis.dev/v1

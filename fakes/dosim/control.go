@@ -52,6 +52,62 @@ func (s *Sim) AddAccount(a Account) error {
 	})
 }
 
+// Seed is a droplet SeedDroplets records as running.
+type Seed struct {
+	// ID must be positive and no droplet's yet.
+	ID int
+	// Name, Region, Size and Image (a base image's slug) as a create
+	// would give them; Region, Size and Image must be in the catalog.
+	Name, Region, Size, Image string
+	Tags                      []string
+	// IP is the droplet's address ("": the next loopback one).
+	IP string
+}
+
+// SeedDroplets records droplets of account as active, as if each had been
+// created and had booted long ago: no action, no disk, no boot command. It
+// is how a load run starts from a fleet that already exists (genesis-load
+// scale: 100,000 creates through the API would take its time bound). It
+// records all of them or, on the first bad seed, none.
+func (s *Sim) SeedDroplets(account string, seeds []Seed) error {
+	return s.update(func(now time.Time) error {
+		acc, ok := s.st.Accounts[account]
+		if !ok {
+			return unprocessable("account %q does not exist", account)
+		}
+		if n := s.st.countDroplets(account) + len(seeds); n > acc.DropletLimit {
+			return unprocessable("seeding %d droplets would exceed account %q's droplet limit of %d", len(seeds), account, acc.DropletLimit)
+		}
+		ds := make([]*droplet, 0, len(seeds))
+		seen := make(map[int]bool, len(seeds))
+		for i, sd := range seeds {
+			_, region := findRegion(sd.Region)
+			_, size := findSize(sd.Size)
+			img, image := findImageBySlug(sd.Image)
+			switch {
+			case sd.ID <= 0 || seen[sd.ID] || s.st.Droplets[sd.ID] != nil:
+				return unprocessable("seed %d: droplet id %d is not positive or is taken", i, sd.ID)
+			case sd.Name == "" || !region || !size || !image:
+				return unprocessable("seed %d: want a name and a known region, size and image slug, got %q %q %q %q", i, sd.Name, sd.Region, sd.Size, sd.Image)
+			}
+			seen[sd.ID] = true
+			ds = append(ds, &droplet{ID: sd.ID, Account: account, Name: sd.Name, Region: sd.Region, Size: sd.Size, Image: baseRef(img),
+				Tags: append([]string{}, sd.Tags...), Status: statusActive, CreatedAt: now, IP: sd.IP, SnapshotIDs: []int{},
+				Features: []string{"private_networking"}})
+		}
+		for _, d := range ds {
+			if d.IP == "" {
+				d.IP = s.st.allocIP()
+			}
+			s.st.Droplets[d.ID] = d
+			s.st.NextID = max(s.st.NextID, d.ID+1)
+		}
+		s.log.Info("droplets seeded", "account", account, "droplets", len(ds))
+		s.dirty = true
+		return nil
+	})
+}
+
 // SetDropletLimit changes one account's droplet limit.
 func (s *Sim) SetDropletLimit(account string, limit int) error {
 	return s.update(func(time.Time) error {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/digitalocean/godo"
 	"github.com/google/go-cmp/cmp"
+
+	"genesis.dev/fleet/fakes/dosim"
 )
 
 func TestControlAPI(t *testing.T) {
@@ -122,5 +124,51 @@ func TestControlAPI(t *testing.T) {
 	}
 	if r = e.raw(t, "GET", "_sim/nope", "", ""); r.status != 404 {
 		t.Errorf("unknown control route: %d", r.status)
+	}
+}
+
+// TestSeedDroplets: seeded droplets are active at once and listed by tag
+// as created ones are; a bad seed records none of its batch, and the
+// account's droplet limit holds.
+func TestSeedDroplets(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	seeds := []dosim.Seed{
+		{ID: 9_000_000_001, Name: "seed-1", Region: "nyc3", Size: "s-1vcpu-1gb", Image: "ubuntu-22-04-x64", Tags: []string{"genesis", "genesis:ws:one"}, IP: "100.64.0.1"},
+		{ID: 9_000_000_002, Name: "seed-2", Region: "nyc3", Size: "s-1vcpu-1gb", Image: "ubuntu-22-04-x64", Tags: []string{"genesis"}},
+	}
+	if err := e.Sim.SeedDroplets("alpha", seeds); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := e.a.Droplets.ListByTag(ctx, "genesis", &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != 9_000_000_001 || got[0].Status != "active" || got[0].Name != "seed-1" || got[0].Tags[1] != "genesis:ws:one" {
+		t.Fatalf("listed %+v, want both seeds, active", got)
+	}
+	if ip, _ := got[0].PublicIPv4(); ip != "100.64.0.1" {
+		t.Errorf("seed-1's address %q, want 100.64.0.1", ip)
+	}
+	// A create after seeding takes an id past the seeds'.
+	if d := e.create(e.a, "after-seed", "genesis"); d.ID <= 9_000_000_002 {
+		t.Errorf("a created droplet's id %d collides with the seeds' range", d.ID)
+	}
+	for name, tc := range map[string]struct {
+		account string
+		seeds   []dosim.Seed
+		want    string
+	}{
+		"taken id":       {"alpha", []dosim.Seed{{ID: 9_000_000_010, Name: "ok", Region: "nyc3", Size: "s-1vcpu-1gb", Image: "ubuntu-22-04-x64"}, seeds[0]}, "is taken"},
+		"unknown size":   {"alpha", []dosim.Seed{{ID: 9_000_000_004, Name: "x", Region: "nyc3", Size: "huge", Image: "ubuntu-22-04-x64"}}, "known region, size and image"},
+		"no account":     {"charlie", seeds[:1], `account "charlie" does not exist`},
+		"over the limit": {"bravo", []dosim.Seed{{ID: 1}, {ID: 2}, {ID: 3}, {ID: 4}, {ID: 5}, {ID: 6}}, "droplet limit of 5"},
+	} {
+		if err := e.Sim.SeedDroplets(tc.account, tc.seeds); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want %q", name, err, tc.want)
+		}
+	}
+	if _, _, err := e.a.Droplets.Get(ctx, 9_000_000_010); err == nil {
+		t.Error("a batch with a bad seed recorded its good one")
 	}
 }
