@@ -141,8 +141,11 @@ func (s *Store) SetTenantFacts(ctx context.Context, facts map[string]TenantFacts
 		part := func(a []string) []string { return a[min(lo, len(a)):min(lo+factsBatch, len(a))] }
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if w := part(tierWS); len(w) > 0 {
-				if _, err := tx.Exec(ctx, `UPDATE fleet_status f SET tier = nullif(n.tier, '')
-					FROM unnest($1::text[], $2::text[]) AS n(w, tier) WHERE f.workspace = n.w`, w, part(tierTo)); err != nil {
+				// Locked in workspace order ("Row-lock order" in store.go).
+				if _, err := tx.Exec(ctx, `WITH n AS (SELECT * FROM unnest($1::text[], $2::text[]) AS n(w, tier)),
+					lk AS (SELECT f.workspace FROM fleet_status f JOIN n ON f.workspace = n.w ORDER BY f.workspace FOR NO KEY UPDATE OF f)
+					UPDATE fleet_status f SET tier = nullif(n.tier, '') FROM n JOIN lk ON lk.workspace = n.w WHERE f.workspace = n.w`,
+					w, part(tierTo)); err != nil {
 					return fmt.Errorf("tiers: %w", err)
 				}
 			}

@@ -90,6 +90,10 @@ func (b *HeartbeatBatch) Len() int { return len(b.droplets) }
 // pre-ACTIVE droplet whose agent applied a manifest is DEPLOYING, one that
 // applied none CONFIGURING. FAILED stays until a person retries it.
 //
+// The agents rows are locked in droplet order, then the fleet_status rows
+// in workspace order ("Row-lock order" in store.go), as the sweep's
+// manifests lock them: the two never deadlock.
+//
 // The new state is computed in the UPDATE itself, from the row it locks:
 // when a concurrent Finish records the droplet between this statement's
 // snapshot and its update, Postgres re-evaluates the SET and WHERE on the
@@ -100,8 +104,12 @@ var heartbeatSQL = strings.NewReplacer("{{state}}", strings.ReplaceAll(heartbeat
 	SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::jsonb[], $6::bigint[],
 		$7::timestamptz[], $8::text[], $9::boolean[])
 		AS t(droplet_id, workspace, seq, at, body, applied, activity, agent_version, ok)
+), al AS (
+	SELECT a.droplet_id FROM agents a JOIN hb ON a.droplet_id = hb.droplet_id
+	WHERE a.workspace = hb.workspace AND a.last_heartbeat_seq < hb.seq AND a.revoked_at IS NULL
+	ORDER BY a.droplet_id FOR NO KEY UPDATE OF a
 ), ag AS (
-	UPDATE agents a SET last_heartbeat_seq = hb.seq FROM hb
+	UPDATE agents a SET last_heartbeat_seq = hb.seq FROM hb JOIN al ON al.droplet_id = hb.droplet_id
 	WHERE a.droplet_id = hb.droplet_id AND a.workspace = hb.workspace AND a.last_heartbeat_seq < hb.seq AND a.revoked_at IS NULL
 	RETURNING a.droplet_id
 ), nx AS (
@@ -109,6 +117,9 @@ var heartbeatSQL = strings.NewReplacer("{{state}}", strings.ReplaceAll(heartbeat
 	FROM hb JOIN ag ON ag.droplet_id = hb.droplet_id
 	JOIN fleet_status f ON f.workspace = hb.workspace
 	WHERE f.droplet_id = hb.droplet_id OR (f.droplet_id IS NULL AND f.state IN ({{awaiting}}))
+), lk AS (
+	SELECT f.workspace FROM fleet_status f WHERE f.workspace IN (SELECT workspace FROM nx)
+	ORDER BY f.workspace FOR NO KEY UPDATE OF f
 ), upd AS (
 UPDATE fleet_status f SET
 	last_heartbeat_at = nx.at,
@@ -122,7 +133,7 @@ UPDATE fleet_status f SET
 	state = {{state}},
 	state_since = CASE WHEN {{state}} <> f.state THEN now() ELSE f.state_since END,
 	updated_at = now()
-FROM nx WHERE f.workspace = nx.workspace
+FROM nx JOIN lk ON lk.workspace = nx.workspace WHERE f.workspace = nx.workspace
 	AND (f.droplet_id = nx.droplet_id OR (f.droplet_id IS NULL AND f.state IN ({{awaiting}})))
 RETURNING nx.droplet_id, nx.workspace, nx.applied, nx.old_applied, nx.at
 )

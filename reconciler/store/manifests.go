@@ -92,7 +92,9 @@ type Manifest struct {
 // one before it (checked under the agent row's lock, taken in droplet
 // order); the rest are left out. The manifests trigger checks every
 // version again. Each stored manifest raises fleet_status's issued version
-// and is announced on the agents channel ("m <droplet> <version>").
+// (the rows locked in workspace order, after the agents: "Row-lock order"
+// in store.go) and is announced on the agents channel ("m <droplet>
+// <version>").
 const storeManifestsSQL = `WITH i AS (
 	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[], $5::bytea[], $6::timestamptz[], $7::timestamptz[],
 		$8::text[], $9::bytea[], $10::timestamptz[], $11::text[], $12::bytea[], $13::text[])
@@ -106,9 +108,12 @@ const storeManifestsSQL = `WITH i AS (
 	SELECT i.droplet_id, i.version, i.workspace, i.envelope, i.digest, i.issued_at, i.expires_at, i.commit, i.inputs_hash, i.commit_at, i.correlation, i.creds_hash, nullif(i.fleet_inputs, '')
 	FROM i JOIN ok USING (droplet_id)
 	RETURNING droplet_id, workspace, version
+), lk AS (
+	SELECT f.workspace FROM fleet_status f WHERE f.workspace IN (SELECT workspace FROM ins)
+	ORDER BY f.workspace FOR NO KEY UPDATE OF f
 ), fs AS (
 	UPDATE fleet_status f SET manifest_version_issued = GREATEST(f.manifest_version_issued, ins.version), updated_at = now()
-	FROM ins WHERE f.workspace = ins.workspace
+	FROM ins JOIN lk ON lk.workspace = ins.workspace WHERE f.workspace = ins.workspace
 )
 SELECT droplet_id, pg_notify('` + agentsChannel + `', 'm ' || droplet_id || ' ' || version) FROM ins`
 
