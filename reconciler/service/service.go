@@ -209,7 +209,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	recMetrics := reconciler.NewMetrics(reg)
 	observations := reconciler.NewObservations(reconciler.ObservationsConfig{Store: st, Replica: c.ReplicaID, MaxAge: c.ObservedMaxAge, Logger: log, Registerer: reg})
 	rec = reconciler.New(reconciler.Config{
-		Store: st, NewCloud: newCloud, Logger: log, Metrics: recMetrics,
+		Store: st, NewCloud: newCloud, Logger: log, Metrics: recMetrics, OnLead: agents.Kick,
 		UserData: userData, Manifest: manifest, RotateSecrets: rotateSecrets,
 		AllowMassChange: c.AllowMassChange, SkipDisabledAccounts: c.SkipDisabledAccounts, Resync: c.Resync, WatchdogEvery: c.WatchdogEvery,
 		PrepareTimeout: c.PrepareTimeout, NotifyTargets: targets, Observations: observations,
