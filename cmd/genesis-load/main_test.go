@@ -309,9 +309,9 @@ func TestScaleTinyRun(t *testing.T) {
 	}
 	// The leader observed the simulator (droplets, snapshots, the rate
 	// budget) and found nothing to change.
-	if c["DigitalOcean reads (the leader's observations)"] == 0 || c["DigitalOcean writes"] != 0 {
-		t.Errorf("DigitalOcean: %d reads, %d writes; want the leader's observations and no write",
-			c["DigitalOcean reads (the leader's observations)"], c["DigitalOcean writes"])
+	if c["DigitalOcean reads (the leader's observations)"] == 0 || c["DigitalOcean writes"] != 0 || c["operations the leader journaled"] != 0 {
+		t.Errorf("DigitalOcean: %d reads, %d writes, %d operations; want the leader's observations, no write and no operation",
+			c["DigitalOcean reads (the leader's observations)"], c["DigitalOcean writes"], c["operations the leader journaled"])
 	}
 	if c["heartbeats sent"] < 40 || c["heartbeats written (replicas)"] != c["heartbeats sent"] {
 		t.Errorf("heartbeats: sent %d, written %d: want at least one per agent, all written", c["heartbeats sent"], c["heartbeats written (replicas)"])

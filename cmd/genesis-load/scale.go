@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -54,6 +55,9 @@ import (
 type replica struct {
 	url string
 	pid int
+	// debug is its --debug-listen address ("": none; set with
+	// GENESIS_LOAD_PROFILE_DIR).
+	debug string
 }
 
 // scaleWorker is one `genesis-load agents` process.
@@ -263,6 +267,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 		log.Warn("not every long-poll parked", "err", err)
 	}
 	time.Sleep(2 * time.Second) // let the replicas settle before reading RSS
+	heapProfiles(ctx, f, reps, "parked")
 	var rssNotes []string
 	var maxRSS, maxPer float64
 	for k, r := range reps {
@@ -369,11 +374,17 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	} else {
 		rep.check(false, "no time left for the heartbeat phase within --time-limit %s", c.timeLimit)
 	}
+	heapProfiles(ctx, f, reps, "end")
 	// The leader observed DigitalOcean and had nothing to change there:
 	// every tenant's droplet exists as declared.
 	rep.Counts["DigitalOcean reads (the leader's observations)"] = calls.reads.Load()
 	rep.Counts["DigitalOcean writes"] = calls.writes.Load()
 	rep.check(calls.writes.Load() == 0, "the leader made %d DigitalOcean writes; every droplet existed as declared", calls.writes.Load())
+	var ops int64
+	if err := f.st.Pool().QueryRow(ctx, `SELECT count(*) FROM operations`).Scan(&ops); err == nil {
+		rep.Counts["operations the leader journaled"] = ops
+		rep.check(ops == 0, "the leader journaled %d operations; every tenant's droplet and hash were recorded as a create records them", ops)
+	}
 	log.Info("scale run done", "took", time.Since(began).Round(time.Second).String())
 	return rep, nil
 }
@@ -422,9 +433,15 @@ func seedDroplets(ctx context.Context, f *fleet, as []*simAgent, enrolled bool) 
 			recipients = append(recipients, id.Recipient().String())
 		}
 	}
+	// The tenant's file and commit each row was made from, as a create's
+	// outcome records them: the leader then finds nothing changed in git.
+	head, err := f.repo.head(ctx)
+	if err != nil {
+		return err
+	}
 	for lo := 0; lo < len(as); lo += 5000 {
 		batch := as[lo:min(len(as), lo+5000)]
-		var ws, names, ips, recips []string
+		var ws, names, ips, recips, blobs []string
 		var ids []int64
 		var hashes, creds, pubs [][]byte
 		for _, a := range batch {
@@ -433,6 +450,7 @@ func seedDroplets(ctx context.Context, f *fleet, as []*simAgent, enrolled bool) 
 			a.token = base64.RawURLEncoding.EncodeToString(b[:])
 			h := sha256.Sum256([]byte(a.token))
 			ws, names, ips, ids, hashes = append(ws, a.ws), append(names, a.name), append(ips, a.ip), append(ids, int64(dropletBase+a.i)), append(hashes, h[:])
+			blobs = append(blobs, gitBlobHash(f.repo.tenantFile(a.i, 0)))
 			if enrolled {
 				rand.Read(b[:])
 				a.cred = base64.RawURLEncoding.EncodeToString(b[:])
@@ -443,9 +461,9 @@ func seedDroplets(ctx context.Context, f *fleet, as []*simAgent, enrolled bool) 
 			}
 		}
 		err := pgxBegin(ctx, f, func(q execer) error {
-			if _, err := q.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation)
-				SELECT w, d, n, $5, $6, $7, ip::inet, $8, 'running', 1 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS t(w, d, n, ip)`,
-				ws, ids, names, ips, f.account, stateRegion, stateSize, state); err != nil {
+			if _, err := q.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation, tenant_hash, last_commit)
+				SELECT w, d, n, $6, $7, $8, ip::inet, $9, 'running', 1, b, $10 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) AS t(w, d, n, ip, b)`,
+				ws, ids, names, ips, blobs, f.account, stateRegion, stateSize, state, head); err != nil {
 				return fmt.Errorf("record droplets: %w", err)
 			}
 			if _, err := q.Exec(ctx, `INSERT INTO enrollment_tokens (token_hash, workspace, droplet_name, droplet_id, created_at, expires_at)
@@ -468,6 +486,15 @@ func seedDroplets(ctx context.Context, f *fleet, as []*simAgent, enrolled bool) 
 		}
 	}
 	return nil
+}
+
+// gitBlobHash is git's object id of a file holding data (what the
+// reconciler records as a tenant's hash: its file's blob).
+func gitBlobHash(data []byte) string {
+	h := sha1.New()
+	fmt.Fprintf(h, "blob %d\x00", len(data))
+	h.Write(data)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // waitManifests waits until n load droplets have a manifest.
@@ -942,6 +969,14 @@ func (f *fleet) startReplica(ctx context.Context, c config, bin string, k int, c
 	if c.replicaMemLimit != "" {
 		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+c.replicaMemLimit)
 	}
+	debug := ""
+	if os.Getenv(profileDirEnv) != "" {
+		var err error
+		if debug, err = freeLoopbackAddr(); err != nil {
+			return replica{}, err
+		}
+		cmd.Args = append(cmd.Args, "--debug-listen", debug)
+	}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -988,5 +1023,59 @@ func (f *fleet) startReplica(ctx context.Context, c config, bin string, k int, c
 	if err := waitReady(ctx, url); err != nil {
 		return replica{}, err
 	}
-	return replica{url: url, pid: cmd.Process.Pid}, nil
+	return replica{url: url, pid: cmd.Process.Pid, debug: debug}, nil
+}
+
+// freeLoopbackAddr is a loopback address with a port free a moment ago.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// heapProfiles writes each replica's heap profile (after a collection) to
+// $GENESIS_LOAD_PROFILE_DIR/<replica>.<moment>.heap.pprof, when that is
+// set: where a replica's memory goes at that moment of the run.
+func heapProfiles(ctx context.Context, f *fleet, reps []replica, moment string) {
+	dir := os.Getenv(profileDirEnv)
+	if dir == "" {
+		return
+	}
+	for k, r := range reps {
+		if r.debug == "" {
+			continue
+		}
+		name := filepath.Join(dir, fmt.Sprintf("load-%d.%s.heap.pprof", k, moment))
+		if err := fetchTo(ctx, f.http, "http://"+r.debug+"/debug/pprof/heap?gc=1", name); err != nil {
+			f.log.Warn("heap profile", "replica", k, "err", err)
+		}
+	}
+}
+
+// fetchTo writes the body of GET url to the file name.
+func fetchTo(ctx context.Context, cl *http.Client, url, name string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	out, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

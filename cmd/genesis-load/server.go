@@ -171,6 +171,11 @@ func waitReady(ctx context.Context, base string) error {
 	}
 }
 
+// profileDirEnv names the folder profiles go to: each `genesis-load serve`
+// writes its own; a scale run fetches its replicas' heap profiles through
+// their --debug-listen.
+const profileDirEnv = "GENESIS_LOAD_PROFILE_DIR"
+
 // serveMain is `genesis-load serve`, the reconciler side of a subprocess
 // run: it serves until stdin closes or a signal arrives, and prints one
 // JSON line (serverInfo) on stdout when ready.
@@ -215,7 +220,7 @@ func serveMain(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	// its whole life to <dir>/<replica-id>.cpu.pprof and, as it stops, a
 	// heap profile to <dir>/<replica-id>.heap.pprof (where a replica's time
 	// and memory go in a scale run).
-	if dir := os.Getenv("GENESIS_LOAD_PROFILE_DIR"); dir != "" {
+	if dir := os.Getenv(profileDirEnv); dir != "" {
 		name := filepath.Join(dir, cmp.Or(replicaID, "genesis-load"))
 		f, err := os.Create(name + ".cpu.pprof")
 		if err != nil {

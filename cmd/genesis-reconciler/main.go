@@ -8,6 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"strings"
@@ -100,7 +104,9 @@ Flags:
 type config struct {
 	service.Config
 	logFormat, logLevel, role string
-	announce                  listFlag
+	// debugListen serves net/http/pprof ("": off).
+	debugListen string
+	announce    listFlag
 }
 
 // listFlag is a repeatable flag whose default comes from a comma-separated
@@ -171,6 +177,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	str(&c.WebhookSecret, "webhook-secret", "GENESIS_WEBHOOK_SECRET", "", "secret of the push webhook's HMAC (empty refuses every hook)")
 	str(&c.role, "role", "GENESIS_ROLE", "full", "full: campaign for the leader lock and, leading, plan and execute against DigitalOcean; "+
 		"serve: never lead (agents, API, console and webhook only; no DigitalOcean token is read)")
+	str(&c.debugListen, "debug-listen", "GENESIS_DEBUG_LISTEN", "", "serve Go's profiler (/debug/pprof/) on this address, apart from the API (keep it on loopback: it shows the process's internals, unauthenticated; empty: off)")
 	str(&c.logFormat, "log-format", "GENESIS_LOG_FORMAT", "json", "log format: json or text")
 	str(&c.logLevel, "log-level", "GENESIS_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	dur(&c.PollInterval, "poll-interval", "GENESIS_POLL_INTERVAL", defaults.PollInterval, "how often the state repository is fetched (±10% jitter)")
@@ -308,8 +315,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer svc.Close()
+	if c.debugListen != "" {
+		stop, err := serveDebug(c.debugListen, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	fmt.Fprintf(stdout, "listening on %s\n", svc.URL())
 	return svc.Run(ctx)
+}
+
+// serveDebug serves net/http/pprof on addr until stop is called. It is
+// its own listener and mux, so the profiler is never reachable through
+// the API's address or its load balancer.
+func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--debug-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Warn("profiler served (--debug-listen): keep it off the network", "component", "http", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
 }
 
 // defaultReplicaID is <hostname>/<pid> (in Kubernetes the hostname is the

@@ -100,3 +100,27 @@ func containsAll(s string, subs []string) bool {
 	}
 	return true
 }
+
+// TestDebugListen: --debug-listen serves Go's profiler on its own address
+// and never through the API's.
+func TestDebugListen(t *testing.T) {
+	w := newWorld(t, 0, 0)
+	debug := testkit.FreeAddr(t)
+	p := w.start("--debug-listen", debug)
+	p.waitReady(t)
+	get := func(url string) int {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	if code := get("http://" + debug + "/debug/pprof/heap"); code != http.StatusOK {
+		t.Errorf("heap profile on --debug-listen: %d, want 200", code)
+	}
+	if code := get(p.url + "/debug/pprof/heap"); code != http.StatusNotFound {
+		t.Errorf("heap profile on the API's address: %d, want 404", code)
+	}
+}
