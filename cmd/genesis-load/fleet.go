@@ -237,39 +237,14 @@ func (f *fleet) startSubprocess(ctx context.Context, c config, dir string, cfg s
 	if err != nil {
 		return serverInfo{}, err
 	}
-	stdout, err := cmd.StdoutPipe()
+	lines, err := f.startChild(cmd, "reconciler subprocess", func() { stdin.Close() })
 	if err != nil {
 		return serverInfo{}, err
 	}
-	if err := cmd.Start(); err != nil {
-		return serverInfo{}, fmt.Errorf("start genesis-load serve: %w", err)
-	}
-	exited := make(chan error, 1)
-	lines := make(chan []byte, 1)
-	go func() {
-		br := bufio.NewReader(stdout)
-		line, _ := br.ReadBytes('\n')
-		lines <- line
-		io.Copy(io.Discard, br)
-		exited <- cmd.Wait()
-	}()
-	f.addCloser(func() {
-		stdin.Close()
-		select {
-		case err := <-exited:
-			if err != nil {
-				f.log.Error("reconciler subprocess ended", "err", err)
-			}
-		case <-time.After(30 * time.Second):
-			f.log.Error("reconciler subprocess did not stop; killing it", "pid", cmd.Process.Pid)
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
 	select {
 	case line := <-lines:
 		var info serverInfo
-		if err := json.Unmarshal(line, &info); err != nil || info.URL == "" || info.DatabaseURL == "" {
+		if err := json.Unmarshal([]byte(line), &info); err != nil || info.URL == "" || info.DatabaseURL == "" {
 			return serverInfo{}, errors.New("the reconciler subprocess ended before it was ready (its log is above)")
 		}
 		if err := loopbackURL("serve url", info.URL); err != nil {
@@ -279,6 +254,43 @@ func (f *fleet) startSubprocess(ctx context.Context, c config, dir string, cfg s
 	case <-ctx.Done():
 		return serverInfo{}, ctx.Err()
 	}
+}
+
+// startChild starts cmd, a server the run needs, and returns the first
+// line it prints on stdout (its readiness; the rest is discarded). As the
+// run ends, stop asks it to stop (closing its stdin, a signal) and it gets
+// 30 s before it is killed; name says what it is in the log.
+func (f *fleet) startChild(cmd *exec.Cmd, name string, stop func()) (<-chan string, error) {
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 1)
+	go func() {
+		br := bufio.NewReader(stdout)
+		line, _ := br.ReadString('\n')
+		lines <- line
+		io.Copy(io.Discard, br)
+		exited <- cmd.Wait()
+	}()
+	f.addCloser(func() {
+		stop()
+		select {
+		case err := <-exited:
+			if err != nil {
+				f.log.Error(name+" ended", "err", err)
+			}
+		case <-time.After(30 * time.Second):
+			f.log.Error(name+" did not stop; killing it", "pid", cmd.Process.Pid)
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	return lines, nil
 }
 
 // push tells the reconciler the state repository changed, as the git

@@ -978,35 +978,10 @@ func (f *fleet) startReplica(ctx context.Context, c config, bin string, k int, c
 		cmd.Args = append(cmd.Args, "--debug-listen", debug)
 	}
 	cmd.Stderr = stderr
-	stdout, err := cmd.StdoutPipe()
+	lines, err := f.startChild(cmd, "replica "+id, func() { cmd.Process.Signal(syscall.SIGTERM) })
 	if err != nil {
 		return replica{}, err
 	}
-	if err := cmd.Start(); err != nil {
-		return replica{}, fmt.Errorf("start %s: %w", bin, err)
-	}
-	exited := make(chan error, 1)
-	lines := make(chan string, 1)
-	go func() {
-		br := bufio.NewReader(stdout)
-		line, _ := br.ReadString('\n')
-		lines <- line
-		io.Copy(io.Discard, br)
-		exited <- cmd.Wait()
-	}()
-	f.addCloser(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				f.log.Error("replica ended", "replica", id, "err", err)
-			}
-		case <-time.After(30 * time.Second):
-			f.log.Error("replica did not stop; killing it", "replica", id, "pid", cmd.Process.Pid)
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
 	var url string
 	select {
 	case line := <-lines:
