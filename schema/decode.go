@@ -2,6 +2,7 @@ package schema
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -9,9 +10,11 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unique"
 
 	"gopkg.in/yaml.v3"
 )
@@ -41,16 +44,34 @@ var (
 // positions records where each field path ("spec.droplet.region",
 // "spec.credentials[1].name") stands in its file: the value for scalars, the
 // key for mappings and sequences (so "missing field" errors point at the
-// parent's key). It is kept with every decoded tenant, so it is compact:
-// every path in one string and a table sorted by path (a map of them cost
-// ~1.6 KiB per tenant, 160 MiB per replica at 100,000 tenants).
-type positions struct {
-	paths string
-	ents  []posEnt
+// parent's key). It is kept with every decoded tenant, so it is one pointer
+// to a table interned with the unique package: the files of one shape (the
+// same fields, keys and lists, at the same lines and columns, as files
+// written by one tool or from one example are) share a table. A table of
+// their own cost ~1 KiB per tenant, ~100 MiB per replica at 100,000
+// tenants (tenants' BenchmarkSnapshotHeap; a map, before that, ~1.6 KiB).
+// The zero value records nothing.
+type positions struct{ h unique.Handle[posTable] }
+
+// posTable is a positions table: paths holds every path, sorted and
+// concatenated; ents holds, for each path in that order, posEntSize bytes:
+// where the path starts in paths (it ends where the next one starts), its
+// line and its column, each a little-endian uint32. Both are strings so
+// that the table is comparable, which unique needs, and paths is interned
+// on its own: files of one shape whose lines differ (a sealed credential
+// one line longer) still share their paths.
+//
+// uint32 is enough: a file is at most MaxFileSize (1 MiB) bytes, so no
+// line or column exceeds 2^21, and a path is a bounded number of segments
+// (struct fields nest a few levels deep; only map keys, themselves bytes of
+// the file, are long), so all of them together are far below 4 GiB.
+type posTable struct {
+	paths unique.Handle[string]
+	ents  string
 }
 
-// posEnt is one path (paths[off:off+n]) and its line and column.
-type posEnt struct{ off, n, line, col uint32 }
+// posEntSize is the size of one entry of posTable.ents.
+const posEntSize = 12
 
 // compactPositions makes the table of m.
 func compactPositions(m map[string]Pos) positions {
@@ -59,25 +80,44 @@ func compactPositions(m map[string]Pos) positions {
 	for _, k := range keys {
 		size += len(k)
 	}
-	var b strings.Builder
-	b.Grow(size)
-	ents := make([]posEnt, len(keys))
-	for i, k := range keys {
-		ents[i] = posEnt{off: uint32(b.Len()), n: uint32(len(k)), line: uint32(max(m[k].Line, 0)), col: uint32(max(m[k].Col, 0))}
-		b.WriteString(k)
+	paths := make([]byte, 0, size)
+	ents := make([]byte, 0, len(keys)*posEntSize)
+	for _, k := range keys {
+		ents = binary.LittleEndian.AppendUint32(ents, uint32(len(paths)))
+		ents = binary.LittleEndian.AppendUint32(ents, uint32(max(m[k].Line, 0)))
+		ents = binary.LittleEndian.AppendUint32(ents, uint32(max(m[k].Col, 0)))
+		paths = append(paths, k...)
 	}
-	return positions{paths: b.String(), ents: ents}
+	return positions{unique.Make(posTable{paths: unique.Make(string(paths)), ents: string(ents)})}
+}
+
+// u32 is the little-endian uint32 at s[i:].
+func u32(s string, i int) uint32 {
+	return uint32(s[i]) | uint32(s[i+1])<<8 | uint32(s[i+2])<<16 | uint32(s[i+3])<<24
+}
+
+// path is the i-th path of the table.
+func (t posTable) path(i int) string {
+	paths := t.paths.Value()
+	end := len(paths)
+	if next := (i + 1) * posEntSize; next < len(t.ents) {
+		end = int(u32(t.ents, next))
+	}
+	return paths[u32(t.ents, i*posEntSize):end]
 }
 
 // get returns the position recorded for exactly path.
 func (p positions) get(path string) (Pos, bool) {
-	i, ok := slices.BinarySearchFunc(p.ents, path, func(e posEnt, t string) int {
-		return strings.Compare(p.paths[e.off:e.off+e.n], t)
-	})
+	if p.h == (unique.Handle[posTable]{}) {
+		return Pos{}, false
+	}
+	t := p.h.Value()
+	i, ok := sort.Find(len(t.ents)/posEntSize, func(i int) int { return strings.Compare(path, t.path(i)) })
 	if !ok {
 		return Pos{}, false
 	}
-	return Pos{Line: int(p.ents[i].line), Col: int(p.ents[i].col)}, true
+	e := i * posEntSize
+	return Pos{Line: int(u32(t.ents, e+4)), Col: int(u32(t.ents, e+8))}, true
 }
 
 // at returns the position of path, or of its nearest recorded ancestor.
@@ -92,6 +132,26 @@ func (p positions) at(path string) Pos {
 		}
 		path = path[:i]
 	}
+}
+
+// maxInterned is the length of the longest decoded string that is
+// interned (see intern).
+const maxInterned = 64
+
+// intern returns s, or an equal string that other decoded files share. A
+// replica keeps every tenant decoded, and most of their short strings
+// repeat from file to file (regions, tiers, states, credential names and
+// types, template names, map keys): each was a copy of its own. The unique
+// package keeps a canonical copy only while a Handle to it lives, and the
+// decoded structs hold plain strings, so the sharing holds among the files
+// decoded between two collections; a string in one file only (an id, a
+// domain) costs what it did. Long strings (sealed credentials) are not
+// shared, and hashing them would be wasted.
+func intern(s string) string {
+	if s == "" || len(s) > maxInterned {
+		return s
+	}
+	return unique.Make(s).Value()
 }
 
 // decoder is a strict YAML-to-struct decoder: unknown and duplicate fields are
@@ -253,7 +313,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			d.at(p, "%s: want a count such as 3 or a percentage such as \"10%%\", got %s", name, kindName(n))
 			return
 		}
-		v.SetString(n.Value)
+		v.SetString(intern(n.Value))
 		return
 	}
 	switch v.Kind() {
@@ -288,7 +348,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			d.at(p, "%s: want a string, got %s (quote it to make it a string)", name, kindName(n))
 			return
 		}
-		v.SetString(n.Value)
+		v.SetString(intern(n.Value))
 	case reflect.Int, reflect.Int64:
 		if n.Kind != yaml.ScalarNode || isNull(n) {
 			d.at(p, "%s: want an integer, got %s", name, kindName(n))
@@ -391,7 +451,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path, name string) {
 			d.at(kp, "%s: keys must be plain strings", name)
 			continue
 		}
-		key := reflect.ValueOf(k.Value).Convert(v.Type().Key())
+		key := reflect.ValueOf(intern(k.Value)).Convert(v.Type().Key())
 		if m.MapIndex(key).IsValid() {
 			d.at(kp, "duplicate key %q in %s", k.Value, name)
 			continue
@@ -404,7 +464,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path, name string) {
 		if elem.Kind() == reflect.String && val.Kind == yaml.ScalarNode && !isNull(val) {
 			// Map values are free-form text (template params): a number
 			// or a boolean reads as its text.
-			elem.SetString(val.Value)
+			elem.SetString(intern(val.Value))
 		} else {
 			d.value(val, elem, ep)
 		}

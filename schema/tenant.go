@@ -148,10 +148,15 @@ func DecodeTenant(file string, data []byte) (*Tenant, Errors) {
 	}
 	t.pos = pos
 	c := &errorf{file: file}
-	t.validate(c, IDFromPath(file))
+	wantID := IDFromPath(file)
+	t.validate(c, wantID)
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}
+	// The id equals the file's name (validate checked it): keep the name,
+	// a part of file, which the caller keeps beside the tenant, rather
+	// than a copy of it.
+	t.Metadata.ID = wantID
 	return &t, nil
 }
 

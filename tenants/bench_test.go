@@ -5,10 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"gopkg.in/yaml.v3"
 
 	"genesis.dev/fleet/internal/testkit"
@@ -160,5 +162,142 @@ func BenchmarkIncrementalOneTenant(b *testing.B) {
 				b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
 			}
 		})
+	}
+}
+
+// prodFleet and prodTemplate are the fleet and golden template of
+// cmd/genesis-load's state repository (stateFleet, stateTemplate): one
+// account serving nyc3, and a Gmail workflow with one credential
+// placeholder and one parameter.
+const prodFleet = `apiVersion: genesis.dev/v1
+kind: Fleet
+metadata: {name: genesis-load}
+spec:
+  accounts:
+    - {name: load, regions: [nyc3], maxDroplets: %d, tokenEnv: GENESIS_LOAD_DO_TOKEN}
+  defaults: {size: s-1vcpu-1gb, image: ubuntu-22-04-x64, n8nVersion: 1.123.81}
+  recipients: [%s]
+  safety: {maxDestroyPerRun: 0, maxHibernatePercent: 0}
+  sizes:
+    s-1vcpu-1gb: {monthlyUSD: 6}
+`
+
+const prodTemplate = `{"name":"Welcome","nodes":[{"name":"Gmail","type":"n8n-nodes-base.gmail","parameters":{"subject":"{{param.greeting}}"},"credentials":{"gmailOAuth2":{"id":"TEMPLATE_GMAIL_UUID","name":"gmail"}}}],"connections":{}}`
+
+// prodTenant is tenant id's file as genesis-load writes it (tenantFile):
+// metadata, state, region, one domain, one credential sealed to the fleet
+// (sealed, an armored age file) and one workflow.
+func prodTenant(id, domain, sealed string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: %s, name: %s, tier: pro}\nspec:\n  state: running\n  droplet: {region: nyc3}\n  domains: [%s]\n  credentials:\n", id, id, domain)
+	b.WriteString("    - name: gmail\n      type: gmailOAuth2\n      sealed: |\n")
+	for _, line := range strings.Split(strings.TrimSpace(sealed), "\n") {
+		b.WriteString("        " + line + "\n")
+	}
+	b.WriteString("  workflows:\n    - template: welcome\n      credentials: {TEMPLATE_GMAIL_UUID: gmail}\n      params: {greeting: \"Hello\"}\n")
+	return []byte(b.String())
+}
+
+// prodRepo makes a packed state repository of n production-shaped tenants
+// (prodTenant) under dir and returns the total size of the tenant files.
+// Sealing costs ~1 ms a credential, so a few distinct sealed credentials
+// are made and used in turn: the decoder keeps each tenant's copy anyway.
+func prodRepo(b *testing.B, dir string, n int) (tenantBytes int64) {
+	b.Helper()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sealed := make([]string, 8)
+	for i := range sealed {
+		sealed[i] = testkit.Seal(b, id.Recipient(), fmt.Sprintf(`{"clientId":"bench-%d","clientSecret":"%032x"}`, i, i))
+	}
+	for _, d := range []string{"tenants", "templates/workflows"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	write := func(p string, data []byte) {
+		if err := os.WriteFile(filepath.Join(dir, p), data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	write("genesis.yaml", fmt.Appendf(nil, prodFleet, n, id.Recipient()))
+	write("templates/workflows/welcome.json", []byte(prodTemplate))
+	for i := range n {
+		tid := fmt.Sprintf("ws-prod-%06d", i)
+		data := prodTenant(tid, fmt.Sprintf("t%06d.example.com", i), sealed[i%len(sealed)])
+		tenantBytes += int64(len(data))
+		write("tenants/"+tid+".yaml", data)
+	}
+	testkit.Git(b, dir, "init", "-q", "-b", "main")
+	testkit.Git(b, dir, "add", "-A")
+	testkit.Git(b, dir, "commit", "-q", "-m", "generated")
+	testkit.Git(b, dir, "repack", "-adq")
+	return tenantBytes
+}
+
+// BenchmarkSnapshotHeap is what a replica keeps to hold the fleet: the live
+// heap of a Source synced once to 100,000 production-shaped tenants
+// (prodTenant), measured after a collection with the Source and its
+// Snapshot alive, per tenant (B/tenant). file-B/tenant, the average size
+// of the tenant files themselves, is the same-run baseline: the ratio
+// says how many times its file a decoded tenant costs. With
+// GENESIS_HEAP_PROFILE set to a path, a heap profile is written there at
+// the moment of the measurement.
+func BenchmarkSnapshotHeap(b *testing.B) {
+	const n = 100_000
+	dir := b.TempDir()
+	fileBytes := prodRepo(b, dir, n)
+	b.Run(fmt.Sprintf("tenants=%d", n), func(b *testing.B) {
+		var live int64
+		for range b.N {
+			before := liveHeap()
+			s := openLocal(b, dir)
+			snap := mustSync(b, s)
+			live += liveHeap() - before
+			if len(snap.Tenants) != n || len(snap.Errors) != 0 || len(snap.Invalid()) != 0 {
+				b.Fatalf("%d tenants, %d invalid, errors: %v", len(snap.Tenants), len(snap.Invalid()), snap.Errors)
+			}
+			for id, st := range snap.Tenants {
+				if st.Tenant == nil || st.Tenant.Metadata.ID != id || len(st.Tenant.Spec.Workflows) != 1 || len(st.Tenant.Spec.Credentials) != 1 {
+					b.Fatalf("tenant %s: decoded as %+v", id, st.Tenant)
+				}
+			}
+			if p := os.Getenv("GENESIS_HEAP_PROFILE"); p != "" {
+				writeHeapProfile(b, p)
+			}
+			runtime.KeepAlive(s)
+			runtime.KeepAlive(snap)
+		}
+		b.ReportMetric(float64(live)/float64(b.N*n), "B/tenant")
+		b.ReportMetric(float64(fileBytes)/float64(n), "file-B/tenant")
+	})
+}
+
+// liveHeap collects the garbage and returns the bytes left on the heap. It
+// collects twice, a moment apart: values interned with the unique package
+// and no longer held leave entries behind that its own goroutine drops
+// after a collection, and only the next one frees them.
+func liveHeap() int64 {
+	var m runtime.MemStats
+	runtime.GC()
+	time.Sleep(100 * time.Millisecond)
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// writeHeapProfile writes the heap profile, as of a collection made now,
+// to p.
+func writeHeapProfile(b *testing.B, p string) {
+	b.Helper()
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
 	}
 }
