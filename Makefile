@@ -123,7 +123,8 @@ bench: ## Benchmarks and the load tool (genesis-load), as ratios against in-run 
 # open-file limit) dialing from many 127.0.0.0/8 addresses; it stops at its
 # --time-limit (SCALE_LIMIT) and reports what it measured. Then the
 # one-tenant-commit benchmarks at 100,000 tenants (sync with the incremental
-# and the whole-set uniqueness check, plan; ~3 min). ~15 min on 2 cores; the
+# and the whole-set uniqueness check, plan; ~3 min) and the decoded fleet's
+# heap per tenant (~2 min). ~17 min on 2 cores; the
 # machine should be quiet.
 SCALE_AGENTS ?= 100000
 SCALE_REPLICAS ?= 6
@@ -143,6 +144,7 @@ bench-scale: ## 100,000 agents over 6 reconciler replicas on one Postgres (genes
 	$(LOAD) scale --agents $(SCALE_AGENTS) --replicas $(SCALE_REPLICAS) --credentials 1 --connections 384 --duration 30s --time-limit $(SCALE_LIMIT) $(if $(SCALE_MEMLIMIT),--replica-memory-limit $(SCALE_MEMLIMIT)) $(LOAD_FLAGS)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'IncrementalOneTenant' -benchtime 3x -timeout 30m ./tenants/ | tee $(BENCH_SCALE_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'ComputeIncremental' -benchtime 10x ./reconciler/plan/ | tee -a $(BENCH_SCALE_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'SnapshotHeap' -benchtime 1x -timeout 30m ./tenants/ | tee -a $(BENCH_SCALE_OUT)
 	$(LOAD) gobench --as 'go test -bench (scale)' --input $(BENCH_SCALE_OUT) $(LOAD_FLAGS)
 
 .PHONY: db

@@ -125,6 +125,12 @@ func goBenchReport(b map[string]map[string]float64) *report {
 			Goal: "≤ 50 ms", Verdict: verdict(inc <= 50),
 			Note: "`go test -run '^$' -bench Compute -benchtime 10x ./reconciler/plan/`; the planner only: the git sync around it (tenants BenchmarkIncrementalOneTenant) is not included"})
 	}
+	if heap, ok := get("SnapshotHeap/tenants=100000", "B/tenant"); ok {
+		file, _ := get("SnapshotHeap/tenants=100000", "file-B/tenant")
+		rep.add(figure{Measure: "a replica's decoded fleet at 100,000 tenants: live heap per tenant", Value: heap, Unit: "B",
+			Baseline: "the tenant's file (production-shaped: a sealed credential, a domain, a workflow)", BaselineValue: file,
+			Note: fmt.Sprintf("`go test -run '^$' -bench SnapshotHeap -benchtime 1x ./tenants/`: a Source synced once, after a collection; %.0f MiB for the whole fleet, held by every replica", heap*100_000/(1<<20))})
+	}
 	if inc, ok := get("IncrementalOneTenant/unique=incremental", "ns/op"); ok {
 		whole, _ := get("IncrementalOneTenant/unique=whole-set", "ns/op")
 		rep.add(figure{Measure: "sync after a one-tenant commit at 100,000 tenants (git, one parse, cross-tenant rules, snapshot)", Value: inc / 1e6, Unit: "ms",

@@ -123,6 +123,7 @@ BenchmarkColdLoad/tenants=15000-2   	       1	820000000 ns/op	        54.67 µs/
 BenchmarkRawYAMLDecode/tenants=15000-2         1	530000000 ns/op	        35.33 µs/tenant
 BenchmarkIncrementalOneTenant/unique=whole-set-2         	      20	 950247912 ns/op	         1.000 parses/op
 BenchmarkIncrementalOneTenant/unique=incremental-2       	      20	 608349492 ns/op	         1.000 parses/op
+BenchmarkSnapshotHeap/tenants=100000-2                  	       1	21034567890 ns/op	      2247 B/tenant	       880.0 file-B/tenant
 PASS
 `
 
@@ -148,6 +149,7 @@ func TestGoBenchReport(t *testing.T) {
 		{"heartbeat ingest, handler → Postgres (in process)", "met", 0.611},
 		{"cold load of 15,000 tenants (git, decode, validate, index)", "", 1.547},
 		{"incremental plan at 100,000 tenants (plan.Compute, one tenant changed)", "met", 0.015},
+		{"a replica's decoded fleet at 100,000 tenants: live heap per tenant", "", 2.553},
 		{"sync after a one-tenant commit at 100,000 tenants (git, one parse, cross-tenant rules, snapshot)", "", 0.64},
 		{"one-tenant commit at 100,000 tenants: sync + plan", "not met", 0.641},
 		{"provisioning 1,000 droplets, boot 0s: achieved ÷ rate-limit bound", "met", 1},
