@@ -24,11 +24,11 @@ type Config struct {
 	// else is wired as genesis-reconciler wires it: the store, the state
 	// repository's watcher, the event listener, the agent protocol, the
 	// tenant API, the console, /metrics, the push webhook and the HTTP
-	// server. Alone (the load tool's stand-in for a leader), as no loop
-	// leads, this replica runs the manifest sweep itself and records
-	// genesis.yaml's accounts at every snapshot (the first thing a pass
-	// does), so droplets journaled from outside the loop have their
-	// account: run one such replica per database.
+	// server. Alone (genesis-load's reconciler in its one-replica
+	// scenarios), as no loop leads, this replica runs the manifest sweep
+	// itself and records genesis.yaml's accounts at every snapshot (the
+	// first thing a pass does), so droplets journaled from outside the
+	// loop have their account: run one such replica per database.
 	AgentSideOnly bool
 	// AgentSideFollower, with AgentSideOnly, is genesis-reconciler's
 	// --role serve: a replica that never leads. It serves agents, the API
