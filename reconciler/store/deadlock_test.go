@@ -27,7 +27,7 @@ import (
 // tenants (genesis-load scale).
 func TestBulkWritesNeverDeadlock(t *testing.T) {
 	if testing.Short() {
-		t.Skip("several seconds of concurrent batches")
+		t.Skip("skipped with -short: several seconds of concurrent batches")
 	}
 	db, _ := open(t)
 	ctx := t.Context()
