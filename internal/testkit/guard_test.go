@@ -128,10 +128,13 @@ var boundaries = []boundary{
 	},
 	{
 		// The local fleet (the demo's and the e2e tests' world) runs the
-		// simulator in process; no product binary does.
-		name: "only the simulator binary, the local fleet and the demo (and tests) link the DigitalOcean simulator",
+		// simulator in process, and so does the load tool (its scale
+		// scenario seeds 100,000 droplets in it for the leader to
+		// observe); no product binary does.
+		name: "only the simulator binary, the local fleet, the demo and the load tool (and tests) link the DigitalOcean simulator",
 		applies: func(p string) bool {
-			return !under(p, "fakes/dosim") && !under(p, "cmd/genesis-dosim") && !under(p, "localfleet") && !under(p, "cmd/genesis-demo") && !testHelper(p)
+			return !under(p, "fakes/dosim") && !under(p, "cmd/genesis-dosim") && !under(p, "localfleet") && !under(p, "cmd/genesis-demo") &&
+				!under(p, "cmd/genesis-load") && !testHelper(p)
 		},
 		forbidden: func(d string) bool { return hasPrefix(d, module+"/fakes/dosim") },
 	},
