@@ -96,6 +96,14 @@ func TestRotateSecrets(t *testing.T) {
 		r, ok, err := w.st.RotationOf(ctx, "ws-acme")
 		return err == nil && ok && r.State == "succeeded"
 	})
+	// The server records success at the first heartbeat with the new
+	// credential, which the agent sends before it finishes its own
+	// switch: wait for the agent's side too (a CI run read its keys in
+	// between).
+	waitFor(t, "the agent to finish its switch", func() bool {
+		r := d.state.RotationReport()
+		return r != nil && r.Done == 1 && r.Working == 0
+	})
 	if got := n8nRotated.Load(); got != 1 {
 		t.Errorf("n8n part ran for generation %d, want 1", got)
 	}
