@@ -285,6 +285,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.ObservedMaxAge <= 0 {
 		c.ObservedMaxAge = 5 * c.Resync
 	}
+	if c.debugListen != "" {
+		if _, port, err := net.SplitHostPort(c.debugListen); err != nil || port == "" {
+			return c, cliexit.Usage("--debug-listen %q: want host:port, such as 127.0.0.1:6060", c.debugListen)
+		}
+	}
 	if _, err := auth.ParsePrefixes(c.TrustedProxies); err != nil {
 		return c, cliexit.Usage("--trusted-proxies: %v", err)
 	}
@@ -310,11 +315,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc, err := service.New(ctx, c.Config, log, reg)
-	if err != nil {
-		return err
-	}
-	defer svc.Close()
+	// The profiler's address is taken before anything else, so a typo or a
+	// port in use exits at once, before Postgres is opened or migrated.
 	if c.debugListen != "" {
 		stop, err := serveDebug(c.debugListen, log)
 		if err != nil {
@@ -322,6 +324,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer stop()
 	}
+	svc, err := service.New(ctx, c.Config, log, reg)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
 	fmt.Fprintf(stdout, "listening on %s\n", svc.URL())
 	return svc.Run(ctx)
 }

@@ -314,6 +314,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"--database-url", "postgres://x", "--state-dir", "x", "--insecure-no-auth", "--metrics-token-required"}, 2, "--metrics-token-required needs --tokens"},
 		{[]string{"--database-url", "postgres://x", "--state-dir", "x", "--insecure-no-auth", "--replica-id", "replica a"}, 2, `--replica-id: replica id "replica a"`},
 		{[]string{"--database-url", "postgres://x", "--state-dir", "x", "--insecure-no-auth", "--role", "leader"}, 2, `--role: want full or serve, got "leader"`},
+		{[]string{"--database-url", "postgres://x", "--state-dir", "x", "--insecure-no-auth", "--debug-listen", "6060"}, 2, `--debug-listen "6060": want host:port`},
 	} {
 		cmd := exec.Command(binary, tc.args...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}

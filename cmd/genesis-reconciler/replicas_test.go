@@ -53,8 +53,17 @@ func planCmd(t *testing.T, state, url, token string) (int, json.RawMessage, stri
 // once to the leader and once to the follower; each reaches DigitalOcean (the
 // simulator) in about the same time (both latencies are logged). Then
 // genesis plan --reconciler against the follower prints the leader's plan,
-// and refuses once the stored observation is stale.
+// and refuses once the stored observation is stale. The follower is run
+// twice: a full replica (which could lead) and a --role serve one (which
+// never does, and holds no DigitalOcean token): either way the leader acts
+// on what reached it.
 func TestEveryReplicaEqual(t *testing.T) {
+	for _, role := range []string{"full", "serve"} {
+		t.Run("follower "+role, func(t *testing.T) { testEveryReplicaEqual(t, role) })
+	}
+}
+
+func testEveryReplicaEqual(t *testing.T, followerRole string) {
 	w := newWorld(t, 1, 0)
 	// ws-pl, ws-pf: declared hibernated, never created (a PATCH runs them);
 	// ws-wl, ws-wf: running, hibernated below, then woken; ws-rl, ws-rf:
@@ -80,16 +89,23 @@ func TestEveryReplicaEqual(t *testing.T) {
 	w.exec(`INSERT INTO fleet_status (workspace, state, desired_state, last_error) VALUES
 		('ws-rl', 'FAILED', 'running', 'test: gave up'), ('ws-rf', 'FAILED', 'running', 'test: gave up')`)
 
-	replica := func(name string) *proc {
-		return w.start("--state-repo", "file://"+bare, "--cache-dir", t.TempDir(), "--tokens", toks, "--replica-id", name,
-			"--poll-interval", "1h", "--resync", "1h")
+	replica := func(name, role string, extra ...string) *proc {
+		return w.start(append([]string{"--state-repo", "file://" + bare, "--cache-dir", t.TempDir(), "--tokens", toks, "--replica-id", name,
+			"--poll-interval", "1h", "--resync", "1h", "--role", role}, extra...)...)
 	}
-	leader := replica("replica-leader")
+	leader := replica("replica-leader", "full")
 	testkit.WaitFor(t, "the leader to create the running tenants", func() bool {
 		n := w.dropletsByName()
 		return n["genesis-ws-000-1"] == 1 && n["genesis-ws-wl-1"] == 1 && n["genesis-ws-wf-1"] == 1
 	})
-	follower := replica("replica-follower")
+	var follower *proc
+	if followerRole == "serve" {
+		// No DigitalOcean at all: whatever reaches the serve replica is
+		// done by the leader.
+		follower = replica("replica-follower", "serve", "--do-api-url", "http://127.0.0.1:1/")
+	} else {
+		follower = replica("replica-follower", "full")
+	}
 	call := map[string]func(method, path, token, body string, hdr ...string) (*http.Response, []byte){
 		"leader": apiClient(t, leader.url), "follower": apiClient(t, follower.url)}
 	testkit.WaitFor(t, "the follower's tenant API", func() bool {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -122,5 +124,23 @@ func TestDebugListen(t *testing.T) {
 	}
 	if code := get(p.url + "/debug/pprof/heap"); code != http.StatusNotFound {
 		t.Errorf("heap profile on the API's address: %d, want 404", code)
+	}
+}
+
+// TestDebugListenTaken: a --debug-listen address that cannot be listened on
+// stops the reconciler before it opens Postgres (this database URL would
+// fail to connect, and the error must name the profiler's address, not it).
+func TestDebugListenTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := exec.Command(binary, "--database-url", "postgres://genesis@127.0.0.1:1/none?connect_timeout=1", "--state-dir", t.TempDir(),
+		"--insecure-no-auth", "--debug-listen", ln.Addr().String())
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "--debug-listen") || strings.Contains(string(out), "127.0.0.1:1") {
+		t.Errorf("exit %d, output %q; want exit 1 naming --debug-listen before any database error", code, out)
 	}
 }

@@ -51,14 +51,14 @@ type Service struct {
 	addr      string
 	scheme    string
 	publicURL string
-	// agentSideOnly is Config.AgentSideOnly; serveOnly is
-	// Config.AgentSideFollower with it (--role serve).
-	agentSideOnly, serveOnly bool
-	backups                  *backup.Service
-	rollouts                 *rollouts.Executor
-	activator                *activatorServer
-	prober                   *availability.Prober
-	console                  *console.Console
+	// agentSideOnly and agentSideFollower are the Config's (both: --role
+	// serve).
+	agentSideOnly, agentSideFollower bool
+	backups                          *backup.Service
+	rollouts                         *rollouts.Executor
+	activator                        *activatorServer
+	prober                           *availability.Prober
+	console                          *console.Console
 }
 
 // New opens the database (applying migrations), reads the keys, listens on
@@ -268,7 +268,7 @@ func New(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regist
 	log.Info("listening", "component", "http", "addr", ln.Addr().String(), "scheme", scheme, "limits", c.HTTP.describe())
 	s.watcher, s.rec, s.events, s.agents, s.api, s.srv, s.handler = watcher, rec, events, agents, api, srv, handler
 	s.addr, s.scheme, s.publicURL = ln.Addr().String(), scheme, publicURL
-	s.agentSideOnly, s.serveOnly = c.AgentSideOnly, c.AgentSideOnly && c.AgentSideFollower
+	s.agentSideOnly, s.agentSideFollower = c.AgentSideOnly, c.AgentSideFollower
 	s.backups = backups
 	s.rollouts = rollouts.New(rollouts.Config{Store: st, Desired: rec.Snapshot, Kick: agents.Kick, Logger: log, Registerer: reg, Every: c.RolloutEvery,
 		Notify: rec.Notice})
@@ -304,7 +304,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return watcher.Run(ctx, func(ctx context.Context, snap tenants.Snapshot, err error) {
-			if s.agentSideOnly && !s.serveOnly && err == nil {
+			if s.agentSideOnly && !s.agentSideFollower && err == nil {
 				s.recordAccounts(ctx, snap)
 			}
 			rec.Deliver(ctx, snap, err)
