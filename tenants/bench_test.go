@@ -1,6 +1,7 @@
 package tenants
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"filippo.io/age"
 	"gopkg.in/yaml.v3"
 
+	"genesis.dev/fleet/internal/loadstate"
 	"genesis.dev/fleet/internal/testkit"
 )
 
@@ -165,37 +167,12 @@ func BenchmarkIncrementalOneTenant(b *testing.B) {
 	}
 }
 
-// prodFleet and prodTemplate are the fleet and golden template of
-// cmd/genesis-load's state repository (stateFleet, stateTemplate): one
-// account serving nyc3, and a Gmail workflow with one credential
-// placeholder and one parameter.
-const prodFleet = `apiVersion: genesis.dev/v1
-kind: Fleet
-metadata: {name: genesis-load}
-spec:
-  accounts:
-    - {name: load, regions: [nyc3], maxDroplets: %d, tokenEnv: GENESIS_LOAD_DO_TOKEN}
-  defaults: {size: s-1vcpu-1gb, image: ubuntu-22-04-x64, n8nVersion: 1.123.81}
-  recipients: [%s]
-  safety: {maxDestroyPerRun: 0, maxHibernatePercent: 0}
-  sizes:
-    s-1vcpu-1gb: {monthlyUSD: 6}
-`
-
-const prodTemplate = `{"name":"Welcome","nodes":[{"name":"Gmail","type":"n8n-nodes-base.gmail","parameters":{"subject":"{{param.greeting}}"},"credentials":{"gmailOAuth2":{"id":"TEMPLATE_GMAIL_UUID","name":"gmail"}}}],"connections":{}}`
-
-// prodTenant is tenant id's file as genesis-load writes it (tenantFile):
-// metadata, state, region, one domain, one credential sealed to the fleet
-// (sealed, an armored age file) and one workflow.
+// prodTenant is tenant id's file as genesis-load writes it (see
+// internal/loadstate), with one domain and one credential: metadata,
+// state, region, the domain, the credential sealed to the fleet (sealed,
+// an armored age file) and one workflow.
 func prodTenant(id, domain, sealed string) []byte {
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: %s, name: %s, tier: pro}\nspec:\n  state: running\n  droplet: {region: nyc3}\n  domains: [%s]\n  credentials:\n", id, id, domain)
-	b.WriteString("    - name: gmail\n      type: gmailOAuth2\n      sealed: |\n")
-	for _, line := range strings.Split(strings.TrimSpace(sealed), "\n") {
-		b.WriteString("        " + line + "\n")
-	}
-	b.WriteString("  workflows:\n    - template: welcome\n      credentials: {TEMPLATE_GMAIL_UUID: gmail}\n      params: {greeting: \"Hello\"}\n")
-	return []byte(b.String())
+	return loadstate.Tenant(id, domain, []string{sealed}, "Hello")
 }
 
 // prodRepo makes a packed state repository of n production-shaped tenants
@@ -222,8 +199,8 @@ func prodRepo(b *testing.B, dir string, n int) (tenantBytes int64) {
 			b.Fatal(err)
 		}
 	}
-	write("genesis.yaml", fmt.Appendf(nil, prodFleet, n, id.Recipient()))
-	write("templates/workflows/welcome.json", []byte(prodTemplate))
+	write("genesis.yaml", loadstate.Fleet(n, id.Recipient().String()))
+	write("templates/workflows/welcome.json", []byte(loadstate.Template))
 	for i := range n {
 		tid := fmt.Sprintf("ws-prod-%06d", i)
 		data := prodTenant(tid, fmt.Sprintf("t%06d.example.com", i), sealed[i%len(sealed)])
@@ -272,6 +249,61 @@ func BenchmarkSnapshotHeap(b *testing.B) {
 		}
 		b.ReportMetric(float64(live)/float64(b.N*n), "B/tenant")
 		b.ReportMetric(float64(fileBytes)/float64(n), "file-B/tenant")
+	})
+
+	// A commit that edits every tenant file: the fleet labelled into ten
+	// rollout waves. Until every reader has moved to the new Snapshot,
+	// the previous one is held too; what the new one adds is measured with
+	// the edited files decoded as the Source does (sharing what the edit
+	// left alone with their previous versions) and, as the same-run
+	// baseline, decoded afresh (noShare).
+	testkit.Git(b, dir, "branch", "before-edit")
+	for i := range n {
+		p := filepath.Join(dir, "tenants", fmt.Sprintf("ws-prod-%06d.yaml", i))
+		data, err := os.ReadFile(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		edited := bytes.Replace(data, []byte(", tier: pro}"), fmt.Appendf(nil, ", tier: pro, labels: {wave: w%d}}", i%10), 1)
+		if bytes.Equal(edited, data) {
+			b.Fatalf("%s: no metadata line to label", p)
+		}
+		if err := os.WriteFile(p, edited, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	testkit.Git(b, dir, "commit", "-qam", "label every tenant")
+	b.Run(fmt.Sprintf("edit=every-file/tenants=%d", n), func(b *testing.B) {
+		var held, unshared int64
+		for i := range b.N {
+			for _, noShare := range []bool{false, true} {
+				branch := fmt.Sprintf("bench-%d-%v", i, noShare)
+				testkit.Git(b, dir, "branch", "-f", branch, "before-edit")
+				s, err := Open(Config{Repo: dir, Branch: branch, Logger: quietLogger()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.ix.noShare = noShare
+				prev := mustSync(b, s)
+				one := liveHeap()
+				testkit.Git(b, dir, "branch", "-f", branch, "main")
+				next := mustSync(b, s)
+				added := liveHeap() - one
+				if len(next.Changed) != n || len(next.Errors) != 0 || next.Tenants["ws-prod-000003"].Tenant.Metadata.Labels["wave"] != "w3" {
+					b.Fatalf("the edit: %d changed, errors %v", len(next.Changed), next.Errors)
+				}
+				if noShare {
+					unshared += added
+				} else {
+					held += added
+				}
+				runtime.KeepAlive(prev)
+				runtime.KeepAlive(next)
+				runtime.KeepAlive(s)
+			}
+		}
+		b.ReportMetric(float64(held)/float64(b.N*n), "added-B/tenant")
+		b.ReportMetric(float64(unshared)/float64(b.N*n), "unshared-B/tenant")
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
@@ -281,7 +282,8 @@ func selfValid(ix *index) bool {
 // commits (see randomState) and syncs three Sources at each: the Source as
 // it runs (tree compared entry by entry, snapshot patched), one that
 // recomputes every tenant on every sync (full), and one that runs the
-// whole-set uniqueness check too. Their Snapshots must be equal in every
+// whole-set uniqueness check too; those two decode every edited file
+// afresh, without sharing its previous version's memory (ShareFrom). Their Snapshots must be equal in every
 // field: tenant states with their last valid versions, errors, the changed
 // list, templates. Where no file is invalid on its own (so the verdicts do
 // not depend on earlier commits), each Snapshot must also judge every file
@@ -297,9 +299,9 @@ func TestIncrementalMatchesFull(t *testing.T) {
 			rs := newRandomState(t, seed)
 			inc := openLocal(t, rs.r.Dir)
 			full := openLocal(t, rs.r.Dir)
-			full.ix.full = true
+			full.ix.full, full.ix.noShare = true, true
 			whole := openLocal(t, rs.r.Dir)
-			whole.ix.wholeSet = true
+			whole.ix.wholeSet, whole.ix.noShare = true, true
 
 			var kept Snapshot // the previous Snapshot as returned
 			var keptTenants map[string]TenantState
@@ -750,6 +752,65 @@ func TestLocalAfterRepack(t *testing.T) {
 		}
 		if got.Commit != head || len(got.Changed) != 1 && i > 0 {
 			t.Errorf("commit %d: head %s (want %s), changed %v", i, got.Commit, head, got.Changed)
+		}
+	}
+}
+
+// TestEditSharesUnchanged: a commit that edits every tenant file (here:
+// each is given a rollout label) yields tenants that keep what the edit
+// left alone (credentials, workflows, domains) in the previous Snapshot's
+// memory, so the two Snapshots alive together hold the fleet once plus the
+// edit; the previous Snapshot is unchanged, and the new one is what a cold
+// load of the commit gives.
+func TestEditSharesUnchanged(t *testing.T) {
+	r := newExampleRepo(t)
+	s := openLocal(t, r.Dir)
+	before := mustSync(t, s)
+	keep := map[string]TenantState{}
+	for id, st := range before.Tenants {
+		c := *st.Tenant
+		keep[id] = TenantState{ID: st.ID, Tenant: &c, File: st.File, Blob: st.Blob, ValidBlob: st.ValidBlob, Status: st.Status}
+	}
+	withLists := 0
+	for id, st := range before.Tenants {
+		body := r.Read(st.File)
+		if !strings.Contains(body, "metadata:\n") || strings.Contains(body, "  labels:") {
+			t.Fatalf("%s: want a block metadata without labels to edit", st.File)
+		}
+		r.Write(st.File, strings.Replace(body, "metadata:\n", "metadata:\n  labels: {wave: w-"+id+"}\n", 1))
+		if len(st.Tenant.Spec.Credentials) > 0 && len(st.Tenant.Spec.Workflows) > 0 {
+			withLists++
+		}
+	}
+	if withLists == 0 {
+		t.Fatal("no example tenant has both credentials and workflows")
+	}
+	r.Commit("label every tenant")
+	after := mustSync(t, s)
+	if len(after.Changed) != len(before.Tenants) {
+		t.Fatalf("changed %v, want every tenant", after.Changed)
+	}
+	cold := mustSync(t, openLocal(t, r.Dir))
+	if diff := cmp.Diff(after.Tenants, cold.Tenants, deep); diff != "" {
+		t.Fatalf("after the edit vs a cold load (-got +want):\n%s", diff)
+	}
+	for id, st := range after.Tenants {
+		old, was := before.Tenants[id].Tenant, keep[id].Tenant
+		if diff := cmp.Diff(old, was, deep); diff != "" {
+			t.Errorf("%s: the previous Snapshot changed (-now +then):\n%s", id, diff)
+		}
+		nt := st.Tenant
+		if nt == old || nt.Metadata.Labels["wave"] != "w-"+id || old.Metadata.Labels != nil {
+			t.Fatalf("%s: not re-decoded with its label: %+v", id, nt.Metadata)
+		}
+		for what, shared := range map[string]bool{
+			"credentials": len(old.Spec.Credentials) == 0 || unsafe.SliceData(nt.Spec.Credentials) == unsafe.SliceData(old.Spec.Credentials),
+			"workflows":   len(old.Spec.Workflows) == 0 || unsafe.SliceData(nt.Spec.Workflows) == unsafe.SliceData(old.Spec.Workflows),
+			"domains":     len(old.Spec.Domains) == 0 || unsafe.SliceData(nt.Spec.Domains) == unsafe.SliceData(old.Spec.Domains),
+		} {
+			if !shared {
+				t.Errorf("%s: the unchanged %s are a second copy", id, what)
+			}
 		}
 	}
 }

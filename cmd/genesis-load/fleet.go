@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	fleetagent "genesis.dev/fleet/agent"
+	"genesis.dev/fleet/internal/loadstate"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/reconciler/store"
@@ -139,7 +140,7 @@ func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger, std
 	if err != nil {
 		return err
 	}
-	f.account = stateAccount
+	f.account = loadstate.Account
 	cfg, err := writeKeys(dir, f.repo.dir, fleetID, priv)
 	if err != nil {
 		return err
@@ -386,7 +387,7 @@ func (f *fleet) makeAgents(ctx context.Context, n int) ([]*simAgent, error) {
 // provision journals a's droplet as created, as the reconciler's executor
 // does once DigitalOcean reports the droplet active.
 func (f *fleet) provision(ctx context.Context, a *simAgent) error {
-	act := plan.Action{Kind: plan.Create, Workspace: a.ws, Account: f.account, Region: stateRegion, Size: stateSize, Droplet: a.name, Gen: 1}
+	act := plan.Action{Kind: plan.Create, Workspace: a.ws, Account: f.account, Region: loadstate.Region, Size: loadstate.Size, Droplet: a.name, Gen: 1}
 	id, err := f.st.Begin(ctx, act, schema.StateRunning, "")
 	if err != nil {
 		return err

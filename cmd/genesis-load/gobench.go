@@ -131,6 +131,12 @@ func goBenchReport(b map[string]map[string]float64) *report {
 			Baseline: "the tenant's file (production-shaped: a sealed credential, a domain, a workflow)", BaselineValue: file,
 			Note: fmt.Sprintf("`go test -run '^$' -bench SnapshotHeap -benchtime 1x ./tenants/`: a Source synced once, after a collection; %.0f MiB for the whole fleet, held by every replica", heap*100_000/(1<<20))})
 	}
+	if added, ok := get("SnapshotHeap/edit=every-file/tenants=100000", "added-B/tenant"); ok {
+		unshared, _ := get("SnapshotHeap/edit=every-file/tenants=100000", "unshared-B/tenant")
+		rep.add(figure{Measure: "a commit editing every tenant file at 100,000 (a rollout label each): heap the new Snapshot adds while the previous one is still held, per tenant", Value: added, Unit: "B",
+			Baseline: "the same with every edited file decoded afresh (nothing shared with its previous version)", BaselineValue: unshared,
+			Note: fmt.Sprintf("`go test -run '^$' -bench SnapshotHeap -benchtime 1x ./tenants/`: both Snapshots alive, after a collection; %.0f MiB above one decoded fleet at the peak of such a sync (%.0f MiB without sharing)", added*100_000/(1<<20), unshared*100_000/(1<<20))})
+	}
 	if inc, ok := get("IncrementalOneTenant/unique=incremental", "ns/op"); ok {
 		whole, _ := get("IncrementalOneTenant/unique=whole-set", "ns/op")
 		rep.add(figure{Measure: "sync after a one-tenant commit at 100,000 tenants (git, one parse, cross-tenant rules, snapshot)", Value: inc / 1e6, Unit: "ms",

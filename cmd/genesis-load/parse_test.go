@@ -124,6 +124,7 @@ BenchmarkRawYAMLDecode/tenants=15000-2         1	530000000 ns/op	        35.33 ย
 BenchmarkIncrementalOneTenant/unique=whole-set-2         	      20	 950247912 ns/op	         1.000 parses/op
 BenchmarkIncrementalOneTenant/unique=incremental-2       	      20	 608349492 ns/op	         1.000 parses/op
 BenchmarkSnapshotHeap/tenants=100000-2                  	       1	21034567890 ns/op	      2247 B/tenant	       880.0 file-B/tenant
+BenchmarkSnapshotHeap/edit=every-file/tenants=100000-2 	       1	61034567890 ns/op	       600.0 added-B/tenant	      2400 unshared-B/tenant
 PASS
 `
 
@@ -150,6 +151,7 @@ func TestGoBenchReport(t *testing.T) {
 		{"cold load of 15,000 tenants (git, decode, validate, index)", "", 1.547},
 		{"incremental plan at 100,000 tenants (plan.Compute, one tenant changed)", "met", 0.015},
 		{"a replica's decoded fleet at 100,000 tenants: live heap per tenant", "", 2.553},
+		{"a commit editing every tenant file at 100,000 (a rollout label each): heap the new Snapshot adds while the previous one is still held, per tenant", "", 0.25},
 		{"sync after a one-tenant commit at 100,000 tenants (git, one parse, cross-tenant rules, snapshot)", "", 0.64},
 		{"one-tenant commit at 100,000 tenants: sync + plan", "not met", 0.641},
 		{"provisioning 1,000 droplets, boot 0s: achieved รท rate-limit bound", "met", 1},

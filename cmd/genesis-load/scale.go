@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/internal/loadstate"
 	"genesis.dev/fleet/internal/pgserver"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/lifecycle"
@@ -140,7 +141,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	if f.repo, err = newStateRepo(ctx, dir, fleetID.Recipient(), c.agents, c.credentials, 1000); err != nil {
 		return nil, err
 	}
-	f.account = stateAccount
+	f.account = loadstate.Account
 	cfg, err := writeKeys(dir, f.repo.dir, fleetID, priv)
 	if err != nil {
 		return nil, err
@@ -158,7 +159,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	}
 	f.closers = append(f.closers, f.st.Close)
 	f.tokens = agentapi.New(agentapi.Config{Store: f.st, Logger: serverLog})
-	fleetDoc, ferrs := schema.DecodeFleet(schema.FleetFile, fmt.Appendf(nil, stateFleet, max(c.agents, 1), fleetID.Recipient()))
+	fleetDoc, ferrs := schema.DecodeFleet(schema.FleetFile, loadstate.Fleet(max(c.agents, 1), fleetID.Recipient().String()))
 	if len(ferrs) > 0 {
 		return nil, fmt.Errorf("the load fleet's genesis.yaml: %v", ferrs)
 	}
@@ -466,7 +467,7 @@ func seedDroplets(ctx context.Context, f *fleet, as []*simAgent, enrolled bool) 
 		err := pgxBegin(ctx, f, func(q execer) error {
 			if _, err := q.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation, tenant_hash, last_commit)
 				SELECT w, d, n, $6, $7, $8, ip::inet, $9, 'running', 1, b, $10 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) AS t(w, d, n, ip, b)`,
-				ws, ids, names, ips, blobs, f.account, stateRegion, stateSize, state, head); err != nil {
+				ws, ids, names, ips, blobs, f.account, loadstate.Region, loadstate.Size, state, head); err != nil {
 				return fmt.Errorf("record droplets: %w", err)
 			}
 			if _, err := q.Exec(ctx, `INSERT INTO enrollment_tokens (token_hash, workspace, droplet_name, droplet_id, created_at, expires_at)
@@ -902,17 +903,17 @@ func startSimulator(ctx context.Context, f *fleet, as []*simAgent, calls *doCall
 	var b [16]byte
 	rand.Read(b[:])
 	token := hex.EncodeToString(b[:])
-	sim, err := dosim.New(dosim.Config{Accounts: []dosim.Account{{Name: stateAccount, Token: token, DropletLimit: len(as) + 100}},
+	sim, err := dosim.New(dosim.Config{Accounts: []dosim.Account{{Name: loadstate.Account, Token: token, DropletLimit: len(as) + 100}},
 		Limits: dosim.Limits{RatePerMinute: -1, RatePerHour: -1}, Seed: 1, Logger: log.With("component", "dosim")})
 	if err != nil {
 		return "", "", err
 	}
 	seeds := make([]dosim.Seed, len(as))
 	for i, a := range as {
-		seeds[i] = dosim.Seed{ID: dropletBase + a.i, Name: a.name, Region: stateRegion, Size: stateSize, Image: stateImage,
-			Tags: plan.Tags(a.ws, stateAccount, string(schema.TierPro)), IP: a.ip}
+		seeds[i] = dosim.Seed{ID: dropletBase + a.i, Name: a.name, Region: loadstate.Region, Size: loadstate.Size, Image: loadstate.Image,
+			Tags: plan.Tags(a.ws, loadstate.Account, string(schema.TierPro)), IP: a.ip}
 	}
-	if err := sim.SeedDroplets(stateAccount, seeds); err != nil {
+	if err := sim.SeedDroplets(loadstate.Account, seeds); err != nil {
 		return "", "", err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -967,7 +968,7 @@ func (f *fleet) startReplica(ctx context.Context, c config, bin string, k int, c
 	}
 	cmd.Env = append(cmd.Env, "GENESIS_WEBHOOK_SECRET="+cfg.WebhookSecret)
 	if k == 0 {
-		cmd.Env = append(cmd.Env, stateTokenEnv+"="+doToken)
+		cmd.Env = append(cmd.Env, loadstate.TokenEnv+"="+doToken)
 	}
 	if c.replicaMemLimit != "" {
 		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+c.replicaMemLimit)

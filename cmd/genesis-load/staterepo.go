@@ -14,33 +14,9 @@ import (
 
 	"filippo.io/age"
 	"filippo.io/age/armor"
+
+	"genesis.dev/fleet/internal/loadstate"
 )
-
-// The fleet the generated state repository declares.
-const (
-	stateAccount = "load"
-	stateRegion  = "nyc3"
-	stateSize    = "s-1vcpu-1gb"
-	stateImage   = "ubuntu-22-04-x64"
-	// stateTokenEnv is the variable genesis.yaml names for the account's
-	// DigitalOcean token.
-	stateTokenEnv = "GENESIS_LOAD_DO_TOKEN"
-)
-
-const stateFleet = `apiVersion: genesis.dev/v1
-kind: Fleet
-metadata: {name: genesis-load}
-spec:
-  accounts:
-    - {name: load, regions: [nyc3], maxDroplets: %d, tokenEnv: GENESIS_LOAD_DO_TOKEN}
-  defaults: {size: s-1vcpu-1gb, image: ubuntu-22-04-x64, n8nVersion: 1.123.81}
-  recipients: [%s]
-  safety: {maxDestroyPerRun: 0, maxHibernatePercent: 0}
-  sizes:
-    s-1vcpu-1gb: {monthlyUSD: 6}
-`
-
-const stateTemplate = `{"name":"Welcome","nodes":[{"name":"Gmail","type":"n8n-nodes-base.gmail","parameters":{"subject":"{{param.greeting}}"},"credentials":{"gmailOAuth2":{"id":"TEMPLATE_GMAIL_UUID","name":"gmail"}}}],"connections":{}}`
 
 // stateRepo is a real git state repository declaring one tenant per agent,
 // each with sealed credentials and one workflow. A round rewrites every
@@ -63,10 +39,10 @@ func newStateRepo(ctx context.Context, dir string, fleet *age.X25519Recipient, n
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(r.dir, "genesis.yaml"), fmt.Appendf(nil, stateFleet, max(n, 1), fleet), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(r.dir, "genesis.yaml"), loadstate.Fleet(max(n, 1), fleet.String()), 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(r.dir, "templates/workflows/welcome.json"), []byte(stateTemplate), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(r.dir, "templates/workflows/welcome.json"), []byte(loadstate.Template), 0o644); err != nil {
 		return nil, err
 	}
 	for i := range n {
@@ -113,23 +89,10 @@ func seal(to age.Recipient, plaintext string) (string, error) {
 	return buf.String(), nil
 }
 
-// tenantFile is tenant i's file in round.
+// tenantFile is tenant i's file in round (no domain; the round is in the
+// workflow's greeting).
 func (r *stateRepo) tenantFile(i, round int) []byte {
-	var b strings.Builder
-	id := tenantID(i)
-	fmt.Fprintf(&b, "apiVersion: genesis.dev/v1\nkind: Tenant\nmetadata: {id: %s, name: %s, tier: pro}\nspec:\n  state: running\n  droplet: {region: %s}\n  credentials:\n", id, id, stateRegion)
-	for k, s := range r.sealed[i] {
-		name, typ := "gmail", "gmailOAuth2"
-		if k > 0 {
-			name, typ = fmt.Sprintf("extra-%d", k), "slackApi"
-		}
-		fmt.Fprintf(&b, "    - name: %s\n      type: %s\n      sealed: |\n", name, typ)
-		for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
-			b.WriteString("        " + line + "\n")
-		}
-	}
-	fmt.Fprintf(&b, "  workflows:\n    - template: welcome\n      credentials: {TEMPLATE_GMAIL_UUID: gmail}\n      params: {greeting: \"Hello, round %d\"}\n", round)
-	return []byte(b.String())
+	return loadstate.Tenant(tenantID(i), "", r.sealed[i], fmt.Sprintf("Hello, round %d", round))
 }
 
 func (r *stateRepo) writeTenants(round int) error {
@@ -153,7 +116,7 @@ func (r *stateRepo) changeAll(ctx context.Context, round int) error {
 // changeTemplate commits round's version of the golden template every
 // tenant uses: one file, and every tenant's manifest changes.
 func (r *stateRepo) changeTemplate(ctx context.Context, round int) error {
-	tpl := strings.Replace(stateTemplate, `"name":"Welcome"`, fmt.Sprintf(`"name":"Welcome, template round %d"`, round), 1)
+	tpl := strings.Replace(loadstate.Template, `"name":"Welcome"`, fmt.Sprintf(`"name":"Welcome, template round %d"`, round), 1)
 	if err := os.WriteFile(filepath.Join(r.dir, "templates/workflows/welcome.json"), []byte(tpl), 0o644); err != nil {
 		return err
 	}
