@@ -125,9 +125,12 @@ type Service struct {
 	// firstsPending counts queued first manifests not rendered yet.
 	firstsPending atomic.Int64
 	refusals      *loglimit.Limiter
-	kick          chan struct{}
-	stopped       chan struct{}
-	stop          sync.Once
+	// appliedLogs bounds the "manifest applied" lines written at info
+	// (see logApplied).
+	appliedLogs *loglimit.Limiter
+	kick        chan struct{}
+	stopped     chan struct{}
+	stop        sync.Once
 
 	authMu sync.RWMutex
 	auth   map[[32]byte]*agentRef
@@ -199,8 +202,8 @@ func New(cfg Config) *Service {
 		cfg: cfg, log: cfg.Logger.With("component", "agentapi"), m: newMetrics(cfg.Registerer, bodies.stats), st: st, bodies: bodies,
 		enabled: cfg.Signer != nil && len(cfg.Identities) > 0, announceErr: announceErr,
 		queues: queues, firsts: make(chan int64, firstQueue), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
-		refusals: loglimit.New(refusalWindow, refusalBurst),
-		auth:     map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{}, creds: credentials{keys: newCredSet(nil)},
+		refusals: loglimit.New(refusalWindow, refusalBurst), appliedLogs: loglimit.New(eachLoggedWindow, eachLogged),
+		auth: map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{}, creds: credentials{keys: newCredSet(nil)},
 		man: map[int64]*entry{}, waiters: map[int64]chan struct{}{},
 	}
 }

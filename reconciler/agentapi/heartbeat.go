@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -250,11 +251,28 @@ func (s *Service) writeBatch(ctx context.Context, batch []store.Heartbeat) error
 				if c.Seconds >= 0 {
 					s.m.convergence.Observe(c.Seconds)
 				}
-				s.log.Info("manifest applied", "tenant", c.Workspace, "droplet", c.Droplet, "version", c.Version,
-					"correlation_id", c.Correlation, "convergence_seconds", c.Seconds)
+				s.logApplied(c)
 			}
 			return nil
 		}
 	}
 	return fmt.Errorf("write %d heartbeats: %w", b.Len(), err)
+}
+
+// logApplied logs that a droplet applied a newer manifest: at info for the
+// first eachLogged of every minute, at debug past them (a fleet-wide change
+// converges 100,000 droplets within minutes); the first line at info after
+// such a minute says how many went to debug. genesis_convergence_seconds
+// counts every one.
+func (s *Service) logApplied(c store.Convergence) {
+	ok, quiet := s.appliedLogs.Allow("applied", s.cfg.Now())
+	if quiet > 0 {
+		s.log.Info("manifest applied lines written at debug in the last window", "lines", quiet, "window", s.appliedLogs.Window().String())
+	}
+	level := slog.LevelInfo
+	if !ok && quiet == 0 {
+		level = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), level, "manifest applied", "tenant", c.Workspace, "droplet", c.Droplet, "version", c.Version,
+		"correlation_id", c.Correlation, "convergence_seconds", c.Seconds)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"slices"
 	"strconv"
@@ -272,13 +273,30 @@ func (s *Service) store(ctx context.Context, batch []*issue) ([]bool, error) {
 	return s.st.StoreManifests(ctx, ms)
 }
 
+// eachLogged is how many manifests one sweep logs one by one at info
+// ("manifest issued"), and how many "manifest applied" lines a minute
+// (eachLoggedWindow) are; past it they are written at debug, and the sweep
+// ends with one line saying how many it issued. A fleet-wide change then
+// writes a few dozen lines at info, not one per droplet (100,000 at the
+// scale run), while a one-tenant change keeps its line; every manifest
+// stays in the manifests table and in genesis_manifests_issued_total.
+const (
+	eachLogged       = 20
+	eachLoggedWindow = time.Minute
+)
+
 // published serves a stored manifest from the cache (waking its droplet's
-// long-polls) and records it.
-func (s *Service) published(is *issue) {
+// long-polls) and records it. logged counts the manifests its sweep has
+// logged (nil: a render of its own, always logged at info).
+func (s *Service) published(is *issue, logged *atomic.Int64) {
 	s.bodies.put(is.t.Droplet, is.m.Version, is.env)
 	s.install(is.t.Droplet, &entry{version: is.m.Version, etag: `"` + hex.EncodeToString(is.digest[:]) + `"`, published: s.cfg.Now()})
 	s.m.issued.Inc()
-	s.log.Info("manifest issued", "tenant", is.t.Workspace, "droplet", is.t.Droplet, "version", is.m.Version, "commit", is.snap.Commit,
+	level := slog.LevelInfo
+	if logged != nil && logged.Add(1) > eachLogged {
+		level = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), level, "manifest issued", "tenant", is.t.Workspace, "droplet", is.t.Droplet, "version", is.m.Version, "commit", is.snap.Commit,
 		"correlation_id", is.snap.Correlation, "workflows", len(is.m.Workflows), "credentials", len(is.m.Credentials),
 		"resealed", is.resealed, "announced_keys", len(is.m.SigningKeys), "expires", is.m.Expires)
 }
@@ -293,7 +311,7 @@ type swept struct {
 // batches as they come; a target whose manifest another render issued in
 // the meantime, or whose batch failed, is rendered again on its own. One
 // tenant's failure never stops the others.
-func (s *Service) issueAll(ctx context.Context, snap *tenants.Snapshot, ts []store.Target, now time.Time) []swept {
+func (s *Service) issueAll(ctx context.Context, snap *tenants.Snapshot, ts []store.Target, now time.Time, logged *atomic.Int64) []swept {
 	out := make([]swept, len(ts))
 	for i, t := range ts {
 		out[i].expires = t.Expires
@@ -346,7 +364,7 @@ func (s *Service) issueAll(ctx context.Context, snap *tenants.Snapshot, ts []sto
 						break fill
 					}
 				}
-				s.storeBatch(ctx, batch, out)
+				s.storeBatch(ctx, batch, out, logged)
 			}
 		})
 	}
@@ -356,7 +374,7 @@ func (s *Service) issueAll(ctx context.Context, snap *tenants.Snapshot, ts []sto
 
 // storeBatch stores batch and publishes what was stored; the rest is
 // rendered again one droplet at a time.
-func (s *Service) storeBatch(ctx context.Context, batch []*issue, out []swept) {
+func (s *Service) storeBatch(ctx context.Context, batch []*issue, out []swept, logged *atomic.Int64) {
 	stored, err := s.store(ctx, batch)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -367,7 +385,7 @@ func (s *Service) storeBatch(ctx context.Context, batch []*issue, out []swept) {
 	}
 	for k, is := range batch {
 		if stored[k] {
-			s.published(is)
+			s.published(is, logged)
 			out[is.idx] = swept{issued: true, expires: is.m.Expires}
 			continue
 		}

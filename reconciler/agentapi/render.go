@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
@@ -80,7 +81,7 @@ func (s *Service) renderOne(ctx context.Context, t store.Target) error {
 			return err
 		}
 		if stored[0] {
-			s.published(is)
+			s.published(is, nil)
 			return nil
 		}
 		if attempt == 3 {
@@ -146,13 +147,15 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	// holds one page's targets and the manifests in flight (issueAll's
 	// bounded queue), not every droplet's at once.
 	var issued int64
+	var logged atomic.Int64
+	began := time.Now()
 	soonest := time.Time{}
 	for after := ""; ; {
 		ts, err := s.st.SweepTargetsAfter(ctx, after, sweepPage)
 		if err != nil {
 			return int(issued), fmt.Errorf("list agents: %w", err)
 		}
-		for _, r := range s.issueAll(ctx, &snap, ts, now) {
+		for _, r := range s.issueAll(ctx, &snap, ts, now, &logged) {
 			if r.issued {
 				issued++
 			}
@@ -167,6 +170,10 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	}
 	if !soonest.IsZero() {
 		s.m.expiry.Set(soonest.Sub(now).Seconds())
+	}
+	if issued > eachLogged {
+		s.log.Info("manifest sweep issued many; past the first, each at debug", "issued", issued, "logged_each", eachLogged,
+			"commit", snap.Commit, "correlation_id", snap.Correlation, "took", time.Since(began).Round(time.Millisecond).String())
 	}
 	return int(issued), ctx.Err()
 }
