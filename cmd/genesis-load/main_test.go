@@ -288,12 +288,13 @@ func TestScaleTinyRun(t *testing.T) {
 	}
 	rep := decodeReport(t, "scale", "--agents", "40", "--replicas", "3", "--agent-procs", "2", "--sources", "2",
 		"--credentials", "1", "--duration", "3s", "--heartbeat-rate", "40", "--connections", "16", "--time-limit", "170s",
-		"--replica-memory-limit", "512MiB", "--reconciler-bin", bin)
-	if !strings.HasSuffix(rep.Command, " --replica-memory-limit 512MiB") {
-		t.Errorf("command %q does not say the replicas' memory limit", rep.Command)
+		"--replica-memory-limit", "512MiB", "--edit-phase", "--reconciler-bin", bin)
+	if !strings.HasSuffix(rep.Command, " --replica-memory-limit 512MiB --edit-phase") {
+		t.Errorf("command %q does not say the replicas' memory limit and the edit phase", rep.Command)
 	}
 	c := rep.Counts
 	want := map[string]int64{"long-polls parked": 40, "agents with the new manifest": 40,
+		"agents with the edited tenants' manifest": 40, "manifests stored for the edit": 40,
 		"heartbeats rejected (4xx/5xx)": 0, "heartbeat network errors": 0, "heartbeats dropped (replicas)": 0}
 	got := map[string]int64{}
 	for k := range want {
@@ -309,7 +310,9 @@ func TestScaleTinyRun(t *testing.T) {
 	}
 	// The leader observed the simulator (droplets, snapshots, the rate
 	// budget) and found nothing to change.
-	if c["DigitalOcean reads (the leader's observations)"] == 0 || c["DigitalOcean writes"] != 0 || c["operations the leader journaled"] != 0 {
+	// The edit phase's commit changes every tenant's hash: one
+	// update_manifest each, and nothing else.
+	if c["DigitalOcean reads (the leader's observations)"] == 0 || c["DigitalOcean writes"] != 0 || c["operations the leader journaled"] != c["update_manifest operations (the edit)"] {
 		t.Errorf("DigitalOcean: %d reads, %d writes, %d operations; want the leader's observations, no write and no operation",
 			c["DigitalOcean reads (the leader's observations)"], c["DigitalOcean writes"], c["operations the leader journaled"])
 	}
@@ -318,6 +321,12 @@ func TestScaleTinyRun(t *testing.T) {
 	}
 	if f := figureOf(t, rep, "fleet-wide template change → all 40 agents"); f.Value <= 0 || f.BaselineValue <= 0 {
 		t.Errorf("fan-out figure %+v: want a value and a baseline", f)
+	}
+	if f := figureOf(t, rep, "a commit editing every tenant file → all 40 agents"); f.Value <= 0 || f.BaselineValue <= 0 || !strings.Contains(f.Note, "40 of 40 agents") {
+		t.Errorf("edit figure %+v: want a value, a baseline and every agent", f)
+	}
+	if f := figureOf(t, rep, "a commit editing every tenant file: largest replica's peak RSS"); f.Value <= 0 || f.Value < f.BaselineValue {
+		t.Errorf("edit peak figure %+v: want a peak no lower than the RSS at the commit", f)
 	}
 	if f := figureOf(t, rep, "40 agents parked across 3 replicas"); f.Value <= 0 || f.BaselineValue <= 0 || !strings.Contains(f.Note, "every replica is the genesis-reconciler binary, r0 --role full") {
 		t.Errorf("RSS figure %+v: want positive values, and a note saying which replicas are the genesis-reconciler binary", f)

@@ -245,6 +245,9 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	if c.replicaMemLimit != "" {
 		rep.Command += " --replica-memory-limit " + c.replicaMemLimit
 	}
+	if c.editPhase {
+		rep.Command += " --edit-phase"
+	}
 	if firstRender > 0 {
 		rep.add(figure{Measure: fmt.Sprintf("first manifests of %s droplets, one sweep of the leader", thousands(strconv.Itoa(c.agents))),
 			Value: firstRender.Seconds(), Unit: "s",
@@ -297,78 +300,54 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 		Note: "(RSS parked − RSS before parking) ÷ long-polls parked on that replica; before parking every agent had enrolled and fetched its manifest, so its credential and manifest entry were cached already: this is the parked request itself (goroutine, connection, buffers)"})
 
 	// 2. A fleet-wide template change → every agent has its manifest.
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	issuedCh, err := watchIssued(watchCtx, f, c.agents)
+	// The heartbeat phase (and, with --edit-phase, the edit) keep their
+	// time.
+	reserve := c.duration + time.Minute
+	if c.editPhase {
+		reserve += 4 * time.Minute
+	}
+	tpl, err := fanOut(ctx, f, reps, workers, c.agents, reserve, func() error { return f.repo.changeTemplate(ctx, 1) })
 	if err != nil {
 		return nil, err
 	}
-	if err := f.repo.changeTemplate(ctx, 1); err != nil {
-		return nil, err
-	}
-	committed := time.Now()
-	if err := f.push(ctx); err != nil {
-		return nil, err
-	}
-	commit, _ := f.repo.head(ctx)
-	// What the run has left, less the heartbeat phase and the baselines.
-	fanBound := max(10*time.Second, min(5*time.Minute, time.Until(deadlineOf(ctx))-c.duration-time.Minute))
-	all := waitReceived(ctx, workers, c.agents, fanBound)
-	var lat []time.Duration
-	for _, w := range workers {
-		if err := w.send("report"); err != nil {
-			return nil, err
-		}
-		e, err := w.wait(ctx, "received")
-		if err != nil {
-			return nil, err
-		}
-		for _, t := range e.Times {
-			if t > 0 {
-				lat = append(lat, time.Unix(0, t).Sub(committed))
-			}
-		}
-	}
-	slices.Sort(lat)
-	var it issueTimes
-	select {
-	case it = <-issuedCh:
-	case <-time.After(2 * time.Second):
-		stopWatch()
-		it = <-issuedCh
-	}
-	lastStored := "the last"
-	if it.last.IsZero() {
-		it.last, lastStored = time.Now(), "not all of them by the end; the newest seen"
-	}
-	var peakNotes []string
-	var maxPeak int64
-	for k, r := range reps {
-		_, peak := rssOf(r.pid)
-		maxPeak = max(maxPeak, peak)
-		peakNotes = append(peakNotes, fmt.Sprintf("r%d %d MiB", k, peak>>20))
-	}
-	stored, _ := issuedFor(ctx, f, commit)
-	rep.Counts["agents with the new manifest"] = int64(len(lat))
-	rep.Counts["manifests stored for the commit"] = stored
 	var envBytes float64
-	_ = f.st.Pool().QueryRow(ctx, `SELECT coalesce(avg(octet_length(envelope)), 0)::float8 FROM manifests WHERE commit = $1`, commit).Scan(&envBytes)
+	_ = f.st.Pool().QueryRow(ctx, `SELECT coalesce(avg(octet_length(envelope)), 0)::float8 FROM manifests WHERE commit = $1`, tpl.commit).Scan(&envBytes)
 	rawSign, rawErr := rawSignStore(ctx, f, signer, c.agents, int(envBytes))
 	if rawErr != nil {
 		log.Warn("raw sign-and-store baseline failed", "err", rawErr)
 	}
-	note := fmt.Sprintf("commit of templates/workflows/welcome.json → each agent's long-poll answered with its new manifest, seen by the agent processes; %d of %d agents got it within %s; p50 %.0f ms, p99 %.0f ms, max %.0f ms; the leader stored the first manifest %.0f ms and %s %.0f ms after the commit (%d stored, %.0f-byte envelopes); peak RSS (VmHWM) per replica over the whole run: %s",
-		len(lat), c.agents, fanBound.Round(time.Second), ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1)),
-		ms(it.first.Sub(committed)), lastStored, ms(it.last.Sub(committed)), it.issued, envBytes, strings.Join(peakNotes, ", "))
-	if !all {
-		note += fmt.Sprintf("; NOT every agent got it: %d missing", c.agents-len(lat))
-	}
+	rawBaseline := fmt.Sprintf("signing and storing %s manifests of the same size alone (ed25519 on every core, 256 rows a statement, 2 writers)", thousands(strconv.Itoa(c.agents)))
+	rep.Counts["agents with the new manifest"] = int64(len(tpl.lat))
+	rep.Counts["manifests stored for the commit"] = tpl.stored
 	rep.add(figure{Measure: fmt.Sprintf("fleet-wide template change → all %s agents have their manifest", thousands(strconv.Itoa(c.agents))),
-		Value: ms(percentile(lat, 1)) / 1000, Unit: "s",
-		Baseline:      fmt.Sprintf("signing and storing %s manifests of the same size alone (ed25519 on every core, 256 rows a statement, 2 writers)", thousands(strconv.Itoa(c.agents))),
-		BaselineValue: rawSign.Seconds(), Verdict: map[bool]string{true: "", false: "not every agent"}[all], Note: note})
-	rep.add(figure{Measure: "fleet-wide template change → received p50", Value: ms(percentile(lat, 0.5)), Unit: "ms"})
-	rep.add(figure{Measure: "fleet-wide template change → received p99", Value: ms(percentile(lat, 0.99)), Unit: "ms"})
+		Value: ms(percentile(tpl.lat, 1)) / 1000, Unit: "s", Baseline: rawBaseline, BaselineValue: rawSign.Seconds(),
+		Verdict: map[bool]string{true: "", false: "not every agent"}[tpl.all],
+		Note:    "commit of templates/workflows/welcome.json → " + tpl.note(c.agents, envBytes)})
+	rep.add(figure{Measure: "fleet-wide template change → received p50", Value: ms(percentile(tpl.lat, 0.5)), Unit: "ms"})
+	rep.add(figure{Measure: "fleet-wide template change → received p99", Value: ms(percentile(tpl.lat, 0.99)), Unit: "ms"})
+
+	// 2b. With --edit-phase: one commit edits every tenant file (each
+	// workflow's parameter), so every replica decodes every tenant again
+	// while the previous Snapshot is still held.
+	if c.editPhase {
+		edit, err := fanOut(ctx, f, reps, workers, c.agents, c.duration+time.Minute, func() error { return f.repo.changeAll(ctx, 1) })
+		if err != nil {
+			return nil, err
+		}
+		rep.Counts["agents with the edited tenants' manifest"] = int64(len(edit.lat))
+		rep.Counts["manifests stored for the edit"] = edit.stored
+		var maxPeak, maxBefore int64
+		for k := range reps {
+			maxPeak, maxBefore = max(maxPeak, edit.peaks[k]), max(maxBefore, edit.before[k])
+		}
+		rep.add(figure{Measure: fmt.Sprintf("a commit editing every tenant file → all %s agents have their manifest", thousands(strconv.Itoa(c.agents))),
+			Value: ms(percentile(edit.lat, 1)) / 1000, Unit: "s", Baseline: rawBaseline, BaselineValue: rawSign.Seconds(),
+			Verdict: map[bool]string{true: "", false: "not every agent"}[edit.all],
+			Note:    "commit of every tenants/*.yaml (each workflow's greeting) → " + edit.note(c.agents, envBytes)})
+		rep.add(figure{Measure: "a commit editing every tenant file: largest replica's peak RSS during it", Value: float64(maxPeak) / (1 << 20), Unit: "MiB",
+			Baseline: "the largest replica's RSS when the commit was made", BaselineValue: float64(maxBefore) / (1 << 20),
+			Note: "VmHWM reset (/proc/PID/clear_refs) just before the commit; every replica decodes the 100,000 edited files while its previous Snapshot is held, sharing what the edit left alone (schema.Tenant.ShareFrom)"})
+	}
 
 	// 3. Heartbeats from every agent at --heartbeat-rate across the replicas.
 	if c.duration > 0 && time.Until(deadlineOf(ctx)) > c.duration+time.Minute {
@@ -384,10 +363,17 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	rep.Counts["DigitalOcean reads (the leader's observations)"] = calls.reads.Load()
 	rep.Counts["DigitalOcean writes"] = calls.writes.Load()
 	rep.check(calls.writes.Load() == 0, "the leader made %d DigitalOcean writes; every droplet existed as declared", calls.writes.Load())
-	var ops int64
-	if err := f.st.Pool().QueryRow(ctx, `SELECT count(*) FROM operations`).Scan(&ops); err == nil {
+	// The edit of every tenant file is the one change the leader acts on
+	// (update_manifest: the tenant's recorded hash moves; DigitalOcean is
+	// not called).
+	var ops, updates int64
+	if err := f.st.Pool().QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE kind = 'update_manifest') FROM operations`).Scan(&ops, &updates); err == nil {
 		rep.Counts["operations the leader journaled"] = ops
-		rep.check(ops == 0, "the leader journaled %d operations; every tenant's droplet and hash were recorded as a create records them", ops)
+		if c.editPhase {
+			rep.Counts["update_manifest operations (the edit)"] = updates
+			ops -= updates
+		}
+		rep.check(ops == 0, "the leader journaled %d operations besides the edit's update_manifest; every tenant's droplet and hash were recorded as a create records them", ops)
 	}
 	log.Info("scale run done", "took", time.Since(began).Round(time.Second).String())
 	return rep, nil
@@ -1057,4 +1043,112 @@ func fetchTo(ctx context.Context, cl *http.Client, url, name string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// fanned is what one fleet-wide change did (fanOut).
+type fanned struct {
+	lat           []time.Duration // commit → each agent's new manifest, sorted
+	it            issueTimes
+	commit        string
+	stored        int64
+	all           bool
+	bound         time.Duration
+	committed     time.Time // when the change was committed
+	seen          time.Time // when the issued count was read last
+	before, peaks []int64   // per replica: RSS at the commit, peak RSS (VmHWM) since
+}
+
+// fanOut makes change (a commit), pushes it, and waits until every agent
+// has received a new manifest or the time left, less reserve, runs out.
+// Each replica's peak RSS is measured from the commit on: VmHWM is reset
+// first (Linux's clear_refs).
+func fanOut(ctx context.Context, f *fleet, reps []replica, workers []*scaleWorker, agents int, reserve time.Duration, change func() error) (fanned, error) {
+	var out fanned
+	for _, w := range workers {
+		if err := w.send("mark"); err != nil {
+			return out, err
+		}
+		if _, err := w.wait(ctx, "marked"); err != nil {
+			return out, err
+		}
+	}
+	// A progress line sent just before the mark may arrive after it.
+	for settle := time.Now().Add(5 * time.Second); time.Now().Before(settle); time.Sleep(50 * time.Millisecond) {
+		var got int64
+		for _, w := range workers {
+			got += w.received.Load()
+		}
+		if got == 0 {
+			break
+		}
+	}
+	out.before, out.peaks = make([]int64, len(reps)), make([]int64, len(reps))
+	for k, r := range reps {
+		os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", r.pid), []byte("5"), 0)
+		out.before[k], _ = rssOf(r.pid)
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	issuedCh, err := watchIssued(watchCtx, f, agents)
+	if err != nil {
+		return out, err
+	}
+	if err := change(); err != nil {
+		return out, err
+	}
+	committed := time.Now()
+	out.committed = committed
+	if err := f.push(ctx); err != nil {
+		return out, err
+	}
+	out.commit, _ = f.repo.head(ctx)
+	out.bound = max(10*time.Second, min(5*time.Minute, time.Until(deadlineOf(ctx))-reserve))
+	out.all = waitReceived(ctx, workers, agents, out.bound)
+	for _, w := range workers {
+		if err := w.send("report"); err != nil {
+			return out, err
+		}
+		e, err := w.wait(ctx, "received")
+		if err != nil {
+			return out, err
+		}
+		for _, t := range e.Times {
+			if t >= committed.UnixNano() {
+				out.lat = append(out.lat, time.Unix(0, t).Sub(committed))
+			}
+		}
+	}
+	slices.Sort(out.lat)
+	select {
+	case out.it = <-issuedCh:
+	case <-time.After(2 * time.Second):
+		stopWatch()
+		out.it = <-issuedCh
+	}
+	out.seen = time.Now()
+	for k, r := range reps {
+		_, out.peaks[k] = rssOf(r.pid)
+	}
+	out.stored, _ = issuedFor(ctx, f, out.commit)
+	return out, nil
+}
+
+// note says what fanOut measured, for a figure's note.
+func (o fanned) note(agents int, envBytes float64) string {
+	lastStored := "the last"
+	last := o.it.last
+	if last.IsZero() {
+		lastStored, last = "not all of them by the end; the newest seen", o.seen
+	}
+	peaks := make([]string, len(o.peaks))
+	for k := range o.peaks {
+		peaks[k] = fmt.Sprintf("r%d %d → %d MiB", k, o.before[k]>>20, o.peaks[k]>>20)
+	}
+	note := fmt.Sprintf("each agent's long-poll answered with its new manifest, seen by the agent processes; %d of %d agents got it within %s; p50 %.0f ms, p99 %.0f ms, max %.0f ms; the leader stored the first manifest %.0f ms and %s %.0f ms after the commit (%d stored, %.0f-byte envelopes); RSS at the commit → peak RSS (VmHWM) until every agent had it, per replica: %s",
+		len(o.lat), agents, o.bound.Round(time.Second), ms(percentile(o.lat, 0.5)), ms(percentile(o.lat, 0.99)), ms(percentile(o.lat, 1)),
+		ms(o.it.first.Sub(o.committed)), lastStored, ms(last.Sub(o.committed)), o.it.issued, envBytes, strings.Join(peaks, ", "))
+	if !o.all {
+		note += fmt.Sprintf("; NOT every agent got it: %d missing", agents-len(o.lat))
+	}
+	return note
 }

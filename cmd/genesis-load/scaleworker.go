@@ -41,7 +41,11 @@ import (
 //	park                  park every agent on GET /v1/manifest?wait=60s with
 //	                      If-None-Match; each new manifest is recorded and
 //	                      the agent parks again → {"event":"parked"}, then
-//	                      {"event":"progress","received":N} as N grows
+//	                      {"event":"progress","received":N} as N grows (N:
+//	                      agents that received one since the start or the
+//	                      last mark)
+//	mark                  start counting anew: N is 0 until an agent
+//	                      receives a manifest after this → {"event":"marked"}
 //	report                → {"event":"received","times":[unix ns, 0: none]}
 //	                      (when each agent last received a new manifest)
 //	heartbeat IV DUR      every agent heartbeats every IV for DUR over the
@@ -156,6 +160,10 @@ func agentsMain(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		case "park":
 			w.park(ctx)
 			w.emit(workerEvent{Event: "parked"})
+		case "mark":
+			w.mark.Store(time.Now().UnixNano())
+			w.received.Store(0)
+			w.emit(workerEvent{Event: "marked"})
 		case "report":
 			times := make([]int64, len(w.state))
 			for k := range w.state {
@@ -180,14 +188,17 @@ func agentsMain(ctx context.Context, args []string, stdin io.Reader, stdout, std
 }
 
 type worker struct {
-	job             workerJob
-	log             *slog.Logger
-	pollHTTP        *http.Client
-	hbHTTP          *http.Client
-	state           []workerState
-	outMu           sync.Mutex
-	out             *json.Encoder
-	received        atomic.Int64
+	job      workerJob
+	log      *slog.Logger
+	pollHTTP *http.Client
+	hbHTTP   *http.Client
+	state    []workerState
+	outMu    sync.Mutex
+	out      *json.Encoder
+	received atomic.Int64
+	// mark is when the count started (unix ns; 0: at the start): an
+	// agent counts once its first manifest after it arrives.
+	mark            atomic.Int64
 	polls           sync.WaitGroup
 	progressStarted bool
 }
@@ -281,7 +292,7 @@ func (w *worker) park(ctx context.Context) {
 					continue
 				}
 				st.etag = mr.ETag
-				if st.received.Swap(time.Now().UnixNano()) == 0 {
+				if st.received.Swap(time.Now().UnixNano()) <= w.mark.Load() {
 					w.received.Add(1)
 				}
 			}
