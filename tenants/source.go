@@ -104,7 +104,10 @@ type Source struct {
 	cloned *git.Repository // URL mode: the cache clone, kept open
 	local  *git.Repository // local path: the repository as the last Sync opened it
 	packs  []plumbing.Hash // local's pack files then
-	head   plumbing.Hash   // commit of the last Snapshot
+	// afterOpen, when set, runs once a sync has opened the local
+	// repository (tests: a git gc racing the sync's reads).
+	afterOpen func()
+	head      plumbing.Hash // commit of the last Snapshot
 
 	stateMu    sync.Mutex // guards current and reconciled
 	current    Snapshot
@@ -345,7 +348,27 @@ func (s *Source) Sync(ctx context.Context) (Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	snap, err := s.sync(ctx)
+	// A git gc in a local repository (the auto gc after a large commit,
+	// say) may pack and prune the loose objects this Sync was reading
+	// while go-git held the earlier list of packs: open it again and read
+	// once more. Nothing of the failed attempt was kept (update commits
+	// only what it read in full).
+	for retry := 0; err != nil && retry < 2 && ctx.Err() == nil && s.packsMoved(); retry++ {
+		s.log.Info("the local repository's packs changed during the sync (git gc?); reading it again", "err", s.remote.redact(err))
+		snap, err = s.sync(ctx)
+	}
 	return snap, s.remote.redact(err)
+}
+
+// packsMoved reports whether the local repository's pack files differ
+// from those it had when the last Sync opened it (then the next Sync opens
+// it again). s.mu held.
+func (s *Source) packsMoved() bool {
+	if s.url || s.local == nil {
+		return false
+	}
+	packs, err := objectPacks(s.local)
+	return err == nil && !slices.Equal(packs, s.packs)
 }
 
 // sync is Sync; its errors may hold what go-git put in them. s.mu held.
@@ -361,6 +384,9 @@ func (s *Source) sync(ctx context.Context) (Snapshot, error) {
 		var err error
 		if repo, err = s.openLocal(); err != nil {
 			return Snapshot{}, err
+		}
+		if s.afterOpen != nil {
+			s.afterOpen()
 		}
 		refName = plumbing.NewBranchReferenceName(s.branch)
 	}

@@ -3,6 +3,7 @@ package tenants
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -646,5 +647,46 @@ func TestStateInSubfolder(t *testing.T) {
 	}
 	if _, err := Open(Config{Repo: t.TempDir()}); err == nil {
 		t.Error("a folder outside any repository opened as a git source")
+	}
+}
+
+// TestSyncSurvivesGC: a git gc in a local state repository that packs and
+// prunes the loose objects a Sync is about to read (here: right after the
+// Sync opened the repository; at 100,000 tenants, the auto gc that follows
+// a commit of every file) costs a second read, not a failed Sync.
+func TestSyncSurvivesGC(t *testing.T) {
+	const n = 40
+	r := newGenRepo(t, n)
+	// Packed, so that the first Sync reads a pack and go-git keeps its
+	// list of packs (it reads loose objects first only while it has none).
+	r.Git("repack", "-adq")
+	s := openLocal(t, r.Dir)
+	mustSync(t, s)
+	// A second Sync reads through the repository the Source keeps between
+	// Syncs, which then holds its own list of packs.
+	r.Write("tenants/ws-gen-000000.yaml", r.Read("tenants/ws-gen-000000.yaml")+"# first edit\n")
+	r.Commit("edit one tenant")
+	mustSync(t, s)
+	for i := range n {
+		p := fmt.Sprintf("tenants/ws-gen-%06d.yaml", i)
+		r.Write(p, r.Read(p)+"# edited\n")
+	}
+	head := r.Commit("edit every tenant")
+	gcs := 0
+	s.afterOpen = func() {
+		if gcs++; gcs == 1 {
+			r.Git("repack", "-adq")
+			r.Git("prune-packed")
+		}
+	}
+	snap, err := s.Sync(t.Context())
+	if err != nil {
+		t.Fatalf("Sync with a gc in the middle: %v", err)
+	}
+	if snap.Commit != head || len(snap.Changed) != n {
+		t.Errorf("commit %s with %d changed, want %s with %d", snap.Commit, len(snap.Changed), head, n)
+	}
+	if gcs != 2 {
+		t.Errorf("the repository was opened %d times, want 2 (the second read after the gc)", gcs)
 	}
 }

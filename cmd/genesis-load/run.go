@@ -164,7 +164,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Float64Var(&c.heartbeatRate, "heartbeat-rate", 16_700, "scale: heartbeats per second the whole fleet offers (each agent every agents/rate seconds)")
 	fs.StringVar(&c.enroll, "enroll", "bulk", "scale: bulk records the agents as enrolled in Postgres and the leader's sweep renders their first manifests (100,000 enrollments through HTTP take most of the time bound here); http enrolls each through POST /v1/enroll with its replica")
 	fs.StringVar(&c.replicaMemLimit, "replica-memory-limit", "", "scale: GOMEMLIMIT of each replica (e.g. 600MiB; a soft limit: the Go runtime collects harder near it, as the systemd unit and the pod set it from their memory limit); empty: none")
-	fs.BoolVar(&c.editPhase, "edit-phase", false, "scale: after the template change, also commit an edit of every tenant file and measure it (every replica decodes the fleet again; ~3 min more at 100,000)")
+	fs.BoolVar(&c.editPhase, "edit-phase", false, "scale: after the template change, also commit an edit of every tenant file and measure it (every replica decodes the fleet again; ~6 min more at 100,000)")
 	fs.StringVar(&c.reconcilerBin, "reconciler-bin", "", "scale: the genesis-reconciler binary replicas 1… run as --role serve (default: genesis-reconciler beside this executable, else in PATH)")
 	fs.DurationVar(&c.timeLimit, "time-limit", 15*time.Minute, "scale: the most the whole run may take (setup included); it stops there and reports what it measured")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")

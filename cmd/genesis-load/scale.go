@@ -269,10 +269,12 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 			return nil, err
 		}
 	}
+	parkStart := time.Now()
 	parked, perReplica, err := waitParkedAll(ctx, f, reps, c.agents, 3*time.Minute)
 	if err != nil {
 		log.Warn("not every long-poll parked", "err", err)
 	}
+	log.Info("long-polls parked", "parked", parked, "took", time.Since(parkStart).Round(time.Millisecond).String())
 	time.Sleep(2 * time.Second) // let the replicas settle before reading RSS
 	heapProfiles(ctx, f, reps, "parked")
 	var rssNotes []string
@@ -304,12 +306,16 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	// time.
 	reserve := c.duration + time.Minute
 	if c.editPhase {
-		reserve += 4 * time.Minute
+		// At 100,000: the commit of every file (~1 min), every replica
+		// decoding the fleet again on 2 cores (~2 min), signing and the
+		// fan-out (~2 min).
+		reserve += 6 * time.Minute
 	}
 	tpl, err := fanOut(ctx, f, reps, workers, c.agents, reserve, func() error { return f.repo.changeTemplate(ctx, 1) })
 	if err != nil {
 		return nil, err
 	}
+	log.Info("template change fanned out", "agents", len(tpl.lat), "max", percentile(tpl.lat, 1).Round(time.Millisecond).String())
 	var envBytes float64
 	_ = f.st.Pool().QueryRow(ctx, `SELECT coalesce(avg(octet_length(envelope)), 0)::float8 FROM manifests WHERE commit = $1`, tpl.commit).Scan(&envBytes)
 	rawSign, rawErr := rawSignStore(ctx, f, signer, c.agents, int(envBytes))
@@ -330,10 +336,16 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	// workflow's parameter), so every replica decodes every tenant again
 	// while the previous Snapshot is still held.
 	if c.editPhase {
-		edit, err := fanOut(ctx, f, reps, workers, c.agents, c.duration+time.Minute, func() error { return f.repo.changeAll(ctx, 1) })
+		edit, err := fanOut(ctx, f, reps, workers, c.agents, c.duration+time.Minute, func() error {
+			began := time.Now()
+			err := f.repo.changeAll(ctx, 1)
+			log.Info("every tenant file edited and committed", "tenants", c.agents, "took", time.Since(began).Round(time.Millisecond).String())
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
+		log.Info("edit of every tenant fanned out", "agents", len(edit.lat), "max", percentile(edit.lat, 1).Round(time.Millisecond).String())
 		rep.Counts["agents with the edited tenants' manifest"] = int64(len(edit.lat))
 		rep.Counts["manifests stored for the edit"] = edit.stored
 		var maxPeak, maxBefore int64
@@ -1144,9 +1156,13 @@ func (o fanned) note(agents int, envBytes float64) string {
 	for k := range o.peaks {
 		peaks[k] = fmt.Sprintf("r%d %d → %d MiB", k, o.before[k]>>20, o.peaks[k]>>20)
 	}
-	note := fmt.Sprintf("each agent's long-poll answered with its new manifest, seen by the agent processes; %d of %d agents got it within %s; p50 %.0f ms, p99 %.0f ms, max %.0f ms; the leader stored the first manifest %.0f ms and %s %.0f ms after the commit (%d stored, %.0f-byte envelopes); RSS at the commit → peak RSS (VmHWM) until every agent had it, per replica: %s",
+	stored := "the leader stored no manifest"
+	if !o.it.first.IsZero() {
+		stored = fmt.Sprintf("the leader stored the first manifest %.0f ms and %s %.0f ms after the commit", ms(o.it.first.Sub(o.committed)), lastStored, ms(last.Sub(o.committed)))
+	}
+	note := fmt.Sprintf("each agent's long-poll answered with its new manifest, seen by the agent processes; %d of %d agents got it within %s; p50 %.0f ms, p99 %.0f ms, max %.0f ms; %s (%d stored, %.0f-byte envelopes); RSS at the commit → peak RSS (VmHWM) until every agent had it, per replica: %s",
 		len(o.lat), agents, o.bound.Round(time.Second), ms(percentile(o.lat, 0.5)), ms(percentile(o.lat, 0.99)), ms(percentile(o.lat, 1)),
-		ms(o.it.first.Sub(o.committed)), lastStored, ms(last.Sub(o.committed)), o.it.issued, envBytes, strings.Join(peaks, ", "))
+		stored, o.it.issued, envBytes, strings.Join(peaks, ", "))
 	if !o.all {
 		note += fmt.Sprintf("; NOT every agent got it: %d missing", agents-len(o.lat))
 	}
