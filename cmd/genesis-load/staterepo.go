@@ -66,6 +66,14 @@ func newStateRepo(ctx context.Context, dir string, fleet *age.X25519Recipient, n
 	if err := r.git(ctx, "init", "-q", "-b", "main"); err != nil {
 		return nil, err
 	}
+	// No automatic gc: after a commit of every tenant file it would repack
+	// the whole repository on the run's cores while the replicas decode
+	// the commit. A hosted state repository packs on its own machine, and
+	// a replica reads its own clone (tenants.Source survives a gc of a
+	// local repository anyway: TestSyncSurvivesGC).
+	if err := r.git(ctx, "config", "gc.auto", "0"); err != nil {
+		return nil, err
+	}
 	return r, r.commit(ctx, "genesis-load: initial fleet")
 }
 
