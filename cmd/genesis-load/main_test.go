@@ -365,3 +365,38 @@ func TestScaleUsageErrors(t *testing.T) {
 		t.Errorf("100,000 agents: %d agent processes, heartbeat phase %s: want 7 (each under 20,000 open files), 30s", c.agentProcs, c.duration)
 	}
 }
+
+// TestImportAll: importAll commits every tenant's next round onto the
+// branch, as changeAll would, without the work tree; a commit through the
+// work tree afterwards is refused rather than undoing it.
+func TestImportAll(t *testing.T) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	repo, err := newStateRepo(ctx, t.TempDir(), id.Recipient(), 3, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := repo.head(ctx)
+	if err := repo.importAll(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := repo.head(ctx)
+	if parent, err := repo.gitOut(ctx, "rev-parse", "HEAD^"); err != nil || strings.TrimSpace(parent) != before || after == before {
+		t.Fatalf("head %s, its parent %q (%v); want a new commit on %s", after, parent, err, before)
+	}
+	for i := range 3 {
+		got, err := repo.gitOut(ctx, "show", "HEAD:tenants/"+tenantID(i)+".yaml")
+		if err != nil || got != string(repo.tenantFile(i, 1)) {
+			t.Errorf("tenant %d at HEAD (%v):\n%s\nwant round 1:\n%s", i, err, got, repo.tenantFile(i, 1))
+		}
+	}
+	if n, _ := repo.gitOut(ctx, "diff", "--name-only", "HEAD^", "HEAD"); len(strings.Fields(n)) != 3 {
+		t.Errorf("changed files %q, want the 3 tenants", n)
+	}
+	if err := repo.changeTemplate(ctx, 2); err == nil || !strings.Contains(err.Error(), "behind its branch") {
+		t.Errorf("a commit through the stale work tree: %v, want it refused", err)
+	}
+}

@@ -338,7 +338,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	if c.editPhase {
 		edit, err := fanOut(ctx, f, reps, workers, c.agents, c.duration+time.Minute, func() error {
 			began := time.Now()
-			err := f.repo.changeAll(ctx, 1)
+			err := f.repo.importAll(ctx, 1)
 			log.Info("every tenant file edited and committed", "tenants", c.agents, "took", time.Since(began).Round(time.Millisecond).String())
 			return err
 		})
