@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"genesis.dev/fleet/reconciler/actions"
@@ -694,15 +695,19 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 		}
 		byTenant[a.Workspace] = append(byTenant[a.Workspace], a)
 	}
+	var renderOnly []func(quiet bool)
 	for _, ws := range order {
 		if !r.claim(ws) {
 			continue
 		}
 		list := byTenant[ws]
 		desired, hash := actions.DesiredOf(d, ws, list), d.Hashes[ws]
-		r.jobs.Go(func() {
+		job := func(quiet bool) {
 			defer r.release(ws)
 			for _, a := range list {
+				if ctx.Err() != nil {
+					return // the lease or the process ended: the next leader plans it
+				}
 				id, err := r.cfg.Store.Begin(ctx, a, desired, snap.Commit)
 				if errors.Is(err, store.ErrBusy) || errors.Is(err, store.ErrStaleEpoch) {
 					return
@@ -711,12 +716,22 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 					r.log.Error("journal failed", "tenant", ws, "action", a.Kind, "err", err)
 					return
 				}
-				if !r.run(ctx, c, id, a, desired, hash, snap.Commit, false) {
+				if !r.runAt(ctx, c, id, a, desired, hash, snap.Commit, false, quiet) {
 					return
 				}
 			}
-		})
+		}
+		if len(list) == 1 && list[0].Kind == plan.UpdateManifest {
+			renderOnly = append(renderOnly, job)
+			continue
+		}
+		r.jobs.Go(func() { job(false) })
 	}
+	if len(renderOnly) > eachLogged {
+		r.log.Info("update_manifest for many tenants; past the first, their action lines at debug", "tenants", len(renderOnly),
+			"logged_each", eachLogged, "workers", renderOnlyWorkers, "commit", snap.Commit, "correlation_id", snap.Correlation)
+	}
+	r.runBounded(renderOnly)
 	if snap.Commit != "" && r.cfg.Reconciled != nil {
 		r.cfg.Reconciled(snap.Commit)
 	}
@@ -728,12 +743,53 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 	return p, nil
 }
 
+// Tenants whose only action is update_manifest (their recorded hash
+// moves, their manifest is rendered; DigitalOcean is not called) run on
+// renderOnlyWorkers jobs between them rather than one job each: a commit
+// that edits every tenant plans one per tenant (100,000 at the scale run),
+// and as many jobs at once held a goroutine and a rendered manifest each,
+// queued on the database pool, and took the CPU the manifest sweep needed
+// to issue the same manifests to the agents. Their "action started" and
+// "action succeeded" lines are at info for the first eachLogged of a pass,
+// at debug past them, after one line at info saying how many.
+const (
+	renderOnlyWorkers = 8
+	eachLogged        = 20
+)
+
+// runBounded runs jobs on at most renderOnlyWorkers goroutines, in order;
+// the first eachLogged log at info.
+func (r *Reconciler) runBounded(jobs []func(quiet bool)) {
+	var next atomic.Int64
+	for range min(renderOnlyWorkers, len(jobs)) {
+		r.jobs.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(jobs) {
+					return
+				}
+				jobs[i](i >= eachLogged)
+			}
+		})
+	}
+}
+
 // run executes one journaled action with its kind's side steps
 // (actions.Executor.Run) and feeds its outcome to the work queue; it
 // reports whether the action succeeded.
 func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.Action, desired schema.State, hash, commit string, resume bool) bool {
+	return r.runAt(ctx, c, opID, a, desired, hash, commit, resume, false)
+}
+
+// runAt is run, with its started and succeeded lines at debug when quiet
+// (failures are always at error).
+func (r *Reconciler) runAt(ctx context.Context, c *cloud.Pool, opID int64, a plan.Action, desired schema.State, hash, commit string, resume, quiet bool) bool {
 	log := r.log.With("op", opID, "tenant", a.Workspace, "action", a.Kind, "correlation_id", a.Correlation)
-	log.Info("action started", "droplet", a.Droplet, "account", a.Account, "reason", a.Reason, "resume", resume)
+	level := slog.LevelInfo
+	if quiet {
+		level = slog.LevelDebug
+	}
+	log.Log(ctx, level, "action started", "droplet", a.Droplet, "account", a.Account, "reason", a.Reason, "resume", resume)
 	start := r.cfg.Now()
 	x := r.executor(r.log)
 	out := x.Run(ctx, c, actions.Op{ID: opID, Action: a, Desired: desired, Hash: hash, Commit: commit, Resume: resume}, log)
@@ -748,7 +804,7 @@ func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.
 		log.Error("action failed", "err", out.Err, "kind_of_error", holdKind(out.Err), "seconds", r.cfg.Now().Sub(start).Seconds())
 		return false
 	}
-	log.Info("action succeeded", "droplet_id", out.DropletID, "seconds", r.cfg.Now().Sub(start).Seconds())
+	log.Log(ctx, level, "action succeeded", "droplet_id", out.DropletID, "seconds", r.cfg.Now().Sub(start).Seconds())
 	x.RenderAfter(ctx, a, log)
 	return true
 }

@@ -199,7 +199,7 @@ func prodRepo(b *testing.B, dir string, n int) (tenantBytes int64) {
 			b.Fatal(err)
 		}
 	}
-	write("genesis.yaml", loadstate.Fleet(n, id.Recipient().String()))
+	write("genesis.yaml", loadstate.Fleet(n, 0, id.Recipient().String()))
 	write("templates/workflows/welcome.json", []byte(loadstate.Template))
 	for i := range n {
 		tid := fmt.Sprintf("ws-prod-%06d", i)

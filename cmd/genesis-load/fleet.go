@@ -136,7 +136,7 @@ func (f *fleet) start(ctx context.Context, c config, serverLog *slog.Logger, std
 		return err
 	}
 	f.closers = append(f.closers, func() { os.RemoveAll(dir) })
-	f.repo, err = newStateRepo(ctx, dir, fleetID.Recipient(), c.agents, c.credentials, 0)
+	f.repo, err = newStateRepo(ctx, dir, loadstate.Fleet(max(c.agents, 1), 0, fleetID.Recipient().String()), fleetID.Recipient(), c.agents, c.credentials, 0)
 	if err != nil {
 		return err
 	}
@@ -322,6 +322,7 @@ type simAgent struct {
 	i                 int
 	ws, droplet, name string
 	ip                string
+	account           string // its DigitalOcean account (scale)
 	token             string // the one-time provisioning token, bound at the create's record
 	identity          *age.X25519Identity
 	cred              string

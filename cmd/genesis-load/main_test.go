@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"genesis.dev/fleet/internal/cliexit"
+	"genesis.dev/fleet/internal/loadstate"
 )
 
 // TestMain lets the test binary act as `genesis-load serve` when a
@@ -193,7 +194,7 @@ func TestHeartbeatAgainstRunningReconciler(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	repo, err := newStateRepo(t.Context(), dir, id.Recipient(), 0, 1, 0)
+	repo, err := newStateRepo(t.Context(), dir, loadstate.Fleet(1, 0, id.Recipient().String()), id.Recipient(), 0, 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,14 +289,15 @@ func TestScaleTinyRun(t *testing.T) {
 	}
 	rep := decodeReport(t, "scale", "--agents", "40", "--replicas", "3", "--agent-procs", "2", "--sources", "2",
 		"--credentials", "1", "--duration", "3s", "--heartbeat-rate", "40", "--connections", "16", "--time-limit", "170s",
-		"--replica-memory-limit", "512MiB", "--edit-phase", "--reconciler-bin", bin)
+		"--replica-memory-limit", "512MiB", "--edit-phase", "--account-droplets", "15", "--reconciler-bin", bin)
 	if !strings.HasSuffix(rep.Command, " --replica-memory-limit 512MiB --edit-phase") {
 		t.Errorf("command %q does not say the replicas' memory limit and the edit phase", rep.Command)
 	}
 	c := rep.Counts
 	want := map[string]int64{"long-polls parked": 40, "agents with the new manifest": 40,
 		"agents with the edited tenants' manifest": 40, "manifests stored for the edit": 40,
-		"heartbeats rejected (4xx/5xx)": 0, "heartbeat network errors": 0, "heartbeats dropped (replicas)": 0}
+		"heartbeats rejected (4xx/5xx)": 0, "heartbeat network errors": 0, "heartbeats dropped (replicas)": 0,
+		"update_manifest operations succeeded for the edit": 40}
 	got := map[string]int64{}
 	for k := range want {
 		got[k] = c[k]
@@ -325,8 +327,13 @@ func TestScaleTinyRun(t *testing.T) {
 	if f := figureOf(t, rep, "a commit editing every tenant file → all 40 agents"); f.Value <= 0 || f.BaselineValue <= 0 || !strings.Contains(f.Note, "40 of 40 agents") {
 		t.Errorf("edit figure %+v: want a value, a baseline and every agent", f)
 	}
-	if f := figureOf(t, rep, "a commit editing every tenant file: largest replica's peak RSS"); f.Value <= 0 || f.Value < f.BaselineValue {
-		t.Errorf("edit peak figure %+v: want a peak no lower than the RSS at the commit", f)
+	// Three accounts of 15 droplets (the last holds 10), each listed by
+	// the leader with its own token: the edit's 40 hashes recorded.
+	if f := figureOf(t, rep, "a commit editing every tenant file → the leader has recorded all 40 tenants' new hash"); f.Value <= 0 || f.Verdict != "" || !strings.Contains(f.Note, "40 of 40 succeeded") || !strings.Contains(f.Note, "3 DigitalOcean accounts of 15 droplets") {
+		t.Errorf("journal figure %+v: want every tenant's update_manifest over 3 accounts", f)
+	}
+	if f := figureOf(t, rep, "a commit editing every tenant file: largest replica's peak RSS"); f.Value <= 0 || f.Value < f.BaselineValue || !strings.HasPrefix(f.Note, "peak RSS (VmHWM, reset through") {
+		t.Errorf("edit peak figure %+v: want a peak no lower than the RSS at the commit, measured from the commit", f)
 	}
 	if f := figureOf(t, rep, "40 agents parked across 3 replicas"); f.Value <= 0 || f.BaselineValue <= 0 || !strings.Contains(f.Note, "every replica is the genesis-reconciler binary, r0 --role full") {
 		t.Errorf("RSS figure %+v: want positive values, and a note saying which replicas are the genesis-reconciler binary", f)
@@ -375,7 +382,7 @@ func TestImportAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	repo, err := newStateRepo(ctx, t.TempDir(), id.Recipient(), 3, 1, 0)
+	repo, err := newStateRepo(ctx, t.TempDir(), loadstate.Fleet(3, 0, id.Recipient().String()), id.Recipient(), 3, 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,5 +405,21 @@ func TestImportAll(t *testing.T) {
 	}
 	if err := repo.changeTemplate(ctx, 2); err == nil || !strings.Contains(err.Error(), "behind its branch") {
 		t.Errorf("a commit through the stale work tree: %v, want it refused", err)
+	}
+}
+
+// TestFannedNoteSaysWhenPeakNotReset: a kernel that refuses the VmHWM
+// reset leaves each replica's lifetime peak; the figure must say so
+// rather than pass it off as the phase's.
+func TestFannedNoteSaysWhenPeakNotReset(t *testing.T) {
+	o := fanned{before: []int64{100 << 20}, peaks: []int64{300 << 20}, resetErr: errors.New("permission denied")}
+	for _, s := range []string{o.peakSince(), o.note(1, 1000)} {
+		if !strings.Contains(s, "NOT since the commit (resetting it failed: permission denied)") {
+			t.Errorf("note %q does not say the peak is not the phase's", s)
+		}
+	}
+	o.resetErr = nil
+	if s := o.note(1, 1000); strings.Contains(s, "NOT since") || !strings.Contains(s, "r0 100 → 300 MiB") {
+		t.Errorf("note %q: want the phase's peak per replica", s)
 	}
 }

@@ -103,6 +103,9 @@ type config struct {
 	heartbeatRate float64
 	// replicaMemLimit is GOMEMLIMIT for each scale replica ("" : none).
 	replicaMemLimit string
+	// accountDroplets is how many droplets each DigitalOcean account of
+	// the scale run holds.
+	accountDroplets int
 	// editPhase adds the scale run's phase of a commit that edits every
 	// tenant file.
 	editPhase bool
@@ -164,6 +167,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Float64Var(&c.heartbeatRate, "heartbeat-rate", 16_700, "scale: heartbeats per second the whole fleet offers (each agent every agents/rate seconds)")
 	fs.StringVar(&c.enroll, "enroll", "bulk", "scale: bulk records the agents as enrolled in Postgres and the leader's sweep renders their first manifests (100,000 enrollments through HTTP take most of the time bound here); http enrolls each through POST /v1/enroll with its replica")
 	fs.StringVar(&c.replicaMemLimit, "replica-memory-limit", "", "scale: GOMEMLIMIT of each replica (e.g. 600MiB; a soft limit: the Go runtime collects harder near it, as the systemd unit and the pod set it from their memory limit); empty: none")
+	fs.IntVar(&c.accountDroplets, "account-droplets", 1000, "scale: droplets per DigitalOcean account (the fleet spreads over agents/N accounts, each with its own token and rate budget, as production does; the leader lists every account each pass, 200 droplets a page)")
 	fs.BoolVar(&c.editPhase, "edit-phase", false, "scale: after the template change, also commit an edit of every tenant file and measure it (every replica decodes the fleet again; ~6 min more at 100,000)")
 	fs.StringVar(&c.reconcilerBin, "reconciler-bin", "", "scale: the genesis-reconciler binary replicas 1… run as --role serve (default: genesis-reconciler beside this executable, else in PATH)")
 	fs.DurationVar(&c.timeLimit, "time-limit", 15*time.Minute, "scale: the most the whole run may take (setup included); it stops there and reports what it measured")
@@ -195,6 +199,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, usageErr("--replicas must be between 1 and 32")
 	case c.agentProcs < 0 || c.agentProcs > 64:
 		return c, usageErr("--agent-procs must be between 1 and 64")
+	case c.accountDroplets < 1:
+		return c, usageErr("--account-droplets must be at least 1")
 	case c.sources < 1 || c.sources > 1000:
 		return c, usageErr("--sources must be between 1 and 1000")
 	case c.heartbeatRate <= 0 || c.heartbeatRate > 1_000_000:

@@ -138,10 +138,11 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 		return nil, err
 	}
 	f.closers = append(f.closers, func() { os.RemoveAll(dir) })
-	if f.repo, err = newStateRepo(ctx, dir, fleetID.Recipient(), c.agents, c.credentials, 1000); err != nil {
+	fleetFile := loadstate.Fleet(max(c.agents, 1), c.accountDroplets, fleetID.Recipient().String())
+	if f.repo, err = newStateRepo(ctx, dir, fleetFile, fleetID.Recipient(), c.agents, c.credentials, 1000); err != nil {
 		return nil, err
 	}
-	f.account = loadstate.Account
+	accounts := loadstate.Accounts(max(c.agents, 1), c.accountDroplets)
 	cfg, err := writeKeys(dir, f.repo.dir, fleetID, priv)
 	if err != nil {
 		return nil, err
@@ -159,7 +160,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	}
 	f.closers = append(f.closers, f.st.Close)
 	f.tokens = agentapi.New(agentapi.Config{Store: f.st, Logger: serverLog})
-	fleetDoc, ferrs := schema.DecodeFleet(schema.FleetFile, loadstate.Fleet(max(c.agents, 1), fleetID.Recipient().String()))
+	fleetDoc, ferrs := schema.DecodeFleet(schema.FleetFile, fleetFile)
 	if len(ferrs) > 0 {
 		return nil, fmt.Errorf("the load fleet's genesis.yaml: %v", ferrs)
 	}
@@ -169,11 +170,11 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	as := make([]*simAgent, c.agents)
 	for i := range as {
 		as[i] = &simAgent{i: i, ws: tenantID(i), droplet: fmt.Sprint(dropletBase + i), name: plan.DropletName(tenantID(i), 1),
-			ip: fmt.Sprintf("100.%d.%d.%d", 64+i>>16, (i>>8)&255, i&255)}
+			ip: fmt.Sprintf("100.%d.%d.%d", 64+i>>16, (i>>8)&255, i&255), account: loadstate.AccountName(i/c.accountDroplets, accounts)}
 	}
 	provisioned := time.Now()
 	var calls doCalls
-	do, doToken, err := startSimulator(ctx, f, as, &calls, serverLog)
+	do, doTokens, err := startSimulator(ctx, f, as, accounts, &calls, serverLog)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +195,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	reps := make([]replica, c.replicas)
 	start := func(k int) error {
 		var err error
-		if reps[k], err = f.startReplica(ctx, c, bin, k, cfg, dbURL, do, doToken, stderr); err != nil {
+		if reps[k], err = f.startReplica(ctx, c, bin, k, cfg, dbURL, do, doTokens, stderr); err != nil {
 			return fmt.Errorf("replica %d: %w", k, err)
 		}
 		return nil
@@ -358,7 +359,24 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 			Note:    "commit of every tenants/*.yaml (each workflow's greeting) → " + edit.note(c.agents, envBytes)})
 		rep.add(figure{Measure: "a commit editing every tenant file: largest replica's peak RSS during it", Value: float64(maxPeak) / (1 << 20), Unit: "MiB",
 			Baseline: "the largest replica's RSS when the commit was made", BaselineValue: float64(maxBefore) / (1 << 20),
-			Note: "VmHWM reset (/proc/PID/clear_refs) just before the commit; every replica decodes the 100,000 edited files while its previous Snapshot is held, sharing what the edit left alone (schema.Tenant.ShareFrom)"})
+			Note: edit.peakSince() + "; every replica decodes the 100,000 edited files while its previous Snapshot is held, sharing what the edit left alone (schema.Tenant.ShareFrom)"})
+		// The leader's own work for the edit: an update_manifest action
+		// per tenant records its new hash (no DigitalOcean call), after a
+		// pass that lists every account.
+		j, err := waitJournaled(ctx, f, edit.commit, c.agents, max(10*time.Second, min(5*time.Minute, time.Until(deadlineOf(ctx))-c.duration-time.Minute)))
+		if err != nil {
+			return nil, err
+		}
+		rep.Counts["update_manifest operations succeeded for the edit"] = j.succeeded
+		verdict := ""
+		if j.succeeded < int64(c.agents) {
+			verdict = "not every tenant"
+		}
+		rep.add(figure{Measure: fmt.Sprintf("a commit editing every tenant file → the leader has recorded all %s tenants' new hash", thousands(strconv.Itoa(c.agents))),
+			Value: j.last.Sub(edit.committed).Seconds(), Unit: "s", Verdict: verdict,
+			Note: fmt.Sprintf("one update_manifest operation per tenant journaled and succeeded, from the commit to the last one's finished_at (the agents do not wait for them: the sweep issues their manifests); %d of %d succeeded within %s, the first %.1f s after the commit; %d DigitalOcean accounts of %d droplets, every one listed by each pass",
+				j.succeeded, c.agents, j.bound.Round(time.Second), j.first.Sub(edit.committed).Seconds(), accounts, c.accountDroplets)})
+		log.Info("edit journaled by the leader", "succeeded", j.succeeded, "of", c.agents)
 	}
 
 	// 3. Heartbeats from every agent at --heartbeat-rate across the replicas.
@@ -443,7 +461,7 @@ func seedDroplets(ctx context.Context, f *fleet, as []*simAgent, enrolled bool) 
 	}
 	for lo := 0; lo < len(as); lo += 5000 {
 		batch := as[lo:min(len(as), lo+5000)]
-		var ws, names, ips, recips, blobs []string
+		var ws, names, ips, recips, blobs, accts []string
 		var ids []int64
 		var hashes, creds, pubs [][]byte
 		for _, a := range batch {
@@ -452,7 +470,7 @@ func seedDroplets(ctx context.Context, f *fleet, as []*simAgent, enrolled bool) 
 			a.token = base64.RawURLEncoding.EncodeToString(b[:])
 			h := sha256.Sum256([]byte(a.token))
 			ws, names, ips, ids, hashes = append(ws, a.ws), append(names, a.name), append(ips, a.ip), append(ids, int64(dropletBase+a.i)), append(hashes, h[:])
-			blobs = append(blobs, gitBlobHash(f.repo.tenantFile(a.i, 0)))
+			blobs, accts = append(blobs, gitBlobHash(f.repo.tenantFile(a.i, 0))), append(accts, a.account)
 			if enrolled {
 				rand.Read(b[:])
 				a.cred = base64.RawURLEncoding.EncodeToString(b[:])
@@ -464,8 +482,8 @@ func seedDroplets(ctx context.Context, f *fleet, as []*simAgent, enrolled bool) 
 		}
 		err := pgxBegin(ctx, f, func(q execer) error {
 			if _, err := q.Exec(ctx, `INSERT INTO fleet_status (workspace, droplet_id, droplet_name, account, region, size, ip, state, desired_state, generation, tenant_hash, last_commit)
-				SELECT w, d, n, $6, $7, $8, ip::inet, $9, 'running', 1, b, $10 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) AS t(w, d, n, ip, b)`,
-				ws, ids, names, ips, blobs, f.account, loadstate.Region, loadstate.Size, state, head); err != nil {
+				SELECT w, d, n, a, $7, $8, ip::inet, $9, 'running', 1, b, $10 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) AS t(w, d, n, ip, b, a)`,
+				ws, ids, names, ips, blobs, accts, loadstate.Region, loadstate.Size, state, head); err != nil {
 				return fmt.Errorf("record droplets: %w", err)
 			}
 			if _, err := q.Exec(ctx, `INSERT INTO enrollment_tokens (token_hash, workspace, droplet_name, droplet_id, created_at, expires_at)
@@ -514,6 +532,41 @@ func waitManifests(ctx context.Context, f *fleet, n int, bound time.Duration) er
 			return fmt.Errorf("only %d of %d droplets have a first manifest after %s", got, n, bound)
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// journaled is what waitJournaled saw of the leader's update_manifest
+// operations for one commit.
+type journaled struct {
+	succeeded   int64
+	first, last time.Time // first and last finished_at
+	bound       time.Duration
+}
+
+// waitJournaled waits, at most bound, until n update_manifest operations
+// of commit have succeeded.
+func waitJournaled(ctx context.Context, f *fleet, commit string, n int, bound time.Duration) (journaled, error) {
+	j := journaled{bound: bound}
+	deadline := time.Now().Add(bound)
+	for {
+		var first, last *time.Time
+		if err := f.st.Pool().QueryRow(ctx, `SELECT count(*), min(finished_at), max(finished_at) FROM operations WHERE kind = 'update_manifest' AND commit = $1 AND state = 'succeeded'`, commit).Scan(&j.succeeded, &first, &last); err != nil {
+			return j, err
+		}
+		if first != nil && last != nil {
+			j.first, j.last = *first, *last
+		}
+		if j.succeeded >= int64(n) || time.Now().After(deadline) {
+			if j.last.IsZero() {
+				j.first, j.last = time.Now(), time.Now()
+			}
+			return j, nil
+		}
+		select {
+		case <-ctx.Done():
+			return j, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 }
 
@@ -892,31 +945,39 @@ func reconcilerBinary(bin string) (string, error) {
 }
 
 // startSimulator serves the DigitalOcean simulator on 127.0.0.1 with the
-// load fleet's account (no rate limit: one account holds the whole fleet
-// here, where production spreads it over many, each with its own budget)
-// and one running droplet per agent, tagged as the reconciler tags the
-// droplets it creates. It returns the API's URL and the account's token,
-// and counts the API's requests in calls.
-func startSimulator(ctx context.Context, f *fleet, as []*simAgent, calls *doCalls, log *slog.Logger) (string, string, error) {
-	var b [16]byte
-	rand.Read(b[:])
-	token := hex.EncodeToString(b[:])
-	sim, err := dosim.New(dosim.Config{Accounts: []dosim.Account{{Name: loadstate.Account, Token: token, DropletLimit: len(as) + 100}},
-		Limits: dosim.Limits{RatePerMinute: -1, RatePerHour: -1}, Seed: 1, Logger: log.With("component", "dosim")})
+// load fleet's accounts (each with its own token; no server-side rate
+// limit: the leader's own budget per token paces it, as against
+// DigitalOcean) and one running droplet per agent in the agent's account,
+// tagged as the reconciler tags the droplets it creates. It returns the
+// API's URL and the accounts' tokens, and counts the API's requests in
+// calls.
+func startSimulator(ctx context.Context, f *fleet, as []*simAgent, accounts int, calls *doCalls, log *slog.Logger) (string, []string, error) {
+	tokens := make([]string, accounts)
+	seeds := make(map[string][]dosim.Seed, accounts)
+	for _, a := range as {
+		seeds[a.account] = append(seeds[a.account], dosim.Seed{ID: dropletBase + a.i, Name: a.name, Region: loadstate.Region, Size: loadstate.Size, Image: loadstate.Image,
+			Tags: plan.Tags(a.ws, a.account, string(schema.TierPro)), IP: a.ip})
+	}
+	var accts []dosim.Account
+	for k := range tokens {
+		var b [16]byte
+		rand.Read(b[:])
+		tokens[k] = hex.EncodeToString(b[:])
+		name := loadstate.AccountName(k, accounts)
+		accts = append(accts, dosim.Account{Name: name, Token: tokens[k], DropletLimit: len(seeds[name]) + 100})
+	}
+	sim, err := dosim.New(dosim.Config{Accounts: accts, Limits: dosim.Limits{RatePerMinute: -1, RatePerHour: -1}, Seed: 1, Logger: log.With("component", "dosim")})
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
-	seeds := make([]dosim.Seed, len(as))
-	for i, a := range as {
-		seeds[i] = dosim.Seed{ID: dropletBase + a.i, Name: a.name, Region: loadstate.Region, Size: loadstate.Size, Image: loadstate.Image,
-			Tags: plan.Tags(a.ws, loadstate.Account, string(schema.TierPro)), IP: a.ip}
-	}
-	if err := sim.SeedDroplets(loadstate.Account, seeds); err != nil {
-		return "", "", err
+	for name, ss := range seeds {
+		if err := sim.SeedDroplets(name, ss); err != nil {
+			return "", nil, err
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
 	h := sim.Handler()
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -937,7 +998,7 @@ func startSimulator(ctx context.Context, f *fleet, as []*simAgent, calls *doCall
 		<-done
 		<-done
 	})
-	return "http://" + ln.Addr().String() + "/", token, nil
+	return "http://" + ln.Addr().String() + "/", tokens, nil
 }
 
 // doCalls counts the DigitalOcean API's requests of a scale run.
@@ -946,14 +1007,14 @@ type doCalls struct{ reads, writes atomic.Int64 }
 // startReplica runs bin, the genesis-reconciler binary, as replica k on
 // the run's state repository, database and keys, listening on a free
 // loopback port, and returns once its /readyz answers: replica 0 with
-// --role full and the simulator as DigitalOcean (the account's token in
+// --role full and the simulator as DigitalOcean (each account's token in
 // the variable genesis.yaml names), the others with --role serve. The
 // webhook's secret goes in its environment, not its arguments; no other
 // GENESIS_* variable of this process reaches it. The watchdog runs hourly:
 // the load's agents heartbeat only in the heartbeat phase, and silent
 // droplets would be remediated (the watchdog is measured elsewhere). It is
 // stopped with SIGTERM as the run ends.
-func (f *fleet) startReplica(ctx context.Context, c config, bin string, k int, cfg serverConfig, dbURL, doURL, doToken string, stderr io.Writer) (replica, error) {
+func (f *fleet) startReplica(ctx context.Context, c config, bin string, k int, cfg serverConfig, dbURL, doURL string, doTokens []string, stderr io.Writer) (replica, error) {
 	id := fmt.Sprintf("load-%d", k)
 	role := map[bool]string{true: "full", false: "serve"}[k == 0]
 	cmd := exec.Command(bin, "--role", role, "--replica-id", id, "--state-repo", cfg.StateRepo, "--database-url", dbURL,
@@ -966,7 +1027,9 @@ func (f *fleet) startReplica(ctx context.Context, c config, bin string, k int, c
 	}
 	cmd.Env = append(cmd.Env, "GENESIS_WEBHOOK_SECRET="+cfg.WebhookSecret)
 	if k == 0 {
-		cmd.Env = append(cmd.Env, loadstate.TokenEnv+"="+doToken)
+		for j, t := range doTokens {
+			cmd.Env = append(cmd.Env, loadstate.TokenEnvOf(j, len(doTokens))+"="+t)
+		}
 	}
 	if c.replicaMemLimit != "" {
 		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+c.replicaMemLimit)
@@ -1068,6 +1131,9 @@ type fanned struct {
 	committed     time.Time // when the change was committed
 	seen          time.Time // when the issued count was read last
 	before, peaks []int64   // per replica: RSS at the commit, peak RSS (VmHWM) since
+	// resetErr is why VmHWM could not be reset at the commit (another
+	// kernel, no permission): the peaks are then since each replica started.
+	resetErr error
 }
 
 // fanOut makes change (a commit), pushes it, and waits until every agent
@@ -1096,7 +1162,9 @@ func fanOut(ctx context.Context, f *fleet, reps []replica, workers []*scaleWorke
 	}
 	out.before, out.peaks = make([]int64, len(reps)), make([]int64, len(reps))
 	for k, r := range reps {
-		os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", r.pid), []byte("5"), 0)
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", r.pid), []byte("5"), 0); err != nil && out.resetErr == nil {
+			out.resetErr = err
+		}
 		out.before[k], _ = rssOf(r.pid)
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
@@ -1145,6 +1213,15 @@ func fanOut(ctx context.Context, f *fleet, reps []replica, workers []*scaleWorke
 	return out, nil
 }
 
+// peakSince says what the peaks cover: from the commit when VmHWM was
+// reset, else the whole life of each replica.
+func (o fanned) peakSince() string {
+	if o.resetErr != nil {
+		return fmt.Sprintf("peak RSS (VmHWM) since the replica started, NOT since the commit (resetting it failed: %v)", o.resetErr)
+	}
+	return "peak RSS (VmHWM, reset through /proc/PID/clear_refs at the commit) until every agent had it"
+}
+
 // note says what fanOut measured, for a figure's note.
 func (o fanned) note(agents int, envBytes float64) string {
 	lastStored := "the last"
@@ -1160,9 +1237,9 @@ func (o fanned) note(agents int, envBytes float64) string {
 	if !o.it.first.IsZero() {
 		stored = fmt.Sprintf("the leader stored the first manifest %.0f ms and %s %.0f ms after the commit", ms(o.it.first.Sub(o.committed)), lastStored, ms(last.Sub(o.committed)))
 	}
-	note := fmt.Sprintf("each agent's long-poll answered with its new manifest, seen by the agent processes; %d of %d agents got it within %s; p50 %.0f ms, p99 %.0f ms, max %.0f ms; %s (%d stored, %.0f-byte envelopes); RSS at the commit → peak RSS (VmHWM) until every agent had it, per replica: %s",
+	note := fmt.Sprintf("each agent's long-poll answered with its new manifest, seen by the agent processes; %d of %d agents got it within %s; p50 %.0f ms, p99 %.0f ms, max %.0f ms; %s (%d stored, %.0f-byte envelopes); RSS at the commit → %s, per replica: %s",
 		len(o.lat), agents, o.bound.Round(time.Second), ms(percentile(o.lat, 0.5)), ms(percentile(o.lat, 0.99)), ms(percentile(o.lat, 1)),
-		stored, o.it.issued, envBytes, strings.Join(peaks, ", "))
+		stored, o.it.issued, envBytes, o.peakSince(), strings.Join(peaks, ", "))
 	if !o.all {
 		note += fmt.Sprintf("; NOT every agent got it: %d missing", agents-len(o.lat))
 	}

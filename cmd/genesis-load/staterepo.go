@@ -32,19 +32,20 @@ type stateRepo struct {
 	stale bool
 }
 
-// newStateRepo makes the repository under dir with n tenants, each with
+// newStateRepo makes the repository under dir with fleetFile as its
+// genesis.yaml and n tenants, each with
 // creds sealed credentials. distinct > 0 seals only that many different
 // credential sets, shared by the tenants in turn (sealing costs ~1 ms a
 // credential here: at 100,000 tenants a fresh one each would take minutes);
 // 0 gives every tenant its own.
-func newStateRepo(ctx context.Context, dir string, fleet *age.X25519Recipient, n, creds, distinct int) (*stateRepo, error) {
+func newStateRepo(ctx context.Context, dir string, fleetFile []byte, fleet *age.X25519Recipient, n, creds, distinct int) (*stateRepo, error) {
 	r := &stateRepo{dir: filepath.Join(dir, "state"), n: n, sealed: make([][]string, n)}
 	for _, d := range []string{"tenants", "templates/workflows"} {
 		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o755); err != nil {
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(r.dir, "genesis.yaml"), loadstate.Fleet(max(n, 1), fleet.String()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(r.dir, "genesis.yaml"), fleetFile, 0o644); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(r.dir, "templates/workflows/welcome.json"), []byte(loadstate.Template), 0o644); err != nil {

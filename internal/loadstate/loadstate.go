@@ -25,22 +25,58 @@ const (
 // credential placeholder and one parameter (greeting).
 const Template = `{"name":"Welcome","nodes":[{"name":"Gmail","type":"n8n-nodes-base.gmail","parameters":{"subject":"{{param.greeting}}"},"credentials":{"gmailOAuth2":{"id":"TEMPLATE_GMAIL_UUID","name":"gmail"}}}],"connections":{}}`
 
-// Fleet is genesis.yaml: one account of maxDroplets serving Region, the
-// fleet's credentials sealed to recipient (an age recipient), no
-// destruction or hibernation allowed.
-func Fleet(maxDroplets int, recipient string) []byte {
+// Accounts is how many DigitalOcean accounts hold droplets droplets at
+// perAccount each: one when perAccount is 0 or holds them all.
+func Accounts(droplets, perAccount int) int {
+	if perAccount <= 0 || perAccount >= droplets {
+		return 1
+	}
+	return (droplets + perAccount - 1) / perAccount
+}
+
+// AccountName is the name of account k of n: Account when n is 1, else
+// Account-000, Account-001, ...
+func AccountName(k, n int) string {
+	if n == 1 {
+		return Account
+	}
+	return fmt.Sprintf("%s-%03d", Account, k)
+}
+
+// TokenEnvOf is the variable the fleet file names for account k of n's
+// token: TokenEnv when n is 1, else TokenEnv_000, TokenEnv_001, ...
+func TokenEnvOf(k, n int) string {
+	if n == 1 {
+		return TokenEnv
+	}
+	return fmt.Sprintf("%s_%03d", TokenEnv, k)
+}
+
+// Fleet is genesis.yaml: Accounts(droplets, perAccount) accounts serving
+// Region, room for perAccount droplets each (droplets in one account when
+// perAccount is 0), the fleet's credentials sealed to recipient (an age
+// recipient), no destruction or hibernation allowed.
+func Fleet(droplets, perAccount int, recipient string) []byte {
+	n := Accounts(droplets, perAccount)
+	room := droplets
+	if n > 1 {
+		room = perAccount
+	}
+	var accounts strings.Builder
+	for k := range n {
+		fmt.Fprintf(&accounts, "    - {name: %s, regions: [%s], maxDroplets: %d, tokenEnv: %s}\n", AccountName(k, n), Region, max(room, 1), TokenEnvOf(k, n))
+	}
 	return fmt.Appendf(nil, `apiVersion: genesis.dev/v1
 kind: Fleet
 metadata: {name: genesis-load}
 spec:
   accounts:
-    - {name: %s, regions: [%s], maxDroplets: %d, tokenEnv: %s}
-  defaults: {size: %s, image: %s, n8nVersion: 1.123.81}
+%s  defaults: {size: %s, image: %s, n8nVersion: 1.123.81}
   recipients: [%s]
   safety: {maxDestroyPerRun: 0, maxHibernatePercent: 0}
   sizes:
     %s: {monthlyUSD: 6}
-`, Account, Region, maxDroplets, TokenEnv, Size, Image, recipient, Size)
+`, accounts.String(), Size, Image, recipient, Size)
 }
 
 // Tenant is tenant id's file: running in Region, with domain (none when

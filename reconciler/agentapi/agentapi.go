@@ -128,9 +128,12 @@ type Service struct {
 	// appliedLogs bounds the "manifest applied" lines written at info
 	// (see logApplied).
 	appliedLogs *loglimit.Limiter
-	kick        chan struct{}
-	stopped     chan struct{}
-	stop        sync.Once
+	// issuedLogs bounds the "manifest issued" lines of renders outside a
+	// sweep (update_manifest actions and the like) the same way.
+	issuedLogs *loglimit.Limiter
+	kick       chan struct{}
+	stopped    chan struct{}
+	stop       sync.Once
 
 	authMu sync.RWMutex
 	auth   map[[32]byte]*agentRef
@@ -203,7 +206,8 @@ func New(cfg Config) *Service {
 		enabled: cfg.Signer != nil && len(cfg.Identities) > 0, announceErr: announceErr,
 		queues: queues, firsts: make(chan int64, firstQueue), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
 		refusals: loglimit.New(refusalWindow, refusalBurst), appliedLogs: loglimit.New(eachLoggedWindow, eachLogged),
-		auth: map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{}, creds: credentials{keys: newCredSet(nil)},
+		issuedLogs: loglimit.New(eachLoggedWindow, eachLogged),
+		auth:       map[[32]byte]*agentRef{}, neg: map[[32]byte]time.Time{}, creds: credentials{keys: newCredSet(nil)},
 		man: map[int64]*entry{}, waiters: map[int64]chan struct{}{},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"genesis.dev/fleet/internal/loglimit"
 	"genesis.dev/fleet/reconciler/store"
 	"genesis.dev/fleet/reconciler/watchdog"
 	"genesis.dev/fleet/schema"
@@ -259,20 +260,28 @@ func (s *Service) writeBatch(ctx context.Context, batch []store.Heartbeat) error
 	return fmt.Errorf("write %d heartbeats: %w", b.Len(), err)
 }
 
+// boundedLevel is the level of the next msg line that lim bounds: info
+// for the first eachLogged of every window, debug past them; the first
+// line at info after such a window is preceded by one saying how many
+// went to debug.
+func (s *Service) boundedLevel(lim *loglimit.Limiter, msg string) slog.Level {
+	ok, quiet := lim.Allow(msg, s.cfg.Now())
+	if quiet > 0 {
+		s.log.Info(msg+" lines written at debug in the last window", "lines", quiet, "window", lim.Window().String())
+	}
+	if !ok && quiet == 0 {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
 // logApplied logs that a droplet applied a newer manifest: at info for the
 // first eachLogged of every minute, at debug past them (a fleet-wide change
 // converges 100,000 droplets within minutes); the first line at info after
 // such a minute says how many went to debug. genesis_convergence_seconds
 // counts every one.
 func (s *Service) logApplied(c store.Convergence) {
-	ok, quiet := s.appliedLogs.Allow("applied", s.cfg.Now())
-	if quiet > 0 {
-		s.log.Info("manifest applied lines written at debug in the last window", "lines", quiet, "window", s.appliedLogs.Window().String())
-	}
-	level := slog.LevelInfo
-	if !ok && quiet == 0 {
-		level = slog.LevelDebug
-	}
+	level := s.boundedLevel(s.appliedLogs, "manifest applied")
 	s.log.Log(context.Background(), level, "manifest applied", "tenant", c.Workspace, "droplet", c.Droplet, "version", c.Version,
 		"correlation_id", c.Correlation, "convergence_seconds", c.Seconds)
 }

@@ -287,13 +287,18 @@ const (
 
 // published serves a stored manifest from the cache (waking its droplet's
 // long-polls) and records it. logged counts the manifests its sweep has
-// logged (nil: a render of its own, always logged at info).
+// logged (nil: a render of its own, such as an update_manifest action's,
+// logged at info for the first eachLogged of every minute: a commit that
+// edits every tenant plans an action per tenant).
 func (s *Service) published(is *issue, logged *atomic.Int64) {
 	s.bodies.put(is.t.Droplet, is.m.Version, is.env)
 	s.install(is.t.Droplet, &entry{version: is.m.Version, etag: `"` + hex.EncodeToString(is.digest[:]) + `"`, published: s.cfg.Now()})
 	s.m.issued.Inc()
 	level := slog.LevelInfo
-	if logged != nil && logged.Add(1) > eachLogged {
+	switch {
+	case logged == nil:
+		level = s.boundedLevel(s.issuedLogs, "manifest issued")
+	case logged.Add(1) > eachLogged:
 		level = slog.LevelDebug
 	}
 	s.log.Log(context.Background(), level, "manifest issued", "tenant", is.t.Workspace, "droplet", is.t.Droplet, "version", is.m.Version, "commit", is.snap.Commit,

@@ -108,6 +108,19 @@ func TestFleetWideLogsBounded(t *testing.T) {
 			t.Errorf("summary says %v lines, want %d", l["lines"], n-eachLogged)
 		}
 	}
+
+	// Renders of their own (an update_manifest action per tenant, as a
+	// commit editing every tenant plans) are bounded per minute as well.
+	mark = len(w.logs.String())
+	w.changeAll(n, 3)
+	for i := range n {
+		if err := w.svc.RenderWorkspace(t.Context(), fmt.Sprintf("ws-%04d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if counts, _ := logLines(t, w.logs.String(), mark); counts["manifest issued/INFO"] != eachLogged || counts["manifest issued/DEBUG"] != n-eachLogged {
+		t.Errorf("%d renders of their own within a minute: %v, want %d at info and %d at debug", n, counts, eachLogged, n-eachLogged)
+	}
 }
 
 // histCount is how many observations h holds.
