@@ -363,7 +363,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 		// The leader's own work for the edit: an update_manifest action
 		// per tenant records its new hash (no DigitalOcean call), after a
 		// pass that lists every account.
-		j, err := waitJournaled(ctx, f, edit.commit, c.agents, max(10*time.Second, min(5*time.Minute, time.Until(deadlineOf(ctx))-c.duration-time.Minute)))
+		j, err := waitJournaled(ctx, f, edit.commit, c.agents, max(10*time.Second, min(10*time.Minute, time.Until(deadlineOf(ctx))-c.duration-time.Minute)))
 		if err != nil {
 			return nil, err
 		}
