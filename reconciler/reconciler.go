@@ -695,14 +695,14 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 		}
 		byTenant[a.Workspace] = append(byTenant[a.Workspace], a)
 	}
-	var renderOnly []func(quiet bool)
+	var renderOnly []func(m jobMode)
 	for _, ws := range order {
 		if !r.claim(ws) {
 			continue
 		}
 		list := byTenant[ws]
 		desired, hash := actions.DesiredOf(d, ws, list), d.Hashes[ws]
-		job := func(quiet bool) {
+		job := func(m jobMode) {
 			defer r.release(ws)
 			for _, a := range list {
 				if ctx.Err() != nil {
@@ -716,7 +716,7 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 					r.log.Error("journal failed", "tenant", ws, "action", a.Kind, "err", err)
 					return
 				}
-				if !r.runAt(ctx, c, id, a, desired, hash, snap.Commit, false, quiet) {
+				if !r.runAt(ctx, c, id, a, desired, hash, snap.Commit, false, m) {
 					return
 				}
 			}
@@ -725,10 +725,10 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 			renderOnly = append(renderOnly, job)
 			continue
 		}
-		r.jobs.Go(func() { job(false) })
+		r.jobs.Go(func() { job(jobMode{}) })
 	}
 	if len(renderOnly) > eachLogged {
-		r.log.Info("update_manifest for many tenants; past the first, their action lines at debug", "tenants", len(renderOnly),
+		r.log.Info("update_manifest for many tenants; past the first, their action lines at debug; the manifest sweep renders them", "tenants", len(renderOnly),
 			"logged_each", eachLogged, "workers", renderOnlyWorkers, "commit", snap.Commit, "correlation_id", snap.Correlation)
 	}
 	r.runBounded(renderOnly)
@@ -749,18 +749,32 @@ func (r *Reconciler) pass(ctx context.Context) (plan.Plan, error) {
 // that edits every tenant plans one per tenant (100,000 at the scale run),
 // and as many jobs at once held a goroutine and a rendered manifest each,
 // queued on the database pool, and took the CPU the manifest sweep needed
-// to issue the same manifests to the agents. Their "action started" and
-// "action succeeded" lines are at info for the first eachLogged of a pass,
-// at debug past them, after one line at info saying how many.
+// to issue the same manifests to the agents. When a pass has more than
+// eachLogged of them, the actions leave the render to that sweep (every
+// new snapshot starts one, and it renders every droplet whose inputs
+// changed, in pages, and again on its next round if one fails), and their
+// "action started" and "action succeeded" lines are at info for the first
+// eachLogged only, at debug past them, after one line at info saying how
+// many. A change of a few tenants renders in its actions, as before.
 const (
 	renderOnlyWorkers = 8
 	eachLogged        = 20
 )
 
+// jobMode is how a job of the loop runs its actions.
+type jobMode struct {
+	// quiet: "action started" and "action succeeded" at debug.
+	quiet bool
+	// sweepRenders: an update_manifest leaves the render to the sweep.
+	sweepRenders bool
+}
+
 // runBounded runs jobs on at most renderOnlyWorkers goroutines, in order;
-// the first eachLogged log at info.
-func (r *Reconciler) runBounded(jobs []func(quiet bool)) {
+// the first eachLogged log at info. Past eachLogged jobs, none renders
+// (jobMode.sweepRenders).
+func (r *Reconciler) runBounded(jobs []func(m jobMode)) {
 	var next atomic.Int64
+	mass := len(jobs) > eachLogged
 	for range min(renderOnlyWorkers, len(jobs)) {
 		r.jobs.Go(func() {
 			for {
@@ -768,7 +782,7 @@ func (r *Reconciler) runBounded(jobs []func(quiet bool)) {
 				if i >= len(jobs) {
 					return
 				}
-				jobs[i](i >= eachLogged)
+				jobs[i](jobMode{quiet: i >= eachLogged, sweepRenders: mass})
 			}
 		})
 	}
@@ -778,20 +792,22 @@ func (r *Reconciler) runBounded(jobs []func(quiet bool)) {
 // (actions.Executor.Run) and feeds its outcome to the work queue; it
 // reports whether the action succeeded.
 func (r *Reconciler) run(ctx context.Context, c *cloud.Pool, opID int64, a plan.Action, desired schema.State, hash, commit string, resume bool) bool {
-	return r.runAt(ctx, c, opID, a, desired, hash, commit, resume, false)
+	return r.runAt(ctx, c, opID, a, desired, hash, commit, resume, jobMode{})
 }
 
-// runAt is run, with its started and succeeded lines at debug when quiet
-// (failures are always at error).
-func (r *Reconciler) runAt(ctx context.Context, c *cloud.Pool, opID int64, a plan.Action, desired schema.State, hash, commit string, resume, quiet bool) bool {
+// runAt is run in mode m (failures are always logged at error).
+func (r *Reconciler) runAt(ctx context.Context, c *cloud.Pool, opID int64, a plan.Action, desired schema.State, hash, commit string, resume bool, m jobMode) bool {
 	log := r.log.With("op", opID, "tenant", a.Workspace, "action", a.Kind, "correlation_id", a.Correlation)
 	level := slog.LevelInfo
-	if quiet {
+	if m.quiet {
 		level = slog.LevelDebug
 	}
 	log.Log(ctx, level, "action started", "droplet", a.Droplet, "account", a.Account, "reason", a.Reason, "resume", resume)
 	start := r.cfg.Now()
 	x := r.executor(r.log)
+	if m.sweepRenders && a.Kind == plan.UpdateManifest {
+		x.Manifest = nil
+	}
 	out := x.Run(ctx, c, actions.Op{ID: opID, Action: a, Desired: desired, Hash: hash, Commit: commit, Resume: resume}, log)
 	if !out.Final {
 		return false
