@@ -371,12 +371,9 @@ func (s *Sim) listDroplets(rq *request, w http.ResponseWriter, r *http.Request) 
 	s.update(func(now time.Time) error {
 		var match []*droplet
 		if !gpus {
-			for _, d := range s.st.sortedDroplets() {
-				if d.Account != rq.account || (tag != "" && !hasTag(d.Tags, tag)) || (name != "" && d.Name != name) {
-					continue
-				}
-				match = append(match, d)
-			}
+			match = s.st.sortedDropletsWhere(func(d *droplet) bool {
+				return d.Account == rq.account && (tag == "" || hasTag(d.Tags, tag)) && (name == "" || d.Name == name)
+			})
 		}
 		views, total = cut(p, rq, match, func(x *droplet) any { return s.dropletView(x) })
 		return nil

@@ -226,9 +226,19 @@ func (st *state) upsertAccount(a Account) error {
 }
 
 func (st *state) sortedDroplets() []*droplet {
-	out := make([]*droplet, 0, len(st.Droplets))
+	return st.sortedDropletsWhere(func(*droplet) bool { return true })
+}
+
+// sortedDropletsWhere is sortedDroplets of those keep keeps, filtered
+// before the sort: a listing of one account's page sorts that account's
+// droplets, not every droplet of the simulator (a scale run lists 100
+// accounts of 1,000 each on every pass of its leader).
+func (st *state) sortedDropletsWhere(keep func(*droplet) bool) []*droplet {
+	var out []*droplet
 	for _, d := range st.Droplets {
-		out = append(out, d)
+		if keep(d) {
+			out = append(out, d)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"genesis.dev/fleet/reconciler/lifecycle"
+	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 )
 
@@ -105,6 +106,22 @@ func TestBulkWritesNeverDeadlock(t *testing.T) {
 			}
 			if err := db.SetDesired(ctx, desired, commit); err != nil {
 				fail("desired", err)
+				return
+			}
+		}
+	})
+	// A mass change's update_manifest actions, recorded a chunk at a time
+	// (RecordHashes sorts them; handed over shuffled).
+	wg.Go(func() {
+		r := rand.New(rand.NewPCG(3, 0))
+		for k := range rounds {
+			var us []HashUpdate
+			for _, i := range shuffled(r) {
+				us = append(us, HashUpdate{Action: plan.Action{Kind: plan.UpdateManifest, Workspace: ws[i], DropletID: 7000 + i},
+					Hash: fmt.Sprintf("h%d", k), Desired: schema.StateRunning})
+			}
+			if _, err := db.RecordHashes(ctx, us, commit); err != nil {
+				fail("hashes", err)
 				return
 			}
 		}

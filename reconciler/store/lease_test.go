@@ -105,6 +105,10 @@ func TestJournalEpoch(t *testing.T) {
 		{"finish succeeded", func(ctx context.Context) error {
 			return a.Finish(ctx, id, create, Outcome{Account: "acct-a", DropletID: 77, DropletName: "genesis-ws-a-1", Desired: schema.StateRunning}, nil)
 		}},
+		{"record hashes", func(ctx context.Context) error {
+			_, err := a.RecordHashes(ctx, []HashUpdate{{Action: plan.Action{Kind: plan.UpdateManifest, Workspace: "ws-a", Account: "acct-a", Droplet: "genesis-ws-a-1", DropletID: 77}, Hash: "h2", Desired: schema.StateRunning}}, commit)
+			return err
+		}},
 		{"finish failed", func(ctx context.Context) error {
 			return a.Finish(ctx, id, create, Outcome{Desired: schema.StateRunning}, errors.New("create droplet: 500"))
 		}},
