@@ -144,10 +144,15 @@ func TestRotateSecretsThroughFleetAPI(t *testing.T) {
 		r, ok, err := w.st.RotationOf(ctx, "ws-acme")
 		return err == nil && ok && r.State == "succeeded"
 	})
-	newCred, ok, err := d.state.Credential(d.id)
-	if err != nil || !ok || newCred == oldCred {
-		t.Fatalf("stored credential after rotation: changed %v, %v", newCred != oldCred, err)
-	}
+	// The reconciler records success when it accepts the heartbeat with
+	// the new credential; the agent switches its stored one right after
+	// that answer (it kept the new one as "next" before sending it).
+	var newCred string
+	waitFor(t, "the agent to switch to its new credential", func() bool {
+		c, ok, err := d.state.Credential(d.id)
+		newCred = c
+		return err == nil && ok && c != oldCred
+	})
 	if code := heartbeatStatus(t, srv.URL, d, oldCred, 1<<40); code != http.StatusUnauthorized {
 		t.Errorf("old credential: heartbeat answered %d, want 401", code)
 	}
