@@ -1,39 +1,20 @@
 package reconciler
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/internal/syncio"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/tenants"
 )
-
-// lockedBuffer is a bytes.Buffer the jobs' loggers may write to at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestRenderOnlyBounded: tenants whose only action is update_manifest run
 // on at most renderOnlyWorkers jobs at once (one job each held a goroutine
@@ -57,7 +38,7 @@ func TestRenderOnlyBounded(t *testing.T) {
 	h.state.Commit("onboard")
 	h.converge(ctx)
 
-	var logs lockedBuffer
+	var logs syncio.Buffer
 	var inFlight, most, renders atomic.Int64
 	cfg := h.rec.cfg
 	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
