@@ -795,10 +795,14 @@ func (r *Reconciler) recordMass(ctx context.Context, us []store.HashUpdate, comm
 	r.log.Info("update_manifest for many tenants; past the first, their action lines at debug; the manifest sweep renders them", "tenants", len(us),
 		"logged_each", eachLogged, "chunk", massChunk, "commit", commit, "correlation_id", correlation)
 	logged := 0
+	var stale error // a newer leader's epoch: no later chunk can commit
 	for lo := 0; lo < len(us); lo += massChunk {
 		chunk := us[lo:min(len(us), lo+massChunk)]
 		var ids map[string]int64
 		err := ctx.Err()
+		if err == nil {
+			err = stale
+		}
 		if err == nil {
 			start := r.cfg.Now()
 			ids, err = r.cfg.Store.RecordHashes(ctx, chunk, commit)
@@ -806,6 +810,9 @@ func (r *Reconciler) recordMass(ctx context.Context, us []store.HashUpdate, comm
 				r.log.Debug("update_manifest chunk recorded", "tenants", len(chunk), "recorded", len(ids), "seconds", r.cfg.Now().Sub(start).Seconds())
 			} else if ctx.Err() == nil {
 				r.log.Error("journal failed", "action", plan.UpdateManifest, "tenants", len(chunk), "first", chunk[0].Action.Workspace, "err", err)
+			}
+			if errors.Is(err, store.ErrStaleEpoch) {
+				stale = err
 			}
 		}
 		for _, u := range chunk {
