@@ -344,6 +344,10 @@ func TestScaleTinyRun(t *testing.T) {
 				t.Errorf("RSS figure's note lacks %q: %s", want, f.Note)
 			}
 		}
+		// Each replica's runtime says where its memory is.
+		if n := strings.Count(f.Note, "goroutine stacks"); n != 3 || !strings.Contains(f.Note, "heap in use") {
+			t.Errorf("RSS figure's note gives the Go memory of %d replicas, want 3: %s", n, f.Note)
+		}
 	}
 }
 

@@ -287,7 +287,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 			per = float64(rss-rss0[k]) / float64(perReplica[k])
 		}
 		maxRSS, maxPer = max(maxRSS, float64(rss)/(1<<20)), max(maxPer, per/1024)
-		rssNotes = append(rssNotes, fmt.Sprintf("r%d %d parked, %d → %d MiB (%.1f KiB/poll)", k, perReplica[k], rss0[k]>>20, rss>>20, per/1024))
+		rssNotes = append(rssNotes, fmt.Sprintf("r%d %d parked, %d → %d MiB (%.1f KiB/poll%s)", k, perReplica[k], rss0[k]>>20, rss>>20, per/1024, goMemory(ctx, f, r)))
 	}
 	var rss0Max int64
 	for _, v := range rss0 {
@@ -407,6 +407,19 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	}
 	log.Info("scale run done", "took", time.Since(began).Round(time.Second).String())
 	return rep, nil
+}
+
+// goMemory is where the Go runtime of replica r says its memory is, from
+// its /metrics: ", heap in use H MiB, goroutine stacks S MiB" ("" when
+// the scrape fails). Stacks are one or two goroutines per connection
+// (a parked request's and net/http's background read), which no heap
+// profile shows.
+func goMemory(ctx context.Context, f *fleet, r replica) string {
+	m, err := scrapeAt(ctx, f, r.url)
+	if err != nil || m["go_memstats_heap_inuse_bytes"] == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", heap in use %.0f MiB, goroutine stacks %.0f MiB", m["go_memstats_heap_inuse_bytes"]/(1<<20), m["go_memstats_stack_inuse_bytes"]/(1<<20))
 }
 
 func scaleSuffix(parked int64) string {

@@ -1,11 +1,14 @@
 package sealing
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
 	"filippo.io/age"
+	"filippo.io/age/armor"
 
 	"genesis.dev/fleet/schema"
 )
@@ -50,5 +53,95 @@ func TestSealOpen(t *testing.T) {
 	}
 	if _, err := Open(id, schema.ManifestCredential{Name: "gmail", Sealed: sealed, SHA256: digest}, "ws-a", "43"); !errors.Is(err, ErrBinding) {
 		t.Errorf("binding error kind: %v", err)
+	}
+}
+
+// TestDecrypt: what Seal sealed opens, in one chunk and across several
+// (age's chunks are 64 KiB); a truncated or altered file, or one past the
+// limit, is an error.
+func TestDecrypt(t *testing.T) {
+	id, _ := age.GenerateX25519Identity()
+	for _, size := range []int{0, 1, 64 << 10, 64<<10 + 1, 200 << 10} {
+		plain := bytes.Repeat([]byte{'x'}, size)
+		sealed := seal(t, id.Recipient(), plain)
+		got, err := Decrypt(sealed, id)
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("%d bytes: got %d bytes, %v", size, len(got), err)
+		}
+		if want, err := decryptStream(sealed, id); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: age.Decrypt's stream reader gives %d bytes, %v", size, len(want), err)
+		}
+	}
+	sealed := seal(t, id.Recipient(), []byte(`{"clientSecret":"s3cret"}`))
+	bin, err := io.ReadAll(armor.NewReader(strings.NewReader(sealed)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rearmor := func(b []byte) string {
+		var buf bytes.Buffer
+		w := armor.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.String()
+	}
+	flipped := bytes.Clone(bin)
+	flipped[len(flipped)-3] ^= 1
+	for name, s := range map[string]string{
+		"truncated":   rearmor(bin[:len(bin)-1]),
+		"altered":     rearmor(flipped),
+		"no armor":    string(bin),
+		"past limit":  seal(t, id.Recipient(), bytes.Repeat([]byte{'x'}, maxPlain+1)),
+		"empty input": "",
+	} {
+		if got, err := Decrypt(s, id); err == nil {
+			t.Errorf("%s: opened as %d bytes, want an error", name, len(got))
+		}
+	}
+}
+
+func seal(tb testing.TB, r age.Recipient, plain []byte) string {
+	tb.Helper()
+	var buf bytes.Buffer
+	aw := armor.NewWriter(&buf)
+	w, err := age.Encrypt(aw, r)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := w.Write(plain); err != nil {
+		tb.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := aw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.String()
+}
+
+// decryptStream is Decrypt as it was: age.Decrypt's stream reader.
+func decryptStream(sealed string, ids ...age.Identity) ([]byte, error) {
+	r, err := age.Decrypt(armor.NewReader(strings.NewReader(sealed)), ids...)
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(io.LimitReader(r, maxPlain+1))
+}
+
+// BenchmarkDecrypt opens a sealed credential (the fleet-sealed copy a
+// render opens once per droplet): Decrypt against the same-run baseline of
+// age.Decrypt's stream reader (stream), in B/op and ns/op.
+func BenchmarkDecrypt(b *testing.B) {
+	id, _ := age.GenerateX25519Identity()
+	sealed := seal(b, id.Recipient(), []byte(`{"clientId":"bench","clientSecret":"0123456789abcdef0123456789abcdef"}`))
+	for name, open := range map[string]func(string, ...age.Identity) ([]byte, error){"readerat": Decrypt, "stream": decryptStream} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if _, err := open(sealed, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
