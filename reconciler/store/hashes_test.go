@@ -1,8 +1,10 @@
 package store
 
 import (
+	"context"
 	"testing"
 
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/reconciler/plan"
 	"genesis.dev/fleet/schema"
 )
@@ -70,5 +72,65 @@ func TestRecordHashes(t *testing.T) {
 	var ops int
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM operations WHERE kind = 'update_manifest'`).Scan(&ops); err != nil || ops != 2 {
 		t.Errorf("%d update_manifest operations after a refused call (%v), want 2", ops, err)
+	}
+}
+
+// TestRecordHashesAllOrNone is a leader stopped in the middle of a chunk:
+// the statement has taken the first tenants' rows and waits for the lock
+// of the last one (held by another transaction) when its context ends, as
+// a killed process's connection does. Nothing of the chunk stays: no
+// operation, no hash, no audit entry (a chunk recorded tenant by tenant
+// would leave the first two); the next leader's plan records the whole
+// chunk again.
+func TestRecordHashesAllOrNone(t *testing.T) {
+	s, _ := open(t)
+	ctx := t.Context()
+	if err := s.SetDesired(ctx, map[string]schema.State{"ws-a": schema.StateRunning, "ws-b": schema.StateRunning, "ws-c": schema.StateRunning}, commit); err != nil {
+		t.Fatal(err)
+	}
+	var us []HashUpdate
+	for k, ws := range []string{"ws-a", "ws-b", "ws-c"} {
+		us = append(us, HashUpdate{Action: plan.Action{Kind: plan.UpdateManifest, Workspace: ws, Account: "acct-a", Droplet: "genesis-" + ws + "-1", DropletID: k + 1, Reason: "tenant changed in git"},
+			Hash: "hash-" + ws, Desired: schema.StateRunning})
+	}
+	hold, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(context.WithoutCancel(ctx))
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM fleet_status WHERE workspace = 'ws-c' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	stopped, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.RecordHashes(stopped, us, commit)
+		done <- err
+	}()
+	// The chunk waits for ws-c's lock, the rows before it taken.
+	testkit.WaitFor(t, "the chunk to wait for ws-c's row lock", func() bool {
+		var waiting int
+		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&waiting)
+		return err == nil && waiting == 1
+	})
+	stop()
+	if err := <-done; err == nil {
+		t.Fatal("a chunk stopped in the middle reported success")
+	}
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ops, hashed, audits int
+	if err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM operations), (SELECT count(*) FROM fleet_status WHERE tenant_hash IS NOT NULL), (SELECT count(*) FROM audit_log WHERE action = 'update_manifest')`).
+		Scan(&ops, &hashed, &audits); err != nil {
+		t.Fatal(err)
+	}
+	if ops+hashed+audits != 0 {
+		t.Fatalf("after a chunk stopped in the middle: %d operations, %d hashes, %d audit entries; want none", ops, hashed, audits)
+	}
+	// The next leader plans the same tenants again: all of them recorded.
+	got, err := s.RecordHashes(ctx, us, commit)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("the chunk again: %v, %v; want all 3 recorded", got, err)
 	}
 }
