@@ -149,6 +149,7 @@ bench-scale: ## 100,000 agents over 6 reconciler replicas on one Postgres (genes
 	set -o pipefail; $(GO) test -run '^$$' -bench 'IncrementalOneTenant' -benchtime 3x -timeout 30m ./tenants/ | tee $(BENCH_SCALE_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'ComputeIncremental' -benchtime 10x ./reconciler/plan/ | tee -a $(BENCH_SCALE_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'SnapshotHeap' -benchtime 1x -timeout 30m ./tenants/ | tee -a $(BENCH_SCALE_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench 'ParkedConnMemory' -benchtime 1x ./reconciler/service/ | tee -a $(BENCH_SCALE_OUT)
 	$(LOAD) gobench --as 'go test -bench (scale)' --input $(BENCH_SCALE_OUT) $(LOAD_FLAGS)
 
 .PHONY: db

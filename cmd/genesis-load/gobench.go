@@ -137,6 +137,18 @@ func goBenchReport(b map[string]map[string]float64) *report {
 			Baseline: "the same with every edited file decoded afresh (nothing shared with its previous version)", BaselineValue: unshared,
 			Note: fmt.Sprintf("`go test -run '^$' -bench SnapshotHeap -benchtime 1x ./tenants/`: both Snapshots alive, after a collection; %.0f MiB above one decoded fleet at the peak of such a sync (%.0f MiB without sharing)", added*100_000/(1<<20), unshared*100_000/(1<<20))})
 	}
+	if heap, ok := get("ParkedConnMemory/tls-h2", "heap-B/conn"); ok {
+		stack, _ := get("ParkedConnMemory/tls-h2", "stack-B/conn")
+		plainHeap, _ := get("ParkedConnMemory/http1", "heap-B/conn")
+		plainStack, _ := get("ParkedConnMemory/http1", "stack-B/conn")
+		tlsHeap, _ := get("ParkedConnMemory/tls-http1", "heap-B/conn")
+		tlsStack, _ := get("ParkedConnMemory/tls-http1", "stack-B/conn")
+		h2, plain := (heap+stack)/1024, (plainHeap+plainStack)/1024
+		rep.add(figure{Measure: "a parked agent connection in a replica's server over TLS and HTTP/2 (as droplets connect): live heap + goroutine stacks", Value: h2, Unit: "KiB",
+			Baseline: "the same over plain HTTP/1.1 (as genesis-load scale parks its agents)", BaselineValue: plain,
+			Note: fmt.Sprintf("`go test -run '^$' -bench ParkedConnMemory -benchtime 1x ./reconciler/service/`: 2,000 requests held, each on its own connection, in a server process of their own (newServer, the replica's timeouts; a handler that only waits); TLS+HTTP/2 %.1f + %.1f KiB (3 goroutines), TLS+HTTP/1.1 %.1f + %.1f KiB, plain HTTP/1.1 %.1f + %.1f KiB (2 goroutines); 100,000 agents over TLS+HTTP/2: %.1f GiB in net/http and crypto/tls alone, whatever the number of replicas",
+				heap/1024, stack/1024, tlsHeap/1024, tlsStack/1024, plainHeap/1024, plainStack/1024, h2*100_000/(1<<20))})
+	}
 	if inc, ok := get("IncrementalOneTenant/unique=incremental", "ns/op"); ok {
 		whole, _ := get("IncrementalOneTenant/unique=whole-set", "ns/op")
 		rep.add(figure{Measure: "sync after a one-tenant commit at 100,000 tenants (git, one parse, cross-tenant rules, snapshot)", Value: inc / 1e6, Unit: "ms",

@@ -125,6 +125,10 @@ BenchmarkIncrementalOneTenant/unique=whole-set-2         	      20	 950247912 ns
 BenchmarkIncrementalOneTenant/unique=incremental-2       	      20	 608349492 ns/op	         1.000 parses/op
 BenchmarkSnapshotHeap/tenants=100000-2                  	       1	21034567890 ns/op	      2247 B/tenant	       880.0 file-B/tenant
 BenchmarkSnapshotHeap/edit=every-file/tenants=100000-2 	       1	61034567890 ns/op	       600.0 added-B/tenant	      2400 unshared-B/tenant
+pkg: genesis.dev/fleet/reconciler/service
+BenchmarkParkedConnMemory/http1-2         	       1	 667768698 ns/op	         2.000 goroutines/conn	     14336 heap-B/conn	      6144 stack-B/conn
+BenchmarkParkedConnMemory/tls-http1-2     	       1	1727872891 ns/op	         2.000 goroutines/conn	     21504 heap-B/conn	     12288 stack-B/conn
+BenchmarkParkedConnMemory/tls-h2-2        	       1	1736023000 ns/op	         3.000 goroutines/conn	     20480 heap-B/conn	     24576 stack-B/conn
 PASS
 `
 
@@ -152,6 +156,7 @@ func TestGoBenchReport(t *testing.T) {
 		{"incremental plan at 100,000 tenants (plan.Compute, one tenant changed)", "met", 0.015},
 		{"a replica's decoded fleet at 100,000 tenants: live heap per tenant", "", 2.553},
 		{"a commit editing every tenant file at 100,000 (a rollout label each): heap the new Snapshot adds while the previous one is still held, per tenant", "", 0.25},
+		{"a parked agent connection in a replica's server over TLS and HTTP/2 (as droplets connect): live heap + goroutine stacks", "", 2.2},
 		{"sync after a one-tenant commit at 100,000 tenants (git, one parse, cross-tenant rules, snapshot)", "", 0.64},
 		{"one-tenant commit at 100,000 tenants: sync + plan", "not met", 0.641},
 		{"provisioning 1,000 droplets, boot 0s: achieved ÷ rate-limit bound", "met", 1},

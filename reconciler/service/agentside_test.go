@@ -32,7 +32,12 @@ import (
 	"genesis.dev/fleet/tenants"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(parkServerEnv); mode != "" {
+		os.Exit(parkServer(mode)) // BenchmarkParkedConnMemory's server process
+	}
+	pgtest.Main(m)
+}
 
 const welcomeJSON = `{"name":"Welcome","nodes":[{"name":"Gmail","type":"n8n-nodes-base.gmail","parameters":{"subject":"{{param.greeting}}"},"credentials":{"gmailOAuth2":{"id":"TEMPLATE_GMAIL_UUID","name":"gmail"}}}],"connections":{}}`
 
