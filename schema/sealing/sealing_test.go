@@ -10,6 +10,7 @@ import (
 	"filippo.io/age"
 	"filippo.io/age/armor"
 
+	"genesis.dev/fleet/internal/testkit"
 	"genesis.dev/fleet/schema"
 )
 
@@ -63,7 +64,7 @@ func TestDecrypt(t *testing.T) {
 	id, _ := age.GenerateX25519Identity()
 	for _, size := range []int{0, 1, 64 << 10, 64<<10 + 1, 200 << 10} {
 		plain := bytes.Repeat([]byte{'x'}, size)
-		sealed := seal(t, id.Recipient(), plain)
+		sealed := testkit.Seal(t, id.Recipient(), string(plain))
 		got, err := Decrypt(sealed, id)
 		if err != nil || !bytes.Equal(got, plain) {
 			t.Fatalf("%d bytes: got %d bytes, %v", size, len(got), err)
@@ -72,7 +73,7 @@ func TestDecrypt(t *testing.T) {
 			t.Fatalf("%d bytes: age.Decrypt's stream reader gives %d bytes, %v", size, len(want), err)
 		}
 	}
-	sealed := seal(t, id.Recipient(), []byte(`{"clientSecret":"s3cret"}`))
+	sealed := testkit.Seal(t, id.Recipient(), `{"clientSecret":"s3cret"}`)
 	bin, err := io.ReadAll(armor.NewReader(strings.NewReader(sealed)))
 	if err != nil {
 		t.Fatal(err)
@@ -90,33 +91,13 @@ func TestDecrypt(t *testing.T) {
 		"truncated":   rearmor(bin[:len(bin)-1]),
 		"altered":     rearmor(flipped),
 		"no armor":    string(bin),
-		"past limit":  seal(t, id.Recipient(), bytes.Repeat([]byte{'x'}, maxPlain+1)),
+		"past limit":  testkit.Seal(t, id.Recipient(), strings.Repeat("x", maxPlain+1)),
 		"empty input": "",
 	} {
 		if got, err := Decrypt(s, id); err == nil {
 			t.Errorf("%s: opened as %d bytes, want an error", name, len(got))
 		}
 	}
-}
-
-func seal(tb testing.TB, r age.Recipient, plain []byte) string {
-	tb.Helper()
-	var buf bytes.Buffer
-	aw := armor.NewWriter(&buf)
-	w, err := age.Encrypt(aw, r)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := w.Write(plain); err != nil {
-		tb.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	if err := aw.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	return buf.String()
 }
 
 // decryptStream is Decrypt as it was: age.Decrypt's stream reader.
@@ -133,7 +114,7 @@ func decryptStream(sealed string, ids ...age.Identity) ([]byte, error) {
 // age.Decrypt's stream reader (stream), in B/op and ns/op.
 func BenchmarkDecrypt(b *testing.B) {
 	id, _ := age.GenerateX25519Identity()
-	sealed := seal(b, id.Recipient(), []byte(`{"clientId":"bench","clientSecret":"0123456789abcdef0123456789abcdef"}`))
+	sealed := testkit.Seal(b, id.Recipient(), `{"clientId":"bench","clientSecret":"0123456789abcdef0123456789abcdef"}`)
 	for name, open := range map[string]func(string, ...age.Identity) ([]byte, error){"readerat": Decrypt, "stream": decryptStream} {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
