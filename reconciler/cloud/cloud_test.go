@@ -89,6 +89,34 @@ func TestObservePaginatesAcrossAccounts(t *testing.T) {
 	if per["a"] != 300 || per["b"] != 150 {
 		t.Errorf("droplets per account = %v, want a:300 b:150", per)
 	}
+	// The listing reads only some of a droplet's fields (listedDroplet):
+	// each is what godo's own decoding of the same droplets gives.
+	byID := map[int]godo.Droplet{}
+	for opt := (&godo.ListOptions{Page: 1, PerPage: 200}); ; opt.Page++ {
+		ds, resp, err := ca.Droplets.ListByTag(ctx, "genesis", opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			byID[d.ID] = d
+		}
+		if resp.Links == nil || resp.Links.IsLastPage() {
+			break
+		}
+	}
+	for _, d := range obs.Droplets {
+		if d.Account != "a" {
+			continue
+		}
+		g, ok := byID[d.ID]
+		if !ok || g.Name != d.Name || g.Status != d.Status || g.SizeSlug != d.Size || g.Region == nil || g.Region.Slug != d.Region ||
+			plan.WorkspaceFromTags(g.Tags) != d.Workspace || !parseTime(g.Created).Equal(d.Created) {
+			t.Errorf("observed %+v, godo lists %+v", d, g)
+		}
+	}
+	if len(byID) != 300 {
+		t.Errorf("godo lists %d droplets tagged genesis in a, want 300", len(byID))
+	}
 	if len(obs.Snapshots) != 1 {
 		t.Fatalf("snapshots = %+v, want only genesis-wa7-1-snap", obs.Snapshots)
 	}

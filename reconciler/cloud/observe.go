@@ -3,7 +3,10 @@ package cloud
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -100,12 +103,12 @@ func (p *Pool) listDroplets(ctx context.Context, ac *account, tag string) ([]pla
 	var out []plan.Droplet
 	seen := map[int]bool{}
 	for page := 1; ; page++ {
-		var ds []godo.Droplet
+		var ds []listedDroplet
 		var resp *godo.Response
 		op := fmt.Sprintf("list droplets tagged %s page %d", tag, page)
 		err := p.call(ctx, ac, op, func(ctx context.Context) (*godo.Response, error) {
 			var err error
-			ds, resp, err = ac.client.Droplets.ListByTag(ctx, tag, &godo.ListOptions{Page: page, PerPage: perPage})
+			ds, resp, err = listByTag(ctx, ac.client, tag, page)
 			return resp, err
 		})
 		if err != nil {
@@ -116,13 +119,79 @@ func (p *Pool) listDroplets(ctx context.Context, ac *account, tag string) ([]pla
 			// keep each id once.
 			if !seen[ds[i].ID] {
 				seen[ds[i].ID] = true
-				out = append(out, toDroplet(ac.name, &ds[i]))
+				out = append(out, ds[i].plan(ac.name))
 			}
 		}
 		if lastPage(resp) || len(ds) == 0 {
 			return out, nil
 		}
 	}
+}
+
+// listedDroplet is what an observation reads of a droplet in a listing
+// (GET /v2/droplets?tag_name=): godo.Droplet's fields of the same names,
+// and nothing of the rest (its image, size and region objects, networks,
+// kernel, features). A droplet is ~1.4 KB of JSON; a page of 200 decoded
+// into godo.Droplet makes 801 KB of garbage, into this 102 KB, in less
+// than half the time (BenchmarkDecodeDropletPage): at 100,000 droplets,
+// every pass of the leader decodes 500 pages.
+type listedDroplet struct {
+	ID       int      `json:"id"`
+	Name     string   `json:"name"`
+	Status   string   `json:"status"`
+	SizeSlug string   `json:"size_slug"`
+	Created  string   `json:"created_at"`
+	Tags     []string `json:"tags"`
+	Region   struct {
+		Slug string `json:"slug"`
+	} `json:"region"`
+	Size struct {
+		Slug string `json:"slug"`
+	} `json:"size"`
+}
+
+func (d *listedDroplet) plan(account string) plan.Droplet {
+	out := plan.Droplet{
+		ID:        d.ID,
+		Name:      d.Name,
+		Account:   account,
+		Size:      d.SizeSlug,
+		Status:    d.Status,
+		Workspace: plan.WorkspaceFromTags(d.Tags),
+		Created:   parseTime(d.Created),
+		Region:    d.Region.Slug,
+	}
+	if out.Size == "" {
+		out.Size = d.Size.Slug
+	}
+	return out
+}
+
+// listByTag is godo's Droplets.ListByTag (the same request through the
+// same client: its rate-limit headers, retries and errors) decoded into
+// listedDroplet.
+func listByTag(ctx context.Context, c *godo.Client, tag string, page int) ([]listedDroplet, *godo.Response, error) {
+	q := url.Values{"tag_name": {tag}, "page": {strconv.Itoa(page)}, "per_page": {strconv.Itoa(perPage)}}
+	req, err := c.NewRequest(ctx, http.MethodGet, "v2/droplets?"+q.Encode(), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	var root struct {
+		Droplets []listedDroplet `json:"droplets"`
+		Links    *godo.Links     `json:"links"`
+		Meta     *godo.Meta      `json:"meta"`
+	}
+	resp, err := c.Do(ctx, req, &root)
+	if err != nil {
+		return nil, resp, err
+	}
+	if root.Links != nil {
+		resp.Links = root.Links
+	}
+	if root.Meta != nil {
+		resp.Meta = root.Meta
+	}
+	return root.Droplets, resp, nil
 }
 
 // listSnapshots lists the account's droplet snapshots named genesis-*.
@@ -156,25 +225,6 @@ func (p *Pool) listSnapshots(ctx context.Context, ac *account) ([]plan.Snapshot,
 
 func lastPage(resp *godo.Response) bool {
 	return resp == nil || resp.Links == nil || resp.Links.IsLastPage()
-}
-
-func toDroplet(account string, d *godo.Droplet) plan.Droplet {
-	out := plan.Droplet{
-		ID:        d.ID,
-		Name:      d.Name,
-		Account:   account,
-		Size:      d.SizeSlug,
-		Status:    d.Status,
-		Workspace: plan.WorkspaceFromTags(d.Tags),
-		Created:   parseTime(d.Created),
-	}
-	if d.Region != nil {
-		out.Region = d.Region.Slug
-	}
-	if out.Size == "" && d.Size != nil {
-		out.Size = d.Size.Slug
-	}
-	return out
 }
 
 func toSnapshot(account string, s *godo.Snapshot) plan.Snapshot {
