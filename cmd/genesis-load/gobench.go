@@ -146,7 +146,7 @@ func goBenchReport(b map[string]map[string]float64) *report {
 		h2, plain := (heap+stack)/1024, (plainHeap+plainStack)/1024
 		rep.add(figure{Measure: "a parked agent connection in a replica's server over TLS and HTTP/2 (as droplets connect): live heap + goroutine stacks", Value: h2, Unit: "KiB",
 			Baseline: "the same over plain HTTP/1.1 (as genesis-load scale parks its agents)", BaselineValue: plain,
-			Note: fmt.Sprintf("`go test -run '^$' -bench ParkedConnMemory -benchtime 1x ./reconciler/service/`: 2,000 requests held, each on its own connection, in a server process of their own (newServer, the replica's timeouts; a handler that only waits); TLS+HTTP/2 %.1f + %.1f KiB (3 goroutines), TLS+HTTP/1.1 %.1f + %.1f KiB, plain HTTP/1.1 %.1f + %.1f KiB (2 goroutines); 100,000 agents over TLS+HTTP/2: %.1f GiB in net/http and crypto/tls alone, whatever the number of replicas",
+			Note: fmt.Sprintf("`go test -run '^$' -bench ParkedConnMemory -benchtime 1x ./reconciler/service/`: 2,000 requests held, each on its own connection, in a server process of their own (newServer, the replica's timeouts, its TLS set-up from internal/certreload; a handler that only waits); TLS+HTTP/2 %.1f + %.1f KiB (3 goroutines), TLS+HTTP/1.1 %.1f + %.1f KiB, plain HTTP/1.1 %.1f + %.1f KiB (2 goroutines); 100,000 agents over TLS+HTTP/2: %.1f GiB in net/http and crypto/tls alone, whatever the number of replicas",
 				heap/1024, stack/1024, tlsHeap/1024, tlsStack/1024, plainHeap/1024, plainStack/1024, h2*100_000/(1<<20))})
 	}
 	if inc, ok := get("IncrementalOneTenant/unique=incremental", "ns/op"); ok {

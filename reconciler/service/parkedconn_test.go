@@ -3,16 +3,12 @@ package service
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"genesis.dev/fleet/internal/certreload"
+	"genesis.dev/fleet/internal/certreload/certtest"
 	"genesis.dev/fleet/internal/testkit"
 )
 
@@ -30,6 +30,10 @@ import (
 // parked requests over: BenchmarkParkedConnMemory's server process (see
 // TestMain), so that the clients' memory is not in the figure.
 const parkServerEnv = "GENESIS_PARK_SERVER"
+
+// parkCertEnv and parkKeyEnv name the park server's certificate and key
+// files (certtest's, made by the benchmark).
+const parkCertEnv, parkKeyEnv = "GENESIS_PARK_CERT", "GENESIS_PARK_KEY"
 
 // parkedMem is what the park server reports at GET /mem, after two
 // collections.
@@ -44,7 +48,8 @@ type parkedMem struct {
 // the client goes, as a manifest long-poll is held) and GET /mem, through
 // newServer with the replica's default timeouts, in plain HTTP/1.1
 // ("http1"), or TLS offering HTTP/1.1 only ("tls-http1") or HTTP/2 first
-// as a replica does ("tls-h2", internal/certreload's protocols). It stops
+// as a replica does ("tls-h2": internal/certreload's configuration, as
+// --tls-cert gives it). It stops
 // when its standard input closes (its parent is gone). It returns the
 // process's exit code.
 func parkServer(mode string) int {
@@ -54,16 +59,20 @@ func parkServer(mode string) int {
 		return 1
 	}
 	if mode != "http1" {
-		cert, err := selfSigned()
+		// The replica's own TLS set-up (--tls-cert, --tls-key): HTTP/2
+		// offered first; tls-http1 offers HTTP/1.1 only.
+		r, err := certreload.New(certreload.Config{CertFile: os.Getenv(parkCertEnv), KeyFile: os.Getenv(parkKeyEnv),
+			Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		protos := []string{"h2", "http/1.1"}
+		cfg := r.TLSConfig()
 		if mode == "tls-http1" {
-			protos = []string{"http/1.1"}
+			cfg = cfg.Clone()
+			cfg.NextProtos = []string{"http/1.1"}
 		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: protos, MinVersion: tls.VersionTLS12})
+		ln = tls.NewListener(ln, cfg)
 	}
 	var parked, h2 atomic.Int64
 	mux := http.NewServeMux()
@@ -90,21 +99,6 @@ func parkServer(mode string) int {
 	fmt.Println(ln.Addr().String())
 	io.Copy(io.Discard, os.Stdin)
 	return 0
-}
-
-// selfSigned is a certificate for 127.0.0.1, made now.
-func selfSigned() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "park"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 // BenchmarkParkedConnMemory is what one agent's connection with its
@@ -152,7 +146,8 @@ func parkedCost(b testing.TB, mode string, n int) (heap, stack, goroutines float
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), parkServerEnv+"="+mode)
+	pair := certtest.New(b, b.TempDir(), "park")
+	cmd.Env = append(os.Environ(), parkServerEnv+"="+mode, parkCertEnv+"="+pair.CertFile, parkKeyEnv+"="+pair.KeyFile)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -177,9 +172,11 @@ func parkedCost(b testing.TB, mode string, n int) (heap, stack, goroutines float
 	if mode != "http1" {
 		base = "https://" + strings.TrimSpace(addr)
 	}
+	roots := x509.NewCertPool()
+	roots.AddCert(pair.Cert)
 	// A transport of its own for each connection, as each agent has.
 	client := func() *http.Client {
-		t := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: mode == "tls-h2", DisableCompression: true}
+		t := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: mode == "tls-h2", DisableCompression: true}
 		if mode != "tls-h2" {
 			t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 		}
