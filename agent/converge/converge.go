@@ -807,7 +807,7 @@ func (c *Converger) probeCertificate(ctx context.Context) schema.ComponentHealth
 		port = caddy.DefaultHTTPSPort
 	}
 	addr := net.JoinHostPort(cmp.Or(c.cfg.CaddyConfig.BindHost, "127.0.0.1"), strconv.Itoa(port))
-	if err := checkCertificate(ctx, addr, name, c.now()); err != nil {
+	if err := checkCertificate(ctx, addr, name, c.now); err != nil {
 		return schema.ComponentHealth{OK: false, Detail: "no certificate for " + name + " yet: " + err.Error()}
 	}
 	c.certSeen.Store(&name)
@@ -816,8 +816,10 @@ func (c *Converger) probeCertificate(ctx context.Context) schema.ComponentHealth
 }
 
 // checkCertificate makes a TLS handshake with addr for name and checks the
-// leaf certificate names it and is valid at now.
-func checkCertificate(ctx context.Context, addr, name string, now time.Time) error {
+// leaf certificate names it and is valid at now, read when the certificate
+// arrives: the handshake itself can make Caddy get it, valid from that
+// second on, after a time read before the handshake.
+func checkCertificate(ctx context.Context, addr, name string, now func() time.Time) error {
 	d := tls.Dialer{Config: &tls.Config{
 		ServerName:         name,
 		InsecureSkipVerify: true, // the chain is not this check's (see probeCertificate)
@@ -829,7 +831,7 @@ func checkCertificate(ctx context.Context, addr, name string, now time.Time) err
 			if err := leaf.VerifyHostname(name); err != nil {
 				return err
 			}
-			if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+			if t := now(); t.Before(leaf.NotBefore) || t.After(leaf.NotAfter) {
 				return fmt.Errorf("certificate valid %s to %s, not now", leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
 			}
 			return nil
