@@ -83,8 +83,23 @@ func TestRotateSecretsThroughFleetAPI(t *testing.T) {
 		{Name: "dash", SHA256: auth.Hash(readTok), Scopes: []auth.Scope{auth.Dashboard}},
 	}})
 	rec := reconciler.New(reconciler.Config{Store: w.st, Logger: slog.New(slog.DiscardHandler), RotateSecrets: w.svc.RequestRotation})
+	// The agent's re-enrollment waits until the test has asked for a
+	// second rotation: without the gate a fast agent finishes the first
+	// one before that request, and "while one runs" would not hold.
+	release := make(chan struct{})
+	agents := w.svc.Handler()
+	gated := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/agent/reenroll" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		agents.ServeHTTP(rw, r)
+	})
 	srv := httptest.NewServer(fleetapi.Handler(fleetapi.HandlerConfig{Reconciler: rec, Store: w.st, Gatherer: prometheus.NewRegistry(),
-		Agents: w.svc.Handler(), Auth: a}))
+		Agents: gated, Auth: a}))
 	t.Cleanup(srv.Close)
 	oldCred := d.cred
 	if err := d.state.SaveCredential(d.ws, d.id, d.cred); err != nil {
@@ -140,6 +155,7 @@ func TestRotateSecretsThroughFleetAPI(t *testing.T) {
 	if code, body := post(adminTok, ask); code != http.StatusConflict {
 		t.Errorf("a second rotation while one runs: %d %s, want 409", code, body)
 	}
+	close(release)
 	waitFor(t, "the rotation to succeed", func() bool {
 		r, ok, err := w.st.RotationOf(ctx, "ws-acme")
 		return err == nil && ok && r.State == "succeeded"
