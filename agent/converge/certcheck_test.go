@@ -2,18 +2,14 @@ package converge
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"genesis.dev/fleet/internal/certreload/certtest"
 )
 
 // TestCheckCertificateReadsTheClockAfterTheHandshake: Caddy can get the
@@ -24,20 +20,18 @@ import (
 func TestCheckCertificateReadsTheClockAfterTheHandshake(t *testing.T) {
 	const name = "ws-acme.t.genesis.test"
 	issuedAt := time.Now().Truncate(time.Second).Add(time.Hour)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pair, err := certtest.Make(t.TempDir(), name, certtest.Options{DNSNames: []string{name}, NotBefore: issuedAt, Validity: 12 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: issuedAt, NotAfter: issuedAt.Add(12 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	cert, err := pair.TLS()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var issued atomic.Bool // the server has chosen (in life: obtained) the certificate
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		issued.Store(true)
-		return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+		return &cert, nil
 	}})
 	if err != nil {
 		t.Fatal(err)

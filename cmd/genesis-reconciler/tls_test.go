@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"io"
 	"io/fs"
@@ -62,8 +61,7 @@ func TestTLSWithAgents(t *testing.T) {
 		"--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile)
 	base := strings.Replace(p.url, "http://", "https://", 1)
 
-	pool := x509.NewCertPool()
-	pool.AddCert(cert.Cert)
+	pool := cert.Pool()
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	resp, err := client.Get(base + "/healthz")
 	if err != nil {

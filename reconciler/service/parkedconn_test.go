@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -172,8 +171,7 @@ func parkedCost(b testing.TB, mode string, n int) (heap, stack, goroutines float
 	if mode != "http1" {
 		base = "https://" + strings.TrimSpace(addr)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(pair.Cert)
+	roots := pair.Pool()
 	// A transport of its own for each connection, as each agent has.
 	client := func() *http.Client {
 		t := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: mode == "tls-h2", DisableCompression: true}
