@@ -132,6 +132,9 @@ SCALE_REPLICAS ?= 6
 # (--edit-phase: ~6 min more at 100,000, and up to 10 more waiting for
 # the leader's journal of the edit).
 SCALE_EDIT ?=
+# SCALE_TLS=1: the replicas serve TLS and every agent keeps its own HTTP/2
+# connection, as on droplets (--tls; figures under scenario scale-tls).
+SCALE_TLS ?=
 SCALE_LIMIT ?= $(if $(SCALE_EDIT),28m,12m)
 # SCALE_MEMLIMIT: GOMEMLIMIT of each replica (as the systemd unit and the
 # pod set it from their memory limit); empty: none. Below a replica's live
@@ -145,7 +148,7 @@ bench-scale: ## 100,000 agents over 6 reconciler replicas on one Postgres (genes
 	@./scripts/install-deps bench
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/genesis-load ./cmd/genesis-reconciler
-	$(LOAD) scale --agents $(SCALE_AGENTS) --replicas $(SCALE_REPLICAS) --credentials 1 --connections 384 --duration 30s --time-limit $(SCALE_LIMIT) $(if $(SCALE_MEMLIMIT),--replica-memory-limit $(SCALE_MEMLIMIT)) $(if $(SCALE_EDIT),--edit-phase) $(LOAD_FLAGS)
+	$(LOAD) scale --agents $(SCALE_AGENTS) --replicas $(SCALE_REPLICAS) --credentials 1 --connections 384 --duration 30s --time-limit $(SCALE_LIMIT) $(if $(SCALE_MEMLIMIT),--replica-memory-limit $(SCALE_MEMLIMIT)) $(if $(SCALE_EDIT),--edit-phase) $(if $(SCALE_TLS),--tls) $(LOAD_FLAGS)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'IncrementalOneTenant' -benchtime 3x -timeout 30m ./tenants/ | tee $(BENCH_SCALE_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'ComputeIncremental' -benchtime 10x ./reconciler/plan/ | tee -a $(BENCH_SCALE_OUT)
 	set -o pipefail; $(GO) test -run '^$$' -bench 'SnapshotHeap' -benchtime 1x -timeout 30m ./tenants/ | tee -a $(BENCH_SCALE_OUT)

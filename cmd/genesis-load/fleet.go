@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	fleetagent "genesis.dev/fleet/agent"
+	"genesis.dev/fleet/internal/certreload/certtest"
 	"genesis.dev/fleet/internal/loadstate"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/plan"
@@ -52,9 +53,12 @@ type fleet struct {
 	trusted    dsse.Trusted
 	secret     []byte // the push webhook's
 	http       *http.Client
-	log        *slog.Logger
-	closersMu  sync.Mutex // replicas start concurrently (scale)
-	closers    []func()
+	// tls is the certificate the scale run's replicas serve (nil: plain
+	// HTTP).
+	tls       *certtest.Pair
+	log       *slog.Logger
+	closersMu sync.Mutex // replicas start concurrently (scale)
+	closers   []func()
 }
 
 // addCloser has close run fn (safe from several goroutines).

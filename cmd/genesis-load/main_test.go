@@ -282,11 +282,7 @@ func TestHTTP304TinyRun(t *testing.T) {
 // Postgres: every long-poll parks, every agent gets the template change,
 // and every heartbeat sent is written by one of the replicas.
 func TestScaleTinyRun(t *testing.T) {
-	// The replicas are the genesis-reconciler binary.
-	bin := filepath.Join(t.TempDir(), "genesis-reconciler")
-	if out, err := exec.Command("go", "build", "-o", bin, "genesis.dev/fleet/cmd/genesis-reconciler").CombinedOutput(); err != nil {
-		t.Fatalf("build genesis-reconciler: %v\n%s", err, out)
-	}
+	bin := buildReconciler(t)
 	rep := decodeReport(t, "scale", "--agents", "40", "--replicas", "3", "--agent-procs", "2", "--sources", "2",
 		"--credentials", "1", "--duration", "3s", "--heartbeat-rate", "40", "--connections", "16", "--time-limit", "170s",
 		"--replica-memory-limit", "512MiB", "--edit-phase", "--account-droplets", "15", "--reconciler-bin", bin)
@@ -351,6 +347,54 @@ func TestScaleTinyRun(t *testing.T) {
 	}
 }
 
+// buildReconciler builds genesis-reconciler, the binary a scale run's
+// replicas are.
+func buildReconciler(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "genesis-reconciler")
+	if out, err := exec.Command("go", "build", "-o", bin, "genesis.dev/fleet/cmd/genesis-reconciler").CombinedOutput(); err != nil {
+		t.Fatalf("build genesis-reconciler: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestScaleTinyRunTLS: with --tls the replicas serve TLS and every agent
+// speaks HTTP/2 over a connection of its own (no response over HTTP/1.x),
+// parks, gets the template change and heartbeats as without it; the
+// figures go under their own scenario, so a TLS run and a plain one keep
+// their rows side by side in bench/results.md.
+func TestScaleTinyRunTLS(t *testing.T) {
+	bin := buildReconciler(t)
+	rep := decodeReport(t, "scale", "--tls", "--agents", "12", "--replicas", "2", "--agent-procs", "2", "--sources", "2",
+		"--credentials", "1", "--duration", "2s", "--heartbeat-rate", "12", "--connections", "8", "--time-limit", "150s",
+		"--account-droplets", "15", "--reconciler-bin", bin)
+	if rep.Scenario != "scale-tls" || !strings.HasSuffix(rep.Command, " --tls") {
+		t.Errorf("scenario %q, command %q: want scale-tls and the command saying --tls", rep.Scenario, rep.Command)
+	}
+	c := rep.Counts
+	want := map[string]int64{"long-polls parked": 12, "agents with the new manifest": 12, "heartbeat network errors": 0,
+		"heartbeats rejected (4xx/5xx)": 0, "agent responses over HTTP/1.x (enrolment and first manifest)": 0,
+		"agent responses over HTTP/1.x (the whole run)": 0}
+	got := map[string]int64{}
+	for k := range want {
+		got[k] = c[k]
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+	// Each agent fetched its first manifest over HTTP/2; later, its new
+	// manifest and every heartbeat came the same way.
+	if h2, h2all, sent := c["agent responses over HTTP/2 (enrolment and first manifest)"], c["agent responses over HTTP/2 (the whole run)"], c["heartbeats sent"]; h2 < 12 || h2all < h2+12+sent || sent < 12 {
+		t.Errorf("HTTP/2 responses: %d at enrolment, %d in all with %d heartbeats sent; want one first manifest, one new manifest and every heartbeat per agent", h2, h2all, sent)
+	}
+	if c["heartbeats written (replicas)"] != c["heartbeats sent"] {
+		t.Errorf("heartbeats: sent %d, written %d", c["heartbeats sent"], c["heartbeats written (replicas)"])
+	}
+	if f := figureOf(t, rep, "12 agents parked across 2 replicas"); f.Value <= 0 || !strings.Contains(f.Note, "agents over TLS with HTTP/2 offered") {
+		t.Errorf("RSS figure %+v: want a value and a note naming the transport", f)
+	}
+}
+
 func TestScaleUsageErrors(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -362,6 +406,7 @@ func TestScaleUsageErrors(t *testing.T) {
 		{[]string{"scale", "--time-limit", "0s"}, "--time-limit must be positive"},
 		{[]string{"scale", "--replica-memory-limit", "lots"}, `--replica-memory-limit "lots": want a GOMEMLIMIT value`},
 		{[]string{"scale", "--reconciler", "http://127.0.0.1:8080", "--database-url", "postgres://127.0.0.1/x"}, "scale starts its own replicas"},
+		{[]string{"longpoll", "--tls"}, "--tls is for the scale scenario"},
 	} {
 		_, _, err := runTool(t, tc.args...)
 		if !cliexit.IsUsage(err) || !strings.Contains(err.Error(), tc.want) {

@@ -109,6 +109,9 @@ type config struct {
 	// editPhase adds the scale run's phase of a commit that edits every
 	// tenant file.
 	editPhase bool
+	// tls serves the scale run's replicas over TLS, each agent on its own
+	// HTTP/2 connection.
+	tls bool
 	// reconcilerBin is the genesis-reconciler binary the scale run's
 	// serve replicas run ("": beside this executable, else in PATH).
 	reconcilerBin string
@@ -169,6 +172,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.replicaMemLimit, "replica-memory-limit", "", "scale: GOMEMLIMIT of each replica (e.g. 600MiB; a soft limit: the Go runtime collects harder near it, as the systemd unit and the pod set it from their memory limit); empty: none")
 	fs.IntVar(&c.accountDroplets, "account-droplets", 1000, "scale: droplets per DigitalOcean account (the fleet spreads over agents/N accounts, each with its own token and rate budget, as production does; the leader lists every account each pass, 200 droplets a page)")
 	fs.BoolVar(&c.editPhase, "edit-phase", false, "scale: after the template change, also commit an edit of every tenant file and measure it (every replica decodes the fleet again; ~6 min more at 100,000)")
+	fs.BoolVar(&c.tls, "tls", false, "scale: the replicas serve TLS (a certificate of the run's own, HTTP/2 offered) and every agent keeps a connection of its own for its polls and heartbeats, as agents on droplets connect (the figures go under scenario scale-tls); default: plain HTTP/1.1 over pooled connections")
 	fs.StringVar(&c.reconcilerBin, "reconciler-bin", "", "scale: the genesis-reconciler binary replicas 1… run as --role serve (default: genesis-reconciler beside this executable, else in PATH)")
 	fs.DurationVar(&c.timeLimit, "time-limit", 15*time.Minute, "scale: the most the whole run may take (setup included); it stops there and reports what it measured")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -209,6 +213,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, usageErr("--enroll must be bulk or http")
 	case c.replicaMemLimit != "" && !memLimit.MatchString(c.replicaMemLimit):
 		return c, usageErr("--replica-memory-limit %q: want a GOMEMLIMIT value such as 600MiB or 2GiB", c.replicaMemLimit)
+	case c.tls && c.scenario != "scale":
+		return c, usageErr("--tls is for the scale scenario")
 	case c.timeLimit <= 0 || c.timeLimit > 24*time.Hour:
 		return c, usageErr("--time-limit must be positive and at most 24h")
 	}

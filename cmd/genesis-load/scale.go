@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -34,6 +35,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"genesis.dev/fleet/fakes/dosim"
+	"genesis.dev/fleet/internal/certreload/certtest"
 	"genesis.dev/fleet/internal/loadstate"
 	"genesis.dev/fleet/internal/pgserver"
 	"genesis.dev/fleet/reconciler/agentapi"
@@ -138,6 +140,16 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 		return nil, err
 	}
 	f.closers = append(f.closers, func() { os.RemoveAll(dir) })
+	if c.tls {
+		// The replicas serve TLS (HTTP/2 offered) with a certificate of
+		// this run's own, which the load tool and the agents trust alone.
+		pair, err := certtest.Make(dir, "genesis-load", certtest.Options{})
+		if err != nil {
+			return nil, err
+		}
+		f.tls = &pair
+		tr.TLSClientConfig = &tls.Config{RootCAs: pair.Pool(), MinVersion: tls.VersionTLS12}
+	}
 	fleetFile := loadstate.Fleet(max(c.agents, 1), c.accountDroplets, fleetID.Recipient().String())
 	if f.repo, err = newStateRepo(ctx, dir, fleetFile, fleetID.Recipient(), c.agents, c.credentials, 1000); err != nil {
 		return nil, err
@@ -233,14 +245,17 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 		return nil, err
 	}
 	enrollStart := time.Now()
+	var enrollH2, enrollH1 int64
 	for _, w := range workers {
-		if _, err := w.wait(ctx, "fetched"); err != nil {
+		e, err := w.wait(ctx, "fetched")
+		if err != nil {
 			return nil, fmt.Errorf("enroll: %w", err)
 		}
+		enrollH2, enrollH1 = enrollH2+e.HTTP2, enrollH1+e.HTTP1
 	}
 	log.Info("agents enrolled and holding their first manifest", "agents", c.agents, "took", time.Since(enrollStart).Round(time.Millisecond).String())
 
-	rep := &report{Scenario: "scale", Agents: c.agents,
+	rep := &report{Scenario: c.scenario, Agents: c.agents,
 		Command: fmt.Sprintf("genesis-load scale --agents %d --replicas %d --agent-procs %d --sources %d --credentials %d --heartbeat-rate %g --duration %s --enroll %s",
 			c.agents, c.replicas, len(workers), c.sources, c.credentials, c.heartbeatRate, c.duration, c.enroll), Counts: map[string]int64{}}
 	if c.replicaMemLimit != "" {
@@ -248,6 +263,15 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	}
 	if c.editPhase {
 		rep.Command += " --edit-phase"
+	}
+	transport := "plain HTTP/1.1, the agents of a process sharing a pool of connections (one per parked poll, at most --connections for heartbeats)"
+	if c.tls {
+		rep.Scenario = "scale-tls"
+		rep.Command += " --tls"
+		transport = "TLS with HTTP/2 offered, every agent on a connection of its own carrying its polls and heartbeats, as an agent on a droplet connects (http.DefaultTransport's settings)"
+		rep.Counts["agent responses over HTTP/2 (enrolment and first manifest)"] = enrollH2
+		rep.Counts["agent responses over HTTP/1.x (enrolment and first manifest)"] = enrollH1
+		rep.check(enrollH1 == 0 && enrollH2 > 0, "--tls: %d responses over HTTP/2 and %d over HTTP/1.x; every agent should speak HTTP/2 with its replica", enrollH2, enrollH1)
 	}
 	if firstRender > 0 {
 		rep.add(figure{Measure: fmt.Sprintf("first manifests of %s droplets, one sweep of the leader", thousands(strconv.Itoa(c.agents))),
@@ -297,8 +321,8 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	rep.add(figure{Measure: fmt.Sprintf("%s agents parked across %d replicas: largest replica RSS", thousands(strconv.Itoa(c.agents)), c.replicas),
 		Value: maxRSS, Unit: "MiB", Baseline: "the largest replica's RSS before parking", BaselineValue: float64(rss0Max) / (1 << 20),
 		Goal: "100,000 parked in ≤ 4 GB (all replicas)", Verdict: verdict(parked >= 100_000 && sumRSS(reps) <= 4<<30) + scaleSuffix(parked),
-		Note: fmt.Sprintf("every replica is the genesis-reconciler binary, r0 --role full (the leader), r1… --role serve; %d long-polls parked (genesis_manifest_longpolls_waiting summed over the replicas); %s; all replicas together %.0f MiB",
-			parked, strings.Join(rssNotes, "; "), sumRSS(reps)/(1<<20))})
+		Note: fmt.Sprintf("every replica is the genesis-reconciler binary, r0 --role full (the leader), r1… --role serve; agents over %s; %d long-polls parked (genesis_manifest_longpolls_waiting summed over the replicas); %s; all replicas together %.0f MiB",
+			transport, parked, strings.Join(rssNotes, "; "), sumRSS(reps)/(1<<20))})
 	rep.add(figure{Measure: "RSS per parked long-poll (largest of the replicas)", Value: maxPer, Unit: "KiB",
 		Note: "(RSS parked − RSS before parking) ÷ long-polls parked on that replica; before parking every agent had enrolled and fetched its manifest, so its credential and manifest entry were cached already: this is the parked request itself (goroutine, connection, buffers)"})
 
@@ -610,6 +634,9 @@ func startWorkers(ctx context.Context, c config, f *fleet, dir string, as []*sim
 	for w := 0; w < procs && w*per < len(as); w++ {
 		share := as[w*per : min(len(as), (w+1)*per)]
 		job := workerJob{URLs: urls, Conns: max(8, c.connections/procs)}
+		if f.tls != nil {
+			job.CA = string(f.tls.CertPEM)
+		}
 		for s := range c.sources {
 			job.Sources = append(job.Sources, fmt.Sprintf("127.%d.%d.%d", 20+w, s/250, 1+s%250))
 		}
@@ -740,7 +767,7 @@ func heartbeatsAtScale(ctx context.Context, c config, f *fleet, reps []replica, 
 			return err
 		}
 	}
-	var sent, accepted, rejected, netErrs, late, sumSeq int64
+	var sent, accepted, rejected, netErrs, late, sumSeq, h2, h1 int64
 	var lat []time.Duration
 	first := time.Now()
 	for _, w := range workers {
@@ -749,6 +776,7 @@ func heartbeatsAtScale(ctx context.Context, c config, f *fleet, reps []replica, 
 			return err
 		}
 		sent, accepted, rejected, netErrs, late, sumSeq = sent+e.Sent, accepted+e.Accepted, rejected+e.Rejected, netErrs+e.NetErrs, late+e.Late, sumSeq+e.SumSeq
+		h2, h1 = h2+e.HTTP2, h1+e.HTTP1
 		if t := time.Unix(0, e.FirstAt); t.Before(first) {
 			first = t
 		}
@@ -789,6 +817,11 @@ func heartbeatsAtScale(ctx context.Context, c config, f *fleet, reps []replica, 
 		"heartbeat network errors": netErrs, "heartbeat generator fell behind": late, "heartbeats queued (replicas)": got.queued,
 		"heartbeats written (replicas)": got.written, "heartbeats dropped (replicas)": got.dropped, "heartbeat queue full (503)": got.queueFull} {
 		rep.Counts[k] = v
+	}
+	if c.tls {
+		rep.Counts["agent responses over HTTP/2 (the whole run)"] = h2
+		rep.Counts["agent responses over HTTP/1.x (the whole run)"] = h1
+		rep.check(h1 == 0, "--tls: %d responses over HTTP/1.x; every agent should speak HTTP/2 with its replica", h1)
 	}
 	rep.check(sent == accepted+rejected+netErrs, "heartbeats: sent %d != accepted %d + rejected %d + errors %d", sent, accepted, rejected, netErrs)
 	rep.check(accepted == got.queued+got.replay, "heartbeats: accepted %d != queued %d + replays %d on the replicas", accepted, got.queued, got.replay)
@@ -1032,7 +1065,12 @@ func (f *fleet) startReplica(ctx context.Context, c config, bin string, k int, c
 	role := map[bool]string{true: "full", false: "serve"}[k == 0]
 	cmd := exec.Command(bin, "--role", role, "--replica-id", id, "--state-repo", cfg.StateRepo, "--database-url", dbURL,
 		"--signing-key", cfg.SigningKey, "--age-identity", cfg.AgeIdentity, "--listen", "127.0.0.1:0", "--do-api-url", doURL,
-		"--watchdog-every", "1h", "--insecure-no-auth", "--agent-insecure-http", "--log-format", c.logFormat, "--log-level", c.serverLogLevel)
+		"--watchdog-every", "1h", "--insecure-no-auth", "--log-format", c.logFormat, "--log-level", c.serverLogLevel)
+	if f.tls != nil {
+		cmd.Args = append(cmd.Args, "--tls-cert", f.tls.CertFile, "--tls-key", f.tls.KeyFile)
+	} else {
+		cmd.Args = append(cmd.Args, "--agent-insecure-http")
+	}
 	for _, e := range os.Environ() {
 		if !strings.HasPrefix(e, "GENESIS_") && !strings.HasPrefix(e, "DATABASE_URL=") && !strings.HasPrefix(e, "GOMEMLIMIT=") {
 			cmd.Env = append(cmd.Env, e)
@@ -1073,7 +1111,7 @@ func (f *fleet) startReplica(ctx context.Context, c config, bin string, k int, c
 	if err := loopbackURL("replica url", url); err != nil {
 		return replica{}, err
 	}
-	if err := waitReady(ctx, url); err != nil {
+	if err := waitReady(ctx, &http.Client{Timeout: 5 * time.Second, Transport: f.http.Transport}, url); err != nil {
 		return replica{}, err
 	}
 	return replica{url: url, pid: cmd.Process.Pid, debug: debug}, nil

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -51,7 +53,10 @@ import (
 //	heartbeat IV DUR      every agent heartbeats every IV for DUR over the
 //	                      job's connections → {"event":"heartbeats",...}
 //
-// Closing stdin stops the worker.
+// Closing stdin stops the worker. With a CA in the job (--tls) every agent
+// keeps a connection of its own, TLS with HTTP/2 offered, and sends its
+// polls and heartbeats over it, as an agent on a droplet does; the
+// "fetched" and "heartbeats" events then count the responses by protocol.
 
 // workerJob is a worker's share of a scale run.
 type workerJob struct {
@@ -61,6 +66,9 @@ type workerJob struct {
 	Agents  []workerAgent `json:"agents"`
 	// Conns bounds the heartbeat requests in flight.
 	Conns int `json:"conns"`
+	// CA is the PEM certificate the replicas serve TLS with ("": they
+	// serve plain HTTP/1.1 and the agents share pooled connections).
+	CA string `json:"ca,omitempty"`
 }
 
 type workerAgent struct {
@@ -90,6 +98,9 @@ type workerEvent struct {
 	LastAt   int64   `json:"last_at,omitempty"`
 	LatUS    []int64 `json:"lat_us,omitempty"`
 	SumSeq   int64   `json:"sum_seq,omitempty"`
+	// responses by protocol so far (with a CA in the job)
+	HTTP2 int64 `json:"http2,omitempty"`
+	HTTP1 int64 `json:"http1,omitempty"`
 }
 
 // sourceDialer dials from the job's source addresses in turn.
@@ -137,18 +148,25 @@ func agentsMain(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	defer cancel()
 	w := &worker{job: job, log: log.With("component", "agents"), out: json.NewEncoder(stdout)}
 	dial := sourceDialer(job.Sources)
-	// Long-polls: one connection per agent. Heartbeats: at most Conns.
-	w.pollHTTP = &http.Client{Transport: &http.Transport{DialContext: dial, MaxIdleConns: len(job.Agents) + 64,
-		MaxIdleConnsPerHost: len(job.Agents) + 64, IdleConnTimeout: 5 * time.Minute}}
-	w.hbHTTP = &http.Client{Transport: &http.Transport{DialContext: dial, MaxConnsPerHost: max(1, job.Conns/max(1, len(job.URLs))),
-		MaxIdleConnsPerHost: job.Conns, IdleConnTimeout: 5 * time.Minute}}
+	if job.CA != "" {
+		// Each agent its own transport, as each droplet's agent has.
+		if w.agentHTTP, err = agentTransports(job, dial, &w.protos); err != nil {
+			return err
+		}
+	} else {
+		// Long-polls: one connection per agent. Heartbeats: at most Conns.
+		w.pollHTTP = &http.Client{Transport: &http.Transport{DialContext: dial, MaxIdleConns: len(job.Agents) + 64,
+			MaxIdleConnsPerHost: len(job.Agents) + 64, IdleConnTimeout: 5 * time.Minute}}
+		w.hbHTTP = &http.Client{Transport: &http.Transport{DialContext: dial, MaxConnsPerHost: max(1, job.Conns/max(1, len(job.URLs))),
+			MaxIdleConnsPerHost: job.Conns, IdleConnTimeout: 5 * time.Minute}}
+	}
 	w.state = make([]workerState, len(job.Agents))
 
 	if err := w.enroll(ctx); err != nil {
 		w.emit(workerEvent{Event: "error", Error: err.Error()})
 		return err
 	}
-	w.emit(workerEvent{Event: "fetched"})
+	w.emit(workerEvent{Event: "fetched", HTTP2: w.protos.h2.Load(), HTTP1: w.protos.h1.Load()})
 
 	lines := bufio.NewScanner(stdin)
 	for lines.Scan() {
@@ -192,10 +210,13 @@ type worker struct {
 	log      *slog.Logger
 	pollHTTP *http.Client
 	hbHTTP   *http.Client
-	state    []workerState
-	outMu    sync.Mutex
-	out      *json.Encoder
-	received atomic.Int64
+	// agentHTTP is each agent's own client (with a CA in the job).
+	agentHTTP []*http.Client
+	protos    protoCount
+	state     []workerState
+	outMu     sync.Mutex
+	out       *json.Encoder
+	received  atomic.Int64
 	// mark is when the count started (unix ns; 0: at the start): an
 	// agent counts once its first manifest after it arrives.
 	mark            atomic.Int64
@@ -216,8 +237,57 @@ func (w *worker) emit(e workerEvent) {
 	_ = w.out.Encode(e)
 }
 
+// client is agent k's client of its replica: over hc (shared), or over
+// its own transport when it has one.
 func (w *worker) client(k int, hc *http.Client) *fleetagent.Client {
+	if w.agentHTTP != nil {
+		hc = w.agentHTTP[k]
+	}
 	return &fleetagent.Client{BaseURL: w.job.URLs[w.job.Agents[k].Replica], HTTP: hc}
+}
+
+// protoCount counts responses by protocol.
+type protoCount struct{ h2, h1 atomic.Int64 }
+
+// countingTransport counts the protocol of every response rt answers.
+type countingTransport struct {
+	rt http.RoundTripper
+	n  *protoCount
+}
+
+func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.rt.RoundTrip(r)
+	if err == nil {
+		if resp.ProtoMajor == 2 {
+			t.n.h2.Add(1)
+		} else {
+			t.n.h1.Add(1)
+		}
+	}
+	return resp, err
+}
+
+// agentTransports gives every agent of job a transport of its own, the
+// agent's (http.DefaultTransport's settings: HTTP/2 when the server offers
+// it, one connection carrying polls and heartbeats), trusting job.CA alone
+// and dialing through dial.
+func agentTransports(job workerJob, dial func(ctx context.Context, network, addr string) (net.Conn, error), n *protoCount) ([]*http.Client, error) {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(job.CA)) {
+		return nil, errors.New("job: the CA is not a PEM certificate")
+	}
+	base, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return nil, errors.New("http.DefaultTransport is not an *http.Transport")
+	}
+	cls := make([]*http.Client, len(job.Agents))
+	for k := range cls {
+		t := base.Clone()
+		t.DialContext = dial
+		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		cls[k] = &http.Client{Transport: countingTransport{rt: t, n: n}}
+	}
+	return cls, nil
 }
 
 // enroll enrolls every agent with its replica and fetches its first
@@ -378,7 +448,7 @@ func (w *worker) heartbeats(ctx context.Context, iv, dur time.Duration) workerEv
 	}
 	wg.Wait()
 	e := workerEvent{Event: "heartbeats", Sent: sent.Load(), Accepted: accepted.Load(), Rejected: rejected.Load(), NetErrs: netErrs.Load(),
-		Late: late.Load(), FirstAt: start.UnixNano(), LastAt: time.Now().UnixNano()}
+		Late: late.Load(), FirstAt: start.UnixNano(), LastAt: time.Now().UnixNano(), HTTP2: w.protos.h2.Load(), HTTP1: w.protos.h1.Load()}
 	for k := range lat {
 		e.LatUS = append(e.LatUS, lat[k]...)
 		e.SumSeq += w.state[k].lastOK

@@ -121,7 +121,7 @@ func serveFleet(ctx context.Context, cfg serverConfig, log *slog.Logger, ready f
 		return nil
 	})
 	g.Go(func() error {
-		if waitReady(gctx, svc.URL()) != nil {
+		if waitReady(gctx, &http.Client{Timeout: 5 * time.Second}, svc.URL()) != nil {
 			return nil // the group is ending; its first error says why
 		}
 		ready(serverInfo{URL: svc.URL(), DatabaseURL: dbURL, PID: os.Getpid(), BareURL: "http://" + bareLn.Addr().String()})
@@ -149,9 +149,9 @@ func reconcilerConfig(cfg serverConfig, databaseURL string) service.Config {
 	return c
 }
 
-// waitReady polls base's GET /readyz until it answers 200 or ctx ends.
-func waitReady(ctx context.Context, base string) error {
-	cl := &http.Client{Timeout: 5 * time.Second}
+// waitReady polls base's GET /readyz through cl until it answers 200 or
+// ctx ends.
+func waitReady(ctx context.Context, cl *http.Client, base string) error {
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
 		if err != nil {
