@@ -46,3 +46,24 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// Backoff is the wait an agent keeps between failed requests (capped
+// exponential, each wait drawn from [d/2, d]), for tools that must retry
+// as a fleet of agents does: genesis-load's agents use it, so that a
+// reconnect storm meets the same spreading as on droplets.
+type Backoff struct{ b backoff }
+
+// NewBackoff starts at min and doubles up to max (the agent's defaults:
+// 1s and 1m).
+func NewBackoff(min, max time.Duration) *Backoff {
+	return &Backoff{b: backoff{min: min, max: max}}
+}
+
+// Next is the wait before the next attempt.
+func (b *Backoff) Next() time.Duration { return b.b.next() }
+
+// Wait waits Next or until ctx ends; it reports whether the wait passed.
+func (b *Backoff) Wait(ctx context.Context) bool { return sleep(ctx, b.b.next()) }
+
+// Reset starts again from min, after a success.
+func (b *Backoff) Reset() { b.b.reset() }

@@ -324,21 +324,27 @@ func (w *worker) enroll(ctx context.Context) error {
 }
 
 // firstManifest fetches an agent's first manifest, retrying the 404 of one
-// not rendered yet.
+// not rendered yet and failures on the agent's backoff.
 func (w *worker) firstManifest(ctx context.Context, cl *fleetagent.Client, st *workerState, ws string) error {
 	deadline := time.Now().Add(5 * time.Minute)
+	bo := agentBackoff()
 	for {
 		mr, err := cl.Manifest(ctx, st.cred, "", 0)
 		if err == nil {
 			st.etag = mr.ETag
 			return nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if time.Now().After(deadline) || !bo.Wait(ctx) {
 			return fmt.Errorf("%s: first manifest: %w", ws, err)
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// agentBackoff is the wait between an agent's failed requests, as
+// genesis-agent keeps it (from 1 s, doubling to 1 min, jittered): a
+// thousand agents failing together (a replica restarting, a storm of TLS
+// handshakes timing out) come back spread out, not all 100 ms later.
+func agentBackoff() *fleetagent.Backoff { return fleetagent.NewBackoff(time.Second, time.Minute) }
 
 // park starts one long-poll loop per agent, for as long as the worker
 // runs, and a progress reporter.
@@ -349,6 +355,7 @@ func (w *worker) park(ctx context.Context) {
 			defer w.polls.Done()
 			st := &w.state[k]
 			cl := w.client(k, w.pollHTTP)
+			bo := agentBackoff()
 			for ctx.Err() == nil {
 				mr, err := cl.Manifest(ctx, st.cred, st.etag, agentapi.MaxWait)
 				switch {
@@ -356,9 +363,11 @@ func (w *worker) park(ctx context.Context) {
 					return
 				case err != nil:
 					w.log.Debug("long-poll failed", "ws", w.job.Agents[k].WS, "err", err)
-					time.Sleep(100 * time.Millisecond)
+					bo.Wait(ctx)
 					continue
-				case mr.NotModified:
+				}
+				bo.Reset()
+				if mr.NotModified {
 					continue
 				}
 				st.etag = mr.ETag
