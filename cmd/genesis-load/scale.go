@@ -295,11 +295,15 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 		}
 	}
 	parkStart := time.Now()
-	parked, perReplica, err := waitParkedAll(ctx, f, reps, c.agents, 3*time.Minute)
+	// Over TLS most agents dial again here (their connections idled past
+	// the 90 s keep-alive while the others enrolled): a reconnect storm of
+	// handshakes, as after a load balancer's failover.
+	parked, perReplica, err := waitParkedAll(ctx, f, reps, c.agents, map[bool]time.Duration{false: 3 * time.Minute, true: 6 * time.Minute}[c.tls])
 	if err != nil {
 		log.Warn("not every long-poll parked", "err", err)
 	}
-	log.Info("long-polls parked", "parked", parked, "took", time.Since(parkStart).Round(time.Millisecond).String())
+	parkTook := time.Since(parkStart)
+	log.Info("long-polls parked", "parked", parked, "took", parkTook.Round(time.Millisecond).String())
 	time.Sleep(2 * time.Second) // let the replicas settle before reading RSS
 	heapProfiles(ctx, f, reps, "parked")
 	var rssNotes []string
@@ -321,8 +325,8 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	rep.add(figure{Measure: fmt.Sprintf("%s agents parked across %d replicas: largest replica RSS", thousands(strconv.Itoa(c.agents)), c.replicas),
 		Value: maxRSS, Unit: "MiB", Baseline: "the largest replica's RSS before parking", BaselineValue: float64(rss0Max) / (1 << 20),
 		Goal: "100,000 parked in ≤ 4 GB (all replicas)", Verdict: verdict(parked >= 100_000 && sumRSS(reps) <= 4<<30) + scaleSuffix(parked),
-		Note: fmt.Sprintf("every replica is the genesis-reconciler binary, r0 --role full (the leader), r1… --role serve; agents over %s; %d long-polls parked (genesis_manifest_longpolls_waiting summed over the replicas); %s; all replicas together %.0f MiB",
-			transport, parked, strings.Join(rssNotes, "; "), sumRSS(reps)/(1<<20))})
+		Note: fmt.Sprintf("every replica is the genesis-reconciler binary, r0 --role full (the leader), r1… --role serve; agents over %s; %d long-polls parked (genesis_manifest_longpolls_waiting summed over the replicas) %.1f s after the agents were told to park; %s; all replicas together %.0f MiB",
+			transport, parked, parkTook.Seconds(), strings.Join(rssNotes, "; "), sumRSS(reps)/(1<<20))})
 	rep.add(figure{Measure: "RSS per parked long-poll (largest of the replicas)", Value: maxPer, Unit: "KiB",
 		Note: "(RSS parked − RSS before parking) ÷ long-polls parked on that replica; before parking every agent had enrolled and fetched its manifest, so its credential and manifest entry were cached already: this is the parked request itself (goroutine, connection, buffers)"})
 
