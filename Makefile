@@ -135,7 +135,7 @@ SCALE_EDIT ?=
 # SCALE_TLS=1: the replicas serve TLS and every agent keeps its own HTTP/2
 # connection, as on droplets (--tls; figures under scenario scale-tls).
 SCALE_TLS ?=
-SCALE_LIMIT ?= $(if $(SCALE_EDIT),28m,$(if $(SCALE_TLS),18m,12m))
+SCALE_LIMIT ?= $(if $(SCALE_EDIT),28m,$(if $(SCALE_TLS),24m,12m))
 # SCALE_MEMLIMIT: GOMEMLIMIT of each replica (as the systemd unit and the
 # pod set it from their memory limit); empty: none. Below a replica's live
 # heap it thrashes: 640MiB at 100,000 agents made the first sweep 2.4×

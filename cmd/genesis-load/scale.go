@@ -327,8 +327,11 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 		Goal: "100,000 parked in ≤ 4 GB (all replicas)", Verdict: verdict(parked >= 100_000 && sumRSS(reps) <= 4<<30) + scaleSuffix(parked),
 		Note: fmt.Sprintf("every replica is the genesis-reconciler binary, r0 --role full (the leader), r1… --role serve; agents over %s; %d long-polls parked (genesis_manifest_longpolls_waiting summed over the replicas) %.1f s after the agents were told to park; %s; all replicas together %.0f MiB",
 			transport, parked, parkTook.Seconds(), strings.Join(rssNotes, "; "), sumRSS(reps)/(1<<20))})
-	rep.add(figure{Measure: "RSS per parked long-poll (largest of the replicas)", Value: maxPer, Unit: "KiB",
-		Note: "(RSS parked − RSS before parking) ÷ long-polls parked on that replica; before parking every agent had enrolled and fetched its manifest, so its credential and manifest entry were cached already: this is the parked request itself (goroutine, connection, buffers)"})
+	perNote := "(RSS parked − RSS before parking) ÷ long-polls parked on that replica; before parking every agent had enrolled and fetched its manifest, so its credential and manifest entry were cached already: this is the parked request itself (goroutine, connection, buffers)"
+	if c.tls {
+		perNote += "; over TLS a lower bound: at the baseline the connections of the agents that enrolled last were still open (the others idled out after 90 s and dialed again to park), and RSS kept what the enrolment's handshakes had used; compare the replicas' totals and goroutine stacks with a plain run's"
+	}
+	rep.add(figure{Measure: "RSS per parked long-poll (largest of the replicas)", Value: maxPer, Unit: "KiB", Note: perNote})
 
 	// 2. A fleet-wide template change → every agent has its manifest.
 	// The heartbeat phase (and, with --edit-phase, the edit) keep their
