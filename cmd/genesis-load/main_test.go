@@ -135,6 +135,18 @@ func decodeReport(t *testing.T, args ...string) report {
 	return rep
 }
 
+// wantCounts checks the counts named in want, and only those.
+func wantCounts(t *testing.T, counts, want map[string]int64) {
+	t.Helper()
+	got := map[string]int64{}
+	for k := range want {
+		got[k] = counts[k]
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+}
+
 func figureOf(t *testing.T, rep report, prefix string) figure {
 	t.Helper()
 	for _, f := range rep.Figures {
@@ -157,13 +169,7 @@ func TestHeartbeatTinyRun(t *testing.T) {
 	}
 	want := map[string]int64{"accepted (202)": c["sent"], "rejected (4xx/5xx)": 0, "network errors": 0, "server queued": c["sent"],
 		"server written": c["sent"], "server dropped": 0, "server replays": 0, "server queue full (503)": 0}
-	got := map[string]int64{}
-	for k := range want {
-		got[k] = c[k]
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
+	wantCounts(t, c, want)
 	// Each agent's seqs run 1..k: their last ones sum to what Postgres holds.
 	if c["sum of recorded seqs"] != c["sent"] {
 		t.Errorf("sum of recorded seqs = %d, want %d (one per heartbeat sent)", c["sum of recorded seqs"], c["sent"])
@@ -233,13 +239,7 @@ func TestConvergeTinyRun(t *testing.T) {
 	rep := decodeReport(t, "converge", "--agents", "20", "--server", "inproc", "--duration", "60s")
 	want := map[string]int64{"agents": 20, "long-polls parked (server gauge)": 20, "new manifest received": 20, "verification failures": 0,
 		"heartbeat failures": 0, "applied as recorded in fleet_status": 20, "manifests stored for the commit": 20}
-	got := map[string]int64{}
-	for k := range want {
-		got[k] = rep.Counts[k]
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
+	wantCounts(t, rep.Counts, want)
 	p99 := figureOf(t, rep, "commit → applied p99")
 	p50 := figureOf(t, rep, "commit → applied p50")
 	if p50.Value <= 0 || p99.Value < p50.Value {
@@ -253,13 +253,7 @@ func TestLongpollTinyRun(t *testing.T) {
 	rep := decodeReport(t, "longpoll", "--agents", "20", "--duration", "60s")
 	want := map[string]int64{"agents": 20, "long-polls parked (server gauge)": 20, "new manifest received": 20,
 		"not received within the bound": 0, "manifests stored for the commit": 20}
-	got := map[string]int64{}
-	for k := range want {
-		got[k] = rep.Counts[k]
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
+	wantCounts(t, rep.Counts, want)
 	if f := figureOf(t, rep, "RSS with 20 long-polls parked"); f.Value <= 0 || f.BaselineValue <= 0 {
 		t.Errorf("RSS figure %+v: want positive values", f)
 	}
@@ -294,13 +288,7 @@ func TestScaleTinyRun(t *testing.T) {
 		"agents with the edited tenants' manifest": 40, "manifests stored for the edit": 40,
 		"heartbeats rejected (4xx/5xx)": 0, "heartbeat network errors": 0, "heartbeats dropped (replicas)": 0,
 		"update_manifest operations succeeded for the edit": 40}
-	got := map[string]int64{}
-	for k := range want {
-		got[k] = c[k]
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
+	wantCounts(t, c, want)
 	// Exactly one per agent: only the leader renders (followers swept the
 	// whole fleet at start once, and raced it: 42 were seen for 40).
 	if c["manifests stored for the commit"] != 40 {
@@ -375,13 +363,7 @@ func TestScaleTinyRunTLS(t *testing.T) {
 	want := map[string]int64{"long-polls parked": 12, "agents with the new manifest": 12, "heartbeat network errors": 0,
 		"heartbeats rejected (4xx/5xx)": 0, "agent responses over HTTP/1.x (enrolment and first manifest)": 0,
 		"agent responses over HTTP/1.x (the whole run)": 0}
-	got := map[string]int64{}
-	for k := range want {
-		got[k] = c[k]
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
+	wantCounts(t, c, want)
 	// Each agent fetched its first manifest over HTTP/2; later, its new
 	// manifest and every heartbeat came the same way.
 	if h2, h2all, sent := c["agent responses over HTTP/2 (enrolment and first manifest)"], c["agent responses over HTTP/2 (the whole run)"], c["heartbeats sent"]; h2 < 12 || h2all < h2+12+sent || sent < 12 {
