@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"genesis.dev/fleet/internal/certreload/certtest"
+	"genesis.dev/fleet/internal/certreload/selfsigned"
 )
 
 // TestCheckCertificateReadsTheClockAfterTheHandshake: Caddy can get the
@@ -20,7 +20,7 @@ import (
 func TestCheckCertificateReadsTheClockAfterTheHandshake(t *testing.T) {
 	const name = "ws-acme.t.genesis.test"
 	issuedAt := time.Now().Truncate(time.Second).Add(time.Hour)
-	pair, err := certtest.Make(t.TempDir(), name, certtest.Options{DNSNames: []string{name}, NotBefore: issuedAt, Validity: 12 * time.Hour})
+	pair, err := selfsigned.Make(t.TempDir(), name, selfsigned.Options{DNSNames: []string{name}, NotBefore: issuedAt, Validity: 12 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

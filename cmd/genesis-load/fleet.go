@@ -24,7 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	fleetagent "genesis.dev/fleet/agent"
-	"genesis.dev/fleet/internal/certreload/certtest"
+	"genesis.dev/fleet/internal/certreload/selfsigned"
 	"genesis.dev/fleet/internal/loadstate"
 	"genesis.dev/fleet/reconciler/agentapi"
 	"genesis.dev/fleet/reconciler/plan"
@@ -55,7 +55,7 @@ type fleet struct {
 	http       *http.Client
 	// tls is the certificate the scale run's replicas serve (nil: plain
 	// HTTP).
-	tls       *certtest.Pair
+	tls       *selfsigned.Pair
 	log       *slog.Logger
 	closersMu sync.Mutex // replicas start concurrently (scale)
 	closers   []func()

@@ -35,7 +35,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"genesis.dev/fleet/fakes/dosim"
-	"genesis.dev/fleet/internal/certreload/certtest"
+	"genesis.dev/fleet/internal/certreload/selfsigned"
 	"genesis.dev/fleet/internal/loadstate"
 	"genesis.dev/fleet/internal/pgserver"
 	"genesis.dev/fleet/reconciler/agentapi"
@@ -143,7 +143,7 @@ func scaleScenario(ctx context.Context, c config, log, serverLog *slog.Logger, s
 	if c.tls {
 		// The replicas serve TLS (HTTP/2 offered) with a certificate of
 		// this run's own, which the load tool and the agents trust alone.
-		pair, err := certtest.Make(dir, "genesis-load", certtest.Options{})
+		pair, err := selfsigned.Make(dir, "genesis-load", selfsigned.Options{})
 		if err != nil {
 			return nil, err
 		}
