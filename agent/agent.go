@@ -300,7 +300,7 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("enroll droplet %s: no credential stored and no token in the agent config", a.cfg.DropletID)
 	}
 	req := a.enrollRequest()
-	bo := backoff{min: a.cfg.RetryMin, max: a.cfg.RetryMax}
+	bo := Backoff{min: a.cfg.RetryMin, max: a.cfg.RetryMax}
 	for {
 		cred, err := a.trade(ctx, req)
 		if err == nil {
@@ -309,7 +309,7 @@ func (a *Agent) enroll(ctx context.Context) (string, error) {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
 		}
-		d := bo.next()
+		d := bo.Next()
 		if retryable(err) {
 			a.log.Warn("enroll failed, retrying", "err", err, "retry_in", d)
 		} else {
@@ -382,13 +382,13 @@ func (a *Agent) setCredential(cred string) {
 // or when that enrollment is refused, it keeps asking at the slowest
 // backoff (RetryMax): only the reconciler can help, and it should hear
 // little from a droplet it no longer knows.
-func (a *Agent) refused(ctx context.Context, code int, bo *backoff) time.Duration {
+func (a *Agent) refused(ctx context.Context, code int, bo *Backoff) time.Duration {
 	a.mu.Lock()
 	a.refusals++
 	n := a.refusals
 	a.mu.Unlock()
 	if n < RevokedAfter {
-		d := bo.next()
+		d := bo.Next()
 		a.log.Warn("manifest request refused: credential not accepted", "code", code, "retry_in", d)
 		return d
 	}
@@ -397,7 +397,7 @@ func (a *Agent) refused(ctx context.Context, code int, bo *backoff) time.Duratio
 		// recorded it: the next credential is the droplet's now.
 		if gen := a.cfg.State.rotation().Working; gen > 0 {
 			if ok, err := a.trySwitch(ctx, gen); ok {
-				bo.reset()
+				bo.Reset()
 				return 0
 			} else if err != nil {
 				a.log.Warn("switch to the new credential failed", "err", err)
@@ -409,7 +409,7 @@ func (a *Agent) refused(ctx context.Context, code int, bo *backoff) time.Duratio
 		if err == nil {
 			a.log.Info("credential refused; enrolled again with the bootstrap token")
 			a.setCredential(cred)
-			bo.reset()
+			bo.Reset()
 			return 0
 		}
 		a.log.Error("credential refused and enrollment with the bootstrap token failed; retrying slowly", "err", err, "retry_in", a.cfg.RetryMax)
@@ -430,7 +430,7 @@ func (a *Agent) pullLoop(ctx context.Context) error {
 	}
 	var rejected string // digest of the last rejected envelope
 	var rejectedAt time.Time
-	bo := backoff{min: a.cfg.RetryMin, max: a.cfg.RetryMax}
+	bo := Backoff{min: a.cfg.RetryMin, max: a.cfg.RetryMax}
 	for ctx.Err() == nil {
 		inm := etag
 		if rejected != "" && a.cfg.Now().Sub(rejectedAt) < a.cfg.RecheckRejected {
@@ -452,7 +452,7 @@ func (a *Agent) pullLoop(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			d := bo.next()
+			d := bo.Next()
 			if errors.As(err, &se) && se.Code == http.StatusNotFound {
 				a.log.Info("no manifest yet", "retry_in", d)
 			} else {
@@ -465,7 +465,7 @@ func (a *Agent) pullLoop(ctx context.Context) error {
 		a.refusals = 0
 		a.mu.Unlock()
 		if resp.NotModified {
-			bo.reset()
+			bo.Reset()
 			// A server that does not hold the request still sees one
 			// request per PollWait.
 			if el := time.Since(start); el < a.cfg.PollWait/2 {
@@ -499,7 +499,7 @@ func (a *Agent) pullLoop(ctx context.Context) error {
 		case err == nil:
 			rejected = ""
 			etag = v.Digest
-			bo.reset()
+			bo.Reset()
 			a.mu.Lock()
 			a.verifyError, a.applyError = "", ""
 			a.mu.Unlock()
@@ -548,7 +548,7 @@ func (a *Agent) pullLoop(ctx context.Context) error {
 			a.log.Error("accept manifest", "err", err)
 		}
 		a.heartbeatSoon()
-		sleep(ctx, bo.next())
+		sleep(ctx, bo.Next())
 	}
 	return nil
 }

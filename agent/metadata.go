@@ -18,10 +18,10 @@ func DropletIDFromMetadata(ctx context.Context, client *http.Client, url string,
 	if client == nil {
 		client = http.DefaultClient
 	}
-	bo := backoff{min: 500 * time.Millisecond, max: 5 * time.Second}
+	bo := Backoff{min: 500 * time.Millisecond, max: 5 * time.Second}
 	var last error
 	for i := 0; i < max(attempts, 1); i++ {
-		if i > 0 && !sleep(ctx, bo.next()) {
+		if i > 0 && !sleep(ctx, bo.Next()) {
 			return "", ctx.Err()
 		}
 		id, err := fetchDropletID(ctx, client, url)

@@ -246,17 +246,17 @@ func (c *Client) Reenroll(ctx context.Context, credential string, req schema.Ree
 // start, after each accepted manifest (rotateKick), and after a failure
 // every RetryMin..RetryMax (backoff), until ctx ends.
 func (a *Agent) rotateLoop(ctx context.Context) error {
-	bo := backoff{min: a.cfg.RetryMin, max: a.cfg.RetryMax}
+	bo := Backoff{min: a.cfg.RetryMin, max: a.cfg.RetryMax}
 	for {
 		wait := time.Duration(-1)
 		if err := a.rotateOnce(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			wait = bo.next()
+			wait = bo.Next()
 			a.log.Error("secret rotation failed; old secrets kept", "err", err, "retry_in", wait)
 		} else {
-			bo.reset()
+			bo.Reset()
 		}
 		var t <-chan time.Time
 		var timer *time.Timer

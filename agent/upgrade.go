@@ -472,7 +472,7 @@ func (u *Upgrader) MarkHealthy() {
 // backoff (RetryMax doubling up to an hour) passes, whatever manifests
 // arrive meanwhile. It returns ErrRestart after a switch.
 func (a *Agent) upgradeLoop(ctx context.Context) error {
-	bo := backoff{min: a.cfg.RetryMax, max: time.Hour}
+	bo := Backoff{min: a.cfg.RetryMax, max: time.Hour}
 	var failed string // the digest that failed last
 	var retryAt time.Time
 	for {
@@ -489,9 +489,9 @@ func (a *Agent) upgradeLoop(ctx context.Context) error {
 			}
 			if err != nil && ctx.Err() == nil {
 				if m.Agent == nil || m.Agent.SHA256 != failed {
-					bo.reset()
+					bo.Reset()
 				}
-				d := bo.next()
+				d := bo.Next()
 				failed, retryAt = "", time.Now().Add(d)
 				if m.Agent != nil {
 					failed = m.Agent.SHA256
@@ -500,7 +500,7 @@ func (a *Agent) upgradeLoop(ctx context.Context) error {
 				a.log.Error("agent upgrade failed", "err", err, "retry_in", d)
 			} else {
 				failed = ""
-				bo.reset()
+				bo.Reset()
 			}
 			a.mu.Lock()
 			changed := a.upgradeError != errString(err)
