@@ -20,16 +20,11 @@ func BenchmarkListDroplets200(b *testing.B) {
 	})
 	c := srv.Client("t")
 	ctx := context.Background()
-	for i := 0; i < 100; i++ {
-		names := make([]string, 10)
-		for j := range names {
-			names[j] = fmt.Sprintf("d-%d-%d", i, j)
-		}
-		if _, _, err := c.Droplets.CreateMultiple(ctx, &godo.DropletMultiCreateRequest{Names: names, Size: "s-1vcpu-1gb",
-			Image: godo.DropletCreateImage{Slug: "debian-12-x64"}, Tags: []string{"genesis"}}); err != nil {
-			b.Fatal(err)
-		}
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("d-%d", i)
 	}
+	dosimtest.CreateTagged(b, c, names, "genesis")
 	b.ResetTimer()
 	for b.Loop() {
 		n := 0

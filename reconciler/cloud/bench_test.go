@@ -116,16 +116,11 @@ func BenchmarkDecodeDropletPage(b *testing.B) {
 	})
 	c := srv.Client("t")
 	ctx := context.Background()
-	for i := range 20 {
-		names := make([]string, 10)
-		for j := range names {
-			names[j] = plan.DropletName(fmt.Sprintf("ws-%03d", i*10+j), 1)
-		}
-		if _, _, err := c.Droplets.CreateMultiple(ctx, &godo.DropletMultiCreateRequest{Names: names, Size: "s-1vcpu-1gb", Region: "fra1",
-			Image: godo.DropletCreateImage{Slug: "debian-12-x64"}, Tags: []string{"genesis"}}); err != nil {
-			b.Fatal(err)
-		}
+	names := make([]string, 200)
+	for i := range names {
+		names[i] = plan.DropletName(fmt.Sprintf("ws-%03d", i), 1)
 	}
+	dosimtest.CreateTagged(b, c, names, "genesis")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v2/droplets?tag_name=genesis&per_page=200", nil)
 	if err != nil {
 		b.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 
 	"github.com/digitalocean/godo"
@@ -92,6 +93,19 @@ func NewClient(baseURL, token string) *godo.Client {
 		panic("dosimtest: godo.New: " + err.Error())
 	}
 	return c
+}
+
+// CreateTagged creates one droplet for each of names through c, tagged
+// tag, ten a request (CreateMultiple's limit), as a fleet is created
+// through the API; the first error fails t.
+func CreateTagged(t testing.TB, c *godo.Client, names []string, tag string) {
+	t.Helper()
+	for batch := range slices.Chunk(names, 10) {
+		if _, _, err := c.Droplets.CreateMultiple(context.Background(), &godo.DropletMultiCreateRequest{Names: batch, Size: "s-1vcpu-1gb",
+			Region: "fra1", Image: godo.DropletCreateImage{Slug: "debian-12-x64"}, Tags: []string{tag}}); err != nil {
+			t.Fatalf("create %d droplets: %v", len(batch), err)
+		}
+	}
 }
 
 // ServeLate serves r with next, so the simulator carries it out, then
